@@ -1,0 +1,56 @@
+/* tok.h: LFM2's byte-level BPE tokenizer, built from a GGUF's tokenizer.ggml.* metadata. */
+#ifndef LFM2_TOK_H
+#define LFM2_TOK_H
+#include <stddef.h>
+#include <stdint.h>
+#include <stdbool.h>
+#include "engine/gguf.h"
+
+typedef struct tok tok; /* immutable after tok_new: safe to share between threads */
+
+enum tok_type { TOK_NORMAL = 1, TOK_UNKNOWN = 2, TOK_CONTROL = 3, TOK_USER = 4, TOK_UNUSED = 5,
+                TOK_BYTE = 6 };
+
+/* Builds the tokenizer from g's metadata (g may be closed afterwards). Validates the vocab:
+ * special ids inside it, merges of exactly two known tokens, gpt2 model. Negative + err on error. */
+int tok_new(tok **out, const gguf *g, char *err, size_t errlen);
+void tok_free(tok *t); /* NULL is a no-op */
+
+int tok_n_vocab(const tok *t);
+int tok_bos(const tok *t);     /* -1 if none */
+int tok_eos(const tok *t);
+int tok_pad(const tok *t);
+bool tok_add_bos(const tok *t);
+int tok_type_of(const tok *t, int id);
+/* The piece's raw bytes (after byte-level decoding) and their length; NULL for a bad id. */
+const char *tok_piece(const tok *t, int id, size_t *len);
+/* Token id of an exact vocab string (e.g. "<|im_end|>"), or -1. */
+int tok_find(const tok *t, const char *text, size_t len);
+
+/* Tokenizes len bytes of text. add_bos: prepend BOS (caller decides, usually tok_add_bos());
+ * parse_special: match CONTROL token text as single tokens. Writes up to cap ids to out and
+ * returns the total count (which may exceed cap: call again with a larger buffer), or negative
+ * on allocation failure. */
+int tok_encode(const tok *t, const char *text, size_t len, bool add_bos, bool parse_special,
+               int32_t *out, int cap);
+
+/* Appends the bytes of ids to buf (cap bytes); returns the byte count needed. CONTROL tokens
+ * render as their text only when render_special. */
+size_t tok_decode(const tok *t, const int32_t *ids, int n, bool render_special, char *buf,
+                  size_t cap);
+
+/* Incremental detokenizer: feed ids one at a time, get back only complete UTF-8 characters.
+ * Bytes of an incomplete character are held until the next id (or tok_stream_flush). */
+typedef struct tok_stream {
+    const tok *t;
+    bool render_special;
+    unsigned char pending[8]; /* bytes of a UTF-8 character not yet complete */
+    int n_pending;
+} tok_stream;
+void tok_stream_init(tok_stream *s, const tok *t, bool render_special);
+/* Writes the text now complete into buf (cap bytes, >= 4 + longest piece); returns its length. */
+size_t tok_stream_push(tok_stream *s, int32_t id, char *buf, size_t cap);
+/* Emits what is still held (invalid UTF-8 comes out as it was). */
+size_t tok_stream_flush(tok_stream *s, char *buf, size_t cap);
+
+#endif

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Runs every unit-test program and every end-to-end script; prints "N passed, N failed".
+# Unit tests: $BUILD/tests/test_* (built by make). End-to-end: tests/e2e/*.sh, run with
+# LFM2=$BUILD/lfm2 and TMPDIR pointing at a fresh scratch folder.
+set -u
+cd "$(dirname "$0")/.."
+BUILD=${BUILD:-build}
+export LFM2="$PWD/$BUILD/lfm2" BUILD
+pass=0; fail=0; failed=()
+scratch=$(mktemp -d); trap 'rm -rf "$scratch"' EXIT
+run_one() {
+  local name=$1; shift
+  local t0=$SECONDS log="$scratch/$(basename "$name").log"
+  if "$@" >"$log" 2>&1; then
+    pass=$((pass+1)); printf 'PASS %-40s %3ds\n' "$name" $((SECONDS-t0))
+  else
+    fail=$((fail+1)); failed+=("$name"); printf 'FAIL %-40s %3ds\n' "$name" $((SECONDS-t0))
+    tail -n 40 "$log" | sed 's/^/    | /'
+  fi
+}
+for t in "$BUILD"/tests/test_*; do
+  [ -x "$t" ] && [ -f "$t" ] && case "$t" in *.d) continue;; esac
+  [ -x "$t" ] || continue
+  run_one "$(basename "$t")" env TMPDIR="$scratch" "$t"
+done
+for s in tests/e2e/*.sh; do
+  [ -f "$s" ] || continue
+  d=$(mktemp -d -p "$scratch")
+  run_one "e2e/$(basename "$s")" env TMPDIR="$d" bash "$s"
+done
+[ ${#failed[@]} -eq 0 ] || echo "failed: ${failed[*]}"
+echo "$pass passed, $fail failed"
+[ "$fail" -eq 0 ]
