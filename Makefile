@@ -48,7 +48,7 @@ $(DEMO): $(BUILD)/lfm2
 # The oracle (node-llama-cpp) is only needed to regenerate goldens and for benchmarks.
 oracle:
 	@cd tests/oracle && [ -d node_modules/node-llama-cpp ] || \
-	  npm install --no-audit --no-fund --omit=optional node-llama-cpp@3.22.1 @node-llama-cpp/linux-x64@3.22.1
+	  npm install --no-audit --no-fund --omit=optional --no-save node-llama-cpp@3.22.1 @node-llama-cpp/linux-x64@3.22.1
 
 test: deps
 	$(MAKE) --no-print-directory $(BUILD)/lfm2 $(TESTS)
