@@ -50,7 +50,7 @@ oracle:
 	@cd tests/oracle && [ -d node_modules/node-llama-cpp ] || \
 	  npm install --no-audit --no-fund --omit=optional --no-save node-llama-cpp@3.22.1 @node-llama-cpp/linux-x64@3.22.1
 
-test: deps
+test: deps oracle
 	$(MAKE) --no-print-directory $(BUILD)/lfm2 $(TESTS)
 	BUILD=$(BUILD) tests/run.sh
 
