@@ -30,10 +30,59 @@ size_t quant_row_size(uint32_t type, int64_t n);
 /* Parses "q4_0", "Q8_0", "f16"...; returns the type id or -1. */
 int quant_type_from_name(const char *name);
 
+/* Dequantize n_rows contiguous rows of row_len weights each (row stride quant_row_size(type,
+ * row_len) bytes). Returns 0, QUANT_EUNSUPPORTED for a type without to_float, or QUANT_EROWLEN
+ * when row_len is not a positive multiple of the block size. Thread-safe, no allocation. */
+int quant_dequantize_rows(uint32_t type, const void *src, float *dst, int64_t n_rows, int64_t row_len);
+/* The reverse, for types with from_float. Same return codes. */
+int quant_quantize_rows(uint32_t type, const float *src, void *dst, int64_t n_rows, int64_t row_len);
+enum { QUANT_EUNSUPPORTED = -1, QUANT_EROWLEN = -2 };
+
 /* IEEE half and bfloat16 conversions (round to nearest even). */
 float quant_f16_to_f32(uint16_t h);
 uint16_t quant_f32_to_f16(float f);
 float quant_bf16_to_f32(uint16_t h);
 uint16_t quant_f32_to_bf16(float f);
+
+/* Block layouts, byte for byte as ggml stores them (little-endian; every field is a byte array so
+ * a block may sit at any address: read halves with quant_f16_to_f32 after memcpy). Kernels may
+ * use these; the names follow ggml's (d = scale, m/dmin = min, qs = low bits, qh = high bits). */
+#define QK4_0 32
+#define QK4_1 32
+#define QK5_0 32
+#define QK5_1 32
+#define QK8_0 32
+#define QK_K 256
+#define K_SCALE_SIZE 12
+typedef struct { uint8_t d[2]; uint8_t qs[QK4_0 / 2]; } block_q4_0;  /* x = (nibble - 8) * d */
+typedef struct { uint8_t d[2], m[2]; uint8_t qs[QK4_1 / 2]; } block_q4_1; /* x = nibble*d + m */
+typedef struct { uint8_t d[2]; uint8_t qh[4]; uint8_t qs[QK5_0 / 2]; } block_q5_0; /* (q5-16)*d */
+typedef struct { uint8_t d[2], m[2]; uint8_t qh[4]; uint8_t qs[QK5_1 / 2]; } block_q5_1;
+typedef struct { uint8_t d[2]; int8_t qs[QK8_0]; } block_q8_0; /* x = qs * d */
+/* Q4_K: 8 sub-blocks of 32, 6-bit scale and min each packed in `scales`;
+ * x = d*sc*nibble - dmin*m. Nibbles: 64-weight groups, low nibbles first, then high. */
+typedef struct { uint8_t d[2], dmin[2]; uint8_t scales[K_SCALE_SIZE]; uint8_t qs[QK_K / 2]; } block_q4_K;
+/* Q5_K: as Q4_K plus a fifth bit per weight in qh (bit 2g / 2g+1 for group g's halves). */
+typedef struct {
+    uint8_t d[2], dmin[2]; uint8_t scales[K_SCALE_SIZE]; uint8_t qh[QK_K / 8]; uint8_t qs[QK_K / 2];
+} block_q5_K;
+/* Q6_K: 16 sub-blocks of 16 with int8 scales; x = d * scales[s] * (q6 - 32). */
+typedef struct { uint8_t ql[QK_K / 2]; uint8_t qh[QK_K / 4]; int8_t scales[QK_K / 16]; uint8_t d[2]; } block_q6_K;
+/* Q8_K: f32 scale, 256 int8, 16 int16 sums of each 16 (used as the activation side of K dots). */
+typedef struct { uint8_t d[4]; int8_t qs[QK_K]; uint8_t bsums[QK_K / 16 * 2]; } block_q8_K;
+/* Q2_K / Q3_K: read-only (dequantize), as found in Q2_K/Q3_K_* files. */
+typedef struct { uint8_t scales[QK_K / 16]; uint8_t qs[QK_K / 4]; uint8_t d[2], dmin[2]; } block_q2_K;
+typedef struct { uint8_t hmask[QK_K / 8]; uint8_t qs[QK_K / 4]; uint8_t scales[12]; uint8_t d[2]; } block_q3_K;
+
+/* Unpacks the j-th (0..7) 6-bit scale and min of a Q4_K/Q5_K block's `scales`. */
+static inline void quant_scale_min_k4(int j, const uint8_t *q, uint8_t *sc, uint8_t *m) {
+    if (j < 4) {
+        *sc = q[j] & 63;
+        *m = q[j + 4] & 63;
+    } else {
+        *sc = (uint8_t)((q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4));
+        *m = (uint8_t)((q[j + 4] >> 4) | ((q[j] >> 6) << 4));
+    }
+}
 
 #endif
