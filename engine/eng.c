@@ -1,0 +1,609 @@
+/* eng.c: the LFM2 forward pass over a batch of sequences, their hybrid state, and its lifecycle. */
+#include "engine/eng.h"
+
+#include <cblas.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "quant/quant.h"
+
+#define PANEL_FLOATS (1 << 18) /* dequantized weight panel: 1 MiB of f32 */
+#define LOGIT_CHUNK 16         /* rows of logits computed per pass over the output head */
+
+struct eng {
+    lfm2_model *m;
+    tok *t;
+    eng_params p;
+    int n_vocab;
+    int n_live;                       /* live sequences */
+    int n_conv;                       /* conv layers */
+    int conv_idx[LFM2_MAX_LAYERS];    /* layer -> conv index, -1 for attention layers */
+    int kv_cum[LFM2_MAX_LAYERS];      /* attention layer -> floats per position before it (K+V) */
+    int kv_per_pos;                   /* floats of K+V per position over all attention layers */
+    int ring;                         /* conv ring length R = n_restore + L - 1 */
+    /* small f32 copies of the 1-D weights (norms, conv kernels), converted at load */
+    float *attn_norm[LFM2_MAX_LAYERS], *ffn_norm[LFM2_MAX_LAYERS]; /* [n_embd] */
+    float *conv_w[LFM2_MAX_LAYERS];                                 /* [n_embd, L] */
+    float *q_norm[LFM2_MAX_LAYERS], *k_norm[LFM2_MAX_LAYERS];       /* [hd] */
+    float *out_norm;                                                /* [n_embd] */
+    float *small;                     /* one allocation behind the pointers above */
+    /* scratch, sized for max_batch_tokens = T */
+    float *x;      /* [T, n_embd] residual stream */
+    float *xn;     /* [T, n_embd] normed input of an operator */
+    float *a;      /* [T, a_w]: B|C|X, or q,k,v, or ffn gate */
+    float *b;      /* [T, b_w]: conv y, attention heads, ffn up */
+    float *o;      /* [T, n_embd]: operator output; rows wanting logits at the end */
+    float *panel;  /* [PANEL_FLOATS] dequantized weight rows */
+    float *lchunk; /* [LOGIT_CHUNK, n_vocab] */
+    int *lrow_item, *lrow_off; /* [T] which item / which logits row a gathered row goes to */
+};
+
+struct eng_seq {
+    eng *e;
+    int pos, n_ctx;
+    int ring_lo;  /* lowest position whose bx column is still in the ring */
+    bool in_step; /* duplicate detection inside eng_step */
+    float *ring;  /* [n_conv][R][n_embd]: bx columns, slot = position % R */
+    float *kv;    /* per attention layer: K [n_ctx][nkv*hd] then V [n_ctx][nkv*hd] */
+    float *scores; /* [n_ctx] attention weights of one query */
+    size_t bytes;
+};
+
+static int fail(char *err, size_t errlen, int code, const char *fmt, ...) {
+    if (err && errlen) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(err, errlen, fmt, ap);
+        va_end(ap);
+    }
+    return code;
+}
+
+void eng_params_default(eng_params *p) {
+    memset(p, 0, sizeof *p);
+    long nc = sysconf(_SC_NPROCESSORS_ONLN);
+    p->n_threads = nc > 0 ? (int)nc : 1;
+    p->max_seqs = 64;
+    p->n_ctx = 0; /* resolved against the model in eng_new */
+    p->max_batch_tokens = 512;
+    p->n_restore = 64;
+}
+
+const lfm2_model *eng_model(const eng *e) { return e->m; }
+const lfm2_hparams *eng_hparams(const eng *e) { return &e->m->hp; }
+const tok *eng_tok(const eng *e) { return e->t; }
+int eng_n_vocab(const eng *e) { return e->n_vocab; }
+int eng_eos(const eng *e) { return tok_eos(e->t); }
+int eng_max_batch_tokens(const eng *e) { return e->p.max_batch_tokens; }
+int eng_default_ctx(const eng *e) { return e->p.n_ctx; }
+
+/* Converts a small tensor (norm, conv kernel) of n values to f32. */
+static int to_f32(const gguf_tensor *t, float *dst, int64_t n, char *err, size_t errlen) {
+    const qtype_traits *tr = quant_traits(t->type);
+    int64_t have = t->ne[0] * t->ne[1] * t->ne[2] * t->ne[3];
+    if (!tr || have != n || n % tr->block_size)
+        return fail(err, errlen, ENG_EMODEL, "tensor '%s': %lld values of type %u, expected %lld",
+                    t->name, (long long)have, t->type, (long long)n);
+    tr->to_float(t->data, dst, n);
+    return 0;
+}
+
+int eng_new(eng **out, const char *model_path, const eng_params *pp, char *err, size_t errlen) {
+    *out = NULL;
+    eng_params p;
+    eng_params_default(&p);
+    if (pp) {
+        if (pp->n_threads > 0) p.n_threads = pp->n_threads;
+        if (pp->max_seqs > 0) p.max_seqs = pp->max_seqs;
+        if (pp->n_ctx > 0) p.n_ctx = pp->n_ctx;
+        if (pp->max_batch_tokens > 0) p.max_batch_tokens = pp->max_batch_tokens;
+        if (pp->n_restore > 0) p.n_restore = pp->n_restore;
+        if (pp->n_threads < 0 || pp->max_seqs < 0 || pp->n_ctx < 0 || pp->max_batch_tokens < 0 ||
+            pp->n_restore < 0)
+            return fail(err, errlen, ENG_EINVAL, "engine parameters: negative value");
+    }
+    if (p.max_batch_tokens > 1 << 20)
+        return fail(err, errlen, ENG_EINVAL, "max_batch_tokens %d exceeds limit %d",
+                    p.max_batch_tokens, 1 << 20);
+    eng *e = calloc(1, sizeof *e);
+    if (!e) return fail(err, errlen, ENG_ENOMEM, "out of memory");
+    int rc = lfm2_model_open(&e->m, model_path, err, errlen);
+    if (rc < 0) {
+        free(e);
+        return ENG_EMODEL;
+    }
+    rc = tok_new(&e->t, e->m->g, err, errlen);
+    if (rc < 0) {
+        rc = ENG_EMODEL;
+        goto fail;
+    }
+    const lfm2_hparams *hp = &e->m->hp;
+    e->n_vocab = hp->n_vocab;
+    if (!p.n_ctx) p.n_ctx = hp->n_ctx_train > 0 && hp->n_ctx_train < 4096 ? hp->n_ctx_train : 4096;
+    e->p = p;
+    const int E = hp->n_embd, hd = hp->head_dim, L = hp->l_cache;
+    if (hp->head_dim * hp->n_head != E || L < 1 || hd % 2) {
+        rc = fail(err, errlen, ENG_EMODEL, "model: head_dim %d * heads %d != n_embd %d or bad L %d",
+                  hd, hp->n_head, E, L);
+        goto fail;
+    }
+    e->ring = p.n_restore + (L > 1 ? L - 1 : 1);
+    int max_kv = 0;
+    size_t n_small = (size_t)E; /* out_norm */
+    for (int l = 0; l < hp->n_layer; l++) {
+        int nkv = hp->n_head_kv[l];
+        n_small += 2 * (size_t)E;
+        if (nkv == 0) {
+            e->conv_idx[l] = e->n_conv++;
+            n_small += (size_t)E * L;
+        } else {
+            e->conv_idx[l] = -1;
+            e->kv_cum[l] = e->kv_per_pos;
+            e->kv_per_pos += 2 * nkv * hd;
+            if (nkv > max_kv) max_kv = nkv;
+            n_small += 2 * (size_t)hd;
+        }
+    }
+    e->small = malloc(n_small * sizeof(float));
+    if (!e->small) goto oom;
+    float *s = e->small;
+    if ((rc = to_f32(e->m->out_norm, s, E, err, errlen)) < 0) goto fail;
+    e->out_norm = s, s += E;
+    for (int l = 0; l < hp->n_layer; l++) {
+        const lfm2_layer *ly = &e->m->layers[l];
+        if ((rc = to_f32(ly->attn_norm, s, E, err, errlen)) < 0) goto fail;
+        e->attn_norm[l] = s, s += E;
+        if ((rc = to_f32(ly->ffn_norm, s, E, err, errlen)) < 0) goto fail;
+        e->ffn_norm[l] = s, s += E;
+        if (hp->n_head_kv[l] == 0) {
+            if ((rc = to_f32(ly->conv, s, (int64_t)E * L, err, errlen)) < 0) goto fail;
+            e->conv_w[l] = s, s += (size_t)E * L;
+        } else {
+            if ((rc = to_f32(ly->q_norm, s, hd, err, errlen)) < 0) goto fail;
+            e->q_norm[l] = s, s += hd;
+            if ((rc = to_f32(ly->k_norm, s, hd, err, errlen)) < 0) goto fail;
+            e->k_norm[l] = s, s += hd;
+        }
+    }
+    /* every matrix must be dequantizable row by row */
+    for (int l = 0; l < hp->n_layer; l++) {
+        const lfm2_layer *ly = &e->m->layers[l];
+        const gguf_tensor *ws[] = {ly->ffn_gate, ly->ffn_up, ly->ffn_down, ly->in_proj,
+                                   ly->out_proj, ly->wq, ly->wk, ly->wv, ly->wo};
+        for (size_t i = 0; i < sizeof ws / sizeof ws[0]; i++) {
+            if (!ws[i]) continue;
+            if (!quant_traits(ws[i]->type) || !quant_row_size(ws[i]->type, ws[i]->ne[0])) {
+                rc = fail(err, errlen, ENG_EMODEL, "tensor '%s': type %u unsupported for rows of %lld",
+                          ws[i]->name, ws[i]->type, (long long)ws[i]->ne[0]);
+                goto fail;
+            }
+        }
+    }
+    const gguf_tensor *heads[] = {e->m->tok_embd, e->m->output};
+    for (int i = 0; i < 2; i++)
+        if (!quant_traits(heads[i]->type) || !quant_row_size(heads[i]->type, heads[i]->ne[0])) {
+            rc = fail(err, errlen, ENG_EMODEL, "tensor '%s': type %u unsupported", heads[i]->name,
+                      heads[i]->type);
+            goto fail;
+        }
+    size_t T = (size_t)p.max_batch_tokens;
+    size_t a_w = 3 * (size_t)E, b_w = (size_t)E;
+    size_t qkv = (size_t)(hp->n_head + 2 * max_kv) * hd;
+    if (qkv > a_w) a_w = qkv;
+    if ((size_t)hp->n_ff > a_w) a_w = hp->n_ff;
+    if ((size_t)hp->n_ff > b_w) b_w = hp->n_ff;
+    e->x = malloc(T * E * sizeof(float));
+    e->xn = malloc(T * E * sizeof(float));
+    e->a = malloc(T * a_w * sizeof(float));
+    e->b = malloc(T * b_w * sizeof(float));
+    e->o = malloc(T * E * sizeof(float));
+    e->panel = malloc(PANEL_FLOATS * sizeof(float));
+    e->lchunk = malloc((size_t)LOGIT_CHUNK * e->n_vocab * sizeof(float));
+    e->lrow_item = malloc(T * sizeof(int));
+    e->lrow_off = malloc(T * sizeof(int));
+    if (!e->x || !e->xn || !e->a || !e->b || !e->o || !e->panel || !e->lchunk || !e->lrow_item ||
+        !e->lrow_off)
+        goto oom;
+    int max_in = E > hp->n_ff ? E : hp->n_ff;
+    if (max_in > PANEL_FLOATS) {
+        rc = fail(err, errlen, ENG_EMODEL, "row length %d exceeds engine limit %d", max_in,
+                  PANEL_FLOATS);
+        goto fail;
+    }
+    openblas_set_num_threads(p.n_threads);
+    *out = e;
+    return 0;
+oom:
+    rc = fail(err, errlen, ENG_ENOMEM, "out of memory allocating engine scratch for %d tokens",
+              p.max_batch_tokens);
+fail:
+    eng_free(e);
+    return rc;
+}
+
+void eng_free(eng *e) {
+    if (!e) return;
+    tok_free(e->t);
+    lfm2_model_close(e->m);
+    free(e->small);
+    free(e->x);
+    free(e->xn);
+    free(e->a);
+    free(e->b);
+    free(e->o);
+    free(e->panel);
+    free(e->lchunk);
+    free(e->lrow_item);
+    free(e->lrow_off);
+    free(e);
+}
+
+/* ---- sequences ---- */
+
+static size_t ring_floats(const eng *e) {
+    return (size_t)e->n_conv * e->ring * e->m->hp.n_embd;
+}
+
+int eng_seq_new(eng *e, int n_ctx, eng_seq **out, char *err, size_t errlen) {
+    *out = NULL;
+    if (n_ctx == 0) n_ctx = e->p.n_ctx;
+    if (n_ctx < 1 || n_ctx > (1 << 24))
+        return fail(err, errlen, ENG_EINVAL, "n_ctx %d outside [1, %d]", n_ctx, 1 << 24);
+    if (e->n_live >= e->p.max_seqs)
+        return fail(err, errlen, ENG_ELIMIT, "live sequences %d at limit max_seqs %d", e->n_live,
+                    e->p.max_seqs);
+    eng_seq *s = calloc(1, sizeof *s);
+    if (!s) return fail(err, errlen, ENG_ENOMEM, "out of memory");
+    s->e = e;
+    s->n_ctx = n_ctx;
+    size_t nr = ring_floats(e), nkv = (size_t)n_ctx * e->kv_per_pos;
+    s->ring = calloc(nr ? nr : 1, sizeof(float));
+    s->kv = malloc((nkv ? nkv : 1) * sizeof(float));
+    s->scores = malloc((size_t)n_ctx * sizeof(float));
+    if (!s->ring || !s->kv || !s->scores) {
+        free(s->ring);
+        free(s->kv);
+        free(s->scores);
+        free(s);
+        return fail(err, errlen, ENG_ENOMEM,
+                    "out of memory allocating a sequence of n_ctx %d (%zu bytes of KV)", n_ctx,
+                    nkv * sizeof(float));
+    }
+    s->bytes = sizeof *s + (nr + nkv + (size_t)n_ctx) * sizeof(float);
+    e->n_live++;
+    *out = s;
+    return 0;
+}
+
+void eng_seq_free(eng_seq *s) {
+    if (!s) return;
+    s->e->n_live--;
+    free(s->ring);
+    free(s->kv);
+    free(s->scores);
+    free(s);
+}
+
+int eng_seq_pos(const eng_seq *s) { return s->pos; }
+int eng_seq_n_ctx(const eng_seq *s) { return s->n_ctx; }
+size_t eng_seq_bytes(const eng_seq *s) { return s->bytes; }
+
+int eng_seq_min_restorable(const eng_seq *s) {
+    /* restoring q needs the bx columns of q-(L-1)..q-1; the ring holds [ring_lo, pos-1] */
+    return s->ring_lo == 0 ? 0 : s->ring_lo + s->e->m->hp.l_cache - 1;
+}
+
+static int check_restorable(const eng_seq *s, int pos, const char *what, char *err, size_t errlen) {
+    if (pos < 0 || pos > s->pos)
+        return fail(err, errlen, ENG_EINVAL, "%s: position %d outside [0, %d]", what, pos, s->pos);
+    if (pos != 0 && pos != s->pos && pos < eng_seq_min_restorable(s))
+        return fail(err, errlen, ENG_ESTATE,
+                    "%s: position %d is older than the conv state kept (lowest restorable %d, "
+                    "n_restore %d)",
+                    what, pos, eng_seq_min_restorable(s), s->e->p.n_restore);
+    return 0;
+}
+
+int eng_seq_truncate(eng_seq *s, int pos, char *err, size_t errlen) {
+    int rc = check_restorable(s, pos, "truncate", err, errlen);
+    if (rc < 0) return rc;
+    s->pos = pos;
+    if (pos == 0) s->ring_lo = 0;
+    return 0;
+}
+
+int eng_seq_fork(const eng_seq *src, int pos, int n_ctx, eng_seq **out, char *err, size_t errlen) {
+    *out = NULL;
+    if (pos < 0) pos = src->pos;
+    int rc = check_restorable(src, pos, "fork", err, errlen);
+    if (rc < 0) return rc;
+    if (n_ctx <= 0) n_ctx = src->n_ctx;
+    if (n_ctx < pos)
+        return fail(err, errlen, ENG_ECTX, "fork: n_ctx %d smaller than the %d positions copied",
+                    n_ctx, pos);
+    eng *e = src->e;
+    eng_seq *s;
+    rc = eng_seq_new(e, n_ctx, &s, err, errlen);
+    if (rc < 0) return rc;
+    memcpy(s->ring, src->ring, ring_floats(e) * sizeof(float));
+    s->ring_lo = pos == 0 ? 0 : src->ring_lo;
+    s->pos = pos;
+    const lfm2_hparams *hp = &e->m->hp;
+    for (int l = 0; l < hp->n_layer; l++) {
+        int nkv = hp->n_head_kv[l];
+        if (!nkv) continue;
+        size_t w = (size_t)nkv * hp->head_dim;
+        const float *sk = src->kv + (size_t)src->n_ctx * e->kv_cum[l];
+        float *dk = s->kv + (size_t)s->n_ctx * e->kv_cum[l];
+        memcpy(dk, sk, (size_t)pos * w * sizeof(float));                                 /* K */
+        memcpy(dk + (size_t)s->n_ctx * w, sk + (size_t)src->n_ctx * w, (size_t)pos * w * sizeof(float)); /* V */
+    }
+    *out = s;
+    return 0;
+}
+
+/* ---- kernels (plain C reference; the speed work swaps matmul) ---- */
+
+/* y[n_tok, n_out] = x[n_tok, n_in] @ W^T, W = w ([n_out, n_in] row-major, any supported type).
+ * Weights are dequantized panel by panel into e->panel; never the whole matrix. */
+static void matmul(eng *e, const gguf_tensor *w, const float *x, int n_tok, float *y) {
+    const int n_in = (int)w->ne[0], n_out = (int)w->ne[1];
+    const qtype_traits *tr = quant_traits(w->type);
+    const size_t rs = quant_row_size(w->type, n_in);
+    int rows = PANEL_FLOATS / n_in;
+    if (rows > n_out) rows = n_out;
+    for (int r0 = 0; r0 < n_out; r0 += rows) {
+        int nr = n_out - r0 < rows ? n_out - r0 : rows;
+        tr->to_float((const char *)w->data + (size_t)r0 * rs, e->panel, (int64_t)nr * n_in);
+        if (n_tok == 1)
+            cblas_sgemv(CblasRowMajor, CblasNoTrans, nr, n_in, 1.0f, e->panel, n_in, x, 1, 0.0f,
+                        y + r0, 1);
+        else
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n_tok, nr, n_in, 1.0f, x, n_in,
+                        e->panel, n_in, 0.0f, y + r0, n_out);
+    }
+}
+
+/* ggml's rms_norm then mul: sum of squares in double, scale in float. */
+static void rmsnorm(float *out, const float *x, const float *w, int n, float eps) {
+    double ss = 0;
+    for (int i = 0; i < n; i++) ss += (double)x[i] * x[i];
+    float scale = 1.0f / sqrtf((float)(ss / n) + eps);
+    for (int i = 0; i < n; i++) out[i] = (x[i] * scale) * w[i];
+}
+
+static void embed(const eng *e, int32_t id, float *dst) {
+    const gguf_tensor *t = e->m->tok_embd;
+    size_t rs = quant_row_size(t->type, t->ne[0]);
+    quant_traits(t->type)->to_float((const char *)t->data + (size_t)id * rs, dst, t->ne[0]);
+}
+
+/* NEOX RoPE as ggml computes it: theta_i = p * theta_scale^i by repeated f32 multiplication. */
+static void rope_neox(float *v, int hd, int pos, float theta_scale) {
+    int half = hd / 2;
+    float theta = (float)pos;
+    for (int i = 0; i < half; i++) {
+        float c = cosf(theta), s = sinf(theta);
+        float x0 = v[i], x1 = v[i + half];
+        v[i] = x0 * c - x1 * s;
+        v[i + half] = x0 * s + x1 * c;
+        theta *= theta_scale;
+    }
+}
+
+/* Short conv for one item: rows r0..r0+n-1 of e->a hold B|C|X; writes C*y into e->b rows. */
+static void conv_item(eng *e, int l, eng_seq *s, int r0, int n) {
+    const lfm2_hparams *hp = &e->m->hp;
+    const int E = hp->n_embd, L = hp->l_cache, R = e->ring;
+    const float *cw = e->conv_w[l];
+    float *ring = s->ring + (size_t)e->conv_idx[l] * R * E;
+    for (int t = 0; t < n; t++) {
+        int p = s->pos + t;
+        const float *bcx = e->a + (size_t)(r0 + t) * 3 * E;
+        const float *B = bcx, *C = bcx + E, *X = bcx + 2 * E;
+        float *bx = ring + (size_t)(p % R) * E;
+        for (int c = 0; c < E; c++) bx[c] = B[c] * X[c];
+        float *y = e->b + (size_t)(r0 + t) * E;
+        for (int c = 0; c < E; c++) y[c] = 0;
+        for (int k = 0; k < L; k++) {
+            int q = p - (L - 1) + k;
+            if (q < 0) continue;
+            const float *col = ring + (size_t)(q % R) * E;
+            for (int c = 0; c < E; c++) y[c] += cw[(size_t)c * L + k] * col[c];
+        }
+        for (int c = 0; c < E; c++) y[c] *= C[c];
+    }
+}
+
+/* Attention for one item: q|k|v rows in e->a (q at qo, k at ko, v at vo, row strides given);
+ * stores K/V at the item's positions, writes concatenated heads into e->b rows. */
+static void attn_item(eng *e, int l, eng_seq *s, int r0, int n, int T) {
+    const lfm2_hparams *hp = &e->m->hp;
+    const int H = hp->n_head, KV = hp->n_head_kv[l], hd = hp->head_dim;
+    const int qw = H * hd, kw = KV * hd;
+    float *q_all = e->a, *k_all = e->a + (size_t)T * qw, *v_all = k_all + (size_t)T * kw;
+    float *K = s->kv + (size_t)s->n_ctx * e->kv_cum[l];
+    float *V = K + (size_t)s->n_ctx * kw;
+    const float theta_scale = powf(hp->rope_base, -2.0f / hd);
+    const float kq_scale = 1.0f / sqrtf((float)hd);
+    for (int t = 0; t < n; t++) {
+        int p = s->pos + t;
+        float *q = q_all + (size_t)(r0 + t) * qw;
+        float *k = k_all + (size_t)(r0 + t) * kw;
+        float *v = v_all + (size_t)(r0 + t) * kw;
+        for (int h = 0; h < H; h++) {
+            rmsnorm(q + h * hd, q + h * hd, e->q_norm[l], hd, hp->eps);
+            rope_neox(q + h * hd, hd, p, theta_scale);
+        }
+        for (int h = 0; h < KV; h++) {
+            rmsnorm(k + h * hd, k + h * hd, e->k_norm[l], hd, hp->eps);
+            rope_neox(k + h * hd, hd, p, theta_scale);
+        }
+        memcpy(K + (size_t)p * kw, k, kw * sizeof(float));
+        memcpy(V + (size_t)p * kw, v, kw * sizeof(float));
+    }
+    const int group = H / KV;
+    for (int t = 0; t < n; t++) {
+        int p = s->pos + t;
+        int lo = hp->n_swa > 0 && p - hp->n_swa + 1 > 0 ? p - hp->n_swa + 1 : 0;
+        const float *q = q_all + (size_t)(r0 + t) * qw;
+        float *out = e->b + (size_t)(r0 + t) * qw;
+        for (int h = 0; h < H; h++) {
+            const float *qh = q + h * hd;
+            int kh = h / group;
+            float mx = -INFINITY;
+            for (int j = lo; j <= p; j++) {
+                const float *kj = K + (size_t)j * kw + kh * hd;
+                float d = 0;
+                for (int i = 0; i < hd; i++) d += qh[i] * kj[i];
+                d *= kq_scale;
+                s->scores[j] = d;
+                if (d > mx) mx = d;
+            }
+            double sum = 0;
+            for (int j = lo; j <= p; j++) {
+                float w = expf(s->scores[j] - mx);
+                s->scores[j] = w;
+                sum += w;
+            }
+            float inv = (float)(1.0 / sum);
+            float *oh = out + h * hd;
+            for (int i = 0; i < hd; i++) oh[i] = 0;
+            for (int j = lo; j <= p; j++) {
+                const float *vj = V + (size_t)j * kw + kh * hd;
+                float w = s->scores[j] * inv;
+                for (int i = 0; i < hd; i++) oh[i] += w * vj[i];
+            }
+        }
+    }
+}
+
+/* ---- the batch step ---- */
+
+int eng_step(eng *e, eng_batch *b, char *err, size_t errlen) {
+    const lfm2_hparams *hp = &e->m->hp;
+    const int E = hp->n_embd, F = hp->n_ff, hd = hp->head_dim;
+    if (!b || b->n_items < 1 || !b->items)
+        return fail(err, errlen, ENG_EINVAL, "batch: %d items, need at least 1", b ? b->n_items : 0);
+    int T = 0, rc = 0;
+    for (int i = 0; i < b->n_items; i++) {
+        eng_batch_item *it = &b->items[i];
+        if (!it->seq || it->seq->e != e || !it->tokens) {
+            rc = fail(err, errlen, ENG_EINVAL, "batch item %d: missing sequence or tokens", i);
+            goto unmark;
+        }
+        if (it->n_tokens < 1) {
+            rc = fail(err, errlen, ENG_EINVAL, "batch item %d: n_tokens %d, need >= 1", i,
+                      it->n_tokens);
+            goto unmark;
+        }
+        if (it->logits_mode < ENG_LOGITS_NONE || it->logits_mode > ENG_LOGITS_ALL ||
+            (it->logits_mode != ENG_LOGITS_NONE && !it->logits)) {
+            rc = fail(err, errlen, ENG_EINVAL, "batch item %d: logits_mode %d without a buffer", i,
+                      it->logits_mode);
+            goto unmark;
+        }
+        if (it->seq->in_step) {
+            rc = fail(err, errlen, ENG_EBATCH, "batch item %d: sequence already in this batch", i);
+            goto unmark;
+        }
+        it->seq->in_step = true;
+        if (it->n_tokens > e->p.max_batch_tokens - T) {
+            rc = fail(err, errlen, ENG_EBATCH, "batch: more than max_batch_tokens %d tokens",
+                      e->p.max_batch_tokens);
+            goto unmark;
+        }
+        if (it->n_tokens > it->seq->n_ctx - it->seq->pos) {
+            rc = fail(err, errlen, ENG_ECTX,
+                      "batch item %d: position %d + %d tokens exceeds the sequence's n_ctx %d", i,
+                      it->seq->pos, it->n_tokens, it->seq->n_ctx);
+            goto unmark;
+        }
+        for (int j = 0; j < it->n_tokens; j++)
+            if (it->tokens[j] < 0 || it->tokens[j] >= e->n_vocab) {
+                rc = fail(err, errlen, ENG_EINVAL, "batch item %d: token %d = %d outside [0, %d)",
+                          i, j, it->tokens[j], e->n_vocab);
+                goto unmark;
+            }
+        T += it->n_tokens;
+    }
+
+    /* embeddings */
+    for (int i = 0, r = 0; i < b->n_items; i++)
+        for (int j = 0; j < b->items[i].n_tokens; j++, r++)
+            embed(e, b->items[i].tokens[j], e->x + (size_t)r * E);
+
+    for (int l = 0; l < hp->n_layer; l++) {
+        const lfm2_layer *ly = &e->m->layers[l];
+        for (int r = 0; r < T; r++)
+            rmsnorm(e->xn + (size_t)r * E, e->x + (size_t)r * E, e->attn_norm[l], E, hp->eps);
+        if (hp->n_head_kv[l] == 0) {
+            matmul(e, ly->in_proj, e->xn, T, e->a);
+            for (int i = 0, r0 = 0; i < b->n_items; r0 += b->items[i].n_tokens, i++)
+                conv_item(e, l, b->items[i].seq, r0, b->items[i].n_tokens);
+            matmul(e, ly->out_proj, e->b, T, e->o);
+        } else {
+            const int qw = hp->n_head * hd, kw = hp->n_head_kv[l] * hd;
+            matmul(e, ly->wq, e->xn, T, e->a);
+            matmul(e, ly->wk, e->xn, T, e->a + (size_t)T * qw);
+            matmul(e, ly->wv, e->xn, T, e->a + (size_t)T * (qw + kw));
+            for (int i = 0, r0 = 0; i < b->n_items; r0 += b->items[i].n_tokens, i++)
+                attn_item(e, l, b->items[i].seq, r0, b->items[i].n_tokens, T);
+            matmul(e, ly->wo, e->b, T, e->o);
+        }
+        for (size_t k = 0; k < (size_t)T * E; k++) e->x[k] += e->o[k];
+        for (int r = 0; r < T; r++)
+            rmsnorm(e->xn + (size_t)r * E, e->x + (size_t)r * E, e->ffn_norm[l], E, hp->eps);
+        matmul(e, ly->ffn_gate, e->xn, T, e->a);
+        matmul(e, ly->ffn_up, e->xn, T, e->b);
+        for (size_t k = 0; k < (size_t)T * F; k++) {
+            float g = e->a[k];
+            e->a[k] = g / (1.0f + expf(-g)) * e->b[k];
+        }
+        matmul(e, ly->ffn_down, e->a, T, e->o);
+        for (size_t k = 0; k < (size_t)T * E; k++) e->x[k] += e->o[k];
+    }
+
+    /* gather the rows that want logits, final norm, output head in chunks */
+    int n_rows = 0;
+    for (int i = 0, r0 = 0; i < b->n_items; r0 += b->items[i].n_tokens, i++) {
+        eng_batch_item *it = &b->items[i];
+        int first = it->logits_mode == ENG_LOGITS_ALL ? 0 : it->n_tokens - 1;
+        if (it->logits_mode == ENG_LOGITS_NONE) continue;
+        for (int j = first; j < it->n_tokens; j++) {
+            rmsnorm(e->o + (size_t)n_rows * E, e->x + (size_t)(r0 + j) * E, e->out_norm, E,
+                    hp->eps);
+            e->lrow_item[n_rows] = i;
+            e->lrow_off[n_rows] = j - first;
+            n_rows++;
+        }
+    }
+    for (int c0 = 0; c0 < n_rows; c0 += LOGIT_CHUNK) {
+        int nc = n_rows - c0 < LOGIT_CHUNK ? n_rows - c0 : LOGIT_CHUNK;
+        matmul(e, e->m->output, e->o + (size_t)c0 * E, nc, e->lchunk);
+        for (int r = 0; r < nc; r++) {
+            eng_batch_item *it = &b->items[e->lrow_item[c0 + r]];
+            memcpy(it->logits + (size_t)e->lrow_off[c0 + r] * e->n_vocab,
+                   e->lchunk + (size_t)r * e->n_vocab, (size_t)e->n_vocab * sizeof(float));
+        }
+    }
+
+    /* advance the sequences */
+    for (int i = 0; i < b->n_items; i++) {
+        eng_seq *s = b->items[i].seq;
+        s->pos += b->items[i].n_tokens;
+        int lo = s->pos - e->ring;
+        if (lo > s->ring_lo) s->ring_lo = lo;
+    }
+    rc = 0;
+    for (int i = 0; i < b->n_items; i++) b->items[i].seq->in_step = false;
+    return rc;
+unmark:
+    for (int i = 0; i < b->n_items; i++)
+        if (b->items[i].seq) b->items[i].seq->in_step = false;
+    return rc;
+}
