@@ -1,0 +1,303 @@
+/* sample.c: bias, penalties, top-k/top-p/min-p, temperature and a seeded draw, as llama.cpp does. */
+#include "engine/sample.h"
+
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct cand {
+    int32_t id;
+    float logit;
+} cand;
+
+struct sampler {
+    sample_params p;
+    sample_bias *bias; /* [n_bias], own copy */
+    int n_vocab;
+    int32_t *recent;   /* ring of the last penalty_last_n accepted tokens */
+    int n_recent, recent_head;
+    uint64_t rng[4];   /* xoshiro256** state */
+    float *work;       /* [n_vocab] logits after bias and penalties */
+    cand *cands;       /* [n_vocab] */
+};
+
+static int fail(char *err, size_t errlen, const char *fmt, ...) {
+    if (err && errlen) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(err, errlen, fmt, ap);
+        va_end(ap);
+    }
+    return -1;
+}
+
+void sample_params_default(sample_params *p) {
+    memset(p, 0, sizeof *p);
+    p->temperature = 0.8f;
+    p->top_k = 40;
+    p->top_p = 0.95f;
+    p->min_p = 0.05f;
+    p->repeat_penalty = 1.0f;
+    p->penalty_last_n = 64;
+    p->seed = 0;
+}
+
+static uint64_t splitmix64(uint64_t *x) {
+    uint64_t z = (*x += 0x9e3779b97f4a7c15ULL);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return z ^ (z >> 31);
+}
+
+static uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
+
+static uint64_t rng_next(uint64_t *s) {
+    uint64_t r = rotl(s[1] * 5, 7) * 9, t = s[1] << 17;
+    s[2] ^= s[0];
+    s[3] ^= s[1];
+    s[1] ^= s[2];
+    s[0] ^= s[3];
+    s[2] ^= t;
+    s[3] = rotl(s[3], 45);
+    return r;
+}
+
+static double rng_uniform(uint64_t *s) { return (double)(rng_next(s) >> 11) * 0x1.0p-53; }
+
+void sampler_reset(sampler *s) {
+    s->n_recent = s->recent_head = 0;
+    uint64_t x = s->p.seed;
+    for (int i = 0; i < 4; i++) s->rng[i] = splitmix64(&x);
+}
+
+int sampler_new(sampler **out, int n_vocab, const sample_params *p, char *err, size_t errlen) {
+    *out = NULL;
+    if (n_vocab < 1) return fail(err, errlen, "n_vocab %d, need >= 1", n_vocab);
+    if (!(p->temperature == p->temperature) || p->temperature > 1e4f)
+        return fail(err, errlen, "temperature %g outside [0, 10000]", (double)p->temperature);
+    if (!(p->top_p >= 0) || p->top_p > 1e9f)
+        return fail(err, errlen, "top_p %g outside [0, 1]", (double)p->top_p);
+    if (!(p->min_p >= 0) || p->min_p > 1)
+        return fail(err, errlen, "min_p %g outside [0, 1]", (double)p->min_p);
+    if (!(p->repeat_penalty > 0) || p->repeat_penalty > 1e4f)
+        return fail(err, errlen, "repeat_penalty %g outside (0, 10000]", (double)p->repeat_penalty);
+    if (!(fabsf(p->presence_penalty) <= 1e4f) || !(fabsf(p->frequency_penalty) <= 1e4f))
+        return fail(err, errlen, "presence/frequency penalty outside [-10000, 10000]");
+    if (p->penalty_last_n < 0 || p->penalty_last_n > 1 << 20)
+        return fail(err, errlen, "penalty_last_n %d outside [0, %d]", p->penalty_last_n, 1 << 20);
+    if (p->n_top < 0 || p->n_top > SAMPLE_MAX_TOP)
+        return fail(err, errlen, "n_top %d outside [0, %d]", p->n_top, SAMPLE_MAX_TOP);
+    if (p->n_bias < 0 || (p->n_bias > 0 && !p->bias))
+        return fail(err, errlen, "n_bias %d without a bias array", p->n_bias);
+    for (int i = 0; i < p->n_bias; i++) {
+        if (p->bias[i].id < 0 || p->bias[i].id >= n_vocab)
+            return fail(err, errlen, "logit_bias[%d]: token id %d outside [0, %d)", i,
+                        p->bias[i].id, n_vocab);
+        if (p->bias[i].bias != p->bias[i].bias)
+            return fail(err, errlen, "logit_bias[%d]: bias is NaN", i);
+    }
+    sampler *s = calloc(1, sizeof *s);
+    if (!s) return fail(err, errlen, "out of memory");
+    s->p = *p;
+    s->n_vocab = n_vocab;
+    s->bias = malloc(((size_t)p->n_bias + 1) * sizeof *s->bias);
+    s->recent = malloc(((size_t)p->penalty_last_n + 1) * sizeof *s->recent);
+    s->work = malloc((size_t)n_vocab * sizeof *s->work);
+    s->cands = malloc((size_t)n_vocab * sizeof *s->cands);
+    if (!s->bias || !s->recent || !s->work || !s->cands) {
+        sampler_free(s);
+        return fail(err, errlen, "out of memory for a sampler over %d tokens", n_vocab);
+    }
+    if (p->n_bias) memcpy(s->bias, p->bias, (size_t)p->n_bias * sizeof *s->bias);
+    s->p.bias = s->bias;
+    sampler_reset(s);
+    *out = s;
+    return 0;
+}
+
+void sampler_free(sampler *s) {
+    if (!s) return;
+    free(s->bias);
+    free(s->recent);
+    free(s->work);
+    free(s->cands);
+    free(s);
+}
+
+void sampler_accept(sampler *s, int32_t id) {
+    int n = s->p.penalty_last_n;
+    if (n <= 0) return;
+    s->recent[s->recent_head] = id;
+    s->recent_head = (s->recent_head + 1) % n;
+    if (s->n_recent < n) s->n_recent++;
+}
+
+/* Better = higher logit, ties to the lower id (deterministic order). */
+static int better(const cand *a, const cand *b) {
+    return a->logit > b->logit || (a->logit == b->logit && a->id < b->id);
+}
+
+static int cand_cmp(const void *x, const void *y) {
+    const cand *a = x, *b = y;
+    return better(a, b) ? -1 : better(b, a) ? 1 : 0;
+}
+
+/* Moves the k best of c[0..n) to the front (unordered), expected O(n). */
+static void select_top(cand *c, int n, int k) {
+    int lo = 0, hi = n - 1;
+    while (lo < hi) {
+        cand pivot = c[lo + (hi - lo) / 2];
+        int i = lo, j = hi;
+        while (i <= j) {
+            while (better(&c[i], &pivot)) i++;
+            while (better(&pivot, &c[j])) j--;
+            if (i <= j) {
+                cand t = c[i];
+                c[i] = c[j];
+                c[j] = t;
+                i++, j--;
+            }
+        }
+        if (k - 1 <= j) hi = j;
+        else if (k - 1 >= i) lo = i;
+        else break;
+    }
+}
+
+static double logsumexp(const float *x, int n) {
+    float mx = -INFINITY;
+    for (int i = 0; i < n; i++)
+        if (x[i] > mx) mx = x[i];
+    if (mx == -INFINITY) return -INFINITY;
+    double sum = 0;
+    for (int i = 0; i < n; i++) sum += exp((double)x[i] - mx);
+    return mx + log(sum);
+}
+
+float sample_logprob(const float *logits, int n_vocab, int32_t id) {
+    return (float)(logits[id] - logsumexp(logits, n_vocab));
+}
+
+void sample_top_logprobs(const float *logits, int n_vocab, int n, int32_t *ids, float *lp) {
+    if (n > n_vocab) n = n_vocab;
+    double lse = logsumexp(logits, n_vocab);
+    int have = 0;
+    for (int i = 0; i < n_vocab; i++) {
+        cand c = {i, logits[i]};
+        if (have == n) {
+            cand last = {ids[n - 1], logits[ids[n - 1]]};
+            if (!better(&c, &last)) continue;
+            have--;
+        }
+        int j = have++;
+        while (j > 0) {
+            cand prev = {ids[j - 1], logits[ids[j - 1]]};
+            if (!better(&c, &prev)) break;
+            ids[j] = ids[j - 1];
+            j--;
+        }
+        ids[j] = i;
+    }
+    for (int i = 0; i < n; i++) lp[i] = (float)(logits[ids[i]] - lse);
+}
+
+static void apply_penalties(sampler *s) {
+    const sample_params *p = &s->p;
+    if (p->penalty_last_n <= 0 || s->n_recent == 0) return;
+    if (p->repeat_penalty == 1.0f && p->presence_penalty == 0.0f && p->frequency_penalty == 0.0f)
+        return;
+    int n = s->n_recent, cap = p->penalty_last_n;
+    int start = (s->recent_head - n + cap) % cap;
+    for (int i = 0; i < n; i++) {
+        int32_t id = s->recent[(start + i) % cap];
+        if (id < 0 || id >= s->n_vocab) continue;
+        int seen = 0, count = 0;
+        for (int j = 0; j < n; j++) {
+            int32_t o = s->recent[(start + j) % cap];
+            if (o == id) {
+                if (j < i) seen = 1;
+                count++;
+            }
+        }
+        if (seen) continue; /* each distinct token once */
+        float *l = &s->work[id];
+        if (*l <= 0) *l *= p->repeat_penalty;
+        else *l /= p->repeat_penalty;
+        *l -= (float)count * p->frequency_penalty + (float)(count > 0) * p->presence_penalty;
+    }
+}
+
+int32_t sampler_sample(sampler *s, const float *logits, sample_result *res) {
+    const sample_params *p = &s->p;
+    const int V = s->n_vocab;
+    memcpy(s->work, logits, (size_t)V * sizeof(float));
+    for (int i = 0; i < p->n_bias; i++) s->work[p->bias[i].id] += p->bias[i].bias;
+    apply_penalties(s);
+
+    int32_t chosen = 0;
+    if (p->temperature <= 0) {
+        for (int i = 1; i < V; i++)
+            if (s->work[i] > s->work[chosen]) chosen = i;
+    } else {
+        int n = 0;
+        for (int i = 0; i < V; i++)
+            if (s->work[i] > -INFINITY) s->cands[n++] = (cand){i, s->work[i]};
+        if (n == 0) { /* everything banned: fall back to the raw argmax */
+            for (int i = 1; i < V; i++)
+                if (logits[i] > logits[chosen]) chosen = i;
+            goto done;
+        }
+        bool sorted = false;
+        if (p->top_k > 0 && p->top_k < n) {
+            select_top(s->cands, n, p->top_k);
+            n = p->top_k;
+        }
+        if (p->top_p < 1.0f) {
+            qsort(s->cands, (size_t)n, sizeof *s->cands, cand_cmp);
+            sorted = true;
+            double mx = s->cands[0].logit, sum = 0, cum = 0;
+            for (int i = 0; i < n; i++) sum += exp(s->cands[i].logit - mx);
+            int keep = n;
+            for (int i = 0; i < n; i++) {
+                cum += exp(s->cands[i].logit - mx) / sum;
+                if (cum >= p->top_p) {
+                    keep = i + 1;
+                    break;
+                }
+            }
+            n = keep;
+        }
+        if (p->min_p > 0.0f && n > 1) {
+            float mx = -INFINITY;
+            for (int i = 0; i < n; i++)
+                if (s->cands[i].logit > mx) mx = s->cands[i].logit;
+            float thr = mx + logf(p->min_p);
+            int m = 0;
+            for (int i = 0; i < n; i++)
+                if (s->cands[i].logit >= thr) s->cands[m++] = s->cands[i];
+            n = m > 0 ? m : 1;
+        }
+        if (!sorted) qsort(s->cands, (size_t)n, sizeof *s->cands, cand_cmp);
+        double mx = s->cands[0].logit / p->temperature, sum = 0;
+        for (int i = 0; i < n; i++) sum += exp(s->cands[i].logit / p->temperature - mx);
+        double u = rng_uniform(s->rng) * sum, cum = 0;
+        chosen = s->cands[n - 1].id;
+        for (int i = 0; i < n; i++) {
+            cum += exp(s->cands[i].logit / p->temperature - mx);
+            if (u < cum) {
+                chosen = s->cands[i].id;
+                break;
+            }
+        }
+    }
+done:
+    if (res) {
+        res->id = chosen;
+        res->logprob = sample_logprob(logits, V, chosen);
+        res->n_top = p->n_top < V ? p->n_top : V;
+        if (res->n_top) sample_top_logprobs(logits, V, res->n_top, res->top_id, res->top_logprob);
+    }
+    return chosen;
+}
