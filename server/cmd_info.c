@@ -1,0 +1,150 @@
+/* cmd_info.c: `lfm2 info -m FILE`: validates a model file and prints what it contains. */
+#include <inttypes.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "engine/gguf.h"
+#include "engine/model.h"
+#include "quant/quant.h"
+#include "server/cli.h"
+
+static void info_usage(FILE *f) {
+    fprintf(f, "usage: lfm2 info -m FILE\n"
+               "  Validates FILE (GGUF structure, lfm2 hyper-parameters, tensor shapes, tokenizer)\n"
+               "  and prints its version, hyper-parameters, layer kinds, tensor types and tokenizer.\n"
+               "  Exit status 1 with 'error: ...' on stderr when the file is not a usable model.\n");
+}
+
+static const char *qname(uint32_t type) {
+    const qtype_traits *tr = quant_traits(type);
+    return tr ? tr->name : "?";
+}
+
+/* Prints a token's text with control characters escaped. */
+static void print_piece(const gguf *g, int64_t id) {
+    int64_t ti = gguf_find_key(g, "tokenizer.ggml.tokens");
+    size_t n = 0;
+    const char *s = id >= 0 ? gguf_arr_str(g, ti, (uint64_t)id, &n) : NULL;
+    if (!s) return;
+    printf(" '");
+    for (size_t i = 0; i < n && i < 48; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c < 0x20 || c == 0x7f) printf("\\x%02x", c);
+        else putchar(c);
+    }
+    printf("'");
+}
+
+static void print_tok_id(const gguf *g, const char *label, const char *key) {
+    bool bad = false;
+    int64_t id = gguf_get_int(g, key, -1, &bad);
+    printf(", %s ", label);
+    if (id < 0) printf("none");
+    else {
+        printf("%" PRId64, id);
+        print_piece(g, id);
+    }
+}
+
+int cmd_info(int argc, char **argv) {
+    const char *path = NULL;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
+            info_usage(stdout);
+            return 0;
+        } else if (!strcmp(argv[i], "-m") || !strcmp(argv[i], "--model")) {
+            if (i + 1 >= argc) {
+                fprintf(stderr, "error: %s needs a file argument\n", argv[i]);
+                return 1;
+            }
+            path = argv[++i];
+        } else {
+            fprintf(stderr, "error: unknown option '%s'\n", argv[i]);
+            info_usage(stderr);
+            return 1;
+        }
+    }
+    if (!path) {
+        fprintf(stderr, "error: no model file: use -m FILE\n");
+        info_usage(stderr);
+        return 1;
+    }
+    char err[512] = "";
+    lfm2_model *m = NULL;
+    if (lfm2_model_open(&m, path, err, sizeof err)) {
+        fprintf(stderr, "error: %s: %s\n", path, err);
+        return 1;
+    }
+    const gguf *g = m->g;
+    const lfm2_hparams *hp = &m->hp;
+    size_t fsize = gguf_file_size(g);
+    printf("file: %s\n", path);
+    printf("gguf: version %" PRIu32 ", %zu bytes (%.2f MiB), alignment %zu, %" PRId64
+           " keys, %" PRId64 " tensors\n",
+           gguf_version(g), fsize, fsize / 1048576.0, gguf_alignment(g), gguf_n_kv(g),
+           gguf_n_tensors(g));
+    printf("architecture: lfm2");
+    const char *name = gguf_get_str(g, "general.name", NULL, NULL);
+    if (name) printf(" (name: %.80s)", name);
+    printf("\n");
+    printf("hyper-parameters: n_embd %d, n_layer %d, n_ff %d, n_head %d, head_dim %d, n_vocab %d,\n"
+           "  n_ctx_train %d, l_cache %d, sliding_window %d, rms_eps %g, rope_base %g\n",
+           hp->n_embd, hp->n_layer, hp->n_ff, hp->n_head, hp->head_dim, hp->n_vocab,
+           hp->n_ctx_train, hp->l_cache, hp->n_swa, hp->eps, hp->rope_base);
+    printf("layers: %d conv + %d attention:", hp->n_layer - hp->n_attn_layers, hp->n_attn_layers);
+    for (int l = 0; l < hp->n_layer; l++) {
+        if (hp->n_head_kv[l]) printf(" %d attn(kv=%d)", l, hp->n_head_kv[l]);
+        else printf(" %d conv", l);
+        printf(l + 1 < hp->n_layer ? "," : "\n");
+    }
+    printf("output: %s\n", m->output == m->tok_embd ? "tied to token_embd.weight" : "output.weight");
+
+    /* type histogram */
+    int64_t count[QT_COUNT] = {0}, bytes[QT_COUNT] = {0}, params = 0;
+    for (int64_t i = 0; i < gguf_n_tensors(g); i++) {
+        const gguf_tensor *t = gguf_tensor_at(g, i);
+        if (t->type < QT_COUNT) {
+            count[t->type]++;
+            bytes[t->type] += (int64_t)t->nbytes;
+        }
+        params += t->ne[0] * t->ne[1] * t->ne[2] * t->ne[3];
+    }
+    printf("tensor types:");
+    bool first = true;
+    for (int ty = 0; ty < QT_COUNT; ty++)
+        if (count[ty]) {
+            printf("%s %s x%" PRId64 " (%.2f MiB)", first ? "" : ",", qname((uint32_t)ty), count[ty],
+                   bytes[ty] / 1048576.0);
+            first = false;
+        }
+    printf("; %" PRId64 " parameters\n", params);
+    printf("tensors:\n");
+    for (int64_t i = 0; i < gguf_n_tensors(g); i++) {
+        const gguf_tensor *t = gguf_tensor_at(g, i);
+        char shape[96];
+        int k = snprintf(shape, sizeof shape, "[%" PRId64, t->ne[0]);
+        for (uint32_t d = 1; d < t->n_dims; d++)
+            k += snprintf(shape + k, sizeof shape - (size_t)k, ", %" PRId64, t->ne[d]);
+        snprintf(shape + k, sizeof shape - (size_t)k, "]");
+        printf("  %-36s %-5s %-14s %10zu bytes @ %" PRIu64 "\n", t->name, qname(t->type), shape,
+               t->nbytes, t->offset);
+    }
+
+    /* tokenizer summary */
+    const char *tmodel = gguf_get_str(g, "tokenizer.ggml.model", "?", NULL);
+    const char *pre = gguf_get_str(g, "tokenizer.ggml.pre", "?", NULL);
+    int64_t mi = gguf_find_key(g, "tokenizer.ggml.merges");
+    size_t tlen = 0;
+    const char *tmpl = gguf_kv_str(g, gguf_find_key(g, "tokenizer.chat_template"), &tlen);
+    printf("tokenizer: model %.32s, pre %.32s, vocab %d, merges %" PRIu64, tmodel, pre,
+           (int)gguf_arr_len(g, gguf_find_key(g, "tokenizer.ggml.tokens")), gguf_arr_len(g, mi));
+    print_tok_id(g, "bos", "tokenizer.ggml.bos_token_id");
+    print_tok_id(g, "eos", "tokenizer.ggml.eos_token_id");
+    print_tok_id(g, "pad", "tokenizer.ggml.padding_token_id");
+    printf(", add_bos %s\n",
+           gguf_get_bool(g, "tokenizer.ggml.add_bos_token", false, NULL) ? "true" : "false");
+    if (tmpl) printf("chat template: present (%zu bytes)\n", tlen);
+    else printf("chat template: absent\n");
+    lfm2_model_close(m);
+    return 0;
+}
