@@ -1,0 +1,252 @@
+/* test_sample.c: each sampler stage on hand-made logits, penalties, seeded determinism, log-probs. */
+#include <math.h>
+
+#include "engine/sample.h"
+#include "tests/check.h"
+
+static sample_params greedy(void) {
+    sample_params p;
+    sample_params_default(&p);
+    p.temperature = 0;
+    return p;
+}
+
+static int32_t pick(const sample_params *p, const float *l, int n, const int32_t *hist, int nh) {
+    sampler *s;
+    char err[256];
+    if (sampler_new(&s, n, p, err, sizeof err) < 0) {
+        fprintf(stderr, "sampler_new: %s\n", err);
+        return -99;
+    }
+    for (int i = 0; i < nh; i++) sampler_accept(s, hist[i]);
+    int32_t id = sampler_sample(s, l, NULL);
+    sampler_free(s);
+    return id;
+}
+
+/* Fraction of n draws (one sampler, consecutive draws) that pick each id. */
+static void histogram(const sample_params *p, const float *l, int nv, int n, double *freq) {
+    sampler *s;
+    char err[256];
+    for (int i = 0; i < nv; i++) freq[i] = 0;
+    if (sampler_new(&s, nv, p, err, sizeof err) < 0) {
+        fprintf(stderr, "sampler_new: %s\n", err);
+        return;
+    }
+    for (int i = 0; i < n; i++) freq[sampler_sample(s, l, NULL)] += 1.0 / n;
+    sampler_free(s);
+}
+
+static void test_greedy_and_bias(void) {
+    float l[6] = {0.5f, 3.0f, -1.0f, 3.0f, 2.9f, 0.0f};
+    sample_params p = greedy();
+    CHECK_EQ_INT(pick(&p, l, 6, NULL, 0), 1); /* tie 1/3: lowest id */
+    sample_bias b[2] = {{1, -INFINITY}, {3, -0.2f}};
+    p.bias = b;
+    p.n_bias = 2;
+    CHECK_EQ_INT(pick(&p, l, 6, NULL, 0), 4);
+    sample_bias up = {5, 10.0f};
+    p.bias = &up;
+    p.n_bias = 1;
+    CHECK_EQ_INT(pick(&p, l, 6, NULL, 0), 5);
+    /* banned token never drawn at temperature 1 */
+    sample_params q;
+    sample_params_default(&q);
+    q.temperature = 1;
+    q.top_k = 0, q.top_p = 1, q.min_p = 0;
+    sample_bias ban = {1, -INFINITY};
+    q.bias = &ban, q.n_bias = 1;
+    double f[6];
+    histogram(&q, l, 6, 3000, f);
+    CHECK(f[1] == 0);
+    CHECK(f[3] > 0.2);
+}
+
+static void test_penalties(void) {
+    sample_params p = greedy();
+    float l[4] = {2.0f, 1.9f, 0.0f, -5.0f};
+    int32_t h0[1] = {0};
+    p.repeat_penalty = 1.1f; /* 2/1.1 = 1.82 < 1.9 */
+    CHECK_EQ_INT(pick(&p, l, 4, h0, 1), 1);
+    p.repeat_penalty = 1.02f; /* 1.96 > 1.9 */
+    CHECK_EQ_INT(pick(&p, l, 4, h0, 1), 0);
+    float n[3] = {-1.0f, -1.05f, -9.0f}; /* negative logit is multiplied */
+    p.repeat_penalty = 1.1f;
+    CHECK_EQ_INT(pick(&p, n, 3, h0, 1), 1);
+    p.repeat_penalty = 1.0f;
+    CHECK_EQ_INT(pick(&p, n, 3, h0, 1), 0);
+
+    float m[3] = {2.0f, 1.5f, 0.0f};
+    int32_t h2[2] = {0, 0};
+    p = greedy();
+    p.frequency_penalty = 0.3f; /* 2 - 2*0.3 = 1.4 < 1.5 */
+    CHECK_EQ_INT(pick(&p, m, 3, h2, 2), 1);
+    p.frequency_penalty = 0.2f; /* 1.6 */
+    CHECK_EQ_INT(pick(&p, m, 3, h2, 2), 0);
+    p.frequency_penalty = 0;
+    p.presence_penalty = 0.4f; /* once, whatever the count: 1.6 */
+    CHECK_EQ_INT(pick(&p, m, 3, h2, 2), 0);
+    p.presence_penalty = 0.6f; /* 1.4 */
+    CHECK_EQ_INT(pick(&p, m, 3, h2, 2), 1);
+    /* window: token 0 falls out of the last 2 */
+    int32_t h3[3] = {0, 2, 2};
+    p.penalty_last_n = 2;
+    CHECK_EQ_INT(pick(&p, m, 3, h3, 3), 0);
+    p.penalty_last_n = 3;
+    CHECK_EQ_INT(pick(&p, m, 3, h3, 3), 1);
+    p.penalty_last_n = 0; /* off */
+    CHECK_EQ_INT(pick(&p, m, 3, h3, 3), 0);
+}
+
+static void test_filters(void) {
+    /* probabilities 0.5 0.3 0.2 */
+    float l[3] = {logf(0.5f), logf(0.3f), logf(0.2f)};
+    sample_params p;
+    sample_params_default(&p);
+    p.temperature = 1, p.top_k = 0, p.top_p = 1, p.min_p = 0, p.seed = 7;
+    double f[3];
+    histogram(&p, l, 3, 20000, f);
+    CHECK_NEAR(f[0], 0.5, 0.02);
+    CHECK_NEAR(f[1], 0.3, 0.02);
+    CHECK_NEAR(f[2], 0.2, 0.02);
+
+    p.top_k = 1;
+    histogram(&p, l, 3, 2000, f);
+    CHECK_NEAR(f[0], 1.0, 1e-9);
+    p.top_k = 2;
+    histogram(&p, l, 3, 20000, f);
+    CHECK(f[2] == 0);
+    CHECK_NEAR(f[0], 0.625, 0.02);
+
+    p.top_k = 0;
+    p.top_p = 0.6f; /* 0.5 < 0.6 <= 0.8: keeps two */
+    histogram(&p, l, 3, 20000, f);
+    CHECK(f[2] == 0);
+    CHECK_NEAR(f[0], 0.625, 0.02);
+    p.top_p = 0.5f; /* cumulative 0.5 reaches 0.5 with one */
+    histogram(&p, l, 3, 2000, f);
+    CHECK_NEAR(f[0], 1.0, 1e-9);
+
+    p.top_p = 1;
+    p.min_p = 0.5f; /* keeps p >= 0.25 */
+    histogram(&p, l, 3, 20000, f);
+    CHECK(f[2] == 0);
+    CHECK_NEAR(f[1], 0.375, 0.02);
+    p.min_p = 0.61f; /* keeps only 0 */
+    histogram(&p, l, 3, 2000, f);
+    CHECK_NEAR(f[0], 1.0, 1e-9);
+
+    /* temperature 0.5 squares the odds: 25:9:4 */
+    p.min_p = 0;
+    p.temperature = 0.5f;
+    histogram(&p, l, 3, 30000, f);
+    CHECK_NEAR(f[0], 25.0 / 38, 0.02);
+    CHECK_NEAR(f[2], 4.0 / 38, 0.015);
+    /* temperature 2 flattens: sqrt odds */
+    p.temperature = 2.0f;
+    histogram(&p, l, 3, 30000, f);
+    double z = sqrt(0.5) + sqrt(0.3) + sqrt(0.2);
+    CHECK_NEAR(f[0], sqrt(0.5) / z, 0.02);
+    CHECK_NEAR(f[2], sqrt(0.2) / z, 0.02);
+}
+
+static void test_seed(void) {
+    enum { V = 1000, N = 200 };
+    static float l[V];
+    unsigned x = 1;
+    for (int i = 0; i < V; i++) {
+        x = x * 1103515245u + 12345u;
+        l[i] = (float)((x >> 8) % 1000) / 250.0f;
+    }
+    sample_params p;
+    sample_params_default(&p);
+    p.temperature = 1.0f, p.top_k = 0, p.top_p = 1, p.min_p = 0;
+    int32_t a[N], b[N], c[N];
+    char err[256];
+    for (int run = 0; run < 3; run++) {
+        p.seed = run == 2 ? 43 : 42;
+        sampler *s;
+        if (sampler_new(&s, V, &p, err, sizeof err) < 0) {
+            CHECK(!"sampler_new");
+            return;
+        }
+        int32_t *o = run == 0 ? a : run == 1 ? b : c;
+        for (int i = 0; i < N; i++) o[i] = sampler_sample(s, l, NULL);
+        sampler_reset(s); /* reset re-seeds: the first draw repeats */
+        CHECK_EQ_INT(sampler_sample(s, l, NULL), o[0]);
+        sampler_free(s);
+    }
+    CHECK(memcmp(a, b, sizeof a) == 0);
+    CHECK(memcmp(a, c, sizeof a) != 0);
+}
+
+static void test_logprobs(void) {
+    float l[5] = {1.0f, 3.0f, 2.0f, 3.0f, -1.0f};
+    double z = 0;
+    for (int i = 0; i < 5; i++) z += exp(l[i]);
+    sample_params p = greedy();
+    p.n_top = 3;
+    sample_bias b = {2, 5.0f}; /* bias changes the choice, not the reported distribution */
+    p.bias = &b, p.n_bias = 1;
+    sampler *s;
+    char err[256];
+    CHECK(sampler_new(&s, 5, &p, err, sizeof err) == 0);
+    sample_result r;
+    CHECK_EQ_INT(sampler_sample(s, l, &r), 2);
+    CHECK_EQ_INT(r.id, 2);
+    CHECK_NEAR(r.logprob, 2.0 - log(z), 1e-5);
+    CHECK_EQ_INT(r.n_top, 3);
+    CHECK_EQ_INT(r.top_id[0], 1);
+    CHECK_EQ_INT(r.top_id[1], 3);
+    CHECK_EQ_INT(r.top_id[2], 2);
+    CHECK_NEAR(r.top_logprob[0], 3.0 - log(z), 1e-5);
+    CHECK_NEAR(r.top_logprob[2], 2.0 - log(z), 1e-5);
+    sampler_free(s);
+    /* top-n on a larger random vector agrees with a full scan */
+    enum { V = 3000 };
+    static float big[V];
+    unsigned x = 9;
+    for (int i = 0; i < V; i++) {
+        x = x * 1664525u + 1013904223u;
+        big[i] = (float)(x >> 9) / (float)(1 << 23) * 10.0f;
+    }
+    int32_t ids[SAMPLE_MAX_TOP];
+    float lp[SAMPLE_MAX_TOP];
+    sample_top_logprobs(big, V, SAMPLE_MAX_TOP, ids, lp);
+    for (int k = 0; k < SAMPLE_MAX_TOP; k++) {
+        int greater = 0;
+        for (int i = 0; i < V; i++) greater += big[i] > big[ids[k]];
+        CHECK_EQ_INT(greater, k);
+        CHECK_NEAR(lp[k], sample_logprob(big, V, ids[k]), 1e-6);
+    }
+}
+
+static void test_validation(void) {
+    sample_params p;
+    sampler *s;
+    char err[256] = "";
+    sample_params_default(&p);
+    sample_bias b = {10, 1.0f};
+    p.bias = &b, p.n_bias = 1;
+    CHECK(sampler_new(&s, 10, &p, err, sizeof err) < 0);
+    CHECK(strstr(err, "logit_bias") && strstr(err, "10"));
+    sample_params_default(&p);
+    p.n_top = SAMPLE_MAX_TOP + 1;
+    CHECK(sampler_new(&s, 10, &p, err, sizeof err) < 0);
+    CHECK(strstr(err, "n_top") != NULL);
+    sample_params_default(&p);
+    p.min_p = 1.5f;
+    CHECK(sampler_new(&s, 10, &p, err, sizeof err) < 0);
+    CHECK(strstr(err, "min_p") != NULL);
+    sampler_free(NULL);
+}
+
+int main(void) {
+    test_greedy_and_bias();
+    test_penalties();
+    test_filters();
+    test_seed();
+    test_logprobs();
+    test_validation();
+    return check_done("test_sample");
+}
