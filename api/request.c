@@ -1,0 +1,789 @@
+/* request.c: parses and validates OpenAI request bodies with cJSON; every error names the field and the limit. */
+#include "api/request.h"
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+void api_limits_default(api_limits *l) {
+    l->n_vocab = 0;
+    l->max_tokens = 32768;
+    l->max_n = 8;
+    l->max_total_tokens = 131072;
+    l->max_messages = 1024;
+    l->max_parts = 256;
+    l->max_prompt_tokens = 1 << 20;
+    l->max_logit_bias = 1024;
+    l->max_depth = 32;
+}
+
+const char *api_role_name(enum api_role r) {
+    switch (r) {
+    case API_ROLE_SYSTEM: return "system";
+    case API_ROLE_USER: return "user";
+    case API_ROLE_ASSISTANT: return "assistant";
+    case API_ROLE_TOOL: return "tool";
+    }
+    return "user";
+}
+
+int api_error_set(api_error *e, int status, const char *param, const char *code, const char *fmt,
+                  ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(e->message, sizeof e->message, fmt, ap);
+    va_end(ap);
+    e->status = status;
+    snprintf(e->param, sizeof e->param, "%s", param ? param : "");
+    snprintf(e->code, sizeof e->code, "%s", code ? code : "");
+    snprintf(e->type, sizeof e->type, "%s",
+             status >= 500 ? "server_error" : "invalid_request_error");
+    return status >= 500 ? API_ENOMEM : API_EINVAL;
+}
+
+static int oom(api_error *e) {
+    return api_error_set(e, 500, NULL, NULL, "out of memory while parsing the request");
+}
+
+/* ---- UTF-8 ---- */
+
+/* Bytes of the valid character at s (n bytes available), or 0 if invalid/truncated. */
+static int utf8_char(const unsigned char *s, size_t n) {
+    unsigned c = s[0];
+    if (c < 0x80) return 1;
+    if (c < 0xC2) return 0;
+    if (c < 0xE0) return n >= 2 && (s[1] & 0xC0) == 0x80 ? 2 : 0;
+    if (c < 0xF0) {
+        if (n < 3 || (s[1] & 0xC0) != 0x80 || (s[2] & 0xC0) != 0x80) return 0;
+        if (c == 0xE0 && s[1] < 0xA0) return 0; /* overlong */
+        if (c == 0xED && s[1] >= 0xA0) return 0; /* surrogate */
+        return 3;
+    }
+    if (c < 0xF5) {
+        if (n < 4 || (s[1] & 0xC0) != 0x80 || (s[2] & 0xC0) != 0x80 || (s[3] & 0xC0) != 0x80)
+            return 0;
+        if (c == 0xF0 && s[1] < 0x90) return 0; /* overlong */
+        if (c == 0xF4 && s[1] >= 0x90) return 0; /* > U+10FFFF */
+        return 4;
+    }
+    return 0;
+}
+
+bool api_utf8_valid(const char *s, size_t len) {
+    const unsigned char *u = (const unsigned char *)s;
+    for (size_t i = 0; i < len;) {
+        int k = utf8_char(u + i, len - i);
+        if (!k) return false;
+        i += (size_t)k;
+    }
+    return true;
+}
+
+size_t api_utf8_complete(const char *s, size_t len) {
+    const unsigned char *u = (const unsigned char *)s;
+    /* look back at most 3 bytes for a lead byte whose character is cut off */
+    for (size_t back = 1; back <= 4 && back <= len; back++) {
+        unsigned c = u[len - back];
+        if ((c & 0xC0) == 0x80) continue; /* continuation: keep looking */
+        size_t need = c < 0x80 ? 1 : c >= 0xF0 ? 4 : c >= 0xE0 ? 3 : c >= 0xC0 ? 2 : 1;
+        return need > back ? len - back : len;
+    }
+    return len;
+}
+
+/* ---- body pre-scan: UTF-8, nesting depth, NUL escapes (cJSON would truncate at them) ---- */
+
+static int prescan(const char *body, size_t len, int max_depth, api_error *e) {
+    const unsigned char *u = (const unsigned char *)body;
+    int depth = 0;
+    bool in_str = false;
+    for (size_t i = 0; i < len;) {
+        unsigned c = u[i];
+        if (c >= 0x80) {
+            int k = utf8_char(u + i, len - i);
+            if (!k)
+                return api_error_set(e, 400, NULL, "invalid_encoding",
+                                     "request body is not valid UTF-8 (bad byte 0x%02X at offset %zu)",
+                                     c, i);
+            i += (size_t)k;
+            continue;
+        }
+        if (in_str) {
+            if (c == '\\' && i + 1 < len) {
+                if (u[i + 1] == 'u' && i + 5 < len && !memcmp(body + i + 2, "0000", 4))
+                    return api_error_set(e, 400, NULL, "invalid_value",
+                                         "request body contains a NUL character (\\u0000) in a "
+                                         "string at offset %zu; NUL is not accepted",
+                                         i);
+                i += 2;
+                continue;
+            }
+            if (c == '"') in_str = false;
+        } else if (c == '"') {
+            in_str = true;
+        } else if (c == '[' || c == '{') {
+            if (++depth > max_depth)
+                return api_error_set(e, 400, NULL, "invalid_value",
+                                     "request body nests arrays/objects deeper than the limit of %d",
+                                     max_depth);
+        } else if (c == ']' || c == '}') {
+            depth--;
+        } else if (c == 0) {
+            return api_error_set(e, 400, NULL, "invalid_json",
+                                 "request body contains a NUL byte at offset %zu", i);
+        }
+        i++;
+    }
+    return 0;
+}
+
+static int parse_body(cJSON **out, const char *body, size_t len, int max_depth, api_error *e) {
+    *out = NULL;
+    if (!body || len == 0)
+        return api_error_set(e, 400, NULL, "invalid_json",
+                             "request body is empty; expected a JSON object");
+    int rc = prescan(body, len, max_depth, e);
+    if (rc) return rc;
+    const char *end = NULL;
+    cJSON *root = cJSON_ParseWithLengthOpts(body, len, &end, 0);
+    if (!root) {
+        size_t off = end && end >= body && end <= body + len ? (size_t)(end - body) : 0;
+        return api_error_set(e, 400, NULL, "invalid_json",
+                             "request body is not valid JSON (error near byte %zu of %zu)", off,
+                             len);
+    }
+    size_t off = (size_t)(end - body);
+    while (off < len && (body[off] == ' ' || body[off] == '\t' || body[off] == '\n' ||
+                         body[off] == '\r'))
+        off++;
+    if (off < len) {
+        cJSON_Delete(root);
+        return api_error_set(e, 400, NULL, "invalid_json",
+                             "request body has extra data after the JSON value (at byte %zu)", off);
+    }
+    if (!cJSON_IsObject(root)) {
+        cJSON_Delete(root);
+        return api_error_set(e, 400, NULL, "invalid_json",
+                             "request body must be a JSON object");
+    }
+    *out = root;
+    return 0;
+}
+
+/* ---- typed field readers: return 1 = present, 0 = absent or null, negative = error ---- */
+
+static const char *type_name(const cJSON *v) {
+    if (cJSON_IsString(v)) return "a string";
+    if (cJSON_IsNumber(v)) return "a number";
+    if (cJSON_IsBool(v)) return "a boolean";
+    if (cJSON_IsArray(v)) return "an array";
+    if (cJSON_IsObject(v)) return "an object";
+    if (cJSON_IsNull(v)) return "null";
+    return "an invalid value";
+}
+
+static const cJSON *field(const cJSON *obj, const char *name) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, name);
+    return v && !cJSON_IsNull(v) ? v : NULL;
+}
+
+static int read_number(const cJSON *obj, const char *name, double lo, double hi, bool lo_open,
+                       double *out, api_error *e) {
+    const cJSON *v = field(obj, name);
+    if (!v) return 0;
+    if (!cJSON_IsNumber(v))
+        return api_error_set(e, 400, name, "invalid_type", "%s must be a number, got %s", name,
+                             type_name(v));
+    double d = v->valuedouble;
+    if (!isfinite(d))
+        return api_error_set(e, 400, name, "invalid_value", "%s must be a finite number", name);
+    if (d < lo || d > hi || (lo_open && d == lo))
+        return api_error_set(e, 400, name, "invalid_value",
+                             "%s is %g; it must be %s %g and <= %g", name, d,
+                             lo_open ? ">" : ">=", lo, hi);
+    *out = d;
+    return 1;
+}
+
+static int read_int(const cJSON *obj, const char *name, long long lo, long long hi,
+                    long long *out, api_error *e) {
+    const cJSON *v = field(obj, name);
+    if (!v) return 0;
+    if (!cJSON_IsNumber(v))
+        return api_error_set(e, 400, name, "invalid_type", "%s must be an integer, got %s", name,
+                             type_name(v));
+    double d = v->valuedouble;
+    if (!isfinite(d) || d != floor(d))
+        return api_error_set(e, 400, name, "invalid_type", "%s must be an integer, got %g", name,
+                             d);
+    if (d < (double)lo || d > (double)hi)
+        return api_error_set(e, 400, name, "invalid_value",
+                             "%s is %.15g; it must be between %lld and %lld", name, d, lo, hi);
+    *out = (long long)d;
+    return 1;
+}
+
+static int read_bool(const cJSON *obj, const char *name, bool *out, api_error *e) {
+    const cJSON *v = field(obj, name);
+    if (!v) return 0;
+    if (!cJSON_IsBool(v))
+        return api_error_set(e, 400, name, "invalid_type", "%s must be a boolean, got %s", name,
+                             type_name(v));
+    *out = cJSON_IsTrue(v);
+    return 1;
+}
+
+/* Optional string field: copies it to *out (NULL when absent). */
+static int read_string(const cJSON *obj, const char *name, char **out, api_error *e) {
+    const cJSON *v = field(obj, name);
+    *out = NULL;
+    if (!v) return 0;
+    if (!cJSON_IsString(v))
+        return api_error_set(e, 400, name, "invalid_type", "%s must be a string, got %s", name,
+                             type_name(v));
+    *out = strdup(v->valuestring);
+    return *out ? 1 : oom(e);
+}
+
+/* ---- messages ---- */
+
+static int append(char **buf, size_t *len, size_t *cap, const char *s, size_t n) {
+    if (*len + n + 1 > *cap) {
+        size_t nc = (*cap ? *cap * 2 : 64);
+        while (nc < *len + n + 1) nc *= 2;
+        char *nb = realloc(*buf, nc);
+        if (!nb) return -1;
+        *buf = nb;
+        *cap = nc;
+    }
+    memcpy(*buf + *len, s, n);
+    *len += n;
+    (*buf)[*len] = 0;
+    return 0;
+}
+
+/* content: string, null, or an array of {"type":"text","text":...} parts (joined as they are). */
+static int parse_content(const cJSON *msg, int idx, int max_parts, api_message *m, api_error *e) {
+    char param[64];
+    snprintf(param, sizeof param, "messages[%d].content", idx);
+    const cJSON *c = cJSON_GetObjectItemCaseSensitive(msg, "content");
+    char *buf = NULL;
+    size_t len = 0, cap = 0;
+    if (!c || cJSON_IsNull(c)) {
+        if (m->role != API_ROLE_ASSISTANT)
+            return api_error_set(e, 400, param, "missing_field",
+                                 "%s is required for role '%s' (a string or an array of text parts)",
+                                 param, api_role_name(m->role));
+        if (append(&buf, &len, &cap, "", 0)) return oom(e);
+    } else if (cJSON_IsString(c)) {
+        if (append(&buf, &len, &cap, c->valuestring, strlen(c->valuestring))) return oom(e);
+    } else if (cJSON_IsArray(c)) {
+        int n = cJSON_GetArraySize(c);
+        if (n > max_parts)
+            return api_error_set(e, 400, param, "invalid_value",
+                                 "%s has %d parts; the limit is %d", param, n, max_parts);
+        if (append(&buf, &len, &cap, "", 0)) return oom(e);
+        int i = 0;
+        for (const cJSON *p = c->child; p; p = p->next, i++) {
+            char pp[96];
+            snprintf(pp, sizeof pp, "%s[%d]", param, i);
+            if (!cJSON_IsObject(p)) {
+                free(buf);
+                return api_error_set(e, 400, pp, "invalid_type",
+                                     "%s must be an object like {\"type\":\"text\",\"text\":\"...\"}, got %s",
+                                     pp, type_name(p));
+            }
+            const cJSON *t = cJSON_GetObjectItemCaseSensitive(p, "type");
+            if (!cJSON_IsString(t)) {
+                free(buf);
+                return api_error_set(e, 400, pp, "invalid_type",
+                                     "%s.type must be a string (only \"text\" is supported)", pp);
+            }
+            if (strcmp(t->valuestring, "text") != 0) {
+                free(buf);
+                return api_error_set(e, 400, pp, "not_supported",
+                                     "%s.type '%.64s' is not supported; only \"text\" parts are",
+                                     pp, t->valuestring);
+            }
+            const cJSON *tx = cJSON_GetObjectItemCaseSensitive(p, "text");
+            if (!cJSON_IsString(tx)) {
+                free(buf);
+                return api_error_set(e, 400, pp, "invalid_type",
+                                     "%s.text must be a string, got %s", pp,
+                                     tx ? type_name(tx) : "nothing");
+            }
+            if (append(&buf, &len, &cap, tx->valuestring, strlen(tx->valuestring))) {
+                free(buf);
+                return oom(e);
+            }
+        }
+    } else {
+        return api_error_set(e, 400, param, "invalid_type",
+                             "%s must be a string or an array of text parts, got %s", param,
+                             type_name(c));
+    }
+    m->content = buf;
+    m->len = len;
+    return 0;
+}
+
+static int parse_messages(api_request *r, const cJSON *root, const api_limits *lim, api_error *e) {
+    const cJSON *ms = cJSON_GetObjectItemCaseSensitive(root, "messages");
+    if (!ms || cJSON_IsNull(ms))
+        return api_error_set(e, 400, "messages", "missing_field",
+                             "messages is required: an array of {\"role\",\"content\"} objects");
+    if (!cJSON_IsArray(ms))
+        return api_error_set(e, 400, "messages", "invalid_type", "messages must be an array, got %s",
+                             type_name(ms));
+    int n = cJSON_GetArraySize(ms);
+    if (n == 0)
+        return api_error_set(e, 400, "messages", "invalid_value",
+                             "messages must contain at least 1 message");
+    if (n > lim->max_messages)
+        return api_error_set(e, 400, "messages", "invalid_value",
+                             "messages has %d entries; the limit is %d", n, lim->max_messages);
+    r->messages = calloc((size_t)n, sizeof *r->messages);
+    if (!r->messages) return oom(e);
+    int i = 0;
+    for (const cJSON *m = ms->child; m; m = m->next, i++) {
+        char param[64];
+        snprintf(param, sizeof param, "messages[%d]", i);
+        if (!cJSON_IsObject(m))
+            return api_error_set(e, 400, param, "invalid_type", "%s must be an object, got %s",
+                                 param, type_name(m));
+        const cJSON *role = cJSON_GetObjectItemCaseSensitive(m, "role");
+        snprintf(param, sizeof param, "messages[%d].role", i);
+        if (!role || cJSON_IsNull(role))
+            return api_error_set(e, 400, param, "missing_field",
+                                 "%s is required (system, user, assistant or tool)", param);
+        if (!cJSON_IsString(role))
+            return api_error_set(e, 400, param, "invalid_type", "%s must be a string, got %s",
+                                 param, type_name(role));
+        const char *rs = role->valuestring;
+        api_message *am = &r->messages[i];
+        if (!strcmp(rs, "system") || !strcmp(rs, "developer")) am->role = API_ROLE_SYSTEM;
+        else if (!strcmp(rs, "user")) am->role = API_ROLE_USER;
+        else if (!strcmp(rs, "assistant")) am->role = API_ROLE_ASSISTANT;
+        else if (!strcmp(rs, "tool")) am->role = API_ROLE_TOOL;
+        else
+            return api_error_set(e, 400, param, "invalid_value",
+                                 "%s '%.64s' is not one of system, user, assistant, tool", param, rs);
+        const cJSON *tc = field(m, "tool_calls");
+        if (tc && !(cJSON_IsArray(tc) && cJSON_GetArraySize(tc) == 0)) {
+            snprintf(param, sizeof param, "messages[%d].tool_calls", i);
+            return api_error_set(e, 400, param, "not_supported",
+                                 "%s: tool calls are not supported yet", param);
+        }
+        int rc = parse_content(m, i, lim->max_parts, am, e);
+        if (rc) return rc;
+        r->n_messages = i + 1;
+    }
+    return 0;
+}
+
+/* ---- prompt (completions) ---- */
+
+static int parse_prompt(api_request *r, const cJSON *root, const api_limits *lim, api_error *e) {
+    const cJSON *p = cJSON_GetObjectItemCaseSensitive(root, "prompt");
+    if (!p || cJSON_IsNull(p))
+        return api_error_set(e, 400, "prompt", "missing_field",
+                             "prompt is required: a string or an array of token ids");
+    if (cJSON_IsString(p)) {
+        r->prompt_len = strlen(p->valuestring);
+        r->prompt = strdup(p->valuestring);
+        return r->prompt ? 0 : oom(e);
+    }
+    if (!cJSON_IsArray(p))
+        return api_error_set(e, 400, "prompt", "invalid_type",
+                             "prompt must be a string or an array of token ids, got %s",
+                             type_name(p));
+    int n = cJSON_GetArraySize(p);
+    if (n == 0)
+        return api_error_set(e, 400, "prompt", "invalid_value",
+                             "prompt is an empty array; give a string or at least 1 token id");
+    if (cJSON_IsString(p->child)) {
+        if (n == 1 && cJSON_IsString(p->child)) {
+            r->prompt_len = strlen(p->child->valuestring);
+            r->prompt = strdup(p->child->valuestring);
+            return r->prompt ? 0 : oom(e);
+        }
+        return api_error_set(e, 400, "prompt", "not_supported",
+                             "prompt as an array of %d strings is not supported; send one string "
+                             "(or an array of token ids)",
+                             n);
+    }
+    if (cJSON_IsArray(p->child))
+        return api_error_set(e, 400, "prompt", "not_supported",
+                             "prompt as an array of token arrays is not supported; send one array "
+                             "of token ids");
+    if (n > lim->max_prompt_tokens)
+        return api_error_set(e, 400, "prompt", "invalid_value",
+                             "prompt has %d token ids; the limit is %d", n, lim->max_prompt_tokens);
+    r->prompt_tokens = malloc((size_t)n * sizeof *r->prompt_tokens);
+    if (!r->prompt_tokens) return oom(e);
+    int i = 0;
+    long long hi = lim->n_vocab > 0 ? lim->n_vocab - 1 : INT32_MAX;
+    for (const cJSON *t = p->child; t; t = t->next, i++) {
+        char param[48];
+        snprintf(param, sizeof param, "prompt[%d]", i);
+        double d = cJSON_IsNumber(t) ? t->valuedouble : NAN;
+        if (!cJSON_IsNumber(t) || !isfinite(d) || d != floor(d))
+            return api_error_set(e, 400, param, "invalid_type",
+                                 "%s must be an integer token id (prompt arrays may not mix types)",
+                                 param);
+        if (d < 0 || d > (double)hi)
+            return api_error_set(e, 400, param, "invalid_value",
+                                 "%s is token id %.0f; ids must be between 0 and %lld", param, d, hi);
+        r->prompt_tokens[i] = (int32_t)d;
+    }
+    r->n_prompt_tokens = n;
+    return 0;
+}
+
+/* ---- stop, logit_bias ---- */
+
+static int parse_stop(api_request *r, const cJSON *root, api_error *e) {
+    const cJSON *s = field(root, "stop");
+    if (!s) return 0;
+    const cJSON *items[API_MAX_STOP];
+    int n = 0;
+    if (cJSON_IsString(s)) {
+        items[n++] = s;
+    } else if (cJSON_IsArray(s)) {
+        int cnt = cJSON_GetArraySize(s);
+        if (cnt > API_MAX_STOP)
+            return api_error_set(e, 400, "stop", "invalid_value",
+                                 "stop has %d strings; the limit is %d", cnt, API_MAX_STOP);
+        for (const cJSON *c = s->child; c; c = c->next) {
+            if (!cJSON_IsString(c))
+                return api_error_set(e, 400, "stop", "invalid_type",
+                                     "stop[%d] must be a string, got %s", n, type_name(c));
+            items[n++] = c;
+        }
+    } else {
+        return api_error_set(e, 400, "stop", "invalid_type",
+                             "stop must be a string or an array of up to %d strings, got %s",
+                             API_MAX_STOP, type_name(s));
+    }
+    for (int i = 0; i < n; i++) {
+        size_t l = strlen(items[i]->valuestring);
+        if (l == 0)
+            return api_error_set(e, 400, "stop", "invalid_value",
+                                 "stop strings must not be empty (stop entry %d is \"\")", i);
+        if (l > API_MAX_STOP_LEN)
+            return api_error_set(e, 400, "stop", "invalid_value",
+                                 "stop entry %d is %zu bytes long; the limit is %d bytes", i, l,
+                                 API_MAX_STOP_LEN);
+        r->stop[i] = strdup(items[i]->valuestring);
+        if (!r->stop[i]) return oom(e);
+        r->n_stop = i + 1;
+    }
+    return 0;
+}
+
+static int parse_logit_bias(api_request *r, const cJSON *root, const api_limits *lim,
+                            api_error *e) {
+    const cJSON *lb = field(root, "logit_bias");
+    if (!lb) return 0;
+    if (!cJSON_IsObject(lb))
+        return api_error_set(e, 400, "logit_bias", "invalid_type",
+                             "logit_bias must be an object mapping token ids to -100..100, got %s",
+                             type_name(lb));
+    int n = cJSON_GetArraySize(lb);
+    if (n > lim->max_logit_bias)
+        return api_error_set(e, 400, "logit_bias", "invalid_value",
+                             "logit_bias has %d entries; the limit is %d", n, lim->max_logit_bias);
+    if (n == 0) return 0;
+    r->logit_bias = calloc((size_t)n, sizeof *r->logit_bias);
+    if (!r->logit_bias) return oom(e);
+    long long hi = lim->n_vocab > 0 ? lim->n_vocab - 1 : INT32_MAX;
+    for (const cJSON *c = lb->child; c; c = c->next) {
+        const char *k = c->string ? c->string : "";
+        char *end = NULL;
+        errno = 0;
+        long long id = strtoll(k, &end, 10);
+        if (!*k || *end || errno || k[0] == '+' || k[0] == ' ' || id < 0 || id > hi)
+            return api_error_set(e, 400, "logit_bias", "invalid_value",
+                                 "logit_bias key '%.32s' is not a token id between 0 and %lld", k,
+                                 hi);
+        if (!cJSON_IsNumber(c) || !isfinite(c->valuedouble))
+            return api_error_set(e, 400, "logit_bias", "invalid_type",
+                                 "logit_bias[\"%s\"] must be a number between -100 and 100, got %s",
+                                 k, type_name(c));
+        double b = c->valuedouble;
+        if (b < -100 || b > 100)
+            return api_error_set(e, 400, "logit_bias", "invalid_value",
+                                 "logit_bias[\"%s\"] is %g; it must be between -100 and 100", k, b);
+        r->logit_bias[r->n_logit_bias].id = (int32_t)id;
+        r->logit_bias[r->n_logit_bias].bias = (float)b;
+        r->n_logit_bias++;
+    }
+    return 0;
+}
+
+/* ---- unsupported features ---- */
+
+static int check_unsupported(const cJSON *root, enum api_kind kind, api_error *e) {
+    const cJSON *t = field(root, "tools");
+    if (t && !(cJSON_IsArray(t) && cJSON_GetArraySize(t) == 0))
+        return api_error_set(e, 400, "tools", "not_supported", "tools are not supported yet");
+    t = field(root, "functions");
+    if (t && !(cJSON_IsArray(t) && cJSON_GetArraySize(t) == 0))
+        return api_error_set(e, 400, "functions", "not_supported",
+                             "functions are not supported yet");
+    t = field(root, "tool_choice");
+    if (t && !(cJSON_IsString(t) && (!strcmp(t->valuestring, "none") ||
+                                     !strcmp(t->valuestring, "auto"))))
+        return api_error_set(e, 400, "tool_choice", "not_supported",
+                             "tool_choice other than \"none\" or \"auto\" is not supported yet");
+    t = field(root, "response_format");
+    if (t) {
+        const cJSON *ty = cJSON_IsObject(t) ? cJSON_GetObjectItemCaseSensitive(t, "type") : NULL;
+        if (!cJSON_IsObject(t) || !cJSON_IsString(ty))
+            return api_error_set(e, 400, "response_format", "invalid_type",
+                                 "response_format must be an object like {\"type\":\"text\"}");
+        if (strcmp(ty->valuestring, "text") != 0)
+            return api_error_set(e, 400, "response_format", "not_supported",
+                                 "response_format type '%.32s' is not supported yet; only \"text\" is",
+                                 ty->valuestring);
+    }
+    if (kind == API_COMPLETION) {
+        t = field(root, "echo");
+        if (t && !cJSON_IsBool(t))
+            return api_error_set(e, 400, "echo", "invalid_type", "echo must be a boolean, got %s",
+                                 type_name(t));
+        if (t && cJSON_IsTrue(t))
+            return api_error_set(e, 400, "echo", "not_supported", "echo is not supported yet");
+        t = field(root, "suffix");
+        if (t && !(cJSON_IsString(t) && !t->valuestring[0]))
+            return api_error_set(e, 400, "suffix", "not_supported", "suffix is not supported yet");
+    }
+    return 0;
+}
+
+/* ---- the request ---- */
+
+static int parse_fields(api_request *r, const cJSON *root, enum api_kind kind,
+                        const api_limits *lim, api_error *e) {
+    int rc;
+    double d;
+    long long v;
+    if ((rc = check_unsupported(root, kind, e))) return rc;
+    if ((rc = read_string(root, "model", &r->model, e)) < 0) return rc;
+    if (!r->model && !(r->model = strdup(""))) return oom(e);
+    if ((rc = read_string(root, "user", &r->user, e)) < 0) return rc;
+    if (!r->user && !(r->user = strdup(""))) return oom(e);
+
+    if (kind == API_CHAT) rc = parse_messages(r, root, lim, e);
+    else rc = parse_prompt(r, root, lim, e);
+    if (rc) return rc;
+
+    /* max_completion_tokens wins over the deprecated max_tokens when both are given */
+    const char *mt_name = field(root, "max_completion_tokens") ? "max_completion_tokens"
+                                                               : "max_tokens";
+    if ((rc = read_int(root, mt_name, 1, lim->max_tokens, &v, e)) < 0) return rc;
+    if (rc) r->max_tokens = (int)v;
+    if ((rc = read_number(root, "temperature", 0, 2, false, &d, e)) < 0) return rc;
+    if (rc) r->temperature = (float)d;
+    if ((rc = read_number(root, "top_p", 0, 1, true, &d, e)) < 0) return rc;
+    if (rc) r->top_p = (float)d;
+    if ((rc = read_int(root, "top_k", 0, 1000000, &v, e)) < 0) return rc;
+    if (rc) r->top_k = (int)v;
+    if ((rc = read_number(root, "min_p", 0, 1, false, &d, e)) < 0) return rc;
+    if (rc) r->min_p = (float)d;
+    if ((rc = read_number(root, "presence_penalty", -2, 2, false, &d, e)) < 0) return rc;
+    if (rc) r->presence_penalty = (float)d;
+    if ((rc = read_number(root, "frequency_penalty", -2, 2, false, &d, e)) < 0) return rc;
+    if (rc) r->frequency_penalty = (float)d;
+    if ((rc = read_number(root, "repetition_penalty", 0, 10, true, &d, e)) < 0) return rc;
+    if (rc) r->repetition_penalty = (float)d;
+    if ((rc = read_int(root, "seed", -1, 9007199254740991LL, &v, e)) < 0) return rc;
+    if (rc && v >= 0) {
+        r->has_seed = true;
+        r->seed = (uint64_t)v;
+    }
+    if ((rc = parse_stop(r, root, e))) return rc;
+    if ((rc = parse_logit_bias(r, root, lim, e))) return rc;
+
+    if (kind == API_CHAT) {
+        if ((rc = read_bool(root, "logprobs", &r->logprobs, e)) < 0) return rc;
+        if ((rc = read_int(root, "top_logprobs", 0, API_MAX_TOP_LOGPROBS, &v, e)) < 0) return rc;
+        if (rc) {
+            if (!r->logprobs)
+                return api_error_set(e, 400, "top_logprobs", "invalid_value",
+                                     "top_logprobs requires logprobs to be true");
+            r->top_logprobs = (int)v;
+        }
+    } else {
+        if ((rc = read_int(root, "logprobs", 0, API_MAX_LOGPROBS_COMPL, &v, e)) < 0) return rc;
+        if (rc) {
+            r->logprobs = true;
+            r->top_logprobs = (int)v;
+        }
+    }
+    if ((rc = read_int(root, "n", 1, lim->max_n, &v, e)) < 0) return rc;
+    if (rc) r->n = (int)v;
+    if (kind == API_COMPLETION) {
+        if ((rc = read_int(root, "best_of", 1, lim->max_n, &v, e)) < 0) return rc;
+        if (rc && v != r->n)
+            return api_error_set(e, 400, "best_of", "not_supported",
+                                 "best_of other than n is not supported yet");
+    }
+    if (r->max_tokens > 0 && (long)r->n * r->max_tokens > lim->max_total_tokens)
+        return api_error_set(e, 400, "n", "invalid_value",
+                             "n * max_tokens is %ld; the limit is %ld", (long)r->n * r->max_tokens,
+                             lim->max_total_tokens);
+    if ((rc = read_bool(root, "stream", &r->stream, e)) < 0) return rc;
+    const cJSON *so = field(root, "stream_options");
+    if (so) {
+        if (!cJSON_IsObject(so))
+            return api_error_set(e, 400, "stream_options", "invalid_type",
+                                 "stream_options must be an object, got %s", type_name(so));
+        if (!r->stream)
+            return api_error_set(e, 400, "stream_options", "invalid_value",
+                                 "stream_options is only allowed when stream is true");
+        const cJSON *iu = field(so, "include_usage");
+        if (iu && !cJSON_IsBool(iu))
+            return api_error_set(e, 400, "stream_options.include_usage", "invalid_type",
+                                 "stream_options.include_usage must be a boolean, got %s",
+                                 type_name(iu));
+        r->include_usage = iu && cJSON_IsTrue(iu);
+    }
+    return 0;
+}
+
+static void request_defaults(api_request *r, enum api_kind kind) {
+    memset(r, 0, sizeof *r);
+    r->kind = kind;
+    r->max_tokens = -1;
+    r->temperature = 0.8f;
+    r->top_p = 0.95f;
+    r->top_k = 40;
+    r->min_p = 0.05f;
+    r->repetition_penalty = 1.0f;
+    r->n = 1;
+}
+
+int api_request_parse(api_request *req, enum api_kind kind, const char *body, size_t len,
+                      const api_limits *lim, api_error *e) {
+    api_limits dl;
+    if (!lim) {
+        api_limits_default(&dl);
+        lim = &dl;
+    }
+    memset(e, 0, sizeof *e);
+    request_defaults(req, kind);
+    cJSON *root = NULL;
+    int rc = parse_body(&root, body, len, lim->max_depth, e);
+    if (rc) return rc;
+    rc = parse_fields(req, root, kind, lim, e);
+    cJSON_Delete(root);
+    if (rc) {
+        api_request_free(req);
+        request_defaults(req, kind);
+    }
+    return rc;
+}
+
+void api_request_free(api_request *r) {
+    if (!r) return;
+    free(r->model);
+    for (int i = 0; i < r->n_messages; i++) free(r->messages[i].content);
+    free(r->messages);
+    free(r->prompt);
+    free(r->prompt_tokens);
+    for (int i = 0; i < r->n_stop; i++) free(r->stop[i]);
+    free(r->logit_bias);
+    free(r->user);
+    memset(r, 0, sizeof *r);
+}
+
+/* ---- /tokenize and /detokenize ---- */
+
+int api_tokenize_parse(api_tokenize_req *r, const char *body, size_t len, api_error *e) {
+    memset(r, 0, sizeof *r);
+    memset(e, 0, sizeof *e);
+    r->parse_special = true;
+    cJSON *root = NULL;
+    api_limits dl;
+    api_limits_default(&dl);
+    int rc = parse_body(&root, body, len, dl.max_depth, e);
+    if (rc) return rc;
+    const cJSON *c = cJSON_GetObjectItemCaseSensitive(root, "content");
+    if (!c || cJSON_IsNull(c)) {
+        rc = api_error_set(e, 400, "content", "missing_field", "content is required: a string");
+    } else if (!cJSON_IsString(c)) {
+        rc = api_error_set(e, 400, "content", "invalid_type", "content must be a string, got %s",
+                           type_name(c));
+    } else if ((rc = read_bool(root, "add_special", &r->add_special, e)) >= 0 &&
+               (rc = read_bool(root, "parse_special", &r->parse_special, e)) >= 0 &&
+               (rc = read_bool(root, "with_pieces", &r->with_pieces, e)) >= 0) {
+        r->len = strlen(c->valuestring);
+        r->content = strdup(c->valuestring);
+        rc = r->content ? 0 : oom(e);
+    }
+    cJSON_Delete(root);
+    if (rc) api_tokenize_free(r);
+    return rc < 0 ? rc : 0;
+}
+
+void api_tokenize_free(api_tokenize_req *r) {
+    if (!r) return;
+    free(r->content);
+    memset(r, 0, sizeof *r);
+}
+
+int api_detokenize_parse(api_detokenize_req *r, const char *body, size_t len,
+                         const api_limits *lim, api_error *e) {
+    api_limits dl;
+    if (!lim) {
+        api_limits_default(&dl);
+        lim = &dl;
+    }
+    memset(r, 0, sizeof *r);
+    memset(e, 0, sizeof *e);
+    cJSON *root = NULL;
+    int rc = parse_body(&root, body, len, lim->max_depth, e);
+    if (rc) return rc;
+    const cJSON *t = cJSON_GetObjectItemCaseSensitive(root, "tokens");
+    int n = cJSON_IsArray(t) ? cJSON_GetArraySize(t) : 0;
+    long long hi = lim->n_vocab > 0 ? lim->n_vocab - 1 : INT32_MAX;
+    if (!t || cJSON_IsNull(t)) {
+        rc = api_error_set(e, 400, "tokens", "missing_field",
+                           "tokens is required: an array of token ids");
+    } else if (!cJSON_IsArray(t)) {
+        rc = api_error_set(e, 400, "tokens", "invalid_type",
+                           "tokens must be an array of token ids, got %s", type_name(t));
+    } else if (n > lim->max_prompt_tokens) {
+        rc = api_error_set(e, 400, "tokens", "invalid_value", "tokens has %d ids; the limit is %d",
+                           n, lim->max_prompt_tokens);
+    } else if (n > 0 && !(r->tokens = malloc((size_t)n * sizeof *r->tokens))) {
+        rc = oom(e);
+    } else {
+        int i = 0;
+        for (const cJSON *c = t->child; c; c = c->next, i++) {
+            double d = cJSON_IsNumber(c) ? c->valuedouble : NAN;
+            if (!isfinite(d) || d != floor(d) || d < 0 || d > (double)hi) {
+                char param[48];
+                snprintf(param, sizeof param, "tokens[%d]", i);
+                rc = api_error_set(e, 400, param, "invalid_value",
+                                   "%s must be a token id between 0 and %lld", param, hi);
+                break;
+            }
+            r->tokens[i] = (int32_t)d;
+        }
+        r->n_tokens = rc ? 0 : n;
+    }
+    cJSON_Delete(root);
+    if (rc) api_detokenize_free(r);
+    return rc;
+}
+
+void api_detokenize_free(api_detokenize_req *r) {
+    if (!r) return;
+    free(r->tokens);
+    memset(r, 0, sizeof *r);
+}
