@@ -11,6 +11,7 @@ static const struct {
     {"info", cmd_info, "info -m FILE: architecture, shapes, layers, tensor types, tokenizer"},
     {"tokenize", cmd_tokenize, "tokenize -m FILE [--no-bos] [--no-special] TEXT: token ids"},
     {"mkmodel", cmd_mkmodel, "mkmodel --preset P [--type T] [--seed S] -o OUT: synthetic model"},
+    {"run", cmd_run, "run -m FILE -p TEXT [-n N] [--temp T] [--seed S] [--json]: generate"},
 };
 
 static void usage(FILE *f) {
