@@ -34,7 +34,8 @@ static float bits_f32(uint32_t u) {
 float quant_f16_to_f32(uint16_t h) {
     uint32_t sign = (uint32_t)(h & 0x8000) << 16;
     uint32_t e = (h >> 10) & 0x1f, m = h & 0x3ff;
-    if (e == 0x1f) return bits_f32(sign | 0x7f800000 | (m << 13)); /* inf, nan (payload kept) */
+    if (e == 0x1f) /* inf; nan keeps its payload and comes out quiet, as ggml's */
+        return bits_f32(sign | 0x7f800000 | (m << 13) | (m ? 0x400000u : 0));
     if (e == 0) {
         /* zero or subnormal: m * 2^-24, exact in f32 */
         float v = (float)m * 0x1p-24f;
@@ -563,7 +564,8 @@ static float fit_symmetric(int n, int nmax, const float *x, uint8_t *L) {
         return 0.0f;
     }
     float best_scale = 0, best = -1;
-    for (int s = -9; s <= 9; s++) {
+    for (int k = 0; k < 19; k++) {
+        int s = k == 0 ? 0 : k <= 9 ? k - 10 : k - 9; /* the plain grid first, then -9..-1, 1..9 */
         float iscale = -(nmax + 0.1f * s) / max, sumlx = 0, suml2 = 0;
         for (int i = 0; i < n; i++) {
             int l = nearest_int(iscale * x[i]);
