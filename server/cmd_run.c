@@ -25,6 +25,7 @@ static void run_usage(FILE *f) {
             "  --seed S           RNG seed (default: from the clock)\n"
             "  --ctx N            context size (default min(4096, training context))\n"
             "  -t, --threads N    threads (default: all cores)\n"
+            "  --ignore-eos       keep generating past the end-of-sequence token\n"
             "  --json             one JSON object per token: id, text, logprob, top 5\n");
 }
 
@@ -88,7 +89,7 @@ static void json_str(FILE *f, const char *s, size_t n) {
 int cmd_run(int argc, char **argv) {
     const char *model = NULL, *prompt = NULL;
     long n_gen = 128, ctx = 0, threads = 0, seed = -1;
-    bool json = false;
+    bool json = false, ignore_eos = false;
     sample_params sp;
     sample_params_default(&sp);
     for (int i = 1; i < argc; i++) {
@@ -100,6 +101,9 @@ int cmd_run(int argc, char **argv) {
             return 0;
         } else if (!strcmp(a, "--json")) {
             json = true;
+            continue;
+        } else if (!strcmp(a, "--ignore-eos")) {
+            ignore_eos = true;
             continue;
         } else if (!strcmp(a, "-m") || !strcmp(a, "--model")) model = v;
         else if (!strcmp(a, "-p") || !strcmp(a, "--prompt")) prompt = v;
@@ -200,7 +204,7 @@ int cmd_run(int argc, char **argv) {
     for (long g = 0; g < n_gen; g++) {
         sample_result r;
         int32_t id = sampler_sample(smp, logits, &r);
-        if (id == eng_eos(e)) break;
+        if (id == eng_eos(e) && !ignore_eos) break;
         sampler_accept(smp, id);
         size_t len = tok_stream_push(&ts, id, buf, sizeof buf);
         if (len > sizeof buf) len = sizeof buf;
