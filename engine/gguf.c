@@ -455,7 +455,7 @@ static int parse(gguf *g, char *err, size_t errlen) {
         }
         if (a <= 0 || (a & (a - 1)) || a > (int64_t)GGUF_MAX_ALIGNMENT) {
             set_err(err, errlen,
-                    "general.alignment %" PRId64 " is not a power of two in 1..%u", a,
+                    "general.alignment %" PRId64 " is invalid: must be a power of two in 1..%u", a,
                     GGUF_MAX_ALIGNMENT);
             return -1;
         }
@@ -835,10 +835,14 @@ static int put_copy(gguf_writer *w, const char *key, uint32_t type, const void *
 }
 
 /* Keeps the alignment key and the writer's alignment in agreement. */
-static void note_alignment_key(gguf_writer *w, const char *key, int64_t v) {
-    if (strcmp(key, "general.alignment")) return;
-    if (v <= 0 || (v & (v - 1)) || v > (int64_t)GGUF_MAX_ALIGNMENT) w->bad = 1;
-    else w->alignment = (size_t)v;
+static int note_alignment_key(gguf_writer *w, const char *key, int64_t v) {
+    if (strcmp(key, "general.alignment")) return 0;
+    if (v <= 0 || (v & (v - 1)) || v > (int64_t)GGUF_MAX_ALIGNMENT) {
+        w->bad = 1;
+        return -1;
+    }
+    w->alignment = (size_t)v;
+    return 0;
 }
 
 int gguf_writer_set_int(gguf_writer *w, const char *key, enum gguf_vtype t, int64_t v) {
@@ -855,7 +859,7 @@ int gguf_writer_set_int(gguf_writer *w, const char *key, enum gguf_vtype t, int6
     case GGUF_BOOL: b[0] = v != 0; break;
     default: goto range;
     }
-    note_alignment_key(w, key ? key : "", v);
+    if (note_alignment_key(w, key ? key : "", v)) return -1;
     return put_copy(w, key, t, b, vtype_size[t]);
 range:
     w->bad = 1;
@@ -940,7 +944,7 @@ int gguf_writer_copy_kv(gguf_writer *w, const gguf *g, int64_t i) {
     const gguf_kv *kv = &g->kv[i];
     if (is_int_type(kv->type)) {
         bool ok;
-        note_alignment_key(w, kv->key, decode_int(kv->type, kv->val, &ok));
+        if (note_alignment_key(w, kv->key, decode_int(kv->type, kv->val, &ok))) return -1;
     }
     return put_copy(w, kv->key, kv->type, kv->val, kv->val_size);
 }
