@@ -1,0 +1,65 @@
+/* mkmodel.h: writes synthetic LFM2 GGUF files: real layout and metadata, seeded weights, BPE vocab. */
+#ifndef LFM2_MKMODEL_H
+#define LFM2_MKMODEL_H
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include "engine/model.h"
+
+/* llama.cpp's general.file_type values for the types mkmodel writes. */
+enum mkmodel_ftype {
+    MK_F32 = 0, MK_F16 = 1, MK_Q4_0 = 2, MK_Q8_0 = 7, MK_Q4_K_M = 15, MK_Q5_K_M = 17,
+    MK_Q6_K = 18, MK_BF16 = 32
+};
+
+typedef struct mkmodel_shape {
+    int n_embd;                     /* hidden size */
+    int n_layer;                    /* blocks */
+    int n_head;                     /* query heads; head_dim = n_embd / n_head */
+    int n_head_kv;                  /* KV heads of every attention layer */
+    int n_ff;                       /* SwiGLU width */
+    int n_vocab;                    /* tokens (16 specials + 256 bytes + merges) */
+    int n_ctx;                      /* lfm2.context_length */
+    int n_swa;                      /* lfm2.attention.sliding_window, 0 = key absent */
+    bool attn[LFM2_MAX_LAYERS];     /* per layer: attention (true) or short conv */
+} mkmodel_shape;
+
+typedef struct mkmodel_opts {
+    mkmodel_shape shape;
+    uint64_t seed;                  /* weights (and nothing else) depend on it */
+    int ftype;                      /* enum mkmodel_ftype */
+    const char *name;               /* general.name; NULL: "synthetic-lfm2-<preset>-seed<S>" */
+    const char *preset;             /* only used for the default name */
+    const char *train_text;         /* BPE training text; NULL: the built-in corpus */
+    size_t train_len;
+    const char *vocab_from;         /* GGUF whose tokenizer.* keys are copied; overrides training */
+} mkmodel_opts;
+
+/* Fills s with a preset's shape: "tiny" (hidden 128, 4 layers, attention at 1 and 3, vocab
+ * 1024), "mini" (tests/data/models), "350m", "700m", "1.2b", "2.6b". Negative + err if unknown. */
+int mkmodel_preset(const char *name, mkmodel_shape *s, char *err, size_t errlen);
+/* "f32", "f16", "bf16", "q8_0", "q4_0", "q4_k_m", "q5_k_m", "q6_k" (any case): the ftype or -1. */
+int mkmodel_ftype_from_name(const char *name);
+const char *mkmodel_ftype_name(int ftype); /* NULL if unknown */
+/* Checks a shape for consistency (heads divide hidden, head_dim even, kv divides heads, at least
+ * one layer, vocab in range...). Negative + err naming the field, value and limit. */
+int mkmodel_check_shape(const mkmodel_shape *s, char *err, size_t errlen);
+/* GGML type mkmodel stores a tensor in, for a file of ftype (llama.cpp's choices: token_embd
+ * Q6_K in q4_0/q4_k_m/q5_k_m, "more bits" layers of ffn_down/attn_v in *_k_m, norms and the
+ * conv kernel F32; rows that are not a whole number of blocks fall back to Q8_0, then F16).
+ * name is the tensor name, ne0 its row length; layer/n_layer and attn_idx/n_attn locate it. */
+uint32_t mkmodel_tensor_type(int ftype, const char *name, int64_t ne0, int layer, int n_layer,
+                             int attn_idx, int n_attn);
+
+/* Writes the model to path. Deterministic: the same opts give the same bytes. Generates each
+ * tensor while writing, so memory stays small for any size. Negative + err on error. */
+int mkmodel_write(const mkmodel_opts *o, const char *path, char *err, size_t errlen);
+
+/* The built-in training text (engine/corpus.c), as one malloc'd NUL-terminated string the
+ * caller frees; *len gets its length. NULL on allocation failure. */
+char *mkmodel_corpus(size_t *len);
+
+/* The LFM2 chat template mkmodel writes as tokenizer.chat_template (a static string). */
+const char *mkmodel_chat_template(void);
+
+#endif
