@@ -5,4 +5,5 @@ int cmd_info(int argc, char **argv);     /* server/cmd_info.c */
 int cmd_tokenize(int argc, char **argv); /* server/cmd_tokenize.c */
 int cmd_mkmodel(int argc, char **argv);  /* server/cmd_mkmodel.c */
 int cmd_run(int argc, char **argv);      /* server/cmd_run.c */
+int cmd_serve(int argc, char **argv);    /* server/cmd_serve.c */
 #endif

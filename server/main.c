@@ -12,6 +12,7 @@ static const struct {
     {"tokenize", cmd_tokenize, "tokenize -m FILE [--no-bos] [--no-special] TEXT: token ids"},
     {"mkmodel", cmd_mkmodel, "mkmodel --preset P [--type T] [--seed S] -o OUT: synthetic model"},
     {"run", cmd_run, "run -m FILE -p TEXT [-n N] [--temp T] [--seed S] [--json]: generate"},
+    {"serve", cmd_serve, "serve -m FILE [--host H] [--port P] [--parallel N] [--config F]: OpenAI HTTP server"},
 };
 
 static void usage(FILE *f) {

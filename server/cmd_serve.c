@@ -1,0 +1,75 @@
+/* cmd_serve.c: `lfm2 serve`: settings (flags > LFM2_* env > config file > defaults) -> http_serve. */
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include "config/config.h"
+#include "server/cli.h"
+#include "server/http.h"
+
+static void serve_log(void *ud, const char *line) {
+    (void)ud;
+    char ts[32];
+    time_t t = time(NULL);
+    struct tm tm;
+    gmtime_r(&t, &tm);
+    strftime(ts, sizeof ts, "%Y-%m-%dT%H:%M:%SZ", &tm);
+    fprintf(stderr, "%s lfm2 serve: %s\n", ts, line);
+    fflush(stderr);
+}
+
+int cmd_serve(int argc, char **argv) {
+    config c;
+    char err[1024];
+    int rc = config_parse_args(&c, argc, argv, NULL, err, sizeof err);
+    if (rc == CONFIG_EHELP) {
+        size_t n = config_usage(NULL, 0);
+        char *buf = malloc(n + 1);
+        if (buf) {
+            config_usage(buf, n + 1);
+            printf("usage: lfm2 serve -m FILE [options]\n"
+                   "OpenAI-compatible HTTP server (chat/completions, completions, models, health,\n"
+                   "metrics, tokenize, detokenize). Options (flag, LFM2_* variable, default):\n%s",
+                   buf);
+            free(buf);
+        }
+        return 0;
+    }
+    if (rc < 0) {
+        fprintf(stderr, "error: %s\n", err);
+        return 2;
+    }
+    if (!c.model[0]) {
+        fprintf(stderr, "error: serve needs a model: -m FILE (or model = ... in the config file, "
+                        "or LFM2_MODEL)\n");
+        return 2;
+    }
+    signal(SIGPIPE, SIG_IGN);
+    http_opts o;
+    http_opts_default(&o);
+    o.model_path = c.model;
+    o.host = c.host;
+    o.port = c.port;
+    o.api_key = c.api_key[0] ? c.api_key : NULL;
+    o.alias = c.alias[0] ? c.alias : NULL;
+    o.parallel = c.parallel;
+    o.n_ctx = c.ctx;
+    o.n_threads = c.threads;
+    o.batch = c.batch;
+    o.queue_max = c.queue;
+    o.max_body = (size_t)c.body_limit;
+    o.max_tokens = c.max_tokens;
+    o.max_n = c.max_n;
+    o.max_conns = c.max_connections;
+    o.drain_ms = c.drain_timeout * 1000;
+    o.idle_timeout_s = c.idle_timeout;
+    o.keepalive_ms = c.keepalive * 1000;
+    o.cors = c.cors;
+    o.log = serve_log;
+    if (http_serve(&o, err, sizeof err) < 0) {
+        fprintf(stderr, "error: %s\n", err);
+        return 1;
+    }
+    return 0;
+}

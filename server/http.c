@@ -1,0 +1,1300 @@
+/* http.c: OpenAI-compatible endpoints on libmicrohttpd (external epoll mode) driven by libuv.
+ *
+ * Design: MHD runs without threads of its own. Its epoll fd is watched by a uv_poll, its timeout
+ * by a uv_timer, so every MHD callback runs on the loop thread. The scheduler thread reports
+ * through sched_poll + a uv_async; a request waiting for tokens is a suspended MHD connection that
+ * the async callback resumes. MHD does not notice a client closing a suspended connection, so a
+ * 200 ms tick peeks at those sockets and cancels the job of a peer that is gone. */
+#include "server/http.h"
+#include <errno.h>
+#include <math.h>
+#include <microhttpd.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/types.h>
+#include <netdb.h>
+#include <time.h>
+#include <unistd.h>
+#include <uv.h>
+#include "api/chat.h"
+#include "api/request.h"
+#include "api/response.h"
+#include "engine/eng.h"
+#include "engine/sample.h"
+#include "server/metrics.h"
+#include "server/sched.h"
+
+enum route {
+    R_NONE = 0, R_CHAT, R_COMPL, R_MODELS, R_HEALTH, R_METRICS, R_TOKENIZE, R_DETOKENIZE,
+};
+
+typedef struct hchoice {
+    char *text; /* non-streamed: text so far */
+    size_t len, cap;
+    const char *finish; /* "stop" / "length" / NULL */
+    api_token_logprob *lp; /* non-streamed logprobs, pieces point into the tokenizer */
+    api_top_logprob *top;  /* n_lp * n_top entries */
+    int n_lp, cap_lp;
+    size_t text_offset;    /* completions: bytes of text already sent (stream) */
+} hchoice;
+
+typedef struct server server;
+
+typedef struct hreq {
+    struct hreq *next, *prev;
+    server *srv;
+    struct MHD_Connection *conn;
+    int fd;
+    int route;
+    double t_start;
+    /* body */
+    char *body;
+    size_t len, cap;
+    bool too_big, handled;
+    /* connection state */
+    bool suspended, gone, queued;
+    int status;
+    /* job state */
+    uint64_t job;
+    bool started, done, failed;
+    char errmsg[256];
+    int kind; /* enum api_kind */
+    bool stream, include_usage, want_logprobs;
+    int n_top;
+    int n;
+    hchoice *ch;
+    api_usage usage;
+    char id[64];
+    /* streamed bytes waiting for MHD */
+    char *out;
+    size_t out_len, out_off, out_cap;
+    bool out_end; /* nothing follows what is in out */
+    double last_write;
+} hreq;
+
+struct server {
+    http_opts o;
+    uv_loop_t loop;
+    uv_poll_t poll;
+    uv_timer_t mhd_timer, tick;
+    uv_async_t wake;
+    uv_signal_t sigint, sigterm;
+    uv_work_t load;
+    struct MHD_Daemon *d;
+    bool loopback;
+    eng *e;
+    const tok *tk;
+    sched *s;
+    metrics *m;
+    bool ready, loading, stopping, draining, aborted;
+    int rc;
+    char err[512];
+    double drain_deadline, abort_deadline;
+    hreq *reqs;
+    api_limits lim;
+    char model_id[256];
+    long long created;
+    uint64_t rng;
+};
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static uint64_t rng_next(uint64_t *x) { /* splitmix64 */
+    uint64_t z = (*x += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+static void logf_(server *sv, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void logf_(server *sv, const char *fmt, ...) {
+    if (!sv->o.log) return;
+    char line[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(line, sizeof line, fmt, ap);
+    va_end(ap);
+    sv->o.log(sv->o.log_ud, line);
+}
+
+void http_opts_default(http_opts *o) {
+    memset(o, 0, sizeof *o);
+    o->host = "127.0.0.1";
+    o->port = 8080;
+    o->parallel = 4;
+    o->queue_max = 64;
+    o->prefill_chunk = 256;
+    o->max_body = 1 << 20;
+    o->max_header = 32 << 10;
+    o->max_conns = 256;
+    o->idle_timeout_s = 60;
+    o->keepalive_ms = 5000;
+    o->drain_ms = 30000;
+    o->max_tokens = 32768;
+    o->max_n = 8;
+}
+
+/* ---------- responses ---------- */
+
+/* The Access-Control-Allow-Origin value for this request, or NULL (no CORS headers). */
+static const char *cors_origin(hreq *r) {
+    const char *allow = r->srv->o.cors;
+    if (!allow || !*allow) return NULL;
+    if (!strcmp(allow, "*")) return "*";
+    const char *origin = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "Origin");
+    if (!origin || !*origin) return NULL;
+    size_t ol = strlen(origin);
+    for (const char *p = allow; *p;) {
+        while (*p == ' ' || *p == ',') p++;
+        const char *e = p;
+        while (*e && *e != ',') e++;
+        const char *t = e;
+        while (t > p && t[-1] == ' ') t--;
+        if ((size_t)(t - p) == ol && !strncmp(p, origin, ol)) return origin;
+        p = e;
+    }
+    return NULL;
+}
+
+static void add_common_headers(hreq *r, struct MHD_Response *resp) {
+    const char *origin = cors_origin(r);
+    if (!origin) return;
+    MHD_add_response_header(resp, "Access-Control-Allow-Origin", origin);
+    MHD_add_response_header(resp, "Access-Control-Expose-Headers", "Retry-After");
+    if (strcmp(origin, "*")) MHD_add_response_header(resp, "Vary", "Origin");
+}
+
+/* Queues a complete response (body copied); ctype NULL = application/json. */
+static enum MHD_Result send_body(hreq *r, unsigned status, const char *body, size_t len,
+                                 const char *ctype, const char *h1, const char *v1) {
+    struct MHD_Response *resp =
+        MHD_create_response_from_buffer(len, (void *)body, MHD_RESPMEM_MUST_COPY);
+    if (!resp) return MHD_NO;
+    add_common_headers(r, resp);
+    MHD_add_response_header(resp, "Content-Type", ctype ? ctype : "application/json");
+    if (h1) MHD_add_response_header(resp, h1, v1);
+    enum MHD_Result rc = MHD_queue_response(r->conn, status, resp);
+    MHD_destroy_response(resp);
+    r->queued = true;
+    r->status = (int)status;
+    return rc;
+}
+
+static enum MHD_Result send_json(hreq *r, unsigned status, char *json) {
+    if (!json) return send_body(r, 500, "{\"error\":{\"message\":\"out of memory\",\"type\":"
+                                        "\"server_error\",\"param\":null,\"code\":null}}",
+                                71, NULL, NULL, NULL);
+    enum MHD_Result rc = send_body(r, status, json, strlen(json), NULL, NULL, NULL);
+    free(json);
+    return rc;
+}
+
+static enum MHD_Result send_api_error(hreq *r, const api_error *e, const char *h1,
+                                      const char *v1) {
+    char *json = api_error_json(e);
+    if (!json) return send_json(r, 500, NULL);
+    enum MHD_Result rc = send_body(r, (unsigned)e->status, json, strlen(json), NULL, h1, v1);
+    free(json);
+    return rc;
+}
+
+static enum MHD_Result send_error(hreq *r, int status, const char *type, const char *param,
+                                  const char *code, const char *fmt, ...)
+    __attribute__((format(printf, 6, 7)));
+static enum MHD_Result send_error(hreq *r, int status, const char *type, const char *param,
+                                  const char *code, const char *fmt, ...) {
+    api_error e = {0};
+    e.status = status;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(e.message, sizeof e.message, fmt, ap);
+    va_end(ap);
+    snprintf(e.type, sizeof e.type, "%s", type);
+    snprintf(e.param, sizeof e.param, "%s", param ? param : "");
+    snprintf(e.code, sizeof e.code, "%s", code ? code : "");
+    return send_api_error(r, &e, status == 503 ? "Retry-After" : NULL, "1");
+}
+
+/* ---------- request list ---------- */
+
+static void hreq_free(hreq *r) {
+    if (!r) return;
+    for (int i = 0; r->ch && i < r->n; i++) {
+        free(r->ch[i].text);
+        free(r->ch[i].lp);
+        free(r->ch[i].top);
+    }
+    free(r->ch);
+    free(r->body);
+    free(r->out);
+    free(r);
+}
+
+static void suspend(hreq *r) {
+    if (!r->suspended) {
+        r->suspended = true;
+        MHD_suspend_connection(r->conn);
+    }
+}
+
+static void resume(hreq *r) {
+    if (r->suspended) {
+        r->suspended = false;
+        MHD_resume_connection(r->conn);
+    }
+}
+
+static void run_mhd(server *sv);
+
+/* ---------- streaming ---------- */
+
+static int out_append(hreq *r, const char *s, size_t n) {
+    if (r->out_off && r->out_off == r->out_len) r->out_off = r->out_len = 0;
+    if (r->out_len + n > r->out_cap) {
+        size_t cap = (r->out_len + n) * 2 + 256;
+        char *p = realloc(r->out, cap);
+        if (!p) return -1;
+        r->out = p;
+        r->out_cap = cap;
+    }
+    memcpy(r->out + r->out_len, s, n);
+    r->out_len += n;
+    return 0;
+}
+
+/* Appends "data: <json>\n\n" and frees json. */
+static void out_event(hreq *r, char *json) {
+    if (!json) return;
+    out_append(r, "data: ", 6);
+    out_append(r, json, strlen(json));
+    out_append(r, "\n\n", 2);
+    free(json);
+}
+
+static ssize_t sse_reader(void *cls, uint64_t pos, char *buf, size_t max) {
+    (void)pos;
+    hreq *r = cls;
+    if (r->gone) return MHD_CONTENT_READER_END_WITH_ERROR;
+    if (r->out_off < r->out_len) {
+        size_t n = r->out_len - r->out_off;
+        if (n > max) n = max;
+        memcpy(buf, r->out + r->out_off, n);
+        r->out_off += n;
+        r->last_write = now_s();
+        return (ssize_t)n;
+    }
+    if (r->out_end) return MHD_CONTENT_READER_END_OF_STREAM;
+    suspend(r);
+    return 0;
+}
+
+static enum MHD_Result start_stream(hreq *r) {
+    struct MHD_Response *resp = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16384,
+                                                                  sse_reader, r, NULL);
+    if (!resp) return MHD_NO;
+    add_common_headers(r, resp);
+    MHD_add_response_header(resp, "Content-Type", "text/event-stream");
+    MHD_add_response_header(resp, "Cache-Control", "no-cache");
+    MHD_add_response_header(resp, "X-Accel-Buffering", "no");
+    enum MHD_Result rc = MHD_queue_response(r->conn, 200, resp);
+    MHD_destroy_response(resp);
+    r->queued = true;
+    r->status = 200;
+    r->last_write = now_s();
+    return rc;
+}
+
+/* ---------- completions: events from the scheduler ---------- */
+
+static api_resp_meta meta_of(hreq *r) {
+    api_resp_meta m = {r->id, r->srv->created, r->srv->model_id};
+    return m;
+}
+
+/* Logprob records of one text event as api structs (pieces point into the tokenizer). */
+static int build_logprobs(hreq *r, const sched_event *ev, api_token_logprob **lp_out,
+                          api_top_logprob **top_out) {
+    const tok *tk = r->srv->tk;
+    int nt = r->n_top;
+    api_token_logprob *lp = calloc((size_t)ev->n_toks + 1, sizeof *lp);
+    api_top_logprob *top = calloc((size_t)ev->n_toks * (size_t)nt + 1, sizeof *top);
+    if (!lp || !top) {
+        free(lp);
+        free(top);
+        return -1;
+    }
+    for (int k = 0; k < ev->n_toks; k++) {
+        const sched_tokinfo *ti = &ev->toks[k];
+        lp[k].token = tok_piece(tk, ti->id, &lp[k].len);
+        if (!lp[k].token) lp[k].token = "", lp[k].len = 0;
+        lp[k].logprob = ti->logprob;
+        int n = ti->n_top < nt ? ti->n_top : nt;
+        for (int t = 0; t < n; t++) {
+            api_top_logprob *tp = &top[(size_t)k * nt + t];
+            tp->token = tok_piece(tk, ti->top_id[t], &tp->len);
+            if (!tp->token) tp->token = "", tp->len = 0;
+            tp->logprob = ti->top_logprob[t];
+        }
+        lp[k].top = &top[(size_t)k * nt];
+        lp[k].n_top = n;
+    }
+    *lp_out = lp;
+    *top_out = top;
+    return 0;
+}
+
+static int choice_append_text(hchoice *c, const char *s, size_t n) {
+    if (c->len + n + 1 > c->cap) {
+        size_t cap = (c->len + n + 1) * 2;
+        char *p = realloc(c->text, cap);
+        if (!p) return -1;
+        c->text = p;
+        c->cap = cap;
+    }
+    memcpy(c->text + c->len, s, n);
+    c->len += n;
+    c->text[c->len] = 0;
+    return 0;
+}
+
+/* Keeps logprob records for the non-streamed answer (top entries copied out of the event). */
+static void choice_keep_logprobs(hreq *r, hchoice *c, const sched_event *ev) {
+    api_token_logprob *lp;
+    api_top_logprob *top;
+    if (!ev->n_toks || build_logprobs(r, ev, &lp, &top) < 0) return;
+    int nt = r->n_top;
+    if (c->n_lp + ev->n_toks > c->cap_lp) {
+        int cap = (c->n_lp + ev->n_toks) * 2;
+        api_token_logprob *p = realloc(c->lp, (size_t)cap * sizeof *p);
+        api_top_logprob *q = p ? realloc(c->top, (size_t)cap * (size_t)(nt ? nt : 1) * sizeof *q)
+                               : NULL;
+        if (p) c->lp = p;
+        if (q) c->top = q;
+        if (!p || !q) {
+            free(lp);
+            free(top);
+            return;
+        }
+        c->cap_lp = cap;
+    }
+    for (int k = 0; k < ev->n_toks; k++) {
+        c->lp[c->n_lp + k] = lp[k];
+        memcpy(&c->top[(size_t)(c->n_lp + k) * (nt ? nt : 1)], &top[(size_t)k * nt],
+               (size_t)nt * sizeof *top);
+    }
+    c->n_lp += ev->n_toks;
+    free(lp);
+    free(top);
+}
+
+static const char *finish_name(int f) { return f == SCHED_FINISH_LENGTH ? "length" : "stop"; }
+
+static void on_event(hreq *r, sched_event *ev) {
+    api_resp_meta m = meta_of(r);
+    switch (ev->kind) {
+    case SCHED_EV_START:
+        r->started = true;
+        if (r->stream) {
+            if (r->kind == API_CHAT)
+                for (int i = 0; i < r->n; i++) {
+                    api_choice c = {.index = i};
+                    out_event(r, api_chat_chunk_json(&m, &c, true, r->include_usage));
+                }
+        }
+        break;
+    case SCHED_EV_TEXT: {
+        if (ev->index < 0 || ev->index >= r->n) break;
+        hchoice *hc = &r->ch[ev->index];
+        if (!r->stream) {
+            if (ev->len) choice_append_text(hc, ev->text, ev->len);
+            if (r->want_logprobs) choice_keep_logprobs(r, hc, ev);
+            break;
+        }
+        api_choice c = {.index = ev->index, .text = ev->text ? ev->text : "", .len = ev->len};
+        api_token_logprob *lp = NULL;
+        api_top_logprob *top = NULL;
+        if (r->want_logprobs && ev->n_toks && build_logprobs(r, ev, &lp, &top) == 0) {
+            c.logprobs = lp;
+            c.n_logprobs = ev->n_toks;
+        }
+        c.text_offset = hc->text_offset;
+        hc->text_offset += ev->len;
+        if (ev->len || c.logprobs)
+            out_event(r, r->kind == API_CHAT ? api_chat_chunk_json(&m, &c, false, r->include_usage)
+                                             : api_text_chunk_json(&m, &c, r->include_usage));
+        free(lp);
+        free(top);
+        break;
+    }
+    case SCHED_EV_FINISH:
+        if (ev->index < 0 || ev->index >= r->n) break;
+        r->ch[ev->index].finish = finish_name(ev->finish);
+        if (r->stream) {
+            api_choice c = {.index = ev->index, .finish_reason = r->ch[ev->index].finish};
+            if (r->kind == API_COMPLETION) c.text = "", c.len = 0;
+            c.text_offset = r->ch[ev->index].text_offset;
+            out_event(r, r->kind == API_CHAT ? api_chat_chunk_json(&m, &c, false, r->include_usage)
+                                             : api_text_chunk_json(&m, &c, r->include_usage));
+        }
+        break;
+    case SCHED_EV_ERROR:
+        r->failed = true;
+        snprintf(r->errmsg, sizeof r->errmsg, "%s", ev->message);
+        if (r->stream && r->started) {
+            api_error e = {.status = 500};
+            snprintf(e.message, sizeof e.message, "%s", ev->message);
+            snprintf(e.type, sizeof e.type, "server_error");
+            out_event(r, api_error_json(&e));
+        }
+        break;
+    case SCHED_EV_DONE:
+        r->done = true;
+        r->usage.prompt_tokens = ev->n_prompt;
+        r->usage.completion_tokens = ev->n_completion;
+        if (r->stream && r->started) {
+            if (r->include_usage && !r->failed)
+                out_event(r, api_usage_chunk_json(&m, (enum api_kind)r->kind, &r->usage));
+            if (!r->failed) out_append(r, "data: [DONE]\n\n", 14);
+            r->out_end = true;
+        }
+        break;
+    }
+}
+
+/* The non-streamed answer (or an error that came before any byte was sent). */
+static enum MHD_Result send_final(hreq *r) {
+    if (r->failed) {
+        bool shutting = r->srv->draining;
+        return send_error(r, shutting ? 503 : 500, "server_error", NULL, NULL, "%s", r->errmsg);
+    }
+    api_resp_meta m = meta_of(r);
+    api_choice *c = calloc((size_t)r->n, sizeof *c);
+    if (!c) return send_json(r, 500, NULL);
+    for (int i = 0; i < r->n; i++) {
+        c[i].index = i;
+        c[i].text = r->ch[i].text ? r->ch[i].text : "";
+        c[i].len = r->ch[i].len;
+        c[i].finish_reason = r->ch[i].finish ? r->ch[i].finish : "stop";
+        if (r->want_logprobs) {
+            c[i].logprobs = r->ch[i].lp;
+            c[i].n_logprobs = r->ch[i].n_lp;
+            if (!c[i].logprobs) {
+                static const api_token_logprob none[1];
+                c[i].logprobs = none;
+                c[i].n_logprobs = 0;
+            }
+        }
+    }
+    char *json = r->kind == API_CHAT ? api_chat_completion_json(&m, c, r->n, &r->usage)
+                                     : api_text_completion_json(&m, c, r->n, &r->usage);
+    free(c);
+    return send_json(r, 200, json);
+}
+
+static hreq *find_job(server *sv, uint64_t id) {
+    for (hreq *r = sv->reqs; r; r = r->next)
+        if (r->job == id) return r;
+    return NULL;
+}
+
+static void on_wake(uv_async_t *h) {
+    server *sv = h->data;
+    if (!sv->s) return;
+    sched_event evs[64];
+    int n;
+    while ((n = sched_poll(sv->s, evs, 64)) > 0) {
+        for (int i = 0; i < n; i++) {
+            hreq *r = find_job(sv, evs[i].job);
+            if (r) {
+                on_event(r, &evs[i]);
+                if (r->stream ? (r->started && (r->out_len > r->out_off || r->out_end || !r->queued))
+                                  || r->done
+                              : r->done)
+                    resume(r);
+            }
+            sched_event_clear(&evs[i]);
+        }
+    }
+    run_mhd(sv);
+}
+
+static void sched_notify(void *ud) { uv_async_send((uv_async_t *)ud); }
+
+/* ---------- building a job from a request ---------- */
+
+/* Appends ids to a growing token array. */
+typedef struct tokbuf {
+    int32_t *ids;
+    int n, cap;
+    bool oom;
+} tokbuf;
+
+static void tb_push(tokbuf *b, int32_t id) {
+    if (b->oom) return;
+    if (b->n == b->cap) {
+        int cap = b->cap ? b->cap * 2 : 256;
+        int32_t *p = realloc(b->ids, (size_t)cap * sizeof *p);
+        if (!p) {
+            b->oom = true;
+            return;
+        }
+        b->ids = p;
+        b->cap = cap;
+    }
+    b->ids[b->n++] = id;
+}
+
+
+/* Tokenizes plain text (no special-token parsing) onto b. */
+static void tb_text(tokbuf *b, const tok *tk, const char *s, size_t len, bool parse_special) {
+    if (b->oom || !len) return;
+    int32_t small[256];
+    int n = tok_encode(tk, s, len, false, parse_special, small, 256);
+    if (n < 0) {
+        b->oom = true;
+        return;
+    }
+    if (n <= 256) {
+        for (int i = 0; i < n; i++) tb_push(b, small[i]);
+        return;
+    }
+    int32_t *big = malloc((size_t)n * sizeof *big);
+    if (!big) {
+        b->oom = true;
+        return;
+    }
+    int m = tok_encode(tk, s, len, false, parse_special, big, n);
+    for (int i = 0; i < m && i < n; i++) tb_push(b, big[i]);
+    free(big);
+}
+
+/* The prompt's token ids for a parsed request: the chat template, a text prompt (special tokens
+ * parsed, BOS added as the model says), or the given ids. 0 or -1 with e filled. */
+static int build_prompt(server *sv, const api_request *q, tokbuf *b, api_error *e) {
+    const tok *tk = sv->tk;
+    if (q->kind == API_CHAT) {
+        bool known;
+        const char *tmpl = gguf_get_str(eng_model(sv->e)->g, "tokenizer.chat_template", NULL, NULL);
+        chat_opts co = {0};
+        co.format = chat_detect(tmpl, &known);
+        co.add_generation_prompt = true;
+        int bos = tok_bos(tk);
+        size_t bl = 0;
+        const char *bos_text = bos >= 0 && tok_add_bos(tk) ? tok_piece(tk, bos, &bl) : NULL;
+        char bosbuf[64] = "";
+        if (bos_text && bl < sizeof bosbuf) {
+            memcpy(bosbuf, bos_text, bl);
+            bosbuf[bl] = 0;
+            co.bos = bosbuf;
+        }
+        chat_prompt p;
+        char err[256];
+        if (chat_render(&p, &co, q->messages, q->n_messages, err, sizeof err) < 0) {
+            chat_prompt_free(&p);
+            api_error_set(e, 500, NULL, NULL, "%s", err);
+            return -1;
+        }
+        for (int i = 0; i < p.n_segs; i++) {
+            const chat_seg *sg = &p.segs[i];
+            if (sg->special) {
+                int id = tok_find(tk, sg->text, sg->len);
+                if (id >= 0) tb_push(b, id);
+                else tb_text(b, tk, sg->text, sg->len, false);
+            } else {
+                tb_text(b, tk, sg->text, sg->len, false);
+            }
+        }
+        chat_prompt_free(&p);
+    } else if (q->prompt_tokens) {
+        for (int i = 0; i < q->n_prompt_tokens; i++) tb_push(b, q->prompt_tokens[i]);
+    } else {
+        if (tok_add_bos(tk) && tok_bos(tk) >= 0) tb_push(b, tok_bos(tk));
+        tb_text(b, tk, q->prompt ? q->prompt : "", q->prompt_len, true);
+    }
+    if (b->oom) {
+        api_error_set(e, 500, NULL, NULL, "out of memory while tokenizing the prompt");
+        e->status = 500;
+        return -1;
+    }
+    if (b->n == 0) {
+        api_error_set(e, 400, q->kind == API_CHAT ? "messages" : "prompt", "invalid_value",
+                      "the prompt is empty: give at least one token of text");
+        return -1;
+    }
+    return 0;
+}
+
+static enum MHD_Result handle_completion(hreq *r) {
+    server *sv = r->srv;
+    api_request q = {0};
+    api_error e = {0};
+    enum api_kind kind = r->route == R_CHAT ? API_CHAT : API_COMPLETION;
+    if (api_request_parse(&q, kind, r->body ? r->body : "", r->len, &sv->lim, &e) < 0) {
+        api_request_free(&q);
+        return send_api_error(r, &e, NULL, NULL);
+    }
+    tokbuf b = {0};
+    if (build_prompt(sv, &q, &b, &e) < 0) {
+        free(b.ids);
+        api_request_free(&q);
+        return send_api_error(r, &e, NULL, NULL);
+    }
+    sched_job *j = calloc(1, sizeof *j);
+    if (!j) {
+        free(b.ids);
+        api_request_free(&q);
+        return send_json(r, 500, NULL);
+    }
+    j->prompt = b.ids;
+    j->n_prompt = b.n;
+    j->n_choices = q.n;
+    j->max_tokens = q.max_tokens > 0 ? q.max_tokens : 0;
+    sample_params_default(&j->samp);
+    j->samp.temperature = q.temperature;
+    j->samp.top_k = q.top_k;
+    j->samp.top_p = q.top_p;
+    j->samp.min_p = q.min_p;
+    j->samp.repeat_penalty = q.repetition_penalty;
+    j->samp.presence_penalty = q.presence_penalty;
+    j->samp.frequency_penalty = q.frequency_penalty;
+    j->samp.seed = q.has_seed ? q.seed : rng_next(&sv->rng);
+    j->samp.n_top = q.logprobs ? q.top_logprobs : 0;
+    if (q.n_logit_bias) {
+        j->bias = calloc((size_t)q.n_logit_bias, sizeof *j->bias);
+        if (j->bias) {
+            for (int i = 0; i < q.n_logit_bias; i++) {
+                j->bias[i].id = q.logit_bias[i].id;
+                j->bias[i].bias = q.logit_bias[i].bias <= -100 ? -INFINITY : q.logit_bias[i].bias;
+            }
+            j->samp.bias = j->bias;
+            j->samp.n_bias = q.n_logit_bias;
+        }
+    }
+    for (int i = 0; i < q.n_stop && i < 4; i++) {
+        j->stop[j->n_stop] = strdup(q.stop[i]);
+        if (j->stop[j->n_stop]) j->n_stop++;
+    }
+    j->want_logprobs = q.logprobs;
+    /* the sampler's own parameter checks, so a bad value is a 400 now, not an error event */
+    {
+        sampler *tmp;
+        char err[256];
+        if (sampler_new(&tmp, eng_n_vocab(sv->e), &j->samp, err, sizeof err) < 0) {
+            sched_job_free(j);
+            api_request_free(&q);
+            return send_error(r, 400, "invalid_request_error", NULL, "invalid_value", "%s", err);
+        }
+        sampler_free(tmp);
+    }
+    r->kind = kind;
+    r->stream = q.stream;
+    r->include_usage = q.stream && q.include_usage;
+    r->want_logprobs = q.logprobs;
+    r->n_top = q.logprobs ? q.top_logprobs : 0;
+    r->n = q.n;
+    api_make_id(r->id, sizeof r->id, kind == API_CHAT ? "chatcmpl-" : "cmpl-", rng_next(&sv->rng),
+                rng_next(&sv->rng));
+    api_request_free(&q);
+    r->ch = calloc((size_t)r->n, sizeof *r->ch);
+    if (!r->ch) {
+        sched_job_free(j);
+        return send_json(r, 500, NULL);
+    }
+    char err[256];
+    int n_prompt = j->n_prompt;
+    int rc = sched_submit(sv->s, j, &r->job, err, sizeof err);
+    if (rc == SCHED_EFULL || rc == SCHED_ESTOP)
+        return send_error(r, 503, "server_error", NULL, rc == SCHED_EFULL ? "queue_full" : NULL,
+                          "%s", err);
+    if (rc == SCHED_ECTX)
+        return send_error(r, 400, "invalid_request_error",
+                          kind == API_CHAT ? "messages" : "prompt", "context_length_exceeded",
+                          "%s", err);
+    if (rc == SCHED_EINVAL) return send_error(r, 400, "invalid_request_error", "n",
+                                              "invalid_value", "%s", err);
+    if (rc < 0) return send_error(r, 500, "server_error", NULL, NULL, "%s", err);
+    (void)n_prompt;
+    suspend(r);
+    return MHD_YES;
+}
+
+static enum MHD_Result handle_tokenize(hreq *r) {
+    server *sv = r->srv;
+    api_tokenize_req q = {0};
+    api_error e = {0};
+    if (api_tokenize_parse(&q, r->body ? r->body : "", r->len, &e) < 0) {
+        api_tokenize_free(&q);
+        return send_api_error(r, &e, NULL, NULL);
+    }
+    tokbuf b = {0};
+    if (q.add_special && tok_add_bos(sv->tk) && tok_bos(sv->tk) >= 0) tb_push(&b, tok_bos(sv->tk));
+    tb_text(&b, sv->tk, q.content ? q.content : "", q.len, q.parse_special);
+    char *json = NULL;
+    if (!b.oom) {
+        if (q.with_pieces) {
+            const char **pieces = calloc((size_t)b.n + 1, sizeof *pieces);
+            size_t *lens = calloc((size_t)b.n + 1, sizeof *lens);
+            if (pieces && lens) {
+                for (int i = 0; i < b.n; i++) {
+                    pieces[i] = tok_piece(sv->tk, b.ids[i], &lens[i]);
+                    if (!pieces[i]) pieces[i] = "", lens[i] = 0;
+                }
+                json = api_tokenize_json(b.ids, b.n, pieces, lens);
+            }
+            free(pieces);
+            free(lens);
+        } else {
+            json = api_tokenize_json(b.ids, b.n, NULL, NULL);
+        }
+    }
+    free(b.ids);
+    api_tokenize_free(&q);
+    return send_json(r, 200, json);
+}
+
+static enum MHD_Result handle_detokenize(hreq *r) {
+    server *sv = r->srv;
+    api_detokenize_req q = {0};
+    api_error e = {0};
+    if (api_detokenize_parse(&q, r->body ? r->body : "", r->len, &sv->lim, &e) < 0) {
+        api_detokenize_free(&q);
+        return send_api_error(r, &e, NULL, NULL);
+    }
+    size_t need = tok_decode(sv->tk, q.tokens, q.n_tokens, true, NULL, 0);
+    char *text = malloc(need + 1);
+    char *json = NULL;
+    if (text) {
+        tok_decode(sv->tk, q.tokens, q.n_tokens, true, text, need + 1);
+        json = api_detokenize_json(text, need);
+    }
+    free(text);
+    api_detokenize_free(&q);
+    return send_json(r, 200, json);
+}
+
+/* ---------- routing, checks ---------- */
+
+static int route_of(const char *url) {
+    static const struct {
+        const char *path;
+        int route;
+    } t[] = {{"/v1/chat/completions", R_CHAT}, {"/chat/completions", R_CHAT},
+             {"/v1/completions", R_COMPL},     {"/completions", R_COMPL},
+             {"/v1/models", R_MODELS},         {"/models", R_MODELS},
+             {"/health", R_HEALTH},            {"/v1/health", R_HEALTH},
+             {"/metrics", R_METRICS},          {"/tokenize", R_TOKENIZE},
+             {"/detokenize", R_DETOKENIZE}};
+    for (size_t i = 0; i < sizeof t / sizeof t[0]; i++)
+        if (!strcmp(url, t[i].path)) return t[i].route;
+    return R_NONE;
+}
+
+static bool route_is_post(int route) {
+    return route == R_CHAT || route == R_COMPL || route == R_TOKENIZE || route == R_DETOKENIZE;
+}
+
+/* Host header check for loopback binds (DNS rebinding): localhost, 127.0.0.1, [::1], any port. */
+static bool host_ok(const char *host) {
+    if (!host) return true; /* HTTP/1.0 without Host: not a browser */
+    static const char *const names[] = {"localhost", "127.0.0.1", "[::1]"};
+    for (size_t i = 0; i < 3; i++) {
+        size_t n = strlen(names[i]);
+        if (strncasecmp(host, names[i], n)) continue;
+        const char *p = host + n;
+        if (!*p) return true;
+        if (*p != ':' || !p[1]) continue;
+        for (p++; *p; p++)
+            if (*p < '0' || *p > '9') break;
+        if (!*p && strlen(host + n + 1) <= 5) return true;
+    }
+    return false;
+}
+
+/* Constant-time comparison of the Bearer token with the key (time depends on lengths only). */
+static bool key_ok(const char *auth, const char *key) {
+    if (!auth || strncasecmp(auth, "Bearer ", 7)) return false;
+    const char *given = auth + 7;
+    while (*given == ' ') given++;
+    size_t gl = strlen(given), kl = strlen(key);
+    unsigned char diff = (unsigned char)(gl != kl);
+    for (size_t i = 0; i < kl; i++) diff |= (unsigned char)(key[i] ^ given[i < gl ? i : 0]);
+    return diff == 0;
+}
+
+static enum MHD_Result handle_get(hreq *r) {
+    server *sv = r->srv;
+    if (r->route == R_HEALTH) {
+        if (sv->ready) return send_body(r, 200, "{\"status\":\"ok\"}", 15, NULL, NULL, NULL);
+        return send_error(r, 503, "unavailable_error", NULL, "loading", "Loading model");
+    }
+    if (r->route == R_METRICS) {
+        size_t len = 0;
+        char *text = metrics_render(sv->m, &len);
+        if (!text) return send_json(r, 500, NULL);
+        enum MHD_Result rc = send_body(r, 200, text, len, "text/plain; version=0.0.4", NULL, NULL);
+        free(text);
+        return rc;
+    }
+    /* R_MODELS */
+    return send_json(r, 200, api_models_json(sv->model_id, sv->created, "lfm2"));
+}
+
+/* The first call for a request: everything decidable from the request line and headers. Returns
+ * true when a response has been queued. */
+static bool first_checks(hreq *r, const char *url, const char *method, enum MHD_Result *res) {
+    server *sv = r->srv;
+    struct MHD_Connection *c = r->conn;
+    if (sv->loopback && !host_ok(MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Host"))) {
+        *res = send_error(r, 403, "invalid_request_error", NULL, "invalid_host",
+                          "Host header not allowed on a loopback server (DNS rebinding guard)");
+        return true;
+    }
+    r->route = route_of(url);
+    if (!strcmp(method, "OPTIONS")) {
+        struct MHD_Response *resp = MHD_create_response_from_buffer(0, (void *)"",
+                                                                    MHD_RESPMEM_PERSISTENT);
+        if (!resp) {
+            *res = MHD_NO;
+            return true;
+        }
+        add_common_headers(r, resp);
+        MHD_add_response_header(resp, "Access-Control-Allow-Methods", "GET, POST, OPTIONS");
+        MHD_add_response_header(resp, "Access-Control-Allow-Headers",
+                                "Authorization, Content-Type, OpenAI-Organization, "
+                                "OpenAI-Project, X-Stainless-Lang, X-Stainless-Package-Version");
+        MHD_add_response_header(resp, "Access-Control-Max-Age", "86400");
+        *res = MHD_queue_response(c, r->route == R_NONE ? 404 : 204, resp);
+        MHD_destroy_response(resp);
+        r->queued = true;
+        r->status = r->route == R_NONE ? 404 : 204;
+        return true;
+    }
+    if (r->route == R_NONE) {
+        *res = send_error(r, 404, "invalid_request_error", NULL, "not_found",
+                          "Unknown path %.200s", url);
+        return true;
+    }
+    bool post = route_is_post(r->route);
+    if (strcmp(method, post ? "POST" : "GET") && !(!post && !strcmp(method, "HEAD"))) {
+        struct MHD_Response *dummy = NULL;
+        (void)dummy;
+        *res = send_body(r, 405,
+                         "{\"error\":{\"message\":\"method not allowed\",\"type\":"
+                         "\"invalid_request_error\",\"param\":null,\"code\":\"method_not_allowed\"}}",
+                         109, NULL, "Allow", post ? "POST, OPTIONS" : "GET, HEAD, OPTIONS");
+        return true;
+    }
+    if (sv->o.api_key && *sv->o.api_key && r->route != R_HEALTH &&
+        !key_ok(MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Authorization"), sv->o.api_key)) {
+        *res = send_error(r, 401, "authentication_error", NULL, "invalid_api_key",
+                          "Invalid or missing API key (send Authorization: Bearer KEY)");
+        return true;
+    }
+    const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Length");
+    if (cl) {
+        char *end;
+        errno = 0;
+        unsigned long long v = strtoull(cl, &end, 10);
+        if (errno || end == cl || *end || v > sv->o.max_body) {
+            *res = send_error(r, 413, "invalid_request_error", NULL, "body_too_large",
+                              "request body is larger than the limit of %zu bytes",
+                              sv->o.max_body);
+            return true;
+        }
+    }
+    if (!post) {
+        *res = handle_get(r);
+        return true;
+    }
+    if (!sv->ready && r->route != R_NONE) {
+        *res = send_error(r, 503, "unavailable_error", NULL, "loading",
+                          "the model is still loading; retry shortly");
+        return true;
+    }
+    return false;
+}
+
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url,
+                                  const char *method, const char *version,
+                                  const char *upload_data, size_t *upload_size, void **con_cls) {
+    (void)version;
+    server *sv = cls;
+    hreq *r = *con_cls;
+    if (!r) {
+        r = calloc(1, sizeof *r);
+        if (!r) return MHD_NO;
+        r->srv = sv;
+        r->conn = c;
+        r->t_start = now_s();
+        const union MHD_ConnectionInfo *ci =
+            MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
+        r->fd = ci ? ci->connect_fd : -1;
+        r->next = sv->reqs;
+        if (sv->reqs) sv->reqs->prev = r;
+        sv->reqs = r;
+        *con_cls = r;
+        enum MHD_Result res = MHD_YES;
+        if (first_checks(r, url, method, &res)) r->handled = true;
+        return res;
+    }
+    if (r->handled) {
+        if (*upload_size) { /* body of a request already answered: discard it */
+            *upload_size = 0;
+            return MHD_YES;
+        }
+        if (r->gone) return MHD_NO;
+        if (r->queued) return MHD_YES;
+        /* resumed: a job is waiting for us */
+        if (r->stream && r->started) return start_stream(r);
+        if (r->done) return send_final(r);
+        suspend(r);
+        return MHD_YES;
+    }
+    if (*upload_size) {
+        if (r->too_big || r->len + *upload_size > sv->o.max_body) {
+            r->too_big = true;
+        } else {
+            if (r->len + *upload_size + 1 > r->cap) {
+                size_t cap = (r->len + *upload_size + 1) * 2;
+                if (cap > sv->o.max_body + 1) cap = sv->o.max_body + 1;
+                char *p = realloc(r->body, cap);
+                if (!p) return MHD_NO;
+                r->body = p;
+                r->cap = cap;
+            }
+            memcpy(r->body + r->len, upload_data, *upload_size);
+            r->len += *upload_size;
+            r->body[r->len] = 0;
+        }
+        *upload_size = 0;
+        return MHD_YES;
+    }
+    r->handled = true;
+    if (r->too_big)
+        return send_error(r, 413, "invalid_request_error", NULL, "body_too_large",
+                          "request body is larger than the limit of %zu bytes", sv->o.max_body);
+    if (sv->draining)
+        return send_error(r, 503, "server_error", NULL, NULL, "the server is shutting down");
+    switch (r->route) {
+    case R_CHAT:
+    case R_COMPL: return handle_completion(r);
+    case R_TOKENIZE: return handle_tokenize(r);
+    case R_DETOKENIZE: return handle_detokenize(r);
+    default: return send_error(r, 404, "invalid_request_error", NULL, "not_found", "not found");
+    }
+}
+
+static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
+                         enum MHD_RequestTerminationCode toe) {
+    (void)c;
+    server *sv = cls;
+    hreq *r = *con_cls;
+    if (!r) return;
+    *con_cls = NULL;
+    if (r->job && !r->done && sv->s) sched_cancel(sv->s, r->job);
+    int status = r->queued ? r->status : 499; /* 499: the client went away before an answer */
+    if (r->queued && toe != MHD_REQUEST_TERMINATED_COMPLETED_OK && r->stream) status = 499;
+    metrics_count_request(sv->m, status);
+    if (r->prev) r->prev->next = r->next;
+    else sv->reqs = r->next;
+    if (r->next) r->next->prev = r->prev;
+    hreq_free(r);
+}
+
+/* ---------- the loop ---------- */
+
+static void on_mhd_timer(uv_timer_t *t) { run_mhd(t->data); }
+
+static void run_mhd(server *sv) {
+    if (!sv->d) return;
+    MHD_run(sv->d);
+    MHD_UNSIGNED_LONG_LONG ms = 0;
+    if (MHD_get_timeout(sv->d, &ms) == MHD_YES) {
+        if (ms > 1000) ms = 1000;
+        uv_timer_start(&sv->mhd_timer, on_mhd_timer, ms, 0);
+    } else {
+        uv_timer_start(&sv->mhd_timer, on_mhd_timer, 1000, 0);
+    }
+}
+
+static void on_poll(uv_poll_t *p, int status, int events) {
+    (void)status;
+    (void)events;
+    run_mhd(p->data);
+}
+
+/* Is the peer of a suspended connection gone? (MHD does not watch suspended sockets.) */
+static bool peer_gone(int fd) {
+    if (fd < 0) return false;
+    char b;
+    ssize_t n = recv(fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
+    if (n == 0) return true;
+    if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) return true;
+    return false;
+}
+
+static void stop_everything(server *sv);
+
+static void on_tick(uv_timer_t *t) {
+    server *sv = t->data;
+    double now = now_s();
+    bool kick = false;
+    for (hreq *r = sv->reqs; r; r = r->next) {
+        if (!r->job || r->done) continue;
+        if (r->suspended && !r->gone && peer_gone(r->fd)) {
+            r->gone = true;
+            if (sv->s) sched_cancel(sv->s, r->job);
+            resume(r);
+            kick = true;
+            continue;
+        }
+        if (r->stream && r->queued && !r->gone && now - r->last_write > sv->o.keepalive_ms / 1e3 &&
+            r->out_off == r->out_len) {
+            out_append(r, ": keep-alive\n\n", 14);
+            r->last_write = now;
+            resume(r);
+            kick = true;
+        }
+    }
+    if (sv->draining && !sv->stopping) {
+        bool busy = false;
+        for (hreq *r = sv->reqs; r; r = r->next)
+            if (r->job && !r->gone) busy = true;
+        if (sv->s && sched_n_jobs(sv->s) > 0) busy = true;
+        if (!busy) {
+            stop_everything(sv);
+            return;
+        }
+        if (!sv->aborted && now > sv->drain_deadline) {
+            sv->aborted = true;
+            sv->abort_deadline = now + 2;
+            logf_(sv, "drain timeout: ending %d running request(s)", sched_n_jobs(sv->s));
+            if (sv->s) sched_abort_all(sv->s, "the server is shutting down (drain timeout)");
+        } else if (sv->aborted && now > sv->abort_deadline) {
+            stop_everything(sv);
+            return;
+        }
+    }
+    if (kick) run_mhd(sv);
+}
+
+static void on_close_noop(uv_handle_t *h) { (void)h; }
+
+static void stop_everything(server *sv) {
+    if (sv->stopping) return;
+    sv->stopping = true;
+    for (hreq *r = sv->reqs; r; r = r->next) {
+        r->gone = true;
+        resume(r);
+    }
+    if (sv->d) {
+        MHD_run(sv->d);
+        MHD_stop_daemon(sv->d);
+        sv->d = NULL;
+    }
+    uv_handle_t *hs[] = {(uv_handle_t *)&sv->poll,    (uv_handle_t *)&sv->mhd_timer,
+                         (uv_handle_t *)&sv->tick,    (uv_handle_t *)&sv->wake,
+                         (uv_handle_t *)&sv->sigint,  (uv_handle_t *)&sv->sigterm};
+    for (size_t i = 0; i < sizeof hs / sizeof hs[0]; i++)
+        if (!uv_is_closing(hs[i])) uv_close(hs[i], on_close_noop);
+}
+
+static void on_signal(uv_signal_t *h, int signum) {
+    server *sv = h->data;
+    if (sv->draining || sv->loading) {
+        if (sv->o.log) logf_(sv, "second signal: exiting now");
+        _exit(128 + signum);
+    }
+    sv->draining = true;
+    sv->drain_deadline = now_s() + sv->o.drain_ms / 1e3;
+    logf_(sv, "%s: no new connections; draining running requests (up to %d ms)",
+          signum == SIGINT ? "SIGINT" : "SIGTERM", sv->o.drain_ms);
+    if (sv->d) {
+        MHD_socket fd = MHD_quiesce_daemon(sv->d);
+        if (fd != MHD_INVALID_SOCKET) close(fd);
+    }
+    if (sv->s) sched_drain(sv->s);
+}
+
+static void load_work(uv_work_t *w) {
+    server *sv = w->data;
+    eng_params p;
+    eng_params_default(&p);
+    p.n_threads = sv->o.n_threads;
+    p.n_ctx = sv->o.n_ctx;
+    p.max_seqs = sv->o.parallel;
+    p.max_batch_tokens = sv->o.batch;
+    if (eng_new(&sv->e, sv->o.model_path, &p, sv->err, sizeof sv->err) < 0) sv->e = NULL;
+}
+
+static void load_done(uv_work_t *w, int status) {
+    server *sv = w->data;
+    sv->loading = false;
+    if (status || !sv->e) {
+        if (!sv->err[0]) snprintf(sv->err, sizeof sv->err, "model load cancelled");
+        sv->rc = -1;
+        stop_everything(sv);
+        return;
+    }
+    if (sv->stopping || sv->draining) {
+        stop_everything(sv);
+        return;
+    }
+    sv->tk = eng_tok(sv->e);
+    sched_opts so = {.parallel = sv->o.parallel, .n_ctx = sv->o.n_ctx,
+                     .queue_max = sv->o.queue_max, .prefill_chunk = sv->o.prefill_chunk};
+    if (sched_new(&sv->s, sv->e, &so, sv->m, sched_notify, &sv->wake, sv->err, sizeof sv->err) <
+        0) {
+        sv->rc = -1;
+        stop_everything(sv);
+        return;
+    }
+    sv->lim.n_vocab = eng_n_vocab(sv->e);
+    sv->ready = true;
+    metrics_set_ready(sv->m, 1);
+    logf_(sv, "ready: model %s, %d sequences x %d tokens of context", sv->model_id,
+          sv->o.parallel, sched_n_ctx(sv->s));
+    logf_(sv,
+          "try: curl http://%s%s%s:%d/v1/chat/completions -H 'Content-Type: application/json'%s%s%s"
+          " -d '{\"messages\":[{\"role\":\"user\",\"content\":\"Hello\"}],\"max_tokens\":32}'",
+          strchr(sv->o.host, ':') ? "[" : "",
+          !strcmp(sv->o.host, "0.0.0.0") ? "127.0.0.1" : sv->o.host,
+          strchr(sv->o.host, ':') ? "]" : "", sv->o.port,
+          sv->o.api_key && *sv->o.api_key ? " -H 'Authorization: Bearer " : "",
+          sv->o.api_key && *sv->o.api_key ? sv->o.api_key : "",
+          sv->o.api_key && *sv->o.api_key ? "'" : "");
+}
+
+static void mhd_log(void *cls, const char *fmt, va_list ap) {
+    server *sv = cls;
+    if (!sv->o.log) return;
+    char line[512];
+    vsnprintf(line, sizeof line, fmt, ap);
+    size_t n = strlen(line);
+    while (n && (line[n - 1] == '\n' || line[n - 1] == '\r')) line[--n] = 0;
+    sv->o.log(sv->o.log_ud, line);
+}
+
+static bool is_loopback(const struct sockaddr *sa) {
+    if (sa->sa_family == AF_INET)
+        return (ntohl(((const struct sockaddr_in *)sa)->sin_addr.s_addr) >> 24) == 127;
+    if (sa->sa_family == AF_INET6) {
+        const struct in6_addr *a = &((const struct sockaddr_in6 *)sa)->sin6_addr;
+        return IN6_IS_ADDR_LOOPBACK(a);
+    }
+    return false;
+}
+
+static void model_id_from(server *sv) {
+    if (sv->o.alias && *sv->o.alias) {
+        snprintf(sv->model_id, sizeof sv->model_id, "%s", sv->o.alias);
+        return;
+    }
+    const char *base = strrchr(sv->o.model_path, '/');
+    base = base ? base + 1 : sv->o.model_path;
+    snprintf(sv->model_id, sizeof sv->model_id, "%s", base);
+    size_t n = strlen(sv->model_id);
+    if (n > 5 && !strcmp(sv->model_id + n - 5, ".gguf")) sv->model_id[n - 5] = 0;
+}
+
+int http_serve(const http_opts *o, char *err, size_t errlen) {
+    server *sv = calloc(1, sizeof *sv);
+    if (!sv) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    int rc = -1;
+    sv->o = *o;
+    if (!sv->o.host || !*sv->o.host) sv->o.host = "127.0.0.1";
+    if (sv->o.parallel <= 0) sv->o.parallel = 4;
+    if (sv->o.keepalive_ms <= 0) sv->o.keepalive_ms = 5000;
+    api_limits_default(&sv->lim);
+    if (o->max_tokens > 0) sv->lim.max_tokens = o->max_tokens;
+    if (o->max_n > 0) sv->lim.max_n = o->max_n;
+    if (sv->lim.max_n > sv->o.parallel) sv->lim.max_n = sv->o.parallel;
+    model_id_from(sv);
+    sv->created = (long long)time(NULL);
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    sv->rng = (uint64_t)ts.tv_nsec ^ ((uint64_t)ts.tv_sec << 20) ^ (uint64_t)getpid() << 40;
+    if (metrics_new(&sv->m) < 0) {
+        snprintf(err, errlen, "out of memory");
+        free(sv);
+        return -1;
+    }
+    struct addrinfo hints = {0}, *ai = NULL;
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+    char port[16];
+    snprintf(port, sizeof port, "%d", sv->o.port);
+    int gai = getaddrinfo(sv->o.host, port, &hints, &ai);
+    if (gai) {
+        snprintf(err, errlen, "--host '%s': cannot resolve: %s", sv->o.host, gai_strerror(gai));
+        metrics_free(sv->m);
+        free(sv);
+        return -1;
+    }
+    sv->loopback = is_loopback(ai->ai_addr);
+    unsigned flags = MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
+    if (ai->ai_family == AF_INET6) flags |= MHD_USE_IPv6;
+    sv->d = MHD_start_daemon(
+        flags, (uint16_t)sv->o.port, NULL, NULL, on_request, sv, MHD_OPTION_SOCK_ADDR, ai->ai_addr,
+        MHD_OPTION_NOTIFY_COMPLETED, on_completed, sv, MHD_OPTION_CONNECTION_LIMIT,
+        (unsigned)sv->o.max_conns, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)sv->o.idle_timeout_s,
+        MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)sv->o.max_header,
+        MHD_OPTION_EXTERNAL_LOGGER, mhd_log, sv, MHD_OPTION_LISTEN_BACKLOG_SIZE, 128u,
+        MHD_OPTION_END);
+    freeaddrinfo(ai);
+    if (!sv->d) {
+        snprintf(err, errlen, "cannot listen on %s:%d (address in use or not available)",
+                 sv->o.host, sv->o.port);
+        metrics_free(sv->m);
+        free(sv);
+        return -1;
+    }
+    const union MHD_DaemonInfo *di = MHD_get_daemon_info(sv->d, MHD_DAEMON_INFO_BIND_PORT);
+    if (di && di->port) sv->o.port = di->port; /* --port 0: the port the kernel chose */
+    di = MHD_get_daemon_info(sv->d, MHD_DAEMON_INFO_EPOLL_FD);
+    uv_loop_init(&sv->loop);
+    uv_poll_init(&sv->loop, &sv->poll, di->epoll_fd);
+    sv->poll.data = sv;
+    uv_poll_start(&sv->poll, UV_READABLE, on_poll);
+    uv_timer_init(&sv->loop, &sv->mhd_timer);
+    sv->mhd_timer.data = sv;
+    uv_timer_init(&sv->loop, &sv->tick);
+    sv->tick.data = sv;
+    uv_timer_start(&sv->tick, on_tick, 200, 200);
+    uv_async_init(&sv->loop, &sv->wake, on_wake);
+    sv->wake.data = sv;
+    uv_signal_init(&sv->loop, &sv->sigint);
+    uv_signal_init(&sv->loop, &sv->sigterm);
+    sv->sigint.data = sv->sigterm.data = sv;
+    uv_signal_start(&sv->sigint, on_signal, SIGINT);
+    uv_signal_start(&sv->sigterm, on_signal, SIGTERM);
+    logf_(sv, "listening on http://%s%s%s:%d (loading %s)", strchr(sv->o.host, ':') ? "[" : "",
+          sv->o.host, strchr(sv->o.host, ':') ? "]" : "", sv->o.port, sv->o.model_path);
+    sv->loading = true;
+    sv->load.data = sv;
+    uv_queue_work(&sv->loop, &sv->load, load_work, load_done);
+    run_mhd(sv);
+    uv_run(&sv->loop, UV_RUN_DEFAULT);
+    if (sv->d) MHD_stop_daemon(sv->d);
+    sched_free(sv->s);
+    eng_free(sv->e);
+    uv_loop_close(&sv->loop);
+    if (sv->rc < 0) snprintf(err, errlen, "%s", sv->err);
+    else rc = 0;
+    if (rc == 0) logf_(sv, "shut down cleanly");
+    metrics_free(sv->m);
+    free(sv);
+    return rc;
+}

@@ -1,0 +1,720 @@
+/* sched.c: continuous batching: a thread that admits jobs between eng_step calls, prefills prompts
+ * in chunks beside running decodes, samples, matches stop strings and reports events. */
+#include "server/sched.h"
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+typedef struct sched_choice {
+    eng_seq *seq;
+    sampler *smp;
+    int32_t last;   /* token to feed at the next step */
+    int n_gen;      /* tokens generated */
+    bool done;
+    tok_stream ts;
+    char *pend;     /* decoded text held back while it could start a stop string */
+    size_t pend_len, pend_cap;
+    sched_tokinfo *ptok; /* logprob records not yet sent */
+    int n_ptok, cap_ptok;
+    double t_last;  /* time of the last token (seconds, monotonic) */
+} sched_choice;
+
+typedef struct sjob {
+    struct sjob *next;
+    uint64_t id;
+    sched_job *job;
+    sched_choice *ch; /* job->n_choices */
+    int n_fed;        /* prompt tokens fed so far */
+    bool prefilled, cancelled, failed;
+    int n_live;       /* choices not yet finished */
+    double t_submit;
+} sjob;
+
+struct sched {
+    eng *e;
+    const tok *tk;
+    metrics *m;
+    sched_opts o;
+    int n_vocab, n_ctx, eos;
+    sched_notify_fn notify;
+    void *ud;
+    pthread_t thread;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    /* under mu */
+    sjob *queue, *queue_tail; /* waiting, FIFO */
+    int n_queue;
+    uint64_t *cancels;        /* ids to cancel */
+    int n_cancels, cap_cancels;
+    bool quit, draining, abort_all;
+    char abort_msg[256];
+    sched_event *evs;         /* pending events */
+    int n_evs, cap_evs;
+    uint64_t next_id;
+    int n_running_pub;        /* copy of the running count for sched_n_jobs */
+    /* scheduler thread only */
+    sjob *running; /* admitted, in admission order */
+    int used_slots;
+    float *logits;            /* parallel * n_vocab */
+    eng_batch_item *items;    /* parallel */
+    sjob **item_job;          /* parallel: owner of each item */
+    int *item_choice;         /* parallel: choice index, -1 for a prefill chunk */
+};
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+void sched_job_free(sched_job *j) {
+    if (!j) return;
+    free(j->prompt);
+    free(j->bias);
+    for (int i = 0; i < j->n_stop; i++) free(j->stop[i]);
+    free(j);
+}
+
+void sched_event_clear(sched_event *ev) {
+    free(ev->text);
+    free(ev->toks);
+    memset(ev, 0, sizeof *ev);
+}
+
+/* Appends an event (takes ownership of text/toks). Caller holds no lock. */
+static void push_event(sched *s, sched_event *ev) {
+    pthread_mutex_lock(&s->mu);
+    if (s->n_evs == s->cap_evs) {
+        int cap = s->cap_evs ? s->cap_evs * 2 : 64;
+        sched_event *p = realloc(s->evs, (size_t)cap * sizeof *p);
+        if (!p) { /* out of memory: drop text but keep the control event */
+            pthread_mutex_unlock(&s->mu);
+            if (ev->kind == SCHED_EV_TEXT) {
+                sched_event_clear(ev);
+                return;
+            }
+            /* spin until memory frees up is not an option: drop it as well */
+            sched_event_clear(ev);
+            return;
+        }
+        s->evs = p;
+        s->cap_evs = cap;
+    }
+    s->evs[s->n_evs++] = *ev;
+    pthread_mutex_unlock(&s->mu);
+}
+
+static void emit_simple(sched *s, uint64_t id, int kind, int index) {
+    sched_event ev = {0};
+    ev.job = id;
+    ev.kind = kind;
+    ev.index = index;
+    push_event(s, &ev);
+}
+
+static void emit_error(sched *s, sjob *j, const char *msg) {
+    sched_event ev = {0};
+    ev.job = j->id;
+    ev.kind = SCHED_EV_ERROR;
+    snprintf(ev.message, sizeof ev.message, "%s", msg);
+    push_event(s, &ev);
+}
+
+static void emit_done(sched *s, sjob *j) {
+    sched_event ev = {0};
+    ev.job = j->id;
+    ev.kind = SCHED_EV_DONE;
+    ev.n_prompt = j->job->n_prompt;
+    for (int i = 0; i < j->job->n_choices; i++) ev.n_completion += j->ch ? j->ch[i].n_gen : 0;
+    push_event(s, &ev);
+}
+
+/* Sends the first n bytes of the choice's held text (and its logprob records). */
+static void emit_text(sched *s, sjob *j, int ci, size_t n) {
+    sched_choice *c = &j->ch[ci];
+    if (n == 0 && c->n_ptok == 0) return;
+    sched_event ev = {0};
+    ev.job = j->id;
+    ev.kind = SCHED_EV_TEXT;
+    ev.index = ci;
+    if (n) {
+        ev.text = malloc(n + 1);
+        if (ev.text) {
+            memcpy(ev.text, c->pend, n);
+            ev.text[n] = 0;
+            ev.len = n;
+        }
+        memmove(c->pend, c->pend + n, c->pend_len - n);
+        c->pend_len -= n;
+    }
+    if (c->n_ptok) {
+        ev.toks = c->ptok;
+        ev.n_toks = c->n_ptok;
+        c->ptok = NULL;
+        c->n_ptok = c->cap_ptok = 0;
+    }
+    push_event(s, &ev);
+}
+
+static void choice_release(sched_choice *c) {
+    eng_seq_free(c->seq);
+    c->seq = NULL;
+    sampler_free(c->smp);
+    c->smp = NULL;
+}
+
+static void choice_finish(sched *s, sjob *j, int ci, int finish, bool flush) {
+    sched_choice *c = &j->ch[ci];
+    if (c->done) return;
+    if (flush) {
+        char tail[16];
+        size_t n = tok_stream_flush(&c->ts, tail, sizeof tail);
+        if (n && c->pend_len + n <= c->pend_cap) {
+            memcpy(c->pend + c->pend_len, tail, n);
+            c->pend_len += n;
+        }
+        emit_text(s, j, ci, c->pend_len);
+    } else {
+        c->pend_len = 0;
+        emit_text(s, j, ci, 0); /* logprob records of the final token, if any */
+    }
+    sched_event ev = {0};
+    ev.job = j->id;
+    ev.kind = SCHED_EV_FINISH;
+    ev.index = ci;
+    ev.finish = finish;
+    push_event(s, &ev);
+    c->done = true;
+    j->n_live--;
+    choice_release(c);
+}
+
+static void sjob_free(sched *s, sjob *j) {
+    if (!j) return;
+    if (j->ch) {
+        for (int i = 0; i < j->job->n_choices; i++) {
+            choice_release(&j->ch[i]);
+            free(j->ch[i].pend);
+            free(j->ch[i].ptok);
+        }
+        free(j->ch);
+    }
+    (void)s;
+    sched_job_free(j->job);
+    free(j);
+}
+
+/* Earliest occurrence of any stop string in text[0..len); returns its offset or -1. */
+static long stop_find(const sched_job *jb, const char *text, size_t len) {
+    long best = -1;
+    for (int i = 0; i < jb->n_stop; i++) {
+        size_t sl = strlen(jb->stop[i]);
+        const char *p = memmem(text, len, jb->stop[i], sl);
+        if (p && (best < 0 || p - text < best)) best = p - text;
+    }
+    return best;
+}
+
+/* Bytes at the end of text that are a proper prefix of some stop string (must be held back). */
+static size_t stop_holdback(const sched_job *jb, const char *text, size_t len) {
+    size_t hold = 0;
+    for (int i = 0; i < jb->n_stop; i++) {
+        size_t sl = strlen(jb->stop[i]);
+        for (size_t k = sl - 1 < len ? sl - 1 : len; k > hold; k--)
+            if (!memcmp(text + len - k, jb->stop[i], k)) {
+                hold = k;
+                break;
+            }
+    }
+    return hold;
+}
+
+/* Takes one sampled token for choice ci: text, stop strings, EOS, length. */
+static void choice_take(sched *s, sjob *j, int ci, const sample_result *r) {
+    sched_choice *c = &j->ch[ci];
+    sched_job *jb = j->job;
+    double t = now_s();
+    if (s->m) {
+        if (c->n_gen == 0) metrics_observe_ttft(s->m, t - j->t_submit);
+        else metrics_observe_token(s->m, t - c->t_last);
+    }
+    c->t_last = t;
+    c->n_gen++;
+    sampler_accept(c->smp, r->id);
+    if (jb->want_logprobs) {
+        if (c->n_ptok == c->cap_ptok) {
+            int cap = c->cap_ptok ? c->cap_ptok * 2 : 8;
+            sched_tokinfo *p = realloc(c->ptok, (size_t)cap * sizeof *p);
+            if (p) {
+                c->ptok = p;
+                c->cap_ptok = cap;
+            }
+        }
+        if (c->n_ptok < c->cap_ptok) {
+            sched_tokinfo *ti = &c->ptok[c->n_ptok++];
+            ti->id = r->id;
+            ti->logprob = r->logprob;
+            ti->n_top = r->n_top;
+            memcpy(ti->top_id, r->top_id, sizeof ti->top_id);
+            memcpy(ti->top_logprob, r->top_logprob, sizeof ti->top_logprob);
+        }
+    }
+    if (r->id == s->eos) {
+        choice_finish(s, j, ci, SCHED_FINISH_STOP, true);
+        return;
+    }
+    size_t need = c->pend_len + 512;
+    if (need > c->pend_cap) {
+        size_t cap = need * 2;
+        char *p = realloc(c->pend, cap);
+        if (!p) {
+            choice_finish(s, j, ci, SCHED_FINISH_LENGTH, true);
+            return;
+        }
+        c->pend = p;
+        c->pend_cap = cap;
+    }
+    size_t piece_len = 0;
+    tok_piece(s->tk, r->id, &piece_len);
+    if (piece_len + 8 > c->pend_cap - c->pend_len) { /* an enormous piece: grow to fit */
+        size_t cap = c->pend_len + piece_len + 64;
+        char *p = realloc(c->pend, cap);
+        if (p) {
+            c->pend = p;
+            c->pend_cap = cap;
+        }
+    }
+    c->pend_len += tok_stream_push(&c->ts, r->id, c->pend + c->pend_len, c->pend_cap - c->pend_len);
+    if (jb->n_stop) {
+        long at = stop_find(jb, c->pend, c->pend_len);
+        if (at >= 0) {
+            emit_text(s, j, ci, (size_t)at);
+            choice_finish(s, j, ci, SCHED_FINISH_STOP, false);
+            return;
+        }
+    }
+    bool full = eng_seq_pos(c->seq) + 1 > eng_seq_n_ctx(c->seq);
+    if ((jb->max_tokens > 0 && c->n_gen >= jb->max_tokens) || full) {
+        choice_finish(s, j, ci, SCHED_FINISH_LENGTH, true);
+        return;
+    }
+    size_t hold = jb->n_stop ? stop_holdback(jb, c->pend, c->pend_len) : 0;
+    emit_text(s, j, ci, c->pend_len - hold);
+    c->last = r->id;
+}
+
+/* Removes finished / cancelled jobs from the running list. */
+static void reap(sched *s) {
+    sjob **pp = &s->running;
+    while (*pp) {
+        sjob *j = *pp;
+        if (j->cancelled || j->failed || (j->prefilled && j->n_live == 0)) {
+            *pp = j->next;
+            if (!j->cancelled) emit_done(s, j);
+            if (s->m) {
+                long gen = 0;
+                for (int i = 0; j->ch && i < j->job->n_choices; i++) gen += j->ch[i].n_gen;
+                metrics_add_tokens(s->m, j->n_fed, gen);
+            }
+            s->used_slots -= j->job->n_choices;
+            sjob_free(s, j);
+        } else {
+            pp = &j->next;
+        }
+    }
+}
+
+/* Sets up an admitted job: its first sequence (the others are forked after prefill). */
+static void admit(sched *s, sjob *j) {
+    char err[256];
+    j->ch = calloc((size_t)j->job->n_choices, sizeof *j->ch);
+    if (!j->ch) {
+        emit_error(s, j, "out of memory");
+        j->failed = true;
+        return;
+    }
+    j->n_live = j->job->n_choices;
+    if (eng_seq_new(s->e, s->n_ctx, &j->ch[0].seq, err, sizeof err) < 0) {
+        emit_error(s, j, err);
+        j->failed = true;
+        return;
+    }
+    emit_simple(s, j->id, SCHED_EV_START, 0);
+}
+
+/* After the prompt's last chunk: fork the choices and create their samplers. */
+static void start_choices(sched *s, sjob *j) {
+    char err[256];
+    sched_job *jb = j->job;
+    for (int i = 0; i < jb->n_choices; i++) {
+        sched_choice *c = &j->ch[i];
+        if (i > 0 && eng_seq_fork(j->ch[0].seq, -1, 0, &c->seq, err, sizeof err) < 0) {
+            emit_error(s, j, err);
+            j->failed = true;
+            return;
+        }
+        sample_params sp = jb->samp;
+        sp.seed = jb->samp.seed + (uint64_t)i;
+        if (sampler_new(&c->smp, s->n_vocab, &sp, err, sizeof err) < 0) {
+            emit_error(s, j, err);
+            j->failed = true;
+            return;
+        }
+        int from = sp.penalty_last_n > 0 && jb->n_prompt > sp.penalty_last_n
+                       ? jb->n_prompt - sp.penalty_last_n : 0;
+        for (int k = from; k < jb->n_prompt; k++) sampler_accept(c->smp, jb->prompt[k]);
+        tok_stream_init(&c->ts, s->tk, false);
+    }
+    j->prefilled = true;
+}
+
+/* Publishes the running-job count for sched_n_jobs (scheduler thread). */
+static void publish_count(sched *s) {
+    int n = 0;
+    for (sjob *j = s->running; j; j = j->next) n++;
+    pthread_mutex_lock(&s->mu);
+    s->n_running_pub = n;
+    pthread_mutex_unlock(&s->mu);
+}
+
+static void *sched_main(void *arg) {
+    sched *s = arg;
+    char err[256];
+    int max_tok = eng_max_batch_tokens(s->e);
+    for (;;) {
+        pthread_mutex_lock(&s->mu);
+        while (!s->quit && !s->running && !s->queue && !s->n_cancels && !s->abort_all)
+            pthread_cond_wait(&s->cv, &s->mu);
+        if (s->quit) {
+            pthread_mutex_unlock(&s->mu);
+            break;
+        }
+        /* cancellations: running jobs are marked, queued ones removed here */
+        for (int i = 0; i < s->n_cancels; i++) {
+            uint64_t id = s->cancels[i];
+            for (sjob *j = s->running; j; j = j->next)
+                if (j->id == id) j->cancelled = true;
+            for (sjob **pp = &s->queue, *prev = NULL; *pp; prev = *pp, pp = &(*pp)->next)
+                if ((*pp)->id == id) {
+                    sjob *j = *pp;
+                    *pp = j->next;
+                    if (s->queue_tail == j) s->queue_tail = prev;
+                    s->n_queue--;
+                    sjob_free(s, j);
+                    break;
+                }
+        }
+        s->n_cancels = 0;
+        sjob *aborted = NULL;
+        char abort_msg[256];
+        if (s->abort_all) {
+            s->abort_all = false;
+            snprintf(abort_msg, sizeof abort_msg, "%s", s->abort_msg);
+            aborted = s->queue;
+            s->queue = s->queue_tail = NULL;
+            s->n_queue = 0;
+            for (sjob *j = s->running; j; j = j->next)
+                if (!j->cancelled) {
+                    emit_error(s, j, abort_msg);
+                    j->failed = true;
+                }
+        }
+        /* admission, FIFO: the head waits until its choices all fit */
+        sjob *admitted = NULL, **atail = &admitted;
+        while (s->queue && s->used_slots + s->queue->job->n_choices <= s->o.parallel) {
+            sjob *j = s->queue;
+            s->queue = j->next;
+            if (!s->queue) s->queue_tail = NULL;
+            s->n_queue--;
+            j->next = NULL;
+            *atail = j;
+            atail = &j->next;
+            s->used_slots += j->job->n_choices;
+        }
+        int n_queue = s->n_queue;
+        for (sjob *j = admitted; j; j = j->next) s->n_running_pub++;
+        pthread_mutex_unlock(&s->mu);
+
+        while (aborted) {
+            sjob *j = aborted;
+            aborted = j->next;
+            emit_error(s, j, abort_msg);
+            emit_done(s, j);
+            sjob_free(s, j);
+        }
+        sjob **rt = &s->running;
+        while (*rt) rt = &(*rt)->next;
+        *rt = admitted;
+        for (sjob *j = admitted; j; j = j->next) admit(s, j);
+        reap(s);
+
+        /* the batch: every running choice decodes one token, then prompt chunks in FIFO order */
+        int n_items = 0, budget = max_tok;
+        for (sjob *j = s->running; j; j = j->next) {
+            if (!j->prefilled) continue;
+            for (int i = 0; i < j->job->n_choices && budget > 0; i++) {
+                sched_choice *c = &j->ch[i];
+                if (c->done) continue;
+                eng_batch_item *it = &s->items[n_items];
+                it->seq = c->seq;
+                it->tokens = &c->last;
+                it->n_tokens = 1;
+                it->logits_mode = ENG_LOGITS_LAST;
+                it->logits = s->logits + (size_t)n_items * s->n_vocab;
+                s->item_job[n_items] = j;
+                s->item_choice[n_items] = i;
+                n_items++;
+                budget--;
+            }
+        }
+        for (sjob *j = s->running; j && budget > 0; j = j->next) {
+            if (j->prefilled) continue;
+            int left = j->job->n_prompt - j->n_fed;
+            int chunk = left < s->o.prefill_chunk ? left : s->o.prefill_chunk;
+            if (chunk > budget) chunk = budget;
+            eng_batch_item *it = &s->items[n_items];
+            it->seq = j->ch[0].seq;
+            it->tokens = j->job->prompt + j->n_fed;
+            it->n_tokens = chunk;
+            it->logits_mode = chunk == left ? ENG_LOGITS_LAST : ENG_LOGITS_NONE;
+            it->logits = s->logits + (size_t)n_items * s->n_vocab;
+            s->item_job[n_items] = j;
+            s->item_choice[n_items] = -1;
+            n_items++;
+            budget -= chunk;
+        }
+        if (s->m) {
+            metrics_set_queue_depth(s->m, n_queue);
+            int active = 0;
+            uint64_t bytes = 0;
+            for (sjob *j = s->running; j; j = j->next)
+                for (int i = 0; i < j->job->n_choices; i++)
+                    if (j->ch[i].seq) {
+                        active++;
+                        bytes += eng_seq_bytes(j->ch[i].seq);
+                    }
+            metrics_set_active(s->m, active);
+            metrics_set_kv_bytes(s->m, bytes);
+        }
+        publish_count(s);
+        if (n_items == 0) {
+            if (s->notify) s->notify(s->ud);
+            continue;
+        }
+        eng_batch b = {s->items, n_items};
+        if (eng_step(s->e, &b, err, sizeof err) < 0) {
+            for (int k = 0; k < n_items; k++) {
+                sjob *j = s->item_job[k];
+                if (!j->failed) {
+                    emit_error(s, j, err);
+                    j->failed = true;
+                }
+            }
+        } else {
+            for (int k = 0; k < n_items; k++) {
+                sjob *j = s->item_job[k];
+                if (j->cancelled || j->failed) continue;
+                const float *lg = s->items[k].logits;
+                if (s->item_choice[k] >= 0) {
+                    sample_result r;
+                    sampler_sample(j->ch[s->item_choice[k]].smp, lg, &r);
+                    choice_take(s, j, s->item_choice[k], &r);
+                    continue;
+                }
+                j->n_fed += s->items[k].n_tokens;
+                if (j->n_fed < j->job->n_prompt) continue;
+                start_choices(s, j);
+                for (int i = 0; i < j->job->n_choices && !j->failed; i++) {
+                    sample_result r;
+                    sampler_sample(j->ch[i].smp, lg, &r);
+                    choice_take(s, j, i, &r);
+                }
+            }
+        }
+        reap(s);
+        publish_count(s);
+        if (s->notify) s->notify(s->ud);
+    }
+    /* quitting: end everything */
+    while (s->running) {
+        sjob *j = s->running;
+        s->running = j->next;
+        sjob_free(s, j);
+    }
+    return NULL;
+}
+
+int sched_new(sched **out, eng *e, const sched_opts *o, metrics *m, sched_notify_fn notify,
+              void *ud, char *err, size_t errlen) {
+    sched *s = calloc(1, sizeof *s);
+    if (!s) goto oom;
+    s->e = e;
+    s->tk = eng_tok(e);
+    s->m = m;
+    s->notify = notify;
+    s->ud = ud;
+    s->o = o ? *o : (sched_opts){0};
+    if (s->o.parallel <= 0) s->o.parallel = 4;
+    if (s->o.queue_max <= 0) s->o.queue_max = 64;
+    if (s->o.prefill_chunk <= 0) s->o.prefill_chunk = 256;
+    s->n_ctx = s->o.n_ctx > 0 ? s->o.n_ctx : eng_default_ctx(e);
+    s->n_vocab = eng_n_vocab(e);
+    s->eos = eng_eos(e);
+    s->next_id = 1;
+    s->logits = malloc((size_t)s->o.parallel * (size_t)s->n_vocab * sizeof(float));
+    s->items = calloc((size_t)s->o.parallel, sizeof *s->items);
+    s->item_job = calloc((size_t)s->o.parallel, sizeof *s->item_job);
+    s->item_choice = calloc((size_t)s->o.parallel, sizeof *s->item_choice);
+    if (!s->logits || !s->items || !s->item_job || !s->item_choice) goto oom;
+    pthread_mutex_init(&s->mu, NULL);
+    pthread_cond_init(&s->cv, NULL);
+    int rc = pthread_create(&s->thread, NULL, sched_main, s);
+    if (rc) {
+        snprintf(err, errlen, "sched: cannot start the scheduler thread: %s", strerror(rc));
+        pthread_mutex_destroy(&s->mu);
+        pthread_cond_destroy(&s->cv);
+        free(s->logits);
+        free(s->items);
+        free(s->item_job);
+        free(s->item_choice);
+        free(s);
+        return SCHED_ENOMEM;
+    }
+    *out = s;
+    return 0;
+oom:
+    if (s) {
+        free(s->logits);
+        free(s->items);
+        free(s->item_job);
+        free(s->item_choice);
+        free(s);
+    }
+    snprintf(err, errlen, "sched: out of memory for %d sequences", o ? o->parallel : 4);
+    return SCHED_ENOMEM;
+}
+
+void sched_free(sched *s) {
+    if (!s) return;
+    pthread_mutex_lock(&s->mu);
+    s->quit = true;
+    pthread_cond_signal(&s->cv);
+    pthread_mutex_unlock(&s->mu);
+    pthread_join(s->thread, NULL);
+    while (s->queue) {
+        sjob *j = s->queue;
+        s->queue = j->next;
+        sjob_free(s, j);
+    }
+    for (int i = 0; i < s->n_evs; i++) sched_event_clear(&s->evs[i]);
+    free(s->evs);
+    free(s->cancels);
+    free(s->logits);
+    free(s->items);
+    free(s->item_job);
+    free(s->item_choice);
+    pthread_mutex_destroy(&s->mu);
+    pthread_cond_destroy(&s->cv);
+    free(s);
+}
+
+int sched_submit(sched *s, sched_job *job, uint64_t *id, char *err, size_t errlen) {
+    if (!job || job->n_prompt < 1 || !job->prompt || job->n_choices < 1) {
+        snprintf(err, errlen, "sched: a job needs at least one prompt token and one choice");
+        sched_job_free(job);
+        return SCHED_EINVAL;
+    }
+    if (job->n_choices > s->o.parallel) {
+        snprintf(err, errlen, "n is %d, more than this server runs at once (parallel = %d)",
+                 job->n_choices, s->o.parallel);
+        sched_job_free(job);
+        return SCHED_EINVAL;
+    }
+    if (job->n_prompt + 1 > s->n_ctx) {
+        snprintf(err, errlen,
+                 "This model's maximum context length is %d tokens. However, your prompt has %d "
+                 "tokens (and at least 1 more is needed for the completion).",
+                 s->n_ctx, job->n_prompt);
+        sched_job_free(job);
+        return SCHED_ECTX;
+    }
+    sjob *j = calloc(1, sizeof *j);
+    if (!j) {
+        snprintf(err, errlen, "sched: out of memory");
+        sched_job_free(job);
+        return SCHED_ENOMEM;
+    }
+    j->job = job;
+    j->t_submit = now_s();
+    pthread_mutex_lock(&s->mu);
+    int rc = 0;
+    if (s->draining || s->quit) {
+        snprintf(err, errlen, "the server is shutting down");
+        rc = SCHED_ESTOP;
+    } else if (s->n_queue >= s->o.queue_max) {
+        snprintf(err, errlen, "the request queue is full (%d waiting); retry later", s->n_queue);
+        rc = SCHED_EFULL;
+    } else {
+        j->id = s->next_id++;
+        if (s->queue_tail) s->queue_tail->next = j;
+        else s->queue = j;
+        s->queue_tail = j;
+        s->n_queue++;
+        *id = j->id;
+        pthread_cond_signal(&s->cv);
+    }
+    pthread_mutex_unlock(&s->mu);
+    if (rc) sjob_free(s, j);
+    return rc;
+}
+
+void sched_cancel(sched *s, uint64_t id) {
+    pthread_mutex_lock(&s->mu);
+    if (s->n_cancels == s->cap_cancels) {
+        int cap = s->cap_cancels ? s->cap_cancels * 2 : 16;
+        uint64_t *p = realloc(s->cancels, (size_t)cap * sizeof *p);
+        if (p) {
+            s->cancels = p;
+            s->cap_cancels = cap;
+        }
+    }
+    if (s->n_cancels < s->cap_cancels) s->cancels[s->n_cancels++] = id;
+    pthread_cond_signal(&s->cv);
+    pthread_mutex_unlock(&s->mu);
+}
+
+void sched_drain(sched *s) {
+    pthread_mutex_lock(&s->mu);
+    s->draining = true;
+    pthread_mutex_unlock(&s->mu);
+}
+
+void sched_abort_all(sched *s, const char *message) {
+    pthread_mutex_lock(&s->mu);
+    s->abort_all = true;
+    snprintf(s->abort_msg, sizeof s->abort_msg, "%s", message);
+    pthread_cond_signal(&s->cv);
+    pthread_mutex_unlock(&s->mu);
+}
+
+int sched_poll(sched *s, sched_event *out, int cap) {
+    pthread_mutex_lock(&s->mu);
+    int n = s->n_evs < cap ? s->n_evs : cap;
+    memcpy(out, s->evs, (size_t)n * sizeof *out);
+    memmove(s->evs, s->evs + n, (size_t)(s->n_evs - n) * sizeof *out);
+    s->n_evs -= n;
+    pthread_mutex_unlock(&s->mu);
+    return n;
+}
+
+int sched_n_jobs(sched *s) {
+    pthread_mutex_lock(&s->mu);
+    int n = s->n_queue + s->n_running_pub;
+    pthread_mutex_unlock(&s->mu);
+    return n;
+}
+
+int sched_n_ctx(const sched *s) { return s->n_ctx; }
