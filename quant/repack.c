@@ -1,0 +1,265 @@
+/* repack.c: GGUF weight blocks -> the engine's interleaved int4/int8 tiles (see repack.h). */
+#include "quant/repack.h"
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+#include "quant/quant.h"
+
+size_t rp_group_bytes(int kind) {
+    switch (kind) {
+    case RP_I4: return 128 + 16;
+    case RP_I4M: return 128 + 32;
+    case RP_I8: return 256 + 16;
+    case RP_I8M: return 256 + 32;
+    default: return 0;
+    }
+}
+
+static size_t codes_bytes(int kind) { return (kind == RP_I4 || kind == RP_I4M) ? 128 : 256; }
+
+int rp_kind_for(uint32_t t, bool *lossy) {
+    bool l = false;
+    int k = 0;
+    switch (t) {
+    case QT_Q4_0: k = RP_I4; break;
+    case QT_Q4_1: case QT_Q4_K: k = RP_I4M; break;
+    case QT_Q8_0: case QT_Q5_0: k = RP_I8; break;
+    case QT_Q5_1: case QT_Q5_K: k = RP_I8M; break;
+    case QT_Q6_K: case QT_Q2_K: case QT_Q3_K: case QT_F16: case QT_BF16: case QT_F32:
+        k = RP_I8;
+        l = true;
+        break;
+    default: k = 0;
+    }
+    if (lossy) *lossy = l;
+    return k;
+}
+
+static uint16_t rd16(const uint8_t *p) { return (uint16_t)(p[0] | p[1] << 8); }
+static void wr16(uint8_t *p, uint16_t v) {
+    p[0] = (uint8_t)v;
+    p[1] = (uint8_t)(v >> 8);
+}
+
+/* One group g of a row of an exactly-repackable type: codes u[32], f16 s and b. */
+static void decode_exact(uint32_t t, const uint8_t *row, int64_t g, uint8_t *u, uint16_t *s,
+                         uint16_t *b) {
+    *b = 0;
+    switch (t) {
+    case QT_Q4_0: {
+        const block_q4_0 *x = (const block_q4_0 *)row + g;
+        for (int j = 0; j < 16; j++) {
+            u[j] = x->qs[j] & 15;
+            u[j + 16] = x->qs[j] >> 4;
+        }
+        *s = rd16(x->d);
+        break;
+    }
+    case QT_Q4_1: {
+        const block_q4_1 *x = (const block_q4_1 *)row + g;
+        for (int j = 0; j < 16; j++) {
+            u[j] = x->qs[j] & 15;
+            u[j + 16] = x->qs[j] >> 4;
+        }
+        *s = rd16(x->d);
+        *b = rd16(x->m);
+        break;
+    }
+    case QT_Q8_0: {
+        const block_q8_0 *x = (const block_q8_0 *)row + g;
+        for (int j = 0; j < 32; j++) u[j] = (uint8_t)(x->qs[j] + 128);
+        *s = rd16(x->d);
+        break;
+    }
+    case QT_Q5_0: case QT_Q5_1: {
+        const uint8_t *qh, *qs;
+        if (t == QT_Q5_0) {
+            const block_q5_0 *x = (const block_q5_0 *)row + g;
+            qh = x->qh, qs = x->qs, *s = rd16(x->d);
+        } else {
+            const block_q5_1 *x = (const block_q5_1 *)row + g;
+            qh = x->qh, qs = x->qs, *s = rd16(x->d), *b = rd16(x->m);
+        }
+        uint32_t h = (uint32_t)qh[0] | (uint32_t)qh[1] << 8 | (uint32_t)qh[2] << 16 |
+                     (uint32_t)qh[3] << 24;
+        int off = t == QT_Q5_0 ? 128 - 16 : 0;
+        for (int j = 0; j < 16; j++) {
+            int x0 = (qs[j] & 15) | (int)(((h >> j) << 4) & 0x10);
+            int x1 = (qs[j] >> 4) | (int)((h >> (j + 12)) & 0x10);
+            u[j] = (uint8_t)(x0 + off);
+            u[j + 16] = (uint8_t)(x1 + off);
+        }
+        break;
+    }
+    case QT_Q4_K: case QT_Q5_K: {
+        int64_t sb = g / 8;
+        int gi = (int)(g % 8);
+        const uint8_t *d2, *dm2, *scales, *qs, *qh = NULL;
+        if (t == QT_Q4_K) {
+            const block_q4_K *x = (const block_q4_K *)row + sb;
+            d2 = x->d, dm2 = x->dmin, scales = x->scales, qs = x->qs;
+        } else {
+            const block_q5_K *x = (const block_q5_K *)row + sb;
+            d2 = x->d, dm2 = x->dmin, scales = x->scales, qs = x->qs, qh = x->qh;
+        }
+        uint8_t sc, m;
+        quant_scale_min_k4(gi, scales, &sc, &m);
+        float d = quant_f16_to_f32(rd16(d2)), dmin = quant_f16_to_f32(rd16(dm2));
+        const uint8_t *q = qs + 32 * (gi / 2);
+        for (int l = 0; l < 32; l++) {
+            int v = (gi & 1) ? q[l] >> 4 : q[l] & 15;
+            if (qh) v += ((qh[l] >> gi) & 1) << 4;
+            u[l] = (uint8_t)v;
+        }
+        *s = quant_f32_to_f16(d * (float)sc);
+        *b = quant_f32_to_f16(-(dmin * (float)m));
+        break;
+    }
+    default: break;
+    }
+}
+
+/* Per-32 symmetric int8 requantization of floats: scale rounded UP to f16 so no code clips. */
+static void requant_group(const float *x, uint8_t *u, uint16_t *s) {
+    float amax = 0;
+    for (int j = 0; j < 32; j++) amax = fmaxf(amax, fabsf(x[j]));
+    if (!(amax > 0) || !isfinite(amax)) {
+        *s = 0;
+        for (int j = 0; j < 32; j++) u[j] = 128;
+        return;
+    }
+    float d = amax / 127.0f;
+    uint16_t h = quant_f32_to_f16(d);
+    if (quant_f16_to_f32(h) < d && (h & 0x7c00) != 0x7c00) h++;
+    float ds = quant_f16_to_f32(h);
+    *s = h;
+    for (int j = 0; j < 32; j++) {
+        float q = ds > 0 ? nearbyintf(x[j] / ds) : 0;
+        if (q > 127) q = 127;
+        if (q < -127) q = -127;
+        u[j] = (uint8_t)((int)q + 128);
+    }
+}
+
+static void put_group(const rp_matrix *m, int64_t tile, int64_t g, int r, const uint8_t *u,
+                      uint16_t s, uint16_t b) {
+    uint8_t *p = m->data + (size_t)tile * m->tile_bytes + (size_t)g * m->group_bytes;
+    if (m->kind == RP_I4 || m->kind == RP_I4M) {
+        for (int c = 0; c < 4; c++)
+            for (int k = 0; k < 4; k++)
+                p[c * 32 + r * 4 + k] = (uint8_t)(u[4 * c + k] | u[16 + 4 * c + k] << 4);
+    } else {
+        for (int c = 0; c < 8; c++)
+            for (int k = 0; k < 4; k++) p[c * 32 + r * 4 + k] = u[4 * c + k];
+    }
+    size_t cb = codes_bytes(m->kind);
+    wr16(p + cb + 2 * r, s);
+    if (m->has_min) wr16(p + cb + 16 + 2 * r, b);
+}
+
+int rp_new(rp_matrix **out, uint32_t t, const void *src, int64_t rows, int64_t cols,
+           bool allow_lossy, char *err, size_t errlen) {
+    *out = NULL;
+    const qtype_traits *tr = quant_traits(t);
+    bool lossy;
+    int kind = rp_kind_for(t, &lossy);
+    if (!tr || !kind || (lossy && !allow_lossy)) {
+        snprintf(err, errlen, "repack: tensor type %u (%s) has no %srepacking", t,
+                 tr ? tr->name : "unknown", kind ? "lossless " : "");
+        return RP_EUNSUPPORTED;
+    }
+    if (rows <= 0 || cols <= 0 || cols % RP_GROUP || cols % tr->block_size) {
+        snprintf(err, errlen,
+                 "repack: shape rows=%lld cols=%lld: cols must be a positive multiple of %d "
+                 "and of the %s block size %d",
+                 (long long)rows, (long long)cols, RP_GROUP, tr->name, tr->block_size);
+        return RP_EINVAL;
+    }
+    rp_matrix *m = calloc(1, sizeof *m);
+    float *tmp = NULL;
+    if (!m) goto nomem;
+    m->kind = kind;
+    m->has_min = kind == RP_I4M || kind == RP_I8M;
+    m->zero = kind == RP_I4 ? 8 : kind == RP_I8 ? 128 : 0;
+    m->lossy = lossy;
+    m->src_type = t;
+    m->rows = rows;
+    m->cols = cols;
+    m->n_groups = cols / RP_GROUP;
+    m->n_tiles = (rows + RP_ROWS - 1) / RP_ROWS;
+    m->group_bytes = rp_group_bytes(kind);
+    m->tile_bytes = m->group_bytes * (size_t)m->n_groups;
+    size_t total = m->tile_bytes * (size_t)m->n_tiles;
+    m->data = aligned_alloc(64, (total + 63) / 64 * 64);
+    if (!m->data) goto nomem;
+    if (lossy && !(tmp = malloc((size_t)cols * sizeof *tmp))) goto nomem;
+    size_t row_size = quant_row_size(t, cols);
+    uint8_t u[32];
+    for (int64_t r = 0; r < m->n_tiles * RP_ROWS; r++) {
+        int64_t tile = r / RP_ROWS;
+        int rr = (int)(r % RP_ROWS);
+        const uint8_t *row = (const uint8_t *)src + (size_t)r * row_size;
+        if (r >= rows) { /* padding: codes at the zero point, scale 0 */
+            memset(u, m->zero, sizeof u);
+            for (int64_t g = 0; g < m->n_groups; g++) put_group(m, tile, g, rr, u, 0, 0);
+            continue;
+        }
+        if (lossy) tr->to_float(row, tmp, cols);
+        for (int64_t g = 0; g < m->n_groups; g++) {
+            uint16_t s = 0, b = 0;
+            if (lossy) requant_group(tmp + g * RP_GROUP, u, &s);
+            else decode_exact(t, row, g, u, &s, &b);
+            put_group(m, tile, g, rr, u, s, b);
+        }
+    }
+    free(tmp);
+    *out = m;
+    return 0;
+nomem:
+    free(tmp);
+    rp_free(m);
+    snprintf(err, errlen, "repack: out of memory for %lld x %lld matrix", (long long)rows,
+             (long long)cols);
+    return RP_ENOMEM;
+}
+
+void rp_free(rp_matrix *m) {
+    if (!m) return;
+    free(m->data);
+    free(m);
+}
+
+size_t rp_bytes(const rp_matrix *m) {
+    return sizeof *m + m->tile_bytes * (size_t)m->n_tiles;
+}
+
+void rp_row_to_float(const rp_matrix *m, int64_t r, float *dst) {
+    int64_t tile = r / RP_ROWS;
+    int rr = (int)(r % RP_ROWS);
+    size_t cb = codes_bytes(m->kind);
+    bool i4 = m->kind == RP_I4 || m->kind == RP_I4M;
+    for (int64_t g = 0; g < m->n_groups; g++) {
+        const uint8_t *p = m->data + (size_t)tile * m->tile_bytes + (size_t)g * m->group_bytes;
+        float s = quant_f16_to_f32(rd16(p + cb + 2 * rr));
+        float b = m->has_min ? quant_f16_to_f32(rd16(p + cb + 16 + 2 * rr)) : 0.0f;
+        float *y = dst + g * RP_GROUP;
+        for (int j = 0; j < 32; j++) {
+            int v;
+            if (i4) {
+                int c = (j & 15) / 4, k = j & 3;
+                uint8_t byte = p[c * 32 + rr * 4 + k];
+                v = j < 16 ? byte & 15 : byte >> 4;
+            } else {
+                v = p[(j / 4) * 32 + rr * 4 + (j & 3)];
+            }
+            y[j] = s * (float)(v - m->zero) + b;
+        }
+    }
+}
+
+void rp_rows_to_float(const rp_matrix *m, int64_t r0, int64_t r1, float *dst) {
+    for (int64_t r = r0; r < r1; r++) rp_row_to_float(m, r, dst + (size_t)(r - r0) * m->cols);
+}

@@ -1,0 +1,82 @@
+/* repack.h: the engine's own weight layouts (int4/int8, 8 rows interleaved) and load-time repacking. */
+#ifndef LFM2_REPACK_H
+#define LFM2_REPACK_H
+#include <stddef.h>
+#include <stdint.h>
+#include <stdbool.h>
+
+/*
+ * A repacked matrix holds `rows` rows of `cols` weights (cols a multiple of 32) as tiles of
+ * RP_ROWS consecutive rows (the last tile padded with zero rows). Each row is cut into groups
+ * of 32 weights; a weight is an unsigned code u and its value is
+ *
+ *     w = s * (u - z) + b          s, b: f16 per (row, group); b = 0 when the kind has no min
+ *
+ * with the zero point z fixed by the kind. Tile layout, group after group (rp_group_bytes each):
+ *   codes: int4: 4 chunks x 8 rows x 4 bytes; byte k of chunk c = u[4c+k] | u[16+4c+k] << 4
+ *          int8: 8 chunks x 8 rows x 4 bytes; byte k of chunk c = u[4c+k]
+ *   s:     8 x f16 (row order), then b: 8 x f16 only for kinds with a min.
+ * So one 32-byte load gives 4 codes of each of 8 rows: a SIMD lane per row, and one broadcast
+ * activation dword serves all 8 rows (and the same weights serve every token of a batch).
+ *
+ * Sources and fidelity (w compared with quant's to_float of the source):
+ *   Q4_0 -> I4 (z=8) exact; Q4_1 -> I4M exact; Q8_0 -> I8 (z=128) exact; Q5_0 -> I8 exact;
+ *   Q5_1 -> I8M (z=0) exact; Q4_K -> I4M and Q5_K -> I8M: the per-32 scale d*sc and min dmin*m
+ *   are rounded to f16 (relative error <= 2^-11 on the group's scale, far below the 4/5-bit
+ *   step); Q6_K, Q2_K, Q3_K, F16, BF16, F32 -> I8 by per-32 requantization of the dequantized
+ *   values (Q8_0-class loss: |error| <= half a step of amax/127 per group), only when the
+ *   caller allows lossy repacking.
+ */
+#define RP_ROWS 8  /* rows interleaved per tile */
+#define RP_GROUP 32 /* weights per group (one f16 scale, and min) */
+
+enum rp_kind {
+    RP_I4 = 1,  /* 4-bit codes, z = 8, no min (Q4_0) */
+    RP_I4M = 2, /* 4-bit codes, z = 0, f16 min (Q4_1, Q4_K) */
+    RP_I8 = 3,  /* 8-bit codes stored as q + 128, z = 128, no min (Q8_0, Q5_0, requantized) */
+    RP_I8M = 4, /* 8-bit codes, z = 0, f16 min (Q5_1, Q5_K) */
+};
+
+enum {
+    RP_EINVAL = -1,       /* shape not supported (cols not a multiple of 32 / of the source block) */
+    RP_EUNSUPPORTED = -2, /* source type has no repacking (or only a lossy one that was refused) */
+    RP_ENOMEM = -3,
+};
+
+typedef struct rp_matrix {
+    int kind;          /* enum rp_kind */
+    int zero;          /* z: 8, 0, 128 or 0 by kind */
+    bool has_min;      /* b present */
+    bool lossy;        /* requantized: values differ from the source's beyond f16 rounding */
+    uint32_t src_type; /* GGML type it came from */
+    int64_t rows;      /* valid rows (output length) */
+    int64_t cols;      /* weights per row, multiple of 32 */
+    int64_t n_groups;  /* cols / 32 */
+    int64_t n_tiles;   /* ceil(rows / RP_ROWS) */
+    size_t group_bytes; /* bytes per group in a tile */
+    size_t tile_bytes;  /* n_groups * group_bytes */
+    uint8_t *data;      /* n_tiles * tile_bytes, 64-byte aligned, owned */
+} rp_matrix;
+
+/* Bytes of one tile group for a kind (144, 160, 272, 288). */
+size_t rp_group_bytes(int kind);
+/* Kind used for a source type: RP_I4.. or 0 when the type cannot be repacked at all.
+ * *lossy (may be NULL) says whether that repacking requantizes. */
+int rp_kind_for(uint32_t src_type, bool *lossy);
+
+/* Repacks `rows` rows of `cols` weights of src_type (rows contiguous, row stride
+ * quant_row_size(src_type, cols)) into a new matrix. allow_lossy = false refuses the
+ * requantizing sources with RP_EUNSUPPORTED. The source is only read. Returns 0 or a negative
+ * RP_* code with a message naming the field, value and limit. Free with rp_free. */
+int rp_new(rp_matrix **out, uint32_t src_type, const void *src, int64_t rows, int64_t cols,
+           bool allow_lossy, char *err, size_t errlen);
+void rp_free(rp_matrix *m); /* NULL is a no-op */
+
+/* Dequantizes row r of m into dst[cols] (reference; for tests and the prefill's f32 panels). */
+void rp_row_to_float(const rp_matrix *m, int64_t r, float *dst);
+/* Same for rows [r0, r1) into dst (row-major, cols floats per row). */
+void rp_rows_to_float(const rp_matrix *m, int64_t r0, int64_t r1, float *dst);
+/* Bytes held by m (data plus header). */
+size_t rp_bytes(const rp_matrix *m);
+
+#endif
