@@ -18,7 +18,7 @@ TESTS    := $(patsubst tests/%.c,$(BUILD)/tests/%,$(wildcard tests/test_*.c))
 DEMO     := $(BUILD)/demo.gguf
 MODEL    ?= $(DEMO)
 
-.PHONY: all deps test asan run clean format bench oracle
+.PHONY: all deps test asan run clean format bench oracle e2e-deps
 all: $(BUILD)/lfm2
 
 # Installs only what is missing; silent and fast when everything is present.
@@ -50,7 +50,11 @@ oracle:
 	@cd tests/oracle && [ -d node_modules/node-llama-cpp ] || \
 	  npm install --no-audit --no-fund --omit=optional --no-save node-llama-cpp@3.22.1 @node-llama-cpp/linux-x64@3.22.1
 
-test: deps oracle
+# The official OpenAI Node SDK for the end-to-end tests of `lfm2 serve` (tests/e2e/package.json).
+e2e-deps:
+	@cd tests/e2e && [ -d node_modules/openai ] || npm install --no-audit --no-fund --no-save
+
+test: deps oracle e2e-deps
 	$(MAKE) --no-print-directory $(BUILD)/lfm2 $(TESTS)
 	BUILD=$(BUILD) tests/run.sh
 
