@@ -252,7 +252,9 @@ char *api_error_json(const api_error *e) {
     cJSON *err = root ? cJSON_AddObjectToObject(root, "error") : NULL;
     bool ok = err && add_text(err, "message", e->message, strlen(e->message)) &&
               cJSON_AddStringToObject(err, "type",
-                                      e->type[0] ? e->type : "invalid_request_error");
+                                      e->type[0]          ? e->type
+                                      : e->status >= 500 ? "server_error"
+                                                         : "invalid_request_error");
     if (ok)
         ok = e->param[0] ? add_text(err, "param", e->param, strlen(e->param)) != NULL
                          : cJSON_AddNullToObject(err, "param") != NULL;
