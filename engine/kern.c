@@ -1,0 +1,291 @@
+/* kern.c: kernel dispatch, the scalar reference kernels, activation quantization, fused helpers. */
+#include "engine/kern.h"
+#include <math.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include "quant/quant.h"
+
+/* ---- dispatch (settings read once) ---- */
+
+static const char *const path_names[KERN_NPATHS] = {"scalar", "avx2", "avx-vnni", "avx512-vnni"};
+static const kern_tiles_fn path_fns[KERN_NPATHS] = {kern_tiles_scalar, kern_tiles_avx2,
+                                                    kern_tiles_avxvnni, kern_tiles_avx512};
+static int best_path = KERN_SCALAR;
+static pthread_once_t best_once = PTHREAD_ONCE_INIT;
+
+static bool avail[KERN_NPATHS];
+
+static bool detect(int path) {
+#if defined(__x86_64__) && defined(__GNUC__)
+    __builtin_cpu_init();
+    bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+                __builtin_cpu_supports("f16c");
+    switch (path) {
+    case KERN_SCALAR: return true;
+    case KERN_AVX2: return avx2;
+    case KERN_AVXVNNI: return avx2 && __builtin_cpu_supports("avxvnni");
+    case KERN_AVX512:
+        return avx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
+               __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vnni");
+    default: return false;
+    }
+#else
+    return path == KERN_SCALAR;
+#endif
+}
+
+static void pick_best(void) {
+    int b = KERN_SCALAR;
+    for (int p = 0; p < KERN_NPATHS; p++)
+        if ((avail[p] = detect(p))) b = p;
+    const char *env = getenv("LFM2_KERNEL");
+    if (env && *env) {
+        static const char *const short_names[KERN_NPATHS] = {"scalar", "avx2", "avxvnni", "avx512"};
+        for (int p = 0; p < KERN_NPATHS; p++)
+            if ((!strcmp(env, short_names[p]) || !strcmp(env, path_names[p])) &&
+                avail[p])
+                b = p;
+    }
+    best_path = b;
+}
+
+int kern_best(void) {
+    pthread_once(&best_once, pick_best);
+    return best_path;
+}
+
+bool kern_path_available(int path) {
+    kern_best();
+    return path >= 0 && path < KERN_NPATHS && avail[path];
+}
+
+const char *kern_path_name(int path) {
+    return path >= 0 && path < KERN_NPATHS ? path_names[path] : "unknown";
+}
+const char *kern_name(void) { return kern_path_name(kern_best()); }
+
+static kern_tiles_fn tiles_fn(int path) {
+    return path >= 0 && path < KERN_NPATHS && kern_path_available(path) ? path_fns[path]
+                                                                         : kern_tiles_scalar;
+}
+
+/* ---- activations ---- */
+
+int kern_act_init(kern_act *a, int64_t cols, int cap) {
+    memset(a, 0, sizeof *a);
+    if (cols <= 0 || cols % 32 || cap <= 0) return -1;
+    int64_t nb = cols / 32;
+    a->cols = cols;
+    a->cap = cap;
+    a->q = aligned_alloc(64, ((size_t)cap * cols + 63) / 64 * 64);
+    a->d = malloc((size_t)cap * nb * sizeof *a->d);
+    a->s = malloc((size_t)cap * nb * sizeof *a->s);
+    if (!a->q || !a->d || !a->s) {
+        kern_act_release(a);
+        return -1;
+    }
+    return 0;
+}
+
+void kern_act_release(kern_act *a) {
+    free(a->q);
+    free(a->d);
+    free(a->s);
+    memset(a, 0, sizeof *a);
+}
+
+void kern_quantize(kern_act *a, const float *x, int64_t ldx, int n) {
+    int64_t nb = a->cols / 32;
+    for (int t = 0; t < n; t++) {
+        const float *xt = x + (size_t)t * ldx;
+        int8_t *q = a->q + (size_t)t * a->cols;
+        for (int64_t b = 0; b < nb; b++) {
+            const float *xb = xt + b * 32;
+            float amax = 0;
+            for (int j = 0; j < 32; j++) amax = fmaxf(amax, fabsf(xb[j]));
+            float id = amax > 0 ? 127.0f / amax : 0.0f;
+            int32_t s = 0;
+            for (int j = 0; j < 32; j++) {
+                int v = (int)nearbyintf(xb[j] * id);
+                v = v > 127 ? 127 : v < -127 ? -127 : v;
+                q[b * 32 + j] = (int8_t)v;
+                s += v;
+            }
+            a->d[(size_t)t * nb + b] = amax / 127.0f;
+            a->s[(size_t)t * nb + b] = s;
+        }
+    }
+    a->n = n;
+}
+
+/* ---- the scalar reference: same operations, in the same order, as kern_x86.h's lanes ---- */
+
+static float ld_h(const uint8_t *p) { return quant_f16_to_f32((uint16_t)(p[0] | p[1] << 8)); }
+
+void kern_tiles_scalar(const rp_matrix *m, const kern_act *a, int tok0, int ntok, float *y,
+                       int64_t ldy, int64_t t0, int64_t t1) {
+    const bool i4 = m->kind == RP_I4 || m->kind == RP_I4M;
+    const size_t cb = i4 ? 128 : 256;
+    const int64_t ng = m->n_groups, cols = m->cols;
+    for (int64_t tile = t0; tile < t1; tile++) {
+        const uint8_t *tp = m->data + (size_t)tile * m->tile_bytes;
+        int64_t left = m->rows - tile * RP_ROWS;
+        int nr = left < RP_ROWS ? (int)left : RP_ROWS;
+        for (int t = 0; t < ntok; t++) {
+            const int8_t *aq = a->q + (size_t)(tok0 + t) * cols;
+            const float *ad = a->d + (size_t)(tok0 + t) * ng;
+            const int32_t *as = a->s + (size_t)(tok0 + t) * ng;
+            float acc[RP_ROWS] = {0};
+            for (int64_t g = 0; g < ng; g++) {
+                const uint8_t *gp = tp + (size_t)g * m->group_bytes;
+                const int8_t *ab = aq + g * 32;
+                for (int r = 0; r < RP_ROWS; r++) {
+                    int32_t is = 0;
+                    if (i4) {
+                        for (int c = 0; c < 4; c++)
+                            for (int k = 0; k < 4; k++) {
+                                uint8_t byte = gp[c * 32 + r * 4 + k];
+                                is += (byte & 15) * ab[4 * c + k] + (byte >> 4) * ab[16 + 4 * c + k];
+                            }
+                    } else {
+                        for (int c = 0; c < 8; c++)
+                            for (int k = 0; k < 4; k++) is += gp[c * 32 + r * 4 + k] * ab[4 * c + k];
+                    }
+                    float s = ld_h(gp + cb + 2 * r);
+                    if (!m->has_min) {
+                        acc[r] = fmaf((float)(is - m->zero * as[g]), s * ad[g], acc[r]);
+                    } else {
+                        float b = ld_h(gp + cb + 16 + 2 * r);
+                        float tt = (float)is * s;
+                        tt = fmaf(b, (float)as[g], tt);
+                        acc[r] = fmaf(tt, ad[g], acc[r]);
+                    }
+                }
+            }
+            memcpy(y + (size_t)t * ldy + (tile - t0) * RP_ROWS, acc, (size_t)nr * sizeof(float));
+        }
+    }
+}
+
+void kern_gemv_tiles_with(int path, const rp_matrix *m, const kern_act *a, float *y, int64_t ldy,
+                          int64_t t0, int64_t t1) {
+    tiles_fn(path)(m, a, 0, a->n, y, ldy, t0, t1);
+}
+
+void kern_gemv_tiles(const rp_matrix *m, const kern_act *a, float *y, int64_t ldy, int64_t t0,
+                     int64_t t1) {
+    kern_gemv_tiles_with(kern_best(), m, a, y, ldy, t0, t1);
+}
+
+/* ---- parallel drivers ---- */
+
+#define KERN_MAX_MATS 8
+
+typedef struct mm_job {
+    int n;
+    const rp_matrix *const *ms;
+    const kern_act *a;
+    float *const *ys;
+    const int64_t *ldys;
+    int64_t first[KERN_MAX_MATS + 1]; /* prefix sums of n_tiles */
+    kern_tiles_fn fn;
+} mm_job;
+
+static void mm_task(void *ctx, int task, int n_tasks, int thread) {
+    (void)thread;
+    mm_job *j = ctx;
+    int64_t lo, hi;
+    pool_split(j->first[j->n], n_tasks, task, &lo, &hi);
+    for (int i = 0; i < j->n && lo < hi; i++) {
+        int64_t a0 = j->first[i], a1 = j->first[i + 1];
+        if (hi <= a0 || lo >= a1) continue;
+        int64_t t0 = (lo > a0 ? lo : a0) - a0, t1 = (hi < a1 ? hi : a1) - a0;
+        j->fn(j->ms[i], j->a, 0, j->a->n, j->ys[i] + t0 * RP_ROWS, j->ldys[i], t0, t1);
+    }
+}
+
+static int n_tasks_for(pool *p, int64_t tiles) {
+    int nt = pool_n_threads(p);
+    int64_t want = nt == 1 ? 1 : (int64_t)nt * 4;
+    return (int)(want < tiles ? want : tiles);
+}
+
+void kern_matmul_n(pool *p, int n, const rp_matrix *const *ms, const kern_act *a, float *const *ys,
+                   const int64_t *ldys) {
+    for (int base = 0; base < n; base += KERN_MAX_MATS) {
+        mm_job j = {.n = n - base < KERN_MAX_MATS ? n - base : KERN_MAX_MATS,
+                    .ms = ms + base, .a = a, .ys = ys + base, .ldys = ldys + base,
+                    .fn = tiles_fn(kern_best())};
+        j.first[0] = 0;
+        for (int i = 0; i < j.n; i++) j.first[i + 1] = j.first[i] + j.ms[i]->n_tiles;
+        pool_run(p, mm_task, &j, n_tasks_for(p, j.first[j.n]));
+    }
+}
+
+void kern_matmul(pool *p, const rp_matrix *m, const kern_act *a, float *y, int64_t ldy) {
+    kern_matmul_n(p, 1, &m, a, &y, &ldy);
+}
+
+/* ---- SwiGLU ---- */
+
+void kern_swiglu_with(int path, const rp_matrix *gate, const rp_matrix *up, const kern_act *a,
+                      float *y, int64_t ldy, int64_t t0, int64_t t1) {
+    kern_tiles_fn fn = tiles_fn(path);
+    enum { TB = 16 };
+    float gb[TB * RP_ROWS], ub[TB * RP_ROWS];
+    for (int64_t tile = t0; tile < t1; tile++) {
+        int64_t left = gate->rows - tile * RP_ROWS;
+        int nr = left < RP_ROWS ? (int)left : RP_ROWS;
+        for (int tb = 0; tb < a->n; tb += TB) {
+            int nt = a->n - tb < TB ? a->n - tb : TB;
+            fn(gate, a, tb, nt, gb, RP_ROWS, tile, tile + 1);
+            fn(up, a, tb, nt, ub, RP_ROWS, tile, tile + 1);
+            for (int t = 0; t < nt; t++)
+                for (int r = 0; r < nr; r++) {
+                    float g = gb[t * RP_ROWS + r];
+                    y[(size_t)(tb + t) * ldy + (tile - t0) * RP_ROWS + r] =
+                        g / (1.0f + expf(-g)) * ub[t * RP_ROWS + r];
+                }
+        }
+    }
+}
+
+typedef struct sw_job {
+    const rp_matrix *gate, *up;
+    const kern_act *a;
+    float *y;
+    int64_t ldy;
+    int path;
+} sw_job;
+
+static void sw_task(void *ctx, int task, int n_tasks, int thread) {
+    (void)thread;
+    sw_job *j = ctx;
+    int64_t lo, hi;
+    pool_split(j->gate->n_tiles, n_tasks, task, &lo, &hi);
+    if (lo < hi) kern_swiglu_with(j->path, j->gate, j->up, j->a, j->y + lo * RP_ROWS, j->ldy, lo, hi);
+}
+
+void kern_swiglu(pool *p, const rp_matrix *gate, const rp_matrix *up, const kern_act *a, float *y,
+                 int64_t ldy) {
+    sw_job j = {gate, up, a, y, ldy, kern_best()};
+    pool_run(p, sw_task, &j, n_tasks_for(p, gate->n_tiles));
+}
+
+/* ---- RMSNorm ---- */
+
+void kern_rmsnorm_with(int path, float *y, const float *x, const float *w, int64_t n, float eps) {
+    double ss = 0;
+    if (path != KERN_SCALAR && kern_path_available(KERN_AVX2)) {
+        ss = kern_sumsq_avx2(x, n);
+    } else {
+        for (int64_t i = 0; i < n; i++) ss += (double)x[i] * x[i];
+    }
+    float scale = (float)(1.0 / sqrt(ss / (double)n + (double)eps));
+    for (int64_t i = 0; i < n; i++) y[i] = x[i] * scale * w[i];
+}
+
+void kern_rmsnorm(float *y, const float *x, const float *w, int64_t n, float eps) {
+    kern_rmsnorm_with(kern_best(), y, x, w, n, eps);
+}

@@ -1,0 +1,80 @@
+/* kern.h: decode kernels: int8 activations x repacked int4/int8 weights, fused helpers, dispatch. */
+#ifndef LFM2_KERN_H
+#define LFM2_KERN_H
+#include <stddef.h>
+#include <stdint.h>
+#include <stdbool.h>
+#include "engine/pool.h"
+#include "quant/repack.h"
+
+/* Kernel paths. The best one the CPU (and OS) supports is chosen once at first use from CPUID;
+ * env LFM2_KERNEL=scalar|avx2|avxvnni|avx512 forces one (ignored when unavailable). */
+enum kern_path {
+    KERN_SCALAR = 0,  /* plain C, the reference every other path is tested against */
+    KERN_AVX2 = 1,    /* AVX2+FMA+F16C, maddubs-based integer dots */
+    KERN_AVXVNNI = 2, /* AVX-VNNI (VEX vpdpbusd, 256-bit) */
+    KERN_AVX512 = 3,  /* AVX-512 VL/VNNI (EVEX vpdpbusd on 256-bit vectors: faster than 512 for GEMV) */
+    KERN_NPATHS
+};
+int kern_best(void);                 /* the path in use */
+bool kern_path_available(int path);  /* compiled in and supported by this CPU */
+const char *kern_path_name(int path); /* "scalar", "avx2", "avx-vnni", "avx512-vnni" */
+const char *kern_name(void);         /* kern_path_name(kern_best()) */
+
+/* Activations quantized once per matrix input: for each token, int8 blocks of 32 with an f32
+ * scale and the block sum of the int8 values (for zero points and mins): x ~ d * q. */
+typedef struct kern_act {
+    int64_t cols; /* multiple of 32 */
+    int cap;      /* tokens the buffers hold */
+    int n;        /* tokens currently quantized */
+    int8_t *q;    /* [cap][cols] */
+    float *d;     /* [cap][cols/32] */
+    int32_t *s;   /* [cap][cols/32] sum of the block's q */
+} kern_act;
+
+/* Allocates buffers for cap tokens of cols values (cols a positive multiple of 32). 0 or -1. */
+int kern_act_init(kern_act *a, int64_t cols, int cap);
+void kern_act_release(kern_act *a); /* frees the buffers; the struct may be re-initialized */
+/* Quantizes n tokens (n <= cap): token t is x[t*ldx .. t*ldx + cols). Round-half-even codes,
+ * d = amax/127 (0 for an all-zero block). Sets a->n = n. */
+void kern_quantize(kern_act *a, const float *x, int64_t ldx, int n);
+
+/* y[t*ldy + (r - 8*t0)] = dot(row r of m, token t of a) for every token t < a->n and every valid
+ * row r of tiles [t0, t1): y points at the output of row 8*t0. a->cols must equal m->cols.
+ * _with runs a given path (tests, benchmarks); the plain one runs kern_best(). */
+void kern_gemv_tiles(const rp_matrix *m, const kern_act *a, float *y, int64_t ldy, int64_t t0,
+                     int64_t t1);
+void kern_gemv_tiles_with(int path, const rp_matrix *m, const kern_act *a, float *y, int64_t ldy,
+                          int64_t t0, int64_t t1);
+
+/* y = m * a for every token (y[t*ldy + r]), rows split across the pool (p may be NULL). */
+void kern_matmul(pool *p, const rp_matrix *m, const kern_act *a, float *y, int64_t ldy);
+/* Several matrices reading the same activations (q/k/v, in_proj...), one parallel region,
+ * one barrier. ys[i] gets n_rows of ms[i] per token with stride ldys[i]. */
+void kern_matmul_n(pool *p, int n, const rp_matrix *const *ms, const kern_act *a, float *const *ys,
+                   const int64_t *ldys);
+/* SwiGLU: y[t*ldy + r] = silu(gate_r . x_t) * (up_r . x_t); gate and up have the same shape. */
+void kern_swiglu(pool *p, const rp_matrix *gate, const rp_matrix *up, const kern_act *a, float *y,
+                 int64_t ldy);
+void kern_swiglu_with(int path, const rp_matrix *gate, const rp_matrix *up, const kern_act *a,
+                      float *y, int64_t ldy, int64_t t0, int64_t t1);
+
+/* RMSNorm of n values: y = x / sqrt(mean(x^2) + eps) * w (y may equal x). The sum of squares is
+ * accumulated in double, so every path gives the same result to float rounding. */
+void kern_rmsnorm(float *y, const float *x, const float *w, int64_t n, float eps);
+void kern_rmsnorm_with(int path, float *y, const float *x, const float *w, int64_t n, float eps);
+
+/* Internal: per-path entry points (kern_avx2.c, kern_avx512.c). ntok tokens from tok0. */
+typedef void (*kern_tiles_fn)(const rp_matrix *m, const kern_act *a, int tok0, int ntok, float *y,
+                              int64_t ldy, int64_t t0, int64_t t1);
+void kern_tiles_scalar(const rp_matrix *m, const kern_act *a, int tok0, int ntok, float *y,
+                       int64_t ldy, int64_t t0, int64_t t1);
+void kern_tiles_avx2(const rp_matrix *m, const kern_act *a, int tok0, int ntok, float *y,
+                     int64_t ldy, int64_t t0, int64_t t1);
+void kern_tiles_avxvnni(const rp_matrix *m, const kern_act *a, int tok0, int ntok, float *y,
+                        int64_t ldy, int64_t t0, int64_t t1);
+void kern_tiles_avx512(const rp_matrix *m, const kern_act *a, int tok0, int ntok, float *y,
+                       int64_t ldy, int64_t t0, int64_t t1);
+double kern_sumsq_avx2(const float *x, int64_t n);
+
+#endif

@@ -1,0 +1,71 @@
+/* kern_avx2.c: AVX2 (maddubs) and AVX-VNNI (VEX vpdpbusd) instances of the 256-bit tile kernel. */
+#include "engine/kern.h"
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#include <string.h>
+
+#pragma GCC push_options
+#pragma GCC target("avx2,fma,f16c")
+/* u8 x s8 -> s16 pairs cannot saturate here: codes are <= 31 (int4, I8M) and |a| <= 127 */
+#define KX_DP(acc, u, a) \
+    _mm256_add_epi32((acc), _mm256_madd_epi16(_mm256_maddubs_epi16((u), (a)), _mm256_set1_epi16(1)))
+/* s8 x s8 through |w| and sign(a, w): |w| <= 128, |a| <= 127, pairs <= 32512 */
+#define KX_DPS(acc, w, a) KX_DP((acc), _mm256_sign_epi8((w), (w)), _mm256_sign_epi8((a), (w)))
+#define KX_SIGNED_I8 1
+#define KX(name) kx_avx2_##name
+#define KX_ENTRY kern_tiles_avx2
+#include "engine/kern_x86.h"
+#undef KX_DP
+#undef KX_DPS
+#undef KX_SIGNED_I8
+#undef KX
+#undef KX_ENTRY
+
+double kern_sumsq_avx2(const float *x, int64_t n) {
+    __m256d a0 = _mm256_setzero_pd(), a1 = _mm256_setzero_pd();
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256 v = _mm256_loadu_ps(x + i);
+        __m256d lo = _mm256_cvtps_pd(_mm256_castps256_ps128(v));
+        __m256d hi = _mm256_cvtps_pd(_mm256_extractf128_ps(v, 1));
+        a0 = _mm256_fmadd_pd(lo, lo, a0);
+        a1 = _mm256_fmadd_pd(hi, hi, a1);
+    }
+    double t[4];
+    _mm256_storeu_pd(t, _mm256_add_pd(a0, a1));
+    double s = (t[0] + t[1]) + (t[2] + t[3]);
+    for (; i < n; i++) s += (double)x[i] * x[i];
+    return s;
+}
+#pragma GCC pop_options
+
+#pragma GCC push_options
+#pragma GCC target("avx2,fma,f16c,avxvnni")
+#define KX_DP(acc, u, a) _mm256_dpbusd_avx_epi32((acc), (u), (a))
+#define KX_DPS(acc, w, a) KX_DP(acc, w, a) /* unused: KX_SIGNED_I8 is 0 */
+#define KX_SIGNED_I8 0
+#define KX(name) kx_avxvnni_##name
+#define KX_ENTRY kern_tiles_avxvnni
+#include "engine/kern_x86.h"
+#undef KX_DP
+#undef KX_DPS
+#undef KX_SIGNED_I8
+#undef KX
+#undef KX_ENTRY
+#pragma GCC pop_options
+
+#else /* not x86-64: never selected (kern_path_available says so) */
+void kern_tiles_avx2(const rp_matrix *m, const kern_act *a, int tok0, int ntok, float *y,
+                     int64_t ldy, int64_t t0, int64_t t1) {
+    kern_tiles_scalar(m, a, tok0, ntok, y, ldy, t0, t1);
+}
+void kern_tiles_avxvnni(const rp_matrix *m, const kern_act *a, int tok0, int ntok, float *y,
+                        int64_t ldy, int64_t t0, int64_t t1) {
+    kern_tiles_scalar(m, a, tok0, ntok, y, ldy, t0, t1);
+}
+double kern_sumsq_avx2(const float *x, int64_t n) {
+    double s = 0;
+    for (int64_t i = 0; i < n; i++) s += (double)x[i] * x[i];
+    return s;
+}
+#endif

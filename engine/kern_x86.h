@@ -1,0 +1,107 @@
+/* kern_x86.h: PRIVATE to engine/kern_avx2.c and engine/kern_avx512.c: the 256-bit tile kernel. */
+/* No include guard: each includer instantiates it once per ISA, after setting
+ *   KX(name)      name mangling for the instance's static functions
+ *   KX_ENTRY      the exported entry point (a kern_tiles_fn)
+ *   KX_DP(acc,u,a)  acc(int32 x8) += 4-byte dot of u (u8) and a (s8), exact
+ *   KX_SIGNED_I8  1: RP_I8 codes are turned into s8 and dotted with KX_DPS (no zero point)
+ * inside a `#pragma GCC target` region. One lane = one row of the 8-row tile; the float steps
+ * mirror kern_tiles_scalar operation for operation, so every path gives bit-identical results. */
+
+static inline __m256i KX(bc)(const int8_t *p) {
+    int32_t v;
+    memcpy(&v, p, 4);
+    return _mm256_set1_epi32(v);
+}
+
+/* NT tokens (1..4) starting at tok through one tile at tp with nr valid rows. */
+static inline __attribute__((always_inline)) void KX(tile)(const rp_matrix *m, const kern_act *a,
+                                                          int tok, float *y, int64_t ldy,
+                                                          const uint8_t *tp, int nr,
+                                                          const int KIND, const int NT) {
+    const int I4 = KIND == RP_I4 || KIND == RP_I4M;
+    const int HAS_MIN = KIND == RP_I4M || KIND == RP_I8M;
+    const int SIGNED = KX_SIGNED_I8 && KIND == RP_I8;
+    const int Z = KIND == RP_I4 ? 8 : KIND == RP_I8 ? 128 : 0;
+    const size_t cb = I4 ? 128 : 256, gb = m->group_bytes;
+    const int64_t cols = m->cols, ng = m->n_groups;
+    const __m256i m4 = _mm256_set1_epi8(15), x80 = _mm256_set1_epi8((char)0x80);
+    __m256 acc[4];
+    for (int t = 0; t < NT; t++) acc[t] = _mm256_setzero_ps();
+    for (int64_t g = 0; g < ng; g++) {
+        const uint8_t *gp = tp + (size_t)g * gb;
+        __m256i w[8];
+        if (I4) {
+            for (int c = 0; c < 4; c++) {
+                __m256i v = _mm256_loadu_si256((const __m256i *)(gp + 32 * c));
+                w[c] = _mm256_and_si256(v, m4);
+                w[4 + c] = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
+            }
+        } else {
+            for (int c = 0; c < 8; c++) {
+                w[c] = _mm256_loadu_si256((const __m256i *)(gp + 32 * c));
+                if (SIGNED) w[c] = _mm256_xor_si256(w[c], x80);
+            }
+        }
+        const __m256 sf = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(gp + cb)));
+        __m256 bf = _mm256_setzero_ps();
+        if (HAS_MIN) bf = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(gp + cb + 16)));
+        for (int t = 0; t < NT; t++) {
+            const int8_t *aq = a->q + (size_t)(tok + t) * cols + g * 32;
+            const int32_t S = a->s[(size_t)(tok + t) * ng + g];
+            const float da = a->d[(size_t)(tok + t) * ng + g];
+            __m256i is = _mm256_setzero_si256();
+            if (I4) {
+                for (int c = 0; c < 4; c++) is = KX_DP(is, w[c], KX(bc)(aq + 4 * c));
+                for (int c = 0; c < 4; c++) is = KX_DP(is, w[4 + c], KX(bc)(aq + 16 + 4 * c));
+            } else if (SIGNED) {
+                for (int c = 0; c < 8; c++) is = KX_DPS(is, w[c], KX(bc)(aq + 4 * c));
+            } else {
+                for (int c = 0; c < 8; c++) is = KX_DP(is, w[c], KX(bc)(aq + 4 * c));
+            }
+            if (!HAS_MIN) {
+                if (Z && !SIGNED) is = _mm256_sub_epi32(is, _mm256_set1_epi32(Z * S));
+                acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(is), _mm256_mul_ps(sf, _mm256_set1_ps(da)),
+                                         acc[t]);
+            } else {
+                __m256 tt = _mm256_mul_ps(_mm256_cvtepi32_ps(is), sf);
+                tt = _mm256_fmadd_ps(bf, _mm256_set1_ps((float)S), tt);
+                acc[t] = _mm256_fmadd_ps(tt, _mm256_set1_ps(da), acc[t]);
+            }
+        }
+    }
+    for (int t = 0; t < NT; t++) {
+        if (nr == 8) {
+            _mm256_storeu_ps(y + t * ldy, acc[t]);
+        } else {
+            float tmp[8];
+            _mm256_storeu_ps(tmp, acc[t]);
+            memcpy(y + t * ldy, tmp, (size_t)nr * sizeof(float));
+        }
+    }
+}
+
+#define KX_CASE(K, N)                                                                            \
+    case (K)*8 + (N): KX(tile)(m, a, tok, yt, ldy, tp, nr, K, N); break;
+#define KX_CASES(K) KX_CASE(K, 1) KX_CASE(K, 2) KX_CASE(K, 3) KX_CASE(K, 4)
+
+void KX_ENTRY(const rp_matrix *m, const kern_act *a, int tok0, int ntok, float *y, int64_t ldy,
+              int64_t t0, int64_t t1) {
+    for (int64_t tile = t0; tile < t1; tile++) {
+        const uint8_t *tp = m->data + (size_t)tile * m->tile_bytes;
+        int64_t left = m->rows - tile * RP_ROWS;
+        int nr = left < RP_ROWS ? (int)left : RP_ROWS;
+        for (int tb = 0; tb < ntok; tb += 4) {
+            int nt = ntok - tb < 4 ? ntok - tb : 4, tok = tok0 + tb;
+            float *yt = y + (tile - t0) * RP_ROWS + tb * ldy;
+            switch (m->kind * 8 + nt) {
+                KX_CASES(RP_I4)
+                KX_CASES(RP_I4M)
+                KX_CASES(RP_I8)
+                KX_CASES(RP_I8M)
+            default: break;
+            }
+        }
+    }
+}
+#undef KX_CASE
+#undef KX_CASES

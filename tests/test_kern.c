@@ -1,0 +1,243 @@
+/* test_kern.c: every kernel path equals the scalar twin bit for bit, and the scalar twin equals
+ * dequantize-then-dot; quantization, SwiGLU, RMSNorm and the threaded drivers. */
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include "engine/kern.h"
+#include "engine/pool.h"
+#include "quant/quant.h"
+#include "quant/repack.h"
+#include "tests/check.h"
+
+static uint64_t rng = 0x2545f4914f6cdd1dull;
+static float frand(void) { /* uniform in [-1, 1) */
+    rng ^= rng << 13, rng ^= rng >> 7, rng ^= rng << 17;
+    return (float)((rng >> 40) * (1.0 / 8388608.0)) - 1.0f;
+}
+
+typedef struct fixture {
+    uint32_t type;
+    int64_t rows, cols;
+    int n; /* tokens */
+    float *w;    /* rows x cols: the source's dequantized weights */
+    float *wr;   /* rows x cols: the repacked weights, dequantized */
+    float *x;    /* n x cols */
+    rp_matrix *m;
+    kern_act a;
+} fixture;
+
+static int fixture_make(fixture *f, uint32_t type, int64_t rows, int64_t cols, int n) {
+    const qtype_traits *tr = quant_traits(type);
+    f->type = type, f->rows = rows, f->cols = cols, f->n = n;
+    size_t rs = quant_row_size(type, cols);
+    uint8_t *q = malloc(rs * rows);
+    f->w = malloc((size_t)rows * cols * sizeof(float));
+    f->wr = malloc((size_t)rows * cols * sizeof(float));
+    f->x = malloc((size_t)n * cols * sizeof(float));
+    float *tmp = malloc((size_t)cols * sizeof(float));
+    for (int64_t r = 0; r < rows; r++) {
+        float amp = 0.02f * (1 + r % 5);
+        for (int64_t j = 0; j < cols; j++) tmp[j] = frand() * amp + (type == QT_Q4_1 ? 0.01f : 0);
+        tr->from_float(tmp, q + r * rs, cols);
+        tr->to_float(q + r * rs, f->w + r * cols, cols);
+    }
+    for (int64_t i = 0; i < n * cols; i++) f->x[i] = frand() * (1 + (i % 3)) + ((i % 97) == 0 ? 8.0f : 0);
+    char err[256];
+    int rc = rp_new(&f->m, type, q, rows, cols, true, err, sizeof err);
+    if (rc) fprintf(stderr, "rp_new: %s\n", err);
+    CHECK_EQ_INT(rc, 0);
+    free(q), free(tmp);
+    if (rc) return rc;
+    rp_rows_to_float(f->m, 0, rows, f->wr);
+    CHECK_EQ_INT(kern_act_init(&f->a, cols, n), 0);
+    kern_quantize(&f->a, f->x, cols, n);
+    return 0;
+}
+
+static void fixture_free(fixture *f) {
+    rp_free(f->m);
+    kern_act_release(&f->a);
+    free(f->w), free(f->wr), free(f->x);
+}
+
+static void test_quantize(void) {
+    int64_t cols = 96;
+    float x[96];
+    for (int j = 0; j < 96; j++) x[j] = frand() * (j < 32 ? 0.001f : 3.0f);
+    for (int j = 64; j < 96; j++) x[j] = 0; /* an all-zero block */
+    x[5] = 0.5f * (x[5] < 0 ? -1 : 1) * 0.001f;
+    kern_act a;
+    CHECK_EQ_INT(kern_act_init(&a, cols, 2), 0);
+    CHECK_EQ_INT(kern_act_init(&(kern_act){0}, 33, 1), -1);
+    kern_quantize(&a, x, cols, 1);
+    CHECK_EQ_INT(a.n, 1);
+    for (int b = 0; b < 3; b++) {
+        int32_t s = 0;
+        float amax = 0;
+        for (int j = 0; j < 32; j++) amax = fmaxf(amax, fabsf(x[b * 32 + j]));
+        CHECK_NEAR(a.d[b], amax / 127.0f, 0);
+        for (int j = 0; j < 32; j++) {
+            s += a.q[b * 32 + j];
+            CHECK(fabsf(a.d[b] * a.q[b * 32 + j] - x[b * 32 + j]) <= a.d[b] * 0.5001f);
+            CHECK(a.q[b * 32 + j] >= -127 && a.q[b * 32 + j] <= 127);
+        }
+        CHECK_EQ_INT(a.s[b], s);
+    }
+    CHECK_EQ_INT(a.d[2] == 0, 1);
+    kern_act_release(&a);
+}
+
+/* One shape: every path bit-identical to scalar; scalar close to exact dots. */
+static void test_gemv(uint32_t type, int64_t rows, int64_t cols, int n) {
+    fixture f = {0};
+    if (fixture_make(&f, type, rows, cols, n)) return;
+    int64_t ldy = rows + 3;
+    float *ys = malloc((size_t)n * ldy * sizeof(float)), *yp = malloc((size_t)n * ldy * sizeof(float));
+    for (int64_t i = 0; i < n * ldy; i++) ys[i] = yp[i] = -999.0f; /* canaries between tokens */
+    kern_gemv_tiles_with(KERN_SCALAR, f.m, &f.a, ys, ldy, 0, f.m->n_tiles);
+    const char *tn = quant_traits(type)->name;
+    int nb = (int)(cols / 32);
+    for (int t = 0; t < n; t++) {
+        for (int64_t r = rows; r < ldy; r++) CHECK_NEAR(ys[t * ldy + r], -999.0f, 0);
+        for (int64_t r = 0; r < rows; r++) {
+            /* exact dot of the repacked weights with the quantized activations */
+            double e = 0, tol = 0, tr = 0, bound = 0;
+            for (int64_t j = 0; j < cols; j++) {
+                double xq = (double)f.a.d[t * nb + j / 32] * f.a.q[t * cols + j];
+                e += (double)f.wr[r * cols + j] * xq;
+                tol += fabs((double)f.wr[r * cols + j] * xq);
+                tr += (double)f.w[r * cols + j] * f.x[t * cols + j];
+                /* activation quantization: <= d/2 per value; repacking: K-scale rounding or
+                 * requantization bounded per weight */
+                bound += fabs((double)f.w[r * cols + j]) * f.a.d[t * nb + j / 32] * 0.5 +
+                         fabs((double)f.wr[r * cols + j] - f.w[r * cols + j]) * fabs(f.x[t * cols + j]);
+            }
+            double y = ys[t * ldy + r];
+            if (!(fabs(y - e) <= 1e-5 * tol + 1e-6)) {
+                fprintf(stderr, "%s %lldx%lld n=%d t=%d r=%lld: scalar %.9g vs exact %.9g\n", tn,
+                        (long long)rows, (long long)cols, n, t, (long long)r, y, e);
+                CHECK(0);
+            }
+            if (!(fabs(y - tr) <= bound + 1e-5 * tol + 1e-6)) {
+                fprintf(stderr, "%s %lldx%lld t=%d r=%lld: %.9g vs f32 truth %.9g (bound %g)\n", tn,
+                        (long long)rows, (long long)cols, t, (long long)r, y, tr, bound);
+                CHECK(0);
+            }
+        }
+    }
+    for (int p = KERN_AVX2; p < KERN_NPATHS; p++) {
+        if (!kern_path_available(p)) continue;
+        for (int64_t i = 0; i < n * ldy; i++) yp[i] = -999.0f;
+        /* in two tile ranges, to check the offsets */
+        int64_t mid = f.m->n_tiles / 2;
+        kern_gemv_tiles_with(p, f.m, &f.a, yp, ldy, 0, mid);
+        kern_gemv_tiles_with(p, f.m, &f.a, yp + mid * RP_ROWS, ldy, mid, f.m->n_tiles);
+        if (memcmp(ys, yp, (size_t)n * ldy * sizeof(float))) {
+            for (int64_t i = 0; i < n * ldy; i++)
+                if (memcmp(&ys[i], &yp[i], sizeof(float))) {
+                    fprintf(stderr, "%s %lldx%lld n=%d path %s: y[%lld] %.9g vs scalar %.9g\n", tn,
+                            (long long)rows, (long long)cols, n, kern_path_name(p), (long long)i,
+                            yp[i], ys[i]);
+                    break;
+                }
+            CHECK(0);
+        }
+    }
+    free(ys), free(yp);
+    fixture_free(&f);
+}
+
+static void test_drivers(pool *pl, uint32_t type) {
+    int64_t rows = 77, cols = 256;
+    int n = 3;
+    fixture f = {0}, g = {0};
+    if (fixture_make(&f, type, rows, cols, n)) return;
+    if (fixture_make(&g, type, rows, cols, n)) return;
+    float *ref = malloc((size_t)n * rows * sizeof(float)), *y = malloc((size_t)n * rows * sizeof(float));
+    float *y2 = malloc((size_t)n * rows * sizeof(float));
+    kern_gemv_tiles_with(kern_best(), f.m, &f.a, ref, rows, 0, f.m->n_tiles);
+    kern_matmul(pl, f.m, &f.a, y, rows);
+    CHECK(!memcmp(ref, y, (size_t)n * rows * sizeof(float)));
+    /* two matrices, one region: g.m on f's activations */
+    float *refg = malloc((size_t)n * rows * sizeof(float));
+    kern_gemv_tiles_with(kern_best(), g.m, &f.a, refg, rows, 0, g.m->n_tiles);
+    const rp_matrix *ms[2] = {f.m, g.m};
+    float *ys[2] = {y, y2};
+    int64_t ld[2] = {rows, rows};
+    memset(y, 0, (size_t)n * rows * sizeof(float));
+    kern_matmul_n(pl, 2, ms, &f.a, ys, ld);
+    CHECK(!memcmp(ref, y, (size_t)n * rows * sizeof(float)));
+    CHECK(!memcmp(refg, y2, (size_t)n * rows * sizeof(float)));
+    /* SwiGLU: silu(f) * g, every path and the threaded driver identical */
+    float *sw = malloc((size_t)n * rows * sizeof(float));
+    kern_swiglu(pl, f.m, g.m, &f.a, sw, rows);
+    for (int64_t i = 0; i < n * rows; i++) {
+        float e = ref[i] / (1.0f + expf(-ref[i])) * refg[i];
+        CHECK_NEAR(sw[i], e, 0);
+    }
+    for (int p = 0; p < KERN_NPATHS; p++) {
+        if (!kern_path_available(p)) continue;
+        kern_swiglu_with(p, f.m, g.m, &f.a, y, rows, 0, f.m->n_tiles);
+        CHECK(!memcmp(sw, y, (size_t)n * rows * sizeof(float)));
+    }
+    free(ref), free(refg), free(y), free(y2), free(sw);
+    fixture_free(&f);
+    fixture_free(&g);
+}
+
+static void test_rmsnorm(void) {
+    float x[1000], w[1000], y0[1000], y1[1000];
+    for (int i = 0; i < 1000; i++) x[i] = frand() * 3, w[i] = 1 + frand() * 0.1f;
+    for (int n = 1; n <= 1000; n += 333) {
+        double ss = 0;
+        for (int i = 0; i < n; i++) ss += (double)x[i] * x[i];
+        double sc = 1.0 / sqrt(ss / n + 1e-5);
+        kern_rmsnorm_with(KERN_SCALAR, y0, x, w, n, 1e-5f);
+        kern_rmsnorm_with(kern_best(), y1, x, w, n, 1e-5f);
+        for (int i = 0; i < n; i++) {
+            CHECK_NEAR(y0[i], x[i] * sc * w[i], 1e-6 * fabs(x[i] * sc * w[i]) + 1e-7);
+            CHECK_NEAR(y1[i], y0[i], 1e-6 * fabs(y0[i]) + 1e-7);
+        }
+    }
+    memcpy(y0, x, sizeof x);
+    kern_rmsnorm(y0, y0, w, 1000, 1e-5f); /* in place */
+    kern_rmsnorm_with(KERN_SCALAR, y1, x, w, 1000, 1e-5f);
+    for (int i = 0; i < 1000; i++) CHECK_NEAR(y0[i], y1[i], 1e-6 * fabs(y1[i]) + 1e-7);
+}
+
+int main(void) {
+    printf("kernel in use: %s; tested paths:", kern_name());
+    for (int p = 0; p < KERN_NPATHS; p++)
+        if (kern_path_available(p)) printf(" %s", kern_path_name(p));
+    printf("\n");
+    CHECK(kern_path_available(KERN_SCALAR));
+    CHECK(kern_path_available(kern_best()));
+    CHECK_STR(kern_path_name(KERN_AVX512), "avx512-vnni");
+    test_quantize();
+    static const uint32_t types[] = {QT_Q4_0, QT_Q4_1, QT_Q8_0, QT_Q5_0, QT_Q5_1, QT_F16};
+    static const int64_t rows_list[] = {1, 7, 8, 13, 33};
+    static const int64_t cols_list[] = {32, 64, 96, 288};
+    static const int batch[] = {1, 2, 3, 4, 5, 8, 16};
+    for (size_t ti = 0; ti < sizeof types / sizeof types[0]; ti++)
+        for (size_t ri = 0; ri < 5; ri++)
+            for (size_t ci = 0; ci < 4; ci++)
+                for (size_t bi = 0; bi < 7; bi += (ri + ci) % 2 ? 2 : 1)
+                    test_gemv(types[ti], rows_list[ri], cols_list[ci], batch[bi]);
+    static const uint32_t ktypes[] = {QT_Q4_K, QT_Q5_K, QT_Q6_K};
+    for (size_t ti = 0; ti < 3; ti++)
+        for (size_t ri = 0; ri < 5; ri++)
+            for (size_t bi = 0; bi < 7; bi++)
+                test_gemv(ktypes[ti], rows_list[ri], bi % 2 ? 256 : 512, batch[bi]);
+    char err[256];
+    for (int nt = 1; nt <= 3; nt++) {
+        pool *pl = pool_new(nt, err, sizeof err);
+        CHECK(pl != NULL);
+        test_drivers(pl, QT_Q4_0);
+        test_drivers(pl, QT_Q8_0);
+        test_drivers(pl, QT_Q4_K);
+        pool_free(pl);
+    }
+    test_drivers(NULL, QT_Q5_1);
+    test_rmsnorm();
+    return check_done("test_kern");
+}
