@@ -8,6 +8,9 @@
 
 typedef struct tok tok; /* immutable after tok_new: safe to share between threads */
 
+/* Error codes (negative); tok_new also writes a message naming the field, value and limit. */
+enum { TOK_ERR_FORMAT = -1, TOK_ERR_NOMEM = -2, TOK_ERR_TOO_LONG = -3 };
+
 enum tok_type { TOK_NORMAL = 1, TOK_UNKNOWN = 2, TOK_CONTROL = 3, TOK_USER = 4, TOK_UNUSED = 5,
                 TOK_BYTE = 6 };
 
@@ -26,6 +29,10 @@ int tok_type_of(const tok *t, int id);
 const char *tok_piece(const tok *t, int id, size_t *len);
 /* Token id of an exact vocab string (e.g. "<|im_end|>"), or -1. */
 int tok_find(const tok *t, const char *text, size_t len);
+/* The token's text as stored in the file (byte-level encoded for NORMAL tokens); NULL: bad id. */
+const char *tok_text_of(const tok *t, int id, size_t *len);
+/* Length of the longest piece: tok_stream buffers need 4 + this. */
+size_t tok_max_piece(const tok *t);
 
 /* Tokenizes len bytes of text. add_bos: prepend BOS (caller decides, usually tok_add_bos());
  * parse_special: match CONTROL token text as single tokens. Writes up to cap ids to out and
@@ -33,9 +40,16 @@ int tok_find(const tok *t, const char *text, size_t len);
  * on allocation failure. */
 int tok_encode(const tok *t, const char *text, size_t len, bool add_bos, bool parse_special,
                int32_t *out, int cap);
+/* Same, and adds to *work a count of the inner steps done (bytes scanned, regex matches, merge
+ * candidates pushed and popped): lets tests bound the cost without timing anything.
+ * Invalid UTF-8 is handled as llama.cpp does: each invalid byte becomes U+FFFD (EF BF BD), so
+ * those bytes do not come back from tok_decode. */
+int tok_encode_counted(const tok *t, const char *text, size_t len, bool add_bos, bool parse_special,
+                       int32_t *out, int cap, uint64_t *work);
 
-/* Appends the bytes of ids to buf (cap bytes); returns the byte count needed. CONTROL tokens
- * render as their text only when render_special. */
+/* Writes the bytes of ids to buf (cap bytes, NUL-terminated when there is room); returns the
+ * byte count needed (without the NUL). CONTROL tokens render as their text only when
+ * render_special; ids outside the vocab render as nothing. */
 size_t tok_decode(const tok *t, const int32_t *ids, int n, bool render_special, char *buf,
                   size_t cap);
 
@@ -48,7 +62,8 @@ typedef struct tok_stream {
     int n_pending;
 } tok_stream;
 void tok_stream_init(tok_stream *s, const tok *t, bool render_special);
-/* Writes the text now complete into buf (cap bytes, >= 4 + longest piece); returns its length. */
+/* Writes the text now complete into buf (cap bytes, >= 4 + tok_max_piece); returns its length.
+ * If that length exceeds cap nothing is written or consumed: call again with a larger buffer. */
 size_t tok_stream_push(tok_stream *s, int32_t id, char *buf, size_t cap);
 /* Emits what is still held (invalid UTF-8 comes out as it was). */
 size_t tok_stream_flush(tok_stream *s, char *buf, size_t cap);

@@ -1,0 +1,144 @@
+/* cmd_tokenize.c: `lfm2 tokenize -m FILE [--no-bos] [--no-special] TEXT`: prints token ids, like llama-tokenize. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "engine/gguf.h"
+#include "engine/tok.h"
+#include "server/cli.h"
+
+static void tokenize_usage(FILE *f) {
+    fprintf(f, "usage: lfm2 tokenize -m FILE [--no-bos] [--no-special] [--pieces] (TEXT | -f TEXTFILE)\n"
+               "  Prints the token ids of TEXT separated by spaces, then a newline.\n"
+               "  BOS is prepended when the vocab asks for it (tokenizer.ggml.add_bos_token) unless\n"
+               "  --no-bos; special tokens written as text (<|im_start|>) become single tokens\n"
+               "  unless --no-special. -f reads the text (any bytes) from a file, '-' for stdin.\n"
+               "  --pieces prints one 'id<TAB>piece' line per token instead (piece C-escaped).\n"
+               "  Only the tokenizer metadata is read: no weights are loaded.\n");
+}
+
+static char *read_all(const char *path, size_t *len) {
+    FILE *f = strcmp(path, "-") ? fopen(path, "rb") : stdin;
+    if (!f) return NULL;
+    size_t cap = 1 << 16, n = 0;
+    char *buf = malloc(cap);
+    while (buf) {
+        size_t got = fread(buf + n, 1, cap - n, f);
+        n += got;
+        if (n < cap) break;
+        char *nb = realloc(buf, cap *= 2);
+        if (!nb) free(buf);
+        buf = nb;
+    }
+    int bad = ferror(f);
+    if (f != stdin) fclose(f);
+    if (bad) {
+        free(buf);
+        return NULL;
+    }
+    *len = n;
+    return buf;
+}
+
+static void print_escaped(const char *s, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c == '\\') fputs("\\\\", stdout);
+        else if (c == '\n') fputs("\\n", stdout);
+        else if (c == '\t') fputs("\\t", stdout);
+        else if (c == '\r') fputs("\\r", stdout);
+        else if (c < 0x20 || c == 0x7f) printf("\\x%02x", c);
+        else putchar(c);
+    }
+}
+
+int cmd_tokenize(int argc, char **argv) {
+    const char *path = NULL, *text = NULL, *file = NULL;
+    bool bos = true, special = true, pieces = false;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
+            tokenize_usage(stdout);
+            return 0;
+        } else if (!strcmp(argv[i], "-m") || !strcmp(argv[i], "--model") || !strcmp(argv[i], "-f") ||
+                   !strcmp(argv[i], "--file")) {
+            if (i + 1 >= argc) {
+                fprintf(stderr, "error: %s needs a file argument\n", argv[i]);
+                return 1;
+            }
+            if (argv[i][1] == 'm' || argv[i][2] == 'm') path = argv[++i];
+            else file = argv[++i];
+        } else if (!strcmp(argv[i], "--no-bos")) {
+            bos = false;
+        } else if (!strcmp(argv[i], "--no-special")) {
+            special = false;
+        } else if (!strcmp(argv[i], "--pieces")) {
+            pieces = true;
+        } else if (!strcmp(argv[i], "--")) {
+            if (i + 1 < argc && !text) text = argv[++i];
+            if (i + 1 < argc) {
+                fprintf(stderr, "error: unexpected argument '%s' (quote TEXT as one argument)\n", argv[i + 1]);
+                return 1;
+            }
+            break;
+        } else if (argv[i][0] == '-' && argv[i][1]) {
+            fprintf(stderr, "error: unknown option '%s'\n", argv[i]);
+            tokenize_usage(stderr);
+            return 1;
+        } else if (text) {
+            fprintf(stderr, "error: unexpected argument '%s' (quote TEXT as one argument)\n", argv[i]);
+            return 1;
+        } else {
+            text = argv[i];
+        }
+    }
+    if (!path || (!text && !file) || (text && file)) {
+        fprintf(stderr, "error: %s\n", !path ? "-m FILE is required" : "give either TEXT or -f TEXTFILE");
+        tokenize_usage(stderr);
+        return 1;
+    }
+    size_t len = text ? strlen(text) : 0;
+    char *owned = NULL;
+    if (file && !(owned = read_all(file, &len))) {
+        fprintf(stderr, "error: cannot read '%s'\n", file);
+        return 1;
+    }
+    if (file) text = owned;
+
+    char err[512];
+    gguf *g = NULL;
+    tok *t = NULL;
+    int32_t *ids = NULL;
+    int status = 1;
+    if (gguf_open(&g, path, err, sizeof err) < 0 || tok_new(&t, g, err, sizeof err) < 0) {
+        fprintf(stderr, "error: %s: %s\n", path, err);
+        goto done;
+    }
+    bool add_bos = bos && tok_add_bos(t);
+    int n = tok_encode(t, text, len, add_bos, special, NULL, 0);
+    if (n >= 0 && (ids = malloc(sizeof *ids * ((size_t)n + 1))) != NULL)
+        n = tok_encode(t, text, len, add_bos, special, ids, n);
+    if (n < 0 || !ids) {
+        fprintf(stderr, "error: tokenizing failed (%s)\n",
+                n == TOK_ERR_TOO_LONG ? "text too long" : "out of memory");
+        goto done;
+    }
+    for (int i = 0; i < n; i++) {
+        if (pieces) {
+            size_t pl;
+            const char *p = tok_piece(t, ids[i], &pl);
+            printf("%d\t", ids[i]);
+            print_escaped(p, pl);
+            putchar('\n');
+        } else {
+            printf(i ? " %d" : "%d", ids[i]);
+        }
+    }
+    if (!pieces) putchar('\n');
+    status = fflush(stdout) ? 1 : 0;
+done:
+    free(ids);
+    free(owned);
+    tok_free(t);
+    gguf_close(g);
+    return status;
+}
