@@ -1,0 +1,453 @@
+/* test_eng.c: engine fidelity against oracle goldens (teacher-forced), batch step and sequence state. */
+#include <math.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include "engine/eng.h"
+#include "engine/gguf.h"
+#include "engine/sample.h"
+#include "server/cli.h"
+#include "tests/check.h"
+
+#define GOLD_DIR "tests/data/fidelity"
+#define MAX_PATHS 8
+#define MAX_STEPS 64
+#define GTOP 10 /* log-probs stored per step */
+#define CMP 5   /* compared per step: the exact top 5 */
+
+static char tmpdir[512];
+
+typedef struct gpath {
+    int n_prompt, n;
+    int32_t *ids;
+    int32_t e_id[MAX_STEPS][GTOP]; /* exact top-10 */
+    float e_lp[MAX_STEPS][GTOP];
+    int32_t q_arg[MAX_STEPS];      /* oracle on the quantized file: argmax */
+    float q_lp[MAX_STEPS][GTOP];   /* and log-probs at the exact top-10 ids */
+} gpath;
+
+typedef struct golden {
+    char mk[512];   /* mkmodel arguments, or "" */
+    char file[512]; /* committed model file, or "" */
+    long size;
+    int f32, n_paths;
+    gpath p[MAX_PATHS];
+} golden;
+
+static void golden_free(golden *g) {
+    for (int i = 0; i < g->n_paths; i++) free(g->p[i].ids);
+    free(g);
+}
+
+/* Parses tests/data/fidelity/<name>.txt (see tests/oracle/gen_fidelity_golden.mjs). */
+static golden *golden_load(const char *name) {
+    char fn[600], line[1 << 16];
+    snprintf(fn, sizeof fn, GOLD_DIR "/%s.txt", name);
+    FILE *f = fopen(fn, "r");
+    if (!f) {
+        fprintf(stderr, "%s: missing golden (run node tests/oracle/gen_fidelity_golden.mjs %s)\n", fn,
+                name);
+        return NULL;
+    }
+    golden *g = calloc(1, sizeof *g);
+    gpath *cur = NULL;
+    int ok = 1;
+    while (ok && fgets(line, sizeof line, f)) {
+        line[strcspn(line, "\n")] = 0;
+        int k, s, a, b;
+        if (line[0] == '#' || !line[0]) continue;
+        if (!strncmp(line, "mkmodel ", 8)) snprintf(g->mk, sizeof g->mk, "%.500s", line + 8);
+        else if (!strncmp(line, "file ", 5)) snprintf(g->file, sizeof g->file, "%.500s", line + 5);
+        else if (sscanf(line, "size %ld", &g->size) == 1 || sscanf(line, "f32 %d", &g->f32) == 1 ||
+                 !strncmp(line, "prompts ", 8)) {
+        } else if (sscanf(line, "path %d %d %d", &k, &a, &b) == 3) {
+            if (k != g->n_paths || k >= MAX_PATHS || b - a + 1 > MAX_STEPS || a < 1) {
+                ok = 0;
+                break;
+            }
+            cur = &g->p[g->n_paths++];
+            cur->n_prompt = a, cur->n = b;
+            cur->ids = malloc((size_t)b * sizeof(int32_t));
+            char *q = fgets(line, sizeof line, f) ? line : NULL;
+            for (int i = 0; ok && i < b; i++) {
+                char *end;
+                long v = q ? strtol(q, &end, 10) : 0;
+                if (!q || end == q) ok = 0;
+                else cur->ids[i] = (int32_t)v, q = end;
+            }
+        } else if (cur && (line[0] == 'e' || line[0] == 'q') && sscanf(line + 2, "%d", &s) == 1 &&
+                   s >= 0 && s < MAX_STEPS) {
+            char *q = strchr(line + 2, ' ');
+            if (line[0] == 'q') cur->q_arg[s] = (int32_t)strtol(q, &q, 10);
+            for (int i = 0; i < GTOP && q; i++) {
+                if (line[0] == 'e') {
+                    cur->e_id[s][i] = (int32_t)strtol(q, &q, 10);
+                    q = strchr(q, ':');
+                    if (!q) ok = 0;
+                    else cur->e_lp[s][i] = strtof(q + 1, &q);
+                } else {
+                    cur->q_lp[s][i] = strtof(q, &q);
+                }
+            }
+            if (!q) ok = 0;
+        } else {
+            ok = 0;
+        }
+    }
+    fclose(f);
+    if (!ok || !g->n_paths || (!g->mk[0] && !g->file[0])) {
+        fprintf(stderr, "%s: malformed golden near '%.80s'\n", fn, line);
+        golden_free(g);
+        return NULL;
+    }
+    return g;
+}
+
+/* Writes a mkmodel file from its argument string into tmpdir; returns the path (static). */
+static const char *make_model(const char *name, const char *args) {
+    static char out[700];
+    char buf[512], *argv[40];
+    int argc = 0;
+    snprintf(out, sizeof out, "%s/%s.gguf", tmpdir, name);
+    if (access(out, R_OK) == 0) return out;
+    snprintf(buf, sizeof buf, "%s", args);
+    argv[argc++] = "mkmodel";
+    for (char *t = strtok(buf, " "); t && argc < 36; t = strtok(NULL, " ")) argv[argc++] = t;
+    argv[argc++] = "-o";
+    argv[argc++] = out;
+    argv[argc] = NULL;
+    fflush(stdout);
+    int saved = dup(1); /* mkmodel may print a summary: keep test output readable */
+    FILE *nul = freopen("/dev/null", "w", stdout);
+    int rc = cmd_mkmodel(argc, argv);
+    fflush(stdout);
+    if (nul) dup2(saved, 1);
+    close(saved);
+    if (rc != 0) {
+        fprintf(stderr, "mkmodel %s failed (%d)\n", args, rc);
+        return NULL;
+    }
+    return out;
+}
+
+/* Teacher-forced log-probs along one path: prompt minus its last token in one step, the rest in a
+ * second step with logits everywhere. logits: [n - n_prompt + 1 - 1... ] = [steps][V]. */
+static int forced(eng *e, const gpath *p, float *logits, char *err, size_t errlen) {
+    eng_seq *s;
+    int rc = eng_seq_new(e, p->n + 8, &s, err, errlen);
+    if (rc < 0) return rc;
+    int pre = p->n_prompt - 1, steps = p->n - p->n_prompt;
+    if (pre > 0) {
+        eng_batch_item it = {s, p->ids, pre, ENG_LOGITS_NONE, NULL};
+        eng_batch b = {&it, 1};
+        if ((rc = eng_step(e, &b, err, errlen)) < 0) goto out;
+    }
+    eng_batch_item it = {s, p->ids + pre, steps, ENG_LOGITS_ALL, logits};
+    eng_batch b = {&it, 1};
+    rc = eng_step(e, &b, err, errlen);
+out:
+    eng_seq_free(s);
+    return rc;
+}
+
+static int argmax(const float *x, int n) {
+    int best = 0;
+    for (int i = 1; i < n; i++)
+        if (x[i] > x[best]) best = i;
+    return best;
+}
+
+/* Logsumexp of a row. */
+static double lse(const float *x, int n) {
+    float mx = x[argmax(x, n)];
+    double s = 0;
+    for (int i = 0; i < n; i++) s += exp((double)x[i] - mx);
+    return mx + log(s);
+}
+
+static void fidelity(const char *name) {
+    golden *g = golden_load(name);
+    CHECK(g != NULL);
+    if (!g) return;
+    char path[700], err[512];
+    const char *file = path;
+    if (g->mk[0]) file = make_model(name, g->mk);
+    else snprintf(path, sizeof path, "%s", g->file);
+    CHECK(file != NULL);
+    if (!file) goto out;
+    FILE *f = fopen(file, "rb");
+    long size = -1;
+    if (f && fseek(f, 0, SEEK_END) == 0) size = ftell(f);
+    if (f) fclose(f);
+    if (size != g->size)
+        fprintf(stderr, "%s: model file is %ld bytes, golden says %ld: mkmodel changed? regenerate "
+                "the golden\n", name, size, g->size);
+    CHECK_EQ_INT(size, g->size);
+    eng *e;
+    eng_params ep;
+    eng_params_default(&ep);
+    ep.max_batch_tokens = 256;
+    if (eng_new(&e, file, &ep, err, sizeof err) < 0) {
+        fprintf(stderr, "%s: %s\n", name, err);
+        CHECK(!"eng_new");
+        goto out;
+    }
+    const int V = eng_n_vocab(e);
+    float *logits = malloc((size_t)MAX_STEPS * V * sizeof(float));
+    double ours_max = 0, ours_sum = 0, orc_max = 0, orc_sum = 0;
+    long n_cmp = 0;
+    int ours_dep = 0, orc_dep = 0, hard_miss = 0, n_steps = 0;
+    for (int k = 0; k < g->n_paths; k++) {
+        const gpath *p = &g->p[k];
+        if (forced(e, p, logits, err, sizeof err) < 0) {
+            fprintf(stderr, "%s path %d: %s\n", name, k, err);
+            CHECK(!"eng_step");
+            continue;
+        }
+        for (int s = 0; s < p->n - p->n_prompt; s++, n_steps++) {
+            const float *l = logits + (size_t)s * V;
+            double z = lse(l, V);
+            for (int i = 0; i < CMP; i++) {
+                double gap = fabs((l[p->e_id[s][i]] - z) - p->e_lp[s][i]);
+                ours_max = fmax(ours_max, gap);
+                ours_sum += gap;
+                if (!g->f32) {
+                    double og = fabs((double)p->q_lp[s][i] - p->e_lp[s][i]);
+                    orc_max = fmax(orc_max, og);
+                    orc_sum += og;
+                }
+                n_cmp++;
+            }
+            int am = argmax(l, V);
+            ours_dep += am != p->e_id[s][0];
+            orc_dep += !g->f32 && p->q_arg[s] != p->e_id[s][0];
+            if (p->e_lp[s][0] - p->e_lp[s][1] >= 0.01 && am != p->e_id[s][0]) hard_miss++;
+        }
+    }
+    double ours_mean = ours_sum / (double)(n_cmp ? n_cmp : 1);
+    double orc_mean = orc_sum / (double)(n_cmp ? n_cmp : 1);
+    printf("fidelity %-14s %d steps: ours max %.5f mean %.6f argmax-departures %d", name, n_steps,
+           ours_max, ours_mean, ours_dep);
+    if (!g->f32)
+        printf(" | oracle on the file: max %.5f mean %.6f departures %d", orc_max, orc_mean, orc_dep);
+    printf("\n");
+    CHECK_EQ_INT(n_steps, g->n_paths * MAX_STEPS);
+    if (g->f32) {
+        CHECK(ours_max <= 0.02);
+        CHECK(ours_mean <= 0.003);
+        CHECK_EQ_INT(hard_miss, 0);
+    } else {
+        CHECK(ours_max <= fmax(1.5 * orc_max, 0.02));
+        CHECK(ours_mean <= fmax(1.5 * orc_mean, 0.003));
+        CHECK(ours_dep <= 1.5 * orc_dep + 1);
+    }
+    free(logits);
+    eng_free(e);
+out:
+    golden_free(g);
+}
+
+/* ---- state and batch tests on the tiny model ---- */
+
+static double max_abs_diff(const float *a, const float *b, size_t n) {
+    double m = 0;
+    for (size_t i = 0; i < n; i++) m = fmax(m, fabs((double)a[i] - b[i]));
+    return m;
+}
+
+/* Largest log-prob gap over the top-5 of a, between rows a and b (F32 fidelity measure). */
+static double lp_gap(const float *a, const float *b, int V) {
+    int32_t id[CMP];
+    float lp[CMP];
+    sample_top_logprobs(a, V, CMP, id, lp);
+    double zb = lse(b, V), m = 0;
+    for (int i = 0; i < CMP; i++) m = fmax(m, fabs(lp[i] - (b[id[i]] - zb)));
+    return m;
+}
+
+static int step1(eng *e, eng_seq *s, const int32_t *ids, int n, int mode, float *logits) {
+    char err[512];
+    eng_batch_item it = {s, ids, n, mode, logits};
+    eng_batch b = {&it, 1};
+    int rc = eng_step(e, &b, err, sizeof err);
+    if (rc < 0) fprintf(stderr, "eng_step: %s\n", err);
+    return rc;
+}
+
+static void test_state(const char *file) {
+    char err[512];
+    eng *e;
+    eng_params ep;
+    eng_params_default(&ep);
+    ep.n_restore = 6;
+    ep.max_batch_tokens = 64;
+    if (eng_new(&e, file, &ep, err, sizeof err) < 0) {
+        fprintf(stderr, "%s\n", err);
+        CHECK(!"eng_new");
+        return;
+    }
+    const int V = eng_n_vocab(e), N = 40;
+    const lfm2_hparams *hp = eng_hparams(e);
+    int32_t ids[40];
+    for (int i = 0; i < N; i++) ids[i] = (int32_t)((i * 7919 + 13) % V);
+    float *all = malloc((size_t)N * V * sizeof(float)), *one = malloc((size_t)N * V * sizeof(float));
+    float *x = malloc((size_t)V * sizeof(float)), *y = malloc((size_t)V * sizeof(float));
+
+    /* prefill in one step == token by token */
+    eng_seq *a, *b2;
+    CHECK(eng_seq_new(e, 64, &a, err, sizeof err) == 0);
+    CHECK(eng_seq_new(e, 64, &b2, err, sizeof err) == 0);
+    CHECK(step1(e, a, ids, N, ENG_LOGITS_ALL, all) == 0);
+    CHECK_EQ_INT(eng_seq_pos(a), N);
+    double worst = 0;
+    for (int i = 0; i < N; i++) {
+        CHECK(step1(e, b2, ids + i, 1, ENG_LOGITS_LAST, one + (size_t)i * V) == 0);
+        worst = fmax(worst, lp_gap(all + (size_t)i * V, one + (size_t)i * V, V));
+    }
+    printf("prefill vs token-by-token: max top-5 log-prob gap %.2e\n", worst);
+    CHECK(worst <= 1e-3);
+
+    /* truncate back and re-feed == original */
+    CHECK_EQ_INT(eng_seq_min_restorable(a), N - 6);
+    CHECK(eng_seq_truncate(a, N - 4, err, sizeof err) == 0);
+    CHECK_EQ_INT(eng_seq_pos(a), N - 4);
+    CHECK(step1(e, a, ids + N - 4, 4, ENG_LOGITS_ALL, one) == 0);
+    CHECK(max_abs_diff(one, all + (size_t)(N - 4) * V, (size_t)4 * V) <= 1e-3);
+    int rc = eng_seq_truncate(a, N - 10, err, sizeof err); /* conv state no longer kept */
+    CHECK_EQ_INT(rc, ENG_ESTATE);
+    CHECK(strstr(err, "restorable") != NULL);
+    CHECK_EQ_INT(eng_seq_pos(a), N);
+    CHECK(eng_seq_truncate(a, N + 1, err, sizeof err) == ENG_EINVAL);
+    CHECK(eng_seq_truncate(a, 0, err, sizeof err) == 0); /* back to empty always works */
+    CHECK(step1(e, a, ids, 5, ENG_LOGITS_LAST, x) == 0);
+    CHECK(max_abs_diff(x, all + (size_t)4 * V, V) <= 1e-3);
+
+    /* fork: the child continues exactly like its parent, and they are independent */
+    CHECK(step1(e, a, ids + 5, 20, ENG_LOGITS_NONE, NULL) == 0);
+    eng_seq *c;
+    CHECK(eng_seq_fork(a, -1, 0, &c, err, sizeof err) == 0);
+    CHECK_EQ_INT(eng_seq_pos(c), 25);
+    CHECK(step1(e, c, ids + 25, 3, ENG_LOGITS_LAST, y) == 0);
+    CHECK(step1(e, a, ids + 25, 3, ENG_LOGITS_LAST, x) == 0);
+    CHECK(max_abs_diff(x, y, V) == 0);
+    CHECK(max_abs_diff(x, all + (size_t)27 * V, V) <= 1e-3);
+    int32_t other = 5;
+    CHECK(step1(e, c, &other, 1, ENG_LOGITS_LAST, y) == 0); /* diverge the child */
+    CHECK(step1(e, a, ids + 28, 1, ENG_LOGITS_LAST, x) == 0);
+    CHECK(max_abs_diff(x, all + (size_t)28 * V, V) <= 1e-3);
+    eng_seq_free(c);
+    /* fork of a prefix (within the restorable range) */
+    CHECK(eng_seq_fork(a, 27, 48, &c, err, sizeof err) == 0);
+    CHECK_EQ_INT(eng_seq_n_ctx(c), 48);
+    CHECK(step1(e, c, ids + 27, 2, ENG_LOGITS_LAST, y) == 0);
+    CHECK(max_abs_diff(y, all + (size_t)28 * V, V) <= 1e-3);
+    eng_seq_free(c);
+    CHECK(eng_seq_fork(a, 3, 0, &c, err, sizeof err) == ENG_ESTATE);
+
+    /* one batch mixing a prefill chunk and a decode token == separate steps */
+    eng_seq *p, *d;
+    CHECK(eng_seq_new(e, 64, &p, err, sizeof err) == 0);
+    CHECK(eng_seq_new(e, 64, &d, err, sizeof err) == 0);
+    CHECK(step1(e, d, ids, 9, ENG_LOGITS_NONE, NULL) == 0);
+    eng_batch_item items[2] = {{d, ids + 9, 1, ENG_LOGITS_LAST, x}, {p, ids, 7, ENG_LOGITS_LAST, y}};
+    eng_batch bb = {items, 2};
+    CHECK(eng_step(e, &bb, err, sizeof err) == 0);
+    CHECK(max_abs_diff(x, all + (size_t)9 * V, V) <= 1e-3);
+    CHECK(max_abs_diff(y, all + (size_t)6 * V, V) <= 1e-3);
+
+    /* errors leave everything unchanged */
+    int32_t bad = V;
+    items[1].tokens = &bad, items[1].n_tokens = 1;
+    CHECK_EQ_INT(eng_step(e, &bb, err, sizeof err), ENG_EINVAL);
+    CHECK(strstr(err, "outside") != NULL);
+    CHECK_EQ_INT(eng_seq_pos(d), 10);
+    CHECK_EQ_INT(eng_seq_pos(p), 7);
+    items[1] = items[0]; /* the same sequence twice */
+    CHECK_EQ_INT(eng_step(e, &bb, err, sizeof err), ENG_EBATCH);
+    CHECK_EQ_INT(eng_seq_pos(d), 10);
+    int32_t many[65] = {0};
+    CHECK_EQ_INT(step1(e, p, many, 65, ENG_LOGITS_NONE, NULL), ENG_EBATCH); /* > max_batch_tokens */
+    eng_seq *small;
+    CHECK(eng_seq_new(e, 8, &small, err, sizeof err) == 0);
+    CHECK(step1(e, small, ids, 6, ENG_LOGITS_NONE, NULL) == 0);
+    eng_batch_item over = {small, ids, 3, ENG_LOGITS_NONE, NULL};
+    eng_batch ob = {&over, 1};
+    CHECK_EQ_INT(eng_step(e, &ob, err, sizeof err), ENG_ECTX);
+    CHECK(strstr(err, "n_ctx 8") != NULL);
+    CHECK_EQ_INT(eng_seq_pos(small), 6);
+    over.n_tokens = 2;
+    CHECK_EQ_INT(eng_step(e, &ob, err, sizeof err), 0); /* exactly full is fine */
+    eng_seq_free(small);
+
+    /* memory: conv ring fixed, KV only for attention layers, linear in n_ctx */
+    eng_seq *s1, *s2;
+    CHECK(eng_seq_new(e, 100, &s1, err, sizeof err) == 0);
+    CHECK(eng_seq_new(e, 300, &s2, err, sizeof err) == 0);
+    size_t per_pos = 0;
+    for (int l = 0; l < hp->n_layer; l++) per_pos += 2 * (size_t)hp->n_head_kv[l] * hp->head_dim;
+    per_pos = per_pos * sizeof(float) + sizeof(float); /* + one attention score */
+    CHECK_EQ_INT(eng_seq_bytes(s2) - eng_seq_bytes(s1), 200 * per_pos);
+    CHECK(eng_seq_bytes(s1) < 100 * per_pos + 64 * 1024 + (size_t)hp->n_layer * hp->n_embd * 16 * 4);
+    eng_seq_free(s1);
+    eng_seq_free(s2);
+
+    eng_seq_free(a);
+    eng_seq_free(b2);
+    eng_seq_free(p);
+    eng_seq_free(d);
+    free(all);
+    free(one);
+    free(x);
+    free(y);
+    eng_free(e);
+}
+
+static void test_bad_files(void) {
+    char err[512] = "", path[700];
+    eng *e = NULL;
+    snprintf(path, sizeof path, "%s/missing.gguf", tmpdir);
+    CHECK_EQ_INT(eng_new(&e, path, NULL, err, sizeof err), ENG_EMODEL);
+    CHECK(e == NULL && strstr(err, "missing.gguf") != NULL);
+    /* a valid GGUF of another architecture */
+    gguf_writer *w = gguf_writer_new();
+    gguf_writer_set_str(w, "general.architecture", "llama");
+    float v[32] = {0};
+    int64_t ne[4] = {32, 1, 1, 1};
+    gguf_writer_add_tensor(w, "token_embd.weight", 0, 1, ne, v, sizeof v);
+    snprintf(path, sizeof path, "%s/llama.gguf", tmpdir);
+    CHECK(gguf_writer_write(w, path, err, sizeof err) == 0);
+    gguf_writer_free(w);
+    err[0] = 0;
+    CHECK_EQ_INT(eng_new(&e, path, NULL, err, sizeof err), ENG_EMODEL);
+    CHECK(strstr(err, "llama") != NULL);
+    printf("non-LFM2 file: %s\n", err);
+}
+
+int main(int argc, char **argv) {
+    const char *t = getenv("TMPDIR");
+    snprintf(tmpdir, sizeof tmpdir, "%s/test_eng.XXXXXX", t && *t ? t : "/tmp");
+    if (!mkdtemp(tmpdir)) {
+        perror("mkdtemp");
+        return 1;
+    }
+    if (argc > 1) { /* named goldens only (e.g. the slow 350m one, see tests/fidelity_350m.sh) */
+        for (int i = 1; i < argc; i++) fidelity(argv[i]);
+    } else {
+        const char *tiny = make_model("tiny", "--preset tiny --seed 11"); /* = the tiny golden's */
+        CHECK(tiny != NULL);
+        if (tiny) {
+            char keep[700];
+            snprintf(keep, sizeof keep, "%s", tiny);
+            test_state(keep);
+        }
+        test_bad_files();
+        const char *names[] = {"tiny", "mini", "tiny-swa", "mk-mini-q8_0", "mk-mini-q4_0",
+                               "ref-F16", "ref-BF16", "ref-Q8_0", "ref-Q4_0", "ref-Q4_K_M",
+                               "ref-Q5_K_M", "ref-Q6_K"};
+        for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) fidelity(names[i]);
+    }
+    char cmd[700];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
+    if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", tmpdir);
+    return check_done("test_eng");
+}
