@@ -137,7 +137,8 @@ static int read_hparams(const gguf *g, lfm2_hparams *hp, char *err, size_t errle
     hp->n_attn_layers = 0;
     for (int l = 0; l < hp->n_layer; l++) {
         int64_t kv = gguf_arr_int(g, ki, (uint64_t)l);
-        if (gguf_arr_float(g, ki, (uint64_t)l) > hp->n_head) kv = INT64_MAX; /* u64 past int64 */
+        if (et == GGUF_U64 && gguf_arr_float(g, ki, (uint64_t)l) >= 9223372036854775807.0)
+            kv = INT64_MAX; /* a u64 past int64 reads back as 0: keep it out of range */
         if (kv < 0 || kv > hp->n_head || (kv > 0 && hp->n_head % kv)) {
             set_err(err, errlen,
                     "key '%s'[%d] = %" PRId64 ": must be 0 (conv) or divide head_count %d", kvkey, l,

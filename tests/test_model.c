@@ -1,0 +1,349 @@
+/* test_model.c: LFM2 model validation: the reference files load with their shapes; every
+ * inconsistent hyper-parameter or tensor is rejected with a message naming it. */
+#include <inttypes.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "engine/gguf.h"
+#include "engine/model.h"
+#include "quant/quant.h"
+#include "tests/check.h"
+
+#define SRC "tests/data/models/mini-Q4_0.gguf"
+
+enum kkind { K_NONE, K_DROP, K_INT, K_FLOAT, K_STR, K_ARR_I32, K_ARR_F32 };
+enum tkind { T_NONE, T_DROP, T_SHAPE, T_TYPE, T_ADD };
+
+typedef struct kedit {
+    const char *key;
+    enum kkind kind;
+    enum gguf_vtype vt; /* for K_INT / K_FLOAT */
+    int64_t i;
+    double f;
+    const char *s;
+    int n;              /* K_ARR_*: entries of a[] */
+    int32_t a[8];
+} kedit;
+
+typedef struct variant {
+    const char *name;
+    const char *expect; /* substring of the error; NULL: the file must load */
+    kedit k[2];
+    const char *tensor;
+    enum tkind tk;
+    int64_t ne0, ne1;
+    uint32_t type;
+} variant;
+
+#define ARCH "general.architecture"
+#define KV "lfm2.attention.head_count_kv"
+
+static const variant variants[] = {
+    {"arch lfm2moe", "'lfm2moe' (LFM2 mixture of experts) is not supported yet",
+     {{ARCH, K_STR, 0, 0, 0, "lfm2moe", 0, {0}}}, NULL, T_NONE, 0, 0, 0},
+    {"arch llama", "unsupported architecture 'llama'", {{ARCH, K_STR, 0, 0, 0, "llama", 0, {0}}},
+     NULL, T_NONE, 0, 0, 0},
+    {"arch missing", "missing key 'general.architecture'", {{ARCH, K_DROP, 0, 0, 0, 0, 0, {0}}},
+     NULL, T_NONE, 0, 0, 0},
+    {"arch not a string", "'general.architecture' has type u32",
+     {{ARCH, K_INT, GGUF_U32, 1, 0, 0, 0, {0}}}, NULL, T_NONE, 0, 0, 0},
+    {"head_count 0", "'lfm2.attention.head_count' = 0 outside 1..",
+     {{"lfm2.attention.head_count", K_INT, GGUF_U32, 0, 0, 0, 0, {0}}}, NULL, T_NONE, 0, 0, 0},
+    {"head_count missing", "missing key 'lfm2.attention.head_count'",
+     {{"lfm2.attention.head_count", K_DROP, 0, 0, 0, 0, 0, {0}}}, NULL, T_NONE, 0, 0, 0},
+    {"head_count as string", "'lfm2.attention.head_count' has type string",
+     {{"lfm2.attention.head_count", K_STR, 0, 0, 0, "4", 0, {0}}}, NULL, T_NONE, 0, 0, 0},
+    {"n_embd not a multiple of heads", "lfm2.embedding_length 256 is not a multiple of "
+                                       "lfm2.attention.head_count 3",
+     {{"lfm2.attention.head_count", K_INT, GGUF_U32, 3, 0, 0, 0, {0}}}, NULL, T_NONE, 0, 0, 0},
+    {"odd head dim", "head dim 1 ", {{"lfm2.attention.head_count", K_INT, GGUF_U32, 256, 0, 0, 0,
+                                     {0}}}, NULL, T_NONE, 0, 0, 0},
+    {"head_count_kv scalar", "'lfm2.attention.head_count_kv' has type u32",
+     {{KV, K_INT, GGUF_U32, 2, 0, 0, 0, {0}}}, NULL, T_NONE, 0, 0, 0},
+    {"head_count_kv missing", "missing key 'lfm2.attention.head_count_kv'",
+     {{KV, K_DROP, 0, 0, 0, 0, 0, {0}}}, NULL, T_NONE, 0, 0, 0},
+    {"head_count_kv short", "'lfm2.attention.head_count_kv' has 5 entries, expected "
+                            "lfm2.block_count = 6",
+     {{KV, K_ARR_I32, 0, 0, 0, 0, 5, {0, 0, 2, 0, 2}}}, NULL, T_NONE, 0, 0, 0},
+    {"head_count_kv not dividing", "'lfm2.attention.head_count_kv'[2] = 3: must be 0 (conv) or "
+                                   "divide head_count 4",
+     {{KV, K_ARR_I32, 0, 0, 0, 0, 6, {0, 0, 3, 0, 2, 0}}}, NULL, T_NONE, 0, 0, 0},
+    {"head_count_kv above heads", "'lfm2.attention.head_count_kv'[4] = 8",
+     {{KV, K_ARR_I32, 0, 0, 0, 0, 6, {0, 0, 2, 0, 8, 0}}}, NULL, T_NONE, 0, 0, 0},
+    {"head_count_kv negative", "'lfm2.attention.head_count_kv'[0] = -1",
+     {{KV, K_ARR_I32, 0, 0, 0, 0, 6, {-1, 0, 2, 0, 2, 0}}}, NULL, T_NONE, 0, 0, 0},
+    {"head_count_kv floats", "array elements are not integers",
+     {{KV, K_ARR_F32, 0, 0, 0, 0, 6, {0}}}, NULL, T_NONE, 0, 0, 0},
+    {"conv layer marked attention", "missing tensor 'blk.1.attn_q.weight'",
+     {{KV, K_ARR_I32, 0, 0, 0, 0, 6, {0, 2, 2, 0, 2, 0}}}, NULL, T_NONE, 0, 0, 0},
+    {"attention layer marked conv", "missing tensor 'blk.2.shortconv.in_proj.weight'",
+     {{KV, K_ARR_I32, 0, 0, 0, 0, 6, {0, 0, 0, 0, 2, 0}}}, NULL, T_NONE, 0, 0, 0},
+    {"l_cache 0", "'lfm2.shortconv.l_cache' = 0 outside 1..64",
+     {{"lfm2.shortconv.l_cache", K_INT, GGUF_U32, 0, 0, 0, 0, {0}}}, NULL, T_NONE, 0, 0, 0},
+    {"l_cache 100", "'lfm2.shortconv.l_cache' = 100 outside 1..64",
+     {{"lfm2.shortconv.l_cache", K_INT, GGUF_U32, 100, 0, 0, 0, {0}}}, NULL, T_NONE, 0, 0, 0},
+    {"l_cache 4", "tensor 'blk.0.shortconv.conv.weight': shape [3, 256] does not match the "
+                  "hyper-parameters: expected [4, 256]",
+     {{"lfm2.shortconv.l_cache", K_INT, GGUF_U32, 4, 0, 0, 0, {0}}}, NULL, T_NONE, 0, 0, 0},
+    {"block_count 0", "'lfm2.block_count' = 0 outside 1..256",
+     {{"lfm2.block_count", K_INT, GGUF_U32, 0, 0, 0, 0, {0}}}, NULL, T_NONE, 0, 0, 0},
+    {"block_count 300", "'lfm2.block_count' = 300 outside 1..256",
+     {{"lfm2.block_count", K_INT, GGUF_U32, 300, 0, 0, 0, {0}}}, NULL, T_NONE, 0, 0, 0},
+    {"block_count 7", "has 6 entries, expected lfm2.block_count = 7",
+     {{"lfm2.block_count", K_INT, GGUF_U32, 7, 0, 0, 0, {0}}}, NULL, T_NONE, 0, 0, 0},
+    {"block_count 5", "unexpected tensor 'blk.5.",
+     {{"lfm2.block_count", K_INT, GGUF_U32, 5, 0, 0, 0, {0}},
+      {KV, K_ARR_I32, 0, 0, 0, 0, 5, {0, 0, 2, 0, 2}}}, NULL, T_NONE, 0, 0, 0},
+    {"embedding_length 512", "tensor 'token_embd.weight': shape [256, 4096] does not match the "
+                             "hyper-parameters: expected [512, 4096]",
+     {{"lfm2.embedding_length", K_INT, GGUF_U32, 512, 0, 0, 0, {0}}}, NULL, T_NONE, 0, 0, 0},
+    {"embedding_length missing", "missing key 'lfm2.embedding_length'",
+     {{"lfm2.embedding_length", K_DROP, 0, 0, 0, 0, 0, {0}}}, NULL, T_NONE, 0, 0, 0},
+    {"embedding_length huge", "'lfm2.embedding_length' = 4294967295 outside",
+     {{"lfm2.embedding_length", K_INT, GGUF_U32, 4294967295ll, 0, 0, 0, {0}}}, NULL, T_NONE, 0,
+     0, 0},
+    {"feed_forward_length 1024", "tensor 'blk.0.ffn_gate.weight': shape [256, 512] does not "
+                                 "match the hyper-parameters: expected [256, 1024]",
+     {{"lfm2.feed_forward_length", K_INT, GGUF_U32, 1024, 0, 0, 0, {0}}}, NULL, T_NONE, 0, 0, 0},
+    {"vocab_size 5000", "tensor 'token_embd.weight': shape [256, 4096] does not match the "
+                        "hyper-parameters: expected [256, 5000]",
+     {{"lfm2.vocab_size", K_INT, GGUF_U32, 5000, 0, 0, 0, {0}}}, NULL, T_NONE, 0, 0, 0},
+    {"no vocab at all", "no vocab size",
+     {{"lfm2.vocab_size", K_DROP, 0, 0, 0, 0, 0, {0}},
+      {"tokenizer.ggml.tokens", K_DROP, 0, 0, 0, 0, 0, {0}}}, NULL, T_NONE, 0, 0, 0},
+    {"context_length missing", "missing key 'lfm2.context_length'",
+     {{"lfm2.context_length", K_DROP, 0, 0, 0, 0, 0, {0}}}, NULL, T_NONE, 0, 0, 0},
+    {"eps missing", "missing key 'lfm2.attention.layer_norm_rms_epsilon'",
+     {{"lfm2.attention.layer_norm_rms_epsilon", K_DROP, 0, 0, 0, 0, 0, {0}}}, NULL, T_NONE, 0, 0,
+     0},
+    {"eps negative", "'lfm2.attention.layer_norm_rms_epsilon' = -1 must be a positive",
+     {{"lfm2.attention.layer_norm_rms_epsilon", K_FLOAT, GGUF_F32, 0, -1.0, 0, 0, {0}}}, NULL,
+     T_NONE, 0, 0, 0},
+    {"eps as string", "'lfm2.attention.layer_norm_rms_epsilon' has type string",
+     {{"lfm2.attention.layer_norm_rms_epsilon", K_STR, 0, 0, 0, "1e-5", 0, {0}}}, NULL, T_NONE, 0,
+     0, 0},
+    {"rope base nan", "'lfm2.rope.freq_base' = nan",
+     {{"lfm2.rope.freq_base", K_FLOAT, GGUF_F32, 0, NAN, 0, 0, {0}}}, NULL, T_NONE, 0, 0, 0},
+    {"sliding window negative", "'lfm2.attention.sliding_window' = -5 outside 0..",
+     {{"lfm2.attention.sliding_window", K_INT, GGUF_I32, -5, 0, 0, 0, {0}}}, NULL, T_NONE, 0, 0,
+     0},
+    {"missing ffn_up", "missing tensor 'blk.3.ffn_up.weight'", {{0}}, "blk.3.ffn_up.weight",
+     T_DROP, 0, 0, 0},
+    {"missing final norm", "missing tensor 'token_embd_norm.weight'", {{0}},
+     "token_embd_norm.weight", T_DROP, 0, 0, 0},
+    {"missing embedding", "missing tensor 'token_embd.weight'", {{0}}, "token_embd.weight", T_DROP,
+     0, 0, 0},
+    {"missing q_norm", "missing tensor 'blk.4.attn_q_norm.weight'", {{0}},
+     "blk.4.attn_q_norm.weight", T_DROP, 0, 0, 0},
+    {"attn_k wrong shape", "tensor 'blk.2.attn_k.weight': shape [256, 256] does not match the "
+                           "hyper-parameters: expected [256, 128]",
+     {{0}}, "blk.2.attn_k.weight", T_SHAPE, 256, 256, QT_Q4_0},
+    {"in_proj transposed", "tensor 'blk.0.shortconv.in_proj.weight': shape [768, 256]", {{0}},
+     "blk.0.shortconv.in_proj.weight", T_SHAPE, 768, 256, QT_Q4_0},
+    {"k_norm wrong size", "tensor 'blk.4.attn_k_norm.weight': shape [32] does not match the "
+                          "hyper-parameters: expected [64]",
+     {{0}}, "blk.4.attn_k_norm.weight", T_SHAPE, 32, 1, QT_F32},
+    {"norm in f16", "tensor 'blk.1.attn_norm.weight': type f16, expected f32", {{0}},
+     "blk.1.attn_norm.weight", T_TYPE, 256, 1, QT_F16},
+    {"final norm in q8_0", "tensor 'token_embd_norm.weight': type q8_0, expected f32", {{0}},
+     "token_embd_norm.weight", T_TYPE, 256, 1, QT_Q8_0},
+    {"attention tensor in a conv layer", "unexpected tensor 'blk.1.attn_q.weight': layer 1 is a "
+                                         "conv layer",
+     {{0}}, "blk.1.attn_q.weight", T_ADD, 256, 256, QT_F16},
+    {"stray tensor", "unexpected tensor 'rope_freqs.weight'", {{0}}, "rope_freqs.weight", T_ADD,
+     32, 1, QT_F32},
+    {"output wrong shape", "tensor 'output.weight': shape [256, 4000]", {{0}}, "output.weight",
+     T_ADD, 256, 4000, QT_F16},
+    /* variants that must load */
+    {"vocab from the token list", NULL, {{"lfm2.vocab_size", K_DROP, 0, 0, 0, 0, 0, {0}}}, NULL,
+     T_NONE, 0, 0, 0},
+    {"untied output", NULL, {{0}}, "output.weight", T_ADD, 256, 4096, QT_Q8_0},
+    {"sliding window 128", NULL, {{"lfm2.attention.sliding_window", K_INT, GGUF_U32, 128, 0, 0, 0,
+                                   {0}}}, NULL, T_NONE, 0, 0, 0},
+    {"no rope base (default)", NULL, {{"lfm2.rope.freq_base", K_DROP, 0, 0, 0, 0, 0, {0}}}, NULL,
+     T_NONE, 0, 0, 0},
+};
+
+static int fill_zero(void *ctx, void *dst, size_t n) {
+    (void)ctx;
+    memset(dst, 0, n);
+    return 0;
+}
+
+static const kedit *edit_for(const variant *v, const char *key) {
+    for (int e = 0; e < 2; e++)
+        if (v->k[e].key && !strcmp(v->k[e].key, key)) return &v->k[e];
+    return NULL;
+}
+
+static int apply_edit(gguf_writer *w, const kedit *k) {
+    switch (k->kind) {
+    case K_INT: return gguf_writer_set_int(w, k->key, k->vt, k->i);
+    case K_FLOAT: return gguf_writer_set_float(w, k->key, k->vt, k->f);
+    case K_STR: return gguf_writer_set_str(w, k->key, k->s);
+    case K_ARR_I32: return gguf_writer_set_arr(w, k->key, GGUF_I32, k->a, (uint64_t)k->n);
+    case K_ARR_F32: {
+        float f[8] = {0, 0, 2, 0, 2, 0};
+        return gguf_writer_set_arr(w, k->key, GGUF_F32, f, (uint64_t)k->n);
+    }
+    default: return 0;
+    }
+}
+
+/* Writes src with v's edits applied to path. */
+static int write_variant(const gguf *g, const variant *v, const char *path) {
+    gguf_writer *w = gguf_writer_new();
+    int rc = 0;
+    for (int64_t i = 0; i < gguf_n_kv(g); i++) {
+        const kedit *k = edit_for(v, gguf_kv_key(g, i));
+        if (k && k->kind == K_DROP) continue;
+        rc |= k ? apply_edit(w, k) : gguf_writer_copy_kv(w, g, i);
+    }
+    for (int e = 0; e < 2; e++)
+        if (v->k[e].key && gguf_find_key(g, v->k[e].key) < 0) rc |= apply_edit(w, &v->k[e]);
+    for (int64_t i = 0; i < gguf_n_tensors(g); i++) {
+        const gguf_tensor *t = gguf_tensor_at(g, i);
+        bool hit = v->tensor && !strcmp(v->tensor, t->name);
+        if (hit && v->tk == T_DROP) continue;
+        if (hit && (v->tk == T_SHAPE || v->tk == T_TYPE)) {
+            int64_t ne[2] = {v->ne0, v->ne1};
+            rc |= gguf_writer_add_tensor_fill(w, t->name, v->type, v->ne1 > 1 ? 2 : 1, ne,
+                                              fill_zero, NULL);
+            continue;
+        }
+        rc |= gguf_writer_add_tensor(w, t->name, t->type, t->n_dims, t->ne, t->data, t->nbytes);
+    }
+    if (v->tk == T_ADD) {
+        int64_t ne[2] = {v->ne0, v->ne1};
+        rc |= gguf_writer_add_tensor_fill(w, v->tensor, v->type, v->ne1 > 1 ? 2 : 1, ne, fill_zero,
+                                          NULL);
+    }
+    char err[512] = "";
+    if (!rc) rc = gguf_writer_write(w, path, err, sizeof err);
+    if (rc) fprintf(stderr, "variant '%s': cannot write: %s\n", v->name, err);
+    gguf_writer_free(w);
+    return rc;
+}
+
+static void check_mini(const lfm2_model *m, const char *file) {
+    const lfm2_hparams *hp = &m->hp;
+    CHECK_EQ_INT(hp->n_embd, 256);
+    CHECK_EQ_INT(hp->n_layer, 6);
+    CHECK_EQ_INT(hp->n_ff, 512);
+    CHECK_EQ_INT(hp->n_head, 4);
+    CHECK_EQ_INT(hp->head_dim, 64);
+    CHECK_EQ_INT(hp->n_vocab, 4096);
+    CHECK_EQ_INT(hp->n_ctx_train, 32768);
+    CHECK_EQ_INT(hp->l_cache, 3);
+    CHECK_EQ_INT(hp->n_swa, 0);
+    CHECK_NEAR(hp->eps, 1e-5, 1e-12);
+    CHECK_NEAR(hp->rope_base, 1e6, 0);
+    CHECK_EQ_INT(hp->n_attn_layers, 2);
+    static const int kv[6] = {0, 0, 2, 0, 2, 0};
+    for (int l = 0; l < 6; l++) {
+        const lfm2_layer *L = &m->layers[l];
+        CHECK_EQ_INT(hp->n_head_kv[l], kv[l]);
+        CHECK(L->attn_norm && L->ffn_norm && L->ffn_gate && L->ffn_up && L->ffn_down);
+        CHECK(L->attn_norm->type == QT_F32 && L->ffn_norm->type == QT_F32);
+        if (kv[l]) {
+            CHECK(L->wq && L->wk && L->wv && L->wo && L->q_norm && L->k_norm);
+            CHECK(!L->in_proj && !L->conv && !L->out_proj);
+            CHECK(L->wk && L->wk->ne[1] == 128 && L->wq->ne[1] == 256);
+        } else {
+            CHECK(L->in_proj && L->conv && L->out_proj);
+            CHECK(!L->wq && !L->wk && !L->wv && !L->wo);
+            CHECK(L->conv && L->conv->ne[0] == 3 && L->in_proj->ne[1] == 768);
+        }
+    }
+    CHECK(m->tok_embd && m->output == m->tok_embd); /* tied */
+    CHECK(m->out_norm && m->out_norm->type == QT_F32);
+    CHECK_STR(m->tok_embd->name, "token_embd.weight");
+    if (strstr(file, "Q4_0")) CHECK_EQ_INT(m->tok_embd->type, QT_Q6_K);
+    if (strstr(file, "F16") && !strstr(file, "BF16")) CHECK_EQ_INT(m->layers[0].ffn_up->type, QT_F16);
+    if (strstr(file, "BF16")) CHECK_EQ_INT(m->layers[0].ffn_up->type, QT_BF16);
+    if (strstr(file, "Q8_0")) CHECK_EQ_INT(m->layers[0].ffn_up->type, QT_Q8_0);
+    if (strstr(file, "Q6_K")) CHECK_EQ_INT(m->layers[0].ffn_up->type, QT_Q6_K);
+}
+
+static void tmp_path(char *out, size_t n, const char *dir, const char *name) {
+    const char *d = dir ? dir : getenv("TMPDIR");
+    snprintf(out, n, "%s/%s", d && *d ? d : "/tmp", name);
+}
+
+int main(int argc, char **argv) {
+    const char *write_dir = NULL; /* --write-broken DIR: keep the broken files for e2e */
+    for (int i = 1; i + 1 < argc; i++)
+        if (!strcmp(argv[i], "--write-broken")) write_dir = argv[i + 1];
+    if (write_dir) mkdir(write_dir, 0755);
+    char err[512];
+    if (!write_dir) {
+        static const char *models[] = {"mini-F16", "mini-BF16", "mini-Q8_0", "mini-Q4_0",
+                                       "mini-Q4_K_M", "mini-Q5_K_M", "mini-Q6_K"};
+        for (size_t i = 0; i < sizeof models / sizeof models[0]; i++) {
+            char p[256];
+            snprintf(p, sizeof p, "tests/data/models/%s.gguf", models[i]);
+            lfm2_model *m = NULL;
+            err[0] = 0;
+            CHECK_EQ_INT(lfm2_model_open(&m, p, err, sizeof err), 0);
+            if (!m) fprintf(stderr, "%s: %s\n", p, err);
+            else check_mini(m, p);
+            lfm2_model_close(m);
+        }
+        lfm2_model *m = (lfm2_model *)1;
+        CHECK(lfm2_model_open(&m, "/nonexistent.gguf", err, sizeof err) < 0 && m == NULL);
+        lfm2_model_close(NULL);
+    }
+    gguf *src = NULL;
+    CHECK_EQ_INT(gguf_open(&src, SRC, err, sizeof err), 0);
+    if (!src) return check_done("test_model");
+    int n_bad = 0;
+    for (size_t k = 0; k < sizeof variants / sizeof variants[0]; k++) {
+        const variant *v = &variants[k];
+        if (write_dir && !v->expect) continue;
+        char name[64], path[512];
+        snprintf(name, sizeof name, "model%02zu.gguf", k);
+        tmp_path(path, sizeof path, write_dir, name);
+        if (write_variant(src, v, path)) {
+            CHECK(!"write_variant");
+            continue;
+        }
+        if (write_dir) {
+            n_bad++;
+            continue;
+        }
+        lfm2_model *m = NULL;
+        err[0] = 0;
+        int rc = lfm2_model_open(&m, path, err, sizeof err);
+        if (v->expect) {
+            n_bad++;
+            if (rc == 0) fprintf(stderr, "variant '%s' loaded but should fail\n", v->name);
+            CHECK(rc < 0 && !m);
+            if (!strstr(err, v->expect))
+                fprintf(stderr, "variant '%s': message \"%s\" lacks \"%s\"\n", v->name, err,
+                        v->expect);
+            CHECK(strstr(err, v->expect) != NULL);
+        } else {
+            if (rc) fprintf(stderr, "variant '%s' should load: %s\n", v->name, err);
+            CHECK_EQ_INT(rc, 0);
+            if (m) {
+                CHECK_EQ_INT(m->hp.n_vocab, 4096);
+                if (!strcmp(v->name, "untied output"))
+                    CHECK(m->output != m->tok_embd && m->output->type == QT_Q8_0);
+                else CHECK(m->output == m->tok_embd);
+                if (!strcmp(v->name, "sliding window 128")) CHECK_EQ_INT(m->hp.n_swa, 128);
+                if (!strcmp(v->name, "no rope base (default)"))
+                    CHECK_NEAR(m->hp.rope_base, 10000, 0);
+            }
+        }
+        lfm2_model_close(m);
+        unlink(path);
+    }
+    gguf_close(src);
+    if (write_dir) printf("wrote %d broken models to %s\n", n_bad, write_dir);
+    else CHECK(n_bad >= 40);
+    return check_done("test_model");
+}
