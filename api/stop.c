@@ -68,14 +68,18 @@ long stop_feed(stop_matcher *sm, const char *text, size_t len, const char **out)
     if (make_room(sm, len)) return -1;
     memcpy(sm->buf + sm->len, text, len);
     sm->len += len;
-    /* earliest complete stop string (text before the new bytes held no complete match) */
-    size_t best = sm->len;
+    /* the stop string that is complete first (smallest end; on a tie the longest), so the
+     * result does not depend on how the text was split: generation halts at that point */
+    size_t best = sm->len, best_end = (size_t)-1;
     for (int s = 0; s < sm->n_stops; s++) {
         size_t l = sm->lens[s];
-        for (size_t p = 0; p + l <= sm->len && p < best; p++)
+        for (size_t p = 0; p + l <= sm->len && p + l <= best_end; p++)
             if (!memcmp(sm->buf + p, sm->stops[s], l)) {
-                best = p;
-                sm->matched = s;
+                if (p + l < best_end || p < best) {
+                    best = p;
+                    best_end = p + l;
+                    sm->matched = s;
+                }
                 break;
             }
     }
