@@ -713,3 +713,77 @@ int quant_quantize_rows(uint32_t type, const float *src, void *dst, int64_t n_ro
         t->from_float(src + r * row_len, (uint8_t *)dst + (size_t)r * stride, row_len);
     return 0;
 }
+
+/* ---- file-level mixes -------------------------------------------------------------------- */
+
+static const quant_mix mixes[] = {
+    {"F32", QT_F32, 0},     {"F16", QT_F16, 1},      {"BF16", QT_BF16, 32},   {"Q8_0", QT_Q8_0, 7},
+    {"Q4_0", QT_Q4_0, 2},   {"Q4_1", QT_Q4_1, 3},    {"Q5_0", QT_Q5_0, 8},    {"Q5_1", QT_Q5_1, 9},
+    {"Q4_K_S", QT_Q4_K, 14}, {"Q4_K_M", QT_Q4_K, 15}, {"Q5_K_S", QT_Q5_K, 16}, {"Q5_K_M", QT_Q5_K, 17},
+    {"Q6_K", QT_Q6_K, 18},
+};
+
+const quant_mix *quant_mix_at(int i) {
+    return i >= 0 && i < (int)(sizeof mixes / sizeof *mixes) ? &mixes[i] : NULL;
+}
+
+const quant_mix *quant_mix_find(const char *name) {
+    for (int i = 0; name && quant_mix_at(i); i++)
+        if (strcasecmp(mixes[i].name, name) == 0) return &mixes[i];
+    return NULL;
+}
+
+static bool has(const char *s, const char *sub) { return strstr(s, sub) != NULL; }
+
+static bool ends_with(const char *s, const char *suffix) {
+    size_t a = strlen(s), b = strlen(suffix);
+    return a >= b && memcmp(s + a - b, suffix, b) == 0;
+}
+
+/* llama.cpp's choice of the layers that get more bits: the first and last eighth, and every
+ * third one in between. */
+static bool use_more_bits(int i, int n) { return i < n / 8 || i >= 7 * n / 8 || (i - n / 8) % 3 == 2; }
+
+static bool is_float_type(uint32_t t) { return t == QT_F32 || t == QT_F16 || t == QT_BF16; }
+
+void quant_mix_plan(const quant_mix *mix, const quant_tensor_desc *t, int64_t n, uint32_t *types_out) {
+    bool has_output = false;
+    int n_attn_v = 0, n_ffn_down = 0, i_attn_v = 0, i_ffn_down = 0;
+    for (int64_t i = 0; i < n; i++) {
+        has_output |= strcmp(t[i].name, "output.weight") == 0;
+        n_attn_v += has(t[i].name, "attn_v.weight") || has(t[i].name, "attn_qkv.weight");
+        n_ffn_down += has(t[i].name, "ffn_down");
+    }
+    bool k_m = strcmp(mix->name, "Q4_K_M") == 0 || strcmp(mix->name, "Q5_K_M") == 0;
+    bool q4_k_s = strcmp(mix->name, "Q4_K_S") == 0;
+    for (int64_t i = 0; i < n; i++) {
+        const char *name = t[i].name;
+        bool matrix = ends_with(name, "weight") && t[i].n_dims >= 2 && !has(name, "_norm.weight") &&
+                      !has(name, "shortconv.conv.weight") && !has(name, "ssm_conv1d.weight") &&
+                      !has(name, "ffn_gate_inp.weight");
+        uint32_t type = mix->base;
+        if (!matrix) {
+            types_out[i] = t[i].type;
+            continue;
+        }
+        if (!is_float_type(mix->base)) {
+            if (strcmp(name, "output.weight") == 0 || (!has_output && strcmp(name, "token_embd.weight") == 0)) {
+                if (t[i].ne0 % QK_K) type = QT_Q8_0;
+                else if (type != QT_Q8_0) type = QT_Q6_K;
+            } else if (has(name, "attn_v.weight") || has(name, "attn_qkv.weight")) {
+                if (k_m && use_more_bits(i_attn_v, n_attn_v)) type = QT_Q6_K;
+                else if (q4_k_s && i_attn_v < 4) type = QT_Q5_K;
+                i_attn_v++;
+            } else if (has(name, "ffn_down")) {
+                if (k_m && use_more_bits(i_ffn_down, n_ffn_down)) type = QT_Q6_K;
+                else if (q4_k_s && i_ffn_down < n_ffn_down / 8) type = QT_Q5_K;
+                i_ffn_down++;
+            }
+            if (quant_traits(type)->block_size == QK_K && t[i].ne0 % QK_K) {
+                type = type == QT_Q4_K ? QT_Q5_0 : type == QT_Q5_K ? QT_Q5_1 : QT_Q8_0;
+            }
+        }
+        if (t[i].ne0 % quant_traits(type)->block_size) type = QT_F16;
+        types_out[i] = type;
+    }
+}

@@ -38,6 +38,36 @@ int quant_dequantize_rows(uint32_t type, const void *src, float *dst, int64_t n_
 int quant_quantize_rows(uint32_t type, const float *src, void *dst, int64_t n_rows, int64_t row_len);
 enum { QUANT_EUNSUPPORTED = -1, QUANT_EROWLEN = -2 };
 
+/* File-level quantization mixes, named as llama-quantize names them ("Q4_K_M", "Q8_0", "F16"...).
+ * A mix gives most matrices its base type and, like llama.cpp, a few others more bits. */
+typedef struct quant_mix {
+    const char *name;  /* "Q4_K_M" */
+    uint32_t base;     /* qtype of most matrices */
+    int file_type;     /* llama.cpp's LLAMA_FTYPE_* value, for general.file_type */
+} quant_mix;
+/* Looks a mix up by name (case-insensitive); NULL if unknown. quant_mix_at(i) lists them (NULL
+ * past the end), e.g. for a usage message. */
+const quant_mix *quant_mix_find(const char *name);
+const quant_mix *quant_mix_at(int i);
+
+/* One tensor of the source file, in file order. */
+typedef struct quant_tensor_desc {
+    const char *name;  /* GGUF tensor name, "blk.3.ffn_down.weight" */
+    uint32_t n_dims;   /* 1..4 */
+    int64_t ne0;       /* row length */
+    uint32_t type;     /* its current qtype */
+} quant_tensor_desc;
+/* Chooses the type of every tensor under `mix` with llama.cpp's rules (llama-quant.cpp, no
+ * imatrix, no overrides): tensors that are not matrices (n_dims < 2, norms, the short-conv
+ * kernel, names not ending in "weight") keep their type; the output matrix (token_embd.weight
+ * when there is no output.weight) becomes Q6_K unless the mix is Q8_0 or a float type; for
+ * Q4_K_M and Q5_K_M, attn_v and ffn_down take Q6_K on the ranks llama.cpp's use_more_bits picks
+ * (first/last eighth and every third between); Q4_K_S gives the first 4 attn_v and the first
+ * eighth of ffn_down Q5_K. A K-quant on rows that are not a multiple of 256 falls back like
+ * llama.cpp (Q4_K->Q5_0, Q5_K->Q5_1, Q6_K->Q8_0), and a row that fits no block to F16.
+ * Writes n types to types_out. */
+void quant_mix_plan(const quant_mix *mix, const quant_tensor_desc *t, int64_t n, uint32_t *types_out);
+
 /* IEEE half and bfloat16 conversions (round to nearest even). */
 float quant_f16_to_f32(uint16_t h);
 uint16_t quant_f32_to_f16(float f);

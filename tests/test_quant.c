@@ -595,6 +595,94 @@ static void test_reference_models(void) {
     gguf_close(ref);
 }
 
+/* quant_mix_plan, run on the F16 file's tensor list, picks exactly the types llama-quantize
+ * picked for each reference file; plus the rules on shapes those files do not exercise. */
+static void test_mix_plan(void) {
+    static const char *files[] = {"F16", "BF16", "Q8_0", "Q6_K", "Q5_K_M", "Q4_K_M", "Q4_0"};
+    char err[256], path[256];
+    gguf *ref = NULL;
+    if (gguf_open(&ref, "tests/data/models/mini-F16.gguf", err, sizeof err) < 0) {
+        fprintf(stderr, "mini-F16.gguf: %s\n", err);
+        check_failures++;
+        return;
+    }
+    int64_t n = gguf_n_tensors(ref);
+    quant_tensor_desc *d = calloc((size_t)n, sizeof *d);
+    uint32_t *types = calloc((size_t)n, sizeof *types);
+    for (int64_t i = 0; i < n; i++) {
+        const gguf_tensor *t = gguf_tensor_at(ref, i);
+        d[i] = (quant_tensor_desc){t->name, t->n_dims, t->ne[0], t->type};
+    }
+    for (size_t f = 0; f < sizeof files / sizeof *files; f++) {
+        const quant_mix *mix = quant_mix_find(files[f]);
+        CHECK(mix != NULL);
+        snprintf(path, sizeof path, "tests/data/models/mini-%s.gguf", files[f]);
+        gguf *g = NULL;
+        if (!mix || gguf_open(&g, path, err, sizeof err) < 0) {
+            check_failures++;
+            continue;
+        }
+        CHECK_EQ_INT(gguf_get_int(g, "general.file_type", -1, NULL), mix->file_type);
+        quant_mix_plan(mix, d, n, types);
+        int bad = 0;
+        for (int64_t i = 0; i < n; i++) {
+            const gguf_tensor *t = gguf_find_tensor(g, d[i].name);
+            if (t && t->type == types[i]) continue;
+            if (bad++ < 3)
+                fprintf(stderr, "%s %s: planned %s, llama.cpp wrote %s\n", files[f], d[i].name,
+                        quant_traits(types[i])->name, t ? quant_traits(t->type)->name : "(missing)");
+        }
+        CHECK_EQ_INT(bad, 0);
+        gguf_close(g);
+    }
+    free(d);
+    free(types);
+    gguf_close(ref);
+    /* shapes and names the mini files lack */
+    quant_tensor_desc t[] = {
+        {"output.weight", 2, 1024, QT_F32},           /* separate head: Q6_K, embedding then plain */
+        {"token_embd.weight", 2, 1024, QT_F32},
+        {"blk.0.ffn_down.weight", 2, 4608, QT_F32},   /* 4608 = 18 x 256 */
+        {"blk.0.ffn_up.weight", 2, 1000, QT_F32},     /* K-quant fallback, then F16 (1000 % 32) */
+        {"blk.0.attn_q.weight", 2, 96, QT_F32},       /* K-quant fallback: Q4_K -> Q5_0 */
+        {"blk.0.shortconv.conv.weight", 2, 3, QT_F32},
+        {"blk.0.attn_norm.weight", 1, 1024, QT_F32},
+        {"rope_freqs", 1, 64, QT_F32},
+    };
+    uint32_t out[8];
+    quant_mix_plan(quant_mix_find("q4_k_m"), t, 8, out);
+    CHECK_EQ_INT(out[0], QT_Q6_K);
+    CHECK_EQ_INT(out[1], QT_Q4_K);
+    CHECK_EQ_INT(out[2], QT_Q6_K); /* the only ffn_down: rank 0 of 1 */
+    CHECK_EQ_INT(out[3], QT_F16);
+    CHECK_EQ_INT(out[4], QT_Q5_0);
+    CHECK_EQ_INT(out[5], QT_F32);
+    CHECK_EQ_INT(out[6], QT_F32);
+    CHECK_EQ_INT(out[7], QT_F32);
+    quant_mix_plan(quant_mix_find("Q6_K"), t, 8, out);
+    CHECK_EQ_INT(out[4], QT_Q8_0);
+    quant_mix_plan(quant_mix_find("Q8_0"), t, 8, out);
+    CHECK_EQ_INT(out[0], QT_Q8_0);
+    CHECK_EQ_INT(out[3], QT_F16);
+    CHECK_EQ_INT(out[4], QT_Q8_0);
+    /* 16 layers of ffn_down: use_more_bits ranks for Q5_K_M, first eighth Q5_K for Q4_K_S */
+    quant_tensor_desc L[16];
+    char names[16][32];
+    for (int i = 0; i < 16; i++) {
+        snprintf(names[i], sizeof names[i], "blk.%d.ffn_down.weight", i);
+        L[i] = (quant_tensor_desc){names[i], 2, 512, QT_F16};
+    }
+    uint32_t lt[16];
+    quant_mix_plan(quant_mix_find("Q5_K_M"), L, 16, lt);
+    const char *want = "QQ__Q__Q__Q__QQQ"; /* i < 2, i >= 14, (i - 2) % 3 == 2 */
+    for (int i = 0; i < 16; i++) CHECK_EQ_INT(lt[i], want[i] == 'Q' ? QT_Q6_K : QT_Q5_K);
+    quant_mix_plan(quant_mix_find("Q4_K_S"), L, 16, lt);
+    for (int i = 0; i < 16; i++) CHECK_EQ_INT(lt[i], i < 2 ? QT_Q5_K : QT_Q4_K);
+    CHECK(quant_mix_find("Q4_K") == NULL);
+    CHECK(quant_mix_find(NULL) == NULL);
+    for (int i = 0; quant_mix_at(i); i++) CHECK(quant_mix_find(quant_mix_at(i)->name) == quant_mix_at(i));
+}
+
 int main(void) {
     test_names_sizes();
     test_conv_props();
@@ -605,5 +693,6 @@ int main(void) {
     test_special_blocks();
     test_bit_locality();
     test_reference_models();
+    test_mix_plan();
     return check_done("test_quant");
 }
