@@ -168,6 +168,13 @@ static int read_hparams(const gguf *g, lfm2_hparams *hp, char *err, size_t errle
         }
         hp->n_vocab = (int)n;
     }
+    int64_t ti = gguf_find_key(g, "tokenizer.ggml.tokens");
+    if (ti >= 0 && gguf_arr_len(g, ti) != (uint64_t)hp->n_vocab) {
+        set_err(err, errlen,
+                "tokenizer.ggml.tokens has %" PRIu64 " entries, but lfm2.vocab_size is %d",
+                gguf_arr_len(g, ti), hp->n_vocab);
+        return -1;
+    }
     return 0;
 }
 

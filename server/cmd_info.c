@@ -5,6 +5,7 @@
 
 #include "engine/gguf.h"
 #include "engine/model.h"
+#include "engine/tok.h"
 #include "quant/quant.h"
 #include "server/cli.h"
 
@@ -20,30 +21,22 @@ static const char *qname(uint32_t type) {
     return tr ? tr->name : "?";
 }
 
-/* Prints a token's text with control characters escaped. */
-static void print_piece(const gguf *g, int64_t id) {
-    int64_t ti = gguf_find_key(g, "tokenizer.ggml.tokens");
+/* Prints a special token's id and text, control bytes escaped. */
+static void print_tok_id(const tok *tk, const char *label, int id) {
+    printf(", %s ", label);
     size_t n = 0;
-    const char *s = id >= 0 ? gguf_arr_str(g, ti, (uint64_t)id, &n) : NULL;
-    if (!s) return;
-    printf(" '");
+    const char *s = id >= 0 ? tok_piece(tk, id, &n) : NULL;
+    if (!s) {
+        printf("none");
+        return;
+    }
+    printf("%d '", id);
     for (size_t i = 0; i < n && i < 48; i++) {
         unsigned char c = (unsigned char)s[i];
         if (c < 0x20 || c == 0x7f) printf("\\x%02x", c);
         else putchar(c);
     }
     printf("'");
-}
-
-static void print_tok_id(const gguf *g, const char *label, const char *key) {
-    bool bad = false;
-    int64_t id = gguf_get_int(g, key, -1, &bad);
-    printf(", %s ", label);
-    if (id < 0) printf("none");
-    else {
-        printf("%" PRId64, id);
-        print_piece(g, id);
-    }
 }
 
 int cmd_info(int argc, char **argv) {
@@ -72,7 +65,15 @@ int cmd_info(int argc, char **argv) {
     char err[512] = "";
     lfm2_model *m = NULL;
     if (lfm2_model_open(&m, path, err, sizeof err)) {
-        fprintf(stderr, "error: %s: %s\n", path, err);
+        /* messages about the file itself (open, mmap) already start with its path */
+        if (!strncmp(err, path, strlen(path))) fprintf(stderr, "error: %s\n", err);
+        else fprintf(stderr, "error: %s: %s\n", path, err);
+        return 1;
+    }
+    tok *tk = NULL;
+    if (tok_new(&tk, m->g, err, sizeof err)) {
+        fprintf(stderr, "error: %s: tokenizer: %s\n", path, err);
+        lfm2_model_close(m);
         return 1;
     }
     const gguf *g = m->g;
@@ -137,14 +138,14 @@ int cmd_info(int argc, char **argv) {
     size_t tlen = 0;
     const char *tmpl = gguf_kv_str(g, gguf_find_key(g, "tokenizer.chat_template"), &tlen);
     printf("tokenizer: model %.32s, pre %.32s, vocab %d, merges %" PRIu64, tmodel, pre,
-           (int)gguf_arr_len(g, gguf_find_key(g, "tokenizer.ggml.tokens")), gguf_arr_len(g, mi));
-    print_tok_id(g, "bos", "tokenizer.ggml.bos_token_id");
-    print_tok_id(g, "eos", "tokenizer.ggml.eos_token_id");
-    print_tok_id(g, "pad", "tokenizer.ggml.padding_token_id");
-    printf(", add_bos %s\n",
-           gguf_get_bool(g, "tokenizer.ggml.add_bos_token", false, NULL) ? "true" : "false");
+           tok_n_vocab(tk), gguf_arr_len(g, mi));
+    print_tok_id(tk, "bos", tok_bos(tk));
+    print_tok_id(tk, "eos", tok_eos(tk));
+    print_tok_id(tk, "pad", tok_pad(tk));
+    printf(", add_bos %s\n", tok_add_bos(tk) ? "true" : "false");
     if (tmpl) printf("chat template: present (%zu bytes)\n", tlen);
     else printf("chat template: absent\n");
+    tok_free(tk);
     lfm2_model_close(m);
     return 0;
 }

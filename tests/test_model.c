@@ -109,12 +109,14 @@ static const variant variants[] = {
     {"feed_forward_length 1024", "tensor 'blk.0.ffn_gate.weight': shape [256, 512] does not "
                                  "match the hyper-parameters: expected [256, 1024]",
      {{"lfm2.feed_forward_length", K_INT, GGUF_U32, 1024, 0, 0, 0, {0}}}, NULL, T_NONE, 0, 0, 0},
-    {"vocab_size 5000", "tensor 'token_embd.weight': shape [256, 4096] does not match the "
-                        "hyper-parameters: expected [256, 5000]",
+    {"vocab_size 5000", "tokenizer.ggml.tokens has 4096 entries, but lfm2.vocab_size is 5000",
      {{"lfm2.vocab_size", K_INT, GGUF_U32, 5000, 0, 0, 0, {0}}}, NULL, T_NONE, 0, 0, 0},
     {"no vocab at all", "no vocab size",
      {{"lfm2.vocab_size", K_DROP, 0, 0, 0, 0, 0, {0}},
       {"tokenizer.ggml.tokens", K_DROP, 0, 0, 0, 0, 0, {0}}}, NULL, T_NONE, 0, 0, 0},
+    {"embedding rows differ from the vocab", "tensor 'token_embd.weight': shape [256, 4000] does "
+                                             "not match the hyper-parameters: expected [256, 4096]",
+     {{0}}, "token_embd.weight", T_SHAPE, 256, 4000, QT_F16},
     {"context_length missing", "missing key 'lfm2.context_length'",
      {{"lfm2.context_length", K_DROP, 0, 0, 0, 0, 0, {0}}}, NULL, T_NONE, 0, 0, 0},
     {"eps missing", "missing key 'lfm2.attention.layer_norm_rms_epsilon'",

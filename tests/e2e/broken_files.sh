@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# broken_files.sh: `lfm2 info -m` rejects every broken GGUF with "error: ..." and exit 1, never crashes.
+# Broken files come from the unit-test generators (--write-broken) and from head/dd on a real model.
+set -u
+cd "$(dirname "$0")/../.."
+: "${LFM2:?set LFM2 to the lfm2 binary}" "${TMPDIR:?}"
+bin=$(dirname "$LFM2")/tests
+dir=$TMPDIR/broken
+mkdir -p "$dir"
+fail=0
+die() { echo "FAIL: $*"; fail=1; }
+
+for gen in test_gguf test_model; do
+  [ -x "$bin/$gen" ] || { echo "FAIL: $bin/$gen not built"; exit 1; }
+  "$bin/$gen" --write-broken "$dir" >"$TMPDIR/$gen.log" 2>&1 || { cat "$TMPDIR/$gen.log"; die "$gen --write-broken"; }
+done
+
+M=tests/data/models/mini-Q4_0.gguf
+size=$(stat -c %s "$M")
+# truncations of a real model: header, metadata, tensor infos, data, last byte
+for n in 0 1 3 4 7 8 16 23 24 31 32 40 63 64 65 100 500 1000 5000 20000 50000 100000 \
+         1000000 $((size/2)) $((size-4096)) $((size-1)); do
+  head -c "$n" "$M" >"$dir/head$n.gguf"
+done
+# byte patches: patch NAME OFFSET PRINTF-BYTES
+patch() { cp "$M" "$dir/$1.gguf"; printf "$3" | dd of="$dir/$1.gguf" bs=1 seek="$2" conv=notrunc status=none; }
+patch magic 0 'GGML'
+patch version1 4 '\001\000\000\000'
+patch version9 4 '\011\000\000\000'
+patch bigendian 4 '\000\000\000\003'
+patch ntensors_huge 8 '\377\377\377\377\377\377\377\177'
+patch nkv_huge 16 '\377\377\377\377\377\377\377\377'
+patch keylen_huge 24 '\000\000\000\000\000\001\000\000'
+patch key_ctrl 33 '\001'
+patch arch_value 64 'lfmX'
+patch arch_type 52 '\004\000\000\000'
+# a directory and a missing file
+mkdir -p "$dir/adir.gguf"
+
+# the control: the unmodified model passes
+out=$("$LFM2" info -m "$M" 2>&1) || die "valid model rejected: $out"
+echo "$out" | grep -q "attn(kv=2)" || die "info output lacks the layer kinds"
+
+n=0
+for f in "$dir"/*.gguf "$dir/missing.gguf"; do
+  n=$((n+1))
+  "$LFM2" info -m "$f" >"$TMPDIR/out" 2>"$TMPDIR/err"
+  rc=$?
+  base=$(basename "$f")
+  [ "$rc" -eq 1 ] || die "$base: exit status $rc, expected 1"
+  grep -q "^error: ." "$TMPDIR/err" || die "$base: no 'error:' message: $(head -c 300 "$TMPDIR/err")"
+  if grep -q "AddressSanitizer\|runtime error\|LeakSanitizer" "$TMPDIR/err"; then
+    die "$base: sanitizer report"; head -n 30 "$TMPDIR/err"
+  fi
+  [ -s "$TMPDIR/out" ] && die "$base: printed to stdout despite failing"
+done
+[ "$n" -ge 100 ] || die "only $n broken files"
+# a sample of messages, for the log
+for f in magic version1 nkv_huge arch_value arch_type head1000 model05 case20; do
+  "$LFM2" info -m "$dir/$f.gguf" 2>&1 | head -n 1
+done
+echo "$n broken files rejected"
+exit $fail
