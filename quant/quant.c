@@ -80,8 +80,14 @@ static void st_f16(uint8_t p[2], float f) {
     p[1] = (uint8_t)(h >> 8);
 }
 
-/* Rounds to nearest, ties to even, as ggml's nearest_int (|x| < 2^22 in every use here). */
-static int nearest_int(float x) { return (int)lrintf(x); }
+/* Rounds to nearest, ties to even, for |x| < 2^22 (every use here): adding 1.5 * 2^23 leaves
+ * the rounded integer in the low mantissa bits. Inline and exact, unlike a libm call. */
+static int nearest_int(float x) {
+    float v = x + 12582912.0f;
+    int32_t i;
+    memcpy(&i, &v, 4);
+    return (i & 0x007fffff) - 0x00400000;
+}
 
 /* ---- plain floats ------------------------------------------------------------------------ */
 
