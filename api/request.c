@@ -111,6 +111,9 @@ static int prescan(const char *body, size_t len, int max_depth, api_error *e) {
             i += (size_t)k;
             continue;
         }
+        if (c == 0)
+            return api_error_set(e, 400, NULL, "invalid_json",
+                                 "request body contains a NUL byte at offset %zu", i);
         if (in_str) {
             if (c == '\\' && i + 1 < len) {
                 if (u[i + 1] == 'u' && i + 5 < len && !memcmp(body + i + 2, "0000", 4))
@@ -131,9 +134,6 @@ static int prescan(const char *body, size_t len, int max_depth, api_error *e) {
                                      max_depth);
         } else if (c == ']' || c == '}') {
             depth--;
-        } else if (c == 0) {
-            return api_error_set(e, 400, NULL, "invalid_json",
-                                 "request body contains a NUL byte at offset %zu", i);
         }
         i++;
     }
