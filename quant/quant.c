@@ -33,15 +33,13 @@ static float bits_f32(uint32_t u) {
 
 float quant_f16_to_f32(uint16_t h) {
     uint32_t sign = (uint32_t)(h & 0x8000) << 16;
-    uint32_t e = (h >> 10) & 0x1f, m = h & 0x3ff;
-    if (e == 0x1f) /* inf; nan keeps its payload and comes out quiet, as ggml's */
-        return bits_f32(sign | 0x7f800000 | (m << 13) | (m ? 0x400000u : 0));
-    if (e == 0) {
-        /* zero or subnormal: m * 2^-24, exact in f32 */
-        float v = (float)m * 0x1p-24f;
-        return sign ? -v : v;
-    }
-    return bits_f32(sign | ((e + 112) << 23) | (m << 13));
+    uint32_t em = (uint32_t)(h & 0x7fff) << 13; /* exponent and mantissa, in f32 position */
+    uint32_t e = em & 0x0f800000, o = em + (112u << 23); /* normal: rebias the exponent */
+    if (e == 0x0f800000) /* inf; nan keeps its payload and comes out quiet, as ggml's */
+        o = em | 0x7f800000 | ((em & 0x7fffff) ? 0x400000u : 0);
+    else if (e == 0) /* zero or subnormal m * 2^-24 = (1 + m/1024) * 2^-14 - 2^-14, exact */
+        o = f32_bits(bits_f32(em + (113u << 23)) - 0x1p-14f);
+    return bits_f32(o | sign);
 }
 
 uint16_t quant_f32_to_f16(float f) {

@@ -4,6 +4,7 @@
 #include "tests/check.h"
 
 #include <math.h>
+#include <pthread.h>
 #include <stdint.h>
 
 #define GOLDEN_DIR "tests/data/quant/"
@@ -683,6 +684,50 @@ static void test_mix_plan(void) {
     for (int i = 0; quant_mix_at(i); i++) CHECK(quant_mix_find(quant_mix_at(i)->name) == quant_mix_at(i));
 }
 
+/* Thread safety: two threads quantizing and decoding the same inputs at once get exactly the
+ * single-threaded bytes and floats (no shared scratch, no lazily built tables). */
+typedef struct qjob {
+    uint32_t type;
+    const float *x;
+    int64_t n;
+    uint8_t *q;
+    float *y;
+} qjob;
+
+static void *qjob_run(void *arg) {
+    qjob *j = arg;
+    for (int rep = 0; rep < 3; rep++) {
+        quant_quantize_rows(j->type, j->x, j->q, 1, j->n);
+        quant_dequantize_rows(j->type, j->q, j->y, 1, j->n);
+    }
+    return NULL;
+}
+
+static void test_threads(void) {
+    const uint32_t types[] = {QT_F16, QT_Q4_0, QT_Q5_1, QT_Q8_0, QT_Q4_K, QT_Q5_K, QT_Q6_K};
+    int64_t n = QK_K * 16;
+    float *x = malloc((size_t)n * 4);
+    for (int64_t i = 0; i < n; i++) x[i] = gauss() * 0.1f;
+    for (size_t k = 0; k < sizeof types / sizeof *types; k++) {
+        size_t nb = quant_row_size(types[k], n);
+        qjob jobs[3];
+        for (int t = 0; t < 3; t++) jobs[t] = (qjob){types[k], x, n, malloc(nb), malloc((size_t)n * 4)};
+        qjob_run(&jobs[0]); /* serial reference */
+        pthread_t th[2];
+        for (int t = 0; t < 2; t++) CHECK_EQ_INT(pthread_create(&th[t], NULL, qjob_run, &jobs[1 + t]), 0);
+        for (int t = 0; t < 2; t++) pthread_join(th[t], NULL);
+        for (int t = 1; t < 3; t++) {
+            CHECK(memcmp(jobs[t].q, jobs[0].q, nb) == 0);
+            CHECK(memcmp(jobs[t].y, jobs[0].y, (size_t)n * 4) == 0);
+        }
+        for (int t = 0; t < 3; t++) {
+            free(jobs[t].q);
+            free(jobs[t].y);
+        }
+    }
+    free(x);
+}
+
 int main(void) {
     test_names_sizes();
     test_conv_props();
@@ -694,5 +739,6 @@ int main(void) {
     test_bit_locality();
     test_reference_models();
     test_mix_plan();
+    test_threads();
     return check_done("test_quant");
 }
