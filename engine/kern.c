@@ -282,8 +282,8 @@ void kern_rmsnorm_with(int path, float *y, const float *x, const float *w, int64
     } else {
         for (int64_t i = 0; i < n; i++) ss += (double)x[i] * x[i];
     }
-    float scale = (float)(1.0 / sqrt(ss / (double)n + (double)eps));
-    for (int64_t i = 0; i < n; i++) y[i] = x[i] * scale * w[i];
+    float scale = 1.0f / sqrtf((float)(ss / (double)n) + eps); /* as ggml: rms_norm then mul */
+    for (int64_t i = 0; i < n; i++) y[i] = (x[i] * scale) * w[i];
 }
 
 void kern_rmsnorm(float *y, const float *x, const float *w, int64_t n, float eps) {

@@ -59,8 +59,8 @@ void kern_swiglu(pool *p, const rp_matrix *gate, const rp_matrix *up, const kern
 void kern_swiglu_with(int path, const rp_matrix *gate, const rp_matrix *up, const kern_act *a,
                       float *y, int64_t ldy, int64_t t0, int64_t t1);
 
-/* RMSNorm of n values: y = x / sqrt(mean(x^2) + eps) * w (y may equal x). The sum of squares is
- * accumulated in double, so every path gives the same result to float rounding. */
+/* RMSNorm of n values as ggml computes it: sum of squares in double, scale = 1/sqrtf(mean + eps)
+ * in float, y = (x * scale) * w (y may equal x). Paths differ only in the double summation order. */
 void kern_rmsnorm(float *y, const float *x, const float *w, int64_t n, float eps);
 void kern_rmsnorm_with(int path, float *y, const float *x, const float *w, int64_t n, float eps);
 

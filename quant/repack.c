@@ -236,30 +236,48 @@ size_t rp_bytes(const rp_matrix *m) {
     return sizeof *m + m->tile_bytes * (size_t)m->n_tiles;
 }
 
-void rp_row_to_float(const rp_matrix *m, int64_t r, float *dst) {
-    int64_t tile = r / RP_ROWS;
-    int rr = (int)(r % RP_ROWS);
-    size_t cb = codes_bytes(m->kind);
-    bool i4 = m->kind == RP_I4 || m->kind == RP_I4M;
-    for (int64_t g = 0; g < m->n_groups; g++) {
-        const uint8_t *p = m->data + (size_t)tile * m->tile_bytes + (size_t)g * m->group_bytes;
-        float s = quant_f16_to_f32(rd16(p + cb + 2 * rr));
-        float b = m->has_min ? quant_f16_to_f32(rd16(p + cb + 16 + 2 * rr)) : 0.0f;
-        float *y = dst + g * RP_GROUP;
-        for (int j = 0; j < 32; j++) {
-            int v;
-            if (i4) {
-                int c = (j & 15) / 4, k = j & 3;
-                uint8_t byte = p[c * 32 + rr * 4 + k];
-                v = j < 16 ? byte & 15 : byte >> 4;
-            } else {
-                v = p[(j / 4) * 32 + rr * 4 + (j & 3)];
-            }
-            y[j] = s * (float)(v - m->zero) + b;
+/* Values of rows [ra, rb) (inside one tile) of group g into dst + (r - ra) * ld + g * 32. */
+static void group_to_float(const rp_matrix *m, int64_t tile, int64_t g, int ra, int rb, float *dst,
+                           int64_t ld) {
+    const uint8_t *p = m->data + (size_t)tile * m->tile_bytes + (size_t)g * m->group_bytes;
+    const size_t cb = codes_bytes(m->kind);
+    const bool i4 = m->kind == RP_I4 || m->kind == RP_I4M;
+    for (int r = ra; r < rb; r++) {
+        int v[32];
+        if (i4) {
+            for (int c = 0; c < 4; c++)
+                for (int k = 0; k < 4; k++) {
+                    uint8_t byte = p[c * 32 + r * 4 + k];
+                    v[4 * c + k] = (byte & 15) - m->zero;
+                    v[16 + 4 * c + k] = (byte >> 4) - m->zero;
+                }
+        } else {
+            for (int c = 0; c < 8; c++)
+                for (int k = 0; k < 4; k++) v[4 * c + k] = p[c * 32 + r * 4 + k] - m->zero;
         }
+        float s = quant_f16_to_f32(rd16(p + cb + 2 * r));
+        float b = m->has_min ? quant_f16_to_f32(rd16(p + cb + 16 + 2 * r)) : 0.0f;
+        float *y = dst + (size_t)(r - ra) * ld + g * RP_GROUP;
+        for (int j = 0; j < 32; j++) y[j] = s * (float)v[j] + b;
     }
 }
 
 void rp_rows_to_float(const rp_matrix *m, int64_t r0, int64_t r1, float *dst) {
-    for (int64_t r = r0; r < r1; r++) rp_row_to_float(m, r, dst + (size_t)(r - r0) * m->cols);
+    for (int64_t r = r0; r < r1;) {
+        int64_t tile = r / RP_ROWS, end = (tile + 1) * RP_ROWS < r1 ? (tile + 1) * RP_ROWS : r1;
+        for (int64_t g = 0; g < m->n_groups; g++)
+            group_to_float(m, tile, g, (int)(r - tile * RP_ROWS), (int)(end - tile * RP_ROWS),
+                           dst + (size_t)(r - r0) * m->cols, m->cols);
+        r = end;
+    }
+}
+
+void rp_row_to_float(const rp_matrix *m, int64_t r, float *dst) { rp_rows_to_float(m, r, r + 1, dst); }
+
+void rp_drop_source(const void *src, size_t n) {
+    long pg = sysconf(_SC_PAGESIZE);
+    if (pg <= 0) return;
+    uintptr_t a = ((uintptr_t)src + (uintptr_t)pg - 1) & ~((uintptr_t)pg - 1);
+    uintptr_t e = ((uintptr_t)src + n) & ~((uintptr_t)pg - 1);
+    if (e > a) madvise((void *)a, e - a, MADV_DONTNEED);
 }

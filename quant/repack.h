@@ -72,10 +72,14 @@ int rp_new(rp_matrix **out, uint32_t src_type, const void *src, int64_t rows, in
            bool allow_lossy, char *err, size_t errlen);
 void rp_free(rp_matrix *m); /* NULL is a no-op */
 
-/* Dequantizes row r of m into dst[cols] (reference; for tests and the prefill's f32 panels). */
+/* Dequantizes row r of m into dst[cols]: w = s * (u - z) + b, in float. */
 void rp_row_to_float(const rp_matrix *m, int64_t r, float *dst);
-/* Same for rows [r0, r1) into dst (row-major, cols floats per row). */
+/* Same for rows [r0, r1) into dst (row-major, cols floats per row): the prefill's f32 panels. */
 void rp_rows_to_float(const rp_matrix *m, int64_t r0, int64_t r1, float *dst);
+/* Gives back to the kernel the whole pages inside [src, src + n) of a read-only file mapping
+ * (madvise DONTNEED) once a tensor is repacked: they are re-read from the page cache if touched
+ * again. Keeps peak RSS near the repacked size instead of file + repacked. */
+void rp_drop_source(const void *src, size_t n);
 /* Bytes held by m (data plus header). */
 size_t rp_bytes(const rp_matrix *m);
 
