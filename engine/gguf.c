@@ -1018,6 +1018,38 @@ static int put_pad(FILE *f, uint64_t pos, size_t a) {
     return 0;
 }
 
+/* Lets t->fill write the tensor's bytes straight into the output file at absolute offset abs
+ * through a shared mapping, so no tensor is ever held in our memory (falls back to a heap
+ * buffer where the file system cannot map). Leaves f positioned after the data. Returns the
+ * fill callback's failure as -1 with *io_bad clear; I/O failures set *io_bad. */
+static int fill_in_file(FILE *f, uint64_t abs, const wtensor *t, int *io_bad) {
+    int fd = fileno(f);
+    if (fflush(f) || ftruncate(fd, (off_t)(abs + t->nbytes))) {
+        *io_bad = 1;
+        return -1;
+    }
+    uint64_t pg = (uint64_t)sysconf(_SC_PAGESIZE), base = abs - abs % pg;
+    size_t len = (size_t)(abs + t->nbytes - base);
+    int rc;
+    uint8_t *map = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, (off_t)base);
+    if (map != MAP_FAILED) {
+        rc = t->fill(t->ctx, map + (abs - base), t->nbytes);
+        if (munmap(map, len)) *io_bad = 1;
+    } else {
+        uint8_t *buf = malloc(t->nbytes);
+        if (!buf) {
+            *io_bad = 1;
+            return -1;
+        }
+        rc = t->fill(t->ctx, buf, t->nbytes);
+        if (rc >= 0 && (fseeko(f, (off_t)abs, SEEK_SET) || put_bytes(f, buf, t->nbytes))) *io_bad = 1;
+        free(buf);
+    }
+    if (rc < 0) return -1;
+    if (fseeko(f, (off_t)(abs + t->nbytes), SEEK_SET)) *io_bad = 1;
+    return *io_bad ? -1 : 0;
+}
+
 int gguf_writer_write(gguf_writer *w, const char *path, char *err, size_t errlen) {
     if (w->bad) {
         set_err(err, errlen, "gguf writer: an earlier set/add call failed (bad key, type, "
@@ -1041,12 +1073,11 @@ int gguf_writer_write(gguf_writer *w, const char *path, char *err, size_t errlen
             return -1;
         }
     size_t a = w->alignment;
-    uint64_t off = 0, max_fill = 0;
+    uint64_t off = 0;
     for (size_t i = 0; i < w->n_t; i++) {
         w->t[i].offset = off;
         off += w->t[i].nbytes;
         off += (a - off % a) % a;
-        if (w->t[i].fill && w->t[i].nbytes > max_fill) max_fill = w->t[i].nbytes;
     }
     size_t plen = strlen(path);
     char *tmp = malloc(plen + 16);
@@ -1056,7 +1087,6 @@ int gguf_writer_write(gguf_writer *w, const char *path, char *err, size_t errlen
     }
     snprintf(tmp, plen + 16, "%s.tmp%ld", path, (long)getpid());
     FILE *f = fopen(tmp, "wb");
-    uint8_t *buf = NULL;
     if (!f) {
         set_err(err, errlen, "%s: %s", tmp, strerror(errno));
         free(tmp);
@@ -1081,21 +1111,18 @@ int gguf_writer_write(gguf_writer *w, const char *path, char *err, size_t errlen
         pos += 8 + nl + 4 + 8 * t->n_dims + 4 + 8;
     }
     if (!bad && w->n_t) bad = put_pad(f, pos, a);
-    if (!bad && max_fill && !(buf = malloc((size_t)max_fill))) {
-        set_err(err, errlen, "out of memory for a %" PRIu64 "-byte tensor buffer", max_fill);
-        goto fail;
-    }
+    uint64_t data_start = pos + (a - pos % a) % a;
     for (size_t i = 0; i < w->n_t && !bad; i++) {
         wtensor *t = &w->t[i];
-        const void *src = t->data;
         if (t->fill) {
-            if (t->fill(t->ctx, buf, t->nbytes) < 0) {
+            int rc = fill_in_file(f, data_start + t->offset, t, &bad);
+            if (rc < 0 && !bad) {
                 set_err(err, errlen, "tensor '%s': fill callback failed", t->name);
                 goto fail;
             }
-            src = buf;
+        } else {
+            bad = put_bytes(f, t->data, t->nbytes);
         }
-        bad = put_bytes(f, src, t->nbytes);
         if (!bad) bad = put_pad(f, t->offset + t->nbytes, a); /* ggml pads the last one too */
     }
     if (bad || fflush(f) || ferror(f)) {
@@ -1112,13 +1139,11 @@ int gguf_writer_write(gguf_writer *w, const char *path, char *err, size_t errlen
         set_err(err, errlen, "%s: rename to %s failed: %s", tmp, path, strerror(errno));
         goto fail;
     }
-    free(buf);
     free(tmp);
     return 0;
 fail:
     if (f) fclose(f);
     unlink(tmp);
-    free(buf);
     free(tmp);
     return -1;
 }

@@ -488,6 +488,11 @@ static void test_writer(size_t alignment) {
     CHECK(q4k_bytes > 0);
     CHECK_EQ_INT(gguf_writer_add_tensor_fill(w, "t.q4_K", QT_Q4_K, 4, ne_q4k, fill_pattern, &seed),
                  0);
+    /* a multi-page tensor filled in place at an offset that is not page-aligned */
+    uint8_t seed2 = 9;
+    int64_t ne_big[2] = {1000, 300};
+    CHECK_EQ_INT(gguf_writer_add_tensor_fill(w, "t.big", QT_F32, 2, ne_big, fill_pattern, &seed2),
+                 0);
     char path[512], err[512] = "";
     tmp_path(path, sizeof path, "writer.gguf");
     CHECK_EQ_INT(gguf_writer_write(w, path, err, sizeof err), 0);
@@ -551,6 +556,14 @@ static void test_writer(size_t alignment) {
         uint8_t *want = malloc(q4k_bytes);
         fill_pattern(&seed, want, q4k_bytes);
         CHECK(!memcmp(t->data, want, q4k_bytes));
+        free(want);
+    }
+    t = gguf_find_tensor(g, "t.big");
+    CHECK(t && t->nbytes == 1200000 && gguf_n_tensors(g) == 5);
+    if (t) {
+        uint8_t *want = malloc(t->nbytes);
+        fill_pattern(&seed2, want, t->nbytes);
+        CHECK(!memcmp(t->data, want, t->nbytes));
         free(want);
     }
     for (int64_t k = 0; k < gguf_n_tensors(g); k++)
