@@ -46,14 +46,14 @@ uint16_t quant_f32_to_f16(float f) {
     uint32_t x = f32_bits(f);
     uint16_t sign = (uint16_t)((x >> 16) & 0x8000);
     uint32_t ax = x & 0x7fffffff;
-    if (ax > 0x7f800000) return sign | 0x7e00;      /* nan -> canonical quiet nan, as ggml */
-    if (ax >= 0x477ff000) return sign | 0x7c00;     /* >= 65520 rounds to inf */
-    if (ax >= 0x38800000) {                         /* normal half: >= 2^-14 */
+    if (ax > 0x7f800000) return sign | 0x7e00;  /* nan -> canonical quiet nan, as ggml */
+    if (ax >= 0x477ff000) return sign | 0x7c00; /* >= 65520 rounds to inf */
+    if (ax >= 0x38800000) {                     /* normal half: >= 2^-14 */
         ax -= (uint32_t)(127 - 15) << 23;
-        ax += 0xfff + ((ax >> 13) & 1);             /* round to nearest, ties to even */
+        ax += 0xfff + ((ax >> 13) & 1); /* round to nearest, ties to even */
         return (uint16_t)(sign | (ax >> 13));
     }
-    if (ax <= 0x33000000) return sign;              /* <= 2^-25 (a tie with 0) rounds to 0 */
+    if (ax <= 0x33000000) return sign; /* <= 2^-25 (a tie with 0) rounds to 0 */
     /* subnormal half: units of 2^-24 */
     uint32_t e = ax >> 23, mant = (ax & 0x7fffff) | 0x800000;
     uint32_t shift = 126 - e; /* 14..24 */
@@ -62,7 +62,9 @@ uint16_t quant_f32_to_f16(float f) {
     return (uint16_t)(sign | r);
 }
 
-float quant_bf16_to_f32(uint16_t h) { return bits_f32((uint32_t)h << 16); }
+float quant_bf16_to_f32(uint16_t h) {
+    return bits_f32((uint32_t)h << 16);
+}
 
 uint16_t quant_f32_to_bf16(float f) {
     uint32_t u = f32_bits(f);
@@ -70,7 +72,9 @@ uint16_t quant_f32_to_bf16(float f) {
     return (uint16_t)((u + (0x7fff + ((u >> 16) & 1))) >> 16);
 }
 
-static float ld_f16(const uint8_t p[2]) { return quant_f16_to_f32((uint16_t)(p[0] | (p[1] << 8))); }
+static float ld_f16(const uint8_t p[2]) {
+    return quant_f16_to_f32((uint16_t)(p[0] | (p[1] << 8)));
+}
 
 static void st_f16(uint8_t p[2], float f) {
     uint16_t h = quant_f32_to_f16(f);
@@ -89,22 +93,29 @@ static int nearest_int(float x) {
 
 /* ---- plain floats ------------------------------------------------------------------------ */
 
-static void f32_to_float(const void *src, float *dst, int64_t n) { memcpy(dst, src, (size_t)n * 4); }
-static void f32_from_float(const float *src, void *dst, int64_t n) { memcpy(dst, src, (size_t)n * 4); }
+static void f32_to_float(const void *src, float *dst, int64_t n) {
+    memcpy(dst, src, (size_t)n * 4);
+}
+static void f32_from_float(const float *src, void *dst, int64_t n) {
+    memcpy(dst, src, (size_t)n * 4);
+}
 
 static void f16_to_float(const void *src, float *dst, int64_t n) {
     const uint8_t *p = src;
-    for (int64_t i = 0; i < n; i++) dst[i] = ld_f16(p + 2 * i);
+    for (int64_t i = 0; i < n; i++)
+        dst[i] = ld_f16(p + 2 * i);
 }
 
 static void f16_from_float(const float *src, void *dst, int64_t n) {
     uint8_t *p = dst;
-    for (int64_t i = 0; i < n; i++) st_f16(p + 2 * i, src[i]);
+    for (int64_t i = 0; i < n; i++)
+        st_f16(p + 2 * i, src[i]);
 }
 
 static void bf16_to_float(const void *src, float *dst, int64_t n) {
     const uint8_t *p = src;
-    for (int64_t i = 0; i < n; i++) dst[i] = quant_bf16_to_f32((uint16_t)(p[2 * i] | (p[2 * i + 1] << 8)));
+    for (int64_t i = 0; i < n; i++)
+        dst[i] = quant_bf16_to_f32((uint16_t)(p[2 * i] | (p[2 * i + 1] << 8)));
 }
 
 static void bf16_from_float(const float *src, void *dst, int64_t n) {
@@ -145,7 +156,8 @@ static uint32_t ld_u32(const uint8_t p[4]) {
 }
 
 static void st_u32(uint8_t p[4], uint32_t v) {
-    for (int i = 0; i < 4; i++) p[i] = (uint8_t)(v >> (8 * i));
+    for (int i = 0; i < 4; i++)
+        p[i] = (uint8_t)(v >> (8 * i));
 }
 
 static void q5_0_to_float(const void *src, float *dst, int64_t n) {
@@ -178,7 +190,8 @@ static void q8_0_to_float(const void *src, float *dst, int64_t n) {
     const block_q8_0 *b = src;
     for (int64_t i = 0; i < n / QK8_0; i++, b++, dst += QK8_0) {
         float d = ld_f16(b->d);
-        for (int j = 0; j < QK8_0; j++) dst[j] = (float)b->qs[j] * d;
+        for (int j = 0; j < QK8_0; j++)
+            dst[j] = (float)b->qs[j] * d;
     }
 }
 
@@ -218,7 +231,8 @@ static void q4_1_from_float(const float *x, void *dst, int64_t n) {
         st_f16(b->d, d);
         st_f16(b->m, min);
         for (int j = 0; j < QK4_1 / 2; j++) {
-            int q0 = (int8_t)((x[j] - min) * id + 0.5f), q1 = (int8_t)((x[j + QK4_1 / 2] - min) * id + 0.5f);
+            int q0 = (int8_t)((x[j] - min) * id + 0.5f),
+                q1 = (int8_t)((x[j + QK4_1 / 2] - min) * id + 0.5f);
             q0 = q0 < 15 ? q0 : 15;
             q1 = q1 < 15 ? q1 : 15;
             b->qs[j] = (uint8_t)(q0 | (q1 << 4));
@@ -264,7 +278,8 @@ static void q5_1_from_float(const float *x, void *dst, int64_t n) {
         st_f16(b->m, min);
         uint32_t qh = 0;
         for (int j = 0; j < QK5_1 / 2; j++) {
-            int q0 = (uint8_t)((x[j] - min) * id + 0.5f), q1 = (uint8_t)((x[j + QK5_1 / 2] - min) * id + 0.5f);
+            int q0 = (uint8_t)((x[j] - min) * id + 0.5f),
+                q1 = (uint8_t)((x[j + QK5_1 / 2] - min) * id + 0.5f);
             b->qs[j] = (uint8_t)((q0 & 0xF) | ((q1 & 0xF) << 4));
             qh |= (uint32_t)((q0 >> 4) & 1) << j;
             qh |= (uint32_t)((q1 >> 4) & 1) << (j + QK5_1 / 2);
@@ -277,10 +292,12 @@ static void q8_0_from_float(const float *x, void *dst, int64_t n) {
     block_q8_0 *b = dst;
     for (int64_t i = 0; i < n / QK8_0; i++, b++, x += QK8_0) {
         float amax = 0.0f;
-        for (int j = 0; j < QK8_0; j++) amax = fmaxf(amax, fabsf(x[j]));
+        for (int j = 0; j < QK8_0; j++)
+            amax = fmaxf(amax, fabsf(x[j]));
         float d = amax / 127, id = d != 0.0f ? 1.0f / d : 0.0f;
         st_f16(b->d, d);
-        for (int j = 0; j < QK8_0; j++) b->qs[j] = (int8_t)roundf(x[j] * id);
+        for (int j = 0; j < QK8_0; j++)
+            b->qs[j] = (int8_t)roundf(x[j] * id);
     }
 }
 
@@ -297,7 +314,8 @@ static void q2_K_to_float(const void *src, float *dst, int64_t n) {
                 for (int k = 0; k < 2; k++) {
                     uint8_t sc = b->scales[is++];
                     float dl = d * (float)(sc & 0xF), ml = min * (float)(sc >> 4);
-                    for (int l = 0; l < 16; l++) *dst++ = dl * (float)((q[l + 16 * k] >> shift) & 3) - ml;
+                    for (int l = 0; l < 16; l++)
+                        *dst++ = dl * (float)((q[l + 16 * k] >> shift) & 3) - ml;
                 }
             }
         }
@@ -323,7 +341,8 @@ static void q3_K_to_float(const void *src, float *dst, int64_t n) {
                 for (int k = 0; k < 2; k++) {
                     float dl = d_all * (float)scales[is++];
                     for (int l = 0; l < 16; l++) {
-                        int v = ((q[l + 16 * k] >> shift) & 3) - ((b->hmask[l + 16 * k] & m) ? 0 : 4);
+                        int v =
+                            ((q[l + 16 * k] >> shift) & 3) - ((b->hmask[l + 16 * k] & m) ? 0 : 4);
                         *dst++ = dl * (float)v;
                     }
                 }
@@ -343,8 +362,10 @@ static void q4_K_to_float(const void *src, float *dst, int64_t n) {
             float d1 = d * sc, m1 = min * m;
             quant_scale_min_k4(2 * g + 1, b->scales, &sc, &m);
             float d2 = d * sc, m2 = min * m;
-            for (int l = 0; l < 32; l++) *dst++ = d1 * (float)(q[l] & 0xF) - m1;
-            for (int l = 0; l < 32; l++) *dst++ = d2 * (float)(q[l] >> 4) - m2;
+            for (int l = 0; l < 32; l++)
+                *dst++ = d1 * (float)(q[l] & 0xF) - m1;
+            for (int l = 0; l < 32; l++)
+                *dst++ = d2 * (float)(q[l] >> 4) - m2;
         }
     }
 }
@@ -361,8 +382,10 @@ static void q5_K_to_float(const void *src, float *dst, int64_t n) {
             quant_scale_min_k4(2 * g + 1, b->scales, &sc, &m);
             float d2 = d * sc, m2 = min * m;
             uint8_t u1 = (uint8_t)(1u << (2 * g)), u2 = (uint8_t)(2u << (2 * g));
-            for (int l = 0; l < 32; l++) *dst++ = d1 * (float)((ql[l] & 0xF) + (b->qh[l] & u1 ? 16 : 0)) - m1;
-            for (int l = 0; l < 32; l++) *dst++ = d2 * (float)((ql[l] >> 4) + (b->qh[l] & u2 ? 16 : 0)) - m2;
+            for (int l = 0; l < 32; l++)
+                *dst++ = d1 * (float)((ql[l] & 0xF) + (b->qh[l] & u1 ? 16 : 0)) - m1;
+            for (int l = 0; l < 32; l++)
+                *dst++ = d2 * (float)((ql[l] >> 4) + (b->qh[l] & u2 ? 16 : 0)) - m2;
         }
     }
 }
@@ -396,7 +419,8 @@ static void q8_K_to_float(const void *src, float *dst, int64_t n) {
     for (int64_t i = 0; i < n / QK_K; i++, b++) {
         float d;
         memcpy(&d, b->d, 4);
-        for (int j = 0; j < QK_K; j++) *dst++ = d * (float)b->qs[j];
+        for (int j = 0; j < QK_K; j++)
+            *dst++ = d * (float)b->qs[j];
     }
 }
 
@@ -487,9 +511,11 @@ static void kquant_affine_block(const float *x, int nmax, float rmin, int nstep,
     for (int j = 0; j < 8; j++) {
         const float *xs = x + 32 * j;
         float sum_x2 = 0;
-        for (int l = 0; l < 32; l++) sum_x2 += xs[l] * xs[l];
+        for (int l = 0; l < 32; l++)
+            sum_x2 += xs[l] * xs[l];
         float av_x = sqrtf(sum_x2 / 32);
-        for (int l = 0; l < 32; l++) w[l] = av_x + fabsf(xs[l]); /* favour the large weights */
+        for (int l = 0; l < 32; l++)
+            w[l] = av_x + fabsf(xs[l]); /* favour the large weights */
         scales[j] = fit_affine(32, nmax, xs, w, L + 32 * j, &mins[j], rmin, 0.1f, nstep);
         if (scales[j] > max_scale) max_scale = scales[j];
         if (mins[j] > max_min) max_min = mins[j];
@@ -524,7 +550,8 @@ static void q4_K_from_float(const float *x, void *dst, int64_t n) {
         kquant_affine_block(x, 15, -1.0f, 20, b->d, b->dmin, b->scales, L);
         uint8_t *q = b->qs;
         for (int j = 0; j < QK_K; j += 64, q += 32)
-            for (int l = 0; l < 32; l++) q[l] = (uint8_t)(L[j + l] | (L[j + l + 32] << 4));
+            for (int l = 0; l < 32; l++)
+                q[l] = (uint8_t)(L[j + l] | (L[j + l + 32] << 4));
     }
 }
 
@@ -535,7 +562,8 @@ static void q5_K_from_float(const float *x, void *dst, int64_t n) {
         kquant_affine_block(x, 31, -0.5f, 15, b->d, b->dmin, b->scales, L);
         memset(b->qh, 0, sizeof b->qh);
         uint8_t *ql = b->qs, m1 = 1, m2 = 2;
-        for (int j = 0; j < QK_K; j += 64, ql += 32, m1 = (uint8_t)(m1 << 2), m2 = (uint8_t)(m2 << 2)) {
+        for (int j = 0; j < QK_K;
+             j += 64, ql += 32, m1 = (uint8_t)(m1 << 2), m2 = (uint8_t)(m2 << 2)) {
             for (int l = 0; l < 32; l++) {
                 int l1 = L[j + l], l2 = L[j + l + 32];
                 if (l1 > 15) {
@@ -625,8 +653,8 @@ static void q6_K_from_float(const float *x, void *dst, int64_t n) {
             for (int l = 0; l < 32; l++) {
                 ql[l] = (uint8_t)((Lh[l] & 0xF) | ((Lh[l + 64] & 0xF) << 4));
                 ql[l + 32] = (uint8_t)((Lh[l + 32] & 0xF) | ((Lh[l + 96] & 0xF) << 4));
-                qh[l] = (uint8_t)((Lh[l] >> 4) | ((Lh[l + 32] >> 4) << 2) | ((Lh[l + 64] >> 4) << 4) |
-                                  ((Lh[l + 96] >> 4) << 6));
+                qh[l] = (uint8_t)((Lh[l] >> 4) | ((Lh[l + 32] >> 4) << 2) |
+                                  ((Lh[l + 64] >> 4) << 4) | ((Lh[l + 96] >> 4) << 6));
             }
         }
     }
@@ -651,7 +679,8 @@ static void q8_K_from_float(const float *x, void *dst, int64_t n) {
         }
         for (int j = 0; j < QK_K / 16; j++) {
             int sum = 0;
-            for (int l = 0; l < 16; l++) sum += b->qs[16 * j + l];
+            for (int l = 0; l < 16; l++)
+                sum += b->qs[16 * j + l];
             b->bsums[2 * j] = (uint8_t)(sum & 0xFF);
             b->bsums[2 * j + 1] = (uint8_t)((sum >> 8) & 0xFF);
         }
@@ -698,7 +727,8 @@ int quant_type_from_name(const char *name) {
     return -1;
 }
 
-int quant_dequantize_rows(uint32_t type, const void *src, float *dst, int64_t n_rows, int64_t row_len) {
+int quant_dequantize_rows(uint32_t type, const void *src, float *dst, int64_t n_rows,
+                          int64_t row_len) {
     const qtype_traits *t = quant_traits(type);
     if (!t || !t->to_float) return QUANT_EUNSUPPORTED;
     if (row_len <= 0 || row_len % t->block_size || n_rows < 0) return QUANT_EROWLEN;
@@ -708,7 +738,8 @@ int quant_dequantize_rows(uint32_t type, const void *src, float *dst, int64_t n_
     return 0;
 }
 
-int quant_quantize_rows(uint32_t type, const float *src, void *dst, int64_t n_rows, int64_t row_len) {
+int quant_quantize_rows(uint32_t type, const float *src, void *dst, int64_t n_rows,
+                        int64_t row_len) {
     const qtype_traits *t = quant_traits(type);
     if (!t || !t->from_float) return QUANT_EUNSUPPORTED;
     if (row_len <= 0 || row_len % t->block_size || n_rows < 0) return QUANT_EROWLEN;
@@ -721,9 +752,10 @@ int quant_quantize_rows(uint32_t type, const float *src, void *dst, int64_t n_ro
 /* ---- file-level mixes -------------------------------------------------------------------- */
 
 static const quant_mix mixes[] = {
-    {"F32", QT_F32, 0},     {"F16", QT_F16, 1},      {"BF16", QT_BF16, 32},   {"Q8_0", QT_Q8_0, 7},
-    {"Q4_0", QT_Q4_0, 2},   {"Q4_1", QT_Q4_1, 3},    {"Q5_0", QT_Q5_0, 8},    {"Q5_1", QT_Q5_1, 9},
-    {"Q4_K_S", QT_Q4_K, 14}, {"Q4_K_M", QT_Q4_K, 15}, {"Q5_K_S", QT_Q5_K, 16}, {"Q5_K_M", QT_Q5_K, 17},
+    {"F32", QT_F32, 0},      {"F16", QT_F16, 1},      {"BF16", QT_BF16, 32},
+    {"Q8_0", QT_Q8_0, 7},    {"Q4_0", QT_Q4_0, 2},    {"Q4_1", QT_Q4_1, 3},
+    {"Q5_0", QT_Q5_0, 8},    {"Q5_1", QT_Q5_1, 9},    {"Q4_K_S", QT_Q4_K, 14},
+    {"Q4_K_M", QT_Q4_K, 15}, {"Q5_K_S", QT_Q5_K, 16}, {"Q5_K_M", QT_Q5_K, 17},
     {"Q6_K", QT_Q6_K, 18},
 };
 
@@ -737,7 +769,9 @@ const quant_mix *quant_mix_find(const char *name) {
     return NULL;
 }
 
-static bool has(const char *s, const char *sub) { return strstr(s, sub) != NULL; }
+static bool has(const char *s, const char *sub) {
+    return strstr(s, sub) != NULL;
+}
 
 static bool ends_with(const char *s, const char *suffix) {
     size_t a = strlen(s), b = strlen(suffix);
@@ -746,11 +780,16 @@ static bool ends_with(const char *s, const char *suffix) {
 
 /* llama.cpp's choice of the layers that get more bits: the first and last eighth, and every
  * third one in between. */
-static bool use_more_bits(int i, int n) { return i < n / 8 || i >= 7 * n / 8 || (i - n / 8) % 3 == 2; }
+static bool use_more_bits(int i, int n) {
+    return i < n / 8 || i >= 7 * n / 8 || (i - n / 8) % 3 == 2;
+}
 
-static bool is_float_type(uint32_t t) { return t == QT_F32 || t == QT_F16 || t == QT_BF16; }
+static bool is_float_type(uint32_t t) {
+    return t == QT_F32 || t == QT_F16 || t == QT_BF16;
+}
 
-void quant_mix_plan(const quant_mix *mix, const quant_tensor_desc *t, int64_t n, uint32_t *types_out) {
+void quant_mix_plan(const quant_mix *mix, const quant_tensor_desc *t, int64_t n,
+                    uint32_t *types_out) {
     bool has_output = false;
     int n_attn_v = 0, n_ffn_down = 0, i_attn_v = 0, i_ffn_down = 0;
     for (int64_t i = 0; i < n; i++) {
@@ -771,16 +810,23 @@ void quant_mix_plan(const quant_mix *mix, const quant_tensor_desc *t, int64_t n,
             continue;
         }
         if (!is_float_type(mix->base)) {
-            if (strcmp(name, "output.weight") == 0 || (!has_output && strcmp(name, "token_embd.weight") == 0)) {
-                if (t[i].ne0 % QK_K) type = QT_Q8_0;
-                else if (type != QT_Q8_0) type = QT_Q6_K;
+            if (strcmp(name, "output.weight") == 0 ||
+                (!has_output && strcmp(name, "token_embd.weight") == 0)) {
+                if (t[i].ne0 % QK_K)
+                    type = QT_Q8_0;
+                else if (type != QT_Q8_0)
+                    type = QT_Q6_K;
             } else if (has(name, "attn_v.weight") || has(name, "attn_qkv.weight")) {
-                if (k_m && use_more_bits(i_attn_v, n_attn_v)) type = QT_Q6_K;
-                else if (q4_k_s && i_attn_v < 4) type = QT_Q5_K;
+                if (k_m && use_more_bits(i_attn_v, n_attn_v))
+                    type = QT_Q6_K;
+                else if (q4_k_s && i_attn_v < 4)
+                    type = QT_Q5_K;
                 i_attn_v++;
             } else if (has(name, "ffn_down")) {
-                if (k_m && use_more_bits(i_ffn_down, n_ffn_down)) type = QT_Q6_K;
-                else if (q4_k_s && i_ffn_down < n_ffn_down / 8) type = QT_Q5_K;
+                if (k_m && use_more_bits(i_ffn_down, n_ffn_down))
+                    type = QT_Q6_K;
+                else if (q4_k_s && i_ffn_down < n_ffn_down / 8)
+                    type = QT_Q5_K;
                 i_ffn_down++;
             }
             if (quant_traits(type)->block_size == QK_K && t[i].ne0 % QK_K) {

@@ -16,7 +16,9 @@ static uint32_t rnd(void) {
     rng ^= rng >> 27;
     return (uint32_t)((rng * 0x2545F4914F6CDD1Dull) >> 32);
 }
-static float urand(void) { return (rnd() >> 8) * (1.0f / 16777216.0f); }
+static float urand(void) {
+    return (rnd() >> 8) * (1.0f / 16777216.0f);
+}
 static float gauss(void) {
     float u = urand() + 1e-7f, v = urand();
     return sqrtf(-2 * logf(u)) * cosf(6.2831853f * v);
@@ -56,7 +58,8 @@ static int golden_load(golden *g, const char *name, uint32_t kind) {
     fseek(f, 0, SEEK_SET);
     g->buf = malloc((size_t)sz);
     g->size = (size_t)sz;
-    if (!g->buf || fread(g->buf, 1, g->size, f) != g->size || sz < 16 || memcmp(g->buf, "QGLD", 4)) {
+    if (!g->buf || fread(g->buf, 1, g->size, f) != g->size || sz < 16 ||
+        memcmp(g->buf, "QGLD", 4)) {
         fprintf(stderr, "%s: bad golden file\n", path);
         check_failures++;
         fclose(f);
@@ -84,15 +87,16 @@ static int64_t count_float_mismatch(const char *what, const float *a, const floa
     int64_t bad = 0;
     for (int64_t i = 0; i < n; i++) {
         if (fbits(a[i]) != fbits(b[i])) {
-            if (bad < 3) fprintf(stderr, "%s[%lld]: ours %.9g (0x%08x) ggml %.9g (0x%08x)\n", what, (long long)i,
-                                 a[i], fbits(a[i]), b[i], fbits(b[i]));
+            if (bad < 3)
+                fprintf(stderr, "%s[%lld]: ours %.9g (0x%08x) ggml %.9g (0x%08x)\n", what,
+                        (long long)i, a[i], fbits(a[i]), b[i], fbits(b[i]));
             bad++;
         }
     }
     return bad;
 }
 
-static const char *deq_names[] = {"f16", "bf16", "q4_0", "q4_1", "q5_0", "q5_1", "q8_0",
+static const char *deq_names[] = {"f16",  "bf16", "q4_0", "q4_1", "q5_0", "q5_1", "q8_0",
                                   "q2_K", "q3_K", "q4_K", "q5_K", "q6_K", "q8_K"};
 
 /* Our to_float equals ggml's to_float bit for bit, for random-but-valid blocks of each type. */
@@ -140,13 +144,14 @@ static double sq_err(const qtype_traits *t, const void *q, const float *x, int64
     float *y = malloc((size_t)n * 4);
     t->to_float(q, y, n);
     double e = 0;
-    for (int64_t i = 0; i < n; i++) e += ((double)y[i] - x[i]) * ((double)y[i] - x[i]);
+    for (int64_t i = 0; i < n; i++)
+        e += ((double)y[i] - x[i]) * ((double)y[i] - x[i]);
     free(y);
     return e;
 }
 
-static const char *qnt_names[] = {"f16", "bf16", "q4_0", "q4_1", "q5_0", "q5_1", "q8_0",
-                                  "q4_K", "q5_K", "q6_K", "q8_K"};
+static const char *qnt_names[] = {"f16",  "bf16", "q4_0", "q4_1", "q5_0", "q5_1",
+                                  "q8_0", "q4_K", "q5_K", "q6_K", "q8_K"};
 
 /* Quantizers: byte-equal to ggml's reference for the simple types; for the K-quants (searching
  * quantizers) an encoding whose error per 256-weight stretch is close to ggml's and in total no
@@ -186,29 +191,34 @@ static void test_quant_golden(void) {
                     break;
                 }
             if (first != nb)
-                fprintf(stderr, "%s: first differing byte %zu (block %zu): ours %02x ggml %02x\n", qnt_names[k],
-                        first, first / t->type_size, got[first], want[first]);
+                fprintf(stderr, "%s: first differing byte %zu (block %zu): ours %02x ggml %02x\n",
+                        qnt_names[k], first, first / t->type_size, got[first], want[first]);
             CHECK(first == nb);
         } else {
             double tot_ours = 0, tot_ggml = 0;
             int64_t bad = 0;
             for (int64_t s = 0; s < n; s += QK_K) {
                 size_t off = (size_t)(s / QK_K) * t->type_size;
-                double eo = sq_err(t, got + off, x + s, QK_K), eg = sq_err(t, want + off, x + s, QK_K);
+                double eo = sq_err(t, got + off, x + s, QK_K),
+                       eg = sq_err(t, want + off, x + s, QK_K);
                 tot_ours += eo;
                 tot_ggml += eg;
                 /* per stretch: at most 15% worse, or negligibly small either way */
                 if (eo > eg * 1.15 + 1e-12) {
                     if (bad < 3)
-                        fprintf(stderr, "%s stretch %lld (kind %lld): err ours %.6g ggml %.6g\n", qnt_names[k],
-                                (long long)(s / QK_K), (long long)((s / QK_K) % 8), eo, eg);
+                        fprintf(stderr, "%s stretch %lld (kind %lld): err ours %.6g ggml %.6g\n",
+                                qnt_names[k], (long long)(s / QK_K), (long long)((s / QK_K) % 8),
+                                eo, eg);
                     bad++;
                 }
             }
             int64_t same = 0;
-            for (size_t off = 0; off < nb; off += t->type_size) same += memcmp(got + off, want + off, t->type_size) == 0;
-            printf("%s: total squared error ours %.6g, ggml %.6g (ratio %.4f); %lld of %lld blocks byte-equal\n",
-                   qnt_names[k], tot_ours, tot_ggml, tot_ours / tot_ggml, (long long)same, (long long)(n / QK_K));
+            for (size_t off = 0; off < nb; off += t->type_size)
+                same += memcmp(got + off, want + off, t->type_size) == 0;
+            printf("%s: total squared error ours %.6g, ggml %.6g (ratio %.4f); %lld of %lld blocks "
+                   "byte-equal\n",
+                   qnt_names[k], tot_ours, tot_ggml, tot_ours / tot_ggml, (long long)same,
+                   (long long)(n / QK_K));
             CHECK_EQ_INT(bad, 0);
             CHECK(tot_ours <= tot_ggml * 1.02);
             /* stronger than the format needs: our search does ggml's arithmetic in ggml's order, so
@@ -239,12 +249,15 @@ static void test_conv_golden(void) {
         memcpy(&wh, out + 4 * i, 2);
         memcpy(&wb, out + 4 * i + 2, 2);
         uint16_t h = quant_f32_to_f16(v), b = quant_f32_to_bf16(v);
-        if (h != wh && bad_h++ < 3) fprintf(stderr, "f32->f16 0x%08x: ours %04x ggml %04x\n", fbits(v), h, wh);
-        if (b != wb && bad_b++ < 3) fprintf(stderr, "f32->bf16 0x%08x: ours %04x ggml %04x\n", fbits(v), b, wb);
+        if (h != wh && bad_h++ < 3)
+            fprintf(stderr, "f32->f16 0x%08x: ours %04x ggml %04x\n", fbits(v), h, wh);
+        if (b != wb && bad_b++ < 3)
+            fprintf(stderr, "f32->bf16 0x%08x: ours %04x ggml %04x\n", fbits(v), b, wb);
     }
     for (uint32_t h = 0; h < 65536; h++) {
         uint32_t want = rd32(tab + 4 * h), got = fbits(quant_f16_to_f32((uint16_t)h));
-        if (want != got && bad_f++ < 3) fprintf(stderr, "f16->f32 %04x: ours %08x ggml %08x\n", h, got, want);
+        if (want != got && bad_f++ < 3)
+            fprintf(stderr, "f16->f32 %04x: ours %08x ggml %08x\n", h, got, want);
     }
     CHECK_EQ_INT(bad_h, 0);
     CHECK_EQ_INT(bad_b, 0);
@@ -259,12 +272,15 @@ static void test_conv_props(void) {
     for (uint32_t h = 0; h < 65536; h++) {
         float f = quant_f16_to_f32((uint16_t)h), b = quant_bf16_to_f32((uint16_t)h);
         if ((h & 0x7c00) == 0x7c00 && (h & 0x3ff)) {
-            bad += !isnan(f) || (quant_f32_to_f16(f) & 0x7c00) != 0x7c00 || !(quant_f32_to_f16(f) & 0x3ff);
+            bad += !isnan(f) || (quant_f32_to_f16(f) & 0x7c00) != 0x7c00 ||
+                   !(quant_f32_to_f16(f) & 0x3ff);
         } else {
             bad += quant_f32_to_f16(f) != h;
         }
-        if ((h & 0x7f80) == 0x7f80 && (h & 0x7f)) bad += !isnan(b) || !isnan(quant_bf16_to_f32(quant_f32_to_bf16(b)));
-        else bad += quant_f32_to_bf16(b) != h;
+        if ((h & 0x7f80) == 0x7f80 && (h & 0x7f))
+            bad += !isnan(b) || !isnan(quant_bf16_to_f32(quant_f32_to_bf16(b)));
+        else
+            bad += quant_f32_to_bf16(b) != h;
     }
     CHECK_EQ_INT(bad, 0);
     /* named values */
@@ -275,13 +291,13 @@ static void test_conv_props(void) {
     CHECK_EQ_INT(quant_f32_to_f16(65520.0f), 0x7c00);
     CHECK_EQ_INT(quant_f32_to_f16(-INFINITY), 0xfc00);
     CHECK((quant_f32_to_f16(NAN) & 0x7fff) > 0x7c00);
-    CHECK_EQ_INT(quant_f32_to_f16(0x1p-24f), 0x0001);   /* smallest subnormal */
-    CHECK_EQ_INT(quant_f32_to_f16(0x1p-25f), 0x0000);   /* tie: to even (0) */
-    CHECK_EQ_INT(quant_f32_to_f16(0x1.8p-24f), 0x0002); /* tie 1.5 ulp: to even (2) */
+    CHECK_EQ_INT(quant_f32_to_f16(0x1p-24f), 0x0001);        /* smallest subnormal */
+    CHECK_EQ_INT(quant_f32_to_f16(0x1p-25f), 0x0000);        /* tie: to even (0) */
+    CHECK_EQ_INT(quant_f32_to_f16(0x1.8p-24f), 0x0002);      /* tie 1.5 ulp: to even (2) */
     CHECK_EQ_INT(quant_f32_to_f16(0x1.000002p-25f), 0x0001); /* just above the tie */
-    CHECK_EQ_INT(quant_f32_to_f16(-0x1p-14f), 0x8400);   /* smallest normal */
-    CHECK_EQ_INT(quant_f32_to_f16(0x1.ff8p-15f), 0x03ff); /* largest subnormal */
-    CHECK_EQ_INT(quant_f32_to_f16(0x1.ffcp-15f), 0x0400); /* tie rounds up out of subnormals */
+    CHECK_EQ_INT(quant_f32_to_f16(-0x1p-14f), 0x8400);       /* smallest normal */
+    CHECK_EQ_INT(quant_f32_to_f16(0x1.ff8p-15f), 0x03ff);    /* largest subnormal */
+    CHECK_EQ_INT(quant_f32_to_f16(0x1.ffcp-15f), 0x0400);    /* tie rounds up out of subnormals */
     CHECK_EQ_INT(quant_f32_to_f16(1.0f + 0x1p-11f), 0x3c00); /* tie to even (down) */
     CHECK_EQ_INT(quant_f32_to_f16(1.0f + 0x3p-11f), 0x3c02); /* tie to even (up) */
     CHECK_EQ_INT(quant_f32_to_f16(1e-30f), 0x0000);
@@ -325,7 +341,7 @@ static void test_names_sizes(void) {
     CHECK_EQ_INT(quant_type_from_name("q4"), -1);
     CHECK_EQ_INT(quant_type_from_name(""), -1);
     CHECK_EQ_INT(quant_type_from_name(NULL), -1);
-    CHECK(quant_traits(4) == NULL);  /* q4_2, removed from ggml */
+    CHECK(quant_traits(4) == NULL); /* q4_2, removed from ggml */
     CHECK(quant_traits(QT_Q8_1) == NULL);
     CHECK(quant_traits(29) == NULL);
     CHECK(quant_traits(QT_COUNT) == NULL);
@@ -362,24 +378,37 @@ static void test_names_sizes(void) {
     CHECK_EQ_INT(quant_quantize_rows(QT_Q4_0, y, q, 1, 48), QUANT_EROWLEN);
 }
 
-static const uint32_t writable[] = {QT_F32, QT_F16, QT_BF16, QT_Q4_0, QT_Q4_1, QT_Q5_0, QT_Q5_1,
-                                    QT_Q8_0, QT_Q4_K, QT_Q5_K, QT_Q6_K, QT_Q8_K};
+static const uint32_t writable[] = {QT_F32,  QT_F16,  QT_BF16, QT_Q4_0, QT_Q4_1, QT_Q5_0,
+                                    QT_Q5_1, QT_Q8_0, QT_Q4_K, QT_Q5_K, QT_Q6_K, QT_Q8_K};
 
 /* Relative RMS error bound of a round trip on gaussian weights, per type: about 1.25x the worst
  * seen over the test's trials (4-bit ~0.08, 5-bit ~0.04, 6-bit ~0.018, 8-bit ~0.006). */
 static double rel_bound(uint32_t type) {
     switch (type) {
-    case QT_F32: return 0;
-    case QT_F16: return 3e-4;
-    case QT_BF16: return 2.5e-3;
-    case QT_Q4_0: case QT_Q4_1: return 0.1;
-    case QT_Q4_K: return 0.09;
-    case QT_Q5_0: case QT_Q5_1: return 0.055;
-    case QT_Q5_K: return 0.046;
-    case QT_Q6_K: return 0.023;
-    case QT_Q8_0: return 0.007;
-    case QT_Q8_K: return 0.009;
-    default: return 0;
+    case QT_F32:
+        return 0;
+    case QT_F16:
+        return 3e-4;
+    case QT_BF16:
+        return 2.5e-3;
+    case QT_Q4_0:
+    case QT_Q4_1:
+        return 0.1;
+    case QT_Q4_K:
+        return 0.09;
+    case QT_Q5_0:
+    case QT_Q5_1:
+        return 0.055;
+    case QT_Q5_K:
+        return 0.046;
+    case QT_Q6_K:
+        return 0.023;
+    case QT_Q8_0:
+        return 0.007;
+    case QT_Q8_K:
+        return 0.009;
+    default:
+        return 0;
     }
 }
 
@@ -393,15 +422,18 @@ static void test_round_trips(void) {
         if (!t || !t->from_float) continue;
         for (int trial = 0; trial < 6; trial++) {
             int64_t nblk = 1 + rnd() % 7, row_len = nblk * t->block_size;
-            if (t->block_size == 1) row_len = 1 + rnd() % 301; /* awkward lengths for plain floats */
+            if (t->block_size == 1)
+                row_len = 1 + rnd() % 301; /* awkward lengths for plain floats */
             int64_t n_rows = 1 + rnd() % 5, n = row_len * n_rows;
             size_t rs = quant_row_size(type, row_len), nb = rs * (size_t)n_rows;
             CHECK(rs > 0);
-            float *x = malloc((size_t)n * 4), *y = malloc((size_t)n * 4), *y2 = malloc((size_t)n * 4);
+            float *x = malloc((size_t)n * 4), *y = malloc((size_t)n * 4),
+                  *y2 = malloc((size_t)n * 4);
             uint8_t *qa = malloc(nb + 3), *q = qa + 3; /* deliberately misaligned */
             uint8_t *qb = malloc(nb);
             float scale = 0.001f + urand() * 3;
-            for (int64_t i = 0; i < n; i++) x[i] = gauss() * scale;
+            for (int64_t i = 0; i < n; i++)
+                x[i] = gauss() * scale;
             CHECK_EQ_INT(quant_quantize_rows(type, x, q, n_rows, row_len), 0);
             CHECK_EQ_INT(quant_dequantize_rows(type, q, y, n_rows, row_len), 0);
             /* rows are independent: one big call over blocks equals the row-wise calls */
@@ -418,15 +450,16 @@ static void test_round_trips(void) {
             }
             double rel = sqrt(e2 / x2);
             if (!(rel <= rel_bound(type)))
-                fprintf(stderr, "%s: relative rms error %.5f > %.5f (rows %lld x %lld)\n", t->name, rel,
-                        rel_bound(type), (long long)n_rows, (long long)row_len);
+                fprintf(stderr, "%s: relative rms error %.5f > %.5f (rows %lld x %lld)\n", t->name,
+                        rel, rel_bound(type), (long long)n_rows, (long long)row_len);
             CHECK(rel <= rel_bound(type));
             if (getenv("QUANT_VERBOSE")) printf("%s rel %.5f\n", t->name, rel);
             /* a decoded row is on the grid: quantizing it again loses (almost) nothing */
             CHECK_EQ_INT(quant_quantize_rows(type, y, qb, n_rows, row_len), 0);
             CHECK_EQ_INT(quant_dequantize_rows(type, qb, y2, n_rows, row_len), 0);
             double r2 = 0;
-            for (int64_t i = 0; i < n; i++) r2 += ((double)y2[i] - y[i]) * ((double)y2[i] - y[i]);
+            for (int64_t i = 0; i < n; i++)
+                r2 += ((double)y2[i] - y[i]) * ((double)y2[i] - y[i]);
             if (!(sqrt(r2 / x2) <= rel_bound(type) * 0.5))
                 fprintf(stderr, "%s: requantize error %.5f\n", t->name, sqrt(r2 / x2));
             CHECK(sqrt(r2 / x2) <= rel_bound(type) * 0.5);
@@ -454,17 +487,21 @@ static void test_special_blocks(void) {
         t->from_float(x, q, n);
         t->to_float(q, y, n);
         int bad = 0;
-        for (int i = 0; i < n; i++) bad += y[i] != 0.0f;
+        for (int i = 0; i < n; i++)
+            bad += y[i] != 0.0f;
         CHECK_EQ_INT(bad, 0);
         /* constant */
-        for (int i = 0; i < n; i++) x[i] = 0.75f;
+        for (int i = 0; i < n; i++)
+            x[i] = 0.75f;
         t->from_float(x, q, n);
         t->to_float(q, y, n);
-        for (int i = 0; i < n; i++) bad += fabsf(y[i] - 0.75f) > 0.75f * 0.02f;
+        for (int i = 0; i < n; i++)
+            bad += fabsf(y[i] - 0.75f) > 0.75f * 0.02f;
         if (bad) fprintf(stderr, "%s: constant block decodes to %g\n", t->name, y[0]);
         CHECK_EQ_INT(bad, 0);
         /* one outlier among small values */
-        for (int i = 0; i < n; i++) x[i] = gauss() * 0.01f;
+        for (int i = 0; i < n; i++)
+            x[i] = gauss() * 0.01f;
         x[77] = -5.0f;
         t->from_float(x, q, n);
         t->to_float(q, y, n);
@@ -473,14 +510,16 @@ static void test_special_blocks(void) {
         for (int s = 0; s < 2; s++) {
             float sign = s ? -1.0f : 1.0f;
             double e2 = 0, x2 = 0;
-            for (int i = 0; i < n; i++) x[i] = sign * (1.0f + urand());
+            for (int i = 0; i < n; i++)
+                x[i] = sign * (1.0f + urand());
             t->from_float(x, q, n);
             t->to_float(q, y, n);
             for (int i = 0; i < n; i++) {
                 e2 += ((double)y[i] - x[i]) * ((double)y[i] - x[i]);
                 x2 += (double)x[i] * x[i];
             }
-            if (!(sqrt(e2 / x2) <= rel_bound(type))) fprintf(stderr, "%s: offset block error %g\n", t->name, sqrt(e2 / x2));
+            if (!(sqrt(e2 / x2) <= rel_bound(type)))
+                fprintf(stderr, "%s: offset block error %g\n", t->name, sqrt(e2 / x2));
             CHECK(sqrt(e2 / x2) <= rel_bound(type));
         }
         free(q);
@@ -490,13 +529,15 @@ static void test_special_blocks(void) {
 /* The dequantizers read bytes only: any bytes (with finite scales) decode to finite values, and
  * flipping one quant bit changes exactly the weights that bit belongs to. */
 static void test_bit_locality(void) {
-    const uint32_t types[] = {QT_Q4_0, QT_Q4_1, QT_Q5_0, QT_Q5_1, QT_Q8_0, QT_Q4_K, QT_Q5_K, QT_Q6_K};
+    const uint32_t types[] = {QT_Q4_0, QT_Q4_1, QT_Q5_0, QT_Q5_1,
+                              QT_Q8_0, QT_Q4_K, QT_Q5_K, QT_Q6_K};
     for (size_t k = 0; k < sizeof types / sizeof *types; k++) {
         const qtype_traits *t = quant_traits(types[k]);
         int64_t n = t->block_size;
         uint8_t blk[512], blk2[512];
         float x[QK_K], y[QK_K], y2[QK_K];
-        for (int i = 0; i < n; i++) x[i] = gauss();
+        for (int i = 0; i < n; i++)
+            x[i] = gauss();
         t->from_float(x, blk, n);
         t->to_float(blk, y, n);
         int total_changed = 0, bits = 0;
@@ -506,7 +547,8 @@ static void test_bit_locality(void) {
                 blk2[byte] ^= (uint8_t)(1u << bit);
                 t->to_float(blk2, y2, n);
                 int changed = 0;
-                for (int i = 0; i < n; i++) changed += fbits(y[i]) != fbits(y2[i]);
+                for (int i = 0; i < n; i++)
+                    changed += fbits(y[i]) != fbits(y2[i]);
                 total_changed += changed;
                 bits++;
             }
@@ -551,7 +593,8 @@ static void test_reference_models(void) {
             seen[t->type]++;
             int64_t n = t->ne[0] * t->ne[1] * t->ne[2] * t->ne[3], rows = n / t->ne[0];
             CHECK_EQ_INT(t->nbytes, quant_row_size(t->type, t->ne[0]) * (size_t)rows);
-            float *x = malloc((size_t)n * 4), *y = malloc((size_t)n * 4), *z = malloc((size_t)n * 4);
+            float *x = malloc((size_t)n * 4), *y = malloc((size_t)n * 4),
+                  *z = malloc((size_t)n * 4);
             uint8_t *q = malloc(t->nbytes);
             CHECK_EQ_INT(quant_dequantize_rows(r->type, r->data, x, rows, r->ne[0]), 0);
             CHECK_EQ_INT(quant_dequantize_rows(t->type, t->data, y, rows, t->ne[0]), 0);
@@ -563,20 +606,21 @@ static void test_reference_models(void) {
             double rel = x2 > 0 ? sqrt(e_file / x2) : 0;
             double bound = t->type == QT_F32 ? 0 : rel_bound(t->type == QT_F16 ? QT_BF16 : t->type);
             if (!(rel <= bound))
-                fprintf(stderr, "%s %s (%s): relative error %.5f vs F16 > %.5f\n", files[f], t->name, tr->name,
-                        rel, bound);
+                fprintf(stderr, "%s %s (%s): relative error %.5f vs F16 > %.5f\n", files[f],
+                        t->name, tr->name, rel, bound);
             CHECK(rel <= bound);
             if (tr->from_float && t->type != QT_F32 && x2 > 0) {
                 CHECK_EQ_INT(quant_quantize_rows(t->type, x, q, rows, t->ne[0]), 0);
                 CHECK_EQ_INT(quant_dequantize_rows(t->type, q, z, rows, t->ne[0]), 0);
                 double e_ours = 0;
-                for (int64_t k = 0; k < n; k++) e_ours += ((double)z[k] - x[k]) * ((double)z[k] - x[k]);
+                for (int64_t k = 0; k < n; k++)
+                    e_ours += ((double)z[k] - x[k]) * ((double)z[k] - x[k]);
                 /* the file was quantized from F32, we from F16: allow the F16 rounding on top */
                 double ratio = sqrt(e_ours / x2) / (rel + 3e-4);
                 if (ratio > worst_ratio) worst_ratio = ratio;
                 if (!(ratio <= 1.05))
-                    fprintf(stderr, "%s %s (%s): our error %.5f vs llama.cpp's %.5f\n", files[f], t->name, tr->name,
-                            sqrt(e_ours / x2), rel);
+                    fprintf(stderr, "%s %s (%s): our error %.5f vs llama.cpp's %.5f\n", files[f],
+                            t->name, tr->name, sqrt(e_ours / x2), rel);
                 CHECK(ratio <= 1.05);
             }
             free(x);
@@ -631,7 +675,8 @@ static void test_mix_plan(void) {
             if (t && t->type == types[i]) continue;
             if (bad++ < 3)
                 fprintf(stderr, "%s %s: planned %s, llama.cpp wrote %s\n", files[f], d[i].name,
-                        quant_traits(types[i])->name, t ? quant_traits(t->type)->name : "(missing)");
+                        quant_traits(types[i])->name,
+                        t ? quant_traits(t->type)->name : "(missing)");
         }
         CHECK_EQ_INT(bad, 0);
         gguf_close(g);
@@ -641,11 +686,11 @@ static void test_mix_plan(void) {
     gguf_close(ref);
     /* shapes and names the mini files lack */
     quant_tensor_desc t[] = {
-        {"output.weight", 2, 1024, QT_F32},           /* separate head: Q6_K, embedding then plain */
+        {"output.weight", 2, 1024, QT_F32}, /* separate head: Q6_K, embedding then plain */
         {"token_embd.weight", 2, 1024, QT_F32},
-        {"blk.0.ffn_down.weight", 2, 4608, QT_F32},   /* 4608 = 18 x 256 */
-        {"blk.0.ffn_up.weight", 2, 1000, QT_F32},     /* K-quant fallback, then F16 (1000 % 32) */
-        {"blk.0.attn_q.weight", 2, 96, QT_F32},       /* K-quant fallback: Q4_K -> Q5_0 */
+        {"blk.0.ffn_down.weight", 2, 4608, QT_F32}, /* 4608 = 18 x 256 */
+        {"blk.0.ffn_up.weight", 2, 1000, QT_F32},   /* K-quant fallback, then F16 (1000 % 32) */
+        {"blk.0.attn_q.weight", 2, 96, QT_F32},     /* K-quant fallback: Q4_K -> Q5_0 */
         {"blk.0.shortconv.conv.weight", 2, 3, QT_F32},
         {"blk.0.attn_norm.weight", 1, 1024, QT_F32},
         {"rope_freqs", 1, 64, QT_F32},
@@ -676,12 +721,15 @@ static void test_mix_plan(void) {
     uint32_t lt[16];
     quant_mix_plan(quant_mix_find("Q5_K_M"), L, 16, lt);
     const char *want = "QQ__Q__Q__Q__QQQ"; /* i < 2, i >= 14, (i - 2) % 3 == 2 */
-    for (int i = 0; i < 16; i++) CHECK_EQ_INT(lt[i], want[i] == 'Q' ? QT_Q6_K : QT_Q5_K);
+    for (int i = 0; i < 16; i++)
+        CHECK_EQ_INT(lt[i], want[i] == 'Q' ? QT_Q6_K : QT_Q5_K);
     quant_mix_plan(quant_mix_find("Q4_K_S"), L, 16, lt);
-    for (int i = 0; i < 16; i++) CHECK_EQ_INT(lt[i], i < 2 ? QT_Q5_K : QT_Q4_K);
+    for (int i = 0; i < 16; i++)
+        CHECK_EQ_INT(lt[i], i < 2 ? QT_Q5_K : QT_Q4_K);
     CHECK(quant_mix_find("Q4_K") == NULL);
     CHECK(quant_mix_find(NULL) == NULL);
-    for (int i = 0; quant_mix_at(i); i++) CHECK(quant_mix_find(quant_mix_at(i)->name) == quant_mix_at(i));
+    for (int i = 0; quant_mix_at(i); i++)
+        CHECK(quant_mix_find(quant_mix_at(i)->name) == quant_mix_at(i));
 }
 
 /* Thread safety: two threads quantizing and decoding the same inputs at once get exactly the
@@ -707,15 +755,19 @@ static void test_threads(void) {
     const uint32_t types[] = {QT_F16, QT_Q4_0, QT_Q5_1, QT_Q8_0, QT_Q4_K, QT_Q5_K, QT_Q6_K};
     int64_t n = QK_K * 16;
     float *x = malloc((size_t)n * 4);
-    for (int64_t i = 0; i < n; i++) x[i] = gauss() * 0.1f;
+    for (int64_t i = 0; i < n; i++)
+        x[i] = gauss() * 0.1f;
     for (size_t k = 0; k < sizeof types / sizeof *types; k++) {
         size_t nb = quant_row_size(types[k], n);
         qjob jobs[3];
-        for (int t = 0; t < 3; t++) jobs[t] = (qjob){types[k], x, n, malloc(nb), malloc((size_t)n * 4)};
+        for (int t = 0; t < 3; t++)
+            jobs[t] = (qjob){types[k], x, n, malloc(nb), malloc((size_t)n * 4)};
         qjob_run(&jobs[0]); /* serial reference */
         pthread_t th[2];
-        for (int t = 0; t < 2; t++) CHECK_EQ_INT(pthread_create(&th[t], NULL, qjob_run, &jobs[1 + t]), 0);
-        for (int t = 0; t < 2; t++) pthread_join(th[t], NULL);
+        for (int t = 0; t < 2; t++)
+            CHECK_EQ_INT(pthread_create(&th[t], NULL, qjob_run, &jobs[1 + t]), 0);
+        for (int t = 0; t < 2; t++)
+            pthread_join(th[t], NULL);
         for (int t = 1; t < 3; t++) {
             CHECK(memcmp(jobs[t].q, jobs[0].q, nb) == 0);
             CHECK(memcmp(jobs[t].y, jobs[0].y, (size_t)n * 4) == 0);

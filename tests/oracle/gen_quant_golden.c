@@ -1,4 +1,5 @@
-/* gen_quant_golden.c: test-tool (not product) that asks ggml itself, via dlopen, for golden quant data. */
+/* gen_quant_golden.c: test-tool (not product) that asks ggml itself, via dlopen, for golden quant
+ * data. */
 /*
  * Writes into OUTDIR (default tests/data/quant):
  *   deq_<type>.bin   random-but-valid blocks and ggml's to_float of them
@@ -64,16 +65,20 @@ static uint32_t rnd(void) { /* xorshift64* */
     rng ^= rng >> 27;
     return (uint32_t)((rng * 0x2545F4914F6CDD1Dull) >> 32);
 }
-static float urand(void) { return (rnd() >> 8) * (1.0f / 16777216.0f); } /* [0,1) */
+static float urand(void) {
+    return (rnd() >> 8) * (1.0f / 16777216.0f);
+} /* [0,1) */
 static float gauss(void) {
     float u = urand() + 1e-7f, v = urand();
     return sqrtf(-2 * logf(u)) * cosf(6.2831853f * v);
 }
 
-static void put_u32(FILE *f, uint32_t v) { fwrite(&v, 4, 1, f); }
+static void put_u32(FILE *f, uint32_t v) {
+    fwrite(&v, 4, 1, f);
+}
 
-static FILE *open_out(const char *dir, const char *prefix, const char *name, uint32_t kind, uint32_t type,
-                      uint32_t count) {
+static FILE *open_out(const char *dir, const char *prefix, const char *name, uint32_t kind,
+                      uint32_t type, uint32_t count) {
     char path[1024];
     snprintf(path, sizeof path, "%s/%s%s.bin", dir, prefix, name);
     FILE *f = fopen(path, "wb");
@@ -90,7 +95,8 @@ static FILE *open_out(const char *dir, const char *prefix, const char *name, uin
 
 /* A random finite half of moderate size (|x| in about 2^-12 .. 2^2), either sign. */
 static uint16_t rand_scale_f16(void) {
-    uint16_t e = (uint16_t)(3 + rnd() % 14), m = (uint16_t)(rnd() & 0x3ff), s = (uint16_t)((rnd() & 1) << 15);
+    uint16_t e = (uint16_t)(3 + rnd() % 14), m = (uint16_t)(rnd() & 0x3ff),
+             s = (uint16_t)((rnd() & 1) << 15);
     return (uint16_t)(s | (e << 10) | m);
 }
 
@@ -98,25 +104,48 @@ static uint16_t rand_scale_f16(void) {
 static void fix_scales(int type, uint8_t *blk) {
     int off[2] = {-1, -1};
     switch (type) {
-    case 1: case 30: return;                 /* f16/bf16: any bits but keep them finite below */
-    case 2: case 6: case 8: off[0] = 0; break;           /* q4_0 q5_0 q8_0: d first */
-    case 3: case 7: off[0] = 0; off[1] = 2; break;       /* q4_1 q5_1: d, m */
-    case 12: case 13: off[0] = 0; off[1] = 2; break;     /* q4_K q5_K: d, dmin */
-    case 10: off[0] = 80; off[1] = 82; break;            /* q2_K: d, dmin at the end */
-    case 11: off[0] = 108; break;                        /* q3_K: d at the end */
-    case 14: off[0] = 208; break;                        /* q6_K: d at the end */
-    case 15: {                                           /* q8_K: f32 d first */
+    case 1:
+    case 30:
+        return; /* f16/bf16: any bits but keep them finite below */
+    case 2:
+    case 6:
+    case 8:
+        off[0] = 0;
+        break; /* q4_0 q5_0 q8_0: d first */
+    case 3:
+    case 7:
+        off[0] = 0;
+        off[1] = 2;
+        break; /* q4_1 q5_1: d, m */
+    case 12:
+    case 13:
+        off[0] = 0;
+        off[1] = 2;
+        break; /* q4_K q5_K: d, dmin */
+    case 10:
+        off[0] = 80;
+        off[1] = 82;
+        break; /* q2_K: d, dmin at the end */
+    case 11:
+        off[0] = 108;
+        break; /* q3_K: d at the end */
+    case 14:
+        off[0] = 208;
+        break; /* q6_K: d at the end */
+    case 15: { /* q8_K: f32 d first */
         float d = (urand() * 2 - 1) * 0.01f;
         memcpy(blk, &d, 4);
         return;
     }
-    default: return;
+    default:
+        return;
     }
     for (int i = 0; i < 2; i++) {
         if (off[i] < 0) continue;
         uint16_t h = rand_scale_f16();
         if (type == 3 || type == 7 || type == 12 || type == 13 || type == 10) {
-            if (i == 0) h &= 0x7fff; /* d positive as a quantizer writes it (the format allows either) */
+            if (i == 0)
+                h &= 0x7fff; /* d positive as a quantizer writes it (the format allows either) */
         }
         memcpy(blk + off[i], &h, 2);
     }
@@ -138,7 +167,8 @@ static void gen_deq(const char *dir, get_traits_fn gt) {
         int64_t n = (int64_t)nblk * t->blck_size;
         uint8_t *raw = malloc(nb);
         float *out = malloc((size_t)n * 4);
-        for (size_t i = 0; i < nb; i++) raw[i] = (uint8_t)rnd();
+        for (size_t i = 0; i < nb; i++)
+            raw[i] = (uint8_t)rnd();
         if (type == 1) { /* f16: every class, but no nan (payload rules are not the point) */
             for (int64_t i = 0; i < n; i++) {
                 uint16_t h;
@@ -154,7 +184,8 @@ static void gen_deq(const char *dir, get_traits_fn gt) {
                 memcpy(raw + 2 * i, &h, 2);
             }
         } else {
-            for (uint32_t b = 0; b < nblk; b++) fix_scales(type, raw + b * t->type_size);
+            for (uint32_t b = 0; b < nblk; b++)
+                fix_scales(type, raw + b * t->type_size);
         }
         to_float(raw, out, n);
         FILE *f = open_out(dir, "deq_", t->type_name, 1, (uint32_t)type, nblk);
@@ -163,8 +194,8 @@ static void gen_deq(const char *dir, get_traits_fn gt) {
         fwrite(raw, 1, nb, f);
         fwrite(out, 4, (size_t)n, f);
         fclose(f);
-        printf("deq_%s.bin: %u blocks (%s, block %lld, %zu bytes)\n", t->type_name, nblk, t->type_name,
-               (long long)t->blck_size, t->type_size);
+        printf("deq_%s.bin: %u blocks (%s, block %lld, %zu bytes)\n", t->type_name, nblk,
+               t->type_name, (long long)t->blck_size, t->type_size);
         free(raw);
         free(out);
     }
@@ -178,14 +209,30 @@ static void fill_inputs(float *x, int64_t n) {
         for (int64_t i = s; i < s + 256 && i < n; i++) {
             float v;
             switch (kind) {
-            case 0: v = gauss() * scale; break;                              /* normal */
-            case 1: v = (urand() * 2 - 1) * scale; break;                    /* uniform */
-            case 2: v = gauss() * scale * (rnd() % 64 == 0 ? 20 : 1); break; /* outliers */
-            case 3: v = fabsf(gauss()) * scale + 0.5f; break;                /* all positive */
-            case 4: v = -fabsf(gauss()) * scale - 0.1f; break;               /* all negative */
-            case 5: v = (i % 32 < 8) ? 0.0f : gauss() * 1e-3f; break;       /* zero runs, tiny */
-            case 6: v = (i - s) < 64 ? 0.0f : (i - s) < 128 ? 0.25f : gauss(); break; /* zero, const */
-            default: v = gauss() * scale * 100; break;                       /* large */
+            case 0:
+                v = gauss() * scale;
+                break; /* normal */
+            case 1:
+                v = (urand() * 2 - 1) * scale;
+                break; /* uniform */
+            case 2:
+                v = gauss() * scale * (rnd() % 64 == 0 ? 20 : 1);
+                break; /* outliers */
+            case 3:
+                v = fabsf(gauss()) * scale + 0.5f;
+                break; /* all positive */
+            case 4:
+                v = -fabsf(gauss()) * scale - 0.1f;
+                break; /* all negative */
+            case 5:
+                v = (i % 32 < 8) ? 0.0f : gauss() * 1e-3f;
+                break; /* zero runs, tiny */
+            case 6:
+                v = (i - s) < 64 ? 0.0f : (i - s) < 128 ? 0.25f : gauss();
+                break; /* zero, const */
+            default:
+                v = gauss() * scale * 100;
+                break; /* large */
             }
             x[i] = v;
         }
@@ -288,8 +335,8 @@ int main(int argc, char **argv) {
     }
     for (size_t ti = 0; ti < sizeof types / sizeof *types; ti++) {
         const struct ggml_type_traits *t = gt(types[ti]);
-        printf("type %2d %-5s block %3lld size %3zu\n", types[ti], t->type_name, (long long)t->blck_size,
-               t->type_size);
+        printf("type %2d %-5s block %3lld size %3zu\n", types[ti], t->type_name,
+               (long long)t->blck_size, t->type_size);
     }
     gen_deq(out, gt);
     gen_qnt(out, gt);
