@@ -10,12 +10,13 @@
 
 #include "engine/gguf.h"
 #include "engine/model.h"
+#include "engine/tok.h"
 #include "quant/quant.h"
 #include "tests/check.h"
 
 #define SRC "tests/data/models/mini-Q4_0.gguf"
 
-enum kkind { K_NONE, K_DROP, K_INT, K_FLOAT, K_STR, K_ARR_I32, K_ARR_F32 };
+enum kkind { K_NONE, K_DROP, K_INT, K_FLOAT, K_STR, K_ARR_I32, K_ARR_F32, K_ARR_STR1 };
 enum tkind { T_NONE, T_DROP, T_SHAPE, T_TYPE, T_ADD };
 
 typedef struct kedit {
@@ -32,6 +33,7 @@ typedef struct kedit {
 typedef struct variant {
     const char *name;
     const char *expect; /* substring of the error; NULL: the file must load */
+    /* expect comes from tok_new (the model itself loads): `lfm2 info` must report it too */
     kedit k[2];
     const char *tensor;
     enum tkind tk;
@@ -160,6 +162,19 @@ static const variant variants[] = {
      32, 1, QT_F32},
     {"output wrong shape", "tensor 'output.weight': shape [256, 4000]", {{0}}, "output.weight",
      T_ADD, 256, 4000, QT_F16},
+    /* tokenizer-level: the model loads, tok_new rejects (TOK_ marks them, see is_tok) */
+    {"TOK bos outside the vocab", "tokenizer.ggml.bos_token_id = 5000: outside the vocab",
+     {{"tokenizer.ggml.bos_token_id", K_INT, GGUF_U32, 5000, 0, 0, 0, {0}}}, NULL, T_NONE, 0, 0,
+     0},
+    {"TOK eos negative", "tokenizer.ggml.eos_token_id = -1: outside the vocab",
+     {{"tokenizer.ggml.eos_token_id", K_INT, GGUF_I32, -1, 0, 0, 0, {0}}}, NULL, T_NONE, 0, 0, 0},
+    {"TOK merge of one token", "not two tokens separated by a space",
+     {{"tokenizer.ggml.merges", K_ARR_STR1, 0, 0, 0, "abc", 0, {0}}}, NULL, T_NONE, 0, 0, 0},
+    {"TOK merge of unknown tokens", "left half is not a token",
+     {{"tokenizer.ggml.merges", K_ARR_STR1, 0, 0, 0, "qqqqq zzzzz", 0, {0}}}, NULL, T_NONE, 0, 0,
+     0},
+    {"TOK tokenizer model llama", "tokenizer.ggml.model",
+     {{"tokenizer.ggml.model", K_STR, 0, 0, 0, "llama", 0, {0}}}, NULL, T_NONE, 0, 0, 0},
     /* variants that must load */
     {"vocab from the token list", NULL, {{"lfm2.vocab_size", K_DROP, 0, 0, 0, 0, 0, {0}}}, NULL,
      T_NONE, 0, 0, 0},
@@ -188,6 +203,7 @@ static int apply_edit(gguf_writer *w, const kedit *k) {
     case K_FLOAT: return gguf_writer_set_float(w, k->key, k->vt, k->f);
     case K_STR: return gguf_writer_set_str(w, k->key, k->s);
     case K_ARR_I32: return gguf_writer_set_arr(w, k->key, GGUF_I32, k->a, (uint64_t)k->n);
+    case K_ARR_STR1: return gguf_writer_set_arr_str(w, k->key, &k->s, NULL, 1);
     case K_ARR_F32: {
         float f[8] = {0, 0, 2, 0, 2, 0};
         return gguf_writer_set_arr(w, k->key, GGUF_F32, f, (uint64_t)k->n);
@@ -320,7 +336,18 @@ int main(int argc, char **argv) {
         lfm2_model *m = NULL;
         err[0] = 0;
         int rc = lfm2_model_open(&m, path, err, sizeof err);
-        if (v->expect) {
+        if (!strncmp(v->name, "TOK ", 4)) {
+            n_bad++;
+            if (rc) fprintf(stderr, "variant '%s': model should load: %s\n", v->name, err);
+            CHECK_EQ_INT(rc, 0);
+            tok *tk = NULL;
+            if (m) CHECK(tok_new(&tk, m->g, err, sizeof err) < 0 && !tk);
+            if (!strstr(err, v->expect))
+                fprintf(stderr, "variant '%s': tok_new said \"%s\", lacks \"%s\"\n", v->name, err,
+                        v->expect);
+            CHECK(strstr(err, v->expect) != NULL);
+            tok_free(tk);
+        } else if (v->expect) {
             n_bad++;
             if (rc == 0) fprintf(stderr, "variant '%s' loaded but should fail\n", v->name);
             CHECK(rc < 0 && !m);

@@ -53,6 +53,16 @@ for f in "$dir"/*.gguf "$dir/missing.gguf"; do
     die "$base: sanitizer report"; head -n 30 "$TMPDIR/err"
   fi
   [ -s "$TMPDIR/out" ] && die "$base: printed to stdout despite failing"
+  cat "$TMPDIR/err" >>"$TMPDIR/all_errors"
+done
+# messages name the field and the limit, from each layer: gguf, model, tokenizer
+for want in "unsupported GGUF version 1" "kv count 18446744073709551615 too large" \
+    "'lfm2moe' (LFM2 mixture of experts) is not supported yet" \
+    "missing tensor 'blk.3.ffn_up.weight'" "'lfm2.shortconv.l_cache' = 0 outside 1..64" \
+    "tokenizer: tokenizer.ggml.bos_token_id = 5000: outside the vocab" \
+    "not two tokens separated by a space" "data ends at" "not a regular file" \
+    "No such file or directory"; do
+  grep -qF "$want" "$TMPDIR/all_errors" || die "no message contains: $want"
 done
 [ "$n" -ge 100 ] || die "only $n broken files"
 # a sample of messages, for the log
