@@ -329,10 +329,14 @@ int config_parse_args(config *c, int argc, char **argv, char **envp, char *err, 
     return 0;
 }
 
-const char *config_model_id(const config *c) {
+const char *config_model_id(const config *c, char *buf, size_t cap) {
     if (c->alias[0]) return c->alias;
     const char *slash = strrchr(c->model, '/');
-    return slash ? slash + 1 : c->model;
+    const char *name = slash ? slash + 1 : c->model;
+    size_t n = strlen(name);
+    if (n > 5 && !strcasecmp(name + n - 5, ".gguf")) n -= 5;
+    snprintf(buf, cap, "%.*s", (int)n, name);
+    return buf;
 }
 
 static void upper_env(char *out, size_t cap, const char *name) {

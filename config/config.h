@@ -12,7 +12,7 @@ enum { CONFIG_EINVAL = -1, CONFIG_EIO = -2, CONFIG_EHELP = -3 };
 
 typedef struct config {
     char model[4096];     /* -m/--model: GGUF path (required by serve) */
-    char alias[256];      /* --alias: model id in the API; "" = the model file's name */
+    char alias[256];      /* --alias: model id in the API; "" = the file name without .gguf */
     char host[256];       /* --host: bind address, default 127.0.0.1 (loopback) */
     int port;             /* --port: 0..65535, default 8080 (0 = any free port) */
     int parallel;         /* --parallel/-np: sequences decoded at once, default 4 */
@@ -57,8 +57,9 @@ int config_load_env(config *c, char **envp, char *err, size_t errlen);
  * (the caller prints config_usage). envp NULL = the process environment. */
 int config_parse_args(config *c, int argc, char **argv, char **envp, char *err, size_t errlen);
 
-/* The model id the API reports: alias, else the model path's file name. */
-const char *config_model_id(const config *c);
+/* The model id the API reports: alias, else the model path's file name without ".gguf"
+ * (written into buf, cap bytes). Returns alias or buf. */
+const char *config_model_id(const config *c, char *buf, size_t cap);
 
 /* Option help text, one line per setting with flag, env name, default (for --help). Returns
  * the length it needs (like snprintf). */

@@ -132,9 +132,14 @@ static void test_flags(void) {
     CHECK_EQ_INT(c.drain_timeout, 5);
     CHECK_EQ_INT(c.idle_timeout, 7);
     CHECK_EQ_INT(c.max_n, 3);
-    CHECK_STR(config_model_id(&c), "LFM2-350M.gguf");
+    char idbuf[256];
+    CHECK_STR(config_model_id(&c, idbuf, sizeof idbuf), "LFM2-350M");
+    CHECK_EQ_INT(config_set(&c, "model", "plain", NULL, err, sizeof err), 0);
+    CHECK_STR(config_model_id(&c, idbuf, sizeof idbuf), "plain");
+    CHECK_EQ_INT(config_set(&c, "model", "/a/b/x.GGUF", NULL, err, sizeof err), 0);
+    CHECK_STR(config_model_id(&c, idbuf, sizeof idbuf), "x");
     CHECK_EQ_INT(config_set(&c, "alias", "my-model", NULL, err, sizeof err), 0);
-    CHECK_STR(config_model_id(&c), "my-model");
+    CHECK_STR(config_model_id(&c, idbuf, sizeof idbuf), "my-model");
     CHECK_EQ_INT(config_set(&c, "body_limit", "64k", "x", err, sizeof err), 0);
     CHECK_EQ_INT(c.body_limit, 65536);
     CHECK_EQ_INT(config_set(&c, "body-limit", "1GB", "x", err, sizeof err), 0);
