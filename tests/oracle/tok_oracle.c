@@ -1,7 +1,8 @@
 /* tok_oracle.c: llama.cpp's tokenizer on raw bytes (hex lines in, ids out), for tokenizer goldens.
  * Built and run by gen_tok_golden.mjs against the libllama inside node-llama-cpp; never part of
  * the product or the unit tests. Needed because JavaScript strings cannot carry invalid UTF-8.
- * Input: one line per case, "S HEX" or "N HEX" (S: parse special tokens, N: not).
+ * Input: one line per case, "F HEX": F is N (plain), S (parse special tokens), B (add_special,
+ * i.e. BOS when the vocab asks for it) or A (both); HEX is the text, two digits a byte.
  * Output: one line per case with the ids separated by spaces. */
 #include <stdio.h>
 #include <stdlib.h>
@@ -43,18 +44,18 @@ int main(int argc, char **argv) {
     while ((got = getline(&line, &n_line, stdin)) > 0) {
         while (got > 0 && (line[got - 1] == '\n' || line[got - 1] == '\r')) line[--got] = 0;
         if (got < 2) continue;
-        int special = line[0] == 'S';
+        int special = line[0] == 'S' || line[0] == 'A', add = line[0] == 'B' || line[0] == 'A';
         const char *hex = line + 2;
         size_t n = strlen(hex) / 2;
         bytes = realloc(bytes, n + 1);
         for (size_t i = 0; i < n; i++) bytes[i] = (char)(hexval(hex[2 * i]) * 16 + hexval(hex[2 * i + 1]));
         int max = (int)n + 8;
         ids = realloc(ids, sizeof *ids * (size_t)max);
-        int k = llama_tokenize(vocab, bytes, (int)n, ids, max, false, special);
+        int k = llama_tokenize(vocab, bytes, (int)n, ids, max, add, special);
         if (k < 0) {
             max = -k;
             ids = realloc(ids, sizeof *ids * (size_t)max);
-            k = llama_tokenize(vocab, bytes, (int)n, ids, max, false, special);
+            k = llama_tokenize(vocab, bytes, (int)n, ids, max, add, special);
         }
         for (int i = 0; i < k; i++) printf(i ? " %d" : "%d", ids[i]);
         printf("\n");
