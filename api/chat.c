@@ -68,6 +68,30 @@ static bool is_ws(char c) {
            (c >= 0x1c && c <= 0x1f);
 }
 
+/* Markup the model itself writes inside an assistant turn: in assistant content these are
+ * control tokens (as the model produced them), everywhere else plain text. Turn structure
+ * (<|im_start|>, <|im_end|>, BOS) is never taken from content. */
+static const char *const assistant_tags[] = {"<think>", "</think>", "<|tool_call_start|>",
+                                             "<|tool_call_end|>"};
+
+static void assistant_text(builder *b, const char *s, size_t len) {
+    size_t start = 0;
+    for (size_t i = 0; i < len; i++) {
+        if (s[i] != '<') continue;
+        for (size_t t = 0; t < sizeof assistant_tags / sizeof assistant_tags[0]; t++) {
+            size_t tl = strlen(assistant_tags[t]);
+            if (i + tl <= len && !memcmp(s + i, assistant_tags[t], tl)) {
+                put(b, s + start, i - start, false);
+                put(b, s + i, tl, true);
+                start = i + tl;
+                i += tl - 1;
+                break;
+            }
+        }
+    }
+    put(b, s + start, len - start, false);
+}
+
 /* LFM2.5 for earlier assistant turns: content.split("</think>")[-1] | trim */
 static void past_assistant(builder *b, const char *s, size_t len) {
     const char *tag = "</think>";
@@ -76,13 +100,13 @@ static void past_assistant(builder *b, const char *s, size_t len) {
     for (size_t i = 0; i + tl <= len; i++)
         if (!memcmp(s + i, tag, tl)) start = s + i + tl;
     if (!start) {
-        put(b, s, len, false);
+        assistant_text(b, s, len);
         return;
     }
     const char *end = s + len;
     while (start < end && is_ws(*start)) start++;
     while (end > start && is_ws(end[-1])) end--;
-    put(b, start, (size_t)(end - start), false);
+    assistant_text(b, start, (size_t)(end - start));
 }
 
 int chat_render(chat_prompt *p, const chat_opts *o, const api_message *msgs, int n, char *err,
@@ -134,6 +158,8 @@ int chat_render(chat_prompt *p, const chat_opts *o, const api_message *msgs, int
             special(&b, "<|tool_response_start|>");
             put(&b, m->content, m->len, false);
             special(&b, "<|tool_response_end|>");
+        } else if (m->role == API_ROLE_ASSISTANT) {
+            assistant_text(&b, m->content, m->len);
         } else {
             put(&b, m->content, m->len, false);
         }

@@ -22,9 +22,13 @@ const char *chat_format_name(enum chat_format f); /* "lfm2", "lfm2.5" */
 enum chat_format chat_detect(const char *tmpl, bool *known);
 
 /* One piece of the rendered prompt. special: text is exactly one control token's text
- * ("<|im_start|>"): look it up with tok_find. Otherwise it is plain text (template markup such as
- * "user\n" merged with the user's content) to tokenize WITHOUT special-token parsing, so special
- * token text typed by a user never becomes a control token. Adjacent plain texts are merged,
+ * ("<|im_start|>"): look it up with tok_find (if the vocab lacks it, tokenize it as plain text).
+ * Otherwise it is plain text (template markup such as "user\n" merged with message content) to
+ * tokenize WITHOUT special-token parsing, so special-token text typed by a user never becomes a
+ * control token. The one exception is assistant content: the markup the model itself emits there
+ * (<think>, </think>, <|tool_call_start|>, <|tool_call_end|>) comes out as special segments so
+ * earlier turns are fed back as the model wrote them; turn markers (<|im_start|>, <|im_end|>,
+ * BOS) never come from any content. Adjacent plain texts are merged,
  * so tokenizing segment by segment gives the same ids as llama.cpp's whole-prompt tokenization
  * (which splits at special tokens first) whenever the content holds no special-token text. */
 typedef struct chat_seg {
