@@ -246,8 +246,7 @@ static int by_name(const void *a, const void *b) {
 }
 
 /* Builds the tensor list in the order llama.cpp's tools write it. */
-static tspec *make_specs(const mkmodel_opts *o, int *count) {
-    const mkmodel_shape *s = &o->shape;
+static tspec *make_specs(const mkmodel_opts *o, const mkmodel_shape *s, int *count) {
     int hd = s->n_embd / s->n_head, n_attn = 0, attn_idx = 0;
     for (int i = 0; i < s->n_layer; i++) n_attn += s->attn[i];
     tspec *v = calloc((size_t)(2 + 11 * s->n_layer), sizeof *v);
@@ -359,7 +358,7 @@ int mkmodel_write(const mkmodel_opts *o, const char *path, char *err, size_t err
         }
         if (bpe_train(&v, text, len, s.n_vocab, err, errlen) < 0) goto done;
     }
-    specs = make_specs(o, &n_specs);
+    specs = make_specs(o, &s, &n_specs);
     if (!specs) {
         seterr(err, errlen, "out of memory");
         goto done;
