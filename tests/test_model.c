@@ -287,6 +287,85 @@ static void check_mini(const lfm2_model *m, const char *file) {
     if (strstr(file, "Q6_K")) CHECK_EQ_INT(m->layers[0].ffn_up->type, QT_Q6_K);
 }
 
+/* Mutates the metadata and tensor infos of a real model (boundary values and bit flips at
+ * random places) and runs every layer on what still parses: gguf, model, tokenizer. Any crash
+ * or sanitizer report fails the test; the buffer is exactly the file's size so ASan sees any
+ * read past it. */
+static void fuzz_real_header(const char *file, int iters) {
+    FILE *f = fopen(file, "rb");
+    CHECK(f != NULL);
+    if (!f) return;
+    fseek(f, 0, SEEK_END);
+    size_t n = (size_t)ftell(f);
+    fseek(f, 0, SEEK_SET);
+    uint8_t *p = malloc(n), *orig = malloc(n);
+    CHECK(fread(orig, 1, n, f) == n);
+    fclose(f);
+    memcpy(p, orig, n);
+    char err[512];
+    gguf *g = NULL;
+    CHECK_EQ_INT(gguf_open_mem(&g, p, n, err, sizeof err), 0);
+    if (!g) return;
+    size_t meta = (size_t)((const uint8_t *)gguf_tensor_at(g, 0)->data - p); /* header size */
+    size_t infos = 0; /* bytes of tensor infos, which end just before the data padding */
+    for (int64_t i = 0; i < gguf_n_tensors(g); i++)
+        infos += 8 + strlen(gguf_tensor_at(g, i)->name) + 4 + 8 * gguf_tensor_at(g, i)->n_dims + 12;
+    size_t info_start = meta - infos - 32;
+    gguf_close(g);
+    static const uint64_t vals[] = {0, 1, 2, 3, 5, 7, 31, 33, 64, 255, 256, 4096, 65535, 65536,
+                                    0x7fffffffu, 0x80000000u, 0xffffffffu, 1ull << 32,
+                                    (1ull << 62), INT64_MAX, UINT64_MAX, UINT64_MAX - 1};
+    uint64_t s = 0x243f6a8885a308d3ull;
+    int loaded = 0, models = 0, toks = 0;
+    for (int it = 0; it < iters; it++) {
+        s ^= s << 13, s ^= s >> 7, s ^= s << 17;
+        /* a third each: the fixed header and first keys, the tensor infos, anywhere */
+        size_t at = (s >> 60) % 3 == 0   ? (size_t)((s >> 11) % 1024)
+                    : (s >> 60) % 3 == 1 ? info_start + (size_t)((s >> 11) % (meta - info_start))
+                                         : (size_t)((s >> 11) % meta);
+        size_t width = (size_t[]){1, 2, 4, 8}[(s >> 3) % 4];
+        if (at + width > n) at = n - width;
+        if (s % 3 == 0) {
+            p[at] ^= (uint8_t)(1u << ((s >> 5) % 8));
+        } else {
+            uint64_t v = vals[(s >> 40) % (sizeof vals / sizeof vals[0])];
+            memcpy(p + at, &v, width);
+        }
+        g = NULL;
+        err[0] = 0;
+        if (gguf_open_mem(&g, p, n, err, sizeof err) == 0) {
+            loaded++;
+            lfm2_model *m = NULL;
+            if (lfm2_model_from_gguf(&m, g, err, sizeof err) == 0) {
+                models++;
+                tok *tk = NULL;
+                if (tok_new(&tk, m->g, err, sizeof err) == 0) {
+                    toks++;
+                    int32_t ids[64];
+                    int k = tok_encode(tk, "Hello, world! 123", 17, true, true, ids, 64);
+                    char out[256];
+                    if (k > 0 && k <= 64) tok_decode(tk, ids, k, true, out, sizeof out);
+                    tok_free(tk);
+                } else {
+                    CHECK(err[0] != 0);
+                }
+                lfm2_model_close(m); /* closes g */
+            } else {
+                CHECK(err[0] != 0);
+                gguf_close(g);
+            }
+        } else {
+            CHECK(err[0] != 0);
+        }
+        memcpy(p + at, orig + at, width); /* undo */
+    }
+    printf("fuzzed %s: %d mutations, %d parsed, %d models, %d tokenizers\n", file, iters, loaded,
+           models, toks);
+    CHECK(loaded > 0 && loaded < iters);
+    free(p);
+    free(orig);
+}
+
 static void tmp_path(char *out, size_t n, const char *dir, const char *name) {
     const char *d = dir ? dir : getenv("TMPDIR");
     snprintf(out, n, "%s/%s", d && *d ? d : "/tmp", name);
@@ -314,6 +393,10 @@ int main(int argc, char **argv) {
         lfm2_model *m = (lfm2_model *)1;
         CHECK(lfm2_model_open(&m, "/nonexistent.gguf", err, sizeof err) < 0 && m == NULL);
         lfm2_model_close(NULL);
+    }
+    if (!write_dir) {
+        const char *it = getenv("LFM2_FUZZ_ITERS"); /* longer runs on demand */
+        fuzz_real_header("tests/data/models/mini-Q8_0.gguf", it ? atoi(it) : 3000);
     }
     gguf *src = NULL;
     CHECK_EQ_INT(gguf_open(&src, SRC, err, sizeof err), 0);
