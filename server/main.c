@@ -13,6 +13,8 @@ static const struct {
     {"mkmodel", cmd_mkmodel, "mkmodel --preset P [--type T] [--seed S] -o OUT: synthetic model"},
     {"run", cmd_run, "run -m FILE -p TEXT [-n N] [--temp T] [--seed S] [--json]: generate"},
     {"serve", cmd_serve, "serve -m FILE [--host H] [--port P] [--parallel N] [--config F]: OpenAI HTTP server"},
+    {"quantize", cmd_quantize, "quantize IN.gguf OUT.gguf TYPE [-t N]: convert weights (q4_k_m, q8_0, f16...)"},
+    {"bench", cmd_bench, "bench -m FILE [-p 512] [-n 128] [-b 1,4,8,16] [-t N] [--json]: speed"},
 };
 
 static void usage(FILE *f) {
