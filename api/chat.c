@@ -1,10 +1,12 @@
-/* chat.c: the LFM2 and LFM2.5 chat templates rendered in C into special / plain-text segments. */
+/* chat.c: the LFM2 and LFM2.5 chat templates rendered in C into segments. */
 #include "api/chat.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-const char *chat_format_name(enum chat_format f) { return f == CHAT_LFM25 ? "lfm2.5" : "lfm2"; }
+const char *chat_format_name(enum chat_format f) {
+    return f == CHAT_LFM25 ? "lfm2.5" : "lfm2";
+}
 
 enum chat_format chat_detect(const char *tmpl, bool *known) {
     bool ok = false;
@@ -31,7 +33,8 @@ static void put(builder *b, const char *s, size_t len, bool special) {
     if (b->oom || (!len && !special)) return;
     if (p->arena_len + len + 1 > p->arena_cap) {
         size_t nc = p->arena_cap ? p->arena_cap * 2 : 1024;
-        while (nc < p->arena_len + len + 1) nc *= 2;
+        while (nc < p->arena_len + len + 1)
+            nc *= 2;
         char *na = realloc(p->arena, nc);
         if (!na) {
             b->oom = true;
@@ -60,8 +63,12 @@ static void put(builder *b, const char *s, size_t len, bool special) {
     p->segs[p->n_segs - 1].len += len;
 }
 
-static void text(builder *b, const char *s) { put(b, s, strlen(s), false); }
-static void special(builder *b, const char *s) { put(b, s, strlen(s), true); }
+static void text(builder *b, const char *s) {
+    put(b, s, strlen(s), false);
+}
+static void special(builder *b, const char *s) {
+    put(b, s, strlen(s), true);
+}
 
 static bool is_ws(char c) {
     return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f' ||
@@ -104,8 +111,10 @@ static void past_assistant(builder *b, const char *s, size_t len) {
         return;
     }
     const char *end = s + len;
-    while (start < end && is_ws(*start)) start++;
-    while (end > start && is_ws(end[-1])) end--;
+    while (start < end && is_ws(*start))
+        start++;
+    while (end > start && is_ws(end[-1]))
+        end--;
     assistant_text(b, start, (size_t)(end - start));
 }
 

@@ -1,4 +1,4 @@
-/* chat.h: renders chat messages in the LFM2 / LFM2.5 chat formats as segments (markup vs. user text). */
+/* chat.h: LFM2 / LFM2.5 chat formats rendered as segments (control tokens vs text). */
 #ifndef LFM2_API_CHAT_H
 #define LFM2_API_CHAT_H
 #include <stddef.h>
@@ -40,7 +40,7 @@ typedef struct chat_seg {
 typedef struct chat_prompt {
     chat_seg *segs;
     int n_segs;
-    char *arena;      /* all segment text, owned */
+    char *arena; /* all segment text, owned */
     size_t arena_len;
     size_t arena_cap;
     int segs_cap;
@@ -52,7 +52,7 @@ typedef struct chat_opts {
     bool add_generation_prompt; /* end with "<|im_start|>assistant\n" (true for serving) */
     const char *const *tools;   /* JSON text of each tool (already serialized); NULL/0: none */
     int n_tools;
-    bool keep_past_thinking;    /* LFM2.5: keep <think> text of earlier assistant turns */
+    bool keep_past_thinking; /* LFM2.5: keep <think> text of earlier assistant turns */
 } chat_opts;
 
 /* Renders msgs into p (initialized here; free with chat_prompt_free even on error). The BOS is

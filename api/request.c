@@ -1,4 +1,4 @@
-/* request.c: parses and validates OpenAI request bodies with cJSON; every error names the field and the limit. */
+/* request.c: OpenAI request parsing with cJSON; every error names the field and the limit. */
 #include "api/request.h"
 #include <cjson/cJSON.h>
 #include <errno.h>
@@ -22,10 +22,14 @@ void api_limits_default(api_limits *l) {
 
 const char *api_role_name(enum api_role r) {
     switch (r) {
-    case API_ROLE_SYSTEM: return "system";
-    case API_ROLE_USER: return "user";
-    case API_ROLE_ASSISTANT: return "assistant";
-    case API_ROLE_TOOL: return "tool";
+    case API_ROLE_SYSTEM:
+        return "system";
+    case API_ROLE_USER:
+        return "user";
+    case API_ROLE_ASSISTANT:
+        return "assistant";
+    case API_ROLE_TOOL:
+        return "tool";
     }
     return "user";
 }
@@ -58,14 +62,14 @@ static int utf8_char(const unsigned char *s, size_t n) {
     if (c < 0xE0) return n >= 2 && (s[1] & 0xC0) == 0x80 ? 2 : 0;
     if (c < 0xF0) {
         if (n < 3 || (s[1] & 0xC0) != 0x80 || (s[2] & 0xC0) != 0x80) return 0;
-        if (c == 0xE0 && s[1] < 0xA0) return 0; /* overlong */
+        if (c == 0xE0 && s[1] < 0xA0) return 0;  /* overlong */
         if (c == 0xED && s[1] >= 0xA0) return 0; /* surrogate */
         return 3;
     }
     if (c < 0xF5) {
         if (n < 4 || (s[1] & 0xC0) != 0x80 || (s[2] & 0xC0) != 0x80 || (s[3] & 0xC0) != 0x80)
             return 0;
-        if (c == 0xF0 && s[1] < 0x90) return 0; /* overlong */
+        if (c == 0xF0 && s[1] < 0x90) return 0;  /* overlong */
         if (c == 0xF4 && s[1] >= 0x90) return 0; /* > U+10FFFF */
         return 4;
     }
@@ -105,9 +109,9 @@ static int prescan(const char *body, size_t len, int max_depth, api_error *e) {
         if (c >= 0x80) {
             int k = utf8_char(u + i, len - i);
             if (!k)
-                return api_error_set(e, 400, NULL, "invalid_encoding",
-                                     "request body is not valid UTF-8 (bad byte 0x%02X at offset %zu)",
-                                     c, i);
+                return api_error_set(
+                    e, 400, NULL, "invalid_encoding",
+                    "request body is not valid UTF-8 (bad byte 0x%02X at offset %zu)", c, i);
             i += (size_t)k;
             continue;
         }
@@ -129,9 +133,9 @@ static int prescan(const char *body, size_t len, int max_depth, api_error *e) {
             in_str = true;
         } else if (c == '[' || c == '{') {
             if (++depth > max_depth)
-                return api_error_set(e, 400, NULL, "invalid_value",
-                                     "request body nests arrays/objects deeper than the limit of %d",
-                                     max_depth);
+                return api_error_set(
+                    e, 400, NULL, "invalid_value",
+                    "request body nests arrays/objects deeper than the limit of %d", max_depth);
         } else if (c == ']' || c == '}') {
             depth--;
         }
@@ -156,8 +160,8 @@ static int parse_body(cJSON **out, const char *body, size_t len, int max_depth, 
                              len);
     }
     size_t off = (size_t)(end - body);
-    while (off < len && (body[off] == ' ' || body[off] == '\t' || body[off] == '\n' ||
-                         body[off] == '\r'))
+    while (off < len &&
+           (body[off] == ' ' || body[off] == '\t' || body[off] == '\n' || body[off] == '\r'))
         off++;
     if (off < len) {
         cJSON_Delete(root);
@@ -166,8 +170,7 @@ static int parse_body(cJSON **out, const char *body, size_t len, int max_depth, 
     }
     if (!cJSON_IsObject(root)) {
         cJSON_Delete(root);
-        return api_error_set(e, 400, NULL, "invalid_json",
-                             "request body must be a JSON object");
+        return api_error_set(e, 400, NULL, "invalid_json", "request body must be a JSON object");
     }
     *out = root;
     return 0;
@@ -201,15 +204,14 @@ static int read_number(const cJSON *obj, const char *name, double lo, double hi,
     if (!isfinite(d))
         return api_error_set(e, 400, name, "invalid_value", "%s must be a finite number", name);
     if (d < lo || d > hi || (lo_open && d == lo))
-        return api_error_set(e, 400, name, "invalid_value",
-                             "%s is %g; it must be %s %g and <= %g", name, d,
-                             lo_open ? ">" : ">=", lo, hi);
+        return api_error_set(e, 400, name, "invalid_value", "%s is %g; it must be %s %g and <= %g",
+                             name, d, lo_open ? ">" : ">=", lo, hi);
     *out = d;
     return 1;
 }
 
-static int read_int(const cJSON *obj, const char *name, long long lo, long long hi,
-                    long long *out, api_error *e) {
+static int read_int(const cJSON *obj, const char *name, long long lo, long long hi, long long *out,
+                    api_error *e) {
     const cJSON *v = field(obj, name);
     if (!v) return 0;
     if (!cJSON_IsNumber(v))
@@ -253,7 +255,8 @@ static int read_string(const cJSON *obj, const char *name, char **out, api_error
 static int append(char **buf, size_t *len, size_t *cap, const char *s, size_t n) {
     if (*len + n + 1 > *cap) {
         size_t nc = (*cap ? *cap * 2 : 64);
-        while (nc < *len + n + 1) nc *= 2;
+        while (nc < *len + n + 1)
+            nc *= 2;
         char *nb = realloc(*buf, nc);
         if (!nb) return -1;
         *buf = nb;
@@ -274,17 +277,18 @@ static int parse_content(const cJSON *msg, int idx, int max_parts, api_message *
     size_t len = 0, cap = 0;
     if (!c || cJSON_IsNull(c)) {
         if (m->role != API_ROLE_ASSISTANT)
-            return api_error_set(e, 400, param, "missing_field",
-                                 "%s is required for role '%s' (a string or an array of text parts)",
-                                 param, api_role_name(m->role));
+            return api_error_set(
+                e, 400, param, "missing_field",
+                "%s is required for role '%s' (a string or an array of text parts)", param,
+                api_role_name(m->role));
         if (append(&buf, &len, &cap, "", 0)) return oom(e);
     } else if (cJSON_IsString(c)) {
         if (append(&buf, &len, &cap, c->valuestring, strlen(c->valuestring))) return oom(e);
     } else if (cJSON_IsArray(c)) {
         int n = cJSON_GetArraySize(c);
         if (n > max_parts)
-            return api_error_set(e, 400, param, "invalid_value",
-                                 "%s has %d parts; the limit is %d", param, n, max_parts);
+            return api_error_set(e, 400, param, "invalid_value", "%s has %d parts; the limit is %d",
+                                 param, n, max_parts);
         if (append(&buf, &len, &cap, "", 0)) return oom(e);
         int i = 0;
         for (const cJSON *p = c->child; p; p = p->next, i++) {
@@ -292,9 +296,10 @@ static int parse_content(const cJSON *msg, int idx, int max_parts, api_message *
             snprintf(pp, sizeof pp, "%s[%d]", param, i);
             if (!cJSON_IsObject(p)) {
                 free(buf);
-                return api_error_set(e, 400, pp, "invalid_type",
-                                     "%s must be an object like {\"type\":\"text\",\"text\":\"...\"}, got %s",
-                                     pp, type_name(p));
+                return api_error_set(
+                    e, 400, pp, "invalid_type",
+                    "%s must be an object like {\"type\":\"text\",\"text\":\"...\"}, got %s", pp,
+                    type_name(p));
             }
             const cJSON *t = cJSON_GetObjectItemCaseSensitive(p, "type");
             if (!cJSON_IsString(t)) {
@@ -311,9 +316,8 @@ static int parse_content(const cJSON *msg, int idx, int max_parts, api_message *
             const cJSON *tx = cJSON_GetObjectItemCaseSensitive(p, "text");
             if (!cJSON_IsString(tx)) {
                 free(buf);
-                return api_error_set(e, 400, pp, "invalid_type",
-                                     "%s.text must be a string, got %s", pp,
-                                     tx ? type_name(tx) : "nothing");
+                return api_error_set(e, 400, pp, "invalid_type", "%s.text must be a string, got %s",
+                                     pp, tx ? type_name(tx) : "nothing");
             }
             if (append(&buf, &len, &cap, tx->valuestring, strlen(tx->valuestring))) {
                 free(buf);
@@ -336,8 +340,8 @@ static int parse_messages(api_request *r, const cJSON *root, const api_limits *l
         return api_error_set(e, 400, "messages", "missing_field",
                              "messages is required: an array of {\"role\",\"content\"} objects");
     if (!cJSON_IsArray(ms))
-        return api_error_set(e, 400, "messages", "invalid_type", "messages must be an array, got %s",
-                             type_name(ms));
+        return api_error_set(e, 400, "messages", "invalid_type",
+                             "messages must be an array, got %s", type_name(ms));
     int n = cJSON_GetArraySize(ms);
     if (n == 0)
         return api_error_set(e, 400, "messages", "invalid_value",
@@ -364,13 +368,18 @@ static int parse_messages(api_request *r, const cJSON *root, const api_limits *l
                                  param, type_name(role));
         const char *rs = role->valuestring;
         api_message *am = &r->messages[i];
-        if (!strcmp(rs, "system") || !strcmp(rs, "developer")) am->role = API_ROLE_SYSTEM;
-        else if (!strcmp(rs, "user")) am->role = API_ROLE_USER;
-        else if (!strcmp(rs, "assistant")) am->role = API_ROLE_ASSISTANT;
-        else if (!strcmp(rs, "tool")) am->role = API_ROLE_TOOL;
+        if (!strcmp(rs, "system") || !strcmp(rs, "developer"))
+            am->role = API_ROLE_SYSTEM;
+        else if (!strcmp(rs, "user"))
+            am->role = API_ROLE_USER;
+        else if (!strcmp(rs, "assistant"))
+            am->role = API_ROLE_ASSISTANT;
+        else if (!strcmp(rs, "tool"))
+            am->role = API_ROLE_TOOL;
         else
             return api_error_set(e, 400, param, "invalid_value",
-                                 "%s '%.64s' is not one of system, user, assistant, tool", param, rs);
+                                 "%s '%.64s' is not one of system, user, assistant, tool", param,
+                                 rs);
         const cJSON *tc = field(m, "tool_calls");
         if (tc && !(cJSON_IsArray(tc) && cJSON_GetArraySize(tc) == 0)) {
             snprintf(param, sizeof param, "messages[%d].tool_calls", i);
@@ -436,7 +445,8 @@ static int parse_prompt(api_request *r, const cJSON *root, const api_limits *lim
                                  param);
         if (d < 0 || d > (double)hi)
             return api_error_set(e, 400, param, "invalid_value",
-                                 "%s is token id %.0f; ids must be between 0 and %lld", param, d, hi);
+                                 "%s is token id %.0f; ids must be between 0 and %lld", param, d,
+                                 hi);
         r->prompt_tokens[i] = (int32_t)d;
     }
     r->n_prompt_tokens = n;
@@ -535,8 +545,8 @@ static int check_unsupported(const cJSON *root, enum api_kind kind, api_error *e
         return api_error_set(e, 400, "functions", "not_supported",
                              "functions are not supported yet");
     t = field(root, "tool_choice");
-    if (t && !(cJSON_IsString(t) && (!strcmp(t->valuestring, "none") ||
-                                     !strcmp(t->valuestring, "auto"))))
+    if (t && !(cJSON_IsString(t) &&
+               (!strcmp(t->valuestring, "none") || !strcmp(t->valuestring, "auto"))))
         return api_error_set(e, 400, "tool_choice", "not_supported",
                              "tool_choice other than \"none\" or \"auto\" is not supported yet");
     t = field(root, "response_format");
@@ -546,9 +556,10 @@ static int check_unsupported(const cJSON *root, enum api_kind kind, api_error *e
             return api_error_set(e, 400, "response_format", "invalid_type",
                                  "response_format must be an object like {\"type\":\"text\"}");
         if (strcmp(ty->valuestring, "text") != 0)
-            return api_error_set(e, 400, "response_format", "not_supported",
-                                 "response_format type '%.32s' is not supported yet; only \"text\" is",
-                                 ty->valuestring);
+            return api_error_set(
+                e, 400, "response_format", "not_supported",
+                "response_format type '%.32s' is not supported yet; only \"text\" is",
+                ty->valuestring);
     }
     if (kind == API_COMPLETION) {
         t = field(root, "echo");
@@ -577,13 +588,15 @@ static int parse_fields(api_request *r, const cJSON *root, enum api_kind kind,
     if ((rc = read_string(root, "user", &r->user, e)) < 0) return rc;
     if (!r->user && !(r->user = strdup(""))) return oom(e);
 
-    if (kind == API_CHAT) rc = parse_messages(r, root, lim, e);
-    else rc = parse_prompt(r, root, lim, e);
+    if (kind == API_CHAT)
+        rc = parse_messages(r, root, lim, e);
+    else
+        rc = parse_prompt(r, root, lim, e);
     if (rc) return rc;
 
     /* max_completion_tokens wins over the deprecated max_tokens when both are given */
-    const char *mt_name = field(root, "max_completion_tokens") ? "max_completion_tokens"
-                                                               : "max_tokens";
+    const char *mt_name =
+        field(root, "max_completion_tokens") ? "max_completion_tokens" : "max_tokens";
     if ((rc = read_int(root, mt_name, 1, lim->max_tokens, &v, e)) < 0) return rc;
     if (rc) r->max_tokens = (int)v;
     if ((rc = read_number(root, "temperature", 0, 2, false, &d, e)) < 0) return rc;
@@ -691,11 +704,13 @@ int api_request_parse(api_request *req, enum api_kind kind, const char *body, si
 void api_request_free(api_request *r) {
     if (!r) return;
     free(r->model);
-    for (int i = 0; i < r->n_messages; i++) free(r->messages[i].content);
+    for (int i = 0; i < r->n_messages; i++)
+        free(r->messages[i].content);
     free(r->messages);
     free(r->prompt);
     free(r->prompt_tokens);
-    for (int i = 0; i < r->n_stop; i++) free(r->stop[i]);
+    for (int i = 0; i < r->n_stop; i++)
+        free(r->stop[i]);
     free(r->logit_bias);
     free(r->user);
     memset(r, 0, sizeof *r);
@@ -736,8 +751,8 @@ void api_tokenize_free(api_tokenize_req *r) {
     memset(r, 0, sizeof *r);
 }
 
-int api_detokenize_parse(api_detokenize_req *r, const char *body, size_t len,
-                         const api_limits *lim, api_error *e) {
+int api_detokenize_parse(api_detokenize_req *r, const char *body, size_t len, const api_limits *lim,
+                         api_error *e) {
     api_limits dl;
     if (!lim) {
         api_limits_default(&dl);

@@ -1,13 +1,13 @@
-/* request.h: OpenAI request JSON (chat completions, completions, tokenize) parsed and validated into plain C structs. */
+/* request.h: OpenAI request bodies parsed and validated into plain C structs. */
 #ifndef LFM2_API_REQUEST_H
 #define LFM2_API_REQUEST_H
 #include <stddef.h>
 #include <stdint.h>
 #include <stdbool.h>
 
-#define API_MAX_STOP 4          /* OpenAI's limit on stop strings */
-#define API_MAX_STOP_LEN 512    /* bytes per stop string */
-#define API_MAX_TOP_LOGPROBS 20 /* chat top_logprobs 0..20 */
+#define API_MAX_STOP 4           /* OpenAI's limit on stop strings */
+#define API_MAX_STOP_LEN 512     /* bytes per stop string */
+#define API_MAX_TOP_LOGPROBS 20  /* chat top_logprobs 0..20 */
 #define API_MAX_LOGPROBS_COMPL 5 /* completions logprobs 0..5 */
 
 /* Error codes (negative). Every error also fills an api_error. */
@@ -24,7 +24,7 @@ typedef struct api_error {
 
 /* Limits the server applies; api_limits_default fills sane values. */
 typedef struct api_limits {
-    int n_vocab;           /* token ids (prompt arrays, logit_bias keys) must be < n_vocab; 0 = unchecked */
+    int n_vocab; /* token ids (prompt arrays, logit_bias keys) must be < n_vocab; 0 = unchecked */
     int max_tokens;        /* largest max_tokens / max_completion_tokens accepted */
     int max_n;             /* largest n */
     long max_total_tokens; /* largest n * max_tokens */
@@ -48,8 +48,8 @@ typedef struct api_message {
 } api_message;
 
 typedef struct api_logit_bias {
-    int32_t id;  /* token id */
-    float bias;  /* -100..100; -100 bans the token (the server maps it to -INFINITY) */
+    int32_t id; /* token id */
+    float bias; /* -100..100; -100 bans the token (the server maps it to -INFINITY) */
 } api_logit_bias;
 
 /* A validated request. Defaults (field absent or null) are llama-server's, so the same request
@@ -66,11 +66,11 @@ typedef struct api_request {
     int32_t *prompt_tokens;
     int n_prompt_tokens;
     /* generation */
-    int max_tokens;           /* -1 = not given (server: until the context or its limit) */
-    float temperature;        /* 0..2, default 0.8; 0 = greedy */
-    float top_p;              /* (0..1], default 0.95 */
-    int top_k;                /* >= 0, default 40; 0 = off */
-    float min_p;              /* 0..1, default 0.05 */
+    int max_tokens;    /* -1 = not given (server: until the context or its limit) */
+    float temperature; /* 0..2, default 0.8; 0 = greedy */
+    float top_p;       /* (0..1], default 0.95 */
+    int top_k;         /* >= 0, default 40; 0 = off */
+    float min_p;       /* 0..1, default 0.05 */
     bool has_seed;
     uint64_t seed;            /* valid when has_seed; -1 in JSON means "random" (has_seed false) */
     char *stop[API_MAX_STOP]; /* non-empty UTF-8 strings, owned by the request */
@@ -112,8 +112,8 @@ typedef struct api_detokenize_req {
     int32_t *tokens;
     int n_tokens;
 } api_detokenize_req;
-int api_detokenize_parse(api_detokenize_req *r, const char *body, size_t len,
-                         const api_limits *lim, api_error *e);
+int api_detokenize_parse(api_detokenize_req *r, const char *body, size_t len, const api_limits *lim,
+                         api_error *e);
 void api_detokenize_free(api_detokenize_req *r);
 
 /* Fills e (status 400, type invalid_request_error) from a printf format; returns API_EINVAL.

@@ -1,4 +1,4 @@
-/* response.c: OpenAI wire-format JSON built with cJSON; text is made valid UTF-8 before it goes out. */
+/* response.c: OpenAI wire-format JSON built with cJSON; text made valid UTF-8 first. */
 #include "api/response.h"
 #include <cjson/cJSON.h>
 #include <math.h>
@@ -13,7 +13,8 @@ static char *utf8_fix(const char *s, size_t len) {
     size_t o = 0;
     for (size_t i = 0; i < len;) {
         size_t k = 1;
-        while (k <= 4 && i + k <= len && !api_utf8_valid(s + i, k)) k++;
+        while (k <= 4 && i + k <= len && !api_utf8_valid(s + i, k))
+            k++;
         if (k <= 4 && i + k <= len && s[i] != 0) {
             memcpy(out + o, s + i, k);
             o += k;
@@ -45,7 +46,9 @@ static cJSON *text_item(const char *s, size_t len) {
     return item;
 }
 
-static double lp_value(float lp) { return isfinite(lp) ? (double)lp : -9999.0; }
+static double lp_value(float lp) {
+    return isfinite(lp) ? (double)lp : -9999.0;
+}
 
 static char *finish(cJSON *root, bool ok) {
     char *s = ok && root ? cJSON_PrintUnformatted(root) : NULL;
@@ -127,7 +130,8 @@ static bool add_chat_logprobs(cJSON *choice, const api_choice *c) {
     return true;
 }
 
-/* completions: {"tokens":[..],"token_logprobs":[..],"top_logprobs":[{tok:lp}],"text_offset":[..]} */
+/* completions: {"tokens":[..],"token_logprobs":[..],"top_logprobs":[{tok:lp}],"text_offset":[..]}
+ */
 static bool add_text_logprobs(cJSON *choice, const api_choice *c) {
     if (!c->logprobs) return cJSON_AddNullToObject(choice, "logprobs") != NULL;
     cJSON *lp = cJSON_AddObjectToObject(choice, "logprobs");
@@ -150,8 +154,10 @@ static bool add_text_logprobs(cJSON *choice, const api_choice *c) {
         for (int j = 0; j < t->n_top; j++) {
             char *k = utf8_fix(t->top[j].token, t->top[j].len);
             cJSON *v = cJSON_CreateNumber(lp_value(t->top[j].logprob));
-            if (k && v) cJSON_AddItemToObject(top, k, v);
-            else cJSON_Delete(v);
+            if (k && v)
+                cJSON_AddItemToObject(top, k, v);
+            else
+                cJSON_Delete(v);
             free(k);
             if (!k || !v) return false;
         }
@@ -205,8 +211,7 @@ char *api_text_completion_json(const api_resp_meta *m, const api_choice *c, int 
     return finish(root, ok);
 }
 
-char *api_chat_chunk_json(const api_resp_meta *m, const api_choice *c, bool role,
-                          bool usage_null) {
+char *api_chat_chunk_json(const api_resp_meta *m, const api_choice *c, bool role, bool usage_null) {
     cJSON *root = cJSON_CreateObject();
     bool ok = root && add_meta(root, m, "chat.completion.chunk");
     cJSON *choices = ok ? cJSON_AddArrayToObject(root, "choices") : NULL;
@@ -252,7 +257,7 @@ char *api_error_json(const api_error *e) {
     cJSON *err = root ? cJSON_AddObjectToObject(root, "error") : NULL;
     bool ok = err && add_text(err, "message", e->message, strlen(e->message)) &&
               cJSON_AddStringToObject(err, "type",
-                                      e->type[0]          ? e->type
+                                      e->type[0]         ? e->type
                                       : e->status >= 500 ? "server_error"
                                                          : "invalid_request_error");
     if (ok)

@@ -1,4 +1,4 @@
-/* response.h: builds OpenAI response JSON (completions, stream chunks, logprobs, errors, models, tokenize). */
+/* response.h: OpenAI response JSON: completions, stream chunks, logprobs, errors. */
 #ifndef LFM2_API_RESPONSE_H
 #define LFM2_API_RESPONSE_H
 #include <stddef.h>
@@ -11,9 +11,9 @@
  * character) is replaced by U+FFFD so the output is always valid JSON. */
 
 typedef struct api_resp_meta {
-    const char *id;     /* "chatcmpl-..." / "cmpl-..." (api_make_id), same for every chunk */
-    long long created;  /* Unix seconds, same for every chunk */
-    const char *model;  /* the model id the server reports */
+    const char *id;    /* "chatcmpl-..." / "cmpl-..." (api_make_id), same for every chunk */
+    long long created; /* Unix seconds, same for every chunk */
+    const char *model; /* the model id the server reports */
 } api_resp_meta;
 
 typedef struct api_usage {
@@ -37,12 +37,12 @@ typedef struct api_token_logprob {
 
 typedef struct api_choice {
     int index;
-    const char *text;          /* the (new) text; NULL = none */
+    const char *text; /* the (new) text; NULL = none */
     size_t len;
-    const char *finish_reason; /* "stop", "length" or NULL (JSON null) */
+    const char *finish_reason;         /* "stop", "length" or NULL (JSON null) */
     const api_token_logprob *logprobs; /* NULL: "logprobs": null */
     int n_logprobs;
-    size_t text_offset;        /* completions logprobs: offset of this text's first byte */
+    size_t text_offset; /* completions logprobs: offset of this text's first byte */
 } api_choice;
 
 /* Writes "<prefix><24 alphanumerics>" from two random words into buf (cap >= 40). */
@@ -50,7 +50,8 @@ void api_make_id(char *buf, size_t cap, const char *prefix, uint64_t r1, uint64_
 
 /* Non-streamed responses: {"id","object":"chat.completion","created","model","choices":[{"index",
  * "message":{"role":"assistant","content"},"logprobs","finish_reason"}],"usage":{...}} and the
- * same with "object":"text_completion" and choices [{"text","index","logprobs","finish_reason"}]. */
+ * same with "object":"text_completion" and choices [{"text","index","logprobs","finish_reason"}].
+ */
 char *api_chat_completion_json(const api_resp_meta *m, const api_choice *c, int n,
                                const api_usage *u);
 char *api_text_completion_json(const api_resp_meta *m, const api_choice *c, int n,

@@ -31,7 +31,8 @@ fail:
 
 void stop_free(stop_matcher *sm) {
     if (!sm) return;
-    for (int i = 0; i < sm->n_stops; i++) free(sm->stops[i]);
+    for (int i = 0; i < sm->n_stops; i++)
+        free(sm->stops[i]);
     free(sm->stops);
     free(sm->lens);
     free(sm->buf);
@@ -39,7 +40,9 @@ void stop_free(stop_matcher *sm) {
     sm->matched = -1;
 }
 
-size_t stop_pending(const stop_matcher *sm) { return sm->len - sm->skip; }
+size_t stop_pending(const stop_matcher *sm) {
+    return sm->len - sm->skip;
+}
 
 /* Drops what the previous call returned and makes room for add more bytes. */
 static int make_room(stop_matcher *sm, size_t add) {
@@ -50,7 +53,8 @@ static int make_room(stop_matcher *sm, size_t add) {
     }
     if (sm->len + add > sm->cap) {
         size_t nc = sm->cap ? sm->cap : 64;
-        while (nc < sm->len + add) nc *= 2;
+        while (nc < sm->len + add)
+            nc *= 2;
         char *nb = realloc(sm->buf, nc);
         if (!nb) return -1;
         sm->buf = nb;

@@ -1,4 +1,4 @@
-/* stop.h: incremental stop-string matcher: holds back text that may start a stop string, never emits the stop. */
+/* stop.h: incremental stop-string matcher; holds back text that may start a stop. */
 #ifndef LFM2_API_STOP_H
 #define LFM2_API_STOP_H
 #include <stddef.h>
@@ -9,7 +9,7 @@
  * it is returned, the stop and everything after it are dropped, and the matcher is done.
  * Text that ends with a proper prefix of some stop string is held back until it is decided. */
 typedef struct stop_matcher {
-    char **stops;   /* copies of the stop strings (n_stops of them), owned */
+    char **stops; /* copies of the stop strings (n_stops of them), owned */
     size_t *lens;
     int n_stops;
     size_t max_len; /* longest stop string */
@@ -17,8 +17,8 @@ typedef struct stop_matcher {
     size_t len;     /* bytes in buf */
     size_t skip;    /* bytes at the start of buf already returned (dropped on the next call) */
     size_t cap;
-    bool done;      /* a stop string matched (finish_reason "stop") */
-    int matched;    /* index of the stop string that matched, -1 before */
+    bool done;   /* a stop string matched (finish_reason "stop") */
+    int matched; /* index of the stop string that matched, -1 before */
 } stop_matcher;
 
 /* Copies the n stop strings (n may be 0; empty strings are ignored). 0, or -1 when out of

@@ -1,4 +1,4 @@
-/* config.c: one table of settings read from a key=value file, LFM2_* variables and command-line flags. */
+/* config.c: one table of settings read from a file, LFM2_* variables and flags. */
 #include "config/config.h"
 #include <ctype.h>
 #include <errno.h>
@@ -15,13 +15,13 @@ extern char **environ;
 enum kind { K_STR, K_INT, K_LONG_SIZE, K_LOG, K_HOST };
 
 typedef struct setting {
-    const char *name;  /* file key; flag = --name with '-' for '_'; env = LFM2_NAME */
+    const char *name; /* file key; flag = --name with '-' for '_'; env = LFM2_NAME */
     const char *short_flag;
     enum kind kind;
-    size_t off;        /* offsetof(config, field) */
-    size_t size;       /* bytes of a string field */
-    long lo, hi;       /* accepted range of numbers */
-    const char *def;   /* default, as text (applied by config_defaults) */
+    size_t off;      /* offsetof(config, field) */
+    size_t size;     /* bytes of a string field */
+    long lo, hi;     /* accepted range of numbers */
+    const char *def; /* default, as text (applied by config_defaults) */
     const char *help;
 } setting;
 
@@ -38,10 +38,11 @@ static const setting settings[] = {
     {"ctx", "-c", INT(ctx), 16, 1048576, "4096", "context size per sequence, in tokens"},
     {"threads", "-t", INT(threads), 0, 1024, "0", "compute threads (0: all cores)"},
     {"batch", "-b", INT(batch), 1, 65536, "512", "most tokens per engine step (prefill chunk)"},
-    {"api_key", NULL, STR(api_key), 0, 0, "", "require 'Authorization: Bearer KEY' (empty: no key)"},
+    {"api_key", NULL, STR(api_key), 0, 0, "",
+     "require 'Authorization: Bearer KEY' (empty: no key)"},
     {"queue", NULL, INT(queue), 0, 100000, "64", "requests waiting for a free sequence"},
-    {"body_limit", NULL, K_LONG_SIZE, offsetof(config, body_limit), sizeof(long), 1024,
-     1L << 30, "1m", "largest request body (bytes; k/m/g suffixes)"},
+    {"body_limit", NULL, K_LONG_SIZE, offsetof(config, body_limit), sizeof(long), 1024, 1L << 30,
+     "1m", "largest request body (bytes; k/m/g suffixes)"},
     {"max_tokens", NULL, INT(max_tokens), 1, 10000000, "32768",
      "largest max_tokens a request may ask for"},
     {"max_n", NULL, INT(max_n), 1, 128, "8", "largest n (choices per request)"},
@@ -110,18 +111,29 @@ static int set_value(config *c, const setting *s, const char *v, const char *src
         errno = 0;
         long long x = strtoll(v, &end, 10);
         if (end == v || errno)
-            return fail(err, errlen, CONFIG_EINVAL, "%s: '%.64s' is not a number (accepted %ld..%ld)",
-                        src, v, s->lo, s->hi);
+            return fail(err, errlen, CONFIG_EINVAL,
+                        "%s: '%.64s' is not a number (accepted %ld..%ld)", src, v, s->lo, s->hi);
         if (s->kind == K_LONG_SIZE && *end) {
             long long mul = 0;
             switch (*end) {
-            case 'k': case 'K': mul = 1024; break;
-            case 'm': case 'M': mul = 1024 * 1024; break;
-            case 'g': case 'G': mul = 1024 * 1024 * 1024; break;
+            case 'k':
+            case 'K':
+                mul = 1024;
+                break;
+            case 'm':
+            case 'M':
+                mul = 1024 * 1024;
+                break;
+            case 'g':
+            case 'G':
+                mul = 1024 * 1024 * 1024;
+                break;
             }
             if (mul && (end[1] == 0 || ((end[1] == 'b' || end[1] == 'B') && end[2] == 0))) {
-                if (x > LLONG_MAX / mul || x < LLONG_MIN / mul) x = LLONG_MAX;
-                else x *= mul;
+                if (x > LLONG_MAX / mul || x < LLONG_MIN / mul)
+                    x = LLONG_MAX;
+                else
+                    x *= mul;
                 end += strlen(end);
             }
         }
@@ -132,8 +144,10 @@ static int set_value(config *c, const setting *s, const char *v, const char *src
         if (x < s->lo || x > s->hi)
             return fail(err, errlen, CONFIG_EINVAL, "%s: %.64s is out of range; accepted %ld..%ld",
                         src, v, s->lo, s->hi);
-        if (s->kind == K_INT) *(int *)p = (int)x;
-        else *(long *)p = (long)x;
+        if (s->kind == K_INT)
+            *(int *)p = (int)x;
+        else
+            *(long *)p = (long)x;
         return 0;
     }
     case K_LOG:
@@ -168,9 +182,11 @@ int config_set(config *c, const char *key, const char *value, const char *src, c
 }
 
 static char *trim(char *s) {
-    while (*s == ' ' || *s == '\t') s++;
+    while (*s == ' ' || *s == '\t')
+        s++;
     char *e = s + strlen(s);
-    while (e > s && (e[-1] == ' ' || e[-1] == '\t' || e[-1] == '\r' || e[-1] == '\n')) e--;
+    while (e > s && (e[-1] == ' ' || e[-1] == '\t' || e[-1] == '\r' || e[-1] == '\n'))
+        e--;
     *e = 0;
     return s;
 }
@@ -213,17 +229,17 @@ int config_load_file(config *c, const char *path, char *err, size_t errlen) {
         }
         if (find_setting(key, strlen(key)) == NULL) {
             rc = fail(err, errlen, CONFIG_EINVAL, "%s: unknown setting '%.64s' (known: %s)", src,
-                      key, "model alias host port parallel ctx threads batch api_key queue "
-                           "body_limit max_tokens max_n max_connections drain_timeout "
-                           "idle_timeout keepalive cors log_level");
+                      key,
+                      "model alias host port parallel ctx threads batch api_key queue "
+                      "body_limit max_tokens max_n max_connections drain_timeout "
+                      "idle_timeout keepalive cors log_level");
             break;
         }
         char full[4300];
         snprintf(full, sizeof full, "%s: %s", src, key);
         if ((rc = config_set(c, key, val, full, err, errlen))) break;
     }
-    if (!rc && ferror(f))
-        rc = fail(err, errlen, CONFIG_EIO, "config file '%s': read error", path);
+    if (!rc && ferror(f)) rc = fail(err, errlen, CONFIG_EIO, "config file '%s': read error", path);
     fclose(f);
     if (!rc) snprintf(c->config_file, sizeof c->config_file, "%s", path);
     return rc;
@@ -266,7 +282,8 @@ static int flag_at(int argc, char **argv, int *i, const setting **s, const char 
         const char *name = a + 2;
         eq = strchr(name, '=');
         nl = eq ? (size_t)(eq - name) : strlen(name);
-        if (nl == 6 && !strncmp(name, "config", 6)) *is_config = true;
+        if (nl == 6 && !strncmp(name, "config", 6))
+            *is_config = true;
         else if (!(*s = find_setting(name, nl)))
             return fail(err, errlen, CONFIG_EINVAL,
                         "unknown option '%.*s' (see 'lfm2 serve --help')", (int)(nl + 2), a);
@@ -274,8 +291,8 @@ static int flag_at(int argc, char **argv, int *i, const setting **s, const char 
         for (size_t k = 0; k < N_SETTINGS; k++)
             if (settings[k].short_flag && !strcmp(settings[k].short_flag, a)) *s = &settings[k];
         if (!*s)
-            return fail(err, errlen, CONFIG_EINVAL, "unknown option '%.32s' (see 'lfm2 serve --help')",
-                        a);
+            return fail(err, errlen, CONFIG_EINVAL,
+                        "unknown option '%.32s' (see 'lfm2 serve --help')", a);
     } else {
         return fail(err, errlen, CONFIG_EINVAL,
                     "unexpected argument '%.64s' (settings are given as --name value)", a);
@@ -341,20 +358,22 @@ const char *config_model_id(const config *c, char *buf, size_t cap) {
 
 static void upper_env(char *out, size_t cap, const char *name) {
     size_t o = snprintf(out, cap, "LFM2_");
-    for (; *name && o + 1 < cap; name++) out[o++] = (char)toupper((unsigned char)*name);
+    for (; *name && o + 1 < cap; name++)
+        out[o++] = (char)toupper((unsigned char)*name);
     out[o] = 0;
 }
 
 static void flag_name(char *out, size_t cap, const char *name) {
     size_t o = snprintf(out, cap, "--");
-    for (; *name && o + 1 < cap; name++) out[o++] = *name == '_' ? '-' : *name;
+    for (; *name && o + 1 < cap; name++)
+        out[o++] = *name == '_' ? '-' : *name;
     out[o] = 0;
 }
 
-#define APPEND(...)                                                                    \
-    do {                                                                               \
-        int w_ = snprintf(buf + (n < cap ? n : cap), n < cap ? cap - n : 0, __VA_ARGS__); \
-        if (w_ > 0) n += (size_t)w_;                                                   \
+#define APPEND(...)                                                                                \
+    do {                                                                                           \
+        int w_ = snprintf(buf + (n < cap ? n : cap), n < cap ? cap - n : 0, __VA_ARGS__);          \
+        if (w_ > 0) n += (size_t)w_;                                                               \
     } while (0)
 
 size_t config_usage(char *buf, size_t cap) {
@@ -367,10 +386,11 @@ size_t config_usage(char *buf, size_t cap) {
         char fl[64], env[64], both[80];
         flag_name(fl, sizeof fl, s->name);
         upper_env(env, sizeof env, s->name);
-        if (s->short_flag) snprintf(both, sizeof both, "%s, %s", s->short_flag, fl);
-        else snprintf(both, sizeof both, "%s", fl);
-        APPEND("  %-26s %-22s %s (default: %s)\n", both, env, s->help,
-               s->def[0] ? s->def : "none");
+        if (s->short_flag)
+            snprintf(both, sizeof both, "%s, %s", s->short_flag, fl);
+        else
+            snprintf(both, sizeof both, "%s", fl);
+        APPEND("  %-26s %-22s %s (default: %s)\n", both, env, s->help, s->def[0] ? s->def : "none");
     }
     return n;
 }
@@ -384,12 +404,20 @@ size_t config_dump(const config *c, char *buf, size_t cap) {
         switch (s->kind) {
         case K_STR:
         case K_HOST:
-            if (!strcmp(s->name, "api_key")) APPEND("%s = %s\n", s->name, p[0] ? "(set)" : "");
-            else APPEND("%s = %s\n", s->name, p);
+            if (!strcmp(s->name, "api_key"))
+                APPEND("%s = %s\n", s->name, p[0] ? "(set)" : "");
+            else
+                APPEND("%s = %s\n", s->name, p);
             break;
-        case K_INT: APPEND("%s = %d\n", s->name, *(const int *)p); break;
-        case K_LONG_SIZE: APPEND("%s = %ld\n", s->name, *(const long *)p); break;
-        case K_LOG: APPEND("%s = %s\n", s->name, log_names[*(const int *)p & 3]); break;
+        case K_INT:
+            APPEND("%s = %d\n", s->name, *(const int *)p);
+            break;
+        case K_LONG_SIZE:
+            APPEND("%s = %ld\n", s->name, *(const long *)p);
+            break;
+        case K_LOG:
+            APPEND("%s = %s\n", s->name, log_names[*(const int *)p & 3]);
+            break;
         }
     }
     return n;

@@ -1,4 +1,4 @@
-/* config.h: server settings from defaults, a config file, LFM2_* environment and flags (flags > env > file > defaults). */
+/* config.h: settings: defaults < config file < LFM2_* environment < flags. */
 #ifndef LFM2_CONFIG_H
 #define LFM2_CONFIG_H
 #include <stddef.h>
@@ -11,26 +11,26 @@ enum config_log_level { CONFIG_LOG_ERROR = 0, CONFIG_LOG_WARN, CONFIG_LOG_INFO, 
 enum { CONFIG_EINVAL = -1, CONFIG_EIO = -2, CONFIG_EHELP = -3 };
 
 typedef struct config {
-    char model[4096];     /* -m/--model: GGUF path (required by serve) */
-    char alias[256];      /* --alias: model id in the API; "" = the file name without .gguf */
-    char host[256];       /* --host: bind address, default 127.0.0.1 (loopback) */
-    int port;             /* --port: 0..65535, default 8080 (0 = any free port) */
-    int parallel;         /* --parallel/-np: sequences decoded at once, default 4 */
-    int ctx;              /* --ctx/-c: context per sequence in tokens, default 4096 */
-    int threads;          /* --threads/-t: compute threads, 0 = all cores */
-    int batch;            /* --batch/-b: most tokens per engine step (prefill chunk), default 512 */
-    char api_key[256];    /* --api-key: required Bearer key, "" = none */
-    int queue;            /* --queue: requests waiting for a free sequence, default 64 */
-    long body_limit;      /* --body-limit: request body bytes (k/m suffix), default 1m */
-    int max_tokens;       /* --max-tokens: largest max_tokens a request may ask, default 32768 */
-    int max_n;            /* --max-n: largest n (choices per request), default 8 */
-    int max_connections;  /* --max-connections: open HTTP connections, default 256 */
-    int drain_timeout;    /* --drain-timeout: seconds running requests get on SIGTERM, default 30 */
-    int idle_timeout;     /* --idle-timeout: seconds before an idle connection closes, default 60 */
-    int keepalive;        /* --keepalive: seconds between SSE comments on silent streams, default 10 */
-    char cors[1024];      /* --cors: allowed Origins, comma-separated, "*" = any, "" = no CORS */
+    char model[4096];    /* -m/--model: GGUF path (required by serve) */
+    char alias[256];     /* --alias: model id in the API; "" = the file name without .gguf */
+    char host[256];      /* --host: bind address, default 127.0.0.1 (loopback) */
+    int port;            /* --port: 0..65535, default 8080 (0 = any free port) */
+    int parallel;        /* --parallel/-np: sequences decoded at once, default 4 */
+    int ctx;             /* --ctx/-c: context per sequence in tokens, default 4096 */
+    int threads;         /* --threads/-t: compute threads, 0 = all cores */
+    int batch;           /* --batch/-b: most tokens per engine step (prefill chunk), default 512 */
+    char api_key[256];   /* --api-key: required Bearer key, "" = none */
+    int queue;           /* --queue: requests waiting for a free sequence, default 64 */
+    long body_limit;     /* --body-limit: request body bytes (k/m suffix), default 1m */
+    int max_tokens;      /* --max-tokens: largest max_tokens a request may ask, default 32768 */
+    int max_n;           /* --max-n: largest n (choices per request), default 8 */
+    int max_connections; /* --max-connections: open HTTP connections, default 256 */
+    int drain_timeout;   /* --drain-timeout: seconds running requests get on SIGTERM, default 30 */
+    int idle_timeout;    /* --idle-timeout: seconds before an idle connection closes, default 60 */
+    int keepalive;   /* --keepalive: seconds between SSE comments on silent streams, default 10 */
+    char cors[1024]; /* --cors: allowed Origins, comma-separated, "*" = any, "" = no CORS */
     enum config_log_level log_level; /* --log-level: error|warn|info|debug, default info */
-    char config_file[4096]; /* --config / LFM2_CONFIG: the file read ("" = none) */
+    char config_file[4096];          /* --config / LFM2_CONFIG: the file read ("" = none) */
 } config;
 
 /* The built-in defaults. */

@@ -1,4 +1,4 @@
-/* test_api.c: request validation (bad-request suite + happy paths) and exact OpenAI response JSON. */
+/* test_api.c: request validation (bad-request suite, happy paths), exact response JSON. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,7 +13,7 @@ static api_limits lim;
 /* ---------------- bad requests ---------------- */
 
 typedef struct bad_case {
-    int kind;          /* API_CHAT, API_COMPLETION, 2 = /tokenize, 3 = /detokenize */
+    int kind; /* API_CHAT, API_COMPLETION, 2 = /tokenize, 3 = /detokenize */
     const char *body;
     const char *param; /* "" = null */
     const char *msg;   /* substring of the message */
@@ -31,16 +31,27 @@ static const bad_case bad[] = {
     {API_CHAT, "\"str\"", "", "must be a JSON object"},
     {API_CHAT, CHAT("") " x", "", "extra data"},
     {API_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"a\xff\"}]}", "", "not valid UTF-8"},
-    {API_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"\xC0\xAF\"}]}", "", "not valid UTF-8"},
-    {API_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"\xED\xA0\x80\"}]}", "", "not valid UTF-8"},
-    {API_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"\xF4\x90\x80\x80\"}]}", "", "not valid UTF-8"},
-    {API_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"cut \xE6\x97\"}]}", "", "not valid UTF-8"},
-    {API_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"\\ud800\"}]}", "", "not valid JSON"},
+    {API_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"\xC0\xAF\"}]}", "",
+     "not valid UTF-8"},
+    {API_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"\xED\xA0\x80\"}]}", "",
+     "not valid UTF-8"},
+    {API_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"\xF4\x90\x80\x80\"}]}", "",
+     "not valid UTF-8"},
+    {API_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"cut \xE6\x97\"}]}", "",
+     "not valid UTF-8"},
+    {API_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"\\ud800\"}]}", "",
+     "not valid JSON"},
     {API_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"a\\u0000b\"}]}", "", "NUL"},
-    {API_CHAT, "{\"temperature\":NaN," "\"messages\":[" U "]}", "", "not valid JSON"},
+    {API_CHAT,
+     "{\"temperature\":NaN,"
+     "\"messages\":[" U "]}",
+     "", "not valid JSON"},
     {API_CHAT, "{\"messages\":[" U "],}", "", "not valid JSON"},
     {API_CHAT, "{\"messages\":[" U "]", "", "not valid JSON"},
-    {API_CHAT, "{\"x\":[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[1]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]," "\"messages\":[" U "]}", "", "deeper than the limit of 32"},
+    {API_CHAT,
+     "{\"x\":[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[1]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]],"
+     "\"messages\":[" U "]}",
+     "", "deeper than the limit of 32"},
     /* messages */
     {API_CHAT, "{\"model\":\"m\"}", "messages", "messages is required"},
     {API_CHAT, "{\"messages\":\"hi\"}", "messages", "must be an array"},
@@ -48,24 +59,44 @@ static const bad_case bad[] = {
     {API_CHAT, "{\"messages\":[" U "," U "," U "," U "," U "]}", "messages", "limit is 4"},
     {API_CHAT, "{\"messages\":[1]}", "messages[0]", "must be an object"},
     {API_CHAT, "{\"messages\":[{\"content\":\"x\"}]}", "messages[0].role", "required"},
-    {API_CHAT, "{\"messages\":[{\"role\":3,\"content\":\"x\"}]}", "messages[0].role", "must be a string"},
-    {API_CHAT, "{\"messages\":[" U ",{\"role\":\"bot\",\"content\":\"x\"}]}", "messages[1].role", "not one of system, user, assistant, tool"},
+    {API_CHAT, "{\"messages\":[{\"role\":3,\"content\":\"x\"}]}", "messages[0].role",
+     "must be a string"},
+    {API_CHAT, "{\"messages\":[" U ",{\"role\":\"bot\",\"content\":\"x\"}]}", "messages[1].role",
+     "not one of system, user, assistant, tool"},
     {API_CHAT, "{\"messages\":[{\"role\":\"user\"}]}", "messages[0].content", "required"},
-    {API_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":null}]}", "messages[0].content", "required"},
-    {API_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":5}]}", "messages[0].content", "string or an array of text parts"},
-    {API_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":\"image_url\",\"image_url\":{\"url\":\"x\"}}]}]}", "messages[0].content[0]", "'image_url' is not supported"},
-    {API_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":[\"text\"]}]}", "messages[0].content[0]", "must be an object"},
-    {API_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":[{\"text\":\"a\"}]}]}", "messages[0].content[0]", "type must be a string"},
-    {API_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":\"text\",\"text\":1}]}]}", "messages[0].content[0]", "text must be a string"},
-    {API_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":\"text\"}]}]}", "messages[0].content[0]", "text must be a string"},
-    {API_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":\"text\",\"text\":\"a\"},{\"type\":\"text\",\"text\":\"a\"},{\"type\":\"text\",\"text\":\"a\"},{\"type\":\"text\",\"text\":\"a\"}]}]}", "messages[0].content", "the limit is 3"},
-    {API_CHAT, "{\"messages\":[{\"role\":\"assistant\",\"content\":null,\"tool_calls\":[{\"id\":\"1\"}]}]}", "messages[0].tool_calls", "not supported yet"},
+    {API_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":null}]}", "messages[0].content",
+     "required"},
+    {API_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":5}]}", "messages[0].content",
+     "string or an array of text parts"},
+    {API_CHAT,
+     "{\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":\"image_url\",\"image_url\":{"
+     "\"url\":\"x\"}}]}]}",
+     "messages[0].content[0]", "'image_url' is not supported"},
+    {API_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":[\"text\"]}]}",
+     "messages[0].content[0]", "must be an object"},
+    {API_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":[{\"text\":\"a\"}]}]}",
+     "messages[0].content[0]", "type must be a string"},
+    {API_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":\"text\",\"text\":1}]}]}",
+     "messages[0].content[0]", "text must be a string"},
+    {API_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":\"text\"}]}]}",
+     "messages[0].content[0]", "text must be a string"},
+    {API_CHAT,
+     "{\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":\"text\",\"text\":\"a\"},{\"type\":"
+     "\"text\",\"text\":\"a\"},{\"type\":\"text\",\"text\":\"a\"},{\"type\":\"text\",\"text\":"
+     "\"a\"}]}]}",
+     "messages[0].content", "the limit is 3"},
+    {API_CHAT,
+     "{\"messages\":[{\"role\":\"assistant\",\"content\":null,\"tool_calls\":[{\"id\":\"1\"}]}]}",
+     "messages[0].tool_calls", "not supported yet"},
     /* unsupported features */
-    {API_CHAT, CHAT(",\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"f\"}}]"), "tools", "not supported yet"},
+    {API_CHAT, CHAT(",\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"f\"}}]"), "tools",
+     "not supported yet"},
     {API_CHAT, CHAT(",\"functions\":[{\"name\":\"f\"}]"), "functions", "not supported yet"},
     {API_CHAT, CHAT(",\"tool_choice\":\"required\""), "tool_choice", "not supported yet"},
-    {API_CHAT, CHAT(",\"response_format\":{\"type\":\"json_object\"}"), "response_format", "not supported yet"},
-    {API_CHAT, CHAT(",\"response_format\":{\"type\":\"json_schema\",\"json_schema\":{}}"), "response_format", "'json_schema' is not supported yet"},
+    {API_CHAT, CHAT(",\"response_format\":{\"type\":\"json_object\"}"), "response_format",
+     "not supported yet"},
+    {API_CHAT, CHAT(",\"response_format\":{\"type\":\"json_schema\",\"json_schema\":{}}"),
+     "response_format", "'json_schema' is not supported yet"},
     {API_CHAT, CHAT(",\"response_format\":\"text\""), "response_format", "must be an object"},
     /* strings */
     {API_CHAT, "{\"model\":7,\"messages\":[" U "]}", "model", "model must be a string"},
@@ -78,8 +109,10 @@ static const bad_case bad[] = {
     {API_CHAT, CHAT(",\"max_tokens\":1001"), "max_tokens", "between 1 and 1000"},
     {API_CHAT, CHAT(",\"max_tokens\":1e400"), "max_tokens", "must be an integer"},
     {API_CHAT, CHAT(",\"max_tokens\":99999999999999999999999"), "max_tokens", "between 1 and 1000"},
-    {API_CHAT, CHAT(",\"max_tokens\":5,\"max_completion_tokens\":5000"), "max_completion_tokens", "between 1 and 1000"},
-    {API_CHAT, CHAT(",\"max_completion_tokens\":true"), "max_completion_tokens", "must be an integer, got a boolean"},
+    {API_CHAT, CHAT(",\"max_tokens\":5,\"max_completion_tokens\":5000"), "max_completion_tokens",
+     "between 1 and 1000"},
+    {API_CHAT, CHAT(",\"max_completion_tokens\":true"), "max_completion_tokens",
+     "must be an integer, got a boolean"},
     /* sampling numbers */
     {API_CHAT, CHAT(",\"temperature\":2.5"), "temperature", "<= 2"},
     {API_CHAT, CHAT(",\"temperature\":-0.1"), "temperature", ">= 0"},
@@ -106,7 +139,8 @@ static const bad_case bad[] = {
     {API_CHAT, CHAT(",\"stop\":{\"a\":1}"), "stop", "got an object"},
     /* logit_bias */
     {API_CHAT, CHAT(",\"logit_bias\":[1]"), "logit_bias", "must be an object"},
-    {API_CHAT, CHAT(",\"logit_bias\":{\"abc\":1}"), "logit_bias", "'abc' is not a token id between 0 and 4095"},
+    {API_CHAT, CHAT(",\"logit_bias\":{\"abc\":1}"), "logit_bias",
+     "'abc' is not a token id between 0 and 4095"},
     {API_CHAT, CHAT(",\"logit_bias\":{\"-1\":1}"), "logit_bias", "not a token id"},
     {API_CHAT, CHAT(",\"logit_bias\":{\"4096\":1}"), "logit_bias", "between 0 and 4095"},
     {API_CHAT, CHAT(",\"logit_bias\":{\"12x\":1}"), "logit_bias", "not a token id"},
@@ -119,17 +153,22 @@ static const bad_case bad[] = {
     {API_CHAT, CHAT(",\"top_logprobs\":2"), "top_logprobs", "requires logprobs"},
     {API_CHAT, CHAT(",\"n\":0"), "n", "between 1 and 4"},
     {API_CHAT, CHAT(",\"n\":9"), "n", "between 1 and 4"},
-    {API_CHAT, CHAT(",\"n\":4,\"max_tokens\":1000"), "n", "n * max_tokens is 4000; the limit is 2000"},
+    {API_CHAT, CHAT(",\"n\":4,\"max_tokens\":1000"), "n",
+     "n * max_tokens is 4000; the limit is 2000"},
     {API_CHAT, CHAT(",\"stream\":\"true\""), "stream", "must be a boolean"},
-    {API_CHAT, CHAT(",\"stream_options\":{\"include_usage\":true}"), "stream_options", "only allowed when stream is true"},
-    {API_CHAT, CHAT(",\"stream\":true,\"stream_options\":[]"), "stream_options", "must be an object"},
-    {API_CHAT, CHAT(",\"stream\":true,\"stream_options\":{\"include_usage\":1}"), "stream_options.include_usage", "must be a boolean"},
+    {API_CHAT, CHAT(",\"stream_options\":{\"include_usage\":true}"), "stream_options",
+     "only allowed when stream is true"},
+    {API_CHAT, CHAT(",\"stream\":true,\"stream_options\":[]"), "stream_options",
+     "must be an object"},
+    {API_CHAT, CHAT(",\"stream\":true,\"stream_options\":{\"include_usage\":1}"),
+     "stream_options.include_usage", "must be a boolean"},
     /* completions */
     {API_COMPLETION, "{\"model\":\"m\"}", "prompt", "prompt is required"},
     {API_COMPLETION, "{\"prompt\":12}", "prompt", "string or an array of token ids"},
     {API_COMPLETION, "{\"prompt\":[]}", "prompt", "empty array"},
     {API_COMPLETION, "{\"prompt\":[\"a\",\"b\"]}", "prompt", "array of 2 strings is not supported"},
-    {API_COMPLETION, "{\"prompt\":[[1,2],[3]]}", "prompt", "array of token arrays is not supported"},
+    {API_COMPLETION, "{\"prompt\":[[1,2],[3]]}", "prompt",
+     "array of token arrays is not supported"},
     {API_COMPLETION, "{\"prompt\":[1,\"a\"]}", "prompt[1]", "integer token id"},
     {API_COMPLETION, "{\"prompt\":[4096]}", "prompt[0]", "between 0 and 4095"},
     {API_COMPLETION, "{\"prompt\":[-1]}", "prompt[0]", "between 0 and 4095"},
@@ -199,8 +238,10 @@ static void check_bad(int kind, const char *body, size_t len, const char *param,
     CHECK(err != NULL);
     if (err) {
         cJSON *p = cJSON_GetObjectItemCaseSensitive(err, "param");
-        if (param[0]) CHECK(cJSON_IsString(p) && !strcmp(p->valuestring, param));
-        else CHECK(cJSON_IsNull(p));
+        if (param[0])
+            CHECK(cJSON_IsString(p) && !strcmp(p->valuestring, param));
+        else
+            CHECK(cJSON_IsNull(p));
         cJSON *m = cJSON_GetObjectItemCaseSensitive(err, "message");
         CHECK(cJSON_IsString(m) && !strcmp(m->valuestring, e.message));
     }
@@ -225,19 +266,25 @@ static void test_bad_requests(void) {
     size_t cap = 4 << 20;
     char *b = malloc(cap);
     size_t o = (size_t)snprintf(b, cap, "{\"messages\":[");
-    for (int i = 0; i < 100000; i++) o += (size_t)snprintf(b + o, cap - o, "%s" U, i ? "," : "");
+    for (int i = 0; i < 100000; i++)
+        o += (size_t)snprintf(b + o, cap - o, "%s" U, i ? "," : "");
     o += (size_t)snprintf(b + o, cap - o, "]}");
-    check_bad(API_CHAT, b, o, "messages", "messages has 100000 entries; the limit is 4", "huge messages");
+    check_bad(API_CHAT, b, o, "messages", "messages has 100000 entries; the limit is 4",
+              "huge messages");
     o = (size_t)snprintf(b, cap, "{\"prompt\":[");
-    for (int i = 0; i < 200000; i++) o += (size_t)snprintf(b + o, cap - o, "%s1", i ? "," : "");
+    for (int i = 0; i < 200000; i++)
+        o += (size_t)snprintf(b + o, cap - o, "%s1", i ? "," : "");
     o += (size_t)snprintf(b + o, cap - o, "]}");
     check_bad(API_COMPLETION, b, o, "prompt", "prompt has 200000 token ids", "huge prompt");
     o = 0;
-    for (int i = 0; i < 5000; i++) b[o++] = '[';
-    for (int i = 0; i < 5000; i++) b[o++] = ']';
+    for (int i = 0; i < 5000; i++)
+        b[o++] = '[';
+    for (int i = 0; i < 5000; i++)
+        b[o++] = ']';
     check_bad(API_CHAT, b, o, "", "deeper than the limit", "deep array");
     o = 0;
-    for (int i = 0; i < 100000; i++) o += (size_t)snprintf(b + o, cap - o, "{\"a\":");
+    for (int i = 0; i < 100000; i++)
+        o += (size_t)snprintf(b + o, cap - o, "{\"a\":");
     check_bad(API_CHAT, b, o, "", "deeper than the limit", "deep objects, unterminated");
     static const char nul[] = "{\"messages\":[{\"role\":\"user\",\"content\":\"a\0b\"}]}";
     check_bad(API_CHAT, nul, sizeof nul - 1, "", "NUL byte at offset 40", "raw NUL");
@@ -362,8 +409,10 @@ static void test_chat_ok(void) {
     /* nesting right at the limit is fine */
     char deep[256];
     int o = snprintf(deep, sizeof deep, "{\"messages\":[" U "],\"x\":");
-    for (int i = 0; i < 29; i++) deep[o++] = '[';
-    for (int i = 0; i < 29; i++) deep[o++] = ']';
+    for (int i = 0; i < 29; i++)
+        deep[o++] = '[';
+    for (int i = 0; i < 29; i++)
+        deep[o++] = ']';
     deep[o++] = '}';
     deep[o] = 0;
     parse_ok(&r, API_CHAT, deep);
@@ -471,31 +520,46 @@ static void test_responses(void) {
     api_resp_meta cmpl = {"cmpl-xyz", 1700000001, "m"};
     api_usage u = {5, 2};
     api_choice c = {.index = 0, .text = "Hello", .len = 5, .finish_reason = "stop"};
-    EXPECT_JSON(api_chat_completion_json(&chat, &c, 1, &u),
-                "{\"id\":\"chatcmpl-abc\",\"object\":\"chat.completion\",\"created\":1700000000,"
-                "\"model\":\"lfm2-350m\",\"choices\":[{\"index\":0,\"message\":{\"role\":"
-                "\"assistant\",\"content\":\"Hello\"},\"logprobs\":null,\"finish_reason\":\"stop\"}],"
-                "\"usage\":{\"prompt_tokens\":5,\"completion_tokens\":2,\"total_tokens\":7}}");
+    EXPECT_JSON(
+        api_chat_completion_json(&chat, &c, 1, &u),
+        "{\"id\":\"chatcmpl-abc\",\"object\":\"chat.completion\",\"created\":1700000000,"
+        "\"model\":\"lfm2-350m\",\"choices\":[{\"index\":0,\"message\":{\"role\":"
+        "\"assistant\",\"content\":\"Hello\"},\"logprobs\":null,\"finish_reason\":\"stop\"}],"
+        "\"usage\":{\"prompt_tokens\":5,\"completion_tokens\":2,\"total_tokens\":7}}");
 
     api_top_logprob tops[2] = {{"He", 2, -0.5f}, {"Hi", 2, -1.25f}};
     api_token_logprob lps[2] = {{"He", 2, -0.5f, tops, 2}, {"llo", 3, -0.25f, NULL, 0}};
-    api_choice cl[2] = {{.index = 0, .text = "Hello", .len = 5, .finish_reason = "length",
-                         .logprobs = lps, .n_logprobs = 2},
-                        {.index = 1, .text = "", .len = 0, .finish_reason = "stop",
-                         .logprobs = lps, .n_logprobs = 0}};
-    EXPECT_JSON(api_chat_completion_json(&chat, cl, 2, &u),
-                "{\"id\":\"chatcmpl-abc\",\"object\":\"chat.completion\",\"created\":1700000000,"
-                "\"model\":\"lfm2-350m\",\"choices\":[{\"index\":0,\"message\":{\"role\":"
-                "\"assistant\",\"content\":\"Hello\"},\"logprobs\":{\"content\":[{\"token\":\"He\","
-                "\"logprob\":-0.5,\"bytes\":[72,101],\"top_logprobs\":[{\"token\":\"He\",\"logprob\":"
-                "-0.5,\"bytes\":[72,101]},{\"token\":\"Hi\",\"logprob\":-1.25,\"bytes\":[72,105]}]},"
-                "{\"token\":\"llo\",\"logprob\":-0.25,\"bytes\":[108,108,111],\"top_logprobs\":[]}]},"
-                "\"finish_reason\":\"length\"},{\"index\":1,\"message\":{\"role\":\"assistant\","
-                "\"content\":\"\"},\"logprobs\":{\"content\":[]},\"finish_reason\":\"stop\"}],"
-                "\"usage\":{\"prompt_tokens\":5,\"completion_tokens\":2,\"total_tokens\":7}}");
+    api_choice cl[2] = {{.index = 0,
+                         .text = "Hello",
+                         .len = 5,
+                         .finish_reason = "length",
+                         .logprobs = lps,
+                         .n_logprobs = 2},
+                        {.index = 1,
+                         .text = "",
+                         .len = 0,
+                         .finish_reason = "stop",
+                         .logprobs = lps,
+                         .n_logprobs = 0}};
+    EXPECT_JSON(
+        api_chat_completion_json(&chat, cl, 2, &u),
+        "{\"id\":\"chatcmpl-abc\",\"object\":\"chat.completion\",\"created\":1700000000,"
+        "\"model\":\"lfm2-350m\",\"choices\":[{\"index\":0,\"message\":{\"role\":"
+        "\"assistant\",\"content\":\"Hello\"},\"logprobs\":{\"content\":[{\"token\":\"He\","
+        "\"logprob\":-0.5,\"bytes\":[72,101],\"top_logprobs\":[{\"token\":\"He\",\"logprob\":"
+        "-0.5,\"bytes\":[72,101]},{\"token\":\"Hi\",\"logprob\":-1.25,\"bytes\":[72,105]}]},"
+        "{\"token\":\"llo\",\"logprob\":-0.25,\"bytes\":[108,108,111],\"top_logprobs\":[]}]},"
+        "\"finish_reason\":\"length\"},{\"index\":1,\"message\":{\"role\":\"assistant\","
+        "\"content\":\"\"},\"logprobs\":{\"content\":[]},\"finish_reason\":\"stop\"}],"
+        "\"usage\":{\"prompt_tokens\":5,\"completion_tokens\":2,\"total_tokens\":7}}");
 
-    api_choice tc = {.index = 0, .text = "Hello", .len = 5, .finish_reason = "length",
-                     .logprobs = lps, .n_logprobs = 2, .text_offset = 10};
+    api_choice tc = {.index = 0,
+                     .text = "Hello",
+                     .len = 5,
+                     .finish_reason = "length",
+                     .logprobs = lps,
+                     .n_logprobs = 2,
+                     .text_offset = 10};
     EXPECT_JSON(api_text_completion_json(&cmpl, &tc, 1, &u),
                 "{\"id\":\"cmpl-xyz\",\"object\":\"text_completion\",\"created\":1700000001,"
                 "\"model\":\"m\",\"choices\":[{\"text\":\"Hello\",\"index\":0,\"logprobs\":{"
@@ -517,17 +581,19 @@ static void test_responses(void) {
                 "1700000000,\"model\":\"lfm2-350m\",\"choices\":[{\"index\":0,\"delta\":{\"role\":"
                 "\"assistant\",\"content\":\"\"},\"logprobs\":null,\"finish_reason\":null}]}");
     api_choice mid = {.index = 1, .text = "lo \"q\"\n", .len = 7};
-    EXPECT_JSON(api_chat_chunk_json(&chat, &mid, false, true),
-                "{\"id\":\"chatcmpl-abc\",\"object\":\"chat.completion.chunk\",\"created\":"
-                "1700000000,\"model\":\"lfm2-350m\",\"choices\":[{\"index\":1,\"delta\":{\"content\":"
-                "\"lo \\\"q\\\"\\n\"},\"logprobs\":null,\"finish_reason\":null}],\"usage\":null}");
+    EXPECT_JSON(
+        api_chat_chunk_json(&chat, &mid, false, true),
+        "{\"id\":\"chatcmpl-abc\",\"object\":\"chat.completion.chunk\",\"created\":"
+        "1700000000,\"model\":\"lfm2-350m\",\"choices\":[{\"index\":1,\"delta\":{\"content\":"
+        "\"lo \\\"q\\\"\\n\"},\"logprobs\":null,\"finish_reason\":null}],\"usage\":null}");
     api_choice midlp = {.index = 0, .text = "He", .len = 2, .logprobs = lps, .n_logprobs = 1};
-    EXPECT_JSON(api_chat_chunk_json(&chat, &midlp, false, false),
-                "{\"id\":\"chatcmpl-abc\",\"object\":\"chat.completion.chunk\",\"created\":"
-                "1700000000,\"model\":\"lfm2-350m\",\"choices\":[{\"index\":0,\"delta\":{\"content\":"
-                "\"He\"},\"logprobs\":{\"content\":[{\"token\":\"He\",\"logprob\":-0.5,\"bytes\":"
-                "[72,101],\"top_logprobs\":[{\"token\":\"He\",\"logprob\":-0.5,\"bytes\":[72,101]},"
-                "{\"token\":\"Hi\",\"logprob\":-1.25,\"bytes\":[72,105]}]}]},\"finish_reason\":null}]}");
+    EXPECT_JSON(
+        api_chat_chunk_json(&chat, &midlp, false, false),
+        "{\"id\":\"chatcmpl-abc\",\"object\":\"chat.completion.chunk\",\"created\":"
+        "1700000000,\"model\":\"lfm2-350m\",\"choices\":[{\"index\":0,\"delta\":{\"content\":"
+        "\"He\"},\"logprobs\":{\"content\":[{\"token\":\"He\",\"logprob\":-0.5,\"bytes\":"
+        "[72,101],\"top_logprobs\":[{\"token\":\"He\",\"logprob\":-0.5,\"bytes\":[72,101]},"
+        "{\"token\":\"Hi\",\"logprob\":-1.25,\"bytes\":[72,105]}]}]},\"finish_reason\":null}]}");
     api_choice last = {.index = 0, .finish_reason = "length"};
     EXPECT_JSON(api_chat_chunk_json(&chat, &last, false, false),
                 "{\"id\":\"chatcmpl-abc\",\"object\":\"chat.completion.chunk\",\"created\":"
@@ -587,15 +653,17 @@ static void test_responses(void) {
     /* invalid UTF-8 and NUL in text become U+FFFD; -inf log-probs become -9999 */
     api_top_logprob bt[1] = {{"\xE6\x97", 2, -INFINITY}};
     api_token_logprob bl[1] = {{"\xE6\x97", 2, -INFINITY, bt, 1}};
-    api_choice bad_text = {.index = 0, .text = "a\xC3 b\0c", .len = 6, .logprobs = bl,
-                           .n_logprobs = 1};
-    EXPECT_JSON(api_chat_chunk_json(&chat, &bad_text, false, false),
-                "{\"id\":\"chatcmpl-abc\",\"object\":\"chat.completion.chunk\",\"created\":"
-                "1700000000,\"model\":\"lfm2-350m\",\"choices\":[{\"index\":0,\"delta\":{\"content\":"
-                "\"a\xEF\xBF\xBD b\xEF\xBF\xBD" "c\"},\"logprobs\":{\"content\":[{\"token\":"
-                "\"\xEF\xBF\xBD\xEF\xBF\xBD\",\"logprob\":-9999,\"bytes\":[230,151],\"top_logprobs\":"
-                "[{\"token\":\"\xEF\xBF\xBD\xEF\xBF\xBD\",\"logprob\":-9999,\"bytes\":[230,151]}]}]},"
-                "\"finish_reason\":null}]}");
+    api_choice bad_text = {
+        .index = 0, .text = "a\xC3 b\0c", .len = 6, .logprobs = bl, .n_logprobs = 1};
+    EXPECT_JSON(
+        api_chat_chunk_json(&chat, &bad_text, false, false),
+        "{\"id\":\"chatcmpl-abc\",\"object\":\"chat.completion.chunk\",\"created\":"
+        "1700000000,\"model\":\"lfm2-350m\",\"choices\":[{\"index\":0,\"delta\":{\"content\":"
+        "\"a\xEF\xBF\xBD b\xEF\xBF\xBD"
+        "c\"},\"logprobs\":{\"content\":[{\"token\":"
+        "\"\xEF\xBF\xBD\xEF\xBF\xBD\",\"logprob\":-9999,\"bytes\":[230,151],\"top_logprobs\":"
+        "[{\"token\":\"\xEF\xBF\xBD\xEF\xBF\xBD\",\"logprob\":-9999,\"bytes\":[230,151]}]}]},"
+        "\"finish_reason\":null}]}");
 }
 
 static void test_ids_utf8(void) {
@@ -638,7 +706,8 @@ static void test_fuzz(void) {
     const char *base =
         "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":\"text\","
         "\"text\":\"hi\"}]}],\"max_tokens\":10,\"temperature\":0.5,\"stop\":[\"a\"],"
-        "\"logit_bias\":{\"3\":1},\"n\":2,\"stream\":true,\"stream_options\":{\"include_usage\":true}}";
+        "\"logit_bias\":{\"3\":1},\"n\":2,\"stream\":true,\"stream_options\":{\"include_usage\":"
+        "true}}";
     size_t n = strlen(base);
     char *buf = malloc(n + 16);
     unsigned long long s = 12345;
@@ -653,7 +722,8 @@ static void test_fuzz(void) {
             size_t pos = (size_t)(s >> 33) % len;
             int op = (int)((s >> 20) % 3);
             char ch = subst[(s >> 40) % (sizeof subst - 1)];
-            if (op == 0) buf[pos] = ch;
+            if (op == 0)
+                buf[pos] = ch;
             else if (op == 1 && len > 1) {
                 memmove(buf + pos, buf + pos + 1, len - pos - 1);
                 len--;
@@ -667,7 +737,8 @@ static void test_fuzz(void) {
             api_request r;
             api_error e;
             int rc = api_request_parse(&r, (enum api_kind)kind, buf, len, &lim, &e);
-            if (rc == 0) ok++;
+            if (rc == 0)
+                ok++;
             else {
                 CHECK_EQ_INT(e.status, 400);
                 CHECK(e.message[0] != 0);

@@ -1,4 +1,4 @@
-/* test_config.c: settings precedence (flags > env > file > defaults), file syntax and error messages. */
+/* test_config.c: settings precedence, file syntax and error messages. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -79,9 +79,9 @@ static void test_precedence(void) {
     CHECK_EQ_INT(c.ctx, 2048);
     CHECK_EQ_INT(c.threads, 3); /* untouched by env: still the file's */
     /* flags beat env, whatever their position relative to --config */
-    CHECK_EQ_INT(parse(&c, ARGC("--port", "3000", cfgflag), ARGV("--port", "3000", cfgflag),
-                       env_port, err),
-                 0);
+    CHECK_EQ_INT(
+        parse(&c, ARGC("--port", "3000", cfgflag), ARGV("--port", "3000", cfgflag), env_port, err),
+        0);
     CHECK_EQ_INT(c.port, 3000);
     CHECK_EQ_INT(c.ctx, 2048);
     /* env alone beats defaults */
@@ -89,9 +89,9 @@ static void test_precedence(void) {
     CHECK_EQ_INT(c.port, 2000);
     CHECK_EQ_INT(c.threads, 0);
     /* the last flag wins */
-    CHECK_EQ_INT(parse(&c, ARGC("--port", "1", "--port=2"), ARGV("--port", "1", "--port=2"),
-                       env_none, err),
-                 0);
+    CHECK_EQ_INT(
+        parse(&c, ARGC("--port", "1", "--port=2"), ARGV("--port", "1", "--port=2"), env_none, err),
+        0);
     CHECK_EQ_INT(c.port, 2);
     /* LFM2_CONFIG names the file when --config is absent; --config wins over it */
     const char *file2 = write_file("q.conf", "port = 4444\n");
@@ -110,12 +110,12 @@ static void test_flags(void) {
     char *env[] = {"LFM2_UNRELATED_KNOB=1", "LFM2=/bin/lfm2", NULL};
     CHECK_EQ_INT(parse(&c,
                        ARGC("-m", "/m/LFM2-350M.gguf", "-t", "2", "-c", "512", "-np", "8", "-b",
-                            "64", "--host", "0.0.0.0", "--api-key", "sekret", "--body-limit",
-                            "2m", "--log-level", "DEBUG", "--cors", "https://a.example,*",
+                            "64", "--host", "0.0.0.0", "--api-key", "sekret", "--body-limit", "2m",
+                            "--log-level", "DEBUG", "--cors", "https://a.example,*",
                             "--drain_timeout", "5", "--idle-timeout=7", "--max-n", "3"),
                        ARGV("-m", "/m/LFM2-350M.gguf", "-t", "2", "-c", "512", "-np", "8", "-b",
-                            "64", "--host", "0.0.0.0", "--api-key", "sekret", "--body-limit",
-                            "2m", "--log-level", "DEBUG", "--cors", "https://a.example,*",
+                            "64", "--host", "0.0.0.0", "--api-key", "sekret", "--body-limit", "2m",
+                            "--log-level", "DEBUG", "--cors", "https://a.example,*",
                             "--drain_timeout", "5", "--idle-timeout=7", "--max-n", "3"),
                        env, err),
                  0);
@@ -250,12 +250,14 @@ static void test_example_and_text(void) {
     size_t need = config_usage(NULL, 0);
     char *u = malloc(need + 1);
     CHECK(u && config_usage(u, need + 1) == need);
-    const char *names[] = {"LFM2_MODEL", "LFM2_ALIAS", "LFM2_HOST", "LFM2_PORT", "LFM2_PARALLEL",
-                           "LFM2_CTX", "LFM2_THREADS", "LFM2_BATCH", "LFM2_API_KEY", "LFM2_QUEUE",
-                           "LFM2_BODY_LIMIT", "LFM2_MAX_TOKENS", "LFM2_MAX_N",
-                           "LFM2_MAX_CONNECTIONS", "LFM2_DRAIN_TIMEOUT", "LFM2_IDLE_TIMEOUT",
-                           "LFM2_KEEPALIVE", "LFM2_CORS", "LFM2_LOG_LEVEL", "LFM2_CONFIG",
-                           "--drain-timeout", "-np, --parallel"};
+    const char *names[] = {"LFM2_MODEL",        "LFM2_ALIAS",           "LFM2_HOST",
+                           "LFM2_PORT",         "LFM2_PARALLEL",        "LFM2_CTX",
+                           "LFM2_THREADS",      "LFM2_BATCH",           "LFM2_API_KEY",
+                           "LFM2_QUEUE",        "LFM2_BODY_LIMIT",      "LFM2_MAX_TOKENS",
+                           "LFM2_MAX_N",        "LFM2_MAX_CONNECTIONS", "LFM2_DRAIN_TIMEOUT",
+                           "LFM2_IDLE_TIMEOUT", "LFM2_KEEPALIVE",       "LFM2_CORS",
+                           "LFM2_LOG_LEVEL",    "LFM2_CONFIG",          "--drain-timeout",
+                           "-np, --parallel"};
     for (size_t i = 0; u && i < sizeof names / sizeof names[0]; i++)
         if (!strstr(u, names[i])) {
             fprintf(stderr, "  usage lacks %s\n", names[i]);

@@ -1,4 +1,4 @@
-/* test_stop.c: the stop-string matcher against a whole-text reference, split at every position. */
+/* test_stop.c: stop-string matcher vs a whole-text reference, split everywhere. */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -83,14 +83,16 @@ static int run_split(const char *t, size_t n, const char *const *stops, int ns, 
 static void all_splits(const char *t, const char *const *stops, int ns) {
     size_t n = strlen(t);
     CHECK_EQ_INT(run_split(t, n, stops, ns, NULL, 0), 0);
-    for (size_t i = 0; i <= n; i++) CHECK_EQ_INT(run_split(t, n, stops, ns, &i, 1), 0);
+    for (size_t i = 0; i <= n; i++)
+        CHECK_EQ_INT(run_split(t, n, stops, ns, &i, 1), 0);
     for (size_t i = 0; i <= n; i++)
         for (size_t j = i; j <= n; j++) {
             size_t cuts[2] = {i, j};
             CHECK_EQ_INT(run_split(t, n, stops, ns, cuts, 2), 0);
         }
     size_t *every = malloc((n + 1) * sizeof *every);
-    for (size_t i = 0; i < n; i++) every[i] = i + 1;
+    for (size_t i = 0; i < n; i++)
+        every[i] = i + 1;
     CHECK_EQ_INT(run_split(t, n, stops, ns, every, (int)n), 0);
     free(every);
 }
@@ -133,17 +135,20 @@ static void test_random(void) {
         int ns = 1 + (int)(rnd() % 4);
         for (int s = 0; s < ns; s++) {
             int l = 1 + (int)(rnd() % 5);
-            for (int i = 0; i < l; i++) stops_buf[s][i] = alpha[rnd() % 5];
+            for (int i = 0; i < l; i++)
+                stops_buf[s][i] = alpha[rnd() % 5];
             stops_buf[s][l] = 0;
             stops[s] = stops_buf[s];
         }
         char t[64];
         size_t n = rnd() % 40;
-        for (size_t i = 0; i < n; i++) t[i] = alpha[rnd() % 5];
+        for (size_t i = 0; i < n; i++)
+            t[i] = alpha[rnd() % 5];
         t[n] = 0;
         size_t cuts[8];
         int nc = (int)(rnd() % 8);
-        for (int c = 0; c < nc; c++) cuts[c] = n ? rnd() % (n + 1) : 0;
+        for (int c = 0; c < nc; c++)
+            cuts[c] = n ? rnd() % (n + 1) : 0;
         for (int a = 0; a < nc; a++) /* sort */
             for (int b = a + 1; b < nc; b++)
                 if (cuts[b] < cuts[a]) {
