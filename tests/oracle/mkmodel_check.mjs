@@ -5,7 +5,13 @@
 // not every position may have top-1 >= 0.99; a 32-token greedy continuation must hold >= 8
 // distinct tokens, must not be one token repeated, and must not merely repeat the prompt's
 // last token. Prints one line per file; exit status 1 if any check fails.
-import {getLlama} from "node-llama-cpp";
+// --negative FILE...: control that the checks can fail: each FILE is copied with its final norm
+// (token_embd_norm, F32) scaled by 1000, which makes every distribution one-hot; the copy must
+// FAIL the checks.
+import {getLlama, readGgufFileInfo} from "node-llama-cpp";
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
 
 const PROMPTS = [
     "The quick brown fox jumps over the lazy dog. It was a sunny day and the children",
@@ -17,9 +23,22 @@ const GREEDY = 32;
 
 const args = process.argv.slice(2);
 const report = args[0] === "--report" ? (args.shift(), true) : false;
+const negative = args[0] === "--negative" ? (args.shift(), true) : false;
 if (!args.length) {
-    console.error("usage: node mkmodel_check.mjs [--report] FILE...");
+    console.error("usage: node mkmodel_check.mjs [--report] [--negative] FILE...");
     process.exit(2);
+}
+
+async function degenerateCopy(file) {
+    const info = await readGgufFileInfo(file, {readTensorInfo: true});
+    const t = info.tensorInfo.find(x => x.name === "token_embd_norm.weight");
+    if (!t || t.ggmlType !== 0) throw new Error(`${file}: no F32 token_embd_norm.weight`);
+    const buf = fs.readFileSync(file);
+    const n = Number(t.dimensions[0]), off = Number(t.fileOffset);
+    for (let i = 0; i < n; i++) buf.writeFloatLE(buf.readFloatLE(off + 4 * i) * 1000, off + 4 * i);
+    const out = path.join(fs.mkdtempSync(path.join(os.tmpdir(), "mkcheck-")), path.basename(file));
+    fs.writeFileSync(out, buf);
+    return out;
 }
 const llama = await getLlama({gpu: false, build: "never", logLevel: "error"});
 let failed = 0;
@@ -29,7 +48,8 @@ const median = a => {
     return s[Math.floor(s.length / 2)];
 };
 
-for (const file of args) {
+for (const arg of args) {
+    const file = negative ? await degenerateCopy(arg) : arg;
     const problems = [];
     const model = await llama.loadModel({modelPath: file});
     const top1 = [], distinct = [];
@@ -64,7 +84,13 @@ for (const file of args) {
     if (repeatsLast) problems.push(`${repeatsLast} greedy continuation(s) only repeat the prompt's last token`);
     const summary = `top-1 median ${med.toFixed(3)} min ${Math.min(...top1).toFixed(3)} ` +
         `max ${Math.max(...top1).toFixed(3)} (${top1.length} positions), greedy distinct ${distinct.join("/")}`;
-    if (problems.length) {
+    if (negative) {
+        if (problems.length) console.log(`ok   ${file} (degenerate copy) fails as it must: ${problems[0]}`);
+        else {
+            failed++;
+            console.log(`FAIL ${file} (degenerate copy) passed the checks: ${summary}`);
+        }
+    } else if (problems.length) {
         failed++;
         console.log(`FAIL ${file}: ${summary}`);
         for (const p of problems) console.log(`  ${p}`);
@@ -72,5 +98,6 @@ for (const file of args) {
         console.log(`ok   ${file}: ${summary}`);
     }
     await model.dispose();
+    if (negative) fs.rmSync(path.dirname(file), {recursive: true, force: true});
 }
 process.exit(failed ? 1 : 0);
