@@ -665,6 +665,19 @@ static int parse_fields(api_request *r, const cJSON *root, enum api_kind kind,
                                  type_name(iu));
         r->include_usage = iu && cJSON_IsTrue(iu);
     }
+    /* llama-server's chat_template_kwargs; only keep_past_thinking means anything to us */
+    const cJSON *kw = kind == API_CHAT ? field(root, "chat_template_kwargs") : NULL;
+    if (kw) {
+        if (!cJSON_IsObject(kw))
+            return api_error_set(e, 400, "chat_template_kwargs", "invalid_type",
+                                 "chat_template_kwargs must be an object, got %s", type_name(kw));
+        const cJSON *kp = field(kw, "keep_past_thinking");
+        if (kp && !cJSON_IsBool(kp))
+            return api_error_set(
+                e, 400, "chat_template_kwargs.keep_past_thinking", "invalid_type",
+                "chat_template_kwargs.keep_past_thinking must be a boolean, got %s", type_name(kp));
+        r->keep_past_thinking = kp && cJSON_IsTrue(kp);
+    }
     return 0;
 }
 

@@ -84,8 +84,9 @@ typedef struct api_request {
     int top_logprobs; /* chat: top_logprobs 0..20; completions: the logprobs value 0..5 */
     int n;            /* choices, 1..limits.max_n */
     bool stream;
-    bool include_usage; /* stream_options.include_usage */
-    char *user;         /* "" when absent */
+    bool include_usage;      /* stream_options.include_usage */
+    char *user;              /* "" when absent */
+    bool keep_past_thinking; /* chat_template_kwargs.keep_past_thinking (for chat_opts) */
 } api_request;
 
 /* Parses and validates body (len bytes, need not be NUL-terminated) as a request of the given

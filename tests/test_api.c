@@ -162,6 +162,9 @@ static const bad_case bad[] = {
      "must be an object"},
     {API_CHAT, CHAT(",\"stream\":true,\"stream_options\":{\"include_usage\":1}"),
      "stream_options.include_usage", "must be a boolean"},
+    {API_CHAT, CHAT(",\"chat_template_kwargs\":true"), "chat_template_kwargs", "must be an object"},
+    {API_CHAT, CHAT(",\"chat_template_kwargs\":{\"keep_past_thinking\":\"yes\"}"),
+     "chat_template_kwargs.keep_past_thinking", "must be a boolean"},
     /* completions */
     {API_COMPLETION, "{\"model\":\"m\"}", "prompt", "prompt is required"},
     {API_COMPLETION, "{\"prompt\":12}", "prompt", "string or an array of token ids"},
@@ -404,6 +407,12 @@ static void test_chat_ok(void) {
     CHECK_STR(r.stop[0], "###");
     CHECK_EQ_INT(r.n, 4);
     CHECK_EQ_INT(r.n_logit_bias, 0);
+    CHECK(!r.keep_past_thinking);
+    api_request_free(&r);
+    parse_ok(&r, API_CHAT,
+             "{\"messages\":[" U "],\"chat_template_kwargs\":{\"keep_past_thinking\":true,"
+             "\"enable_thinking\":false}}");
+    CHECK(r.keep_past_thinking);
     api_request_free(&r);
 
     /* nesting right at the limit is fine */
@@ -751,6 +760,60 @@ static void test_fuzz(void) {
     CHECK(ok > 100 && bad400 > 100);
 }
 
+/* Random text (valid and broken UTF-8, quotes, control bytes) always yields parseable JSON, and
+ * valid text without NUL comes back byte for byte. */
+static void test_random_text_json(void) {
+    static const char *atoms[] = {
+        "a",    " ",          "\"",          "\\",       "\n",           "\t",
+        "\x01", "\x1f",       "\x7f",        "\xC3\xA9", "\xE6\x97\xA5", "\xF0\x9F\x98\x80",
+        "\xC3", "\xE6\x97",   "\xFF",        "\x80",     "\xED\xA0\x80", "\0",
+        "/",    "<|im_end|>", "\xEF\xBF\xBD"};
+    unsigned long long s = 99;
+    api_resp_meta m = {"chatcmpl-x", 1, "m"};
+    for (int it = 0; it < 3000; it++) {
+        char text[256];
+        size_t len = 0;
+        int parts = (int)((s >> 7) % 12);
+        for (int k = 0; k < parts; k++) {
+            s = s * 6364136223846793005ULL + 1442695040888963407ULL;
+            const char *a = atoms[(s >> 33) % (sizeof atoms / sizeof atoms[0])];
+            size_t al = a[0] ? strlen(a) : 1; /* "\0" is one NUL byte */
+            memcpy(text + len, a, al);
+            len += al;
+        }
+        api_top_logprob top = {text, len, -1.5f};
+        api_token_logprob lp = {text, len, -0.5f, &top, 1};
+        api_choice c = {.index = 0, .text = text, .len = len, .logprobs = &lp, .n_logprobs = 1};
+        char *j[3] = {api_chat_chunk_json(&m, &c, false, false),
+                      api_text_completion_json(&m, &c, 1, &(api_usage){1, 1}),
+                      api_tokenize_json(&(int32_t){5}, 1, (const char *const[]){text}, &len)};
+        bool clean = api_utf8_valid(text, len) && !memchr(text, 0, len);
+        for (int k = 0; k < 3; k++) {
+            cJSON *p = j[k] ? cJSON_Parse(j[k]) : NULL;
+            CHECK(p != NULL);
+            CHECK(j[k] && api_utf8_valid(j[k], strlen(j[k])));
+            if (p && k == 0 && clean) {
+                cJSON *ch = cJSON_GetArrayItem(cJSON_GetObjectItem(p, "choices"), 0);
+                cJSON *d = cJSON_GetObjectItem(cJSON_GetObjectItem(ch, "delta"), "content");
+                CHECK(cJSON_IsString(d) && strlen(d->valuestring) == len &&
+                      !memcmp(d->valuestring, text, len));
+                cJSON *b = cJSON_GetObjectItem(
+                    cJSON_GetArrayItem(
+                        cJSON_GetObjectItem(cJSON_GetObjectItem(ch, "logprobs"), "content"), 0),
+                    "bytes");
+                CHECK_EQ_INT(cJSON_GetArraySize(b), len);
+            }
+            if (p && k == 2 && !clean) { /* broken pieces come back as byte arrays */
+                cJSON *pc = cJSON_GetObjectItem(
+                    cJSON_GetArrayItem(cJSON_GetObjectItem(p, "tokens"), 0), "piece");
+                CHECK(cJSON_IsArray(pc) && cJSON_GetArraySize(pc) == (int)len);
+            }
+            cJSON_Delete(p);
+            free(j[k]);
+        }
+    }
+}
+
 int main(void) {
     api_limits_default(&lim);
     lim.n_vocab = 4096;
@@ -768,5 +831,6 @@ int main(void) {
     test_responses();
     test_ids_utf8();
     test_fuzz();
+    test_random_text_json();
     return check_done("test_api");
 }
