@@ -234,6 +234,19 @@ static size_t render_piece(const tok *t, int id, char *out) {
     return n;
 }
 
+/* A short printable excerpt of s (not NUL-terminated) for messages: escapes bytes < 0x20 and 0x7F. */
+static const char *excerpt(char out[100], const char *s, size_t len) {
+    size_t o = 0;
+    for (size_t i = 0; i < len && o < 80; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c < 0x20 || c == 0x7F || c == '"' || c == '\\') o += (size_t)snprintf(out + o, 100 - o, "\\x%02x", c);
+        else out[o++] = (char)c;
+    }
+    if (o >= 80 && len) o += (size_t)snprintf(out + o, 100 - o, "...");
+    out[o] = 0;
+    return out;
+}
+
 static int get_special_id(const gguf *g, const char *key, int n_vocab, int *out, char *err,
                           size_t errlen) {
     *out = -1;
@@ -364,8 +377,9 @@ int tok_new(tok **out, const gguf *g, char *err, size_t errlen) {
         const char *s = tok_text(t, i, &len);
         int prev = vocab_lookup(t, s, len);
         if (prev >= 0) {
-            rc = fail(err, errlen, TOK_ERR_FORMAT,
-                      "tokenizer.ggml.tokens[%d] = \"%.40s\": duplicate of token %d", i, s, prev);
+            char ex[100];
+            rc = fail(err, errlen, TOK_ERR_FORMAT, "tokenizer.ggml.tokens[%d] = \"%s\": duplicate of token %d",
+                      i, excerpt(ex, s, len), prev);
             goto fail;
         }
         uint32_t h = (uint32_t)hash_bytes(s, len) & t->vocab_mask;
@@ -424,8 +438,9 @@ int tok_new(tok **out, const gguf *g, char *err, size_t errlen) {
         }
         if (l < 0 || r < 0 || m < 0) {
             free(buf);
+            char ex[100];
             rc = fail(err, errlen, TOK_ERR_FORMAT,
-                      "tokenizer.ggml.merges[%llu] = \"%.60s\": %s", (unsigned long long)j, s,
+                      "tokenizer.ggml.merges[%llu] = \"%s\": %s", (unsigned long long)j, excerpt(ex, s, len),
                       !sp || sp + 1 >= s + len ? "not two tokens separated by a space"
                       : l < 0 ? "left half is not a token"
                       : r < 0 ? "right half is not a token" : "merged text is not a token");

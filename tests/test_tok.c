@@ -435,6 +435,7 @@ static void expect_reject(const vocab_spec *v, const char *what, const char *n1,
                 n2 ? n2 : "");
         check_failures++;
     }
+    else printf("rejected (%s): %s\n", what, err);
     CHECK(t == NULL);
     tok_free(t);
     gguf_close(g);

@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# tokenize.sh: `lfm2 tokenize` prints llama.cpp's ids (goldens) in all four modes, reads raw bytes with -f, rejects bad use.
+set -u
+cd "$(dirname "$0")/../.."
+: "${LFM2:?set LFM2 to the lfm2 binary}" "${TMPDIR:?}"
+fail=0
+die() { echo "FAIL: $*"; fail=$((fail+1)); [ "$fail" -lt 10 ] || exit 1; }
+
+# every 7th golden case of both vocabs, through the real binary, all four flag combinations
+for golden in tests/data/tok/mini.golden tests/data/tok/vocab65536.golden; do
+  model=$(sed -n 's/^# model //p' "$golden")
+  n=0 checked=0
+  while IFS=$'\t' read -r hex plain special bos both; do
+    case "$hex" in '#'*) continue;; esac
+    n=$((n+1)); [ $((n % 7)) -eq 1 ] || continue
+    printf '%s' "$hex" | xxd -r -p >"$TMPDIR/text"
+    got=$("$LFM2" tokenize -m "$model" --no-bos --no-special -f "$TMPDIR/text") || die "exit status on $hex"
+    [ "$got" = "$plain" ] || die "$golden $hex plain: got '$got' want '$plain'"
+    got=$("$LFM2" tokenize -m "$model" --no-bos -f "$TMPDIR/text")
+    [ "$got" = "$special" ] || die "$golden $hex special: got '$got' want '$special'"
+    got=$("$LFM2" tokenize -m "$model" --no-special -f "$TMPDIR/text")
+    [ "$got" = "$bos" ] || die "$golden $hex bos: got '$got' want '$bos'"
+    got=$("$LFM2" tokenize -m "$model" -f - <"$TMPDIR/text")
+    [ "$got" = "$both" ] || die "$golden $hex default: got '$got' want '$both'"
+    checked=$((checked+1))
+  done <"$golden"
+  [ "$checked" -ge 50 ] || die "$golden: only $checked cases checked"
+  echo "$golden: $checked cases x 4 modes"
+done
+
+# TEXT as an argument (the usual way), defaults: BOS + special parsing
+M=tests/data/models/mini-F16.gguf
+got=$("$LFM2" tokenize -m "$M" "$(printf '<|im_start|>user\nhi<|im_end|>')")
+[ "$got" = "1 6 1878 214 87 88 7" ] || die "chat text: got '$got'"
+got=$("$LFM2" tokenize -m "$M" --pieces "Hello world")
+[ "$got" = "$(printf '1\t<|startoftext|>\n2925\tHello\n331\t w\n3303\torld')" ] || die "--pieces: got '$got'"
+got=$("$LFM2" tokenize -m "$M" "")
+[ "$got" = "1" ] || die "empty text: got '$got'"
+
+# bad use: exit 1 and a message naming the problem
+expect_error() { # WANT-IN-STDERR ARGS...
+  local want=$1; shift
+  if "$LFM2" tokenize "$@" >"$TMPDIR/out" 2>"$TMPDIR/err"; then die "tokenize $* succeeded"; fi
+  grep -q -- "$want" "$TMPDIR/err" || { die "tokenize $*: stderr lacks '$want'"; cat "$TMPDIR/err"; }
+}
+expect_error "-m FILE is required" "text"
+expect_error "either TEXT or -f" -m "$M"
+expect_error "unknown option" -m "$M" --bogus "text"
+expect_error "cannot read" -m "$M" -f "$TMPDIR/does-not-exist"
+expect_error "error: $TMPDIR/none.gguf" -m "$TMPDIR/none.gguf" "text"
+head -c 100000 "$M" >"$TMPDIR/cut.gguf"
+expect_error "error:" -m "$TMPDIR/cut.gguf" "text"
+"$LFM2" tokenize --help | grep -q "no-special" || die "--help"
+[ "$fail" -eq 0 ]
