@@ -449,7 +449,7 @@ static float fit_affine(int n, int nmax, const float *x, const float *w, uint8_t
         l = l < 0 ? 0 : l > nmax ? nmax : l;
         L[i] = (uint8_t)l;
         float diff = scale * l + min - x[i];
-        best += w[i] * diff * diff;
+        best += w[i] * (diff * diff);
     }
     uint8_t Laux[32];
     for (int s = 0; s <= nstep; s++) {
@@ -474,7 +474,7 @@ static float fit_affine(int n, int nmax, const float *x, const float *w, uint8_t
         float err = 0;
         for (int i = 0; i < n; i++) {
             float diff = this_scale * Laux[i] + this_min - x[i];
-            err += w[i] * diff * diff;
+            err += w[i] * (diff * diff);
         }
         if (err < best) {
             memcpy(L, Laux, (size_t)n);
