@@ -124,8 +124,9 @@ int cmd_mkmodel(int argc, char **argv) {
         fprintf(stderr, "error: %s is required (see --help)\n", !preset ? "--preset" : "-o");
         return 2;
     }
-    if (train && o.vocab_from) {
-        fprintf(stderr, "error: --train and --vocab-from exclude each other\n");
+    if ((train || vocab) && o.vocab_from) {
+        fprintf(stderr, "error: %s and --vocab-from exclude each other (the vocab comes from the "
+                        "file)\n", train ? "--train" : "--vocab-size");
         return 2;
     }
     char err[512];

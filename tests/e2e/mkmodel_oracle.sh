@@ -24,6 +24,7 @@ expect_err "--vocab-size '100'" --preset tiny --vocab-size 100 -o "$T/x.gguf"
 expect_err "n_head = 3" --preset tiny --heads 3 -o "$T/x.gguf"
 expect_err "--attn-layers '9'" --preset tiny --attn-layers 9 -o "$T/x.gguf"
 expect_err "no-such.txt" --preset tiny --train "$T/no-such.txt" -o "$T/x.gguf"
+expect_err "--vocab-size and --vocab-from exclude" --preset tiny --vocab-size 500 --vocab-from tests/data/models/mini-F16.gguf -o "$T/x.gguf"
 [ ! -e "$T/x.gguf" ] || fail "a failed mkmodel left $T/x.gguf behind"
 
 # determinism from the command line: same seed, same bytes; another seed, other bytes
