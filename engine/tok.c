@@ -205,7 +205,15 @@ static size_t render_piece(const tok *t, int id, char *out) {
         if (out) memcpy(out, txt, len);
         return len;
     }
-    if (ty != TOK_NORMAL && ty != TOK_BYTE) return 0;
+    if (ty == TOK_BYTE) {
+        /* llama.cpp: one byte, strtol(text[3..4], 16) (meant for "<0xXX>"); it aborts on a text
+         * shorter than 3 bytes, we render nothing */
+        if (len < 3) return 0;
+        char hex[3] = {len > 3 ? txt[3] : 0, len > 4 ? txt[4] : 0, 0};
+        if (out) out[0] = (char)strtol(hex, NULL, 16);
+        return 1;
+    }
+    if (ty != TOK_NORMAL) return 0;
     size_t n = 0;
     const unsigned char *s = (const unsigned char *)txt;
     for (size_t i = 0; i < len;) {

@@ -24,7 +24,77 @@ const bundle = path.join(here, "node_modules/node-llama-cpp/llama/gitRelease.bun
 const MODELS = [
     {name: "mini", file: "tests/data/models/mini-F16.gguf"},
     {name: "vocab65536", file: "tests/data/tok/vocab65536.gguf"},
+    {name: "types", file: "tests/data/tok/types.gguf", roundtrip: false, pieces: true}, // written below
 ];
+MODELS[0].pieces = true;
+
+// ---------- a vocab with every token type: mini's metadata (no tensors), types changed ----------
+// llama.cpp loads it with vocab_only. It pins down how each type is split and rendered.
+const TYPE_CHANGES = {
+    7: 1,    // <|im_end|> NORMAL: llama.cpp forces it back to CONTROL (an end-of-generation text)
+    2: 4,    // <|endoftext|> USER_DEFINED: forced CONTROL as well
+    14: 4,   // <think> USER_DEFINED: split out even without special parsing
+    8: 2,    // <|tool_list_start|> UNKNOWN: like CONTROL
+    9: 5,    // <|tool_list_end|> UNUSED: never split out
+    11: 0,   // <|tool_call_end|> UNDEFINED: never split out
+    3303: 6, // "orld" BYTE: llama.cpp renders a BPE byte token as strtol(text[3..4], 16): "d" -> 0x0D
+    2925: 4, // "Hello" USER_DEFINED: matched as raw text anywhere, before pre-tokenizing
+};
+function writeTypesVocab(src, dst) {
+    const b = fs.readFileSync(src);
+    let o = 0;
+    const u32 = () => { const v = b.readUInt32LE(o); o += 4; return v; };
+    const u64 = () => { const v = Number(b.readBigUInt64LE(o)); o += 8; return v; };
+    const size = {0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8};
+    const skipValue = (t) => {
+        if (t === 8) { const n = u64(); o += n; return; }
+        if (t === 9) { const et = u32(), n = u64(); for (let i = 0; i < n; i++) skipValue(et); return; }
+        o += size[t];
+    };
+    if (b.toString("latin1", 0, 4) !== "GGUF") throw new Error(src + ": not GGUF");
+    o = 8;
+    u64(); // tensors
+    const nkv = u64();
+    const parts = [];
+    let kept = 0;
+    for (let i = 0; i < nkv; i++) {
+        const start = o;
+        const klen = u64();
+        const key = b.toString("utf8", o, o + klen);
+        o += klen;
+        const t = u32();
+        skipValue(t);
+        if (key === "tokenizer.ggml.token_type") {
+            const hdr = Buffer.alloc(8 + klen + 4 + 4 + 8);
+            let h = 0;
+            hdr.writeBigUInt64LE(BigInt(klen), h); h += 8;
+            hdr.write(key, h, "utf8"); h += klen;
+            hdr.writeUInt32LE(9, h); h += 4;
+            hdr.writeUInt32LE(5, h); h += 4; // INT32
+            // the original array's elements start after key, type (9), elem type, count
+            const first = start + 8 + klen + 4 + 4 + 8;
+            const n = (o - first) / 4;
+            hdr.writeBigUInt64LE(BigInt(n), h);
+            const arr = Buffer.from(b.subarray(first, o));
+            for (const [id, ty] of Object.entries(TYPE_CHANGES)) arr.writeInt32LE(ty, Number(id) * 4);
+            parts.push(Buffer.concat([hdr, arr]));
+            kept++;
+        } else if (!key.startsWith("general.") || key === "general.architecture") {
+            parts.push(b.subarray(start, o));
+            kept++;
+        }
+    }
+    const head = Buffer.alloc(24);
+    head.write("GGUF", 0, "latin1");
+    head.writeUInt32LE(3, 4);
+    head.writeBigUInt64LE(0n, 8); // no tensors
+    head.writeBigUInt64LE(BigInt(kept), 16);
+    let out = Buffer.concat([head, ...parts]);
+    const pad = (32 - (out.length % 32)) % 32;
+    out = Buffer.concat([out, Buffer.alloc(pad)]);
+    fs.writeFileSync(dst, out);
+}
+writeTypesVocab(path.join(root, "tests/data/models/mini-F16.gguf"), path.join(root, "tests/data/tok/types.gguf"));
 
 // ---------- the texts ----------
 const enc = new TextEncoder();
@@ -153,8 +223,11 @@ const cat = (...parts) => {
  // U+180E is not whitespace for llama.cpp (it is for PCRE2's \s)
  "\u180e's", "\u180e!", "!\u180e!", "1\u180e2", " \u180e", "\u180e\n", "a \u180e 's"].forEach(add);
 
-// special-token text (columns with and without special parsing)
+// special-token text (columns with and without special parsing); the last ones are for the
+// types vocab (USER_DEFINED "Hello" and <think>, NORMAL <|im_end|>, UNKNOWN, UNUSED, UNDEFINED)
 [
+    "SayHelloWorld", "Hello<think>Hello", "<|tool_list_start|>x<|tool_list_end|>y<|tool_call_end|>",
+    "HelloHello Hello", " Hello", "<think><think>", "x<|endoftext|>y<|im_end|>z",
     "<|im_start|>user\nHello<|im_end|>\n<|im_start|>assistant\n",
     "<|startoftext|><|im_start|>system\nYou are helpful.<|im_end|>\n",
     "<|im_start|>user\n", "<|startoftext|>", "<|im_start|><|im_end|>", "<|im_start", "<|im_start|",
@@ -261,7 +334,7 @@ try {
     for (const m of MODELS) {
         const file = path.join(root, m.file);
         const cols = runOracle(exe, file, ["N", "S", "B", "A"]);
-        const model = await llama.loadModel({modelPath: file});
+        const model = await llama.loadModel({modelPath: file, vocabOnly: true});
         let checked = 0;
         for (let i = 0; i < cases.length; i++) {
             if (!isValidUtf8(cases[i])) continue;
@@ -278,12 +351,27 @@ try {
             "# lfm2 tokenizer goldens from llama.cpp v0.5.0 (node-llama-cpp 3.22.1); regenerate with",
             "# `node tests/oracle/gen_tok_golden.mjs`. Do not edit by hand.",
             `# model ${m.file}`,
+            `# roundtrip ${m.roundtrip === false ? 0 : 1}`,
             "# HEX(text) TAB plain TAB parse_special TAB add_bos TAB add_bos+parse_special",
         ];
         for (let i = 0; i < cases.length; i++) lines.push([Buffer.from(cases[i]).toString("hex"), ...cols[i]].join("\t"));
         const outPath = path.join(root, "tests/data/tok", m.name + ".golden");
         fs.writeFileSync(outPath, lines.join("\n") + "\n");
         console.log(`${outPath}: ${cases.length} cases (${checked} columns cross-checked with node-llama-cpp)`);
+        if (m.pieces) {
+            // every token's piece, rendered without and with special tokens
+            const r = spawnSync(exe, [file, "pieces"], {maxBuffer: 1 << 28});
+            if (r.status !== 0) throw new Error("tok_oracle pieces failed: " + r.stderr);
+            const head = [
+                "# llama_token_to_piece of every token (llama.cpp v0.5.0); regenerate with",
+                "# `node tests/oracle/gen_tok_golden.mjs`. Do not edit by hand.",
+                `# model ${m.file}`,
+                "# ID TAB HEX(piece, special=false) TAB HEX(piece, special=true)",
+            ];
+            const piecesPath = path.join(root, "tests/data/tok", m.name + ".pieces");
+            fs.writeFileSync(piecesPath, head.join("\n") + "\n" + r.stdout.toString());
+            console.log(`${piecesPath}: every token's piece`);
+        }
     }
 } finally {
     fs.rmSync(tmp, {recursive: true, force: true});

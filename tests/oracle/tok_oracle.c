@@ -3,7 +3,9 @@
  * the product or the unit tests. Needed because JavaScript strings cannot carry invalid UTF-8.
  * Input: one line per case, "F HEX": F is N (plain), S (parse special tokens), B (add_special,
  * i.e. BOS when the vocab asks for it) or A (both); HEX is the text, two digits a byte.
- * Output: one line per case with the ids separated by spaces. */
+ * Output: one line per case with the ids separated by spaces.
+ * With a second argument "pieces": prints every token's llama_token_to_piece instead, one line
+ * per id: "ID TAB HEX(special=false) TAB HEX(special=true)". */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,8 +23,8 @@ static int hexval(int c) {
 }
 
 int main(int argc, char **argv) {
-    if (argc != 2) {
-        fprintf(stderr, "usage: tok_oracle MODEL.gguf < cases\n");
+    if (argc != 2 && !(argc == 3 && !strcmp(argv[2], "pieces"))) {
+        fprintf(stderr, "usage: tok_oracle MODEL.gguf [pieces] < cases\n");
         return 2;
     }
     llama_log_set(quiet, NULL);
@@ -35,6 +37,20 @@ int main(int argc, char **argv) {
         return 1;
     }
     const struct llama_vocab *vocab = llama_model_get_vocab(model);
+    if (argc == 3) {
+        char piece[4096];
+        for (int id = 0; id < llama_vocab_n_tokens(vocab); id++) {
+            printf("%d", id);
+            for (int special = 0; special < 2; special++) {
+                int k = llama_token_to_piece(vocab, id, piece, sizeof piece, 0, special);
+                printf("\t");
+                for (int i = 0; i < k; i++) printf("%02x", (unsigned char)piece[i]);
+            }
+            printf("\n");
+        }
+        llama_model_free(model);
+        return 0;
+    }
     size_t cap = 1 << 16;
     char *line = malloc(cap);
     char *bytes = NULL;
