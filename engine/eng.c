@@ -354,6 +354,15 @@ static void matmul(eng *e, const gguf_tensor *w, const float *x, int n_tok, floa
     const int n_in = (int)w->ne[0], n_out = (int)w->ne[1];
     const qtype_traits *tr = quant_traits(w->type);
     const size_t rs = quant_row_size(w->type, n_in);
+    if (w->type == QT_F32) { /* already f32 in the mapping: no panel copy */
+        if (n_tok == 1)
+            cblas_sgemv(CblasRowMajor, CblasNoTrans, n_out, n_in, 1.0f, (const float *)w->data,
+                        n_in, x, 1, 0.0f, y, 1);
+        else
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n_tok, n_out, n_in, 1.0f, x, n_in,
+                        (const float *)w->data, n_in, 0.0f, y, n_out);
+        return;
+    }
     int rows = PANEL_FLOATS / n_in;
     if (rows > n_out) rows = n_out;
     for (int r0 = 0; r0 < n_out; r0 += rows) {

@@ -61,7 +61,7 @@ static golden *golden_load(const char *name) {
         else if (sscanf(line, "size %ld", &g->size) == 1 || sscanf(line, "f32 %d", &g->f32) == 1 ||
                  !strncmp(line, "prompts ", 8)) {
         } else if (sscanf(line, "path %d %d %d", &k, &a, &b) == 3) {
-            if (k != g->n_paths || k >= MAX_PATHS || b - a + 1 > MAX_STEPS || a < 1) {
+            if (k != g->n_paths || k >= MAX_PATHS || b - a > MAX_STEPS || a < 1) {
                 ok = 0;
                 break;
             }

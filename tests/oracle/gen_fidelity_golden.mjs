@@ -20,7 +20,6 @@ import {fileURLToPath} from "node:url";
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const root = path.resolve(here, "../..");
-const LFM2 = process.env.LFM2 || path.join(root, "build/lfm2");
 const outDir = path.join(root, "tests/data/fidelity");
 const STEPS = 64, TOPK = 10;
 
@@ -46,6 +45,10 @@ const MODELS = [
 ];
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), "lfm2-fid-"));
+// a private copy of the binary: others may rebuild build/lfm2 while this runs
+const LFM2 = path.join(tmp, "lfm2");
+fs.copyFileSync(process.env.LFM2 || path.join(root, "build/lfm2"), LFM2);
+fs.chmodSync(LFM2, 0o755);
 const f32copy = path.join(tmp, "f32copy");
 execFileSync("cc", ["-std=c11", "-O2", "-D_GNU_SOURCE", "-I", root, path.join(here, "f32copy.c"),
     path.join(root, "engine/gguf.c"), path.join(root, "quant/quant.c"), "-lm", "-o", f32copy]);
