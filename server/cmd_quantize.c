@@ -290,7 +290,12 @@ int cmd_quantize(int argc, char **argv) {
     st.t0 = st.last_draw = now_s();
     qz_draw(&st, 1);
     int wrc = gguf_writer_write(w, out, err, sizeof err);
-    if (st.tty) fprintf(stderr, "\r\033[K");
+    if (st.tty && !wrc) { /* leave the finished bar (100%) on its line */
+        qz_draw(&st, 1);
+        fputc('\n', stderr);
+    } else if (st.tty) {
+        fprintf(stderr, "\r\033[K");
+    }
     if (wrc) {
         fprintf(stderr, "error: cannot write '%s': %s\n", out, err);
         goto done;
