@@ -14,17 +14,17 @@
 
 #include "quant/quant.h"
 
-#define GGUF_MAX_KEY 65535      /* longest key or tensor name we accept, bytes */
-#define GGUF_MAX_ARR_DEPTH 4    /* arrays of arrays are parsed (and skipped) up to this depth */
+#define GGUF_MAX_KEY 65535   /* longest key or tensor name we accept, bytes */
+#define GGUF_MAX_ARR_DEPTH 4 /* arrays of arrays are parsed (and skipped) up to this depth */
 #define GGUF_MAX_ALIGNMENT (1u << 30)
 
 /* One metadata pair. Values stay in the mapping; strings are copied so they are NUL-terminated. */
 typedef struct gguf_kv {
     char *key;
     enum gguf_vtype type;
-    const uint8_t *val;       /* the value's bytes in the mapping (after the type field) */
-    size_t val_size;          /* bytes of the value, for verbatim copies */
-    char *str;                /* GGUF_STR: NUL-terminated copy */
+    const uint8_t *val; /* the value's bytes in the mapping (after the type field) */
+    size_t val_size;    /* bytes of the value, for verbatim copies */
+    char *str;          /* GGUF_STR: NUL-terminated copy */
     size_t str_len;
     enum gguf_vtype arr_type; /* GGUF_ARR: element type */
     uint64_t arr_n;           /* GGUF_ARR: element count */
@@ -41,10 +41,10 @@ typedef struct name_index {
 struct gguf {
     const uint8_t *base; /* the whole file */
     size_t size;
-    bool mapped;         /* base is our mmap (munmap on close) */
+    bool mapped; /* base is our mmap (munmap on close) */
     uint32_t version;
     size_t alignment;
-    size_t data_off;     /* start of the data section */
+    size_t data_off; /* start of the data section */
     int64_t n_kv;
     gguf_kv *kv;
     name_index kv_idx;
@@ -54,15 +54,14 @@ struct gguf {
 };
 
 static const size_t vtype_size[GGUF_VTYPE_COUNT] = {
-    [GGUF_U8] = 1, [GGUF_I8] = 1, [GGUF_U16] = 2, [GGUF_I16] = 2, [GGUF_U32] = 4, [GGUF_I32] = 4,
-    [GGUF_F32] = 4, [GGUF_BOOL] = 1, [GGUF_STR] = 0, [GGUF_ARR] = 0, [GGUF_U64] = 8,
-    [GGUF_I64] = 8, [GGUF_F64] = 8,
+    [GGUF_U8] = 1,  [GGUF_I8] = 1,  [GGUF_U16] = 2,  [GGUF_I16] = 2, [GGUF_U32] = 4,
+    [GGUF_I32] = 4, [GGUF_F32] = 4, [GGUF_BOOL] = 1, [GGUF_STR] = 0, [GGUF_ARR] = 0,
+    [GGUF_U64] = 8, [GGUF_I64] = 8, [GGUF_F64] = 8,
 };
 
 static const char *vtype_name(uint32_t t) {
-    static const char *names[GGUF_VTYPE_COUNT] = {"u8",  "i8",  "u16",  "i16", "u32",
-                                                  "i32", "f32", "bool", "str", "arr",
-                                                  "u64", "i64", "f64"};
+    static const char *names[GGUF_VTYPE_COUNT] = {"u8",   "i8",  "u16", "i16", "u32", "i32", "f32",
+                                                  "bool", "str", "arr", "u64", "i64", "f64"};
     return t < GGUF_VTYPE_COUNT ? names[t] : "?";
 }
 
@@ -76,24 +75,27 @@ static void set_err(char *err, size_t errlen, const char *fmt, ...) {
 
 static uint64_t hash_name(const char *s, size_t n) {
     uint64_t h = 1469598103934665603ull;
-    for (size_t i = 0; i < n; i++) h = (h ^ (unsigned char)s[i]) * 1099511628211ull;
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ (unsigned char)s[i]) * 1099511628211ull;
     return h;
 }
 
 static int index_init(name_index *ix, int64_t n) {
     size_t cap = 16;
-    while (cap < (size_t)n * 2) cap *= 2;
+    while (cap < (size_t)n * 2)
+        cap *= 2;
     ix->slot = malloc(cap * sizeof *ix->slot);
     if (!ix->slot) return -1;
-    for (size_t i = 0; i < cap; i++) ix->slot[i] = -1;
+    for (size_t i = 0; i < cap; i++)
+        ix->slot[i] = -1;
     ix->cap = cap;
     return 0;
 }
 
 /* Looks name up; names(i) gives the name of index i. Returns the index or -1, and the free slot. */
-static int64_t index_find(const name_index *ix, const char *name, const char *(*names)(const void *,
-                                                                                      int64_t),
-                          const void *ctx, size_t *free_slot) {
+static int64_t index_find(const name_index *ix, const char *name,
+                          const char *(*names)(const void *, int64_t), const void *ctx,
+                          size_t *free_slot) {
     if (!ix->slot) return -1;
     size_t mask = ix->cap - 1, s = hash_name(name, strlen(name)) & mask;
     for (;;) {
@@ -107,7 +109,9 @@ static int64_t index_find(const name_index *ix, const char *name, const char *(*
     }
 }
 
-static const char *kv_name_of(const void *ctx, int64_t i) { return ((const gguf *)ctx)->kv[i].key; }
+static const char *kv_name_of(const void *ctx, int64_t i) {
+    return ((const gguf *)ctx)->kv[i].key;
+}
 static const char *t_name_of(const void *ctx, int64_t i) {
     return ((const gguf *)ctx)->tensors[i].name;
 }
@@ -121,12 +125,15 @@ typedef struct cursor {
     size_t errlen;
 } cursor;
 
-static size_t remaining(const cursor *c) { return c->size - c->pos; }
+static size_t remaining(const cursor *c) {
+    return c->size - c->pos;
+}
 
 static int need(cursor *c, size_t n, const char *what) {
     if (n > remaining(c)) {
-        set_err(c->err, c->errlen, "file truncated: %s needs %zu bytes at offset %zu, file size %zu",
-                what, n, c->pos, c->size);
+        set_err(c->err, c->errlen,
+                "file truncated: %s needs %zu bytes at offset %zu, file size %zu", what, n, c->pos,
+                c->size);
         return -1;
     }
     return 0;
@@ -161,7 +168,8 @@ static int rd_str(cursor *c, const uint8_t **s, uint64_t *len, const char *what)
     if (rd_u64(c, len, what)) return -1;
     if (*len > remaining(c)) {
         set_err(c->err, c->errlen,
-                "%s: string length %" PRIu64 " at offset %zu exceeds the %zu bytes left in the file",
+                "%s: string length %" PRIu64
+                " at offset %zu exceeds the %zu bytes left in the file",
                 what, *len, c->pos - 8, remaining(c));
         return -1;
     }
@@ -221,8 +229,8 @@ static int skip_value(cursor *c, uint32_t t, int depth, const char *key) {
     uint64_t n;
     if (rd_u32(c, &et, key) || rd_u64(c, &n, key)) return -1;
     if (et >= GGUF_VTYPE_COUNT) {
-        set_err(c->err, c->errlen, "key '%s': unknown array element type %" PRIu32 " (max %d)",
-                key, et, GGUF_VTYPE_COUNT - 1);
+        set_err(c->err, c->errlen, "key '%s': unknown array element type %" PRIu32 " (max %d)", key,
+                et, GGUF_VTYPE_COUNT - 1);
         return -1;
     }
     size_t min = et == GGUF_STR ? 8 : et == GGUF_ARR ? 12 : vtype_size[et];
@@ -260,8 +268,8 @@ static int parse_kv(gguf *g, cursor *c, gguf_kv *kv, int64_t i) {
     uint32_t t;
     if (rd_u32(c, &t, kv->key)) return -1;
     if (t >= GGUF_VTYPE_COUNT) {
-        set_err(c->err, c->errlen, "key '%s': unknown value type %" PRIu32 " (max %d)", kv->key,
-                t, GGUF_VTYPE_COUNT - 1);
+        set_err(c->err, c->errlen, "key '%s': unknown value type %" PRIu32 " (max %d)", kv->key, t,
+                GGUF_VTYPE_COUNT - 1);
         return -1;
     }
     kv->type = (enum gguf_vtype)t;
@@ -307,26 +315,64 @@ static int is_int_type(enum gguf_vtype t) {
 static int64_t decode_int(enum gguf_vtype t, const uint8_t *p, bool *ok) {
     *ok = true;
     switch (t) {
-    case GGUF_U8: case GGUF_BOOL: return p[0];
-    case GGUF_I8: return (int8_t)p[0];
-    case GGUF_U16: { uint16_t v; memcpy(&v, p, 2); return v; }
-    case GGUF_I16: { int16_t v; memcpy(&v, p, 2); return v; }
-    case GGUF_U32: return ld_u32(p);
-    case GGUF_I32: { int32_t v; memcpy(&v, p, 4); return v; }
+    case GGUF_U8:
+    case GGUF_BOOL:
+        return p[0];
+    case GGUF_I8:
+        return (int8_t)p[0];
+    case GGUF_U16: {
+        uint16_t v;
+        memcpy(&v, p, 2);
+        return v;
+    }
+    case GGUF_I16: {
+        int16_t v;
+        memcpy(&v, p, 2);
+        return v;
+    }
+    case GGUF_U32:
+        return ld_u32(p);
+    case GGUF_I32: {
+        int32_t v;
+        memcpy(&v, p, 4);
+        return v;
+    }
     case GGUF_U64: {
         uint64_t v = ld_u64(p);
-        if (v > INT64_MAX) { *ok = false; return 0; }
+        if (v > INT64_MAX) {
+            *ok = false;
+            return 0;
+        }
         return (int64_t)v;
     }
-    case GGUF_I64: { int64_t v; memcpy(&v, p, 8); return v; }
-    default: *ok = false; return 0;
+    case GGUF_I64: {
+        int64_t v;
+        memcpy(&v, p, 8);
+        return v;
+    }
+    default:
+        *ok = false;
+        return 0;
     }
 }
 
 static double decode_float(enum gguf_vtype t, const uint8_t *p, bool *ok) {
-    if (t == GGUF_F32) { float v; memcpy(&v, p, 4); *ok = true; return v; }
-    if (t == GGUF_F64) { double v; memcpy(&v, p, 8); *ok = true; return v; }
-    if (t == GGUF_U64) { *ok = true; return (double)ld_u64(p); }
+    if (t == GGUF_F32) {
+        float v;
+        memcpy(&v, p, 4);
+        *ok = true;
+        return v;
+    }
+    if (t == GGUF_F64) {
+        double v;
+        memcpy(&v, p, 8);
+        *ok = true;
+        return v;
+    }
+    if (t == GGUF_U64) {
+        *ok = true;
+        return (double)ld_u64(p);
+    }
     return (double)decode_int(t, p, ok);
 }
 
@@ -351,18 +397,20 @@ static int parse_tensor(gguf *g, cursor *c, gguf_tensor *t, int64_t i) {
     g->t_idx.slot[slot] = i;
     if (rd_u32(c, &t->n_dims, name)) return -1;
     if (t->n_dims == 0 || t->n_dims > GGUF_MAX_DIMS) {
-        set_err(c->err, c->errlen, "tensor '%s': n_dims %" PRIu32 " outside 1..%d", name,
-                t->n_dims, GGUF_MAX_DIMS);
+        set_err(c->err, c->errlen, "tensor '%s': n_dims %" PRIu32 " outside 1..%d", name, t->n_dims,
+                GGUF_MAX_DIMS);
         return -1;
     }
     int64_t nel = 1;
-    for (int d = 0; d < GGUF_MAX_DIMS; d++) t->ne[d] = 1;
+    for (int d = 0; d < GGUF_MAX_DIMS; d++)
+        t->ne[d] = 1;
     for (uint32_t d = 0; d < t->n_dims; d++) {
         uint64_t v;
         if (rd_u64(c, &v, name)) return -1;
         if (v == 0 || v > INT64_MAX) {
-            set_err(c->err, c->errlen, "tensor '%s': dim %" PRIu32 " is %" PRIu64
-                    " (must be 1..%" PRId64 ")", name, d, v, (int64_t)INT64_MAX);
+            set_err(c->err, c->errlen,
+                    "tensor '%s': dim %" PRIu32 " is %" PRIu64 " (must be 1..%" PRId64 ")", name, d,
+                    v, (int64_t)INT64_MAX);
             return -1;
         }
         t->ne[d] = (int64_t)v;
@@ -377,8 +425,8 @@ static int parse_tensor(gguf *g, cursor *c, gguf_tensor *t, int64_t i) {
     if (rd_u32(c, &t->type, name) || rd_u64(c, &t->offset, name)) return -1;
     const qtype_traits *tr = quant_traits(t->type);
     if (!tr) {
-        set_err(c->err, c->errlen, "tensor '%s': unknown or unsupported tensor type %" PRIu32,
-                name, t->type);
+        set_err(c->err, c->errlen, "tensor '%s': unknown or unsupported tensor type %" PRIu32, name,
+                t->type);
         return -1;
     }
     if (t->ne[0] % tr->block_size) {
@@ -411,7 +459,8 @@ static int parse(gguf *g, char *err, size_t errlen) {
     c.pos = 4;
     if (rd_u32(&c, &g->version, "version")) return -1;
     if (g->version == 0x03000000u || g->version == 0x02000000u) {
-        set_err(err, errlen, "big-endian GGUF files are not supported (version field 0x%08" PRIx32 ")",
+        set_err(err, errlen,
+                "big-endian GGUF files are not supported (version field 0x%08" PRIx32 ")",
                 g->version);
         return -1;
     }
@@ -447,7 +496,8 @@ static int parse(gguf *g, char *err, size_t errlen) {
     int64_t ai = gguf_find_key(g, "general.alignment");
     if (ai >= 0) {
         bool ok = false;
-        int64_t a = is_int_type(g->kv[ai].type) ? decode_int(g->kv[ai].type, g->kv[ai].val, &ok) : 0;
+        int64_t a =
+            is_int_type(g->kv[ai].type) ? decode_int(g->kv[ai].type, g->kv[ai].val, &ok) : 0;
         if (!ok) {
             set_err(err, errlen, "general.alignment has type %s, expected an integer",
                     vtype_name(g->kv[ai].type));
@@ -479,7 +529,8 @@ static int parse(gguf *g, char *err, size_t errlen) {
     for (int64_t i = 0; i < g->n_tensors; i++) {
         gguf_tensor *t = &g->tensors[i];
         if (t->offset % a) {
-            set_err(err, errlen, "tensor '%s': data offset %" PRIu64 " is not a multiple of the alignment %zu",
+            set_err(err, errlen,
+                    "tensor '%s': data offset %" PRIu64 " is not a multiple of the alignment %zu",
                     t->name, t->offset, a);
             return -1;
         }
@@ -496,7 +547,8 @@ static int parse(gguf *g, char *err, size_t errlen) {
     }
     gguf_tensor **by = malloc((size_t)nt * sizeof *by);
     if (!by) goto oom;
-    for (int64_t i = 0; i < g->n_tensors; i++) by[i] = &g->tensors[i];
+    for (int64_t i = 0; i < g->n_tensors; i++)
+        by[i] = &g->tensors[i];
     qsort(by, (size_t)nt, sizeof *by, cmp_by_offset);
     for (int64_t i = 0; i + 1 < g->n_tensors; i++) {
         if (by[i]->offset + by[i]->nbytes > by[i + 1]->offset) {
@@ -589,7 +641,8 @@ void gguf_close(gguf *g) {
         }
     free(g->kv);
     if (g->tensors)
-        for (int64_t i = 0; i < g->n_tensors; i++) free((char *)g->tensors[i].name);
+        for (int64_t i = 0; i < g->n_tensors; i++)
+            free((char *)g->tensors[i].name);
     free(g->tensors);
     free(g->kv_idx.slot);
     free(g->t_idx.slot);
@@ -597,11 +650,19 @@ void gguf_close(gguf *g) {
     free(g);
 }
 
-uint32_t gguf_version(const gguf *g) { return g->version; }
-size_t gguf_alignment(const gguf *g) { return g->alignment; }
-size_t gguf_file_size(const gguf *g) { return g->size; }
+uint32_t gguf_version(const gguf *g) {
+    return g->version;
+}
+size_t gguf_alignment(const gguf *g) {
+    return g->alignment;
+}
+size_t gguf_file_size(const gguf *g) {
+    return g->size;
+}
 
-int64_t gguf_n_kv(const gguf *g) { return g->n_kv; }
+int64_t gguf_n_kv(const gguf *g) {
+    return g->n_kv;
+}
 int64_t gguf_find_key(const gguf *g, const char *key) {
     return index_find(&g->kv_idx, key, kv_name_of, g, NULL);
 }
@@ -631,8 +692,8 @@ double gguf_get_float(const gguf *g, const char *key, double def, bool *bad) {
     if (i < 0) return def;
     enum gguf_vtype t = g->kv[i].type;
     bool ok = false;
-    double v = (t == GGUF_F32 || t == GGUF_F64 || is_int_type(t)) ? decode_float(t, g->kv[i].val, &ok)
-                                                                 : 0;
+    double v =
+        (t == GGUF_F32 || t == GGUF_F64 || is_int_type(t)) ? decode_float(t, g->kv[i].val, &ok) : 0;
     if (!ok) {
         if (bad) *bad = true;
         return def;
@@ -686,7 +747,7 @@ const char *gguf_kv_str(const gguf *g, int64_t i, size_t *len) {
 
 enum gguf_vtype gguf_arr_type(const gguf *g, int64_t i) {
     return i >= 0 && i < g->n_kv && g->kv[i].type == GGUF_ARR ? g->kv[i].arr_type
-                                                             : GGUF_VTYPE_COUNT;
+                                                              : GGUF_VTYPE_COUNT;
 }
 
 uint64_t gguf_arr_len(const gguf *g, int64_t i) {
@@ -723,7 +784,9 @@ const char *gguf_arr_str(const gguf *g, int64_t i, uint64_t j, size_t *len) {
     return (const char *)p + 8;
 }
 
-int64_t gguf_n_tensors(const gguf *g) { return g->n_tensors; }
+int64_t gguf_n_tensors(const gguf *g) {
+    return g->n_tensors;
+}
 const gguf_tensor *gguf_tensor_at(const gguf *g, int64_t i) {
     return i >= 0 && i < g->n_tensors ? &g->tensors[i] : NULL;
 }
@@ -774,7 +837,8 @@ void gguf_writer_free(gguf_writer *w) {
         free(w->kv[i].key);
         free(w->kv[i].val);
     }
-    for (size_t i = 0; i < w->n_t; i++) free(w->t[i].name);
+    for (size_t i = 0; i < w->n_t; i++)
+        free(w->t[i].name);
     free(w->kv);
     free(w->t);
     free(w);
@@ -848,16 +912,52 @@ static int note_alignment_key(gguf_writer *w, const char *key, int64_t v) {
 int gguf_writer_set_int(gguf_writer *w, const char *key, enum gguf_vtype t, int64_t v) {
     uint8_t b[8];
     switch (t) {
-    case GGUF_U8: if (v < 0 || v > UINT8_MAX) goto range; b[0] = (uint8_t)v; break;
-    case GGUF_I8: if (v < INT8_MIN || v > INT8_MAX) goto range; b[0] = (uint8_t)(int8_t)v; break;
-    case GGUF_U16: { if (v < 0 || v > UINT16_MAX) goto range; uint16_t x = (uint16_t)v; memcpy(b, &x, 2); break; }
-    case GGUF_I16: { if (v < INT16_MIN || v > INT16_MAX) goto range; int16_t x = (int16_t)v; memcpy(b, &x, 2); break; }
-    case GGUF_U32: { if (v < 0 || v > (int64_t)UINT32_MAX) goto range; uint32_t x = (uint32_t)v; memcpy(b, &x, 4); break; }
-    case GGUF_I32: { if (v < INT32_MIN || v > INT32_MAX) goto range; int32_t x = (int32_t)v; memcpy(b, &x, 4); break; }
-    case GGUF_U64: { if (v < 0) goto range; uint64_t x = (uint64_t)v; memcpy(b, &x, 8); break; }
-    case GGUF_I64: memcpy(b, &v, 8); break;
-    case GGUF_BOOL: b[0] = v != 0; break;
-    default: goto range;
+    case GGUF_U8:
+        if (v < 0 || v > UINT8_MAX) goto range;
+        b[0] = (uint8_t)v;
+        break;
+    case GGUF_I8:
+        if (v < INT8_MIN || v > INT8_MAX) goto range;
+        b[0] = (uint8_t)(int8_t)v;
+        break;
+    case GGUF_U16: {
+        if (v < 0 || v > UINT16_MAX) goto range;
+        uint16_t x = (uint16_t)v;
+        memcpy(b, &x, 2);
+        break;
+    }
+    case GGUF_I16: {
+        if (v < INT16_MIN || v > INT16_MAX) goto range;
+        int16_t x = (int16_t)v;
+        memcpy(b, &x, 2);
+        break;
+    }
+    case GGUF_U32: {
+        if (v < 0 || v > (int64_t)UINT32_MAX) goto range;
+        uint32_t x = (uint32_t)v;
+        memcpy(b, &x, 4);
+        break;
+    }
+    case GGUF_I32: {
+        if (v < INT32_MIN || v > INT32_MAX) goto range;
+        int32_t x = (int32_t)v;
+        memcpy(b, &x, 4);
+        break;
+    }
+    case GGUF_U64: {
+        if (v < 0) goto range;
+        uint64_t x = (uint64_t)v;
+        memcpy(b, &x, 8);
+        break;
+    }
+    case GGUF_I64:
+        memcpy(b, &v, 8);
+        break;
+    case GGUF_BOOL:
+        b[0] = v != 0;
+        break;
+    default:
+        goto range;
     }
     if (note_alignment_key(w, key ? key : "", v)) return -1;
     return put_copy(w, key, t, b, vtype_size[t]);
@@ -917,7 +1017,8 @@ int gguf_writer_set_arr(gguf_writer *w, const char *key, enum gguf_vtype t, cons
 int gguf_writer_set_arr_str(gguf_writer *w, const char *key, const char *const *strs,
                             const size_t *lens, uint64_t n) {
     size_t sz = 12;
-    for (uint64_t j = 0; j < n; j++) sz += 8 + (lens ? lens[j] : strlen(strs[j]));
+    for (uint64_t j = 0; j < n; j++)
+        sz += 8 + (lens ? lens[j] : strlen(strs[j]));
     uint8_t *b = malloc(sz), *p = b;
     if (!b) {
         w->bad = 1;
@@ -978,7 +1079,8 @@ static int add_tensor(gguf_writer *w, const char *name, uint32_t type, uint32_t 
     if (!(t->name = strdup(name))) goto bad;
     t->type = type;
     t->n_dims = n_dims;
-    for (int d = 0; d < GGUF_MAX_DIMS; d++) t->ne[d] = d < (int)n_dims ? ne[d] : 1;
+    for (int d = 0; d < GGUF_MAX_DIMS; d++)
+        t->ne[d] = d < (int)n_dims ? ne[d] : 1;
     t->nbytes = need;
     t->data = data;
     t->fill = fill;
@@ -1004,9 +1106,15 @@ int gguf_writer_add_tensor_fill(gguf_writer *w, const char *name, uint32_t type,
     return add_tensor(w, name, type, n_dims, ne, NULL, 0, fill, ctx);
 }
 
-static int put_bytes(FILE *f, const void *p, size_t n) { return n && fwrite(p, 1, n, f) != n; }
-static int put_u32(FILE *f, uint32_t v) { return put_bytes(f, &v, 4); }
-static int put_u64(FILE *f, uint64_t v) { return put_bytes(f, &v, 8); }
+static int put_bytes(FILE *f, const void *p, size_t n) {
+    return n && fwrite(p, 1, n, f) != n;
+}
+static int put_u32(FILE *f, uint32_t v) {
+    return put_bytes(f, &v, 4);
+}
+static int put_u64(FILE *f, uint64_t v) {
+    return put_bytes(f, &v, 8);
+}
 static int put_pad(FILE *f, uint64_t pos, size_t a) {
     static const uint8_t zeros[256];
     size_t n = (size_t)((a - pos % a) % a);
@@ -1042,7 +1150,8 @@ static int fill_in_file(FILE *f, uint64_t abs, const wtensor *t, int *io_bad) {
             return -1;
         }
         rc = t->fill(t->ctx, buf, t->nbytes);
-        if (rc >= 0 && (fseeko(f, (off_t)abs, SEEK_SET) || put_bytes(f, buf, t->nbytes))) *io_bad = 1;
+        if (rc >= 0 && (fseeko(f, (off_t)abs, SEEK_SET) || put_bytes(f, buf, t->nbytes)))
+            *io_bad = 1;
         free(buf);
     }
     if (rc < 0) return -1;
@@ -1052,15 +1161,16 @@ static int fill_in_file(FILE *f, uint64_t abs, const wtensor *t, int *io_bad) {
 
 int gguf_writer_write(gguf_writer *w, const char *path, char *err, size_t errlen) {
     if (w->bad) {
-        set_err(err, errlen, "gguf writer: an earlier set/add call failed (bad key, type, "
-                             "range, duplicate tensor, or out of memory)");
+        set_err(err, errlen,
+                "gguf writer: an earlier set/add call failed (bad key, type, "
+                "range, duplicate tensor, or out of memory)");
         return -1;
     }
     if (w->alignment != GGUF_DEFAULT_ALIGNMENT) {
         int has = 0;
-        for (size_t i = 0; i < w->n_kv; i++) has |= !strcmp(w->kv[i].key, "general.alignment");
-        if (!has &&
-            gguf_writer_set_int(w, "general.alignment", GGUF_U32, (int64_t)w->alignment)) {
+        for (size_t i = 0; i < w->n_kv; i++)
+            has |= !strcmp(w->kv[i].key, "general.alignment");
+        if (!has && gguf_writer_set_int(w, "general.alignment", GGUF_U32, (int64_t)w->alignment)) {
             set_err(err, errlen, "out of memory");
             return -1;
         }
@@ -1093,8 +1203,7 @@ int gguf_writer_write(gguf_writer *w, const char *path, char *err, size_t errlen
         return -1;
     }
     uint64_t pos = 0;
-    int bad = put_bytes(f, "GGUF", 4) || put_u32(f, 3) || put_u64(f, w->n_t) ||
-              put_u64(f, w->n_kv);
+    int bad = put_bytes(f, "GGUF", 4) || put_u32(f, 3) || put_u64(f, w->n_t) || put_u64(f, w->n_kv);
     pos = 24;
     for (size_t i = 0; i < w->n_kv && !bad; i++) {
         size_t kl = strlen(w->kv[i].key);
@@ -1106,7 +1215,8 @@ int gguf_writer_write(gguf_writer *w, const char *path, char *err, size_t errlen
         wtensor *t = &w->t[i];
         size_t nl = strlen(t->name);
         bad = put_u64(f, nl) || put_bytes(f, t->name, nl) || put_u32(f, t->n_dims);
-        for (uint32_t d = 0; d < t->n_dims && !bad; d++) bad = put_u64(f, (uint64_t)t->ne[d]);
+        for (uint32_t d = 0; d < t->n_dims && !bad; d++)
+            bad = put_u64(f, (uint64_t)t->ne[d]);
         bad = bad || put_u32(f, t->type) || put_u64(f, t->offset);
         pos += 8 + nl + 4 + 8 * t->n_dims + 4 + 8;
     }

@@ -1,4 +1,5 @@
-/* model.c: turns a validated GGUF into an lfm2_model: reads the lfm2.* keys and checks every tensor. */
+/* model.c: turns a validated GGUF into an lfm2_model: reads the lfm2.* keys and checks every
+ * tensor. */
 #include "engine/model.h"
 
 #include <inttypes.h>
@@ -23,7 +24,7 @@ static void set_err(char *err, size_t errlen, const char *fmt, ...) {
 }
 
 static const char *type_name(const gguf *g, const char *key) {
-    static const char *names[GGUF_VTYPE_COUNT] = {"u8",  "i8",  "u16",  "i16", "u32",
+    static const char *names[GGUF_VTYPE_COUNT] = {"u8",  "i8",  "u16",  "i16",    "u32",
                                                   "i32", "f32", "bool", "string", "array",
                                                   "u64", "i64", "f64"};
     enum gguf_vtype t = gguf_kv_type(g, gguf_find_key(g, key));
@@ -87,16 +88,14 @@ static int read_hparams(const gguf *g, lfm2_hparams *hp, char *err, size_t errle
                     errlen) ||
         get_int_key(g, "lfm2.feed_forward_length", true, 0, 1, LFM2_MAX_DIM, &hp->n_ff, err,
                     errlen) ||
-        get_int_key(g, "lfm2.context_length", true, 0, 1, INT_MAX, &hp->n_ctx_train, err,
-                    errlen) ||
+        get_int_key(g, "lfm2.context_length", true, 0, 1, INT_MAX, &hp->n_ctx_train, err, errlen) ||
         get_int_key(g, "lfm2.attention.head_count", true, 0, 1, LFM2_MAX_DIM, &hp->n_head, err,
                     errlen) ||
         get_int_key(g, "lfm2.shortconv.l_cache", true, 0, 1, LFM2_MAX_L_CACHE, &hp->l_cache, err,
                     errlen) ||
         get_int_key(g, "lfm2.attention.sliding_window", false, 0, 0, INT_MAX, &hp->n_swa, err,
                     errlen) ||
-        get_float_key(g, "lfm2.attention.layer_norm_rms_epsilon", true, 0, &hp->eps, err,
-                      errlen) ||
+        get_float_key(g, "lfm2.attention.layer_norm_rms_epsilon", true, 0, &hp->eps, err, errlen) ||
         get_float_key(g, "lfm2.rope.freq_base", false, 10000.0, &hp->rope_base, err, errlen))
         return -1;
     if (hp->n_embd % hp->n_head) {
@@ -107,7 +106,8 @@ static int read_hparams(const gguf *g, lfm2_hparams *hp, char *err, size_t errle
     }
     hp->head_dim = hp->n_embd / hp->n_head;
     if (hp->head_dim % 2) {
-        set_err(err, errlen, "head dim %d (embedding_length %d / head_count %d) must be even for RoPE",
+        set_err(err, errlen,
+                "head dim %d (embedding_length %d / head_count %d) must be even for RoPE",
                 hp->head_dim, hp->n_embd, hp->n_head);
         return -1;
     }
@@ -141,8 +141,8 @@ static int read_hparams(const gguf *g, lfm2_hparams *hp, char *err, size_t errle
             kv = INT64_MAX; /* a u64 past int64 reads back as 0: keep it out of range */
         if (kv < 0 || kv > hp->n_head || (kv > 0 && hp->n_head % kv)) {
             set_err(err, errlen,
-                    "key '%s'[%d] = %" PRId64 ": must be 0 (conv) or divide head_count %d", kvkey, l,
-                    kv, hp->n_head);
+                    "key '%s'[%d] = %" PRId64 ": must be 0 (conv) or divide head_count %d", kvkey,
+                    l, kv, hp->n_head);
             return -1;
         }
         hp->n_head_kv[l] = (int)kv;
@@ -180,7 +180,8 @@ static int read_hparams(const gguf *g, lfm2_hparams *hp, char *err, size_t errle
 
 static void fmt_ne(char *buf, size_t n, const int64_t *ne) {
     int nd = GGUF_MAX_DIMS;
-    while (nd > 1 && ne[nd - 1] == 1) nd--;
+    while (nd > 1 && ne[nd - 1] == 1)
+        nd--;
     size_t k = (size_t)snprintf(buf, n, "[");
     for (int d = 0; d < nd && k < n; d++)
         k += (size_t)snprintf(buf + k, n - k, "%s%" PRId64, d ? ", " : "", ne[d]);
@@ -205,8 +206,9 @@ static const gguf_tensor *want(const gguf *g, bool *used, const char *name, int6
         char a[96], b[96];
         fmt_ne(a, sizeof a, t->ne);
         fmt_ne(b, sizeof b, exp);
-        set_err(err, errlen, "tensor '%s': shape %s does not match the hyper-parameters: expected %s "
-                             "(dims fastest first)",
+        set_err(err, errlen,
+                "tensor '%s': shape %s does not match the hyper-parameters: expected %s "
+                "(dims fastest first)",
                 name, a, b);
         *rc = -1;
         return NULL;
@@ -235,12 +237,13 @@ int lfm2_model_from_gguf(lfm2_model **out, gguf *g, char *err, size_t errlen) {
         return -1;
     }
     if (!strcmp(arch, "lfm2moe")) {
-        set_err(err, errlen, "architecture 'lfm2moe' (LFM2 mixture of experts) is not supported yet");
+        set_err(err, errlen,
+                "architecture 'lfm2moe' (LFM2 mixture of experts) is not supported yet");
         return -1;
     }
     if (strcmp(arch, "lfm2")) {
-        set_err(err, errlen, "unsupported architecture '%.64s' (general.architecture; supported: lfm2)",
-                arch);
+        set_err(err, errlen,
+                "unsupported architecture '%.64s' (general.architecture; supported: lfm2)", arch);
         return -1;
     }
     lfm2_model *m = calloc(1, sizeof *m);
@@ -259,10 +262,10 @@ int lfm2_model_from_gguf(lfm2_model **out, gguf *g, char *err, size_t errlen) {
     m->output = want(g, used, "output.weight", E, V, false, true, &rc, err, errlen);
     if (!m->output) m->output = m->tok_embd;
     char name[96];
-#define W(field, suffix, ne0, ne1, f32)                                                          \
-    do {                                                                                         \
-        snprintf(name, sizeof name, "blk.%d.%s.weight", l, suffix);                              \
-        L->field = want(g, used, name, ne0, ne1, f32, false, &rc, err, errlen);                  \
+#define W(field, suffix, ne0, ne1, f32)                                                            \
+    do {                                                                                           \
+        snprintf(name, sizeof name, "blk.%d.%s.weight", l, suffix);                                \
+        L->field = want(g, used, name, ne0, ne1, f32, false, &rc, err, errlen);                    \
     } while (0)
     for (int l = 0; l < hp->n_layer && !rc; l++) {
         lfm2_layer *L = &m->layers[l];
@@ -293,11 +296,12 @@ int lfm2_model_from_gguf(lfm2_model **out, gguf *g, char *err, size_t errlen) {
             int l = -1;
             if (sscanf(n, "blk.%d.", &l) == 1 && l >= 0 && l < hp->n_layer)
                 set_err(err, errlen,
-                        "unexpected tensor '%s': layer %d is a %s layer (head_count_kv[%d] = %d)", n,
-                        l, hp->n_head_kv[l] ? "attention" : "conv", l, hp->n_head_kv[l]);
+                        "unexpected tensor '%s': layer %d is a %s layer (head_count_kv[%d] = %d)",
+                        n, l, hp->n_head_kv[l] ? "attention" : "conv", l, hp->n_head_kv[l]);
             else
-                set_err(err, errlen, "unexpected tensor '%s' (not part of an lfm2 model with %d layers)",
-                        n, hp->n_layer);
+                set_err(err, errlen,
+                        "unexpected tensor '%s' (not part of an lfm2 model with %d layers)", n,
+                        hp->n_layer);
             goto fail;
         }
     free(used);

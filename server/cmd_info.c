@@ -10,10 +10,11 @@
 #include "server/cli.h"
 
 static void info_usage(FILE *f) {
-    fprintf(f, "usage: lfm2 info -m FILE\n"
-               "  Validates FILE (GGUF structure, lfm2 hyper-parameters, tensor shapes, tokenizer)\n"
-               "  and prints its version, hyper-parameters, layer kinds, tensor types and tokenizer.\n"
-               "  Exit status 1 with 'error: ...' on stderr when the file is not a usable model.\n");
+    fprintf(f,
+            "usage: lfm2 info -m FILE\n"
+            "  Validates FILE (GGUF structure, lfm2 hyper-parameters, tensor shapes, tokenizer)\n"
+            "  and prints its version, hyper-parameters, layer kinds, tensor types and tokenizer.\n"
+            "  Exit status 1 with 'error: ...' on stderr when the file is not a usable model.\n");
 }
 
 static const char *qname(uint32_t type) {
@@ -33,8 +34,10 @@ static void print_tok_id(const tok *tk, const char *label, int id) {
     printf("%d '", id);
     for (size_t i = 0; i < n && i < 48; i++) {
         unsigned char c = (unsigned char)s[i];
-        if (c < 0x20 || c == 0x7f) printf("\\x%02x", c);
-        else putchar(c);
+        if (c < 0x20 || c == 0x7f)
+            printf("\\x%02x", c);
+        else
+            putchar(c);
     }
     printf("'");
 }
@@ -66,8 +69,10 @@ int cmd_info(int argc, char **argv) {
     lfm2_model *m = NULL;
     if (lfm2_model_open(&m, path, err, sizeof err)) {
         /* messages about the file itself (open, mmap) already start with its path */
-        if (!strncmp(err, path, strlen(path))) fprintf(stderr, "error: %s\n", err);
-        else fprintf(stderr, "error: %s: %s\n", path, err);
+        if (!strncmp(err, path, strlen(path)))
+            fprintf(stderr, "error: %s\n", err);
+        else
+            fprintf(stderr, "error: %s: %s\n", path, err);
         return 1;
     }
     tok *tk = NULL;
@@ -94,11 +99,14 @@ int cmd_info(int argc, char **argv) {
            hp->n_ctx_train, hp->l_cache, hp->n_swa, hp->eps, hp->rope_base);
     printf("layers: %d conv + %d attention:", hp->n_layer - hp->n_attn_layers, hp->n_attn_layers);
     for (int l = 0; l < hp->n_layer; l++) {
-        if (hp->n_head_kv[l]) printf(" %d attn(kv=%d)", l, hp->n_head_kv[l]);
-        else printf(" %d conv", l);
+        if (hp->n_head_kv[l])
+            printf(" %d attn(kv=%d)", l, hp->n_head_kv[l]);
+        else
+            printf(" %d conv", l);
         printf(l + 1 < hp->n_layer ? "," : "\n");
     }
-    printf("output: %s\n", m->output == m->tok_embd ? "tied to token_embd.weight" : "output.weight");
+    printf("output: %s\n",
+           m->output == m->tok_embd ? "tied to token_embd.weight" : "output.weight");
 
     /* type histogram */
     int64_t count[QT_COUNT] = {0}, bytes[QT_COUNT] = {0}, params = 0;
@@ -114,8 +122,8 @@ int cmd_info(int argc, char **argv) {
     bool first = true;
     for (int ty = 0; ty < QT_COUNT; ty++)
         if (count[ty]) {
-            printf("%s %s x%" PRId64 " (%.2f MiB)", first ? "" : ",", qname((uint32_t)ty), count[ty],
-                   bytes[ty] / 1048576.0);
+            printf("%s %s x%" PRId64 " (%.2f MiB)", first ? "" : ",", qname((uint32_t)ty),
+                   count[ty], bytes[ty] / 1048576.0);
             first = false;
         }
     printf("; %" PRId64 " parameters\n", params);
@@ -143,8 +151,10 @@ int cmd_info(int argc, char **argv) {
     print_tok_id(tk, "eos", tok_eos(tk));
     print_tok_id(tk, "pad", tok_pad(tk));
     printf(", add_bos %s\n", tok_add_bos(tk) ? "true" : "false");
-    if (tmpl) printf("chat template: present (%zu bytes)\n", tlen);
-    else printf("chat template: absent\n");
+    if (tmpl)
+        printf("chat template: present (%zu bytes)\n", tlen);
+    else
+        printf("chat template: absent\n");
     tok_free(tk);
     lfm2_model_close(m);
     return 0;

@@ -27,27 +27,77 @@ static void put(buf *b, const void *src, size_t n) {
     if (n) memcpy(b->p + b->n, src, n);
     b->n += n;
 }
-static void u8(buf *b, uint8_t v) { put(b, &v, 1); }
-static void u32(buf *b, uint32_t v) { put(b, &v, 4); }
-static void u64(buf *b, uint64_t v) { put(b, &v, 8); }
+static void u8(buf *b, uint8_t v) {
+    put(b, &v, 1);
+}
+static void u32(buf *b, uint32_t v) {
+    put(b, &v, 4);
+}
+static void u64(buf *b, uint64_t v) {
+    put(b, &v, 8);
+}
 static void str(buf *b, const char *s) {
     u64(b, strlen(s));
     put(b, s, strlen(s));
 }
 static void pad(buf *b, size_t a) {
-    while (b->n % a) u8(b, 0);
+    while (b->n % a)
+        u8(b, 0);
 }
 
 /* Ways to break the standard small file; M_NONE keeps it valid. */
 enum mut {
-    M_NONE, M_MAGIC, M_V1, M_V4, M_BIGENDIAN, M_NKV_HUGE, M_NKV_MAX, M_NT_HUGE, M_NT_MAX,
-    M_NKV_PLUS1, M_NT_PLUS1, M_KEYLEN_HUGE, M_KEYLEN_MAX, M_KEY_EMPTY, M_KEY_CTRL, M_KEY_NUL,
-    M_KEY_UTF8, M_DUP_KEY, M_VTYPE_BAD, M_ARR_ETYPE_BAD, M_ARR_LEN_HUGE, M_ARR_LEN_MAX,
-    M_ARR_STRLEN_HUGE, M_STRLEN_HUGE, M_NESTED_DEEP, M_ALIGN_0, M_ALIGN_3, M_ALIGN_STR,
-    M_ALIGN_NEG, M_ALIGN_HUGE, M_NDIMS_0, M_NDIMS_5, M_DIM_ZERO, M_DIM_NEG, M_NEL_OVERFLOW,
-    M_BYTES_OVERFLOW, M_TYPE_99, M_TYPE_4, M_TYPE_HUGE, M_ROW_BLOCK, M_DATA_PAST,
-    M_DATA_OFF_MAX, M_MISALIGNED, M_OVERLAP, M_DUP_TENSOR, M_TNAME_EMPTY, M_TNAME_CTRL,
-    M_DATA_SHORT, M_ALIGN_64, M_V2, M_COUNT
+    M_NONE,
+    M_MAGIC,
+    M_V1,
+    M_V4,
+    M_BIGENDIAN,
+    M_NKV_HUGE,
+    M_NKV_MAX,
+    M_NT_HUGE,
+    M_NT_MAX,
+    M_NKV_PLUS1,
+    M_NT_PLUS1,
+    M_KEYLEN_HUGE,
+    M_KEYLEN_MAX,
+    M_KEY_EMPTY,
+    M_KEY_CTRL,
+    M_KEY_NUL,
+    M_KEY_UTF8,
+    M_DUP_KEY,
+    M_VTYPE_BAD,
+    M_ARR_ETYPE_BAD,
+    M_ARR_LEN_HUGE,
+    M_ARR_LEN_MAX,
+    M_ARR_STRLEN_HUGE,
+    M_STRLEN_HUGE,
+    M_NESTED_DEEP,
+    M_ALIGN_0,
+    M_ALIGN_3,
+    M_ALIGN_STR,
+    M_ALIGN_NEG,
+    M_ALIGN_HUGE,
+    M_NDIMS_0,
+    M_NDIMS_5,
+    M_DIM_ZERO,
+    M_DIM_NEG,
+    M_NEL_OVERFLOW,
+    M_BYTES_OVERFLOW,
+    M_TYPE_99,
+    M_TYPE_4,
+    M_TYPE_HUGE,
+    M_ROW_BLOCK,
+    M_DATA_PAST,
+    M_DATA_OFF_MAX,
+    M_MISALIGNED,
+    M_OVERLAP,
+    M_DUP_TENSOR,
+    M_TNAME_EMPTY,
+    M_TNAME_CTRL,
+    M_DATA_SHORT,
+    M_ALIGN_64,
+    M_V2,
+    M_COUNT
 };
 
 static const struct {
@@ -96,10 +146,13 @@ static const struct {
     {M_TYPE_99, "tensor type 99", "tensor 'b': unknown or unsupported tensor type 99"},
     {M_TYPE_4, "removed tensor type 4", "unsupported tensor type 4"},
     {M_TYPE_HUGE, "tensor type 2^32-1", "unsupported tensor type 4294967295"},
-    {M_ROW_BLOCK, "q8_0 row of 48", "tensor 'c': row length 48 is not a multiple of the q8_0 block size 32"},
+    {M_ROW_BLOCK, "q8_0 row of 48",
+     "tensor 'c': row length 48 is not a multiple of the q8_0 block size 32"},
     {M_DATA_PAST, "data past the end", "tensor 'c': data ends at "},
-    {M_DATA_OFF_MAX, "data offset 2^64-32", "tensor 'a': data ends at 18446744073709551615 past file size"},
-    {M_MISALIGNED, "misaligned offset", "tensor 'b': data offset 40 is not a multiple of the alignment 32"},
+    {M_DATA_OFF_MAX, "data offset 2^64-32",
+     "tensor 'a': data ends at 18446744073709551615 past file size"},
+    {M_MISALIGNED, "misaligned offset",
+     "tensor 'b': data offset 40 is not a multiple of the alignment 32"},
     {M_OVERLAP, "overlapping tensors", "overlaps tensor"},
     {M_DUP_TENSOR, "duplicate tensor name", "duplicate tensor name 'a'"},
     {M_TNAME_EMPTY, "empty tensor name", "tensor #1 name at offset"},
@@ -121,8 +174,10 @@ static buf make_file(enum mut m) {
                     (m >= M_ALIGN_0 && m <= M_ALIGN_HUGE) + (m == M_ALIGN_64);
     const int nt = 3;
     size_t align = m == M_ALIGN_64 ? 64 : 32;
-    if (m == M_MAGIC) put(&b, "GGUV", 4);
-    else put(&b, "GGUF", 4);
+    if (m == M_MAGIC)
+        put(&b, "GGUV", 4);
+    else
+        put(&b, "GGUF", 4);
     uint32_t ver = m == M_V1 ? 1 : m == M_V4 ? 4 : m == M_V2 ? 2 : 3;
     if (m == M_BIGENDIAN) ver = 0x03000000u;
     u32(&b, ver);
@@ -132,13 +187,20 @@ static buf make_file(enum mut m) {
     u64(&b, nkc + (m == M_NKV_PLUS1));
 
     /* keys */
-    if (m == M_KEYLEN_HUGE) u64(&b, 1ull << 40), put(&b, "general.architecture", 20);
-    else if (m == M_KEYLEN_MAX) u64(&b, UINT64_MAX), put(&b, "general.architecture", 20);
-    else if (m == M_KEY_EMPTY) str(&b, "");
-    else if (m == M_KEY_CTRL) str(&b, "general.archi\ntecture");
-    else if (m == M_KEY_NUL) u64(&b, 5), put(&b, "ab\0cd", 5);
-    else if (m == M_KEY_UTF8) str(&b, "general.caf\xc3\xa9");
-    else str(&b, "general.architecture");
+    if (m == M_KEYLEN_HUGE)
+        u64(&b, 1ull << 40), put(&b, "general.architecture", 20);
+    else if (m == M_KEYLEN_MAX)
+        u64(&b, UINT64_MAX), put(&b, "general.architecture", 20);
+    else if (m == M_KEY_EMPTY)
+        str(&b, "");
+    else if (m == M_KEY_CTRL)
+        str(&b, "general.archi\ntecture");
+    else if (m == M_KEY_NUL)
+        u64(&b, 5), put(&b, "ab\0cd", 5);
+    else if (m == M_KEY_UTF8)
+        str(&b, "general.caf\xc3\xa9");
+    else
+        str(&b, "general.architecture");
     u32(&b, GGUF_STR), str(&b, "test");
     str(&b, "test.u8"), u32(&b, m == M_VTYPE_BAD ? 13 : GGUF_U8), u8(&b, 200);
     str(&b, "test.i8"), u32(&b, GGUF_I8), u8(&b, (uint8_t)-100);
@@ -156,16 +218,20 @@ static buf make_file(enum mut m) {
     double d = -2.25;
     put(&b, &d, 8);
     str(&b, "test.str"), u32(&b, GGUF_STR);
-    if (m == M_STRLEN_HUGE) u64(&b, 1ull << 40), put(&b, "hello", 5);
-    else str(&b, "hello");
+    if (m == M_STRLEN_HUGE)
+        u64(&b, 1ull << 40), put(&b, "hello", 5);
+    else
+        str(&b, "hello");
     str(&b, "test.arr_i32"), u32(&b, GGUF_ARR);
     u32(&b, m == M_ARR_ETYPE_BAD ? 77 : GGUF_I32);
     u64(&b, m == M_ARR_LEN_HUGE ? 1ull << 40 : m == M_ARR_LEN_MAX ? UINT64_MAX : 3);
     u32(&b, 1), u32(&b, (uint32_t)-2), u32(&b, 3);
     str(&b, "test.arr_str"), u32(&b, GGUF_ARR), u32(&b, GGUF_STR), u64(&b, 3);
     str(&b, "a");
-    if (m == M_ARR_STRLEN_HUGE) u64(&b, 1ull << 40), put(&b, "bc", 2);
-    else str(&b, "bc");
+    if (m == M_ARR_STRLEN_HUGE)
+        u64(&b, 1ull << 40), put(&b, "bc", 2);
+    else
+        str(&b, "bc");
     str(&b, "");
     str(&b, "test.arr_f32"), u32(&b, GGUF_ARR), u32(&b, GGUF_F32), u64(&b, 2);
     f = 0.25f;
@@ -180,12 +246,16 @@ static buf make_file(enum mut m) {
     if (m == M_DUP_KEY) str(&b, "test.u8"), u32(&b, GGUF_U8), u8(&b, 1);
     if (m == M_NESTED_DEEP) {
         str(&b, "test.deep"), u32(&b, GGUF_ARR);
-        for (int i = 0; i < 5; i++) u32(&b, GGUF_ARR), u64(&b, 1);
+        for (int i = 0; i < 5; i++)
+            u32(&b, GGUF_ARR), u64(&b, 1);
         u32(&b, GGUF_U8), u64(&b, 1), u8(&b, 9);
     }
     if (m == M_ALIGN_0 || m == M_ALIGN_3 || m == M_ALIGN_64 || m == M_ALIGN_HUGE)
         str(&b, "general.alignment"), u32(&b, GGUF_U32),
-            u32(&b, m == M_ALIGN_0 ? 0 : m == M_ALIGN_3 ? 3 : m == M_ALIGN_64 ? 64 : 1u << 31);
+            u32(&b, m == M_ALIGN_0    ? 0
+                    : m == M_ALIGN_3  ? 3
+                    : m == M_ALIGN_64 ? 64
+                                      : 1u << 31);
     if (m == M_ALIGN_NEG) str(&b, "general.alignment"), u32(&b, GGUF_I32), u32(&b, (uint32_t)-32);
     if (m == M_ALIGN_STR) str(&b, "general.alignment"), u32(&b, GGUF_STR), str(&b, "32");
 
@@ -195,20 +265,29 @@ static buf make_file(enum mut m) {
     /* a: f32 [4, 2] at 0 */
     str(&b, "a");
     u32(&b, 2);
-    if (m == M_NEL_OVERFLOW) u64(&b, 1ull << 32), u64(&b, 1ull << 32);
-    else if (m == M_BYTES_OVERFLOW) u64(&b, 1ull << 62), u64(&b, 1);
-    else if (m == M_DIM_NEG) u64(&b, UINT64_MAX), u64(&b, 2);
-    else u64(&b, 4), u64(&b, m == M_DIM_ZERO ? 0 : 2);
+    if (m == M_NEL_OVERFLOW)
+        u64(&b, 1ull << 32), u64(&b, 1ull << 32);
+    else if (m == M_BYTES_OVERFLOW)
+        u64(&b, 1ull << 62), u64(&b, 1);
+    else if (m == M_DIM_NEG)
+        u64(&b, UINT64_MAX), u64(&b, 2);
+    else
+        u64(&b, 4), u64(&b, m == M_DIM_ZERO ? 0 : 2);
     u32(&b, QT_F32);
     u64(&b, m == M_DATA_OFF_MAX ? UINT64_MAX - 31 : 0);
     /* b: f16 [8] */
-    if (m == M_DUP_TENSOR) str(&b, "a");
-    else if (m == M_TNAME_EMPTY) str(&b, "");
-    else if (m == M_TNAME_CTRL) str(&b, "b\tb");
-    else str(&b, "b");
+    if (m == M_DUP_TENSOR)
+        str(&b, "a");
+    else if (m == M_TNAME_EMPTY)
+        str(&b, "");
+    else if (m == M_TNAME_CTRL)
+        str(&b, "b\tb");
+    else
+        str(&b, "b");
     u32(&b, m == M_NDIMS_0 ? 0 : m == M_NDIMS_5 ? 5 : 1);
     if (m == M_NDIMS_5)
-        for (int i = 0; i < 4; i++) u64(&b, 1);
+        for (int i = 0; i < 4; i++)
+            u64(&b, 1);
     if (m != M_NDIMS_0) u64(&b, 8);
     u32(&b, m == M_TYPE_99 ? 99 : m == M_TYPE_4 ? 4 : m == M_TYPE_HUGE ? UINT32_MAX : QT_F16);
     u64(&b, m == M_MISALIGNED ? 40 : m == M_OVERLAP ? 0 : off_b);
@@ -218,14 +297,18 @@ static buf make_file(enum mut m) {
     u64(&b, m == M_ROW_BLOCK ? 48 : 32), u64(&b, 2);
     u32(&b, QT_Q8_0);
     u64(&b, m == M_DATA_PAST ? off_c + 32 : off_c);
-    if (m == M_NT_PLUS1) { /* the claimed 4th tensor is simply not there */ }
+    if (m == M_NT_PLUS1) { /* the claimed 4th tensor is simply not there */
+    }
     pad(&b, align);
     /* data: a distinct byte pattern per tensor */
-    for (size_t i = 0; i < A_BYTES; i++) u8(&b, (uint8_t)(i + 1));
+    for (size_t i = 0; i < A_BYTES; i++)
+        u8(&b, (uint8_t)(i + 1));
     pad(&b, align);
-    for (size_t i = 0; i < B_BYTES; i++) u8(&b, (uint8_t)(0x40 + i));
+    for (size_t i = 0; i < B_BYTES; i++)
+        u8(&b, (uint8_t)(0x40 + i));
     pad(&b, align);
-    for (size_t i = 0; i < C_BYTES; i++) u8(&b, (uint8_t)(0x80 + i));
+    for (size_t i = 0; i < C_BYTES; i++)
+        u8(&b, (uint8_t)(0x80 + i));
     if (m == M_DATA_SHORT) b.n -= 1;
     return b;
 }
@@ -371,8 +454,8 @@ static void test_truncations(void) {
         if (rc == 0) fprintf(stderr, "truncation to %zu bytes loaded\n", len);
         CHECK(rc < 0 && g == NULL);
         CHECK(err[0] != 0);
-        CHECK(strstr(err, "truncated") || strstr(err, "past file size") ||
-              strstr(err, "left") || strstr(err, "magic"));
+        CHECK(strstr(err, "truncated") || strstr(err, "past file size") || strstr(err, "left") ||
+              strstr(err, "magic"));
         if (len < 4) CHECK(strstr(err, "magic") != NULL);
         if (len >= 24 && len < 200) CHECK(strstr(err, "past file size") == NULL);
         if (g_write_dir && (len < 64 || len % 37 == 0 || len + 1 == b.n)) {
@@ -431,7 +514,8 @@ static void test_flips(void) {
 
 static int fill_pattern(void *ctx, void *dst, size_t n) {
     uint8_t seed = *(uint8_t *)ctx;
-    for (size_t i = 0; i < n; i++) ((uint8_t *)dst)[i] = (uint8_t)(seed + i * 7);
+    for (size_t i = 0; i < n; i++)
+        ((uint8_t *)dst)[i] = (uint8_t)(seed + i * 7);
     return 0;
 }
 static int fill_fail(void *ctx, void *dst, size_t n) {
@@ -479,7 +563,8 @@ static void test_writer(size_t alignment) {
     int64_t ne_f16[1] = {4};
     CHECK_EQ_INT(gguf_writer_add_tensor(w, "t.f16", QT_F16, 1, ne_f16, f16, sizeof f16), 0);
     uint8_t q8[34 * 3];
-    for (size_t i = 0; i < sizeof q8; i++) q8[i] = (uint8_t)(i * 13);
+    for (size_t i = 0; i < sizeof q8; i++)
+        q8[i] = (uint8_t)(i * 13);
     int64_t ne_q8[3] = {32, 3, 1};
     CHECK_EQ_INT(gguf_writer_add_tensor(w, "t.q8_0", QT_Q8_0, 3, ne_q8, q8, sizeof q8), 0);
     uint8_t seed = 5;
@@ -528,7 +613,8 @@ static void test_writer(size_t alignment) {
     int64_t i = gguf_find_key(g, "w.arr_i16");
     CHECK_EQ_INT(gguf_arr_type(g, i), GGUF_I16);
     CHECK_EQ_INT(gguf_arr_len(g, i), 5);
-    for (int j = 0; j < 5; j++) CHECK_EQ_INT(gguf_arr_int(g, i, (uint64_t)j), a16[j]);
+    for (int j = 0; j < 5; j++)
+        CHECK_EQ_INT(gguf_arr_int(g, i, (uint64_t)j), a16[j]);
     i = gguf_find_key(g, "w.arr_f64");
     CHECK_NEAR(gguf_arr_float(g, i, 0), 1e300, 0);
     CHECK_NEAR(gguf_arr_float(g, i, 1), -0.5, 0);
@@ -586,17 +672,31 @@ static void test_writer_errors(void) {
         gguf_writer *w = gguf_writer_new();
         int rc = 0;
         switch (k[c].which) {
-        case 0: rc = gguf_writer_set_int(w, "x", GGUF_U8, 256); break;
-        case 1: rc = gguf_writer_set_int(w, "", GGUF_U8, 1); break;
-        case 2: rc = gguf_writer_add_tensor(w, "q", QT_Q8_0, 2, ne, data, 34); break;
-        case 3: rc = gguf_writer_add_tensor(w, "q", 99, 1, ne, data, 33); break;
+        case 0:
+            rc = gguf_writer_set_int(w, "x", GGUF_U8, 256);
+            break;
+        case 1:
+            rc = gguf_writer_set_int(w, "", GGUF_U8, 1);
+            break;
+        case 2:
+            rc = gguf_writer_add_tensor(w, "q", QT_Q8_0, 2, ne, data, 34);
+            break;
+        case 3:
+            rc = gguf_writer_add_tensor(w, "q", 99, 1, ne, data, 33);
+            break;
         case 4:
             CHECK_EQ_INT(gguf_writer_add_tensor(w, "d", QT_F32, 1, ne, data, 33 * 4), 0);
             rc = gguf_writer_add_tensor(w, "d", QT_F32, 1, ne, data, 33 * 4);
             break;
-        case 5: rc = gguf_writer_set_float(w, "f", GGUF_I32, 1.0); break;
-        case 6: rc = gguf_writer_set_int(w, "general.alignment", GGUF_U32, 48); break;
-        case 7: rc = gguf_writer_set_arr(w, "a", GGUF_STR, data, 1); break;
+        case 5:
+            rc = gguf_writer_set_float(w, "f", GGUF_I32, 1.0);
+            break;
+        case 6:
+            rc = gguf_writer_set_int(w, "general.alignment", GGUF_U32, 48);
+            break;
+        case 7:
+            rc = gguf_writer_set_arr(w, "a", GGUF_STR, data, 1);
+            break;
         }
         CHECK(rc < 0);
         err[0] = 0;
@@ -640,12 +740,12 @@ static void test_roundtrip_file(const char *src) {
     }
     gguf_writer *w = gguf_writer_new();
     gguf_writer_set_alignment(w, gguf_alignment(g));
-    for (int64_t i = 0; i < gguf_n_kv(g); i++) CHECK_EQ_INT(gguf_writer_copy_kv(w, g, i), 0);
+    for (int64_t i = 0; i < gguf_n_kv(g); i++)
+        CHECK_EQ_INT(gguf_writer_copy_kv(w, g, i), 0);
     for (int64_t i = 0; i < gguf_n_tensors(g); i++) {
         const gguf_tensor *t = gguf_tensor_at(g, i);
-        CHECK_EQ_INT(gguf_writer_add_tensor(w, t->name, t->type, t->n_dims, t->ne, t->data,
-                                            t->nbytes),
-                     0);
+        CHECK_EQ_INT(
+            gguf_writer_add_tensor(w, t->name, t->type, t->n_dims, t->ne, t->data, t->nbytes), 0);
     }
     tmp_path(path, sizeof path, "roundtrip.gguf");
     CHECK_EQ_INT(gguf_writer_write(w, path, err, sizeof err), 0);
@@ -744,7 +844,7 @@ int main(int argc, char **argv) {
     test_writer(64);
     test_writer(4096);
     test_writer_errors();
-    static const char *models[] = {"mini-F16", "mini-BF16", "mini-Q8_0", "mini-Q4_0",
+    static const char *models[] = {"mini-F16",    "mini-BF16",   "mini-Q8_0", "mini-Q4_0",
                                    "mini-Q4_K_M", "mini-Q5_K_M", "mini-Q6_K"};
     for (size_t i = 0; i < sizeof models / sizeof models[0]; i++) {
         char p[256];
