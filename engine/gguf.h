@@ -27,7 +27,13 @@ typedef struct gguf_tensor {
 typedef struct gguf gguf; /* an opened file: metadata, tensor infos, the mapping */
 
 /* Opens and validates path (structure only, no LFM2 semantics). On error returns a negative
- * code and writes a message naming the field, the value and the limit into err. */
+ * code (-1) and writes a message naming the field, the value and the limit into err, without an
+ * "error:" prefix (callers add it). Validated: magic, version 2/3 (little-endian), every count
+ * and length against the bytes left, keys and tensor names (printable ASCII, unique),
+ * general.alignment (power of two), n_dims 1..4, dims >= 1, element/byte counts, tensor type
+ * known to quant_traits(), row length a multiple of the block size, data inside the file,
+ * aligned and not overlapping. Arrays of arrays are accepted and skipped: gguf_arr_type() says
+ * GGUF_ARR, their elements are not readable, gguf_writer_copy_kv copies them verbatim. */
 int gguf_open(gguf **out, const char *path, char *err, size_t errlen);
 /* Same, on a caller-owned buffer that must outlive the gguf (used by tests and fuzzers). */
 int gguf_open_mem(gguf **out, const void *buf, size_t size, char *err, size_t errlen);
@@ -67,7 +73,11 @@ const gguf_tensor *gguf_tensor_at(const gguf *g, int64_t i);
 const gguf_tensor *gguf_find_tensor(const gguf *g, const char *name); /* NULL: absent */
 
 /* Writer: collect metadata and tensors, then write a v3 file. Setting a key twice replaces it.
- * Tensor data is borrowed until gguf_writer_write returns. */
+ * Tensor data is borrowed until gguf_writer_write returns. set/add calls return 0 or -1 (bad
+ * key, value out of range for the type, unknown tensor type, nbytes not matching the shape,
+ * duplicate tensor name); after any failure gguf_writer_write refuses to write. The layout is
+ * llama.cpp's (tensors in the order added, each padded to the alignment), so copying a file's
+ * keys and tensors reproduces it byte for byte. The file appears atomically (temp + rename). */
 typedef struct gguf_writer gguf_writer;
 gguf_writer *gguf_writer_new(void);
 void gguf_writer_free(gguf_writer *w);
@@ -86,7 +96,8 @@ int gguf_writer_copy_kv(gguf_writer *w, const gguf *g, int64_t i);
 int gguf_writer_add_tensor(gguf_writer *w, const char *name, uint32_t type, uint32_t n_dims,
                            const int64_t *ne, const void *data, size_t nbytes);
 /* Same, but the data is produced while writing: fill(ctx, dst, nbytes) writes the tensor's
- * bytes into dst and returns 0 (or negative to abort the write). Keeps huge models out of RAM. */
+ * bytes into dst and returns 0 (or negative to abort the write). dst is a shared mapping of the
+ * output file itself, so no tensor is ever held in RAM. */
 typedef int (*gguf_fill_fn)(void *ctx, void *dst, size_t nbytes);
 int gguf_writer_add_tensor_fill(gguf_writer *w, const char *name, uint32_t type, uint32_t n_dims,
                                 const int64_t *ne, gguf_fill_fn fill, void *ctx);
