@@ -9,7 +9,9 @@ CFLAGS  += -std=c11 -Wall -Wextra -Wpedantic -D_GNU_SOURCE $(OPT) -I. -pthread
 LDLIBS  += -lpcre2-8 -lmicrohttpd -lcjson -lopenblas -luv -lm -pthread
 
 DEB_PKGS := build-essential pkg-config libpcre2-dev libmicrohttpd-dev libcjson-dev \
-            libopenblas-dev libuv1-dev nodejs npm curl
+            libopenblas-dev libuv1-dev curl
+# Node.js and npm (tests only) count as present when the commands exist, whichever package
+# provides them (nodesource's nodejs bundles npm and conflicts with Debian's npm package).
 MODULES  := engine quant api config server
 SRCS     := $(foreach m,$(MODULES),$(wildcard $(m)/*.c))
 OBJS     := $(SRCS:%.c=$(BUILD)/%.o)
@@ -26,6 +28,8 @@ deps:
 	@missing=""; for p in $(DEB_PKGS); do \
 	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; \
 	done; \
+	command -v node >/dev/null || missing="$$missing nodejs"; \
+	command -v npm >/dev/null || missing="$$missing npm"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing; \
