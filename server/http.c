@@ -189,9 +189,9 @@ static enum MHD_Result send_body(hreq *r, unsigned status, const char *body, siz
 }
 
 static enum MHD_Result send_json(hreq *r, unsigned status, char *json) {
-    if (!json) return send_body(r, 500, "{\"error\":{\"message\":\"out of memory\",\"type\":"
-                                        "\"server_error\",\"param\":null,\"code\":null}}",
-                                71, NULL, NULL, NULL);
+    static const char oom[] = "{\"error\":{\"message\":\"out of memory\",\"type\":"
+                              "\"server_error\",\"param\":null,\"code\":null}}";
+    if (!json) return send_body(r, 500, oom, sizeof oom - 1, NULL, NULL, NULL);
     enum MHD_Result rc = send_body(r, status, json, strlen(json), NULL, NULL, NULL);
     free(json);
     return rc;
@@ -484,6 +484,8 @@ static enum MHD_Result send_final(hreq *r) {
         c[i].len = r->ch[i].len;
         c[i].finish_reason = r->ch[i].finish ? r->ch[i].finish : "stop";
         if (r->want_logprobs) {
+            int nt = r->n_top ? r->n_top : 1; /* re-point: the top array may have moved */
+            for (int k = 0; k < r->ch[i].n_lp; k++) r->ch[i].lp[k].top = &r->ch[i].top[(size_t)k * nt];
             c[i].logprobs = r->ch[i].lp;
             c[i].n_logprobs = r->ch[i].n_lp;
             if (!c[i].logprobs) {
@@ -884,12 +886,11 @@ static bool first_checks(hreq *r, const char *url, const char *method, enum MHD_
     }
     bool post = route_is_post(r->route);
     if (strcmp(method, post ? "POST" : "GET") && !(!post && !strcmp(method, "HEAD"))) {
-        struct MHD_Response *dummy = NULL;
-        (void)dummy;
-        *res = send_body(r, 405,
-                         "{\"error\":{\"message\":\"method not allowed\",\"type\":"
-                         "\"invalid_request_error\",\"param\":null,\"code\":\"method_not_allowed\"}}",
-                         109, NULL, "Allow", post ? "POST, OPTIONS" : "GET, HEAD, OPTIONS");
+        static const char msg[] =
+            "{\"error\":{\"message\":\"method not allowed\",\"type\":"
+            "\"invalid_request_error\",\"param\":null,\"code\":\"method_not_allowed\"}}";
+        *res = send_body(r, 405, msg, sizeof msg - 1, NULL, "Allow",
+                         post ? "POST, OPTIONS" : "GET, HEAD, OPTIONS");
         return true;
     }
     if (sv->o.api_key && *sv->o.api_key && r->route != R_HEALTH &&
@@ -1247,11 +1248,12 @@ int http_serve(const http_opts *o, char *err, size_t errlen) {
     unsigned flags = MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
     if (ai->ai_family == AF_INET6) flags |= MHD_USE_IPv6;
     sv->d = MHD_start_daemon(
-        flags, (uint16_t)sv->o.port, NULL, NULL, on_request, sv, MHD_OPTION_SOCK_ADDR, ai->ai_addr,
+        flags, (uint16_t)sv->o.port, NULL, NULL, on_request, sv, MHD_OPTION_EXTERNAL_LOGGER,
+        mhd_log, sv, MHD_OPTION_SOCK_ADDR, ai->ai_addr,
         MHD_OPTION_NOTIFY_COMPLETED, on_completed, sv, MHD_OPTION_CONNECTION_LIMIT,
         (unsigned)sv->o.max_conns, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)sv->o.idle_timeout_s,
         MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)sv->o.max_header,
-        MHD_OPTION_EXTERNAL_LOGGER, mhd_log, sv, MHD_OPTION_LISTEN_BACKLOG_SIZE, 128u,
+        MHD_OPTION_LISTEN_BACKLOG_SIZE, 128u,
         MHD_OPTION_END);
     freeaddrinfo(ai);
     if (!sv->d) {

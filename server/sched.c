@@ -1,6 +1,7 @@
 /* sched.c: continuous batching: a thread that admits jobs between eng_step calls, prefills prompts
  * in chunks beside running decodes, samples, matches stop strings and reports events. */
 #include "server/sched.h"
+#include "api/stop.h"
 #include <errno.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -15,8 +16,7 @@ typedef struct sched_choice {
     int n_gen;      /* tokens generated */
     bool done;
     tok_stream ts;
-    char *pend;     /* decoded text held back while it could start a stop string */
-    size_t pend_len, pend_cap;
+    stop_matcher sm; /* holds back text that may begin a stop string */
     sched_tokinfo *ptok; /* logprob records not yet sent */
     int n_ptok, cap_ptok;
     double t_last;  /* time of the last token (seconds, monotonic) */
@@ -132,8 +132,8 @@ static void emit_done(sched *s, sjob *j) {
     push_event(s, &ev);
 }
 
-/* Sends the first n bytes of the choice's held text (and its logprob records). */
-static void emit_text(sched *s, sjob *j, int ci, size_t n) {
+/* Sends text (copied) for choice ci with the logprob records collected so far. */
+static void emit_text(sched *s, sjob *j, int ci, const char *text, size_t n) {
     sched_choice *c = &j->ch[ci];
     if (n == 0 && c->n_ptok == 0) return;
     sched_event ev = {0};
@@ -143,12 +143,10 @@ static void emit_text(sched *s, sjob *j, int ci, size_t n) {
     if (n) {
         ev.text = malloc(n + 1);
         if (ev.text) {
-            memcpy(ev.text, c->pend, n);
+            memcpy(ev.text, text, n);
             ev.text[n] = 0;
             ev.len = n;
         }
-        memmove(c->pend, c->pend + n, c->pend_len - n);
-        c->pend_len -= n;
     }
     if (c->n_ptok) {
         ev.toks = c->ptok;
@@ -166,21 +164,21 @@ static void choice_release(sched_choice *c) {
     c->smp = NULL;
 }
 
+/* Ends choice ci. flush: the text still held (incomplete UTF-8, a possible stop prefix) is
+ * sent first; after a stop string matched there is nothing to flush. */
 static void choice_finish(sched *s, sjob *j, int ci, int finish, bool flush) {
     sched_choice *c = &j->ch[ci];
     if (c->done) return;
-    if (flush) {
+    if (flush && !c->sm.done) {
         char tail[16];
+        const char *out = NULL;
         size_t n = tok_stream_flush(&c->ts, tail, sizeof tail);
-        if (n && c->pend_len + n <= c->pend_cap) {
-            memcpy(c->pend + c->pend_len, tail, n);
-            c->pend_len += n;
-        }
-        emit_text(s, j, ci, c->pend_len);
-    } else {
-        c->pend_len = 0;
-        emit_text(s, j, ci, 0); /* logprob records of the final token, if any */
+        long m = n ? stop_feed(&c->sm, tail, n, &out) : 0;
+        if (m > 0) emit_text(s, j, ci, out, (size_t)m);
+        if (c->sm.done) finish = SCHED_FINISH_STOP;
+        else if ((m = stop_flush(&c->sm, &out)) > 0) emit_text(s, j, ci, out, (size_t)m);
     }
+    emit_text(s, j, ci, NULL, 0); /* logprob records of the final token, if any */
     sched_event ev = {0};
     ev.job = j->id;
     ev.kind = SCHED_EV_FINISH;
@@ -197,7 +195,7 @@ static void sjob_free(sched *s, sjob *j) {
     if (j->ch) {
         for (int i = 0; i < j->job->n_choices; i++) {
             choice_release(&j->ch[i]);
-            free(j->ch[i].pend);
+            stop_free(&j->ch[i].sm);
             free(j->ch[i].ptok);
         }
         free(j->ch);
@@ -205,31 +203,6 @@ static void sjob_free(sched *s, sjob *j) {
     (void)s;
     sched_job_free(j->job);
     free(j);
-}
-
-/* Earliest occurrence of any stop string in text[0..len); returns its offset or -1. */
-static long stop_find(const sched_job *jb, const char *text, size_t len) {
-    long best = -1;
-    for (int i = 0; i < jb->n_stop; i++) {
-        size_t sl = strlen(jb->stop[i]);
-        const char *p = memmem(text, len, jb->stop[i], sl);
-        if (p && (best < 0 || p - text < best)) best = p - text;
-    }
-    return best;
-}
-
-/* Bytes at the end of text that are a proper prefix of some stop string (must be held back). */
-static size_t stop_holdback(const sched_job *jb, const char *text, size_t len) {
-    size_t hold = 0;
-    for (int i = 0; i < jb->n_stop; i++) {
-        size_t sl = strlen(jb->stop[i]);
-        for (size_t k = sl - 1 < len ? sl - 1 : len; k > hold; k--)
-            if (!memcmp(text + len - k, jb->stop[i], k)) {
-                hold = k;
-                break;
-            }
-    }
-    return hold;
 }
 
 /* Takes one sampled token for choice ci: text, stop strings, EOS, length. */
@@ -266,43 +239,24 @@ static void choice_take(sched *s, sjob *j, int ci, const sample_result *r) {
         choice_finish(s, j, ci, SCHED_FINISH_STOP, true);
         return;
     }
-    size_t need = c->pend_len + 512;
-    if (need > c->pend_cap) {
-        size_t cap = need * 2;
-        char *p = realloc(c->pend, cap);
-        if (!p) {
-            choice_finish(s, j, ci, SCHED_FINISH_LENGTH, true);
-            return;
-        }
-        c->pend = p;
-        c->pend_cap = cap;
-    }
-    size_t piece_len = 0;
-    tok_piece(s->tk, r->id, &piece_len);
-    if (piece_len + 8 > c->pend_cap - c->pend_len) { /* an enormous piece: grow to fit */
-        size_t cap = c->pend_len + piece_len + 64;
-        char *p = realloc(c->pend, cap);
-        if (p) {
-            c->pend = p;
-            c->pend_cap = cap;
-        }
-    }
-    c->pend_len += tok_stream_push(&c->ts, r->id, c->pend + c->pend_len, c->pend_cap - c->pend_len);
-    if (jb->n_stop) {
-        long at = stop_find(jb, c->pend, c->pend_len);
-        if (at >= 0) {
-            emit_text(s, j, ci, (size_t)at);
-            choice_finish(s, j, ci, SCHED_FINISH_STOP, false);
-            return;
-        }
+    char piece[512];
+    const char *out = NULL;
+    size_t plen = 0;
+    tok_piece(s->tk, r->id, &plen);
+    char *buf = plen + 8 <= sizeof piece ? piece : malloc(plen + 8);
+    size_t n = buf ? tok_stream_push(&c->ts, r->id, buf, buf == piece ? sizeof piece : plen + 8) : 0;
+    long m = n ? stop_feed(&c->sm, buf, n, &out) : 0;
+    if (m > 0) emit_text(s, j, ci, out, (size_t)m);
+    if (buf != piece) free(buf);
+    if (c->sm.done) {
+        choice_finish(s, j, ci, SCHED_FINISH_STOP, false);
+        return;
     }
     bool full = eng_seq_pos(c->seq) + 1 > eng_seq_n_ctx(c->seq);
     if ((jb->max_tokens > 0 && c->n_gen >= jb->max_tokens) || full) {
         choice_finish(s, j, ci, SCHED_FINISH_LENGTH, true);
         return;
     }
-    size_t hold = jb->n_stop ? stop_holdback(jb, c->pend, c->pend_len) : 0;
-    emit_text(s, j, ci, c->pend_len - hold);
     c->last = r->id;
 }
 
@@ -367,17 +321,36 @@ static void start_choices(sched *s, sjob *j) {
                        ? jb->n_prompt - sp.penalty_last_n : 0;
         for (int k = from; k < jb->n_prompt; k++) sampler_accept(c->smp, jb->prompt[k]);
         tok_stream_init(&c->ts, s->tk, false);
+        if (stop_init(&c->sm, (const char *const *)jb->stop, jb->n_stop) < 0) {
+            emit_error(s, j, "out of memory");
+            j->failed = true;
+            return;
+        }
     }
     j->prefilled = true;
 }
 
-/* Publishes the running-job count for sched_n_jobs (scheduler thread). */
+/* Publishes the running-job count for sched_n_jobs, and the gauges (scheduler thread). */
 static void publish_count(sched *s) {
-    int n = 0;
-    for (sjob *j = s->running; j; j = j->next) n++;
+    int n = 0, active = 0;
+    uint64_t bytes = 0;
+    for (sjob *j = s->running; j; j = j->next) {
+        n++;
+        for (int i = 0; j->ch && i < j->job->n_choices; i++)
+            if (j->ch[i].seq) {
+                active++;
+                bytes += eng_seq_bytes(j->ch[i].seq);
+            }
+    }
     pthread_mutex_lock(&s->mu);
     s->n_running_pub = n;
+    int n_queue = s->n_queue;
     pthread_mutex_unlock(&s->mu);
+    if (s->m) {
+        metrics_set_queue_depth(s->m, n_queue);
+        metrics_set_active(s->m, active);
+        metrics_set_kv_bytes(s->m, bytes);
+    }
 }
 
 static void *sched_main(void *arg) {
@@ -410,17 +383,13 @@ static void *sched_main(void *arg) {
         s->n_cancels = 0;
         sjob *aborted = NULL;
         char abort_msg[256];
+        bool abort_running = s->abort_all;
         if (s->abort_all) {
             s->abort_all = false;
             snprintf(abort_msg, sizeof abort_msg, "%s", s->abort_msg);
             aborted = s->queue;
             s->queue = s->queue_tail = NULL;
             s->n_queue = 0;
-            for (sjob *j = s->running; j; j = j->next)
-                if (!j->cancelled) {
-                    emit_error(s, j, abort_msg);
-                    j->failed = true;
-                }
         }
         /* admission, FIFO: the head waits until its choices all fit */
         sjob *admitted = NULL, **atail = &admitted;
@@ -434,10 +403,15 @@ static void *sched_main(void *arg) {
             atail = &j->next;
             s->used_slots += j->job->n_choices;
         }
-        int n_queue = s->n_queue;
         for (sjob *j = admitted; j; j = j->next) s->n_running_pub++;
         pthread_mutex_unlock(&s->mu);
 
+        if (abort_running) /* events take the lock: only now that it is released */
+            for (sjob *j = s->running; j; j = j->next)
+                if (!j->cancelled && !j->failed) {
+                    emit_error(s, j, abort_msg);
+                    j->failed = true;
+                }
         while (aborted) {
             sjob *j = aborted;
             aborted = j->next;
@@ -485,19 +459,6 @@ static void *sched_main(void *arg) {
             s->item_choice[n_items] = -1;
             n_items++;
             budget -= chunk;
-        }
-        if (s->m) {
-            metrics_set_queue_depth(s->m, n_queue);
-            int active = 0;
-            uint64_t bytes = 0;
-            for (sjob *j = s->running; j; j = j->next)
-                for (int i = 0; i < j->job->n_choices; i++)
-                    if (j->ch[i].seq) {
-                        active++;
-                        bytes += eng_seq_bytes(j->ch[i].seq);
-                    }
-            metrics_set_active(s->m, active);
-            metrics_set_kv_bytes(s->m, bytes);
         }
         publish_count(s);
         if (n_items == 0) {
