@@ -7,13 +7,13 @@ fail=0
 die() { echo "FAIL: $*"; fail=$((fail+1)); [ "$fail" -lt 10 ] || exit 1; }
 
 # every 7th golden case of both vocabs, through the real binary, all four flag combinations
-for golden in tests/data/tok/mini.golden tests/data/tok/vocab65536.golden; do
+for golden in tests/data/tok/mini.golden tests/data/tok/vocab65536.golden tests/data/tok/types.golden; do
   model=$(sed -n 's/^# model //p' "$golden")
   n=0 checked=0
   while IFS=$'\t' read -r hex plain special bos both; do
     case "$hex" in '#'*) continue;; esac
     n=$((n+1)); [ $((n % 7)) -eq 1 ] || continue
-    printf '%s' "$hex" | xxd -r -p >"$TMPDIR/text"
+    perl -e 'print pack("H*", $ARGV[0])' "$hex" >"$TMPDIR/text"
     got=$("$LFM2" tokenize -m "$model" --no-bos --no-special -f "$TMPDIR/text") || die "exit status on $hex"
     [ "$got" = "$plain" ] || die "$golden $hex plain: got '$got' want '$plain'"
     got=$("$LFM2" tokenize -m "$model" --no-bos -f "$TMPDIR/text")
