@@ -76,7 +76,7 @@ int kern_act_init(kern_act *a, int64_t cols, int cap) {
     memset(a, 0, sizeof *a);
     if (cols <= 0 || cols % 32 || cap <= 0) return -1;
     int64_t nb = cols / 32;
-    a->cols = cols;
+    a->cols = a->max_cols = cols;
     a->cap = cap;
     a->q = aligned_alloc(64, ((size_t)cap * cols + 63) / 64 * 64);
     a->d = malloc((size_t)cap * nb * sizeof *a->d);
@@ -95,8 +95,9 @@ void kern_act_release(kern_act *a) {
     memset(a, 0, sizeof *a);
 }
 
-void kern_quantize(kern_act *a, const float *x, int64_t ldx, int n) {
-    int64_t nb = a->cols / 32;
+void kern_quantize(kern_act *a, const float *x, int64_t cols, int64_t ldx, int n) {
+    a->cols = cols;
+    int64_t nb = cols / 32;
     for (int t = 0; t < n; t++) {
         const float *xt = x + (size_t)t * ldx;
         int8_t *q = a->q + (size_t)t * a->cols;

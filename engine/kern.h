@@ -24,20 +24,23 @@ const char *kern_name(void);         /* kern_path_name(kern_best()) */
 /* Activations quantized once per matrix input: for each token, int8 blocks of 32 with an f32
  * scale and the block sum of the int8 values (for zero points and mins): x ~ d * q. */
 typedef struct kern_act {
-    int64_t cols; /* multiple of 32 */
-    int cap;      /* tokens the buffers hold */
+    int64_t cols;     /* of the tokens now held: multiple of 32, <= max_cols */
+    int64_t max_cols; /* the buffers' width */
+    int cap;          /* tokens the buffers hold */
     int n;        /* tokens currently quantized */
     int8_t *q;    /* [cap][cols] */
     float *d;     /* [cap][cols/32] */
     int32_t *s;   /* [cap][cols/32] sum of the block's q */
 } kern_act;
 
-/* Allocates buffers for cap tokens of cols values (cols a positive multiple of 32). 0 or -1. */
-int kern_act_init(kern_act *a, int64_t cols, int cap);
+/* Allocates buffers for cap tokens of up to max_cols values (a positive multiple of 32); the
+ * width starts at max_cols. 0 or -1. */
+int kern_act_init(kern_act *a, int64_t max_cols, int cap);
 void kern_act_release(kern_act *a); /* frees the buffers; the struct may be re-initialized */
-/* Quantizes n tokens (n <= cap): token t is x[t*ldx .. t*ldx + cols). Round-half-even codes,
- * d = amax/127 (0 for an all-zero block). Sets a->n = n. */
-void kern_quantize(kern_act *a, const float *x, int64_t ldx, int n);
+/* Quantizes n tokens (n <= cap) of cols values (a multiple of 32, <= max_cols): token t is
+ * x[t*ldx .. t*ldx + cols). Round-half-even codes, d = amax/127 (0 for an all-zero block).
+ * Sets a->cols = cols and a->n = n. */
+void kern_quantize(kern_act *a, const float *x, int64_t cols, int64_t ldx, int n);
 
 /* y[t*ldy + (r - 8*t0)] = dot(row r of m, token t of a) for every token t < a->n and every valid
  * row r of tiles [t0, t1): y points at the output of row 8*t0. a->cols must equal m->cols.

@@ -161,7 +161,8 @@ static void put_group(const rp_matrix *m, int64_t tile, int64_t g, int r, const 
 }
 
 int rp_new(rp_matrix **out, uint32_t t, const void *src, int64_t rows, int64_t cols,
-           bool allow_lossy, char *err, size_t errlen) {
+           unsigned flags, char *err, size_t errlen) {
+    bool allow_lossy = flags & RP_ALLOW_LOSSY;
     *out = NULL;
     const qtype_traits *tr = quant_traits(t);
     bool lossy;
@@ -198,6 +199,7 @@ int rp_new(rp_matrix **out, uint32_t t, const void *src, int64_t rows, int64_t c
     if (lossy && !(tmp = malloc((size_t)cols * sizeof *tmp))) goto nomem;
     size_t row_size = quant_row_size(t, cols);
     uint8_t u[32];
+    uintptr_t pg = (uintptr_t)sysconf(_SC_PAGESIZE), dropped = (uintptr_t)src & ~(pg - 1);
     for (int64_t r = 0; r < m->n_tiles * RP_ROWS; r++) {
         int64_t tile = r / RP_ROWS;
         int rr = (int)(r % RP_ROWS);
@@ -214,6 +216,22 @@ int rp_new(rp_matrix **out, uint32_t t, const void *src, int64_t rows, int64_t c
             else decode_exact(t, row, g, u, &s, &b);
             put_group(m, tile, g, rr, u, s, b);
         }
+        if ((flags & RP_DROP_SOURCE) && rr == RP_ROWS - 1) {
+            /* A fault maps the cached pages around it (fault-around, large folios), so pages
+             * are given back 2 MiB behind the reader, then all of them at the end: dropping
+             * right behind the reader would see them mapped again. */
+            uintptr_t e = (uintptr_t)src + (uintptr_t)(r + 1) * row_size;
+            uintptr_t upto = e > dropped + (4u << 20) ? (e - (2u << 20)) & ~(pg - 1) : dropped;
+            if (upto > dropped) {
+                rp_drop_source((const void *)dropped, upto - dropped);
+                dropped = upto;
+            }
+        }
+    }
+    if (flags & RP_DROP_SOURCE) {
+        uintptr_t a = (uintptr_t)src & ~(pg - 1);
+        uintptr_t e = ((uintptr_t)src + (uintptr_t)rows * row_size + pg - 1) & ~(pg - 1);
+        rp_drop_source((const void *)a, e - a);
     }
     free(tmp);
     *out = m;

@@ -64,12 +64,18 @@ size_t rp_group_bytes(int kind);
  * *lossy (may be NULL) says whether that repacking requantizes. */
 int rp_kind_for(uint32_t src_type, bool *lossy);
 
+enum {
+    RP_ALLOW_LOSSY = 1, /* accept the requantizing sources (else RP_EUNSUPPORTED) */
+    RP_DROP_SOURCE = 2, /* give the source pages back while repacking (2 MiB behind the reader,
+                           then all, including pages shared with neighbouring data), so a big
+                           tensor's source and its repacked copy are never both resident. The
+                           source MUST lie in a read-only file mapping (re-read on next touch) */
+};
 /* Repacks `rows` rows of `cols` weights of src_type (rows contiguous, row stride
- * quant_row_size(src_type, cols)) into a new matrix. allow_lossy = false refuses the
- * requantizing sources with RP_EUNSUPPORTED. The source is only read. Returns 0 or a negative
- * RP_* code with a message naming the field, value and limit. Free with rp_free. */
+ * quant_row_size(src_type, cols)) into a new matrix; flags are RP_* above. Returns 0 or a
+ * negative RP_* code with a message naming the field, value and limit. Free with rp_free. */
 int rp_new(rp_matrix **out, uint32_t src_type, const void *src, int64_t rows, int64_t cols,
-           bool allow_lossy, char *err, size_t errlen);
+           unsigned flags, char *err, size_t errlen);
 void rp_free(rp_matrix *m); /* NULL is a no-op */
 
 /* Dequantizes row r of m into dst[cols]: w = s * (u - z) + b, in float. */

@@ -43,14 +43,14 @@ static int fixture_make(fixture *f, uint32_t type, int64_t rows, int64_t cols, i
     }
     for (int64_t i = 0; i < n * cols; i++) f->x[i] = frand() * (1 + (i % 3)) + ((i % 97) == 0 ? 8.0f : 0);
     char err[256];
-    int rc = rp_new(&f->m, type, q, rows, cols, true, err, sizeof err);
+    int rc = rp_new(&f->m, type, q, rows, cols, RP_ALLOW_LOSSY, err, sizeof err);
     if (rc) fprintf(stderr, "rp_new: %s\n", err);
     CHECK_EQ_INT(rc, 0);
     free(q), free(tmp);
     if (rc) return rc;
     rp_rows_to_float(f->m, 0, rows, f->wr);
     CHECK_EQ_INT(kern_act_init(&f->a, cols, n), 0);
-    kern_quantize(&f->a, f->x, cols, n);
+    kern_quantize(&f->a, f->x, cols, cols, n);
     return 0;
 }
 
@@ -69,7 +69,7 @@ static void test_quantize(void) {
     kern_act a;
     CHECK_EQ_INT(kern_act_init(&a, cols, 2), 0);
     CHECK_EQ_INT(kern_act_init(&(kern_act){0}, 33, 1), -1);
-    kern_quantize(&a, x, cols, 1);
+    kern_quantize(&a, x, cols, cols, 1);
     CHECK_EQ_INT(a.n, 1);
     for (int b = 0; b < 3; b++) {
         int32_t s = 0;

@@ -2,6 +2,8 @@
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <sys/mman.h>
+#include <unistd.h>
 #include "engine/gguf.h"
 #include "quant/quant.h"
 #include "quant/repack.h"
@@ -58,7 +60,7 @@ static void test_type(uint32_t type, int64_t rows, int64_t cols) {
     CHECK(kind != 0);
     rp_matrix *m = NULL;
     char err[256] = "";
-    int rc = rp_new(&m, type, q, rows, cols, true, err, sizeof err);
+    int rc = rp_new(&m, type, q, rows, cols, RP_ALLOW_LOSSY, err, sizeof err);
     CHECK_EQ_INT(rc, 0);
     if (rc == 0) {
         CHECK_EQ_INT(m->kind, kind);
@@ -82,7 +84,7 @@ static void test_type(uint32_t type, int64_t rows, int64_t cols) {
     rp_free(m);
     if (lossy) { /* refused when lossy repacking is not allowed */
         m = NULL;
-        rc = rp_new(&m, type, q, rows, cols, false, err, sizeof err);
+        rc = rp_new(&m, type, q, rows, cols, 0, err, sizeof err);
         CHECK_EQ_INT(rc, RP_EUNSUPPORTED);
         CHECK(m == NULL);
         CHECK(strstr(err, tr->name) != NULL);
@@ -109,12 +111,12 @@ static void test_file(const char *path) {
         if (!tr) continue;
         rp_matrix *m = NULL;
         if (cols % 32) { /* the conv kernel [n_embd, 3]: not a matrix the kernels take */
-            CHECK_EQ_INT(rp_new(&m, t->type, t->data, rows, cols, true, err, sizeof err), RP_EINVAL);
+            CHECK_EQ_INT(rp_new(&m, t->type, t->data, rows, cols, RP_ALLOW_LOSSY, err, sizeof err), RP_EINVAL);
             continue;
         }
         float *ref = malloc((size_t)rows * cols * sizeof *ref);
         tr->to_float(t->data, ref, rows * cols);
-        int rc = rp_new(&m, t->type, t->data, rows, cols, true, err, sizeof err);
+        int rc = rp_new(&m, t->type, t->data, rows, cols, RP_ALLOW_LOSSY, err, sizeof err);
         if (rc) fprintf(stderr, "%s %s: %s\n", path, t->name, err);
         CHECK_EQ_INT(rc, 0);
         if (!rc) {
@@ -131,7 +133,60 @@ static void test_file(const char *path) {
     gguf_close(g);
 }
 
+/* Rss (KiB) of the mapping that starts at p, from /proc/self/smaps; -1 if not found. */
+static long rss_kib(const void *p) {
+    FILE *f = fopen("/proc/self/smaps", "r");
+    char line[512];
+    long rss = -1;
+    int in = 0;
+    while (f && fgets(line, sizeof line, f)) {
+        unsigned long lo;
+        if (sscanf(line, "%lx-", &lo) == 1 && strchr(line, '-') && !strncmp(line + strcspn(line, " "), " r", 2))
+            in = lo == (unsigned long)p;
+        else if (in && sscanf(line, "Rss: %ld kB", &rss) == 1)
+            break;
+    }
+    if (f) fclose(f);
+    return rss;
+}
+
+/* RP_DROP_SOURCE on a file mapping: same tiles, and the source pages are no longer resident. */
+static void test_drop_source(void) {
+    const int64_t rows = 9203, cols = 1024; /* 5 MiB, rows not on page boundaries */
+    size_t rs = quant_row_size(QT_Q4_0, cols), n = rs * rows;
+    float *x = malloc((size_t)cols * sizeof *x);
+    uint8_t *q = malloc(n);
+    for (int64_t r = 0; r < rows; r++) {
+        for (int64_t j = 0; j < cols; j++) x[j] = frand();
+        quant_traits(QT_Q4_0)->from_float(x, q + r * rs, cols);
+    }
+    char path[256];
+    const char *td = getenv("TMPDIR");
+    snprintf(path, sizeof path, "%s/test_repack.XXXXXX", td && *td ? td : "/tmp");
+    int fd = mkstemp(path);
+    CHECK(fd >= 0);
+    if (fd < 0) return;
+    CHECK_EQ_INT(write(fd, q, n), (long long)n);
+    unlink(path);
+    uint8_t *map = mmap(NULL, n, PROT_READ, MAP_PRIVATE, fd, 0);
+    CHECK(map != MAP_FAILED);
+    rp_matrix *a = NULL, *b = NULL;
+    char err[256];
+    CHECK_EQ_INT(rp_new(&a, QT_Q4_0, q, rows, cols, 0, err, sizeof err), 0);
+    CHECK_EQ_INT(rp_new(&b, QT_Q4_0, map, rows, cols, RP_DROP_SOURCE, err, sizeof err), 0);
+    if (a && b) CHECK(!memcmp(a->data, b->data, a->tile_bytes * a->n_tiles));
+    CHECK_EQ_INT(rss_kib(map), 0); /* (mincore would report the page cache, not our RSS) */
+    /* and the data reads back the same afterwards (re-faulted from the file) */
+    CHECK(!memcmp(map, q, n));
+    CHECK(rss_kib(map) > 0);
+    munmap(map, n);
+    close(fd);
+    rp_free(a), rp_free(b);
+    free(x), free(q);
+}
+
 int main(void) {
+    test_drop_source();
     static const uint32_t types[] = {QT_Q4_0, QT_Q4_1, QT_Q5_0, QT_Q5_1, QT_Q8_0, QT_Q4_K,
                                      QT_Q5_K, QT_Q6_K, QT_F16, QT_BF16, QT_F32};
     for (size_t i = 0; i < sizeof types / sizeof types[0]; i++) {
@@ -162,11 +217,11 @@ int main(void) {
         float src[48 * 2] = {0};
         rp_matrix *m = NULL;
         char err[256] = "";
-        CHECK_EQ_INT(rp_new(&m, QT_F32, src, 2, 48, true, err, sizeof err), RP_EINVAL);
+        CHECK_EQ_INT(rp_new(&m, QT_F32, src, 2, 48, RP_ALLOW_LOSSY, err, sizeof err), RP_EINVAL);
         CHECK(strstr(err, "cols=48") != NULL);
         CHECK(m == NULL);
-        CHECK_EQ_INT(rp_new(&m, 99, src, 2, 32, true, err, sizeof err), RP_EUNSUPPORTED);
-        CHECK_EQ_INT(rp_new(&m, QT_F32, src, 0, 32, true, err, sizeof err), RP_EINVAL);
+        CHECK_EQ_INT(rp_new(&m, 99, src, 2, 32, RP_ALLOW_LOSSY, err, sizeof err), RP_EUNSUPPORTED);
+        CHECK_EQ_INT(rp_new(&m, QT_F32, src, 0, 32, RP_ALLOW_LOSSY, err, sizeof err), RP_EINVAL);
         rp_free(NULL);
     }
     static const char *files[] = {"mini-Q4_0", "mini-Q8_0", "mini-Q4_K_M", "mini-Q5_K_M",
