@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -85,6 +86,16 @@ static void qz_task(void *ctx, int task, int n_tasks, int thread) {
     if (thread == 0) qz_draw(j->st, 0);
 }
 
+/* Drops the source tensor's pages from our resident set once it is converted: the input is a
+ * read-only private file mapping, so the pages are only page cache and come back from the file
+ * if touched again (a page shared with the next tensor). Keeps peak RSS near one tensor. */
+static void qz_release_source(const gguf_tensor *t) {
+    size_t pg = (size_t)sysconf(_SC_PAGESIZE);
+    uintptr_t a = (uintptr_t)t->data, lo = a - a % pg, hi = a + t->nbytes;
+    hi -= hi % pg;
+    if (hi > lo) madvise((void *)lo, hi - lo, MADV_DONTNEED);
+}
+
 /* gguf writer callback: produces the tensor's bytes straight into the output file's mapping. */
 static int qz_fill(void *ctx, void *dst, size_t nbytes) {
     qz_job *j = ctx;
@@ -93,6 +104,7 @@ static int qz_fill(void *ctx, void *dst, size_t nbytes) {
     if (j->dst_type == j->src->type) { /* like llama-quantize: same type, bytes copied as they are */
         if (nbytes != j->src->nbytes) return -1;
         memcpy(dst, j->src->data, nbytes);
+        qz_release_source(j->src);
         atomic_fetch_add(&st->done, nbytes);
         qz_draw(st, 0);
         return 0;
@@ -101,6 +113,7 @@ static int qz_fill(void *ctx, void *dst, size_t nbytes) {
     j->dst = dst;
     int64_t n_tasks = (j->rows + j->chunk_rows - 1) / j->chunk_rows;
     pool_run(st->pool, qz_task, j, (int)n_tasks);
+    qz_release_source(j->src);
     qz_draw(st, 0);
     return atomic_load(&j->failed) ? -1 : 0;
 }
