@@ -398,6 +398,21 @@ int tok_new(tok **out, const gguf *g, char *err, size_t errlen) {
         int id = vocab_lookup(t, forced_control[i], strlen(forced_control[i]));
         if (id >= 0 && t->type[id] != TOK_CONTROL && t->type[id] != TOK_UNKNOWN) t->type[id] = TOK_CONTROL;
     }
+    /* llama.cpp's per-family overrides, in its order: gpt-oss markers always render; "<|end|>"
+     * is plain text next to <|return|>+<|call|> or <|calls|>+<|flush|>; "</s>" next to
+     * "<|tool_response>" is NORMAL */
+    static const char *const always_user[] = {"<|channel|>", "<|message|>", "<|start|>", "<|constrain|>"};
+    for (size_t i = 0; i < sizeof always_user / sizeof always_user[0]; i++) {
+        int id = vocab_lookup(t, always_user[i], strlen(always_user[i]));
+        if (id >= 0) t->type[id] = TOK_USER;
+    }
+#define HAS(s) (vocab_lookup(t, s, sizeof s - 1) >= 0)
+    int end_id = vocab_lookup(t, "<|end|>", 7);
+    if (end_id >= 0 && ((HAS("<|return|>") && HAS("<|call|>")) || (HAS("<|calls|>") && HAS("<|flush|>"))))
+        t->type[end_id] = TOK_USER;
+    int s_id = vocab_lookup(t, "</s>", 4);
+    if (s_id >= 0 && HAS("<|tool_response>")) t->type[s_id] = TOK_NORMAL;
+#undef HAS
     for (int i = 0; i < n; i++) {
         int ty = t->type[i];
         if (ty == TOK_CONTROL || ty == TOK_UNKNOWN) t->attr[i] = ATTR_HIDDEN | ATTR_SPLIT;

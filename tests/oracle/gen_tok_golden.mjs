@@ -40,6 +40,15 @@ const TYPE_CHANGES = {
     3303: 6, // "orld" BYTE: llama.cpp renders a BPE byte token as strtol(text[3..4], 16): "d" -> 0x0D
     2925: 4, // "Hello" USER_DEFINED: matched as raw text anywhere, before pre-tokenizing
 };
+// and renamed CONTROL tokens that trigger llama.cpp's per-family overrides
+const TEXT_CHANGES = {
+    3: "<|channel|>",      // gpt-oss marker: always USER_DEFINED
+    4: "<|end|>",          // next to <|return|> and <|call|>: USER_DEFINED
+    5: "<|return|>",
+    10: "<|call|>",
+    12: "<|tool_response>", // makes "</s>" NORMAL
+    13: "</s>",
+};
 function writeTypesVocab(src, dst) {
     const b = fs.readFileSync(src);
     let o = 0;
@@ -78,6 +87,23 @@ function writeTypesVocab(src, dst) {
             const arr = Buffer.from(b.subarray(first, o));
             for (const [id, ty] of Object.entries(TYPE_CHANGES)) arr.writeInt32LE(ty, Number(id) * 4);
             parts.push(Buffer.concat([hdr, arr]));
+            kept++;
+        } else if (key === "tokenizer.ggml.tokens") {
+            // rebuild the string array with TEXT_CHANGES applied
+            let q = start + 8 + klen + 4 + 4;
+            const n = Number(b.readBigUInt64LE(q));
+            q += 8;
+            const items = [];
+            for (let j = 0; j < n; j++) {
+                const len = Number(b.readBigUInt64LE(q));
+                q += 8;
+                const txt = TEXT_CHANGES[j] !== undefined ? Buffer.from(TEXT_CHANGES[j]) : b.subarray(q, q + len);
+                q += len;
+                const lb = Buffer.alloc(8);
+                lb.writeBigUInt64LE(BigInt(txt.length));
+                items.push(lb, txt);
+            }
+            parts.push(Buffer.concat([b.subarray(start, start + 8 + klen + 4 + 4 + 8), ...items]));
             kept++;
         } else if (!key.startsWith("general.") || key === "general.architecture") {
             parts.push(b.subarray(start, o));
@@ -228,6 +254,7 @@ const cat = (...parts) => {
 [
     "SayHelloWorld", "Hello<think>Hello", "<|tool_list_start|>x<|tool_list_end|>y<|tool_call_end|>",
     "HelloHello Hello", " Hello", "<think><think>", "x<|endoftext|>y<|im_end|>z",
+    "<|channel|>analysis<|end|>x<|return|>y<|call|>", "a</s>b<|tool_response>c", "</s>", "<|end|>",
     "<|im_start|>user\nHello<|im_end|>\n<|im_start|>assistant\n",
     "<|startoftext|><|im_start|>system\nYou are helpful.<|im_end|>\n",
     "<|im_start|>user\n", "<|startoftext|>", "<|im_start|><|im_end|>", "<|im_start", "<|im_start|",
