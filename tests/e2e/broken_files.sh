@@ -37,9 +37,22 @@ patch arch_type 52 '\004\000\000\000'
 # a directory and a missing file
 mkdir -p "$dir/adir.gguf"
 
-# the control: the unmodified model passes
-out=$("$LFM2" info -m "$M" 2>&1) || die "valid model rejected: $out"
-echo "$out" | grep -q "attn(kv=2)" || die "info output lacks the layer kinds"
+# the control: every reference model passes and is described right (shape in its README)
+for ref in tests/data/models/*.gguf; do
+  out=$("$LFM2" info -m "$ref" 2>&1) || die "valid model $ref rejected: $out"
+  for want in "gguf: version 3, $(stat -c %s "$ref") bytes" "architecture: lfm2" \
+      "n_embd 256, n_layer 6, n_ff 512, n_head 4, head_dim 64, n_vocab 4096" \
+      "n_ctx_train 32768, l_cache 3, sliding_window 0, rms_eps 1e-05, rope_base 1e+06" \
+      "layers: 4 conv + 2 attention: 0 conv, 1 conv, 2 attn(kv=2), 3 conv, 4 attn(kv=2), 5 conv" \
+      "output: tied to token_embd.weight" "tokenizer: model gpt2, pre lfm2, vocab 4096, merges 3824" \
+      "bos 1 '<|startoftext|>', eos 7 '<|im_end|>', pad 0 '<|pad|>', add_bos true" \
+      "chat template: present" "blk.5.shortconv.out_proj.weight"; do
+    echo "$out" | grep -qF -- "$want" || die "$ref: info lacks: $want"
+  done
+done
+out=$("$LFM2" info -m tests/data/models/mini-Q4_0.gguf)
+echo "$out" | grep -qE "^tensor types: f32 x21 .*, q4_0 x34 .*, q6_K x1 " || die "Q4_0 type histogram: $(echo "$out" | grep '^tensor types')"
+echo "$out" | grep -qE "^  token_embd.weight +q6_K +\[256, 4096\]" || die "Q4_0 embedding line"
 
 n=0
 for f in "$dir"/*.gguf "$dir/missing.gguf"; do
