@@ -801,6 +801,12 @@ static int encode_raw(enc_ctx *c, const unsigned char *text, size_t len) {
     return 0;
 }
 
+static uint32_t gram4(const char *p) {
+    uint32_t x;
+    memcpy(&x, p, 4);
+    return (x * 2654435761u) >> 16;
+}
+
 typedef struct frag {
     size_t off, len;
     int32_t id; /* -1: raw text */
@@ -820,12 +826,32 @@ int tok_encode_counted(const tok *t, const char *text, size_t len, bool add_bos,
         fr[0] = (frag){0, len, -1};
         nfr = 1;
     }
+    /* which 4-byte sequences occur in the text (hashed, 2^16 bits): most special tokens can then
+     * be skipped without searching (vocabs have hundreds of <|reserved_N|> tokens) */
+    uint64_t *grams = NULL;
+    if (nfr && len >= 4 && t->n_split > 4) {
+        grams = calloc(1024, sizeof *grams);
+        if (!grams) {
+            rc = TOK_ERR_NOMEM;
+            goto done;
+        }
+        for (size_t i = 0; i + 4 <= len; i++) {
+            uint32_t h = gram4(text + i);
+            grams[h >> 6] |= 1ull << (h & 63);
+        }
+        c.work += len / 4;
+    }
     /* special tokens first, longest first, each splitting every raw fragment left to right */
     for (int k = 0; k < t->n_split && nfr; k++) {
         int id = t->split_ids[k];
         if (!parse_special && (t->attr[id] & ATTR_HIDDEN)) continue;
         size_t sl;
         const char *st = tok_text(t, id, &sl);
+        if (sl > len) continue;
+        if (grams && sl >= 4) {
+            uint32_t h = gram4(st);
+            if (!(grams[h >> 6] >> (h & 63) & 1)) continue;
+        }
         size_t extra = 0;
         for (size_t f = 0; f < nfr; f++) {
             if (fr[f].id >= 0 || fr[f].len < sl) continue;
@@ -883,6 +909,7 @@ int tok_encode_counted(const tok *t, const char *text, size_t len, bool add_bos,
     rc = c.count > 0x7FFFFFFF ? TOK_ERR_TOO_LONG : (int)c.count;
 done:
     if (work) *work += c.work;
+    free(grams);
     free(fr);
     free(nf);
     free(c.norm);
