@@ -425,8 +425,19 @@ static int parse_tensor(gguf *g, cursor *c, gguf_tensor *t, int64_t i) {
     if (rd_u32(c, &t->type, name) || rd_u64(c, &t->offset, name)) return -1;
     const qtype_traits *tr = quant_traits(t->type);
     if (!tr) {
-        set_err(c->err, c->errlen, "tensor '%s': unknown or unsupported tensor type %" PRIu32, name,
-                t->type);
+        /* ggml's names for the types lfm2 cannot read, so the user learns what the file holds */
+        static const char *ggml_names[] = {
+            [3] = "q4_1",   [6] = "q5_0",    [7] = "q5_1",     [9] = "q8_1",    [10] = "q2_K",
+            [11] = "q3_K",  [15] = "q8_K",   [16] = "iq2_xxs", [17] = "iq2_xs", [18] = "iq3_xxs",
+            [19] = "iq1_s", [20] = "iq4_nl", [21] = "iq3_s",   [22] = "iq2_s",  [23] = "iq4_xs",
+            [24] = "i8",    [25] = "i16",    [26] = "i32",     [27] = "i64",    [28] = "f64",
+            [29] = "iq1_m", [34] = "tq1_0",  [35] = "tq2_0",   [39] = "mxfp4",  [40] = "nvfp4",
+            [41] = "q1_0"};
+        const char *gn =
+            t->type < sizeof ggml_names / sizeof ggml_names[0] ? ggml_names[t->type] : NULL;
+        set_err(c->err, c->errlen,
+                "tensor '%s': unknown or unsupported tensor type %" PRIu32 "%s%s%s", name, t->type,
+                gn ? " (ggml's " : "", gn ? gn : "", gn ? ", which lfm2 cannot read)" : "");
         return -1;
     }
     if (t->ne[0] % tr->block_size) {

@@ -97,6 +97,7 @@ enum mut {
     M_DATA_SHORT,
     M_ALIGN_64,
     M_V2,
+    M_TYPE_IQ4XS,
     M_COUNT
 };
 
@@ -145,6 +146,8 @@ static const struct {
     {M_BYTES_OVERFLOW, "byte size overflow", "tensor 'a': byte size overflows"},
     {M_TYPE_99, "tensor type 99", "tensor 'b': unknown or unsupported tensor type 99"},
     {M_TYPE_4, "removed tensor type 4", "unsupported tensor type 4"},
+    {M_TYPE_IQ4XS, "tensor type iq4_xs",
+     "tensor 'b': unknown or unsupported tensor type 23 (ggml's iq4_xs, which lfm2 cannot read)"},
     {M_TYPE_HUGE, "tensor type 2^32-1", "unsupported tensor type 4294967295"},
     {M_ROW_BLOCK, "q8_0 row of 48",
      "tensor 'c': row length 48 is not a multiple of the q8_0 block size 32"},
@@ -289,7 +292,11 @@ static buf make_file(enum mut m) {
         for (int i = 0; i < 4; i++)
             u64(&b, 1);
     if (m != M_NDIMS_0) u64(&b, 8);
-    u32(&b, m == M_TYPE_99 ? 99 : m == M_TYPE_4 ? 4 : m == M_TYPE_HUGE ? UINT32_MAX : QT_F16);
+    u32(&b, m == M_TYPE_99      ? 99
+            : m == M_TYPE_4     ? 4
+            : m == M_TYPE_IQ4XS ? 23
+            : m == M_TYPE_HUGE  ? UINT32_MAX
+                                : QT_F16);
     u64(&b, m == M_MISALIGNED ? 40 : m == M_OVERLAP ? 0 : off_b);
     /* c: q8_0 [32, 2] */
     str(&b, "c");
