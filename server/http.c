@@ -851,9 +851,16 @@ static enum MHD_Result handle_get(hreq *r) {
 
 /* The first call for a request: everything decidable from the request line and headers. Returns
  * true when a response has been queued. */
-static bool first_checks(hreq *r, const char *url, const char *method, enum MHD_Result *res) {
+static bool first_checks(hreq *r, const char *url, const char *method, const char *version,
+                         enum MHD_Result *res) {
     server *sv = r->srv;
     struct MHD_Connection *c = r->conn;
+    if (!strcmp(version, MHD_HTTP_VERSION_1_1) &&
+        !MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Host")) {
+        *res = send_error(r, 400, "invalid_request_error", NULL, "missing_host",
+                          "HTTP/1.1 requests need a Host header");
+        return true;
+    }
     if (sv->loopback && !host_ok(MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Host"))) {
         *res = send_error(r, 403, "invalid_request_error", NULL, "invalid_host",
                           "Host header not allowed on a loopback server (DNS rebinding guard)");
@@ -926,7 +933,6 @@ static bool first_checks(hreq *r, const char *url, const char *method, enum MHD_
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url,
                                   const char *method, const char *version,
                                   const char *upload_data, size_t *upload_size, void **con_cls) {
-    (void)version;
     server *sv = cls;
     hreq *r = *con_cls;
     if (!r) {
@@ -943,7 +949,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         sv->reqs = r;
         *con_cls = r;
         enum MHD_Result res = MHD_YES;
-        if (first_checks(r, url, method, &res)) r->handled = true;
+        if (first_checks(r, url, method, version, &res)) r->handled = true;
         return res;
     }
     if (r->handled) {
