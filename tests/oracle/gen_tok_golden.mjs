@@ -6,6 +6,8 @@
 // (tok_oracle.c, built here against that libllama, because JavaScript strings cannot carry
 // invalid UTF-8) for every case and column, and cross-checked against node-llama-cpp's own
 // model.tokenize() for every valid-UTF-8 case (the script fails if the two ever disagree).
+// With `--fuzz N [--seed S]` it writes nothing: it compares build/lfm2 (`tokenize --batch`)
+// with llama.cpp on N random texts (rich alphabet plus invalid bytes) x 4 modes on each vocab.
 // Golden format, one case per line, tab-separated:
 //   HEX(text)  ids(plain)  ids(parse special)  ids(add BOS)  ids(add BOS + parse special)
 // ids are space-separated decimal (an empty field is no tokens). "add BOS" is llama_tokenize's
@@ -120,7 +122,8 @@ function writeTypesVocab(src, dst) {
     out = Buffer.concat([out, Buffer.alloc(pad)]);
     fs.writeFileSync(dst, out);
 }
-writeTypesVocab(path.join(root, "tests/data/models/mini-F16.gguf"), path.join(root, "tests/data/tok/types.gguf"));
+const FUZZ = process.argv.includes("--fuzz");
+if (!FUZZ) writeTypesVocab(path.join(root, "tests/data/models/mini-F16.gguf"), path.join(root, "tests/data/tok/types.gguf"));
 
 // ---------- the texts ----------
 const enc = new TextEncoder();
@@ -326,7 +329,7 @@ for (let i = 0; i < 15; i++) {
 // ---------- the oracle ----------
 function buildOracle(dir) {
     const src = path.join(dir, "llama");
-    execFileSync("git", ["clone", "-q", bundle, src], {stdio: "inherit"});
+    execFileSync("git", ["-c", "advice.detachedHead=false", "clone", "-q", bundle, src], {stdio: "inherit"});
     const exe = path.join(dir, "tok_oracle");
     execFileSync("cc", ["-O1", "-std=c11", "-D_GNU_SOURCE", "-I", path.join(src, "include"),
         "-I", path.join(src, "ggml/include"), path.join(here, "tok_oracle.c"), "-o", exe,
@@ -354,50 +357,97 @@ const isValidUtf8 = (b) => {
     }
 };
 
+// ---------- --fuzz: differential test against build/lfm2 ----------
+function fuzz(exe, n, seed0) {
+    let st = seed0 >>> 0 || 1;
+    const r = (k) => {
+        st ^= st << 13; st >>>= 0; st ^= st >>> 17; st ^= st << 5; st >>>= 0;
+        return st % k;
+    };
+    const alpha = [" ", "  ", "\t", "\n", "\r", "\r\n", "\v", "\f", "\u0085", "\u00a0", "\u1680", "\u2000",
+        "\u2028", "\u3000", "\u180e", "\u200b", "\u200d", "'", "'s", "'S", "'t", "'re", "'VE", "'m", "'ll", "'D", "a",
+        "Z", "é", "ß", "ǅ", "中", "ア", "한", "ع", "א", "न", "\u094d", "ก", "\u0e31", "ж", "Ω", "0", "7", "١", "²", "½",
+        "Ⅻ", "𝟎", ".", ",", "!", "?", "-", "_", "(", "\"", "$", "€", "©", "😀", "👍🏽", "🇫🇷", "\u0301", "\u20e3",
+        "\ufe0f", "\u{31350}", "\u{1D2C0}", "\u{11F04}", "\u0378", "\ue000", "\u{10FFFF}", "\ufffd", "<|im_start|>",
+        "<|im_end|>", "<think>", "</think>", "<|", "|>", "<", ">", "\\", "/", "@", "#", "~", "`", "Hello", "the", " the"];
+    const raw = ["ff", "c080", "eda080", "e4b8", "80", "f09f98", "c3", "e08080", "f8"];
+    const lines = [];
+    for (let i = 0; i < n; i++) {
+        const parts = [];
+        const k = 1 + r(40);
+        for (let j = 0; j < k; j++)
+            parts.push(r(20) === 0 ? Buffer.from(raw[r(raw.length)], "hex") : Buffer.from(alpha[r(alpha.length)]));
+        const h = Buffer.concat(parts).toString("hex");
+        for (const f of "NSBA") lines.push(f + " " + h);
+    }
+    const input = lines.join("\n") + "\n";
+    let bad = 0;
+    for (const m of MODELS) {
+        const file = path.join(root, m.file);
+        const a = spawnSync(exe, [file], {input, maxBuffer: 1 << 28});
+        const b = spawnSync(path.join(root, "build/lfm2"), ["tokenize", "-m", file, "--batch"], {input, maxBuffer: 1 << 28});
+        if (a.status !== 0 || b.status !== 0) throw new Error("fuzz: a tokenizer failed: " + a.stderr + b.stderr);
+        const x = a.stdout.toString().split("\n"), y = b.stdout.toString().split("\n");
+        let diff = 0;
+        for (let i = 0; i < lines.length; i++)
+            if (x[i] !== y[i] && diff++ < 5) console.log(`${m.name}: ${lines[i]}\n  llama.cpp ${x[i]}\n  lfm2      ${y[i]}`);
+        console.log(`${m.name}: ${lines.length} tokenizations, ${diff} differ`);
+        bad += diff;
+    }
+    return bad;
+}
+
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), "tokgold-"));
 try {
     const exe = buildOracle(tmp);
-    const llama = await getLlama({gpu: false, build: "never", logLevel: "error"});
-    for (const m of MODELS) {
-        const file = path.join(root, m.file);
-        const cols = runOracle(exe, file, ["N", "S", "B", "A"]);
-        const model = await llama.loadModel({modelPath: file, vocabOnly: true});
-        let checked = 0;
-        for (let i = 0; i < cases.length; i++) {
-            if (!isValidUtf8(cases[i])) continue;
-            const s = new TextDecoder("utf-8", {ignoreBOM: true}).decode(cases[i]);
-            for (const [j, special] of [[0, false], [1, true]]) {
-                const ids = Array.from(model.tokenize(s, special)).join(" ");
-                if (ids !== cols[i][j])
-                    throw new Error(`node-llama-cpp and tok_oracle disagree on ${JSON.stringify(s)}: ${ids} vs ${cols[i][j]}`);
-                checked++;
+    const fi = process.argv.indexOf("--fuzz");
+    if (FUZZ) {
+        const si = process.argv.indexOf("--seed");
+        const bad = fuzz(exe, Number(process.argv[fi + 1]) || 1000, si > 0 ? Number(process.argv[si + 1]) : 1);
+        process.exitCode = bad ? 1 : 0;
+    } else {
+        const llama = await getLlama({gpu: false, build: "never", logLevel: "error"});
+        for (const m of MODELS) {
+            const file = path.join(root, m.file);
+            const cols = runOracle(exe, file, ["N", "S", "B", "A"]);
+            const model = await llama.loadModel({modelPath: file, vocabOnly: true});
+            let checked = 0;
+            for (let i = 0; i < cases.length; i++) {
+                if (!isValidUtf8(cases[i])) continue;
+                const s = new TextDecoder("utf-8", {ignoreBOM: true}).decode(cases[i]);
+                for (const [j, special] of [[0, false], [1, true]]) {
+                    const ids = Array.from(model.tokenize(s, special)).join(" ");
+                    if (ids !== cols[i][j])
+                        throw new Error(`node-llama-cpp and tok_oracle disagree on ${JSON.stringify(s)}: ${ids} vs ${cols[i][j]}`);
+                    checked++;
+                }
             }
-        }
-        await model.dispose();
-        const lines = [
-            "# lfm2 tokenizer goldens from llama.cpp v0.5.0 (node-llama-cpp 3.22.1); regenerate with",
-            "# `node tests/oracle/gen_tok_golden.mjs`. Do not edit by hand.",
-            `# model ${m.file}`,
-            `# roundtrip ${m.roundtrip === false ? 0 : 1}`,
-            "# HEX(text) TAB plain TAB parse_special TAB add_bos TAB add_bos+parse_special",
-        ];
-        for (let i = 0; i < cases.length; i++) lines.push([Buffer.from(cases[i]).toString("hex"), ...cols[i]].join("\t"));
-        const outPath = path.join(root, "tests/data/tok", m.name + ".golden");
-        fs.writeFileSync(outPath, lines.join("\n") + "\n");
-        console.log(`${outPath}: ${cases.length} cases (${checked} columns cross-checked with node-llama-cpp)`);
-        if (m.pieces) {
-            // every token's piece, rendered without and with special tokens
-            const r = spawnSync(exe, [file, "pieces"], {maxBuffer: 1 << 28});
-            if (r.status !== 0) throw new Error("tok_oracle pieces failed: " + r.stderr);
-            const head = [
-                "# llama_token_to_piece of every token (llama.cpp v0.5.0); regenerate with",
+            await model.dispose();
+            const lines = [
+                "# lfm2 tokenizer goldens from llama.cpp v0.5.0 (node-llama-cpp 3.22.1); regenerate with",
                 "# `node tests/oracle/gen_tok_golden.mjs`. Do not edit by hand.",
                 `# model ${m.file}`,
-                "# ID TAB HEX(piece, special=false) TAB HEX(piece, special=true)",
+                `# roundtrip ${m.roundtrip === false ? 0 : 1}`,
+                "# HEX(text) TAB plain TAB parse_special TAB add_bos TAB add_bos+parse_special",
             ];
-            const piecesPath = path.join(root, "tests/data/tok", m.name + ".pieces");
-            fs.writeFileSync(piecesPath, head.join("\n") + "\n" + r.stdout.toString());
-            console.log(`${piecesPath}: every token's piece`);
+            for (let i = 0; i < cases.length; i++) lines.push([Buffer.from(cases[i]).toString("hex"), ...cols[i]].join("\t"));
+            const outPath = path.join(root, "tests/data/tok", m.name + ".golden");
+            fs.writeFileSync(outPath, lines.join("\n") + "\n");
+            console.log(`${outPath}: ${cases.length} cases (${checked} columns cross-checked with node-llama-cpp)`);
+            if (m.pieces) {
+                // every token's piece, rendered without and with special tokens
+                const r = spawnSync(exe, [file, "pieces"], {maxBuffer: 1 << 28});
+                if (r.status !== 0) throw new Error("tok_oracle pieces failed: " + r.stderr);
+                const head = [
+                    "# llama_token_to_piece of every token (llama.cpp v0.5.0); regenerate with",
+                    "# `node tests/oracle/gen_tok_golden.mjs`. Do not edit by hand.",
+                    `# model ${m.file}`,
+                    "# ID TAB HEX(piece, special=false) TAB HEX(piece, special=true)",
+                ];
+                const piecesPath = path.join(root, "tests/data/tok", m.name + ".pieces");
+                fs.writeFileSync(piecesPath, head.join("\n") + "\n" + r.stdout.toString());
+                console.log(`${piecesPath}: every token's piece`);
+            }
         }
     }
 } finally {
