@@ -28,6 +28,14 @@ for golden in tests/data/tok/mini.golden tests/data/tok/vocab65536.golden tests/
   echo "$golden: $checked cases x 4 modes"
 done
 
+# --batch: many texts through one process, same answers as the goldens
+M=tests/data/models/mini-F16.gguf
+grep -v '^#' tests/data/tok/mini.golden | head -120 | awk -F'\t' '{print "N " $1; print "A " $1}' >"$TMPDIR/batch.in"
+grep -v '^#' tests/data/tok/mini.golden | head -120 | awk -F'\t' '{print $2; print $5}' >"$TMPDIR/batch.want"
+"$LFM2" tokenize -m "$M" --batch <"$TMPDIR/batch.in" >"$TMPDIR/batch.got" || die "--batch exit status"
+cmp -s "$TMPDIR/batch.want" "$TMPDIR/batch.got" || die "--batch output differs from the goldens"
+echo "X 00" | "$LFM2" tokenize -m "$M" --batch >/dev/null 2>&1 && die "--batch accepted a bad line"
+
 # TEXT as an argument (the usual way), defaults: BOS + special parsing
 M=tests/data/models/mini-F16.gguf
 got=$("$LFM2" tokenize -m "$M" "$(printf '<|im_start|>user\nhi<|im_end|>')")
