@@ -739,10 +739,16 @@ static void tmp_path(char *out, size_t n, const char *dir, const char *name) {
 }
 
 int main(int argc, char **argv) {
-    const char *write_dir = NULL; /* --write-broken DIR: keep the broken files for e2e */
-    for (int i = 1; i + 1 < argc; i++)
+    /* --write-broken DIR: only write the broken variants there (for e2e), named model-SLUG.gguf;
+     * --write-valid DIR: also write the variants that must load, named valid-SLUG.gguf */
+    const char *write_dir = NULL, *valid_dir = NULL;
+    for (int i = 1; i + 1 < argc; i++) {
         if (!strcmp(argv[i], "--write-broken")) write_dir = argv[i + 1];
+        if (!strcmp(argv[i], "--write-valid")) valid_dir = argv[i + 1];
+    }
+    if (valid_dir && !write_dir) write_dir = valid_dir;
     if (write_dir) mkdir(write_dir, 0755);
+    if (valid_dir) mkdir(valid_dir, 0755);
     char err[512];
     if (!write_dir) {
         static const char *models[] = {"mini-F16",    "mini-BF16",   "mini-Q8_0", "mini-Q4_0",
@@ -773,16 +779,25 @@ int main(int argc, char **argv) {
     int n_bad = 0;
     for (size_t k = 0; k < sizeof variants / sizeof variants[0]; k++) {
         const variant *v = &variants[k];
-        if (write_dir && !v->expect) continue;
-        char name[64], path[512];
-        snprintf(name, sizeof name, "model%02zu.gguf", k);
-        tmp_path(path, sizeof path, write_dir, name);
+        if (write_dir && !v->expect && !valid_dir) continue;
+        char name[96], path[512];
+        int k0 = snprintf(name, sizeof name, "%s-", v->expect ? "model" : "valid");
+        for (const char *c = v->name; *c && k0 < 80; c++) /* slug of the variant's name */
+            name[k0++] = (*c >= 'A' && *c <= 'Z') ? (char)(*c - 'A' + 'a')
+                         : (*c >= 'a' && *c <= 'z') || (*c >= '0' && *c <= '9') || *c == '_' ? *c
+                                                                                             : '-';
+        snprintf(name + k0, sizeof name - (size_t)k0, ".gguf");
+        tmp_path(path, sizeof path,
+                 v->expect   ? write_dir
+                 : valid_dir ? valid_dir
+                             : write_dir,
+                 name);
         if (write_variant(src, v, path)) {
             CHECK(!"write_variant");
             continue;
         }
         if (write_dir) {
-            n_bad++;
+            n_bad += v->expect != NULL;
             continue;
         }
         lfm2_model *m = NULL;

@@ -79,7 +79,7 @@ for want in "unsupported GGUF version 1" "kv count 18446744073709551615 too larg
 done
 [ "$n" -ge 100 ] || die "only $n broken files"
 # a sample of messages, for the log
-for f in magic version1 nkv_huge arch_value arch_type head1000 model05 case20; do
+for f in magic version1 nkv_huge arch_value arch_type head1000 model-head_count-missing case20; do
   "$LFM2" info -m "$dir/$f.gguf" 2>&1 | head -n 1
 done
 echo "$n broken files rejected"
