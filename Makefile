@@ -79,4 +79,57 @@ format:
 clean:
 	rm -rf build build-asan
 
+# Fuzzing (tests/fuzz). Each harness tests/fuzz/fuzz_X.c is also a unit test without libFuzzer:
+# linked with tests/fuzz/replay.c as $(BUILD)/tests/test_fuzz_X, it runs the corpus
+# tests/fuzz/corpus/X plus seeded mutations, so `make test` and `make asan` replay them.
+# `make fuzz` builds them with clang's libFuzzer + ASan/UBSan (only the modules they reach:
+# engine/kern.c needs gcc) and runs each for FUZZ_SECONDS; FUZZERS=tok picks some.
+FUZZERS      := gguf request tok stop
+FUZZ_REPLAYS := $(FUZZERS:%=$(BUILD)/tests/test_fuzz_%)
+TESTS        += $(FUZZ_REPLAYS)
+FUZZ_SECONDS ?= 60
+FUZZ_DIR     := build/libfuzzer
+FUZZ_CC      ?= clang
+FUZZ_PKGS    := clang libclang-rt-14-dev
+FUZZ_CFLAGS  := -std=c11 -D_GNU_SOURCE -I. -pthread -O1 -g -fno-omit-frame-pointer \
+                -fsanitize=address,undefined -fno-sanitize-recover=undefined
+FUZZ_SRCS    := engine/gguf.c engine/model.c engine/tok.c quant/quant.c $(wildcard api/*.c)
+FUZZ_OBJS    := $(FUZZ_SRCS:%.c=$(FUZZ_DIR)/%.o)
+.PHONY: fuzz fuzz-deps
+
+$(BUILD)/tests/test_fuzz_%: tests/fuzz/replay.c tests/fuzz/fuzz_%.c tests/fuzz/fuzz.h $(LIBOBJS)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -DFUZZ_NAME='"$*"' -o $@ tests/fuzz/replay.c tests/fuzz/fuzz_$*.c $(LIBOBJS) $(LDLIBS)
+
+$(FUZZ_DIR)/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link -MMD -MP -c $< -o $@
+
+$(FUZZ_DIR)/fuzz_%: tests/fuzz/fuzz_%.c tests/fuzz/fuzz.h $(FUZZ_OBJS)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer -o $@ $< $(FUZZ_OBJS) -lpcre2-8 -lcjson -lm -pthread
+
+fuzz-deps:
+	@missing=""; for p in $(FUZZ_PKGS); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing; \
+	fi
+
+# New inputs go to $(FUZZ_DIR)/corpus/X, crashes to $(FUZZ_DIR)/crashes/X-*; copy a crash into
+# tests/fuzz/corpus/X/ (as crash-NAME) once fixed, so the replay keeps checking it.
+fuzz: deps fuzz-deps
+	$(MAKE) --no-print-directory $(FUZZERS:%=$(FUZZ_DIR)/fuzz_%)
+	@rc=0; for f in $(FUZZERS); do \
+	  mkdir -p $(FUZZ_DIR)/corpus/$$f $(FUZZ_DIR)/crashes; \
+	  dict=""; [ -f tests/fuzz/$$f.dict ] && dict=-dict=tests/fuzz/$$f.dict; \
+	  echo "== fuzz_$$f for $(FUZZ_SECONDS) s"; \
+	  $(FUZZ_DIR)/fuzz_$$f -max_total_time=$(FUZZ_SECONDS) -timeout=30 -print_final_stats=1 \
+	    -artifact_prefix=$(FUZZ_DIR)/crashes/$$f- $$dict $(FUZZ_ARGS) \
+	    $(FUZZ_DIR)/corpus/$$f tests/fuzz/corpus/$$f || rc=1; \
+	done; exit $$rc
+
+-include $(FUZZ_OBJS:.o=.d)
+
 -include $(OBJS:.o=.d) $(TESTS:=.d)
