@@ -483,15 +483,18 @@ static int parse(gguf *g, char *err, size_t errlen) {
     if (rd_u64(&c, &nt, "tensor count") || rd_u64(&c, &nkv, "kv count")) return -1;
     /* each pair takes >= 13 bytes (key length, 1 key byte, type, 1 value byte) */
     if (nkv > remaining(&c) / 13) {
-        set_err(err, errlen, "kv count %" PRIu64 " too large: the %zu bytes left hold at most %zu",
+        set_err(err, errlen,
+                "kv count %" PRIu64
+                " too large: the %zu bytes left hold at most %zu (truncated or corrupt file)",
                 nkv, remaining(&c), remaining(&c) / 13);
         return -1;
     }
     /* each tensor info takes >= 33 bytes (name length, 1 name byte, n_dims, 1 dim, type, offset) */
     if (nt > remaining(&c) / 33) {
         set_err(err, errlen,
-                "tensor count %" PRIu64 " too large: the %zu bytes left hold at most %zu", nt,
-                remaining(&c), remaining(&c) / 33);
+                "tensor count %" PRIu64
+                " too large: the %zu bytes left hold at most %zu (truncated or corrupt file)",
+                nt, remaining(&c), remaining(&c) / 33);
         return -1;
     }
     g->n_kv = (int64_t)nkv;
