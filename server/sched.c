@@ -664,9 +664,11 @@ void sched_abort_all(sched *s, const char *message) {
 int sched_poll(sched *s, sched_event *out, int cap) {
     pthread_mutex_lock(&s->mu);
     int n = s->n_evs < cap ? s->n_evs : cap;
-    memcpy(out, s->evs, (size_t)n * sizeof *out);
-    memmove(s->evs, s->evs + n, (size_t)(s->n_evs - n) * sizeof *out);
-    s->n_evs -= n;
+    if (n > 0) {
+        memcpy(out, s->evs, (size_t)n * sizeof *out);
+        memmove(s->evs, s->evs + n, (size_t)(s->n_evs - n) * sizeof *out);
+        s->n_evs -= n;
+    }
     pthread_mutex_unlock(&s->mu);
     return n;
 }

@@ -107,6 +107,22 @@ static void collect(sched *s, const uint64_t *ids, result *res, int n) {
     }
 }
 
+/* Drains events until job id has started (joined the batch); other events are dropped. */
+static bool wait_start(sched *s, uint64_t id) {
+    for (int spins = 0; spins < 10000; spins++) {
+        sched_event ev[32];
+        int k = sched_poll(s, ev, 32);
+        bool seen = false;
+        for (int i = 0; i < k; i++) {
+            if (ev[i].job == id && ev[i].kind == SCHED_EV_START) seen = true;
+            sched_event_clear(&ev[i]);
+        }
+        if (seen) return true;
+        if (!k) usleep(1000);
+    }
+    return false;
+}
+
 static sched *mk_sched(int parallel, int queue_max, int chunk, int n_ctx) {
     sched_opts o = {.parallel = parallel, .queue_max = queue_max, .prefill_chunk = chunk,
                     .n_ctx = n_ctx};
@@ -257,8 +273,7 @@ int main(void) {
     s = mk_sched(1, 1, 64, 4096);
     memset(r, 0, sizeof r);
     CHECK_EQ_INT(sched_submit(s, job_new(prompts[0], 1, 3000, 1, 1, true), &ids[0], err, sizeof err), 0);
-    for (int i = 0; i < 200 && sched_n_jobs(s) != 1; i++) usleep(1000);
-    usleep(20000); /* the first job has been admitted: the queue is empty again */
+    CHECK(wait_start(s, ids[0])); /* admitted: the queue is empty again */
     CHECK_EQ_INT(sched_submit(s, job_new(prompts[1], 1, 3000, 1, 1, true), &ids[1], err, sizeof err), 0);
     CHECK_EQ_INT(sched_submit(s, job_new(prompts[2], 1, 3000, 1, 1, true), &ids[2], err, sizeof err),
                  SCHED_EFULL);
