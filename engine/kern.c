@@ -104,12 +104,17 @@ void kern_quantize(kern_act *a, const float *x, int64_t cols, int64_t ldx, int n
         for (int64_t b = 0; b < nb; b++) {
             const float *xb = xt + b * 32;
             float amax = 0;
-            for (int j = 0; j < 32; j++) amax = fmaxf(amax, fabsf(xb[j]));
+            for (int j = 0; j < 32; j++) {
+                float v = fabsf(xb[j]);
+                amax = v > amax ? v : amax; /* (fmaxf is a libm call at baseline x86-64) */
+            }
             float id = amax > 0 ? 127.0f / amax : 0.0f;
             int32_t s = 0;
             for (int j = 0; j < 32; j++) {
-                int v = (int)nearbyintf(xb[j] * id);
-                v = v > 127 ? 127 : v < -127 ? -127 : v;
+                /* round half to even by the 1.5 * 2^23 trick (|x * id| <= 127.5): what
+                 * nearbyintf does, without the call */
+                float r = (xb[j] * id + 12582912.0f) - 12582912.0f;
+                int v = r >= -127.0f && r <= 127.0f ? (int)r : r > 0 ? 127 : r < 0 ? -127 : 0;
                 q[b * 32 + j] = (int8_t)v;
                 s += v;
             }

@@ -84,6 +84,30 @@ static void test_quantize(void) {
         CHECK_EQ_INT(a.s[b], s);
     }
     CHECK_EQ_INT(a.d[2] == 0, 1);
+    /* ties round to even, like nearbyintf: amax 127 makes the scale exactly 1 */
+    float tie[32] = {127.0f, 2.5f, 3.5f, -2.5f, -3.5f, 0.5f, -0.5f, 126.5f, -126.5f, 1.4999f};
+    kern_quantize(&a, tie, 32, 32, 1);
+    static const int want[10] = {127, 2, 4, -2, -4, 0, 0, 126, -126, 1};
+    for (int j = 0; j < 10; j++) CHECK_EQ_INT(a.q[j], want[j]);
+    for (int j = 0; j < 32 * 3; j++) x[j] = frand() * 100;
+    kern_quantize(&a, x, 96, 96, 1);
+    for (int b = 0; b < 3; b++) {
+        float amax = 0;
+        for (int j = 0; j < 32; j++) amax = fmaxf(amax, fabsf(x[b * 32 + j]));
+        for (int j = 0; j < 32; j++) CHECK_EQ_INT(a.q[b * 32 + j], (int)nearbyintf(x[b * 32 + j] * (127.0f / amax)));
+    }
+    /* narrower than the buffers: the width follows the call */
+    float x2[192];
+    for (int j = 0; j < 192; j++) x2[j] = frand();
+    kern_quantize(&a, x2 + 96, 64, 96, 1);
+    int8_t alone[64];
+    memcpy(alone, a.q, 64);
+    float dalone = a.d[1];
+    kern_quantize(&a, x2, 64, 96, 2);
+    CHECK_EQ_INT(a.cols, 64);
+    CHECK_EQ_INT(a.n, 2);
+    CHECK(!memcmp(a.q + 64, alone, 64)); /* token 1: at 64 in the buffer, at 96 in x2 */
+    CHECK_NEAR(a.d[3], dalone, 0);
     kern_act_release(&a);
 }
 
