@@ -42,6 +42,7 @@ struct tok {
     unsigned char benc[256][2]; /* byte-level (GPT-2) encoding of each byte as UTF-8 */
     uint8_t benc_len[256];
     pcre2_code *re;
+    pcre2_match_context *mctx; /* limits raised: a long whitespace run backtracks once per byte */
     bool jit;
 };
 
@@ -541,6 +542,11 @@ int tok_new(tok **out, const gguf *g, char *err, size_t errlen) {
         goto fail;
     }
     t->jit = pcre2_jit_compile(t->re, PCRE2_JIT_COMPLETE) == 0;
+    t->mctx = pcre2_match_context_create(NULL);
+    if (!t->mctx) goto nomem;
+    pcre2_set_match_limit(t->mctx, UINT32_MAX);
+    pcre2_set_depth_limit(t->mctx, UINT32_MAX);
+    pcre2_set_heap_limit(t->mctx, UINT32_MAX);
 
     *out = t;
     return 0;
@@ -554,6 +560,7 @@ fail:
 void tok_free(tok *t) {
     if (!t) return;
     pcre2_code_free(t->re);
+    pcre2_match_context_free(t->mctx);
     free(t->text);
     free(t->text_off);
     free(t->piece);
@@ -625,10 +632,8 @@ typedef struct sym {
 } sym;
 
 typedef struct cand {
-    int32_t rank;
-    int32_t left, right; /* symbol indices */
-    int32_t lid, rid;    /* their ids when pushed: stale if either changed */
-    int32_t merged;
+    uint64_t key;     /* rank << 32 | left symbol index: lowest rank first, then leftmost */
+    int32_t lid, rid; /* ids of left and its right neighbour when pushed: stale if either changed */
 } cand;
 
 typedef struct enc_ctx {
@@ -640,10 +645,13 @@ typedef struct enc_ctx {
     /* scratch sized for the longest raw fragment */
     unsigned char *norm;  /* the fragment as llama.cpp sees it (invalid bytes -> U+FFFD) */
     unsigned char *safe;  /* same length, what PCRE2 matches (surrogates, newer letters substituted) */
-    unsigned char *word;  /* byte-level encoded piece (2x) */
-    sym *syms;
-    cand *heap;
     pcre2_match_data *md;
+    /* scratch grown to the longest piece */
+    unsigned char *word;  /* (2 * piece_cap) byte-level encoded piece */
+    sym *syms;            /* (piece_cap) */
+    size_t piece_cap;
+    cand *heap;           /* (heap_cap) merge candidates */
+    size_t heap_cap, nh;
 } enc_ctx;
 
 static void emit(enc_ctx *c, int32_t id) {
@@ -651,50 +659,67 @@ static void emit(enc_ctx *c, int32_t id) {
     c->count++;
 }
 
-static bool cand_less(const cand *a, const cand *b) {
-    return a->rank < b->rank || (a->rank == b->rank && a->left < b->left);
-}
-
-static void heap_push(cand *h, int *n, cand x) {
-    int i = (*n)++;
-    while (i > 0) {
-        int p = (i - 1) / 2;
-        if (!cand_less(&x, &h[p])) break;
-        h[i] = h[p];
-        i = p;
+static void sift_down(cand *h, size_t n, size_t i) {
+    cand x = h[i];
+    for (;;) {
+        size_t l = 2 * i + 1, m = l;
+        if (l >= n) break;
+        if (l + 1 < n && h[l + 1].key < h[l].key) m = l + 1;
+        if (h[m].key >= x.key) break;
+        h[i] = h[m];
+        i = m;
     }
     h[i] = x;
 }
 
-static cand heap_pop(cand *h, int *n) {
-    cand top = h[0], x = h[--*n];
-    int i = 0;
-    for (;;) {
-        int l = 2 * i + 1, r = l + 1, m = i;
-        const cand *best = &x;
-        if (l < *n && cand_less(&h[l], best)) m = l, best = &h[l];
-        if (r < *n && cand_less(&h[r], best)) m = r;
-        if (m == i) break;
-        h[i] = h[m];
-        i = m;
+static int heap_push(enc_ctx *c, cand x) {
+    if (c->nh == c->heap_cap) {
+        size_t nc = c->heap_cap ? 2 * c->heap_cap : 64;
+        cand *nhp = realloc(c->heap, sizeof *nhp * nc);
+        if (!nhp) return TOK_ERR_NOMEM;
+        c->heap = nhp, c->heap_cap = nc;
     }
-    if (*n > 0) h[i] = x;
-    return top;
+    size_t i = c->nh++;
+    while (i > 0) {
+        size_t p = (i - 1) / 2;
+        if (c->heap[p].key <= x.key) break;
+        c->heap[i] = c->heap[p];
+        i = p;
+    }
+    c->heap[i] = x;
+    return 0;
 }
 
-static void push_pair(enc_ctx *c, int *nh, int left, int right) {
-    if (left < 0 || right < 0) return;
-    int32_t l = c->syms[left].id, r = c->syms[right].id;
-    if (l < 0 || r < 0) return;
-    const merge_slot *m = merge_lookup(c->t, l, r);
+/* The candidate for merging symbol left with its right neighbour, if the vocab has that merge. */
+static bool pair_cand(enc_ctx *c, int left, cand *out) {
+    if (left < 0) return false;
+    const sym *s = c->syms;
+    int right = s[left].next;
+    if (right < 0 || s[left].id < 0 || s[right].id < 0) return false;
     c->work++;
-    if (!m) return;
-    heap_push(c->heap, nh, (cand){m->rank, left, right, l, r, m->merged});
+    const merge_slot *m = merge_lookup(c->t, s[left].id, s[right].id);
+    if (!m) return false;
+    *out = (cand){(uint64_t)(uint32_t)m->rank << 32 | (uint32_t)left, s[left].id, s[right].id};
+    return true;
 }
 
-/* One pre-tokenized piece (raw bytes) -> ids: whole-piece lookup, else BPE merges by rank. */
-static void encode_piece(enc_ctx *c, const unsigned char *p, int n) {
+static int grow_piece(enc_ctx *c, size_t n) {
+    if (n <= c->piece_cap) return 0;
+    size_t nc = n < 64 ? 64 : n + n / 2;
+    unsigned char *w = realloc(c->word, 2 * nc);
+    if (w) c->word = w;
+    sym *sy = w ? realloc(c->syms, sizeof *sy * nc) : NULL;
+    if (sy) c->syms = sy;
+    if (!w || !sy) return TOK_ERR_NOMEM;
+    c->piece_cap = nc;
+    return 0;
+}
+
+/* One pre-tokenized piece (raw bytes) -> ids: whole-piece lookup, else BPE: merge the adjacent
+ * pair of lowest rank (leftmost on ties) until none is left, as llama.cpp does. */
+static int encode_piece(enc_ctx *c, const unsigned char *p, int n) {
     const tok *t = c->t;
+    if (grow_piece(c, (size_t)n) < 0) return TOK_ERR_NOMEM;
     size_t wl = 0;
     for (int i = 0; i < n; i++) {
         memcpy(c->word + wl, t->benc[p[i]], t->benc_len[p[i]]);
@@ -704,22 +729,46 @@ static void encode_piece(enc_ctx *c, const unsigned char *p, int n) {
     int whole = vocab_lookup(t, c->word, wl);
     if (whole >= 0) {
         emit(c, whole);
-        return;
+        return 0;
     }
     sym *s = c->syms;
     for (int i = 0; i < n; i++) s[i] = (sym){t->byte_tok[p[i]], i - 1, i + 1 < n ? i + 1 : -1};
-    int nh = 0;
-    for (int i = 0; i + 1 < n; i++) push_pair(c, &nh, i, i + 1);
-    while (nh > 0) {
-        cand b = heap_pop(c->heap, &nh);
-        c->work++;
-        if (s[b.left].id != b.lid || s[b.right].id != b.rid || s[b.left].next != b.right) continue;
-        s[b.left].id = b.merged;
-        s[b.right].id = -2; /* dead */
-        s[b.left].next = s[b.right].next;
-        if (s[b.right].next >= 0) s[s[b.right].next].prev = b.left;
-        push_pair(c, &nh, s[b.left].prev, b.left);
-        push_pair(c, &nh, b.left, s[b.left].next);
+    if (n <= 16) {
+        /* short piece: scan for the best pair each round (at most 15 rounds of 15) */
+        for (;;) {
+            int best = -1;
+            int32_t best_rank = 0, best_merged = 0;
+            for (int i = 0; i >= 0 && s[i].next >= 0; i = s[i].next) {
+                if (s[i].id < 0 || s[s[i].next].id < 0) continue;
+                const merge_slot *m = merge_lookup(t, s[i].id, s[s[i].next].id);
+                c->work++;
+                if (m && (best < 0 || m->rank < best_rank)) best = i, best_rank = m->rank, best_merged = m->merged;
+            }
+            if (best < 0) break;
+            int r = s[best].next;
+            s[best].id = best_merged;
+            s[best].next = s[r].next;
+            if (s[r].next >= 0) s[s[r].next].prev = best;
+        }
+    } else {
+        c->nh = 0;
+        cand x;
+        for (int i = 0; i + 1 < n; i++)
+            if (pair_cand(c, i, &x) && heap_push(c, x) < 0) return TOK_ERR_NOMEM;
+        while (c->nh > 0) {
+            cand b = c->heap[0];
+            c->heap[0] = c->heap[--c->nh];
+            if (c->nh) sift_down(c->heap, c->nh, 0);
+            c->work++;
+            int left = (int)(uint32_t)b.key, right = s[left].next;
+            if (s[left].id != b.lid || right < 0 || s[right].id != b.rid) continue; /* stale */
+            s[left].id = merge_lookup(t, b.lid, b.rid)->merged;
+            s[right].id = -2; /* dead: its own candidates go stale */
+            s[left].next = s[right].next;
+            if (s[right].next >= 0) s[s[right].next].prev = left;
+            if (pair_cand(c, s[left].prev, &x) && heap_push(c, x) < 0) return TOK_ERR_NOMEM;
+            if (pair_cand(c, left, &x) && heap_push(c, x) < 0) return TOK_ERR_NOMEM;
+        }
     }
     for (int i = 0; i >= 0; i = s[i].next) {
         if (s[i].id >= 0) {
@@ -730,6 +779,7 @@ static void encode_piece(enc_ctx *c, const unsigned char *p, int n) {
                 if (t->byte_fb[p[i]][j] >= 0) emit(c, t->byte_fb[p[i]][j]);
         }
     }
+    return 0;
 }
 
 /* Raw text (no special tokens) -> ids. */
@@ -780,9 +830,9 @@ static int encode_raw(enc_ctx *c, const unsigned char *text, size_t len) {
     size_t pos = 0;
     while (pos < nl) {
         uint32_t opts = PCRE2_NO_UTF_CHECK;
-        int rc = pcre2_match(c->t->re, safe, nl, pos, opts, c->md, NULL);
+        int rc = pcre2_match(c->t->re, safe, nl, pos, opts, c->md, c->t->mctx);
         if (rc == PCRE2_ERROR_JIT_STACKLIMIT)
-            rc = pcre2_match(c->t->re, safe, nl, pos, opts | PCRE2_NO_JIT, c->md, NULL);
+            rc = pcre2_match(c->t->re, safe, nl, pos, opts | PCRE2_NO_JIT, c->md, c->t->mctx);
         c->work++;
         size_t ms, me;
         if (rc >= 0) {
@@ -793,8 +843,8 @@ static int encode_raw(enc_ctx *c, const unsigned char *text, size_t len) {
         } else {
             return TOK_ERR_NOMEM; /* match/heap limit: only on resource exhaustion */
         }
-        if (ms > pos) encode_piece(c, norm + pos, (int)(ms - pos)); /* unmatched text (never seen) */
-        if (me > ms) encode_piece(c, norm + ms, (int)(me - ms));
+        if (ms > pos && encode_piece(c, norm + pos, (int)(ms - pos)) < 0) return TOK_ERR_NOMEM; /* never seen */
+        if (me > ms && encode_piece(c, norm + ms, (int)(me - ms)) < 0) return TOK_ERR_NOMEM;
         if (me <= pos) me = pos + 1; /* cannot happen: the pattern never matches empty */
         pos = me;
     }
@@ -890,11 +940,8 @@ int tok_encode_counted(const tok *t, const char *text, size_t len, bool add_bos,
          * byte or a 4-byte sequence, so allow 3x */
         c.norm = malloc(3 * longest);
         c.safe = malloc(3 * longest);
-        c.word = malloc(2 * 3 * longest);
-        c.syms = malloc(sizeof *c.syms * 3 * longest);
-        c.heap = malloc(sizeof *c.heap * (3 * 3 * longest + 4));
         c.md = pcre2_match_data_create_from_pattern(t->re, NULL);
-        if (!c.norm || !c.safe || !c.word || !c.syms || !c.heap || !c.md) {
+        if (!c.norm || !c.safe || !c.md) {
             rc = TOK_ERR_NOMEM;
             goto done;
         }

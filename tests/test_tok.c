@@ -561,6 +561,19 @@ static void check_handmade(void) {
     CHECK_EQ_INT(tok_decode(t, ids, 3, true, buf, 5), 14); /* needed size even when cut */
     tok_free(t);
 
+    /* long piece (> 16 bytes: the heap path): a candidate whose left symbol was absorbed must go
+     * stale, or "b c" merges a dead b and the later "c de" is never seen */
+    static const char *ex2[] = {"ab", "bc", "de", "cde"};
+    static const char *mg2[] = {"a b", "b c", "d e", "c de"};
+    v = base_spec();
+    v.extra = ex2, v.n_extra = 4, v.merges = mg2, v.n_merges = 4;
+    write_vocab(&v, path);
+    t = load_tok(path, NULL);
+    if (!t) return;
+    ids_are(t, "abcdezzzzzzzzzzzzz", false, "261 264 127 127 127 127 127 127 127 127 127 127 127 127 127");
+    ids_are(t, "abcdez", false, "261 264 127"); /* the same on the short path */
+    tok_free(t);
+
     /* a byte whose one-char token is missing: llama.cpp looks up each byte of its encoding
      * ("ä" = C3 A4) as a one-byte string and keeps those it finds */
     v = base_spec();
