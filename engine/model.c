@@ -242,8 +242,13 @@ int lfm2_model_from_gguf(lfm2_model **out, gguf *g, char *err, size_t errlen) {
         return -1;
     }
     if (strcmp(arch, "lfm2")) {
+        char shown[65]; /* the name as text: control and non-ASCII bytes shown as '?' */
+        size_t n = 0;
+        for (; arch[n] && n < sizeof shown - 1; n++)
+            shown[n] = arch[n] >= 0x20 && arch[n] < 0x7f ? arch[n] : '?';
+        shown[n] = 0;
         set_err(err, errlen,
-                "unsupported architecture '%.64s' (general.architecture; supported: lfm2)", arch);
+                "unsupported architecture '%s' (general.architecture; supported: lfm2)", shown);
         return -1;
     }
     lfm2_model *m = calloc(1, sizeof *m);
