@@ -22,6 +22,17 @@ static const char *qname(uint32_t type) {
     return tr ? tr->name : "?";
 }
 
+/* Prints up to max bytes of a metadata string, control bytes escaped (UTF-8 passes through). */
+static void print_text(const char *s, size_t max) {
+    for (size_t i = 0; s[i] && i < max; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c < 0x20 || c == 0x7f)
+            printf("\\x%02x", c);
+        else
+            putchar(c);
+    }
+}
+
 /* Prints a special token's id and text, control bytes escaped. */
 static void print_tok_id(const tok *tk, const char *label, int id) {
     printf(", %s ", label);
@@ -91,7 +102,11 @@ int cmd_info(int argc, char **argv) {
            gguf_n_tensors(g));
     printf("architecture: lfm2");
     const char *name = gguf_get_str(g, "general.name", NULL, NULL);
-    if (name) printf(" (name: %.80s)", name);
+    if (name) {
+        printf(" (name: ");
+        print_text(name, 80);
+        printf(")");
+    }
     printf("\n");
     printf("hyper-parameters: n_embd %d, n_layer %d, n_ff %d, n_head %d, head_dim %d, n_vocab %d,\n"
            "  n_ctx_train %d, l_cache %d, sliding_window %d, rms_eps %g, rope_base %g\n",
@@ -145,8 +160,11 @@ int cmd_info(int argc, char **argv) {
     int64_t mi = gguf_find_key(g, "tokenizer.ggml.merges");
     size_t tlen = 0;
     const char *tmpl = gguf_kv_str(g, gguf_find_key(g, "tokenizer.chat_template"), &tlen);
-    printf("tokenizer: model %.32s, pre %.32s, vocab %d, merges %" PRIu64, tmodel, pre,
-           tok_n_vocab(tk), gguf_arr_len(g, mi));
+    printf("tokenizer: model ");
+    print_text(tmodel, 32);
+    printf(", pre ");
+    print_text(pre, 32);
+    printf(", vocab %d, merges %" PRIu64, tok_n_vocab(tk), gguf_arr_len(g, mi));
     print_tok_id(tk, "bos", tok_bos(tk));
     print_tok_id(tk, "eos", tok_eos(tk));
     print_tok_id(tk, "pad", tok_pad(tk));
