@@ -3,12 +3,20 @@
 # and ": keep-alive" comments flow while the prefill keeps it silent (--keepalive 1).
 . "$(dirname "$0")/serve_common.inc"
 make_model
-start_server ka --parallel 2 --ctx 4096 --batch 16 --keepalive 1
+start_server ka --parallel 2 --ctx 8192 --batch 16 --keepalive 1
 BASE=$BASE node --input-type=module -e '
 const BASE = process.env.BASE;
 const fail = m => { console.error("FAIL: " + m); process.exit(1); };
-const prompt = "The history of the world is long and full of turns. ".repeat(60);
-const t0 = performance.now();
+const unit = "The history of the world is long and full of turns. "; // 12 tokens
+// measure this machine: prefill time of 60 units, then size the prompt for a prefill of >= 2.5 s
+let t0 = performance.now();
+const probe = await fetch(BASE + "/v1/completions", { method: "POST", headers: { "Content-Type": "application/json" },
+  body: JSON.stringify({ prompt: unit.repeat(60), max_tokens: 1, temperature: 0 }) });
+if (probe.status !== 200) fail("probe status " + probe.status);
+await probe.text();
+const reps = Math.min(300, Math.ceil(60 * 2500 / (performance.now() - t0)));
+const prompt = unit.repeat(reps);
+t0 = performance.now();
 const res = await fetch(BASE + "/v1/completions", { method: "POST", headers: { "Content-Type": "application/json" },
   body: JSON.stringify({ prompt, max_tokens: 3, temperature: 0, stream: true }) });
 const tHeaders = performance.now() - t0;
@@ -27,7 +35,7 @@ for await (const part of res.body) {
 }
 if (!done) fail("no [DONE]");
 console.log(`headers after ${tHeaders.toFixed(0)} ms, first token after ${tFirstData.toFixed(0)} ms, ${commentsBefore} keep-alive comment(s) before it`);
-if (tFirstData < 1500) { console.log("prefill too fast here to check keep-alives (needs > 1.5 s); header timing only"); }
+if (tFirstData < 1500) { console.log(`prefill of ${reps} units too fast here to check keep-alives (needs > 1.5 s)`); }
 else {
   if (tHeaders > tFirstData - 1000) fail("headers did not go out before the prefill finished");
   if (commentsBefore < 1) fail("no keep-alive comment during a " + tFirstData.toFixed(0) + " ms prefill");
