@@ -15,7 +15,9 @@ enum tok_type { TOK_NORMAL = 1, TOK_UNKNOWN = 2, TOK_CONTROL = 3, TOK_USER = 4, 
                 TOK_BYTE = 6 };
 
 /* Builds the tokenizer from g's metadata (g may be closed afterwards). Validates the vocab:
- * special ids inside it, merges of exactly two known tokens, gpt2 model. Negative + err on error. */
+ * model "gpt2", pre "lfm2" (or another Llama-3 pattern name, or absent), tokens unique, types
+ * 0..6, bos/eos/padding ids inside the vocab, every merge "A B" with A, B and AB all tokens.
+ * Returns 0, or TOK_ERR_FORMAT / TOK_ERR_NOMEM with a message naming key, value and limit. */
 int tok_new(tok **out, const gguf *g, char *err, size_t errlen);
 void tok_free(tok *t); /* NULL is a no-op */
 
@@ -24,8 +26,12 @@ int tok_bos(const tok *t);     /* -1 if none */
 int tok_eos(const tok *t);
 int tok_pad(const tok *t);
 bool tok_add_bos(const tok *t);
+/* The effective type: the file's, after llama.cpp's overrides (e.g. "<|im_end|>" is always
+ * CONTROL); -1 for a bad id. */
 int tok_type_of(const tok *t, int id);
-/* The piece's raw bytes (after byte-level decoding) and their length; NULL for a bad id. */
+/* The token's bytes as llama.cpp renders it with special=true: byte-level decoded for NORMAL,
+ * the text itself for CONTROL, UNKNOWN and USER_DEFINED, one byte for BYTE, empty for UNUSED
+ * and undefined. Owned by t. NULL (and *len 0) for a bad id. */
 const char *tok_piece(const tok *t, int id, size_t *len);
 /* Token id of an exact vocab string (e.g. "<|im_end|>"), or -1. */
 int tok_find(const tok *t, const char *text, size_t len);
@@ -34,10 +40,12 @@ const char *tok_text_of(const tok *t, int id, size_t *len);
 /* Length of the longest piece: tok_stream buffers need 4 + this. */
 size_t tok_max_piece(const tok *t);
 
-/* Tokenizes len bytes of text. add_bos: prepend BOS (caller decides, usually tok_add_bos());
- * parse_special: match CONTROL token text as single tokens. Writes up to cap ids to out and
- * returns the total count (which may exceed cap: call again with a larger buffer), or negative
- * on allocation failure. */
+/* Tokenizes len bytes of text exactly as llama.cpp's llama_tokenize does. add_bos: prepend
+ * BOS (caller decides, usually tok_add_bos()); parse_special: match CONTROL (and UNKNOWN)
+ * token text as single tokens; USER_DEFINED token text always matches. Writes up to cap ids to
+ * out (out may be NULL when cap is 0) and returns the total count (which may exceed cap: call
+ * again with a larger buffer), or TOK_ERR_NOMEM, or TOK_ERR_TOO_LONG past 1 GiB of text.
+ * Allocates scratch per call; thread-safe. */
 int tok_encode(const tok *t, const char *text, size_t len, bool add_bos, bool parse_special,
                int32_t *out, int cap);
 /* Same, and adds to *work a count of the inner steps done (bytes scanned, regex matches, merge
