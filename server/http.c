@@ -711,7 +711,6 @@ static enum MHD_Result handle_completion(hreq *r) {
         return send_json(r, 500, NULL);
     }
     char err[256];
-    int n_prompt = j->n_prompt;
     int rc = sched_submit(sv->s, j, &r->job, err, sizeof err);
     if (rc == SCHED_EFULL || rc == SCHED_ESTOP)
         return send_error(r, 503, "server_error", NULL, rc == SCHED_EFULL ? "queue_full" : NULL,
@@ -723,7 +722,6 @@ static enum MHD_Result handle_completion(hreq *r) {
     if (rc == SCHED_EINVAL) return send_error(r, 400, "invalid_request_error", "n",
                                               "invalid_value", "%s", err);
     if (rc < 0) return send_error(r, 500, "server_error", NULL, NULL, "%s", err);
-    (void)n_prompt;
     suspend(r);
     return MHD_YES;
 }
