@@ -318,57 +318,98 @@ static size_t concat(trainer *t, int32_t a, int32_t b, unsigned char **buf, size
     return la + lb;
 }
 
+/* Length of the valid UTF-8 character at p (n bytes available), 0 if it is not one:
+ * no overlong forms, no surrogates, nothing above U+10FFFF (PCRE2's definition). */
+static size_t utf8_char_len(const unsigned char *p, size_t n) {
+    unsigned c = p[0];
+    size_t k;
+    unsigned cp;
+    if (c < 0x80) return 1;
+    if (c >= 0xC2 && c <= 0xDF) k = 2, cp = c & 0x1F;
+    else if (c >= 0xE0 && c <= 0xEF) k = 3, cp = c & 0x0F;
+    else if (c >= 0xF0 && c <= 0xF4) k = 4, cp = c & 0x07;
+    else return 0;
+    if (n < k) return 0;
+    for (size_t i = 1; i < k; i++) {
+        if ((p[i] & 0xC0) != 0x80) return 0;
+        cp = (cp << 6) | (p[i] & 0x3F);
+    }
+    if ((k == 3 && (cp < 0x800 || (cp >= 0xD800 && cp <= 0xDFFF))) ||
+        (k == 4 && (cp < 0x10000 || cp > 0x10FFFF)))
+        return 0;
+    return k;
+}
+
+typedef struct piece_set {
+    strtab tab;
+    int64_t *cnt;
+    size_t cntcap;
+} piece_set;
+
+static bool piece_add(piece_set *ps, const char *p, size_t n) {
+    int64_t id = strtab_find(&ps->tab, (const unsigned char *)p, n);
+    if (id < 0) {
+        id = strtab_add(&ps->tab, (const unsigned char *)p, n);
+        if (id < 0 || !grow((void **)&ps->cnt, &ps->cntcap, (size_t)id + 1, sizeof *ps->cnt))
+            return false;
+        ps->cnt[id] = 0;
+    }
+    ps->cnt[id]++;
+    return true;
+}
+
+/* Splits text with the LFM2 pattern into distinct pieces with counts (t->w). Valid UTF-8 runs
+ * are matched one at a time (PCRE2_NO_UTF_CHECK: linear time); each run of invalid bytes is a
+ * piece of its own. */
 static int pretokenize(trainer *t, const char *text, size_t len, char *err, size_t errlen) {
     int ec;
     PCRE2_SIZE eo;
     pcre2_code *re = pcre2_compile((PCRE2_SPTR)BPE_LFM2_PATTERN, PCRE2_ZERO_TERMINATED,
-                                   PCRE2_UTF | PCRE2_UCP | PCRE2_MATCH_INVALID_UTF, &ec, &eo,
-                                   NULL);
+                                   PCRE2_UTF | PCRE2_UCP, &ec, &eo, NULL);
     if (!re) {
         seterr(err, errlen, "bpe_train: pre-tokenizer pattern does not compile (pcre2 error %d)",
                ec);
         return -1;
     }
     pcre2_match_data *md = pcre2_match_data_create_from_pattern(re, NULL);
-    strtab pieces = {0};
-    int64_t *cnt = NULL;
-    size_t cntcap = 0;
+    piece_set ps = {0};
+    const unsigned char *u = (const unsigned char *)text;
     int rc = -1;
-    if (!md) goto done;
+    if (!md) goto oom;
     size_t pos = 0;
     while (pos < len) {
-        int m = pcre2_match(re, (PCRE2_SPTR)text, len, pos, 0, md, NULL);
-        size_t s, e;
-        if (m >= 0) {
-            PCRE2_SIZE *ov = pcre2_get_ovector_pointer(md);
-            s = ov[0];
-            e = ov[1];
-        } else if (m == PCRE2_ERROR_NOMATCH) {
-            s = e = len;
-        } else {
-            seterr(err, errlen, "bpe_train: pre-tokenizer match failed at byte %zu (pcre2 %d)",
-                   pos, m);
-            goto done;
+        size_t q = pos;
+        while (q < len && !utf8_char_len(u + q, len - q)) q++;
+        if (q > pos) {
+            if (!piece_add(&ps, text + pos, q - pos)) goto oom;
+            pos = q;
+            continue;
         }
-        /* bytes the pattern skipped (invalid UTF-8) form pieces of their own */
-        size_t spans[2][2] = {{pos, s}, {s, e}};
-        for (int k = 0; k < 2; k++) {
-            size_t a = spans[k][0], b = spans[k][1];
-            if (a >= b) continue;
-            int64_t id = strtab_find(&pieces, (const unsigned char *)text + a, b - a);
-            if (id < 0) {
-                id = strtab_add(&pieces, (const unsigned char *)text + a, b - a);
-                if (id < 0 || !grow((void **)&cnt, &cntcap, (size_t)id + 1, sizeof *cnt)) {
-                    seterr(err, errlen, "bpe_train: out of memory");
-                    goto done;
-                }
-                cnt[id] = 0;
+        size_t end = pos, k;
+        while (end < len && (k = utf8_char_len(u + end, len - end))) end += k;
+        const char *seg = text + pos;
+        size_t n = end - pos, at = 0;
+        while (at < n) {
+            int m = pcre2_match(re, (PCRE2_SPTR)seg, n, at, PCRE2_NO_UTF_CHECK, md, NULL);
+            size_t s = n, e = n;
+            if (m >= 0) {
+                PCRE2_SIZE *ov = pcre2_get_ovector_pointer(md);
+                s = ov[0];
+                e = ov[1];
+            } else if (m != PCRE2_ERROR_NOMATCH) {
+                seterr(err, errlen, "bpe_train: pre-tokenizer match failed at byte %zu (pcre2 %d)",
+                       pos + at, m);
+                goto done;
             }
-            cnt[id]++;
+            /* text the pattern skips (none for this pattern) is kept as a piece */
+            if (s > at && !piece_add(&ps, seg + at, s - at)) goto oom;
+            if (e > s && !piece_add(&ps, seg + s, e - s)) goto oom;
+            at = e > at ? e : n;
         }
-        if (e == s) e = s + 1; /* no empty matches in this pattern; guard anyway */
-        pos = e;
+        pos = end;
     }
+    strtab pieces = ps.tab;
+    int64_t *cnt = ps.cnt;
     /* words, in first-seen order */
     t->w = calloc(pieces.n ? pieces.n : 1, sizeof *t->w);
     if (!t->w) goto oom;
@@ -391,8 +432,8 @@ static int pretokenize(trainer *t, const char *text, size_t len, char *err, size
 oom:
     seterr(err, errlen, "bpe_train: out of memory");
 done:
-    strtab_free(&pieces);
-    free(cnt);
+    strtab_free(&ps.tab);
+    free(ps.cnt);
     pcre2_match_data_free(md);
     pcre2_code_free(re);
     return rc;
