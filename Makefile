@@ -133,3 +133,9 @@ fuzz: deps fuzz-deps
 -include $(FUZZ_OBJS:.o=.d)
 
 -include $(OBJS:.o=.d) $(TESTS:=.d)
+
+# The 350M-shape F32 fidelity check (regenerates a ~700 MB model; ~30-75 s): kept out of `make test`.
+.PHONY: fidelity-350m
+fidelity-350m: deps
+	$(MAKE) --no-print-directory $(BUILD)/tests/test_eng
+	BUILD=$(BUILD) tests/fidelity_350m.sh
