@@ -111,7 +111,32 @@ static void walk_tensors(const gguf *g, const uint8_t *buf, size_t size) {
     FUZZ_CHECK(gguf_find_tensor(g, "no.such.tensor") == NULL);
 }
 
-static void use_tok(const tok *t) {
+/* Streaming decode of ids equals the whole decode, whatever the vocab's pieces are. */
+static void stream_equals_whole(const tok *t, const int32_t *ids, int n, bool render) {
+    size_t need = tok_decode(t, ids, n, render, NULL, 0);
+    size_t cap = 4 + tok_max_piece(t);
+    char *whole = malloc(need + 1), *piece = malloc(cap), *got = malloc(need + cap);
+    FUZZ_CHECK(whole && piece && got);
+    FUZZ_CHECK(tok_decode(t, ids, n, render, whole, need + 1) == need);
+    size_t k = 0;
+    tok_stream st;
+    tok_stream_init(&st, t, render);
+    for (int i = 0; i < n; i++) {
+        size_t m = tok_stream_push(&st, ids[i], piece, cap);
+        FUZZ_CHECK(m <= cap && k + m <= need);
+        memcpy(got + k, piece, m);
+        k += m;
+    }
+    size_t m = tok_stream_flush(&st, piece, cap);
+    FUZZ_CHECK(m <= cap && k + m == need);
+    memcpy(got + k, piece, m);
+    FUZZ_CHECK(!memcmp(got, whole, need));
+    free(whole);
+    free(piece);
+    free(got);
+}
+
+static void use_tok(const tok *t, const uint8_t *data, size_t size) {
     int nv = tok_n_vocab(t);
     FUZZ_CHECK(nv > 0);
     FUZZ_CHECK(tok_bos(t) < nv && tok_eos(t) < nv && tok_pad(t) < nv);
@@ -133,6 +158,17 @@ static void use_tok(const tok *t) {
         size_t need = tok_decode(t, ids, n, sp, out, sizeof out);
         FUZZ_CHECK(need >= sizeof out || out[need] == 0); /* pieces may hold NUL bytes */
     }
+    /* the last bytes of the input as text, through this (possibly odd) vocab */
+    size_t tl = size < 256 ? size : 256;
+    const char *tail = (const char *)data + size - tl;
+    for (int sp = 0; sp < 2; sp++) {
+        int n = tok_encode(t, tail, tl, sp, sp, ids, 256);
+        FUZZ_CHECK(n >= 0);
+        if (n > 256) n = 256;
+        for (int i = 0; i < n; i++)
+            FUZZ_CHECK(ids[i] >= 0 && ids[i] < nv);
+        stream_equals_whole(t, ids, n, sp);
+    }
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
@@ -152,7 +188,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     tok *t = NULL;
     err[0] = 0;
     if (tok_new(&t, g, err, sizeof err) == 0) {
-        use_tok(t);
+        use_tok(t, data, size);
         tok_free(t);
     } else {
         FUZZ_CHECK(t == NULL && err[0] != 0);
