@@ -176,6 +176,12 @@ static void test_trainer(void) {
     CHECK_EQ_INT(bpe_train(&v, badutf, sizeof badutf - 1, 600, err, sizeof err), 0);
     if (v) check_vocab(v, 600);
     bpe_vocab_free(v);
+    /* pieces: the LFM2 split, and a run of invalid bytes is one piece of its own */
+    const char split[] = "Hello world  123\xff\xfe!";
+    v = NULL;
+    CHECK_EQ_INT(bpe_train(&v, split, sizeof split - 1, 300, err, sizeof err), 0);
+    if (v) CHECK_EQ_INT(v->n_pieces, 6); /* Hello, " world", " " (twice), 123, ff fe, ! */
+    bpe_vocab_free(v);
     /* sizes out of range */
     v = NULL;
     err[0] = 0;
