@@ -14,7 +14,8 @@ static void info_usage(FILE *f) {
             "usage: lfm2 info -m FILE\n"
             "  Validates FILE (GGUF structure, lfm2 hyper-parameters, tensor shapes, tokenizer)\n"
             "  and prints its version, hyper-parameters, layer kinds, tensor types and tokenizer.\n"
-            "  Exit status 1 with 'error: ...' on stderr when the file is not a usable model.\n");
+            "  Exit status 1 with 'error: ...' on stderr when the file is not a usable model,\n"
+            "  2 for bad usage (unknown option, -m without a file).\n");
 }
 
 static const char *qname(uint32_t type) {
@@ -62,13 +63,13 @@ int cmd_info(int argc, char **argv) {
         } else if (!strcmp(argv[i], "-m") || !strcmp(argv[i], "--model")) {
             if (i + 1 >= argc) {
                 fprintf(stderr, "error: %s needs a file argument\n", argv[i]);
-                return 1;
+                return 2;
             }
             path = argv[++i];
         } else {
             fprintf(stderr, "error: unknown option '%s'\n", argv[i]);
             info_usage(stderr);
-            return 1;
+            return 2;
         }
     }
     if (!path) {

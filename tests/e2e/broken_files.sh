@@ -54,6 +54,13 @@ out=$("$LFM2" info -m tests/data/models/mini-Q4_0.gguf)
 echo "$out" | grep -qE "^tensor types: f32 x21 .*, q4_0 x34 .*, q6_K x1 " || die "Q4_0 type histogram: $(echo "$out" | grep '^tensor types')"
 echo "$out" | grep -qE "^  token_embd.weight +q6_K +\[256, 4096\]" || die "Q4_0 embedding line"
 
+# usage errors: 2; a missing -m is a failure (1), as docs/cli.md says
+"$LFM2" info --bogus >/dev/null 2>&1; [ $? -eq 2 ] || die "info --bogus: expected exit 2"
+"$LFM2" info -m >/dev/null 2>&1; [ $? -eq 2 ] || die "info -m (no file): expected exit 2"
+"$LFM2" info >/dev/null 2>"$TMPDIR/err"; [ $? -eq 1 ] || die "info without -m: expected exit 1"
+grep -q "^error: no model file" "$TMPDIR/err" || die "info without -m: message"
+"$LFM2" info --help | grep -q "usage: lfm2 info -m FILE" || die "info --help"
+
 n=0
 for f in "$dir"/*.gguf "$dir/missing.gguf"; do
   n=$((n+1))
