@@ -28,12 +28,16 @@ for golden in tests/data/tok/mini.golden tests/data/tok/vocab65536.golden tests/
   echo "$golden: $checked cases x 4 modes"
 done
 
-# --batch: many texts through one process, same answers as the goldens
+# --batch: every golden case in all four modes through one process per vocab
+for golden in tests/data/tok/mini.golden tests/data/tok/vocab65536.golden tests/data/tok/types.golden; do
+  model=$(sed -n 's/^# model //p' "$golden")
+  grep -v '^#' "$golden" | awk -F'\t' '{print "N " $1; print "S " $1; print "B " $1; print "A " $1}' >"$TMPDIR/batch.in"
+  grep -v '^#' "$golden" | awk -F'\t' '{print $2; print $3; print $4; print $5}' >"$TMPDIR/batch.want"
+  "$LFM2" tokenize -m "$model" --batch <"$TMPDIR/batch.in" >"$TMPDIR/batch.got" || die "--batch exit status"
+  cmp -s "$TMPDIR/batch.want" "$TMPDIR/batch.got" || die "$golden: --batch output differs from the goldens"
+  echo "$golden: $(wc -l <"$TMPDIR/batch.got") tokenizations in one batch"
+done
 M=tests/data/models/mini-F16.gguf
-grep -v '^#' tests/data/tok/mini.golden | head -120 | awk -F'\t' '{print "N " $1; print "A " $1}' >"$TMPDIR/batch.in"
-grep -v '^#' tests/data/tok/mini.golden | head -120 | awk -F'\t' '{print $2; print $5}' >"$TMPDIR/batch.want"
-"$LFM2" tokenize -m "$M" --batch <"$TMPDIR/batch.in" >"$TMPDIR/batch.got" || die "--batch exit status"
-cmp -s "$TMPDIR/batch.want" "$TMPDIR/batch.got" || die "--batch output differs from the goldens"
 echo "X 00" | "$LFM2" tokenize -m "$M" --batch >/dev/null 2>&1 && die "--batch accepted a bad line"
 
 # TEXT as an argument (the usual way), defaults: BOS + special parsing
