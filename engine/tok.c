@@ -1,4 +1,5 @@
-/* tok.c: LFM2's byte-level BPE tokenizer (llama.cpp-exact): vocab checks, special-token split, PCRE2 pre-tokenizer, BPE, detokenizer. */
+/* tok.c: LFM2's byte-level BPE tokenizer (llama.cpp-exact): vocab checks, special-token split,
+ * PCRE2 pre-tokenizer, BPE, detokenizer. */
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include "engine/tok.h"
 
@@ -10,8 +11,9 @@
 
 /* Effective attributes (llama.cpp's token attributes, reduced to what tokenizing needs). */
 enum {
-    ATTR_HIDDEN = 1,  /* CONTROL or UNKNOWN: rendered only with render_special, matched only with parse_special */
-    ATTR_SPLIT = 2,   /* matched as text before pre-tokenizing (CONTROL, UNKNOWN, USER_DEFINED) */
+    ATTR_HIDDEN = 1, /* CONTROL or UNKNOWN: rendered only with render_special, matched only with
+                        parse_special */
+    ATTR_SPLIT = 2,  /* matched as text before pre-tokenizing (CONTROL, UNKNOWN, USER_DEFINED) */
 };
 
 typedef struct merge_slot {
@@ -22,9 +24,9 @@ typedef struct merge_slot {
 
 struct tok {
     int n_vocab;
-    char *text;          /* all token texts, as stored in the file (byte-level encoded for NORMAL) */
-    uint32_t *text_off;  /* (n_vocab + 1) offsets into text */
-    char *piece;         /* rendered bytes of each token (byte-level decoded for NORMAL) */
+    char *text;         /* all token texts, as stored in the file (byte-level encoded for NORMAL) */
+    uint32_t *text_off; /* (n_vocab + 1) offsets into text */
+    char *piece;        /* rendered bytes of each token (byte-level decoded for NORMAL) */
     uint32_t *piece_off; /* (n_vocab + 1) offsets into piece */
     uint8_t *type;       /* (n_vocab) effective token type (enum tok_type, 0 = undefined) */
     uint8_t *attr;       /* (n_vocab) ATTR_* */
@@ -37,8 +39,8 @@ struct tok {
     int bos, eos, pad;
     bool add_bos;
     size_t max_piece;
-    int32_t byte_tok[256];    /* id of the one-char token of each byte, or -1 */
-    int32_t byte_fb[256][2];  /* llama.cpp's fallback for a byte without a token: 1-byte lookups */
+    int32_t byte_tok[256];   /* id of the one-char token of each byte, or -1 */
+    int32_t byte_fb[256][2]; /* llama.cpp's fallback for a byte without a token: 1-byte lookups */
     unsigned char benc[256][2]; /* byte-level (GPT-2) encoding of each byte as UTF-8 */
     uint8_t benc_len[256];
     pcre2_code *re;
@@ -51,7 +53,8 @@ struct tok {
 static uint64_t hash_bytes(const void *p, size_t n) {
     const unsigned char *s = p;
     uint64_t h = 1469598103934665603ull;
-    for (size_t i = 0; i < n; i++) h = (h ^ s[i]) * 1099511628211ull;
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ s[i]) * 1099511628211ull;
     return h ^ (h >> 29);
 }
 
@@ -134,50 +137,101 @@ static int llama_utf8_decode(const unsigned char *s, size_t n, uint32_t *cpt) {
 
 /* The GPT-2 byte-to-unicode map: printable Latin-1 bytes map to themselves, the rest to U+0100.. */
 static uint32_t byte_to_cpt(int b) {
-    if ((b >= 0x21 && b <= 0x7E) || (b >= 0xA1 && b <= 0xAC) || (b >= 0xAE && b <= 0xFF)) return (uint32_t)b;
+    if ((b >= 0x21 && b <= 0x7E) || (b >= 0xA1 && b <= 0xAC) || (b >= 0xAE && b <= 0xFF))
+        return (uint32_t)b;
     int n = 0;
     for (int c = 0; c < b; c++)
-        if (!((c >= 0x21 && c <= 0x7E) || (c >= 0xA1 && c <= 0xAC) || (c >= 0xAE && c <= 0xFF))) n++;
+        if (!((c >= 0x21 && c <= 0x7E) || (c >= 0xA1 && c <= 0xAC) || (c >= 0xAE && c <= 0xFF)))
+            n++;
     return 256u + (uint32_t)n;
 }
 
 /* Inverse of byte_to_cpt, or -1. */
 static int cpt_to_byte(uint32_t c) {
-    if ((c >= 0x21 && c <= 0x7E) || (c >= 0xA1 && c <= 0xAC) || (c >= 0xAE && c <= 0xFF)) return (int)c;
+    if ((c >= 0x21 && c <= 0x7E) || (c >= 0xA1 && c <= 0xAC) || (c >= 0xAE && c <= 0xFF))
+        return (int)c;
     if (c < 256 || c >= 256 + 68) return -1;
     int n = (int)(c - 256);
     for (int b = 0; b < 256; b++)
-        if (!((b >= 0x21 && b <= 0x7E) || (b >= 0xA1 && b <= 0xAC) || (b >= 0xAE && b <= 0xFF)) && n-- == 0)
+        if (!((b >= 0x21 && b <= 0x7E) || (b >= 0xA1 && b <= 0xAC) || (b >= 0xAE && b <= 0xFF)) &&
+            n-- == 0)
             return b;
     return -1;
 }
 
 /* ---- construction ---- */
 
-/* Token texts that llama.cpp forces to CONTROL (end-of-generation and fill-in-the-middle markers). */
+/* Token texts that llama.cpp forces to CONTROL (end-of-generation and fill-in-the-middle markers).
+ */
 static const char *const forced_control[] = {
-    "<|eot_id|>", "<|im_end|>", "<|end|>", "<end_of_turn>", "<|endoftext|>", "<|end_of_text|>",
-    "<EOT>", "_<EOT>", "[EOT]", "[EOS]", "<|eom_id|>", "<|return|>", "<|call|>", "<|flush|>",
-    "<|calls|>", "</s>", "<end_of_utterance>", "<eos>", "<turn|>", "<|tool_response>", "[e~[",
-    "<\xef\xbd\x9c" "end\xe2\x96\x81" "of\xe2\x96\x81" "sentence\xef\xbd\x9c>",
-    "<|fim_prefix|>", "<fim-prefix>", "<fim_prefix>", "<PRE>", "<|code_prefix|>", "<|prefix|>",
-    "<|fim_suffix|>", "<fim-suffix>", "<fim_suffix>", "<SUF>", "<|code_suffix|>", "<|suffix|>",
-    "<|fim_middle|>", "<fim-middle>", "<fim_middle>", "<MID>", "<|code_middle|>", "<|middle|>",
-    "<|fim_pad|>", "<fim-pad>", "<fim_pad>", "<PAD>", "[PAD]", "<|fim_repo|>", "<|repo_name|>",
-    "<fim-repo>", "<REPO>", "<reponame>", "<|file_sep|>",
+    "<|eot_id|>",
+    "<|im_end|>",
+    "<|end|>",
+    "<end_of_turn>",
+    "<|endoftext|>",
+    "<|end_of_text|>",
+    "<EOT>",
+    "_<EOT>",
+    "[EOT]",
+    "[EOS]",
+    "<|eom_id|>",
+    "<|return|>",
+    "<|call|>",
+    "<|flush|>",
+    "<|calls|>",
+    "</s>",
+    "<end_of_utterance>",
+    "<eos>",
+    "<turn|>",
+    "<|tool_response>",
+    "[e~[",
+    "<\xef\xbd\x9c"
+    "end\xe2\x96\x81"
+    "of\xe2\x96\x81"
+    "sentence\xef\xbd\x9c>",
+    "<|fim_prefix|>",
+    "<fim-prefix>",
+    "<fim_prefix>",
+    "<PRE>",
+    "<|code_prefix|>",
+    "<|prefix|>",
+    "<|fim_suffix|>",
+    "<fim-suffix>",
+    "<fim_suffix>",
+    "<SUF>",
+    "<|code_suffix|>",
+    "<|suffix|>",
+    "<|fim_middle|>",
+    "<fim-middle>",
+    "<fim_middle>",
+    "<MID>",
+    "<|code_middle|>",
+    "<|middle|>",
+    "<|fim_pad|>",
+    "<fim-pad>",
+    "<fim_pad>",
+    "<PAD>",
+    "[PAD]",
+    "<|fim_repo|>",
+    "<|repo_name|>",
+    "<fim-repo>",
+    "<REPO>",
+    "<reponame>",
+    "<|file_sep|>",
 };
 
 /* Whitespace as llama.cpp defines it (Unicode White_Space); PCRE2's \s also takes U+180E. */
-#define WS "\\t\\n\\x0B\\f\\r \\x{85}\\x{A0}\\x{1680}\\x{2000}-\\x{200A}\\x{2028}\\x{2029}\\x{202F}\\x{205F}\\x{3000}"
+#define WS                                                                                         \
+    "\\t\\n\\x0B\\f\\r "                                                                           \
+    "\\x{85}\\x{A0}\\x{1680}\\x{2000}-\\x{200A}\\x{2028}\\x{2029}\\x{202F}\\x{205F}\\x{3000}"
 /* The Llama-3 split pattern with ASCII-only contractions, as llama.cpp runs it for "lfm2". */
-static const char split_pattern[] =
-    "(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])"
-    "|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+"
-    "|\\p{N}{1,3}"
-    "| ?[^" WS "\\p{L}\\p{N}]+[\\r\\n]*"
-    "|[" WS "]*[\\r\\n]+"
-    "|[" WS "]+(?![^" WS "])"
-    "|[" WS "]+";
+static const char split_pattern[] = "(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])"
+                                    "|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+"
+                                    "|\\p{N}{1,3}"
+                                    "| ?[^" WS "\\p{L}\\p{N}]+[\\r\\n]*"
+                                    "|[" WS "]*[\\r\\n]+"
+                                    "|[" WS "]+(?![^" WS "])"
+                                    "|[" WS "]+";
 
 static int fail(char *err, size_t errlen, int code, const char *fmt, ...) {
     if (err && errlen) {
@@ -197,7 +251,8 @@ static int cmp_split(const void *a, const void *b, void *ctx) {
     return x < y ? -1 : x > y;
 }
 
-/* Renders token id's text as llama.cpp's token_to_piece(special=true) does into out (NULL: count). */
+/* Renders token id's text as llama.cpp's token_to_piece(special=true) does into out (NULL: count).
+ */
 static size_t render_piece(const tok *t, int id, char *out) {
     size_t len;
     const char *txt = tok_text(t, id, &len);
@@ -232,7 +287,8 @@ static size_t render_piece(const tok *t, int id, char *out) {
         int ul = utf8_put(c > 0x10FFFF ? 0xFFFD : c, u);
         char tmp[32];
         int m = snprintf(tmp, sizeof tmp, "[UNK_BYTE_0x");
-        for (int j = 0; j < ul; j++) m += snprintf(tmp + m, sizeof tmp - (size_t)m, "%02x", u[j]);
+        for (int j = 0; j < ul; j++)
+            m += snprintf(tmp + m, sizeof tmp - (size_t)m, "%02x", u[j]);
         if (out) {
             memcpy(out + n, tmp, (size_t)m);
             memcpy(out + n + m, txt, len);
@@ -243,13 +299,16 @@ static size_t render_piece(const tok *t, int id, char *out) {
     return n;
 }
 
-/* A short printable excerpt of s (not NUL-terminated) for messages: escapes bytes < 0x20 and 0x7F. */
+/* A short printable excerpt of s (not NUL-terminated) for messages: escapes bytes < 0x20 and 0x7F.
+ */
 static const char *excerpt(char out[100], const char *s, size_t len) {
     size_t o = 0;
     for (size_t i = 0; i < len && o < 80; i++) {
         unsigned char c = (unsigned char)s[i];
-        if (c < 0x20 || c == 0x7F || c == '"' || c == '\\') o += (size_t)snprintf(out + o, 100 - o, "\\x%02x", c);
-        else out[o++] = (char)c;
+        if (c < 0x20 || c == 0x7F || c == '"' || c == '\\')
+            o += (size_t)snprintf(out + o, 100 - o, "\\x%02x", c);
+        else
+            out[o++] = (char)c;
     }
     if (o >= 80 && len) o += (size_t)snprintf(out + o, 100 - o, "...");
     out[o] = 0;
@@ -285,7 +344,8 @@ int tok_new(tok **out, const gguf *g, char *err, size_t errlen) {
     }
     if (strcmp(model, "gpt2") != 0) {
         rc = fail(err, errlen, TOK_ERR_FORMAT,
-                  "tokenizer.ggml.model = \"%.64s\": unsupported (only \"gpt2\", byte-level BPE)", model);
+                  "tokenizer.ggml.model = \"%.64s\": unsupported (only \"gpt2\", byte-level BPE)",
+                  model);
         goto fail;
     }
     const char *pre = gguf_get_str(g, "tokenizer.ggml.pre", NULL, &bad);
@@ -293,15 +353,18 @@ int tok_new(tok **out, const gguf *g, char *err, size_t errlen) {
         rc = fail(err, errlen, TOK_ERR_FORMAT, "tokenizer.ggml.pre: not a string");
         goto fail;
     }
-    static const char *const pres[] = {"lfm2", "llama3", "llama-v3", "llama-bpe", "falcon3",
+    static const char *const pres[] = {"lfm2",      "llama3",  "llama-v3", "llama-bpe",   "falcon3",
                                        "falcon-h1", "pixtral", "midm-2.0", "jina-v5-nano"};
     if (pre) {
         bool ok = false;
-        for (size_t i = 0; i < sizeof pres / sizeof pres[0]; i++) ok |= !strcmp(pre, pres[i]);
+        for (size_t i = 0; i < sizeof pres / sizeof pres[0]; i++)
+            ok |= !strcmp(pre, pres[i]);
         if (!ok) {
-            rc = fail(err, errlen, TOK_ERR_FORMAT,
-                      "tokenizer.ggml.pre = \"%.64s\": unsupported pre-tokenizer (expected \"lfm2\" "
-                      "or another Llama-3 pattern name)", pre);
+            rc =
+                fail(err, errlen, TOK_ERR_FORMAT,
+                     "tokenizer.ggml.pre = \"%.64s\": unsupported pre-tokenizer (expected \"lfm2\" "
+                     "or another Llama-3 pattern name)",
+                     pre);
             goto fail;
         }
     }
@@ -327,8 +390,8 @@ int tok_new(tok **out, const gguf *g, char *err, size_t errlen) {
         gguf_arr_str(g, ki, (uint64_t)i, &len);
         total += len ? len : 32;
         if (total > 0xF0000000u) {
-            rc = fail(err, errlen, TOK_ERR_FORMAT, "tokenizer.ggml.tokens: %zu bytes of text (limit %u)",
-                      total, 0xF0000000u);
+            rc = fail(err, errlen, TOK_ERR_FORMAT,
+                      "tokenizer.ggml.tokens: %zu bytes of text (limit %u)", total, 0xF0000000u);
             goto fail;
         }
     }
@@ -342,8 +405,10 @@ int tok_new(tok **out, const gguf *g, char *err, size_t errlen) {
         size_t len;
         const char *s = gguf_arr_str(g, ki, (uint64_t)i, &len);
         t->text_off[i] = (uint32_t)off;
-        if (len) memcpy(t->text + off, s, len);
-        else len = (size_t)sprintf(t->text + off, "[EMPTY_%d]", i); /* as llama.cpp names it */
+        if (len)
+            memcpy(t->text + off, s, len);
+        else
+            len = (size_t)sprintf(t->text + off, "[EMPTY_%d]", i); /* as llama.cpp names it */
         off += len;
     }
     t->text_off[n] = (uint32_t)off;
@@ -351,10 +416,12 @@ int tok_new(tok **out, const gguf *g, char *err, size_t errlen) {
     /* types */
     int64_t ti = gguf_find_key(g, "tokenizer.ggml.token_type");
     if (ti >= 0) {
-        enum gguf_vtype at = gguf_kv_type(g, ti) == GGUF_ARR ? gguf_arr_type(g, ti) : GGUF_VTYPE_COUNT;
+        enum gguf_vtype at =
+            gguf_kv_type(g, ti) == GGUF_ARR ? gguf_arr_type(g, ti) : GGUF_VTYPE_COUNT;
         if (at != GGUF_I32 && at != GGUF_U32 && at != GGUF_I8 && at != GGUF_U8 && at != GGUF_I16 &&
             at != GGUF_U16 && at != GGUF_I64 && at != GGUF_U64) {
-            rc = fail(err, errlen, TOK_ERR_FORMAT, "tokenizer.ggml.token_type: not an array of integers");
+            rc = fail(err, errlen, TOK_ERR_FORMAT,
+                      "tokenizer.ggml.token_type: not an array of integers");
             goto fail;
         }
         if (gguf_arr_len(g, ti) != nv) {
@@ -368,7 +435,8 @@ int tok_new(tok **out, const gguf *g, char *err, size_t errlen) {
         int64_t ty = ti >= 0 ? gguf_arr_int(g, ti, (uint64_t)i) : TOK_NORMAL;
         if (ty < 0 || ty > TOK_BYTE) {
             rc = fail(err, errlen, TOK_ERR_FORMAT,
-                      "tokenizer.ggml.token_type[%d] = %lld: outside 0..%d", i, (long long)ty, TOK_BYTE);
+                      "tokenizer.ggml.token_type[%d] = %lld: outside 0..%d", i, (long long)ty,
+                      TOK_BYTE);
             goto fail;
         }
         t->type[i] = (uint8_t)ty;
@@ -376,7 +444,8 @@ int tok_new(tok **out, const gguf *g, char *err, size_t errlen) {
 
     /* text -> id */
     uint32_t cap = 1;
-    while (cap < 2u * (uint32_t)n) cap <<= 1;
+    while (cap < 2u * (uint32_t)n)
+        cap <<= 1;
     t->vocab_mask = cap - 1;
     t->vocab_hash = malloc(sizeof *t->vocab_hash * cap);
     if (!t->vocab_hash) goto nomem;
@@ -387,37 +456,44 @@ int tok_new(tok **out, const gguf *g, char *err, size_t errlen) {
         int prev = vocab_lookup(t, s, len);
         if (prev >= 0) {
             char ex[100];
-            rc = fail(err, errlen, TOK_ERR_FORMAT, "tokenizer.ggml.tokens[%d] = \"%s\": duplicate of token %d",
-                      i, excerpt(ex, s, len), prev);
+            rc = fail(err, errlen, TOK_ERR_FORMAT,
+                      "tokenizer.ggml.tokens[%d] = \"%s\": duplicate of token %d", i,
+                      excerpt(ex, s, len), prev);
             goto fail;
         }
         uint32_t h = (uint32_t)hash_bytes(s, len) & t->vocab_mask;
-        while (t->vocab_hash[h] >= 0) h = (h + 1) & t->vocab_mask;
+        while (t->vocab_hash[h] >= 0)
+            h = (h + 1) & t->vocab_mask;
         t->vocab_hash[h] = i;
     }
     for (size_t i = 0; i < sizeof forced_control / sizeof forced_control[0]; i++) {
         int id = vocab_lookup(t, forced_control[i], strlen(forced_control[i]));
-        if (id >= 0 && t->type[id] != TOK_CONTROL && t->type[id] != TOK_UNKNOWN) t->type[id] = TOK_CONTROL;
+        if (id >= 0 && t->type[id] != TOK_CONTROL && t->type[id] != TOK_UNKNOWN)
+            t->type[id] = TOK_CONTROL;
     }
     /* llama.cpp's per-family overrides, in its order: gpt-oss markers always render; "<|end|>"
      * is plain text next to <|return|>+<|call|> or <|calls|>+<|flush|>; "</s>" next to
      * "<|tool_response>" is NORMAL */
-    static const char *const always_user[] = {"<|channel|>", "<|message|>", "<|start|>", "<|constrain|>"};
+    static const char *const always_user[] = {"<|channel|>", "<|message|>", "<|start|>",
+                                              "<|constrain|>"};
     for (size_t i = 0; i < sizeof always_user / sizeof always_user[0]; i++) {
         int id = vocab_lookup(t, always_user[i], strlen(always_user[i]));
         if (id >= 0) t->type[id] = TOK_USER;
     }
 #define HAS(s) (vocab_lookup(t, s, sizeof s - 1) >= 0)
     int end_id = vocab_lookup(t, "<|end|>", 7);
-    if (end_id >= 0 && ((HAS("<|return|>") && HAS("<|call|>")) || (HAS("<|calls|>") && HAS("<|flush|>"))))
+    if (end_id >= 0 &&
+        ((HAS("<|return|>") && HAS("<|call|>")) || (HAS("<|calls|>") && HAS("<|flush|>"))))
         t->type[end_id] = TOK_USER;
     int s_id = vocab_lookup(t, "</s>", 4);
     if (s_id >= 0 && HAS("<|tool_response>")) t->type[s_id] = TOK_NORMAL;
 #undef HAS
     for (int i = 0; i < n; i++) {
         int ty = t->type[i];
-        if (ty == TOK_CONTROL || ty == TOK_UNKNOWN) t->attr[i] = ATTR_HIDDEN | ATTR_SPLIT;
-        else if (ty == TOK_USER) t->attr[i] = ATTR_SPLIT;
+        if (ty == TOK_CONTROL || ty == TOK_UNKNOWN)
+            t->attr[i] = ATTR_HIDDEN | ATTR_SPLIT;
+        else if (ty == TOK_USER)
+            t->attr[i] = ATTR_SPLIT;
     }
 
     /* merges */
@@ -434,7 +510,8 @@ int tok_new(tok **out, const gguf *g, char *err, size_t errlen) {
         goto fail;
     }
     cap = 16;
-    while (cap < 2u * (uint32_t)nm) cap <<= 1;
+    while (cap < 2u * (uint32_t)nm)
+        cap <<= 1;
     t->merge_mask = cap - 1;
     t->merges = calloc(cap, sizeof *t->merges);
     char *buf = NULL;
@@ -463,23 +540,27 @@ int tok_new(tok **out, const gguf *g, char *err, size_t errlen) {
         if (l < 0 || r < 0 || m < 0) {
             free(buf);
             char ex[100];
-            rc = fail(err, errlen, TOK_ERR_FORMAT,
-                      "tokenizer.ggml.merges[%llu] = \"%s\": %s", (unsigned long long)j, excerpt(ex, s, len),
+            rc = fail(err, errlen, TOK_ERR_FORMAT, "tokenizer.ggml.merges[%llu] = \"%s\": %s",
+                      (unsigned long long)j, excerpt(ex, s, len),
                       !sp || sp + 1 >= s + len ? "not two tokens separated by a space"
-                      : l < 0 ? "left half is not a token"
-                      : r < 0 ? "right half is not a token" : "merged text is not a token");
+                      : l < 0                  ? "left half is not a token"
+                      : r < 0                  ? "right half is not a token"
+                                               : "merged text is not a token");
             goto fail;
         }
         uint64_t key = (((uint64_t)(uint32_t)l << 32) | (uint32_t)r) + 1;
         uint32_t h = (uint32_t)hash_u64(key) & t->merge_mask;
-        while (t->merges[h].key && t->merges[h].key != key) h = (h + 1) & t->merge_mask;
+        while (t->merges[h].key && t->merges[h].key != key)
+            h = (h + 1) & t->merge_mask;
         if (!t->merges[h].key) t->merges[h] = (merge_slot){key, (int32_t)j, m};
     }
     free(buf);
 
     /* special ids */
-    if ((rc = get_special_id(g, "tokenizer.ggml.bos_token_id", n, &t->bos, err, errlen)) < 0) goto fail;
-    if ((rc = get_special_id(g, "tokenizer.ggml.eos_token_id", n, &t->eos, err, errlen)) < 0) goto fail;
+    if ((rc = get_special_id(g, "tokenizer.ggml.bos_token_id", n, &t->bos, err, errlen)) < 0)
+        goto fail;
+    if ((rc = get_special_id(g, "tokenizer.ggml.eos_token_id", n, &t->eos, err, errlen)) < 0)
+        goto fail;
     if ((rc = get_special_id(g, "tokenizer.ggml.padding_token_id", n, &t->pad, err, errlen)) < 0)
         goto fail;
     t->add_bos = gguf_get_bool(g, "tokenizer.ggml.add_bos_token", true, &bad);
@@ -488,8 +569,9 @@ int tok_new(tok **out, const gguf *g, char *err, size_t errlen) {
         goto fail;
     }
     if (t->add_bos && t->bos < 0) {
-        rc = fail(err, errlen, TOK_ERR_FORMAT,
-                  "tokenizer.ggml.add_bos_token is true but tokenizer.ggml.bos_token_id is missing");
+        rc =
+            fail(err, errlen, TOK_ERR_FORMAT,
+                 "tokenizer.ggml.add_bos_token is true but tokenizer.ggml.bos_token_id is missing");
         goto fail;
     }
 
@@ -500,7 +582,8 @@ int tok_new(tok **out, const gguf *g, char *err, size_t errlen) {
         memcpy(t->benc[b], u, 2);
         t->benc_len[b] = (uint8_t)k;
         t->byte_tok[b] = vocab_lookup(t, u, (size_t)k);
-        for (int j = 0; j < 2; j++) t->byte_fb[b][j] = j < k ? vocab_lookup(t, u + j, 1) : -1;
+        for (int j = 0; j < 2; j++)
+            t->byte_fb[b][j] = j < k ? vocab_lookup(t, u + j, 1) : -1;
     }
 
     /* special tokens matched in text, longest first */
@@ -512,7 +595,8 @@ int tok_new(tok **out, const gguf *g, char *err, size_t errlen) {
 
     /* rendered pieces */
     size_t ptotal = 0;
-    for (int i = 0; i < n; i++) ptotal += render_piece(t, i, NULL);
+    for (int i = 0; i < n; i++)
+        ptotal += render_piece(t, i, NULL);
     t->piece = malloc(ptotal + 1);
     t->piece_off = malloc(sizeof *t->piece_off * ((size_t)n + 1));
     if (!t->piece || !t->piece_off) goto nomem;
@@ -537,8 +621,9 @@ int tok_new(tok **out, const gguf *g, char *err, size_t errlen) {
     if (!t->re) {
         PCRE2_UCHAR msg[128];
         pcre2_get_error_message(ecode, msg, sizeof msg);
-        rc = fail(err, errlen, TOK_ERR_NOMEM, "tokenizer: PCRE2 rejected the split pattern at %zu: %s",
-                  (size_t)eoff, (const char *)msg);
+        rc = fail(err, errlen, TOK_ERR_NOMEM,
+                  "tokenizer: PCRE2 rejected the split pattern at %zu: %s", (size_t)eoff,
+                  (const char *)msg);
         goto fail;
     }
     t->jit = pcre2_jit_compile(t->re, PCRE2_JIT_COMPLETE) == 0;
@@ -573,12 +658,24 @@ void tok_free(tok *t) {
     free(t);
 }
 
-int tok_n_vocab(const tok *t) { return t->n_vocab; }
-int tok_bos(const tok *t) { return t->bos; }
-int tok_eos(const tok *t) { return t->eos; }
-int tok_pad(const tok *t) { return t->pad; }
-bool tok_add_bos(const tok *t) { return t->add_bos; }
-size_t tok_max_piece(const tok *t) { return t->max_piece; }
+int tok_n_vocab(const tok *t) {
+    return t->n_vocab;
+}
+int tok_bos(const tok *t) {
+    return t->bos;
+}
+int tok_eos(const tok *t) {
+    return t->eos;
+}
+int tok_pad(const tok *t) {
+    return t->pad;
+}
+bool tok_add_bos(const tok *t) {
+    return t->add_bos;
+}
+size_t tok_max_piece(const tok *t) {
+    return t->max_piece;
+}
 
 int tok_type_of(const tok *t, int id) {
     if (id < 0 || id >= t->n_vocab) return -1;
@@ -605,18 +702,24 @@ const char *tok_text_of(const tok *t, int id, size_t *len) {
     return s;
 }
 
-int tok_find(const tok *t, const char *text, size_t len) { return vocab_lookup(t, text, len); }
+int tok_find(const tok *t, const char *text, size_t len) {
+    return vocab_lookup(t, text, len);
+}
 
 /* ---- encoding ---- */
 
 /* Unicode 15/15.1 letters (L) and numbers (N) that llama.cpp knows but PCRE2 built on an older
  * Unicode may not: substituted (same UTF-8 length) before matching so both classify alike. */
-static const struct { uint32_t lo, hi; char cls; } newer_unicode[] = {
-    {0x1123F, 0x11240, 'L'}, {0x11F02, 0x11F02, 'L'}, {0x11F04, 0x11F10, 'L'}, {0x11F12, 0x11F33, 'L'},
-    {0x11F50, 0x11F59, 'N'}, {0x1342F, 0x1342F, 'L'}, {0x13441, 0x13446, 'L'}, {0x1B132, 0x1B132, 'L'},
-    {0x1B155, 0x1B155, 'L'}, {0x1D2C0, 0x1D2D3, 'N'}, {0x1DF25, 0x1DF2A, 'L'}, {0x1E030, 0x1E06D, 'L'},
-    {0x1E4D0, 0x1E4EB, 'L'}, {0x1E4F0, 0x1E4F9, 'N'}, {0x2B739, 0x2B739, 'L'}, {0x2EBF0, 0x2EE5D, 'L'},
-    {0x31350, 0x323AF, 'L'},
+static const struct {
+    uint32_t lo, hi;
+    char cls;
+} newer_unicode[] = {
+    {0x1123F, 0x11240, 'L'}, {0x11F02, 0x11F02, 'L'}, {0x11F04, 0x11F10, 'L'},
+    {0x11F12, 0x11F33, 'L'}, {0x11F50, 0x11F59, 'N'}, {0x1342F, 0x1342F, 'L'},
+    {0x13441, 0x13446, 'L'}, {0x1B132, 0x1B132, 'L'}, {0x1B155, 0x1B155, 'L'},
+    {0x1D2C0, 0x1D2D3, 'N'}, {0x1DF25, 0x1DF2A, 'L'}, {0x1E030, 0x1E06D, 'L'},
+    {0x1E4D0, 0x1E4EB, 'L'}, {0x1E4F0, 0x1E4F9, 'N'}, {0x2B739, 0x2B739, 'L'},
+    {0x2EBF0, 0x2EE5D, 'L'}, {0x31350, 0x323AF, 'L'},
 };
 
 static char newer_class(uint32_t c) {
@@ -643,14 +746,15 @@ typedef struct enc_ctx {
     long long count;
     uint64_t work;
     /* scratch sized for the longest raw fragment */
-    unsigned char *norm;  /* the fragment as llama.cpp sees it (invalid bytes -> U+FFFD) */
-    unsigned char *safe;  /* same length, what PCRE2 matches (surrogates, newer letters substituted) */
+    unsigned char *norm; /* the fragment as llama.cpp sees it (invalid bytes -> U+FFFD) */
+    unsigned char
+        *safe; /* same length, what PCRE2 matches (surrogates, newer letters substituted) */
     pcre2_match_data *md;
     /* scratch grown to the longest piece */
-    unsigned char *word;  /* (2 * piece_cap) byte-level encoded piece */
-    sym *syms;            /* (piece_cap) */
+    unsigned char *word; /* (2 * piece_cap) byte-level encoded piece */
+    sym *syms;           /* (piece_cap) */
     size_t piece_cap;
-    cand *heap;           /* (heap_cap) merge candidates */
+    cand *heap; /* (heap_cap) merge candidates */
     size_t heap_cap, nh;
 } enc_ctx;
 
@@ -732,7 +836,8 @@ static int encode_piece(enc_ctx *c, const unsigned char *p, int n) {
         return 0;
     }
     sym *s = c->syms;
-    for (int i = 0; i < n; i++) s[i] = (sym){t->byte_tok[p[i]], i - 1, i + 1 < n ? i + 1 : -1};
+    for (int i = 0; i < n; i++)
+        s[i] = (sym){t->byte_tok[p[i]], i - 1, i + 1 < n ? i + 1 : -1};
     if (n <= 16) {
         /* short piece: scan for the best pair each round (at most 15 rounds of 15) */
         for (;;) {
@@ -742,7 +847,8 @@ static int encode_piece(enc_ctx *c, const unsigned char *p, int n) {
                 if (s[i].id < 0 || s[s[i].next].id < 0) continue;
                 const merge_slot *m = merge_lookup(t, s[i].id, s[s[i].next].id);
                 c->work++;
-                if (m && (best < 0 || m->rank < best_rank)) best = i, best_rank = m->rank, best_merged = m->merged;
+                if (m && (best < 0 || m->rank < best_rank))
+                    best = i, best_rank = m->rank, best_merged = m->merged;
             }
             if (best < 0) break;
             int r = s[best].next;
@@ -843,7 +949,8 @@ static int encode_raw(enc_ctx *c, const unsigned char *text, size_t len) {
         } else {
             return TOK_ERR_NOMEM; /* match/heap limit: only on resource exhaustion */
         }
-        if (ms > pos && encode_piece(c, norm + pos, (int)(ms - pos)) < 0) return TOK_ERR_NOMEM; /* never seen */
+        if (ms > pos && encode_piece(c, norm + pos, (int)(ms - pos)) < 0)
+            return TOK_ERR_NOMEM; /* never seen */
         if (me > ms && encode_piece(c, norm + ms, (int)(me - ms)) < 0) return TOK_ERR_NOMEM;
         if (me <= pos) me = pos + 1; /* cannot happen: the pattern never matches empty */
         pos = me;
@@ -907,7 +1014,8 @@ int tok_encode_counted(const tok *t, const char *text, size_t len, bool add_bos,
             if (fr[f].id >= 0 || fr[f].len < sl) continue;
             const char *p = text + fr[f].off, *end = p + fr[f].len;
             c.work += fr[f].len / 16 + 1;
-            while ((p = memmem(p, (size_t)(end - p), st, sl)) != NULL) extra += 2, p += sl;
+            while ((p = memmem(p, (size_t)(end - p), st, sl)) != NULL)
+                extra += 2, p += sl;
         }
         if (!extra) continue;
         nf = malloc(sizeof *nf * (nfr + extra));
@@ -980,7 +1088,8 @@ static bool visible(const tok *t, int32_t id, bool render_special) {
     return render_special || !(t->attr[id] & ATTR_HIDDEN);
 }
 
-size_t tok_decode(const tok *t, const int32_t *ids, int n, bool render_special, char *buf, size_t cap) {
+size_t tok_decode(const tok *t, const int32_t *ids, int n, bool render_special, char *buf,
+                  size_t cap) {
     size_t total = 0;
     for (int i = 0; i < n; i++) {
         if (!visible(t, ids[i], render_special)) continue;
@@ -1006,10 +1115,14 @@ static int utf8_complete(const unsigned char *b, size_t avail) {
     int need;
     unsigned char lo = 0x80, hi = 0xBF;
     if (c < 0x80) return 1;
-    if (c >= 0xC2 && c <= 0xDF) need = 2;
-    else if (c >= 0xE0 && c <= 0xEF) need = 3, lo = c == 0xE0 ? 0xA0 : 0x80, hi = c == 0xED ? 0x9F : 0xBF;
-    else if (c >= 0xF0 && c <= 0xF4) need = 4, lo = c == 0xF0 ? 0x90 : 0x80, hi = c == 0xF4 ? 0x8F : 0xBF;
-    else return 1;
+    if (c >= 0xC2 && c <= 0xDF)
+        need = 2;
+    else if (c >= 0xE0 && c <= 0xEF)
+        need = 3, lo = c == 0xE0 ? 0xA0 : 0x80, hi = c == 0xED ? 0x9F : 0xBF;
+    else if (c >= 0xF0 && c <= 0xF4)
+        need = 4, lo = c == 0xF0 ? 0x90 : 0x80, hi = c == 0xF4 ? 0x8F : 0xBF;
+    else
+        return 1;
     for (int k = 1; k < need; k++) {
         if ((size_t)k >= avail) return 0;
         unsigned char x = b[k];
@@ -1029,7 +1142,8 @@ size_t tok_stream_push(tok_stream *s, int32_t id, char *buf, size_t cap) {
     for (size_t i = 0; i < total;) {
         unsigned char b[4];
         size_t av = total - i < 4 ? total - i : 4;
-        for (size_t k = 0; k < av; k++) b[k] = stream_byte(s, p, i + k);
+        for (size_t k = 0; k < av; k++)
+            b[k] = stream_byte(s, p, i + k);
         int k = utf8_complete(b, av);
         if (k == 0) { /* an unfinished character: at most 3 bytes, held for the next id */
             keep_from = i;
@@ -1038,10 +1152,12 @@ size_t tok_stream_push(tok_stream *s, int32_t id, char *buf, size_t cap) {
         i += (size_t)k;
     }
     if (keep_from > cap) return keep_from; /* does not fit: nothing consumed */
-    for (size_t k = 0; k < keep_from; k++) buf[k] = (char)stream_byte(s, p, k);
+    for (size_t k = 0; k < keep_from; k++)
+        buf[k] = (char)stream_byte(s, p, k);
     unsigned char held[4];
     size_t nh = total - keep_from;
-    for (size_t k = 0; k < nh; k++) held[k] = stream_byte(s, p, keep_from + k);
+    for (size_t k = 0; k < nh; k++)
+        held[k] = stream_byte(s, p, keep_from + k);
     memcpy(s->pending, held, nh);
     s->n_pending = (int)nh;
     if (keep_from < cap) buf[keep_from] = 0;

@@ -11,8 +11,14 @@ typedef struct tok tok; /* immutable after tok_new: safe to share between thread
 /* Error codes (negative); tok_new also writes a message naming the field, value and limit. */
 enum { TOK_ERR_FORMAT = -1, TOK_ERR_NOMEM = -2, TOK_ERR_TOO_LONG = -3 };
 
-enum tok_type { TOK_NORMAL = 1, TOK_UNKNOWN = 2, TOK_CONTROL = 3, TOK_USER = 4, TOK_UNUSED = 5,
-                TOK_BYTE = 6 };
+enum tok_type {
+    TOK_NORMAL = 1,
+    TOK_UNKNOWN = 2,
+    TOK_CONTROL = 3,
+    TOK_USER = 4,
+    TOK_UNUSED = 5,
+    TOK_BYTE = 6
+};
 
 /* Builds the tokenizer from g's metadata (g may be closed afterwards). Validates the vocab:
  * model "gpt2", pre "lfm2" (or another Llama-3 pattern name, or absent), tokens unique, types
@@ -22,7 +28,7 @@ int tok_new(tok **out, const gguf *g, char *err, size_t errlen);
 void tok_free(tok *t); /* NULL is a no-op */
 
 int tok_n_vocab(const tok *t);
-int tok_bos(const tok *t);     /* -1 if none */
+int tok_bos(const tok *t); /* -1 if none */
 int tok_eos(const tok *t);
 int tok_pad(const tok *t);
 bool tok_add_bos(const tok *t);

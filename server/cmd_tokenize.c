@@ -1,4 +1,5 @@
-/* cmd_tokenize.c: `lfm2 tokenize -m FILE [--no-bos] [--no-special] TEXT`: prints token ids, like llama-tokenize. */
+/* cmd_tokenize.c: `lfm2 tokenize -m FILE [--no-bos] [--no-special] TEXT`: prints token ids, like
+ * llama-tokenize. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -8,16 +9,18 @@
 #include "server/cli.h"
 
 static void tokenize_usage(FILE *f) {
-    fprintf(f, "usage: lfm2 tokenize -m FILE [--no-bos] [--no-special] [--pieces] (TEXT | -f TEXTFILE)\n"
-               "  Prints the token ids of TEXT separated by spaces, then a newline.\n"
-               "  BOS is prepended when the vocab asks for it (tokenizer.ggml.add_bos_token) unless\n"
-               "  --no-bos; special tokens written as text (<|im_start|>) become single tokens\n"
-               "  unless --no-special. -f reads the text (any bytes) from a file, '-' for stdin.\n"
-               "  --pieces prints one 'id<TAB>piece' line per token instead (piece C-escaped).\n"
-               "  --batch reads lines 'F HEX' from stdin (F: N plain, S special, B BOS, A both; HEX the\n"
-               "  text's bytes) and prints one line of ids for each: the protocol of\n"
-               "  tests/oracle/tok_oracle.c, for differential tests against llama.cpp.\n"
-               "  Only the tokenizer metadata is read: no weights are loaded.\n");
+    fprintf(
+        f,
+        "usage: lfm2 tokenize -m FILE [--no-bos] [--no-special] [--pieces] (TEXT | -f TEXTFILE)\n"
+        "  Prints the token ids of TEXT separated by spaces, then a newline.\n"
+        "  BOS is prepended when the vocab asks for it (tokenizer.ggml.add_bos_token) unless\n"
+        "  --no-bos; special tokens written as text (<|im_start|>) become single tokens\n"
+        "  unless --no-special. -f reads the text (any bytes) from a file, '-' for stdin.\n"
+        "  --pieces prints one 'id<TAB>piece' line per token instead (piece C-escaped).\n"
+        "  --batch reads lines 'F HEX' from stdin (F: N plain, S special, B BOS, A both; HEX the\n"
+        "  text's bytes) and prints one line of ids for each: the protocol of\n"
+        "  tests/oracle/tok_oracle.c, for differential tests against llama.cpp.\n"
+        "  Only the tokenizer metadata is read: no weights are loaded.\n");
 }
 
 static char *read_all(const char *path, size_t *len) {
@@ -46,17 +49,26 @@ static char *read_all(const char *path, size_t *len) {
 static void print_escaped(const char *s, size_t n) {
     for (size_t i = 0; i < n; i++) {
         unsigned char c = (unsigned char)s[i];
-        if (c == '\\') fputs("\\\\", stdout);
-        else if (c == '\n') fputs("\\n", stdout);
-        else if (c == '\t') fputs("\\t", stdout);
-        else if (c == '\r') fputs("\\r", stdout);
-        else if (c < 0x20 || c == 0x7f) printf("\\x%02x", c);
-        else putchar(c);
+        if (c == '\\')
+            fputs("\\\\", stdout);
+        else if (c == '\n')
+            fputs("\\n", stdout);
+        else if (c == '\t')
+            fputs("\\t", stdout);
+        else if (c == '\r')
+            fputs("\\r", stdout);
+        else if (c < 0x20 || c == 0x7f)
+            printf("\\x%02x", c);
+        else
+            putchar(c);
     }
 }
 
 static int hexval(int c) {
-    return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+    return c >= '0' && c <= '9'   ? c - '0'
+           : c >= 'a' && c <= 'f' ? c - 'a' + 10
+           : c >= 'A' && c <= 'F' ? c - 'A' + 10
+                                  : -1;
 }
 
 /* --batch: "F HEX" lines in, one line of ids out per line. */
@@ -75,7 +87,8 @@ static int tokenize_batch(const char *path) {
     ssize_t got;
     int status = 0;
     while ((got = getline(&line, &cap, stdin)) > 0) {
-        while (got > 0 && (line[got - 1] == '\n' || line[got - 1] == '\r')) line[--got] = 0;
+        while (got > 0 && (line[got - 1] == '\n' || line[got - 1] == '\r'))
+            line[--got] = 0;
         size_t n = got >= 2 ? (size_t)(got - 2) / 2 : 0;
         bool ok = got >= 2 && strchr("NSBA", line[0]) && line[1] == ' ' && (got - 2) % 2 == 0;
         char *nt = ok ? realloc(text, n + 1) : NULL;
@@ -90,7 +103,8 @@ static int tokenize_batch(const char *path) {
             status = 1;
             break;
         }
-        bool special = line[0] == 'S' || line[0] == 'A', bos = (line[0] == 'B' || line[0] == 'A') && tok_add_bos(t);
+        bool special = line[0] == 'S' || line[0] == 'A',
+             bos = (line[0] == 'B' || line[0] == 'A') && tok_add_bos(t);
         int k = tok_encode(t, text, n, bos, special, NULL, 0);
         int32_t *ni = k >= 0 ? realloc(ids, sizeof *ids * ((size_t)k + 1)) : NULL;
         if (!ni) {
@@ -100,7 +114,8 @@ static int tokenize_batch(const char *path) {
         }
         ids = ni;
         tok_encode(t, text, n, bos, special, ids, k);
-        for (int i = 0; i < k; i++) printf(i ? " %d" : "%d", ids[i]);
+        for (int i = 0; i < k; i++)
+            printf(i ? " %d" : "%d", ids[i]);
         putchar('\n');
     }
     if (fflush(stdout)) status = 1;
@@ -119,14 +134,16 @@ int cmd_tokenize(int argc, char **argv) {
         if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
             tokenize_usage(stdout);
             return 0;
-        } else if (!strcmp(argv[i], "-m") || !strcmp(argv[i], "--model") || !strcmp(argv[i], "-f") ||
-                   !strcmp(argv[i], "--file")) {
+        } else if (!strcmp(argv[i], "-m") || !strcmp(argv[i], "--model") ||
+                   !strcmp(argv[i], "-f") || !strcmp(argv[i], "--file")) {
             if (i + 1 >= argc) {
                 fprintf(stderr, "error: %s needs a file argument\n", argv[i]);
                 return 1;
             }
-            if (argv[i][1] == 'm' || argv[i][2] == 'm') path = argv[++i];
-            else file = argv[++i];
+            if (argv[i][1] == 'm' || argv[i][2] == 'm')
+                path = argv[++i];
+            else
+                file = argv[++i];
         } else if (!strcmp(argv[i], "--no-bos")) {
             bos = false;
         } else if (!strcmp(argv[i], "--no-special")) {
@@ -138,7 +155,8 @@ int cmd_tokenize(int argc, char **argv) {
         } else if (!strcmp(argv[i], "--")) {
             if (i + 1 < argc && !text) text = argv[++i];
             if (i + 1 < argc) {
-                fprintf(stderr, "error: unexpected argument '%s' (quote TEXT as one argument)\n", argv[i + 1]);
+                fprintf(stderr, "error: unexpected argument '%s' (quote TEXT as one argument)\n",
+                        argv[i + 1]);
                 return 1;
             }
             break;
@@ -147,7 +165,8 @@ int cmd_tokenize(int argc, char **argv) {
             tokenize_usage(stderr);
             return 1;
         } else if (text) {
-            fprintf(stderr, "error: unexpected argument '%s' (quote TEXT as one argument)\n", argv[i]);
+            fprintf(stderr, "error: unexpected argument '%s' (quote TEXT as one argument)\n",
+                    argv[i]);
             return 1;
         } else {
             text = argv[i];
@@ -155,7 +174,8 @@ int cmd_tokenize(int argc, char **argv) {
     }
     if (path && batch && !text && !file) return tokenize_batch(path);
     if (!path || (!text && !file) || (text && file)) {
-        fprintf(stderr, "error: %s\n", !path ? "-m FILE is required" : "give either TEXT or -f TEXTFILE");
+        fprintf(stderr, "error: %s\n",
+                !path ? "-m FILE is required" : "give either TEXT or -f TEXTFILE");
         tokenize_usage(stderr);
         return 1;
     }

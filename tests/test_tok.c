@@ -1,4 +1,5 @@
-/* test_tok.c: tokenizer against llama.cpp goldens, round trips, streaming, broken vocabs, cost bound, threads. */
+/* test_tok.c: tokenizer against llama.cpp goldens, round trips, streaming, broken vocabs, cost
+ * bound, threads. */
 #include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -32,8 +33,10 @@ static tok *load_tok(const char *path, gguf **gout) {
         fprintf(stderr, "tok_new %s: %s\n", path, err);
         CHECK(0);
     }
-    if (gout) *gout = g;
-    else gguf_close(g);
+    if (gout)
+        *gout = g;
+    else
+        gguf_close(g);
     return t;
 }
 
@@ -55,7 +58,8 @@ static int parse_ids(const char *s, int32_t *ids, int cap) {
     return n;
 }
 
-static int encode_all(const tok *t, const char *s, size_t len, bool bos, bool special, int32_t **out) {
+static int encode_all(const tok *t, const char *s, size_t len, bool bos, bool special,
+                      int32_t **out) {
     int n = tok_encode(t, s, len, bos, special, NULL, 0);
     CHECK(n >= 0);
     *out = malloc(sizeof **out * ((size_t)(n > 0 ? n : 0) + 1));
@@ -70,10 +74,14 @@ static size_t llama_normalize(const unsigned char *s, size_t n, unsigned char *o
     size_t o = 0;
     for (size_t i = 0; i < n;) {
         unsigned b = s[i], len = 0;
-        if (b < 0x80) len = 1;
-        else if ((b & 0xE0) == 0xC0) len = 2;
-        else if ((b & 0xF0) == 0xE0) len = 3;
-        else if ((b & 0xF8) == 0xF0) len = 4;
+        if (b < 0x80)
+            len = 1;
+        else if ((b & 0xE0) == 0xC0)
+            len = 2;
+        else if ((b & 0xF0) == 0xE0)
+            len = 3;
+        else if ((b & 0xF8) == 0xF0)
+            len = 4;
         uint32_t c = 0;
         bool ok = len > 0 && i + len <= n;
         if (ok) {
@@ -88,14 +96,19 @@ static size_t llama_normalize(const unsigned char *s, size_t n, unsigned char *o
             len = ok ? len : 1;
         }
         i += len;
-        if (c < 0x80) out[o++] = (unsigned char)c;
-        else if (c < 0x800) out[o++] = (unsigned char)(0xC0 | c >> 6), out[o++] = (unsigned char)(0x80 | (c & 63));
+        if (c < 0x80)
+            out[o++] = (unsigned char)c;
+        else if (c < 0x800)
+            out[o++] = (unsigned char)(0xC0 | c >> 6), out[o++] = (unsigned char)(0x80 | (c & 63));
         else if (c < 0x10000)
-            out[o++] = (unsigned char)(0xE0 | c >> 12), out[o++] = (unsigned char)(0x80 | ((c >> 6) & 63)),
+            out[o++] = (unsigned char)(0xE0 | c >> 12),
+            out[o++] = (unsigned char)(0x80 | ((c >> 6) & 63)),
             out[o++] = (unsigned char)(0x80 | (c & 63));
         else
-            out[o++] = (unsigned char)(0xF0 | c >> 18), out[o++] = (unsigned char)(0x80 | ((c >> 12) & 63)),
-            out[o++] = (unsigned char)(0x80 | ((c >> 6) & 63)), out[o++] = (unsigned char)(0x80 | (c & 63));
+            out[o++] = (unsigned char)(0xF0 | c >> 18),
+            out[o++] = (unsigned char)(0x80 | ((c >> 12) & 63)),
+            out[o++] = (unsigned char)(0x80 | ((c >> 6) & 63)),
+            out[o++] = (unsigned char)(0x80 | (c & 63));
     }
     return o;
 }
@@ -109,10 +122,14 @@ static bool valid_utf8(const unsigned char *s, size_t n) {
             i++;
             continue;
         }
-        if (c >= 0xC2 && c <= 0xDF) need = 2;
-        else if (c >= 0xE0 && c <= 0xEF) need = 3, lo = c == 0xE0 ? 0xA0 : 0x80, hi = c == 0xED ? 0x9F : 0xBF;
-        else if (c >= 0xF0 && c <= 0xF4) need = 4, lo = c == 0xF0 ? 0x90 : 0x80, hi = c == 0xF4 ? 0x8F : 0xBF;
-        else return false;
+        if (c >= 0xC2 && c <= 0xDF)
+            need = 2;
+        else if (c >= 0xE0 && c <= 0xEF)
+            need = 3, lo = c == 0xE0 ? 0xA0 : 0x80, hi = c == 0xED ? 0x9F : 0xBF;
+        else if (c >= 0xF0 && c <= 0xF4)
+            need = 4, lo = c == 0xF0 ? 0x90 : 0x80, hi = c == 0xF4 ? 0x8F : 0xBF;
+        else
+            return false;
         if (i + need > n || s[i + 1] < lo || s[i + 1] > hi) return false;
         for (size_t k = 2; k < need; k++)
             if ((s[i + k] & 0xC0) != 0x80) return false;
@@ -163,7 +180,8 @@ static void check_golden(const char *golden) {
         if (nf != 5) continue;
         size_t hl = strlen(fields[0]), n = hl / 2;
         text = realloc(text, n + 1);
-        for (size_t i = 0; i < n; i++) text[i] = (unsigned char)(hexval(fields[0][2 * i]) * 16 + hexval(fields[0][2 * i + 1]));
+        for (size_t i = 0; i < n; i++)
+            text[i] = (unsigned char)(hexval(fields[0][2 * i]) * 16 + hexval(fields[0][2 * i + 1]));
         cases++;
         for (int col = 0; col < 4; col++) {
             bool special = col & 1, bos = (col & 2) && tok_add_bos(t);
@@ -174,9 +192,10 @@ static void check_golden(const char *golden) {
             bool same = ng == nw && (ng == 0 || memcmp(ids, want, sizeof *ids * (size_t)ng) == 0);
             if (!same) {
                 if (mismatches++ < 8) {
-                    fprintf(stderr, "%s: case %s column %d:\n  want %s\n  got ", golden, fields[0], col + 1,
-                            fields[col + 1]);
-                    for (int i = 0; i < ng; i++) fprintf(stderr, "%d ", ids[i]);
+                    fprintf(stderr, "%s: case %s column %d:\n  want %s\n  got ", golden, fields[0],
+                            col + 1, fields[col + 1]);
+                    for (int i = 0; i < ng; i++)
+                        fprintf(stderr, "%d ", ids[i]);
                     fprintf(stderr, "\n");
                 }
                 check_failures++;
@@ -189,8 +208,8 @@ static void check_golden(const char *golden) {
                 dec = realloc(dec, dl + 1);
                 CHECK_EQ_INT(tok_decode(t, ids, ng, special, dec, dl + 1), dl);
                 if (dl != nn || memcmp(dec, norm, nn) != 0) {
-                    fprintf(stderr, "%s: round trip of %s (special %d) gave %zu bytes, want %zu\n", golden,
-                            fields[0], special, dl, nn);
+                    fprintf(stderr, "%s: round trip of %s (special %d) gave %zu bytes, want %zu\n",
+                            golden, fields[0], special, dl, nn);
                     check_failures++;
                 } else {
                     roundtrips++;
@@ -200,7 +219,8 @@ static void check_golden(const char *golden) {
             free(ids);
         }
     }
-    printf("%s: %d cases x 4 columns, %d mismatches, %d round trips\n", golden, cases, mismatches, roundtrips);
+    printf("%s: %d cases x 4 columns, %d mismatches, %d round trips\n", golden, cases, mismatches,
+           roundtrips);
     CHECK(cases >= 250);
     free(line);
     free(text);
@@ -234,11 +254,14 @@ static void check_pieces(const char *golden) {
             const char *hx = special ? f2 : f1;
             size_t wl = strlen(hx) / 2;
             want = realloc(want, wl + 1);
-            for (size_t i = 0; i < wl; i++) want[i] = (char)(hexval(hx[2 * i]) * 16 + hexval(hx[2 * i + 1]));
+            for (size_t i = 0; i < wl; i++)
+                want[i] = (char)(hexval(hx[2 * i]) * 16 + hexval(hx[2 * i + 1]));
             char buf[4096];
             size_t gl = tok_decode(t, &id, 1, special, buf, sizeof buf);
             if (gl != wl || memcmp(buf, want, wl) != 0) {
-                if (bad++ < 5) fprintf(stderr, "%s: token %d (special %d): got %zu bytes, want %s\n", golden, id, special, gl, hx);
+                if (bad++ < 5)
+                    fprintf(stderr, "%s: token %d (special %d): got %zu bytes, want %s\n", golden,
+                            id, special, gl, hx);
                 check_failures++;
             }
         }
@@ -256,24 +279,32 @@ static void check_pieces(const char *golden) {
 
 static size_t put_cpt(uint32_t c, unsigned char *o) {
     if (c < 0x80) return o[0] = (unsigned char)c, 1;
-    if (c < 0x800) return o[0] = (unsigned char)(0xC0 | c >> 6), o[1] = (unsigned char)(0x80 | (c & 63)), 2;
+    if (c < 0x800)
+        return o[0] = (unsigned char)(0xC0 | c >> 6), o[1] = (unsigned char)(0x80 | (c & 63)), 2;
     if (c < 0x10000)
-        return o[0] = (unsigned char)(0xE0 | c >> 12), o[1] = (unsigned char)(0x80 | ((c >> 6) & 63)),
+        return o[0] = (unsigned char)(0xE0 | c >> 12),
+               o[1] = (unsigned char)(0x80 | ((c >> 6) & 63)),
                o[2] = (unsigned char)(0x80 | (c & 63)), 3;
     return o[0] = (unsigned char)(0xF0 | c >> 18), o[1] = (unsigned char)(0x80 | ((c >> 12) & 63)),
-           o[2] = (unsigned char)(0x80 | ((c >> 6) & 63)), o[3] = (unsigned char)(0x80 | (c & 63)), 4;
+           o[2] = (unsigned char)(0x80 | ((c >> 6) & 63)), o[3] = (unsigned char)(0x80 | (c & 63)),
+           4;
 }
 
 static uint32_t random_cpt(void) {
-    static const uint32_t pool[] = {' ', ' ', '\n', '\t', '\r', '\'', 'a', 'e', 's', 'S', 'L', '1', '7', '.',
-                                    '!', '<', '|', '>', 0xA0, 0x301, 0x4E2D, 0x1F600, 0x200D, 0x3000, 0x180E};
+    static const uint32_t pool[] = {' ',  ' ',   '\n',   '\t',    '\r',   '\'',   'a',   'e', 's',
+                                    'S',  'L',   '1',    '7',     '.',    '!',    '<',   '|', '>',
+                                    0xA0, 0x301, 0x4E2D, 0x1F600, 0x200D, 0x3000, 0x180E};
     switch (rnd(4)) {
-    case 0: return pool[rnd(sizeof pool / sizeof pool[0])];
-    case 1: return 0x20 + rnd(0x5F);
-    case 2: return 0x80 + rnd(0x800 - 0x80);
+    case 0:
+        return pool[rnd(sizeof pool / sizeof pool[0])];
+    case 1:
+        return 0x20 + rnd(0x5F);
+    case 2:
+        return 0x80 + rnd(0x800 - 0x80);
     default: {
         uint32_t c;
-        do c = rnd(0x110000);
+        do
+            c = rnd(0x110000);
         while (c >= 0xD800 && c <= 0xDFFF);
         return c;
     }
@@ -288,8 +319,10 @@ static void check_random_roundtrips(const tok *t) {
         int ncp = 1 + (int)rnd(60);
         bool raw = it % 4 == 3; /* every 4th: arbitrary bytes */
         for (int k = 0; k < ncp && n + 4 < sizeof buf; k++) {
-            if (raw) buf[n++] = (unsigned char)rnd(256);
-            else n += put_cpt(random_cpt(), buf + n);
+            if (raw)
+                buf[n++] = (unsigned char)rnd(256);
+            else
+                n += put_cpt(random_cpt(), buf + n);
         }
         for (int special = 0; special < 2; special++) {
             int32_t *ids;
@@ -297,7 +330,8 @@ static void check_random_roundtrips(const tok *t) {
             size_t dl = tok_decode(t, ids, ng, special, dec, 1 << 16);
             size_t nn = llama_normalize(buf, n, norm);
             if (dl != nn || memcmp(dec, norm, nn) != 0) {
-                fprintf(stderr, "random round trip %d (special %d, raw %d) differs\n", it, special, raw);
+                fprintf(stderr, "random round trip %d (special %d, raw %d) differs\n", it, special,
+                        raw);
                 check_failures++;
             }
             free(ids);
@@ -310,10 +344,12 @@ static void check_random_roundtrips(const tok *t) {
 
 /* GPT-2 byte-to-unicode: the code point that stands for byte b in the vocab. */
 static uint32_t byte_cpt(int b) {
-    if ((b >= 0x21 && b <= 0x7E) || (b >= 0xA1 && b <= 0xAC) || (b >= 0xAE && b <= 0xFF)) return (uint32_t)b;
+    if ((b >= 0x21 && b <= 0x7E) || (b >= 0xA1 && b <= 0xAC) || (b >= 0xAE && b <= 0xFF))
+        return (uint32_t)b;
     int k = 0;
     for (int x = 0; x < b; x++)
-        if (!((x >= 0x21 && x <= 0x7E) || (x >= 0xA1 && x <= 0xAC) || (x >= 0xAE && x <= 0xFF))) k++;
+        if (!((x >= 0x21 && x <= 0x7E) || (x >= 0xA1 && x <= 0xAC) || (x >= 0xAE && x <= 0xFF)))
+            k++;
     return 256u + (uint32_t)k;
 }
 
@@ -335,7 +371,8 @@ static void check_stream(const tok *t) {
             /* ids of valid UTF-8 text: every chunk must then be valid UTF-8 on its own */
             unsigned char text[160]; /* fewer bytes than ids[] holds: no sequence gets cut */
             size_t tl = 0;
-            while (tl + 4 < sizeof text) tl += put_cpt(random_cpt(), text + tl);
+            while (tl + 4 < sizeof text)
+                tl += put_cpt(random_cpt(), text + tl);
             int32_t *all;
             int k = encode_all(t, (const char *)text, tl, false, false, &all);
             CHECK(k <= 200);
@@ -343,7 +380,8 @@ static void check_stream(const tok *t) {
             memcpy(ids, all, sizeof *ids * (size_t)n);
             free(all);
         } else {
-            for (int i = 0; i < n; i++) ids[i] = (int32_t)rnd((uint32_t)tok_n_vocab(t) + 3) - 1; /* incl. bad ids */
+            for (int i = 0; i < n; i++)
+                ids[i] = (int32_t)rnd((uint32_t)tok_n_vocab(t) + 3) - 1; /* incl. bad ids */
         }
         size_t wl = tok_decode(t, ids, n, render, whole, 1 << 16);
         tok_stream s;
@@ -401,34 +439,37 @@ static void check_stream(const tok *t) {
 
 typedef struct vocab_spec {
     const char *model, *pre;
-    const char **extra;  /* NORMAL tokens after the 256 byte chars */
+    const char **extra; /* NORMAL tokens after the 256 byte chars */
     int n_extra;
     const char **merges;
     int n_merges;
-    int64_t bos, eos;    /* -2: absent */
-    int bad_type_at;     /* -1: none; else that token gets type 9 */
-    int short_types;     /* token_type array one short */
-    int dup;             /* repeat token 100 at the end */
+    int64_t bos, eos; /* -2: absent */
+    int bad_type_at;  /* -1: none; else that token gets type 9 */
+    int short_types;  /* token_type array one short */
+    int dup;          /* repeat token 100 at the end */
     int no_merges, types_as_str, tokens_as_int;
-    int add_bos;         /* -1 absent, else value */
-    const char *user;    /* a USER_DEFINED token */
-    int raw_c3;          /* the token for byte 0xE4 ("ä") becomes the raw byte "\xC3" */
+    int add_bos;      /* -1 absent, else value */
+    const char *user; /* a USER_DEFINED token */
+    int raw_c3;       /* the token for byte 0xE4 ("ä") becomes the raw byte "\xC3" */
 } vocab_spec;
 
 static const char *write_vocab(const vocab_spec *v, char *path) {
-    static const char *specials[] = {"<|pad|>", "<|startoftext|>", "<|im_start|>", "<|im_end|>", "<|im_start|>x"};
+    static const char *specials[] = {"<|pad|>", "<|startoftext|>", "<|im_start|>", "<|im_end|>",
+                                     "<|im_start|>x"};
     const char *strs[700];
     char bytes[256][4];
     int32_t types[700];
     int n = 0;
-    for (int i = 0; i < 5; i++) strs[n] = specials[i], types[n++] = TOK_CONTROL;
+    for (int i = 0; i < 5; i++)
+        strs[n] = specials[i], types[n++] = TOK_CONTROL;
     for (int b = 0; b < 256; b++) {
         size_t l = put_cpt(byte_cpt(b), (unsigned char *)bytes[b]);
         bytes[b][l] = 0;
         if (v->raw_c3 && b == 0xE4) bytes[b][0] = (char)0xC3, bytes[b][1] = 0;
         strs[n] = bytes[b], types[n++] = TOK_NORMAL;
     }
-    for (int i = 0; i < v->n_extra; i++) strs[n] = v->extra[i], types[n++] = TOK_NORMAL;
+    for (int i = 0; i < v->n_extra; i++)
+        strs[n] = v->extra[i], types[n++] = TOK_NORMAL;
     if (v->user) strs[n] = v->user, types[n++] = TOK_USER;
     if (v->dup) strs[n] = strs[100], types[n++] = TOK_NORMAL;
     if (v->bad_type_at >= 0) types[v->bad_type_at] = 9;
@@ -436,11 +477,17 @@ static const char *write_vocab(const vocab_spec *v, char *path) {
     gguf_writer_set_str(w, "general.architecture", "lfm2");
     if (v->model) gguf_writer_set_str(w, "tokenizer.ggml.model", v->model);
     if (v->pre) gguf_writer_set_str(w, "tokenizer.ggml.pre", v->pre);
-    if (v->tokens_as_int) gguf_writer_set_arr(w, "tokenizer.ggml.tokens", GGUF_I32, types, (uint64_t)n);
-    else gguf_writer_set_arr_str(w, "tokenizer.ggml.tokens", strs, NULL, (uint64_t)n);
-    if (v->types_as_str) gguf_writer_set_arr_str(w, "tokenizer.ggml.token_type", strs, NULL, (uint64_t)n);
-    else gguf_writer_set_arr(w, "tokenizer.ggml.token_type", GGUF_I32, types, (uint64_t)(n - v->short_types));
-    if (!v->no_merges) gguf_writer_set_arr_str(w, "tokenizer.ggml.merges", v->merges, NULL, (uint64_t)v->n_merges);
+    if (v->tokens_as_int)
+        gguf_writer_set_arr(w, "tokenizer.ggml.tokens", GGUF_I32, types, (uint64_t)n);
+    else
+        gguf_writer_set_arr_str(w, "tokenizer.ggml.tokens", strs, NULL, (uint64_t)n);
+    if (v->types_as_str)
+        gguf_writer_set_arr_str(w, "tokenizer.ggml.token_type", strs, NULL, (uint64_t)n);
+    else
+        gguf_writer_set_arr(w, "tokenizer.ggml.token_type", GGUF_I32, types,
+                            (uint64_t)(n - v->short_types));
+    if (!v->no_merges)
+        gguf_writer_set_arr_str(w, "tokenizer.ggml.merges", v->merges, NULL, (uint64_t)v->n_merges);
     if (v->bos != -2) gguf_writer_set_int(w, "tokenizer.ggml.bos_token_id", GGUF_I32, v->bos);
     if (v->eos != -2) gguf_writer_set_int(w, "tokenizer.ggml.eos_token_id", GGUF_I32, v->eos);
     if (v->add_bos >= 0) gguf_writer_set_bool(w, "tokenizer.ggml.add_bos_token", v->add_bos);
@@ -454,9 +501,18 @@ static const char *write_vocab(const vocab_spec *v, char *path) {
 
 static vocab_spec base_spec(void) {
     static const char *extra[] = {"ab", "bc", "abc", "cd", "abcd", "xy", "Ġx", "ĠĠ", "ĠĠĠĠ"};
-    static const char *merges[] = {"b c", "a b", "a bc", "c d", "ab cd", "x y", "Ġ x", "Ġ Ġ", "ĠĠ ĠĠ"};
-    vocab_spec v = {.model = "gpt2", .pre = "lfm2", .extra = extra, .n_extra = 9, .merges = merges,
-                    .n_merges = 9, .bos = 1, .eos = 3, .bad_type_at = -1, .add_bos = -1};
+    static const char *merges[] = {"b c", "a b", "a bc", "c d",  "ab cd",
+                                   "x y", "Ġ x", "Ġ Ġ",  "ĠĠ ĠĠ"};
+    vocab_spec v = {.model = "gpt2",
+                    .pre = "lfm2",
+                    .extra = extra,
+                    .n_extra = 9,
+                    .merges = merges,
+                    .n_merges = 9,
+                    .bos = 1,
+                    .eos = 3,
+                    .bad_type_at = -1,
+                    .add_bos = -1};
     return v;
 }
 
@@ -474,11 +530,11 @@ static void expect_reject(const vocab_spec *v, const char *what, const char *n1,
     }
     rc = tok_new(&t, g, err, sizeof err);
     if (rc >= 0 || !strstr(err, n1) || (n2 && !strstr(err, n2))) {
-        fprintf(stderr, "%s: rc %d, message '%s' (want '%s'%s%s)\n", what, rc, err, n1, n2 ? " and " : "",
-                n2 ? n2 : "");
+        fprintf(stderr, "%s: rc %d, message '%s' (want '%s'%s%s)\n", what, rc, err, n1,
+                n2 ? " and " : "", n2 ? n2 : "");
         check_failures++;
-    }
-    else printf("rejected (%s): %s\n", what, err);
+    } else
+        printf("rejected (%s): %s\n", what, err);
     CHECK(t == NULL);
     tok_free(t);
     gguf_close(g);
@@ -491,7 +547,8 @@ static void ids_are(const tok *t, const char *text, bool special, const char *wa
     bool same = n == nw && memcmp(ids, w, sizeof *ids * (size_t)n) == 0;
     if (!same) {
         fprintf(stderr, "tokenize '%s': want %s, got", text, want);
-        for (int i = 0; i < n; i++) fprintf(stderr, " %d", ids[i]);
+        for (int i = 0; i < n; i++)
+            fprintf(stderr, " %d", ids[i]);
         fprintf(stderr, "\n");
         check_failures++;
     }
@@ -519,9 +576,9 @@ static void check_handmade(void) {
     CHECK_EQ_INT(tok_pad(t), -1);
     CHECK(tok_add_bos(t)); /* default for lfm2 */
     char buf[64];
-    ids_are(t, "abcd", false, "265");         /* whole piece in the vocab: one token, no merging */
-    ids_are(t, "abccd", false, "263 264");    /* b c (rank 0), a bc (2), c d (3); a b (1) went stale */
-    ids_are(t, "abab", false, "261 261");     /* equal ranks: leftmost first */
+    ids_are(t, "abcd", false, "265");      /* whole piece in the vocab: one token, no merging */
+    ids_are(t, "abccd", false, "263 264"); /* b c (rank 0), a bc (2), c d (3); a b (1) went stale */
+    ids_are(t, "abab", false, "261 261");  /* equal ranks: leftmost first */
     ids_are(t, "abxd", false, "261 125 105"); /* a b, then no merge for x or d */
     ids_are(t, " x", false, "267");           /* " x" is one piece: "Ġx" */
     ids_are(t, "    x", false, "268 37 267"); /* "   " + " x"; Ġ Ġ merges once, leftmost */
@@ -534,7 +591,8 @@ static void check_handmade(void) {
         int32_t *ids;
         int n = encode_all(t, "<|im_end|>", 10, false, false, &ids);
         CHECK(n > 1); /* not parsed: plain text */
-        for (int i = 0; i < n; i++) CHECK(ids[i] != 3);
+        for (int i = 0; i < n; i++)
+            CHECK(ids[i] != 3);
         free(ids);
         n = encode_all(t, "", 0, true, true, &ids);
         CHECK_EQ_INT(n, 1);
@@ -570,7 +628,8 @@ static void check_handmade(void) {
     write_vocab(&v, path);
     t = load_tok(path, NULL);
     if (!t) return;
-    ids_are(t, "abcdezzzzzzzzzzzzz", false, "261 264 127 127 127 127 127 127 127 127 127 127 127 127 127");
+    ids_are(t, "abcdezzzzzzzzzzzzz", false,
+            "261 264 127 127 127 127 127 127 127 127 127 127 127 127 127");
     ids_are(t, "abcdez", false, "261 264 127"); /* the same on the short path */
     tok_free(t);
 
@@ -654,13 +713,27 @@ static void check_cost(const tok *t) {
     for (int kind = 0; kind < 7; kind++) {
         for (size_t i = 0; i < n; i++) {
             switch (kind) {
-            case 0: s[i] = ' '; break;
-            case 1: s[i] = 'a'; break;
-            case 2: s[i] = (char)('0' + i % 10); break;
-            case 3: s[i] = i % 2 ? '\n' : ' '; break;
-            case 4: s[i] = "ab cd\tef'sgh 12\n!?"[rnd(18)]; break;
-            case 5: s[i] = (char)(0x80 + rnd(0x80)); break;
-            default: memcpy(s + i, "\xe4\xb8\xad", n - i >= 3 ? 3 : n - i), i += 2; break;
+            case 0:
+                s[i] = ' ';
+                break;
+            case 1:
+                s[i] = 'a';
+                break;
+            case 2:
+                s[i] = (char)('0' + i % 10);
+                break;
+            case 3:
+                s[i] = i % 2 ? '\n' : ' ';
+                break;
+            case 4:
+                s[i] = "ab cd\tef'sgh 12\n!?"[rnd(18)];
+                break;
+            case 5:
+                s[i] = (char)(0x80 + rnd(0x80));
+                break;
+            default:
+                memcpy(s + i, "\xe4\xb8\xad", n - i >= 3 ? 3 : n - i), i += 2;
+                break;
             }
         }
         s[n - 1] = 'x';
@@ -669,11 +742,12 @@ static void check_cost(const tok *t) {
         CHECK(k > 0);
         /* linear-time work: a quadratic merge loop would take ~1e10 steps here */
         if (work > 60ull * n) {
-            fprintf(stderr, "cost: %s input of %zu bytes took %llu steps (bound %llu)\n", names[kind], n,
-                    (unsigned long long)work, 60ull * n);
+            fprintf(stderr, "cost: %s input of %zu bytes took %llu steps (bound %llu)\n",
+                    names[kind], n, (unsigned long long)work, 60ull * n);
             check_failures++;
         }
-        printf("cost %-8s: %zu bytes -> %d tokens, %llu steps\n", names[kind], n, k, (unsigned long long)work);
+        printf("cost %-8s: %zu bytes -> %d tokens, %llu steps\n", names[kind], n, k,
+               (unsigned long long)work);
     }
     free(s);
 }
@@ -694,13 +768,16 @@ static void *thread_main(void *arg) {
         uint32_t x = (uint32_t)(j->seed * 7919 + it);
         while (n < sizeof text - 8) {
             x = x * 1103515245u + 12345u;
-            n += put_cpt(" aeiou\n'S1<|>"[(x >> 16) % 13] == '|' ? 0x4E2D : (uint32_t)" aeiou\n'S1<|>"[(x >> 16) % 13],
+            n += put_cpt(" aeiou\n'S1<|>"[(x >> 16) % 13] == '|'
+                             ? 0x4E2D
+                             : (uint32_t) " aeiou\n'S1<|>"[(x >> 16) % 13],
                          (unsigned char *)text + n);
         }
         int32_t a[4000], b[4000];
         int na = tok_encode(j->t, text, n, true, true, a, 4000);
         int nb = tok_encode(j->t, text, n, true, true, b, 4000);
-        if (na != nb || na < 0 || memcmp(a, b, sizeof *a * (size_t)(na < 4000 ? na : 4000))) j->bad++;
+        if (na != nb || na < 0 || memcmp(a, b, sizeof *a * (size_t)(na < 4000 ? na : 4000)))
+            j->bad++;
     }
     return NULL;
 }
@@ -712,8 +789,10 @@ static void check_threads(const tok *t) {
         jobs[i] = (job){t, i % 2, 0}; /* pairs of threads tokenize the same texts */
         pthread_create(&th[i], NULL, thread_main, &jobs[i]);
     }
-    for (int i = 0; i < 4; i++) pthread_join(th[i], NULL);
-    for (int i = 0; i < 4; i++) CHECK_EQ_INT(jobs[i].bad, 0);
+    for (int i = 0; i < 4; i++)
+        pthread_join(th[i], NULL);
+    for (int i = 0; i < 4; i++)
+        CHECK_EQ_INT(jobs[i].bad, 0);
 }
 
 int main(void) {

@@ -44,7 +44,8 @@ int main(int argc, char **argv) {
             for (int special = 0; special < 2; special++) {
                 int k = llama_token_to_piece(vocab, id, piece, sizeof piece, 0, special);
                 printf("\t");
-                for (int i = 0; i < k; i++) printf("%02x", (unsigned char)piece[i]);
+                for (int i = 0; i < k; i++)
+                    printf("%02x", (unsigned char)piece[i]);
             }
             printf("\n");
         }
@@ -58,13 +59,15 @@ int main(int argc, char **argv) {
     size_t n_line = 0;
     ssize_t got;
     while ((got = getline(&line, &n_line, stdin)) > 0) {
-        while (got > 0 && (line[got - 1] == '\n' || line[got - 1] == '\r')) line[--got] = 0;
+        while (got > 0 && (line[got - 1] == '\n' || line[got - 1] == '\r'))
+            line[--got] = 0;
         if (got < 2) continue;
         int special = line[0] == 'S' || line[0] == 'A', add = line[0] == 'B' || line[0] == 'A';
         const char *hex = line + 2;
         size_t n = strlen(hex) / 2;
         bytes = realloc(bytes, n + 1);
-        for (size_t i = 0; i < n; i++) bytes[i] = (char)(hexval(hex[2 * i]) * 16 + hexval(hex[2 * i + 1]));
+        for (size_t i = 0; i < n; i++)
+            bytes[i] = (char)(hexval(hex[2 * i]) * 16 + hexval(hex[2 * i + 1]));
         int max = (int)n + 8;
         ids = realloc(ids, sizeof *ids * (size_t)max);
         int k = llama_tokenize(vocab, bytes, (int)n, ids, max, add, special);
@@ -73,7 +76,8 @@ int main(int argc, char **argv) {
             ids = realloc(ids, sizeof *ids * (size_t)max);
             k = llama_tokenize(vocab, bytes, (int)n, ids, max, add, special);
         }
-        for (int i = 0; i < k; i++) printf(i ? " %d" : "%d", ids[i]);
+        for (int i = 0; i < k; i++)
+            printf(i ? " %d" : "%d", ids[i]);
         printf("\n");
         fflush(stdout);
     }
