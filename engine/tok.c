@@ -1,5 +1,4 @@
-/* tok.c: LFM2's byte-level BPE tokenizer (llama.cpp-exact): vocab checks, special-token split,
- * PCRE2 pre-tokenizer, BPE, detokenizer. */
+/* tok.c: LFM2's byte-level BPE tokenizer and detokenizer, token for token like llama.cpp. */
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include "engine/tok.h"
 

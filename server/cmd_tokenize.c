@@ -1,5 +1,4 @@
-/* cmd_tokenize.c: `lfm2 tokenize -m FILE [--no-bos] [--no-special] TEXT`: prints token ids, like
- * llama-tokenize. */
+/* cmd_tokenize.c: `lfm2 tokenize -m FILE [--no-bos] [--no-special] TEXT`: token ids. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>

@@ -1,5 +1,4 @@
-/* test_tok.c: tokenizer against llama.cpp goldens, round trips, streaming, broken vocabs, cost
- * bound, threads. */
+/* test_tok.c: tokenizer vs llama.cpp goldens; round trips, streaming, bad vocabs, cost, threads. */
 #include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
