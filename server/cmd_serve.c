@@ -1,4 +1,5 @@
-/* cmd_serve.c: `lfm2 serve`: settings (flags > LFM2_* env > config file > defaults) -> http_serve. */
+/* cmd_serve.c: `lfm2 serve`: settings (flags > LFM2_* env > config file > defaults) -> http_serve.
+ */
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>

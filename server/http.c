@@ -29,17 +29,24 @@
 #include "server/sched.h"
 
 enum route {
-    R_NONE = 0, R_CHAT, R_COMPL, R_MODELS, R_HEALTH, R_METRICS, R_TOKENIZE, R_DETOKENIZE,
+    R_NONE = 0,
+    R_CHAT,
+    R_COMPL,
+    R_MODELS,
+    R_HEALTH,
+    R_METRICS,
+    R_TOKENIZE,
+    R_DETOKENIZE,
 };
 
 typedef struct hchoice {
     char *text; /* non-streamed: text so far */
     size_t len, cap;
-    const char *finish; /* "stop" / "length" / NULL */
+    const char *finish;    /* "stop" / "length" / NULL */
     api_token_logprob *lp; /* non-streamed logprobs, pieces point into the tokenizer */
     api_top_logprob *top;  /* n_lp * n_top entries */
     int n_lp, cap_lp;
-    size_t text_offset;    /* completions: bytes of text already sent (stream) */
+    size_t text_offset; /* completions: bytes of text already sent (stream) */
 } hchoice;
 
 typedef struct server server;
@@ -153,11 +160,14 @@ static const char *cors_origin(hreq *r) {
     if (!origin || !*origin) return NULL;
     size_t ol = strlen(origin);
     for (const char *p = allow; *p;) {
-        while (*p == ' ' || *p == ',') p++;
+        while (*p == ' ' || *p == ',')
+            p++;
         const char *e = p;
-        while (*e && *e != ',') e++;
+        while (*e && *e != ',')
+            e++;
         const char *t = e;
-        while (t > p && t[-1] == ' ') t--;
+        while (t > p && t[-1] == ' ')
+            t--;
         if ((size_t)(t - p) == ol && !strncmp(p, origin, ol)) return origin;
         p = e;
     }
@@ -197,8 +207,7 @@ static enum MHD_Result send_json(hreq *r, unsigned status, char *json) {
     return rc;
 }
 
-static enum MHD_Result send_api_error(hreq *r, const api_error *e, const char *h1,
-                                      const char *v1) {
+static enum MHD_Result send_api_error(hreq *r, const api_error *e, const char *h1, const char *v1) {
     char *json = api_error_json(e);
     if (!json) return send_json(r, 500, NULL);
     enum MHD_Result rc = send_body(r, (unsigned)e->status, json, strlen(json), NULL, h1, v1);
@@ -297,8 +306,8 @@ static ssize_t sse_reader(void *cls, uint64_t pos, char *buf, size_t max) {
 }
 
 static enum MHD_Result start_stream(hreq *r) {
-    struct MHD_Response *resp = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16384,
-                                                                  sse_reader, r, NULL);
+    struct MHD_Response *resp =
+        MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16384, sse_reader, r, NULL);
     if (!resp) return MHD_NO;
     add_common_headers(r, resp);
     MHD_add_response_header(resp, "Content-Type", "text/event-stream");
@@ -374,8 +383,8 @@ static void choice_keep_logprobs(hreq *r, hchoice *c, const sched_event *ev) {
     if (c->n_lp + ev->n_toks > c->cap_lp) {
         int cap = (c->n_lp + ev->n_toks) * 2;
         api_token_logprob *p = realloc(c->lp, (size_t)cap * sizeof *p);
-        api_top_logprob *q = p ? realloc(c->top, (size_t)cap * (size_t)(nt ? nt : 1) * sizeof *q)
-                               : NULL;
+        api_top_logprob *q =
+            p ? realloc(c->top, (size_t)cap * (size_t)(nt ? nt : 1) * sizeof *q) : NULL;
         if (p) c->lp = p;
         if (q) c->top = q;
         if (!p || !q) {
@@ -395,7 +404,9 @@ static void choice_keep_logprobs(hreq *r, hchoice *c, const sched_event *ev) {
     free(top);
 }
 
-static const char *finish_name(int f) { return f == SCHED_FINISH_LENGTH ? "length" : "stop"; }
+static const char *finish_name(int f) {
+    return f == SCHED_FINISH_LENGTH ? "length" : "stop";
+}
 
 static void on_event(hreq *r, sched_event *ev) {
     api_resp_meta m = meta_of(r);
@@ -485,7 +496,8 @@ static enum MHD_Result send_final(hreq *r) {
         c[i].finish_reason = r->ch[i].finish ? r->ch[i].finish : "stop";
         if (r->want_logprobs) {
             int nt = r->n_top ? r->n_top : 1; /* re-point: the top array may have moved */
-            for (int k = 0; k < r->ch[i].n_lp; k++) r->ch[i].lp[k].top = &r->ch[i].top[(size_t)k * nt];
+            for (int k = 0; k < r->ch[i].n_lp; k++)
+                r->ch[i].lp[k].top = &r->ch[i].top[(size_t)k * nt];
             c[i].logprobs = r->ch[i].lp;
             c[i].n_logprobs = r->ch[i].n_lp;
             if (!c[i].logprobs) {
@@ -517,9 +529,10 @@ static void on_wake(uv_async_t *h) {
             hreq *r = find_job(sv, evs[i].job);
             if (r) {
                 on_event(r, &evs[i]);
-                if (r->stream ? (r->started && (r->out_len > r->out_off || r->out_end || !r->queued))
-                                  || r->done
-                              : r->done)
+                if (r->stream
+                        ? (r->started && (r->out_len > r->out_off || r->out_end || !r->queued)) ||
+                              r->done
+                        : r->done)
                     resume(r);
             }
             sched_event_clear(&evs[i]);
@@ -528,7 +541,9 @@ static void on_wake(uv_async_t *h) {
     run_mhd(sv);
 }
 
-static void sched_notify(void *ud) { uv_async_send((uv_async_t *)ud); }
+static void sched_notify(void *ud) {
+    uv_async_send((uv_async_t *)ud);
+}
 
 /* ---------- building a job from a request ---------- */
 
@@ -554,7 +569,6 @@ static void tb_push(tokbuf *b, int32_t id) {
     b->ids[b->n++] = id;
 }
 
-
 /* Tokenizes plain text (no special-token parsing) onto b. */
 static void tb_text(tokbuf *b, const tok *tk, const char *s, size_t len, bool parse_special) {
     if (b->oom || !len) return;
@@ -565,7 +579,8 @@ static void tb_text(tokbuf *b, const tok *tk, const char *s, size_t len, bool pa
         return;
     }
     if (n <= 256) {
-        for (int i = 0; i < n; i++) tb_push(b, small[i]);
+        for (int i = 0; i < n; i++)
+            tb_push(b, small[i]);
         return;
     }
     int32_t *big = malloc((size_t)n * sizeof *big);
@@ -574,7 +589,8 @@ static void tb_text(tokbuf *b, const tok *tk, const char *s, size_t len, bool pa
         return;
     }
     int m = tok_encode(tk, s, len, false, parse_special, big, n);
-    for (int i = 0; i < m && i < n; i++) tb_push(b, big[i]);
+    for (int i = 0; i < m && i < n; i++)
+        tb_push(b, big[i]);
     free(big);
 }
 
@@ -608,15 +624,18 @@ static int build_prompt(server *sv, const api_request *q, tokbuf *b, api_error *
             const chat_seg *sg = &p.segs[i];
             if (sg->special) {
                 int id = tok_find(tk, sg->text, sg->len);
-                if (id >= 0) tb_push(b, id);
-                else tb_text(b, tk, sg->text, sg->len, false);
+                if (id >= 0)
+                    tb_push(b, id);
+                else
+                    tb_text(b, tk, sg->text, sg->len, false);
             } else {
                 tb_text(b, tk, sg->text, sg->len, false);
             }
         }
         chat_prompt_free(&p);
     } else if (q->prompt_tokens) {
-        for (int i = 0; i < q->n_prompt_tokens; i++) tb_push(b, q->prompt_tokens[i]);
+        for (int i = 0; i < q->n_prompt_tokens; i++)
+            tb_push(b, q->prompt_tokens[i]);
     } else {
         if (tok_add_bos(tk) && tok_bos(tk) >= 0) tb_push(b, tok_bos(tk));
         tb_text(b, tk, q->prompt ? q->prompt : "", q->prompt_len, true);
@@ -716,11 +735,10 @@ static enum MHD_Result handle_completion(hreq *r) {
         return send_error(r, 503, "server_error", NULL, rc == SCHED_EFULL ? "queue_full" : NULL,
                           "%s", err);
     if (rc == SCHED_ECTX)
-        return send_error(r, 400, "invalid_request_error",
-                          kind == API_CHAT ? "messages" : "prompt", "context_length_exceeded",
-                          "%s", err);
-    if (rc == SCHED_EINVAL) return send_error(r, 400, "invalid_request_error", "n",
-                                              "invalid_value", "%s", err);
+        return send_error(r, 400, "invalid_request_error", kind == API_CHAT ? "messages" : "prompt",
+                          "context_length_exceeded", "%s", err);
+    if (rc == SCHED_EINVAL)
+        return send_error(r, 400, "invalid_request_error", "n", "invalid_value", "%s", err);
     if (rc < 0) return send_error(r, 500, "server_error", NULL, NULL, "%s", err);
     suspend(r);
     return MHD_YES;
@@ -786,11 +804,16 @@ static int route_of(const char *url) {
     static const struct {
         const char *path;
         int route;
-    } t[] = {{"/v1/chat/completions", R_CHAT}, {"/chat/completions", R_CHAT},
-             {"/v1/completions", R_COMPL},     {"/completions", R_COMPL},
-             {"/v1/models", R_MODELS},         {"/models", R_MODELS},
-             {"/health", R_HEALTH},            {"/v1/health", R_HEALTH},
-             {"/metrics", R_METRICS},          {"/tokenize", R_TOKENIZE},
+    } t[] = {{"/v1/chat/completions", R_CHAT},
+             {"/chat/completions", R_CHAT},
+             {"/v1/completions", R_COMPL},
+             {"/completions", R_COMPL},
+             {"/v1/models", R_MODELS},
+             {"/models", R_MODELS},
+             {"/health", R_HEALTH},
+             {"/v1/health", R_HEALTH},
+             {"/metrics", R_METRICS},
+             {"/tokenize", R_TOKENIZE},
              {"/detokenize", R_DETOKENIZE}};
     for (size_t i = 0; i < sizeof t / sizeof t[0]; i++)
         if (!strcmp(url, t[i].path)) return t[i].route;
@@ -822,10 +845,12 @@ static bool host_ok(const char *host) {
 static bool key_ok(const char *auth, const char *key) {
     if (!auth || strncasecmp(auth, "Bearer ", 7)) return false;
     const char *given = auth + 7;
-    while (*given == ' ') given++;
+    while (*given == ' ')
+        given++;
     size_t gl = strlen(given), kl = strlen(key);
     unsigned char diff = (unsigned char)(gl != kl);
-    for (size_t i = 0; i < kl; i++) diff |= (unsigned char)(key[i] ^ given[i < gl ? i : 0]);
+    for (size_t i = 0; i < kl; i++)
+        diff |= (unsigned char)(key[i] ^ given[i < gl ? i : 0]);
     return diff == 0;
 }
 
@@ -866,8 +891,8 @@ static bool first_checks(hreq *r, const char *url, const char *method, const cha
     }
     r->route = route_of(url);
     if (!strcmp(method, "OPTIONS")) {
-        struct MHD_Response *resp = MHD_create_response_from_buffer(0, (void *)"",
-                                                                    MHD_RESPMEM_PERSISTENT);
+        struct MHD_Response *resp =
+            MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT);
         if (!resp) {
             *res = MHD_NO;
             return true;
@@ -885,8 +910,8 @@ static bool first_checks(hreq *r, const char *url, const char *method, const cha
         return true;
     }
     if (r->route == R_NONE) {
-        *res = send_error(r, 404, "invalid_request_error", NULL, "not_found",
-                          "Unknown path %.200s", url);
+        *res = send_error(r, 404, "invalid_request_error", NULL, "not_found", "Unknown path %.200s",
+                          url);
         return true;
     }
     bool post = route_is_post(r->route);
@@ -911,8 +936,7 @@ static bool first_checks(hreq *r, const char *url, const char *method, const cha
         unsigned long long v = strtoull(cl, &end, 10);
         if (errno || end == cl || *end || v > sv->o.max_body) {
             *res = send_error(r, 413, "invalid_request_error", NULL, "body_too_large",
-                              "request body is larger than the limit of %zu bytes",
-                              sv->o.max_body);
+                              "request body is larger than the limit of %zu bytes", sv->o.max_body);
             return true;
         }
     }
@@ -929,8 +953,8 @@ static bool first_checks(hreq *r, const char *url, const char *method, const cha
 }
 
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url,
-                                  const char *method, const char *version,
-                                  const char *upload_data, size_t *upload_size, void **con_cls) {
+                                  const char *method, const char *version, const char *upload_data,
+                                  size_t *upload_size, void **con_cls) {
     server *sv = cls;
     hreq *r = *con_cls;
     if (!r) {
@@ -990,10 +1014,14 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         return send_error(r, 503, "server_error", NULL, NULL, "the server is shutting down");
     switch (r->route) {
     case R_CHAT:
-    case R_COMPL: return handle_completion(r);
-    case R_TOKENIZE: return handle_tokenize(r);
-    case R_DETOKENIZE: return handle_detokenize(r);
-    default: return send_error(r, 404, "invalid_request_error", NULL, "not_found", "not found");
+    case R_COMPL:
+        return handle_completion(r);
+    case R_TOKENIZE:
+        return handle_tokenize(r);
+    case R_DETOKENIZE:
+        return handle_detokenize(r);
+    default:
+        return send_error(r, 404, "invalid_request_error", NULL, "not_found", "not found");
     }
 }
 
@@ -1008,15 +1036,19 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
     int status = r->queued ? r->status : 499; /* 499: the client went away before an answer */
     if (r->queued && toe != MHD_REQUEST_TERMINATED_COMPLETED_OK && r->stream) status = 499;
     metrics_count_request(sv->m, status);
-    if (r->prev) r->prev->next = r->next;
-    else sv->reqs = r->next;
+    if (r->prev)
+        r->prev->next = r->next;
+    else
+        sv->reqs = r->next;
     if (r->next) r->next->prev = r->prev;
     hreq_free(r);
 }
 
 /* ---------- the loop ---------- */
 
-static void on_mhd_timer(uv_timer_t *t) { run_mhd(t->data); }
+static void on_mhd_timer(uv_timer_t *t) {
+    run_mhd(t->data);
+}
 
 static void run_mhd(server *sv) {
     if (!sv->d) return;
@@ -1091,7 +1123,9 @@ static void on_tick(uv_timer_t *t) {
     if (kick) run_mhd(sv);
 }
 
-static void on_close_noop(uv_handle_t *h) { (void)h; }
+static void on_close_noop(uv_handle_t *h) {
+    (void)h;
+}
 
 static void stop_everything(server *sv) {
     if (sv->stopping) return;
@@ -1105,9 +1139,9 @@ static void stop_everything(server *sv) {
         MHD_stop_daemon(sv->d);
         sv->d = NULL;
     }
-    uv_handle_t *hs[] = {(uv_handle_t *)&sv->poll,    (uv_handle_t *)&sv->mhd_timer,
-                         (uv_handle_t *)&sv->tick,    (uv_handle_t *)&sv->wake,
-                         (uv_handle_t *)&sv->sigint,  (uv_handle_t *)&sv->sigterm};
+    uv_handle_t *hs[] = {(uv_handle_t *)&sv->poll,   (uv_handle_t *)&sv->mhd_timer,
+                         (uv_handle_t *)&sv->tick,   (uv_handle_t *)&sv->wake,
+                         (uv_handle_t *)&sv->sigint, (uv_handle_t *)&sv->sigterm};
     for (size_t i = 0; i < sizeof hs / sizeof hs[0]; i++)
         if (!uv_is_closing(hs[i])) uv_close(hs[i], on_close_noop);
 }
@@ -1154,8 +1188,10 @@ static void load_done(uv_work_t *w, int status) {
         return;
     }
     sv->tk = eng_tok(sv->e);
-    sched_opts so = {.parallel = sv->o.parallel, .n_ctx = sv->o.n_ctx,
-                     .queue_max = sv->o.queue_max, .prefill_chunk = sv->o.prefill_chunk};
+    sched_opts so = {.parallel = sv->o.parallel,
+                     .n_ctx = sv->o.n_ctx,
+                     .queue_max = sv->o.queue_max,
+                     .prefill_chunk = sv->o.prefill_chunk};
     if (sched_new(&sv->s, sv->e, &so, sv->m, sched_notify, &sv->wake, sv->err, sizeof sv->err) <
         0) {
         sv->rc = -1;
@@ -1165,8 +1201,8 @@ static void load_done(uv_work_t *w, int status) {
     sv->lim.n_vocab = eng_n_vocab(sv->e);
     sv->ready = true;
     metrics_set_ready(sv->m, 1);
-    logf_(sv, "ready: model %s, %d sequences x %d tokens of context", sv->model_id,
-          sv->o.parallel, sched_n_ctx(sv->s));
+    logf_(sv, "ready: model %s, %d sequences x %d tokens of context", sv->model_id, sv->o.parallel,
+          sched_n_ctx(sv->s));
     logf_(sv,
           "try: curl http://%s%s%s:%d/v1/chat/completions -H 'Content-Type: application/json'%s%s%s"
           " -d '{\"messages\":[{\"role\":\"user\",\"content\":\"Hello\"}],\"max_tokens\":32}'",
@@ -1184,7 +1220,8 @@ static void mhd_log(void *cls, const char *fmt, va_list ap) {
     char line[512];
     vsnprintf(line, sizeof line, fmt, ap);
     size_t n = strlen(line);
-    while (n && (line[n - 1] == '\n' || line[n - 1] == '\r')) line[--n] = 0;
+    while (n && (line[n - 1] == '\n' || line[n - 1] == '\r'))
+        line[--n] = 0;
     sv->o.log(sv->o.log_ud, line);
 }
 
@@ -1253,12 +1290,10 @@ int http_serve(const http_opts *o, char *err, size_t errlen) {
     if (ai->ai_family == AF_INET6) flags |= MHD_USE_IPv6;
     sv->d = MHD_start_daemon(
         flags, (uint16_t)sv->o.port, NULL, NULL, on_request, sv, MHD_OPTION_EXTERNAL_LOGGER,
-        mhd_log, sv, MHD_OPTION_SOCK_ADDR, ai->ai_addr,
-        MHD_OPTION_NOTIFY_COMPLETED, on_completed, sv, MHD_OPTION_CONNECTION_LIMIT,
-        (unsigned)sv->o.max_conns, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)sv->o.idle_timeout_s,
-        MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)sv->o.max_header,
-        MHD_OPTION_LISTEN_BACKLOG_SIZE, 128u,
-        MHD_OPTION_END);
+        mhd_log, sv, MHD_OPTION_SOCK_ADDR, ai->ai_addr, MHD_OPTION_NOTIFY_COMPLETED, on_completed,
+        sv, MHD_OPTION_CONNECTION_LIMIT, (unsigned)sv->o.max_conns, MHD_OPTION_CONNECTION_TIMEOUT,
+        (unsigned)sv->o.idle_timeout_s, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
+        (size_t)sv->o.max_header, MHD_OPTION_LISTEN_BACKLOG_SIZE, 128u, MHD_OPTION_END);
     freeaddrinfo(ai);
     if (!sv->d) {
         snprintf(err, errlen, "cannot listen on %s:%d (address in use or not available)",
@@ -1297,8 +1332,10 @@ int http_serve(const http_opts *o, char *err, size_t errlen) {
     sched_free(sv->s);
     eng_free(sv->e);
     uv_loop_close(&sv->loop);
-    if (sv->rc < 0) snprintf(err, errlen, "%s", sv->err);
-    else rc = 0;
+    if (sv->rc < 0)
+        snprintf(err, errlen, "%s", sv->err);
+    else
+        rc = 0;
     if (rc == 0) logf_(sv, "shut down cleanly");
     metrics_free(sv->m);
     free(sv);

@@ -7,25 +7,25 @@
 /* Everything `lfm2 serve` needs; http_opts_default fills the defaults noted per field. */
 typedef struct http_opts {
     const char *model_path;
-    const char *host;      /* bind address; default "127.0.0.1" (loopback: Host header checked) */
-    int port;              /* default 8080 */
-    const char *api_key;   /* NULL or "": no auth; else "Authorization: Bearer KEY" required */
-    const char *alias;     /* model id in responses; NULL: the file name without .gguf */
-    int parallel;          /* sequences at once; default 4 */
-    int n_ctx;             /* context per sequence; 0 = engine default */
-    int n_threads;         /* engine threads; 0 = all cores */
-    int queue_max;         /* requests waiting beyond the running ones; default 64 */
-    int prefill_chunk;     /* prompt tokens per step per request; default 256 */
-    size_t max_body;       /* request body bytes; default 1 MiB (413 beyond) */
-    size_t max_header;     /* per-connection memory for the request line + headers; default 32 KiB */
-    int max_conns;         /* simultaneous connections; default 256 */
-    int idle_timeout_s;    /* idle connection timeout; default 60 */
-    int keepalive_ms;      /* SSE comment interval on an idle stream; default 5000 */
-    int drain_ms;          /* shutdown: time running requests get to finish; default 30000 */
-    int max_tokens;        /* largest max_tokens accepted; default 32768 */
-    int max_n;             /* largest n; default 8 (and never more than parallel) */
-    int batch;             /* most tokens per engine step; 0 = engine default (512) */
-    const char *cors;      /* allowed Origins, comma-separated; "*" any; NULL/"" no CORS headers */
+    const char *host;    /* bind address; default "127.0.0.1" (loopback: Host header checked) */
+    int port;            /* default 8080 */
+    const char *api_key; /* NULL or "": no auth; else "Authorization: Bearer KEY" required */
+    const char *alias;   /* model id in responses; NULL: the file name without .gguf */
+    int parallel;        /* sequences at once; default 4 */
+    int n_ctx;           /* context per sequence; 0 = engine default */
+    int n_threads;       /* engine threads; 0 = all cores */
+    int queue_max;       /* requests waiting beyond the running ones; default 64 */
+    int prefill_chunk;   /* prompt tokens per step per request; default 256 */
+    size_t max_body;     /* request body bytes; default 1 MiB (413 beyond) */
+    size_t max_header;   /* per-connection memory for the request line + headers; default 32 KiB */
+    int max_conns;       /* simultaneous connections; default 256 */
+    int idle_timeout_s;  /* idle connection timeout; default 60 */
+    int keepalive_ms;    /* SSE comment interval on an idle stream; default 5000 */
+    int drain_ms;        /* shutdown: time running requests get to finish; default 30000 */
+    int max_tokens;      /* largest max_tokens accepted; default 32768 */
+    int max_n;           /* largest n; default 8 (and never more than parallel) */
+    int batch;           /* most tokens per engine step; 0 = engine default (512) */
+    const char *cors;    /* allowed Origins, comma-separated; "*" any; NULL/"" no CORS headers */
     /* Log sink for the operator (startup, ready, load errors, shutdown); NULL = silent. */
     void (*log)(void *ud, const char *line);
     void *log_ud;

@@ -10,9 +10,8 @@
 #define METRICS_N_BUCKETS 14
 
 /* Upper bounds of the latency buckets, seconds (the +Inf bucket is implicit). */
-static const double metrics_bounds[METRICS_N_BUCKETS] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
-                                                         0.1,   0.25,   0.5,   1,    2.5,   5,
-                                                         10,    30};
+static const double metrics_bounds[METRICS_N_BUCKETS] = {
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30};
 
 typedef struct metrics_hist {
     uint64_t bucket[METRICS_N_BUCKETS + 1]; /* non-cumulative counts; last = +Inf */
@@ -49,8 +48,10 @@ void metrics_free(metrics *m) {
 void metrics_count_request(metrics *m, int status) {
     pthread_mutex_lock(&m->mu);
     int i = 0;
-    while (i < m->n_status && m->status_code[i] != status) i++;
-    if (i == m->n_status && m->n_status < METRICS_MAX_STATUS) m->status_code[m->n_status++] = status;
+    while (i < m->n_status && m->status_code[i] != status)
+        i++;
+    if (i == m->n_status && m->n_status < METRICS_MAX_STATUS)
+        m->status_code[m->n_status++] = status;
     if (i < m->n_status) m->status_count[i]++;
     pthread_mutex_unlock(&m->mu);
 }
@@ -62,11 +63,11 @@ void metrics_add_tokens(metrics *m, long n_prompt, long n_generated) {
     pthread_mutex_unlock(&m->mu);
 }
 
-#define METRICS_SETTER(fn, field, type)                                                           \
-    void fn(metrics *m, type v) {                                                                 \
-        pthread_mutex_lock(&m->mu);                                                               \
-        m->field = v;                                                                             \
-        pthread_mutex_unlock(&m->mu);                                                             \
+#define METRICS_SETTER(fn, field, type)                                                            \
+    void fn(metrics *m, type v) {                                                                  \
+        pthread_mutex_lock(&m->mu);                                                                \
+        m->field = v;                                                                              \
+        pthread_mutex_unlock(&m->mu);                                                              \
     }
 METRICS_SETTER(metrics_set_queue_depth, queue_depth, int)
 METRICS_SETTER(metrics_set_active, active, int)
@@ -75,7 +76,8 @@ METRICS_SETTER(metrics_set_ready, ready, int)
 
 static void hist_observe(metrics_hist *h, double s) {
     int b = 0;
-    while (b < METRICS_N_BUCKETS && s > metrics_bounds[b]) b++;
+    while (b < METRICS_N_BUCKETS && s > metrics_bounds[b])
+        b++;
     h->bucket[b]++;
     h->count++;
     h->sum += s;
@@ -96,8 +98,10 @@ void metrics_observe_token(metrics *m, double s) {
 long metrics_gauge(metrics *m, const char *name) {
     long v = -1;
     pthread_mutex_lock(&m->mu);
-    if (!strcmp(name, "active")) v = m->active;
-    else if (!strcmp(name, "queue")) v = m->queue_depth;
+    if (!strcmp(name, "active"))
+        v = m->active;
+    else if (!strcmp(name, "queue"))
+        v = m->queue_depth;
     pthread_mutex_unlock(&m->mu);
     return v;
 }
@@ -140,7 +144,8 @@ static void render_hist(mbuf *b, const char *name, const char *help, const metri
     uint64_t cum = 0;
     for (int i = 0; i < METRICS_N_BUCKETS; i++) {
         cum += h->bucket[i];
-        mb_printf(b, "%s_bucket{le=\"%g\"} %llu\n", name, metrics_bounds[i], (unsigned long long)cum);
+        mb_printf(b, "%s_bucket{le=\"%g\"} %llu\n", name, metrics_bounds[i],
+                  (unsigned long long)cum);
     }
     cum += h->bucket[METRICS_N_BUCKETS];
     mb_printf(b, "%s_bucket{le=\"+Inf\"} %llu\n", name, (unsigned long long)cum);

@@ -11,14 +11,14 @@ typedef struct metrics metrics;
 int metrics_new(metrics **out);
 void metrics_free(metrics *m); /* NULL is a no-op */
 
-void metrics_count_request(metrics *m, int http_status);     /* one finished HTTP request */
+void metrics_count_request(metrics *m, int http_status); /* one finished HTTP request */
 void metrics_add_tokens(metrics *m, long n_prompt, long n_generated);
-void metrics_set_queue_depth(metrics *m, int n);            /* requests waiting for the batch */
-void metrics_set_active(metrics *m, int n);                 /* sequences alive in the engine */
-void metrics_set_kv_bytes(metrics *m, uint64_t bytes);      /* engine state memory in use */
-void metrics_set_ready(metrics *m, int ready);              /* 1 once the model is loaded */
-void metrics_observe_ttft(metrics *m, double seconds);      /* submit -> first generated token */
-void metrics_observe_token(metrics *m, double seconds);     /* gap between two tokens of a stream */
+void metrics_set_queue_depth(metrics *m, int n);        /* requests waiting for the batch */
+void metrics_set_active(metrics *m, int n);             /* sequences alive in the engine */
+void metrics_set_kv_bytes(metrics *m, uint64_t bytes);  /* engine state memory in use */
+void metrics_set_ready(metrics *m, int ready);          /* 1 once the model is loaded */
+void metrics_observe_ttft(metrics *m, double seconds);  /* submit -> first generated token */
+void metrics_observe_token(metrics *m, double seconds); /* gap between two tokens of a stream */
 
 /* Reads one gauge back (for tests and /health): "active", "queue"; -1 for an unknown name. */
 long metrics_gauge(metrics *m, const char *name);

@@ -12,14 +12,14 @@
 typedef struct sched_choice {
     eng_seq *seq;
     sampler *smp;
-    int32_t last;   /* token to feed at the next step */
-    int n_gen;      /* tokens generated */
+    int32_t last; /* token to feed at the next step */
+    int n_gen;    /* tokens generated */
     bool done;
     tok_stream ts;
-    stop_matcher sm; /* holds back text that may begin a stop string */
+    stop_matcher sm;     /* holds back text that may begin a stop string */
     sched_tokinfo *ptok; /* logprob records not yet sent */
     int n_ptok, cap_ptok;
-    double t_last;  /* time of the last token (seconds, monotonic) */
+    double t_last; /* time of the last token (seconds, monotonic) */
 } sched_choice;
 
 typedef struct sjob {
@@ -29,7 +29,7 @@ typedef struct sjob {
     sched_choice *ch; /* job->n_choices */
     int n_fed;        /* prompt tokens fed so far */
     bool prefilled, cancelled, failed;
-    int n_live;       /* choices not yet finished */
+    int n_live; /* choices not yet finished */
     double t_submit;
 } sjob;
 
@@ -47,21 +47,21 @@ struct sched {
     /* under mu */
     sjob *queue, *queue_tail; /* waiting, FIFO */
     int n_queue;
-    uint64_t *cancels;        /* ids to cancel */
+    uint64_t *cancels; /* ids to cancel */
     int n_cancels, cap_cancels;
     bool quit, draining, abort_all;
     char abort_msg[256];
-    sched_event *evs;         /* pending events */
+    sched_event *evs; /* pending events */
     int n_evs, cap_evs;
     uint64_t next_id;
-    int n_running_pub;        /* copy of the running count for sched_n_jobs */
+    int n_running_pub; /* copy of the running count for sched_n_jobs */
     /* scheduler thread only */
     sjob *running; /* admitted, in admission order */
     int used_slots;
-    float *logits;            /* parallel * n_vocab */
-    eng_batch_item *items;    /* parallel */
-    sjob **item_job;          /* parallel: owner of each item */
-    int *item_choice;         /* parallel: choice index, -1 for a prefill chunk */
+    float *logits;         /* parallel * n_vocab */
+    eng_batch_item *items; /* parallel */
+    sjob **item_job;       /* parallel: owner of each item */
+    int *item_choice;      /* parallel: choice index, -1 for a prefill chunk */
 };
 
 static double now_s(void) {
@@ -74,7 +74,8 @@ void sched_job_free(sched_job *j) {
     if (!j) return;
     free(j->prompt);
     free(j->bias);
-    for (int i = 0; i < j->n_stop; i++) free(j->stop[i]);
+    for (int i = 0; i < j->n_stop; i++)
+        free(j->stop[i]);
     free(j);
 }
 
@@ -128,7 +129,8 @@ static void emit_done(sched *s, sjob *j) {
     ev.job = j->id;
     ev.kind = SCHED_EV_DONE;
     ev.n_prompt = j->job->n_prompt;
-    for (int i = 0; i < j->job->n_choices; i++) ev.n_completion += j->ch ? j->ch[i].n_gen : 0;
+    for (int i = 0; i < j->job->n_choices; i++)
+        ev.n_completion += j->ch ? j->ch[i].n_gen : 0;
     push_event(s, &ev);
 }
 
@@ -175,8 +177,10 @@ static void choice_finish(sched *s, sjob *j, int ci, int finish, bool flush) {
         size_t n = tok_stream_flush(&c->ts, tail, sizeof tail);
         long m = n ? stop_feed(&c->sm, tail, n, &out) : 0;
         if (m > 0) emit_text(s, j, ci, out, (size_t)m);
-        if (c->sm.done) finish = SCHED_FINISH_STOP;
-        else if ((m = stop_flush(&c->sm, &out)) > 0) emit_text(s, j, ci, out, (size_t)m);
+        if (c->sm.done)
+            finish = SCHED_FINISH_STOP;
+        else if ((m = stop_flush(&c->sm, &out)) > 0)
+            emit_text(s, j, ci, out, (size_t)m);
     }
     emit_text(s, j, ci, NULL, 0); /* logprob records of the final token, if any */
     sched_event ev = {0};
@@ -211,8 +215,10 @@ static void choice_take(sched *s, sjob *j, int ci, const sample_result *r) {
     sched_job *jb = j->job;
     double t = now_s();
     if (s->m) {
-        if (c->n_gen == 0) metrics_observe_ttft(s->m, t - j->t_submit);
-        else metrics_observe_token(s->m, t - c->t_last);
+        if (c->n_gen == 0)
+            metrics_observe_ttft(s->m, t - j->t_submit);
+        else
+            metrics_observe_token(s->m, t - c->t_last);
     }
     c->t_last = t;
     c->n_gen++;
@@ -244,7 +250,8 @@ static void choice_take(sched *s, sjob *j, int ci, const sample_result *r) {
     size_t plen = 0;
     tok_piece(s->tk, r->id, &plen);
     char *buf = plen + 8 <= sizeof piece ? piece : malloc(plen + 8);
-    size_t n = buf ? tok_stream_push(&c->ts, r->id, buf, buf == piece ? sizeof piece : plen + 8) : 0;
+    size_t n =
+        buf ? tok_stream_push(&c->ts, r->id, buf, buf == piece ? sizeof piece : plen + 8) : 0;
     long m = n ? stop_feed(&c->sm, buf, n, &out) : 0;
     if (m > 0) emit_text(s, j, ci, out, (size_t)m);
     if (buf != piece) free(buf);
@@ -270,7 +277,8 @@ static void reap(sched *s) {
             if (!j->cancelled) emit_done(s, j);
             if (s->m) {
                 long gen = 0;
-                for (int i = 0; j->ch && i < j->job->n_choices; i++) gen += j->ch[i].n_gen;
+                for (int i = 0; j->ch && i < j->job->n_choices; i++)
+                    gen += j->ch[i].n_gen;
                 metrics_add_tokens(s->m, j->n_fed, gen);
             }
             s->used_slots -= j->job->n_choices;
@@ -318,8 +326,10 @@ static void start_choices(sched *s, sjob *j) {
             return;
         }
         int from = sp.penalty_last_n > 0 && jb->n_prompt > sp.penalty_last_n
-                       ? jb->n_prompt - sp.penalty_last_n : 0;
-        for (int k = from; k < jb->n_prompt; k++) sampler_accept(c->smp, jb->prompt[k]);
+                       ? jb->n_prompt - sp.penalty_last_n
+                       : 0;
+        for (int k = from; k < jb->n_prompt; k++)
+            sampler_accept(c->smp, jb->prompt[k]);
         tok_stream_init(&c->ts, s->tk, false);
         if (stop_init(&c->sm, (const char *const *)jb->stop, jb->n_stop) < 0) {
             emit_error(s, j, "out of memory");
@@ -403,7 +413,8 @@ static void *sched_main(void *arg) {
             atail = &j->next;
             s->used_slots += j->job->n_choices;
         }
-        for (sjob *j = admitted; j; j = j->next) s->n_running_pub++;
+        for (sjob *j = admitted; j; j = j->next)
+            s->n_running_pub++;
         pthread_mutex_unlock(&s->mu);
 
         if (abort_running) /* events take the lock: only now that it is released */
@@ -420,9 +431,11 @@ static void *sched_main(void *arg) {
             sjob_free(s, j);
         }
         sjob **rt = &s->running;
-        while (*rt) rt = &(*rt)->next;
+        while (*rt)
+            rt = &(*rt)->next;
         *rt = admitted;
-        for (sjob *j = admitted; j; j = j->next) admit(s, j);
+        for (sjob *j = admitted; j; j = j->next)
+            admit(s, j);
         reap(s);
 
         /* the batch: every running choice decodes one token, then prompt chunks in FIFO order */
@@ -570,7 +583,8 @@ void sched_free(sched *s) {
         s->queue = j->next;
         sjob_free(s, j);
     }
-    for (int i = 0; i < s->n_evs; i++) sched_event_clear(&s->evs[i]);
+    for (int i = 0; i < s->n_evs; i++)
+        sched_event_clear(&s->evs[i]);
     free(s->evs);
     free(s->cancels);
     free(s->logits);
@@ -620,8 +634,10 @@ int sched_submit(sched *s, sched_job *job, uint64_t *id, char *err, size_t errle
         rc = SCHED_EFULL;
     } else {
         j->id = s->next_id++;
-        if (s->queue_tail) s->queue_tail->next = j;
-        else s->queue = j;
+        if (s->queue_tail)
+            s->queue_tail->next = j;
+        else
+            s->queue = j;
         s->queue_tail = j;
         s->n_queue++;
         *id = j->id;
@@ -680,4 +696,6 @@ int sched_n_jobs(sched *s) {
     return n;
 }
 
-int sched_n_ctx(const sched *s) { return s->n_ctx; }
+int sched_n_ctx(const sched *s) {
+    return s->n_ctx;
+}

@@ -12,9 +12,9 @@
 enum {
     SCHED_EINVAL = -1, /* bad job (no prompt, n < 1, prompt longer than the context...) */
     SCHED_ENOMEM = -2,
-    SCHED_EFULL = -3,  /* the waiting queue is at its bound: answer 503 + Retry-After */
-    SCHED_ECTX = -4,   /* prompt (+ room for one token) does not fit the per-sequence context */
-    SCHED_ESTOP = -5,  /* the scheduler is draining or stopped: no new work */
+    SCHED_EFULL = -3, /* the waiting queue is at its bound: answer 503 + Retry-After */
+    SCHED_ECTX = -4,  /* prompt (+ room for one token) does not fit the per-sequence context */
+    SCHED_ESTOP = -5, /* the scheduler is draining or stopped: no new work */
 };
 
 typedef struct sched_opts {
@@ -27,15 +27,15 @@ typedef struct sched_opts {
 /* One request's work. The scheduler takes ownership of the heap-allocated job in sched_submit
  * (also on error) and frees it with sched_job_free. */
 typedef struct sched_job {
-    int32_t *prompt;       /* n_prompt token ids (malloc'd) */
+    int32_t *prompt; /* n_prompt token ids (malloc'd) */
     int n_prompt;
-    int n_choices;         /* >= 1: sequences forked from the prefilled prompt */
-    int max_tokens;        /* per choice; <= 0: until the context is full */
-    sample_params samp;    /* samp.bias points at bias below; seed + choice index per choice */
-    sample_bias *bias;     /* malloc'd, samp.n_bias entries */
-    char *stop[4];         /* malloc'd stop strings, never shown in the output */
+    int n_choices;      /* >= 1: sequences forked from the prefilled prompt */
+    int max_tokens;     /* per choice; <= 0: until the context is full */
+    sample_params samp; /* samp.bias points at bias below; seed + choice index per choice */
+    sample_bias *bias;  /* malloc'd, samp.n_bias entries */
+    char *stop[4];      /* malloc'd stop strings, never shown in the output */
     int n_stop;
-    bool want_logprobs;    /* emit sched_tokinfo with every text event */
+    bool want_logprobs; /* emit sched_tokinfo with every text event */
 } sched_job;
 void sched_job_free(sched_job *j); /* NULL is a no-op */
 
@@ -57,17 +57,17 @@ typedef struct sched_tokinfo { /* one generated token, for logprobs */
 } sched_tokinfo;
 
 typedef struct sched_event {
-    uint64_t job;         /* id given by sched_submit */
-    int kind;             /* enum sched_ev_kind */
-    int index;            /* choice index for TEXT and FINISH */
-    char *text;           /* TEXT: malloc'd bytes (freed by sched_event_clear) */
+    uint64_t job; /* id given by sched_submit */
+    int kind;     /* enum sched_ev_kind */
+    int index;    /* choice index for TEXT and FINISH */
+    char *text;   /* TEXT: malloc'd bytes (freed by sched_event_clear) */
     size_t len;
-    sched_tokinfo *toks;  /* TEXT with want_logprobs: malloc'd, n_toks entries */
+    sched_tokinfo *toks; /* TEXT with want_logprobs: malloc'd, n_toks entries */
     int n_toks;
-    int finish;           /* FINISH */
-    int n_prompt;         /* DONE: prompt tokens */
-    int n_completion;     /* DONE: generated tokens over all choices */
-    char message[256];    /* ERROR */
+    int finish;        /* FINISH */
+    int n_prompt;      /* DONE: prompt tokens */
+    int n_completion;  /* DONE: generated tokens over all choices */
+    char message[256]; /* ERROR */
 } sched_event;
 void sched_event_clear(sched_event *ev);
 

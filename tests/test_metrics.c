@@ -27,10 +27,11 @@ int main(void) {
     metrics_set_active(m, 7);
     metrics_set_kv_bytes(m, 123456789ull);
     metrics_set_ready(m, 1);
-    metrics_observe_ttft(m, 0.003);  /* bucket le=0.005 */
-    metrics_observe_ttft(m, 0.2);    /* le=0.25 */
-    metrics_observe_ttft(m, 100.0);  /* only +Inf */
-    for (int i = 0; i < 10; i++) metrics_observe_token(m, 0.001); /* le=0.001 exactly */
+    metrics_observe_ttft(m, 0.003); /* bucket le=0.005 */
+    metrics_observe_ttft(m, 0.2);   /* le=0.25 */
+    metrics_observe_ttft(m, 100.0); /* only +Inf */
+    for (int i = 0; i < 10; i++)
+        metrics_observe_token(m, 0.001); /* le=0.001 exactly */
     CHECK_EQ_INT(metrics_gauge(m, "active"), 7);
     CHECK_EQ_INT(metrics_gauge(m, "queue"), 3);
     CHECK_EQ_INT(metrics_gauge(m, "nope"), -1);
@@ -69,7 +70,8 @@ int main(void) {
     free(t);
 
     /* many distinct statuses: the table is bounded, nothing breaks */
-    for (int s = 100; s < 200; s++) metrics_count_request(m, s);
+    for (int s = 100; s < 200; s++)
+        metrics_count_request(m, s);
     t = metrics_render(m, NULL);
     CHECK(t != NULL);
     free(t);

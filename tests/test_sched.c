@@ -77,7 +77,9 @@ static void collect(sched *s, const uint64_t *ids, result *res, int n) {
                         o->len[ev[i].index] += ev[i].len;
                     }
                     break;
-                case SCHED_EV_FINISH: o->finish[ev[i].index] = ev[i].finish; break;
+                case SCHED_EV_FINISH:
+                    o->finish[ev[i].index] = ev[i].finish;
+                    break;
                 case SCHED_EV_ERROR:
                     o->error = true;
                     snprintf(o->message, sizeof o->message, "%s", ev[i].message);
@@ -124,8 +126,8 @@ static bool wait_start(sched *s, uint64_t id) {
 }
 
 static sched *mk_sched(int parallel, int queue_max, int chunk, int n_ctx) {
-    sched_opts o = {.parallel = parallel, .queue_max = queue_max, .prefill_chunk = chunk,
-                    .n_ctx = n_ctx};
+    sched_opts o = {
+        .parallel = parallel, .queue_max = queue_max, .prefill_chunk = chunk, .n_ctx = n_ctx};
     sched *s = NULL;
     char err[256];
     int rc = sched_new(&s, E, &o, NULL, notify, NULL, err, sizeof err);
@@ -134,9 +136,9 @@ static sched *mk_sched(int parallel, int queue_max, int chunk, int n_ctx) {
     return s;
 }
 
-static const char *prompts[8] = {"Once upon a time", "The capital of France is", "def fib(n):",
-                                 "Hello, my name is", "In 1492 Columbus", "Rice is cooked by",
-                                 "Q: 2+2?\nA:", "Roses are red,"};
+static const char *prompts[8] = {
+    "Once upon a time", "The capital of France is", "def fib(n):", "Hello, my name is",
+    "In 1492 Columbus", "Rice is cooked by",        "Q: 2+2?\nA:", "Roses are red,"};
 
 int main(void) {
     char err[512], path[1024];
@@ -166,13 +168,15 @@ int main(void) {
     /* 1. greedy output alone == beside 7 others */
     sched *s = mk_sched(8, 16, 256, 512);
     for (int i = 0; i < 8; i++) {
-        CHECK_EQ_INT(sched_submit(s, job_new(prompts[i], 1, 24, 0, 1, false), &ids[0], err, sizeof err), 0);
+        CHECK_EQ_INT(
+            sched_submit(s, job_new(prompts[i], 1, 24, 0, 1, false), &ids[0], err, sizeof err), 0);
         collect(s, ids, &solo[i], 1);
         CHECK(solo[i].done && !solo[i].error);
         CHECK(solo[i].n_completion >= 1 && solo[i].n_completion <= 24);
     }
     for (int i = 0; i < 8; i++)
-        CHECK_EQ_INT(sched_submit(s, job_new(prompts[i], 1, 24, 0, 1, false), &ids[i], err, sizeof err), 0);
+        CHECK_EQ_INT(
+            sched_submit(s, job_new(prompts[i], 1, 24, 0, 1, false), &ids[i], err, sizeof err), 0);
     collect(s, ids, together, 8);
     for (int i = 0; i < 8; i++) {
         CHECK(together[i].done);
@@ -186,7 +190,8 @@ int main(void) {
 
     /* 2. n = 3 greedy: every fork continues exactly like the solo run */
     memset(r, 0, sizeof r);
-    CHECK_EQ_INT(sched_submit(s, job_new(prompts[0], 3, 24, 0, 1, false), &ids[0], err, sizeof err), 0);
+    CHECK_EQ_INT(sched_submit(s, job_new(prompts[0], 3, 24, 0, 1, false), &ids[0], err, sizeof err),
+                 0);
     collect(s, ids, r, 1);
     for (int c = 0; c < 3; c++) {
         CHECK_EQ_INT(r[0].len[c], solo[0].len[0]);
@@ -196,9 +201,12 @@ int main(void) {
 
     /* 3. n = 2 sampled with seed S: choice i equals a solo run with seed S + i */
     memset(r, 0, sizeof r);
-    CHECK_EQ_INT(sched_submit(s, job_new(prompts[3], 2, 20, 1.0f, 77, true), &ids[0], err, sizeof err), 0);
-    CHECK_EQ_INT(sched_submit(s, job_new(prompts[3], 1, 20, 1.0f, 77, true), &ids[1], err, sizeof err), 0);
-    CHECK_EQ_INT(sched_submit(s, job_new(prompts[3], 1, 20, 1.0f, 78, true), &ids[2], err, sizeof err), 0);
+    CHECK_EQ_INT(
+        sched_submit(s, job_new(prompts[3], 2, 20, 1.0f, 77, true), &ids[0], err, sizeof err), 0);
+    CHECK_EQ_INT(
+        sched_submit(s, job_new(prompts[3], 1, 20, 1.0f, 77, true), &ids[1], err, sizeof err), 0);
+    CHECK_EQ_INT(
+        sched_submit(s, job_new(prompts[3], 1, 20, 1.0f, 78, true), &ids[2], err, sizeof err), 0);
     collect(s, ids, r, 3);
     CHECK_EQ_INT(r[0].len[0], r[1].len[0]);
     CHECK(!memcmp(r[0].text[0], r[1].text[0], r[1].len[0]));
@@ -209,7 +217,8 @@ int main(void) {
 
     /* 4. stop string from the middle of the greedy text: output is the text before it */
     memset(r, 0, sizeof r);
-    CHECK_EQ_INT(sched_submit(s, job_new(prompts[1], 1, 40, 0, 1, true), &ids[0], err, sizeof err), 0);
+    CHECK_EQ_INT(sched_submit(s, job_new(prompts[1], 1, 40, 0, 1, true), &ids[0], err, sizeof err),
+                 0);
     collect(s, ids, r, 1);
     CHECK_EQ_INT(r[0].finish[0], SCHED_FINISH_LENGTH);
     CHECK_EQ_INT(r[0].n_completion, 40);
@@ -218,11 +227,13 @@ int main(void) {
     memcpy(full, r[0].text[0], flen);
     full[flen] = 0;
     size_t at = flen / 2;
-    while (at < flen && ((unsigned char)full[at] & 0xC0) == 0x80) at++;
+    while (at < flen && ((unsigned char)full[at] & 0xC0) == 0x80)
+        at++;
     size_t sl = 0;
     while (at + sl < flen && sl < 3) {
         sl++;
-        while (at + sl < flen && ((unsigned char)full[at + sl] & 0xC0) == 0x80) sl++;
+        while (at + sl < flen && ((unsigned char)full[at + sl] & 0xC0) == 0x80)
+            sl++;
     }
     if (sl) {
         char stop[32];
@@ -244,7 +255,8 @@ int main(void) {
     /* 5. a prompt that cannot fit the context; n above parallel; empty prompt */
     sched_job *big = job_new(prompts[0], 1, 4, 0, 1, false);
     big->prompt = realloc(big->prompt, 600 * sizeof(int32_t));
-    for (int i = 0; i < 600; i++) big->prompt[i] = 300 + i % 200;
+    for (int i = 0; i < 600; i++)
+        big->prompt[i] = 300 + i % 200;
     big->n_prompt = 600;
     CHECK_EQ_INT(sched_submit(s, big, &ids[0], err, sizeof err), SCHED_ECTX);
     CHECK(strstr(err, "512") != NULL);
@@ -258,9 +270,11 @@ int main(void) {
     memset(r, 0, sizeof r);
     sched_job *lj = job_new(prompts[0], 1, 4, 0, 1, true);
     lj->prompt = realloc(lj->prompt, 400 * sizeof(int32_t));
-    for (int i = 0; i < 400; i++) lj->prompt[i] = 300 + (i * 7) % 500;
+    for (int i = 0; i < 400; i++)
+        lj->prompt[i] = 300 + (i * 7) % 500;
     lj->n_prompt = 400;
-    CHECK_EQ_INT(sched_submit(s, job_new(prompts[2], 1, 60, 0, 1, true), &ids[0], err, sizeof err), 0);
+    CHECK_EQ_INT(sched_submit(s, job_new(prompts[2], 1, 60, 0, 1, true), &ids[0], err, sizeof err),
+                 0);
     CHECK_EQ_INT(sched_submit(s, lj, &ids[1], err, sizeof err), 0);
     collect(s, ids, r, 2);
     CHECK(r[0].done && r[1].done && !r[0].error && !r[1].error);
@@ -272,31 +286,39 @@ int main(void) {
     /* 7. bounded queue, cancel, abort */
     s = mk_sched(1, 1, 64, 4096);
     memset(r, 0, sizeof r);
-    CHECK_EQ_INT(sched_submit(s, job_new(prompts[0], 1, 3000, 1, 1, true), &ids[0], err, sizeof err), 0);
+    CHECK_EQ_INT(
+        sched_submit(s, job_new(prompts[0], 1, 3000, 1, 1, true), &ids[0], err, sizeof err), 0);
     CHECK(wait_start(s, ids[0])); /* admitted: the queue is empty again */
-    CHECK_EQ_INT(sched_submit(s, job_new(prompts[1], 1, 3000, 1, 1, true), &ids[1], err, sizeof err), 0);
-    CHECK_EQ_INT(sched_submit(s, job_new(prompts[2], 1, 3000, 1, 1, true), &ids[2], err, sizeof err),
-                 SCHED_EFULL);
+    CHECK_EQ_INT(
+        sched_submit(s, job_new(prompts[1], 1, 3000, 1, 1, true), &ids[1], err, sizeof err), 0);
+    CHECK_EQ_INT(
+        sched_submit(s, job_new(prompts[2], 1, 3000, 1, 1, true), &ids[2], err, sizeof err),
+        SCHED_EFULL);
     CHECK_EQ_INT(sched_n_jobs(s), 2);
     sched_cancel(s, ids[1]); /* queued */
-    for (int i = 0; i < 500 && sched_n_jobs(s) != 1; i++) usleep(1000);
+    for (int i = 0; i < 500 && sched_n_jobs(s) != 1; i++)
+        usleep(1000);
     CHECK_EQ_INT(sched_n_jobs(s), 1);
     sched_abort_all(s, "going away");
     collect(s, ids, r, 1);
     CHECK(r[0].done && r[0].error);
     CHECK_STR(r[0].message, "going away");
     CHECK(r[0].n_completion < 3000);
-    for (int i = 0; i < 500 && sched_n_jobs(s) != 0; i++) usleep(1000);
+    for (int i = 0; i < 500 && sched_n_jobs(s) != 0; i++)
+        usleep(1000);
     CHECK_EQ_INT(sched_n_jobs(s), 0);
-    CHECK_EQ_INT(sched_submit(s, job_new(prompts[2], 1, 2, 0, 1, false), &ids[0], err, sizeof err), 0);
+    CHECK_EQ_INT(sched_submit(s, job_new(prompts[2], 1, 2, 0, 1, false), &ids[0], err, sizeof err),
+                 0);
     memset(r, 0, sizeof r);
     collect(s, ids, r, 1);
     CHECK(r[0].done && !r[0].error);
     /* running job cancelled: it disappears and the next one runs */
-    CHECK_EQ_INT(sched_submit(s, job_new(prompts[0], 1, 3000, 1, 1, true), &ids[0], err, sizeof err), 0);
+    CHECK_EQ_INT(
+        sched_submit(s, job_new(prompts[0], 1, 3000, 1, 1, true), &ids[0], err, sizeof err), 0);
     usleep(20000);
     sched_cancel(s, ids[0]);
-    for (int i = 0; i < 500 && sched_n_jobs(s) != 0; i++) usleep(1000);
+    for (int i = 0; i < 500 && sched_n_jobs(s) != 0; i++)
+        usleep(1000);
     CHECK_EQ_INT(sched_n_jobs(s), 0);
     sched_drain(s);
     CHECK_EQ_INT(sched_submit(s, job_new(prompts[2], 1, 2, 0, 1, false), &ids[0], err, sizeof err),
