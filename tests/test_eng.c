@@ -421,6 +421,75 @@ static void test_bad_files(void) {
     CHECK_EQ_INT(eng_new(&e, path, NULL, err, sizeof err), ENG_EMODEL);
     CHECK(strstr(err, "llama") != NULL);
     printf("non-LFM2 file: %s\n", err);
+    w = gguf_writer_new();
+    gguf_writer_set_str(w, "general.architecture", "lfm2moe");
+    gguf_writer_add_tensor(w, "token_embd.weight", 0, 1, ne, v, sizeof v);
+    snprintf(path, sizeof path, "%s/moe.gguf", tmpdir);
+    CHECK(gguf_writer_write(w, path, err, sizeof err) == 0);
+    gguf_writer_free(w);
+    err[0] = 0;
+    CHECK_EQ_INT(eng_new(&e, path, NULL, err, sizeof err), ENG_EMODEL);
+    CHECK(strstr(err, "lfm2moe") != NULL);
+    printf("MoE file: %s\n", err);
+}
+
+/* A copy of src with a separate output.weight = scale * token_embd (f32): the head must use it. */
+static int write_untied(const char *src, const char *dst, float scale) {
+    char err[512];
+    gguf *g;
+    if (gguf_open(&g, src, err, sizeof err) < 0) return -1;
+    const gguf_tensor *te = gguf_find_tensor(g, "token_embd.weight");
+    if (!te || te->type != 0) { /* the tiny model is F32 */
+        gguf_close(g);
+        return -1;
+    }
+    size_t n = (size_t)(te->ne[0] * te->ne[1]);
+    float *out = malloc(n * sizeof(float));
+    for (size_t i = 0; i < n; i++) out[i] = ((const float *)te->data)[i] * scale;
+    gguf_writer *w = gguf_writer_new();
+    gguf_writer_set_alignment(w, gguf_alignment(g));
+    for (int64_t i = 0; i < gguf_n_kv(g); i++) gguf_writer_copy_kv(w, g, i);
+    for (int64_t i = 0; i < gguf_n_tensors(g); i++) {
+        const gguf_tensor *t = gguf_tensor_at(g, i);
+        gguf_writer_add_tensor(w, t->name, t->type, t->n_dims, t->ne, t->data, t->nbytes);
+    }
+    gguf_writer_add_tensor(w, "output.weight", 0, 2, te->ne, out, n * sizeof(float));
+    int rc = gguf_writer_write(w, dst, err, sizeof err);
+    if (rc < 0) fprintf(stderr, "write_untied: %s\n", err);
+    gguf_writer_free(w);
+    free(out);
+    gguf_close(g);
+    return rc;
+}
+
+static void test_untied_head(const char *tiny) {
+    char path[700], err[512];
+    snprintf(path, sizeof path, "%s/untied.gguf", tmpdir);
+    CHECK(write_untied(tiny, path, 2.0f) == 0);
+    eng *a, *b;
+    if (eng_new(&a, tiny, NULL, err, sizeof err) < 0 || eng_new(&b, path, NULL, err, sizeof err) < 0) {
+        fprintf(stderr, "%s\n", err);
+        CHECK(!"eng_new untied");
+        return;
+    }
+    const int V = eng_n_vocab(a);
+    float *x = malloc((size_t)V * sizeof(float)), *y = malloc((size_t)V * sizeof(float));
+    int32_t ids[4] = {1, 100, 200, 300};
+    eng_seq *sa, *sb;
+    CHECK(eng_seq_new(a, 16, &sa, err, sizeof err) == 0);
+    CHECK(eng_seq_new(b, 16, &sb, err, sizeof err) == 0);
+    CHECK(step1(a, sa, ids, 4, ENG_LOGITS_LAST, x) == 0);
+    CHECK(step1(b, sb, ids, 4, ENG_LOGITS_LAST, y) == 0);
+    double worst = 0; /* the separate head is 2x the embedding: logits double */
+    for (int i = 0; i < V; i++) worst = fmax(worst, fabs(2.0 * x[i] - y[i]));
+    CHECK(worst <= 1e-4);
+    CHECK(fabs(x[0]) + fabs(x[1]) > 0);
+    eng_seq_free(sa);
+    eng_seq_free(sb);
+    eng_free(a);
+    eng_free(b);
+    free(x);
+    free(y);
 }
 
 int main(int argc, char **argv) {
@@ -433,12 +502,13 @@ int main(int argc, char **argv) {
     if (argc > 1) { /* named goldens only (e.g. the slow 350m one, see tests/fidelity_350m.sh) */
         for (int i = 1; i < argc; i++) fidelity(argv[i]);
     } else {
-        const char *tiny = make_model("tiny", "--preset tiny --seed 11"); /* = the tiny golden's */
+        const char *tiny = make_model("tiny", "--preset tiny --type f32 --seed 11"); /* = the golden's */
         CHECK(tiny != NULL);
         if (tiny) {
             char keep[700];
             snprintf(keep, sizeof keep, "%s", tiny);
             test_state(keep);
+            test_untied_head(keep);
         }
         test_bad_files();
         const char *names[] = {"tiny", "mini", "tiny-swa", "mk-mini-q8_0", "mk-mini-q4_0",
