@@ -12,6 +12,7 @@
 /* s8 x s8 through |w| and sign(a, w): |w| <= 128, |a| <= 127, pairs <= 32512 */
 #define KX_DPS(acc, w, a) KX_DP((acc), _mm256_sign_epi8((w), (w)), _mm256_sign_epi8((a), (w)))
 #define KX_SIGNED_I8 1
+#define KX_NTMAX 4
 #define KX(name) kx_avx2_##name
 #define KX_ENTRY kern_tiles_avx2
 #include "engine/kern_x86.h"
@@ -44,6 +45,7 @@ double kern_sumsq_avx2(const float *x, int64_t n) {
 #define KX_DP(acc, u, a) _mm256_dpbusd_avx_epi32((acc), (u), (a))
 #define KX_DPS(acc, w, a) KX_DP(acc, w, a) /* unused: KX_SIGNED_I8 is 0 */
 #define KX_SIGNED_I8 0
+#define KX_NTMAX 4
 #define KX(name) kx_avxvnni_##name
 #define KX_ENTRY kern_tiles_avxvnni
 #include "engine/kern_x86.h"

@@ -1,17 +1,156 @@
-/* kern_avx512.c: AVX-512 VL+VNNI instance (EVEX vpdpbusd on 256-bit vectors) of the tile kernel. */
+/* kern_avx512.c: AVX-512 VL+VNNI kernels: 256-bit instance of the tile kernel, and a 512-bit one
+ * that runs two tiles (16 rows) per pass, used for batches where vpdpbusd throughput bounds. */
 #include "engine/kern.h"
 #if defined(__x86_64__) && defined(__GNUC__)
 #include <immintrin.h>
 #include <string.h>
+
+void kern_tiles_avx512_ymm(const rp_matrix *m, const kern_act *a, int tok0, int ntok, float *y,
+                           int64_t ldy, int64_t t0, int64_t t1);
 
 #pragma GCC push_options
 #pragma GCC target("avx2,fma,f16c,avx512f,avx512vl,avx512bw,avx512vnni")
 #define KX_DP(acc, u, a) _mm256_dpbusd_epi32((acc), (u), (a))
 #define KX_DPS(acc, w, a) KX_DP(acc, w, a) /* unused: KX_SIGNED_I8 is 0 */
 #define KX_SIGNED_I8 0
+#define KX_NTMAX 8
 #define KX(name) kx_avx512_##name
-#define KX_ENTRY kern_tiles_avx512
+#define KX_ENTRY kern_tiles_avx512_ymm
 #include "engine/kern_x86.h"
+
+static inline __m512i z_ld2(const uint8_t *p, const uint8_t *q) {
+    return _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)p)),
+                              _mm256_loadu_si256((const __m256i *)q), 1);
+}
+
+static inline __m512 z_h2(const uint8_t *p, const uint8_t *q) {
+    __m256i h = _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)p)),
+                                        _mm_loadu_si128((const __m128i *)q), 1);
+    return _mm512_cvtph_ps(h);
+}
+
+static inline __m512i z_bc(const int8_t *p) {
+    int32_t v;
+    memcpy(&v, p, 4);
+    return _mm512_set1_epi32(v);
+}
+
+/* Tiles tile and tile+1 (rows 16*k .. +16, nr of them valid) for NT tokens: lane = row, the
+ * same per-lane operations as kern_x86.h and kern_tiles_scalar. */
+static inline __attribute__((always_inline)) void z_tile2(const rp_matrix *m, const kern_act *a,
+                                                         int tok, float *y, int64_t ldy,
+                                                         const uint8_t *tp, int nr, const int KIND,
+                                                         const int NT) {
+    const int I4 = KIND == RP_I4 || KIND == RP_I4M;
+    const int HAS_MIN = KIND == RP_I4M || KIND == RP_I8M;
+    const int Z = KIND == RP_I4 ? 8 : KIND == RP_I8 ? 128 : 0;
+    const size_t cb = I4 ? 128 : 256, gb = m->group_bytes, tb = m->tile_bytes;
+    const int64_t cols = m->cols, ng = m->n_groups;
+    const __m512i m4 = _mm512_set1_epi8(15);
+    __m512 acc[8];
+#pragma GCC unroll 8
+    for (int t = 0; t < NT; t++) acc[t] = _mm512_setzero_ps();
+    for (int64_t g = 0; g < ng; g++) {
+        const uint8_t *gp = tp + (size_t)g * gb, *gq = gp + tb;
+        _mm_prefetch((const char *)gp + 4 * gb, _MM_HINT_T0);
+        _mm_prefetch((const char *)gp + 4 * gb + 64, _MM_HINT_T0);
+        _mm_prefetch((const char *)gp + 4 * gb + 128, _MM_HINT_T0);
+        _mm_prefetch((const char *)gq + 4 * gb, _MM_HINT_T0);
+        _mm_prefetch((const char *)gq + 4 * gb + 64, _MM_HINT_T0);
+        _mm_prefetch((const char *)gq + 4 * gb + 128, _MM_HINT_T0);
+        if (!I4) {
+            _mm_prefetch((const char *)gp + 4 * gb + 192, _MM_HINT_T0);
+            _mm_prefetch((const char *)gp + 4 * gb + 256, _MM_HINT_T0);
+            _mm_prefetch((const char *)gq + 4 * gb + 192, _MM_HINT_T0);
+            _mm_prefetch((const char *)gq + 4 * gb + 256, _MM_HINT_T0);
+        }
+        __m512i w[8];
+        if (I4) {
+#pragma GCC unroll 4
+            for (int c = 0; c < 4; c++) {
+                __m512i v = z_ld2(gp + 32 * c, gq + 32 * c);
+                w[c] = _mm512_and_si512(v, m4);
+                w[4 + c] = _mm512_and_si512(_mm512_srli_epi16(v, 4), m4);
+            }
+        } else {
+#pragma GCC unroll 8
+            for (int c = 0; c < 8; c++) w[c] = z_ld2(gp + 32 * c, gq + 32 * c);
+        }
+        const __m512 sf = z_h2(gp + cb, gq + cb);
+        __m512 bf = _mm512_setzero_ps();
+        if (HAS_MIN) bf = z_h2(gp + cb + 16, gq + cb + 16);
+#pragma GCC unroll 8
+        for (int t = 0; t < NT; t++) {
+            const int8_t *aq = a->q + (size_t)(tok + t) * cols + g * 32;
+            const int32_t S = a->s[(size_t)(tok + t) * ng + g];
+            const float da = a->d[(size_t)(tok + t) * ng + g];
+            __m512i is, i1;
+            if (I4) {
+                is = _mm512_dpbusd_epi32(_mm512_setzero_si512(), w[0], z_bc(aq));
+                i1 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), w[4], z_bc(aq + 16));
+#pragma GCC unroll 4
+                for (int c = 1; c < 4; c++) {
+                    is = _mm512_dpbusd_epi32(is, w[c], z_bc(aq + 4 * c));
+                    i1 = _mm512_dpbusd_epi32(i1, w[4 + c], z_bc(aq + 16 + 4 * c));
+                }
+            } else {
+                is = _mm512_dpbusd_epi32(_mm512_setzero_si512(), w[0], z_bc(aq));
+                i1 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), w[4], z_bc(aq + 16));
+#pragma GCC unroll 4
+                for (int c = 1; c < 4; c++) {
+                    is = _mm512_dpbusd_epi32(is, w[c], z_bc(aq + 4 * c));
+                    i1 = _mm512_dpbusd_epi32(i1, w[4 + c], z_bc(aq + 16 + 4 * c));
+                }
+            }
+            is = _mm512_add_epi32(is, i1);
+            if (!HAS_MIN) {
+                if (Z) is = _mm512_sub_epi32(is, _mm512_set1_epi32(Z * S));
+                acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(is), _mm512_mul_ps(sf, _mm512_set1_ps(da)),
+                                         acc[t]);
+            } else {
+                __m512 tt = _mm512_mul_ps(_mm512_cvtepi32_ps(is), sf);
+                tt = _mm512_fmadd_ps(bf, _mm512_set1_ps((float)S), tt);
+                acc[t] = _mm512_fmadd_ps(tt, _mm512_set1_ps(da), acc[t]);
+            }
+        }
+    }
+    const __mmask16 k = nr >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << nr) - 1);
+#pragma GCC unroll 8
+    for (int t = 0; t < NT; t++) _mm512_mask_storeu_ps(y + t * ldy, k, acc[t]);
+}
+
+#define Z_CASE(K, N)                                                                             \
+    case (K)*16 + (N): z_tile2(m, a, tok, yt, ldy, tp, nr, K, N); break;
+#define Z_CASES(K)                                                                               \
+    Z_CASE(K, 1) Z_CASE(K, 2) Z_CASE(K, 3) Z_CASE(K, 4) Z_CASE(K, 5) Z_CASE(K, 6) Z_CASE(K, 7)   \
+    Z_CASE(K, 8)
+
+void kern_tiles_avx512(const rp_matrix *m, const kern_act *a, int tok0, int ntok, float *y,
+                       int64_t ldy, int64_t t0, int64_t t1) {
+    int64_t tile = t0;
+    /* one token: memory-bound, the 256-bit kernel streams as fast and splits finer */
+    if (ntok >= 2)
+        for (; tile + 1 < t1; tile += 2) {
+            const uint8_t *tp = m->data + (size_t)tile * m->tile_bytes;
+            int64_t left = m->rows - tile * RP_ROWS;
+            int nr = left < 2 * RP_ROWS ? (int)left : 2 * RP_ROWS;
+            for (int tb = 0; tb < ntok; tb += 8) {
+                int nt = ntok - tb < 8 ? ntok - tb : 8, tok = tok0 + tb;
+                float *yt = y + (tile - t0) * RP_ROWS + tb * ldy;
+                switch (m->kind * 16 + nt) {
+                    Z_CASES(RP_I4)
+                    Z_CASES(RP_I4M)
+                    Z_CASES(RP_I8)
+                    Z_CASES(RP_I8M)
+                default: break;
+                }
+            }
+        }
+    if (tile < t1)
+        kern_tiles_avx512_ymm(m, a, tok0, ntok, y + (tile - t0) * RP_ROWS, ldy, tile, t1);
+}
+#undef Z_CASE
+#undef Z_CASES
 #pragma GCC pop_options
 
 #else

@@ -4,6 +4,7 @@
  *   KX_ENTRY      the exported entry point (a kern_tiles_fn)
  *   KX_DP(acc,u,a)  acc(int32 x8) += 4-byte dot of u (u8) and a (s8), exact
  *   KX_SIGNED_I8  1: RP_I8 codes are turned into s8 and dotted with KX_DPS (no zero point)
+ *   KX_NTMAX      tokens per pass over a tile (4 with 16 vector registers, 8 with 32)
  * inside a `#pragma GCC target` region. One lane = one row of the 8-row tile; the float steps
  * mirror kern_tiles_scalar operation for operation, so every path gives bit-identical results. */
 
@@ -13,7 +14,7 @@ static inline __m256i KX(bc)(const int8_t *p) {
     return _mm256_set1_epi32(v);
 }
 
-/* NT tokens (1..4) starting at tok through one tile at tp with nr valid rows. */
+/* NT tokens (1..KX_NTMAX) starting at tok through one tile at tp with nr valid rows. */
 static inline __attribute__((always_inline)) void KX(tile)(const rp_matrix *m, const kern_act *a,
                                                           int tok, float *y, int64_t ldy,
                                                           const uint8_t *tp, int nr,
@@ -25,8 +26,8 @@ static inline __attribute__((always_inline)) void KX(tile)(const rp_matrix *m, c
     const size_t cb = I4 ? 128 : 256, gb = m->group_bytes;
     const int64_t cols = m->cols, ng = m->n_groups;
     const __m256i m4 = _mm256_set1_epi8(15), x80 = _mm256_set1_epi8((char)0x80);
-    __m256 acc[4];
-#pragma GCC unroll 4
+    __m256 acc[KX_NTMAX];
+#pragma GCC unroll 8
     for (int t = 0; t < NT; t++) acc[t] = _mm256_setzero_ps();
     for (int64_t g = 0; g < ng; g++) {
         const uint8_t *gp = tp + (size_t)g * gb;
@@ -56,24 +57,39 @@ static inline __attribute__((always_inline)) void KX(tile)(const rp_matrix *m, c
         const __m256 sf = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(gp + cb)));
         __m256 bf = _mm256_setzero_ps();
         if (HAS_MIN) bf = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(gp + cb + 16)));
-#pragma GCC unroll 4
+#pragma GCC unroll 8
         for (int t = 0; t < NT; t++) {
             const int8_t *aq = a->q + (size_t)(tok + t) * cols + g * 32;
             const int32_t S = a->s[(size_t)(tok + t) * ng + g];
             const float da = a->d[(size_t)(tok + t) * ng + g];
-            __m256i is = _mm256_setzero_si256();
+            /* two independent vpdpbusd chains of 4 (one of 8 is latency-bound in batches) */
+            __m256i is, i1;
             if (I4) {
+                is = KX_DP(_mm256_setzero_si256(), w[0], KX(bc)(aq));
+                i1 = KX_DP(_mm256_setzero_si256(), w[4], KX(bc)(aq + 16));
 #pragma GCC unroll 4
-                for (int c = 0; c < 4; c++) is = KX_DP(is, w[c], KX(bc)(aq + 4 * c));
-#pragma GCC unroll 4
-                for (int c = 0; c < 4; c++) is = KX_DP(is, w[4 + c], KX(bc)(aq + 16 + 4 * c));
+                for (int c = 1; c < 4; c++) {
+                    is = KX_DP(is, w[c], KX(bc)(aq + 4 * c));
+                    i1 = KX_DP(i1, w[4 + c], KX(bc)(aq + 16 + 4 * c));
+                }
             } else if (SIGNED) {
-#pragma GCC unroll 8
-                for (int c = 0; c < 8; c++) is = KX_DPS(is, w[c], KX(bc)(aq + 4 * c));
+                is = KX_DPS(_mm256_setzero_si256(), w[0], KX(bc)(aq));
+                i1 = KX_DPS(_mm256_setzero_si256(), w[4], KX(bc)(aq + 16));
+#pragma GCC unroll 4
+                for (int c = 1; c < 4; c++) {
+                    is = KX_DPS(is, w[c], KX(bc)(aq + 4 * c));
+                    i1 = KX_DPS(i1, w[4 + c], KX(bc)(aq + 16 + 4 * c));
+                }
             } else {
-#pragma GCC unroll 8
-                for (int c = 0; c < 8; c++) is = KX_DP(is, w[c], KX(bc)(aq + 4 * c));
+                is = KX_DP(_mm256_setzero_si256(), w[0], KX(bc)(aq));
+                i1 = KX_DP(_mm256_setzero_si256(), w[4], KX(bc)(aq + 16));
+#pragma GCC unroll 4
+                for (int c = 1; c < 4; c++) {
+                    is = KX_DP(is, w[c], KX(bc)(aq + 4 * c));
+                    i1 = KX_DP(i1, w[4 + c], KX(bc)(aq + 16 + 4 * c));
+                }
             }
+            is = _mm256_add_epi32(is, i1);
             if (!HAS_MIN) {
                 if (Z && !SIGNED) is = _mm256_sub_epi32(is, _mm256_set1_epi32(Z * S));
                 acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(is), _mm256_mul_ps(sf, _mm256_set1_ps(da)),
@@ -85,7 +101,7 @@ static inline __attribute__((always_inline)) void KX(tile)(const rp_matrix *m, c
             }
         }
     }
-#pragma GCC unroll 4
+#pragma GCC unroll 8
     for (int t = 0; t < NT; t++) {
         if (nr == 8) {
             _mm256_storeu_ps(y + t * ldy, acc[t]);
@@ -98,8 +114,10 @@ static inline __attribute__((always_inline)) void KX(tile)(const rp_matrix *m, c
 }
 
 #define KX_CASE(K, N)                                                                            \
-    case (K)*8 + (N): KX(tile)(m, a, tok, yt, ldy, tp, nr, K, N); break;
-#define KX_CASES(K) KX_CASE(K, 1) KX_CASE(K, 2) KX_CASE(K, 3) KX_CASE(K, 4)
+    case (K)*16 + (N): KX(tile)(m, a, tok, yt, ldy, tp, nr, K, (N) < KX_NTMAX ? (N) : KX_NTMAX); break;
+#define KX_CASES(K)                                                                              \
+    KX_CASE(K, 1) KX_CASE(K, 2) KX_CASE(K, 3) KX_CASE(K, 4) KX_CASE(K, 5) KX_CASE(K, 6)          \
+    KX_CASE(K, 7) KX_CASE(K, 8)
 
 void KX_ENTRY(const rp_matrix *m, const kern_act *a, int tok0, int ntok, float *y, int64_t ldy,
               int64_t t0, int64_t t1) {
@@ -107,10 +125,10 @@ void KX_ENTRY(const rp_matrix *m, const kern_act *a, int tok0, int ntok, float *
         const uint8_t *tp = m->data + (size_t)tile * m->tile_bytes;
         int64_t left = m->rows - tile * RP_ROWS;
         int nr = left < RP_ROWS ? (int)left : RP_ROWS;
-        for (int tb = 0; tb < ntok; tb += 4) {
-            int nt = ntok - tb < 4 ? ntok - tb : 4, tok = tok0 + tb;
+        for (int tb = 0; tb < ntok; tb += KX_NTMAX) {
+            int nt = ntok - tb < KX_NTMAX ? ntok - tb : KX_NTMAX, tok = tok0 + tb;
             float *yt = y + (tile - t0) * RP_ROWS + tb * ldy;
-            switch (m->kind * 8 + nt) {
+            switch (m->kind * 16 + nt) {
                 KX_CASES(RP_I4)
                 KX_CASES(RP_I4M)
                 KX_CASES(RP_I8)
@@ -122,3 +140,4 @@ void KX_ENTRY(const rp_matrix *m, const kern_act *a, int tok0, int ntok, float *
 }
 #undef KX_CASE
 #undef KX_CASES
+#undef KX_NTMAX
