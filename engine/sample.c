@@ -255,19 +255,27 @@ int32_t sampler_sample(sampler *s, const float *logits, sample_result *res) {
             n = p->top_k;
         }
         if (p->top_p < 1.0f) {
-            qsort(s->cands, (size_t)n, sizeof *s->cands, cand_cmp);
-            sorted = true;
-            double mx = s->cands[0].logit, sum = 0, cum = 0;
-            for (int i = 0; i < n; i++) sum += exp(s->cands[i].logit - mx);
+            /* the nucleus is usually small: sort only the best k, growing k until it holds p */
+            float mx = -INFINITY;
+            for (int i = 0; i < n; i++)
+                if (s->cands[i].logit > mx) mx = s->cands[i].logit;
+            double sum = 0;
+            for (int i = 0; i < n; i++) sum += exp((double)s->cands[i].logit - mx);
             int keep = n;
-            for (int i = 0; i < n; i++) {
-                cum += exp(s->cands[i].logit - mx) / sum;
-                if (cum >= p->top_p) {
-                    keep = i + 1;
-                    break;
+            for (int k = 64;; k *= 4) {
+                if (k >= n) k = n;
+                else select_top(s->cands, n, k);
+                qsort(s->cands, (size_t)k, sizeof *s->cands, cand_cmp);
+                double cum = 0;
+                int found = 0;
+                for (int i = 0; i < k && !found; i++) {
+                    cum += exp((double)s->cands[i].logit - mx) / sum;
+                    if (cum >= p->top_p) keep = i + 1, found = 1;
                 }
+                if (found || k == n) break;
             }
             n = keep;
+            sorted = true;
         }
         if (p->min_p > 0.0f && n > 1) {
             float mx = -INFINITY;

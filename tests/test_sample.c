@@ -150,6 +150,43 @@ static void test_filters(void) {
     CHECK_NEAR(f[2], sqrt(0.2) / z, 0.02);
 }
 
+/* top-p over a large vocab (the nucleus outgrows the first partial sort): exactly the tokens of
+ * the reference nucleus (full sort) are drawn, up to its last member. */
+static void test_top_p_large(void) {
+    enum { V = 1000 };
+    static float l[V];
+    static int rank_of[V];
+    for (int i = 0; i < V; i++) rank_of[i] = i;
+    unsigned x = 3;
+    for (int i = V - 1; i > 0; i--) { /* shuffle ranks over ids */
+        x = x * 1103515245u + 12345u;
+        int j = (int)((x >> 8) % (unsigned)(i + 1)), t = rank_of[i];
+        rank_of[i] = rank_of[j], rank_of[j] = t;
+    }
+    double z = 0;
+    for (int i = 0; i < V; i++) z += exp(-0.004 * i);
+    for (int id = 0; id < V; id++) l[id] = -0.004f * (float)rank_of[id];
+    for (int t = 0; t < 2; t++) {
+        float top_p = t ? 0.5f : 0.05f;
+        int nucleus = 0;
+        for (double cum = 0; cum < top_p; nucleus++) cum += exp(-0.004 * nucleus) / z;
+        sample_params p;
+        sample_params_default(&p);
+        p.temperature = 1, p.top_k = 0, p.min_p = 0, p.top_p = top_p, p.seed = 3;
+        static double f[V];
+        histogram(&p, l, V, 40000, f);
+        int max_rank = -1, outside = 0;
+        for (int id = 0; id < V; id++)
+            if (f[id] > 0) {
+                if (rank_of[id] >= nucleus) outside++;
+                if (rank_of[id] > max_rank) max_rank = rank_of[id];
+            }
+        CHECK(nucleus > 64 || t == 0);
+        CHECK_EQ_INT(outside, 0);
+        CHECK(max_rank >= nucleus - 3);
+    }
+}
+
 static void test_seed(void) {
     enum { V = 1000, N = 200 };
     static float l[V];
@@ -245,6 +282,7 @@ int main(void) {
     test_greedy_and_bias();
     test_penalties();
     test_filters();
+    test_top_p_large();
     test_seed();
     test_logprobs();
     test_validation();
