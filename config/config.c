@@ -372,7 +372,8 @@ static void flag_name(char *out, size_t cap, const char *name) {
 
 #define APPEND(...)                                                                                \
     do {                                                                                           \
-        int w_ = snprintf(buf + (n < cap ? n : cap), n < cap ? cap - n : 0, __VA_ARGS__);          \
+        int w_ = snprintf(buf ? buf + (n < cap ? n : cap) : NULL, n < cap ? cap - n : 0,           \
+                          __VA_ARGS__); /* buf NULL: only count (NULL + 0 is undefined) */         \
         if (w_ > 0) n += (size_t)w_;                                                               \
     } while (0)
 
