@@ -934,11 +934,14 @@ static bool first_checks(hreq *r, const char *url, const char *method, const cha
         char *end;
         errno = 0;
         unsigned long long v = strtoull(cl, &end, 10);
-        if (errno || end == cl || *end || v > sv->o.max_body) {
+        /* A body somewhat over the limit is read and dropped before the 413, so a client still
+         * uploading sees the answer instead of a reset; a far larger one is refused at once. */
+        if (errno || end == cl || *end || v > 16 * (unsigned long long)sv->o.max_body + 65536) {
             *res = send_error(r, 413, "invalid_request_error", NULL, "body_too_large",
                               "request body is larger than the limit of %zu bytes", sv->o.max_body);
             return true;
         }
+        if (v > sv->o.max_body) r->too_big = true;
     }
     if (!post) {
         *res = handle_get(r);

@@ -1,6 +1,7 @@
 // serve_badinput.mjs: >= 60 malformed or out-of-range requests over HTTP all get a 4xx with an
 // OpenAI error body, while a concurrent good stream completes (BASE from the env).
 import net from "node:net";
+setTimeout(() => { console.error("FAIL: still running after 240 s"); process.exit(1); }, 240000).unref();
 
 const BASE = process.env.BASE;
 const { hostname, port } = new URL(BASE);

@@ -1,5 +1,6 @@
 // serve_concurrent.mjs: 8 streams at once give exactly the tokens each gives alone (temperature 0),
 // and a long prompt prefilled in chunks does not stall running streams (BASE from the env).
+setTimeout(() => { console.error("FAIL: still running after 240 s"); process.exit(1); }, 240000).unref();
 const BASE = process.env.BASE;
 let failures = 0;
 const fail = m => { failures++; console.error("FAIL: " + m); };

@@ -27,7 +27,7 @@ expect_eq "metrics while loading" "$CODE" 200
 grep -q '^lfm2_model_ready 0' $T/m.json || fail "model_ready should be 0 while loading"
 ok "503 + Retry-After while loading, metrics served"
 : > $T/model.fifo # a writer opens and closes the FIFO: the load goes on and fails (not a file)
-rc=0; wait $PID || rc=$?
+wait_exit $PID 30; rc=$EXIT_RC
 expect_eq "exit status after a failed load" "$rc" 1
 grep -q 'error: .*model.fifo' "$LOG" || fail "no error naming the model file: $(cat "$LOG")"
 ok "failed load: exit 1 with '$(grep error: "$LOG" | head -n 1)'"

@@ -1,5 +1,6 @@
 // serve_openai.mjs: drives `lfm2 serve` with the official OpenAI Node SDK (BASE, KEY from the env).
 import OpenAI from "openai";
+setTimeout(() => { console.error("FAIL: still running after 240 s"); process.exit(1); }, 240000).unref();
 
 const BASE = process.env.BASE, KEY = process.env.KEY;
 const client = new OpenAI({ baseURL: BASE + "/v1", apiKey: KEY, maxRetries: 0, timeout: 60000 });

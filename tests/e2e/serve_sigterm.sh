@@ -31,7 +31,7 @@ kill -TERM "$PID"
 sleep 0.3
 curl -s -o /dev/null --max-time 2 "$BASE/health"; rc=$?
 [ $rc = 7 ] || [ $rc = 52 ] || [ $rc = 56 ] || fail "a new connection during the drain was not refused (curl exit $rc)"
-rc=0; wait "$PID" || rc=$?
+wait_exit "$PID" 60; rc=$EXIT_RC
 expect_eq "exit status after drain" "$rc" 0
 for i in 1 2 3; do
   wait "${pids[$((i-1))]}"
@@ -55,7 +55,7 @@ done
 wait_streams 3 $T/t1.sse $T/t2.sse
 t0=$(date +%s%3N)
 kill -TERM "$PID"
-rc=0; wait "$PID" || rc=$?
+wait_exit "$PID" 60; rc=$EXIT_RC
 ms=$(( $(date +%s%3N) - t0 ))
 expect_eq "exit status after drain timeout" "$rc" 0
 [ $ms -lt 5000 ] || fail "drain with a 1 s timeout took $ms ms"
@@ -75,7 +75,7 @@ CLIENT_PIDS+=($!)
 wait_streams 3 $T/x.sse
 t0=$(date +%s%3N)
 kill -TERM "$PID"; sleep 0.2; kill -INT "$PID"
-rc=0; wait "$PID" || rc=$?
+wait_exit "$PID" 60; rc=$EXIT_RC
 ms=$(( $(date +%s%3N) - t0 ))
 [ "$rc" != 0 ] || fail "second signal: exit status 0, want non-zero"
 [ $ms -lt 1500 ] || fail "second signal took $ms ms"
