@@ -340,6 +340,17 @@ static void start_choices(sched *s, sjob *j) {
     j->prefilled = true;
 }
 
+/* Samples choice ci; log-probabilities (a log-softmax over the vocabulary) only when asked. */
+static void draw(sjob *j, int ci, const float *logits, sample_result *r) {
+    if (j->job->want_logprobs) {
+        sampler_sample(j->ch[ci].smp, logits, r);
+        return;
+    }
+    r->id = sampler_sample(j->ch[ci].smp, logits, NULL);
+    r->logprob = 0;
+    r->n_top = 0;
+}
+
 /* Publishes the running-job count for sched_n_jobs, and the gauges (scheduler thread). */
 static void publish_count(sched *s) {
     int n = 0, active = 0;
@@ -494,7 +505,7 @@ static void *sched_main(void *arg) {
                 const float *lg = s->items[k].logits;
                 if (s->item_choice[k] >= 0) {
                     sample_result r;
-                    sampler_sample(j->ch[s->item_choice[k]].smp, lg, &r);
+                    draw(j, s->item_choice[k], lg, &r);
                     choice_take(s, j, s->item_choice[k], &r);
                     continue;
                 }
@@ -503,7 +514,7 @@ static void *sched_main(void *arg) {
                 start_choices(s, j);
                 for (int i = 0; i < j->job->n_choices && !j->failed; i++) {
                     sample_result r;
-                    sampler_sample(j->ch[i].smp, lg, &r);
+                    draw(j, i, lg, &r);
                     choice_take(s, j, i, &r);
                 }
             }
