@@ -9,13 +9,27 @@
 #include <string.h>
 
 static const char *const specials[BPE_N_SPECIAL] = {
-    "<|pad|>",           "<|startoftext|>",       "<|endoftext|>",       "<|fim_pre|>",
-    "<|fim_mid|>",       "<|fim_suf|>",           "<|im_start|>",        "<|im_end|>",
-    "<|tool_list_start|>", "<|tool_list_end|>",   "<|tool_call_start|>", "<|tool_call_end|>",
-    "<|tool_response_start|>", "<|tool_response_end|>", "<think>",       "</think>",
+    "<|pad|>",
+    "<|startoftext|>",
+    "<|endoftext|>",
+    "<|fim_pre|>",
+    "<|fim_mid|>",
+    "<|fim_suf|>",
+    "<|im_start|>",
+    "<|im_end|>",
+    "<|tool_list_start|>",
+    "<|tool_list_end|>",
+    "<|tool_call_start|>",
+    "<|tool_call_end|>",
+    "<|tool_response_start|>",
+    "<|tool_response_end|>",
+    "<think>",
+    "</think>",
 };
 
-const char *bpe_special(int i) { return i >= 0 && i < BPE_N_SPECIAL ? specials[i] : NULL; }
+const char *bpe_special(int i) {
+    return i >= 0 && i < BPE_N_SPECIAL ? specials[i] : NULL;
+}
 
 static void seterr(char *err, size_t errlen, const char *fmt, ...) {
     if (!err || !errlen) return;
@@ -35,7 +49,8 @@ static bool byte_is_self(unsigned b) {
 static unsigned byte_cp(unsigned b) {
     if (byte_is_self(b)) return b;
     unsigned n = 0;
-    for (unsigned c = 0; c < b; c++) n += !byte_is_self(c);
+    for (unsigned c = 0; c < b; c++)
+        n += !byte_is_self(c);
     return 256 + n;
 }
 
@@ -65,7 +80,8 @@ size_t bpe_bytes_to_unicode(const unsigned char *src, size_t n, char *dst) {
 
 static uint64_t hash_bytes(const unsigned char *p, size_t n) {
     uint64_t h = 1469598103934665603ull;
-    for (size_t i = 0; i < n; i++) h = (h ^ p[i]) * 1099511628211ull;
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ p[i]) * 1099511628211ull;
     return h ^ (h >> 29);
 }
 
@@ -80,7 +96,8 @@ static uint64_t mix64(uint64_t x) {
 static bool grow(void **p, size_t *cap, size_t need, size_t elem) {
     if (need <= *cap) return true;
     size_t nc = *cap ? *cap : 16;
-    while (nc < need) nc *= 2;
+    while (nc < need)
+        nc *= 2;
     void *q = realloc(*p, nc * elem);
     if (!q) return false;
     *p = q;
@@ -92,20 +109,22 @@ static bool grow(void **p, size_t *cap, size_t need, size_t elem) {
 typedef struct strtab {
     unsigned char *arena;
     size_t arena_len, arena_cap;
-    size_t *off;     /* [n] offset of string i */
-    uint32_t *len;   /* [n] */
+    size_t *off;   /* [n] offset of string i */
+    uint32_t *len; /* [n] */
     size_t n, cap;
-    int32_t *slots;  /* [nslots] id or -1 */
+    int32_t *slots; /* [nslots] id or -1 */
     size_t nslots;
 } strtab;
 
 static bool strtab_rehash(strtab *t, size_t nslots) {
     int32_t *s = malloc(nslots * sizeof *s);
     if (!s) return false;
-    for (size_t i = 0; i < nslots; i++) s[i] = -1;
+    for (size_t i = 0; i < nslots; i++)
+        s[i] = -1;
     for (size_t id = 0; id < t->n; id++) {
         size_t h = hash_bytes(t->arena + t->off[id], t->len[id]) & (nslots - 1);
-        while (s[h] >= 0) h = (h + 1) & (nslots - 1);
+        while (s[h] >= 0)
+            h = (h + 1) & (nslots - 1);
         s[h] = (int32_t)id;
     }
     free(t->slots);
@@ -137,7 +156,8 @@ static int64_t strtab_add(strtab *t, const unsigned char *p, size_t n) {
     t->len[t->n] = (uint32_t)n;
     t->arena_len += n;
     size_t h = hash_bytes(p, n) & (t->nslots - 1);
-    while (t->slots[h] >= 0) h = (h + 1) & (t->nslots - 1);
+    while (t->slots[h] >= 0)
+        h = (h + 1) & (t->nslots - 1);
     t->slots[h] = (int32_t)t->n;
     return (int64_t)t->n++;
 }
@@ -152,7 +172,7 @@ static void strtab_free(strtab *t) {
 /* ---- trainer state ---- */
 
 typedef struct word {
-    int32_t *sym;  /* token ids (internal: 0..255 bytes in GPT-2 order, then merges) */
+    int32_t *sym; /* token ids (internal: 0..255 bytes in GPT-2 order, then merges) */
     int32_t len;
     int64_t cnt;   /* occurrences in the text */
     int32_t stamp; /* last merge step that visited this word */
@@ -161,7 +181,7 @@ typedef struct word {
 typedef struct pair {
     int32_t a, b;
     int64_t cnt;
-    int32_t *wl;   /* words that contain (or once contained) the pair; may repeat */
+    int32_t *wl; /* words that contain (or once contained) the pair; may repeat */
     size_t nwl, capwl;
     int32_t touch; /* last step whose counts changed this pair */
     bool done;     /* merged (or rejected): never chosen again */
@@ -173,16 +193,16 @@ typedef struct heapent {
 } heapent;
 
 typedef struct trainer {
-    strtab toks;       /* internal token strings (raw bytes), ids as in word.sym */
-    int64_t *freq;     /* [toks.n] byte count / pair count at merge time (fill order) */
+    strtab toks;   /* internal token strings (raw bytes), ids as in word.sym */
+    int64_t *freq; /* [toks.n] byte count / pair count at merge time (fill order) */
     size_t freq_cap;
-    int32_t (*mg)[2];  /* merges as internal (left, right) */
+    int32_t (*mg)[2]; /* merges as internal (left, right) */
     size_t n_mg, cap_mg;
     word *w;
     size_t nw, capw;
     pair *p;
     size_t np, capp;
-    int32_t *pslots;   /* open addressing over pair indices */
+    int32_t *pslots; /* open addressing over pair indices */
     size_t npslots;
     heapent *heap;
     size_t nheap, capheap;
@@ -191,15 +211,19 @@ typedef struct trainer {
     int32_t specials_base; /* internal ids [specials_base, +16) hold the special texts */
 } trainer;
 
-static uint64_t pair_key(int32_t a, int32_t b) { return ((uint64_t)(uint32_t)a << 32) | (uint32_t)b; }
+static uint64_t pair_key(int32_t a, int32_t b) {
+    return ((uint64_t)(uint32_t)a << 32) | (uint32_t)b;
+}
 
 static bool pairs_rehash(trainer *t, size_t nslots) {
     int32_t *s = malloc(nslots * sizeof *s);
     if (!s) return false;
-    for (size_t i = 0; i < nslots; i++) s[i] = -1;
+    for (size_t i = 0; i < nslots; i++)
+        s[i] = -1;
     for (size_t i = 0; i < t->np; i++) {
         size_t h = mix64(pair_key(t->p[i].a, t->p[i].b)) & (nslots - 1);
-        while (s[h] >= 0) h = (h + 1) & (nslots - 1);
+        while (s[h] >= 0)
+            h = (h + 1) & (nslots - 1);
         s[h] = (int32_t)i;
     }
     free(t->pslots);
@@ -227,7 +251,8 @@ static int64_t pair_get(trainer *t, int32_t a, int32_t b, bool create) {
     q->b = b;
     q->touch = -1;
     size_t h = mix64(pair_key(a, b)) & (t->npslots - 1);
-    while (t->pslots[h] >= 0) h = (h + 1) & (t->npslots - 1);
+    while (t->pslots[h] >= 0)
+        h = (h + 1) & (t->npslots - 1);
     t->pslots[h] = (int32_t)t->np;
     return (int64_t)t->np++;
 }
@@ -325,10 +350,14 @@ static size_t utf8_char_len(const unsigned char *p, size_t n) {
     size_t k;
     unsigned cp;
     if (c < 0x80) return 1;
-    if (c >= 0xC2 && c <= 0xDF) k = 2, cp = c & 0x1F;
-    else if (c >= 0xE0 && c <= 0xEF) k = 3, cp = c & 0x0F;
-    else if (c >= 0xF0 && c <= 0xF4) k = 4, cp = c & 0x07;
-    else return 0;
+    if (c >= 0xC2 && c <= 0xDF)
+        k = 2, cp = c & 0x1F;
+    else if (c >= 0xE0 && c <= 0xEF)
+        k = 3, cp = c & 0x0F;
+    else if (c >= 0xF0 && c <= 0xF4)
+        k = 4, cp = c & 0x07;
+    else
+        return 0;
     if (n < k) return 0;
     for (size_t i = 1; i < k; i++) {
         if ((p[i] & 0xC0) != 0x80) return 0;
@@ -379,14 +408,16 @@ static int pretokenize(trainer *t, const char *text, size_t len, char *err, size
     size_t pos = 0;
     while (pos < len) {
         size_t q = pos;
-        while (q < len && !utf8_char_len(u + q, len - q)) q++;
+        while (q < len && !utf8_char_len(u + q, len - q))
+            q++;
         if (q > pos) {
             if (!piece_add(&ps, text + pos, q - pos)) goto oom;
             pos = q;
             continue;
         }
         size_t end = pos, k;
-        while (end < len && (k = utf8_char_len(u + end, len - end))) end += k;
+        while (end < len && (k = utf8_char_len(u + end, len - end)))
+            end += k;
         const char *seg = text + pos;
         size_t n = end - pos, at = 0;
         while (at < n) {
@@ -443,9 +474,11 @@ static void trainer_free(trainer *t) {
     strtab_free(&t->toks);
     free(t->freq);
     free(t->mg);
-    for (size_t i = 0; i < t->nw; i++) free(t->w[i].sym);
+    for (size_t i = 0; i < t->nw; i++)
+        free(t->w[i].sym);
     free(t->w);
-    for (size_t i = 0; i < t->np; i++) free(t->p[i].wl);
+    for (size_t i = 0; i < t->np; i++)
+        free(t->p[i].wl);
     free(t->p);
     free(t->pslots);
     free(t->heap);
@@ -453,7 +486,9 @@ static void trainer_free(trainer *t) {
 }
 
 /* Tokens in the final vocab so far: 256 bytes + 16 specials + learned = every internal id. */
-static size_t vocab_now(const trainer *t) { return t->toks.n; }
+static size_t vocab_now(const trainer *t) {
+    return t->toks.n;
+}
 
 /* Learns merges from pair counts until none is left or the vocab is full. */
 static int learn(trainer *t, size_t n_vocab) {
@@ -524,7 +559,9 @@ static bool all_lower(const unsigned char *p, size_t n) {
     return n > 0;
 }
 
-static bool is_alpha(unsigned char c) { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'); }
+static bool is_alpha(unsigned char c) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
+}
 
 static int sort_ids(int32_t *ids, size_t n, const int64_t *freq) {
     /* bottom-up merge sort: frequency descending, then id; stable and context-free */
@@ -541,8 +578,10 @@ static int sort_ids(int32_t *ids, size_t n, const int64_t *freq) {
                 bool a_first = freq[a] != freq[b] ? freq[a] > freq[b] : a < b;
                 tmp[k++] = a_first ? ids[i++] : ids[j++];
             }
-            while (i < mid) tmp[k++] = ids[i++];
-            while (j < hi) tmp[k++] = ids[j++];
+            while (i < mid)
+                tmp[k++] = ids[i++];
+            while (j < hi)
+                tmp[k++] = ids[j++];
         }
         memcpy(ids, tmp, n * sizeof *ids);
     }
@@ -648,8 +687,9 @@ int bpe_train(bpe_vocab **out, const char *text, size_t len, int n_vocab, char *
     v->merges = calloc(t.n_mg ? t.n_mg : 1, sizeof *v->merges);
     if (!v->tokens || !v->types || !v->merges) goto oom;
     for (size_t id = 0; id < t.toks.n; id++) {
-        size_t fid = id < 256 ? id + BPE_N_SPECIAL
-                   : (int64_t)id < t.specials_base + BPE_N_SPECIAL ? id - 256 : id;
+        size_t fid = id < 256                                        ? id + BPE_N_SPECIAL
+                     : (int64_t)id < t.specials_base + BPE_N_SPECIAL ? id - 256
+                                                                     : id;
         const unsigned char *p = t.toks.arena + t.toks.off[id];
         size_t n = t.toks.len[id];
         char *s = malloc(2 * n + 1);
@@ -687,9 +727,11 @@ fail:
 void bpe_vocab_free(bpe_vocab *v) {
     if (!v) return;
     if (v->tokens)
-        for (int i = 0; i < v->n_tokens; i++) free(v->tokens[i]);
+        for (int i = 0; i < v->n_tokens; i++)
+            free(v->tokens[i]);
     if (v->merges)
-        for (int i = 0; i < v->n_merges; i++) free(v->merges[i]);
+        for (int i = 0; i < v->n_merges; i++)
+            free(v->merges[i]);
     free(v->tokens);
     free(v->types);
     free(v->merges);

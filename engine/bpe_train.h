@@ -4,23 +4,23 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define BPE_N_SPECIAL 16                    /* ids 0..15: the LFM2 special tokens */
-#define BPE_N_BASE (BPE_N_SPECIAL + 256)    /* then the 256 byte tokens, GPT-2 order */
+#define BPE_N_SPECIAL 16                 /* ids 0..15: the LFM2 special tokens */
+#define BPE_N_BASE (BPE_N_SPECIAL + 256) /* then the 256 byte tokens, GPT-2 order */
 #define BPE_MAX_VOCAB (1 << 24)
 
 /* The LFM2 pre-tokenizer split pattern (Llama-3 pattern), PCRE2 syntax. */
-#define BPE_LFM2_PATTERN                                                                    \
-    "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| "             \
+#define BPE_LFM2_PATTERN                                                                           \
+    "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| "                     \
     "?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+"
 
 typedef struct bpe_vocab {
-    int n_tokens;     /* vocab size, exactly what was asked */
-    char **tokens;    /* [n_tokens] as stored in GGUF: GPT-2 byte-to-unicode text, NUL-ended */
-    int32_t *types;   /* [n_tokens] 3 (CONTROL) for the specials, 1 (NORMAL) otherwise */
-    int n_merges;     /* merges, in rank order */
-    char **merges;    /* [n_merges] "left right" in GGUF form */
-    int n_learned;    /* merges [0, n_learned) came from pair counts; the rest are fill merges */
-    int n_pieces;     /* distinct pre-tokenized pieces seen in the training text */
+    int n_tokens;   /* vocab size, exactly what was asked */
+    char **tokens;  /* [n_tokens] as stored in GGUF: GPT-2 byte-to-unicode text, NUL-ended */
+    int32_t *types; /* [n_tokens] 3 (CONTROL) for the specials, 1 (NORMAL) otherwise */
+    int n_merges;   /* merges, in rank order */
+    char **merges;  /* [n_merges] "left right" in GGUF form */
+    int n_learned;  /* merges [0, n_learned) came from pair counts; the rest are fill merges */
+    int n_pieces;   /* distinct pre-tokenized pieces seen in the training text */
 } bpe_vocab;
 
 /* Text of special token i (0 <= i < BPE_N_SPECIAL), e.g. "<|im_end|>" for 7; NULL otherwise. */
@@ -33,8 +33,7 @@ const char *bpe_special(int i);
  * is all lowercase ASCII letters), then any token with one more byte, until n_vocab is
  * reached. Every merge joins two tokens already in the vocab into a new one.
  * Result owned by the caller (bpe_vocab_free). Negative code + err on bad input. */
-int bpe_train(bpe_vocab **out, const char *text, size_t len, int n_vocab, char *err,
-              size_t errlen);
+int bpe_train(bpe_vocab **out, const char *text, size_t len, int n_vocab, char *err, size_t errlen);
 void bpe_vocab_free(bpe_vocab *v); /* NULL is a no-op */
 
 /* GPT-2 byte-to-unicode: writes the UTF-8 form of n raw bytes to dst (room for 2*n + 1),

@@ -22,7 +22,8 @@ static void seterr(char *err, size_t errlen, const char *fmt, ...) {
 
 static void set_attn(mkmodel_shape *s, const int *idx, int n) {
     memset(s->attn, 0, sizeof s->attn);
-    for (int i = 0; i < n; i++) s->attn[idx[i]] = true;
+    for (int i = 0; i < n; i++)
+        s->attn[idx[i]] = true;
 }
 
 int mkmodel_preset(const char *name, mkmodel_shape *s, char *err, size_t errlen) {
@@ -35,12 +36,22 @@ int mkmodel_preset(const char *name, mkmodel_shape *s, char *err, size_t errlen)
     s->n_ctx = 32768;
     s->n_vocab = 65536;
     if (!strcmp(name, "tiny")) {
-        *s = (mkmodel_shape){.n_embd = 128, .n_layer = 4, .n_head = 4, .n_head_kv = 2,
-                             .n_ff = 256, .n_vocab = 1024, .n_ctx = 32768};
+        *s = (mkmodel_shape){.n_embd = 128,
+                             .n_layer = 4,
+                             .n_head = 4,
+                             .n_head_kv = 2,
+                             .n_ff = 256,
+                             .n_vocab = 1024,
+                             .n_ctx = 32768};
         set_attn(s, tiny, 2);
     } else if (!strcmp(name, "mini")) {
-        *s = (mkmodel_shape){.n_embd = 256, .n_layer = 6, .n_head = 4, .n_head_kv = 2,
-                             .n_ff = 512, .n_vocab = 4096, .n_ctx = 32768};
+        *s = (mkmodel_shape){.n_embd = 256,
+                             .n_layer = 6,
+                             .n_head = 4,
+                             .n_head_kv = 2,
+                             .n_ff = 512,
+                             .n_vocab = 4096,
+                             .n_ctx = 32768};
         set_attn(s, mini, 2);
     } else if (!strcmp(name, "350m")) {
         s->n_embd = 1024, s->n_layer = 16, s->n_head = 16, s->n_head_kv = 8, s->n_ff = 4608;
@@ -82,11 +93,10 @@ const char *mkmodel_ftype_name(int ftype) {
 }
 
 int mkmodel_check_shape(const mkmodel_shape *s, char *err, size_t errlen) {
-#define RANGE(field, lo, hi)                                                                  \
-    if (s->field < (lo) || s->field > (hi)) {                                                 \
-        seterr(err, errlen, #field " = %d out of range [%d, %d]", s->field, (int)(lo),      \
-               (int)(hi));                                                                    \
-        return -1;                                                                            \
+#define RANGE(field, lo, hi)                                                                       \
+    if (s->field < (lo) || s->field > (hi)) {                                                      \
+        seterr(err, errlen, #field " = %d out of range [%d, %d]", s->field, (int)(lo), (int)(hi)); \
+        return -1;                                                                                 \
     }
     RANGE(n_embd, 2, 1 << 16);
     RANGE(n_layer, 1, LFM2_MAX_LAYERS);
@@ -97,12 +107,13 @@ int mkmodel_check_shape(const mkmodel_shape *s, char *err, size_t errlen) {
     RANGE(n_swa, 0, 1 << 30);
 #undef RANGE
     if (s->n_embd % s->n_head || (s->n_embd / s->n_head) % 2) {
-        seterr(err, errlen, "n_embd = %d / n_head = %d must give a whole, even head_dim",
-               s->n_embd, s->n_head);
+        seterr(err, errlen, "n_embd = %d / n_head = %d must give a whole, even head_dim", s->n_embd,
+               s->n_head);
         return -1;
     }
     int n_attn = 0;
-    for (int i = 0; i < s->n_layer; i++) n_attn += s->attn[i];
+    for (int i = 0; i < s->n_layer; i++)
+        n_attn += s->attn[i];
     for (int i = s->n_layer; i < LFM2_MAX_LAYERS; i++)
         if (s->attn[i]) {
             seterr(err, errlen, "attention layer %d >= n_layer = %d", i, s->n_layer);
@@ -135,11 +146,21 @@ uint32_t mkmodel_tensor_type(int ftype, const char *name, int64_t ne0, int layer
     bool embd = !strcmp(name, "token_embd.weight");
     uint32_t t;
     switch (ftype) {
-    case MK_F16: t = QT_F16; break;
-    case MK_BF16: t = QT_BF16; break;
-    case MK_Q8_0: t = QT_Q8_0; break;
-    case MK_Q4_0: t = embd ? QT_Q6_K : QT_Q4_0; break;
-    case MK_Q6_K: t = QT_Q6_K; break;
+    case MK_F16:
+        t = QT_F16;
+        break;
+    case MK_BF16:
+        t = QT_BF16;
+        break;
+    case MK_Q8_0:
+        t = QT_Q8_0;
+        break;
+    case MK_Q4_0:
+        t = embd ? QT_Q6_K : QT_Q4_0;
+        break;
+    case MK_Q6_K:
+        t = QT_Q6_K;
+        break;
     case MK_Q4_K_M:
     case MK_Q5_K_M:
         t = ftype == MK_Q4_K_M ? QT_Q4_K : QT_Q5_K;
@@ -147,7 +168,8 @@ uint32_t mkmodel_tensor_type(int ftype, const char *name, int64_t ne0, int layer
         if (ends_with(name, "ffn_down.weight") && use_more_bits(layer, n_layer)) t = QT_Q6_K;
         if (ends_with(name, "attn_v.weight") && use_more_bits(attn_idx, n_attn)) t = QT_Q6_K;
         break;
-    default: return QT_F32;
+    default:
+        return QT_F32;
     }
     /* rows that do not hold whole blocks: the next type that fits */
     if (t == QT_Q4_K || t == QT_Q5_K || t == QT_Q6_K) {
@@ -183,9 +205,9 @@ typedef struct tspec {
     int64_t ne[2];
     int n_dims;
     enum wkind kind;
-    float scale;     /* std (EMBD, PROJ, CONV) or gain (OUT_NORM) */
+    float scale; /* std (EMBD, PROJ, CONV) or gain (OUT_NORM) */
     uint64_t seed;
-    char *err;       /* where fill reports (the caller's buffer) */
+    char *err; /* where fill reports (the caller's buffer) */
     size_t errlen;
 } tspec;
 
@@ -201,7 +223,8 @@ static int fill_tensor(void *ctx, void *dst, size_t nbytes) {
     tspec *t = ctx;
     const qtype_traits *tr = quant_traits(t->type);
     size_t row_bytes = quant_row_size(t->type, t->ne[0]);
-    if (!tr || !row_bytes || row_bytes * (size_t)t->ne[1] != nbytes || (t->type != QT_F32 && !tr->from_float)) {
+    if (!tr || !row_bytes || row_bytes * (size_t)t->ne[1] != nbytes ||
+        (t->type != QT_F32 && !tr->from_float)) {
         seterr(t->err, t->errlen, "tensor '%s': cannot write type %u (row of %lld)", t->name,
                t->type, (long long)t->ne[0]);
         return -1;
@@ -221,14 +244,22 @@ static int fill_tensor(void *ctx, void *dst, size_t nbytes) {
         for (int64_t i = 0; i < n; i++) {
             float g = gauss(&s);
             switch (t->kind) {
-            case W_NORM: buf[i] = 1.0f + NORM_JITTER * g; break;
-            case W_OUT_NORM: buf[i] = t->scale * (1.0f + NORM_JITTER * g); break;
-            default: buf[i] = t->scale * g; break;
+            case W_NORM:
+                buf[i] = 1.0f + NORM_JITTER * g;
+                break;
+            case W_OUT_NORM:
+                buf[i] = t->scale * (1.0f + NORM_JITTER * g);
+                break;
+            default:
+                buf[i] = t->scale * g;
+                break;
             }
         }
         char *out = (char *)dst + (size_t)r0 * row_bytes;
-        if (t->type == QT_F32) memcpy(out, buf, (size_t)n * sizeof *buf);
-        else tr->from_float(buf, out, n);
+        if (t->type == QT_F32)
+            memcpy(out, buf, (size_t)n * sizeof *buf);
+        else
+            tr->from_float(buf, out, n);
     }
     free(buf);
     return 0;
@@ -236,7 +267,8 @@ static int fill_tensor(void *ctx, void *dst, size_t nbytes) {
 
 static uint64_t name_seed(uint64_t seed, const char *name) {
     uint64_t h = 1469598103934665603ull;
-    for (const char *p = name; *p; p++) h = (h ^ (unsigned char)*p) * 1099511628211ull;
+    for (const char *p = name; *p; p++)
+        h = (h ^ (unsigned char)*p) * 1099511628211ull;
     uint64_t s = seed ^ h;
     return splitmix64(&s);
 }
@@ -248,23 +280,26 @@ static int by_name(const void *a, const void *b) {
 /* Builds the tensor list in the order llama.cpp's tools write it. */
 static tspec *make_specs(const mkmodel_opts *o, const mkmodel_shape *s, int *count) {
     int hd = s->n_embd / s->n_head, n_attn = 0, attn_idx = 0;
-    for (int i = 0; i < s->n_layer; i++) n_attn += s->attn[i];
+    for (int i = 0; i < s->n_layer; i++)
+        n_attn += s->attn[i];
     tspec *v = calloc((size_t)(2 + 11 * s->n_layer), sizeof *v);
     if (!v) return NULL;
     int n = 0;
-#define ADD(layer, nm, kind_, sc, ne0, ne1, nd)                                                  \
-    do {                                                                                      \
-        tspec *t = &v[n++];                                                                   \
-        if ((layer) >= 0) snprintf(t->name, sizeof t->name, "blk.%d.%s", (layer), (nm));     \
-        else snprintf(t->name, sizeof t->name, "%s", (nm));                                   \
-        t->ne[0] = (ne0);                                                                     \
-        t->ne[1] = (ne1);                                                                     \
-        t->n_dims = (nd);                                                                     \
-        t->kind = (kind_);                                                                    \
-        t->scale = (sc);                                                                      \
-        t->type = mkmodel_tensor_type(o->ftype, t->name, t->ne[0], (layer), s->n_layer,       \
-                                      attn_idx, n_attn);                                      \
-        t->seed = name_seed(o->seed, t->name);                                                \
+#define ADD(layer, nm, kind_, sc, ne0, ne1, nd)                                                    \
+    do {                                                                                           \
+        tspec *t = &v[n++];                                                                        \
+        if ((layer) >= 0)                                                                          \
+            snprintf(t->name, sizeof t->name, "blk.%d.%s", (layer), (nm));                         \
+        else                                                                                       \
+            snprintf(t->name, sizeof t->name, "%s", (nm));                                         \
+        t->ne[0] = (ne0);                                                                          \
+        t->ne[1] = (ne1);                                                                          \
+        t->n_dims = (nd);                                                                          \
+        t->kind = (kind_);                                                                         \
+        t->scale = (sc);                                                                           \
+        t->type = mkmodel_tensor_type(o->ftype, t->name, t->ne[0], (layer), s->n_layer, attn_idx,  \
+                                      n_attn);                                                     \
+        t->seed = name_seed(o->seed, t->name);                                                     \
     } while (0)
     double logit_std = LOGIT_STD * sqrt(2.0 * log((double)s->n_vocab));
     ADD(-1, "token_embd.weight", W_EMBD, (float)(1.0 / sqrt((double)s->n_embd)), s->n_embd,
@@ -272,7 +307,8 @@ static tspec *make_specs(const mkmodel_opts *o, const mkmodel_shape *s, int *cou
     ADD(-1, "token_embd_norm.weight", W_OUT_NORM, (float)logit_std, s->n_embd, 1, 1);
     for (int l = 0; l < s->n_layer; l++) {
         int first = n;
-        float pe = (float)(1.0 / sqrt((double)s->n_embd)), pf = (float)(1.0 / sqrt((double)s->n_ff));
+        float pe = (float)(1.0 / sqrt((double)s->n_embd)),
+              pf = (float)(1.0 / sqrt((double)s->n_ff));
         ADD(l, "attn_norm.weight", W_NORM, 0, s->n_embd, 1, 1);
         ADD(l, "ffn_norm.weight", W_NORM, 0, s->n_embd, 1, 1);
         ADD(l, "ffn_gate.weight", W_PROJ, pe, s->n_embd, s->n_ff, 2);
@@ -302,18 +338,20 @@ static tspec *make_specs(const mkmodel_opts *o, const mkmodel_shape *s, int *cou
 /* ---- metadata ---- */
 
 static int set_vocab(gguf_writer *w, const bpe_vocab *v) {
-    size_t *lens = malloc((size_t)(v->n_tokens > v->n_merges ? v->n_tokens : v->n_merges + 1) *
-                          sizeof *lens);
+    size_t *lens =
+        malloc((size_t)(v->n_tokens > v->n_merges ? v->n_tokens : v->n_merges + 1) * sizeof *lens);
     if (!lens) return -1;
     int rc = 0;
-    for (int i = 0; i < v->n_tokens; i++) lens[i] = strlen(v->tokens[i]);
-    rc |= gguf_writer_set_arr_str(w, "tokenizer.ggml.tokens", (const char *const *)v->tokens,
-                                  lens, (uint64_t)v->n_tokens);
+    for (int i = 0; i < v->n_tokens; i++)
+        lens[i] = strlen(v->tokens[i]);
+    rc |= gguf_writer_set_arr_str(w, "tokenizer.ggml.tokens", (const char *const *)v->tokens, lens,
+                                  (uint64_t)v->n_tokens);
     rc |= gguf_writer_set_arr(w, "tokenizer.ggml.token_type", GGUF_I32, v->types,
                               (uint64_t)v->n_tokens);
-    for (int i = 0; i < v->n_merges; i++) lens[i] = strlen(v->merges[i]);
-    rc |= gguf_writer_set_arr_str(w, "tokenizer.ggml.merges", (const char *const *)v->merges,
-                                  lens, (uint64_t)v->n_merges);
+    for (int i = 0; i < v->n_merges; i++)
+        lens[i] = strlen(v->merges[i]);
+    rc |= gguf_writer_set_arr_str(w, "tokenizer.ggml.merges", (const char *const *)v->merges, lens,
+                                  (uint64_t)v->n_merges);
     free(lens);
     return rc ? -1 : 0;
 }
@@ -378,11 +416,14 @@ int mkmodel_write(const mkmodel_opts *o, const char *path, char *err, size_t err
         goto done;
     }
     char name[128];
-    if (o->name) snprintf(name, sizeof name, "%s", o->name);
-    else snprintf(name, sizeof name, "synthetic-lfm2-%s-seed%llu", o->preset ? o->preset : "custom",
-                  (unsigned long long)o->seed);
+    if (o->name)
+        snprintf(name, sizeof name, "%s", o->name);
+    else
+        snprintf(name, sizeof name, "synthetic-lfm2-%s-seed%llu", o->preset ? o->preset : "custom",
+                 (unsigned long long)o->seed);
     int32_t kv_arr[LFM2_MAX_LAYERS];
-    for (int i = 0; i < s.n_layer; i++) kv_arr[i] = s.attn[i] ? s.n_head_kv : 0;
+    for (int i = 0; i < s.n_layer; i++)
+        kv_arr[i] = s.attn[i] ? s.n_head_kv : 0;
     int e = 0;
     e |= gguf_writer_set_str(w, "general.architecture", "lfm2");
     e |= gguf_writer_set_str(w, "general.name", name);
@@ -397,10 +438,12 @@ int mkmodel_write(const mkmodel_opts *o, const char *path, char *err, size_t err
     e |= gguf_writer_set_float(w, "lfm2.attention.layer_norm_rms_epsilon", GGUF_F32, 1e-5);
     e |= gguf_writer_set_int(w, "lfm2.vocab_size", GGUF_U32, s.n_vocab);
     e |= gguf_writer_set_int(w, "lfm2.shortconv.l_cache", GGUF_U32, 3);
-    if (s.n_swa > 0) e |= gguf_writer_set_int(w, "lfm2.attention.sliding_window", GGUF_U32, s.n_swa);
+    if (s.n_swa > 0)
+        e |= gguf_writer_set_int(w, "lfm2.attention.sliding_window", GGUF_U32, s.n_swa);
     if (src) {
         for (int64_t i = 0; i < gguf_n_kv(src); i++)
-            if (!strncmp(gguf_kv_key(src, i), "tokenizer.", 10)) e |= gguf_writer_copy_kv(w, src, i);
+            if (!strncmp(gguf_kv_key(src, i), "tokenizer.", 10))
+                e |= gguf_writer_copy_kv(w, src, i);
     } else {
         e |= gguf_writer_set_str(w, "tokenizer.ggml.model", "gpt2");
         e |= gguf_writer_set_str(w, "tokenizer.ggml.pre", "lfm2");
@@ -417,9 +460,8 @@ int mkmodel_write(const mkmodel_opts *o, const char *path, char *err, size_t err
     for (int i = 0; i < n_specs && !e; i++) {
         specs[i].err = err;
         specs[i].errlen = errlen;
-        e |= gguf_writer_add_tensor_fill(w, specs[i].name, specs[i].type,
-                                         (uint32_t)specs[i].n_dims, specs[i].ne, fill_tensor,
-                                         &specs[i]);
+        e |= gguf_writer_add_tensor_fill(w, specs[i].name, specs[i].type, (uint32_t)specs[i].n_dims,
+                                         specs[i].ne, fill_tensor, &specs[i]);
     }
     if (e) {
         seterr(err, errlen, "building the GGUF metadata failed (out of memory?)");
@@ -441,42 +483,43 @@ done:
 }
 
 const char *mkmodel_chat_template(void) {
-    return
-        "{{- bos_token -}}\n"
-        "{%- set system_prompt = \"\" -%}\n"
-        "{%- set ns = namespace(system_prompt=\"\") -%}\n"
-        "{%- if messages[0][\"role\"] == \"system\" -%}\n"
-        "\t{%- set ns.system_prompt = messages[0][\"content\"] -%}\n"
-        "\t{%- set messages = messages[1:] -%}\n"
-        "{%- endif -%}\n"
-        "{%- if tools -%}\n"
-        "\t{%- set ns.system_prompt = ns.system_prompt + (\"\\n\" if ns.system_prompt else \"\") + \"List of tools: <|tool_list_start|>[\" -%}\n"
-        "\t{%- for tool in tools -%}\n"
-        "\t\t{%- if tool is not string -%}\n"
-        "\t\t\t{%- set tool = tool | tojson -%}\n"
-        "\t\t{%- endif -%}\n"
-        "\t\t{%- set ns.system_prompt = ns.system_prompt + tool -%}\n"
-        "\t\t{%- if not loop.last -%}\n"
-        "\t\t\t{%- set ns.system_prompt = ns.system_prompt + \", \" -%}\n"
-        "\t\t{%- endif -%}\n"
-        "\t{%- endfor -%}\n"
-        "\t{%- set ns.system_prompt = ns.system_prompt + \"]<|tool_list_end|>\" -%}\n"
-        "{%- endif -%}\n"
-        "{%- if ns.system_prompt -%}\n"
-        "\t{{- \"<|im_start|>system\\n\" + ns.system_prompt + \"<|im_end|>\\n\" -}}\n"
-        "{%- endif -%}\n"
-        "{%- for message in messages -%}\n"
-        "\t{{- \"<|im_start|>\" + message[\"role\"] + \"\\n\" -}}\n"
-        "\t{%- set content = message[\"content\"] -%}\n"
-        "\t{%- if content is not string -%}\n"
-        "\t\t{%- set content = content | tojson -%}\n"
-        "\t{%- endif -%}\n"
-        "\t{%- if message[\"role\"] == \"tool\" -%}\n"
-        "\t\t{%- set content = \"<|tool_response_start|>\" + content + \"<|tool_response_end|>\" -%}\n"
-        "\t{%- endif -%}\n"
-        "\t{{- content + \"<|im_end|>\\n\" -}}\n"
-        "{%- endfor -%}\n"
-        "{%- if add_generation_prompt -%}\n"
-        "\t{{- \"<|im_start|>assistant\\n\" -}}\n"
-        "{%- endif -%}";
+    return "{{- bos_token -}}\n"
+           "{%- set system_prompt = \"\" -%}\n"
+           "{%- set ns = namespace(system_prompt=\"\") -%}\n"
+           "{%- if messages[0][\"role\"] == \"system\" -%}\n"
+           "\t{%- set ns.system_prompt = messages[0][\"content\"] -%}\n"
+           "\t{%- set messages = messages[1:] -%}\n"
+           "{%- endif -%}\n"
+           "{%- if tools -%}\n"
+           "\t{%- set ns.system_prompt = ns.system_prompt + (\"\\n\" if ns.system_prompt else "
+           "\"\") + \"List of tools: <|tool_list_start|>[\" -%}\n"
+           "\t{%- for tool in tools -%}\n"
+           "\t\t{%- if tool is not string -%}\n"
+           "\t\t\t{%- set tool = tool | tojson -%}\n"
+           "\t\t{%- endif -%}\n"
+           "\t\t{%- set ns.system_prompt = ns.system_prompt + tool -%}\n"
+           "\t\t{%- if not loop.last -%}\n"
+           "\t\t\t{%- set ns.system_prompt = ns.system_prompt + \", \" -%}\n"
+           "\t\t{%- endif -%}\n"
+           "\t{%- endfor -%}\n"
+           "\t{%- set ns.system_prompt = ns.system_prompt + \"]<|tool_list_end|>\" -%}\n"
+           "{%- endif -%}\n"
+           "{%- if ns.system_prompt -%}\n"
+           "\t{{- \"<|im_start|>system\\n\" + ns.system_prompt + \"<|im_end|>\\n\" -}}\n"
+           "{%- endif -%}\n"
+           "{%- for message in messages -%}\n"
+           "\t{{- \"<|im_start|>\" + message[\"role\"] + \"\\n\" -}}\n"
+           "\t{%- set content = message[\"content\"] -%}\n"
+           "\t{%- if content is not string -%}\n"
+           "\t\t{%- set content = content | tojson -%}\n"
+           "\t{%- endif -%}\n"
+           "\t{%- if message[\"role\"] == \"tool\" -%}\n"
+           "\t\t{%- set content = \"<|tool_response_start|>\" + content + "
+           "\"<|tool_response_end|>\" -%}\n"
+           "\t{%- endif -%}\n"
+           "\t{{- content + \"<|im_end|>\\n\" -}}\n"
+           "{%- endfor -%}\n"
+           "{%- if add_generation_prompt -%}\n"
+           "\t{{- \"<|im_start|>assistant\\n\" -}}\n"
+           "{%- endif -%}";
 }

@@ -1,4 +1,5 @@
-/* mkmodel.h: writes synthetic LFM2 GGUF files: real layout and metadata, seeded weights, BPE vocab. */
+/* mkmodel.h: writes synthetic LFM2 GGUF files: real layout and metadata, seeded weights, BPE vocab.
+ */
 #ifndef LFM2_MKMODEL_H
 #define LFM2_MKMODEL_H
 #include <stdbool.h>
@@ -8,31 +9,37 @@
 
 /* llama.cpp's general.file_type values for the types mkmodel writes. */
 enum mkmodel_ftype {
-    MK_F32 = 0, MK_F16 = 1, MK_Q4_0 = 2, MK_Q8_0 = 7, MK_Q4_K_M = 15, MK_Q5_K_M = 17,
-    MK_Q6_K = 18, MK_BF16 = 32
+    MK_F32 = 0,
+    MK_F16 = 1,
+    MK_Q4_0 = 2,
+    MK_Q8_0 = 7,
+    MK_Q4_K_M = 15,
+    MK_Q5_K_M = 17,
+    MK_Q6_K = 18,
+    MK_BF16 = 32
 };
 
 typedef struct mkmodel_shape {
-    int n_embd;                     /* hidden size */
-    int n_layer;                    /* blocks */
-    int n_head;                     /* query heads; head_dim = n_embd / n_head */
-    int n_head_kv;                  /* KV heads of every attention layer */
-    int n_ff;                       /* SwiGLU width */
-    int n_vocab;                    /* tokens (16 specials + 256 bytes + merges) */
-    int n_ctx;                      /* lfm2.context_length */
-    int n_swa;                      /* lfm2.attention.sliding_window, 0 = key absent */
-    bool attn[LFM2_MAX_LAYERS];     /* per layer: attention (true) or short conv */
+    int n_embd;                 /* hidden size */
+    int n_layer;                /* blocks */
+    int n_head;                 /* query heads; head_dim = n_embd / n_head */
+    int n_head_kv;              /* KV heads of every attention layer */
+    int n_ff;                   /* SwiGLU width */
+    int n_vocab;                /* tokens (16 specials + 256 bytes + merges) */
+    int n_ctx;                  /* lfm2.context_length */
+    int n_swa;                  /* lfm2.attention.sliding_window, 0 = key absent */
+    bool attn[LFM2_MAX_LAYERS]; /* per layer: attention (true) or short conv */
 } mkmodel_shape;
 
 typedef struct mkmodel_opts {
     mkmodel_shape shape;
-    uint64_t seed;                  /* weights (and nothing else) depend on it */
-    int ftype;                      /* enum mkmodel_ftype */
-    const char *name;               /* general.name; NULL: "synthetic-lfm2-<preset>-seed<S>" */
-    const char *preset;             /* only used for the default name */
-    const char *train_text;         /* BPE training text; NULL: the built-in corpus */
+    uint64_t seed;          /* weights (and nothing else) depend on it */
+    int ftype;              /* enum mkmodel_ftype */
+    const char *name;       /* general.name; NULL: "synthetic-lfm2-<preset>-seed<S>" */
+    const char *preset;     /* only used for the default name */
+    const char *train_text; /* BPE training text; NULL: the built-in corpus */
     size_t train_len;
-    const char *vocab_from;         /* GGUF whose tokenizer.* keys are copied; overrides training */
+    const char *vocab_from; /* GGUF whose tokenizer.* keys are copied; overrides training */
 } mkmodel_opts;
 
 /* Fills s with a preset's shape: "tiny" (hidden 128, 4 layers, attention at 1 and 3, vocab

@@ -15,7 +15,8 @@ static void mk_usage(FILE *f) {
             "  a byte-level BPE vocab trained on built-in text (or --train FILE).\n"
             "  --preset P          tiny | mini | 350m | 700m | 1.2b | 2.6b\n"
             "  --seed S            weight seed (default 1)\n"
-            "  --type T            f32 | f16 | bf16 | q8_0 | q4_0 | q4_k_m | q5_k_m | q6_k (default f16)\n"
+            "  --type T            f32 | f16 | bf16 | q8_0 | q4_0 | q4_k_m | q5_k_m | q6_k "
+            "(default f16)\n"
             "  --swa N             sliding window of the attention layers (default 0: none)\n"
             "  --vocab-size N      tokens, >= %d (default per preset)\n"
             "  --train FILE        train the vocab on FILE instead of the built-in text\n"
@@ -85,8 +86,10 @@ int cmd_mkmodel(int argc, char **argv) {
         }
         const char *val = argv[++i];
         int r = 0;
-        if (!strcmp(a, "--preset")) preset = val;
-        else if (!strcmp(a, "-o") || !strcmp(a, "--output")) out = val;
+        if (!strcmp(a, "--preset"))
+            preset = val;
+        else if (!strcmp(a, "-o") || !strcmp(a, "--output"))
+            out = val;
         else if (!strcmp(a, "--seed")) {
             char *end;
             errno = 0;
@@ -98,22 +101,36 @@ int cmd_mkmodel(int argc, char **argv) {
         } else if (!strcmp(a, "--type")) {
             o.ftype = mkmodel_ftype_from_name(val);
             if (o.ftype < 0) {
-                fprintf(stderr, "error: --type '%s' unknown (f32, f16, bf16, q8_0, q4_0, q4_k_m, "
-                                "q5_k_m, q6_k)\n", val);
+                fprintf(stderr,
+                        "error: --type '%s' unknown (f32, f16, bf16, q8_0, q4_0, q4_k_m, "
+                        "q5_k_m, q6_k)\n",
+                        val);
                 return 2;
             }
-        } else if (!strcmp(a, "--swa")) r = parse_num(a, val, 0, 1L << 30, &swa);
-        else if (!strcmp(a, "--vocab-size")) r = parse_num(a, val, BPE_N_BASE, BPE_MAX_VOCAB, &vocab);
-        else if (!strcmp(a, "--train")) train = val;
-        else if (!strcmp(a, "--vocab-from")) o.vocab_from = val;
-        else if (!strcmp(a, "--ctx")) r = parse_num(a, val, 1, 1L << 30, &ctx);
-        else if (!strcmp(a, "--name")) o.name = val;
-        else if (!strcmp(a, "--hidden")) r = parse_num(a, val, 2, 1L << 16, &hidden);
-        else if (!strcmp(a, "--layers")) r = parse_num(a, val, 1, LFM2_MAX_LAYERS, &layers);
-        else if (!strcmp(a, "--heads")) r = parse_num(a, val, 1, 1L << 16, &heads);
-        else if (!strcmp(a, "--kv-heads")) r = parse_num(a, val, 1, 1L << 16, &kv);
-        else if (!strcmp(a, "--ffn")) r = parse_num(a, val, 1, 1L << 18, &ffn);
-        else if (!strcmp(a, "--attn-layers")) attn = val;
+        } else if (!strcmp(a, "--swa"))
+            r = parse_num(a, val, 0, 1L << 30, &swa);
+        else if (!strcmp(a, "--vocab-size"))
+            r = parse_num(a, val, BPE_N_BASE, BPE_MAX_VOCAB, &vocab);
+        else if (!strcmp(a, "--train"))
+            train = val;
+        else if (!strcmp(a, "--vocab-from"))
+            o.vocab_from = val;
+        else if (!strcmp(a, "--ctx"))
+            r = parse_num(a, val, 1, 1L << 30, &ctx);
+        else if (!strcmp(a, "--name"))
+            o.name = val;
+        else if (!strcmp(a, "--hidden"))
+            r = parse_num(a, val, 2, 1L << 16, &hidden);
+        else if (!strcmp(a, "--layers"))
+            r = parse_num(a, val, 1, LFM2_MAX_LAYERS, &layers);
+        else if (!strcmp(a, "--heads"))
+            r = parse_num(a, val, 1, 1L << 16, &heads);
+        else if (!strcmp(a, "--kv-heads"))
+            r = parse_num(a, val, 1, 1L << 16, &kv);
+        else if (!strcmp(a, "--ffn"))
+            r = parse_num(a, val, 1, 1L << 18, &ffn);
+        else if (!strcmp(a, "--attn-layers"))
+            attn = val;
         else {
             fprintf(stderr, "error: unknown option '%s' (see --help)\n", a);
             return 2;
@@ -125,8 +142,10 @@ int cmd_mkmodel(int argc, char **argv) {
         return 2;
     }
     if ((train || vocab) && o.vocab_from) {
-        fprintf(stderr, "error: %s and --vocab-from exclude each other (the vocab comes from the "
-                        "file)\n", train ? "--train" : "--vocab-size");
+        fprintf(stderr,
+                "error: %s and --vocab-from exclude each other (the vocab comes from the "
+                "file)\n",
+                train ? "--train" : "--vocab-size");
         return 2;
     }
     char err[512];
@@ -144,7 +163,8 @@ int cmd_mkmodel(int argc, char **argv) {
     s->n_swa = (int)swa;
     if (layers) {
         /* keep the preset's attention layers that still exist */
-        for (int i = (int)layers; i < LFM2_MAX_LAYERS; i++) s->attn[i] = false;
+        for (int i = (int)layers; i < LFM2_MAX_LAYERS; i++)
+            s->attn[i] = false;
         s->n_layer = (int)layers;
     }
     if (attn) {
@@ -156,15 +176,19 @@ int cmd_mkmodel(int argc, char **argv) {
                 errno = 0;
                 long v = strtol(p, &end, 10);
                 if (errno || end == p || v < 0 || v >= s->n_layer) {
-                    fprintf(stderr, "error: --attn-layers '%s': each entry must be a layer index "
-                                    "in [0, %d)\n", attn, s->n_layer);
+                    fprintf(stderr,
+                            "error: --attn-layers '%s': each entry must be a layer index "
+                            "in [0, %d)\n",
+                            attn, s->n_layer);
                     return 2;
                 }
                 s->attn[v] = true;
                 if (!*end) break;
                 if (*end != ',') {
-                    fprintf(stderr, "error: --attn-layers '%s': expected numbers separated by "
-                                    "commas\n", attn);
+                    fprintf(stderr,
+                            "error: --attn-layers '%s': expected numbers separated by "
+                            "commas\n",
+                            attn);
                     return 2;
                 }
                 p = end + 1;

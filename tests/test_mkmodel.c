@@ -62,15 +62,18 @@ static void check_vocab(const bpe_vocab *v, int n_vocab) {
         CHECK(found >= 0);
         if (found >= 0) seen[found - BPE_N_SPECIAL] = true;
     }
-    for (int i = 0; i < 256; i++) CHECK(seen[i]);
+    for (int i = 0; i < 256; i++)
+        CHECK(seen[i]);
     CHECK_STR(v->tokens[BPE_N_SPECIAL], "!");
     CHECK_STR(v->tokens[BPE_N_BASE - 1], "\xc5\x83"); /* U+0143, byte 0xAD */
-    for (int i = BPE_N_SPECIAL; i < n_vocab; i++) CHECK_EQ_INT(v->types[i], 1);
+    for (int i = BPE_N_SPECIAL; i < n_vocab; i++)
+        CHECK_EQ_INT(v->types[i], 1);
     char **sorted = malloc((size_t)n_vocab * sizeof *sorted);
     memcpy(sorted, v->tokens, (size_t)n_vocab * sizeof *sorted);
     qsort(sorted, (size_t)n_vocab, sizeof *sorted, cmp_str);
     int dups = 0;
-    for (int i = 1; i < n_vocab; i++) dups += !strcmp(sorted[i - 1], sorted[i]);
+    for (int i = 1; i < n_vocab; i++)
+        dups += !strcmp(sorted[i - 1], sorted[i]);
     CHECK_EQ_INT(dups, 0);
     CHECK(v->n_merges >= n_vocab - BPE_N_BASE);
     CHECK(v->n_learned <= v->n_merges);
@@ -95,7 +98,8 @@ static void check_vocab(const bpe_vocab *v, int n_vocab) {
     if (!bad) {
         qsort(ms, (size_t)v->n_merges, sizeof *ms, cmp_str);
         int mdups = 0;
-        for (int i = 1; i < v->n_merges; i++) mdups += !strcmp(ms[i - 1], ms[i]);
+        for (int i = 1; i < v->n_merges; i++)
+            mdups += !strcmp(ms[i - 1], ms[i]);
         CHECK_EQ_INT(mdups, 0);
     }
     /* every non-base token is the result of some merge */
@@ -109,9 +113,11 @@ static void check_vocab(const bpe_vocab *v, int n_vocab) {
         strcpy(res[i] + la, sp ? sp + 1 : "");
     }
     qsort(res, (size_t)v->n_merges, sizeof *res, cmp_str);
-    for (int i = BPE_N_BASE; i < n_vocab; i++) unreached += !in_sorted(res, v->n_merges, v->tokens[i]);
+    for (int i = BPE_N_BASE; i < n_vocab; i++)
+        unreached += !in_sorted(res, v->n_merges, v->tokens[i]);
     CHECK_EQ_INT(unreached, 0);
-    for (int i = 0; i < v->n_merges; i++) free(res[i]);
+    for (int i = 0; i < v->n_merges; i++)
+        free(res[i]);
     free(res);
     free(ms);
     free(sorted);
@@ -151,7 +157,8 @@ static void test_trainer(void) {
     CHECK_EQ_INT(bpe_train(&v, corpus, len, 300, err, sizeof err), 0);
     if (v) {
         int th = 0;
-        for (int i = 0; i < v->n_merges; i++) th |= !strcmp(v->merges[i], "\xc4\xa0 t");
+        for (int i = 0; i < v->n_merges; i++)
+            th |= !strcmp(v->merges[i], "\xc4\xa0 t");
         CHECK(th); /* "Ġ t" */
     }
     bpe_vocab_free(v);
@@ -239,7 +246,8 @@ static void check_model(const char *path, const mkmodel_shape *s) {
     CHECK_EQ_INT(m->hp.l_cache, 3);
     CHECK_NEAR(m->hp.eps, 1e-5, 1e-9);
     CHECK_NEAR(m->hp.rope_base, 1e6, 1e-3);
-    for (int l = 0; l < s->n_layer; l++) CHECK_EQ_INT(m->hp.n_head_kv[l], s->attn[l] ? s->n_head_kv : 0);
+    for (int l = 0; l < s->n_layer; l++)
+        CHECK_EQ_INT(m->hp.n_head_kv[l], s->attn[l] ? s->n_head_kv : 0);
     CHECK(m->output == m->tok_embd); /* tied */
     tok *t = NULL;
     rc = tok_new(&t, m->g, err, sizeof err);
@@ -265,16 +273,19 @@ static void tensor_stats(const gguf *g, const char *name, double *mean, double *
     float *f = malloc((size_t)n * sizeof *f);
     quant_traits(t->type)->to_float(t->data, f, n);
     double s = 0, s2 = 0;
-    for (int64_t i = 0; i < n; i++) s += f[i];
+    for (int64_t i = 0; i < n; i++)
+        s += f[i];
     *mean = s / (double)n;
-    for (int64_t i = 0; i < n; i++) s2 += (f[i] - *mean) * (f[i] - *mean);
+    for (int64_t i = 0; i < n; i++)
+        s2 += (f[i] - *mean) * (f[i] - *mean);
     *sd = sqrt(s2 / (double)n);
     free(f);
 }
 
 static void test_tiny_and_determinism(void) {
     mkmodel_opts o = opts_for("tiny", MK_F32, 1);
-    const char *a = tmp_path("tiny-a.gguf"), *b = tmp_path("tiny-b.gguf"), *c = tmp_path("tiny-c.gguf");
+    const char *a = tmp_path("tiny-a.gguf"), *b = tmp_path("tiny-b.gguf"),
+               *c = tmp_path("tiny-c.gguf");
     CHECK_EQ_INT(write_model(&o, a), 0);
     CHECK_EQ_INT(write_model(&o, b), 0);
     CHECK(same_file(a, b));
@@ -338,7 +349,8 @@ static void test_roundtrip(int n_vocab) {
         CHECK(n > 0 && n < cap);
         /* trained on this very text: it compresses, more with a bigger vocab */
         CHECK(n < (int)len / (n_vocab >= 4096 ? 3 : 2));
-        for (int i = 0; i < n; i++) CHECK(ids[i] >= BPE_N_SPECIAL && ids[i] < n_vocab);
+        for (int i = 0; i < n; i++)
+            CHECK(ids[i] >= BPE_N_SPECIAL && ids[i] < n_vocab);
         char *back = malloc(len + 1);
         size_t m = tok_decode(t, ids, n, false, back, len + 1);
         CHECK_EQ_INT(m, len);
@@ -380,7 +392,8 @@ static void test_types_vs_reference(void) {
             for (int64_t i = 0; i < gguf_n_kv(r) && i < gguf_n_kv(g); i++) {
                 CHECK_STR(gguf_kv_key(g, i), gguf_kv_key(r, i));
                 CHECK_EQ_INT(gguf_kv_type(g, i), gguf_kv_type(r, i));
-                if (gguf_kv_type(r, i) == GGUF_ARR) CHECK_EQ_INT(gguf_arr_type(g, i), gguf_arr_type(r, i));
+                if (gguf_kv_type(r, i) == GGUF_ARR)
+                    CHECK_EQ_INT(gguf_arr_type(g, i), gguf_arr_type(r, i));
             }
             CHECK_EQ_INT(gguf_get_int(g, "general.file_type", -1, NULL),
                          gguf_get_int(r, "general.file_type", -2, NULL));
@@ -392,11 +405,13 @@ static void test_types_vs_reference(void) {
                 CHECK_STR(a->name, b->name);
                 CHECK_EQ_INT(a->type, b->type);
                 CHECK_EQ_INT(a->n_dims, b->n_dims);
-                for (int d = 0; d < GGUF_MAX_DIMS; d++) CHECK_EQ_INT(a->ne[d], b->ne[d]);
+                for (int d = 0; d < GGUF_MAX_DIMS; d++)
+                    CHECK_EQ_INT(a->ne[d], b->ne[d]);
                 CHECK_EQ_INT(a->nbytes, b->nbytes);
             }
             /* the reference's specials and byte tokens are ours too */
-            int64_t ti = gguf_find_key(r, "tokenizer.ggml.tokens"), tg = gguf_find_key(g, "tokenizer.ggml.tokens");
+            int64_t ti = gguf_find_key(r, "tokenizer.ggml.tokens"),
+                    tg = gguf_find_key(g, "tokenizer.ggml.tokens");
             for (uint64_t j = 0; j < BPE_N_BASE; j++) {
                 size_t la, lb;
                 const char *sa = gguf_arr_str(g, tg, j, &la), *sb = gguf_arr_str(r, ti, j, &lb);
@@ -410,7 +425,8 @@ static void test_types_vs_reference(void) {
 }
 
 static void test_every_type_tiny(void) {
-    static const int types[] = {MK_F32, MK_F16, MK_BF16, MK_Q8_0, MK_Q4_0, MK_Q4_K_M, MK_Q5_K_M, MK_Q6_K};
+    static const int types[] = {MK_F32,  MK_F16,    MK_BF16,   MK_Q8_0,
+                                MK_Q4_0, MK_Q4_K_M, MK_Q5_K_M, MK_Q6_K};
     for (size_t k = 0; k < sizeof types / sizeof types[0]; k++) {
         mkmodel_opts o = opts_for("tiny", types[k], 5);
         char name[64];
@@ -428,7 +444,8 @@ static void test_every_type_tiny(void) {
     CHECK_EQ_INT(mkmodel_tensor_type(MK_Q4_K_M, "blk.1.ffn_down.weight", 256, 1, 4, 0, 0), QT_Q4_K);
     CHECK_EQ_INT(mkmodel_tensor_type(MK_Q4_0, "blk.0.ffn_up.weight", 48, 0, 4, 0, 0), QT_F16);
     CHECK_EQ_INT(mkmodel_tensor_type(MK_Q4_0, "token_embd.weight", 512, -1, 4, 0, 0), QT_Q6_K);
-    CHECK_EQ_INT(mkmodel_tensor_type(MK_Q8_0, "blk.0.shortconv.conv.weight", 3, 0, 4, 0, 0), QT_F32);
+    CHECK_EQ_INT(mkmodel_tensor_type(MK_Q8_0, "blk.0.shortconv.conv.weight", 3, 0, 4, 0, 0),
+                 QT_F32);
     CHECK_EQ_INT(mkmodel_tensor_type(MK_BF16, "blk.0.attn_q_norm.weight", 64, 0, 4, 0, 0), QT_F32);
 }
 
@@ -476,15 +493,18 @@ static void test_swa_shapes_vocab_from(void) {
     /* every preset has the documented shape (no file written for the big ones) */
     mkmodel_shape s;
     CHECK_EQ_INT(mkmodel_preset("350m", &s, err, sizeof err), 0);
-    CHECK(s.n_embd == 1024 && s.n_layer == 16 && s.n_head == 16 && s.n_head_kv == 8 && s.n_ff == 4608 && s.n_vocab == 65536);
-    CHECK(s.attn[2] && s.attn[5] && s.attn[8] && s.attn[10] && s.attn[12] && s.attn[14] && !s.attn[0] && !s.attn[15]);
+    CHECK(s.n_embd == 1024 && s.n_layer == 16 && s.n_head == 16 && s.n_head_kv == 8 &&
+          s.n_ff == 4608 && s.n_vocab == 65536);
+    CHECK(s.attn[2] && s.attn[5] && s.attn[8] && s.attn[10] && s.attn[12] && s.attn[14] &&
+          !s.attn[0] && !s.attn[15]);
     CHECK_EQ_INT(mkmodel_preset("700m", &s, err, sizeof err), 0);
     CHECK(s.n_embd == 1536 && s.n_head == 24 && s.n_ff == 6912);
     CHECK_EQ_INT(mkmodel_preset("1.2b", &s, err, sizeof err), 0);
     CHECK(s.n_embd == 2048 && s.n_head == 32 && s.n_ff == 8192);
     CHECK_EQ_INT(mkmodel_preset("2.6b", &s, err, sizeof err), 0);
     int na = 0;
-    for (int i = 0; i < s.n_layer; i++) na += s.attn[i];
+    for (int i = 0; i < s.n_layer; i++)
+        na += s.attn[i];
     CHECK(s.n_layer == 30 && s.n_ff == 10752 && na == 8);
     CHECK_EQ_INT(mkmodel_check_shape(&s, err, sizeof err), 0);
     CHECK(mkmodel_preset("3b", &s, err, sizeof err) < 0);
@@ -517,7 +537,8 @@ static void test_swa_shapes_vocab_from(void) {
     CHECK_EQ_INT(gguf_open(&g, p, err, sizeof err), 0);
     CHECK_EQ_INT(gguf_open(&r, o.vocab_from, err, sizeof err), 0);
     if (g && r) {
-        int64_t a = gguf_find_key(g, "tokenizer.ggml.merges"), b = gguf_find_key(r, "tokenizer.ggml.merges");
+        int64_t a = gguf_find_key(g, "tokenizer.ggml.merges"),
+                b = gguf_find_key(r, "tokenizer.ggml.merges");
         CHECK(a >= 0 && b >= 0 && gguf_arr_len(g, a) == gguf_arr_len(r, b));
         size_t la, lb;
         const char *sa = gguf_arr_str(g, a, 100, &la), *sb = gguf_arr_str(r, b, 100, &lb);
