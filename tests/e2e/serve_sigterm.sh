@@ -66,6 +66,12 @@ for i in 1 2; do
 done
 ok "drain timeout: error events, exit 0 after $ms ms"
 
+# 2b. the same error reaches an OpenAI SDK client as an APIError from the stream
+start_server sdkerr --parallel 2 --ctx 16384 --drain-timeout 1
+BASE=$BASE PID=$PID EOS=$(eos_id) node "$E2E_DIR/serve_stream_error.mjs" || fail "serve_stream_error.mjs"
+wait_exit "$PID" 30
+expect_eq "exit status after drain timeout (SDK client)" "$EXIT_RC" 0
+
 # 3. a second signal exits at once
 start_server twice --parallel 2 --ctx 16384
 EOS=$(eos_id)
