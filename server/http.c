@@ -104,6 +104,7 @@ struct server {
     hreq *reqs;
     api_limits lim;
     char model_id[256];
+    enum chat_format chat_format; /* from tokenizer.chat_template, detected at load */
     long long created;
     uint64_t rng;
 };
@@ -599,10 +600,8 @@ static void tb_text(tokbuf *b, const tok *tk, const char *s, size_t len, bool pa
 static int build_prompt(server *sv, const api_request *q, tokbuf *b, api_error *e) {
     const tok *tk = sv->tk;
     if (q->kind == API_CHAT) {
-        bool known;
-        const char *tmpl = gguf_get_str(eng_model(sv->e)->g, "tokenizer.chat_template", NULL, NULL);
         chat_opts co = {0};
-        co.format = chat_detect(tmpl, &known);
+        co.format = sv->chat_format;
         co.add_generation_prompt = true;
         int bos = tok_bos(tk);
         size_t bl = 0;
@@ -1202,6 +1201,11 @@ static void load_done(uv_work_t *w, int status) {
         return;
     }
     sv->lim.n_vocab = eng_n_vocab(sv->e);
+    bool known = false;
+    const char *tmpl = gguf_get_str(eng_model(sv->e)->g, "tokenizer.chat_template", NULL, NULL);
+    sv->chat_format = chat_detect(tmpl, &known);
+    logf_(sv, "chat template: %s%s", chat_format_name(sv->chat_format),
+          known ? "" : " (tokenizer.chat_template not recognized or absent: using lfm2)");
     sv->ready = true;
     metrics_set_ready(sv->m, 1);
     logf_(sv, "ready: model %s, %d sequences x %d tokens of context", sv->model_id, sv->o.parallel,
