@@ -1,6 +1,7 @@
 /* pool.c: persistent thread pool: lock-free task claiming, spin-then-sleep workers. */
 #include "engine/pool.h"
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -96,7 +97,7 @@ pool *pool_new(int n_threads, char *err, size_t errlen) {
     p->n = 1;
     pthread_mutex_init(&p->mu, NULL);
     pthread_cond_init(&p->cv, NULL);
-    p->spin_ns = 1000000; /* 1 ms: covers the gaps between the ops of a decode step */
+    p->spin_ns = 200000; /* 200 us: covers the gaps between the ops of a decode step */
     const char *s = getenv("LFM2_POOL_SPIN_US");
     if (s && *s) p->spin_ns = atol(s) * 1000L;
     if (n_threads > 1) {
@@ -156,7 +157,11 @@ void pool_run(pool *p, pool_fn fn, void *ctx, int n_tasks) {
         pthread_mutex_unlock(&p->mu);
     }
     work(p, gen, 0);
-    while (atomic_load(&p->done) < n_tasks) cpu_relax();
+    /* stragglers: spin, then yield now and then (a descheduled worker may need this core) */
+    for (unsigned spins = 0; atomic_load(&p->done) < n_tasks; spins++) {
+        cpu_relax();
+        if ((spins & 1023) == 1023) sched_yield();
+    }
 }
 
 void pool_split(int64_t n, int n_parts, int i, int64_t *lo, int64_t *hi) {
