@@ -127,56 +127,29 @@ int mkmodel_check_shape(const mkmodel_shape *s, char *err, size_t errlen) {
     return 0;
 }
 
-/* ---- tensor types (llama.cpp's llama_tensor_get_type, for the LFM2 tensors) ---- */
+/* ---- tensor types: llama-quantize's mix (quant_mix_plan), as if quantizing an F32 file ---- */
 
-static bool use_more_bits(int i, int n) {
-    return i < n / 8 || i >= 7 * n / 8 || (i - n / 8) % 3 == 2;
-}
-
-static bool ends_with(const char *s, const char *suffix) {
-    size_t a = strlen(s), b = strlen(suffix);
-    return a >= b && !strcmp(s + a - b, suffix);
-}
-
-uint32_t mkmodel_tensor_type(int ftype, const char *name, int64_t ne0, int layer, int n_layer,
-                             int attn_idx, int n_attn) {
-    if (ends_with(name, "_norm.weight") || ends_with(name, "shortconv.conv.weight") ||
-        ftype == MK_F32)
-        return QT_F32;
-    bool embd = !strcmp(name, "token_embd.weight");
-    uint32_t t;
+static const char *mix_name(int ftype) {
     switch (ftype) {
+    case MK_F32:
+        return "F32";
     case MK_F16:
-        t = QT_F16;
-        break;
+        return "F16";
     case MK_BF16:
-        t = QT_BF16;
-        break;
+        return "BF16";
     case MK_Q8_0:
-        t = QT_Q8_0;
-        break;
+        return "Q8_0";
     case MK_Q4_0:
-        t = embd ? QT_Q6_K : QT_Q4_0;
-        break;
-    case MK_Q6_K:
-        t = QT_Q6_K;
-        break;
+        return "Q4_0";
     case MK_Q4_K_M:
+        return "Q4_K_M";
     case MK_Q5_K_M:
-        t = ftype == MK_Q4_K_M ? QT_Q4_K : QT_Q5_K;
-        if (embd) t = QT_Q6_K;
-        if (ends_with(name, "ffn_down.weight") && use_more_bits(layer, n_layer)) t = QT_Q6_K;
-        if (ends_with(name, "attn_v.weight") && use_more_bits(attn_idx, n_attn)) t = QT_Q6_K;
-        break;
+        return "Q5_K_M";
+    case MK_Q6_K:
+        return "Q6_K";
     default:
-        return QT_F32;
+        return NULL;
     }
-    /* rows that do not hold whole blocks: the next type that fits */
-    if (t == QT_Q4_K || t == QT_Q5_K || t == QT_Q6_K) {
-        if (ne0 % 256) t = QT_Q8_0;
-    }
-    if ((t == QT_Q4_0 || t == QT_Q8_0) && ne0 % 32) t = QT_F16;
-    return t;
 }
 
 /* ---- seeded weights ---- */
@@ -279,9 +252,7 @@ static int by_name(const void *a, const void *b) {
 
 /* Builds the tensor list in the order llama.cpp's tools write it. */
 static tspec *make_specs(const mkmodel_opts *o, const mkmodel_shape *s, int *count) {
-    int hd = s->n_embd / s->n_head, n_attn = 0, attn_idx = 0;
-    for (int i = 0; i < s->n_layer; i++)
-        n_attn += s->attn[i];
+    int hd = s->n_embd / s->n_head;
     tspec *v = calloc((size_t)(2 + 11 * s->n_layer), sizeof *v);
     if (!v) return NULL;
     int n = 0;
@@ -297,8 +268,6 @@ static tspec *make_specs(const mkmodel_opts *o, const mkmodel_shape *s, int *cou
         t->n_dims = (nd);                                                                          \
         t->kind = (kind_);                                                                         \
         t->scale = (sc);                                                                           \
-        t->type = mkmodel_tensor_type(o->ftype, t->name, t->ne[0], (layer), s->n_layer, attn_idx,  \
-                                      n_attn);                                                     \
         t->seed = name_seed(o->seed, t->name);                                                     \
     } while (0)
     double logit_std = LOGIT_STD * sqrt(2.0 * log((double)s->n_vocab));
@@ -322,7 +291,6 @@ static tspec *make_specs(const mkmodel_opts *o, const mkmodel_shape *s, int *cou
             ADD(l, "attn_q_norm.weight", W_NORM, 0, hd, 1, 1);
             ADD(l, "attn_k_norm.weight", W_NORM, 0, hd, 1, 1);
             ADD(l, "attn_output.weight", W_PROJ, (float)(1.0 / sqrt((double)q)), q, s->n_embd, 2);
-            attn_idx++;
         } else {
             ADD(l, "shortconv.in_proj.weight", W_PROJ, pe, s->n_embd, 3 * s->n_embd, 2);
             ADD(l, "shortconv.conv.weight", W_CONV, CONV_STD, 3, s->n_embd, 2);
@@ -331,6 +299,24 @@ static tspec *make_specs(const mkmodel_opts *o, const mkmodel_shape *s, int *cou
         qsort(v + first, (size_t)(n - first), sizeof *v, by_name);
     }
 #undef ADD
+    /* types: llama-quantize's choice for an F32 file of this layout (norms, conv kernel stay F32)
+     */
+    quant_tensor_desc *d = calloc((size_t)n, sizeof *d);
+    uint32_t *types = calloc((size_t)n, sizeof *types);
+    const quant_mix *mix = mix_name(o->ftype) ? quant_mix_find(mix_name(o->ftype)) : NULL;
+    if (!d || !types || !mix) {
+        free(d);
+        free(types);
+        free(v);
+        return NULL;
+    }
+    for (int i = 0; i < n; i++)
+        d[i] = (quant_tensor_desc){v[i].name, (uint32_t)v[i].n_dims, v[i].ne[0], QT_F32};
+    quant_mix_plan(mix, d, n, types);
+    for (int i = 0; i < n; i++)
+        v[i].type = types[i];
+    free(d);
+    free(types);
     *count = n;
     return v;
 }
@@ -398,7 +384,7 @@ int mkmodel_write(const mkmodel_opts *o, const char *path, char *err, size_t err
     }
     specs = make_specs(o, &s, &n_specs);
     if (!specs) {
-        seterr(err, errlen, "out of memory");
+        seterr(err, errlen, "out of memory (or no quantization mix for file type %d)", o->ftype);
         goto done;
     }
     for (int i = 0; i < n_specs; i++) {

@@ -51,15 +51,11 @@ const char *mkmodel_ftype_name(int ftype); /* NULL if unknown */
 /* Checks a shape for consistency (heads divide hidden, head_dim even, kv divides heads, at least
  * one layer, vocab in range...). Negative + err naming the field, value and limit. */
 int mkmodel_check_shape(const mkmodel_shape *s, char *err, size_t errlen);
-/* GGML type mkmodel stores a tensor in, for a file of ftype (llama.cpp's choices: token_embd
- * Q6_K in q4_0/q4_k_m/q5_k_m, "more bits" layers of ffn_down/attn_v in *_k_m, norms and the
- * conv kernel F32; rows that are not a whole number of blocks fall back to Q8_0, then F16).
- * name is the tensor name, ne0 its row length; layer/n_layer and attn_idx/n_attn locate it. */
-uint32_t mkmodel_tensor_type(int ftype, const char *name, int64_t ne0, int layer, int n_layer,
-                             int attn_idx, int n_attn);
-
-/* Writes the model to path. Deterministic: the same opts give the same bytes. Generates each
- * tensor while writing, so memory stays small for any size. Negative + err on error. */
+/* Writes the model to path. Tensor types are llama-quantize's for the file type (quant_mix_plan:
+ * token_embd Q6_K in q4_0/k-quant files, Q6_K for some attn_v/ffn_down in *_k_m, norms and the
+ * conv kernel F32, rows that hold no whole block fall back like llama.cpp, then to F16).
+ * Deterministic: the same opts give the same bytes. Generates each tensor while writing, so memory
+ * stays small for any size. Negative + err on error. */
 int mkmodel_write(const mkmodel_opts *o, const char *path, char *err, size_t errlen);
 
 /* The built-in training text (engine/corpus.c), as one malloc'd NUL-terminated string the

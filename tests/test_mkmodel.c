@@ -424,29 +424,48 @@ static void test_types_vs_reference(void) {
     }
 }
 
+/* Every type on the tiny shape (rows of 128 and 256): llama.cpp's mix and fallbacks. */
 static void test_every_type_tiny(void) {
-    static const int types[] = {MK_F32,  MK_F16,    MK_BF16,   MK_Q8_0,
-                                MK_Q4_0, MK_Q4_K_M, MK_Q5_K_M, MK_Q6_K};
-    for (size_t k = 0; k < sizeof types / sizeof types[0]; k++) {
-        mkmodel_opts o = opts_for("tiny", types[k], 5);
+    static const struct {
+        int ftype;
+        uint32_t embd, up0, down1, down2; /* token_embd (row 128), blk.0.ffn_up (128), */
+    } want[] = {
+        /* blk.1/blk.2.ffn_down (256) */
+        {MK_F32, QT_F32, QT_F32, QT_F32, QT_F32},
+        {MK_F16, QT_F16, QT_F16, QT_F16, QT_F16},
+        {MK_BF16, QT_BF16, QT_BF16, QT_BF16, QT_BF16},
+        {MK_Q8_0, QT_Q8_0, QT_Q8_0, QT_Q8_0, QT_Q8_0},
+        {MK_Q4_0, QT_Q8_0, QT_Q4_0, QT_Q4_0, QT_Q4_0},
+        {MK_Q4_K_M, QT_Q8_0, QT_Q5_0, QT_Q4_K, QT_Q6_K},
+        {MK_Q5_K_M, QT_Q8_0, QT_Q5_1, QT_Q5_K, QT_Q6_K},
+        {MK_Q6_K, QT_Q8_0, QT_Q8_0, QT_Q6_K, QT_Q6_K},
+    };
+    char err[256];
+    for (size_t k = 0; k < sizeof want / sizeof want[0]; k++) {
+        mkmodel_opts o = opts_for("tiny", want[k].ftype, 5);
         char name[64];
-        snprintf(name, sizeof name, "tiny-%s.gguf", mkmodel_ftype_name(types[k]));
+        snprintf(name, sizeof name, "tiny-%s.gguf", mkmodel_ftype_name(want[k].ftype));
         const char *path = tmp_path(name);
         CHECK_EQ_INT(write_model(&o, path), 0);
         check_model(path, &o.shape);
-        CHECK_EQ_INT(mkmodel_ftype_from_name(mkmodel_ftype_name(types[k])), types[k]);
+        CHECK_EQ_INT(mkmodel_ftype_from_name(mkmodel_ftype_name(want[k].ftype)), want[k].ftype);
+        gguf *g = NULL;
+        CHECK_EQ_INT(gguf_open(&g, path, err, sizeof err), 0);
+        if (!g) continue;
+        const gguf_tensor *t;
+        CHECK((t = gguf_find_tensor(g, "token_embd.weight")) && t->type == want[k].embd);
+        CHECK((t = gguf_find_tensor(g, "blk.0.ffn_up.weight")) && t->type == want[k].up0);
+        CHECK((t = gguf_find_tensor(g, "blk.1.ffn_down.weight")) && t->type == want[k].down1);
+        CHECK((t = gguf_find_tensor(g, "blk.2.ffn_down.weight")) && t->type == want[k].down2);
+        CHECK((t = gguf_find_tensor(g, "blk.0.shortconv.conv.weight")) && t->type == QT_F32);
+        CHECK((t = gguf_find_tensor(g, "blk.1.attn_q_norm.weight")) && t->type == QT_F32);
+        CHECK((t = gguf_find_tensor(g, "token_embd_norm.weight")) && t->type == QT_F32);
+        CHECK_EQ_INT(gguf_get_int(g, "general.file_type", -1, NULL), want[k].ftype);
+        gguf_close(g);
     }
     CHECK_EQ_INT(mkmodel_ftype_from_name("Q4_K_M"), MK_Q4_K_M);
     CHECK_EQ_INT(mkmodel_ftype_from_name("q3_k"), -1);
-    /* the fallbacks for rows that are not whole blocks */
-    CHECK_EQ_INT(mkmodel_tensor_type(MK_Q4_K_M, "blk.0.ffn_up.weight", 128, 0, 4, 0, 0), QT_Q8_0);
-    CHECK_EQ_INT(mkmodel_tensor_type(MK_Q4_K_M, "blk.2.ffn_down.weight", 256, 2, 4, 0, 0), QT_Q6_K);
-    CHECK_EQ_INT(mkmodel_tensor_type(MK_Q4_K_M, "blk.1.ffn_down.weight", 256, 1, 4, 0, 0), QT_Q4_K);
-    CHECK_EQ_INT(mkmodel_tensor_type(MK_Q4_0, "blk.0.ffn_up.weight", 48, 0, 4, 0, 0), QT_F16);
-    CHECK_EQ_INT(mkmodel_tensor_type(MK_Q4_0, "token_embd.weight", 512, -1, 4, 0, 0), QT_Q6_K);
-    CHECK_EQ_INT(mkmodel_tensor_type(MK_Q8_0, "blk.0.shortconv.conv.weight", 3, 0, 4, 0, 0),
-                 QT_F32);
-    CHECK_EQ_INT(mkmodel_tensor_type(MK_BF16, "blk.0.attn_q_norm.weight", 64, 0, 4, 0, 0), QT_F32);
+    CHECK(mkmodel_ftype_name(3) == NULL);
 }
 
 static void test_swa_shapes_vocab_from(void) {
