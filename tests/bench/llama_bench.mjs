@@ -1,6 +1,7 @@
 // llama_bench.mjs: llama.cpp's speed on a GGUF (via node-llama-cpp), the yardstick for lfm2 bench.
 // usage: node tests/bench/llama_bench.mjs MODEL [-p 512] [-n 128] [-t 2] [-r 3]
-// Prints one JSON object: {"pp_tok_s":..,"tg_tok_s":..,"pp_runs":[..],"tg_runs":[..],"threads":..}
+// Prints one JSON object: {"pp_tok_s":..,"tg_tok_s":..,"pp_runs":[..],"tg_runs":[..],"peak_rss_mib":..,"threads":..}
+// (each figure after one warm-up run; prefill = the whole prompt in one batch, decode = n greedy steps after it)
 import {createRequire} from "node:module";
 import path from "node:path";
 import {fileURLToPath} from "node:url";
@@ -48,6 +49,9 @@ for (let r = 0; r < opt.r + 1; r++) {
     dt = (performance.now() - t0) / 1000;
     if (r > 0) tg.push(opt.n / dt);
 }
+// peak RSS of this node process (V8 included: an upper bound for llama.cpp's own use)
+const peakRssMib = process.resourceUsage().maxRSS / 1024;
 console.log(JSON.stringify({pp_tok_s: median(pp), tg_tok_s: median(tg), pp_runs: pp, tg_runs: tg,
-                            threads: opt.t, engine: "llama.cpp (node-llama-cpp 3.22.1)"}));
+                            peak_rss_mib: peakRssMib, threads: opt.t,
+                            engine: "llama.cpp (node-llama-cpp 3.22.1)"}));
 await model.dispose();

@@ -40,7 +40,7 @@ if [ ${#models[@]} -eq 0 ]; then
   done
 fi
 
-load() { cut -d' ' -f1-3 /proc/loadavg; }
+load() { cut -d' ' -f1 /proc/loadavg; }
 results=()
 for m in "${models[@]}"; do
   ftype=$("$LFM2" info -m "$m" 2>/dev/null | sed -n 's/^tensor types: //p' | head -1)
@@ -67,13 +67,13 @@ console.log(`lfm2 ${rs[0]?.lfm2.kernel} kernels, OpenBLAS core ${rs[0]?.lfm2.ope
             `${rs[0]?.lfm2.reps} reps (median [min-max]); llama.cpp: ${rs[0]?.llama.engine}`);
 console.log("");
 const pad = (s, n) => String(s).padStart(n);
-console.log(["model", "", "prefill tok/s", "decode tok/s", "batch8 tok/s", "peak RSS MiB", "load avg (before/between/after)"].map((s, i) => i < 2 ? s.padEnd(i ? 7 : 28) : pad(s, i == 6 ? 32 : 22)).join(" "));
+console.log(["model", "", "prefill tok/s", "decode tok/s", "batch8 tok/s", "peak RSS MiB", "load (1 min) before/mid/after"].map((s, i) => i < 2 ? s.padEnd(i ? 7 : 28) : pad(s, i == 6 ? 31 : 22)).join(" "));
 for (const r of rs) {
     const L = r.llama, O = r.lfm2;
     const name = r.model.split("/").pop();
     const rng = (med, min, max) => `${f(med)} [${f(min, 0)}-${f(max, 0)}]`;
     const llRng = (runs, med) => `${f(med)} [${f(Math.min(...runs), 0)}-${f(Math.max(...runs), 0)}]`;
-    console.log([name.padEnd(28), "llama".padEnd(7), pad(llRng(L.pp_runs, L.pp_tok_s), 22), pad(llRng(L.tg_runs, L.tg_tok_s), 22), pad("-", 22), pad("-", 22), pad(r.load.join(" / "), 32)].join(" "));
+    console.log([name.padEnd(28), "llama".padEnd(7), pad(llRng(L.pp_runs, L.pp_tok_s), 22), pad(llRng(L.tg_runs, L.tg_tok_s), 22), pad("-", 22), pad(L.peak_rss_mib != null ? f(L.peak_rss_mib) + " (node)" : "-", 22), pad(r.load.join(" / "), 31)].join(" "));
     console.log(["".padEnd(28), "lfm2".padEnd(7), pad(rng(O.pp_tok_s, O.pp_min, O.pp_max), 22), pad(rng(O.tg_tok_s, O.tg_min, O.tg_max), 22),
                  pad(O.batched_tok_s["8"] != null ? rng(O.batched_tok_s["8"], O.batched_min["8"], O.batched_max["8"]) : "-", 22), pad(f(O.peak_rss_mib), 22)].join(" "));
     const rpp = O.pp_tok_s / L.pp_tok_s, rtg = O.tg_tok_s / L.tg_tok_s, rb8 = O.batched_tok_s["8"] / O.tg_tok_s;
@@ -89,7 +89,8 @@ for (const r of rs) {
     if (q4km) targets.push(["Q4_K_M decode vs llama.cpp", rtg, 1.4]);
 }
 if (targets.length) {
-    console.log("\nissue 4 targets (2 threads, 350M-shape files):");
+    const th = rs[0].lfm2.threads;
+    console.log(`\nissue 4 targets (defined for the 350M-shape files at 2 threads; measured here with ${th} threads on the files above):`);
     for (const [what, got, want] of targets)
         console.log(`  ${(got >= want ? "PASS" : "FAIL").padEnd(5)} ${what.padEnd(38)} ${f(got, 2)}x (target >= ${want}x)`);
 }
