@@ -131,7 +131,7 @@ static float ld_h(const uint8_t *p) { return quant_f16_to_f32((uint16_t)(p[0] | 
 
 void kern_tiles_scalar(const rp_matrix *m, const kern_act *a, int tok0, int ntok, float *y,
                        int64_t ldy, int64_t t0, int64_t t1) {
-    const bool i4 = m->kind == RP_I4 || m->kind == RP_I4M;
+    const bool i4 = m->kind == RP_I4 || m->kind == RP_I4M || m->kind == RP_I4K;
     const size_t cb = i4 ? 128 : 256;
     const int64_t ng = m->n_groups, cols = m->cols;
     for (int64_t tile = t0; tile < t1; tile++) {
@@ -158,11 +158,18 @@ void kern_tiles_scalar(const rp_matrix *m, const kern_act *a, int tok0, int ntok
                         for (int c = 0; c < 8; c++)
                             for (int k = 0; k < 4; k++) is += gp[c * 32 + r * 4 + k] * ab[4 * c + k];
                     }
-                    float s = ld_h(gp + cb + 2 * r);
+                    float s, b;
+                    if (m->kind == RP_I4K) { /* exact products of f16 factors and 6-bit codes */
+                        const uint8_t *h = tp + (size_t)ng * m->group_bytes + (size_t)(g / 8) * 32;
+                        s = ld_h(h + 2 * r) * (float)gp[cb + r];
+                        b = -(ld_h(h + 16 + 2 * r) * (float)gp[cb + 8 + r]);
+                    } else {
+                        s = ld_h(gp + cb + 2 * r);
+                        b = m->has_min ? ld_h(gp + cb + 16 + 2 * r) : 0.0f;
+                    }
                     if (!m->has_min) {
                         acc[r] = fmaf((float)(is - m->zero * as[g]), s * ad[g], acc[r]);
                     } else {
-                        float b = ld_h(gp + cb + 16 + 2 * r);
                         float tt = (float)is * s;
                         tt = fmaf(b, (float)as[g], tt);
                         acc[r] = fmaf(tt, ad[g], acc[r]);

@@ -41,8 +41,8 @@ static inline __attribute__((always_inline)) void z_tile2(const rp_matrix *m, co
                                                          int tok, float *y, int64_t ldy,
                                                          const uint8_t *tp, int nr, const int KIND,
                                                          const int NT) {
-    const int I4 = KIND == RP_I4 || KIND == RP_I4M;
-    const int HAS_MIN = KIND == RP_I4M || KIND == RP_I8M;
+    const int I4 = KIND == RP_I4 || KIND == RP_I4M || KIND == RP_I4K;
+    const int HAS_MIN = KIND == RP_I4M || KIND == RP_I8M || KIND == RP_I4K;
     const int Z = KIND == RP_I4 ? 8 : KIND == RP_I8 ? 128 : 0;
     const size_t cb = I4 ? 128 : 256, gb = m->group_bytes, tb = m->tile_bytes;
     const int64_t cols = m->cols, ng = m->n_groups;
@@ -76,9 +76,21 @@ static inline __attribute__((always_inline)) void z_tile2(const rp_matrix *m, co
 #pragma GCC unroll 8
             for (int c = 0; c < 8; c++) w[c] = z_ld2(gp + 32 * c, gq + 32 * c);
         }
-        const __m512 sf = z_h2(gp + cb, gq + cb);
-        __m512 bf = _mm512_setzero_ps();
-        if (HAS_MIN) bf = z_h2(gp + cb + 16, gq + cb + 16);
+        __m512 sf, bf = _mm512_setzero_ps();
+        if (KIND == RP_I4K) { /* s = d * sc, b = -(dmin * mc): exact */
+            const uint8_t *h = tp + (size_t)ng * gb + (size_t)(g >> 3) * 32, *h2 = h + tb;
+            __m512 dv = z_h2(h, h2), mv = z_h2(h + 16, h2 + 16);
+            __m128i sc = _mm_unpacklo_epi64(_mm_loadl_epi64((const __m128i *)(gp + cb)),
+                                            _mm_loadl_epi64((const __m128i *)(gq + cb)));
+            __m128i mc = _mm_unpacklo_epi64(_mm_loadl_epi64((const __m128i *)(gp + cb + 8)),
+                                            _mm_loadl_epi64((const __m128i *)(gq + cb + 8)));
+            sf = _mm512_mul_ps(dv, _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(sc)));
+            bf = _mm512_sub_ps(_mm512_setzero_ps(),
+                               _mm512_mul_ps(mv, _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(mc))));
+        } else {
+            sf = z_h2(gp + cb, gq + cb);
+            if (HAS_MIN) bf = z_h2(gp + cb + 16, gq + cb + 16);
+        }
 #pragma GCC unroll 8
         for (int t = 0; t < NT; t++) {
             const int8_t *aq = a->q + (size_t)(tok + t) * cols + g * 32;
@@ -142,6 +154,7 @@ void kern_tiles_avx512(const rp_matrix *m, const kern_act *a, int tok0, int ntok
                     Z_CASES(RP_I4M)
                     Z_CASES(RP_I8)
                     Z_CASES(RP_I8M)
+                    Z_CASES(RP_I4K)
                 default: break;
                 }
             }

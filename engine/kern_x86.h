@@ -19,8 +19,8 @@ static inline __attribute__((always_inline)) void KX(tile)(const rp_matrix *m, c
                                                           int tok, float *y, int64_t ldy,
                                                           const uint8_t *tp, int nr,
                                                           const int KIND, const int NT) {
-    const int I4 = KIND == RP_I4 || KIND == RP_I4M;
-    const int HAS_MIN = KIND == RP_I4M || KIND == RP_I8M;
+    const int I4 = KIND == RP_I4 || KIND == RP_I4M || KIND == RP_I4K;
+    const int HAS_MIN = KIND == RP_I4M || KIND == RP_I8M || KIND == RP_I4K;
     const int SIGNED = KX_SIGNED_I8 && KIND == RP_I8;
     const int Z = KIND == RP_I4 ? 8 : KIND == RP_I8 ? 128 : 0;
     const size_t cb = I4 ? 128 : 256, gb = m->group_bytes;
@@ -54,9 +54,20 @@ static inline __attribute__((always_inline)) void KX(tile)(const rp_matrix *m, c
                 if (SIGNED) w[c] = _mm256_xor_si256(w[c], x80);
             }
         }
-        const __m256 sf = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(gp + cb)));
-        __m256 bf = _mm256_setzero_ps();
-        if (HAS_MIN) bf = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(gp + cb + 16)));
+        __m256 sf, bf = _mm256_setzero_ps();
+        if (KIND == RP_I4K) { /* s = d * sc, b = -(dmin * mc): exact */
+            const uint8_t *h = tp + (size_t)ng * gb + (size_t)(g >> 3) * 32;
+            __m256 dv = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)h));
+            __m256 mv = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(h + 16)));
+            sf = _mm256_mul_ps(dv, _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(
+                                       _mm_loadl_epi64((const __m128i *)(gp + cb)))));
+            bf = _mm256_sub_ps(_mm256_setzero_ps(),
+                               _mm256_mul_ps(mv, _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(
+                                                     _mm_loadl_epi64((const __m128i *)(gp + cb + 8))))));
+        } else {
+            sf = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(gp + cb)));
+            if (HAS_MIN) bf = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(gp + cb + 16)));
+        }
 #pragma GCC unroll 8
         for (int t = 0; t < NT; t++) {
             const int8_t *aq = a->q + (size_t)(tok + t) * cols + g * 32;
@@ -133,6 +144,7 @@ void KX_ENTRY(const rp_matrix *m, const kern_act *a, int tok0, int ntok, float *
                 KX_CASES(RP_I4M)
                 KX_CASES(RP_I8)
                 KX_CASES(RP_I8M)
+                KX_CASES(RP_I4K)
             default: break;
             }
         }

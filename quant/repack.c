@@ -14,18 +14,22 @@ size_t rp_group_bytes(int kind) {
     case RP_I4M: return 128 + 32;
     case RP_I8: return 256 + 16;
     case RP_I8M: return 256 + 32;
+    case RP_I4K: return 128 + 16;
     default: return 0;
     }
 }
 
-static size_t codes_bytes(int kind) { return (kind == RP_I4 || kind == RP_I4M) ? 128 : 256; }
+static size_t codes_bytes(int kind) {
+    return (kind == RP_I4 || kind == RP_I4M || kind == RP_I4K) ? 128 : 256;
+}
 
 int rp_kind_for(uint32_t t, bool *lossy) {
     bool l = false;
     int k = 0;
     switch (t) {
     case QT_Q4_0: k = RP_I4; break;
-    case QT_Q4_1: case QT_Q4_K: k = RP_I4M; break;
+    case QT_Q4_1: k = RP_I4M; break;
+    case QT_Q4_K: k = RP_I4K; break;
     case QT_Q8_0: case QT_Q5_0: k = RP_I8; break;
     case QT_Q5_1: case QT_Q5_K: k = RP_I8M; break;
     case QT_Q6_K: case QT_Q2_K: case QT_Q3_K: case QT_F16: case QT_BF16: case QT_F32:
@@ -46,7 +50,7 @@ static void wr16(uint8_t *p, uint16_t v) {
 
 /* One group g of a row of an exactly-repackable type: codes u[32], f16 s and b. */
 static void decode_exact(uint32_t t, const uint8_t *row, int64_t g, uint8_t *u, uint16_t *s,
-                         uint16_t *b) {
+                         uint16_t *b, uint16_t *kd) {
     *b = 0;
     switch (t) {
     case QT_Q4_0: {
@@ -114,8 +118,12 @@ static void decode_exact(uint32_t t, const uint8_t *row, int64_t g, uint8_t *u, 
             if (qh) v += ((qh[l] >> gi) & 1) << 4;
             u[l] = (uint8_t)v;
         }
-        *s = quant_f32_to_f16(d * (float)sc);
-        *b = quant_f32_to_f16(-(dmin * (float)m));
+        if (t == QT_Q4_K) { /* RP_I4K keeps the codes: s, b carry sc, m; kd the f16 factors */
+            *s = sc, *b = m, kd[0] = rd16(d2), kd[1] = rd16(dm2);
+        } else {
+            *s = quant_f32_to_f16(d * (float)sc);
+            *b = quant_f32_to_f16(-(dmin * (float)m));
+        }
         break;
     }
     default: break;
@@ -147,7 +155,7 @@ static void requant_group(const float *x, uint8_t *u, uint16_t *s) {
 static void put_group(const rp_matrix *m, int64_t tile, int64_t g, int r, const uint8_t *u,
                       uint16_t s, uint16_t b) {
     uint8_t *p = m->data + (size_t)tile * m->tile_bytes + (size_t)g * m->group_bytes;
-    if (m->kind == RP_I4 || m->kind == RP_I4M) {
+    if (m->kind == RP_I4 || m->kind == RP_I4M || m->kind == RP_I4K) {
         for (int c = 0; c < 4; c++)
             for (int k = 0; k < 4; k++)
                 p[c * 32 + r * 4 + k] = (uint8_t)(u[4 * c + k] | u[16 + 4 * c + k] << 4);
@@ -156,8 +164,19 @@ static void put_group(const rp_matrix *m, int64_t tile, int64_t g, int r, const 
             for (int k = 0; k < 4; k++) p[c * 32 + r * 4 + k] = u[4 * c + k];
     }
     size_t cb = codes_bytes(m->kind);
+    if (m->kind == RP_I4K) {
+        p[cb + r] = (uint8_t)s;
+        p[cb + 8 + r] = (uint8_t)b;
+        return;
+    }
     wr16(p + cb + 2 * r, s);
     if (m->has_min) wr16(p + cb + 16 + 2 * r, b);
+}
+
+/* RP_I4K: the f16 d and dmin of superblock sb of row r of a tile. */
+static uint8_t *k_hdr(const rp_matrix *m, int64_t tile, int64_t sb) {
+    return m->data + (size_t)tile * m->tile_bytes + (size_t)m->n_groups * m->group_bytes +
+           (size_t)sb * 32;
 }
 
 int rp_new(rp_matrix **out, uint32_t t, const void *src, int64_t rows, int64_t cols,
@@ -183,7 +202,7 @@ int rp_new(rp_matrix **out, uint32_t t, const void *src, int64_t rows, int64_t c
     float *tmp = NULL;
     if (!m) goto nomem;
     m->kind = kind;
-    m->has_min = kind == RP_I4M || kind == RP_I8M;
+    m->has_min = kind == RP_I4M || kind == RP_I8M || kind == RP_I4K;
     m->zero = kind == RP_I4 ? 8 : kind == RP_I8 ? 128 : 0;
     m->lossy = lossy;
     m->src_type = t;
@@ -193,6 +212,7 @@ int rp_new(rp_matrix **out, uint32_t t, const void *src, int64_t rows, int64_t c
     m->n_tiles = (rows + RP_ROWS - 1) / RP_ROWS;
     m->group_bytes = rp_group_bytes(kind);
     m->tile_bytes = m->group_bytes * (size_t)m->n_groups;
+    if (kind == RP_I4K) m->tile_bytes += (size_t)(m->n_groups / 8) * 32;
     size_t total = m->tile_bytes * (size_t)m->n_tiles;
     m->data = aligned_alloc(64, (total + 63) / 64 * 64);
     if (!m->data) goto nomem;
@@ -206,15 +226,25 @@ int rp_new(rp_matrix **out, uint32_t t, const void *src, int64_t rows, int64_t c
         const uint8_t *row = (const uint8_t *)src + (size_t)r * row_size;
         if (r >= rows) { /* padding: codes at the zero point, scale 0 */
             memset(u, m->zero, sizeof u);
-            for (int64_t g = 0; g < m->n_groups; g++) put_group(m, tile, g, rr, u, 0, 0);
+            for (int64_t g = 0; g < m->n_groups; g++) {
+                put_group(m, tile, g, rr, u, 0, 0);
+                if (kind == RP_I4K && g % 8 == 0) {
+                    uint8_t *h = k_hdr(m, tile, g / 8);
+                    wr16(h + 2 * rr, 0), wr16(h + 16 + 2 * rr, 0);
+                }
+            }
             continue;
         }
         if (lossy) tr->to_float(row, tmp, cols);
         for (int64_t g = 0; g < m->n_groups; g++) {
-            uint16_t s = 0, b = 0;
+            uint16_t s = 0, b = 0, kd[2] = {0, 0};
             if (lossy) requant_group(tmp + g * RP_GROUP, u, &s);
-            else decode_exact(t, row, g, u, &s, &b);
+            else decode_exact(t, row, g, u, &s, &b, kd);
             put_group(m, tile, g, rr, u, s, b);
+            if (kind == RP_I4K && g % 8 == 0) {
+                uint8_t *h = k_hdr(m, tile, g / 8);
+                wr16(h + 2 * rr, kd[0]), wr16(h + 16 + 2 * rr, kd[1]);
+            }
         }
         if ((flags & RP_DROP_SOURCE) && rr == RP_ROWS - 1) {
             /* A fault maps the cached pages around it (fault-around, large folios), so pages
@@ -259,7 +289,7 @@ static void group_to_float(const rp_matrix *m, int64_t tile, int64_t g, int ra, 
                            int64_t ld) {
     const uint8_t *p = m->data + (size_t)tile * m->tile_bytes + (size_t)g * m->group_bytes;
     const size_t cb = codes_bytes(m->kind);
-    const bool i4 = m->kind == RP_I4 || m->kind == RP_I4M;
+    const bool i4 = m->kind == RP_I4 || m->kind == RP_I4M || m->kind == RP_I4K;
     for (int r = ra; r < rb; r++) {
         int v[32];
         if (i4) {
@@ -273,8 +303,15 @@ static void group_to_float(const rp_matrix *m, int64_t tile, int64_t g, int ra, 
             for (int c = 0; c < 8; c++)
                 for (int k = 0; k < 4; k++) v[4 * c + k] = p[c * 32 + r * 4 + k] - m->zero;
         }
-        float s = quant_f16_to_f32(rd16(p + cb + 2 * r));
-        float b = m->has_min ? quant_f16_to_f32(rd16(p + cb + 16 + 2 * r)) : 0.0f;
+        float s, b;
+        if (m->kind == RP_I4K) {
+            const uint8_t *h = k_hdr(m, tile, g / 8);
+            s = quant_f16_to_f32(rd16(h + 2 * r)) * (float)p[cb + r];
+            b = -(quant_f16_to_f32(rd16(h + 16 + 2 * r)) * (float)p[cb + 8 + r]);
+        } else {
+            s = quant_f16_to_f32(rd16(p + cb + 2 * r));
+            b = m->has_min ? quant_f16_to_f32(rd16(p + cb + 16 + 2 * r)) : 0.0f;
+        }
         float *y = dst + (size_t)(r - ra) * ld + g * RP_GROUP;
         for (int j = 0; j < 32; j++) y[j] = s * (float)v[j] + b;
     }
