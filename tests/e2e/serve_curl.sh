@@ -179,4 +179,15 @@ grep -qi '^Retry-After: ' $T/hdr || fail "503 without Retry-After"
 ok "queue full -> 503 + Retry-After"
 kill "${CLIENT_PIDS[@]}" 2>/dev/null # the clients go away: their jobs are cancelled
 stop_server $PID || fail "exit status after SIGTERM"
+# connection limit and idle timeout: 3 silent connections fill --max-connections 3; a 4th is
+# refused; after --idle-timeout 1 the server has closed the silent ones and serves again
+start_server conns --max-connections 3 --idle-timeout 1
+exec 7<>/dev/tcp/127.0.0.1/$PORT 8<>/dev/tcp/127.0.0.1/$PORT 9<>/dev/tcp/127.0.0.1/$PORT
+sleep 0.3
+expect_eq "4th connection over the limit" "$(curl -s -o /dev/null --max-time 1 -w '%{http_code}' "$BASE/health")" 000
+sleep 2
+expect_eq "after the idle timeout" "$(curl -s -o /dev/null --max-time 2 -w '%{http_code}' "$BASE/health")" 200
+exec 7>&- 8>&- 9>&-
+ok "connection limit, idle timeout"
+stop_server $PID || fail "exit status after SIGTERM"
 echo "serve_curl: all passed"
