@@ -135,7 +135,7 @@ fuzz: deps fuzz-deps
 
 -include $(OBJS:.o=.d) $(TESTS:=.d)
 
-# The 350M-shape F32 fidelity check (regenerates a ~700 MB model; ~30-75 s): kept out of `make test`.
+# Only the 350M-shape F32 fidelity check (test_eng also runs it within `make test`).
 .PHONY: fidelity-350m
 fidelity-350m: deps
 	$(MAKE) --no-print-directory $(BUILD)/tests/test_eng

@@ -103,6 +103,12 @@ static golden *golden_load(const char *name) {
     return g;
 }
 
+static void remove_models(void) {
+    char cmd[700];
+    snprintf(cmd, sizeof cmd, "rm -f '%s'/*.gguf", tmpdir);
+    if (system(cmd) != 0) fprintf(stderr, "could not clean %s\n", tmpdir);
+}
+
 /* Writes a mkmodel file from its argument string into tmpdir; returns the path (static). */
 static const char *make_model(const char *name, const char *args) {
     static char out[700];
@@ -110,6 +116,7 @@ static const char *make_model(const char *name, const char *args) {
     int argc = 0;
     snprintf(out, sizeof out, "%s/%s.gguf", tmpdir, name);
     if (access(out, R_OK) == 0) return out;
+    remove_models(); /* keep one generated model on disk at a time (350m F32 is 1.4 GB) */
     snprintf(buf, sizeof buf, "%s", args);
     argv[argc++] = "mkmodel";
     for (char *t = strtok(buf, " "); t && argc < 36; t = strtok(NULL, " ")) argv[argc++] = t;
@@ -499,7 +506,7 @@ int main(int argc, char **argv) {
         perror("mkdtemp");
         return 1;
     }
-    if (argc > 1) { /* named goldens only (e.g. the slow 350m one, see tests/fidelity_350m.sh) */
+    if (argc > 1) { /* named goldens only (e.g. 350m, see tests/fidelity_350m.sh) */
         for (int i = 1; i < argc; i++) fidelity(argv[i]);
     } else {
         const char *tiny = make_model("tiny", "--preset tiny --type f32 --seed 11"); /* = the golden's */
@@ -511,7 +518,8 @@ int main(int argc, char **argv) {
             test_untied_head(keep);
         }
         test_bad_files();
-        const char *names[] = {"tiny", "mini", "tiny-swa", "mk-mini-q8_0", "mk-mini-q4_0",
+        /* 350m: F32, 1.4 GB written to TMPDIR, ~18 s here (tests/fidelity_350m.sh runs it alone) */
+        const char *names[] = {"tiny", "mini", "tiny-swa", "350m", "mk-mini-q8_0", "mk-mini-q4_0",
                                "ref-F16", "ref-BF16", "ref-Q8_0", "ref-Q4_0", "ref-Q4_K_M",
                                "ref-Q5_K_M", "ref-Q6_K"};
         for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) fidelity(names[i]);
