@@ -81,7 +81,8 @@ int kern_act_init(kern_act *a, int64_t cols, int cap) {
     a->q = aligned_alloc(64, ((size_t)cap * cols + 63) / 64 * 64);
     a->d = malloc((size_t)cap * nb * sizeof *a->d);
     a->s = malloc((size_t)cap * nb * sizeof *a->s);
-    if (!a->q || !a->d || !a->s) {
+    a->s16 = malloc((size_t)cap * nb * 2 * sizeof *a->s16);
+    if (!a->q || !a->d || !a->s || !a->s16) {
         kern_act_release(a);
         return -1;
     }
@@ -92,6 +93,7 @@ void kern_act_release(kern_act *a) {
     free(a->q);
     free(a->d);
     free(a->s);
+    free(a->s16);
     memset(a, 0, sizeof *a);
 }
 
@@ -109,7 +111,7 @@ void kern_quantize(kern_act *a, const float *x, int64_t cols, int64_t ldx, int n
                 amax = v > amax ? v : amax; /* (fmaxf is a libm call at baseline x86-64) */
             }
             float id = amax > 0 ? 127.0f / amax : 0.0f;
-            int32_t s = 0;
+            int32_t s = 0, s_lo = 0;
             for (int j = 0; j < 32; j++) {
                 /* round half to even by the 1.5 * 2^23 trick (|x * id| <= 127.5): what
                  * nearbyintf does, without the call */
@@ -117,9 +119,12 @@ void kern_quantize(kern_act *a, const float *x, int64_t cols, int64_t ldx, int n
                 int v = r >= -127.0f && r <= 127.0f ? (int)r : r > 0 ? 127 : r < 0 ? -127 : 0;
                 q[b * 32 + j] = (int8_t)v;
                 s += v;
+                if (j == 15) s_lo = s;
             }
             a->d[(size_t)t * nb + b] = amax / 127.0f;
             a->s[(size_t)t * nb + b] = s;
+            a->s16[((size_t)t * nb + b) * 2] = s_lo;
+            a->s16[((size_t)t * nb + b) * 2 + 1] = s - s_lo;
         }
     }
     a->n = n;
@@ -132,7 +137,8 @@ static float ld_h(const uint8_t *p) { return quant_f16_to_f32((uint16_t)(p[0] | 
 void kern_tiles_scalar(const rp_matrix *m, const kern_act *a, int tok0, int ntok, float *y,
                        int64_t ldy, int64_t t0, int64_t t1) {
     const bool i4 = m->kind == RP_I4 || m->kind == RP_I4M || m->kind == RP_I4K;
-    const size_t cb = i4 ? 128 : 256;
+    const bool i6 = m->kind == RP_I6;
+    const size_t cb = i4 || i6 ? 128 : 256;
     const int64_t ng = m->n_groups, cols = m->cols;
     for (int64_t tile = t0; tile < t1; tile++) {
         const uint8_t *tp = m->data + (size_t)tile * m->tile_bytes;
@@ -148,6 +154,24 @@ void kern_tiles_scalar(const rp_matrix *m, const kern_act *a, int tok0, int ntok
                 const int8_t *ab = aq + g * 32;
                 for (int r = 0; r < RP_ROWS; r++) {
                     int32_t is = 0;
+                    if (i6) { /* two halves of 16, each with its scale and zero point 32 */
+                        int32_t i0 = 0, i1 = 0;
+                        for (int c = 0; c < 4; c++)
+                            for (int k = 0; k < 4; k++) {
+                                uint8_t byte = gp[c * 32 + r * 4 + k];
+                                int lo = (byte & 15) | ((gp[128 + r * 4 + k] >> (2 * c)) & 3) << 4;
+                                int hi = (byte >> 4) | ((gp[160 + r * 4 + k] >> (2 * c)) & 3) << 4;
+                                i0 += lo * ab[4 * c + k];
+                                i1 += hi * ab[16 + 4 * c + k];
+                            }
+                        const uint8_t *h = tp + (size_t)ng * m->group_bytes + (size_t)(g / 8) * 16;
+                        float d = ld_h(h + 2 * r);
+                        float s0 = d * (float)(int8_t)gp[192 + r], s1 = d * (float)(int8_t)gp[200 + r];
+                        const int32_t *s16 = a->s16 + ((size_t)(tok0 + t) * ng + g) * 2;
+                        acc[r] = fmaf((float)(i0 - 32 * s16[0]), s0 * ad[g], acc[r]);
+                        acc[r] = fmaf((float)(i1 - 32 * s16[1]), s1 * ad[g], acc[r]);
+                        continue;
+                    }
                     if (i4) {
                         for (int c = 0; c < 4; c++)
                             for (int k = 0; k < 4; k++) {

@@ -31,6 +31,7 @@ typedef struct kern_act {
     int8_t *q;    /* [cap][cols] */
     float *d;     /* [cap][cols/32] */
     int32_t *s;   /* [cap][cols/32] sum of the block's q */
+    int32_t *s16; /* [cap][cols/16] sums of each half block (for RP_I6's per-16 zero point) */
 } kern_act;
 
 /* Allocates buffers for cap tokens of up to max_cols values (a positive multiple of 32); the

@@ -140,8 +140,9 @@ static inline __attribute__((always_inline)) void z_tile2(const rp_matrix *m, co
 void kern_tiles_avx512(const rp_matrix *m, const kern_act *a, int tok0, int ntok, float *y,
                        int64_t ldy, int64_t t0, int64_t t1) {
     int64_t tile = t0;
-    /* one token: memory-bound, the 256-bit kernel streams as fast and splits finer */
-    if (ntok >= 2)
+    /* one token: memory-bound, the 256-bit kernel streams as fast and splits finer
+     * (RP_I6 has no 512-bit version yet) */
+    if (ntok >= 2 && m->kind != RP_I6)
         for (; tile + 1 < t1; tile += 2) {
             const uint8_t *tp = m->data + (size_t)tile * m->tile_bytes;
             int64_t left = m->rows - tile * RP_ROWS;

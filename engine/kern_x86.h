@@ -19,10 +19,11 @@ static inline __attribute__((always_inline)) void KX(tile)(const rp_matrix *m, c
                                                           int tok, float *y, int64_t ldy,
                                                           const uint8_t *tp, int nr,
                                                           const int KIND, const int NT) {
-    const int I4 = KIND == RP_I4 || KIND == RP_I4M || KIND == RP_I4K;
+    const int I6 = KIND == RP_I6;
+    const int I4 = KIND == RP_I4 || KIND == RP_I4M || KIND == RP_I4K || I6;
     const int HAS_MIN = KIND == RP_I4M || KIND == RP_I8M || KIND == RP_I4K;
     const int SIGNED = KX_SIGNED_I8 && KIND == RP_I8;
-    const int Z = KIND == RP_I4 ? 8 : KIND == RP_I8 ? 128 : 0;
+    const int Z = KIND == RP_I4 ? 8 : KIND == RP_I8 ? 128 : 0; /* (I6: 32 per half, below) */
     const size_t cb = I4 ? 128 : 256, gb = m->group_bytes;
     const int64_t cols = m->cols, ng = m->n_groups;
     const __m256i m4 = _mm256_set1_epi8(15), x80 = _mm256_set1_epi8((char)0x80);
@@ -47,6 +48,19 @@ static inline __attribute__((always_inline)) void KX(tile)(const rp_matrix *m, c
                 w[c] = _mm256_and_si256(v, m4);
                 w[4 + c] = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
             }
+            if (I6) { /* bits 2c..2c+1 of the plane bytes -> bits 4..5 of chunk c */
+                const __m256i m30 = _mm256_set1_epi8(0x30);
+                const __m256i p0 = _mm256_loadu_si256((const __m256i *)(gp + 128));
+                const __m256i p1 = _mm256_loadu_si256((const __m256i *)(gp + 160));
+                w[0] = _mm256_or_si256(w[0], _mm256_and_si256(_mm256_slli_epi16(p0, 4), m30));
+                w[1] = _mm256_or_si256(w[1], _mm256_and_si256(_mm256_slli_epi16(p0, 2), m30));
+                w[2] = _mm256_or_si256(w[2], _mm256_and_si256(p0, m30));
+                w[3] = _mm256_or_si256(w[3], _mm256_and_si256(_mm256_srli_epi16(p0, 2), m30));
+                w[4] = _mm256_or_si256(w[4], _mm256_and_si256(_mm256_slli_epi16(p1, 4), m30));
+                w[5] = _mm256_or_si256(w[5], _mm256_and_si256(_mm256_slli_epi16(p1, 2), m30));
+                w[6] = _mm256_or_si256(w[6], _mm256_and_si256(p1, m30));
+                w[7] = _mm256_or_si256(w[7], _mm256_and_si256(_mm256_srli_epi16(p1, 2), m30));
+            }
         } else {
 #pragma GCC unroll 8
             for (int c = 0; c < 8; c++) {
@@ -54,8 +68,15 @@ static inline __attribute__((always_inline)) void KX(tile)(const rp_matrix *m, c
                 if (SIGNED) w[c] = _mm256_xor_si256(w[c], x80);
             }
         }
-        __m256 sf, bf = _mm256_setzero_ps();
-        if (KIND == RP_I4K) { /* s = d * sc, b = -(dmin * mc): exact */
+        __m256 sf, bf = _mm256_setzero_ps(), s1f = _mm256_setzero_ps();
+        if (I6) { /* s = d * sc per half: exact */
+            const uint8_t *h = tp + (size_t)ng * gb + (size_t)(g >> 3) * 16;
+            __m256 dv = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)h));
+            sf = _mm256_mul_ps(dv, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(
+                                       _mm_loadl_epi64((const __m128i *)(gp + 192)))));
+            s1f = _mm256_mul_ps(dv, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(
+                                        _mm_loadl_epi64((const __m128i *)(gp + 200)))));
+        } else if (KIND == RP_I4K) { /* s = d * sc, b = -(dmin * mc): exact */
             const uint8_t *h = tp + (size_t)ng * gb + (size_t)(g >> 3) * 32;
             __m256 dv = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)h));
             __m256 mv = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(h + 16)));
@@ -99,6 +120,15 @@ static inline __attribute__((always_inline)) void KX(tile)(const rp_matrix *m, c
                     is = KX_DP(is, w[c], KX(bc)(aq + 4 * c));
                     i1 = KX_DP(i1, w[4 + c], KX(bc)(aq + 16 + 4 * c));
                 }
+            }
+            if (I6) {
+                const int32_t *s16 = a->s16 + ((size_t)(tok + t) * ng + g) * 2;
+                const __m256 dav = _mm256_set1_ps(da);
+                is = _mm256_sub_epi32(is, _mm256_set1_epi32(32 * s16[0]));
+                i1 = _mm256_sub_epi32(i1, _mm256_set1_epi32(32 * s16[1]));
+                acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(is), _mm256_mul_ps(sf, dav), acc[t]);
+                acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(i1), _mm256_mul_ps(s1f, dav), acc[t]);
+                continue;
             }
             is = _mm256_add_epi32(is, i1);
             if (!HAS_MIN) {
@@ -145,6 +175,7 @@ void KX_ENTRY(const rp_matrix *m, const kern_act *a, int tok0, int ntok, float *
                 KX_CASES(RP_I8)
                 KX_CASES(RP_I8M)
                 KX_CASES(RP_I4K)
+                KX_CASES(RP_I6)
             default: break;
             }
         }

@@ -15,12 +15,13 @@ size_t rp_group_bytes(int kind) {
     case RP_I8: return 256 + 16;
     case RP_I8M: return 256 + 32;
     case RP_I4K: return 128 + 16;
+    case RP_I6: return 128 + 64 + 16;
     default: return 0;
     }
 }
 
 static size_t codes_bytes(int kind) {
-    return (kind == RP_I4 || kind == RP_I4M || kind == RP_I4K) ? 128 : 256;
+    return (kind == RP_I4 || kind == RP_I4M || kind == RP_I4K || kind == RP_I6) ? 128 : 256;
 }
 
 int rp_kind_for(uint32_t t, bool *lossy) {
@@ -32,7 +33,8 @@ int rp_kind_for(uint32_t t, bool *lossy) {
     case QT_Q4_K: k = RP_I4K; break;
     case QT_Q8_0: case QT_Q5_0: k = RP_I8; break;
     case QT_Q5_1: case QT_Q5_K: k = RP_I8M; break;
-    case QT_Q6_K: case QT_Q2_K: case QT_Q3_K: case QT_F16: case QT_BF16: case QT_F32:
+    case QT_Q6_K: k = RP_I6; break;
+    case QT_Q2_K: case QT_Q3_K: case QT_F16: case QT_BF16: case QT_F32:
         k = RP_I8;
         l = true;
         break;
@@ -126,6 +128,25 @@ static void decode_exact(uint32_t t, const uint8_t *row, int64_t g, uint8_t *u, 
         }
         break;
     }
+    case QT_Q6_K: { /* as q6_K_to_float: s carries sc0 | sc1 << 8, kd[0] the f16 d */
+        const block_q6_K *x = (const block_q6_K *)row + g / 8;
+        int gi = (int)(g % 8), h = gi / 4, part = gi % 4; /* 128-half, then 32-weight part */
+        const uint8_t *ql = x->ql + 64 * h, *qh = x->qh + 32 * h;
+        for (int l = 0; l < 32; l++) {
+            int v;
+            switch (part) {
+            case 0: v = (ql[l] & 0xF) | ((qh[l] & 3) << 4); break;
+            case 1: v = (ql[l + 32] & 0xF) | (((qh[l] >> 2) & 3) << 4); break;
+            case 2: v = (ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4); break;
+            default: v = (ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4); break;
+            }
+            u[l] = (uint8_t)v;
+        }
+        const int8_t *sc = x->scales + 8 * h + 2 * part;
+        *s = (uint16_t)((uint8_t)sc[0] | (uint8_t)sc[1] << 8);
+        kd[0] = rd16(x->d);
+        break;
+    }
     default: break;
     }
 }
@@ -155,6 +176,21 @@ static void requant_group(const float *x, uint8_t *u, uint16_t *s) {
 static void put_group(const rp_matrix *m, int64_t tile, int64_t g, int r, const uint8_t *u,
                       uint16_t s, uint16_t b) {
     uint8_t *p = m->data + (size_t)tile * m->tile_bytes + (size_t)g * m->group_bytes;
+    if (m->kind == RP_I6) {
+        for (int k = 0; k < 4; k++) {
+            uint8_t p0 = 0, p1 = 0;
+            for (int c = 0; c < 4; c++) {
+                p[c * 32 + r * 4 + k] = (uint8_t)((u[4 * c + k] & 15) | (u[16 + 4 * c + k] & 15) << 4);
+                p0 |= (uint8_t)(((u[4 * c + k] >> 4) & 3) << (2 * c));
+                p1 |= (uint8_t)(((u[16 + 4 * c + k] >> 4) & 3) << (2 * c));
+            }
+            p[128 + r * 4 + k] = p0;
+            p[160 + r * 4 + k] = p1;
+        }
+        p[192 + r] = (uint8_t)s;
+        p[200 + r] = (uint8_t)(s >> 8);
+        return;
+    }
     if (m->kind == RP_I4 || m->kind == RP_I4M || m->kind == RP_I4K) {
         for (int c = 0; c < 4; c++)
             for (int k = 0; k < 4; k++)
@@ -173,10 +209,10 @@ static void put_group(const rp_matrix *m, int64_t tile, int64_t g, int r, const 
     if (m->has_min) wr16(p + cb + 16 + 2 * r, b);
 }
 
-/* RP_I4K: the f16 d and dmin of superblock sb of row r of a tile. */
+/* RP_I4K: the f16 d and dmin of superblock sb of a tile (RP_I6: its f16 d). */
 static uint8_t *k_hdr(const rp_matrix *m, int64_t tile, int64_t sb) {
     return m->data + (size_t)tile * m->tile_bytes + (size_t)m->n_groups * m->group_bytes +
-           (size_t)sb * 32;
+           (size_t)sb * (m->kind == RP_I6 ? 16 : 32);
 }
 
 int rp_new(rp_matrix **out, uint32_t t, const void *src, int64_t rows, int64_t cols,
@@ -203,7 +239,7 @@ int rp_new(rp_matrix **out, uint32_t t, const void *src, int64_t rows, int64_t c
     if (!m) goto nomem;
     m->kind = kind;
     m->has_min = kind == RP_I4M || kind == RP_I8M || kind == RP_I4K;
-    m->zero = kind == RP_I4 ? 8 : kind == RP_I8 ? 128 : 0;
+    m->zero = kind == RP_I4 ? 8 : kind == RP_I8 ? 128 : kind == RP_I6 ? 32 : 0;
     m->lossy = lossy;
     m->src_type = t;
     m->rows = rows;
@@ -213,6 +249,7 @@ int rp_new(rp_matrix **out, uint32_t t, const void *src, int64_t rows, int64_t c
     m->group_bytes = rp_group_bytes(kind);
     m->tile_bytes = m->group_bytes * (size_t)m->n_groups;
     if (kind == RP_I4K) m->tile_bytes += (size_t)(m->n_groups / 8) * 32;
+    if (kind == RP_I6) m->tile_bytes += (size_t)(m->n_groups / 8) * 16;
     size_t total = m->tile_bytes * (size_t)m->n_tiles;
     m->data = aligned_alloc(64, (total + 63) / 64 * 64);
     if (!m->data) goto nomem;
@@ -228,9 +265,10 @@ int rp_new(rp_matrix **out, uint32_t t, const void *src, int64_t rows, int64_t c
             memset(u, m->zero, sizeof u);
             for (int64_t g = 0; g < m->n_groups; g++) {
                 put_group(m, tile, g, rr, u, 0, 0);
-                if (kind == RP_I4K && g % 8 == 0) {
+                if ((kind == RP_I4K || kind == RP_I6) && g % 8 == 0) {
                     uint8_t *h = k_hdr(m, tile, g / 8);
-                    wr16(h + 2 * rr, 0), wr16(h + 16 + 2 * rr, 0);
+                    wr16(h + 2 * rr, 0);
+                    if (kind == RP_I4K) wr16(h + 16 + 2 * rr, 0);
                 }
             }
             continue;
@@ -241,9 +279,10 @@ int rp_new(rp_matrix **out, uint32_t t, const void *src, int64_t rows, int64_t c
             if (lossy) requant_group(tmp + g * RP_GROUP, u, &s);
             else decode_exact(t, row, g, u, &s, &b, kd);
             put_group(m, tile, g, rr, u, s, b);
-            if (kind == RP_I4K && g % 8 == 0) {
+            if ((kind == RP_I4K || kind == RP_I6) && g % 8 == 0) {
                 uint8_t *h = k_hdr(m, tile, g / 8);
-                wr16(h + 2 * rr, kd[0]), wr16(h + 16 + 2 * rr, kd[1]);
+                wr16(h + 2 * rr, kd[0]);
+                if (kind == RP_I4K) wr16(h + 16 + 2 * rr, kd[1]);
             }
         }
         if ((flags & RP_DROP_SOURCE) && rr == RP_ROWS - 1) {
@@ -292,6 +331,20 @@ static void group_to_float(const rp_matrix *m, int64_t tile, int64_t g, int ra, 
     const bool i4 = m->kind == RP_I4 || m->kind == RP_I4M || m->kind == RP_I4K;
     for (int r = ra; r < rb; r++) {
         int v[32];
+        if (m->kind == RP_I6) {
+            float d = quant_f16_to_f32(rd16(k_hdr(m, tile, g / 8) + 2 * r));
+            float s0 = d * (float)(int8_t)p[192 + r], s1 = d * (float)(int8_t)p[200 + r];
+            float *y = dst + (size_t)(r - ra) * ld + g * RP_GROUP;
+            for (int c = 0; c < 4; c++)
+                for (int k = 0; k < 4; k++) {
+                    uint8_t byte = p[c * 32 + r * 4 + k];
+                    int lo = (byte & 15) | ((p[128 + r * 4 + k] >> (2 * c)) & 3) << 4;
+                    int hi = (byte >> 4) | ((p[160 + r * 4 + k] >> (2 * c)) & 3) << 4;
+                    y[4 * c + k] = s0 * (float)(lo - 32);
+                    y[16 + 4 * c + k] = s1 * (float)(hi - 32);
+                }
+            continue;
+        }
         if (i4) {
             for (int c = 0; c < 4; c++)
                 for (int k = 0; k < 4; k++) {

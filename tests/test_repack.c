@@ -209,8 +209,11 @@ int main(void) {
     bool lossy = true;
     CHECK_EQ_INT(rp_kind_for(QT_Q4_0, &lossy), RP_I4);
     CHECK(!lossy);
-    CHECK_EQ_INT(rp_kind_for(QT_Q6_K, &lossy), RP_I8);
+    CHECK_EQ_INT(rp_kind_for(QT_Q6_K, &lossy), RP_I6);
+    CHECK(!lossy);
+    CHECK_EQ_INT(rp_kind_for(QT_F16, &lossy), RP_I8);
     CHECK(lossy);
+    CHECK_EQ_INT(rp_group_bytes(RP_I6), 208);
     CHECK_EQ_INT(rp_kind_for(QT_Q8_K, NULL), 0);
     CHECK_EQ_INT(rp_kind_for(QT_Q4_K, &lossy), RP_I4K);
     CHECK(!lossy);
