@@ -29,44 +29,6 @@ static void mk_usage(FILE *f) {
             BPE_N_BASE);
 }
 
-static int parse_num(const char *opt, const char *s, long lo, long hi, long *out) {
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (errno || end == s || *end || v < lo || v > hi) {
-        fprintf(stderr, "error: %s '%s': expected an integer in [%ld, %ld]\n", opt, s, lo, hi);
-        return -1;
-    }
-    *out = v;
-    return 0;
-}
-
-static char *read_file(const char *path, size_t *len) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    size_t cap = 1 << 16, n = 0;
-    char *buf = malloc(cap);
-    while (buf) {
-        size_t k = fread(buf + n, 1, cap - n, f);
-        n += k;
-        if (n < cap) break;
-        char *nb = realloc(buf, cap *= 2);
-        if (!nb) {
-            free(buf);
-            buf = NULL;
-        } else {
-            buf = nb;
-        }
-    }
-    if (buf && ferror(f)) {
-        free(buf);
-        buf = NULL;
-    }
-    fclose(f);
-    *len = n;
-    return buf;
-}
-
 int cmd_mkmodel(int argc, char **argv) {
     const char *preset = NULL, *out = NULL, *train = NULL, *attn = NULL;
     mkmodel_opts o = {0};
@@ -108,27 +70,27 @@ int cmd_mkmodel(int argc, char **argv) {
                 return 2;
             }
         } else if (!strcmp(a, "--swa"))
-            r = parse_num(a, val, 0, 1L << 30, &swa);
+            r = cli_parse_long(a, val, 0, 1L << 30, &swa);
         else if (!strcmp(a, "--vocab-size"))
-            r = parse_num(a, val, BPE_N_BASE, BPE_MAX_VOCAB, &vocab);
+            r = cli_parse_long(a, val, BPE_N_BASE, BPE_MAX_VOCAB, &vocab);
         else if (!strcmp(a, "--train"))
             train = val;
         else if (!strcmp(a, "--vocab-from"))
             o.vocab_from = val;
         else if (!strcmp(a, "--ctx"))
-            r = parse_num(a, val, 1, 1L << 30, &ctx);
+            r = cli_parse_long(a, val, 1, 1L << 30, &ctx);
         else if (!strcmp(a, "--name"))
             o.name = val;
         else if (!strcmp(a, "--hidden"))
-            r = parse_num(a, val, 2, 1L << 16, &hidden);
+            r = cli_parse_long(a, val, 2, 1L << 16, &hidden);
         else if (!strcmp(a, "--layers"))
-            r = parse_num(a, val, 1, LFM2_MAX_LAYERS, &layers);
+            r = cli_parse_long(a, val, 1, LFM2_MAX_LAYERS, &layers);
         else if (!strcmp(a, "--heads"))
-            r = parse_num(a, val, 1, 1L << 16, &heads);
+            r = cli_parse_long(a, val, 1, 1L << 16, &heads);
         else if (!strcmp(a, "--kv-heads"))
-            r = parse_num(a, val, 1, 1L << 16, &kv);
+            r = cli_parse_long(a, val, 1, 1L << 16, &kv);
         else if (!strcmp(a, "--ffn"))
-            r = parse_num(a, val, 1, 1L << 18, &ffn);
+            r = cli_parse_long(a, val, 1, 1L << 18, &ffn);
         else if (!strcmp(a, "--attn-layers"))
             attn = val;
         else {
@@ -199,7 +161,9 @@ int cmd_mkmodel(int argc, char **argv) {
     o.preset = preset;
     char *text = NULL;
     if (train) {
-        text = read_file(train, &o.train_len);
+        FILE *f = fopen(train, "rb");
+        text = f ? cli_read_all(f, &o.train_len) : NULL;
+        if (f) fclose(f);
         if (!text) {
             fprintf(stderr, "error: --train %s: %s\n", train, strerror(errno ? errno : ENOMEM));
             return 1;

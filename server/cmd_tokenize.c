@@ -22,29 +22,6 @@ static void tokenize_usage(FILE *f) {
         "  Only the tokenizer metadata is read: no weights are loaded.\n");
 }
 
-static char *read_all(const char *path, size_t *len) {
-    FILE *f = strcmp(path, "-") ? fopen(path, "rb") : stdin;
-    if (!f) return NULL;
-    size_t cap = 1 << 16, n = 0;
-    char *buf = malloc(cap);
-    while (buf) {
-        size_t got = fread(buf + n, 1, cap - n, f);
-        n += got;
-        if (n < cap) break;
-        char *nb = realloc(buf, cap *= 2);
-        if (!nb) free(buf);
-        buf = nb;
-    }
-    int bad = ferror(f);
-    if (f != stdin) fclose(f);
-    if (bad) {
-        free(buf);
-        return NULL;
-    }
-    *len = n;
-    return buf;
-}
-
 static void print_escaped(const char *s, size_t n) {
     for (size_t i = 0; i < n; i++) {
         unsigned char c = (unsigned char)s[i];
@@ -180,7 +157,12 @@ int cmd_tokenize(int argc, char **argv) {
     }
     size_t len = text ? strlen(text) : 0;
     char *owned = NULL;
-    if (file && !(owned = read_all(file, &len))) {
+    if (file) {
+        FILE *f = strcmp(file, "-") ? fopen(file, "rb") : stdin;
+        owned = f ? cli_read_all(f, &len) : NULL;
+        if (f && f != stdin) fclose(f);
+    }
+    if (file && !owned) {
         fprintf(stderr, "error: cannot read '%s'\n", file);
         return 1;
     }
