@@ -11,7 +11,7 @@
 
 /* usage: replay [-n MUTATIONS] [-s SEED] [-m MAXLEN] [DIR|FILE ...]
  * Defaults: the corpus tests/fuzz/corpus/FUZZ_NAME (relative to the repository root, where
- * tests/run.sh runs), LFM2_FUZZ_ITERS mutations (default 10000, request 4000), seed 1. Exit 0 when every
+ * tests/run.sh runs), LFM2_FUZZ_ITERS mutations (default 10000; request 4000, sample 3000), seed 1. Exit 0 when every
  * input ran; a broken property aborts (the harness's FUZZ_CHECK or a sanitizer).
  * LFM2_FUZZ_LAST=FILE writes each mutated input to FILE before running it. */
 
@@ -193,7 +193,8 @@ static void run(const uint8_t *data, size_t len) {
 
 int main(int argc, char **argv) {
     /* default mutations: a few seconds per harness under ASan (request does the most work) */
-    long iters = strcmp(FUZZ_NAME, "request") ? 10000 : 4000, maxlen = 1 << 20;
+    long iters = !strcmp(FUZZ_NAME, "request") ? 4000 : !strcmp(FUZZ_NAME, "sample") ? 3000 : 10000;
+    long maxlen = 1 << 20;
     uint64_t seed = 1;
     const char *env = getenv("LFM2_FUZZ_ITERS");
     if (env) iters = atol(env);
