@@ -362,6 +362,29 @@ static void test_state(const char *file) {
     CHECK(max_abs_diff(x, all + (size_t)9 * V, V) <= 1e-3);
     CHECK(max_abs_diff(y, all + (size_t)6 * V, V) <= 1e-3);
 
+    /* logits everywhere for two items and last-only for a third, rows spread over output chunks */
+    {
+        eng_seq *q1, *q2, *q3;
+        CHECK(eng_seq_new(e, 64, &q1, err, sizeof err) == 0);
+        CHECK(eng_seq_new(e, 64, &q2, err, sizeof err) == 0);
+        CHECK(eng_seq_new(e, 64, &q3, err, sizeof err) == 0);
+        CHECK(step1(e, q3, ids, 3, ENG_LOGITS_NONE, NULL) == 0);
+        float *l1 = malloc((size_t)12 * V * sizeof(float)), *l3 = malloc((size_t)11 * V * sizeof(float));
+        eng_batch_item three[3] = {{q1, ids, 12, ENG_LOGITS_ALL, l1},
+                                   {q2, ids, 5, ENG_LOGITS_LAST, x},
+                                   {q3, ids + 3, 11, ENG_LOGITS_ALL, l3}};
+        eng_batch tb = {three, 3};
+        CHECK(eng_step(e, &tb, err, sizeof err) == 0);
+        CHECK(max_abs_diff(l1, all, (size_t)12 * V) <= 1e-3);
+        CHECK(max_abs_diff(x, all + (size_t)4 * V, V) <= 1e-3);
+        CHECK(max_abs_diff(l3, all + (size_t)3 * V, (size_t)11 * V) <= 1e-3);
+        free(l1);
+        free(l3);
+        eng_seq_free(q1);
+        eng_seq_free(q2);
+        eng_seq_free(q3);
+    }
+
     /* errors leave everything unchanged */
     int32_t bad = V;
     items[1].tokens = &bad, items[1].n_tokens = 1;
@@ -385,6 +408,28 @@ static void test_state(const char *file) {
     over.n_tokens = 2;
     CHECK_EQ_INT(eng_step(e, &ob, err, sizeof err), 0); /* exactly full is fine */
     eng_seq_free(small);
+
+    /* the live-sequence limit is an error, not a crash */
+    {
+        eng_params lp;
+        eng_params_default(&lp);
+        lp.max_seqs = 2;
+        eng *e2;
+        eng_seq *u1, *u2, *u3;
+        if (eng_new(&e2, file, &lp, err, sizeof err) == 0) {
+            CHECK(eng_seq_new(e2, 16, &u1, err, sizeof err) == 0);
+            CHECK(eng_seq_fork(u1, -1, 0, &u2, err, sizeof err) == 0);
+            CHECK_EQ_INT(eng_seq_new(e2, 16, &u3, err, sizeof err), ENG_ELIMIT);
+            CHECK(strstr(err, "max_seqs 2") != NULL);
+            eng_seq_free(u2);
+            CHECK(eng_seq_new(e2, 16, &u3, err, sizeof err) == 0);
+            eng_seq_free(u1);
+            eng_seq_free(u3);
+            eng_free(e2);
+        } else {
+            CHECK(!"eng_new max_seqs");
+        }
+    }
 
     /* memory: conv ring fixed, KV only for attention layers, linear in n_ctx */
     eng_seq *s1, *s2;
