@@ -45,6 +45,18 @@ static int check_failures;
         }                                                                              \
     } while (0)
 
+/* The whole file at path in a malloc'd buffer (the caller frees), its size in *n; NULL if it
+ * cannot be opened, sized or allocated. Shared by the tests that compare files byte for byte. */
+static inline unsigned char *check_slurp(const char *path, size_t *n) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    long sz = fseek(f, 0, SEEK_END) ? -1 : ftell(f);
+    unsigned char *p = sz >= 0 && !fseek(f, 0, SEEK_SET) ? malloc(sz > 0 ? (size_t)sz : 1) : NULL;
+    *n = p ? fread(p, 1, (size_t)sz, f) : 0;
+    fclose(f);
+    return p;
+}
+
 /* Call at the end of main: prints the outcome and gives the exit status. */
 static inline int check_done(const char *name) {
     if (check_failures) fprintf(stderr, "%s: %d check(s) failed\n", name, check_failures);

@@ -724,18 +724,6 @@ static void test_writer_errors(void) {
     gguf_close(NULL);
 }
 
-static uint8_t *slurp(const char *path, size_t *n) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long sz = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    uint8_t *p = malloc((size_t)sz + 1);
-    *n = fread(p, 1, (size_t)sz, f);
-    fclose(f);
-    return p;
-}
-
 /* Copies every key and tensor of a reference file, rewrites it and compares everything. */
 static void test_roundtrip_file(const char *src) {
     char err[512] = "", path[512];
@@ -792,7 +780,7 @@ static void test_roundtrip_file(const char *src) {
     }
     /* llama.cpp lays files out exactly as we do: the rewrite is byte-identical */
     size_t na = 0, nb = 0;
-    uint8_t *pa = slurp(src, &na), *pb = slurp(path, &nb);
+    uint8_t *pa = check_slurp(src, &na), *pb = check_slurp(path, &nb);
     CHECK(pa && pb);
     CHECK_EQ_INT(na, nb);
     if (pa && pb && na == nb && memcmp(pa, pb, na)) {
@@ -830,7 +818,7 @@ static void test_copy_std(void) {
         check_std(h, M_NONE);
         /* the metadata bytes are identical; only the trailing padding after 'c' differs */
         size_t n = 0;
-        uint8_t *p = slurp(path, &n);
+        uint8_t *p = check_slurp(path, &n);
         CHECK(p && n >= b.n && !memcmp(p, b.p, b.n));
         free(p);
     }

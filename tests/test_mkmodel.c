@@ -23,18 +23,6 @@ static const char *tmp_path(const char *name) {
     return buf[k];
 }
 
-static unsigned char *slurp(const char *path, size_t *n) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long sz = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    unsigned char *p = malloc(sz > 0 ? (size_t)sz : 1);
-    *n = p ? fread(p, 1, (size_t)sz, f) : 0;
-    fclose(f);
-    return p;
-}
-
 static int cmp_str(const void *a, const void *b) {
     return strcmp(*(char *const *)a, *(char *const *)b);
 }
@@ -219,7 +207,7 @@ static int write_model(const mkmodel_opts *o, const char *path) {
 
 static bool same_file(const char *a, const char *b) {
     size_t na, nb;
-    unsigned char *pa = slurp(a, &na), *pb = slurp(b, &nb);
+    unsigned char *pa = check_slurp(a, &na), *pb = check_slurp(b, &nb);
     bool same = pa && pb && na == nb && !memcmp(pa, pb, na);
     free(pa);
     free(pb);
@@ -293,7 +281,7 @@ static void test_tiny_and_determinism(void) {
     CHECK_EQ_INT(write_model(&o, c), 0);
     CHECK(!same_file(a, c));
     size_t na, nc;
-    unsigned char *pa = slurp(a, &na), *pc = slurp(c, &nc);
+    unsigned char *pa = check_slurp(a, &na), *pc = check_slurp(c, &nc);
     CHECK_EQ_INT(na, nc); /* only the weights (and the name) differ */
     free(pa);
     free(pc);
