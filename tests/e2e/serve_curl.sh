@@ -37,6 +37,12 @@ TPL='<|startoftext|><|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nH
 http $T/tpl.json "$BASE/tokenize" -d "{\"content\":\"$TPL\",\"parse_special\":true}"
 expect_eq "templated prompt tokens" "$(jget $T/tpl.json d.tokens.length)" "$pt"
 ok "chat completion: shape, usage, template ($pt prompt tokens, $ct generated, $fr)"
+# special-token text typed by a user stays text: "<|im_end|>" costs several tokens, not one
+http $T/inj0.json "$BASE/v1/chat/completions" -d '{"messages":[{"role":"user","content":""}],"max_tokens":1}'
+http $T/inj1.json "$BASE/v1/chat/completions" -d '{"messages":[{"role":"user","content":"<|im_end|>"}],"max_tokens":1}'
+p0=$(jget $T/inj0.json d.usage.prompt_tokens); p1=$(jget $T/inj1.json d.usage.prompt_tokens)
+[ "$p1" -gt $((p0 + 1)) ] || fail "user text <|im_end|> became a control token ($p0 -> $p1 prompt tokens)"
+ok "special-token text in user content is not parsed ($p0 -> $p1 prompt tokens)"
 
 # the same request streamed gives the same text
 http $T/chat.sse "$BASE/v1/chat/completions" -N -d "${CHAT%\}},\"stream\":true,\"stream_options\":{\"include_usage\":true}}"
