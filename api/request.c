@@ -1,5 +1,6 @@
 /* request.c: OpenAI request parsing with cJSON; every error names the field and the limit. */
 #include "api/request.h"
+#include "engine/tok.h"
 #include <cjson/cJSON.h>
 #include <errno.h>
 #include <math.h>
@@ -54,32 +55,9 @@ static int oom(api_error *e) {
 
 /* ---- UTF-8 ---- */
 
-/* Bytes of the valid character at s (n bytes available), or 0 if invalid/truncated. */
-static int utf8_char(const unsigned char *s, size_t n) {
-    unsigned c = s[0];
-    if (c < 0x80) return 1;
-    if (c < 0xC2) return 0;
-    if (c < 0xE0) return n >= 2 && (s[1] & 0xC0) == 0x80 ? 2 : 0;
-    if (c < 0xF0) {
-        if (n < 3 || (s[1] & 0xC0) != 0x80 || (s[2] & 0xC0) != 0x80) return 0;
-        if (c == 0xE0 && s[1] < 0xA0) return 0;  /* overlong */
-        if (c == 0xED && s[1] >= 0xA0) return 0; /* surrogate */
-        return 3;
-    }
-    if (c < 0xF5) {
-        if (n < 4 || (s[1] & 0xC0) != 0x80 || (s[2] & 0xC0) != 0x80 || (s[3] & 0xC0) != 0x80)
-            return 0;
-        if (c == 0xF0 && s[1] < 0x90) return 0;  /* overlong */
-        if (c == 0xF4 && s[1] >= 0x90) return 0; /* > U+10FFFF */
-        return 4;
-    }
-    return 0;
-}
-
 bool api_utf8_valid(const char *s, size_t len) {
-    const unsigned char *u = (const unsigned char *)s;
     for (size_t i = 0; i < len;) {
-        int k = utf8_char(u + i, len - i);
+        int k = tok_utf8_len(s + i, len - i);
         if (!k) return false;
         i += (size_t)k;
     }
@@ -107,7 +85,7 @@ static int prescan(const char *body, size_t len, int max_depth, api_error *e) {
     for (size_t i = 0; i < len;) {
         unsigned c = u[i];
         if (c >= 0x80) {
-            int k = utf8_char(u + i, len - i);
+            int k = tok_utf8_len(body + i, len - i);
             if (!k)
                 return api_error_set(
                     e, 400, NULL, "invalid_encoding",

@@ -1,6 +1,7 @@
 /* bpe_train.c: byte-level BPE training with incremental pair counts and a lazy max-heap. */
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include "engine/bpe_train.h"
+#include "engine/tok.h"
 #include <pcre2.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -41,22 +42,9 @@ static void seterr(char *err, size_t errlen, const char *fmt, ...) {
 
 /* ---- GPT-2 byte <-> unicode ---- */
 
-static bool byte_is_self(unsigned b) {
-    return (b >= 33 && b <= 126) || (b >= 161 && b <= 172) || (b >= 174 && b <= 255);
-}
-
-/* Code point of byte b, and the rank of that code point among the 256 (= byte token order). */
-static unsigned byte_cp(unsigned b) {
-    if (byte_is_self(b)) return b;
-    unsigned n = 0;
-    for (unsigned c = 0; c < b; c++)
-        n += !byte_is_self(c);
-    return 256 + n;
-}
-
 /* Internal id of byte b: the rank of its code point among the 256 (0 for '!'). */
 static int32_t byte_rank(unsigned b) {
-    unsigned cp = byte_cp(b);
+    unsigned cp = tok_byte_cpt(b);
     if (cp >= 256) return (int32_t)(cp - 256 + 188);
     return (int32_t)(cp > 173 ? cp - 68 : cp > 160 ? cp - 67 : cp - 33);
 }
@@ -64,7 +52,7 @@ static int32_t byte_rank(unsigned b) {
 size_t bpe_bytes_to_unicode(const unsigned char *src, size_t n, char *dst) {
     size_t o = 0;
     for (size_t i = 0; i < n; i++) {
-        unsigned cp = byte_cp(src[i]);
+        unsigned cp = tok_byte_cpt(src[i]);
         if (cp < 0x80) {
             dst[o++] = (char)cp;
         } else {
@@ -343,32 +331,6 @@ static size_t concat(trainer *t, int32_t a, int32_t b, unsigned char **buf, size
     return la + lb;
 }
 
-/* Length of the valid UTF-8 character at p (n bytes available), 0 if it is not one:
- * no overlong forms, no surrogates, nothing above U+10FFFF (PCRE2's definition). */
-static size_t utf8_char_len(const unsigned char *p, size_t n) {
-    unsigned c = p[0];
-    size_t k;
-    unsigned cp;
-    if (c < 0x80) return 1;
-    if (c >= 0xC2 && c <= 0xDF)
-        k = 2, cp = c & 0x1F;
-    else if (c >= 0xE0 && c <= 0xEF)
-        k = 3, cp = c & 0x0F;
-    else if (c >= 0xF0 && c <= 0xF4)
-        k = 4, cp = c & 0x07;
-    else
-        return 0;
-    if (n < k) return 0;
-    for (size_t i = 1; i < k; i++) {
-        if ((p[i] & 0xC0) != 0x80) return 0;
-        cp = (cp << 6) | (p[i] & 0x3F);
-    }
-    if ((k == 3 && (cp < 0x800 || (cp >= 0xD800 && cp <= 0xDFFF))) ||
-        (k == 4 && (cp < 0x10000 || cp > 0x10FFFF)))
-        return 0;
-    return k;
-}
-
 typedef struct piece_set {
     strtab tab;
     int64_t *cnt;
@@ -402,13 +364,12 @@ static int pretokenize(trainer *t, const char *text, size_t len, char *err, size
     }
     pcre2_match_data *md = pcre2_match_data_create_from_pattern(re, NULL);
     piece_set ps = {0};
-    const unsigned char *u = (const unsigned char *)text;
     int rc = -1;
     if (!md) goto oom;
     size_t pos = 0;
     while (pos < len) {
         size_t q = pos;
-        while (q < len && !utf8_char_len(u + q, len - q))
+        while (q < len && !tok_utf8_len(text + q, len - q))
             q++;
         if (q > pos) {
             if (!piece_add(&ps, text + pos, q - pos)) goto oom;
@@ -416,7 +377,7 @@ static int pretokenize(trainer *t, const char *text, size_t len, char *err, size
             continue;
         }
         size_t end = pos, k;
-        while (end < len && (k = utf8_char_len(u + end, len - end)))
+        while (end < len && (k = (size_t)tok_utf8_len(text + end, len - end)))
             end += k;
         const char *seg = text + pos;
         size_t n = end - pos, at = 0;
@@ -657,7 +618,7 @@ int bpe_train(bpe_vocab **out, const char *text, size_t len, int n_vocab, char *
      * bytes, and the specials move to the front. */
     for (unsigned cp = 0; cp < 512; cp++) {
         for (unsigned b = 0; b < 256; b++) {
-            if (byte_cp(b) != cp) continue;
+            if (tok_byte_cpt(b) != cp) continue;
             bytes[0] = (unsigned char)b;
             if (strtab_add(&t.toks, bytes, 1) < 0 || !freq_set(&t, (int64_t)t.toks.n - 1, 0))
                 goto oom;

@@ -134,27 +134,26 @@ static int llama_utf8_decode(const unsigned char *s, size_t n, uint32_t *cpt) {
     return len;
 }
 
-/* The GPT-2 byte-to-unicode map: printable Latin-1 bytes map to themselves, the rest to U+0100.. */
-static uint32_t byte_to_cpt(int b) {
-    if ((b >= 0x21 && b <= 0x7E) || (b >= 0xA1 && b <= 0xAC) || (b >= 0xAE && b <= 0xFF))
-        return (uint32_t)b;
-    int n = 0;
-    for (int c = 0; c < b; c++)
-        if (!((c >= 0x21 && c <= 0x7E) || (c >= 0xA1 && c <= 0xAC) || (c >= 0xAE && c <= 0xFF)))
-            n++;
-    return 256u + (uint32_t)n;
+/* GPT-2's byte-to-unicode map keeps the printable Latin-1 bytes as they are. */
+static bool byte_is_self(uint32_t b) {
+    return (b >= 0x21 && b <= 0x7E) || (b >= 0xA1 && b <= 0xAC) || (b >= 0xAE && b <= 0xFF);
 }
 
-/* Inverse of byte_to_cpt, or -1. */
+uint32_t tok_byte_cpt(unsigned char b) {
+    if (byte_is_self(b)) return b;
+    uint32_t n = 0;
+    for (uint32_t c = 0; c < b; c++)
+        n += !byte_is_self(c);
+    return 256u + n;
+}
+
+/* Inverse of tok_byte_cpt, or -1. */
 static int cpt_to_byte(uint32_t c) {
-    if ((c >= 0x21 && c <= 0x7E) || (c >= 0xA1 && c <= 0xAC) || (c >= 0xAE && c <= 0xFF))
-        return (int)c;
+    if (byte_is_self(c)) return (int)c;
     if (c < 256 || c >= 256 + 68) return -1;
     int n = (int)(c - 256);
-    for (int b = 0; b < 256; b++)
-        if (!((b >= 0x21 && b <= 0x7E) || (b >= 0xA1 && b <= 0xAC) || (b >= 0xAE && b <= 0xFF)) &&
-            n-- == 0)
-            return b;
+    for (uint32_t b = 0; b < 256; b++)
+        if (!byte_is_self(b) && n-- == 0) return (int)b;
     return -1;
 }
 
@@ -577,7 +576,7 @@ int tok_new(tok **out, const gguf *g, char *err, size_t errlen) {
     /* byte-level map */
     for (int b = 0; b < 256; b++) {
         unsigned char u[4];
-        int k = utf8_put(byte_to_cpt(b), u);
+        int k = utf8_put(tok_byte_cpt((unsigned char)b), u);
         memcpy(t->benc[b], u, 2);
         t->benc_len[b] = (uint8_t)k;
         t->byte_tok[b] = vocab_lookup(t, u, (size_t)k);
@@ -1128,6 +1127,14 @@ static int utf8_complete(const unsigned char *b, size_t avail) {
         if (x < (k == 1 ? lo : 0x80) || x > (k == 1 ? hi : 0xBF)) return 1;
     }
     return need;
+}
+
+int tok_utf8_len(const char *s, size_t n) {
+    const unsigned char *u = (const unsigned char *)s;
+    if (!n) return 0;
+    if (u[0] < 0x80) return 1;
+    int k = utf8_complete(u, n);
+    return k > 1 ? k : 0;
 }
 
 static unsigned char stream_byte(const tok_stream *s, const char *p, size_t i) {

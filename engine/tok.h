@@ -67,6 +67,14 @@ int tok_encode_counted(const tok *t, const char *text, size_t len, bool add_bos,
 size_t tok_decode(const tok *t, const int32_t *ids, int n, bool render_special, char *buf,
                   size_t cap);
 
+/* Length (1 to 4) of the valid UTF-8 character at s, n bytes available; 0 if s starts with an
+ * invalid or cut-off one. Valid: shortest form, no surrogates, nothing above U+10FFFF (PCRE2's
+ * and the JSON parsers' definition). */
+int tok_utf8_len(const char *s, size_t n);
+/* GPT-2 byte-to-unicode: the code point that stands for raw byte b in byte-level BPE token text
+ * (b itself for printable Latin-1, U+0100 + rank among the other 68 bytes). */
+uint32_t tok_byte_cpt(unsigned char b);
+
 /* Incremental detokenizer: feed ids one at a time, get back only complete UTF-8 characters.
  * Bytes of an incomplete character are held until the next id (or tok_stream_flush). */
 typedef struct tok_stream {

@@ -137,6 +137,55 @@ static bool valid_utf8(const unsigned char *s, size_t n) {
     return true;
 }
 
+/* Reference for tok_utf8_len, written the other way round: decode the code point by the lead
+ * byte's mask, then reject overlong forms, surrogates and anything above U+10FFFF. */
+static int ref_utf8_len(const unsigned char *p, size_t n) {
+    unsigned c = p[0], cp;
+    int k;
+    if (c < 0x80) return 1;
+    if (c >= 0xC0 && c < 0xE0)
+        k = 2, cp = c & 0x1F;
+    else if (c >= 0xE0 && c < 0xF0)
+        k = 3, cp = c & 0x0F;
+    else if (c >= 0xF0 && c < 0xF8)
+        k = 4, cp = c & 0x07;
+    else
+        return 0;
+    if (n < (size_t)k) return 0;
+    for (int i = 1; i < k; i++) {
+        if ((p[i] & 0xC0) != 0x80) return 0;
+        cp = (cp << 6) | (p[i] & 0x3F);
+    }
+    static const unsigned min_cp[5] = {0, 0, 0x80, 0x800, 0x10000};
+    if (cp < min_cp[k] || (cp >= 0xD800 && cp <= 0xDFFF) || cp > 0x10FFFF) return 0;
+    return k;
+}
+
+/* Every first and second byte, the boundary values for the third and fourth, every length. */
+static void check_utf8_len(void) {
+    static const unsigned char tail[] = {0x00, 0x41, 0x7F, 0x80, 0x8F, 0x90,
+                                         0x9F, 0xA0, 0xBF, 0xC0, 0xF4, 0xFF};
+    const size_t nt = sizeof tail;
+    long bad = 0;
+    for (unsigned a = 0; a < 256; a++)
+        for (unsigned b = 0; b < 256; b++)
+            for (size_t i = 0; i < nt; i++)
+                for (size_t j = 0; j < nt; j++) {
+                    unsigned char p[4] = {(unsigned char)a, (unsigned char)b, tail[i], tail[j]};
+                    for (size_t n = 1; n <= 4; n++) {
+                        int got = tok_utf8_len((const char *)p, n), want = ref_utf8_len(p, n);
+                        if (got != want && bad++ < 5)
+                            fprintf(stderr,
+                                    "tok_utf8_len(%02X %02X %02X %02X, %zu) = %d, want %d\n", a, b,
+                                    tail[i], tail[j], n, got, want);
+                    }
+                }
+    CHECK_EQ_INT(bad, 0);
+    CHECK_EQ_INT(tok_utf8_len("", 0), 0);
+    CHECK_EQ_INT(tok_utf8_len("\xF0\x9F\x98\x80", 4), 4); /* U+1F600 */
+    CHECK_EQ_INT(tok_utf8_len("\xED\xA0\x80", 3), 0);     /* a surrogate */
+}
+
 /* ---------- goldens ---------- */
 
 static void check_golden(const char *golden) {
@@ -350,6 +399,20 @@ static uint32_t byte_cpt(int b) {
         if (!((x >= 0x21 && x <= 0x7E) || (x >= 0xA1 && x <= 0xAC) || (x >= 0xAE && x <= 0xFF)))
             k++;
     return 256u + (uint32_t)k;
+}
+
+/* tok_byte_cpt against the twin above: all 256 bytes, onto 256 distinct code points. */
+static void check_byte_cpt(void) {
+    bool seen[512] = {false};
+    for (int b = 0; b < 256; b++) {
+        uint32_t c = tok_byte_cpt((unsigned char)b);
+        CHECK_EQ_INT(c, byte_cpt(b));
+        CHECK(c < 512 && !seen[c]);
+        if (c < 512) seen[c] = true;
+    }
+    CHECK_EQ_INT(tok_byte_cpt(' '), 0x120);  /* 'Ġ' */
+    CHECK_EQ_INT(tok_byte_cpt('\n'), 0x10A); /* 'Ċ' */
+    CHECK_EQ_INT(tok_byte_cpt('a'), 'a');
 }
 
 static int byte_token(const tok *t, int b) {
@@ -795,6 +858,8 @@ static void check_threads(const tok *t) {
 }
 
 int main(void) {
+    check_utf8_len();
+    check_byte_cpt();
     check_golden("tests/data/tok/mini.golden");
     check_golden("tests/data/tok/vocab65536.golden");
     check_golden("tests/data/tok/types.golden");
