@@ -34,18 +34,6 @@ static void bench_usage(FILE *f) {
             BENCH_MAX_B);
 }
 
-static int parse_long(const char *opt, const char *s, long lo, long hi, long *out) {
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (errno || end == s || *end || v < lo || v > hi) {
-        fprintf(stderr, "error: %s '%s': expected an integer in [%ld, %ld]\n", opt, s, lo, hi);
-        return -1;
-    }
-    *out = v;
-    return 0;
-}
-
 static double now_s(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -159,10 +147,10 @@ int cmd_bench(int argc, char **argv) {
             const char *v = argv[++i];
             int bad = 0;
             if (a[1] == 'm' || !strcmp(a, "--model")) path = v;
-            else if (a[1] == 'p') bad = parse_long(a, v, 0, 1 << 20, &p);
-            else if (a[1] == 'n') bad = parse_long(a, v, 1, 1 << 20, &n);
-            else if (a[1] == 't' || !strcmp(a, "--threads")) bad = parse_long(a, v, 0, 256, &t);
-            else if (a[1] == 'r') bad = parse_long(a, v, 1, 1000, &reps);
+            else if (a[1] == 'p') bad = cli_parse_long(a, v, 0, 1 << 20, &p);
+            else if (a[1] == 'n') bad = cli_parse_long(a, v, 1, 1 << 20, &n);
+            else if (a[1] == 't' || !strcmp(a, "--threads")) bad = cli_parse_long(a, v, 0, 256, &t);
+            else if (a[1] == 'r') bad = cli_parse_long(a, v, 1, 1000, &reps);
             else bspec = v;
             if (bad) return 1;
         } else {

@@ -1,5 +1,4 @@
 /* cmd_quantize.c: `lfm2 quantize IN OUT TYPE`: rewrites a GGUF with llama-quantize's type mix, streaming. */
-#include <errno.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -152,17 +151,11 @@ int cmd_quantize(int argc, char **argv) {
             qz_usage(stdout);
             return 0;
         } else if (!strcmp(a, "-t") || !strcmp(a, "--threads")) {
-            char *end;
             if (i + 1 >= argc) {
                 fprintf(stderr, "error: %s needs a number of threads\n", a);
                 return 1;
             }
-            errno = 0;
-            n_threads = strtol(argv[++i], &end, 10);
-            if (errno || end == argv[i] || *end || n_threads < 1 || n_threads > 256) {
-                fprintf(stderr, "error: %s '%s': expected an integer in [1, 256]\n", a, argv[i]);
-                return 1;
-            }
+            if (cli_parse_long(a, argv[++i], 1, 256, &n_threads)) return 1;
         } else if (a[0] == '-' && a[1]) {
             fprintf(stderr, "error: unknown option '%s'\n", a);
             qz_usage(stderr);
