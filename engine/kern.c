@@ -136,9 +136,11 @@ static float ld_h(const uint8_t *p) { return quant_f16_to_f32((uint16_t)(p[0] | 
 
 void kern_tiles_scalar(const rp_matrix *m, const kern_act *a, int tok0, int ntok, float *y,
                        int64_t ldy, int64_t t0, int64_t t1) {
-    const bool i4 = m->kind == RP_I4 || m->kind == RP_I4M || m->kind == RP_I4K;
+    const bool i5 = m->kind == RP_I5K;
+    const bool i4 = m->kind == RP_I4 || m->kind == RP_I4M || m->kind == RP_I4K || i5;
     const bool i6 = m->kind == RP_I6;
-    const size_t cb = i4 || i6 ? 128 : 256;
+    /* where the scale (and min) fields start */
+    const size_t cb = i5 ? 160 : i4 || i6 ? 128 : 256;
     const int64_t ng = m->n_groups, cols = m->cols;
     for (int64_t tile = t0; tile < t1; tile++) {
         const uint8_t *tp = m->data + (size_t)tile * m->tile_bytes;
@@ -176,14 +178,20 @@ void kern_tiles_scalar(const rp_matrix *m, const kern_act *a, int tok0, int ntok
                         for (int c = 0; c < 4; c++)
                             for (int k = 0; k < 4; k++) {
                                 uint8_t byte = gp[c * 32 + r * 4 + k];
-                                is += (byte & 15) * ab[4 * c + k] + (byte >> 4) * ab[16 + 4 * c + k];
+                                int lo = byte & 15, hi = byte >> 4;
+                                if (i5) {
+                                    uint8_t pl = gp[128 + r * 4 + k];
+                                    lo |= ((pl >> c) & 1) << 4;
+                                    hi |= ((pl >> (4 + c)) & 1) << 4;
+                                }
+                                is += lo * ab[4 * c + k] + hi * ab[16 + 4 * c + k];
                             }
                     } else {
                         for (int c = 0; c < 8; c++)
                             for (int k = 0; k < 4; k++) is += gp[c * 32 + r * 4 + k] * ab[4 * c + k];
                     }
                     float s, b;
-                    if (m->kind == RP_I4K) { /* exact products of f16 factors and 6-bit codes */
+                    if (m->kind == RP_I4K || i5) { /* exact: f16 factors times 6-bit codes */
                         const uint8_t *h = tp + (size_t)ng * m->group_bytes + (size_t)(g / 8) * 32;
                         s = ld_h(h + 2 * r) * (float)gp[cb + r];
                         b = -(ld_h(h + 16 + 2 * r) * (float)gp[cb + 8 + r]);

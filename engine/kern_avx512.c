@@ -141,8 +141,8 @@ void kern_tiles_avx512(const rp_matrix *m, const kern_act *a, int tok0, int ntok
                        int64_t ldy, int64_t t0, int64_t t1) {
     int64_t tile = t0;
     /* one token: memory-bound, the 256-bit kernel streams as fast and splits finer
-     * (RP_I6 has no 512-bit version yet) */
-    if (ntok >= 2 && m->kind != RP_I6)
+     * (RP_I6 and RP_I5K have no 512-bit version yet) */
+    if (ntok >= 2 && m->kind != RP_I6 && m->kind != RP_I5K)
         for (; tile + 1 < t1; tile += 2) {
             const uint8_t *tp = m->data + (size_t)tile * m->tile_bytes;
             int64_t left = m->rows - tile * RP_ROWS;

@@ -19,12 +19,13 @@ static inline __attribute__((always_inline)) void KX(tile)(const rp_matrix *m, c
                                                           int tok, float *y, int64_t ldy,
                                                           const uint8_t *tp, int nr,
                                                           const int KIND, const int NT) {
-    const int I6 = KIND == RP_I6;
-    const int I4 = KIND == RP_I4 || KIND == RP_I4M || KIND == RP_I4K || I6;
-    const int HAS_MIN = KIND == RP_I4M || KIND == RP_I8M || KIND == RP_I4K;
+    const int I6 = KIND == RP_I6, I5 = KIND == RP_I5K;
+    const int I4 = KIND == RP_I4 || KIND == RP_I4M || KIND == RP_I4K || I6 || I5;
+    const int KC = KIND == RP_I4K || I5; /* scale/min codes with superblock factors */
+    const int HAS_MIN = KIND == RP_I4M || KIND == RP_I8M || KC;
     const int SIGNED = KX_SIGNED_I8 && KIND == RP_I8;
     const int Z = KIND == RP_I4 ? 8 : KIND == RP_I8 ? 128 : 0; /* (I6: 32 per half, below) */
-    const size_t cb = I4 ? 128 : 256, gb = m->group_bytes;
+    const size_t cb = I5 ? 160 : I4 ? 128 : 256, gb = m->group_bytes;
     const int64_t cols = m->cols, ng = m->n_groups;
     const __m256i m4 = _mm256_set1_epi8(15), x80 = _mm256_set1_epi8((char)0x80);
     __m256 acc[KX_NTMAX];
@@ -47,6 +48,18 @@ static inline __attribute__((always_inline)) void KX(tile)(const rp_matrix *m, c
                 __m256i v = _mm256_loadu_si256((const __m256i *)(gp + 32 * c));
                 w[c] = _mm256_and_si256(v, m4);
                 w[4 + c] = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
+            }
+            if (I5) { /* bit c / 4+c of the plane bytes -> bit 4 of lo / hi chunk c */
+                const __m256i m10 = _mm256_set1_epi8(0x10);
+                const __m256i pl = _mm256_loadu_si256((const __m256i *)(gp + 128));
+                w[0] = _mm256_or_si256(w[0], _mm256_and_si256(_mm256_slli_epi16(pl, 4), m10));
+                w[1] = _mm256_or_si256(w[1], _mm256_and_si256(_mm256_slli_epi16(pl, 3), m10));
+                w[2] = _mm256_or_si256(w[2], _mm256_and_si256(_mm256_slli_epi16(pl, 2), m10));
+                w[3] = _mm256_or_si256(w[3], _mm256_and_si256(_mm256_slli_epi16(pl, 1), m10));
+                w[4] = _mm256_or_si256(w[4], _mm256_and_si256(pl, m10));
+                w[5] = _mm256_or_si256(w[5], _mm256_and_si256(_mm256_srli_epi16(pl, 1), m10));
+                w[6] = _mm256_or_si256(w[6], _mm256_and_si256(_mm256_srli_epi16(pl, 2), m10));
+                w[7] = _mm256_or_si256(w[7], _mm256_and_si256(_mm256_srli_epi16(pl, 3), m10));
             }
             if (I6) { /* bits 2c..2c+1 of the plane bytes -> bits 4..5 of chunk c */
                 const __m256i m30 = _mm256_set1_epi8(0x30);
@@ -76,7 +89,7 @@ static inline __attribute__((always_inline)) void KX(tile)(const rp_matrix *m, c
                                        _mm_loadl_epi64((const __m128i *)(gp + 192)))));
             s1f = _mm256_mul_ps(dv, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(
                                         _mm_loadl_epi64((const __m128i *)(gp + 200)))));
-        } else if (KIND == RP_I4K) { /* s = d * sc, b = -(dmin * mc): exact */
+        } else if (KC) { /* s = d * sc, b = -(dmin * mc): exact */
             const uint8_t *h = tp + (size_t)ng * gb + (size_t)(g >> 3) * 32;
             __m256 dv = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)h));
             __m256 mv = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(h + 16)));
@@ -176,6 +189,7 @@ void KX_ENTRY(const rp_matrix *m, const kern_act *a, int tok0, int ntok, float *
                 KX_CASES(RP_I8M)
                 KX_CASES(RP_I4K)
                 KX_CASES(RP_I6)
+                KX_CASES(RP_I5K)
             default: break;
             }
         }

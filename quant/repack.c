@@ -16,6 +16,7 @@ size_t rp_group_bytes(int kind) {
     case RP_I8M: return 256 + 32;
     case RP_I4K: return 128 + 16;
     case RP_I6: return 128 + 64 + 16;
+    case RP_I5K: return 128 + 32 + 16;
     default: return 0;
     }
 }
@@ -32,7 +33,8 @@ int rp_kind_for(uint32_t t, bool *lossy) {
     case QT_Q4_1: k = RP_I4M; break;
     case QT_Q4_K: k = RP_I4K; break;
     case QT_Q8_0: case QT_Q5_0: k = RP_I8; break;
-    case QT_Q5_1: case QT_Q5_K: k = RP_I8M; break;
+    case QT_Q5_1: k = RP_I8M; break;
+    case QT_Q5_K: k = RP_I5K; break;
     case QT_Q6_K: k = RP_I6; break;
     case QT_Q2_K: case QT_Q3_K: case QT_F16: case QT_BF16: case QT_F32:
         k = RP_I8;
@@ -120,12 +122,9 @@ static void decode_exact(uint32_t t, const uint8_t *row, int64_t g, uint8_t *u, 
             if (qh) v += ((qh[l] >> gi) & 1) << 4;
             u[l] = (uint8_t)v;
         }
-        if (t == QT_Q4_K) { /* RP_I4K keeps the codes: s, b carry sc, m; kd the f16 factors */
-            *s = sc, *b = m, kd[0] = rd16(d2), kd[1] = rd16(dm2);
-        } else {
-            *s = quant_f32_to_f16(d * (float)sc);
-            *b = quant_f32_to_f16(-(dmin * (float)m));
-        }
+        /* RP_I4K / RP_I5K keep the codes: s, b carry sc, m; kd the f16 factors */
+        *s = sc, *b = m, kd[0] = rd16(d2), kd[1] = rd16(dm2);
+        (void)d, (void)dmin;
         break;
     }
     case QT_Q6_K: { /* as q6_K_to_float: s carries sc0 | sc1 << 8, kd[0] the f16 d */
@@ -191,6 +190,19 @@ static void put_group(const rp_matrix *m, int64_t tile, int64_t g, int r, const 
         p[200 + r] = (uint8_t)(s >> 8);
         return;
     }
+    if (m->kind == RP_I5K) {
+        for (int k = 0; k < 4; k++) {
+            uint8_t pl = 0;
+            for (int c = 0; c < 4; c++) {
+                p[c * 32 + r * 4 + k] = (uint8_t)((u[4 * c + k] & 15) | (u[16 + 4 * c + k] & 15) << 4);
+                pl |= (uint8_t)(((u[4 * c + k] >> 4) & 1) << c | ((u[16 + 4 * c + k] >> 4) & 1) << (4 + c));
+            }
+            p[128 + r * 4 + k] = pl;
+        }
+        p[160 + r] = (uint8_t)s;
+        p[168 + r] = (uint8_t)b;
+        return;
+    }
     if (m->kind == RP_I4 || m->kind == RP_I4M || m->kind == RP_I4K) {
         for (int c = 0; c < 4; c++)
             for (int k = 0; k < 4; k++)
@@ -238,7 +250,7 @@ int rp_new(rp_matrix **out, uint32_t t, const void *src, int64_t rows, int64_t c
     float *tmp = NULL;
     if (!m) goto nomem;
     m->kind = kind;
-    m->has_min = kind == RP_I4M || kind == RP_I8M || kind == RP_I4K;
+    m->has_min = kind == RP_I4M || kind == RP_I8M || kind == RP_I4K || kind == RP_I5K;
     m->zero = kind == RP_I4 ? 8 : kind == RP_I8 ? 128 : kind == RP_I6 ? 32 : 0;
     m->lossy = lossy;
     m->src_type = t;
@@ -248,7 +260,7 @@ int rp_new(rp_matrix **out, uint32_t t, const void *src, int64_t rows, int64_t c
     m->n_tiles = (rows + RP_ROWS - 1) / RP_ROWS;
     m->group_bytes = rp_group_bytes(kind);
     m->tile_bytes = m->group_bytes * (size_t)m->n_groups;
-    if (kind == RP_I4K) m->tile_bytes += (size_t)(m->n_groups / 8) * 32;
+    if (kind == RP_I4K || kind == RP_I5K) m->tile_bytes += (size_t)(m->n_groups / 8) * 32;
     if (kind == RP_I6) m->tile_bytes += (size_t)(m->n_groups / 8) * 16;
     size_t total = m->tile_bytes * (size_t)m->n_tiles;
     m->data = aligned_alloc(64, (total + 63) / 64 * 64);
@@ -265,10 +277,10 @@ int rp_new(rp_matrix **out, uint32_t t, const void *src, int64_t rows, int64_t c
             memset(u, m->zero, sizeof u);
             for (int64_t g = 0; g < m->n_groups; g++) {
                 put_group(m, tile, g, rr, u, 0, 0);
-                if ((kind == RP_I4K || kind == RP_I6) && g % 8 == 0) {
+                if ((kind == RP_I4K || kind == RP_I5K || kind == RP_I6) && g % 8 == 0) {
                     uint8_t *h = k_hdr(m, tile, g / 8);
                     wr16(h + 2 * rr, 0);
-                    if (kind == RP_I4K) wr16(h + 16 + 2 * rr, 0);
+                    if (kind != RP_I6) wr16(h + 16 + 2 * rr, 0);
                 }
             }
             continue;
@@ -279,10 +291,10 @@ int rp_new(rp_matrix **out, uint32_t t, const void *src, int64_t rows, int64_t c
             if (lossy) requant_group(tmp + g * RP_GROUP, u, &s);
             else decode_exact(t, row, g, u, &s, &b, kd);
             put_group(m, tile, g, rr, u, s, b);
-            if ((kind == RP_I4K || kind == RP_I6) && g % 8 == 0) {
+            if ((kind == RP_I4K || kind == RP_I5K || kind == RP_I6) && g % 8 == 0) {
                 uint8_t *h = k_hdr(m, tile, g / 8);
                 wr16(h + 2 * rr, kd[0]);
-                if (kind == RP_I4K) wr16(h + 16 + 2 * rr, kd[1]);
+                if (kind != RP_I6) wr16(h + 16 + 2 * rr, kd[1]);
             }
         }
         if ((flags & RP_DROP_SOURCE) && rr == RP_ROWS - 1) {
@@ -342,6 +354,21 @@ static void group_to_float(const rp_matrix *m, int64_t tile, int64_t g, int ra, 
                     int hi = (byte >> 4) | ((p[160 + r * 4 + k] >> (2 * c)) & 3) << 4;
                     y[4 * c + k] = s0 * (float)(lo - 32);
                     y[16 + 4 * c + k] = s1 * (float)(hi - 32);
+                }
+            continue;
+        }
+        if (m->kind == RP_I5K) {
+            const uint8_t *h = k_hdr(m, tile, g / 8);
+            float s = quant_f16_to_f32(rd16(h + 2 * r)) * (float)p[160 + r];
+            float b = -(quant_f16_to_f32(rd16(h + 16 + 2 * r)) * (float)p[168 + r]);
+            float *y = dst + (size_t)(r - ra) * ld + g * RP_GROUP;
+            for (int c = 0; c < 4; c++)
+                for (int k = 0; k < 4; k++) {
+                    uint8_t byte = p[c * 32 + r * 4 + k], pl = p[128 + r * 4 + k];
+                    int lo = (byte & 15) | ((pl >> c) & 1) << 4;
+                    int hi = (byte >> 4) | ((pl >> (4 + c)) & 1) << 4;
+                    y[4 * c + k] = s * (float)lo + b;
+                    y[16 + 4 * c + k] = s * (float)hi + b;
                 }
             continue;
         }

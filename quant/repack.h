@@ -23,14 +23,16 @@
  *          bits 2c..2c+1 of byte (r, k): high bits of weight 4c+k, then of 16+4c+k); 8 x int8
  *          scale codes of weights 0..15, 8 of 16..31; after all groups, per 256 weights 8 x f16 d.
  *          s = d * sc per half group, exact in f32: Q6_K's values bit for bit.
+ *   RP_I5K: int4 codes, a 1-bit plane of 32 bytes (bit c of byte (r, k): bit 4 of weight 4c+k,
+ *          bit 4+c: of 16+4c+k), then sc and mc codes and the superblock factors as RP_I4K.
  * So one 32-byte load gives 4 codes of each of 8 rows: a SIMD lane per row, and one broadcast
  * activation dword serves all 8 rows (and the same weights serve every token of a batch).
  *
  * Sources and fidelity (w compared with quant's to_float of the source):
  *   Q4_0 -> I4 (z=8) exact; Q4_1 -> I4M exact; Q8_0 -> I8 (z=128) exact; Q5_0 -> I8 exact;
- *   Q5_1 -> I8M (z=0) exact; Q4_K -> I4K exact; Q6_K -> I6 exact; Q5_K -> I8M: the per-32 scale
- *   d*sc and min dmin*m are rounded to f16 (relative error <= 2^-11 on the group's scale, far
- *   below the 5-bit step); Q2_K, Q3_K, F16, BF16, F32 -> I8 by per-32 requantization of the dequantized
+ *   Q5_1 -> I8M (z=0) exact; Q4_K -> I4K, Q5_K -> I5K and Q6_K -> I6 exact (and as compact as
+ *   the source, so RSS stays near the file size); Q2_K, Q3_K, F16, BF16, F32 -> I8 by per-32
+ *   requantization of the dequantized
  *   values (Q8_0-class loss: |error| <= half a step of amax/127 per group), only when the
  *   caller allows lossy repacking.
  */
@@ -45,6 +47,8 @@ enum rp_kind {
     RP_I4K = 5, /* 4-bit codes, z = 0, Q4_K's own 6-bit scale and min codes: exact, 4.625 bits */
     RP_I6 = 6,  /* 6-bit codes (int4 nibbles + a 2-bit plane), z = 32, Q6_K's int8 scale per 16
                    weights and f16 d per 256: exact, 6.5625 bits like Q6_K itself */
+    RP_I5K = 7, /* 5-bit codes (int4 nibbles + a 1-bit plane), z = 0, as RP_I4K otherwise: Q5_K
+                   exact, 5.625 bits */
 };
 
 enum {
@@ -64,11 +68,11 @@ typedef struct rp_matrix {
     int64_t n_groups;  /* cols / 32 */
     int64_t n_tiles;   /* ceil(rows / RP_ROWS) */
     size_t group_bytes; /* bytes per group in a tile */
-    size_t tile_bytes;  /* n_groups * group_bytes (+ n_groups / 8 * 32 for RP_I4K, * 16 for RP_I6) */
+    size_t tile_bytes;  /* n_groups * group_bytes + n_groups / 8 * (32 for RP_I4K/I5K, 16 for I6) */
     uint8_t *data;      /* n_tiles * tile_bytes, 64-byte aligned, owned */
 } rp_matrix;
 
-/* Bytes of one tile group for a kind (144, 160, 272, 288, 144, 208). */
+/* Bytes of one tile group for a kind (144, 160, 272, 288, 144, 208, 176). */
 size_t rp_group_bytes(int kind);
 /* Kind used for a source type: RP_I4.. or 0 when the type cannot be repacked at all.
  * *lossy (may be NULL) says whether that repacking requantizes. */

@@ -67,7 +67,7 @@ static void test_type(uint32_t type, int64_t rows, int64_t cols) {
         CHECK_EQ_INT(m->rows, rows);
         CHECK_EQ_INT(m->cols, cols);
         CHECK_EQ_INT(m->n_tiles, (rows + 7) / 8);
-        int mode = lossy ? 2 : type == QT_Q5_K ? 1 : 0;
+        int mode = lossy ? 2 : 0;
         char what[64];
         snprintf(what, sizeof what, "%s %lldx%lld", tr->name, (long long)rows, (long long)cols);
         CHECK_EQ_INT(compare(m, ref, rows, cols, mode, what), 0);
@@ -120,7 +120,7 @@ static void test_file(const char *path) {
         if (rc) fprintf(stderr, "%s %s: %s\n", path, t->name, err);
         CHECK_EQ_INT(rc, 0);
         if (!rc) {
-            int mode = m->lossy ? 2 : t->type == QT_Q5_K ? 1 : 0;
+            int mode = m->lossy ? 2 : 0;
             char what[600];
             snprintf(what, sizeof what, "%s %s", path, t->name);
             CHECK_EQ_INT(compare(m, ref, rows, cols, mode, what), 0);
@@ -214,6 +214,8 @@ int main(void) {
     CHECK_EQ_INT(rp_kind_for(QT_F16, &lossy), RP_I8);
     CHECK(lossy);
     CHECK_EQ_INT(rp_group_bytes(RP_I6), 208);
+    CHECK_EQ_INT(rp_kind_for(QT_Q5_K, &lossy), RP_I5K);
+    CHECK(!lossy);
     CHECK_EQ_INT(rp_kind_for(QT_Q8_K, NULL), 0);
     CHECK_EQ_INT(rp_kind_for(QT_Q4_K, &lossy), RP_I4K);
     CHECK(!lossy);
