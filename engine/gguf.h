@@ -6,9 +6,20 @@
 #include <stdbool.h>
 
 enum gguf_vtype {
-    GGUF_U8 = 0, GGUF_I8 = 1, GGUF_U16 = 2, GGUF_I16 = 3, GGUF_U32 = 4, GGUF_I32 = 5,
-    GGUF_F32 = 6, GGUF_BOOL = 7, GGUF_STR = 8, GGUF_ARR = 9, GGUF_U64 = 10, GGUF_I64 = 11,
-    GGUF_F64 = 12, GGUF_VTYPE_COUNT
+    GGUF_U8 = 0,
+    GGUF_I8 = 1,
+    GGUF_U16 = 2,
+    GGUF_I16 = 3,
+    GGUF_U32 = 4,
+    GGUF_I32 = 5,
+    GGUF_F32 = 6,
+    GGUF_BOOL = 7,
+    GGUF_STR = 8,
+    GGUF_ARR = 9,
+    GGUF_U64 = 10,
+    GGUF_I64 = 11,
+    GGUF_F64 = 12,
+    GGUF_VTYPE_COUNT
 };
 
 #define GGUF_MAX_DIMS 4
@@ -57,8 +68,8 @@ bool gguf_get_bool(const gguf *g, const char *key, bool def, bool *bad);
 const char *gguf_get_str(const gguf *g, const char *key, const char *def, bool *bad);
 
 /* Values by index: scalars, strings (NUL-terminated copies owned by g), arrays. */
-int64_t gguf_kv_int(const gguf *g, int64_t i);    /* any integer or bool type */
-double gguf_kv_float(const gguf *g, int64_t i);   /* any numeric type */
+int64_t gguf_kv_int(const gguf *g, int64_t i);  /* any integer or bool type */
+double gguf_kv_float(const gguf *g, int64_t i); /* any numeric type */
 const char *gguf_kv_str(const gguf *g, int64_t i, size_t *len);
 enum gguf_vtype gguf_arr_type(const gguf *g, int64_t i);
 uint64_t gguf_arr_len(const gguf *g, int64_t i);

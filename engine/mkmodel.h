@@ -1,5 +1,4 @@
-/* mkmodel.h: writes synthetic LFM2 GGUF files: real layout and metadata, seeded weights, BPE vocab.
- */
+/* mkmodel.h: synthetic LFM2 GGUF files: real layout and metadata, seeded weights, BPE vocab. */
 #ifndef LFM2_MKMODEL_H
 #define LFM2_MKMODEL_H
 #include <stdbool.h>

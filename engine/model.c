@@ -1,5 +1,4 @@
-/* model.c: turns a validated GGUF into an lfm2_model: reads the lfm2.* keys and checks every
- * tensor. */
+/* model.c: turns a validated GGUF into an lfm2_model: the lfm2.* keys and every tensor. */
 #include "engine/model.h"
 
 #include <inttypes.h>

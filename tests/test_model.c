@@ -1,5 +1,4 @@
-/* test_model.c: LFM2 model validation: the reference files load with their shapes; every
- * inconsistent hyper-parameter or tensor is rejected with a message naming it. */
+/* test_model.c: LFM2 model validation: reference files load, every inconsistency is named. */
 #include <inttypes.h>
 #include <math.h>
 #include <stdio.h>
