@@ -1,5 +1,6 @@
 /* response.c: OpenAI wire-format JSON built with cJSON; text made valid UTF-8 first. */
 #include "api/response.h"
+#include "engine/tok.h"
 #include <cjson/cJSON.h>
 #include <math.h>
 #include <stdio.h>
@@ -12,10 +13,8 @@ static char *utf8_fix(const char *s, size_t len) {
     if (!out) return NULL;
     size_t o = 0;
     for (size_t i = 0; i < len;) {
-        size_t k = 1;
-        while (k <= 4 && i + k <= len && !api_utf8_valid(s + i, k))
-            k++;
-        if (k <= 4 && i + k <= len && s[i] != 0) {
+        size_t k = (size_t)tok_utf8_len(s + i, len - i);
+        if (k && s[i] != 0) {
             memcpy(out + o, s + i, k);
             o += k;
             i += k;
