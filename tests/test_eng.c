@@ -172,6 +172,8 @@ static double lse(const float *x, int n) {
     return mx + log(s);
 }
 
+static double lp_gap(const float *a, const float *b, int V);
+
 static void fidelity(const char *name) {
     golden *g = golden_load(name);
     CHECK(g != NULL);
@@ -210,6 +212,32 @@ static void fidelity(const char *name) {
             fprintf(stderr, "%s path %d: %s\n", name, k, err);
             CHECK(!"eng_step");
             continue;
+        }
+        if (k == 0) { /* the same path token by token (decode path) == one prefill step */
+            float *one = malloc((size_t)V * sizeof(float));
+            eng_seq *s1;
+            double worst = 0, sum = 0;
+            int n_one = 0;
+            CHECK(eng_seq_new(e, p->n + 8, &s1, err, sizeof err) == 0);
+            for (int i = 0; i < p->n - 1; i++) {
+                eng_batch_item it = {s1, p->ids + i, 1, ENG_LOGITS_LAST, one};
+                eng_batch b1 = {&it, 1};
+                if (eng_step(e, &b1, err, sizeof err) < 0) {
+                    CHECK(!"token-by-token step");
+                    break;
+                }
+                if (i < p->n_prompt - 1) continue;
+                double gap = lp_gap(logits + (size_t)(i - (p->n_prompt - 1)) * V, one, V);
+                worst = fmax(worst, gap);
+                sum += gap;
+                n_one++;
+            }
+            printf("fidelity %-14s prefill vs token-by-token on path 0: max %.2e mean %.2e\n", name,
+                   worst, sum / (n_one ? n_one : 1));
+            CHECK(worst <= 0.02);
+            CHECK(sum / (n_one ? n_one : 1) <= 0.003);
+            eng_seq_free(s1);
+            free(one);
         }
         for (int s = 0; s < p->n - p->n_prompt; s++, n_steps++) {
             const float *l = logits + (size_t)s * V;
