@@ -228,11 +228,13 @@ int config_load_file(config *c, const char *path, char *err, size_t errlen) {
             break;
         }
         if (find_setting(key, strlen(key)) == NULL) {
+            char known[512];
+            size_t kn = 0;
+            for (size_t i = 0; i < N_SETTINGS && kn < sizeof known; i++)
+                kn += (size_t)snprintf(known + kn, sizeof known - kn, "%s%s", i ? " " : "",
+                                       settings[i].name);
             rc = fail(err, errlen, CONFIG_EINVAL, "%s: unknown setting '%.64s' (known: %s)", src,
-                      key,
-                      "model alias host port parallel ctx threads batch api_key queue "
-                      "body_limit max_tokens max_n max_connections drain_timeout "
-                      "idle_timeout keepalive cors log_level");
+                      key, known);
             break;
         }
         char full[4300];

@@ -218,6 +218,26 @@ static void test_errors(void) {
     snprintf(flag, sizeof flag, "--config=%s", f1);
     rc = parse(&c, ARGC(flag), ARGV(flag), env, err);
     expect_err(rc, CONFIG_EINVAL, err, "bad1.conf:4", "unknown setting 'prot'");
+    {
+        /* the message lists every setting (each key config_dump prints) */
+        char big[1024], dump[4096];
+        config d;
+        config_defaults(&d);
+        rc = config_parse_args(&c, ARGC(flag), ARGV(flag), env, big, sizeof big);
+        config_dump(&d, dump, sizeof dump);
+        int keys = 0;
+        for (char *line = strtok(dump, "\n"); line; line = strtok(NULL, "\n")) {
+            char *sp = strchr(line, ' '), want[80];
+            if (!sp) continue;
+            snprintf(want, sizeof want, " %.*s", (int)(sp - line), line);
+            keys++;
+            if (!strstr(big, want)) {
+                fprintf(stderr, "  message '%s' lacks '%s'\n", big, want);
+                CHECK(0);
+            }
+        }
+        CHECK(keys >= 19);
+    }
     const char *f2 = write_file("bad2.conf", "ctx = 1\n");
     snprintf(flag, sizeof flag, "--config=%s", f2);
     rc = parse(&c, ARGC(flag), ARGV(flag), env, err);
