@@ -1,10 +1,12 @@
 /* cmd_serve.c: `lfm2 serve`: settings (flags > LFM2_* env > config file > defaults) -> http_serve.
  */
+#include <errno.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 #include "config/config.h"
 #include "server/cli.h"
 #include "server/http.h"
@@ -46,6 +48,10 @@ int cmd_serve(int argc, char **argv) {
                         "or LFM2_MODEL)\n");
         return 2;
     }
+    if (access(c.model, R_OK) != 0) { /* fail before binding; the real checks come with the load */
+        fprintf(stderr, "error: model file '%s': %s\n", c.model, strerror(errno));
+        return 1;
+    }
     signal(SIGPIPE, SIG_IGN);
     http_opts o;
     http_opts_default(&o);
@@ -67,7 +73,7 @@ int cmd_serve(int argc, char **argv) {
     o.idle_timeout_s = c.idle_timeout;
     o.keepalive_ms = c.keepalive * 1000;
     o.cors = c.cors;
-    o.log = serve_log;
+    o.log = c.log_level >= CONFIG_LOG_INFO ? serve_log : NULL; /* errors still reach stderr */
     if (http_serve(&o, err, sizeof err) < 0) {
         fprintf(stderr, "error: %s\n", err);
         return 1;
