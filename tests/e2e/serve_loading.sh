@@ -31,3 +31,8 @@ wait_exit $PID 30; rc=$EXIT_RC
 expect_eq "exit status after a failed load" "$rc" 1
 grep -q 'error: .*model.fifo' "$LOG" || fail "no error naming the model file: $(cat "$LOG")"
 ok "failed load: exit 1 with '$(grep error: "$LOG" | head -n 1)'"
+rc=0; "$LFM2" serve -m $T/missing.gguf --port 0 2> $T/missing.log || rc=$?
+expect_eq "exit status for a missing model" "$rc" 1
+grep -q "missing.gguf" $T/missing.log || fail "no message naming the missing file"
+grep -q "listening" $T/missing.log && fail "listened before noticing the model is missing"
+ok "missing model: exit 1 before listening"
