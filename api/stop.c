@@ -70,7 +70,7 @@ long stop_feed(stop_matcher *sm, const char *text, size_t len, const char **out)
         return 0;
     }
     if (make_room(sm, len)) return -1;
-    memcpy(sm->buf + sm->len, text, len);
+    if (len) memcpy(sm->buf + sm->len, text, len); /* text may be NULL when len is 0 */
     sm->len += len;
     /* the stop string that is complete first (smallest end; on a tie the longest), so the
      * result does not depend on how the text was split: generation halts at that point */

@@ -169,6 +169,7 @@ static void test_edges(void) {
     CHECK_EQ_INT(stop_feed(&sm, "abc", 3, &o), 3);
     CHECK(!memcmp(o, "abc", 3));
     CHECK_EQ_INT(stop_feed(&sm, "", 0, &o), 0);
+    CHECK_EQ_INT(stop_feed(&sm, NULL, 0, &o), 0); /* no bytes may come as a NULL pointer */
     CHECK_EQ_INT(stop_flush(&sm, &o), 0);
     stop_free(&sm);
     /* empty stop strings are ignored */
