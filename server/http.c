@@ -902,10 +902,10 @@ static bool first_checks(hreq *r, const char *url, const char *method, const cha
                                 "Authorization, Content-Type, OpenAI-Organization, "
                                 "OpenAI-Project, X-Stainless-Lang, X-Stainless-Package-Version");
         MHD_add_response_header(resp, "Access-Control-Max-Age", "86400");
-        *res = MHD_queue_response(c, r->route == R_NONE ? 404 : 204, resp);
+        *res = MHD_queue_response(c, 204, resp);
         MHD_destroy_response(resp);
         r->queued = true;
-        r->status = r->route == R_NONE ? 404 : 204;
+        r->status = 204;
         return true;
     }
     if (r->route == R_NONE) {
