@@ -114,7 +114,7 @@ int cmd_tokenize(int argc, char **argv) {
                    !strcmp(argv[i], "-f") || !strcmp(argv[i], "--file")) {
             if (i + 1 >= argc) {
                 fprintf(stderr, "error: %s needs a file argument\n", argv[i]);
-                return 1;
+                return 2;
             }
             if (argv[i][1] == 'm' || argv[i][2] == 'm')
                 path = argv[++i];
@@ -133,27 +133,29 @@ int cmd_tokenize(int argc, char **argv) {
             if (i + 1 < argc) {
                 fprintf(stderr, "error: unexpected argument '%s' (quote TEXT as one argument)\n",
                         argv[i + 1]);
-                return 1;
+                return 2;
             }
             break;
         } else if (argv[i][0] == '-' && argv[i][1]) {
             fprintf(stderr, "error: unknown option '%s'\n", argv[i]);
             tokenize_usage(stderr);
-            return 1;
+            return 2;
         } else if (text) {
             fprintf(stderr, "error: unexpected argument '%s' (quote TEXT as one argument)\n",
                     argv[i]);
-            return 1;
+            return 2;
         } else {
             text = argv[i];
         }
     }
     if (path && batch && !text && !file) return tokenize_batch(path);
-    if (!path || (!text && !file) || (text && file)) {
+    if (!path || (!text && !file) || (text && file) || batch) {
         fprintf(stderr, "error: %s\n",
-                !path ? "-m FILE is required" : "give either TEXT or -f TEXTFILE");
+                !path   ? "-m FILE is required"
+                : batch ? "--batch reads its texts from stdin: give no TEXT and no -f"
+                        : "give either TEXT or -f TEXTFILE");
         tokenize_usage(stderr);
-        return 1;
+        return 2;
     }
     size_t len = text ? strlen(text) : 0;
     char *owned = NULL;

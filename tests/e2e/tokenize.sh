@@ -49,18 +49,24 @@ got=$("$LFM2" tokenize -m "$M" --pieces "Hello world")
 got=$("$LFM2" tokenize -m "$M" "")
 [ "$got" = "1" ] || die "empty text: got '$got'"
 
-# bad use: exit 1 and a message naming the problem
-expect_error() { # WANT-IN-STDERR ARGS...
-  local want=$1; shift
-  if "$LFM2" tokenize "$@" >"$TMPDIR/out" 2>"$TMPDIR/err"; then die "tokenize $* succeeded"; fi
+# bad use: exit 2 (usage) or 1 (the work failed), as docs/cli.md says, and a message naming it
+expect_error() { # STATUS WANT-IN-STDERR ARGS...
+  local status=$1 want=$2; shift 2
+  "$LFM2" tokenize "$@" >"$TMPDIR/out" 2>"$TMPDIR/err"
+  local rc=$?
+  [ "$rc" -eq "$status" ] || die "tokenize $*: exit $rc, want $status"
   grep -q -- "$want" "$TMPDIR/err" || { die "tokenize $*: stderr lacks '$want'"; cat "$TMPDIR/err"; }
 }
-expect_error "-m FILE is required" "text"
-expect_error "either TEXT or -f" -m "$M"
-expect_error "unknown option" -m "$M" --bogus "text"
-expect_error "cannot read" -m "$M" -f "$TMPDIR/does-not-exist"
-expect_error "error: $TMPDIR/none.gguf" -m "$TMPDIR/none.gguf" "text"
+expect_error 2 "-m FILE is required" "text"
+expect_error 2 "either TEXT or -f" -m "$M"
+expect_error 2 "unknown option" -m "$M" --bogus "text"
+expect_error 2 "needs a file argument" -m "$M" -f
+expect_error 2 "unexpected argument 'b'" -m "$M" a b
+expect_error 2 "either TEXT or -f" -m "$M" -f "$TMPDIR/x" text
+expect_error 2 "--batch reads its texts from stdin" -m "$M" --batch text
+expect_error 1 "cannot read" -m "$M" -f "$TMPDIR/does-not-exist"
+expect_error 1 "error: $TMPDIR/none.gguf" -m "$TMPDIR/none.gguf" "text"
 head -c 100000 "$M" >"$TMPDIR/cut.gguf"
-expect_error "error:" -m "$TMPDIR/cut.gguf" "text"
+expect_error 1 "error:" -m "$TMPDIR/cut.gguf" "text"
 "$LFM2" tokenize --help | grep -q "no-special" || die "--help"
 [ "$fail" -eq 0 ]
