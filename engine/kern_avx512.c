@@ -41,10 +41,12 @@ static inline __attribute__((always_inline)) void z_tile2(const rp_matrix *m, co
                                                          int tok, float *y, int64_t ldy,
                                                          const uint8_t *tp, int nr, const int KIND,
                                                          const int NT) {
-    const int I4 = KIND == RP_I4 || KIND == RP_I4M || KIND == RP_I4K;
-    const int HAS_MIN = KIND == RP_I4M || KIND == RP_I8M || KIND == RP_I4K;
-    const int Z = KIND == RP_I4 ? 8 : KIND == RP_I8 ? 128 : 0;
-    const size_t cb = I4 ? 128 : 256, gb = m->group_bytes, tb = m->tile_bytes;
+    const int I6 = KIND == RP_I6, I5 = KIND == RP_I5K;
+    const int I4 = KIND == RP_I4 || KIND == RP_I4M || KIND == RP_I4K || I6 || I5;
+    const int KC = KIND == RP_I4K || I5; /* scale/min codes with superblock factors */
+    const int HAS_MIN = KIND == RP_I4M || KIND == RP_I8M || KC;
+    const int Z = KIND == RP_I4 ? 8 : KIND == RP_I8 ? 128 : 0; /* (I6: 32 per half, below) */
+    const size_t cb = I5 ? 160 : I4 ? 128 : 256, gb = m->group_bytes, tb = m->tile_bytes;
     const int64_t cols = m->cols, ng = m->n_groups;
     const __m512i m4 = _mm512_set1_epi8(15);
     __m512 acc[8];
@@ -72,12 +74,45 @@ static inline __attribute__((always_inline)) void z_tile2(const rp_matrix *m, co
                 w[c] = _mm512_and_si512(v, m4);
                 w[4 + c] = _mm512_and_si512(_mm512_srli_epi16(v, 4), m4);
             }
+            if (I5) { /* bit c / 4+c of the plane bytes -> bit 4 of lo / hi chunk c */
+                const __m512i m10 = _mm512_set1_epi8(0x10);
+                const __m512i pl = z_ld2(gp + 128, gq + 128);
+                w[0] = _mm512_or_si512(w[0], _mm512_and_si512(_mm512_slli_epi16(pl, 4), m10));
+                w[1] = _mm512_or_si512(w[1], _mm512_and_si512(_mm512_slli_epi16(pl, 3), m10));
+                w[2] = _mm512_or_si512(w[2], _mm512_and_si512(_mm512_slli_epi16(pl, 2), m10));
+                w[3] = _mm512_or_si512(w[3], _mm512_and_si512(_mm512_slli_epi16(pl, 1), m10));
+                w[4] = _mm512_or_si512(w[4], _mm512_and_si512(pl, m10));
+                w[5] = _mm512_or_si512(w[5], _mm512_and_si512(_mm512_srli_epi16(pl, 1), m10));
+                w[6] = _mm512_or_si512(w[6], _mm512_and_si512(_mm512_srli_epi16(pl, 2), m10));
+                w[7] = _mm512_or_si512(w[7], _mm512_and_si512(_mm512_srli_epi16(pl, 3), m10));
+            }
+            if (I6) { /* bits 2c..2c+1 of the plane bytes -> bits 4..5 of chunk c */
+                const __m512i m30 = _mm512_set1_epi8(0x30);
+                const __m512i p0 = z_ld2(gp + 128, gq + 128), p1 = z_ld2(gp + 160, gq + 160);
+                w[0] = _mm512_or_si512(w[0], _mm512_and_si512(_mm512_slli_epi16(p0, 4), m30));
+                w[1] = _mm512_or_si512(w[1], _mm512_and_si512(_mm512_slli_epi16(p0, 2), m30));
+                w[2] = _mm512_or_si512(w[2], _mm512_and_si512(p0, m30));
+                w[3] = _mm512_or_si512(w[3], _mm512_and_si512(_mm512_srli_epi16(p0, 2), m30));
+                w[4] = _mm512_or_si512(w[4], _mm512_and_si512(_mm512_slli_epi16(p1, 4), m30));
+                w[5] = _mm512_or_si512(w[5], _mm512_and_si512(_mm512_slli_epi16(p1, 2), m30));
+                w[6] = _mm512_or_si512(w[6], _mm512_and_si512(p1, m30));
+                w[7] = _mm512_or_si512(w[7], _mm512_and_si512(_mm512_srli_epi16(p1, 2), m30));
+            }
         } else {
 #pragma GCC unroll 8
             for (int c = 0; c < 8; c++) w[c] = z_ld2(gp + 32 * c, gq + 32 * c);
         }
-        __m512 sf, bf = _mm512_setzero_ps();
-        if (KIND == RP_I4K) { /* s = d * sc, b = -(dmin * mc): exact */
+        __m512 sf, bf = _mm512_setzero_ps(), s1f = _mm512_setzero_ps();
+        if (I6) { /* s = d * sc per half: exact */
+            const uint8_t *h = tp + (size_t)ng * gb + (size_t)(g >> 3) * 16;
+            __m512 dv = z_h2(h, h + tb);
+            __m128i c0 = _mm_unpacklo_epi64(_mm_loadl_epi64((const __m128i *)(gp + 192)),
+                                            _mm_loadl_epi64((const __m128i *)(gq + 192)));
+            __m128i c1 = _mm_unpacklo_epi64(_mm_loadl_epi64((const __m128i *)(gp + 200)),
+                                            _mm_loadl_epi64((const __m128i *)(gq + 200)));
+            sf = _mm512_mul_ps(dv, _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(c0)));
+            s1f = _mm512_mul_ps(dv, _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(c1)));
+        } else if (KC) { /* s = d * sc, b = -(dmin * mc): exact */
             const uint8_t *h = tp + (size_t)ng * gb + (size_t)(g >> 3) * 32, *h2 = h + tb;
             __m512 dv = z_h2(h, h2), mv = z_h2(h + 16, h2 + 16);
             __m128i sc = _mm_unpacklo_epi64(_mm_loadl_epi64((const __m128i *)(gp + cb)),
@@ -114,6 +149,15 @@ static inline __attribute__((always_inline)) void z_tile2(const rp_matrix *m, co
                     i1 = _mm512_dpbusd_epi32(i1, w[4 + c], z_bc(aq + 16 + 4 * c));
                 }
             }
+            if (I6) {
+                const int32_t *s16 = a->s16 + ((size_t)(tok + t) * ng + g) * 2;
+                const __m512 dav = _mm512_set1_ps(da);
+                is = _mm512_sub_epi32(is, _mm512_set1_epi32(32 * s16[0]));
+                i1 = _mm512_sub_epi32(i1, _mm512_set1_epi32(32 * s16[1]));
+                acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(is), _mm512_mul_ps(sf, dav), acc[t]);
+                acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(i1), _mm512_mul_ps(s1f, dav), acc[t]);
+                continue;
+            }
             is = _mm512_add_epi32(is, i1);
             if (!HAS_MIN) {
                 if (Z) is = _mm512_sub_epi32(is, _mm512_set1_epi32(Z * S));
@@ -140,9 +184,8 @@ static inline __attribute__((always_inline)) void z_tile2(const rp_matrix *m, co
 void kern_tiles_avx512(const rp_matrix *m, const kern_act *a, int tok0, int ntok, float *y,
                        int64_t ldy, int64_t t0, int64_t t1) {
     int64_t tile = t0;
-    /* one token: memory-bound, the 256-bit kernel streams as fast and splits finer
-     * (RP_I6 and RP_I5K have no 512-bit version yet) */
-    if (ntok >= 2 && m->kind != RP_I6 && m->kind != RP_I5K)
+    /* one token: memory-bound, the 256-bit kernel streams as fast and splits finer */
+    if (ntok >= 2)
         for (; tile + 1 < t1; tile += 2) {
             const uint8_t *tp = m->data + (size_t)tile * m->tile_bytes;
             int64_t left = m->rows - tile * RP_ROWS;
@@ -156,6 +199,8 @@ void kern_tiles_avx512(const rp_matrix *m, const kern_act *a, int tok0, int ntok
                     Z_CASES(RP_I8)
                     Z_CASES(RP_I8M)
                     Z_CASES(RP_I4K)
+                    Z_CASES(RP_I6)
+                    Z_CASES(RP_I5K)
                 default: break;
                 }
             }
