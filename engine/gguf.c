@@ -872,6 +872,9 @@ static int put_kv(gguf_writer *w, const char *key, uint32_t type, uint8_t *val, 
     int badkey = klen == 0 || klen > GGUF_MAX_KEY;
     for (size_t i = 0; i < klen && !badkey; i++)
         if ((unsigned char)key[i] < 0x20 || (unsigned char)key[i] > 0x7e) badkey = 1;
+    /* gguf_open takes general.alignment only as an integer: refuse to write anything else */
+    if (!badkey && !strcmp(key, "general.alignment") && !is_int_type((enum gguf_vtype)type))
+        badkey = 1;
     if (badkey) {
         free(val);
         w->bad = 1;

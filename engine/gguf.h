@@ -85,8 +85,9 @@ const gguf_tensor *gguf_find_tensor(const gguf *g, const char *name); /* NULL: a
 
 /* Writer: collect metadata and tensors, then write a v3 file. Setting a key twice replaces it.
  * Tensor data is borrowed until gguf_writer_write returns. set/add calls return 0 or -1 (bad
- * key, value out of range for the type, unknown tensor type, nbytes not matching the shape,
- * duplicate tensor name); after any failure gguf_writer_write refuses to write. The layout is
+ * key, value out of range for the type, a general.alignment that is not an integer power of
+ * two, unknown tensor type, nbytes not matching the shape, duplicate tensor name); after any
+ * failure gguf_writer_write refuses to write. gguf_writer_free(NULL) is a no-op. The layout is
  * llama.cpp's (tensors in the order added, each padded to the alignment), so copying a file's
  * keys and tensors reproduces it byte for byte. The file appears atomically (temp + rename). */
 typedef struct gguf_writer gguf_writer;

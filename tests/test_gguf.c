@@ -674,7 +674,7 @@ static void test_writer_errors(void) {
     /* each bad call is refused, and the writer then refuses to write */
     struct {
         int which;
-    } k[] = {{0}, {1}, {2}, {3}, {4}, {5}, {6}, {7}};
+    } k[] = {{0}, {1}, {2}, {3}, {4}, {5}, {6}, {7}, {8}, {9}, {10}, {11}};
     for (size_t c = 0; c < sizeof k / sizeof k[0]; c++) {
         gguf_writer *w = gguf_writer_new();
         int rc = 0;
@@ -703,6 +703,19 @@ static void test_writer_errors(void) {
             break;
         case 7:
             rc = gguf_writer_set_arr(w, "a", GGUF_STR, data, 1);
+            break;
+        /* general.alignment that is not an integer: gguf_open would refuse the file */
+        case 8:
+            rc = gguf_writer_set_float(w, "general.alignment", GGUF_F32, 64);
+            break;
+        case 9:
+            rc = gguf_writer_set_str(w, "general.alignment", "64");
+            break;
+        case 10:
+            rc = gguf_writer_set_bool(w, "general.alignment", true);
+            break;
+        case 11:
+            rc = gguf_writer_set_int(w, "general.alignment", GGUF_BOOL, 1);
             break;
         }
         CHECK(rc < 0);
