@@ -866,16 +866,20 @@ void gguf_writer_set_alignment(gguf_writer *w, size_t alignment) {
     w->alignment = alignment;
 }
 
+/* A key or tensor name gguf_open accepts (see check_name): 1..GGUF_MAX_KEY printable ASCII. */
+static bool name_ok(const char *s) {
+    size_t n = s ? strlen(s) : 0;
+    if (n == 0 || n > GGUF_MAX_KEY) return false;
+    for (size_t i = 0; i < n; i++)
+        if ((unsigned char)s[i] < 0x20 || (unsigned char)s[i] > 0x7e) return false;
+    return true;
+}
+
 /* Takes ownership of val (malloc'd). Replaces an existing key. */
 static int put_kv(gguf_writer *w, const char *key, uint32_t type, uint8_t *val, size_t n) {
-    size_t klen = key ? strlen(key) : 0;
-    int badkey = klen == 0 || klen > GGUF_MAX_KEY;
-    for (size_t i = 0; i < klen && !badkey; i++)
-        if ((unsigned char)key[i] < 0x20 || (unsigned char)key[i] > 0x7e) badkey = 1;
     /* gguf_open takes general.alignment only as an integer: refuse to write anything else */
-    if (!badkey && !strcmp(key, "general.alignment") && !is_int_type((enum gguf_vtype)type))
-        badkey = 1;
-    if (badkey) {
+    if (!name_ok(key) ||
+        (!strcmp(key, "general.alignment") && !is_int_type((enum gguf_vtype)type))) {
         free(val);
         w->bad = 1;
         return -1;
@@ -1070,8 +1074,7 @@ int gguf_writer_copy_kv(gguf_writer *w, const gguf *g, int64_t i) {
 static int add_tensor(gguf_writer *w, const char *name, uint32_t type, uint32_t n_dims,
                       const int64_t *ne, const void *data, size_t nbytes, gguf_fill_fn fill,
                       void *ctx) {
-    size_t nlen = name ? strlen(name) : 0;
-    if (nlen == 0 || nlen > GGUF_MAX_KEY || n_dims == 0 || n_dims > GGUF_MAX_DIMS) goto bad;
+    if (!name_ok(name) || n_dims == 0 || n_dims > GGUF_MAX_DIMS) goto bad;
     for (size_t i = 0; i < w->n_t; i++)
         if (!strcmp(w->t[i].name, name)) goto bad;
     const qtype_traits *tr = quant_traits(type);

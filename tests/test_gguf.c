@@ -674,7 +674,7 @@ static void test_writer_errors(void) {
     /* each bad call is refused, and the writer then refuses to write */
     struct {
         int which;
-    } k[] = {{0}, {1}, {2}, {3}, {4}, {5}, {6}, {7}, {8}, {9}, {10}, {11}};
+    } k[] = {{0}, {1}, {2}, {3}, {4}, {5}, {6}, {7}, {8}, {9}, {10}, {11}, {12}};
     for (size_t c = 0; c < sizeof k / sizeof k[0]; c++) {
         gguf_writer *w = gguf_writer_new();
         int rc = 0;
@@ -716,6 +716,9 @@ static void test_writer_errors(void) {
             break;
         case 11:
             rc = gguf_writer_set_int(w, "general.alignment", GGUF_BOOL, 1);
+            break;
+        case 12: /* tensor names follow the key rules: printable ASCII */
+            rc = gguf_writer_add_tensor(w, "bad\tname", QT_F32, 1, ne, data, 33 * 4);
             break;
         }
         CHECK(rc < 0);
