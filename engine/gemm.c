@@ -1,0 +1,325 @@
+/* gemm.c: prefill GEMM over repacked weights: AMX-int8 tiles + AVX-512 scaling, kern_matmul fallback. */
+#include "engine/gemm.h"
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include "quant/quant.h"
+
+static const char *const path_names[GEMM_NPATHS] = {"kern", "amx-int8"};
+static bool avail[GEMM_NPATHS];
+static int best_path = GEMM_KERN;
+static pthread_once_t best_once = PTHREAD_ONCE_INIT;
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#define GEMM_X86 1
+#include <cpuid.h>
+#include <immintrin.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+/* CPUID says AMX-TILE and AMX-INT8, the OS enabled the tile state in XCR0, and it grants this
+ * process the right to use it (Linux >= 5.16: ARCH_REQ_XCOMP_PERM for XTILEDATA). */
+static bool amx_detect(void) {
+    unsigned a, b, c, d;
+    if (!__get_cpuid(1, &a, &b, &c, &d) || !(c & (1u << 27))) return false; /* OSXSAVE */
+    if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return false;
+    if (!(d & (1u << 24)) || !(d & (1u << 25))) return false;
+    unsigned lo, hi;
+    __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+    if ((lo & (3u << 17)) != (3u << 17)) return false;
+    return syscall(SYS_arch_prctl, 0x1023 /* ARCH_REQ_XCOMP_PERM */, 18 /* XTILEDATA */) == 0;
+}
+#endif
+
+static void pick_best(void) {
+    avail[GEMM_KERN] = true;
+#ifdef GEMM_X86
+    avail[GEMM_AMX] = kern_best() == KERN_AVX512 && amx_detect();
+#endif
+    best_path = avail[GEMM_AMX] ? GEMM_AMX : GEMM_KERN;
+    const char *env = getenv("LFM2_GEMM");
+    if (env && !strcmp(env, "kern")) best_path = GEMM_KERN;
+}
+
+int gemm_best(void) {
+    pthread_once(&best_once, pick_best);
+    return best_path;
+}
+
+bool gemm_path_available(int path) {
+    gemm_best();
+    return path >= 0 && path < GEMM_NPATHS && avail[path];
+}
+
+const char *gemm_path_name(int path) {
+    return path >= 0 && path < GEMM_NPATHS ? path_names[path] : "unknown";
+}
+
+bool gemm_kind_supported(int path, int kind) {
+    if (path == GEMM_KERN) return true;
+    if (path == GEMM_AMX) return kind >= RP_I4 && kind <= RP_I5K && kind != RP_I6;
+    return false;
+}
+
+#ifdef GEMM_X86
+
+#define GC 64  /* groups expanded at once (32 KiB of int8 codes on the stack) */
+#define TOK 16 /* tokens per AMX tile (its rows) */
+
+/* 16 weight rows (two repacked tiles) expanded for groups [g0, g0 + GC): codes[g][c] is the
+ * AMX B tile of group g: row c holds, for each of the 16 weight rows, 4 consecutive codes
+ * (k = 4c..4c+3 for c < 4, 16 + 4(c-4).. for c >= 4), as kern's chunks; s, b: f32 per row. */
+typedef struct panel {
+    _Alignas(64) int8_t codes[GC][8][64];
+    _Alignas(64) float s[GC][16];
+    _Alignas(64) float b[GC][16];
+} panel;
+
+typedef struct amx_cfg {
+    uint8_t palette, start_row, reserved[14];
+    uint16_t colsb[16];
+    uint8_t rows[16];
+} amx_cfg;
+
+static float ld_h(const uint8_t *p) { return quant_f16_to_f32((uint16_t)(p[0] | p[1] << 8)); }
+
+/* Tiles 0-3: C (nt tokens x 16 rows int32), 4-5: A (nt tokens x 32 codes), 6-7: B (8 x 64). */
+static void cfg_make(amx_cfg *c, int nt) {
+    memset(c, 0, sizeof *c);
+    c->palette = 1;
+    for (int i = 0; i < 4; i++) c->colsb[i] = 64, c->rows[i] = (uint8_t)nt;
+    for (int i = 4; i < 6; i++) c->colsb[i] = 32, c->rows[i] = (uint8_t)nt;
+    for (int i = 6; i < 8; i++) c->colsb[i] = 64, c->rows[i] = 8;
+}
+
+#pragma GCC push_options
+#pragma GCC target("avx2,fma,f16c,avx512f,avx512vl,avx512bw,amx-tile,amx-int8")
+
+static inline __m512i ld2(const uint8_t *p, const uint8_t *q) {
+    __m256i lo = _mm256_loadu_si256((const __m256i *)p);
+    __m256i hi = q ? _mm256_loadu_si256((const __m256i *)q) : _mm256_setzero_si256();
+    return _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
+}
+
+/* Expands groups [g0, g1) of tiles tp (and tq, NULL past the last tile) into pn. SIGNED: codes
+ * minus the zero point as s8 (kinds without min), else the unsigned codes. */
+static void expand(const rp_matrix *m, const uint8_t *tp, const uint8_t *tq, int64_t g0,
+                   int64_t g1, panel *pn, int sgn) {
+    const int kind = m->kind, I5 = kind == RP_I5K;
+    const int I4 = kind == RP_I4 || kind == RP_I4M || kind == RP_I4K || I5;
+    const int KC = kind == RP_I4K || I5;
+    const size_t gb = m->group_bytes, cb = I5 ? 160 : I4 ? 128 : 256;
+    const int64_t ng = m->n_groups;
+    const __m512i m4 = _mm512_set1_epi8(15), m10 = _mm512_set1_epi8(0x10);
+    const __m512i z8 = _mm512_set1_epi8(8), x80 = _mm512_set1_epi8((char)0x80);
+    for (int64_t g = g0; g < g1; g++) {
+        const uint8_t *gp = tp + (size_t)g * gb, *gq = tq ? tq + (size_t)g * gb : NULL;
+        __m512i w[8];
+        if (I4) {
+            for (int c = 0; c < 4; c++) {
+                __m512i v = ld2(gp + 32 * c, gq ? gq + 32 * c : NULL);
+                w[c] = _mm512_and_si512(v, m4);
+                w[4 + c] = _mm512_and_si512(_mm512_srli_epi16(v, 4), m4);
+            }
+            if (I5) { /* bit c / 4+c of the plane bytes -> bit 4 of lo / hi chunk c */
+                const __m512i pl = ld2(gp + 128, gq ? gq + 128 : NULL);
+                for (int c = 0; c < 4; c++) {
+                    __m512i l = c == 0 ? _mm512_slli_epi16(pl, 4)
+                                : c == 1 ? _mm512_slli_epi16(pl, 3)
+                                : c == 2 ? _mm512_slli_epi16(pl, 2)
+                                         : _mm512_slli_epi16(pl, 1);
+                    __m512i h = c == 0 ? pl
+                                : c == 1 ? _mm512_srli_epi16(pl, 1)
+                                : c == 2 ? _mm512_srli_epi16(pl, 2)
+                                         : _mm512_srli_epi16(pl, 3);
+                    w[c] = _mm512_or_si512(w[c], _mm512_and_si512(l, m10));
+                    w[4 + c] = _mm512_or_si512(w[4 + c], _mm512_and_si512(h, m10));
+                }
+            }
+            if (sgn)
+                for (int c = 0; c < 8; c++) w[c] = _mm512_sub_epi8(w[c], z8);
+        } else {
+            for (int c = 0; c < 8; c++) {
+                w[c] = ld2(gp + 32 * c, gq ? gq + 32 * c : NULL);
+                if (sgn) w[c] = _mm512_xor_si512(w[c], x80); /* u - 128 as s8 */
+            }
+        }
+        for (int c = 0; c < 8; c++) _mm512_store_si512((__m512i *)pn->codes[g - g0][c], w[c]);
+        /* scales exactly as kern_tiles_scalar computes them */
+        for (int h = 0; h < 2; h++) {
+            const uint8_t *t = h ? tq : tp, *p = h ? gq : gp;
+            for (int r = 0; r < 8; r++) {
+                float s = 0, b = 0;
+                if (t && KC) {
+                    const uint8_t *sb = t + (size_t)ng * gb + (size_t)(g / 8) * 32;
+                    s = ld_h(sb + 2 * r) * (float)p[cb + r];
+                    b = -(ld_h(sb + 16 + 2 * r) * (float)p[cb + 8 + r]);
+                } else if (t) {
+                    s = ld_h(p + cb + 2 * r);
+                    b = m->has_min ? ld_h(p + cb + 16 + 2 * r) : 0.0f;
+                }
+                pn->s[g - g0][8 * h + r] = s;
+                pn->b[g - g0][8 * h + r] = b;
+            }
+        }
+    }
+}
+
+/* One block of nt tokens (the tile configuration's rows) from tok through the panel's groups
+ * [g0, g1): per group, exact int32 dots on AMX, then per token acc = fma(dot, s * d, acc) (or
+ * the min form) in group order, as kern_tiles_scalar. first: start from 0, else from y. */
+static inline __attribute__((always_inline)) void block(const panel *pn, int64_t g0, int64_t g1,
+                                                       const kern_act *a, int tok, int nt,
+                                                       float *y, int64_t ldy, __mmask16 k,
+                                                       int first, const int SGN, const int MIN) {
+    const int64_t cols = a->cols, ng = cols / 32;
+    _Alignas(64) int32_t cb[4][TOK][16];
+    if (nt < TOK) memset(cb, 0, sizeof cb); /* rows past nt are never written by the tiles */
+    __m512 acc[TOK];
+    for (int t = 0; t < TOK; t++)
+        acc[t] = first || t >= nt ? _mm512_setzero_ps() : _mm512_maskz_loadu_ps(k, y + t * ldy);
+    const int8_t *aq = a->q + (size_t)tok * cols;
+    const float *dp = a->d + (size_t)tok * ng;
+    const int32_t *sp = a->s + (size_t)tok * ng;
+    for (int64_t g = g0; g < g1; g += 4) {
+        const int n4 = g1 - g < 4 ? (int)(g1 - g) : 4;
+        const int8_t *cg = pn->codes[g - g0][0];
+#define DP(c, x, w)                                                                              \
+    do {                                                                                         \
+        if (SGN) _tile_dpbssd(c, x, w);                                                          \
+        else _tile_dpbsud(c, x, w);                                                              \
+    } while (0)
+        _tile_loadd(4, aq + g * 32, cols);
+        _tile_loadd(6, cg, 64);
+        _tile_zero(0);
+        DP(0, 4, 6);
+        if (n4 > 1) {
+            _tile_loadd(5, aq + (g + 1) * 32, cols);
+            _tile_loadd(7, cg + 512, 64);
+            _tile_zero(1);
+            DP(1, 5, 7);
+        }
+        if (n4 > 2) {
+            _tile_loadd(4, aq + (g + 2) * 32, cols);
+            _tile_loadd(6, cg + 1024, 64);
+            _tile_zero(2);
+            DP(2, 4, 6);
+        }
+        if (n4 > 3) {
+            _tile_loadd(5, aq + (g + 3) * 32, cols);
+            _tile_loadd(7, cg + 1536, 64);
+            _tile_zero(3);
+            DP(3, 5, 7);
+        }
+#undef DP
+        _tile_stored(0, cb[0], 64);
+        if (n4 > 1) _tile_stored(1, cb[1], 64);
+        if (n4 > 2) _tile_stored(2, cb[2], 64);
+        if (n4 > 3) _tile_stored(3, cb[3], 64);
+        for (int j = 0; j < n4; j++) {
+            const int64_t gg = g + j;
+            const __m512 sf = _mm512_load_ps(pn->s[gg - g0]);
+            const __m512 bf = _mm512_load_ps(pn->b[gg - g0]);
+#pragma GCC unroll 16
+            for (int t = 0; t < TOK; t++) {
+                const int tt = t < nt ? t : nt - 1; /* rows past nt: computed, never stored */
+                const __m512 da = _mm512_set1_ps(dp[(size_t)tt * ng + gg]);
+                const __m512 iv = _mm512_cvtepi32_ps(_mm512_load_si512(cb[j][t]));
+                if (!MIN) {
+                    acc[t] = _mm512_fmadd_ps(iv, _mm512_mul_ps(sf, da), acc[t]);
+                } else {
+                    __m512 u = _mm512_mul_ps(iv, sf);
+                    u = _mm512_fmadd_ps(bf, _mm512_set1_ps((float)sp[(size_t)tt * ng + gg]), u);
+                    acc[t] = _mm512_fmadd_ps(u, da, acc[t]);
+                }
+            }
+        }
+    }
+    for (int t = 0; t < nt; t++) _mm512_mask_storeu_ps(y + t * ldy, k, acc[t]);
+}
+
+static void block_any(const panel *pn, int64_t g0, int64_t g1, const kern_act *a, int tok, int nt,
+                      float *y, int64_t ldy, __mmask16 k, int first, int sgn, int min) {
+    if (nt == TOK) {
+        if (sgn) block(pn, g0, g1, a, tok, TOK, y, ldy, k, first, 1, 0);
+        else if (min) block(pn, g0, g1, a, tok, TOK, y, ldy, k, first, 0, 1);
+        else block(pn, g0, g1, a, tok, TOK, y, ldy, k, first, 0, 0);
+    } else {
+        if (sgn) block(pn, g0, g1, a, tok, nt, y, ldy, k, first, 1, 0);
+        else if (min) block(pn, g0, g1, a, tok, nt, y, ldy, k, first, 0, 1);
+        else block(pn, g0, g1, a, tok, nt, y, ldy, k, first, 0, 0);
+    }
+}
+
+typedef struct amx_job {
+    const rp_matrix *m;
+    const kern_act *a;
+    float *y;
+    int64_t ldy, n_rb; /* row blocks of 16 rows (two tiles) */
+} amx_job;
+
+static void amx_task(void *ctx, int task, int n_tasks, int thread) {
+    (void)thread;
+    const amx_job *j = ctx;
+    const rp_matrix *m = j->m;
+    const kern_act *a = j->a;
+    int64_t lo, hi;
+    pool_split(j->n_rb, n_tasks, task, &lo, &hi);
+    if (lo >= hi) return;
+    const int sgn = !m->has_min; /* I4, I8: codes minus z as s8 (I6 never gets here) */
+    const int n = a->n, nfull = n / TOK * TOK, tail = n - nfull;
+    const int64_t ng = m->n_groups;
+    panel pn_store, *pn = &pn_store; /* 40 KiB of stack: no allocation per call */
+    amx_cfg full, part;
+    cfg_make(&full, TOK);
+    cfg_make(&part, tail ? tail : TOK);
+    _tile_loadconfig(&full);
+    for (int64_t rb = lo; rb < hi; rb++) {
+        const uint8_t *tp = m->data + (size_t)(2 * rb) * m->tile_bytes;
+        const uint8_t *tq = 2 * rb + 1 < m->n_tiles ? tp + m->tile_bytes : NULL;
+        int64_t left = m->rows - rb * 16;
+        int nr = left < 16 ? (int)left : 16;
+        __mmask16 k = (__mmask16)(nr >= 16 ? 0xffff : (1u << nr) - 1);
+        float *yr = j->y + rb * 16;
+        for (int64_t g0 = 0; g0 < ng; g0 += GC) {
+            int64_t g1 = ng - g0 < GC ? ng : g0 + GC;
+            expand(m, tp, tq, g0, g1, pn, sgn);
+            for (int tok = 0; tok < nfull; tok += TOK)
+                block_any(pn, g0, g1, a, tok, TOK, yr + (size_t)tok * j->ldy, j->ldy, k, g0 == 0,
+                          sgn, m->has_min);
+            if (tail) {
+                _tile_loadconfig(&part);
+                block_any(pn, g0, g1, a, nfull, tail, yr + (size_t)nfull * j->ldy, j->ldy, k,
+                          g0 == 0, sgn, m->has_min);
+                _tile_loadconfig(&full);
+            }
+        }
+    }
+    _tile_release();
+}
+#pragma GCC pop_options
+
+static void amx_matmul(pool *p, const rp_matrix *m, const kern_act *a, float *y, int64_t ldy) {
+    amx_job j = {m, a, y, ldy, (m->n_tiles + 1) / 2};
+    int nt = pool_n_threads(p);
+    int64_t want = nt == 1 ? 1 : (int64_t)nt * 4;
+    pool_run(p, amx_task, &j, (int)(want < j.n_rb ? want : j.n_rb));
+}
+#endif
+
+void gemm_matmul_with(int path, pool *p, const rp_matrix *m, const kern_act *a, float *y,
+                      int64_t ldy) {
+#ifdef GEMM_X86
+    if (path == GEMM_AMX && gemm_path_available(GEMM_AMX) && gemm_kind_supported(path, m->kind) &&
+        a->n > 0) {
+        amx_matmul(p, m, a, y, ldy);
+        return;
+    }
+#endif
+    (void)path;
+    kern_matmul(p, m, a, y, ldy);
+}
+
+void gemm_matmul(pool *p, const rp_matrix *m, const kern_act *a, float *y, int64_t ldy) {
+    gemm_matmul_with(gemm_best(), p, m, a, y, ldy);
+}

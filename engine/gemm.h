@@ -1,0 +1,38 @@
+/* gemm.h: prefill GEMM: many tokens x repacked weights (AMX-int8 fast path), same bits as kern. */
+#ifndef LFM2_GEMM_H
+#define LFM2_GEMM_H
+#include <stdbool.h>
+#include <stdint.h>
+#include "engine/kern.h"
+#include "engine/pool.h"
+#include "quant/repack.h"
+
+/* Paths. GEMM_KERN is kern_matmul (its own AVX-512/AVX2/scalar dispatch): the portable path and
+ * the fallback for the kinds and CPUs the fast path does not cover. GEMM_AMX expands 16 weight
+ * rows to int8 once and runs AMX TDPBSSD/TDPBSUD tiles of 16 tokens x 16 rows per 32-group,
+ * then scales each group's exact int32 dots into f32 accumulators with AVX-512 in the same
+ * per-(row, token) order as kern_tiles_scalar: results are bit-identical to kern_gemv_tiles.
+ * The best path is chosen once: AMX when the CPU has AMX-TILE/INT8, the OS grants the tile
+ * state (arch_prctl) and kern_best() is KERN_AVX512; env LFM2_GEMM=kern forces GEMM_KERN. */
+enum gemm_path {
+    GEMM_KERN = 0,
+    GEMM_AMX = 1,
+    GEMM_NPATHS
+};
+int gemm_best(void);
+bool gemm_path_available(int path);
+const char *gemm_path_name(int path); /* "kern", "amx-int8" */
+/* Whether a path runs this kind itself (else it falls back to kern_matmul). */
+bool gemm_kind_supported(int path, int kind);
+
+/* Fewest tokens for which gemm_matmul beats kern_matmul on the AMX path (measured on 350m
+ * shapes); callers route a->n >= this through gemm_matmul. */
+#define GEMM_MIN_TOKENS 16
+
+/* Exactly kern_matmul's contract: y[t*ldy + r] = dot(row r of m, token t of a) for every token
+ * t < a->n and row r < m->rows, rows split across the pool (p may be NULL). a->cols == m->cols. */
+void gemm_matmul(pool *p, const rp_matrix *m, const kern_act *a, float *y, int64_t ldy);
+void gemm_matmul_with(int path, pool *p, const rp_matrix *m, const kern_act *a, float *y,
+                      int64_t ldy);
+
+#endif

@@ -1,0 +1,116 @@
+/* test_gemm.c: gemm_matmul equals the scalar tile kernel bit for bit, for every kind and awkward shapes. */
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include "engine/gemm.h"
+#include "engine/kern.h"
+#include "engine/pool.h"
+#include "quant/quant.h"
+#include "quant/repack.h"
+#include "tests/check.h"
+
+static uint64_t rng = 0x9e3779b97f4a7c15ull;
+static float frand(void) { /* uniform in [-1, 1) */
+    rng ^= rng << 13, rng ^= rng >> 7, rng ^= rng << 17;
+    return (float)((rng >> 40) * (1.0 / 8388608.0)) - 1.0f;
+}
+
+static rp_matrix *make(uint32_t type, int64_t rows, int64_t cols) {
+    size_t rs = quant_row_size(type, cols);
+    uint8_t *q = malloc(rs * rows);
+    float *tmp = malloc((size_t)cols * sizeof *tmp);
+    for (int64_t r = 0; r < rows; r++) {
+        float amp = 0.02f * (1 + r % 5), off = r % 3 == 0 ? 0.01f : 0;
+        for (int64_t j = 0; j < cols; j++) tmp[j] = frand() * amp + off;
+        if (r % 7 == 3) tmp[r % cols] = 0.5f; /* an outlier: big scale for its group */
+        quant_traits(type)->from_float(tmp, q + r * rs, cols);
+    }
+    rp_matrix *m = NULL;
+    char err[256];
+    int rc = rp_new(&m, type, q, rows, cols, RP_ALLOW_LOSSY, err, sizeof err);
+    if (rc) fprintf(stderr, "rp_new: %s\n", err);
+    free(q);
+    free(tmp);
+    return m;
+}
+
+static int same_bits(const float *x, const float *y, size_t n, size_t *where) {
+    for (size_t i = 0; i < n; i++)
+        if (memcmp(x + i, y + i, sizeof *x)) {
+            *where = i;
+            return 0;
+        }
+    return 1;
+}
+
+/* One case: n tokens of random activations (some blocks all zero, some with one spike) through
+ * gemm_matmul_with(path) with and without a pool, against kern_tiles_scalar. */
+static void run(pool *pl, uint32_t type, int64_t rows, int64_t cols, int n) {
+    rp_matrix *m = make(type, rows, cols);
+    CHECK(m != NULL);
+    if (!m) return;
+    kern_act a;
+    CHECK_EQ_INT(kern_act_init(&a, cols, n), 0);
+    float *x = malloc((size_t)n * cols * sizeof *x);
+    for (int64_t i = 0; i < (int64_t)n * cols; i++) x[i] = frand() * (1 + (i / 32) % 4);
+    for (int t = 0; t < n; t += 5) memset(x + (size_t)t * cols, 0, 32 * sizeof *x);
+    for (int t = 1; t < n; t += 3) x[(size_t)t * cols + (t * 37) % cols] = 40.0f;
+    kern_quantize(&a, x, cols, cols, n);
+    const int64_t ldy = rows + 3; /* outputs must not spill into the gaps */
+    const size_t ny = (size_t)n * ldy;
+    float *ref = malloc(ny * sizeof *ref), *got = malloc(ny * sizeof *got);
+    for (size_t i = 0; i < ny; i++) ref[i] = -1234.5f;
+    kern_gemv_tiles_with(KERN_SCALAR, m, &a, ref, ldy, 0, m->n_tiles);
+    for (int path = 0; path < GEMM_NPATHS; path++)
+        for (int pi = 0; pi < 2; pi++) {
+            for (size_t i = 0; i < ny; i++) got[i] = -1234.5f;
+            gemm_matmul_with(path, pi ? pl : NULL, m, &a, got, ldy);
+            size_t w = 0;
+            if (!same_bits(ref, got, ny, &w)) {
+                fprintf(stderr,
+                        "type %u kind %d rows %lld cols %lld n %d path %s pool %d: token %zu row "
+                        "%zu: %.9g vs %.9g\n",
+                        type, m->kind, (long long)rows, (long long)cols, n, gemm_path_name(path),
+                        pi, w / ldy, w % ldy, ref[w], got[w]);
+                CHECK(0);
+            }
+        }
+    /* the default entry point too */
+    for (size_t i = 0; i < ny; i++) got[i] = -1234.5f;
+    gemm_matmul(pl, m, &a, got, ldy);
+    size_t w = 0;
+    CHECK(same_bits(ref, got, ny, &w));
+    free(x);
+    free(ref);
+    free(got);
+    kern_act_release(&a);
+    rp_free(m);
+}
+
+int main(void) {
+    char err[256];
+    pool *pl = pool_new(2, err, sizeof err);
+    CHECK(pl != NULL);
+    printf("test_gemm: kernel %s, gemm %s (amx %s)\n", kern_name(), gemm_path_name(gemm_best()),
+           gemm_path_available(GEMM_AMX) ? "available" : "not available");
+    CHECK(gemm_kind_supported(GEMM_KERN, RP_I6));
+    CHECK(!gemm_kind_supported(GEMM_AMX, RP_I6));
+    CHECK(gemm_kind_supported(GEMM_AMX, RP_I4));
+    static const struct {
+        uint32_t type;
+        int64_t rows, cols;
+        int n;
+    } cases[] = {
+        {QT_Q4_0, 37, 32, 5},     {QT_Q4_0, 8, 64, 16},     {QT_Q4_0, 64, 4640, 33},
+        {QT_Q4_0, 24, 1024, 600}, {QT_Q4_0, 17, 2080, 47},  {QT_Q4_0, 1, 96, 1},
+        {QT_Q4_0, 40, 2048, 31},  {QT_Q4_1, 45, 96, 19},    {QT_Q4_1, 16, 2112, 64},
+        {QT_Q8_0, 29, 4640, 21},  {QT_Q8_0, 8, 64, 16},     {QT_Q5_0, 19, 160, 31},
+        {QT_Q5_1, 30, 2080, 18},  {QT_Q4_K, 33, 4608, 35},  {QT_Q4_K, 9, 256, 600},
+        {QT_Q5_K, 21, 512, 50},   {QT_Q5_K, 16, 2304, 17},  {QT_Q6_K, 23, 256, 20},
+        {QT_F32, 11, 256, 17},   {QT_F16, 16, 128, 48},    {QT_BF16, 50, 192, 2},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+        run(pl, cases[i].type, cases[i].rows, cases[i].cols, cases[i].n);
+    pool_free(pl);
+    return check_done("test_gemm");
+}
