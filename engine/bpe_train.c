@@ -2,8 +2,8 @@
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include "engine/bpe_train.h"
 #include "engine/tok.h"
+#include "engine/util.h"
 #include <pcre2.h>
-#include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -32,14 +32,6 @@ const char *bpe_special(int i) {
     return i >= 0 && i < BPE_N_SPECIAL ? specials[i] : NULL;
 }
 
-static void seterr(char *err, size_t errlen, const char *fmt, ...) {
-    if (!err || !errlen) return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
-
 /* ---- GPT-2 byte <-> unicode ---- */
 
 /* Internal id of byte b: the rank of its code point among the 256 (0 for '!'). */
@@ -65,21 +57,6 @@ size_t bpe_bytes_to_unicode(const unsigned char *src, size_t n, char *dst) {
 }
 
 /* ---- small growable arrays and a byte-string hash ---- */
-
-static uint64_t hash_bytes(const unsigned char *p, size_t n) {
-    uint64_t h = 1469598103934665603ull;
-    for (size_t i = 0; i < n; i++)
-        h = (h ^ p[i]) * 1099511628211ull;
-    return h ^ (h >> 29);
-}
-
-static uint64_t mix64(uint64_t x) {
-    x ^= x >> 33;
-    x *= 0xff51afd7ed558ccdull;
-    x ^= x >> 33;
-    x *= 0xc4ceb9fe1a85ec53ull;
-    return x ^ (x >> 33);
-}
 
 static bool grow(void **p, size_t *cap, size_t need, size_t elem) {
     if (need <= *cap) return true;
@@ -110,7 +87,7 @@ static bool strtab_rehash(strtab *t, size_t nslots) {
     for (size_t i = 0; i < nslots; i++)
         s[i] = -1;
     for (size_t id = 0; id < t->n; id++) {
-        size_t h = hash_bytes(t->arena + t->off[id], t->len[id]) & (nslots - 1);
+        size_t h = util_hash_bytes(t->arena + t->off[id], t->len[id]) & (nslots - 1);
         while (s[h] >= 0)
             h = (h + 1) & (nslots - 1);
         s[h] = (int32_t)id;
@@ -123,7 +100,7 @@ static bool strtab_rehash(strtab *t, size_t nslots) {
 
 static int64_t strtab_find(const strtab *t, const unsigned char *p, size_t n) {
     if (!t->nslots) return -1;
-    size_t h = hash_bytes(p, n) & (t->nslots - 1);
+    size_t h = util_hash_bytes(p, n) & (t->nslots - 1);
     for (; t->slots[h] >= 0; h = (h + 1) & (t->nslots - 1)) {
         int32_t id = t->slots[h];
         if (t->len[id] == n && !memcmp(t->arena + t->off[id], p, n)) return id;
@@ -143,7 +120,7 @@ static int64_t strtab_add(strtab *t, const unsigned char *p, size_t n) {
     t->off[t->n] = t->arena_len;
     t->len[t->n] = (uint32_t)n;
     t->arena_len += n;
-    size_t h = hash_bytes(p, n) & (t->nslots - 1);
+    size_t h = util_hash_bytes(p, n) & (t->nslots - 1);
     while (t->slots[h] >= 0)
         h = (h + 1) & (t->nslots - 1);
     t->slots[h] = (int32_t)t->n;
@@ -209,7 +186,7 @@ static bool pairs_rehash(trainer *t, size_t nslots) {
     for (size_t i = 0; i < nslots; i++)
         s[i] = -1;
     for (size_t i = 0; i < t->np; i++) {
-        size_t h = mix64(pair_key(t->p[i].a, t->p[i].b)) & (nslots - 1);
+        size_t h = util_mix64(pair_key(t->p[i].a, t->p[i].b)) & (nslots - 1);
         while (s[h] >= 0)
             h = (h + 1) & (nslots - 1);
         s[h] = (int32_t)i;
@@ -223,7 +200,7 @@ static bool pairs_rehash(trainer *t, size_t nslots) {
 /* Index of pair (a, b), creating it when create; -1 if absent (or allocation failed). */
 static int64_t pair_get(trainer *t, int32_t a, int32_t b, bool create) {
     if (t->npslots) {
-        size_t h = mix64(pair_key(a, b)) & (t->npslots - 1);
+        size_t h = util_mix64(pair_key(a, b)) & (t->npslots - 1);
         for (; t->pslots[h] >= 0; h = (h + 1) & (t->npslots - 1)) {
             pair *q = &t->p[t->pslots[h]];
             if (q->a == a && q->b == b) return t->pslots[h];
@@ -238,7 +215,7 @@ static int64_t pair_get(trainer *t, int32_t a, int32_t b, bool create) {
     q->a = a;
     q->b = b;
     q->touch = -1;
-    size_t h = mix64(pair_key(a, b)) & (t->npslots - 1);
+    size_t h = util_mix64(pair_key(a, b)) & (t->npslots - 1);
     while (t->pslots[h] >= 0)
         h = (h + 1) & (t->npslots - 1);
     t->pslots[h] = (int32_t)t->np;
@@ -358,8 +335,8 @@ static int pretokenize(trainer *t, const char *text, size_t len, char *err, size
     pcre2_code *re = pcre2_compile((PCRE2_SPTR)BPE_LFM2_PATTERN, PCRE2_ZERO_TERMINATED,
                                    PCRE2_UTF | PCRE2_UCP, &ec, &eo, NULL);
     if (!re) {
-        seterr(err, errlen, "bpe_train: pre-tokenizer pattern does not compile (pcre2 error %d)",
-               ec);
+        util_seterr(err, errlen,
+                    "bpe_train: pre-tokenizer pattern does not compile (pcre2 error %d)", ec);
         return -1;
     }
     pcre2_match_data *md = pcre2_match_data_create_from_pattern(re, NULL);
@@ -389,8 +366,9 @@ static int pretokenize(trainer *t, const char *text, size_t len, char *err, size
                 s = ov[0];
                 e = ov[1];
             } else if (m != PCRE2_ERROR_NOMATCH) {
-                seterr(err, errlen, "bpe_train: pre-tokenizer match failed at byte %zu (pcre2 %d)",
-                       pos + at, m);
+                util_seterr(err, errlen,
+                            "bpe_train: pre-tokenizer match failed at byte %zu (pcre2 %d)",
+                            pos + at, m);
                 goto done;
             }
             /* text the pattern skips (none for this pattern) is kept as a piece */
@@ -422,7 +400,7 @@ static int pretokenize(trainer *t, const char *text, size_t len, char *err, size
     rc = 0;
     goto done;
 oom:
-    seterr(err, errlen, "bpe_train: out of memory");
+    util_seterr(err, errlen, "bpe_train: out of memory");
 done:
     strtab_free(&ps.tab);
     free(ps.cnt);
@@ -606,8 +584,8 @@ int bpe_train(bpe_vocab **out, const char *text, size_t len, int n_vocab, char *
               size_t errlen) {
     *out = NULL;
     if (n_vocab < BPE_N_BASE || n_vocab > BPE_MAX_VOCAB) {
-        seterr(err, errlen, "vocab size %d out of range [%d, %d] (16 specials + 256 bytes)",
-               n_vocab, BPE_N_BASE, BPE_MAX_VOCAB);
+        util_seterr(err, errlen, "vocab size %d out of range [%d, %d] (16 specials + 256 bytes)",
+                    n_vocab, BPE_N_BASE, BPE_MAX_VOCAB);
         return -1;
     }
     trainer t = {0};
@@ -634,7 +612,7 @@ int bpe_train(bpe_vocab **out, const char *text, size_t len, int n_vocab, char *
     size_t n_learned = t.n_mg;
     if (fill(&t, (size_t)n_vocab) < 0) goto oom;
     if (t.toks.n != (size_t)n_vocab) {
-        seterr(err, errlen, "bpe_train: reached %zu tokens, wanted %d", t.toks.n, n_vocab);
+        util_seterr(err, errlen, "bpe_train: reached %zu tokens, wanted %d", t.toks.n, n_vocab);
         goto fail;
     }
     v = calloc(1, sizeof *v);
@@ -678,7 +656,7 @@ int bpe_train(bpe_vocab **out, const char *text, size_t len, int n_vocab, char *
     *out = v;
     return 0;
 oom:
-    seterr(err, errlen, "bpe_train: out of memory");
+    util_seterr(err, errlen, "bpe_train: out of memory");
 fail:
     trainer_free(&t);
     bpe_vocab_free(v);

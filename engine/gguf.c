@@ -4,7 +4,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,6 +11,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "engine/util.h"
 #include "quant/quant.h"
 
 #define GGUF_MAX_KEY 65535   /* longest key or tensor name we accept, bytes */
@@ -65,21 +65,6 @@ static const char *vtype_name(uint32_t t) {
     return t < GGUF_VTYPE_COUNT ? names[t] : "?";
 }
 
-static void set_err(char *err, size_t errlen, const char *fmt, ...) {
-    if (!err || !errlen) return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
-
-static uint64_t hash_name(const char *s, size_t n) {
-    uint64_t h = 1469598103934665603ull;
-    for (size_t i = 0; i < n; i++)
-        h = (h ^ (unsigned char)s[i]) * 1099511628211ull;
-    return h;
-}
-
 static int index_init(name_index *ix, int64_t n) {
     size_t cap = 16;
     while (cap < (size_t)n * 2)
@@ -97,7 +82,7 @@ static int64_t index_find(const name_index *ix, const char *name,
                           const char *(*names)(const void *, int64_t), const void *ctx,
                           size_t *free_slot) {
     if (!ix->slot) return -1;
-    size_t mask = ix->cap - 1, s = hash_name(name, strlen(name)) & mask;
+    size_t mask = ix->cap - 1, s = util_fnv1a(name, strlen(name)) & mask;
     for (;;) {
         int64_t i = ix->slot[s];
         if (i < 0) {
@@ -131,9 +116,9 @@ static size_t remaining(const cursor *c) {
 
 static int need(cursor *c, size_t n, const char *what) {
     if (n > remaining(c)) {
-        set_err(c->err, c->errlen,
-                "file truncated: %s needs %zu bytes at offset %zu, file size %zu", what, n, c->pos,
-                c->size);
+        util_seterr(c->err, c->errlen,
+                    "file truncated: %s needs %zu bytes at offset %zu, file size %zu", what, n,
+                    c->pos, c->size);
         return -1;
     }
     return 0;
@@ -167,10 +152,10 @@ static int rd_u64(cursor *c, uint64_t *v, const char *what) {
 static int rd_str(cursor *c, const uint8_t **s, uint64_t *len, const char *what) {
     if (rd_u64(c, len, what)) return -1;
     if (*len > remaining(c)) {
-        set_err(c->err, c->errlen,
-                "%s: string length %" PRIu64
-                " at offset %zu exceeds the %zu bytes left in the file",
-                what, *len, c->pos - 8, remaining(c));
+        util_seterr(c->err, c->errlen,
+                    "%s: string length %" PRIu64
+                    " at offset %zu exceeds the %zu bytes left in the file",
+                    what, *len, c->pos - 8, remaining(c));
         return -1;
     }
     *s = c->p + c->pos;
@@ -181,19 +166,19 @@ static int rd_str(cursor *c, const uint8_t **s, uint64_t *len, const char *what)
 /* Names must be printable ASCII without NUL: they are compared and printed as C strings. */
 static int check_name(cursor *c, const uint8_t *s, uint64_t len, const char *what, size_t at) {
     if (len == 0) {
-        set_err(c->err, c->errlen, "%s at offset %zu is empty", what, at);
+        util_seterr(c->err, c->errlen, "%s at offset %zu is empty", what, at);
         return -1;
     }
     if (len > GGUF_MAX_KEY) {
-        set_err(c->err, c->errlen, "%s at offset %zu: length %" PRIu64 " exceeds limit %d", what,
-                at, len, GGUF_MAX_KEY);
+        util_seterr(c->err, c->errlen, "%s at offset %zu: length %" PRIu64 " exceeds limit %d",
+                    what, at, len, GGUF_MAX_KEY);
         return -1;
     }
     for (uint64_t i = 0; i < len; i++)
         if (s[i] < 0x20 || s[i] > 0x7e) {
-            set_err(c->err, c->errlen,
-                    "%s at offset %zu: byte %" PRIu64 " is 0x%02x, not printable ASCII", what, at,
-                    i, s[i]);
+            util_seterr(c->err, c->errlen,
+                        "%s at offset %zu: byte %" PRIu64 " is 0x%02x, not printable ASCII", what,
+                        at, i, s[i]);
             return -1;
         }
     return 0;
@@ -210,8 +195,8 @@ static char *dup_mem(const uint8_t *s, size_t n) {
 /* Skips one value of type t (validating counts); depth limits nested arrays. */
 static int skip_value(cursor *c, uint32_t t, int depth, const char *key) {
     if (t >= GGUF_VTYPE_COUNT) {
-        set_err(c->err, c->errlen, "key '%s': unknown value type %" PRIu32 " (max %d)", key, t,
-                GGUF_VTYPE_COUNT - 1);
+        util_seterr(c->err, c->errlen, "key '%s': unknown value type %" PRIu32 " (max %d)", key, t,
+                    GGUF_VTYPE_COUNT - 1);
         return -1;
     }
     if (t == GGUF_STR) {
@@ -221,24 +206,25 @@ static int skip_value(cursor *c, uint32_t t, int depth, const char *key) {
     }
     if (t != GGUF_ARR) return need(c, vtype_size[t], key) ? -1 : (c->pos += vtype_size[t], 0);
     if (depth >= GGUF_MAX_ARR_DEPTH) {
-        set_err(c->err, c->errlen, "key '%s': arrays nested deeper than %d", key,
-                GGUF_MAX_ARR_DEPTH);
+        util_seterr(c->err, c->errlen, "key '%s': arrays nested deeper than %d", key,
+                    GGUF_MAX_ARR_DEPTH);
         return -1;
     }
     uint32_t et;
     uint64_t n;
     if (rd_u32(c, &et, key) || rd_u64(c, &n, key)) return -1;
     if (et >= GGUF_VTYPE_COUNT) {
-        set_err(c->err, c->errlen, "key '%s': unknown array element type %" PRIu32 " (max %d)", key,
-                et, GGUF_VTYPE_COUNT - 1);
+        util_seterr(c->err, c->errlen, "key '%s': unknown array element type %" PRIu32 " (max %d)",
+                    key, et, GGUF_VTYPE_COUNT - 1);
         return -1;
     }
     size_t min = et == GGUF_STR ? 8 : et == GGUF_ARR ? 12 : vtype_size[et];
     if (n > remaining(c) / min) {
-        set_err(c->err, c->errlen,
-                "key '%s': array length %" PRIu64 " of %s needs at least %" PRIu64
-                " bytes, only %zu left in the file",
-                key, n, vtype_name(et), n > UINT64_MAX / min ? UINT64_MAX : n * min, remaining(c));
+        util_seterr(c->err, c->errlen,
+                    "key '%s': array length %" PRIu64 " of %s needs at least %" PRIu64
+                    " bytes, only %zu left in the file",
+                    key, n, vtype_name(et), n > UINT64_MAX / min ? UINT64_MAX : n * min,
+                    remaining(c));
         return -1;
     }
     if (et != GGUF_STR && et != GGUF_ARR) {
@@ -260,16 +246,16 @@ static int parse_kv(gguf *g, cursor *c, gguf_kv *kv, int64_t i) {
     if (!(kv->key = dup_mem(ks, (size_t)klen))) goto oom;
     size_t slot = 0;
     if (index_find(&g->kv_idx, kv->key, kv_name_of, g, &slot) >= 0) {
-        set_err(c->err, c->errlen, "duplicate key '%s' (key #%" PRId64 " at offset %zu)", kv->key,
-                i, at);
+        util_seterr(c->err, c->errlen, "duplicate key '%s' (key #%" PRId64 " at offset %zu)",
+                    kv->key, i, at);
         return -1;
     }
     g->kv_idx.slot[slot] = i;
     uint32_t t;
     if (rd_u32(c, &t, kv->key)) return -1;
     if (t >= GGUF_VTYPE_COUNT) {
-        set_err(c->err, c->errlen, "key '%s': unknown value type %" PRIu32 " (max %d)", kv->key, t,
-                GGUF_VTYPE_COUNT - 1);
+        util_seterr(c->err, c->errlen, "key '%s': unknown value type %" PRIu32 " (max %d)", kv->key,
+                    t, GGUF_VTYPE_COUNT - 1);
         return -1;
     }
     kv->type = (enum gguf_vtype)t;
@@ -302,7 +288,7 @@ static int parse_kv(gguf *g, cursor *c, gguf_kv *kv, int64_t i) {
     kv->val_size = c->pos - start;
     return 0;
 oom:
-    set_err(c->err, c->errlen, "out of memory reading key #%" PRId64, i);
+    util_seterr(c->err, c->errlen, "out of memory reading key #%" PRId64, i);
     return -1;
 }
 
@@ -385,20 +371,20 @@ static int parse_tensor(gguf *g, cursor *c, gguf_tensor *t, int64_t i) {
     if (rd_str(c, &ns, &nlen, what) || check_name(c, ns, nlen, what, at)) return -1;
     char *name = dup_mem(ns, (size_t)nlen);
     if (!name) {
-        set_err(c->err, c->errlen, "out of memory reading tensor #%" PRId64, i);
+        util_seterr(c->err, c->errlen, "out of memory reading tensor #%" PRId64, i);
         return -1;
     }
     t->name = name;
     size_t slot = 0;
     if (index_find(&g->t_idx, name, t_name_of, g, &slot) >= 0) {
-        set_err(c->err, c->errlen, "duplicate tensor name '%s' (tensor #%" PRId64 ")", name, i);
+        util_seterr(c->err, c->errlen, "duplicate tensor name '%s' (tensor #%" PRId64 ")", name, i);
         return -1;
     }
     g->t_idx.slot[slot] = i;
     if (rd_u32(c, &t->n_dims, name)) return -1;
     if (t->n_dims == 0 || t->n_dims > GGUF_MAX_DIMS) {
-        set_err(c->err, c->errlen, "tensor '%s': n_dims %" PRIu32 " outside 1..%d", name, t->n_dims,
-                GGUF_MAX_DIMS);
+        util_seterr(c->err, c->errlen, "tensor '%s': n_dims %" PRIu32 " outside 1..%d", name,
+                    t->n_dims, GGUF_MAX_DIMS);
         return -1;
     }
     int64_t nel = 1;
@@ -408,16 +394,17 @@ static int parse_tensor(gguf *g, cursor *c, gguf_tensor *t, int64_t i) {
         uint64_t v;
         if (rd_u64(c, &v, name)) return -1;
         if (v == 0 || v > INT64_MAX) {
-            set_err(c->err, c->errlen,
-                    "tensor '%s': dim %" PRIu32 " is %" PRIu64 " (must be 1..%" PRId64 ")", name, d,
-                    v, (int64_t)INT64_MAX);
+            util_seterr(c->err, c->errlen,
+                        "tensor '%s': dim %" PRIu32 " is %" PRIu64 " (must be 1..%" PRId64 ")",
+                        name, d, v, (int64_t)INT64_MAX);
             return -1;
         }
         t->ne[d] = (int64_t)v;
         if (nel > INT64_MAX / t->ne[d]) {
-            set_err(c->err, c->errlen,
-                    "tensor '%s': element count overflows int64 at dim %" PRIu32 " (%" PRIu64 ")",
-                    name, d, v);
+            util_seterr(c->err, c->errlen,
+                        "tensor '%s': element count overflows int64 at dim %" PRIu32 " (%" PRIu64
+                        ")",
+                        name, d, v);
             return -1;
         }
         nel *= t->ne[d];
@@ -435,21 +422,23 @@ static int parse_tensor(gguf *g, cursor *c, gguf_tensor *t, int64_t i) {
             [41] = "q1_0"};
         const char *gn =
             t->type < sizeof ggml_names / sizeof ggml_names[0] ? ggml_names[t->type] : NULL;
-        set_err(c->err, c->errlen,
-                "tensor '%s': unknown or unsupported tensor type %" PRIu32 "%s%s%s", name, t->type,
-                gn ? " (ggml's " : "", gn ? gn : "", gn ? ", which lfm2 cannot read)" : "");
+        util_seterr(c->err, c->errlen,
+                    "tensor '%s': unknown or unsupported tensor type %" PRIu32 "%s%s%s", name,
+                    t->type, gn ? " (ggml's " : "", gn ? gn : "",
+                    gn ? ", which lfm2 cannot read)" : "");
         return -1;
     }
     if (t->ne[0] % tr->block_size) {
-        set_err(c->err, c->errlen,
-                "tensor '%s': row length %" PRId64 " is not a multiple of the %s block size %d",
-                name, t->ne[0], tr->name, tr->block_size);
+        util_seterr(c->err, c->errlen,
+                    "tensor '%s': row length %" PRId64 " is not a multiple of the %s block size %d",
+                    name, t->ne[0], tr->name, tr->block_size);
         return -1;
     }
     uint64_t blocks = (uint64_t)(nel / tr->block_size);
     if (blocks > SIZE_MAX / tr->type_size || blocks * tr->type_size > (uint64_t)INT64_MAX) {
-        set_err(c->err, c->errlen, "tensor '%s': byte size overflows (%" PRIu64 " blocks of %zu)",
-                name, blocks, tr->type_size);
+        util_seterr(c->err, c->errlen,
+                    "tensor '%s': byte size overflows (%" PRIu64 " blocks of %zu)", name, blocks,
+                    tr->type_size);
         return -1;
     }
     t->nbytes = (size_t)(blocks * tr->type_size);
@@ -464,37 +453,39 @@ static int cmp_by_offset(const void *a, const void *b) {
 static int parse(gguf *g, char *err, size_t errlen) {
     cursor c = {g->base, g->size, 0, err, errlen};
     if (g->size < 4 || memcmp(g->base, "GGUF", 4)) {
-        set_err(err, errlen, "bad magic: not a GGUF file (expected \"GGUF\" in the first 4 bytes)");
+        util_seterr(err, errlen,
+                    "bad magic: not a GGUF file (expected \"GGUF\" in the first 4 bytes)");
         return -1;
     }
     c.pos = 4;
     if (rd_u32(&c, &g->version, "version")) return -1;
     if (g->version == 0x03000000u || g->version == 0x02000000u) {
-        set_err(err, errlen,
-                "big-endian GGUF files are not supported (version field 0x%08" PRIx32 ")",
-                g->version);
+        util_seterr(err, errlen,
+                    "big-endian GGUF files are not supported (version field 0x%08" PRIx32 ")",
+                    g->version);
         return -1;
     }
     if (g->version != 2 && g->version != 3) {
-        set_err(err, errlen, "unsupported GGUF version %" PRIu32 " (supported: 2, 3)", g->version);
+        util_seterr(err, errlen, "unsupported GGUF version %" PRIu32 " (supported: 2, 3)",
+                    g->version);
         return -1;
     }
     uint64_t nt, nkv;
     if (rd_u64(&c, &nt, "tensor count") || rd_u64(&c, &nkv, "kv count")) return -1;
     /* each pair takes >= 13 bytes (key length, 1 key byte, type, 1 value byte) */
     if (nkv > remaining(&c) / 13) {
-        set_err(err, errlen,
-                "kv count %" PRIu64
-                " too large: the %zu bytes left hold at most %zu (truncated or corrupt file)",
-                nkv, remaining(&c), remaining(&c) / 13);
+        util_seterr(err, errlen,
+                    "kv count %" PRIu64
+                    " too large: the %zu bytes left hold at most %zu (truncated or corrupt file)",
+                    nkv, remaining(&c), remaining(&c) / 13);
         return -1;
     }
     /* each tensor info takes >= 33 bytes (name length, 1 name byte, n_dims, 1 dim, type, offset) */
     if (nt > remaining(&c) / 33) {
-        set_err(err, errlen,
-                "tensor count %" PRIu64
-                " too large: the %zu bytes left hold at most %zu (truncated or corrupt file)",
-                nt, remaining(&c), remaining(&c) / 33);
+        util_seterr(err, errlen,
+                    "tensor count %" PRIu64
+                    " too large: the %zu bytes left hold at most %zu (truncated or corrupt file)",
+                    nt, remaining(&c), remaining(&c) / 33);
         return -1;
     }
     g->n_kv = (int64_t)nkv;
@@ -513,14 +504,14 @@ static int parse(gguf *g, char *err, size_t errlen) {
         int64_t a =
             is_int_type(g->kv[ai].type) ? decode_int(g->kv[ai].type, g->kv[ai].val, &ok) : 0;
         if (!ok) {
-            set_err(err, errlen, "general.alignment has type %s, expected an integer",
-                    vtype_name(g->kv[ai].type));
+            util_seterr(err, errlen, "general.alignment has type %s, expected an integer",
+                        vtype_name(g->kv[ai].type));
             return -1;
         }
         if (a <= 0 || (a & (a - 1)) || a > (int64_t)GGUF_MAX_ALIGNMENT) {
-            set_err(err, errlen,
-                    "general.alignment %" PRId64 " is invalid: must be a power of two in 1..%u", a,
-                    GGUF_MAX_ALIGNMENT);
+            util_seterr(err, errlen,
+                        "general.alignment %" PRId64 " is invalid: must be a power of two in 1..%u",
+                        a, GGUF_MAX_ALIGNMENT);
             return -1;
         }
         g->alignment = (size_t)a;
@@ -534,7 +525,8 @@ static int parse(gguf *g, char *err, size_t errlen) {
     size_t a = g->alignment;
     size_t data_off = c.pos + (a - c.pos % a) % a;
     if (nt > 0 && data_off > g->size) {
-        set_err(err, errlen, "data section starts at %zu, past file size %zu", data_off, g->size);
+        util_seterr(err, errlen, "data section starts at %zu, past file size %zu", data_off,
+                    g->size);
         return -1;
     }
     g->data_off = data_off;
@@ -543,9 +535,10 @@ static int parse(gguf *g, char *err, size_t errlen) {
     for (int64_t i = 0; i < g->n_tensors; i++) {
         gguf_tensor *t = &g->tensors[i];
         if (t->offset % a) {
-            set_err(err, errlen,
-                    "tensor '%s': data offset %" PRIu64 " is not a multiple of the alignment %zu",
-                    t->name, t->offset, a);
+            util_seterr(err, errlen,
+                        "tensor '%s': data offset %" PRIu64
+                        " is not a multiple of the alignment %zu",
+                        t->name, t->offset, a);
             return -1;
         }
         if (t->offset > data_size || t->nbytes > data_size - t->offset) {
@@ -553,8 +546,8 @@ static int parse(gguf *g, char *err, size_t errlen) {
             uint64_t end = t->offset > UINT64_MAX - data_off - t->nbytes
                                ? UINT64_MAX
                                : data_off + t->offset + t->nbytes;
-            set_err(err, errlen, "tensor '%s': data ends at %" PRIu64 " past file size %zu",
-                    t->name, end, g->size);
+            util_seterr(err, errlen, "tensor '%s': data ends at %" PRIu64 " past file size %zu",
+                        t->name, end, g->size);
             return -1;
         }
         t->data = g->base + data_off + t->offset;
@@ -566,10 +559,11 @@ static int parse(gguf *g, char *err, size_t errlen) {
     qsort(by, (size_t)nt, sizeof *by, cmp_by_offset);
     for (int64_t i = 0; i + 1 < g->n_tensors; i++) {
         if (by[i]->offset + by[i]->nbytes > by[i + 1]->offset) {
-            set_err(err, errlen,
-                    "tensor '%s': data [%" PRIu64 ", %" PRIu64 ") overlaps tensor '%s' at %" PRIu64,
-                    by[i + 1]->name, by[i + 1]->offset, by[i + 1]->offset + by[i + 1]->nbytes,
-                    by[i]->name, by[i]->offset);
+            util_seterr(err, errlen,
+                        "tensor '%s': data [%" PRIu64 ", %" PRIu64
+                        ") overlaps tensor '%s' at %" PRIu64,
+                        by[i + 1]->name, by[i + 1]->offset, by[i + 1]->offset + by[i + 1]->nbytes,
+                        by[i]->name, by[i]->offset);
             free(by);
             return -1;
         }
@@ -577,7 +571,7 @@ static int parse(gguf *g, char *err, size_t errlen) {
     free(by);
     return 0;
 oom:
-    set_err(err, errlen, "out of memory");
+    util_seterr(err, errlen, "out of memory");
     return -1;
 }
 
@@ -594,7 +588,7 @@ int gguf_open_mem(gguf **out, const void *buf, size_t size, char *err, size_t er
     *out = NULL;
     gguf *g = calloc(1, sizeof *g);
     if (!g) {
-        set_err(err, errlen, "out of memory");
+        util_seterr(err, errlen, "out of memory");
         return -1;
     }
     g->base = buf;
@@ -606,23 +600,23 @@ int gguf_open(gguf **out, const char *path, char *err, size_t errlen) {
     *out = NULL;
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
-        set_err(err, errlen, "%s: %s", path, strerror(errno));
+        util_seterr(err, errlen, "%s: %s", path, strerror(errno));
         return -1;
     }
     struct stat st;
     if (fstat(fd, &st)) {
-        set_err(err, errlen, "%s: %s", path, strerror(errno));
+        util_seterr(err, errlen, "%s: %s", path, strerror(errno));
         close(fd);
         return -1;
     }
     if (!S_ISREG(st.st_mode)) {
-        set_err(err, errlen, "%s: not a regular file", path);
+        util_seterr(err, errlen, "%s: not a regular file", path);
         close(fd);
         return -1;
     }
     if (st.st_size < 4) {
-        set_err(err, errlen, "%s: file size %lld is too small for a GGUF header (24 bytes)", path,
-                (long long)st.st_size);
+        util_seterr(err, errlen, "%s: file size %lld is too small for a GGUF header (24 bytes)",
+                    path, (long long)st.st_size);
         close(fd);
         return -1;
     }
@@ -630,13 +624,13 @@ int gguf_open(gguf **out, const char *path, char *err, size_t errlen) {
     int e = errno;
     close(fd);
     if (map == MAP_FAILED) {
-        set_err(err, errlen, "%s: mmap: %s", path, strerror(e));
+        util_seterr(err, errlen, "%s: mmap: %s", path, strerror(e));
         return -1;
     }
     gguf *g = calloc(1, sizeof *g);
     if (!g) {
         munmap(map, (size_t)st.st_size);
-        set_err(err, errlen, "out of memory");
+        util_seterr(err, errlen, "out of memory");
         return -1;
     }
     g->base = map;
@@ -1181,9 +1175,9 @@ static int fill_in_file(FILE *f, uint64_t abs, const wtensor *t, int *io_bad) {
 
 int gguf_writer_write(gguf_writer *w, const char *path, char *err, size_t errlen) {
     if (w->bad) {
-        set_err(err, errlen,
-                "gguf writer: an earlier set/add call failed (bad key, type, "
-                "range, duplicate tensor, or out of memory)");
+        util_seterr(err, errlen,
+                    "gguf writer: an earlier set/add call failed (bad key, type, "
+                    "range, duplicate tensor, or out of memory)");
         return -1;
     }
     if (w->alignment != GGUF_DEFAULT_ALIGNMENT) {
@@ -1191,7 +1185,7 @@ int gguf_writer_write(gguf_writer *w, const char *path, char *err, size_t errlen
         for (size_t i = 0; i < w->n_kv; i++)
             has |= !strcmp(w->kv[i].key, "general.alignment");
         if (!has && gguf_writer_set_int(w, "general.alignment", GGUF_U32, (int64_t)w->alignment)) {
-            set_err(err, errlen, "out of memory");
+            util_seterr(err, errlen, "out of memory");
             return -1;
         }
     }
@@ -1199,7 +1193,7 @@ int gguf_writer_write(gguf_writer *w, const char *path, char *err, size_t errlen
     for (size_t i = 0; i < w->n_kv; i++)
         if (!strcmp(w->kv[i].key, "general.alignment") &&
             gguf_writer_set_int(w, "general.alignment", GGUF_U32, (int64_t)w->alignment)) {
-            set_err(err, errlen, "out of memory");
+            util_seterr(err, errlen, "out of memory");
             return -1;
         }
     size_t a = w->alignment;
@@ -1212,13 +1206,13 @@ int gguf_writer_write(gguf_writer *w, const char *path, char *err, size_t errlen
     size_t plen = strlen(path);
     char *tmp = malloc(plen + 16);
     if (!tmp) {
-        set_err(err, errlen, "out of memory");
+        util_seterr(err, errlen, "out of memory");
         return -1;
     }
     snprintf(tmp, plen + 16, "%s.tmp%ld", path, (long)getpid());
     FILE *f = fopen(tmp, "wb");
     if (!f) {
-        set_err(err, errlen, "%s: %s", tmp, strerror(errno));
+        util_seterr(err, errlen, "%s: %s", tmp, strerror(errno));
         free(tmp);
         return -1;
     }
@@ -1247,7 +1241,7 @@ int gguf_writer_write(gguf_writer *w, const char *path, char *err, size_t errlen
         if (t->fill) {
             int rc = fill_in_file(f, data_start + t->offset, t, &bad);
             if (rc < 0 && !bad) {
-                set_err(err, errlen, "tensor '%s': fill callback failed", t->name);
+                util_seterr(err, errlen, "tensor '%s': fill callback failed", t->name);
                 goto fail;
             }
         } else {
@@ -1256,17 +1250,17 @@ int gguf_writer_write(gguf_writer *w, const char *path, char *err, size_t errlen
         if (!bad) bad = put_pad(f, t->offset + t->nbytes, a); /* ggml pads the last one too */
     }
     if (bad || fflush(f) || ferror(f)) {
-        set_err(err, errlen, "%s: write failed: %s", tmp, strerror(errno));
+        util_seterr(err, errlen, "%s: write failed: %s", tmp, strerror(errno));
         goto fail;
     }
     if (fclose(f)) {
         f = NULL;
-        set_err(err, errlen, "%s: close failed: %s", tmp, strerror(errno));
+        util_seterr(err, errlen, "%s: close failed: %s", tmp, strerror(errno));
         goto fail;
     }
     f = NULL;
     if (rename(tmp, path)) {
-        set_err(err, errlen, "%s: rename to %s failed: %s", tmp, path, strerror(errno));
+        util_seterr(err, errlen, "%s: rename to %s failed: %s", tmp, path, strerror(errno));
         goto fail;
     }
     free(tmp);

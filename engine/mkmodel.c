@@ -2,21 +2,13 @@
 #include "engine/mkmodel.h"
 #include <ctype.h>
 #include <math.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include "engine/bpe_train.h"
 #include "engine/gguf.h"
+#include "engine/util.h"
 #include "quant/quant.h"
-
-static void seterr(char *err, size_t errlen, const char *fmt, ...) {
-    if (!err || !errlen) return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
 
 /* ---- presets ---- */
 
@@ -66,7 +58,7 @@ int mkmodel_preset(const char *name, mkmodel_shape *s, char *err, size_t errlen)
         s->n_embd = 2048, s->n_layer = 30, s->n_head = 32, s->n_head_kv = 8, s->n_ff = 10752;
         set_attn(s, big, 8);
     } else {
-        seterr(err, errlen, "preset '%s' unknown (tiny, mini, 350m, 700m, 1.2b, 2.6b)", name);
+        util_seterr(err, errlen, "preset '%s' unknown (tiny, mini, 350m, 700m, 1.2b, 2.6b)", name);
         return -1;
     }
     return 0;
@@ -95,7 +87,8 @@ const char *mkmodel_ftype_name(int ftype) {
 int mkmodel_check_shape(const mkmodel_shape *s, char *err, size_t errlen) {
 #define RANGE(field, lo, hi)                                                                       \
     if (s->field < (lo) || s->field > (hi)) {                                                      \
-        seterr(err, errlen, #field " = %d out of range [%d, %d]", s->field, (int)(lo), (int)(hi)); \
+        util_seterr(err, errlen, #field " = %d out of range [%d, %d]", s->field, (int)(lo),        \
+                    (int)(hi));                                                                    \
         return -1;                                                                                 \
     }
     RANGE(n_embd, 2, 1 << 16);
@@ -107,8 +100,8 @@ int mkmodel_check_shape(const mkmodel_shape *s, char *err, size_t errlen) {
     RANGE(n_swa, 0, 1 << 30);
 #undef RANGE
     if (s->n_embd % s->n_head || (s->n_embd / s->n_head) % 2) {
-        seterr(err, errlen, "n_embd = %d / n_head = %d must give a whole, even head_dim", s->n_embd,
-               s->n_head);
+        util_seterr(err, errlen, "n_embd = %d / n_head = %d must give a whole, even head_dim",
+                    s->n_embd, s->n_head);
         return -1;
     }
     int n_attn = 0;
@@ -116,12 +109,12 @@ int mkmodel_check_shape(const mkmodel_shape *s, char *err, size_t errlen) {
         n_attn += s->attn[i];
     for (int i = s->n_layer; i < LFM2_MAX_LAYERS; i++)
         if (s->attn[i]) {
-            seterr(err, errlen, "attention layer %d >= n_layer = %d", i, s->n_layer);
+            util_seterr(err, errlen, "attention layer %d >= n_layer = %d", i, s->n_layer);
             return -1;
         }
     if (n_attn && (s->n_head_kv < 1 || s->n_head % s->n_head_kv)) {
-        seterr(err, errlen, "n_head_kv = %d must be >= 1 and divide n_head = %d", s->n_head_kv,
-               s->n_head);
+        util_seterr(err, errlen, "n_head_kv = %d must be >= 1 and divide n_head = %d", s->n_head_kv,
+                    s->n_head);
         return -1;
     }
     return 0;
@@ -198,8 +191,8 @@ static int fill_tensor(void *ctx, void *dst, size_t nbytes) {
     size_t row_bytes = quant_row_size(t->type, t->ne[0]);
     if (!tr || !row_bytes || row_bytes * (size_t)t->ne[1] != nbytes ||
         (t->type != QT_F32 && !tr->from_float)) {
-        seterr(t->err, t->errlen, "tensor '%s': cannot write type %u (row of %lld)", t->name,
-               t->type, (long long)t->ne[0]);
+        util_seterr(t->err, t->errlen, "tensor '%s': cannot write type %u (row of %lld)", t->name,
+                    t->type, (long long)t->ne[0]);
         return -1;
     }
     int64_t rows_per = (1 << 20) / t->ne[0];
@@ -207,7 +200,7 @@ static int fill_tensor(void *ctx, void *dst, size_t nbytes) {
     if (rows_per > t->ne[1]) rows_per = t->ne[1];
     float *buf = malloc((size_t)(rows_per * t->ne[0]) * sizeof *buf);
     if (!buf) {
-        seterr(t->err, t->errlen, "tensor '%s': out of memory", t->name);
+        util_seterr(t->err, t->errlen, "tensor '%s': out of memory", t->name);
         return -1;
     }
     uint64_t s = t->seed;
@@ -239,10 +232,7 @@ static int fill_tensor(void *ctx, void *dst, size_t nbytes) {
 }
 
 static uint64_t name_seed(uint64_t seed, const char *name) {
-    uint64_t h = 1469598103934665603ull;
-    for (const char *p = name; *p; p++)
-        h = (h ^ (unsigned char)*p) * 1099511628211ull;
-    uint64_t s = seed ^ h;
+    uint64_t s = seed ^ util_fnv1a(name, strlen(name));
     return splitmix64(&s);
 }
 
@@ -351,19 +341,19 @@ int mkmodel_write(const mkmodel_opts *o, const char *path, char *err, size_t err
     char *corpus = NULL;
     int rc = -1, n_specs = 0;
     if (!mkmodel_ftype_name(o->ftype)) {
-        seterr(err, errlen, "file type %d unknown", o->ftype);
+        util_seterr(err, errlen, "file type %d unknown", o->ftype);
         return -1;
     }
     if (o->vocab_from) {
         char e2[256];
         if (gguf_open(&src, o->vocab_from, e2, sizeof e2) < 0) {
-            seterr(err, errlen, "--vocab-from %s: %s", o->vocab_from, e2);
+            util_seterr(err, errlen, "--vocab-from %s: %s", o->vocab_from, e2);
             return -1;
         }
         int64_t ki = gguf_find_key(src, "tokenizer.ggml.tokens");
         if (ki < 0 || gguf_kv_type(src, ki) != GGUF_ARR || gguf_arr_type(src, ki) != GGUF_STR) {
-            seterr(err, errlen, "--vocab-from %s: no tokenizer.ggml.tokens string array",
-                   o->vocab_from);
+            util_seterr(err, errlen, "--vocab-from %s: no tokenizer.ggml.tokens string array",
+                        o->vocab_from);
             goto done;
         }
         s.n_vocab = (int)gguf_arr_len(src, ki);
@@ -375,7 +365,7 @@ int mkmodel_write(const mkmodel_opts *o, const char *path, char *err, size_t err
         if (!text) {
             corpus = mkmodel_corpus(&len);
             if (!corpus) {
-                seterr(err, errlen, "out of memory");
+                util_seterr(err, errlen, "out of memory");
                 goto done;
             }
             text = corpus;
@@ -384,21 +374,22 @@ int mkmodel_write(const mkmodel_opts *o, const char *path, char *err, size_t err
     }
     specs = make_specs(o, &s, &n_specs);
     if (!specs) {
-        seterr(err, errlen, "out of memory (or no quantization mix for file type %d)", o->ftype);
+        util_seterr(err, errlen, "out of memory (or no quantization mix for file type %d)",
+                    o->ftype);
         goto done;
     }
     for (int i = 0; i < n_specs; i++) {
         const qtype_traits *tr = quant_traits(specs[i].type);
         if (!tr || (specs[i].type != QT_F32 && !tr->from_float) ||
             !quant_row_size(specs[i].type, specs[i].ne[0])) {
-            seterr(err, errlen, "tensor '%s': type %u cannot be written (row of %lld)",
-                   specs[i].name, specs[i].type, (long long)specs[i].ne[0]);
+            util_seterr(err, errlen, "tensor '%s': type %u cannot be written (row of %lld)",
+                        specs[i].name, specs[i].type, (long long)specs[i].ne[0]);
             goto done;
         }
     }
     w = gguf_writer_new();
     if (!w) {
-        seterr(err, errlen, "out of memory");
+        util_seterr(err, errlen, "out of memory");
         goto done;
     }
     char name[128];
@@ -450,12 +441,12 @@ int mkmodel_write(const mkmodel_opts *o, const char *path, char *err, size_t err
                                          specs[i].ne, fill_tensor, &specs[i]);
     }
     if (e) {
-        seterr(err, errlen, "building the GGUF metadata failed (out of memory?)");
+        util_seterr(err, errlen, "building the GGUF metadata failed (out of memory?)");
         goto done;
     }
     if (err && errlen) err[0] = 0;
     if (gguf_writer_write(w, path, err, errlen) < 0) {
-        if (err && errlen && !err[0]) seterr(err, errlen, "writing %s failed", path);
+        if (err && errlen && !err[0]) util_seterr(err, errlen, "writing %s failed", path);
         goto done;
     }
     rc = 0;

@@ -4,23 +4,15 @@
 #include <inttypes.h>
 #include <limits.h>
 #include <math.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "engine/util.h"
 #include "quant/quant.h"
 
 #define LFM2_MAX_L_CACHE 64
 #define LFM2_MAX_DIM (1 << 24) /* any hidden/ffn/vocab size beyond this is a corrupt file */
-
-static void set_err(char *err, size_t errlen, const char *fmt, ...) {
-    if (!err || !errlen) return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
 
 static const char *type_name(const gguf *g, const char *key) {
     static const char *names[GGUF_VTYPE_COUNT] = {"u8",  "i8",  "u16",  "i16",    "u32",
@@ -35,7 +27,7 @@ static int get_int_key(const gguf *g, const char *key, bool required, int64_t de
                        int64_t hi, int *out, char *err, size_t errlen) {
     if (gguf_find_key(g, key) < 0) {
         if (required) {
-            set_err(err, errlen, "missing key '%s'", key);
+            util_seterr(err, errlen, "missing key '%s'", key);
             return -1;
         }
         *out = (int)def;
@@ -44,12 +36,13 @@ static int get_int_key(const gguf *g, const char *key, bool required, int64_t de
     bool bad = false;
     int64_t v = gguf_get_int(g, key, 0, &bad);
     if (bad || gguf_kv_type(g, gguf_find_key(g, key)) == GGUF_BOOL) {
-        set_err(err, errlen, "key '%s' has type %s, expected an integer", key, type_name(g, key));
+        util_seterr(err, errlen, "key '%s' has type %s, expected an integer", key,
+                    type_name(g, key));
         return -1;
     }
     if (v < lo || v > hi) {
-        set_err(err, errlen, "key '%s' = %" PRId64 " outside %" PRId64 "..%" PRId64, key, v, lo,
-                hi);
+        util_seterr(err, errlen, "key '%s' = %" PRId64 " outside %" PRId64 "..%" PRId64, key, v, lo,
+                    hi);
         return -1;
     }
     *out = (int)v;
@@ -60,7 +53,7 @@ static int get_float_key(const gguf *g, const char *key, bool required, double d
                          char *err, size_t errlen) {
     if (gguf_find_key(g, key) < 0) {
         if (required) {
-            set_err(err, errlen, "missing key '%s'", key);
+            util_seterr(err, errlen, "missing key '%s'", key);
             return -1;
         }
         *out = (float)def;
@@ -69,11 +62,11 @@ static int get_float_key(const gguf *g, const char *key, bool required, double d
     bool bad = false;
     double v = gguf_get_float(g, key, 0, &bad);
     if (bad) {
-        set_err(err, errlen, "key '%s' has type %s, expected a number", key, type_name(g, key));
+        util_seterr(err, errlen, "key '%s' has type %s, expected a number", key, type_name(g, key));
         return -1;
     }
     if (!(v > 0) || !isfinite(v) || v > 1e30) {
-        set_err(err, errlen, "key '%s' = %g must be a positive finite number", key, v);
+        util_seterr(err, errlen, "key '%s' = %g must be a positive finite number", key, v);
         return -1;
     }
     *out = (float)v;
@@ -98,39 +91,39 @@ static int read_hparams(const gguf *g, lfm2_hparams *hp, char *err, size_t errle
         get_float_key(g, "lfm2.rope.freq_base", false, 10000.0, &hp->rope_base, err, errlen))
         return -1;
     if (hp->n_embd % hp->n_head) {
-        set_err(err, errlen,
-                "lfm2.embedding_length %d is not a multiple of lfm2.attention.head_count %d",
-                hp->n_embd, hp->n_head);
+        util_seterr(err, errlen,
+                    "lfm2.embedding_length %d is not a multiple of lfm2.attention.head_count %d",
+                    hp->n_embd, hp->n_head);
         return -1;
     }
     hp->head_dim = hp->n_embd / hp->n_head;
     if (hp->head_dim % 2) {
-        set_err(err, errlen,
-                "head dim %d (embedding_length %d / head_count %d) must be even for RoPE",
-                hp->head_dim, hp->n_embd, hp->n_head);
+        util_seterr(err, errlen,
+                    "head dim %d (embedding_length %d / head_count %d) must be even for RoPE",
+                    hp->head_dim, hp->n_embd, hp->n_head);
         return -1;
     }
     const char *kvkey = "lfm2.attention.head_count_kv";
     int64_t ki = gguf_find_key(g, kvkey);
     if (ki < 0) {
-        set_err(err, errlen, "missing key '%s'", kvkey);
+        util_seterr(err, errlen, "missing key '%s'", kvkey);
         return -1;
     }
     if (gguf_kv_type(g, ki) != GGUF_ARR) {
-        set_err(err, errlen,
-                "key '%s' has type %s: lfm2 needs an array with one entry per layer (0 = conv)",
-                kvkey, type_name(g, kvkey));
+        util_seterr(err, errlen,
+                    "key '%s' has type %s: lfm2 needs an array with one entry per layer (0 = conv)",
+                    kvkey, type_name(g, kvkey));
         return -1;
     }
     enum gguf_vtype et = gguf_arr_type(g, ki);
     if (!(et == GGUF_U8 || et == GGUF_I8 || et == GGUF_U16 || et == GGUF_I16 || et == GGUF_U32 ||
           et == GGUF_I32 || et == GGUF_U64 || et == GGUF_I64)) {
-        set_err(err, errlen, "key '%s': array elements are not integers", kvkey);
+        util_seterr(err, errlen, "key '%s': array elements are not integers", kvkey);
         return -1;
     }
     if (gguf_arr_len(g, ki) != (uint64_t)hp->n_layer) {
-        set_err(err, errlen, "key '%s' has %" PRIu64 " entries, expected lfm2.block_count = %d",
-                kvkey, gguf_arr_len(g, ki), hp->n_layer);
+        util_seterr(err, errlen, "key '%s' has %" PRIu64 " entries, expected lfm2.block_count = %d",
+                    kvkey, gguf_arr_len(g, ki), hp->n_layer);
         return -1;
     }
     hp->n_attn_layers = 0;
@@ -139,9 +132,9 @@ static int read_hparams(const gguf *g, lfm2_hparams *hp, char *err, size_t errle
         if (et == GGUF_U64 && gguf_arr_float(g, ki, (uint64_t)l) >= 9223372036854775807.0)
             kv = INT64_MAX; /* a u64 past int64 reads back as 0: keep it out of range */
         if (kv < 0 || kv > hp->n_head || (kv > 0 && hp->n_head % kv)) {
-            set_err(err, errlen,
-                    "key '%s'[%d] = %" PRId64 ": must be 0 (conv) or divide head_count %d", kvkey,
-                    l, kv, hp->n_head);
+            util_seterr(err, errlen,
+                        "key '%s'[%d] = %" PRId64 ": must be 0 (conv) or divide head_count %d",
+                        kvkey, l, kv, hp->n_head);
             return -1;
         }
         hp->n_head_kv[l] = (int)kv;
@@ -154,24 +147,24 @@ static int read_hparams(const gguf *g, lfm2_hparams *hp, char *err, size_t errle
     } else {
         int64_t ti = gguf_find_key(g, "tokenizer.ggml.tokens");
         if (ti < 0 || gguf_arr_type(g, ti) != GGUF_STR) {
-            set_err(err, errlen,
-                    "no vocab size: neither 'lfm2.vocab_size' nor a 'tokenizer.ggml.tokens' "
-                    "string array is present");
+            util_seterr(err, errlen,
+                        "no vocab size: neither 'lfm2.vocab_size' nor a 'tokenizer.ggml.tokens' "
+                        "string array is present");
             return -1;
         }
         uint64_t n = gguf_arr_len(g, ti);
         if (n < 1 || n > LFM2_MAX_DIM) {
-            set_err(err, errlen, "tokenizer.ggml.tokens has %" PRIu64 " entries (limit 1..%d)", n,
-                    LFM2_MAX_DIM);
+            util_seterr(err, errlen, "tokenizer.ggml.tokens has %" PRIu64 " entries (limit 1..%d)",
+                        n, LFM2_MAX_DIM);
             return -1;
         }
         hp->n_vocab = (int)n;
     }
     int64_t ti = gguf_find_key(g, "tokenizer.ggml.tokens");
     if (ti >= 0 && gguf_arr_len(g, ti) != (uint64_t)hp->n_vocab) {
-        set_err(err, errlen,
-                "tokenizer.ggml.tokens has %" PRIu64 " entries, but lfm2.vocab_size is %d",
-                gguf_arr_len(g, ti), hp->n_vocab);
+        util_seterr(err, errlen,
+                    "tokenizer.ggml.tokens has %" PRIu64 " entries, but lfm2.vocab_size is %d",
+                    gguf_arr_len(g, ti), hp->n_vocab);
         return -1;
     }
     return 0;
@@ -195,7 +188,7 @@ static const gguf_tensor *want(const gguf *g, bool *used, const char *name, int6
     const gguf_tensor *t = gguf_find_tensor(g, name);
     if (!t) {
         if (!optional) {
-            set_err(err, errlen, "missing tensor '%s'", name);
+            util_seterr(err, errlen, "missing tensor '%s'", name);
             *rc = -1;
         }
         return NULL;
@@ -205,16 +198,16 @@ static const gguf_tensor *want(const gguf *g, bool *used, const char *name, int6
         char a[96], b[96];
         fmt_ne(a, sizeof a, t->ne);
         fmt_ne(b, sizeof b, exp);
-        set_err(err, errlen,
-                "tensor '%s': shape %s does not match the hyper-parameters: expected %s "
-                "(dims fastest first)",
-                name, a, b);
+        util_seterr(err, errlen,
+                    "tensor '%s': shape %s does not match the hyper-parameters: expected %s "
+                    "(dims fastest first)",
+                    name, a, b);
         *rc = -1;
         return NULL;
     }
     if (f32_only && t->type != QT_F32) {
         const qtype_traits *tr = quant_traits(t->type);
-        set_err(err, errlen, "tensor '%s': type %s, expected f32", name, tr ? tr->name : "?");
+        util_seterr(err, errlen, "tensor '%s': type %s, expected f32", name, tr ? tr->name : "?");
         *rc = -1;
         return NULL;
     }
@@ -227,17 +220,17 @@ int lfm2_model_from_gguf(lfm2_model **out, gguf *g, char *err, size_t errlen) {
     bool bad = false;
     const char *arch = gguf_get_str(g, "general.architecture", NULL, &bad);
     if (bad) {
-        set_err(err, errlen, "key 'general.architecture' has type %s, expected a string",
-                type_name(g, "general.architecture"));
+        util_seterr(err, errlen, "key 'general.architecture' has type %s, expected a string",
+                    type_name(g, "general.architecture"));
         return -1;
     }
     if (!arch) {
-        set_err(err, errlen, "missing key 'general.architecture'");
+        util_seterr(err, errlen, "missing key 'general.architecture'");
         return -1;
     }
     if (!strcmp(arch, "lfm2moe")) {
-        set_err(err, errlen,
-                "architecture 'lfm2moe' (LFM2 mixture of experts) is not supported yet");
+        util_seterr(err, errlen,
+                    "architecture 'lfm2moe' (LFM2 mixture of experts) is not supported yet");
         return -1;
     }
     if (strcmp(arch, "lfm2")) {
@@ -246,15 +239,15 @@ int lfm2_model_from_gguf(lfm2_model **out, gguf *g, char *err, size_t errlen) {
         for (; arch[n] && n < sizeof shown - 1; n++)
             shown[n] = arch[n] >= 0x20 && arch[n] < 0x7f ? arch[n] : '?';
         shown[n] = 0;
-        set_err(err, errlen,
-                "unsupported architecture '%s' (general.architecture; supported: lfm2)", shown);
+        util_seterr(err, errlen,
+                    "unsupported architecture '%s' (general.architecture; supported: lfm2)", shown);
         return -1;
     }
     lfm2_model *m = calloc(1, sizeof *m);
     int64_t nt = gguf_n_tensors(g);
     bool *used = calloc((size_t)(nt ? nt : 1), sizeof *used);
     if (!m || !used) {
-        set_err(err, errlen, "out of memory");
+        util_seterr(err, errlen, "out of memory");
         goto fail;
     }
     lfm2_hparams *hp = &m->hp;
@@ -299,13 +292,14 @@ int lfm2_model_from_gguf(lfm2_model **out, gguf *g, char *err, size_t errlen) {
             const char *n = gguf_tensor_at(g, i)->name;
             int l = -1;
             if (sscanf(n, "blk.%d.", &l) == 1 && l >= 0 && l < hp->n_layer)
-                set_err(err, errlen,
-                        "unexpected tensor '%s': layer %d is a %s layer (head_count_kv[%d] = %d)",
-                        n, l, hp->n_head_kv[l] ? "attention" : "conv", l, hp->n_head_kv[l]);
+                util_seterr(
+                    err, errlen,
+                    "unexpected tensor '%s': layer %d is a %s layer (head_count_kv[%d] = %d)", n, l,
+                    hp->n_head_kv[l] ? "attention" : "conv", l, hp->n_head_kv[l]);
             else
-                set_err(err, errlen,
-                        "unexpected tensor '%s' (not part of an lfm2 model with %d layers)", n,
-                        hp->n_layer);
+                util_seterr(err, errlen,
+                            "unexpected tensor '%s' (not part of an lfm2 model with %d layers)", n,
+                            hp->n_layer);
             goto fail;
         }
     free(used);

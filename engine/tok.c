@@ -1,9 +1,9 @@
 /* tok.c: LFM2's byte-level BPE tokenizer and detokenizer, token for token like llama.cpp. */
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include "engine/tok.h"
+#include "engine/util.h"
 
 #include <pcre2.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -49,30 +49,13 @@ struct tok {
 
 /* ---- small helpers ---- */
 
-static uint64_t hash_bytes(const void *p, size_t n) {
-    const unsigned char *s = p;
-    uint64_t h = 1469598103934665603ull;
-    for (size_t i = 0; i < n; i++)
-        h = (h ^ s[i]) * 1099511628211ull;
-    return h ^ (h >> 29);
-}
-
-static uint64_t hash_u64(uint64_t x) {
-    x ^= x >> 33;
-    x *= 0xff51afd7ed558ccdull;
-    x ^= x >> 33;
-    x *= 0xc4ceb9fe1a85ec53ull;
-    x ^= x >> 33;
-    return x;
-}
-
 static const char *tok_text(const tok *t, int id, size_t *len) {
     *len = t->text_off[id + 1] - t->text_off[id];
     return t->text + t->text_off[id];
 }
 
 static int vocab_lookup(const tok *t, const void *s, size_t n) {
-    uint32_t i = (uint32_t)hash_bytes(s, n) & t->vocab_mask;
+    uint32_t i = (uint32_t)util_hash_bytes(s, n) & t->vocab_mask;
     for (;; i = (i + 1) & t->vocab_mask) {
         int32_t id = t->vocab_hash[i];
         if (id < 0) return -1;
@@ -84,7 +67,7 @@ static int vocab_lookup(const tok *t, const void *s, size_t n) {
 
 static const merge_slot *merge_lookup(const tok *t, int32_t l, int32_t r) {
     uint64_t key = (((uint64_t)(uint32_t)l << 32) | (uint32_t)r) + 1;
-    uint32_t i = (uint32_t)hash_u64(key) & t->merge_mask;
+    uint32_t i = (uint32_t)util_mix64(key) & t->merge_mask;
     for (;; i = (i + 1) & t->merge_mask) {
         if (t->merges[i].key == key) return &t->merges[i];
         if (t->merges[i].key == 0) return NULL;
@@ -231,16 +214,6 @@ static const char split_pattern[] = "(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[
                                     "|[" WS "]+(?![^" WS "])"
                                     "|[" WS "]+";
 
-static int fail(char *err, size_t errlen, int code, const char *fmt, ...) {
-    if (err && errlen) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, errlen, fmt, ap);
-        va_end(ap);
-    }
-    return code;
-}
-
 static int cmp_split(const void *a, const void *b, void *ctx) {
     const tok *t = ctx;
     int x = *(const int32_t *)a, y = *(const int32_t *)b;
@@ -319,10 +292,10 @@ static int get_special_id(const gguf *g, const char *key, int n_vocab, int *out,
     if (gguf_find_key(g, key) < 0) return 0;
     bool bad = false;
     int64_t v = gguf_get_int(g, key, -1, &bad);
-    if (bad) return fail(err, errlen, TOK_ERR_FORMAT, "%s: not an integer", key);
+    if (bad) return util_fail(err, errlen, TOK_ERR_FORMAT, "%s: not an integer", key);
     if (v < 0 || v >= n_vocab)
-        return fail(err, errlen, TOK_ERR_FORMAT, "%s = %lld: outside the vocab (0..%d)", key,
-                    (long long)v, n_vocab - 1);
+        return util_fail(err, errlen, TOK_ERR_FORMAT, "%s = %lld: outside the vocab (0..%d)", key,
+                         (long long)v, n_vocab - 1);
     *out = (int)v;
     return 0;
 }
@@ -331,24 +304,24 @@ int tok_new(tok **out, const gguf *g, char *err, size_t errlen) {
     *out = NULL;
     int rc = TOK_ERR_NOMEM;
     tok *t = calloc(1, sizeof *t);
-    if (!t) return fail(err, errlen, TOK_ERR_NOMEM, "tokenizer: out of memory");
+    if (!t) return util_fail(err, errlen, TOK_ERR_NOMEM, "tokenizer: out of memory");
 
     bool bad = false;
     const char *model = gguf_get_str(g, "tokenizer.ggml.model", NULL, &bad);
     if (!model || bad) {
-        rc = fail(err, errlen, TOK_ERR_FORMAT, "tokenizer.ggml.model: %s",
-                  bad ? "not a string" : "missing (expected \"gpt2\")");
+        rc = util_fail(err, errlen, TOK_ERR_FORMAT, "tokenizer.ggml.model: %s",
+                       bad ? "not a string" : "missing (expected \"gpt2\")");
         goto fail;
     }
     if (strcmp(model, "gpt2") != 0) {
-        rc = fail(err, errlen, TOK_ERR_FORMAT,
-                  "tokenizer.ggml.model = \"%.64s\": unsupported (only \"gpt2\", byte-level BPE)",
-                  model);
+        rc = util_fail(
+            err, errlen, TOK_ERR_FORMAT,
+            "tokenizer.ggml.model = \"%.64s\": unsupported (only \"gpt2\", byte-level BPE)", model);
         goto fail;
     }
     const char *pre = gguf_get_str(g, "tokenizer.ggml.pre", NULL, &bad);
     if (bad) {
-        rc = fail(err, errlen, TOK_ERR_FORMAT, "tokenizer.ggml.pre: not a string");
+        rc = util_fail(err, errlen, TOK_ERR_FORMAT, "tokenizer.ggml.pre: not a string");
         goto fail;
     }
     static const char *const pres[] = {"lfm2",      "llama3",  "llama-v3", "llama-bpe",   "falcon3",
@@ -358,11 +331,11 @@ int tok_new(tok **out, const gguf *g, char *err, size_t errlen) {
         for (size_t i = 0; i < sizeof pres / sizeof pres[0]; i++)
             ok |= !strcmp(pre, pres[i]);
         if (!ok) {
-            rc =
-                fail(err, errlen, TOK_ERR_FORMAT,
-                     "tokenizer.ggml.pre = \"%.64s\": unsupported pre-tokenizer (expected \"lfm2\" "
-                     "or another Llama-3 pattern name)",
-                     pre);
+            rc = util_fail(
+                err, errlen, TOK_ERR_FORMAT,
+                "tokenizer.ggml.pre = \"%.64s\": unsupported pre-tokenizer (expected \"lfm2\" "
+                "or another Llama-3 pattern name)",
+                pre);
             goto fail;
         }
     }
@@ -370,14 +343,15 @@ int tok_new(tok **out, const gguf *g, char *err, size_t errlen) {
     /* tokens */
     int64_t ki = gguf_find_key(g, "tokenizer.ggml.tokens");
     if (ki < 0 || gguf_kv_type(g, ki) != GGUF_ARR || gguf_arr_type(g, ki) != GGUF_STR) {
-        rc = fail(err, errlen, TOK_ERR_FORMAT, "tokenizer.ggml.tokens: %s",
-                  ki < 0 ? "missing" : "not an array of strings");
+        rc = util_fail(err, errlen, TOK_ERR_FORMAT, "tokenizer.ggml.tokens: %s",
+                       ki < 0 ? "missing" : "not an array of strings");
         goto fail;
     }
     uint64_t nv = gguf_arr_len(g, ki);
     if (nv == 0 || nv > (1u << 24)) {
-        rc = fail(err, errlen, TOK_ERR_FORMAT, "tokenizer.ggml.tokens: %llu tokens (limit 1..%u)",
-                  (unsigned long long)nv, 1u << 24);
+        rc = util_fail(err, errlen, TOK_ERR_FORMAT,
+                       "tokenizer.ggml.tokens: %llu tokens (limit 1..%u)", (unsigned long long)nv,
+                       1u << 24);
         goto fail;
     }
     int n = t->n_vocab = (int)nv;
@@ -388,8 +362,9 @@ int tok_new(tok **out, const gguf *g, char *err, size_t errlen) {
         gguf_arr_str(g, ki, (uint64_t)i, &len);
         total += len ? len : 32;
         if (total > 0xF0000000u) {
-            rc = fail(err, errlen, TOK_ERR_FORMAT,
-                      "tokenizer.ggml.tokens: %zu bytes of text (limit %u)", total, 0xF0000000u);
+            rc = util_fail(err, errlen, TOK_ERR_FORMAT,
+                           "tokenizer.ggml.tokens: %zu bytes of text (limit %u)", total,
+                           0xF0000000u);
             goto fail;
         }
     }
@@ -418,23 +393,23 @@ int tok_new(tok **out, const gguf *g, char *err, size_t errlen) {
             gguf_kv_type(g, ti) == GGUF_ARR ? gguf_arr_type(g, ti) : GGUF_VTYPE_COUNT;
         if (at != GGUF_I32 && at != GGUF_U32 && at != GGUF_I8 && at != GGUF_U8 && at != GGUF_I16 &&
             at != GGUF_U16 && at != GGUF_I64 && at != GGUF_U64) {
-            rc = fail(err, errlen, TOK_ERR_FORMAT,
-                      "tokenizer.ggml.token_type: not an array of integers");
+            rc = util_fail(err, errlen, TOK_ERR_FORMAT,
+                           "tokenizer.ggml.token_type: not an array of integers");
             goto fail;
         }
         if (gguf_arr_len(g, ti) != nv) {
-            rc = fail(err, errlen, TOK_ERR_FORMAT,
-                      "tokenizer.ggml.token_type: %llu entries, expected %d (one per token)",
-                      (unsigned long long)gguf_arr_len(g, ti), n);
+            rc = util_fail(err, errlen, TOK_ERR_FORMAT,
+                           "tokenizer.ggml.token_type: %llu entries, expected %d (one per token)",
+                           (unsigned long long)gguf_arr_len(g, ti), n);
             goto fail;
         }
     }
     for (int i = 0; i < n; i++) {
         int64_t ty = ti >= 0 ? gguf_arr_int(g, ti, (uint64_t)i) : TOK_NORMAL;
         if (ty < 0 || ty > TOK_BYTE) {
-            rc = fail(err, errlen, TOK_ERR_FORMAT,
-                      "tokenizer.ggml.token_type[%d] = %lld: outside 0..%d", i, (long long)ty,
-                      TOK_BYTE);
+            rc = util_fail(err, errlen, TOK_ERR_FORMAT,
+                           "tokenizer.ggml.token_type[%d] = %lld: outside 0..%d", i, (long long)ty,
+                           TOK_BYTE);
             goto fail;
         }
         t->type[i] = (uint8_t)ty;
@@ -454,12 +429,12 @@ int tok_new(tok **out, const gguf *g, char *err, size_t errlen) {
         int prev = vocab_lookup(t, s, len);
         if (prev >= 0) {
             char ex[100];
-            rc = fail(err, errlen, TOK_ERR_FORMAT,
-                      "tokenizer.ggml.tokens[%d] = \"%s\": duplicate of token %d", i,
-                      excerpt(ex, s, len), prev);
+            rc = util_fail(err, errlen, TOK_ERR_FORMAT,
+                           "tokenizer.ggml.tokens[%d] = \"%s\": duplicate of token %d", i,
+                           excerpt(ex, s, len), prev);
             goto fail;
         }
-        uint32_t h = (uint32_t)hash_bytes(s, len) & t->vocab_mask;
+        uint32_t h = (uint32_t)util_hash_bytes(s, len) & t->vocab_mask;
         while (t->vocab_hash[h] >= 0)
             h = (h + 1) & t->vocab_mask;
         t->vocab_hash[h] = i;
@@ -497,14 +472,14 @@ int tok_new(tok **out, const gguf *g, char *err, size_t errlen) {
     /* merges */
     int64_t mi = gguf_find_key(g, "tokenizer.ggml.merges");
     if (mi < 0 || gguf_kv_type(g, mi) != GGUF_ARR || gguf_arr_type(g, mi) != GGUF_STR) {
-        rc = fail(err, errlen, TOK_ERR_FORMAT, "tokenizer.ggml.merges: %s",
-                  mi < 0 ? "missing" : "not an array of strings");
+        rc = util_fail(err, errlen, TOK_ERR_FORMAT, "tokenizer.ggml.merges: %s",
+                       mi < 0 ? "missing" : "not an array of strings");
         goto fail;
     }
     uint64_t nm = gguf_arr_len(g, mi);
     if (nm > (1u << 26)) {
-        rc = fail(err, errlen, TOK_ERR_FORMAT, "tokenizer.ggml.merges: %llu merges (limit %u)",
-                  (unsigned long long)nm, 1u << 26);
+        rc = util_fail(err, errlen, TOK_ERR_FORMAT, "tokenizer.ggml.merges: %llu merges (limit %u)",
+                       (unsigned long long)nm, 1u << 26);
         goto fail;
     }
     cap = 16;
@@ -538,16 +513,16 @@ int tok_new(tok **out, const gguf *g, char *err, size_t errlen) {
         if (l < 0 || r < 0 || m < 0) {
             free(buf);
             char ex[100];
-            rc = fail(err, errlen, TOK_ERR_FORMAT, "tokenizer.ggml.merges[%llu] = \"%s\": %s",
-                      (unsigned long long)j, excerpt(ex, s, len),
-                      !sp || sp + 1 >= s + len ? "not two tokens separated by a space"
-                      : l < 0                  ? "left half is not a token"
-                      : r < 0                  ? "right half is not a token"
-                                               : "merged text is not a token");
+            rc = util_fail(err, errlen, TOK_ERR_FORMAT, "tokenizer.ggml.merges[%llu] = \"%s\": %s",
+                           (unsigned long long)j, excerpt(ex, s, len),
+                           !sp || sp + 1 >= s + len ? "not two tokens separated by a space"
+                           : l < 0                  ? "left half is not a token"
+                           : r < 0                  ? "right half is not a token"
+                                                    : "merged text is not a token");
             goto fail;
         }
         uint64_t key = (((uint64_t)(uint32_t)l << 32) | (uint32_t)r) + 1;
-        uint32_t h = (uint32_t)hash_u64(key) & t->merge_mask;
+        uint32_t h = (uint32_t)util_mix64(key) & t->merge_mask;
         while (t->merges[h].key && t->merges[h].key != key)
             h = (h + 1) & t->merge_mask;
         if (!t->merges[h].key) t->merges[h] = (merge_slot){key, (int32_t)j, m};
@@ -563,13 +538,13 @@ int tok_new(tok **out, const gguf *g, char *err, size_t errlen) {
         goto fail;
     t->add_bos = gguf_get_bool(g, "tokenizer.ggml.add_bos_token", true, &bad);
     if (bad) {
-        rc = fail(err, errlen, TOK_ERR_FORMAT, "tokenizer.ggml.add_bos_token: not a boolean");
+        rc = util_fail(err, errlen, TOK_ERR_FORMAT, "tokenizer.ggml.add_bos_token: not a boolean");
         goto fail;
     }
     if (t->add_bos && t->bos < 0) {
-        rc =
-            fail(err, errlen, TOK_ERR_FORMAT,
-                 "tokenizer.ggml.add_bos_token is true but tokenizer.ggml.bos_token_id is missing");
+        rc = util_fail(
+            err, errlen, TOK_ERR_FORMAT,
+            "tokenizer.ggml.add_bos_token is true but tokenizer.ggml.bos_token_id is missing");
         goto fail;
     }
 
@@ -599,7 +574,8 @@ int tok_new(tok **out, const gguf *g, char *err, size_t errlen) {
     t->piece_off = malloc(sizeof *t->piece_off * ((size_t)n + 1));
     if (!t->piece || !t->piece_off) goto nomem;
     if (ptotal > 0xF0000000u) {
-        rc = fail(err, errlen, TOK_ERR_FORMAT, "tokenizer.ggml.tokens: rendered text too large");
+        rc = util_fail(err, errlen, TOK_ERR_FORMAT,
+                       "tokenizer.ggml.tokens: rendered text too large");
         goto fail;
     }
     size_t po = 0;
@@ -619,9 +595,9 @@ int tok_new(tok **out, const gguf *g, char *err, size_t errlen) {
     if (!t->re) {
         PCRE2_UCHAR msg[128];
         pcre2_get_error_message(ecode, msg, sizeof msg);
-        rc = fail(err, errlen, TOK_ERR_NOMEM,
-                  "tokenizer: PCRE2 rejected the split pattern at %zu: %s", (size_t)eoff,
-                  (const char *)msg);
+        rc = util_fail(err, errlen, TOK_ERR_NOMEM,
+                       "tokenizer: PCRE2 rejected the split pattern at %zu: %s", (size_t)eoff,
+                       (const char *)msg);
         goto fail;
     }
     t->jit = pcre2_jit_compile(t->re, PCRE2_JIT_COMPLETE) == 0;
@@ -634,7 +610,7 @@ int tok_new(tok **out, const gguf *g, char *err, size_t errlen) {
     *out = t;
     return 0;
 nomem:
-    rc = fail(err, errlen, TOK_ERR_NOMEM, "tokenizer: out of memory");
+    rc = util_fail(err, errlen, TOK_ERR_NOMEM, "tokenizer: out of memory");
 fail:
     tok_free(t);
     return rc;
