@@ -112,31 +112,6 @@ static size_t llama_normalize(const unsigned char *s, size_t n, unsigned char *o
     return o;
 }
 
-static bool valid_utf8(const unsigned char *s, size_t n) {
-    for (size_t i = 0; i < n;) {
-        unsigned char c = s[i];
-        size_t need;
-        unsigned char lo = 0x80, hi = 0xBF;
-        if (c < 0x80) {
-            i++;
-            continue;
-        }
-        if (c >= 0xC2 && c <= 0xDF)
-            need = 2;
-        else if (c >= 0xE0 && c <= 0xEF)
-            need = 3, lo = c == 0xE0 ? 0xA0 : 0x80, hi = c == 0xED ? 0x9F : 0xBF;
-        else if (c >= 0xF0 && c <= 0xF4)
-            need = 4, lo = c == 0xF0 ? 0x90 : 0x80, hi = c == 0xF4 ? 0x8F : 0xBF;
-        else
-            return false;
-        if (i + need > n || s[i + 1] < lo || s[i + 1] > hi) return false;
-        for (size_t k = 2; k < need; k++)
-            if ((s[i + k] & 0xC0) != 0x80) return false;
-        i += need;
-    }
-    return true;
-}
-
 /* Reference for tok_utf8_len, written the other way round: decode the code point by the lead
  * byte's mask, then reject overlong forms, surrogates and anything above U+10FFFF. */
 static int ref_utf8_len(const unsigned char *p, size_t n) {
@@ -159,6 +134,12 @@ static int ref_utf8_len(const unsigned char *p, size_t n) {
     static const unsigned min_cp[5] = {0, 0, 0x80, 0x800, 0x10000};
     if (cp < min_cp[k] || (cp >= 0xD800 && cp <= 0xDFFF) || cp > 0x10FFFF) return 0;
     return k;
+}
+
+static bool valid_utf8(const unsigned char *s, size_t n) {
+    for (size_t i = 0, k; i < n; i += k)
+        if (!(k = (size_t)ref_utf8_len(s + i, n - i))) return false;
+    return true;
 }
 
 /* Every first and second byte, the boundary values for the third and fourth, every length. */
