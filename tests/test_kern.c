@@ -3,6 +3,7 @@
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <unistd.h>
 #include "engine/kern.h"
 #include "engine/pool.h"
 #include "quant/quant.h"
@@ -229,7 +230,31 @@ static void test_rmsnorm(void) {
     for (int i = 0; i < 1000; i++) CHECK_NEAR(y0[i], y1[i], 1e-6 * fabs(y1[i]) + 1e-7);
 }
 
-int main(void) {
+/* LFM2_KERNEL forces a path (when available), read once at first use: checked in a child. */
+static void test_env_override(void) {
+    static const char *const names[] = {"scalar", "avx2", "avxvnni", "avx512"};
+    for (int p = 0; p < KERN_NPATHS; p++) {
+        char cmd[512], out[64] = "";
+        snprintf(cmd, sizeof cmd, "LFM2_KERNEL=%s /proc/%d/exe --print-kernel", names[p], (int)getpid());
+        FILE *f = popen(cmd, "r");
+        CHECK(f != NULL);
+        if (!f) return;
+        if (!fgets(out, sizeof out, f)) out[0] = 0;
+        pclose(f);
+        out[strcspn(out, "\n")] = 0;
+        int top = KERN_SCALAR; /* what the child picks for an unavailable path */
+        for (int q = 0; q < KERN_NPATHS; q++)
+            if (kern_path_available(q)) top = q;
+        CHECK_STR(out, kern_path_name(kern_path_available(p) ? p : top));
+    }
+}
+
+int main(int argc, char **argv) {
+    if (argc > 1 && !strcmp(argv[1], "--print-kernel")) {
+        printf("%s\n", kern_name());
+        return 0;
+    }
+    test_env_override();
     printf("kernel in use: %s; tested paths:", kern_name());
     for (int p = 0; p < KERN_NPATHS; p++)
         if (kern_path_available(p)) printf(" %s", kern_path_name(p));
