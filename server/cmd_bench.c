@@ -30,7 +30,8 @@ static void bench_usage(FILE *f) {
             "  -b LIST   comma-separated batch sizes, each 1..%d (default 1,4,8,16; 0 = none)\n"
             "  -t N      threads (default: number of cores)\n"
             "  -r R      repetitions (default 3)\n"
-            "  --json    one JSON object on stdout instead of the table\n",
+            "  --json    one JSON object on stdout instead of the table\n"
+            "  Exit status: 0 done, 1 the model could not be loaded or run, 2 bad usage.\n",
             BENCH_MAX_B);
 }
 
@@ -142,7 +143,7 @@ int cmd_bench(int argc, char **argv) {
                    !strcmp(a, "--threads")) {
             if (i + 1 >= argc) {
                 fprintf(stderr, "error: %s needs a value\n", a);
-                return 1;
+                return 2;
             }
             const char *v = argv[++i];
             int bad = 0;
@@ -152,17 +153,17 @@ int cmd_bench(int argc, char **argv) {
             else if (a[1] == 't' || !strcmp(a, "--threads")) bad = cli_parse_long(a, v, 0, 256, &t);
             else if (a[1] == 'r') bad = cli_parse_long(a, v, 1, 1000, &reps);
             else bspec = v;
-            if (bad) return 1;
+            if (bad) return 2;
         } else {
             fprintf(stderr, "error: unknown option '%s'\n", a);
             bench_usage(stderr);
-            return 1;
+            return 2;
         }
     }
     if (!path) {
         fprintf(stderr, "error: no model file: use -m FILE\n");
         bench_usage(stderr);
-        return 1;
+        return 2;
     }
     if (strcmp(bspec, "0") && strcmp(bspec, "")) {
         const char *s = bspec;
@@ -176,7 +177,7 @@ int cmd_bench(int argc, char **argv) {
                         "error: -b '%s': expected a comma-separated list of at most %d batch "
                         "sizes, each in [1, %d]\n",
                         bspec, BENCH_MAX_B, BENCH_MAX_B);
-                return 1;
+                return 2;
             }
             blist[nb_list++] = (int)v;
             s = *end ? end + 1 : end;

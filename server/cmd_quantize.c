@@ -130,7 +130,8 @@ static void qz_usage(FILE *f) {
             fputc(*p >= 'A' && *p <= 'Z' ? *p - 'A' + 'a' : *p, f);
     }
     fprintf(f, "\n  -t N   threads (default: number of cores)\n"
-               "  A progress bar is drawn on stderr when it is a terminal; a summary line follows.\n");
+               "  A progress bar is drawn on stderr when it is a terminal; a summary line follows.\n"
+               "  Exit status: 0 done, 1 the input could not be read or the output written, 2 bad usage.\n");
 }
 
 static void print_types(FILE *f) {
@@ -153,26 +154,26 @@ int cmd_quantize(int argc, char **argv) {
         } else if (!strcmp(a, "-t") || !strcmp(a, "--threads")) {
             if (i + 1 >= argc) {
                 fprintf(stderr, "error: %s needs a number of threads\n", a);
-                return 1;
+                return 2;
             }
-            if (cli_parse_long(a, argv[++i], 1, 256, &n_threads)) return 1;
+            if (cli_parse_long(a, argv[++i], 1, 256, &n_threads)) return 2;
         } else if (a[0] == '-' && a[1]) {
             fprintf(stderr, "error: unknown option '%s'\n", a);
             qz_usage(stderr);
-            return 1;
+            return 2;
         } else if (n_pos < 3) {
             pos[n_pos++] = a;
         } else {
             fprintf(stderr, "error: unexpected argument '%s' (IN OUT TYPE already given)\n", a);
             qz_usage(stderr);
-            return 1;
+            return 2;
         }
     }
     if (n_pos < 3) {
         fprintf(stderr, "error: missing %s\n", n_pos == 0 ? "IN, OUT and TYPE" :
                                                n_pos == 1 ? "OUT and TYPE" : "TYPE");
         qz_usage(stderr);
-        return 1;
+        return 2;
     }
     const char *in = pos[0], *out = pos[1];
     const quant_mix *mix = quant_mix_find(pos[2]);
@@ -180,7 +181,7 @@ int cmd_quantize(int argc, char **argv) {
         fprintf(stderr, "error: unknown type '%s': valid types are ", pos[2]);
         print_types(stderr);
         fputc('\n', stderr);
-        return 1;
+        return 2;
     }
     if (n_threads == 0) {
         n_threads = sysconf(_SC_NPROCESSORS_ONLN);
@@ -191,7 +192,7 @@ int cmd_quantize(int argc, char **argv) {
     if (!strcmp(in, out) || (stat(in, &sin) == 0 && stat(out, &sout) == 0 &&
                              sin.st_dev == sout.st_dev && sin.st_ino == sout.st_ino)) {
         fprintf(stderr, "error: output '%s' is the input file: write to another path\n", out);
-        return 1;
+        return 2;
     }
     if (stat(out, &sout) == 0 && S_ISDIR(sout.st_mode)) {
         fprintf(stderr, "error: output '%s' is a directory\n", out);

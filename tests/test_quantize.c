@@ -180,18 +180,18 @@ static void check_errors(void) {
     char out[768], dir_out[768], trunc[768], src_copy[768];
     snprintf(out, sizeof out, "%s/err.gguf", tmpdir);
     const char *src = MODELS "mini-F16.gguf";
-    /* unknown type, missing arguments, bad thread count, unknown option */
-    CHECK(run_quantize(src, out, "q3_k_xl", NULL, NULL) != 0);
-    CHECK(run_quantize(src, out, "", NULL, NULL) != 0);
-    CHECK(run_quantize(src, out, NULL, NULL, NULL) != 0);
-    CHECK(run_quantize(src, out, "q8_0", "-t", "0") != 0);
-    CHECK(run_quantize(src, out, "q8_0", "-t", "x") != 0);
-    CHECK(run_quantize(src, out, "q8_0", "--frobnicate", NULL) != 0);
+    /* bad usage (status 2): unknown type, missing arguments, bad thread count, unknown option */
+    CHECK_EQ_INT(run_quantize(src, out, "q3_k_xl", NULL, NULL), 2);
+    CHECK_EQ_INT(run_quantize(src, out, "", NULL, NULL), 2);
+    CHECK_EQ_INT(run_quantize(src, out, NULL, NULL, NULL), 2);
+    CHECK_EQ_INT(run_quantize(src, out, "q8_0", "-t", "0"), 2);
+    CHECK_EQ_INT(run_quantize(src, out, "q8_0", "-t", "x"), 2);
+    CHECK_EQ_INT(run_quantize(src, out, "q8_0", "--frobnicate", NULL), 2);
     CHECK(!file_exists(out));
-    /* missing input, input that is not a GGUF, truncated input */
+    /* failures (status 1): missing input, input that is not a GGUF, truncated input */
     snprintf(trunc, sizeof trunc, "%s/trunc.gguf", tmpdir);
-    CHECK(run_quantize("tests/data/models/no-such.gguf", out, "q8_0", NULL, NULL) != 0);
-    CHECK(run_quantize("tests/data/models/README.md", out, "q8_0", NULL, NULL) != 0);
+    CHECK_EQ_INT(run_quantize("tests/data/models/no-such.gguf", out, "q8_0", NULL, NULL), 1);
+    CHECK_EQ_INT(run_quantize("tests/data/models/README.md", out, "q8_0", NULL, NULL), 1);
     FILE *fi = fopen(src, "rb"), *fo = fopen(trunc, "wb");
     CHECK(fi && fo);
     if (fi && fo) {
@@ -201,24 +201,24 @@ static void check_errors(void) {
     }
     if (fi) fclose(fi);
     if (fo) fclose(fo);
-    CHECK(run_quantize(trunc, out, "q8_0", NULL, NULL) != 0);
+    CHECK_EQ_INT(run_quantize(trunc, out, "q8_0", NULL, NULL), 1);
     CHECK(!file_exists(out));
     /* IN == OUT (same path, and the same file through another path): refused, input intact */
     snprintf(src_copy, sizeof src_copy, "%s/copy.gguf", tmpdir);
     CHECK_EQ_INT(run_quantize(src, src_copy, "f16", NULL, NULL), 0);
     struct stat before, after;
     CHECK(stat(src_copy, &before) == 0);
-    CHECK(run_quantize(src_copy, src_copy, "q8_0", NULL, NULL) != 0);
+    CHECK_EQ_INT(run_quantize(src_copy, src_copy, "q8_0", NULL, NULL), 2);
     char alias[800];
     snprintf(alias, sizeof alias, "%s/./copy.gguf", tmpdir);
-    CHECK(run_quantize(src_copy, alias, "q8_0", NULL, NULL) != 0);
+    CHECK_EQ_INT(run_quantize(src_copy, alias, "q8_0", NULL, NULL), 2);
     CHECK(stat(src_copy, &after) == 0);
     CHECK_EQ_INT(before.st_size, after.st_size);
     CHECK_EQ_INT(before.st_mtime, after.st_mtime);
     /* output not writable: missing directory, a directory as output */
     snprintf(dir_out, sizeof dir_out, "%s/no/such/dir/out.gguf", tmpdir);
-    CHECK(run_quantize(src, dir_out, "q8_0", NULL, NULL) != 0);
-    CHECK(run_quantize(src, tmpdir, "q8_0", NULL, NULL) != 0);
+    CHECK_EQ_INT(run_quantize(src, dir_out, "q8_0", NULL, NULL), 1);
+    CHECK_EQ_INT(run_quantize(src, tmpdir, "q8_0", NULL, NULL), 1);
     /* case-insensitive type names */
     CHECK_EQ_INT(run_quantize(src, out, "Q4_k_M", NULL, NULL), 0);
     gguf *g = open_or_fail(out);

@@ -45,20 +45,21 @@ LFM2_KERNEL=scalar "$LFM2" bench -m $M -p 8 -n 2 -b 0 -r 1 --json 2>/dev/null | 
   die "LFM2_KERNEL=scalar not reported as the kernel"
 
 # 3. bad options: non-zero exit and a message
-expect_err() { # expect_err WHAT PATTERN ARGS...
-  local what=$1 pat=$2; shift 2
-  if "$LFM2" bench "$@" >"$TMPDIR/e.out" 2>"$TMPDIR/e.log"; then die "$what: exit 0"; return; fi
+expect_err() { # expect_err WHAT STATUS PATTERN ARGS...  (status 1: the work failed, 2: bad usage)
+  local what=$1 want=$2 pat=$3 rc; shift 3
+  if "$LFM2" bench "$@" >"$TMPDIR/e.out" 2>"$TMPDIR/e.log"; then rc=0; else rc=$?; fi
+  [ "$rc" = "$want" ] || die "$what: exit status $rc, expected $want"
   grep -qi -- "$pat" "$TMPDIR/e.log" || die "$what: message lacks '$pat': $(head -2 "$TMPDIR/e.log")"
 }
-expect_err "no model" "use -m FILE"
-expect_err "missing model file" "no such file" -m "$TMPDIR/none.gguf"
-expect_err "not a model" "bad magic" -m tests/data/models/README.md
-expect_err "bad batch list" "comma-separated list" -m $M -b 1,x
-expect_err "batch too big" "each in \[1, 64\]" -m $M -b 65
-expect_err "bad -n" "expected an integer" -m $M -n 0
-expect_err "bad -r" "expected an integer" -m $M -r 0
-expect_err "bad -t" "expected an integer" -m $M -t -1
-expect_err "unknown option" "unknown option" -m $M --fast
+expect_err "no model" 2 "use -m FILE"
+expect_err "missing model file" 1 "no such file" -m "$TMPDIR/none.gguf"
+expect_err "not a model" 1 "bad magic" -m tests/data/models/README.md
+expect_err "bad batch list" 2 "comma-separated list" -m $M -b 1,x
+expect_err "batch too big" 2 "each in \[1, 64\]" -m $M -b 65
+expect_err "bad -n" 2 "expected an integer" -m $M -n 0
+expect_err "bad -r" 2 "expected an integer" -m $M -r 0
+expect_err "bad -t" 2 "expected an integer" -m $M -t -1
+expect_err "unknown option" 2 "unknown option" -m $M --fast
 
 [ $fail = 0 ] && echo "bench.sh: ok"
 exit $fail

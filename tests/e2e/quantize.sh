@@ -68,24 +68,25 @@ fi
 grep -q $'\r' "$out/q8_0.err" && die "progress bar drawn although stderr is not a terminal"
 
 # 6. errors: non-zero exit and a message saying what is wrong
-expect_err() { # expect_err WHAT PATTERN ARGS...
-  local what=$1 pat=$2; shift 2
-  if "$LFM2" quantize "$@" >"$out/err.out" 2>"$out/err.log"; then die "$what: exit 0"; return; fi
+expect_err() { # expect_err WHAT STATUS PATTERN ARGS...  (status 1: the work failed, 2: bad usage)
+  local what=$1 want=$2 pat=$3 rc; shift 3
+  if "$LFM2" quantize "$@" >"$out/err.out" 2>"$out/err.log"; then rc=0; else rc=$?; fi
+  [ "$rc" = "$want" ] || die "$what: exit status $rc, expected $want"
   grep -qi -- "$pat" "$out/err.log" || die "$what: message lacks '$pat': $(head -2 "$out/err.log")"
 }
-expect_err "unknown type" "valid types are f32, f16, bf16, q8_0, q4_0" $M/mini-F16.gguf "$out/x.gguf" q3_k_xl
-expect_err "missing input" "no such file" "$out/none.gguf" "$out/x.gguf" q8_0
+expect_err "unknown type" 2 "valid types are f32, f16, bf16, q8_0, q4_0" $M/mini-F16.gguf "$out/x.gguf" q3_k_xl
+expect_err "missing input" 1 "no such file" "$out/none.gguf" "$out/x.gguf" q8_0
 printf 'not a gguf' >"$out/bad.gguf"
-expect_err "invalid input" "bad magic" "$out/bad.gguf" "$out/x.gguf" q8_0
+expect_err "invalid input" 1 "bad magic" "$out/bad.gguf" "$out/x.gguf" q8_0
 head -c 100000 $M/mini-F16.gguf >"$out/trunc.gguf"
-expect_err "truncated input" "trunc.gguf" "$out/trunc.gguf" "$out/x.gguf" q8_0
-expect_err "IN == OUT" "is the input file" "$out/f16.gguf" "$out/f16.gguf" q8_0
-expect_err "IN == OUT (other path)" "is the input file" "$out/f16.gguf" "$out/../q/f16.gguf" q8_0
+expect_err "truncated input" 1 "trunc.gguf" "$out/trunc.gguf" "$out/x.gguf" q8_0
+expect_err "IN == OUT" 2 "is the input file" "$out/f16.gguf" "$out/f16.gguf" q8_0
+expect_err "IN == OUT (other path)" 2 "is the input file" "$out/f16.gguf" "$out/../q/f16.gguf" q8_0
 "$LFM2" info -m "$out/f16.gguf" >/dev/null 2>&1 || die "input damaged by the IN == OUT attempt"
-expect_err "unwritable output" "cannot write" $M/mini-F16.gguf "$out/no/such/dir/x.gguf" q8_0
-expect_err "output is a directory" "is a directory" $M/mini-F16.gguf "$out" q8_0
-expect_err "missing type" "missing TYPE" $M/mini-F16.gguf "$out/x.gguf"
-expect_err "bad threads" "expected an integer in \[1, 256\]" $M/mini-F16.gguf "$out/x.gguf" q8_0 -t 0
+expect_err "unwritable output" 1 "cannot write" $M/mini-F16.gguf "$out/no/such/dir/x.gguf" q8_0
+expect_err "output is a directory" 1 "is a directory" $M/mini-F16.gguf "$out" q8_0
+expect_err "missing type" 2 "missing TYPE" $M/mini-F16.gguf "$out/x.gguf"
+expect_err "bad threads" 2 "expected an integer in \[1, 256\]" $M/mini-F16.gguf "$out/x.gguf" q8_0 -t 0
 [ -e "$out/x.gguf" ] && die "a failed run left $out/x.gguf"
 ls "$out"/*.tmp* >/dev/null 2>&1 && die "temporary files left behind: $(ls "$out"/*.tmp*)"
 
