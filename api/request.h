@@ -105,17 +105,21 @@ typedef struct api_tokenize_req {
     size_t len;
     bool add_special, parse_special, with_pieces;
 } api_tokenize_req;
+/* 0 and r owns content (api_tokenize_free), or API_EINVAL / API_ENOMEM with e filled and r
+ * zeroed. */
 int api_tokenize_parse(api_tokenize_req *r, const char *body, size_t len, api_error *e);
-void api_tokenize_free(api_tokenize_req *r);
+void api_tokenize_free(api_tokenize_req *r); /* zeroes r; NULL or a zeroed r is a no-op */
 
 /* llama-server's POST /detokenize body: {"tokens": [int, ...]} (ids checked against n_vocab). */
 typedef struct api_detokenize_req {
     int32_t *tokens;
     int n_tokens;
 } api_detokenize_req;
+/* Same contract as api_tokenize_parse; lim NULL = api_limits_default (n_vocab 0: ids are only
+ * checked against INT32_MAX). */
 int api_detokenize_parse(api_detokenize_req *r, const char *body, size_t len, const api_limits *lim,
                          api_error *e);
-void api_detokenize_free(api_detokenize_req *r);
+void api_detokenize_free(api_detokenize_req *r); /* zeroes r; NULL or a zeroed r is a no-op */
 
 /* Fills e (status 400, type invalid_request_error) from a printf format; returns API_EINVAL.
  * For the server's own 400s (context_length_exceeded, model not found...). */
