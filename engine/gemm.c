@@ -3,7 +3,6 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
-#include "quant/quant.h"
 
 static const char *const path_names[GEMM_NPATHS] = {"kern", "amx-int8"};
 static bool avail[GEMM_NPATHS];
@@ -81,8 +80,6 @@ typedef struct amx_cfg {
     uint8_t rows[16];
 } amx_cfg;
 
-static float ld_h(const uint8_t *p) { return quant_f16_to_f32((uint16_t)(p[0] | p[1] << 8)); }
-
 /* Tiles 0-3: C (nt tokens x 16 rows int32), 4-5: A (nt tokens x 32 codes), 6-7: B (8 x 64). */
 static void cfg_make(amx_cfg *c, int nt) {
     memset(c, 0, sizeof *c);
@@ -101,6 +98,17 @@ static inline __m512i ld2(const uint8_t *p, const uint8_t *q) {
     return _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
 }
 
+/* 8 f16 of tile p and 8 of tile q (NULL: zeros) as 16 floats; 8 bytes of each as 16 bytes. */
+static inline __m512 h2(const uint8_t *p, const uint8_t *q) {
+    __m128i lo = _mm_loadu_si128((const __m128i *)p);
+    __m128i hi = q ? _mm_loadu_si128((const __m128i *)q) : _mm_setzero_si128();
+    return _mm512_cvtph_ps(_mm256_inserti128_si256(_mm256_castsi128_si256(lo), hi, 1));
+}
+static inline __m128i b2(const uint8_t *p, const uint8_t *q) {
+    return _mm_unpacklo_epi64(_mm_loadl_epi64((const __m128i *)p),
+                              q ? _mm_loadl_epi64((const __m128i *)q) : _mm_setzero_si128());
+}
+
 /* Expands groups [g0, g1) of tiles tp (and tq, NULL past the last tile) into pn. SIGNED: codes
  * minus the zero point as s8 (kinds without min), else the unsigned codes. */
 static void expand(const rp_matrix *m, const uint8_t *tp, const uint8_t *tq, int64_t g0,
@@ -112,6 +120,8 @@ static void expand(const rp_matrix *m, const uint8_t *tp, const uint8_t *tq, int
     const int64_t ng = m->n_groups;
     const __m512i m4 = _mm512_set1_epi8(15), m10 = _mm512_set1_epi8(0x10);
     const __m512i z8 = _mm512_set1_epi8(8), x80 = _mm512_set1_epi8((char)0x80);
+    const __m512 zf = _mm512_setzero_ps();
+    const __m512i sign = _mm512_set1_epi32((int)0x80000000u);
     for (int64_t g = g0; g < g1; g++) {
         const uint8_t *gp = tp + (size_t)g * gb, *gq = tq ? tq + (size_t)g * gb : NULL;
         __m512i w[8];
@@ -145,23 +155,22 @@ static void expand(const rp_matrix *m, const uint8_t *tp, const uint8_t *tq, int
             }
         }
         for (int c = 0; c < 8; c++) _mm512_store_si512((__m512i *)pn->codes[g - g0][c], w[c]);
-        /* scales exactly as kern_tiles_scalar computes them */
-        for (int h = 0; h < 2; h++) {
-            const uint8_t *t = h ? tq : tp, *p = h ? gq : gp;
-            for (int r = 0; r < 8; r++) {
-                float s = 0, b = 0;
-                if (t && KC) {
-                    const uint8_t *sb = t + (size_t)ng * gb + (size_t)(g / 8) * 32;
-                    s = ld_h(sb + 2 * r) * (float)p[cb + r];
-                    b = -(ld_h(sb + 16 + 2 * r) * (float)p[cb + 8 + r]);
-                } else if (t) {
-                    s = ld_h(p + cb + 2 * r);
-                    b = m->has_min ? ld_h(p + cb + 16 + 2 * r) : 0.0f;
-                }
-                pn->s[g - g0][8 * h + r] = s;
-                pn->b[g - g0][8 * h + r] = b;
-            }
+        /* scales with kern_tiles_scalar's operations (f16 -> f32 is exact either way; the
+         * negation flips the sign bit as -(x) does, also for zeros) */
+        __m512 sv, bv = zf;
+        if (KC) {
+            const size_t so = (size_t)ng * gb + (size_t)(g / 8) * 32;
+            __m512 dv = h2(tp + so, tq ? tq + so : NULL), mv = h2(tp + so + 16, tq ? tq + so + 16 : NULL);
+            sv = _mm512_mul_ps(dv, _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(b2(gp + cb, gq ? gq + cb : NULL))));
+            bv = _mm512_mul_ps(mv, _mm512_cvtepi32_ps(
+                                       _mm512_cvtepu8_epi32(b2(gp + cb + 8, gq ? gq + cb + 8 : NULL))));
+            bv = _mm512_castsi512_ps(_mm512_xor_si512(_mm512_castps_si512(bv), sign));
+        } else {
+            sv = h2(gp + cb, gq ? gq + cb : NULL);
+            if (m->has_min) bv = h2(gp + cb + 16, gq ? gq + cb + 16 : NULL);
         }
+        _mm512_store_ps(pn->s[g - g0], sv);
+        _mm512_store_ps(pn->b[g - g0], bv);
     }
 }
 
@@ -238,7 +247,7 @@ static inline __attribute__((always_inline)) void block(const panel *pn, int64_t
     for (int t = 0; t < nt; t++) _mm512_mask_storeu_ps(y + t * ldy, k, acc[t]);
 }
 
-static void block_any(const panel *pn, int64_t g0, int64_t g1, const kern_act *a, int tok, int nt,
+static __attribute__((noinline)) void block_any(const panel *pn, int64_t g0, int64_t g1, const kern_act *a, int tok, int nt,
                       float *y, int64_t ldy, __mmask16 k, int first, int sgn, int min) {
     if (nt == TOK) {
         if (sgn) block(pn, g0, g1, a, tok, TOK, y, ldy, k, first, 1, 0);
