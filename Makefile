@@ -140,3 +140,7 @@ fuzz: deps fuzz-deps
 fidelity-350m: deps
 	$(MAKE) --no-print-directory $(BUILD)/tests/test_eng
 	BUILD=$(BUILD) tests/fidelity_350m.sh
+
+# By-hand prefill matmul benchmark (tests/bench/gemm_bench.c): kern_matmul vs sgemm vs gemm_matmul.
+$(BUILD)/gemm_bench: tests/bench/gemm_bench.c $(LIBOBJS)
+	$(CC) $(CFLAGS) -o $@ $< $(LIBOBJS) $(LDLIBS)
