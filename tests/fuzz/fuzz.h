@@ -1,4 +1,5 @@
-/* fuzz.h: what every harness in tests/fuzz shares: the libFuzzer entry point and an always-on check. */
+/* fuzz.h: what every harness in tests/fuzz shares: the libFuzzer entry point and an always-on
+ * check. */
 #ifndef LFM2_FUZZ_H
 #define LFM2_FUZZ_H
 #include <stddef.h>
@@ -10,12 +11,12 @@
  * Returns 0; a broken property aborts with file:line, which both drivers report as a crash. */
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-#define FUZZ_CHECK(cond)                                                                       \
-    do {                                                                                       \
-        if (!(cond)) {                                                                         \
-            fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond);          \
-            abort();                                                                           \
-        }                                                                                      \
+#define FUZZ_CHECK(cond)                                                                           \
+    do {                                                                                           \
+        if (!(cond)) {                                                                             \
+            fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond);               \
+            abort();                                                                               \
+        }                                                                                          \
     } while (0)
 
 #endif

@@ -1,4 +1,5 @@
-/* fuzz_config.c: libFuzzer harness: settings from arbitrary flags, LFM2_* variables and config-file text. */
+/* fuzz_config.c: libFuzzer harness: settings from arbitrary flags, LFM2_* variables and config-file
+ * text. */
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -11,8 +12,9 @@
 
 /* The input is split into lines: a line starting with '-' is a command-line argument (as is
  * the rest of a line starting with '+'), one starting with "LFM2_" an environment entry, any
- * other line goes into a config file (an in-memory file passed with --config). Whatever the text: an error with a message, or
- * settings inside their documented ranges whose dump reads back to the same settings. */
+ * other line goes into a config file (an in-memory file passed with --config). Whatever the text:
+ * an error with a message, or settings inside their documented ranges whose dump reads back to the
+ * same settings. */
 
 #define MAX_ARGS 64
 

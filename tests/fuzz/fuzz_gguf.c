@@ -1,4 +1,5 @@
-/* fuzz_gguf.c: libFuzzer harness: any bytes through gguf_open_mem, every getter, tok_new and lfm2_model_from_gguf. */
+/* fuzz_gguf.c: libFuzzer harness: any bytes through gguf_open_mem, every getter, tok_new and
+ * lfm2_model_from_gguf. */
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>

@@ -1,4 +1,5 @@
-/* fuzz_request.c: libFuzzer harness: any body through the OpenAI request parsers, the chat renderer and the JSON builders. */
+/* fuzz_request.c: libFuzzer harness: any body through the OpenAI request parsers, the chat renderer
+ * and the JSON builders. */
 #include <cjson/cJSON.h>
 #include <math.h>
 #include <stdbool.h>
@@ -49,10 +50,17 @@ static void check_error(const api_error *e, int rc) {
 }
 
 static bool is_control_text(const char *s, size_t len) {
-    static const char *const known[] = {
-        "<|startoftext|>", "<|im_start|>",        "<|im_end|>",          "<think>",
-        "</think>",        "<|tool_call_start|>", "<|tool_call_end|>",   "<|tool_list_start|>",
-        "<|tool_list_end|>", "<|tool_response_start|>", "<|tool_response_end|>"};
+    static const char *const known[] = {"<|startoftext|>",
+                                        "<|im_start|>",
+                                        "<|im_end|>",
+                                        "<think>",
+                                        "</think>",
+                                        "<|tool_call_start|>",
+                                        "<|tool_call_end|>",
+                                        "<|tool_list_start|>",
+                                        "<|tool_list_end|>",
+                                        "<|tool_response_start|>",
+                                        "<|tool_response_end|>"};
     for (size_t i = 0; i < sizeof known / sizeof known[0]; i++)
         if (strlen(known[i]) == len && !memcmp(known[i], s, len)) return true;
     return false;
@@ -157,7 +165,8 @@ static void build_responses(const char *text, size_t len) {
             cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(root, "choices"), 0), "message"),
         "content");
     FUZZ_CHECK(cJSON_IsString(content));
-    if (exact) FUZZ_CHECK(strlen(content->valuestring) == len && !memcmp(content->valuestring, text, len));
+    if (exact)
+        FUZZ_CHECK(strlen(content->valuestring) == len && !memcmp(content->valuestring, text, len));
     cJSON_Delete(root);
     cJSON_Delete(parse_json(api_chat_chunk_json(&m, &c, true, true)));
     cJSON_Delete(parse_json(api_text_chunk_json(&m, &c, false)));
@@ -168,7 +177,8 @@ static void build_responses(const char *text, size_t len) {
     root = parse_json(api_detokenize_json(text, len));
     content = cJSON_GetObjectItemCaseSensitive(root, "content");
     FUZZ_CHECK(cJSON_IsString(content));
-    if (exact) FUZZ_CHECK(strlen(content->valuestring) == len && !memcmp(content->valuestring, text, len));
+    if (exact)
+        FUZZ_CHECK(strlen(content->valuestring) == len && !memcmp(content->valuestring, text, len));
     cJSON_Delete(root);
     /* tokenize with pieces: the text cut into 3-byte pieces, some not valid UTF-8 */
     int n = (int)(len / 3 < 64 ? len / 3 : 64);
@@ -187,9 +197,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     api_limits lims[2];
     api_limits_default(&lims[0]);
     lims[0].n_vocab = 65536;
-    lims[1] = (api_limits){.n_vocab = 100, .max_tokens = 16, .max_n = 2, .max_total_tokens = 20,
-                           .max_messages = 2, .max_parts = 2, .max_prompt_tokens = 4,
-                           .max_logit_bias = 2, .max_depth = 4};
+    lims[1] = (api_limits){.n_vocab = 100,
+                           .max_tokens = 16,
+                           .max_n = 2,
+                           .max_total_tokens = 20,
+                           .max_messages = 2,
+                           .max_parts = 2,
+                           .max_prompt_tokens = 4,
+                           .max_logit_bias = 2,
+                           .max_depth = 4};
     for (int li = 0; li < 2; li++) {
         const api_limits *l = &lims[li];
         for (int k = 0; k < 2; k++) {

@@ -1,4 +1,5 @@
-/* fuzz_sample.c: libFuzzer harness: the sampler on arbitrary parameters, logit biases and (finite) logits. */
+/* fuzz_sample.c: libFuzzer harness: the sampler on arbitrary parameters, logit biases and (finite)
+ * logits. */
 #include <math.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -16,10 +17,13 @@
  * is on), logprob and the top list are the raw distribution's, and a second sampler with the
  * same parameters and history draws the same tokens. */
 
-static const float bias_values[] = {-INFINITY, -100, -1, 0, 0.5f, 2, 100, 50}; /* as the server maps them */
+static const float bias_values[] = {-INFINITY, -100, -1,  0,
+                                    0.5f,      2,    100, 50}; /* as the server maps them */
 static const float temps[] = {0, 0.8f, 1, 0.1f, 2, 1e-3f, 100, -1};
 
-static uint8_t at(const uint8_t *d, size_t n, size_t i) { return i < n ? d[i] : 0; }
+static uint8_t at(const uint8_t *d, size_t n, size_t i) {
+    return i < n ? d[i] : 0;
+}
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (size < 16) return 0;
@@ -72,7 +76,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         for (int i = 0; i < V; i++)
             logits[i] = nl ? (float)(int8_t)lb[(size_t)(i + step * 13) % nl] / 8.0f : 0.0f;
         memcpy(work, logits, (size_t)V * sizeof *work);
-        for (int i = 0; i < n_bias; i++) work[bias[i].id] += bias[i].bias;
+        for (int i = 0; i < n_bias; i++)
+            work[bias[i].id] += bias[i].bias;
         bool any_allowed = false;
         for (int i = 0; i < V; i++)
             if (work[i] > -INFINITY) any_allowed = true;

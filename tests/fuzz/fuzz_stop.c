@@ -1,4 +1,5 @@
-/* fuzz_stop.c: libFuzzer harness: the incremental stop matcher against a naive whole-text reference. */
+/* fuzz_stop.c: libFuzzer harness: the incremental stop matcher against a naive whole-text
+ * reference. */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>

@@ -1,4 +1,5 @@
-/* fuzz_tok.c: libFuzzer harness: tokenizer encode/decode round trip and streaming decode on the reference vocab. */
+/* fuzz_tok.c: libFuzzer harness: tokenizer encode/decode round trip and streaming decode on the
+ * reference vocab. */
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>

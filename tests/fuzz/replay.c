@@ -1,4 +1,5 @@
-/* replay.c: runs a fuzz harness without libFuzzer: every corpus file, then seeded random mutations of them. */
+/* replay.c: runs a fuzz harness without libFuzzer: every corpus file, then seeded random mutations
+ * of them. */
 #include <dirent.h>
 #include <errno.h>
 #include <stdint.h>
@@ -11,9 +12,9 @@
 
 /* usage: replay [-n MUTATIONS] [-s SEED] [-m MAXLEN] [DIR|FILE ...]
  * Defaults: the corpus tests/fuzz/corpus/FUZZ_NAME (relative to the repository root, where
- * tests/run.sh runs), LFM2_FUZZ_ITERS mutations (default 10000; request 4000, sample 3000), seed 1. Exit 0 when every
- * input ran; a broken property aborts (the harness's FUZZ_CHECK or a sanitizer).
- * LFM2_FUZZ_LAST=FILE writes each mutated input to FILE before running it. */
+ * tests/run.sh runs), LFM2_FUZZ_ITERS mutations (default 10000; gguf 30000, request 4000, sample
+ * 3000), seed 1. Exit 0 when every input ran; a broken property aborts (the harness's FUZZ_CHECK or
+ * a sanitizer). LFM2_FUZZ_LAST=FILE writes each mutated input to FILE before running it. */
 
 #ifndef FUZZ_NAME
 #error "compile with -DFUZZ_NAME='\"gguf\"' (the harness name)"
@@ -103,13 +104,41 @@ static uint64_t rng(uint64_t *s) { /* splitmix64 */
 }
 
 /* Values that tend to sit on boundaries of counts, lengths and types. */
-static const uint64_t interesting[] = {0, 1, 2, 3, 4, 7, 8, 16, 31, 32, 33, 63, 64, 127, 128, 255,
-                                       256, 1023, 1024, 4096, 32767, 32768, 65535, 65536,
-                                       0x7fffffff, 0x80000000, 0xffffffff, 0x100000000ull,
-                                       0x7fffffffffffffffull, 0xffffffffffffffffull};
-static const char *const tokens[] = {"{", "}", "[", "]", "\"", ":", ",", "null", "true", "-1",
-                                     "1e999", "\\u0000", "\\ud800", "\xc3\xa9", "\xff", "<|im_end|>",
-                                     "<|im_start|>", "<think>", "\xe2\x82", "\x00"};
+static const uint64_t interesting[] = {0,
+                                       1,
+                                       2,
+                                       3,
+                                       4,
+                                       7,
+                                       8,
+                                       16,
+                                       31,
+                                       32,
+                                       33,
+                                       63,
+                                       64,
+                                       127,
+                                       128,
+                                       255,
+                                       256,
+                                       1023,
+                                       1024,
+                                       4096,
+                                       32767,
+                                       32768,
+                                       65535,
+                                       65536,
+                                       0x7fffffff,
+                                       0x80000000,
+                                       0xffffffff,
+                                       0x100000000ull,
+                                       0x7fffffffffffffffull,
+                                       0xffffffffffffffffull};
+static const char *const tokens[] = {
+    "{",        "}",        "[",    "]",          "\"",           ":",
+    ",",        "null",     "true", "-1",         "1e999",        "\\u0000",
+    "\\ud800",  "\xc3\xa9", "\xff", "<|im_end|>", "<|im_start|>", "<think>",
+    "\xe2\x82", "\x00"};
 
 /* Applies 1..4 random edits to buf (len bytes, cap room); returns the new length. */
 static size_t mutate(uint8_t *buf, size_t len, size_t cap, const corpus *c, uint64_t *s) {
@@ -192,8 +221,12 @@ static void run(const uint8_t *data, size_t len) {
 }
 
 int main(int argc, char **argv) {
-    /* default mutations: a few seconds per harness under ASan (request does the most work) */
-    long iters = !strcmp(FUZZ_NAME, "request") ? 4000 : !strcmp(FUZZ_NAME, "sample") ? 3000 : 10000;
+    /* default mutations: a few seconds per harness under ASan (most gguf mutants fail early;
+     * request and sample do the most work per input) */
+    long iters = !strcmp(FUZZ_NAME, "gguf")      ? 30000
+                 : !strcmp(FUZZ_NAME, "request") ? 4000
+                 : !strcmp(FUZZ_NAME, "sample")  ? 3000
+                                                 : 10000;
     long maxlen = 1 << 20;
     uint64_t seed = 1;
     const char *env = getenv("LFM2_FUZZ_ITERS");
@@ -235,6 +268,8 @@ int main(int argc, char **argv) {
     for (long it = 0; it < iters; it++) {
         uint64_t s = seed * 1000003u + (uint64_t)it; /* each mutation reproducible on its own */
         const input *in = &c.v[rng(&s) % (uint64_t)c.n];
+        const input *alt = &c.v[rng(&s) % (uint64_t)c.n];
+        if (alt->len > in->len && (rng(&s) & 1)) in = alt; /* lean to the richer (larger) seeds */
         size_t len = in->len;
         memcpy(buf, in->data, len);
         len = mutate(buf, len, cap, &c, &s);
@@ -247,8 +282,8 @@ int main(int argc, char **argv) {
         run(buf, len);
     }
     clock_gettime(CLOCK_MONOTONIC, &t1);
-    printf("replay %s: %d corpus files, %ld mutations (seed %llu), %.1f s\n", FUZZ_NAME, c.n,
-           iters, (unsigned long long)seed,
+    printf("replay %s: %d corpus files, %ld mutations (seed %llu), %.1f s\n", FUZZ_NAME, c.n, iters,
+           (unsigned long long)seed,
            (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec));
     free(buf);
     for (int i = 0; i < c.n; i++)
