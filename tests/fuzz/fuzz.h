@@ -1,5 +1,4 @@
-/* fuzz.h: what every harness in tests/fuzz shares: the libFuzzer entry point and an always-on
- * check. */
+/* fuzz.h: what the harnesses share: the libFuzzer entry point and an always-on check. */
 #ifndef LFM2_FUZZ_H
 #define LFM2_FUZZ_H
 #include <stddef.h>

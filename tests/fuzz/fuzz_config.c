@@ -1,5 +1,4 @@
-/* fuzz_config.c: libFuzzer harness: settings from arbitrary flags, LFM2_* variables and config-file
- * text. */
+/* fuzz_config.c: libFuzzer harness: settings from any flags, LFM2_* variables, config text. */
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>

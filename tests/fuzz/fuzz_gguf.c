@@ -1,5 +1,4 @@
-/* fuzz_gguf.c: libFuzzer harness: any bytes through gguf_open_mem, every getter, tok_new and
- * lfm2_model_from_gguf. */
+/* fuzz_gguf.c: libFuzzer harness: any bytes through the GGUF reader, model and tokenizer. */
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>

@@ -1,5 +1,4 @@
-/* fuzz_request.c: libFuzzer harness: any body through the OpenAI request parsers, the chat renderer
- * and the JSON builders. */
+/* fuzz_request.c: libFuzzer harness: request parsers, chat renderer and JSON builders. */
 #include <cjson/cJSON.h>
 #include <math.h>
 #include <stdbool.h>

@@ -1,5 +1,4 @@
-/* fuzz_sample.c: libFuzzer harness: the sampler on arbitrary parameters, logit biases and (finite)
- * logits. */
+/* fuzz_sample.c: libFuzzer harness: the sampler on any parameters, biases and logits. */
 #include <math.h>
 #include <stdbool.h>
 #include <stdint.h>

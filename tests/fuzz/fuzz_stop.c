@@ -1,5 +1,4 @@
-/* fuzz_stop.c: libFuzzer harness: the incremental stop matcher against a naive whole-text
- * reference. */
+/* fuzz_stop.c: libFuzzer harness: the stop matcher against a naive whole-text reference. */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>

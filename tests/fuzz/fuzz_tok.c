@@ -1,5 +1,4 @@
-/* fuzz_tok.c: libFuzzer harness: tokenizer encode/decode round trip and streaming decode on the
- * reference vocab. */
+/* fuzz_tok.c: libFuzzer harness: tokenizer round trips and streaming decode on a real vocab. */
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>

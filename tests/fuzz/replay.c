@@ -1,5 +1,4 @@
-/* replay.c: runs a fuzz harness without libFuzzer: every corpus file, then seeded random mutations
- * of them. */
+/* replay.c: runs a fuzz harness without libFuzzer: the corpus, then seeded mutations of it. */
 #include <dirent.h>
 #include <errno.h>
 #include <stdint.h>
