@@ -1,5 +1,6 @@
 /* gemm.c: prefill GEMM over repacked weights: AMX-int8 tiles + AVX-512 scaling, kern_matmul fallback. */
 #include "engine/gemm.h"
+#include <math.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -87,6 +88,15 @@ static void cfg_make(amx_cfg *c, int nt) {
     for (int i = 0; i < 4; i++) c->colsb[i] = 64, c->rows[i] = (uint8_t)nt;
     for (int i = 4; i < 6; i++) c->colsb[i] = 32, c->rows[i] = (uint8_t)nt;
     for (int i = 6; i < 8; i++) c->colsb[i] = 64, c->rows[i] = 8;
+}
+
+/* kern_swiglu's combination, the same expression (outside the target region: no contraction). */
+static void silu_mul(float *y, int64_t ldy, const float *u, int nt, int nr) {
+    for (int t = 0; t < nt; t++)
+        for (int r = 0; r < nr; r++) {
+            float g = y[(size_t)t * ldy + r];
+            y[(size_t)t * ldy + r] = g / (1.0f + expf(-g)) * u[t * 16 + r];
+        }
 }
 
 #pragma GCC push_options
@@ -260,75 +270,162 @@ static __attribute__((noinline)) void block_any(const panel *pn, int64_t g0, int
     }
 }
 
+#define GEMM_MAX_MATS 8
+
 typedef struct amx_job {
-    const rp_matrix *m;
+    int n;      /* matrices sharing the activations (1 for SwiGLU: gate, with up beside it) */
+    int swiglu; /* y = silu(gate . x) * (up . x) */
+    const rp_matrix *ms[GEMM_MAX_MATS], *up;
+    float *ys[GEMM_MAX_MATS];
+    int64_t ldys[GEMM_MAX_MATS];
+    int64_t first[GEMM_MAX_MATS + 1]; /* prefix sums of row blocks (16 rows, two tiles) */
     const kern_act *a;
-    float *y;
-    int64_t ldy, n_rb; /* row blocks of 16 rows (two tiles) */
 } amx_job;
+
+/* Row block rb of m for every token: y points at row 0's output. */
+static void rb_matmul(const rp_matrix *m, const kern_act *a, float *y, int64_t ldy, int64_t rb,
+                      panel *pn, const amx_cfg *full, const amx_cfg *part) {
+    const int sgn = !m->has_min; /* I4, I8: codes minus z as s8 (I6 never gets here) */
+    const int n = a->n, nfull = n / TOK * TOK, tail = n - nfull;
+    const int64_t ng = m->n_groups;
+    const uint8_t *tp = m->data + (size_t)(2 * rb) * m->tile_bytes;
+    const uint8_t *tq = 2 * rb + 1 < m->n_tiles ? tp + m->tile_bytes : NULL;
+    const int64_t left = m->rows - rb * 16;
+    const int nr = left < 16 ? (int)left : 16;
+    const __mmask16 k = (__mmask16)(nr >= 16 ? 0xffff : (1u << nr) - 1);
+    float *yr = y + rb * 16;
+    for (int64_t g0 = 0; g0 < ng; g0 += GC) {
+        const int64_t g1 = ng - g0 < GC ? ng : g0 + GC;
+        expand(m, tp, tq, g0, g1, pn, sgn);
+        for (int tok = 0; tok < nfull; tok += TOK)
+            block_any(pn, g0, g1, a, tok, TOK, yr + (size_t)tok * ldy, ldy, k, g0 == 0, sgn,
+                      m->has_min);
+        if (tail) {
+            _tile_loadconfig(part);
+            block_any(pn, g0, g1, a, nfull, tail, yr + (size_t)nfull * ldy, ldy, k, g0 == 0, sgn,
+                      m->has_min);
+            _tile_loadconfig(full);
+        }
+    }
+}
+
+/* Row block rb of gate and up (n_groups <= GC) for every token: y = silu(gate) * up. */
+static void rb_swiglu(const rp_matrix *gate, const rp_matrix *up, const kern_act *a, float *y,
+                      int64_t ldy, int64_t rb, panel *pg, panel *pu, const amx_cfg *full,
+                      const amx_cfg *part) {
+    const int sgn = !gate->has_min;
+    const int n = a->n;
+    const int64_t ng = gate->n_groups;
+    const size_t off = (size_t)(2 * rb) * gate->tile_bytes;
+    const int two = 2 * rb + 1 < gate->n_tiles;
+    expand(gate, gate->data + off, two ? gate->data + off + gate->tile_bytes : NULL, 0, ng, pg, sgn);
+    expand(up, up->data + off, two ? up->data + off + up->tile_bytes : NULL, 0, ng, pu, sgn);
+    const int64_t left = gate->rows - rb * 16;
+    const int nr = left < 16 ? (int)left : 16;
+    const __mmask16 k = (__mmask16)(nr >= 16 ? 0xffff : (1u << nr) - 1);
+    _Alignas(64) float ub[TOK * 16];
+    for (int tok = 0; tok < n; tok += TOK) {
+        const int nt = n - tok < TOK ? n - tok : TOK;
+        float *yt = y + rb * 16 + (size_t)tok * ldy;
+        if (nt < TOK) _tile_loadconfig(part);
+        block_any(pg, 0, ng, a, tok, nt, yt, ldy, k, 1, sgn, gate->has_min);
+        block_any(pu, 0, ng, a, tok, nt, ub, 16, k, 1, sgn, gate->has_min);
+        if (nt < TOK) _tile_loadconfig(full);
+        silu_mul(yt, ldy, ub, nt, nr);
+    }
+}
 
 static void amx_task(void *ctx, int task, int n_tasks, int thread) {
     (void)thread;
     const amx_job *j = ctx;
-    const rp_matrix *m = j->m;
-    const kern_act *a = j->a;
     int64_t lo, hi;
-    pool_split(j->n_rb, n_tasks, task, &lo, &hi);
+    pool_split(j->first[j->n], n_tasks, task, &lo, &hi);
     if (lo >= hi) return;
-    const int sgn = !m->has_min; /* I4, I8: codes minus z as s8 (I6 never gets here) */
-    const int n = a->n, nfull = n / TOK * TOK, tail = n - nfull;
-    const int64_t ng = m->n_groups;
-    panel pn_store, *pn = &pn_store; /* 40 KiB of stack: no allocation per call */
+    const int tail = j->a->n % TOK;
+    panel pn[2]; /* 80 KiB of stack: no allocation per call */
     amx_cfg full, part;
     cfg_make(&full, TOK);
     cfg_make(&part, tail ? tail : TOK);
     _tile_loadconfig(&full);
-    for (int64_t rb = lo; rb < hi; rb++) {
-        const uint8_t *tp = m->data + (size_t)(2 * rb) * m->tile_bytes;
-        const uint8_t *tq = 2 * rb + 1 < m->n_tiles ? tp + m->tile_bytes : NULL;
-        int64_t left = m->rows - rb * 16;
-        int nr = left < 16 ? (int)left : 16;
-        __mmask16 k = (__mmask16)(nr >= 16 ? 0xffff : (1u << nr) - 1);
-        float *yr = j->y + rb * 16;
-        for (int64_t g0 = 0; g0 < ng; g0 += GC) {
-            int64_t g1 = ng - g0 < GC ? ng : g0 + GC;
-            expand(m, tp, tq, g0, g1, pn, sgn);
-            for (int tok = 0; tok < nfull; tok += TOK)
-                block_any(pn, g0, g1, a, tok, TOK, yr + (size_t)tok * j->ldy, j->ldy, k, g0 == 0,
-                          sgn, m->has_min);
-            if (tail) {
-                _tile_loadconfig(&part);
-                block_any(pn, g0, g1, a, nfull, tail, yr + (size_t)nfull * j->ldy, j->ldy, k,
-                          g0 == 0, sgn, m->has_min);
-                _tile_loadconfig(&full);
-            }
+    for (int i = 0; i < j->n; i++)
+        for (int64_t r = lo > j->first[i] ? lo : j->first[i]; r < hi && r < j->first[i + 1]; r++) {
+            if (j->swiglu)
+                rb_swiglu(j->ms[i], j->up, j->a, j->ys[i], j->ldys[i], r - j->first[i], &pn[0],
+                          &pn[1], &full, &part);
+            else
+                rb_matmul(j->ms[i], j->a, j->ys[i], j->ldys[i], r - j->first[i], &pn[0], &full,
+                          &part);
         }
-    }
     _tile_release();
 }
 #pragma GCC pop_options
 
-static void amx_matmul(pool *p, const rp_matrix *m, const kern_act *a, float *y, int64_t ldy) {
-    amx_job j = {m, a, y, ldy, (m->n_tiles + 1) / 2};
+static void amx_run(pool *p, amx_job *j) {
+    j->first[0] = 0;
+    for (int i = 0; i < j->n; i++) j->first[i + 1] = j->first[i] + (j->ms[i]->n_tiles + 1) / 2;
     int nt = pool_n_threads(p);
-    int64_t want = nt == 1 ? 1 : (int64_t)nt * 4;
-    pool_run(p, amx_task, &j, (int)(want < j.n_rb ? want : j.n_rb));
+    int64_t want = nt == 1 ? 1 : (int64_t)nt * 4, rbs = j->first[j->n];
+    pool_run(p, amx_task, j, (int)(want < rbs ? want : rbs));
 }
 #endif
 
+/* AMX runs this matrix (set) on this path. */
+static bool use_amx(int path, const rp_matrix *m) {
+#ifdef GEMM_X86
+    return path == GEMM_AMX && gemm_path_available(GEMM_AMX) && gemm_kind_supported(path, m->kind);
+#else
+    (void)path, (void)m;
+    return false;
+#endif
+}
+
 void gemm_matmul_with(int path, pool *p, const rp_matrix *m, const kern_act *a, float *y,
                       int64_t ldy) {
+    gemm_matmul_n_with(path, p, 1, &m, a, &y, &ldy);
+}
+
+void gemm_matmul(pool *p, const rp_matrix *m, const kern_act *a, float *y, int64_t ldy) {
+    gemm_matmul_n_with(gemm_best(), p, 1, &m, a, &y, &ldy);
+}
+
+void gemm_matmul_n_with(int path, pool *p, int n, const rp_matrix *const *ms, const kern_act *a,
+                        float *const *ys, const int64_t *ldys) {
+    bool all = a->n > 0;
+    for (int i = 0; i < n; i++) all = all && use_amx(path, ms[i]);
+    if (!all) {
+        kern_matmul_n(p, n, ms, a, ys, ldys);
+        return;
+    }
 #ifdef GEMM_X86
-    if (path == GEMM_AMX && gemm_path_available(GEMM_AMX) && gemm_kind_supported(path, m->kind) &&
-        a->n > 0) {
-        amx_matmul(p, m, a, y, ldy);
+    for (int base = 0; base < n; base += GEMM_MAX_MATS) {
+        amx_job j = {.n = n - base < GEMM_MAX_MATS ? n - base : GEMM_MAX_MATS, .a = a};
+        for (int i = 0; i < j.n; i++)
+            j.ms[i] = ms[base + i], j.ys[i] = ys[base + i], j.ldys[i] = ldys[base + i];
+        amx_run(p, &j);
+    }
+#endif
+}
+
+void gemm_matmul_n(pool *p, int n, const rp_matrix *const *ms, const kern_act *a,
+                   float *const *ys, const int64_t *ldys) {
+    gemm_matmul_n_with(gemm_best(), p, n, ms, a, ys, ldys);
+}
+
+void gemm_swiglu_with(int path, pool *p, const rp_matrix *gate, const rp_matrix *up,
+                      const kern_act *a, float *y, int64_t ldy) {
+#ifdef GEMM_X86
+    if (a->n > 0 && use_amx(path, gate) && up->kind == gate->kind && up->rows == gate->rows &&
+        up->cols == gate->cols && gate->n_groups <= GC) {
+        amx_job j = {.n = 1, .swiglu = 1, .ms = {gate}, .up = up, .ys = {y}, .ldys = {ldy}, .a = a};
+        amx_run(p, &j);
         return;
     }
 #endif
     (void)path;
-    kern_matmul(p, m, a, y, ldy);
+    kern_swiglu(p, gate, up, a, y, ldy);
 }
 
-void gemm_matmul(pool *p, const rp_matrix *m, const kern_act *a, float *y, int64_t ldy) {
-    gemm_matmul_with(gemm_best(), p, m, a, y, ldy);
+void gemm_swiglu(pool *p, const rp_matrix *gate, const rp_matrix *up, const kern_act *a, float *y,
+                 int64_t ldy) {
+    gemm_swiglu_with(gemm_best(), p, gate, up, a, y, ldy);
 }

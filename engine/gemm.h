@@ -34,5 +34,17 @@ bool gemm_kind_supported(int path, int kind);
 void gemm_matmul(pool *p, const rp_matrix *m, const kern_act *a, float *y, int64_t ldy);
 void gemm_matmul_with(int path, pool *p, const rp_matrix *m, const kern_act *a, float *y,
                       int64_t ldy);
+/* kern_matmul_n's contract: several matrices reading the same activations, one parallel region
+ * per 8 matrices. Any matrix the path does not cover sends the whole set to kern_matmul_n. */
+void gemm_matmul_n(pool *p, int n, const rp_matrix *const *ms, const kern_act *a,
+                   float *const *ys, const int64_t *ldys);
+void gemm_matmul_n_with(int path, pool *p, int n, const rp_matrix *const *ms, const kern_act *a,
+                        float *const *ys, const int64_t *ldys);
+/* kern_swiglu's contract and bits: y[t*ldy + r] = silu(gate_r . x_t) * (up_r . x_t), the same
+ * expression; gate and up of one kind and shape with cols <= 2048 on AMX, else kern_swiglu. */
+void gemm_swiglu(pool *p, const rp_matrix *gate, const rp_matrix *up, const kern_act *a, float *y,
+                 int64_t ldy);
+void gemm_swiglu_with(int path, pool *p, const rp_matrix *gate, const rp_matrix *up,
+                      const kern_act *a, float *y, int64_t ldy);
 
 #endif

@@ -87,6 +87,64 @@ static void run(pool *pl, uint32_t type, int64_t rows, int64_t cols, int n) {
     rp_free(m);
 }
 
+/* gemm_matmul_n over matrices of different heights sharing the activations (with an I6 among
+ * them: the whole set falls back), and gemm_swiglu, against the scalar twins. */
+static void run_n(pool *pl, uint32_t type, uint32_t odd_type, int64_t cols, int n) {
+    const int64_t heights[3] = {40, 17, 64};
+    rp_matrix *ms[3];
+    for (int i = 0; i < 3; i++) ms[i] = make(i == 1 ? odd_type : type, heights[i], cols);
+    rp_matrix *up = make(type, heights[0], cols);
+    for (int i = 0; i < 3; i++) CHECK(ms[i] != NULL);
+    CHECK(up != NULL);
+    if (!ms[0] || !ms[1] || !ms[2] || !up) return;
+    kern_act a;
+    CHECK_EQ_INT(kern_act_init(&a, cols, n), 0);
+    float *x = malloc((size_t)n * cols * sizeof *x);
+    for (int64_t i = 0; i < (int64_t)n * cols; i++) x[i] = frand() * 2;
+    kern_quantize(&a, x, cols, cols, n);
+    float *ref[3], *got[3], *ys[3];
+    int64_t ld[3];
+    for (int i = 0; i < 3; i++) {
+        ld[i] = heights[i] + 1 + i;
+        ref[i] = malloc((size_t)n * ld[i] * sizeof(float));
+        got[i] = malloc((size_t)n * ld[i] * sizeof(float));
+        for (int64_t k = 0; k < n * ld[i]; k++) ref[i][k] = got[i][k] = 7.25f;
+        kern_gemv_tiles_with(KERN_SCALAR, ms[i], &a, ref[i], ld[i], 0, ms[i]->n_tiles);
+        ys[i] = got[i];
+    }
+    for (int path = 0; path < GEMM_NPATHS; path++) {
+        gemm_matmul_n_with(path, pl, 3, (const rp_matrix *const *)ms, &a, ys, ld);
+        for (int i = 0; i < 3; i++) {
+            size_t w = 0;
+            if (!same_bits(ref[i], got[i], (size_t)n * ld[i], &w)) {
+                fprintf(stderr, "matmul_n type %u/%u path %s matrix %d: element %zu\n", type,
+                        odd_type, gemm_path_name(path), i, w);
+                CHECK(0);
+            }
+        }
+    }
+    /* SwiGLU on ms[0] and up */
+    float *sref = malloc((size_t)n * ld[0] * sizeof(float)), *sgot = malloc((size_t)n * ld[0] * 4);
+    for (int64_t k = 0; k < n * ld[0]; k++) sref[k] = sgot[k] = -3.5f;
+    kern_swiglu_with(KERN_SCALAR, ms[0], up, &a, sref, ld[0], 0, ms[0]->n_tiles);
+    for (int path = 0; path < GEMM_NPATHS; path++) {
+        gemm_swiglu_with(path, pl, ms[0], up, &a, sgot, ld[0]);
+        size_t w = 0;
+        if (!same_bits(sref, sgot, (size_t)n * ld[0], &w)) {
+            fprintf(stderr, "swiglu type %u cols %lld n %d path %s: element %zu: %.9g vs %.9g\n",
+                    type, (long long)cols, n, gemm_path_name(path), w, sref[w], sgot[w]);
+            CHECK(0);
+        }
+    }
+    gemm_swiglu(pl, ms[0], up, &a, sgot, ld[0]);
+    size_t w = 0;
+    CHECK(same_bits(sref, sgot, (size_t)n * ld[0], &w));
+    free(sref), free(sgot), free(x);
+    for (int i = 0; i < 3; i++) free(ref[i]), free(got[i]), rp_free(ms[i]);
+    rp_free(up);
+    kern_act_release(&a);
+}
+
 int main(void) {
     char err[256];
     pool *pl = pool_new(2, err, sizeof err);
@@ -111,6 +169,12 @@ int main(void) {
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
         run(pl, cases[i].type, cases[i].rows, cases[i].cols, cases[i].n);
+    run_n(pl, QT_Q4_0, QT_Q4_0, 1024, 45);
+    run_n(pl, QT_Q4_0, QT_Q4_0, 2080, 16); /* more groups than one panel: swiglu falls back */
+    run_n(pl, QT_Q8_0, QT_Q5_0, 96, 3);
+    run_n(pl, QT_Q4_K, QT_Q4_K, 512, 70);
+    run_n(pl, QT_Q5_K, QT_Q6_K, 256, 21);  /* I6 in the set: kern_matmul_n */
+    run_n(pl, QT_Q4_1, QT_Q5_1, 64, 600);
     pool_free(pl);
     return check_done("test_gemm");
 }
