@@ -318,6 +318,54 @@ void kern_swiglu(pool *p, const rp_matrix *gate, const rp_matrix *up, const kern
     pool_run(p, sw_task, &j, n_tasks_for(p, gate->n_tiles));
 }
 
+/* ---- f16 / bf16 weights ---- */
+
+void kern_gemv_half_with(int path, const uint16_t *w, bool bf16, int64_t cols, int64_t r0,
+                         int64_t r1, const float *x, int64_t ldx, int ntok, float *y, int64_t ldy) {
+    if (path != KERN_SCALAR && kern_path_available(KERN_AVX2)) {
+        kern_gemv_half_avx2(w, bf16, cols, r0, r1, x, ldx, ntok, y, ldy);
+        return;
+    }
+    for (int64_t r = r0; r < r1; r++) {
+        const uint16_t *wr = w + (size_t)r * cols;
+        for (int t = 0; t < ntok; t++) {
+            const float *xt = x + (size_t)t * ldx;
+            float acc = 0;
+            for (int64_t j = 0; j < cols; j++)
+                acc += (bf16 ? quant_bf16_to_f32(wr[j]) : quant_f16_to_f32(wr[j])) * xt[j];
+            y[(size_t)t * ldy + r] = acc;
+        }
+    }
+}
+
+void kern_gemv_half(const uint16_t *w, bool bf16, int64_t cols, int64_t r0, int64_t r1,
+                    const float *x, int64_t ldx, int ntok, float *y, int64_t ldy) {
+    kern_gemv_half_with(kern_best(), w, bf16, cols, r0, r1, x, ldx, ntok, y, ldy);
+}
+
+typedef struct half_job {
+    const uint16_t *w;
+    bool bf16;
+    int64_t rows, cols, ldx, ldy;
+    const float *x;
+    int ntok;
+    float *y;
+} half_job;
+
+static void half_task(void *ctx, int task, int n_tasks, int thread) {
+    (void)thread;
+    half_job *j = ctx;
+    int64_t lo, hi;
+    pool_split(j->rows, n_tasks, task, &lo, &hi);
+    if (lo < hi) kern_gemv_half(j->w, j->bf16, j->cols, lo, hi, j->x, j->ldx, j->ntok, j->y, j->ldy);
+}
+
+void kern_matmul_half(pool *p, const uint16_t *w, bool bf16, int64_t rows, int64_t cols,
+                      const float *x, int64_t ldx, int ntok, float *y, int64_t ldy) {
+    half_job j = {w, bf16, rows, cols, ldx, ldy, x, ntok, y};
+    pool_run(p, half_task, &j, n_tasks_for(p, (rows + 7) / 8));
+}
+
 /* ---- RMSNorm ---- */
 
 void kern_rmsnorm_with(int path, float *y, const float *x, const float *w, int64_t n, float eps) {

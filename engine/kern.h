@@ -63,6 +63,17 @@ void kern_swiglu(pool *p, const rp_matrix *gate, const rp_matrix *up, const kern
 void kern_swiglu_with(int path, const rp_matrix *gate, const rp_matrix *up, const kern_act *a,
                       float *y, int64_t ldy, int64_t t0, int64_t t1);
 
+/* Half-precision weights kept as they are in the file (f16 and bf16 are not repacked: an int8
+ * copy would lose precision): y[t*ldy + r] = dot(w row r, x_t) in f32 for rows [r0, r1) and
+ * ntok tokens (x_t = x + t*ldx). w: rows of cols u16 (f16, or bf16 when bf16 is true). */
+void kern_gemv_half(const uint16_t *w, bool bf16, int64_t cols, int64_t r0, int64_t r1,
+                    const float *x, int64_t ldx, int ntok, float *y, int64_t ldy);
+void kern_gemv_half_with(int path, const uint16_t *w, bool bf16, int64_t cols, int64_t r0,
+                         int64_t r1, const float *x, int64_t ldx, int ntok, float *y, int64_t ldy);
+/* The same over all rows, split across the pool. */
+void kern_matmul_half(pool *p, const uint16_t *w, bool bf16, int64_t rows, int64_t cols,
+                      const float *x, int64_t ldx, int ntok, float *y, int64_t ldy);
+
 /* RMSNorm of n values as ggml computes it: sum of squares in double, scale = 1/sqrtf(mean + eps)
  * in float, y = (x * scale) * w (y may equal x). Paths differ only in the double summation order. */
 void kern_rmsnorm(float *y, const float *x, const float *w, int64_t n, float eps);
@@ -80,5 +91,7 @@ void kern_tiles_avxvnni(const rp_matrix *m, const kern_act *a, int tok0, int nto
 void kern_tiles_avx512(const rp_matrix *m, const kern_act *a, int tok0, int ntok, float *y,
                        int64_t ldy, int64_t t0, int64_t t1);
 double kern_sumsq_avx2(const float *x, int64_t n);
+void kern_gemv_half_avx2(const uint16_t *w, bool bf16, int64_t cols, int64_t r0, int64_t r1,
+                         const float *x, int64_t ldx, int ntok, float *y, int64_t ldy);
 
 #endif

@@ -22,6 +22,42 @@
 #undef KX
 #undef KX_ENTRY
 
+static inline __m256 half8(const uint16_t *p, bool bf16) {
+    __m128i h = _mm_loadu_si128((const __m128i *)p);
+    if (bf16) return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+    return _mm256_cvtph_ps(h);
+}
+
+void kern_gemv_half_avx2(const uint16_t *w, bool bf16, int64_t cols, int64_t r0, int64_t r1,
+                         const float *x, int64_t ldx, int ntok, float *y, int64_t ldy) {
+    for (int64_t r = r0; r < r1; r++) {
+        const uint16_t *wr = w + (size_t)r * cols;
+        _mm_prefetch((const char *)(wr + cols), _MM_HINT_T0);
+        for (int t = 0; t < ntok; t++) {
+            const float *xt = x + (size_t)t * ldx;
+            __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
+            int64_t j = 0;
+            for (; j + 16 <= cols; j += 16) {
+                a0 = _mm256_fmadd_ps(half8(wr + j, bf16), _mm256_loadu_ps(xt + j), a0);
+                a1 = _mm256_fmadd_ps(half8(wr + j + 8, bf16), _mm256_loadu_ps(xt + j + 8), a1);
+            }
+            __m256 s8 = _mm256_add_ps(a0, a1);
+            __m128 s4 = _mm_add_ps(_mm256_castps256_ps128(s8), _mm256_extractf128_ps(s8, 1));
+            s4 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
+            s4 = _mm_add_ss(s4, _mm_movehdup_ps(s4));
+            float acc = _mm_cvtss_f32(s4);
+            for (; j < cols; j++) {
+                uint32_t u = bf16 ? (uint32_t)wr[j] << 16 : 0;
+                float wv;
+                if (bf16) memcpy(&wv, &u, 4);
+                else wv = _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(wr[j])));
+                acc += wv * xt[j];
+            }
+            y[(size_t)t * ldy + r] = acc;
+        }
+    }
+}
+
 double kern_sumsq_avx2(const float *x, int64_t n) {
     __m256d a0 = _mm256_setzero_pd(), a1 = _mm256_setzero_pd();
     int64_t i = 0;
@@ -69,5 +105,9 @@ double kern_sumsq_avx2(const float *x, int64_t n) {
     double s = 0;
     for (int64_t i = 0; i < n; i++) s += (double)x[i] * x[i];
     return s;
+}
+void kern_gemv_half_avx2(const uint16_t *w, bool bf16, int64_t cols, int64_t r0, int64_t r1,
+                         const float *x, int64_t ldx, int ntok, float *y, int64_t ldy) {
+    kern_gemv_half_with(KERN_SCALAR, w, bf16, cols, r0, r1, x, ldx, ntok, y, ldy);
 }
 #endif

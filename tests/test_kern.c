@@ -249,6 +249,37 @@ static void test_env_override(void) {
     }
 }
 
+/* f16/bf16 GEMV: every path within float rounding of a double-precision dot. */
+static void test_half(pool *pl) {
+    static const int64_t shapes[][2] = {{1, 16}, {7, 40}, {33, 256}, {5, 1000}};
+    for (int bf = 0; bf < 2; bf++)
+        for (size_t si = 0; si < 4; si++) {
+            int64_t rows = shapes[si][0], cols = shapes[si][1];
+            int n = 3;
+            uint16_t *w = malloc((size_t)rows * cols * 2);
+            float *x = malloc((size_t)n * cols * 4), *y = malloc((size_t)n * rows * 4);
+            for (int64_t i = 0; i < rows * cols; i++)
+                w[i] = bf ? quant_f32_to_bf16(frand()) : quant_f32_to_f16(frand());
+            for (int64_t i = 0; i < n * cols; i++) x[i] = frand();
+            for (int p = 0; p <= KERN_NPATHS; p++) {
+                if (p < KERN_NPATHS && !kern_path_available(p)) continue;
+                if (p < KERN_NPATHS) kern_gemv_half_with(p, w, bf, cols, 0, rows, x, cols, n, y, rows);
+                else kern_matmul_half(pl, w, bf, rows, cols, x, cols, n, y, rows);
+                for (int t = 0; t < n; t++)
+                    for (int64_t r = 0; r < rows; r++) {
+                        double e = 0, mag = 0;
+                        for (int64_t j = 0; j < cols; j++) {
+                            double wv = bf ? quant_bf16_to_f32(w[r * cols + j]) : quant_f16_to_f32(w[r * cols + j]);
+                            e += wv * x[t * cols + j];
+                            mag += fabs(wv * x[t * cols + j]);
+                        }
+                        CHECK_NEAR(y[t * rows + r], e, 1e-6 * mag + 1e-7);
+                    }
+            }
+            free(w), free(x), free(y);
+        }
+}
+
 int main(int argc, char **argv) {
     if (argc > 1 && !strcmp(argv[1], "--print-kernel")) {
         printf("%s\n", kern_name());
@@ -287,6 +318,11 @@ int main(int argc, char **argv) {
         pool_free(pl);
     }
     test_drivers(NULL, QT_Q5_1);
+    {
+        pool *pl = pool_new(2, err, sizeof err);
+        test_half(pl);
+        pool_free(pl);
+    }
     test_rmsnorm();
     return check_done("test_kern");
 }
