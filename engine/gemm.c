@@ -57,7 +57,7 @@ const char *gemm_path_name(int path) {
 
 bool gemm_kind_supported(int path, int kind) {
     if (path == GEMM_KERN) return true;
-    if (path == GEMM_AMX) return kind >= RP_I4 && kind <= RP_I5K && kind != RP_I6;
+    if (path == GEMM_AMX) return kind >= RP_I4 && kind <= RP_I5K;
     return false;
 }
 
@@ -81,13 +81,14 @@ typedef struct amx_cfg {
     uint8_t rows[16];
 } amx_cfg;
 
-/* Tiles 0-3: C (nt tokens x 16 rows int32), 4-5: A (nt tokens x 32 codes), 6-7: B (8 x 64). */
-static void cfg_make(amx_cfg *c, int nt) {
+/* Tiles 0-3: C (nt tokens x 16 rows int32), 4-5: A (nt tokens x 32 codes), 6-7: B (8 x 64).
+ * half (RP_I6, a scale per 16 weights): A holds 16 codes, B 4 rows, one tile per half group. */
+static void cfg_make(amx_cfg *c, int nt, int half) {
     memset(c, 0, sizeof *c);
     c->palette = 1;
     for (int i = 0; i < 4; i++) c->colsb[i] = 64, c->rows[i] = (uint8_t)nt;
-    for (int i = 4; i < 6; i++) c->colsb[i] = 32, c->rows[i] = (uint8_t)nt;
-    for (int i = 6; i < 8; i++) c->colsb[i] = 64, c->rows[i] = 8;
+    for (int i = 4; i < 6; i++) c->colsb[i] = half ? 16 : 32, c->rows[i] = (uint8_t)nt;
+    for (int i = 6; i < 8; i++) c->colsb[i] = 64, c->rows[i] = half ? 4 : 8;
 }
 
 /* kern_swiglu's combination, the same expression (outside the target region: no contraction). */
@@ -123,12 +124,13 @@ static inline __m128i b2(const uint8_t *p, const uint8_t *q) {
  * minus the zero point as s8 (kinds without min), else the unsigned codes. */
 static void expand(const rp_matrix *m, const uint8_t *tp, const uint8_t *tq, int64_t g0,
                    int64_t g1, panel *pn, int sgn) {
-    const int kind = m->kind, I5 = kind == RP_I5K;
-    const int I4 = kind == RP_I4 || kind == RP_I4M || kind == RP_I4K || I5;
+    const int kind = m->kind, I5 = kind == RP_I5K, I6 = kind == RP_I6;
+    const int I4 = kind == RP_I4 || kind == RP_I4M || kind == RP_I4K || I5 || I6;
     const int KC = kind == RP_I4K || I5;
     const size_t gb = m->group_bytes, cb = I5 ? 160 : I4 ? 128 : 256;
     const int64_t ng = m->n_groups;
     const __m512i m4 = _mm512_set1_epi8(15), m10 = _mm512_set1_epi8(0x10);
+    const __m512i m30 = _mm512_set1_epi8(0x30), z32 = _mm512_set1_epi8(32);
     const __m512i z8 = _mm512_set1_epi8(8), x80 = _mm512_set1_epi8((char)0x80);
     const __m512 zf = _mm512_setzero_ps();
     const __m512i sign = _mm512_set1_epi32((int)0x80000000u);
@@ -156,8 +158,24 @@ static void expand(const rp_matrix *m, const uint8_t *tp, const uint8_t *tq, int
                     w[4 + c] = _mm512_or_si512(w[4 + c], _mm512_and_si512(h, m10));
                 }
             }
+            if (I6) { /* bits 2c..2c+1 of the plane bytes -> bits 4..5 of chunk c */
+                const __m512i p0 = ld2(gp + 128, gq ? gq + 128 : NULL);
+                const __m512i p1 = ld2(gp + 160, gq ? gq + 160 : NULL);
+                for (int c = 0; c < 4; c++) {
+                    __m512i l = c == 0 ? _mm512_slli_epi16(p0, 4)
+                                : c == 1 ? _mm512_slli_epi16(p0, 2)
+                                : c == 2 ? p0
+                                         : _mm512_srli_epi16(p0, 2);
+                    __m512i h = c == 0 ? _mm512_slli_epi16(p1, 4)
+                                : c == 1 ? _mm512_slli_epi16(p1, 2)
+                                : c == 2 ? p1
+                                         : _mm512_srli_epi16(p1, 2);
+                    w[c] = _mm512_or_si512(w[c], _mm512_and_si512(l, m30));
+                    w[4 + c] = _mm512_or_si512(w[4 + c], _mm512_and_si512(h, m30));
+                }
+            }
             if (sgn)
-                for (int c = 0; c < 8; c++) w[c] = _mm512_sub_epi8(w[c], z8);
+                for (int c = 0; c < 8; c++) w[c] = _mm512_sub_epi8(w[c], I6 ? z32 : z8);
         } else {
             for (int c = 0; c < 8; c++) {
                 w[c] = ld2(gp + 32 * c, gq ? gq + 32 * c : NULL);
@@ -168,7 +186,12 @@ static void expand(const rp_matrix *m, const uint8_t *tp, const uint8_t *tq, int
         /* scales with kern_tiles_scalar's operations (f16 -> f32 is exact either way; the
          * negation flips the sign bit as -(x) does, also for zeros) */
         __m512 sv, bv = zf;
-        if (KC) {
+        if (I6) { /* s = d * sc per half (b holds the second half's): exact */
+            const size_t so = (size_t)ng * gb + (size_t)(g / 8) * 16;
+            __m512 dv = h2(tp + so, tq ? tq + so : NULL);
+            sv = _mm512_mul_ps(dv, _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(b2(gp + 192, gq ? gq + 192 : NULL))));
+            bv = _mm512_mul_ps(dv, _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(b2(gp + 200, gq ? gq + 200 : NULL))));
+        } else if (KC) {
             const size_t so = (size_t)ng * gb + (size_t)(g / 8) * 32;
             __m512 dv = h2(tp + so, tq ? tq + so : NULL), mv = h2(tp + so + 16, tq ? tq + so + 16 : NULL);
             sv = _mm512_mul_ps(dv, _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(b2(gp + cb, gq ? gq + cb : NULL))));
@@ -257,9 +280,71 @@ static inline __attribute__((always_inline)) void block(const panel *pn, int64_t
     for (int t = 0; t < nt; t++) _mm512_mask_storeu_ps(y + t * ldy, k, acc[t]);
 }
 
+/* block() for RP_I6 (tiles configured with half = 1): two half-group dots per group, each with
+ * its zero point folded into the s8 codes and its own scale, applied low half first as
+ * kern_tiles_scalar does. Two groups (four C tiles) per step. */
+static inline __attribute__((always_inline)) void block6(const panel *pn, int64_t g0, int64_t g1,
+                                                        const kern_act *a, int tok, int nt,
+                                                        float *y, int64_t ldy, __mmask16 k,
+                                                        int first) {
+    const int64_t cols = a->cols, ng = cols / 32;
+    _Alignas(64) int32_t cb[4][TOK][16];
+    if (nt < TOK) memset(cb, 0, sizeof cb);
+    __m512 acc[TOK];
+    for (int t = 0; t < TOK; t++)
+        acc[t] = first || t >= nt ? _mm512_setzero_ps() : _mm512_maskz_loadu_ps(k, y + t * ldy);
+    const int8_t *aq = a->q + (size_t)tok * cols;
+    const float *dp = a->d + (size_t)tok * ng;
+    for (int64_t g = g0; g < g1; g += 2) {
+        const int n2 = g1 - g < 2 ? 1 : 2;
+        const int8_t *cg = pn->codes[g - g0][0];
+        _tile_loadd(4, aq + g * 32, cols);
+        _tile_loadd(6, cg, 64);
+        _tile_zero(0);
+        _tile_dpbssd(0, 4, 6);
+        _tile_loadd(5, aq + g * 32 + 16, cols);
+        _tile_loadd(7, cg + 256, 64);
+        _tile_zero(1);
+        _tile_dpbssd(1, 5, 7);
+        if (n2 > 1) {
+            _tile_loadd(4, aq + (g + 1) * 32, cols);
+            _tile_loadd(6, cg + 512, 64);
+            _tile_zero(2);
+            _tile_dpbssd(2, 4, 6);
+            _tile_loadd(5, aq + (g + 1) * 32 + 16, cols);
+            _tile_loadd(7, cg + 768, 64);
+            _tile_zero(3);
+            _tile_dpbssd(3, 5, 7);
+        }
+        _tile_stored(0, cb[0], 64);
+        _tile_stored(1, cb[1], 64);
+        if (n2 > 1) {
+            _tile_stored(2, cb[2], 64);
+            _tile_stored(3, cb[3], 64);
+        }
+        for (int j = 0; j < n2; j++) {
+            const int64_t gg = g + j;
+            const __m512 s0 = _mm512_load_ps(pn->s[gg - g0]), s1 = _mm512_load_ps(pn->b[gg - g0]);
+#pragma GCC unroll 16
+            for (int t = 0; t < TOK; t++) {
+                const int tt = t < nt ? t : nt - 1;
+                const __m512 da = _mm512_set1_ps(dp[(size_t)tt * ng + gg]);
+                const __m512 i0 = _mm512_cvtepi32_ps(_mm512_load_si512(cb[2 * j][t]));
+                const __m512 i1 = _mm512_cvtepi32_ps(_mm512_load_si512(cb[2 * j + 1][t]));
+                acc[t] = _mm512_fmadd_ps(i0, _mm512_mul_ps(s0, da), acc[t]);
+                acc[t] = _mm512_fmadd_ps(i1, _mm512_mul_ps(s1, da), acc[t]);
+            }
+        }
+    }
+    for (int t = 0; t < nt; t++) _mm512_mask_storeu_ps(y + t * ldy, k, acc[t]);
+}
+
 static __attribute__((noinline)) void block_any(const panel *pn, int64_t g0, int64_t g1, const kern_act *a, int tok, int nt,
-                      float *y, int64_t ldy, __mmask16 k, int first, int sgn, int min) {
-    if (nt == TOK) {
+                      float *y, int64_t ldy, __mmask16 k, int first, int sgn, int min, int six) {
+    if (six) {
+        if (nt == TOK) block6(pn, g0, g1, a, tok, TOK, y, ldy, k, first);
+        else block6(pn, g0, g1, a, tok, nt, y, ldy, k, first);
+    } else if (nt == TOK) {
         if (sgn) block(pn, g0, g1, a, tok, TOK, y, ldy, k, first, 1, 0);
         else if (min) block(pn, g0, g1, a, tok, TOK, y, ldy, k, first, 0, 1);
         else block(pn, g0, g1, a, tok, TOK, y, ldy, k, first, 0, 0);
@@ -285,7 +370,8 @@ typedef struct amx_job {
 /* Row block rb of m for every token: y points at row 0's output. */
 static void rb_matmul(const rp_matrix *m, const kern_act *a, float *y, int64_t ldy, int64_t rb,
                       panel *pn, const amx_cfg *full, const amx_cfg *part) {
-    const int sgn = !m->has_min; /* I4, I8: codes minus z as s8 (I6 never gets here) */
+    const int sgn = !m->has_min, six = m->kind == RP_I6; /* I4, I8, I6: codes minus z as s8 */
+    _tile_loadconfig(full);
     const int n = a->n, nfull = n / TOK * TOK, tail = n - nfull;
     const int64_t ng = m->n_groups;
     const uint8_t *tp = m->data + (size_t)(2 * rb) * m->tile_bytes;
@@ -299,11 +385,11 @@ static void rb_matmul(const rp_matrix *m, const kern_act *a, float *y, int64_t l
         expand(m, tp, tq, g0, g1, pn, sgn);
         for (int tok = 0; tok < nfull; tok += TOK)
             block_any(pn, g0, g1, a, tok, TOK, yr + (size_t)tok * ldy, ldy, k, g0 == 0, sgn,
-                      m->has_min);
+                      m->has_min, six);
         if (tail) {
             _tile_loadconfig(part);
             block_any(pn, g0, g1, a, nfull, tail, yr + (size_t)nfull * ldy, ldy, k, g0 == 0, sgn,
-                      m->has_min);
+                      m->has_min, six);
             _tile_loadconfig(full);
         }
     }
@@ -313,7 +399,8 @@ static void rb_matmul(const rp_matrix *m, const kern_act *a, float *y, int64_t l
 static void rb_swiglu(const rp_matrix *gate, const rp_matrix *up, const kern_act *a, float *y,
                       int64_t ldy, int64_t rb, panel *pg, panel *pu, const amx_cfg *full,
                       const amx_cfg *part) {
-    const int sgn = !gate->has_min;
+    const int sgn = !gate->has_min, six = gate->kind == RP_I6;
+    _tile_loadconfig(full);
     const int n = a->n;
     const int64_t ng = gate->n_groups;
     const size_t off = (size_t)(2 * rb) * gate->tile_bytes;
@@ -328,8 +415,8 @@ static void rb_swiglu(const rp_matrix *gate, const rp_matrix *up, const kern_act
         const int nt = n - tok < TOK ? n - tok : TOK;
         float *yt = y + rb * 16 + (size_t)tok * ldy;
         if (nt < TOK) _tile_loadconfig(part);
-        block_any(pg, 0, ng, a, tok, nt, yt, ldy, k, 1, sgn, gate->has_min);
-        block_any(pu, 0, ng, a, tok, nt, ub, 16, k, 1, sgn, gate->has_min);
+        block_any(pg, 0, ng, a, tok, nt, yt, ldy, k, 1, sgn, gate->has_min, six);
+        block_any(pu, 0, ng, a, tok, nt, ub, 16, k, 1, sgn, gate->has_min, six);
         if (nt < TOK) _tile_loadconfig(full);
         silu_mul(yt, ldy, ub, nt, nr);
     }
@@ -343,19 +430,22 @@ static void amx_task(void *ctx, int task, int n_tasks, int thread) {
     if (lo >= hi) return;
     const int tail = j->a->n % TOK;
     panel pn[2]; /* 80 KiB of stack: no allocation per call */
-    amx_cfg full, part;
-    cfg_make(&full, TOK);
-    cfg_make(&part, tail ? tail : TOK);
-    _tile_loadconfig(&full);
-    for (int i = 0; i < j->n; i++)
+    amx_cfg cfg[2][2]; /* [half][full, tail] */
+    for (int h = 0; h < 2; h++) {
+        cfg_make(&cfg[h][0], TOK, h);
+        cfg_make(&cfg[h][1], tail ? tail : TOK, h);
+    }
+    for (int i = 0; i < j->n; i++) {
+        const amx_cfg *c = cfg[j->ms[i]->kind == RP_I6];
         for (int64_t r = lo > j->first[i] ? lo : j->first[i]; r < hi && r < j->first[i + 1]; r++) {
             if (j->swiglu)
                 rb_swiglu(j->ms[i], j->up, j->a, j->ys[i], j->ldys[i], r - j->first[i], &pn[0],
-                          &pn[1], &full, &part);
+                          &pn[1], &c[0], &c[1]);
             else
-                rb_matmul(j->ms[i], j->a, j->ys[i], j->ldys[i], r - j->first[i], &pn[0], &full,
-                          &part);
+                rb_matmul(j->ms[i], j->a, j->ys[i], j->ldys[i], r - j->first[i], &pn[0], &c[0],
+                          &c[1]);
         }
+    }
     _tile_release();
 }
 #pragma GCC pop_options

@@ -12,6 +12,7 @@
  * rows to int8 once and runs AMX TDPBSSD/TDPBSUD tiles of 16 tokens x 16 rows per 32-group,
  * then scales each group's exact int32 dots into f32 accumulators with AVX-512 in the same
  * per-(row, token) order as kern_tiles_scalar: results are bit-identical to kern_gemv_tiles.
+ * Every rp kind runs on AMX (RP_I6 as two half-group dots with its two scales).
  * The best path is chosen once: AMX when the CPU has AMX-TILE/INT8, the OS grants the tile
  * state (arch_prctl) and kern_best() is KERN_AVX512; env LFM2_GEMM=kern forces GEMM_KERN. */
 enum gemm_path {

@@ -1,4 +1,4 @@
-/* test_gemm.c: gemm_matmul equals the scalar tile kernel bit for bit, for every kind and awkward shapes. */
+/* test_gemm.c: gemm_matmul(_n) and gemm_swiglu equal the scalar twins bit for bit, every kind, awkward shapes. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -152,7 +152,8 @@ int main(void) {
     printf("test_gemm: kernel %s, gemm %s (amx %s)\n", kern_name(), gemm_path_name(gemm_best()),
            gemm_path_available(GEMM_AMX) ? "available" : "not available");
     CHECK(gemm_kind_supported(GEMM_KERN, RP_I6));
-    CHECK(!gemm_kind_supported(GEMM_AMX, RP_I6));
+    CHECK(gemm_kind_supported(GEMM_AMX, RP_I6));
+    CHECK(!gemm_kind_supported(GEMM_AMX, 0));
     CHECK(gemm_kind_supported(GEMM_AMX, RP_I4));
     static const struct {
         uint32_t type;
@@ -164,7 +165,7 @@ int main(void) {
         {QT_Q4_0, 40, 2048, 31},  {QT_Q4_1, 45, 96, 19},    {QT_Q4_1, 16, 2112, 64},
         {QT_Q8_0, 29, 4640, 21},  {QT_Q8_0, 8, 64, 16},     {QT_Q5_0, 19, 160, 31},
         {QT_Q5_1, 30, 2080, 18},  {QT_Q4_K, 33, 4608, 35},  {QT_Q4_K, 9, 256, 600},
-        {QT_Q5_K, 21, 512, 50},   {QT_Q5_K, 16, 2304, 17},  {QT_Q6_K, 23, 256, 20},
+        {QT_Q5_K, 21, 512, 50},   {QT_Q5_K, 16, 2304, 17},  {QT_Q6_K, 23, 256, 20},   {QT_Q6_K, 40, 2304, 37},  {QT_Q6_K, 8, 4608, 16},
         {QT_F32, 11, 256, 17},   {QT_F16, 16, 128, 48},    {QT_BF16, 50, 192, 2},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
@@ -173,7 +174,8 @@ int main(void) {
     run_n(pl, QT_Q4_0, QT_Q4_0, 2080, 16); /* more groups than one panel: swiglu falls back */
     run_n(pl, QT_Q8_0, QT_Q5_0, 96, 3);
     run_n(pl, QT_Q4_K, QT_Q4_K, 512, 70);
-    run_n(pl, QT_Q5_K, QT_Q6_K, 256, 21);  /* I6 in the set: kern_matmul_n */
+    run_n(pl, QT_Q5_K, QT_Q6_K, 256, 21);  /* kinds mixed in one set */
+    run_n(pl, QT_Q6_K, QT_Q6_K, 768, 33);
     run_n(pl, QT_Q4_1, QT_Q5_1, 64, 600);
     pool_free(pl);
     return check_done("test_gemm");
