@@ -64,7 +64,7 @@ bool gemm_kind_supported(int path, int kind) {
 #ifdef GEMM_X86
 
 #define GC 64  /* groups expanded at once (32 KiB of int8 codes on the stack) */
-#define TOK 16 /* tokens per AMX tile (its rows) */
+#define TOK GEMM_MIN_TOKENS /* tokens per AMX tile (its rows) */
 
 /* 16 weight rows (two repacked tiles) expanded for groups [g0, g0 + GC): codes[g][c] is the
  * AMX B tile of group g: row c holds, for each of the 16 weight rows, 4 consecutive codes
@@ -122,9 +122,11 @@ static inline __m128i b2(const uint8_t *p, const uint8_t *q) {
 
 /* Expands groups [g0, g1) of tiles tp (and tq, NULL past the last tile) into pn. SIGNED: codes
  * minus the zero point as s8 (kinds without min), else the unsigned codes. */
-static void expand(const rp_matrix *m, const uint8_t *tp, const uint8_t *tq, int64_t g0,
-                   int64_t g1, panel *pn, int sgn) {
-    const int kind = m->kind, I5 = kind == RP_I5K, I6 = kind == RP_I6;
+static inline __attribute__((always_inline)) void expand_k(const rp_matrix *m, const uint8_t *tp,
+                                                           const uint8_t *tq, int64_t g0,
+                                                           int64_t g1, panel *pn, const int sgn,
+                                                           const int kind) {
+    const int I5 = kind == RP_I5K, I6 = kind == RP_I6;
     const int I4 = kind == RP_I4 || kind == RP_I4M || kind == RP_I4K || I5 || I6;
     const int KC = kind == RP_I4K || I5;
     const size_t gb = m->group_bytes, cb = I5 ? 160 : I4 ? 128 : 256;
@@ -204,6 +206,20 @@ static void expand(const rp_matrix *m, const uint8_t *tp, const uint8_t *tq, int
         }
         _mm512_store_ps(pn->s[g - g0], sv);
         _mm512_store_ps(pn->b[g - g0], bv);
+    }
+}
+
+static void expand(const rp_matrix *m, const uint8_t *tp, const uint8_t *tq, int64_t g0,
+                   int64_t g1, panel *pn, int sgn) {
+    switch (m->kind) { /* one instance per kind: no per-group branching on it */
+    case RP_I4: expand_k(m, tp, tq, g0, g1, pn, 1, RP_I4); break;
+    case RP_I4M: expand_k(m, tp, tq, g0, g1, pn, 0, RP_I4M); break;
+    case RP_I8: expand_k(m, tp, tq, g0, g1, pn, 1, RP_I8); break;
+    case RP_I8M: expand_k(m, tp, tq, g0, g1, pn, 0, RP_I8M); break;
+    case RP_I4K: expand_k(m, tp, tq, g0, g1, pn, 0, RP_I4K); break;
+    case RP_I6: expand_k(m, tp, tq, g0, g1, pn, 1, RP_I6); break;
+    case RP_I5K: expand_k(m, tp, tq, g0, g1, pn, 0, RP_I5K); break;
+    default: expand_k(m, tp, tq, g0, g1, pn, sgn, m->kind); break;
     }
 }
 
@@ -339,20 +355,13 @@ static inline __attribute__((always_inline)) void block6(const panel *pn, int64_
     for (int t = 0; t < nt; t++) _mm512_mask_storeu_ps(y + t * ldy, k, acc[t]);
 }
 
-static __attribute__((noinline)) void block_any(const panel *pn, int64_t g0, int64_t g1, const kern_act *a, int tok, int nt,
-                      float *y, int64_t ldy, __mmask16 k, int first, int sgn, int min, int six) {
-    if (six) {
-        if (nt == TOK) block6(pn, g0, g1, a, tok, TOK, y, ldy, k, first);
-        else block6(pn, g0, g1, a, tok, nt, y, ldy, k, first);
-    } else if (nt == TOK) {
-        if (sgn) block(pn, g0, g1, a, tok, TOK, y, ldy, k, first, 1, 0);
-        else if (min) block(pn, g0, g1, a, tok, TOK, y, ldy, k, first, 0, 1);
-        else block(pn, g0, g1, a, tok, TOK, y, ldy, k, first, 0, 0);
-    } else {
-        if (sgn) block(pn, g0, g1, a, tok, nt, y, ldy, k, first, 1, 0);
-        else if (min) block(pn, g0, g1, a, tok, nt, y, ldy, k, first, 0, 1);
-        else block(pn, g0, g1, a, tok, nt, y, ldy, k, first, 0, 0);
-    }
+static __attribute__((noinline)) void block_any(const panel *pn, int64_t g0, int64_t g1,
+                                                 const kern_act *a, int tok, float *y, int64_t ldy,
+                                                 __mmask16 k, int first, int sgn, int min, int six) {
+    if (six) block6(pn, g0, g1, a, tok, TOK, y, ldy, k, first);
+    else if (sgn) block(pn, g0, g1, a, tok, TOK, y, ldy, k, first, 1, 0);
+    else if (min) block(pn, g0, g1, a, tok, TOK, y, ldy, k, first, 0, 1);
+    else block(pn, g0, g1, a, tok, TOK, y, ldy, k, first, 0, 0);
 }
 
 #define GEMM_MAX_MATS 8
@@ -368,56 +377,57 @@ typedef struct amx_job {
 } amx_job;
 
 /* Row block rb of m for every token: y points at row 0's output. */
+/* Row block rb of m for every token: y points at row 0's output. The last n % 16 tokens go
+ * through kern's AVX-512 tile kernel (the same bits; a partial AMX tile would cost a full one). */
 static void rb_matmul(const rp_matrix *m, const kern_act *a, float *y, int64_t ldy, int64_t rb,
-                      panel *pn, const amx_cfg *full, const amx_cfg *part) {
+                      panel *pn, const amx_cfg *cfg) {
     const int sgn = !m->has_min, six = m->kind == RP_I6; /* I4, I8, I6: codes minus z as s8 */
-    _tile_loadconfig(full);
-    const int n = a->n, nfull = n / TOK * TOK, tail = n - nfull;
-    const int64_t ng = m->n_groups;
+    const int n = a->n, nfull = n / TOK * TOK;
+    const int64_t ng = m->n_groups, t1 = 2 * rb + 2 < m->n_tiles ? 2 * rb + 2 : m->n_tiles;
     const uint8_t *tp = m->data + (size_t)(2 * rb) * m->tile_bytes;
     const uint8_t *tq = 2 * rb + 1 < m->n_tiles ? tp + m->tile_bytes : NULL;
     const int64_t left = m->rows - rb * 16;
     const int nr = left < 16 ? (int)left : 16;
     const __mmask16 k = (__mmask16)(nr >= 16 ? 0xffff : (1u << nr) - 1);
     float *yr = y + rb * 16;
+    _tile_loadconfig(cfg);
     for (int64_t g0 = 0; g0 < ng; g0 += GC) {
         const int64_t g1 = ng - g0 < GC ? ng : g0 + GC;
         expand(m, tp, tq, g0, g1, pn, sgn);
         for (int tok = 0; tok < nfull; tok += TOK)
-            block_any(pn, g0, g1, a, tok, TOK, yr + (size_t)tok * ldy, ldy, k, g0 == 0, sgn,
+            block_any(pn, g0, g1, a, tok, yr + (size_t)tok * ldy, ldy, k, g0 == 0, sgn,
                       m->has_min, six);
-        if (tail) {
-            _tile_loadconfig(part);
-            block_any(pn, g0, g1, a, nfull, tail, yr + (size_t)nfull * ldy, ldy, k, g0 == 0, sgn,
-                      m->has_min, six);
-            _tile_loadconfig(full);
-        }
     }
+    if (n > nfull) kern_tiles_avx512(m, a, nfull, n - nfull, yr + (size_t)nfull * ldy, ldy, 2 * rb, t1);
 }
 
 /* Row block rb of gate and up (n_groups <= GC) for every token: y = silu(gate) * up. */
 static void rb_swiglu(const rp_matrix *gate, const rp_matrix *up, const kern_act *a, float *y,
-                      int64_t ldy, int64_t rb, panel *pg, panel *pu, const amx_cfg *full,
-                      const amx_cfg *part) {
+                      int64_t ldy, int64_t rb, panel *pg, panel *pu, const amx_cfg *cfg) {
     const int sgn = !gate->has_min, six = gate->kind == RP_I6;
-    _tile_loadconfig(full);
-    const int n = a->n;
-    const int64_t ng = gate->n_groups;
+    const int n = a->n, nfull = n / TOK * TOK;
+    const int64_t ng = gate->n_groups, t1 = 2 * rb + 2 < gate->n_tiles ? 2 * rb + 2 : gate->n_tiles;
     const size_t off = (size_t)(2 * rb) * gate->tile_bytes;
     const int two = 2 * rb + 1 < gate->n_tiles;
-    expand(gate, gate->data + off, two ? gate->data + off + gate->tile_bytes : NULL, 0, ng, pg, sgn);
-    expand(up, up->data + off, two ? up->data + off + up->tile_bytes : NULL, 0, ng, pu, sgn);
     const int64_t left = gate->rows - rb * 16;
     const int nr = left < 16 ? (int)left : 16;
     const __mmask16 k = (__mmask16)(nr >= 16 ? 0xffff : (1u << nr) - 1);
     _Alignas(64) float ub[TOK * 16];
+    _tile_loadconfig(cfg);
+    if (nfull) {
+        expand(gate, gate->data + off, two ? gate->data + off + gate->tile_bytes : NULL, 0, ng, pg, sgn);
+        expand(up, up->data + off, two ? up->data + off + up->tile_bytes : NULL, 0, ng, pu, sgn);
+    }
     for (int tok = 0; tok < n; tok += TOK) {
         const int nt = n - tok < TOK ? n - tok : TOK;
         float *yt = y + rb * 16 + (size_t)tok * ldy;
-        if (nt < TOK) _tile_loadconfig(part);
-        block_any(pg, 0, ng, a, tok, nt, yt, ldy, k, 1, sgn, gate->has_min, six);
-        block_any(pu, 0, ng, a, tok, nt, ub, 16, k, 1, sgn, gate->has_min, six);
-        if (nt < TOK) _tile_loadconfig(full);
+        if (nt == TOK) {
+            block_any(pg, 0, ng, a, tok, yt, ldy, k, 1, sgn, gate->has_min, six);
+            block_any(pu, 0, ng, a, tok, ub, 16, k, 1, sgn, gate->has_min, six);
+        } else {
+            kern_tiles_avx512(gate, a, tok, nt, yt, ldy, 2 * rb, t1);
+            kern_tiles_avx512(up, a, tok, nt, ub, 16, 2 * rb, t1);
+        }
         silu_mul(yt, ldy, ub, nt, nr);
     }
 }
@@ -428,22 +438,18 @@ static void amx_task(void *ctx, int task, int n_tasks, int thread) {
     int64_t lo, hi;
     pool_split(j->first[j->n], n_tasks, task, &lo, &hi);
     if (lo >= hi) return;
-    const int tail = j->a->n % TOK;
     panel pn[2]; /* 80 KiB of stack: no allocation per call */
-    amx_cfg cfg[2][2]; /* [half][full, tail] */
-    for (int h = 0; h < 2; h++) {
-        cfg_make(&cfg[h][0], TOK, h);
-        cfg_make(&cfg[h][1], tail ? tail : TOK, h);
-    }
+    amx_cfg cfg[2]; /* [half] */
+    cfg_make(&cfg[0], TOK, 0);
+    cfg_make(&cfg[1], TOK, 1);
     for (int i = 0; i < j->n; i++) {
-        const amx_cfg *c = cfg[j->ms[i]->kind == RP_I6];
+        const amx_cfg *c = &cfg[j->ms[i]->kind == RP_I6];
         for (int64_t r = lo > j->first[i] ? lo : j->first[i]; r < hi && r < j->first[i + 1]; r++) {
             if (j->swiglu)
                 rb_swiglu(j->ms[i], j->up, j->a, j->ys[i], j->ldys[i], r - j->first[i], &pn[0],
-                          &pn[1], &c[0], &c[1]);
+                          &pn[1], c);
             else
-                rb_matmul(j->ms[i], j->a, j->ys[i], j->ldys[i], r - j->first[i], &pn[0], &c[0],
-                          &c[1]);
+                rb_matmul(j->ms[i], j->a, j->ys[i], j->ldys[i], r - j->first[i], &pn[0], c);
         }
     }
     _tile_release();
@@ -480,7 +486,7 @@ void gemm_matmul(pool *p, const rp_matrix *m, const kern_act *a, float *y, int64
 
 void gemm_matmul_n_with(int path, pool *p, int n, const rp_matrix *const *ms, const kern_act *a,
                         float *const *ys, const int64_t *ldys) {
-    bool all = a->n > 0;
+    bool all = a->n >= GEMM_MIN_TOKENS; /* fewer tokens: kern's kernels are faster */
     for (int i = 0; i < n; i++) all = all && use_amx(path, ms[i]);
     if (!all) {
         kern_matmul_n(p, n, ms, a, ys, ldys);
@@ -504,7 +510,7 @@ void gemm_matmul_n(pool *p, int n, const rp_matrix *const *ms, const kern_act *a
 void gemm_swiglu_with(int path, pool *p, const rp_matrix *gate, const rp_matrix *up,
                       const kern_act *a, float *y, int64_t ldy) {
 #ifdef GEMM_X86
-    if (a->n > 0 && use_amx(path, gate) && up->kind == gate->kind && up->rows == gate->rows &&
+    if (a->n >= GEMM_MIN_TOKENS && use_amx(path, gate) && up->kind == gate->kind && up->rows == gate->rows &&
         up->cols == gate->cols && gate->n_groups <= GC) {
         amx_job j = {.n = 1, .swiglu = 1, .ms = {gate}, .up = up, .ys = {y}, .ldys = {ldy}, .a = a};
         amx_run(p, &j);

@@ -26,8 +26,9 @@ const char *gemm_path_name(int path); /* "kern", "amx-int8" */
 /* Whether a path runs this kind itself (else it falls back to kern_matmul). */
 bool gemm_kind_supported(int path, int kind);
 
-/* Fewest tokens for which gemm_matmul beats kern_matmul on the AMX path (measured on 350m
- * shapes); callers route a->n >= this through gemm_matmul. */
+/* Tokens per AMX tile. gemm_* with fewer tokens than this run kern's kernels (faster there),
+ * and the last n % 16 tokens of a call go through kern's AVX-512 tile kernel: so every call may
+ * go through gemm_*, whatever its token count. */
 #define GEMM_MIN_TOKENS 16
 
 /* Exactly kern_matmul's contract: y[t*ldy + r] = dot(row r of m, token t of a) for every token
