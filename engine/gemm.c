@@ -525,3 +525,82 @@ void gemm_swiglu(pool *p, const rp_matrix *gate, const rp_matrix *up, const kern
                  int64_t ldy) {
     gemm_swiglu_with(gemm_best(), p, gate, up, a, y, ldy);
 }
+
+/* ---- activation quantization: kern_quantize's bits, AVX-512 and split across the pool ---- */
+
+typedef struct q_job {
+    kern_act *a;
+    const float *x;
+    int64_t cols, ldx;
+    int n, avx512;
+} q_job;
+
+#ifdef GEMM_X86
+#pragma GCC push_options
+#pragma GCC target("avx2,fma,f16c,avx512f,avx512vl,avx512bw,avx512dq")
+/* Tokens [t0, t1): per block of 32, amax ignoring NaN (as `v > amax ? v : amax`), id = 127/amax,
+ * r = (x * id + 1.5 * 2^23) - 1.5 * 2^23 without contraction, clamped to +-127, NaN -> 0,
+ * d = amax / 127: operation for operation kern_quantize. */
+static void quantize_avx512(kern_act *a, const float *x, int64_t cols, int64_t ldx, int t0, int t1) {
+    const int64_t nb = cols / 32;
+    const __m512 magic = _mm512_set1_ps(12582912.0f), lo = _mm512_set1_ps(-127.0f),
+                 hi = _mm512_set1_ps(127.0f);
+    for (int t = t0; t < t1; t++) {
+        const float *xt = x + (size_t)t * ldx;
+        int8_t *q = a->q + (size_t)t * cols;
+        for (int64_t b = 0; b < nb; b++) {
+            __m512 x0 = _mm512_loadu_ps(xt + b * 32), x1 = _mm512_loadu_ps(xt + b * 32 + 16);
+            __m512 a0 = _mm512_abs_ps(x0), a1 = _mm512_abs_ps(x1);
+            a0 = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(a0, a0, _CMP_ORD_Q), a0);
+            a1 = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(a1, a1, _CMP_ORD_Q), a1);
+            float amax = _mm512_reduce_max_ps(_mm512_max_ps(a0, a1));
+            float id = amax > 0 ? 127.0f / amax : 0.0f;
+            __m512 iv = _mm512_set1_ps(id);
+            __m512 r0 = _mm512_sub_ps(_mm512_add_ps(_mm512_mul_ps(x0, iv), magic), magic);
+            __m512 r1 = _mm512_sub_ps(_mm512_add_ps(_mm512_mul_ps(x1, iv), magic), magic);
+            __mmask16 k0 = _mm512_cmp_ps_mask(r0, r0, _CMP_ORD_Q);
+            __mmask16 k1 = _mm512_cmp_ps_mask(r1, r1, _CMP_ORD_Q);
+            __m512i v0 = _mm512_maskz_cvtps_epi32(k0, _mm512_min_ps(_mm512_max_ps(r0, lo), hi));
+            __m512i v1 = _mm512_maskz_cvtps_epi32(k1, _mm512_min_ps(_mm512_max_ps(r1, lo), hi));
+            _mm_storeu_si128((__m128i *)(q + b * 32), _mm512_cvtepi32_epi8(v0));
+            _mm_storeu_si128((__m128i *)(q + b * 32 + 16), _mm512_cvtepi32_epi8(v1));
+            int32_t s0 = _mm512_reduce_add_epi32(v0), s1 = _mm512_reduce_add_epi32(v1);
+            a->d[(size_t)t * nb + b] = amax / 127.0f;
+            a->s[(size_t)t * nb + b] = s0 + s1;
+            a->s16[((size_t)t * nb + b) * 2] = s0;
+            a->s16[((size_t)t * nb + b) * 2 + 1] = s1;
+        }
+    }
+}
+#pragma GCC pop_options
+#endif
+
+static void q_task(void *ctx, int task, int n_tasks, int thread) {
+    (void)thread;
+    q_job *j = ctx;
+    int64_t lo, hi;
+    pool_split(j->n, n_tasks, task, &lo, &hi);
+    if (lo >= hi) return;
+#ifdef GEMM_X86
+    if (j->avx512) {
+        quantize_avx512(j->a, j->x, j->cols, j->ldx, (int)lo, (int)hi);
+        return;
+    }
+#endif
+    const int64_t nb = j->cols / 32; /* kern_quantize on a view of tokens [lo, hi) */
+    kern_act v = *j->a;
+    v.q += lo * j->cols;
+    v.d += lo * nb;
+    v.s += lo * nb;
+    v.s16 += lo * nb * 2;
+    kern_quantize(&v, j->x + lo * j->ldx, j->cols, j->ldx, (int)(hi - lo));
+}
+
+void gemm_quantize(pool *p, kern_act *a, const float *x, int64_t cols, int64_t ldx, int n) {
+    a->cols = cols;
+    q_job j = {a, x, cols, ldx, n, kern_best() == KERN_AVX512};
+    int nt = pool_n_threads(p), tasks = n < 8 * nt ? (n + 7) / 8 : nt;
+    if (tasks < 1) tasks = 1;
+    pool_run(p, q_task, &j, tasks);
+    a->n = n;
+}

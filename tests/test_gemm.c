@@ -1,4 +1,5 @@
 /* test_gemm.c: gemm_matmul(_n) and gemm_swiglu equal the scalar twins bit for bit, every kind, awkward shapes. */
+#include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -145,8 +146,61 @@ static void run_n(pool *pl, uint32_t type, uint32_t odd_type, int64_t cols, int 
     kern_act_release(&a);
 }
 
-int main(void) {
+/* gemm_quantize equals kern_quantize byte for byte: codes, scales, sums, half sums, including
+ * zero blocks, huge and tiny values, ties at .5 steps, infinities and NaNs; with and without
+ * a pool, a row stride wider than cols. */
+static void run_quantize(pool *pl, int64_t cols, int n) {
+    const int64_t ldx = cols + 32, nb = cols / 32;
+    float *x = malloc((size_t)n * ldx * sizeof *x);
+    for (int64_t i = 0; i < (int64_t)n * ldx; i++) {
+        float v = frand();
+        switch ((i * 7919) % 97) {
+        case 0: v = 0; break;
+        case 1: v = 1e30f; break;
+        case 2: v = 1e-38f; break;
+        case 3: v = (float)INFINITY; break;
+        case 4: v = -(float)INFINITY; break;
+        case 5: v = (float)NAN; break;
+        case 6: v = 63.5f; break;
+        default: v *= (float)(1 + (i / 32) % 9);
+        }
+        x[i] = v;
+    }
+    for (int t = 0; t < n; t += 3) memset(x + (size_t)t * ldx, 0, 32 * sizeof *x);
+    for (int t = 1; t < n; t += 4) /* a block of exact halves: round-half-even ties */
+        for (int j = 0; j < 32; j++) x[(size_t)t * ldx + 32 * (nb - 1) + j] = (float)(j - 16) * 0.5f + (j == 0 ? 127.0f : 0.0f);
+    kern_act r, g;
+    CHECK_EQ_INT(kern_act_init(&r, cols, n), 0);
+    CHECK_EQ_INT(kern_act_init(&g, cols, n), 0);
+    kern_quantize(&r, x, cols, ldx, n);
+    for (int pi = 0; pi < 2; pi++) {
+        memset(g.q, 0x55, (size_t)n * cols);
+        gemm_quantize(pi ? pl : NULL, &g, x, cols, ldx, n);
+        CHECK_EQ_INT(g.n, n);
+        CHECK_EQ_INT(g.cols, cols);
+        CHECK(!memcmp(r.q, g.q, (size_t)n * cols));
+        CHECK(!memcmp(r.d, g.d, (size_t)n * nb * sizeof *r.d));
+        CHECK(!memcmp(r.s, g.s, (size_t)n * nb * sizeof *r.s));
+        CHECK(!memcmp(r.s16, g.s16, (size_t)n * nb * 2 * sizeof *r.s16));
+    }
+    kern_act_release(&r);
+    kern_act_release(&g);
+    free(x);
+}
+
+int main(int argc, char **argv) {
+    (void)argc;
     char err[256];
+    if (!getenv("LFM2_KERNEL")) { /* the fallbacks too: kern's AVX2 and scalar paths, no AMX */
+        static const char *const paths[] = {"avx2", "scalar"};
+        for (int i = 0; i < 2; i++) {
+            char cmd[4096];
+            snprintf(cmd, sizeof cmd, "LFM2_KERNEL=%s '%s' >/dev/null", paths[i], argv[0]);
+            int rc = system(cmd);
+            if (rc) fprintf(stderr, "with LFM2_KERNEL=%s: status %d\n", paths[i], rc);
+            CHECK(rc == 0);
+        }
+    }
     pool *pl = pool_new(2, err, sizeof err);
     CHECK(pl != NULL);
     printf("test_gemm: kernel %s, gemm %s (amx %s)\n", kern_name(), gemm_path_name(gemm_best()),
@@ -170,6 +224,9 @@ int main(void) {
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
         run(pl, cases[i].type, cases[i].rows, cases[i].cols, cases[i].n);
+    run_quantize(pl, 32, 1);
+    run_quantize(pl, 1024, 37);
+    run_quantize(pl, 4608, 130);
     run_n(pl, QT_Q4_0, QT_Q4_0, 1024, 45);
     run_n(pl, QT_Q4_0, QT_Q4_0, 2080, 16); /* more groups than one panel: swiglu falls back */
     run_n(pl, QT_Q8_0, QT_Q5_0, 96, 3);
