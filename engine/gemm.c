@@ -101,7 +101,7 @@ static void silu_mul(float *y, int64_t ldy, const float *u, int nt, int nr) {
 }
 
 #pragma GCC push_options
-#pragma GCC target("avx2,fma,f16c,avx512f,avx512vl,avx512bw,amx-tile,amx-int8")
+#pragma GCC target("avx2,fma,f16c,avx512f,avx512vl,avx512bw,amx-tile,amx-int8,prfchw")
 
 static inline __m512i ld2(const uint8_t *p, const uint8_t *q) {
     __m256i lo = _mm256_loadu_si256((const __m256i *)p);
@@ -376,7 +376,13 @@ typedef struct amx_job {
     const kern_act *a;
 } amx_job;
 
-/* Row block rb of m for every token: y points at row 0's output. */
+/* Asks for the next token block's output lines in exclusive state: without it the stores of a
+ * large output (9 MiB for 512 x 4608) miss, fill the store buffer and stall the tile stores
+ * queued behind them (35% of the time on 4608 x 1024). */
+static inline void prefetch_out(const float *y, int64_t ldy, int n) {
+    for (int t = 0; t < TOK && t < n; t++) __builtin_prefetch(y + t * ldy, 1, 3);
+}
+
 /* Row block rb of m for every token: y points at row 0's output. The last n % 16 tokens go
  * through kern's AVX-512 tile kernel (the same bits; a partial AMX tile would cost a full one). */
 static void rb_matmul(const rp_matrix *m, const kern_act *a, float *y, int64_t ldy, int64_t rb,
@@ -394,9 +400,11 @@ static void rb_matmul(const rp_matrix *m, const kern_act *a, float *y, int64_t l
     for (int64_t g0 = 0; g0 < ng; g0 += GC) {
         const int64_t g1 = ng - g0 < GC ? ng : g0 + GC;
         expand(m, tp, tq, g0, g1, pn, sgn);
-        for (int tok = 0; tok < nfull; tok += TOK)
+        for (int tok = 0; tok < nfull; tok += TOK) {
+            if (tok + TOK < n) prefetch_out(yr + (size_t)(tok + TOK) * ldy, ldy, n - tok - TOK);
             block_any(pn, g0, g1, a, tok, yr + (size_t)tok * ldy, ldy, k, g0 == 0, sgn,
                       m->has_min, six);
+        }
     }
     if (n > nfull) kern_tiles_avx512(m, a, nfull, n - nfull, yr + (size_t)nfull * ldy, ldy, 2 * rb, t1);
 }
@@ -421,6 +429,7 @@ static void rb_swiglu(const rp_matrix *gate, const rp_matrix *up, const kern_act
     for (int tok = 0; tok < n; tok += TOK) {
         const int nt = n - tok < TOK ? n - tok : TOK;
         float *yt = y + rb * 16 + (size_t)tok * ldy;
+        if (tok + TOK < n) prefetch_out(yt + (size_t)TOK * ldy, ldy, n - tok - TOK);
         if (nt == TOK) {
             block_any(pg, 0, ng, a, tok, yt, ldy, k, 1, sgn, gate->has_min, six);
             block_any(pu, 0, ng, a, tok, ub, 16, k, 1, sgn, gate->has_min, six);
