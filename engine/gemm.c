@@ -1,4 +1,5 @@
-/* gemm.c: prefill GEMM over repacked weights: AMX-int8 tiles + AVX-512 scaling, kern_matmul fallback. */
+/* gemm.c: prefill GEMM over repacked weights: AMX-int8 tiles + AVX-512 scaling, kern_matmul
+ * fallback. */
 #include "engine/gemm.h"
 #include <math.h>
 #include <pthread.h>
@@ -63,7 +64,7 @@ bool gemm_kind_supported(int path, int kind) {
 
 #ifdef GEMM_X86
 
-#define GC 64  /* groups expanded at once (32 KiB of int8 codes on the stack) */
+#define GC 64               /* groups expanded at once (32 KiB of int8 codes on the stack) */
 #define TOK GEMM_MIN_TOKENS /* tokens per AMX tile (its rows) */
 
 /* 16 weight rows (two repacked tiles) expanded for groups [g0, g0 + GC): codes[g][c] is the
@@ -86,9 +87,12 @@ typedef struct amx_cfg {
 static void cfg_make(amx_cfg *c, int nt, int half) {
     memset(c, 0, sizeof *c);
     c->palette = 1;
-    for (int i = 0; i < 4; i++) c->colsb[i] = 64, c->rows[i] = (uint8_t)nt;
-    for (int i = 4; i < 6; i++) c->colsb[i] = half ? 16 : 32, c->rows[i] = (uint8_t)nt;
-    for (int i = 6; i < 8; i++) c->colsb[i] = 64, c->rows[i] = half ? 4 : 8;
+    for (int i = 0; i < 4; i++)
+        c->colsb[i] = 64, c->rows[i] = (uint8_t)nt;
+    for (int i = 4; i < 6; i++)
+        c->colsb[i] = half ? 16 : 32, c->rows[i] = (uint8_t)nt;
+    for (int i = 6; i < 8; i++)
+        c->colsb[i] = 64, c->rows[i] = half ? 4 : 8;
 }
 
 /* kern_swiglu's combination, the same expression (outside the target region: no contraction). */
@@ -148,11 +152,11 @@ static inline __attribute__((always_inline)) void expand_k(const rp_matrix *m, c
             if (I5) { /* bit c / 4+c of the plane bytes -> bit 4 of lo / hi chunk c */
                 const __m512i pl = ld2(gp + 128, gq ? gq + 128 : NULL);
                 for (int c = 0; c < 4; c++) {
-                    __m512i l = c == 0 ? _mm512_slli_epi16(pl, 4)
+                    __m512i l = c == 0   ? _mm512_slli_epi16(pl, 4)
                                 : c == 1 ? _mm512_slli_epi16(pl, 3)
                                 : c == 2 ? _mm512_slli_epi16(pl, 2)
                                          : _mm512_slli_epi16(pl, 1);
-                    __m512i h = c == 0 ? pl
+                    __m512i h = c == 0   ? pl
                                 : c == 1 ? _mm512_srli_epi16(pl, 1)
                                 : c == 2 ? _mm512_srli_epi16(pl, 2)
                                          : _mm512_srli_epi16(pl, 3);
@@ -164,11 +168,11 @@ static inline __attribute__((always_inline)) void expand_k(const rp_matrix *m, c
                 const __m512i p0 = ld2(gp + 128, gq ? gq + 128 : NULL);
                 const __m512i p1 = ld2(gp + 160, gq ? gq + 160 : NULL);
                 for (int c = 0; c < 4; c++) {
-                    __m512i l = c == 0 ? _mm512_slli_epi16(p0, 4)
+                    __m512i l = c == 0   ? _mm512_slli_epi16(p0, 4)
                                 : c == 1 ? _mm512_slli_epi16(p0, 2)
                                 : c == 2 ? p0
                                          : _mm512_srli_epi16(p0, 2);
-                    __m512i h = c == 0 ? _mm512_slli_epi16(p1, 4)
+                    __m512i h = c == 0   ? _mm512_slli_epi16(p1, 4)
                                 : c == 1 ? _mm512_slli_epi16(p1, 2)
                                 : c == 2 ? p1
                                          : _mm512_srli_epi16(p1, 2);
@@ -177,28 +181,34 @@ static inline __attribute__((always_inline)) void expand_k(const rp_matrix *m, c
                 }
             }
             if (sgn)
-                for (int c = 0; c < 8; c++) w[c] = _mm512_sub_epi8(w[c], I6 ? z32 : z8);
+                for (int c = 0; c < 8; c++)
+                    w[c] = _mm512_sub_epi8(w[c], I6 ? z32 : z8);
         } else {
             for (int c = 0; c < 8; c++) {
                 w[c] = ld2(gp + 32 * c, gq ? gq + 32 * c : NULL);
                 if (sgn) w[c] = _mm512_xor_si512(w[c], x80); /* u - 128 as s8 */
             }
         }
-        for (int c = 0; c < 8; c++) _mm512_store_si512((__m512i *)pn->codes[g - g0][c], w[c]);
+        for (int c = 0; c < 8; c++)
+            _mm512_store_si512((__m512i *)pn->codes[g - g0][c], w[c]);
         /* scales with kern_tiles_scalar's operations (f16 -> f32 is exact either way; the
          * negation flips the sign bit as -(x) does, also for zeros) */
         __m512 sv, bv = zf;
         if (I6) { /* s = d * sc per half (b holds the second half's): exact */
             const size_t so = (size_t)ng * gb + (size_t)(g / 8) * 16;
             __m512 dv = h2(tp + so, tq ? tq + so : NULL);
-            sv = _mm512_mul_ps(dv, _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(b2(gp + 192, gq ? gq + 192 : NULL))));
-            bv = _mm512_mul_ps(dv, _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(b2(gp + 200, gq ? gq + 200 : NULL))));
+            sv = _mm512_mul_ps(
+                dv, _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(b2(gp + 192, gq ? gq + 192 : NULL))));
+            bv = _mm512_mul_ps(
+                dv, _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(b2(gp + 200, gq ? gq + 200 : NULL))));
         } else if (KC) {
             const size_t so = (size_t)ng * gb + (size_t)(g / 8) * 32;
-            __m512 dv = h2(tp + so, tq ? tq + so : NULL), mv = h2(tp + so + 16, tq ? tq + so + 16 : NULL);
-            sv = _mm512_mul_ps(dv, _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(b2(gp + cb, gq ? gq + cb : NULL))));
-            bv = _mm512_mul_ps(mv, _mm512_cvtepi32_ps(
-                                       _mm512_cvtepu8_epi32(b2(gp + cb + 8, gq ? gq + cb + 8 : NULL))));
+            __m512 dv = h2(tp + so, tq ? tq + so : NULL),
+                   mv = h2(tp + so + 16, tq ? tq + so + 16 : NULL);
+            sv = _mm512_mul_ps(
+                dv, _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(b2(gp + cb, gq ? gq + cb : NULL))));
+            bv = _mm512_mul_ps(mv, _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(
+                                       b2(gp + cb + 8, gq ? gq + cb + 8 : NULL))));
             bv = _mm512_castsi512_ps(_mm512_xor_si512(_mm512_castps_si512(bv), sign));
         } else {
             sv = h2(gp + cb, gq ? gq + cb : NULL);
@@ -209,17 +219,33 @@ static inline __attribute__((always_inline)) void expand_k(const rp_matrix *m, c
     }
 }
 
-static void expand(const rp_matrix *m, const uint8_t *tp, const uint8_t *tq, int64_t g0,
-                   int64_t g1, panel *pn, int sgn) {
+static void expand(const rp_matrix *m, const uint8_t *tp, const uint8_t *tq, int64_t g0, int64_t g1,
+                   panel *pn, int sgn) {
     switch (m->kind) { /* one instance per kind: no per-group branching on it */
-    case RP_I4: expand_k(m, tp, tq, g0, g1, pn, 1, RP_I4); break;
-    case RP_I4M: expand_k(m, tp, tq, g0, g1, pn, 0, RP_I4M); break;
-    case RP_I8: expand_k(m, tp, tq, g0, g1, pn, 1, RP_I8); break;
-    case RP_I8M: expand_k(m, tp, tq, g0, g1, pn, 0, RP_I8M); break;
-    case RP_I4K: expand_k(m, tp, tq, g0, g1, pn, 0, RP_I4K); break;
-    case RP_I6: expand_k(m, tp, tq, g0, g1, pn, 1, RP_I6); break;
-    case RP_I5K: expand_k(m, tp, tq, g0, g1, pn, 0, RP_I5K); break;
-    default: expand_k(m, tp, tq, g0, g1, pn, sgn, m->kind); break;
+    case RP_I4:
+        expand_k(m, tp, tq, g0, g1, pn, 1, RP_I4);
+        break;
+    case RP_I4M:
+        expand_k(m, tp, tq, g0, g1, pn, 0, RP_I4M);
+        break;
+    case RP_I8:
+        expand_k(m, tp, tq, g0, g1, pn, 1, RP_I8);
+        break;
+    case RP_I8M:
+        expand_k(m, tp, tq, g0, g1, pn, 0, RP_I8M);
+        break;
+    case RP_I4K:
+        expand_k(m, tp, tq, g0, g1, pn, 0, RP_I4K);
+        break;
+    case RP_I6:
+        expand_k(m, tp, tq, g0, g1, pn, 1, RP_I6);
+        break;
+    case RP_I5K:
+        expand_k(m, tp, tq, g0, g1, pn, 0, RP_I5K);
+        break;
+    default:
+        expand_k(m, tp, tq, g0, g1, pn, sgn, m->kind);
+        break;
     }
 }
 
@@ -227,9 +253,9 @@ static void expand(const rp_matrix *m, const uint8_t *tp, const uint8_t *tq, int
  * [g0, g1): per group, exact int32 dots on AMX, then per token acc = fma(dot, s * d, acc) (or
  * the min form) in group order, as kern_tiles_scalar. first: start from 0, else from y. */
 static inline __attribute__((always_inline)) void block(const panel *pn, int64_t g0, int64_t g1,
-                                                       const kern_act *a, int tok, int nt,
-                                                       float *y, int64_t ldy, __mmask16 k,
-                                                       int first, const int SGN, const int MIN) {
+                                                        const kern_act *a, int tok, int nt,
+                                                        float *y, int64_t ldy, __mmask16 k,
+                                                        int first, const int SGN, const int MIN) {
     const int64_t cols = a->cols, ng = cols / 32;
     _Alignas(64) int32_t cb[4][TOK][16];
     if (nt < TOK) memset(cb, 0, sizeof cb); /* rows past nt are never written by the tiles */
@@ -242,10 +268,12 @@ static inline __attribute__((always_inline)) void block(const panel *pn, int64_t
     for (int64_t g = g0; g < g1; g += 4) {
         const int n4 = g1 - g < 4 ? (int)(g1 - g) : 4;
         const int8_t *cg = pn->codes[g - g0][0];
-#define DP(c, x, w)                                                                              \
-    do {                                                                                         \
-        if (SGN) _tile_dpbssd(c, x, w);                                                          \
-        else _tile_dpbsud(c, x, w);                                                              \
+#define DP(c, x, w)                                                                                \
+    do {                                                                                           \
+        if (SGN)                                                                                   \
+            _tile_dpbssd(c, x, w);                                                                 \
+        else                                                                                       \
+            _tile_dpbsud(c, x, w);                                                                 \
     } while (0)
         _tile_loadd(4, aq + g * 32, cols);
         _tile_loadd(6, cg, 64);
@@ -293,16 +321,17 @@ static inline __attribute__((always_inline)) void block(const panel *pn, int64_t
             }
         }
     }
-    for (int t = 0; t < nt; t++) _mm512_mask_storeu_ps(y + t * ldy, k, acc[t]);
+    for (int t = 0; t < nt; t++)
+        _mm512_mask_storeu_ps(y + t * ldy, k, acc[t]);
 }
 
 /* block() for RP_I6 (tiles configured with half = 1): two half-group dots per group, each with
  * its zero point folded into the s8 codes and its own scale, applied low half first as
  * kern_tiles_scalar does. Two groups (four C tiles) per step. */
 static inline __attribute__((always_inline)) void block6(const panel *pn, int64_t g0, int64_t g1,
-                                                        const kern_act *a, int tok, int nt,
-                                                        float *y, int64_t ldy, __mmask16 k,
-                                                        int first) {
+                                                         const kern_act *a, int tok, int nt,
+                                                         float *y, int64_t ldy, __mmask16 k,
+                                                         int first) {
     const int64_t cols = a->cols, ng = cols / 32;
     _Alignas(64) int32_t cb[4][TOK][16];
     if (nt < TOK) memset(cb, 0, sizeof cb);
@@ -352,16 +381,21 @@ static inline __attribute__((always_inline)) void block6(const panel *pn, int64_
             }
         }
     }
-    for (int t = 0; t < nt; t++) _mm512_mask_storeu_ps(y + t * ldy, k, acc[t]);
+    for (int t = 0; t < nt; t++)
+        _mm512_mask_storeu_ps(y + t * ldy, k, acc[t]);
 }
 
 static __attribute__((noinline)) void block_any(const panel *pn, int64_t g0, int64_t g1,
-                                                 const kern_act *a, int tok, float *y, int64_t ldy,
-                                                 __mmask16 k, int first, int sgn, int min, int six) {
-    if (six) block6(pn, g0, g1, a, tok, TOK, y, ldy, k, first);
-    else if (sgn) block(pn, g0, g1, a, tok, TOK, y, ldy, k, first, 1, 0);
-    else if (min) block(pn, g0, g1, a, tok, TOK, y, ldy, k, first, 0, 1);
-    else block(pn, g0, g1, a, tok, TOK, y, ldy, k, first, 0, 0);
+                                                const kern_act *a, int tok, float *y, int64_t ldy,
+                                                __mmask16 k, int first, int sgn, int min, int six) {
+    if (six)
+        block6(pn, g0, g1, a, tok, TOK, y, ldy, k, first);
+    else if (sgn)
+        block(pn, g0, g1, a, tok, TOK, y, ldy, k, first, 1, 0);
+    else if (min)
+        block(pn, g0, g1, a, tok, TOK, y, ldy, k, first, 0, 1);
+    else
+        block(pn, g0, g1, a, tok, TOK, y, ldy, k, first, 0, 0);
 }
 
 #define GEMM_MAX_MATS 8
@@ -380,7 +414,8 @@ typedef struct amx_job {
  * large output (9 MiB for 512 x 4608) miss, fill the store buffer and stall the tile stores
  * queued behind them (35% of the time on 4608 x 1024). */
 static inline void prefetch_out(const float *y, int64_t ldy, int n) {
-    for (int t = 0; t < TOK && t < n; t++) __builtin_prefetch(y + t * ldy, 1, 3);
+    for (int t = 0; t < TOK && t < n; t++)
+        __builtin_prefetch(y + t * ldy, 1, 3);
 }
 
 /* Row block rb of m for every token: y points at row 0's output. The last n % 16 tokens go
@@ -402,11 +437,12 @@ static void rb_matmul(const rp_matrix *m, const kern_act *a, float *y, int64_t l
         expand(m, tp, tq, g0, g1, pn, sgn);
         for (int tok = 0; tok < nfull; tok += TOK) {
             if (tok + TOK < n) prefetch_out(yr + (size_t)(tok + TOK) * ldy, ldy, n - tok - TOK);
-            block_any(pn, g0, g1, a, tok, yr + (size_t)tok * ldy, ldy, k, g0 == 0, sgn,
-                      m->has_min, six);
+            block_any(pn, g0, g1, a, tok, yr + (size_t)tok * ldy, ldy, k, g0 == 0, sgn, m->has_min,
+                      six);
         }
     }
-    if (n > nfull) kern_tiles_avx512(m, a, nfull, n - nfull, yr + (size_t)nfull * ldy, ldy, 2 * rb, t1);
+    if (n > nfull)
+        kern_tiles_avx512(m, a, nfull, n - nfull, yr + (size_t)nfull * ldy, ldy, 2 * rb, t1);
 }
 
 /* Row block rb of gate and up (n_groups <= GC) for every token: y = silu(gate) * up. */
@@ -423,7 +459,8 @@ static void rb_swiglu(const rp_matrix *gate, const rp_matrix *up, const kern_act
     _Alignas(64) float ub[TOK * 16];
     _tile_loadconfig(cfg);
     if (nfull) {
-        expand(gate, gate->data + off, two ? gate->data + off + gate->tile_bytes : NULL, 0, ng, pg, sgn);
+        expand(gate, gate->data + off, two ? gate->data + off + gate->tile_bytes : NULL, 0, ng, pg,
+               sgn);
         expand(up, up->data + off, two ? up->data + off + up->tile_bytes : NULL, 0, ng, pu, sgn);
     }
     for (int tok = 0; tok < n; tok += TOK) {
@@ -447,7 +484,7 @@ static void amx_task(void *ctx, int task, int n_tasks, int thread) {
     int64_t lo, hi;
     pool_split(j->first[j->n], n_tasks, task, &lo, &hi);
     if (lo >= hi) return;
-    panel pn[2]; /* 80 KiB of stack: no allocation per call */
+    panel pn[2];    /* 80 KiB of stack: no allocation per call */
     amx_cfg cfg[2]; /* [half] */
     cfg_make(&cfg[0], TOK, 0);
     cfg_make(&cfg[1], TOK, 1);
@@ -467,7 +504,8 @@ static void amx_task(void *ctx, int task, int n_tasks, int thread) {
 
 static void amx_run(pool *p, amx_job *j) {
     j->first[0] = 0;
-    for (int i = 0; i < j->n; i++) j->first[i + 1] = j->first[i] + (j->ms[i]->n_tiles + 1) / 2;
+    for (int i = 0; i < j->n; i++)
+        j->first[i + 1] = j->first[i] + (j->ms[i]->n_tiles + 1) / 2;
     int nt = pool_n_threads(p);
     int64_t want = nt == 1 ? 1 : (int64_t)nt * 4, rbs = j->first[j->n];
     pool_run(p, amx_task, j, (int)(want < rbs ? want : rbs));
@@ -496,7 +534,8 @@ void gemm_matmul(pool *p, const rp_matrix *m, const kern_act *a, float *y, int64
 void gemm_matmul_n_with(int path, pool *p, int n, const rp_matrix *const *ms, const kern_act *a,
                         float *const *ys, const int64_t *ldys) {
     bool all = a->n >= GEMM_MIN_TOKENS; /* fewer tokens: kern's kernels are faster */
-    for (int i = 0; i < n; i++) all = all && use_amx(path, ms[i]);
+    for (int i = 0; i < n; i++)
+        all = all && use_amx(path, ms[i]);
     if (!all) {
         kern_matmul_n(p, n, ms, a, ys, ldys);
         return;
@@ -511,16 +550,16 @@ void gemm_matmul_n_with(int path, pool *p, int n, const rp_matrix *const *ms, co
 #endif
 }
 
-void gemm_matmul_n(pool *p, int n, const rp_matrix *const *ms, const kern_act *a,
-                   float *const *ys, const int64_t *ldys) {
+void gemm_matmul_n(pool *p, int n, const rp_matrix *const *ms, const kern_act *a, float *const *ys,
+                   const int64_t *ldys) {
     gemm_matmul_n_with(gemm_best(), p, n, ms, a, ys, ldys);
 }
 
 void gemm_swiglu_with(int path, pool *p, const rp_matrix *gate, const rp_matrix *up,
                       const kern_act *a, float *y, int64_t ldy) {
 #ifdef GEMM_X86
-    if (a->n >= GEMM_MIN_TOKENS && use_amx(path, gate) && up->kind == gate->kind && up->rows == gate->rows &&
-        up->cols == gate->cols && gate->n_groups <= GC) {
+    if (a->n >= GEMM_MIN_TOKENS && use_amx(path, gate) && up->kind == gate->kind &&
+        up->rows == gate->rows && up->cols == gate->cols && gate->n_groups <= GC) {
         amx_job j = {.n = 1, .swiglu = 1, .ms = {gate}, .up = up, .ys = {y}, .ldys = {ldy}, .a = a};
         amx_run(p, &j);
         return;
@@ -550,7 +589,8 @@ typedef struct q_job {
 /* Tokens [t0, t1): per block of 32, amax ignoring NaN (as `v > amax ? v : amax`), id = 127/amax,
  * r = (x * id + 1.5 * 2^23) - 1.5 * 2^23 without contraction, clamped to +-127, NaN -> 0,
  * d = amax / 127: operation for operation kern_quantize. */
-static void quantize_avx512(kern_act *a, const float *x, int64_t cols, int64_t ldx, int t0, int t1) {
+static void quantize_avx512(kern_act *a, const float *x, int64_t cols, int64_t ldx, int t0,
+                            int t1) {
     const int64_t nb = cols / 32;
     const __m512 magic = _mm512_set1_ps(12582912.0f), lo = _mm512_set1_ps(-127.0f),
                  hi = _mm512_set1_ps(127.0f);

@@ -15,11 +15,7 @@
  * Every rp kind runs on AMX (RP_I6 as two half-group dots with its two scales).
  * The best path is chosen once: AMX when the CPU has AMX-TILE/INT8, the OS grants the tile
  * state (arch_prctl) and kern_best() is KERN_AVX512; env LFM2_GEMM=kern forces GEMM_KERN. */
-enum gemm_path {
-    GEMM_KERN = 0,
-    GEMM_AMX = 1,
-    GEMM_NPATHS
-};
+enum gemm_path { GEMM_KERN = 0, GEMM_AMX = 1, GEMM_NPATHS };
 int gemm_best(void);
 bool gemm_path_available(int path);
 const char *gemm_path_name(int path); /* "kern", "amx-int8" */
@@ -38,8 +34,8 @@ void gemm_matmul_with(int path, pool *p, const rp_matrix *m, const kern_act *a, 
                       int64_t ldy);
 /* kern_matmul_n's contract: several matrices reading the same activations, one parallel region
  * per 8 matrices. Any matrix the path does not cover sends the whole set to kern_matmul_n. */
-void gemm_matmul_n(pool *p, int n, const rp_matrix *const *ms, const kern_act *a,
-                   float *const *ys, const int64_t *ldys);
+void gemm_matmul_n(pool *p, int n, const rp_matrix *const *ms, const kern_act *a, float *const *ys,
+                   const int64_t *ldys);
 void gemm_matmul_n_with(int path, pool *p, int n, const rp_matrix *const *ms, const kern_act *a,
                         float *const *ys, const int64_t *ldys);
 /* kern_swiglu's contract and bits: y[t*ldy + r] = silu(gate_r . x_t) * (up_r . x_t), the same

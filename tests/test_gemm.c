@@ -1,4 +1,5 @@
-/* test_gemm.c: gemm_matmul(_n) and gemm_swiglu equal the scalar twins bit for bit, every kind, awkward shapes. */
+/* test_gemm.c: gemm_matmul(_n) and gemm_swiglu equal the scalar twins bit for bit, every kind,
+ * awkward shapes. */
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -22,7 +23,8 @@ static rp_matrix *make(uint32_t type, int64_t rows, int64_t cols) {
     float *tmp = malloc((size_t)cols * sizeof *tmp);
     for (int64_t r = 0; r < rows; r++) {
         float amp = 0.02f * (1 + r % 5), off = r % 3 == 0 ? 0.01f : 0;
-        for (int64_t j = 0; j < cols; j++) tmp[j] = frand() * amp + off;
+        for (int64_t j = 0; j < cols; j++)
+            tmp[j] = frand() * amp + off;
         if (r % 7 == 3) tmp[r % cols] = 0.5f; /* an outlier: big scale for its group */
         quant_traits(type)->from_float(tmp, q + r * rs, cols);
     }
@@ -53,18 +55,23 @@ static void run(pool *pl, uint32_t type, int64_t rows, int64_t cols, int n) {
     kern_act a;
     CHECK_EQ_INT(kern_act_init(&a, cols, n), 0);
     float *x = malloc((size_t)n * cols * sizeof *x);
-    for (int64_t i = 0; i < (int64_t)n * cols; i++) x[i] = frand() * (1 + (i / 32) % 4);
-    for (int t = 0; t < n; t += 5) memset(x + (size_t)t * cols, 0, 32 * sizeof *x);
-    for (int t = 1; t < n; t += 3) x[(size_t)t * cols + (t * 37) % cols] = 40.0f;
+    for (int64_t i = 0; i < (int64_t)n * cols; i++)
+        x[i] = frand() * (1 + (i / 32) % 4);
+    for (int t = 0; t < n; t += 5)
+        memset(x + (size_t)t * cols, 0, 32 * sizeof *x);
+    for (int t = 1; t < n; t += 3)
+        x[(size_t)t * cols + (t * 37) % cols] = 40.0f;
     kern_quantize(&a, x, cols, cols, n);
     const int64_t ldy = rows + 3; /* outputs must not spill into the gaps */
     const size_t ny = (size_t)n * ldy;
     float *ref = malloc(ny * sizeof *ref), *got = malloc(ny * sizeof *got);
-    for (size_t i = 0; i < ny; i++) ref[i] = -1234.5f;
+    for (size_t i = 0; i < ny; i++)
+        ref[i] = -1234.5f;
     kern_gemv_tiles_with(KERN_SCALAR, m, &a, ref, ldy, 0, m->n_tiles);
     for (int path = 0; path < GEMM_NPATHS; path++)
         for (int pi = 0; pi < 2; pi++) {
-            for (size_t i = 0; i < ny; i++) got[i] = -1234.5f;
+            for (size_t i = 0; i < ny; i++)
+                got[i] = -1234.5f;
             gemm_matmul_with(path, pi ? pl : NULL, m, &a, got, ldy);
             size_t w = 0;
             if (!same_bits(ref, got, ny, &w)) {
@@ -77,7 +84,8 @@ static void run(pool *pl, uint32_t type, int64_t rows, int64_t cols, int n) {
             }
         }
     /* the default entry point too */
-    for (size_t i = 0; i < ny; i++) got[i] = -1234.5f;
+    for (size_t i = 0; i < ny; i++)
+        got[i] = -1234.5f;
     gemm_matmul(pl, m, &a, got, ldy);
     size_t w = 0;
     CHECK(same_bits(ref, got, ny, &w));
@@ -93,15 +101,18 @@ static void run(pool *pl, uint32_t type, int64_t rows, int64_t cols, int n) {
 static void run_n(pool *pl, uint32_t type, uint32_t odd_type, int64_t cols, int n) {
     const int64_t heights[3] = {40, 17, 64};
     rp_matrix *ms[3];
-    for (int i = 0; i < 3; i++) ms[i] = make(i == 1 ? odd_type : type, heights[i], cols);
+    for (int i = 0; i < 3; i++)
+        ms[i] = make(i == 1 ? odd_type : type, heights[i], cols);
     rp_matrix *up = make(type, heights[0], cols);
-    for (int i = 0; i < 3; i++) CHECK(ms[i] != NULL);
+    for (int i = 0; i < 3; i++)
+        CHECK(ms[i] != NULL);
     CHECK(up != NULL);
     if (!ms[0] || !ms[1] || !ms[2] || !up) return;
     kern_act a;
     CHECK_EQ_INT(kern_act_init(&a, cols, n), 0);
     float *x = malloc((size_t)n * cols * sizeof *x);
-    for (int64_t i = 0; i < (int64_t)n * cols; i++) x[i] = frand() * 2;
+    for (int64_t i = 0; i < (int64_t)n * cols; i++)
+        x[i] = frand() * 2;
     kern_quantize(&a, x, cols, cols, n);
     float *ref[3], *got[3], *ys[3];
     int64_t ld[3];
@@ -109,7 +120,8 @@ static void run_n(pool *pl, uint32_t type, uint32_t odd_type, int64_t cols, int 
         ld[i] = heights[i] + 1 + i;
         ref[i] = malloc((size_t)n * ld[i] * sizeof(float));
         got[i] = malloc((size_t)n * ld[i] * sizeof(float));
-        for (int64_t k = 0; k < n * ld[i]; k++) ref[i][k] = got[i][k] = 7.25f;
+        for (int64_t k = 0; k < n * ld[i]; k++)
+            ref[i][k] = got[i][k] = 7.25f;
         kern_gemv_tiles_with(KERN_SCALAR, ms[i], &a, ref[i], ld[i], 0, ms[i]->n_tiles);
         ys[i] = got[i];
     }
@@ -126,7 +138,8 @@ static void run_n(pool *pl, uint32_t type, uint32_t odd_type, int64_t cols, int 
     }
     /* SwiGLU on ms[0] and up */
     float *sref = malloc((size_t)n * ld[0] * sizeof(float)), *sgot = malloc((size_t)n * ld[0] * 4);
-    for (int64_t k = 0; k < n * ld[0]; k++) sref[k] = sgot[k] = -3.5f;
+    for (int64_t k = 0; k < n * ld[0]; k++)
+        sref[k] = sgot[k] = -3.5f;
     kern_swiglu_with(KERN_SCALAR, ms[0], up, &a, sref, ld[0], 0, ms[0]->n_tiles);
     for (int path = 0; path < GEMM_NPATHS; path++) {
         gemm_swiglu_with(path, pl, ms[0], up, &a, sgot, ld[0]);
@@ -141,7 +154,8 @@ static void run_n(pool *pl, uint32_t type, uint32_t odd_type, int64_t cols, int 
     size_t w = 0;
     CHECK(same_bits(sref, sgot, (size_t)n * ld[0], &w));
     free(sref), free(sgot), free(x);
-    for (int i = 0; i < 3; i++) free(ref[i]), free(got[i]), rp_free(ms[i]);
+    for (int i = 0; i < 3; i++)
+        free(ref[i]), free(got[i]), rp_free(ms[i]);
     rp_free(up);
     kern_act_release(&a);
 }
@@ -155,20 +169,38 @@ static void run_quantize(pool *pl, int64_t cols, int n) {
     for (int64_t i = 0; i < (int64_t)n * ldx; i++) {
         float v = frand();
         switch ((i * 7919) % 97) {
-        case 0: v = 0; break;
-        case 1: v = 1e30f; break;
-        case 2: v = 1e-38f; break;
-        case 3: v = (float)INFINITY; break;
-        case 4: v = -(float)INFINITY; break;
-        case 5: v = (float)NAN; break;
-        case 6: v = 63.5f; break;
-        default: v *= (float)(1 + (i / 32) % 9);
+        case 0:
+            v = 0;
+            break;
+        case 1:
+            v = 1e30f;
+            break;
+        case 2:
+            v = 1e-38f;
+            break;
+        case 3:
+            v = (float)INFINITY;
+            break;
+        case 4:
+            v = -(float)INFINITY;
+            break;
+        case 5:
+            v = (float)NAN;
+            break;
+        case 6:
+            v = 63.5f;
+            break;
+        default:
+            v *= (float)(1 + (i / 32) % 9);
         }
         x[i] = v;
     }
-    for (int t = 0; t < n; t += 3) memset(x + (size_t)t * ldx, 0, 32 * sizeof *x);
+    for (int t = 0; t < n; t += 3)
+        memset(x + (size_t)t * ldx, 0, 32 * sizeof *x);
     for (int t = 1; t < n; t += 4) /* a block of exact halves: round-half-even ties */
-        for (int j = 0; j < 32; j++) x[(size_t)t * ldx + 32 * (nb - 1) + j] = (float)(j - 16) * 0.5f + (j == 0 ? 127.0f : 0.0f);
+        for (int j = 0; j < 32; j++)
+            x[(size_t)t * ldx + 32 * (nb - 1) + j] =
+                (float)(j - 16) * 0.5f + (j == 0 ? 127.0f : 0.0f);
     kern_act r, g;
     CHECK_EQ_INT(kern_act_init(&r, cols, n), 0);
     CHECK_EQ_INT(kern_act_init(&g, cols, n), 0);
@@ -214,13 +246,14 @@ int main(int argc, char **argv) {
         int64_t rows, cols;
         int n;
     } cases[] = {
-        {QT_Q4_0, 37, 32, 5},     {QT_Q4_0, 8, 64, 16},     {QT_Q4_0, 64, 4640, 33},
-        {QT_Q4_0, 24, 1024, 600}, {QT_Q4_0, 17, 2080, 47},  {QT_Q4_0, 1, 96, 1},
-        {QT_Q4_0, 40, 2048, 31},  {QT_Q4_1, 45, 96, 19},    {QT_Q4_1, 16, 2112, 64},
-        {QT_Q8_0, 29, 4640, 21},  {QT_Q8_0, 8, 64, 16},     {QT_Q5_0, 19, 160, 31},
-        {QT_Q5_1, 30, 2080, 18},  {QT_Q4_K, 33, 4608, 35},  {QT_Q4_K, 9, 256, 600},
-        {QT_Q5_K, 21, 512, 50},   {QT_Q5_K, 16, 2304, 17},  {QT_Q6_K, 23, 256, 20},   {QT_Q6_K, 40, 2304, 37},  {QT_Q6_K, 8, 4608, 16},
-        {QT_F32, 11, 256, 17},   {QT_F16, 16, 128, 48},    {QT_BF16, 50, 192, 2},
+        {QT_Q4_0, 37, 32, 5},     {QT_Q4_0, 8, 64, 16},    {QT_Q4_0, 64, 4640, 33},
+        {QT_Q4_0, 24, 1024, 600}, {QT_Q4_0, 17, 2080, 47}, {QT_Q4_0, 1, 96, 1},
+        {QT_Q4_0, 40, 2048, 31},  {QT_Q4_1, 45, 96, 19},   {QT_Q4_1, 16, 2112, 64},
+        {QT_Q8_0, 29, 4640, 21},  {QT_Q8_0, 8, 64, 16},    {QT_Q5_0, 19, 160, 31},
+        {QT_Q5_1, 30, 2080, 18},  {QT_Q4_K, 33, 4608, 35}, {QT_Q4_K, 9, 256, 600},
+        {QT_Q5_K, 21, 512, 50},   {QT_Q5_K, 16, 2304, 17}, {QT_Q6_K, 23, 256, 20},
+        {QT_Q6_K, 40, 2304, 37},  {QT_Q6_K, 8, 4608, 16},  {QT_F32, 11, 256, 17},
+        {QT_F16, 16, 128, 48},    {QT_BF16, 50, 192, 2},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
         run(pl, cases[i].type, cases[i].rows, cases[i].cols, cases[i].n);
@@ -231,7 +264,7 @@ int main(int argc, char **argv) {
     run_n(pl, QT_Q4_0, QT_Q4_0, 2080, 16); /* more groups than one panel: swiglu falls back */
     run_n(pl, QT_Q8_0, QT_Q5_0, 96, 3);
     run_n(pl, QT_Q4_K, QT_Q4_K, 512, 70);
-    run_n(pl, QT_Q5_K, QT_Q6_K, 256, 21);  /* kinds mixed in one set */
+    run_n(pl, QT_Q5_K, QT_Q6_K, 256, 21); /* kinds mixed in one set */
     run_n(pl, QT_Q6_K, QT_Q6_K, 768, 33);
     run_n(pl, QT_Q4_1, QT_Q5_1, 64, 600);
     pool_free(pl);

@@ -39,7 +39,8 @@ static rp_matrix *make(int64_t rows, int64_t cols) {
     uint8_t *q = malloc(rs * rows);
     float *tmp = malloc(cols * sizeof *tmp);
     for (int64_t r = 0; r < rows; r++) {
-        for (int64_t j = 0; j < cols; j++) tmp[j] = frand() * 0.05f;
+        for (int64_t j = 0; j < cols; j++)
+            tmp[j] = frand() * 0.05f;
         quant_traits(QT_Q4_0)->from_float(tmp, q + r * rs, cols);
     }
     rp_matrix *m = NULL;
@@ -59,8 +60,10 @@ static double best_of(int reps, int what, pool *p, const rp_matrix *m, const flo
     double best = 1e30;
     for (int r = 0; r < reps; r++) {
         double t = now();
-        if (what == A_KERN) kern_matmul(p, m, a, y, m->rows);
-        else if (what == C_GEMM) gemm_matmul(p, m, a, y, m->rows);
+        if (what == A_KERN)
+            kern_matmul(p, m, a, y, m->rows);
+        else if (what == C_GEMM)
+            gemm_matmul(p, m, a, y, m->rows);
         else
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, a->n, (int)m->rows, (int)m->cols,
                         1.0f, x, (int)m->cols, wf, (int)m->cols, 0.0f, y, (int)m->rows);
@@ -96,28 +99,33 @@ int main(int argc, char **argv) {
         float *wf = malloc((size_t)rows * cols * sizeof *wf);
         rp_rows_to_float(m, 0, rows, wf);
         float *x = malloc((size_t)ntok * cols * sizeof *x), *y = malloc((size_t)ntok * rows * 4);
-        for (int64_t i = 0; i < ntok * cols; i++) x[i] = frand();
+        for (int64_t i = 0; i < ntok * cols; i++)
+            x[i] = frand();
         kern_act a;
         kern_act_init(&a, cols, ntok);
         kern_quantize(&a, x, cols, cols, ntok);
         double t[3];
-        for (int w = 0; w < 3; w++) t[w] = best_of(reps, w, p, m, wf, &a, x, y);
+        for (int w = 0; w < 3; w++)
+            t[w] = best_of(reps, w, p, m, wf, &a, x, y);
         double mac = (double)rows * cols * ntok;
         printf("%-20s %12.2f %12.2f %12.2f   %.0f / %.0f / %.0f\n", shapes[si].name, t[0] * 1e3,
                t[1] * 1e3, t[2] * 1e3, mac / t[0] * 1e-9, mac / t[1] * 1e-9, mac / t[2] * 1e-9);
-        for (int w = 0; w < 3; w++) tot[w] += t[w] * shapes[si].per_model;
+        for (int w = 0; w < 3; w++)
+            tot[w] += t[w] * shapes[si].per_model;
         kern_act_release(&a);
         free(wf), free(x), free(y);
         rp_free(m);
     }
-    printf("350M model, all matmuls of a %d-token prefill: kern %.0f ms (%.0f tok/s), sgemm %.0f ms "
-           "(%.0f tok/s), gemm %.0f ms (%.0f tok/s)\n",
-           ntok, tot[0] * 1e3, ntok / tot[0], tot[1] * 1e3, ntok / tot[1], tot[2] * 1e3,
-           ntok / tot[2]);
+    printf(
+        "350M model, all matmuls of a %d-token prefill: kern %.0f ms (%.0f tok/s), sgemm %.0f ms "
+        "(%.0f tok/s), gemm %.0f ms (%.0f tok/s)\n",
+        ntok, tot[0] * 1e3, ntok / tot[0], tot[1] * 1e3, ntok / tot[1], tot[2] * 1e3,
+        ntok / tot[2]);
     /* crossover: tokens per call on the gate/up shape */
     rp_matrix *m = make(4608, 1024);
     float *x = malloc((size_t)64 * 1024 * sizeof *x), *y = malloc((size_t)64 * 4608 * 4);
-    for (int64_t i = 0; i < 64 * 1024; i++) x[i] = frand();
+    for (int64_t i = 0; i < 64 * 1024; i++)
+        x[i] = frand();
     printf("tokens  kern us  gemm us   (4608x1024)\n");
     static const int ns[] = {1, 2, 4, 8, 12, 16, 24, 32, 64};
     for (size_t i = 0; i < sizeof ns / sizeof ns[0]; i++) {
