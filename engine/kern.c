@@ -22,13 +22,17 @@ static bool detect(int path) {
     bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
                 __builtin_cpu_supports("f16c");
     switch (path) {
-    case KERN_SCALAR: return true;
-    case KERN_AVX2: return avx2;
-    case KERN_AVXVNNI: return avx2 && __builtin_cpu_supports("avxvnni");
+    case KERN_SCALAR:
+        return true;
+    case KERN_AVX2:
+        return avx2;
+    case KERN_AVXVNNI:
+        return avx2 && __builtin_cpu_supports("avxvnni");
     case KERN_AVX512:
         return avx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
                __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vnni");
-    default: return false;
+    default:
+        return false;
     }
 #else
     return path == KERN_SCALAR;
@@ -43,9 +47,7 @@ static void pick_best(void) {
     if (env && *env) {
         static const char *const short_names[KERN_NPATHS] = {"scalar", "avx2", "avxvnni", "avx512"};
         for (int p = 0; p < KERN_NPATHS; p++)
-            if ((!strcmp(env, short_names[p]) || !strcmp(env, path_names[p])) &&
-                avail[p])
-                b = p;
+            if ((!strcmp(env, short_names[p]) || !strcmp(env, path_names[p])) && avail[p]) b = p;
     }
     best_path = b;
 }
@@ -63,11 +65,13 @@ bool kern_path_available(int path) {
 const char *kern_path_name(int path) {
     return path >= 0 && path < KERN_NPATHS ? path_names[path] : "unknown";
 }
-const char *kern_name(void) { return kern_path_name(kern_best()); }
+const char *kern_name(void) {
+    return kern_path_name(kern_best());
+}
 
 static kern_tiles_fn tiles_fn(int path) {
     return path >= 0 && path < KERN_NPATHS && kern_path_available(path) ? path_fns[path]
-                                                                         : kern_tiles_scalar;
+                                                                        : kern_tiles_scalar;
 }
 
 /* ---- activations ---- */
@@ -132,7 +136,9 @@ void kern_quantize(kern_act *a, const float *x, int64_t cols, int64_t ldx, int n
 
 /* ---- the scalar reference: same operations, in the same order, as kern_x86.h's lanes ---- */
 
-static float ld_h(const uint8_t *p) { return quant_f16_to_f32((uint16_t)(p[0] | p[1] << 8)); }
+static float ld_h(const uint8_t *p) {
+    return quant_f16_to_f32((uint16_t)(p[0] | p[1] << 8));
+}
 
 void kern_tiles_scalar(const rp_matrix *m, const kern_act *a, int tok0, int ntok, float *y,
                        int64_t ldy, int64_t t0, int64_t t1) {
@@ -168,7 +174,8 @@ void kern_tiles_scalar(const rp_matrix *m, const kern_act *a, int tok0, int ntok
                             }
                         const uint8_t *h = tp + (size_t)ng * m->group_bytes + (size_t)(g / 8) * 16;
                         float d = ld_h(h + 2 * r);
-                        float s0 = d * (float)(int8_t)gp[192 + r], s1 = d * (float)(int8_t)gp[200 + r];
+                        float s0 = d * (float)(int8_t)gp[192 + r],
+                              s1 = d * (float)(int8_t)gp[200 + r];
                         const int32_t *s16 = a->s16 + ((size_t)(tok0 + t) * ng + g) * 2;
                         acc[r] = fmaf((float)(i0 - 32 * s16[0]), s0 * ad[g], acc[r]);
                         acc[r] = fmaf((float)(i1 - 32 * s16[1]), s1 * ad[g], acc[r]);
@@ -188,7 +195,8 @@ void kern_tiles_scalar(const rp_matrix *m, const kern_act *a, int tok0, int ntok
                             }
                     } else {
                         for (int c = 0; c < 8; c++)
-                            for (int k = 0; k < 4; k++) is += gp[c * 32 + r * 4 + k] * ab[4 * c + k];
+                            for (int k = 0; k < 4; k++)
+                                is += gp[c * 32 + r * 4 + k] * ab[4 * c + k];
                     }
                     float s, b;
                     if (m->kind == RP_I4K || i5) { /* exact: f16 factors times 6-bit codes */
@@ -260,10 +268,14 @@ void kern_matmul_n(pool *p, int n, const rp_matrix *const *ms, const kern_act *a
                    const int64_t *ldys) {
     for (int base = 0; base < n; base += KERN_MAX_MATS) {
         mm_job j = {.n = n - base < KERN_MAX_MATS ? n - base : KERN_MAX_MATS,
-                    .ms = ms + base, .a = a, .ys = ys + base, .ldys = ldys + base,
+                    .ms = ms + base,
+                    .a = a,
+                    .ys = ys + base,
+                    .ldys = ldys + base,
                     .fn = tiles_fn(kern_best())};
         j.first[0] = 0;
-        for (int i = 0; i < j.n; i++) j.first[i + 1] = j.first[i] + j.ms[i]->n_tiles;
+        for (int i = 0; i < j.n; i++)
+            j.first[i + 1] = j.first[i] + j.ms[i]->n_tiles;
         pool_run(p, mm_task, &j, n_tasks_for(p, j.first[j.n]));
     }
 }
@@ -309,7 +321,8 @@ static void sw_task(void *ctx, int task, int n_tasks, int thread) {
     sw_job *j = ctx;
     int64_t lo, hi;
     pool_split(j->gate->n_tiles, n_tasks, task, &lo, &hi);
-    if (lo < hi) kern_swiglu_with(j->path, j->gate, j->up, j->a, j->y + lo * RP_ROWS, j->ldy, lo, hi);
+    if (lo < hi)
+        kern_swiglu_with(j->path, j->gate, j->up, j->a, j->y + lo * RP_ROWS, j->ldy, lo, hi);
 }
 
 void kern_swiglu(pool *p, const rp_matrix *gate, const rp_matrix *up, const kern_act *a, float *y,
@@ -357,7 +370,8 @@ static void half_task(void *ctx, int task, int n_tasks, int thread) {
     half_job *j = ctx;
     int64_t lo, hi;
     pool_split(j->rows, n_tasks, task, &lo, &hi);
-    if (lo < hi) kern_gemv_half(j->w, j->bf16, j->cols, lo, hi, j->x, j->ldx, j->ntok, j->y, j->ldy);
+    if (lo < hi)
+        kern_gemv_half(j->w, j->bf16, j->cols, lo, hi, j->x, j->ldx, j->ntok, j->y, j->ldy);
 }
 
 void kern_matmul_half(pool *p, const uint16_t *w, bool bf16, int64_t rows, int64_t cols,
@@ -373,10 +387,12 @@ void kern_rmsnorm_with(int path, float *y, const float *x, const float *w, int64
     if (path != KERN_SCALAR && kern_path_available(KERN_AVX2)) {
         ss = kern_sumsq_avx2(x, n);
     } else {
-        for (int64_t i = 0; i < n; i++) ss += (double)x[i] * x[i];
+        for (int64_t i = 0; i < n; i++)
+            ss += (double)x[i] * x[i];
     }
     float scale = 1.0f / sqrtf((float)(ss / (double)n) + eps); /* as ggml: rms_norm then mul */
-    for (int64_t i = 0; i < n; i++) y[i] = (x[i] * scale) * w[i];
+    for (int64_t i = 0; i < n; i++)
+        y[i] = (x[i] * scale) * w[i];
 }
 
 void kern_rmsnorm(float *y, const float *x, const float *w, int64_t n, float eps) {

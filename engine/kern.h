@@ -1,4 +1,5 @@
-/* kern.h: decode kernels: int8 activations x repacked int4/int8 weights, fused helpers, dispatch. */
+/* kern.h: decode kernels: int8 activations x repacked int4/int8 weights, fused helpers, dispatch.
+ */
 #ifndef LFM2_KERN_H
 #define LFM2_KERN_H
 #include <stddef.h>
@@ -13,13 +14,14 @@ enum kern_path {
     KERN_SCALAR = 0,  /* plain C, the reference every other path is tested against */
     KERN_AVX2 = 1,    /* AVX2+FMA+F16C, maddubs-based integer dots */
     KERN_AVXVNNI = 2, /* AVX-VNNI (VEX vpdpbusd, 256-bit) */
-    KERN_AVX512 = 3,  /* AVX-512 VL/VNNI (EVEX vpdpbusd on 256-bit vectors: faster than 512 for GEMV) */
+    KERN_AVX512 =
+        3, /* AVX-512 VL/VNNI (EVEX vpdpbusd on 256-bit vectors: faster than 512 for GEMV) */
     KERN_NPATHS
 };
-int kern_best(void);                 /* the path in use */
-bool kern_path_available(int path);  /* compiled in and supported by this CPU */
+int kern_best(void);                  /* the path in use */
+bool kern_path_available(int path);   /* compiled in and supported by this CPU */
 const char *kern_path_name(int path); /* "scalar", "avx2", "avx-vnni", "avx512-vnni" */
-const char *kern_name(void);         /* kern_path_name(kern_best()) */
+const char *kern_name(void);          /* kern_path_name(kern_best()) */
 
 /* Activations quantized once per matrix input: for each token, int8 blocks of 32 with an f32
  * scale and the block sum of the int8 values (for zero points and mins): x ~ d * q. */
@@ -27,11 +29,11 @@ typedef struct kern_act {
     int64_t cols;     /* of the tokens now held: multiple of 32, <= max_cols */
     int64_t max_cols; /* the buffers' width */
     int cap;          /* tokens the buffers hold */
-    int n;        /* tokens currently quantized */
-    int8_t *q;    /* [cap][cols] */
-    float *d;     /* [cap][cols/32] */
-    int32_t *s;   /* [cap][cols/32] sum of the block's q */
-    int32_t *s16; /* [cap][cols/16] sums of each half block (for RP_I6's per-16 zero point) */
+    int n;            /* tokens currently quantized */
+    int8_t *q;        /* [cap][cols] */
+    float *d;         /* [cap][cols/32] */
+    int32_t *s;       /* [cap][cols/32] sum of the block's q */
+    int32_t *s16;     /* [cap][cols/16] sums of each half block (for RP_I6's per-16 zero point) */
 } kern_act;
 
 /* Allocates buffers for cap tokens of up to max_cols values (a positive multiple of 32); the
@@ -75,7 +77,8 @@ void kern_matmul_half(pool *p, const uint16_t *w, bool bf16, int64_t rows, int64
                       const float *x, int64_t ldx, int ntok, float *y, int64_t ldy);
 
 /* RMSNorm of n values as ggml computes it: sum of squares in double, scale = 1/sqrtf(mean + eps)
- * in float, y = (x * scale) * w (y may equal x). Paths differ only in the double summation order. */
+ * in float, y = (x * scale) * w (y may equal x). Paths differ only in the double summation order.
+ */
 void kern_rmsnorm(float *y, const float *x, const float *w, int64_t n, float eps);
 void kern_rmsnorm_with(int path, float *y, const float *x, const float *w, int64_t n, float eps);
 

@@ -7,7 +7,7 @@
 #pragma GCC push_options
 #pragma GCC target("avx2,fma,f16c")
 /* u8 x s8 -> s16 pairs cannot saturate here: codes are <= 31 (int4, I8M) and |a| <= 127 */
-#define KX_DP(acc, u, a) \
+#define KX_DP(acc, u, a)                                                                           \
     _mm256_add_epi32((acc), _mm256_madd_epi16(_mm256_maddubs_epi16((u), (a)), _mm256_set1_epi16(1)))
 /* s8 x s8 through |w| and sign(a, w): |w| <= 128, |a| <= 127, pairs <= 32512 */
 #define KX_DPS(acc, w, a) KX_DP((acc), _mm256_sign_epi8((w), (w)), _mm256_sign_epi8((a), (w)))
@@ -49,8 +49,10 @@ void kern_gemv_half_avx2(const uint16_t *w, bool bf16, int64_t cols, int64_t r0,
             for (; j < cols; j++) {
                 uint32_t u = bf16 ? (uint32_t)wr[j] << 16 : 0;
                 float wv;
-                if (bf16) memcpy(&wv, &u, 4);
-                else wv = _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(wr[j])));
+                if (bf16)
+                    memcpy(&wv, &u, 4);
+                else
+                    wv = _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(wr[j])));
                 acc += wv * xt[j];
             }
             y[(size_t)t * ldy + r] = acc;
@@ -71,7 +73,8 @@ double kern_sumsq_avx2(const float *x, int64_t n) {
     double t[4];
     _mm256_storeu_pd(t, _mm256_add_pd(a0, a1));
     double s = (t[0] + t[1]) + (t[2] + t[3]);
-    for (; i < n; i++) s += (double)x[i] * x[i];
+    for (; i < n; i++)
+        s += (double)x[i] * x[i];
     return s;
 }
 #pragma GCC pop_options
@@ -103,7 +106,8 @@ void kern_tiles_avxvnni(const rp_matrix *m, const kern_act *a, int tok0, int nto
 }
 double kern_sumsq_avx2(const float *x, int64_t n) {
     double s = 0;
-    for (int64_t i = 0; i < n; i++) s += (double)x[i] * x[i];
+    for (int64_t i = 0; i < n; i++)
+        s += (double)x[i] * x[i];
     return s;
 }
 void kern_gemv_half_avx2(const uint16_t *w, bool bf16, int64_t cols, int64_t r0, int64_t r1,

@@ -38,9 +38,9 @@ static inline __m512i z_bc(const int8_t *p) {
 /* Tiles tile and tile+1 (rows 16*k .. +16, nr of them valid) for NT tokens: lane = row, the
  * same per-lane operations as kern_x86.h and kern_tiles_scalar. */
 static inline __attribute__((always_inline)) void z_tile2(const rp_matrix *m, const kern_act *a,
-                                                         int tok, float *y, int64_t ldy,
-                                                         const uint8_t *tp, int nr, const int KIND,
-                                                         const int NT) {
+                                                          int tok, float *y, int64_t ldy,
+                                                          const uint8_t *tp, int nr, const int KIND,
+                                                          const int NT) {
     const int I6 = KIND == RP_I6, I5 = KIND == RP_I5K;
     const int I4 = KIND == RP_I4 || KIND == RP_I4M || KIND == RP_I4K || I6 || I5;
     const int KC = KIND == RP_I4K || I5; /* scale/min codes with superblock factors */
@@ -51,7 +51,8 @@ static inline __attribute__((always_inline)) void z_tile2(const rp_matrix *m, co
     const __m512i m4 = _mm512_set1_epi8(15);
     __m512 acc[8];
 #pragma GCC unroll 8
-    for (int t = 0; t < NT; t++) acc[t] = _mm512_setzero_ps();
+    for (int t = 0; t < NT; t++)
+        acc[t] = _mm512_setzero_ps();
     for (int64_t g = 0; g < ng; g++) {
         const uint8_t *gp = tp + (size_t)g * gb, *gq = gp + tb;
         _mm_prefetch((const char *)gp + 4 * gb, _MM_HINT_T0);
@@ -100,7 +101,8 @@ static inline __attribute__((always_inline)) void z_tile2(const rp_matrix *m, co
             }
         } else {
 #pragma GCC unroll 8
-            for (int c = 0; c < 8; c++) w[c] = z_ld2(gp + 32 * c, gq + 32 * c);
+            for (int c = 0; c < 8; c++)
+                w[c] = z_ld2(gp + 32 * c, gq + 32 * c);
         }
         __m512 sf, bf = _mm512_setzero_ps(), s1f = _mm512_setzero_ps();
         if (I6) { /* s = d * sc per half: exact */
@@ -161,8 +163,8 @@ static inline __attribute__((always_inline)) void z_tile2(const rp_matrix *m, co
             is = _mm512_add_epi32(is, i1);
             if (!HAS_MIN) {
                 if (Z) is = _mm512_sub_epi32(is, _mm512_set1_epi32(Z * S));
-                acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(is), _mm512_mul_ps(sf, _mm512_set1_ps(da)),
-                                         acc[t]);
+                acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(is),
+                                         _mm512_mul_ps(sf, _mm512_set1_ps(da)), acc[t]);
             } else {
                 __m512 tt = _mm512_mul_ps(_mm512_cvtepi32_ps(is), sf);
                 tt = _mm512_fmadd_ps(bf, _mm512_set1_ps((float)S), tt);
@@ -172,14 +174,17 @@ static inline __attribute__((always_inline)) void z_tile2(const rp_matrix *m, co
     }
     const __mmask16 k = nr >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << nr) - 1);
 #pragma GCC unroll 8
-    for (int t = 0; t < NT; t++) _mm512_mask_storeu_ps(y + t * ldy, k, acc[t]);
+    for (int t = 0; t < NT; t++)
+        _mm512_mask_storeu_ps(y + t * ldy, k, acc[t]);
 }
 
-#define Z_CASE(K, N)                                                                             \
-    case (K)*16 + (N): z_tile2(m, a, tok, yt, ldy, tp, nr, K, N); break;
-#define Z_CASES(K)                                                                               \
-    Z_CASE(K, 1) Z_CASE(K, 2) Z_CASE(K, 3) Z_CASE(K, 4) Z_CASE(K, 5) Z_CASE(K, 6) Z_CASE(K, 7)   \
-    Z_CASE(K, 8)
+#define Z_CASE(K, N)                                                                               \
+    case (K)*16 + (N):                                                                             \
+        z_tile2(m, a, tok, yt, ldy, tp, nr, K, N);                                                 \
+        break;
+#define Z_CASES(K)                                                                                 \
+    Z_CASE(K, 1)                                                                                   \
+    Z_CASE(K, 2) Z_CASE(K, 3) Z_CASE(K, 4) Z_CASE(K, 5) Z_CASE(K, 6) Z_CASE(K, 7) Z_CASE(K, 8)
 
 void kern_tiles_avx512(const rp_matrix *m, const kern_act *a, int tok0, int ntok, float *y,
                        int64_t ldy, int64_t t0, int64_t t1) {
@@ -201,7 +206,8 @@ void kern_tiles_avx512(const rp_matrix *m, const kern_act *a, int tok0, int ntok
                     Z_CASES(RP_I4K)
                     Z_CASES(RP_I6)
                     Z_CASES(RP_I5K)
-                default: break;
+                default:
+                    break;
                 }
             }
         }

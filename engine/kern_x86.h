@@ -16,9 +16,9 @@ static inline __m256i KX(bc)(const int8_t *p) {
 
 /* NT tokens (1..KX_NTMAX) starting at tok through one tile at tp with nr valid rows. */
 static inline __attribute__((always_inline)) void KX(tile)(const rp_matrix *m, const kern_act *a,
-                                                          int tok, float *y, int64_t ldy,
-                                                          const uint8_t *tp, int nr,
-                                                          const int KIND, const int NT) {
+                                                           int tok, float *y, int64_t ldy,
+                                                           const uint8_t *tp, int nr,
+                                                           const int KIND, const int NT) {
     const int I6 = KIND == RP_I6, I5 = KIND == RP_I5K;
     const int I4 = KIND == RP_I4 || KIND == RP_I4M || KIND == RP_I4K || I6 || I5;
     const int KC = KIND == RP_I4K || I5; /* scale/min codes with superblock factors */
@@ -30,7 +30,8 @@ static inline __attribute__((always_inline)) void KX(tile)(const rp_matrix *m, c
     const __m256i m4 = _mm256_set1_epi8(15), x80 = _mm256_set1_epi8((char)0x80);
     __m256 acc[KX_NTMAX];
 #pragma GCC unroll 8
-    for (int t = 0; t < NT; t++) acc[t] = _mm256_setzero_ps();
+    for (int t = 0; t < NT; t++)
+        acc[t] = _mm256_setzero_ps();
     for (int64_t g = 0; g < ng; g++) {
         const uint8_t *gp = tp + (size_t)g * gb;
         /* the stream is sequential, but hardware prefetch alone left ~30% on the table */
@@ -95,9 +96,10 @@ static inline __attribute__((always_inline)) void KX(tile)(const rp_matrix *m, c
             __m256 mv = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(h + 16)));
             sf = _mm256_mul_ps(dv, _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(
                                        _mm_loadl_epi64((const __m128i *)(gp + cb)))));
-            bf = _mm256_sub_ps(_mm256_setzero_ps(),
-                               _mm256_mul_ps(mv, _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(
-                                                     _mm_loadl_epi64((const __m128i *)(gp + cb + 8))))));
+            bf = _mm256_sub_ps(
+                _mm256_setzero_ps(),
+                _mm256_mul_ps(mv, _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(
+                                      _mm_loadl_epi64((const __m128i *)(gp + cb + 8))))));
         } else {
             sf = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(gp + cb)));
             if (HAS_MIN) bf = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(gp + cb + 16)));
@@ -146,8 +148,8 @@ static inline __attribute__((always_inline)) void KX(tile)(const rp_matrix *m, c
             is = _mm256_add_epi32(is, i1);
             if (!HAS_MIN) {
                 if (Z && !SIGNED) is = _mm256_sub_epi32(is, _mm256_set1_epi32(Z * S));
-                acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(is), _mm256_mul_ps(sf, _mm256_set1_ps(da)),
-                                         acc[t]);
+                acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(is),
+                                         _mm256_mul_ps(sf, _mm256_set1_ps(da)), acc[t]);
             } else {
                 __m256 tt = _mm256_mul_ps(_mm256_cvtepi32_ps(is), sf);
                 tt = _mm256_fmadd_ps(bf, _mm256_set1_ps((float)S), tt);
@@ -167,11 +169,14 @@ static inline __attribute__((always_inline)) void KX(tile)(const rp_matrix *m, c
     }
 }
 
-#define KX_CASE(K, N)                                                                            \
-    case (K)*16 + (N): KX(tile)(m, a, tok, yt, ldy, tp, nr, K, (N) < KX_NTMAX ? (N) : KX_NTMAX); break;
-#define KX_CASES(K)                                                                              \
-    KX_CASE(K, 1) KX_CASE(K, 2) KX_CASE(K, 3) KX_CASE(K, 4) KX_CASE(K, 5) KX_CASE(K, 6)          \
-    KX_CASE(K, 7) KX_CASE(K, 8)
+#define KX_CASE(K, N)                                                                              \
+    case (K)*16 + (N):                                                                             \
+        KX(tile)(m, a, tok, yt, ldy, tp, nr, K, (N) < KX_NTMAX ? (N) : KX_NTMAX);                  \
+        break;
+#define KX_CASES(K)                                                                                \
+    KX_CASE(K, 1)                                                                                  \
+    KX_CASE(K, 2) KX_CASE(K, 3) KX_CASE(K, 4) KX_CASE(K, 5) KX_CASE(K, 6) KX_CASE(K, 7)            \
+        KX_CASE(K, 8)
 
 void KX_ENTRY(const rp_matrix *m, const kern_act *a, int tok0, int ntok, float *y, int64_t ldy,
               int64_t t0, int64_t t1) {
@@ -190,7 +195,8 @@ void KX_ENTRY(const rp_matrix *m, const kern_act *a, int tok0, int ntok, float *
                 KX_CASES(RP_I4K)
                 KX_CASES(RP_I6)
                 KX_CASES(RP_I5K)
-            default: break;
+            default:
+                break;
             }
         }
     }

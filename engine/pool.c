@@ -25,18 +25,21 @@
 #define W_IDX(w) ((uint32_t)(w)&IDX_MASK)
 
 struct pool {
-    int n;                 /* threads including the caller */
-    pthread_t *th;         /* [n - 1] */
+    int n;         /* threads including the caller */
+    pthread_t *th; /* [n - 1] */
     pthread_mutex_t mu;
     pthread_cond_t cv;
     _Atomic uint64_t word; /* gen | n_tasks | next */
     _Atomic int done;      /* tasks finished in the current job */
     _Atomic int sleepers;  /* workers blocked (or about to block) on cv */
     _Atomic int stop;
-    pool_fn fn;            /* current job, published by the release store of word */
+    pool_fn fn; /* current job, published by the release store of word */
     void *ctx;
-    long spin_ns;          /* how long an idle worker spins before sleeping */
-    struct worker { pool *p; int id; } *w;
+    long spin_ns; /* how long an idle worker spins before sleeping */
+    struct worker {
+        pool *p;
+        int id;
+    } * w;
 };
 
 static long now_ns(void) {
@@ -68,7 +71,8 @@ static void *worker_main(void *arg) {
             cpu_relax();
             if ((++spins & 255) == 0) {
                 long t = now_ns();
-                if (!t0) t0 = t;
+                if (!t0)
+                    t0 = t;
                 else if (t - t0 > p->spin_ns) {
                     pthread_mutex_lock(&p->mu);
                     atomic_fetch_add(&p->sleepers, 1);
@@ -129,7 +133,8 @@ void pool_free(pool *p) {
     atomic_store(&p->stop, 1);
     pthread_cond_broadcast(&p->cv);
     pthread_mutex_unlock(&p->mu);
-    for (int i = 1; i < p->n; i++) pthread_join(p->th[i - 1], NULL);
+    for (int i = 1; i < p->n; i++)
+        pthread_join(p->th[i - 1], NULL);
     pthread_mutex_destroy(&p->mu);
     pthread_cond_destroy(&p->cv);
     free(p->th);
@@ -137,12 +142,15 @@ void pool_free(pool *p) {
     free(p);
 }
 
-int pool_n_threads(const pool *p) { return p ? p->n : 1; }
+int pool_n_threads(const pool *p) {
+    return p ? p->n : 1;
+}
 
 void pool_run(pool *p, pool_fn fn, void *ctx, int n_tasks) {
     if (n_tasks <= 0) return;
     if (!p || p->n == 1 || n_tasks == 1 || n_tasks > MAX_TASKS) {
-        for (int i = 0; i < n_tasks; i++) fn(ctx, i, n_tasks, 0);
+        for (int i = 0; i < n_tasks; i++)
+            fn(ctx, i, n_tasks, 0);
         return;
     }
     p->fn = fn;

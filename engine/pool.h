@@ -1,4 +1,5 @@
-/* pool.h: persistent worker threads for the forward pass: parallel-for with one barrier per call. */
+/* pool.h: persistent worker threads for the forward pass: parallel-for with one barrier per call.
+ */
 #ifndef LFM2_POOL_H
 #define LFM2_POOL_H
 #include <stddef.h>

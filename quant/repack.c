@@ -10,14 +10,22 @@
 
 size_t rp_group_bytes(int kind) {
     switch (kind) {
-    case RP_I4: return 128 + 16;
-    case RP_I4M: return 128 + 32;
-    case RP_I8: return 256 + 16;
-    case RP_I8M: return 256 + 32;
-    case RP_I4K: return 128 + 16;
-    case RP_I6: return 128 + 64 + 16;
-    case RP_I5K: return 128 + 32 + 16;
-    default: return 0;
+    case RP_I4:
+        return 128 + 16;
+    case RP_I4M:
+        return 128 + 32;
+    case RP_I8:
+        return 256 + 16;
+    case RP_I8M:
+        return 256 + 32;
+    case RP_I4K:
+        return 128 + 16;
+    case RP_I6:
+        return 128 + 64 + 16;
+    case RP_I5K:
+        return 128 + 32 + 16;
+    default:
+        return 0;
     }
 }
 
@@ -29,24 +37,46 @@ int rp_kind_for(uint32_t t, bool *lossy) {
     bool l = false;
     int k = 0;
     switch (t) {
-    case QT_Q4_0: k = RP_I4; break;
-    case QT_Q4_1: k = RP_I4M; break;
-    case QT_Q4_K: k = RP_I4K; break;
-    case QT_Q8_0: case QT_Q5_0: k = RP_I8; break;
-    case QT_Q5_1: k = RP_I8M; break;
-    case QT_Q5_K: k = RP_I5K; break;
-    case QT_Q6_K: k = RP_I6; break;
-    case QT_Q2_K: case QT_Q3_K: case QT_F16: case QT_BF16: case QT_F32:
+    case QT_Q4_0:
+        k = RP_I4;
+        break;
+    case QT_Q4_1:
+        k = RP_I4M;
+        break;
+    case QT_Q4_K:
+        k = RP_I4K;
+        break;
+    case QT_Q8_0:
+    case QT_Q5_0:
+        k = RP_I8;
+        break;
+    case QT_Q5_1:
+        k = RP_I8M;
+        break;
+    case QT_Q5_K:
+        k = RP_I5K;
+        break;
+    case QT_Q6_K:
+        k = RP_I6;
+        break;
+    case QT_Q2_K:
+    case QT_Q3_K:
+    case QT_F16:
+    case QT_BF16:
+    case QT_F32:
         k = RP_I8;
         l = true;
         break;
-    default: k = 0;
+    default:
+        k = 0;
     }
     if (lossy) *lossy = l;
     return k;
 }
 
-static uint16_t rd16(const uint8_t *p) { return (uint16_t)(p[0] | p[1] << 8); }
+static uint16_t rd16(const uint8_t *p) {
+    return (uint16_t)(p[0] | p[1] << 8);
+}
 static void wr16(uint8_t *p, uint16_t v) {
     p[0] = (uint8_t)v;
     p[1] = (uint8_t)(v >> 8);
@@ -78,11 +108,13 @@ static void decode_exact(uint32_t t, const uint8_t *row, int64_t g, uint8_t *u, 
     }
     case QT_Q8_0: {
         const block_q8_0 *x = (const block_q8_0 *)row + g;
-        for (int j = 0; j < 32; j++) u[j] = (uint8_t)(x->qs[j] + 128);
+        for (int j = 0; j < 32; j++)
+            u[j] = (uint8_t)(x->qs[j] + 128);
         *s = rd16(x->d);
         break;
     }
-    case QT_Q5_0: case QT_Q5_1: {
+    case QT_Q5_0:
+    case QT_Q5_1: {
         const uint8_t *qh, *qs;
         if (t == QT_Q5_0) {
             const block_q5_0 *x = (const block_q5_0 *)row + g;
@@ -91,8 +123,8 @@ static void decode_exact(uint32_t t, const uint8_t *row, int64_t g, uint8_t *u, 
             const block_q5_1 *x = (const block_q5_1 *)row + g;
             qh = x->qh, qs = x->qs, *s = rd16(x->d), *b = rd16(x->m);
         }
-        uint32_t h = (uint32_t)qh[0] | (uint32_t)qh[1] << 8 | (uint32_t)qh[2] << 16 |
-                     (uint32_t)qh[3] << 24;
+        uint32_t h =
+            (uint32_t)qh[0] | (uint32_t)qh[1] << 8 | (uint32_t)qh[2] << 16 | (uint32_t)qh[3] << 24;
         int off = t == QT_Q5_0 ? 128 - 16 : 0;
         for (int j = 0; j < 16; j++) {
             int x0 = (qs[j] & 15) | (int)(((h >> j) << 4) & 0x10);
@@ -102,7 +134,8 @@ static void decode_exact(uint32_t t, const uint8_t *row, int64_t g, uint8_t *u, 
         }
         break;
     }
-    case QT_Q4_K: case QT_Q5_K: {
+    case QT_Q4_K:
+    case QT_Q5_K: {
         int64_t sb = g / 8;
         int gi = (int)(g % 8);
         const uint8_t *d2, *dm2, *scales, *qs, *qh = NULL;
@@ -134,10 +167,18 @@ static void decode_exact(uint32_t t, const uint8_t *row, int64_t g, uint8_t *u, 
         for (int l = 0; l < 32; l++) {
             int v;
             switch (part) {
-            case 0: v = (ql[l] & 0xF) | ((qh[l] & 3) << 4); break;
-            case 1: v = (ql[l + 32] & 0xF) | (((qh[l] >> 2) & 3) << 4); break;
-            case 2: v = (ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4); break;
-            default: v = (ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4); break;
+            case 0:
+                v = (ql[l] & 0xF) | ((qh[l] & 3) << 4);
+                break;
+            case 1:
+                v = (ql[l + 32] & 0xF) | (((qh[l] >> 2) & 3) << 4);
+                break;
+            case 2:
+                v = (ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4);
+                break;
+            default:
+                v = (ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4);
+                break;
             }
             u[l] = (uint8_t)v;
         }
@@ -146,17 +187,20 @@ static void decode_exact(uint32_t t, const uint8_t *row, int64_t g, uint8_t *u, 
         kd[0] = rd16(x->d);
         break;
     }
-    default: break;
+    default:
+        break;
     }
 }
 
 /* Per-32 symmetric int8 requantization of floats: scale rounded UP to f16 so no code clips. */
 static void requant_group(const float *x, uint8_t *u, uint16_t *s) {
     float amax = 0;
-    for (int j = 0; j < 32; j++) amax = fmaxf(amax, fabsf(x[j]));
+    for (int j = 0; j < 32; j++)
+        amax = fmaxf(amax, fabsf(x[j]));
     if (!(amax > 0) || !isfinite(amax)) {
         *s = 0;
-        for (int j = 0; j < 32; j++) u[j] = 128;
+        for (int j = 0; j < 32; j++)
+            u[j] = 128;
         return;
     }
     float d = amax / 127.0f;
@@ -179,7 +223,8 @@ static void put_group(const rp_matrix *m, int64_t tile, int64_t g, int r, const 
         for (int k = 0; k < 4; k++) {
             uint8_t p0 = 0, p1 = 0;
             for (int c = 0; c < 4; c++) {
-                p[c * 32 + r * 4 + k] = (uint8_t)((u[4 * c + k] & 15) | (u[16 + 4 * c + k] & 15) << 4);
+                p[c * 32 + r * 4 + k] =
+                    (uint8_t)((u[4 * c + k] & 15) | (u[16 + 4 * c + k] & 15) << 4);
                 p0 |= (uint8_t)(((u[4 * c + k] >> 4) & 3) << (2 * c));
                 p1 |= (uint8_t)(((u[16 + 4 * c + k] >> 4) & 3) << (2 * c));
             }
@@ -194,8 +239,10 @@ static void put_group(const rp_matrix *m, int64_t tile, int64_t g, int r, const 
         for (int k = 0; k < 4; k++) {
             uint8_t pl = 0;
             for (int c = 0; c < 4; c++) {
-                p[c * 32 + r * 4 + k] = (uint8_t)((u[4 * c + k] & 15) | (u[16 + 4 * c + k] & 15) << 4);
-                pl |= (uint8_t)(((u[4 * c + k] >> 4) & 1) << c | ((u[16 + 4 * c + k] >> 4) & 1) << (4 + c));
+                p[c * 32 + r * 4 + k] =
+                    (uint8_t)((u[4 * c + k] & 15) | (u[16 + 4 * c + k] & 15) << 4);
+                pl |= (uint8_t)(((u[4 * c + k] >> 4) & 1) << c | ((u[16 + 4 * c + k] >> 4) & 1)
+                                                                     << (4 + c));
             }
             p[128 + r * 4 + k] = pl;
         }
@@ -209,7 +256,8 @@ static void put_group(const rp_matrix *m, int64_t tile, int64_t g, int r, const 
                 p[c * 32 + r * 4 + k] = (uint8_t)(u[4 * c + k] | u[16 + 4 * c + k] << 4);
     } else {
         for (int c = 0; c < 8; c++)
-            for (int k = 0; k < 4; k++) p[c * 32 + r * 4 + k] = u[4 * c + k];
+            for (int k = 0; k < 4; k++)
+                p[c * 32 + r * 4 + k] = u[4 * c + k];
     }
     size_t cb = codes_bytes(m->kind);
     if (m->kind == RP_I4K) {
@@ -227,8 +275,8 @@ static uint8_t *k_hdr(const rp_matrix *m, int64_t tile, int64_t sb) {
            (size_t)sb * (m->kind == RP_I6 ? 16 : 32);
 }
 
-int rp_new(rp_matrix **out, uint32_t t, const void *src, int64_t rows, int64_t cols,
-           unsigned flags, char *err, size_t errlen) {
+int rp_new(rp_matrix **out, uint32_t t, const void *src, int64_t rows, int64_t cols, unsigned flags,
+           char *err, size_t errlen) {
     bool allow_lossy = flags & RP_ALLOW_LOSSY;
     *out = NULL;
     const qtype_traits *tr = quant_traits(t);
@@ -288,8 +336,10 @@ int rp_new(rp_matrix **out, uint32_t t, const void *src, int64_t rows, int64_t c
         if (lossy) tr->to_float(row, tmp, cols);
         for (int64_t g = 0; g < m->n_groups; g++) {
             uint16_t s = 0, b = 0, kd[2] = {0, 0};
-            if (lossy) requant_group(tmp + g * RP_GROUP, u, &s);
-            else decode_exact(t, row, g, u, &s, &b, kd);
+            if (lossy)
+                requant_group(tmp + g * RP_GROUP, u, &s);
+            else
+                decode_exact(t, row, g, u, &s, &b, kd);
             put_group(m, tile, g, rr, u, s, b);
             if ((kind == RP_I4K || kind == RP_I5K || kind == RP_I6) && g % 8 == 0) {
                 uint8_t *h = k_hdr(m, tile, g / 8);
@@ -381,7 +431,8 @@ static void group_to_float(const rp_matrix *m, int64_t tile, int64_t g, int ra, 
                 }
         } else {
             for (int c = 0; c < 8; c++)
-                for (int k = 0; k < 4; k++) v[4 * c + k] = p[c * 32 + r * 4 + k] - m->zero;
+                for (int k = 0; k < 4; k++)
+                    v[4 * c + k] = p[c * 32 + r * 4 + k] - m->zero;
         }
         float s, b;
         if (m->kind == RP_I4K) {
@@ -393,7 +444,8 @@ static void group_to_float(const rp_matrix *m, int64_t tile, int64_t g, int ra, 
             b = m->has_min ? quant_f16_to_f32(rd16(p + cb + 16 + 2 * r)) : 0.0f;
         }
         float *y = dst + (size_t)(r - ra) * ld + g * RP_GROUP;
-        for (int j = 0; j < 32; j++) y[j] = s * (float)v[j] + b;
+        for (int j = 0; j < 32; j++)
+            y[j] = s * (float)v[j] + b;
     }
 }
 
@@ -407,7 +459,9 @@ void rp_rows_to_float(const rp_matrix *m, int64_t r0, int64_t r1, float *dst) {
     }
 }
 
-void rp_row_to_float(const rp_matrix *m, int64_t r, float *dst) { rp_rows_to_float(m, r, r + 1, dst); }
+void rp_row_to_float(const rp_matrix *m, int64_t r, float *dst) {
+    rp_rows_to_float(m, r, r + 1, dst);
+}
 
 void rp_drop_source(const void *src, size_t n) {
     long pg = sysconf(_SC_PAGESIZE);

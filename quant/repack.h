@@ -1,4 +1,5 @@
-/* repack.h: the engine's own weight layouts (int4/int8, 8 rows interleaved) and load-time repacking. */
+/* repack.h: the engine's own weight layouts (int4/int8, 8 rows interleaved) and load-time
+ * repacking. */
 #ifndef LFM2_REPACK_H
 #define LFM2_REPACK_H
 #include <stddef.h>
@@ -36,7 +37,7 @@
  *   values (Q8_0-class loss: |error| <= half a step of amax/127 per group), only when the
  *   caller allows lossy repacking.
  */
-#define RP_ROWS 8  /* rows interleaved per tile */
+#define RP_ROWS 8   /* rows interleaved per tile */
 #define RP_GROUP 32 /* weights per group (one f16 scale, and min) */
 
 enum rp_kind {
@@ -52,21 +53,21 @@ enum rp_kind {
 };
 
 enum {
-    RP_EINVAL = -1,       /* shape not supported (cols not a multiple of 32 / of the source block) */
+    RP_EINVAL = -1, /* shape not supported (cols not a multiple of 32 / of the source block) */
     RP_EUNSUPPORTED = -2, /* source type has no repacking (or only a lossy one that was refused) */
     RP_ENOMEM = -3,
 };
 
 typedef struct rp_matrix {
-    int kind;          /* enum rp_kind */
-    int zero;          /* z: 8, 0, 128 or 0 by kind */
-    bool has_min;      /* b present */
-    bool lossy;        /* requantized: values differ from the source's beyond f16 rounding */
-    uint32_t src_type; /* GGML type it came from */
-    int64_t rows;      /* valid rows (output length) */
-    int64_t cols;      /* weights per row, multiple of 32 */
-    int64_t n_groups;  /* cols / 32 */
-    int64_t n_tiles;   /* ceil(rows / RP_ROWS) */
+    int kind;           /* enum rp_kind */
+    int zero;           /* z: 8, 0, 128 or 0 by kind */
+    bool has_min;       /* b present */
+    bool lossy;         /* requantized: values differ from the source's beyond f16 rounding */
+    uint32_t src_type;  /* GGML type it came from */
+    int64_t rows;       /* valid rows (output length) */
+    int64_t cols;       /* weights per row, multiple of 32 */
+    int64_t n_groups;   /* cols / 32 */
+    int64_t n_tiles;    /* ceil(rows / RP_ROWS) */
     size_t group_bytes; /* bytes per group in a tile */
     size_t tile_bytes;  /* n_groups * group_bytes + n_groups / 8 * (32 for RP_I4K/I5K, 16 for I6) */
     uint8_t *data;      /* n_tiles * tile_bytes, 64-byte aligned, owned */

@@ -19,10 +19,10 @@ static float frand(void) { /* uniform in [-1, 1) */
 typedef struct fixture {
     uint32_t type;
     int64_t rows, cols;
-    int n; /* tokens */
-    float *w;    /* rows x cols: the source's dequantized weights */
-    float *wr;   /* rows x cols: the repacked weights, dequantized */
-    float *x;    /* n x cols */
+    int n;     /* tokens */
+    float *w;  /* rows x cols: the source's dequantized weights */
+    float *wr; /* rows x cols: the repacked weights, dequantized */
+    float *x;  /* n x cols */
     rp_matrix *m;
     kern_act a;
 } fixture;
@@ -38,11 +38,13 @@ static int fixture_make(fixture *f, uint32_t type, int64_t rows, int64_t cols, i
     float *tmp = malloc((size_t)cols * sizeof(float));
     for (int64_t r = 0; r < rows; r++) {
         float amp = 0.02f * (1 + r % 5);
-        for (int64_t j = 0; j < cols; j++) tmp[j] = frand() * amp + (type == QT_Q4_1 ? 0.01f : 0);
+        for (int64_t j = 0; j < cols; j++)
+            tmp[j] = frand() * amp + (type == QT_Q4_1 ? 0.01f : 0);
         tr->from_float(tmp, q + r * rs, cols);
         tr->to_float(q + r * rs, f->w + r * cols, cols);
     }
-    for (int64_t i = 0; i < n * cols; i++) f->x[i] = frand() * (1 + (i % 3)) + ((i % 97) == 0 ? 8.0f : 0);
+    for (int64_t i = 0; i < n * cols; i++)
+        f->x[i] = frand() * (1 + (i % 3)) + ((i % 97) == 0 ? 8.0f : 0);
     char err[256];
     int rc = rp_new(&f->m, type, q, rows, cols, RP_ALLOW_LOSSY, err, sizeof err);
     if (rc) fprintf(stderr, "rp_new: %s\n", err);
@@ -64,8 +66,10 @@ static void fixture_free(fixture *f) {
 static void test_quantize(void) {
     int64_t cols = 96;
     float x[96];
-    for (int j = 0; j < 96; j++) x[j] = frand() * (j < 32 ? 0.001f : 3.0f);
-    for (int j = 64; j < 96; j++) x[j] = 0; /* an all-zero block */
+    for (int j = 0; j < 96; j++)
+        x[j] = frand() * (j < 32 ? 0.001f : 3.0f);
+    for (int j = 64; j < 96; j++)
+        x[j] = 0; /* an all-zero block */
     x[5] = 0.5f * (x[5] < 0 ? -1 : 1) * 0.001f;
     kern_act a;
     CHECK_EQ_INT(kern_act_init(&a, cols, 2), 0);
@@ -75,7 +79,8 @@ static void test_quantize(void) {
     for (int b = 0; b < 3; b++) {
         int32_t s = 0;
         float amax = 0;
-        for (int j = 0; j < 32; j++) amax = fmaxf(amax, fabsf(x[b * 32 + j]));
+        for (int j = 0; j < 32; j++)
+            amax = fmaxf(amax, fabsf(x[b * 32 + j]));
         CHECK_NEAR(a.d[b], amax / 127.0f, 0);
         for (int j = 0; j < 32; j++) {
             s += a.q[b * 32 + j];
@@ -89,17 +94,22 @@ static void test_quantize(void) {
     float tie[32] = {127.0f, 2.5f, 3.5f, -2.5f, -3.5f, 0.5f, -0.5f, 126.5f, -126.5f, 1.4999f};
     kern_quantize(&a, tie, 32, 32, 1);
     static const int want[10] = {127, 2, 4, -2, -4, 0, 0, 126, -126, 1};
-    for (int j = 0; j < 10; j++) CHECK_EQ_INT(a.q[j], want[j]);
-    for (int j = 0; j < 32 * 3; j++) x[j] = frand() * 100;
+    for (int j = 0; j < 10; j++)
+        CHECK_EQ_INT(a.q[j], want[j]);
+    for (int j = 0; j < 32 * 3; j++)
+        x[j] = frand() * 100;
     kern_quantize(&a, x, 96, 96, 1);
     for (int b = 0; b < 3; b++) {
         float amax = 0;
-        for (int j = 0; j < 32; j++) amax = fmaxf(amax, fabsf(x[b * 32 + j]));
-        for (int j = 0; j < 32; j++) CHECK_EQ_INT(a.q[b * 32 + j], (int)nearbyintf(x[b * 32 + j] * (127.0f / amax)));
+        for (int j = 0; j < 32; j++)
+            amax = fmaxf(amax, fabsf(x[b * 32 + j]));
+        for (int j = 0; j < 32; j++)
+            CHECK_EQ_INT(a.q[b * 32 + j], (int)nearbyintf(x[b * 32 + j] * (127.0f / amax)));
     }
     /* narrower than the buffers: the width follows the call */
     float x2[192];
-    for (int j = 0; j < 192; j++) x2[j] = frand();
+    for (int j = 0; j < 192; j++)
+        x2[j] = frand();
     kern_quantize(&a, x2 + 96, 64, 96, 1);
     int8_t alone[64];
     memcpy(alone, a.q, 64);
@@ -117,13 +127,16 @@ static void test_gemv(uint32_t type, int64_t rows, int64_t cols, int n) {
     fixture f = {0};
     if (fixture_make(&f, type, rows, cols, n)) return;
     int64_t ldy = rows + 3;
-    float *ys = malloc((size_t)n * ldy * sizeof(float)), *yp = malloc((size_t)n * ldy * sizeof(float));
-    for (int64_t i = 0; i < n * ldy; i++) ys[i] = yp[i] = -999.0f; /* canaries between tokens */
+    float *ys = malloc((size_t)n * ldy * sizeof(float)),
+          *yp = malloc((size_t)n * ldy * sizeof(float));
+    for (int64_t i = 0; i < n * ldy; i++)
+        ys[i] = yp[i] = -999.0f; /* canaries between tokens */
     kern_gemv_tiles_with(KERN_SCALAR, f.m, &f.a, ys, ldy, 0, f.m->n_tiles);
     const char *tn = quant_traits(type)->name;
     int nb = (int)(cols / 32);
     for (int t = 0; t < n; t++) {
-        for (int64_t r = rows; r < ldy; r++) CHECK_NEAR(ys[t * ldy + r], -999.0f, 0);
+        for (int64_t r = rows; r < ldy; r++)
+            CHECK_NEAR(ys[t * ldy + r], -999.0f, 0);
         for (int64_t r = 0; r < rows; r++) {
             /* exact dot of the repacked weights with the quantized activations */
             double e = 0, tol = 0, tr = 0, bound = 0;
@@ -134,8 +147,9 @@ static void test_gemv(uint32_t type, int64_t rows, int64_t cols, int n) {
                 tr += (double)f.w[r * cols + j] * f.x[t * cols + j];
                 /* activation quantization: <= d/2 per value; repacking: K-scale rounding or
                  * requantization bounded per weight */
-                bound += fabs((double)f.w[r * cols + j]) * f.a.d[t * nb + j / 32] * 0.5 +
-                         fabs((double)f.wr[r * cols + j] - f.w[r * cols + j]) * fabs(f.x[t * cols + j]);
+                bound +=
+                    fabs((double)f.w[r * cols + j]) * f.a.d[t * nb + j / 32] * 0.5 +
+                    fabs((double)f.wr[r * cols + j] - f.w[r * cols + j]) * fabs(f.x[t * cols + j]);
             }
             double y = ys[t * ldy + r];
             if (!(fabs(y - e) <= 1e-5 * tol + 1e-6)) {
@@ -152,7 +166,8 @@ static void test_gemv(uint32_t type, int64_t rows, int64_t cols, int n) {
     }
     for (int p = KERN_AVX2; p < KERN_NPATHS; p++) {
         if (!kern_path_available(p)) continue;
-        for (int64_t i = 0; i < n * ldy; i++) yp[i] = -999.0f;
+        for (int64_t i = 0; i < n * ldy; i++)
+            yp[i] = -999.0f;
         /* in two tile ranges, to check the offsets */
         int64_t mid = f.m->n_tiles / 2;
         kern_gemv_tiles_with(p, f.m, &f.a, yp, ldy, 0, mid);
@@ -178,7 +193,8 @@ static void test_drivers(pool *pl, uint32_t type) {
     fixture f = {0}, g = {0};
     if (fixture_make(&f, type, rows, cols, n)) return;
     if (fixture_make(&g, type, rows, cols, n)) return;
-    float *ref = malloc((size_t)n * rows * sizeof(float)), *y = malloc((size_t)n * rows * sizeof(float));
+    float *ref = malloc((size_t)n * rows * sizeof(float)),
+          *y = malloc((size_t)n * rows * sizeof(float));
     float *y2 = malloc((size_t)n * rows * sizeof(float));
     kern_gemv_tiles_with(kern_best(), f.m, &f.a, ref, rows, 0, f.m->n_tiles);
     kern_matmul(pl, f.m, &f.a, y, rows);
@@ -212,10 +228,12 @@ static void test_drivers(pool *pl, uint32_t type) {
 
 static void test_rmsnorm(void) {
     float x[1000], w[1000], y0[1000], y1[1000];
-    for (int i = 0; i < 1000; i++) x[i] = frand() * 3, w[i] = 1 + frand() * 0.1f;
+    for (int i = 0; i < 1000; i++)
+        x[i] = frand() * 3, w[i] = 1 + frand() * 0.1f;
     for (int n = 1; n <= 1000; n += 333) {
         double ss = 0;
-        for (int i = 0; i < n; i++) ss += (double)x[i] * x[i];
+        for (int i = 0; i < n; i++)
+            ss += (double)x[i] * x[i];
         float sc = 1.0f / sqrtf((float)(ss / n) + 1e-5f);
         kern_rmsnorm_with(KERN_SCALAR, y0, x, w, n, 1e-5f);
         kern_rmsnorm_with(kern_best(), y1, x, w, n, 1e-5f);
@@ -227,7 +245,8 @@ static void test_rmsnorm(void) {
     memcpy(y0, x, sizeof x);
     kern_rmsnorm(y0, y0, w, 1000, 1e-5f); /* in place */
     kern_rmsnorm_with(KERN_SCALAR, y1, x, w, 1000, 1e-5f);
-    for (int i = 0; i < 1000; i++) CHECK_NEAR(y0[i], y1[i], 1e-6 * fabs(y1[i]) + 1e-7);
+    for (int i = 0; i < 1000; i++)
+        CHECK_NEAR(y0[i], y1[i], 1e-6 * fabs(y1[i]) + 1e-7);
 }
 
 /* LFM2_KERNEL forces a path (when available), read once at first use: checked in a child. */
@@ -235,7 +254,8 @@ static void test_env_override(void) {
     static const char *const names[] = {"scalar", "avx2", "avxvnni", "avx512"};
     for (int p = 0; p < KERN_NPATHS; p++) {
         char cmd[512], out[64] = "";
-        snprintf(cmd, sizeof cmd, "LFM2_KERNEL=%s /proc/%d/exe --print-kernel", names[p], (int)getpid());
+        snprintf(cmd, sizeof cmd, "LFM2_KERNEL=%s /proc/%d/exe --print-kernel", names[p],
+                 (int)getpid());
         FILE *f = popen(cmd, "r");
         CHECK(f != NULL);
         if (!f) return;
@@ -260,16 +280,20 @@ static void test_half(pool *pl) {
             float *x = malloc((size_t)n * cols * 4), *y = malloc((size_t)n * rows * 4);
             for (int64_t i = 0; i < rows * cols; i++)
                 w[i] = bf ? quant_f32_to_bf16(frand()) : quant_f32_to_f16(frand());
-            for (int64_t i = 0; i < n * cols; i++) x[i] = frand();
+            for (int64_t i = 0; i < n * cols; i++)
+                x[i] = frand();
             for (int p = 0; p <= KERN_NPATHS; p++) {
                 if (p < KERN_NPATHS && !kern_path_available(p)) continue;
-                if (p < KERN_NPATHS) kern_gemv_half_with(p, w, bf, cols, 0, rows, x, cols, n, y, rows);
-                else kern_matmul_half(pl, w, bf, rows, cols, x, cols, n, y, rows);
+                if (p < KERN_NPATHS)
+                    kern_gemv_half_with(p, w, bf, cols, 0, rows, x, cols, n, y, rows);
+                else
+                    kern_matmul_half(pl, w, bf, rows, cols, x, cols, n, y, rows);
                 for (int t = 0; t < n; t++)
                     for (int64_t r = 0; r < rows; r++) {
                         double e = 0, mag = 0;
                         for (int64_t j = 0; j < cols; j++) {
-                            double wv = bf ? quant_bf16_to_f32(w[r * cols + j]) : quant_f16_to_f32(w[r * cols + j]);
+                            double wv = bf ? quant_bf16_to_f32(w[r * cols + j])
+                                           : quant_f16_to_f32(w[r * cols + j]);
                             e += wv * x[t * cols + j];
                             mag += fabs(wv * x[t * cols + j]);
                         }

@@ -8,7 +8,7 @@
 #include "tests/check.h"
 
 typedef struct job {
-    _Atomic int *count;  /* [n_tasks] times each task ran */
+    _Atomic int *count; /* [n_tasks] times each task ran */
     _Atomic int bad_thread;
     int n_threads;
     const double *v;
@@ -29,7 +29,8 @@ static void sum_task(void *ctx, int task, int n_tasks, int thread) {
     int64_t lo, hi;
     pool_split(j->n, n_tasks, task, &lo, &hi);
     double s = 0;
-    for (int64_t i = lo; i < hi; i++) s += j->v[i];
+    for (int64_t i = lo; i < hi; i++)
+        s += j->v[i];
     j->partial[task] = s;
 }
 
@@ -56,10 +57,12 @@ static void run_pool(int n_threads, int runs) {
     job j = {.count = count, .n_threads = n_threads};
     for (int r = 0; r < runs; r++) {
         int nt = 1 + r % MAXT;
-        for (int i = 0; i < MAXT; i++) atomic_store(&count[i], 0);
+        for (int i = 0; i < MAXT; i++)
+            atomic_store(&count[i], 0);
         pool_run(p, count_task, &j, nt);
         int wrong = 0;
-        for (int i = 0; i < MAXT; i++) wrong += atomic_load(&count[i]) != (i < nt);
+        for (int i = 0; i < MAXT; i++)
+            wrong += atomic_load(&count[i]) != (i < nt);
         CHECK_EQ_INT(wrong, 0);
         if (wrong) break;
         if (r % 97 == 0) usleep(2000); /* let the workers fall asleep now and then */
@@ -68,14 +71,17 @@ static void run_pool(int n_threads, int runs) {
     /* a parallel reduction with a known answer */
     int64_t n = 1000003;
     double *v = malloc((size_t)n * sizeof *v), partial[64];
-    for (int64_t i = 0; i < n; i++) v[i] = (double)(i % 1000);
+    for (int64_t i = 0; i < n; i++)
+        v[i] = (double)(i % 1000);
     double want = 0;
-    for (int64_t i = 0; i < n; i++) want += v[i];
+    for (int64_t i = 0; i < n; i++)
+        want += v[i];
     j.v = v, j.n = n, j.partial = partial;
     for (int nt = 1; nt <= 64; nt *= 4) {
         pool_run(p, sum_task, &j, nt);
         double got = 0;
-        for (int i = 0; i < nt; i++) got += partial[i];
+        for (int i = 0; i < nt; i++)
+            got += partial[i];
         CHECK_NEAR(got, want, 0);
     }
     free(v);
@@ -97,7 +103,7 @@ int main(void) {
     CHECK_EQ_INT(hi - lo, 0);
     run_pool(1, 100);
     run_pool(2, 20000);
-    run_pool(4, 5000); /* more threads than cores */
+    run_pool(4, 5000);                   /* more threads than cores */
     setenv("LFM2_POOL_SPIN_US", "0", 1); /* workers sleep right away: the wake-up path */
     run_pool(3, 3000);
     pool_free(NULL);

@@ -1,4 +1,5 @@
-/* test_repack.c: repacked tiles decode to the source's dequantized values (exact where promised). */
+/* test_repack.c: repacked tiles decode to the source's dequantized values (exact where promised).
+ */
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -26,13 +27,17 @@ static int compare(const rp_matrix *m, const float *ref, int64_t rows, int64_t c
         for (int64_t g = 0; g < cols / 32 && !bad; g++) {
             const float *x = ref + r * cols + g * 32;
             float amax = 0;
-            for (int j = 0; j < 32; j++) amax = fmaxf(amax, fabsf(x[j]));
-            double tol = mode == 0 ? 0 : mode == 1 ? 2e-3 * amax + 1e-30 : amax / 127.0 * 0.5 * 1.01 + 1e-7;
+            for (int j = 0; j < 32; j++)
+                amax = fmaxf(amax, fabsf(x[j]));
+            double tol = mode == 0   ? 0
+                         : mode == 1 ? 2e-3 * amax + 1e-30
+                                     : amax / 127.0 * 0.5 * 1.01 + 1e-7;
             for (int j = 0; j < 32; j++) {
                 double d = fabs((double)row[g * 32 + j] - x[j]);
                 if (!(d <= tol)) {
-                    fprintf(stderr, "%s: row %lld col %lld: repacked %.9g vs source %.9g (tol %g)\n",
-                            what, (long long)r, (long long)(g * 32 + j), row[g * 32 + j], x[j], tol);
+                    fprintf(stderr,
+                            "%s: row %lld col %lld: repacked %.9g vs source %.9g (tol %g)\n", what,
+                            (long long)r, (long long)(g * 32 + j), row[g * 32 + j], x[j], tol);
                     bad = 1;
                     break;
                 }
@@ -47,10 +52,12 @@ static void test_type(uint32_t type, int64_t rows, int64_t cols) {
     const qtype_traits *tr = quant_traits(type);
     CHECK(tr != NULL);
     if (!tr || !tr->from_float) return;
-    float *x = malloc((size_t)rows * cols * sizeof *x), *ref = malloc((size_t)rows * cols * sizeof *ref);
+    float *x = malloc((size_t)rows * cols * sizeof *x),
+          *ref = malloc((size_t)rows * cols * sizeof *ref);
     size_t rs = quant_row_size(type, cols);
     uint8_t *q = malloc(rs * rows);
-    for (int64_t i = 0; i < rows * cols; i++) x[i] = frand() * (1 + (i % 7)) * 0.05f;
+    for (int64_t i = 0; i < rows * cols; i++)
+        x[i] = frand() * (1 + (i % 7)) * 0.05f;
     for (int64_t r = 0; r < rows; r++) {
         tr->from_float(x + r * cols, q + r * rs, cols);
         tr->to_float(q + r * rs, ref + r * cols, cols);
@@ -76,7 +83,8 @@ static void test_type(uint32_t type, int64_t rows, int64_t cols) {
             float *pad = malloc((size_t)cols * sizeof *pad);
             rp_row_to_float(m, m->n_tiles * 8 - 1, pad);
             int nz = 0;
-            for (int64_t j = 0; j < cols; j++) nz += pad[j] != 0;
+            for (int64_t j = 0; j < cols; j++)
+                nz += pad[j] != 0;
             CHECK_EQ_INT(nz, 0);
             free(pad);
         }
@@ -111,7 +119,8 @@ static void test_file(const char *path) {
         if (!tr) continue;
         rp_matrix *m = NULL;
         if (cols % 32) { /* the conv kernel [n_embd, 3]: not a matrix the kernels take */
-            CHECK_EQ_INT(rp_new(&m, t->type, t->data, rows, cols, RP_ALLOW_LOSSY, err, sizeof err), RP_EINVAL);
+            CHECK_EQ_INT(rp_new(&m, t->type, t->data, rows, cols, RP_ALLOW_LOSSY, err, sizeof err),
+                         RP_EINVAL);
             continue;
         }
         float *ref = malloc((size_t)rows * cols * sizeof *ref);
@@ -141,7 +150,8 @@ static long rss_kib(const void *p) {
     int in = 0;
     while (f && fgets(line, sizeof line, f)) {
         unsigned long lo;
-        if (sscanf(line, "%lx-", &lo) == 1 && strchr(line, '-') && !strncmp(line + strcspn(line, " "), " r", 2))
+        if (sscanf(line, "%lx-", &lo) == 1 && strchr(line, '-') &&
+            !strncmp(line + strcspn(line, " "), " r", 2))
             in = lo == (unsigned long)p;
         else if (in && sscanf(line, "Rss: %ld kB", &rss) == 1)
             break;
@@ -157,7 +167,8 @@ static void test_drop_source(void) {
     float *x = malloc((size_t)cols * sizeof *x);
     uint8_t *q = malloc(n);
     for (int64_t r = 0; r < rows; r++) {
-        for (int64_t j = 0; j < cols; j++) x[j] = frand();
+        for (int64_t j = 0; j < cols; j++)
+            x[j] = frand();
         quant_traits(QT_Q4_0)->from_float(x, q + r * rs, cols);
     }
     char path[256];
@@ -188,7 +199,7 @@ static void test_drop_source(void) {
 int main(void) {
     test_drop_source();
     static const uint32_t types[] = {QT_Q4_0, QT_Q4_1, QT_Q5_0, QT_Q5_1, QT_Q8_0, QT_Q4_K,
-                                     QT_Q5_K, QT_Q6_K, QT_F16, QT_BF16, QT_F32};
+                                     QT_Q5_K, QT_Q6_K, QT_F16,  QT_BF16, QT_F32};
     for (size_t i = 0; i < sizeof types / sizeof types[0]; i++) {
         int kq = types[i] == QT_Q4_K || types[i] == QT_Q5_K || types[i] == QT_Q6_K;
         static const int64_t rows_list[] = {1, 7, 8, 13, 40};
@@ -233,7 +244,7 @@ int main(void) {
         rp_free(NULL);
     }
     static const char *files[] = {"mini-Q4_0", "mini-Q8_0", "mini-Q4_K_M", "mini-Q5_K_M",
-                                  "mini-Q6_K", "mini-F16", "mini-BF16"};
+                                  "mini-Q6_K", "mini-F16",  "mini-BF16"};
     for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
         char path[256];
         snprintf(path, sizeof path, "tests/data/models/%s.gguf", files[i]);

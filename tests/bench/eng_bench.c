@@ -62,13 +62,15 @@ int main(int argc, char **argv) {
         return 1;
     }
     double t_load = now() - t0, rss_load = rss_peak_mib();
-    printf("kernel %s, threads %d, load %.2f s, peak RSS after load %.1f MiB = %.3fx file (%.1f MiB)\n",
+    printf("kernel %s, threads %d, load %.2f s, peak RSS after load %.1f MiB = %.3fx file (%.1f "
+           "MiB)\n",
            kern_name(), ep.n_threads, t_load, rss_load, rss_load / (st.st_size / 1048576.0),
            st.st_size / 1048576.0);
     int V = eng_n_vocab(e);
     float *logits = malloc((size_t)B * V * sizeof(float));
     int32_t *ids = malloc((size_t)(P + N) * sizeof(int32_t));
-    for (int i = 0; i < P + N; i++) ids[i] = 16 + (int32_t)((i * 2654435761u) % (unsigned)(V - 16));
+    for (int i = 0; i < P + N; i++)
+        ids[i] = 16 + (int32_t)((i * 2654435761u) % (unsigned)(V - 16));
     double pp[3], tg[3], bt[3], tg_cpu[3], pp_cpu[3];
     for (int rep = 0; rep < 3; rep++) {
         eng_seq *s;
@@ -121,7 +123,8 @@ int main(int argc, char **argv) {
             }
         }
         bt[rep] = (double)N * nb / (now() - t0);
-        for (int j = 0; j < nb; j++) eng_seq_free(seqs[j]);
+        for (int j = 0; j < nb; j++)
+            eng_seq_free(seqs[j]);
     }
     qsort(pp, 3, sizeof(double), cmp_d);
     qsort(tg, 3, sizeof(double), cmp_d);
@@ -131,9 +134,10 @@ int main(int argc, char **argv) {
     printf("prefill %d: %.1f tok/s [%.1f..%.1f], CPU time %.2f ms/token\n", P, pp[1], pp[0], pp[2],
            pp_cpu[1]);
     printf("decode %d: %.1f tok/s [%.1f..%.1f], CPU time %.2f ms/token (all threads; on a loaded "
-           "machine the fair measure)\n", N, tg[1], tg[0], tg[2], tg_cpu[1]);
-    printf("batched decode x%d: %.1f tok/s aggregate [%.1f..%.1f] = %.2fx single\n", B, bt[1], bt[0],
-           bt[2], bt[1] / tg[1]);
+           "machine the fair measure)\n",
+           N, tg[1], tg[0], tg[2], tg_cpu[1]);
+    printf("batched decode x%d: %.1f tok/s aggregate [%.1f..%.1f] = %.2fx single\n", B, bt[1],
+           bt[0], bt[2], bt[1] / tg[1]);
     printf("peak RSS overall %.1f MiB\n", rss_peak_mib());
     free(logits);
     free(ids);

@@ -33,7 +33,8 @@ static rp_matrix *make(uint32_t type, int64_t rows, int64_t cols) {
     uint8_t *q = malloc(rs * rows);
     float *tmp = malloc(cols * sizeof *tmp);
     for (int64_t r = 0; r < rows; r++) {
-        for (int64_t j = 0; j < cols; j++) tmp[j] = frand() * 0.05f;
+        for (int64_t j = 0; j < cols; j++)
+            tmp[j] = frand() * 0.05f;
         quant_traits(type)->from_float(tmp, q + r * rs, cols);
     }
     rp_matrix *m = NULL;
@@ -68,8 +69,8 @@ int main(int argc, char **argv) {
     static const struct { int64_t rows, cols; } shapes[] = {{1024, 4608}, {65536, 1024}};
     static const uint32_t types[] = {QT_Q4_0, QT_Q8_0};
     static const int batches[] = {1, 4, 8, 16};
-    printf("%-14s %-5s %-12s %3s %5s %10s %9s\n", "shape", "type", "path", "thr", "batch", "us/call",
-           "GB/s");
+    printf("%-14s %-5s %-12s %3s %5s %10s %9s\n", "shape", "type", "path", "thr", "batch",
+           "us/call", "GB/s");
     for (int si = 0; si < 2; si++)
         for (int ti = 0; ti < 2; ti++) {
             rp_matrix *m = make(types[ti], shapes[si].rows, shapes[si].cols);
@@ -77,13 +78,15 @@ int main(int argc, char **argv) {
             kern_act a;
             kern_act_init(&a, m->cols, 16);
             float *x = malloc(16 * m->cols * sizeof *x), *y = malloc(16 * m->rows * sizeof *y);
-            for (int64_t i = 0; i < 16 * m->cols; i++) x[i] = frand();
+            for (int64_t i = 0; i < 16 * m->cols; i++)
+                x[i] = frand();
             for (int p = 0; p < KERN_NPATHS; p++) {
                 if (!kern_path_available(p)) continue;
                 for (int th = 0; th < 2; th++)
                     for (int bi = 0; bi < 4; bi++) {
                         int nb = batches[bi];
-                        if (p == KERN_SCALAR && (nb > 1 || si == 1)) continue; /* too slow to matter */
+                        if (p == KERN_SCALAR && (nb > 1 || si == 1))
+                            continue; /* too slow to matter */
                         kern_quantize(&a, x, m->cols, m->cols, nb);
                         bjob j = {m, &a, y, p};
                         int tasks = th ? 8 : 1;
@@ -99,9 +102,9 @@ int main(int argc, char **argv) {
                             double per = (t - t0) / iters;
                             if (per < best) best = per;
                         }
-                        printf("%5lldx%-8lld %-5s %-12s %3d %5d %10.1f %9.1f\n",
-                               (long long)m->rows, (long long)m->cols, quant_traits(types[ti])->name,
-                               kern_path_name(p), th + 1, nb, best * 1e6, bytes / best / 1e9);
+                        printf("%5lldx%-8lld %-5s %-12s %3d %5d %10.1f %9.1f\n", (long long)m->rows,
+                               (long long)m->cols, quant_traits(types[ti])->name, kern_path_name(p),
+                               th + 1, nb, best * 1e6, bytes / best / 1e9);
                         fflush(stdout);
                     }
             }
