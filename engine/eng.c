@@ -16,7 +16,7 @@
 
 #define PANEL_FLOATS (1 << 18) /* dequantized weight panel: 1 MiB of f32 */
 #define LOGIT_CHUNK 16         /* rows of logits computed per pass over the output head */
-#define KERN_MAX_TOK 16        /* steps of up to this many tokens use the int8 kernels, larger sgemm */
+#define HALF_MAX_TOK 16        /* f16/bf16 weights: steps up to this size use kern's GEMV, else sgemm */
 #define RP_SLOTS 1024          /* open-addressing table: gguf tensor -> its repacked matrix */
 
 struct eng {
@@ -48,7 +48,6 @@ struct eng {
     /* speed: weights repacked at load (quant/repack.h), decode through engine/kern.h */
     pool *pool;                       /* p.n_threads workers, used by the kernels */
     kern_act act;                     /* [T] quantized activations of one input */
-    int kmax;                         /* steps of up to kmax tokens use the kernels, larger sgemm */
     const gguf_tensor *rp_key[RP_SLOTS];
     rp_matrix *rp_val[RP_SLOTS];      /* NULL key: empty slot */
 };
@@ -282,12 +281,6 @@ int eng_new(eng **out, const char *model_path, const eng_params *pp, char *err, 
     int max_cols = E > hp->n_ff ? E : hp->n_ff;
     if (hp->n_head * hd > max_cols) max_cols = hp->n_head * hd;
     if (kern_act_init(&e->act, (max_cols + 31) / 32 * 32, p.max_batch_tokens) < 0) goto oom;
-    /* With SIMD kernels the int8 path beats sgemm on dequantized panels at every batch size
-     * (tests/bench/eng_bench.c: 1.7x less CPU per prefill token here); the scalar fallback only
-     * takes decode-sized steps. LFM2_KERN_MAX_TOK overrides, for measuring. */
-    e->kmax = kern_best() == KERN_SCALAR ? KERN_MAX_TOK : p.max_batch_tokens;
-    const char *km = getenv("LFM2_KERN_MAX_TOK");
-    if (km && *km) e->kmax = atoi(km);
     openblas_set_num_threads(1); /* our pool splits the rows (see matmul) */
     *out = e;
     return 0;
@@ -430,7 +423,6 @@ int eng_seq_fork(const eng_seq *src, int pos, int n_ctx, eng_seq **out, char *er
 typedef struct blas_job {
     eng *e;
     const gguf_tensor *w;
-    const rp_matrix *rp;
     const float *x;
     int n_tok;
     float *y;
@@ -458,8 +450,7 @@ static void blas_task(void *ctx, int task, int n_tasks, int thread) {
     int rows = PANEL_FLOATS / n_in;
     for (int64_t r0 = lo; r0 < hi; r0 += rows) {
         int nr = hi - r0 < rows ? (int)(hi - r0) : rows;
-        if (j->rp) rp_rows_to_float(j->rp, r0, r0 + nr, panel); /* its source pages were dropped */
-        else tr->to_float((const char *)j->w->data + (size_t)r0 * rs, panel, (int64_t)nr * n_in);
+        tr->to_float((const char *)j->w->data + (size_t)r0 * rs, panel, (int64_t)nr * n_in);
         if (n_tok == 1)
             cblas_sgemv(CblasRowMajor, CblasNoTrans, nr, n_in, 1.0f, panel, n_in, j->x, 1, 0.0f,
                         j->y + r0, 1);
@@ -476,29 +467,31 @@ static void blas_task(void *ctx, int task, int n_tasks, int thread) {
 static void matmul(eng *e, const gguf_tensor *w, const float *x, int n_tok, float *y) {
     const int n_in = (int)w->ne[0], n_out = (int)w->ne[1];
     const rp_matrix *rp = rp_of(e, w);
-    if (rp && n_tok <= e->kmax) { /* int8 activations x repacked weights */
+    if (rp) { /* int8 activations x repacked weights, for every step size: prefill and decode
+               * must compute alike (and the kernels beat sgemm on f32 panels here, 1.7x less CPU
+               * per prefill token in tests/bench/eng_bench.c) */
         kern_quantize(&e->act, x, n_in, n_in, n_tok);
         kern_matmul(e->pool, rp, &e->act, y, n_out);
         return;
     }
-    if ((w->type == QT_F16 || w->type == QT_BF16) && n_tok <= KERN_MAX_TOK) {
+    if ((w->type == QT_F16 || w->type == QT_BF16) && n_tok <= HALF_MAX_TOK) {
         /* decode on half-precision weights: straight from the file, no f32 panel */
         kern_matmul_half(e->pool, w->data, w->type == QT_BF16, n_out, n_in, x, n_in, n_tok, y,
                          n_out);
         return;
     }
-    blas_job j = {e, w, rp, x, n_tok, y};
+    blas_job j = {e, w, x, n_tok, y};
     int nt = pool_n_threads(e->pool);
     pool_run(e->pool, blas_task, &j, n_out < 64 * nt ? 1 : nt);
 }
 
 /* Matrices reading the same input x (q/k/v): one quantization and one parallel region when they
- * are all repacked and the step is small; else one matmul each. */
+ * are all repacked; else one matmul each. */
 static void matmul_n(eng *e, int n, const gguf_tensor *const *ws, const float *x, int n_tok,
                      float *const *ys) {
     const rp_matrix *ms[4];
     int64_t ld[4];
-    bool all = n <= 4 && n_tok <= e->kmax;
+    bool all = n <= 4;
     for (int i = 0; i < n && all; i++) {
         ms[i] = rp_of(e, ws[i]);
         ld[i] = ws[i]->ne[1];
@@ -517,7 +510,7 @@ static void ffn_swiglu(eng *e, const gguf_tensor *gate, const gguf_tensor *up, c
                        int n_tok, float *a, float *b) {
     const rp_matrix *rg = rp_of(e, gate), *ru = rp_of(e, up);
     const int64_t n_ff = gate->ne[1];
-    if (rg && ru && n_tok <= e->kmax && rg->cols == ru->cols && rg->rows == ru->rows) {
+    if (rg && ru && rg->cols == ru->cols && rg->rows == ru->rows) {
         kern_quantize(&e->act, x, gate->ne[0], gate->ne[0], n_tok);
         kern_swiglu(e->pool, rg, ru, &e->act, a, n_ff);
         return;
