@@ -65,6 +65,7 @@ bool gemm_kind_supported(int path, int kind) {
 #ifdef GEMM_X86
 
 #define GC 64               /* groups expanded at once (32 KiB of int8 codes on the stack) */
+#define RB 4                /* row blocks sharing a token block in rb_matmul */
 #define TOK GEMM_MIN_TOKENS /* tokens per AMX tile (its rows) */
 
 /* 16 weight rows (two repacked tiles) expanded for groups [g0, g0 + GC): codes[g][c] is the
@@ -418,63 +419,85 @@ static inline void prefetch_out(const float *y, int64_t ldy, int n) {
         __builtin_prefetch(y + t * ldy, 1, 3);
 }
 
-/* Row block rb of m for every token: y points at row 0's output. The last n % 16 tokens go
- * through kern's AVX-512 tile kernel (the same bits; a partial AMX tile would cost a full one). */
-static void rb_matmul(const rp_matrix *m, const kern_act *a, float *y, int64_t ldy, int64_t rb,
-                      panel *pn, const amx_cfg *cfg) {
+/* Row blocks [rb0, rb0 + nrb) of m for every token: y points at row 0's output. Each token block
+ * runs through the nrb blocks in turn, so a token's outputs are written nrb lines at a time. The
+ * last n % 16 tokens go through kern's AVX-512 tile kernel (the same bits; a partial AMX tile would
+ * cost a full one). */
+static void rb_matmul(const rp_matrix *m, const kern_act *a, float *y, int64_t ldy, int64_t rb0,
+                      int nrb, panel *pn, const amx_cfg *cfg) {
     const int sgn = !m->has_min, six = m->kind == RP_I6; /* I4, I8, I6: codes minus z as s8 */
     const int n = a->n, nfull = n / TOK * TOK;
-    const int64_t ng = m->n_groups, t1 = 2 * rb + 2 < m->n_tiles ? 2 * rb + 2 : m->n_tiles;
-    const uint8_t *tp = m->data + (size_t)(2 * rb) * m->tile_bytes;
-    const uint8_t *tq = 2 * rb + 1 < m->n_tiles ? tp + m->tile_bytes : NULL;
-    const int64_t left = m->rows - rb * 16;
-    const int nr = left < 16 ? (int)left : 16;
-    const __mmask16 k = (__mmask16)(nr >= 16 ? 0xffff : (1u << nr) - 1);
-    float *yr = y + rb * 16;
+    const int64_t ng = m->n_groups,
+                  t1 = 2 * (rb0 + nrb) < m->n_tiles ? 2 * (rb0 + nrb) : m->n_tiles;
+    __mmask16 k[RB];
+    for (int r = 0; r < nrb; r++) {
+        const int64_t left = m->rows - (rb0 + r) * 16;
+        k[r] = (__mmask16)(left >= 16 ? 0xffff : (1u << left) - 1);
+    }
+    float *yr = y + rb0 * 16;
     _tile_loadconfig(cfg);
     for (int64_t g0 = 0; g0 < ng; g0 += GC) {
         const int64_t g1 = ng - g0 < GC ? ng : g0 + GC;
-        expand(m, tp, tq, g0, g1, pn, sgn);
+        for (int r = 0; r < nrb; r++) {
+            const uint8_t *tp = m->data + (size_t)(2 * (rb0 + r)) * m->tile_bytes;
+            const uint8_t *tq = 2 * (rb0 + r) + 1 < m->n_tiles ? tp + m->tile_bytes : NULL;
+            expand(m, tp, tq, g0, g1, &pn[r], sgn);
+        }
         for (int tok = 0; tok < nfull; tok += TOK) {
-            if (tok + TOK < n) prefetch_out(yr + (size_t)(tok + TOK) * ldy, ldy, n - tok - TOK);
-            block_any(pn, g0, g1, a, tok, yr + (size_t)tok * ldy, ldy, k, g0 == 0, sgn, m->has_min,
-                      six);
+            if (tok + TOK < n)
+                for (int r = 0; r < nrb; r++)
+                    prefetch_out(yr + r * 16 + (size_t)(tok + TOK) * ldy, ldy, n - tok - TOK);
+            for (int r = 0; r < nrb; r++)
+                block_any(&pn[r], g0, g1, a, tok, yr + r * 16 + (size_t)tok * ldy, ldy, k[r],
+                          g0 == 0, sgn, m->has_min, six);
         }
     }
     if (n > nfull)
-        kern_tiles_avx512(m, a, nfull, n - nfull, yr + (size_t)nfull * ldy, ldy, 2 * rb, t1);
+        kern_tiles_avx512(m, a, nfull, n - nfull, yr + (size_t)nfull * ldy, ldy, 2 * rb0, t1);
 }
 
-/* Row block rb of gate and up (n_groups <= GC) for every token: y = silu(gate) * up. */
+/* Row blocks [rb0, rb0 + nrb) (nrb <= RB / 2) of gate and up (n_groups <= GC) for every token:
+ * y = silu(gate) * up. pn holds nrb gate panels, then nrb up panels. */
 static void rb_swiglu(const rp_matrix *gate, const rp_matrix *up, const kern_act *a, float *y,
-                      int64_t ldy, int64_t rb, panel *pg, panel *pu, const amx_cfg *cfg) {
+                      int64_t ldy, int64_t rb0, int nrb, panel *pn, const amx_cfg *cfg) {
     const int sgn = !gate->has_min, six = gate->kind == RP_I6;
-    const int n = a->n, nfull = n / TOK * TOK;
-    const int64_t ng = gate->n_groups, t1 = 2 * rb + 2 < gate->n_tiles ? 2 * rb + 2 : gate->n_tiles;
-    const size_t off = (size_t)(2 * rb) * gate->tile_bytes;
-    const int two = 2 * rb + 1 < gate->n_tiles;
-    const int64_t left = gate->rows - rb * 16;
-    const int nr = left < 16 ? (int)left : 16;
-    const __mmask16 k = (__mmask16)(nr >= 16 ? 0xffff : (1u << nr) - 1);
+    const int n = a->n;
+    const int64_t ng = gate->n_groups;
+    int nr[RB / 2];
+    __mmask16 k[RB / 2];
+    for (int r = 0; r < nrb; r++) {
+        const int64_t rb = rb0 + r, left = gate->rows - rb * 16;
+        const size_t off = (size_t)(2 * rb) * gate->tile_bytes;
+        const int two = 2 * rb + 1 < gate->n_tiles;
+        nr[r] = left < 16 ? (int)left : 16;
+        k[r] = (__mmask16)(nr[r] >= 16 ? 0xffff : (1u << nr[r]) - 1);
+        if (n >= TOK) {
+            expand(gate, gate->data + off, two ? gate->data + off + gate->tile_bytes : NULL, 0, ng,
+                   &pn[r], sgn);
+            expand(up, up->data + off, two ? up->data + off + up->tile_bytes : NULL, 0, ng,
+                   &pn[nrb + r], sgn);
+        }
+    }
     _Alignas(64) float ub[TOK * 16];
     _tile_loadconfig(cfg);
-    if (nfull) {
-        expand(gate, gate->data + off, two ? gate->data + off + gate->tile_bytes : NULL, 0, ng, pg,
-               sgn);
-        expand(up, up->data + off, two ? up->data + off + up->tile_bytes : NULL, 0, ng, pu, sgn);
-    }
     for (int tok = 0; tok < n; tok += TOK) {
         const int nt = n - tok < TOK ? n - tok : TOK;
-        float *yt = y + rb * 16 + (size_t)tok * ldy;
-        if (tok + TOK < n) prefetch_out(yt + (size_t)TOK * ldy, ldy, n - tok - TOK);
-        if (nt == TOK) {
-            block_any(pg, 0, ng, a, tok, yt, ldy, k, 1, sgn, gate->has_min, six);
-            block_any(pu, 0, ng, a, tok, ub, 16, k, 1, sgn, gate->has_min, six);
-        } else {
-            kern_tiles_avx512(gate, a, tok, nt, yt, ldy, 2 * rb, t1);
-            kern_tiles_avx512(up, a, tok, nt, ub, 16, 2 * rb, t1);
+        if (tok + TOK < n)
+            for (int r = 0; r < nrb; r++)
+                prefetch_out(y + (rb0 + r) * 16 + (size_t)(tok + TOK) * ldy, ldy, n - tok - TOK);
+        for (int r = 0; r < nrb; r++) {
+            const int64_t rb = rb0 + r,
+                          t1 = 2 * rb + 2 < gate->n_tiles ? 2 * rb + 2 : gate->n_tiles;
+            float *yt = y + rb * 16 + (size_t)tok * ldy;
+            if (nt == TOK) {
+                block_any(&pn[r], 0, ng, a, tok, yt, ldy, k[r], 1, sgn, gate->has_min, six);
+                block_any(&pn[nrb + r], 0, ng, a, tok, ub, 16, k[r], 1, sgn, gate->has_min, six);
+            } else {
+                kern_tiles_avx512(gate, a, tok, nt, yt, ldy, 2 * rb, t1);
+                kern_tiles_avx512(up, a, tok, nt, ub, 16, 2 * rb, t1);
+            }
+            silu_mul(yt, ldy, ub, nt, nr[r]);
         }
-        silu_mul(yt, ldy, ub, nt, nr);
     }
 }
 
@@ -484,18 +507,23 @@ static void amx_task(void *ctx, int task, int n_tasks, int thread) {
     int64_t lo, hi;
     pool_split(j->first[j->n], n_tasks, task, &lo, &hi);
     if (lo >= hi) return;
-    panel pn[2];    /* 80 KiB of stack: no allocation per call */
+    panel pn[RB];   /* 160 KiB of stack: no allocation per call */
     amx_cfg cfg[2]; /* [half] */
     cfg_make(&cfg[0], TOK, 0);
     cfg_make(&cfg[1], TOK, 1);
     for (int i = 0; i < j->n; i++) {
         const amx_cfg *c = &cfg[j->ms[i]->kind == RP_I6];
-        for (int64_t r = lo > j->first[i] ? lo : j->first[i]; r < hi && r < j->first[i + 1]; r++) {
-            if (j->swiglu)
-                rb_swiglu(j->ms[i], j->up, j->a, j->ys[i], j->ldys[i], r - j->first[i], &pn[0],
-                          &pn[1], c);
-            else
-                rb_matmul(j->ms[i], j->a, j->ys[i], j->ldys[i], r - j->first[i], &pn[0], c);
+        const int64_t end = hi < j->first[i + 1] ? hi : j->first[i + 1];
+        for (int64_t r = lo > j->first[i] ? lo : j->first[i]; r < end;) {
+            const int nrb = end - r < RB ? (int)(end - r) : RB;
+            if (j->swiglu) {
+                const int ns = nrb < RB / 2 ? nrb : RB / 2;
+                rb_swiglu(j->ms[i], j->up, j->a, j->ys[i], j->ldys[i], r - j->first[i], ns, pn, c);
+                r += ns;
+            } else {
+                rb_matmul(j->ms[i], j->a, j->ys[i], j->ldys[i], r - j->first[i], nrb, pn, c);
+                r += nrb;
+            }
         }
     }
     _tile_release();
