@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # vs-llama.sh: lfm2 bench against llama.cpp (the oracle, node-llama-cpp) on the same files and cores, with issue 4's targets.
-# usage: tests/bench/vs-llama.sh [-t THREADS] [-p 512] [-n 128] [-r 3] [--json FILE] [MODEL...]
+# usage: tests/bench/vs-llama.sh [-t THREADS] [-p 512] [-n 128] [-r 3] [-b 1,4,8,16] [--json FILE] [MODEL...]
 # Default models (made once, cached in build/bench/): the 350M-shape synthetic LFM2 from
 # `lfm2 mkmodel --preset 350m --seed 1` in Q4_0 and in Q4_K_M. Both engines run with
 # OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE unset (full-speed OpenBLAS), one after the other, never
@@ -11,7 +11,7 @@
 set -u
 cd "$(dirname "$0")/../.."
 LFM2=${LFM2:-build/lfm2}
-T=$(nproc) P=512 N=128 R=3 JSON_OUT=""
+T=$(nproc) P=512 N=128 R=3 B=1,4,8,16 JSON_OUT=""
 models=()
 while [ $# -gt 0 ]; do
   case $1 in
@@ -19,6 +19,7 @@ while [ $# -gt 0 ]; do
     -p) P=$2; shift 2;;
     -n) N=$2; shift 2;;
     -r) R=$2; shift 2;;
+    -b) B=$2; shift 2;;
     --json) JSON_OUT=$2; shift 2;;
     -h|--help) sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; exit 0;;
     -*) echo "vs-llama.sh: unknown option $1" >&2; exit 2;;
@@ -48,7 +49,7 @@ for m in "${models[@]}"; do
   echo "== $m ($ftype), $T threads, load $l0" >&2
   ll=$(env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE node tests/bench/llama_bench.mjs "$m" -p "$P" -n "$N" -t "$T" -r "$R" 2>/dev/null | tail -1)
   l1=$(load)
-  ours=$(env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE "$LFM2" bench -m "$m" -p "$P" -n "$N" -b 1,4,8,16 -t "$T" -r "$R" --json 2>/dev/null | tail -1)
+  ours=$(env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE "$LFM2" bench -m "$m" -p "$P" -n "$N" -b "$B" -t "$T" -r "$R" --json 2>/dev/null | tail -1)
   l2=$(load)
   case $ll in "{"*) ;; *) echo "vs-llama.sh: llama_bench.mjs failed on $m" >&2; exit 1;; esac
   case $ours in "{"*) ;; *) echo "vs-llama.sh: lfm2 bench failed on $m" >&2; exit 1;; esac
