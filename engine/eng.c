@@ -9,6 +9,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "engine/gemm.h"
 #include "engine/kern.h"
 #include "engine/pool.h"
 #include "quant/quant.h"
@@ -470,8 +471,8 @@ static void matmul(eng *e, const gguf_tensor *w, const float *x, int n_tok, floa
     if (rp) { /* int8 activations x repacked weights, for every step size: prefill and decode
                * must compute alike (and the kernels beat sgemm on f32 panels here, 1.7x less CPU
                * per prefill token in tests/bench/eng_bench.c) */
-        kern_quantize(&e->act, x, n_in, n_in, n_tok);
-        kern_matmul(e->pool, rp, &e->act, y, n_out);
+        gemm_quantize(e->pool, &e->act, x, n_in, n_in, n_tok);
+        gemm_matmul(e->pool, rp, &e->act, y, n_out);
         return;
     }
     if ((w->type == QT_F16 || w->type == QT_BF16) && n_tok <= HALF_MAX_TOK) {
@@ -501,8 +502,8 @@ static void matmul_n(eng *e, int n, const gguf_tensor *const *ws, const float *x
         for (int i = 0; i < n; i++) matmul(e, ws[i], x, n_tok, ys[i]);
         return;
     }
-    kern_quantize(&e->act, x, ws[0]->ne[0], ws[0]->ne[0], n_tok);
-    kern_matmul_n(e->pool, n, ms, &e->act, ys, ld);
+    gemm_quantize(e->pool, &e->act, x, ws[0]->ne[0], ws[0]->ne[0], n_tok);
+    gemm_matmul_n(e->pool, n, ms, &e->act, ys, ld);
 }
 
 /* a = silu(gate x) * (up x), [n_tok, n_ff]; b is scratch for the unfused path. */
@@ -511,8 +512,8 @@ static void ffn_swiglu(eng *e, const gguf_tensor *gate, const gguf_tensor *up, c
     const rp_matrix *rg = rp_of(e, gate), *ru = rp_of(e, up);
     const int64_t n_ff = gate->ne[1];
     if (rg && ru && rg->cols == ru->cols && rg->rows == ru->rows) {
-        kern_quantize(&e->act, x, gate->ne[0], gate->ne[0], n_tok);
-        kern_swiglu(e->pool, rg, ru, &e->act, a, n_ff);
+        gemm_quantize(e->pool, &e->act, x, gate->ne[0], gate->ne[0], n_tok);
+        gemm_swiglu(e->pool, rg, ru, &e->act, a, n_ff);
         return;
     }
     matmul(e, gate, x, n_tok, a);
