@@ -1211,14 +1211,13 @@ static void load_done(uv_work_t *w, int status) {
     logf_(sv, "ready: model %s, %d sequences x %d tokens of context", sv->model_id, sv->o.parallel,
           sched_n_ctx(sv->s));
     logf_(sv,
-          "try: curl http://%s%s%s:%d/v1/chat/completions -H 'Content-Type: application/json'%s%s%s"
+          "try: curl http://%s%s%s:%d/v1/chat/completions -H 'Content-Type: application/json'%s"
           " -d '{\"messages\":[{\"role\":\"user\",\"content\":\"Hello\"}],\"max_tokens\":32}'",
           strchr(sv->o.host, ':') ? "[" : "",
           !strcmp(sv->o.host, "0.0.0.0") ? "127.0.0.1" : sv->o.host,
           strchr(sv->o.host, ':') ? "]" : "", sv->o.port,
-          sv->o.api_key && *sv->o.api_key ? " -H 'Authorization: Bearer " : "",
-          sv->o.api_key && *sv->o.api_key ? sv->o.api_key : "",
-          sv->o.api_key && *sv->o.api_key ? "'" : "");
+          /* The key itself never goes to the log: logs are often readable by more people. */
+          sv->o.api_key && *sv->o.api_key ? " -H \"Authorization: Bearer $LFM2_API_KEY\"" : "");
 }
 
 static void mhd_log(void *cls, const char *fmt, va_list ap) {

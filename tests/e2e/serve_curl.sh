@@ -167,8 +167,10 @@ http $T/e.json "$BASE/v1/models" -H 'Authorization: Bearer s3cret-key'
 expect_eq "right key" "$CODE" 200
 http $T/e.json "$BASE/health"
 expect_eq "health needs no key" "$CODE" 200
-ok "api key"
 stop_server $PID || fail "exit status after SIGTERM"
+grep -q 's3cret-key' "$LOG" && fail "the API key appears in the server log"
+grep -q 'try: curl .*Bearer \$LFM2_API_KEY' "$LOG" || fail "the try line does not show the key placeholder"
+ok "api key (never logged)"
 
 # a full queue answers 503 + Retry-After: one running, one waiting, the third is refused
 start_server queue --parallel 1 --queue 1 --ctx 4096
