@@ -29,19 +29,6 @@ static void run_usage(FILE *f) {
             "  --json             one JSON object per token: id, text, logprob, top 5\n");
 }
 
-static int parse_long(const char *flag, const char *v, long lo, long hi, long *out) {
-    char *end;
-    errno = 0;
-    long x = v ? strtol(v, &end, 10) : 0;
-    if (!v || errno || *end || end == v || x < lo || x > hi) {
-        fprintf(stderr, "error: %s '%s': expected an integer in [%ld, %ld]\n", flag,
-                v ? v : "(missing)", lo, hi);
-        return -1;
-    }
-    *out = x;
-    return 0;
-}
-
 static int parse_float(const char *flag, const char *v, double lo, double hi, float *out) {
     char *end;
     errno = 0;
@@ -107,13 +94,13 @@ int cmd_run(int argc, char **argv) {
             continue;
         } else if (!strcmp(a, "-m") || !strcmp(a, "--model")) model = v;
         else if (!strcmp(a, "-p") || !strcmp(a, "--prompt")) prompt = v;
-        else if (!strcmp(a, "-n")) rc = parse_long(a, v, 0, 1 << 24, &n_gen);
-        else if (!strcmp(a, "--ctx")) rc = parse_long(a, v, 1, 1 << 24, &ctx);
-        else if (!strcmp(a, "-t") || !strcmp(a, "--threads")) rc = parse_long(a, v, 1, 1024, &threads);
-        else if (!strcmp(a, "--seed")) rc = parse_long(a, v, 0, 0x7fffffffL, &seed);
+        else if (!strcmp(a, "-n")) rc = cli_parse_long(a, v, 0, 1 << 24, &n_gen);
+        else if (!strcmp(a, "--ctx")) rc = cli_parse_long(a, v, 1, 1 << 24, &ctx);
+        else if (!strcmp(a, "-t") || !strcmp(a, "--threads")) rc = cli_parse_long(a, v, 1, 1024, &threads);
+        else if (!strcmp(a, "--seed")) rc = cli_parse_long(a, v, 0, 0x7fffffffL, &seed);
         else if (!strcmp(a, "--temp")) rc = parse_float(a, v, 0, 1e4, &sp.temperature);
         else if (!strcmp(a, "--top-k")) {
-            rc = parse_long(a, v, 0, 1 << 24, &lv);
+            rc = cli_parse_long(a, v, 0, 1 << 24, &lv);
             sp.top_k = (int)lv;
         } else if (!strcmp(a, "--top-p")) rc = parse_float(a, v, 0, 1, &sp.top_p);
         else if (!strcmp(a, "--min-p")) rc = parse_float(a, v, 0, 1, &sp.min_p);
@@ -121,7 +108,7 @@ int cmd_run(int argc, char **argv) {
         else if (!strcmp(a, "--presence-penalty")) rc = parse_float(a, v, -1e4, 1e4, &sp.presence_penalty);
         else if (!strcmp(a, "--frequency-penalty")) rc = parse_float(a, v, -1e4, 1e4, &sp.frequency_penalty);
         else if (!strcmp(a, "--repeat-last-n")) {
-            rc = parse_long(a, v, 0, 1 << 20, &lv);
+            rc = cli_parse_long(a, v, 0, 1 << 20, &lv);
             sp.penalty_last_n = (int)lv;
         } else {
             fprintf(stderr, "error: run: unknown option '%s'\n", a);
