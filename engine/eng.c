@@ -60,7 +60,7 @@ struct eng_seq {
     bool in_step; /* duplicate detection inside eng_step */
     float *ring;  /* [n_conv][R][n_embd]: bx columns, slot = position % R */
     float *kv;    /* per attention layer: K [n_ctx][nkv*hd] then V [n_ctx][nkv*hd] */
-    float *scores; /* [n_ctx] attention weights of one query */
+    float *scores; /* [pool threads][n_ctx] attention weights of one query, per thread */
     size_t bytes;
 };
 
@@ -334,7 +334,7 @@ int eng_seq_new(eng *e, int n_ctx, eng_seq **out, char *err, size_t errlen) {
     size_t nr = ring_floats(e), nkv = (size_t)n_ctx * e->kv_per_pos;
     s->ring = calloc(nr ? nr : 1, sizeof(float));
     s->kv = malloc((nkv ? nkv : 1) * sizeof(float));
-    s->scores = malloc((size_t)n_ctx * sizeof(float));
+    s->scores = malloc((size_t)n_ctx * pool_n_threads(e->pool) * sizeof(float));
     if (!s->ring || !s->kv || !s->scores) {
         free(s->ring);
         free(s->kv);
@@ -575,6 +575,55 @@ static void conv_item(eng *e, int l, eng_seq *s, int r0, int n) {
     }
 }
 
+/* One item's attention over its (token, head) pairs, split across the pool: each pair computed
+ * exactly as a single thread would (same operations, same order), in its thread's scores row. */
+typedef struct attn_job {
+    const float *q_all; /* [T][qw] */
+    float *out;         /* e->b: [T][qw] */
+    const float *K, *V; /* [n_ctx][kw] */
+    float *scores;      /* [threads][n_ctx] */
+    int n_ctx, pos, r0, n, H, group, hd, qw, kw, n_swa;
+    float kq_scale;
+} attn_job;
+
+static void attn_task(void *ctx, int task, int n_tasks, int thread) {
+    const attn_job *a = ctx;
+    int64_t lo, hi;
+    pool_split((int64_t)a->n * a->H, n_tasks, task, &lo, &hi);
+    float *scores = a->scores + (size_t)thread * a->n_ctx;
+    const int hd = a->hd, kw = a->kw;
+    for (int64_t th = lo; th < hi; th++) {
+        const int t = (int)(th / a->H), h = (int)(th % a->H);
+        const int p = a->pos + t;
+        const int lo_j = a->n_swa > 0 && p - a->n_swa + 1 > 0 ? p - a->n_swa + 1 : 0;
+        const float *qh = a->q_all + (size_t)(a->r0 + t) * a->qw + h * hd;
+        const int kh = h / a->group;
+        float mx = -INFINITY;
+        for (int j = lo_j; j <= p; j++) {
+            const float *kj = a->K + (size_t)j * kw + kh * hd;
+            float d = 0;
+            for (int i = 0; i < hd; i++) d += qh[i] * kj[i];
+            d *= a->kq_scale;
+            scores[j] = d;
+            if (d > mx) mx = d;
+        }
+        double sum = 0;
+        for (int j = lo_j; j <= p; j++) {
+            float w = expf(scores[j] - mx);
+            scores[j] = w;
+            sum += w;
+        }
+        float inv = (float)(1.0 / sum);
+        float *oh = a->out + (size_t)(a->r0 + t) * a->qw + h * hd;
+        for (int i = 0; i < hd; i++) oh[i] = 0;
+        for (int j = lo_j; j <= p; j++) {
+            const float *vj = a->V + (size_t)j * kw + kh * hd;
+            float w = scores[j] * inv;
+            for (int i = 0; i < hd; i++) oh[i] += w * vj[i];
+        }
+    }
+}
+
 /* Attention for one item: q|k|v rows in e->a (q at qo, k at ko, v at vo, row strides given);
  * stores K/V at the item's positions, writes concatenated heads into e->b rows. */
 static void attn_item(eng *e, int l, eng_seq *s, int r0, int n, int T) {
@@ -602,40 +651,10 @@ static void attn_item(eng *e, int l, eng_seq *s, int r0, int n, int T) {
         memcpy(K + (size_t)p * kw, k, kw * sizeof(float));
         memcpy(V + (size_t)p * kw, v, kw * sizeof(float));
     }
-    const int group = H / KV;
-    for (int t = 0; t < n; t++) {
-        int p = s->pos + t;
-        int lo = hp->n_swa > 0 && p - hp->n_swa + 1 > 0 ? p - hp->n_swa + 1 : 0;
-        const float *q = q_all + (size_t)(r0 + t) * qw;
-        float *out = e->b + (size_t)(r0 + t) * qw;
-        for (int h = 0; h < H; h++) {
-            const float *qh = q + h * hd;
-            int kh = h / group;
-            float mx = -INFINITY;
-            for (int j = lo; j <= p; j++) {
-                const float *kj = K + (size_t)j * kw + kh * hd;
-                float d = 0;
-                for (int i = 0; i < hd; i++) d += qh[i] * kj[i];
-                d *= kq_scale;
-                s->scores[j] = d;
-                if (d > mx) mx = d;
-            }
-            double sum = 0;
-            for (int j = lo; j <= p; j++) {
-                float w = expf(s->scores[j] - mx);
-                s->scores[j] = w;
-                sum += w;
-            }
-            float inv = (float)(1.0 / sum);
-            float *oh = out + h * hd;
-            for (int i = 0; i < hd; i++) oh[i] = 0;
-            for (int j = lo; j <= p; j++) {
-                const float *vj = V + (size_t)j * kw + kh * hd;
-                float w = s->scores[j] * inv;
-                for (int i = 0; i < hd; i++) oh[i] += w * vj[i];
-            }
-        }
-    }
+    attn_job j = {q_all, e->b, K, V, s->scores, s->n_ctx, s->pos, r0, n, H, H / KV, hd, qw, kw,
+                  hp->n_swa, kq_scale};
+    int nt = pool_n_threads(e->pool);
+    pool_run(e->pool, attn_task, &j, n * H < 4 * nt ? 1 : 4 * nt);
 }
 
 /* ---- the batch step ---- */
