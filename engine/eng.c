@@ -577,6 +577,8 @@ static void conv_item(eng *e, int l, eng_seq *s, int r0, int n) {
 
 /* One item's attention over its (token, head) pairs, split across the pool: each pair computed
  * exactly as a single thread would (same operations, same order), in its thread's scores row. */
+typedef float v4f __attribute__((vector_size(16))); /* GCC vector extension: SSE at baseline */
+
 typedef struct attn_job {
     const float *q_all; /* [T][qw] */
     float *out;         /* e->b: [T][qw] */
@@ -619,7 +621,16 @@ static void attn_task(void *ctx, int task, int n_tasks, int thread) {
         for (int j = lo_j; j <= p; j++) {
             const float *vj = a->V + (size_t)j * kw + kh * hd;
             float w = scores[j] * inv;
-            for (int i = 0; i < hd; i++) oh[i] += w * vj[i];
+            int i = 0;
+            /* 4 lanes of the same per-element mul then add (no contraction under -std=c11) */
+            for (; i + 4 <= hd; i += 4) {
+                v4f o, v;
+                memcpy(&o, oh + i, sizeof o);
+                memcpy(&v, vj + i, sizeof v);
+                o += w * v;
+                memcpy(oh + i, &o, sizeof o);
+            }
+            for (; i < hd; i++) oh[i] += w * vj[i];
         }
     }
 }
