@@ -601,7 +601,26 @@ static void attn_task(void *ctx, int task, int n_tasks, int thread) {
         const float *qh = a->q_all + (size_t)(a->r0 + t) * a->qw + h * hd;
         const int kh = h / a->group;
         float mx = -INFINITY;
-        for (int j = lo_j; j <= p; j++) {
+        int j = lo_j;
+        /* four keys at a time: four independent sums, each still in i order (the same bits) */
+        for (; j + 4 <= p + 1; j += 4) {
+            const float *k0 = a->K + (size_t)j * kw + kh * hd, *k1 = k0 + kw, *k2 = k1 + kw,
+                        *k3 = k2 + kw;
+            float d[4] = {0, 0, 0, 0};
+            for (int i = 0; i < hd; i++) {
+                float qi = qh[i];
+                d[0] += qi * k0[i];
+                d[1] += qi * k1[i];
+                d[2] += qi * k2[i];
+                d[3] += qi * k3[i];
+            }
+            for (int u = 0; u < 4; u++) {
+                d[u] *= a->kq_scale;
+                scores[j + u] = d[u];
+                if (d[u] > mx) mx = d[u];
+            }
+        }
+        for (; j <= p; j++) {
             const float *kj = a->K + (size_t)j * kw + kh * hd;
             float d = 0;
             for (int i = 0; i < hd; i++) d += qh[i] * kj[i];
