@@ -636,20 +636,34 @@ static void attn_task(void *ctx, int task, int n_tasks, int thread) {
         }
         float inv = (float)(1.0 / sum);
         float *oh = a->out + (size_t)(a->r0 + t) * a->qw + h * hd;
-        for (int i = 0; i < hd; i++) oh[i] = 0;
-        for (int j = lo_j; j <= p; j++) {
-            const float *vj = a->V + (size_t)j * kw + kh * hd;
-            float w = scores[j] * inv;
-            int i = 0;
-            /* 4 lanes of the same per-element mul then add (no contraction under -std=c11) */
-            for (; i + 4 <= hd; i += 4) {
-                v4f o, v;
-                memcpy(&o, oh + i, sizeof o);
-                memcpy(&v, vj + i, sizeof v);
-                o += w * v;
-                memcpy(oh + i, &o, sizeof o);
+        /* oh[i] = sum over j in order of (scores[j] * inv) * v_j[i]: 16 outputs at a time held
+         * in 4-lane vectors across all j (the same per-element multiply then add, no
+         * contraction under -std=c11: the same bits as one element at a time) */
+        int i = 0;
+        for (; i + 16 <= hd; i += 16) {
+            v4f o0 = {0, 0, 0, 0}, o1 = o0, o2 = o0, o3 = o0;
+            for (int j = lo_j; j <= p; j++) {
+                const float *vj = a->V + (size_t)j * kw + kh * hd + i;
+                const float w = scores[j] * inv;
+                v4f v0, v1, v2, v3;
+                memcpy(&v0, vj, sizeof v0);
+                memcpy(&v1, vj + 4, sizeof v1);
+                memcpy(&v2, vj + 8, sizeof v2);
+                memcpy(&v3, vj + 12, sizeof v3);
+                o0 += w * v0;
+                o1 += w * v1;
+                o2 += w * v2;
+                o3 += w * v3;
             }
-            for (; i < hd; i++) oh[i] += w * vj[i];
+            memcpy(oh + i, &o0, sizeof o0);
+            memcpy(oh + i + 4, &o1, sizeof o1);
+            memcpy(oh + i + 8, &o2, sizeof o2);
+            memcpy(oh + i + 12, &o3, sizeof o3);
+        }
+        for (; i < hd; i++) {
+            float o = 0;
+            for (int j = lo_j; j <= p; j++) o += (scores[j] * inv) * a->V[(size_t)j * kw + kh * hd + i];
+            oh[i] = o;
         }
     }
 }
