@@ -1,4 +1,5 @@
 /* eng.c: the LFM2 forward pass over a batch of sequences, their hybrid state, and its lifecycle. */
+#include "engine/util.h"
 #include "engine/eng.h"
 
 #include <cblas.h>
@@ -64,16 +65,6 @@ struct eng_seq {
     size_t bytes;
 };
 
-static int fail(char *err, size_t errlen, int code, const char *fmt, ...) {
-    if (err && errlen) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, errlen, fmt, ap);
-        va_end(ap);
-    }
-    return code;
-}
-
 void eng_params_default(eng_params *p) {
     memset(p, 0, sizeof *p);
     long nc = sysconf(_SC_NPROCESSORS_ONLN);
@@ -97,7 +88,7 @@ static int to_f32(const gguf_tensor *t, float *dst, int64_t n, char *err, size_t
     const qtype_traits *tr = quant_traits(t->type);
     int64_t have = t->ne[0] * t->ne[1] * t->ne[2] * t->ne[3];
     if (!tr || have != n || n % tr->block_size)
-        return fail(err, errlen, ENG_EMODEL, "tensor '%s': %lld values of type %u, expected %lld",
+        return util_fail(err, errlen, ENG_EMODEL, "tensor '%s': %lld values of type %u, expected %lld",
                     t->name, (long long)have, t->type, (long long)n);
     tr->to_float(t->data, dst, n);
     return 0;
@@ -126,7 +117,7 @@ static int repack_one(eng *e, const gguf_tensor *t, char *err, size_t errlen) {
     char rerr[256];
     int rc = rp_new(&m, t->type, t->data, t->ne[1], t->ne[0], RP_ALLOW_LOSSY | RP_DROP_SOURCE, rerr,
                     sizeof rerr);
-    if (rc == RP_ENOMEM) return fail(err, errlen, ENG_ENOMEM, "tensor '%s': %s", t->name, rerr);
+    if (rc == RP_ENOMEM) return util_fail(err, errlen, ENG_ENOMEM, "tensor '%s': %s", t->name, rerr);
     if (rc < 0) return 0; /* not repackable: stays on the sgemm path */
     size_t i = rp_slot(t);
     while (e->rp_key[i]) i = (i + 1) % RP_SLOTS;
@@ -163,13 +154,13 @@ int eng_new(eng **out, const char *model_path, const eng_params *pp, char *err, 
         if (pp->n_restore > 0) p.n_restore = pp->n_restore;
         if (pp->n_threads < 0 || pp->max_seqs < 0 || pp->n_ctx < 0 || pp->max_batch_tokens < 0 ||
             pp->n_restore < 0)
-            return fail(err, errlen, ENG_EINVAL, "engine parameters: negative value");
+            return util_fail(err, errlen, ENG_EINVAL, "engine parameters: negative value");
     }
     if (p.max_batch_tokens > 1 << 20)
-        return fail(err, errlen, ENG_EINVAL, "max_batch_tokens %d exceeds limit %d",
+        return util_fail(err, errlen, ENG_EINVAL, "max_batch_tokens %d exceeds limit %d",
                     p.max_batch_tokens, 1 << 20);
     eng *e = calloc(1, sizeof *e);
-    if (!e) return fail(err, errlen, ENG_ENOMEM, "out of memory");
+    if (!e) return util_fail(err, errlen, ENG_ENOMEM, "out of memory");
     int rc = lfm2_model_open(&e->m, model_path, err, errlen);
     if (rc < 0) {
         free(e);
@@ -186,7 +177,7 @@ int eng_new(eng **out, const char *model_path, const eng_params *pp, char *err, 
     e->p = p;
     const int E = hp->n_embd, hd = hp->head_dim, L = hp->l_cache;
     if (hp->head_dim * hp->n_head != E || L < 1 || hd % 2) {
-        rc = fail(err, errlen, ENG_EMODEL, "model: head_dim %d * heads %d != n_embd %d or bad L %d",
+        rc = util_fail(err, errlen, ENG_EMODEL, "model: head_dim %d * heads %d != n_embd %d or bad L %d",
                   hd, hp->n_head, E, L);
         goto fail;
     }
@@ -236,7 +227,7 @@ int eng_new(eng **out, const char *model_path, const eng_params *pp, char *err, 
         for (size_t i = 0; i < sizeof ws / sizeof ws[0]; i++) {
             if (!ws[i]) continue;
             if (!quant_traits(ws[i]->type) || !quant_row_size(ws[i]->type, ws[i]->ne[0])) {
-                rc = fail(err, errlen, ENG_EMODEL, "tensor '%s': type %u unsupported for rows of %lld",
+                rc = util_fail(err, errlen, ENG_EMODEL, "tensor '%s': type %u unsupported for rows of %lld",
                           ws[i]->name, ws[i]->type, (long long)ws[i]->ne[0]);
                 goto fail;
             }
@@ -245,7 +236,7 @@ int eng_new(eng **out, const char *model_path, const eng_params *pp, char *err, 
     const gguf_tensor *heads[] = {e->m->tok_embd, e->m->output};
     for (int i = 0; i < 2; i++)
         if (!quant_traits(heads[i]->type) || !quant_row_size(heads[i]->type, heads[i]->ne[0])) {
-            rc = fail(err, errlen, ENG_EMODEL, "tensor '%s': type %u unsupported", heads[i]->name,
+            rc = util_fail(err, errlen, ENG_EMODEL, "tensor '%s': type %u unsupported", heads[i]->name,
                       heads[i]->type);
             goto fail;
         }
@@ -270,13 +261,13 @@ int eng_new(eng **out, const char *model_path, const eng_params *pp, char *err, 
         goto oom;
     int max_in = E > hp->n_ff ? E : hp->n_ff;
     if (max_in > PANEL_FLOATS) {
-        rc = fail(err, errlen, ENG_EMODEL, "row length %d exceeds engine limit %d", max_in,
+        rc = util_fail(err, errlen, ENG_EMODEL, "row length %d exceeds engine limit %d", max_in,
                   PANEL_FLOATS);
         goto fail;
     }
     char perr[256];
     if (!(e->pool = pool_new(p.n_threads, perr, sizeof perr))) {
-        rc = fail(err, errlen, ENG_ENOMEM, "%s", perr);
+        rc = util_fail(err, errlen, ENG_ENOMEM, "%s", perr);
         goto fail;
     }
     int max_cols = E > hp->n_ff ? E : hp->n_ff;
@@ -286,7 +277,7 @@ int eng_new(eng **out, const char *model_path, const eng_params *pp, char *err, 
     *out = e;
     return 0;
 oom:
-    rc = fail(err, errlen, ENG_ENOMEM, "out of memory allocating engine scratch for %d tokens",
+    rc = util_fail(err, errlen, ENG_ENOMEM, "out of memory allocating engine scratch for %d tokens",
               p.max_batch_tokens);
 fail:
     eng_free(e);
@@ -323,12 +314,12 @@ int eng_seq_new(eng *e, int n_ctx, eng_seq **out, char *err, size_t errlen) {
     *out = NULL;
     if (n_ctx == 0) n_ctx = e->p.n_ctx;
     if (n_ctx < 1 || n_ctx > (1 << 24))
-        return fail(err, errlen, ENG_EINVAL, "n_ctx %d outside [1, %d]", n_ctx, 1 << 24);
+        return util_fail(err, errlen, ENG_EINVAL, "n_ctx %d outside [1, %d]", n_ctx, 1 << 24);
     if (e->n_live >= e->p.max_seqs)
-        return fail(err, errlen, ENG_ELIMIT, "live sequences %d at limit max_seqs %d", e->n_live,
+        return util_fail(err, errlen, ENG_ELIMIT, "live sequences %d at limit max_seqs %d", e->n_live,
                     e->p.max_seqs);
     eng_seq *s = calloc(1, sizeof *s);
-    if (!s) return fail(err, errlen, ENG_ENOMEM, "out of memory");
+    if (!s) return util_fail(err, errlen, ENG_ENOMEM, "out of memory");
     s->e = e;
     s->n_ctx = n_ctx;
     size_t nr = ring_floats(e), nkv = (size_t)n_ctx * e->kv_per_pos;
@@ -340,7 +331,7 @@ int eng_seq_new(eng *e, int n_ctx, eng_seq **out, char *err, size_t errlen) {
         free(s->kv);
         free(s->scores);
         free(s);
-        return fail(err, errlen, ENG_ENOMEM,
+        return util_fail(err, errlen, ENG_ENOMEM,
                     "out of memory allocating a sequence of n_ctx %d (%zu bytes of KV)", n_ctx,
                     nkv * sizeof(float));
     }
@@ -370,9 +361,9 @@ int eng_seq_min_restorable(const eng_seq *s) {
 
 static int check_restorable(const eng_seq *s, int pos, const char *what, char *err, size_t errlen) {
     if (pos < 0 || pos > s->pos)
-        return fail(err, errlen, ENG_EINVAL, "%s: position %d outside [0, %d]", what, pos, s->pos);
+        return util_fail(err, errlen, ENG_EINVAL, "%s: position %d outside [0, %d]", what, pos, s->pos);
     if (pos != 0 && pos != s->pos && pos < eng_seq_min_restorable(s))
-        return fail(err, errlen, ENG_ESTATE,
+        return util_fail(err, errlen, ENG_ESTATE,
                     "%s: position %d is older than the conv state kept (lowest restorable %d, "
                     "n_restore %d)",
                     what, pos, eng_seq_min_restorable(s), s->e->p.n_restore);
@@ -394,7 +385,7 @@ int eng_seq_fork(const eng_seq *src, int pos, int n_ctx, eng_seq **out, char *er
     if (rc < 0) return rc;
     if (n_ctx <= 0) n_ctx = src->n_ctx;
     if (n_ctx < pos)
-        return fail(err, errlen, ENG_ECTX, "fork: n_ctx %d smaller than the %d positions copied",
+        return util_fail(err, errlen, ENG_ECTX, "fork: n_ctx %d smaller than the %d positions copied",
                     n_ctx, pos);
     eng *e = src->e;
     eng_seq *s;
@@ -707,44 +698,44 @@ int eng_step(eng *e, eng_batch *b, char *err, size_t errlen) {
     const lfm2_hparams *hp = &e->m->hp;
     const int E = hp->n_embd, hd = hp->head_dim;
     if (!b || b->n_items < 1 || !b->items)
-        return fail(err, errlen, ENG_EINVAL, "batch: %d items, need at least 1", b ? b->n_items : 0);
+        return util_fail(err, errlen, ENG_EINVAL, "batch: %d items, need at least 1", b ? b->n_items : 0);
     int T = 0, rc = 0;
     for (int i = 0; i < b->n_items; i++) {
         eng_batch_item *it = &b->items[i];
         if (!it->seq || it->seq->e != e || !it->tokens) {
-            rc = fail(err, errlen, ENG_EINVAL, "batch item %d: missing sequence or tokens", i);
+            rc = util_fail(err, errlen, ENG_EINVAL, "batch item %d: missing sequence or tokens", i);
             goto unmark;
         }
         if (it->n_tokens < 1) {
-            rc = fail(err, errlen, ENG_EINVAL, "batch item %d: n_tokens %d, need >= 1", i,
+            rc = util_fail(err, errlen, ENG_EINVAL, "batch item %d: n_tokens %d, need >= 1", i,
                       it->n_tokens);
             goto unmark;
         }
         if (it->logits_mode < ENG_LOGITS_NONE || it->logits_mode > ENG_LOGITS_ALL ||
             (it->logits_mode != ENG_LOGITS_NONE && !it->logits)) {
-            rc = fail(err, errlen, ENG_EINVAL, "batch item %d: logits_mode %d without a buffer", i,
+            rc = util_fail(err, errlen, ENG_EINVAL, "batch item %d: logits_mode %d without a buffer", i,
                       it->logits_mode);
             goto unmark;
         }
         if (it->seq->in_step) {
-            rc = fail(err, errlen, ENG_EBATCH, "batch item %d: sequence already in this batch", i);
+            rc = util_fail(err, errlen, ENG_EBATCH, "batch item %d: sequence already in this batch", i);
             goto unmark;
         }
         it->seq->in_step = true;
         if (it->n_tokens > e->p.max_batch_tokens - T) {
-            rc = fail(err, errlen, ENG_EBATCH, "batch: more than max_batch_tokens %d tokens",
+            rc = util_fail(err, errlen, ENG_EBATCH, "batch: more than max_batch_tokens %d tokens",
                       e->p.max_batch_tokens);
             goto unmark;
         }
         if (it->n_tokens > it->seq->n_ctx - it->seq->pos) {
-            rc = fail(err, errlen, ENG_ECTX,
+            rc = util_fail(err, errlen, ENG_ECTX,
                       "batch item %d: position %d + %d tokens exceeds the sequence's n_ctx %d", i,
                       it->seq->pos, it->n_tokens, it->seq->n_ctx);
             goto unmark;
         }
         for (int j = 0; j < it->n_tokens; j++)
             if (it->tokens[j] < 0 || it->tokens[j] >= e->n_vocab) {
-                rc = fail(err, errlen, ENG_EINVAL, "batch item %d: token %d = %d outside [0, %d)",
+                rc = util_fail(err, errlen, ENG_EINVAL, "batch item %d: token %d = %d outside [0, %d)",
                           i, j, it->tokens[j], e->n_vocab);
                 goto unmark;
             }

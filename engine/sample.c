@@ -1,4 +1,5 @@
 /* sample.c: bias, penalties, top-k/top-p/min-p, temperature and a seeded draw, as llama.cpp does. */
+#include "engine/util.h"
 #include "engine/sample.h"
 
 #include <math.h>
@@ -22,16 +23,6 @@ struct sampler {
     float *work;       /* [n_vocab] logits after bias and penalties */
     cand *cands;       /* [n_vocab] */
 };
-
-static int fail(char *err, size_t errlen, const char *fmt, ...) {
-    if (err && errlen) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, errlen, fmt, ap);
-        va_end(ap);
-    }
-    return -1;
-}
 
 void sample_params_default(sample_params *p) {
     memset(p, 0, sizeof *p);
@@ -74,32 +65,32 @@ void sampler_reset(sampler *s) {
 
 int sampler_new(sampler **out, int n_vocab, const sample_params *p, char *err, size_t errlen) {
     *out = NULL;
-    if (n_vocab < 1) return fail(err, errlen, "n_vocab %d, need >= 1", n_vocab);
+    if (n_vocab < 1) return util_fail(err, errlen, -1, "n_vocab %d, need >= 1", n_vocab);
     if (!(p->temperature == p->temperature) || p->temperature > 1e4f)
-        return fail(err, errlen, "temperature %g outside [0, 10000]", (double)p->temperature);
+        return util_fail(err, errlen, -1, "temperature %g outside [0, 10000]", (double)p->temperature);
     if (!(p->top_p >= 0) || p->top_p > 1e9f)
-        return fail(err, errlen, "top_p %g outside [0, 1]", (double)p->top_p);
+        return util_fail(err, errlen, -1, "top_p %g outside [0, 1]", (double)p->top_p);
     if (!(p->min_p >= 0) || p->min_p > 1)
-        return fail(err, errlen, "min_p %g outside [0, 1]", (double)p->min_p);
+        return util_fail(err, errlen, -1, "min_p %g outside [0, 1]", (double)p->min_p);
     if (!(p->repeat_penalty > 0) || p->repeat_penalty > 1e4f)
-        return fail(err, errlen, "repeat_penalty %g outside (0, 10000]", (double)p->repeat_penalty);
+        return util_fail(err, errlen, -1, "repeat_penalty %g outside (0, 10000]", (double)p->repeat_penalty);
     if (!(fabsf(p->presence_penalty) <= 1e4f) || !(fabsf(p->frequency_penalty) <= 1e4f))
-        return fail(err, errlen, "presence/frequency penalty outside [-10000, 10000]");
+        return util_fail(err, errlen, -1, "presence/frequency penalty outside [-10000, 10000]");
     if (p->penalty_last_n < 0 || p->penalty_last_n > 1 << 20)
-        return fail(err, errlen, "penalty_last_n %d outside [0, %d]", p->penalty_last_n, 1 << 20);
+        return util_fail(err, errlen, -1, "penalty_last_n %d outside [0, %d]", p->penalty_last_n, 1 << 20);
     if (p->n_top < 0 || p->n_top > SAMPLE_MAX_TOP)
-        return fail(err, errlen, "n_top %d outside [0, %d]", p->n_top, SAMPLE_MAX_TOP);
+        return util_fail(err, errlen, -1, "n_top %d outside [0, %d]", p->n_top, SAMPLE_MAX_TOP);
     if (p->n_bias < 0 || (p->n_bias > 0 && !p->bias))
-        return fail(err, errlen, "n_bias %d without a bias array", p->n_bias);
+        return util_fail(err, errlen, -1, "n_bias %d without a bias array", p->n_bias);
     for (int i = 0; i < p->n_bias; i++) {
         if (p->bias[i].id < 0 || p->bias[i].id >= n_vocab)
-            return fail(err, errlen, "logit_bias[%d]: token id %d outside [0, %d)", i,
+            return util_fail(err, errlen, -1, "logit_bias[%d]: token id %d outside [0, %d)", i,
                         p->bias[i].id, n_vocab);
         if (p->bias[i].bias != p->bias[i].bias)
-            return fail(err, errlen, "logit_bias[%d]: bias is NaN", i);
+            return util_fail(err, errlen, -1, "logit_bias[%d]: bias is NaN", i);
     }
     sampler *s = calloc(1, sizeof *s);
-    if (!s) return fail(err, errlen, "out of memory");
+    if (!s) return util_fail(err, errlen, -1, "out of memory");
     s->p = *p;
     s->n_vocab = n_vocab;
     s->bias = malloc(((size_t)p->n_bias + 1) * sizeof *s->bias);
@@ -108,7 +99,7 @@ int sampler_new(sampler **out, int n_vocab, const sample_params *p, char *err, s
     s->cands = malloc((size_t)n_vocab * sizeof *s->cands);
     if (!s->bias || !s->recent || !s->work || !s->cands) {
         sampler_free(s);
-        return fail(err, errlen, "out of memory for a sampler over %d tokens", n_vocab);
+        return util_fail(err, errlen, -1, "out of memory for a sampler over %d tokens", n_vocab);
     }
     if (p->n_bias) memcpy(s->bias, p->bias, (size_t)p->n_bias * sizeof *s->bias);
     s->p.bias = s->bias;
