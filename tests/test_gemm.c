@@ -254,6 +254,11 @@ int main(int argc, char **argv) {
         {QT_Q5_K, 21, 512, 50},   {QT_Q5_K, 16, 2304, 17}, {QT_Q6_K, 23, 256, 20},
         {QT_Q6_K, 40, 2304, 37},  {QT_Q6_K, 8, 4608, 16},  {QT_F32, 11, 256, 17},
         {QT_F16, 16, 128, 48},    {QT_BF16, 50, 192, 2},
+        /* decode batches (2..15 tokens: kern's kernels on every path) */
+        {QT_Q4_0, 37, 1024, 2},   {QT_Q4_0, 40, 2048, 8},  {QT_Q4_0, 64, 4640, 4},
+        {QT_Q4_1, 45, 96, 3},     {QT_Q8_0, 29, 4640, 7},  {QT_Q5_0, 19, 160, 9},
+        {QT_Q5_1, 30, 2080, 6},   {QT_Q4_K, 33, 4608, 8},  {QT_Q5_K, 21, 512, 12},
+        {QT_Q6_K, 40, 2304, 4},   {QT_Q6_K, 23, 256, 15},  {QT_Q6_K, 17, 1024, 8},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
         run(pl, cases[i].type, cases[i].rows, cases[i].cols, cases[i].n);
@@ -267,6 +272,10 @@ int main(int argc, char **argv) {
     run_n(pl, QT_Q5_K, QT_Q6_K, 256, 21); /* kinds mixed in one set */
     run_n(pl, QT_Q6_K, QT_Q6_K, 768, 33);
     run_n(pl, QT_Q4_1, QT_Q5_1, 64, 600);
+    run_n(pl, QT_Q4_0, QT_Q4_0, 1024, 8); /* decode batches */
+    run_n(pl, QT_Q6_K, QT_Q6_K, 768, 5);
+    run_n(pl, QT_Q4_K, QT_Q4_K, 512, 2);
+    run_n(pl, QT_Q8_0, QT_Q8_0, 2048, 13);
     pool_free(pl);
     return check_done("test_gemm");
 }
