@@ -1,6 +1,8 @@
 /* repack.c: GGUF weight blocks -> the engine's interleaved int4/int8 tiles (see repack.h). */
 #include "quant/repack.h"
 #include <math.h>
+#include <pthread.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -275,6 +277,95 @@ static uint8_t *k_hdr(const rp_matrix *m, int64_t tile, int64_t sb) {
            (size_t)sb * (m->kind == RP_I6 ? 16 : 32);
 }
 
+/* ---- where repacked data lives ----
+ * Decode streams every weight once per token, so the data sits in 2 MiB transparent huge pages
+ * when the kernel allows (madvise mode is the common default): with 4 KiB pages the hardware
+ * prefetchers stop at every page and the TLB misses ~50 times per MiB; a one-process A/B on the
+ * 350M shape's ffn matrices streamed 19-24 GB/s from huge pages vs 17-18 from malloc's pages.
+ * Matrices of 64 KiB and more are bump-allocated in 2 MiB-aligned chunks mapped with
+ * MADV_HUGEPAGE (CHUNK bytes, or one chunk of their own when bigger); a chunk is unmapped when its
+ * last matrix is freed. The untouched tail of a chunk is never faulted in, so RSS stays the
+ * data's size (rounded up to a huge page per chunk). Smaller ones use aligned_alloc. */
+#define HUGE_PAGE ((size_t)2 << 20)
+#define CHUNK ((size_t)64 << 20)
+#define BIG_MIN ((size_t)64 << 10)
+
+typedef struct chunk {
+    uint8_t *base; /* 2 MiB aligned */
+    size_t size, used;
+    int refs;
+    struct chunk *next;
+} chunk;
+
+static pthread_mutex_t chunk_mu = PTHREAD_MUTEX_INITIALIZER;
+static chunk *chunks; /* newest first; only the newest takes new data */
+
+static chunk *chunk_map(size_t size) {
+    size = (size + HUGE_PAGE - 1) / HUGE_PAGE * HUGE_PAGE;
+    uint8_t *raw = mmap(NULL, size + HUGE_PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
+                        -1, 0);
+    if (raw == MAP_FAILED) return NULL;
+    uint8_t *base = (uint8_t *)(((uintptr_t)raw + HUGE_PAGE - 1) & ~(uintptr_t)(HUGE_PAGE - 1));
+    if (base > raw) munmap(raw, (size_t)(base - raw)); /* trim to the aligned range */
+    if (base + size < raw + size + HUGE_PAGE)
+        munmap(base + size, (size_t)(raw + size + HUGE_PAGE - (base + size)));
+#ifdef MADV_HUGEPAGE
+    madvise(base, size, MADV_HUGEPAGE); /* a hint: fine if refused */
+#endif
+    chunk *c = malloc(sizeof *c);
+    if (!c) {
+        munmap(base, size);
+        return NULL;
+    }
+    *c = (chunk){base, size, 0, 0, NULL};
+    return c;
+}
+
+static uint8_t *data_alloc(size_t n, void **owner) {
+    *owner = NULL;
+#if defined(__SANITIZE_ADDRESS__)
+    if (n) return aligned_alloc(64, n); /* under ASan: malloc's redzones catch overruns */
+#endif
+    if (n < BIG_MIN) return aligned_alloc(64, n);
+    pthread_mutex_lock(&chunk_mu);
+    chunk *c = chunks;
+    if (!c || c->size - c->used < n) {
+        c = chunk_map(n > CHUNK ? n : CHUNK);
+        if (c) {
+            c->next = chunks;
+            chunks = c;
+        }
+    }
+    uint8_t *p = NULL;
+    if (c) {
+        p = c->base + c->used;
+        c->used += n; /* n is a multiple of 64 */
+        c->refs++;
+        *owner = c;
+    }
+    pthread_mutex_unlock(&chunk_mu);
+    return p ? p : aligned_alloc(64, n);
+}
+
+static void data_free(uint8_t *p, void *owner) {
+    if (!owner) {
+        free(p);
+        return;
+    }
+    pthread_mutex_lock(&chunk_mu);
+    chunk *c = owner;
+    if (--c->refs == 0) {
+        for (chunk **pp = &chunks; *pp; pp = &(*pp)->next)
+            if (*pp == c) {
+                *pp = c->next;
+                break;
+            }
+        munmap(c->base, c->size);
+        free(c);
+    }
+    pthread_mutex_unlock(&chunk_mu);
+}
+
 int rp_new(rp_matrix **out, uint32_t t, const void *src, int64_t rows, int64_t cols, unsigned flags,
            char *err, size_t errlen) {
     bool allow_lossy = flags & RP_ALLOW_LOSSY;
@@ -311,7 +402,7 @@ int rp_new(rp_matrix **out, uint32_t t, const void *src, int64_t rows, int64_t c
     if (kind == RP_I4K || kind == RP_I5K) m->tile_bytes += (size_t)(m->n_groups / 8) * 32;
     if (kind == RP_I6) m->tile_bytes += (size_t)(m->n_groups / 8) * 16;
     size_t total = m->tile_bytes * (size_t)m->n_tiles;
-    m->data = aligned_alloc(64, (total + 63) / 64 * 64);
+    m->data = data_alloc((total + 63) / 64 * 64, &m->owner);
     if (!m->data) goto nomem;
     if (lossy && !(tmp = malloc((size_t)cols * sizeof *tmp))) goto nomem;
     size_t row_size = quant_row_size(t, cols);
@@ -377,7 +468,7 @@ nomem:
 
 void rp_free(rp_matrix *m) {
     if (!m) return;
-    free(m->data);
+    data_free(m->data, m->owner);
     free(m);
 }
 

@@ -70,7 +70,8 @@ typedef struct rp_matrix {
     int64_t n_tiles;    /* ceil(rows / RP_ROWS) */
     size_t group_bytes; /* bytes per group in a tile */
     size_t tile_bytes;  /* n_groups * group_bytes + n_groups / 8 * (32 for RP_I4K/I5K, 16 for I6) */
-    uint8_t *data;      /* n_tiles * tile_bytes, 64-byte aligned, owned */
+    uint8_t *data;      /* n_tiles * tile_bytes, 64-byte aligned, owned (in huge pages when big) */
+    void *owner;        /* private: the huge-page chunk holding data, or NULL for malloc's */
 } rp_matrix;
 
 /* Bytes of one tile group for a kind (144, 160, 272, 288, 144, 208, 176). */

@@ -196,8 +196,49 @@ static void test_drop_source(void) {
     free(x), free(q);
 }
 
+/* Many big matrices (the huge-page chunks: 64 KiB and up share 64 MiB chunks) made, freed in a
+ * scattered order and made again: data is 64-byte aligned, a fresh matrix holds the repacked
+ * values, and no two overlap (each is then filled with its own byte and keeps it while all the
+ * others are written). */
+static void test_big_allocs(void) {
+    enum { N = 150, ROWS = 512, COLS = 1024 }; /* 557 KiB each: 83 MiB, more than one chunk */
+    size_t rs = quant_row_size(QT_Q8_0, COLS);
+    uint8_t *src = malloc(rs * ROWS);
+    float *x = malloc(sizeof(float) * COLS), *y = malloc(sizeof(float) * COLS);
+    CHECK(src && x && y);
+    for (int r = 0; r < ROWS; r++) {
+        for (int j = 0; j < COLS; j++) x[j] = (float)((r * 31 + j * 7) % 97) / 97.0f - 0.5f;
+        quant_traits(QT_Q8_0)->from_float(x, src + (size_t)r * rs, COLS);
+    }
+    static rp_matrix *ms[N];
+    char err[256];
+    for (int round = 0; round < 2; round++) {
+        for (int i = 0; i < N; i++) {
+            if (ms[i]) continue;
+            CHECK_EQ_INT(rp_new(&ms[i], QT_Q8_0, src, ROWS, COLS, 0, err, sizeof err), 0);
+            CHECK(((uintptr_t)ms[i]->data & 63) == 0);
+            rp_row_to_float(ms[i], i % ROWS, y);
+            quant_traits(QT_Q8_0)->to_float(src + (size_t)(i % ROWS) * rs, x, COLS);
+            CHECK(!memcmp(x, y, sizeof(float) * COLS));
+            memset(ms[i]->data, i + 1, ms[i]->tile_bytes * ms[i]->n_tiles);
+        }
+        for (int i = 0; i < N; i++) {
+            size_t n = ms[i]->tile_bytes * ms[i]->n_tiles, bad = 0;
+            for (size_t k = 0; k < n; k++) bad += ms[i]->data[k] != (uint8_t)(i + 1);
+            CHECK(bad == 0);
+        }
+        for (int i = 0; i < N; i++)
+            if (round == 1 || i % 3 != 1) {
+                rp_free(ms[i]);
+                ms[i] = NULL;
+            }
+    }
+    free(src), free(x), free(y);
+}
+
 int main(void) {
     test_drop_source();
+    test_big_allocs();
     static const uint32_t types[] = {QT_Q4_0, QT_Q4_1, QT_Q5_0, QT_Q5_1, QT_Q8_0, QT_Q4_K,
                                      QT_Q5_K, QT_Q6_K, QT_F16,  QT_BF16, QT_F32};
     for (size_t i = 0; i < sizeof types / sizeof types[0]; i++) {
