@@ -10,6 +10,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "engine/attn.h"
 #include "engine/gemm.h"
 #include "engine/kern.h"
 #include "engine/pool.h"
@@ -61,7 +62,7 @@ struct eng_seq {
     bool in_step; /* duplicate detection inside eng_step */
     float *ring;  /* [n_conv][R][n_embd]: bx columns, slot = position % R */
     float *kv;    /* per attention layer: K [n_ctx][nkv*hd] then V [n_ctx][nkv*hd] */
-    float *scores; /* [pool threads][n_ctx] attention weights of one query, per thread */
+    float *scores; /* [pool threads][attn_scratch_floats(n_ctx)]: attention scratch per thread */
     size_t bytes;
 };
 
@@ -325,7 +326,8 @@ int eng_seq_new(eng *e, int n_ctx, eng_seq **out, char *err, size_t errlen) {
     size_t nr = ring_floats(e), nkv = (size_t)n_ctx * e->kv_per_pos;
     s->ring = calloc(nr ? nr : 1, sizeof(float));
     s->kv = malloc((nkv ? nkv : 1) * sizeof(float));
-    s->scores = malloc((size_t)n_ctx * pool_n_threads(e->pool) * sizeof(float));
+    size_t nsc = attn_scratch_floats(n_ctx) * pool_n_threads(e->pool);
+    s->scores = malloc(nsc * sizeof(float));
     if (!s->ring || !s->kv || !s->scores) {
         free(s->ring);
         free(s->kv);
@@ -335,7 +337,7 @@ int eng_seq_new(eng *e, int n_ctx, eng_seq **out, char *err, size_t errlen) {
                     "out of memory allocating a sequence of n_ctx %d (%zu bytes of KV)", n_ctx,
                     nkv * sizeof(float));
     }
-    s->bytes = sizeof *s + (nr + nkv + (size_t)n_ctx) * sizeof(float);
+    s->bytes = sizeof *s + (nr + nkv + nsc) * sizeof(float);
     e->n_live++;
     *out = s;
     return 0;
@@ -529,16 +531,25 @@ static void embed(const eng *e, int32_t id, float *dst) {
     quant_traits(t->type)->to_float((const char *)t->data + (size_t)id * rs, dst, t->ne[0]);
 }
 
-/* NEOX RoPE as ggml computes it: theta_i = p * theta_scale^i by repeated f32 multiplication. */
-static void rope_neox(float *v, int hd, int pos, float theta_scale) {
-    int half = hd / 2;
-    float theta = (float)pos;
-    for (int i = 0; i < half; i++) {
-        float c = cosf(theta), s = sinf(theta);
-        float x0 = v[i], x1 = v[i + half];
-        v[i] = x0 * c - x1 * s;
-        v[i + half] = x0 * s + x1 * c;
-        theta *= theta_scale;
+/* NEOX RoPE as ggml computes it, on n_heads heads of one position: theta_i = p * theta_scale^i
+ * by repeated f32 multiplication; cos/sin computed once per position for all heads. */
+static void rope_neox(float *v, int n_heads, int hd, int pos, float theta_scale) {
+    const int half = hd / 2;
+    float theta = (float)pos, c[64], sn[64];
+    for (int i0 = 0; i0 < half; i0 += 64) {
+        const int m = half - i0 < 64 ? half - i0 : 64;
+        for (int i = 0; i < m; i++) {
+            c[i] = cosf(theta), sn[i] = sinf(theta);
+            theta *= theta_scale;
+        }
+        for (int h = 0; h < n_heads; h++) {
+            float *x = v + (size_t)h * hd + i0;
+            for (int i = 0; i < m; i++) {
+                float x0 = x[i], x1 = x[i + half];
+                x[i] = x0 * c[i] - x1 * sn[i];
+                x[i + half] = x0 * sn[i] + x1 * c[i];
+            }
+        }
     }
 }
 
@@ -566,96 +577,40 @@ static void conv_item(eng *e, int l, eng_seq *s, int r0, int n) {
     }
 }
 
-/* One item's attention over its (token, head) pairs, split across the pool: each pair computed
- * exactly as a single thread would (same operations, same order), in its thread's scores row. */
-typedef float v4f __attribute__((vector_size(16))); /* GCC vector extension: SSE at baseline */
-
+/* One item's attention (engine/attn.c), split across the pool in units of (tile of tokens, KV
+ * head, group of the query heads reading it): up to ATTN_MAX_Q queries that share each K/V row
+ * read. Each query's bits depend only on it and the cache, never on the tiling or the batch. */
 typedef struct attn_job {
     const float *q_all; /* [T][qw] */
     float *out;         /* e->b: [T][qw] */
     const float *K, *V; /* [n_ctx][kw] */
-    float *scores;      /* [threads][n_ctx] */
-    int n_ctx, pos, r0, n, H, group, hd, qw, kw, n_swa;
+    float *scratch;     /* [threads][n_scratch] */
+    size_t n_scratch;
+    int pos, r0, n, KV, group, hd, qw, kw, n_swa;
+    int hs, n_hsub, tt, n_units; /* heads per unit, units per KV head, tokens per unit, units */
     float kq_scale;
 } attn_job;
 
 static void attn_task(void *ctx, int task, int n_tasks, int thread) {
     const attn_job *a = ctx;
-    int64_t lo, hi;
-    pool_split((int64_t)a->n * a->H, n_tasks, task, &lo, &hi);
-    float *scores = a->scores + (size_t)thread * a->n_ctx;
-    const int hd = a->hd, kw = a->kw;
-    for (int64_t th = lo; th < hi; th++) {
-        const int t = (int)(th / a->H), h = (int)(th % a->H);
-        const int p = a->pos + t;
-        const int lo_j = a->n_swa > 0 && p - a->n_swa + 1 > 0 ? p - a->n_swa + 1 : 0;
-        const float *qh = a->q_all + (size_t)(a->r0 + t) * a->qw + h * hd;
-        const int kh = h / a->group;
-        float mx = -INFINITY;
-        int j = lo_j;
-        /* four keys at a time: four independent sums, each still in i order (the same bits) */
-        for (; j + 4 <= p + 1; j += 4) {
-            const float *k0 = a->K + (size_t)j * kw + kh * hd, *k1 = k0 + kw, *k2 = k1 + kw,
-                        *k3 = k2 + kw;
-            float d[4] = {0, 0, 0, 0};
-            for (int i = 0; i < hd; i++) {
-                float qi = qh[i];
-                d[0] += qi * k0[i];
-                d[1] += qi * k1[i];
-                d[2] += qi * k2[i];
-                d[3] += qi * k3[i];
+    float *scratch = a->scratch + (size_t)thread * a->n_scratch;
+    const int hd = a->hd;
+    /* strided units: every task gets early (short) and late (long) tokens alike */
+    for (int u = task; u < a->n_units; u += n_tasks) {
+        const int tile = u / (a->KV * a->n_hsub), rest = u % (a->KV * a->n_hsub);
+        const int kh = rest / a->n_hsub, h0 = kh * a->group + rest % a->n_hsub * a->hs;
+        const int h1 = h0 + a->hs < (kh + 1) * a->group ? h0 + a->hs : (kh + 1) * a->group;
+        const int t0 = tile * a->tt, t1 = t0 + a->tt < a->n ? t0 + a->tt : a->n;
+        attn_kv kv = {a->K + (size_t)kh * hd, a->V + (size_t)kh * hd, (size_t)a->kw, hd, a->n_swa,
+                      a->kq_scale};
+        attn_query qs[ATTN_MAX_Q];
+        int nq = 0;
+        for (int t = t0; t < t1; t++)
+            for (int h = h0; h < h1; h++) {
+                size_t off = (size_t)(a->r0 + t) * a->qw + (size_t)h * hd;
+                qs[nq++] = (attn_query){a->q_all + off, a->out + off, a->pos + t};
             }
-            for (int u = 0; u < 4; u++) {
-                d[u] *= a->kq_scale;
-                scores[j + u] = d[u];
-                if (d[u] > mx) mx = d[u];
-            }
-        }
-        for (; j <= p; j++) {
-            const float *kj = a->K + (size_t)j * kw + kh * hd;
-            float d = 0;
-            for (int i = 0; i < hd; i++) d += qh[i] * kj[i];
-            d *= a->kq_scale;
-            scores[j] = d;
-            if (d > mx) mx = d;
-        }
-        double sum = 0;
-        for (int j = lo_j; j <= p; j++) {
-            float w = expf(scores[j] - mx);
-            scores[j] = w;
-            sum += w;
-        }
-        float inv = (float)(1.0 / sum);
-        float *oh = a->out + (size_t)(a->r0 + t) * a->qw + h * hd;
-        /* oh[i] = sum over j in order of (scores[j] * inv) * v_j[i]: 16 outputs at a time held
-         * in 4-lane vectors across all j (the same per-element multiply then add, no
-         * contraction under -std=c11: the same bits as one element at a time) */
-        int i = 0;
-        for (; i + 16 <= hd; i += 16) {
-            v4f o0 = {0, 0, 0, 0}, o1 = o0, o2 = o0, o3 = o0;
-            for (int j = lo_j; j <= p; j++) {
-                const float *vj = a->V + (size_t)j * kw + kh * hd + i;
-                const float w = scores[j] * inv;
-                v4f v0, v1, v2, v3;
-                memcpy(&v0, vj, sizeof v0);
-                memcpy(&v1, vj + 4, sizeof v1);
-                memcpy(&v2, vj + 8, sizeof v2);
-                memcpy(&v3, vj + 12, sizeof v3);
-                o0 += w * v0;
-                o1 += w * v1;
-                o2 += w * v2;
-                o3 += w * v3;
-            }
-            memcpy(oh + i, &o0, sizeof o0);
-            memcpy(oh + i + 4, &o1, sizeof o1);
-            memcpy(oh + i + 8, &o2, sizeof o2);
-            memcpy(oh + i + 12, &o3, sizeof o3);
-        }
-        for (; i < hd; i++) {
-            float o = 0;
-            for (int j = lo_j; j <= p; j++) o += (scores[j] * inv) * a->V[(size_t)j * kw + kh * hd + i];
-            oh[i] = o;
-        }
+        attn_run(&kv, qs, nq, scratch, ATTN_ISA_AUTO);
     }
 }
 
@@ -675,21 +630,20 @@ static void attn_item(eng *e, int l, eng_seq *s, int r0, int n, int T) {
         float *q = q_all + (size_t)(r0 + t) * qw;
         float *k = k_all + (size_t)(r0 + t) * kw;
         float *v = v_all + (size_t)(r0 + t) * kw;
-        for (int h = 0; h < H; h++) {
-            rmsnorm(q + h * hd, q + h * hd, e->q_norm[l], hd, hp->eps);
-            rope_neox(q + h * hd, hd, p, theta_scale);
-        }
-        for (int h = 0; h < KV; h++) {
-            rmsnorm(k + h * hd, k + h * hd, e->k_norm[l], hd, hp->eps);
-            rope_neox(k + h * hd, hd, p, theta_scale);
-        }
+        for (int h = 0; h < H; h++) rmsnorm(q + h * hd, q + h * hd, e->q_norm[l], hd, hp->eps);
+        for (int h = 0; h < KV; h++) rmsnorm(k + h * hd, k + h * hd, e->k_norm[l], hd, hp->eps);
+        rope_neox(q, H, hd, p, theta_scale);
+        rope_neox(k, KV, hd, p, theta_scale);
         memcpy(K + (size_t)p * kw, k, kw * sizeof(float));
         memcpy(V + (size_t)p * kw, v, kw * sizeof(float));
     }
-    attn_job j = {q_all, e->b, K, V, s->scores, s->n_ctx, s->pos, r0, n, H, H / KV, hd, qw, kw,
-                  hp->n_swa, kq_scale};
+    const int group = H / KV, hs = group < ATTN_MAX_Q ? group : ATTN_MAX_Q;
+    const int tt = ATTN_MAX_Q / hs, n_hsub = (group + hs - 1) / hs;
+    attn_job j = {q_all, e->b, K, V, s->scores, attn_scratch_floats(s->n_ctx), s->pos, r0, n, KV,
+                  group, hd, qw, kw, hp->n_swa, hs, n_hsub, tt, 0, kq_scale};
+    j.n_units = (n + tt - 1) / tt * KV * n_hsub;
     int nt = pool_n_threads(e->pool);
-    pool_run(e->pool, attn_task, &j, n * H < 4 * nt ? 1 : 4 * nt);
+    pool_run(e->pool, attn_task, &j, j.n_units < 4 * nt ? j.n_units : 4 * nt);
 }
 
 /* ---- the batch step ---- */

@@ -3,6 +3,7 @@
 #include <stdlib.h>
 #include <unistd.h>
 
+#include "engine/attn.h"
 #include "engine/eng.h"
 #include "engine/gguf.h"
 #include "engine/sample.h"
@@ -465,7 +466,8 @@ static void test_state(const char *file) {
     CHECK(eng_seq_new(e, 300, &s2, err, sizeof err) == 0);
     size_t per_pos = 0;
     for (int l = 0; l < hp->n_layer; l++) per_pos += 2 * (size_t)hp->n_head_kv[l] * hp->head_dim;
-    per_pos = per_pos * sizeof(float) + sizeof(float); /* + one attention score */
+    /* + attention scratch: ATTN_MAX_Q scores per position per thread (engine/attn.h) */
+    per_pos = per_pos * sizeof(float) + (size_t)ATTN_MAX_Q * ep.n_threads * sizeof(float);
     CHECK_EQ_INT(eng_seq_bytes(s2) - eng_seq_bytes(s1), 200 * per_pos);
     CHECK(eng_seq_bytes(s1) < 100 * per_pos + 64 * 1024 + (size_t)hp->n_layer * hp->n_embd * 16 * 4);
     eng_seq_free(s1);
@@ -477,6 +479,53 @@ static void test_state(const char *file) {
     eng_seq_free(d);
     free(all);
     free(one);
+    free(x);
+    free(y);
+    eng_free(e);
+}
+
+/* A decode step gives the same bits alone or beside 7 others, some of them prefilling (on a
+ * quantized model: its kernels quantize each row on its own, so only attention could mix rows). */
+static void test_batch_bits(const char *file) {
+    char err[512];
+    eng *e;
+    eng_params ep;
+    eng_params_default(&ep);
+    if (eng_new(&e, file, &ep, err, sizeof err) < 0) {
+        fprintf(stderr, "%s\n", err);
+        CHECK(!"eng_new");
+        return;
+    }
+    const int V = eng_n_vocab(e);
+    int32_t ids[40];
+    for (int i = 0; i < 40; i++) ids[i] = (int32_t)((i * 7919 + 13) % V);
+    float *x = malloc((size_t)V * sizeof(float)), *y = malloc((size_t)V * sizeof(float));
+    eng_seq *solo, *twin, *oth[7];
+    CHECK(eng_seq_new(e, 64, &solo, err, sizeof err) == 0);
+    CHECK(eng_seq_new(e, 64, &twin, err, sizeof err) == 0);
+    CHECK(step1(e, solo, ids, 21, ENG_LOGITS_NONE, NULL) == 0);
+    CHECK(step1(e, twin, ids, 21, ENG_LOGITS_NONE, NULL) == 0);
+    eng_batch_item its[8] = {{twin, ids + 21, 1, ENG_LOGITS_LAST, y}};
+    for (int k = 0; k < 7; k++) {
+        CHECK(eng_seq_new(e, 64, &oth[k], err, sizeof err) == 0);
+        CHECK(step1(e, oth[k], ids + k, 2 + 3 * k, ENG_LOGITS_NONE, NULL) == 0);
+        its[1 + k] = (eng_batch_item){oth[k], ids + 5 + k, k % 3 == 0 ? 4 : 1, ENG_LOGITS_NONE, NULL};
+    }
+    eng_batch eight = {its, 8};
+    CHECK(eng_step(e, &eight, err, sizeof err) == 0);
+    CHECK(step1(e, solo, ids + 21, 1, ENG_LOGITS_LAST, x) == 0);
+    CHECK(memcmp(x, y, (size_t)V * sizeof(float)) == 0);
+    /* and a prefill in chunks equals the prefill in one step */
+    eng_seq *chunked;
+    CHECK(eng_seq_new(e, 64, &chunked, err, sizeof err) == 0);
+    CHECK(step1(e, chunked, ids, 9, ENG_LOGITS_NONE, NULL) == 0);
+    CHECK(step1(e, chunked, ids + 9, 3, ENG_LOGITS_NONE, NULL) == 0);
+    CHECK(step1(e, chunked, ids + 12, 10, ENG_LOGITS_LAST, y) == 0);
+    CHECK(memcmp(x, y, (size_t)V * sizeof(float)) == 0);
+    eng_seq_free(chunked);
+    eng_seq_free(solo);
+    eng_seq_free(twin);
+    for (int k = 0; k < 7; k++) eng_seq_free(oth[k]);
     free(x);
     free(y);
     eng_free(e);
@@ -591,6 +640,9 @@ int main(int argc, char **argv) {
             test_untied_head(keep);
         }
         test_bad_files();
+        const char *tq = make_model("tiny-q4_0", "--preset tiny --type q4_0 --seed 12");
+        CHECK(tq != NULL);
+        if (tq) test_batch_bits(tq);
         /* 350m: F32, 1.4 GB written to TMPDIR, ~18 s here (tests/fidelity_350m.sh runs it alone) */
         const char *names[] = {"tiny", "mini", "tiny-swa", "350m", "mk-mini-q8_0", "mk-mini-q4_0",
                                "ref-F16", "ref-BF16", "ref-Q8_0", "ref-Q4_0", "ref-Q4_K_M",

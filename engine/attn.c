@@ -1,0 +1,267 @@
+/* attn.c: attention over an f32 KV cache: one order of operations, a scalar twin and a vector body per ISA. */
+#include "engine/attn.h"
+
+#include <assert.h>
+#include <limits.h>
+#include <math.h>
+#include <string.h>
+
+/* GCC vector extension: lane-wise ops lower to SSE, AVX2 or AVX-512 with the same per-lane
+ * results; -std=c11 keeps fp-contract off, so no FMA changes a rounding (tests/test_attn.c
+ * compares every path bit for bit). */
+typedef float v16f __attribute__((vector_size(64)));
+
+#define AT_INLINE static inline __attribute__((always_inline))
+#define ATTN_PREFETCH 8 /* V rows ahead */
+
+size_t attn_scratch_floats(int n_keys) {
+    return (size_t)ATTN_MAX_Q * ((size_t)(n_keys > 0 ? n_keys : 1) + 16);
+}
+
+static void key_range(const attn_kv *kv, int pos, int *lo, int *hi) {
+    *lo = kv->n_swa > 0 && pos - kv->n_swa + 1 > 0 ? pos - kv->n_swa + 1 : 0;
+    *hi = pos;
+}
+
+/* scores s[0..n) of one query (its own keys) into probabilities, in the documented order */
+static void softmax_row(float *s, int n) {
+    float mx = -INFINITY;
+    for (int j = 0; j < n; j++)
+        if (s[j] > mx) mx = s[j];
+    double sum = 0;
+    for (int j = 0; j < n; j++) {
+        float w = expf(s[j] - mx);
+        s[j] = w;
+        sum += w;
+    }
+    float inv = (float)(1.0 / sum);
+    for (int j = 0; j < n; j++) s[j] *= inv;
+}
+
+/* ---- the scalar twin: the definition of the order, any head dim ---- */
+
+static float dot_scalar(const float *q, const float *k, int hd) {
+    float x[16] = {0};
+    for (int i = 0; i < hd; i++) x[i & 15] = i < 16 ? q[i] * k[i] : x[i & 15] + q[i] * k[i];
+    for (int l = 0; l < 8; l++) x[l] = x[l] + x[l + 8];
+    for (int l = 0; l < 4; l++) x[l] = x[l] + x[l + 4];
+    for (int l = 0; l < 2; l++) x[l] = x[l] + x[l + 2];
+    return x[0] + x[1];
+}
+
+static void run_scalar(const attn_kv *kv, const attn_query *qs, int n_q, float *scratch) {
+    const int hd = kv->hd;
+    for (int qi = 0; qi < n_q; qi++) {
+        int lo, hi;
+        key_range(kv, qs[qi].pos, &lo, &hi);
+        float *p = scratch; /* p[j - lo] */
+        for (int j = lo; j <= hi; j++)
+            p[j - lo] = dot_scalar(qs[qi].q, kv->K + (size_t)j * kv->stride, hd) * kv->scale;
+        softmax_row(p, hi - lo + 1);
+        for (int i = 0; i < hd; i++) {
+            float o = 0;
+            for (int j = lo; j <= hi; j++) o += p[j - lo] * kv->V[(size_t)j * kv->stride + i];
+            qs[qi].out[i] = o;
+        }
+    }
+}
+
+/* ---- the vector body (head dim a multiple of 16), instantiated per ISA below ---- */
+
+AT_INLINE void ld(v16f *d, const float *p) { memcpy(d, p, sizeof *d); }
+
+/* a[k] holds key k's 16 lane sums; out lane k = key k's dot, by the halving tree of dot_scalar */
+AT_INLINE void reduce16(const v16f *a, v16f *out) {
+    v16f t[8], u[4], w[2];
+    for (int m = 0; m < 8; m++)
+        t[m] = __builtin_shufflevector(a[2 * m], a[2 * m + 1], 0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18,
+                                       19, 20, 21, 22, 23) +
+               __builtin_shufflevector(a[2 * m], a[2 * m + 1], 8, 9, 10, 11, 12, 13, 14, 15, 24,
+                                       25, 26, 27, 28, 29, 30, 31);
+    for (int m = 0; m < 4; m++)
+        u[m] = __builtin_shufflevector(t[2 * m], t[2 * m + 1], 0, 1, 2, 3, 8, 9, 10, 11, 16, 17,
+                                       18, 19, 24, 25, 26, 27) +
+               __builtin_shufflevector(t[2 * m], t[2 * m + 1], 4, 5, 6, 7, 12, 13, 14, 15, 20, 21,
+                                       22, 23, 28, 29, 30, 31);
+    for (int m = 0; m < 2; m++)
+        w[m] = __builtin_shufflevector(u[2 * m], u[2 * m + 1], 0, 1, 4, 5, 8, 9, 12, 13, 16, 17,
+                                       20, 21, 24, 25, 28, 29) +
+               __builtin_shufflevector(u[2 * m], u[2 * m + 1], 2, 3, 6, 7, 10, 11, 14, 15, 18, 19,
+                                       22, 23, 26, 27, 30, 31);
+    *out = __builtin_shufflevector(w[0], w[1], 0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26,
+                                   28, 30) +
+           __builtin_shufflevector(w[0], w[1], 1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27,
+                                   29, 31);
+}
+
+/* scaled dots of q with keys j0..j0+nk-1 (nk <= 16) into dst[0..nk); nc = hd / 16 */
+AT_INLINE void qk_block(const float *q, int nc, const float *K, size_t stride, int j0, int nk,
+                        float scale, int prefetch, float *dst) {
+    v16f acc[16];
+#pragma GCC unroll 16
+    for (int k = 0; k < 16; k++) {
+        if (k < nk) {
+            const float *kr = K + (size_t)(j0 + k) * stride;
+            if (prefetch)
+#pragma GCC unroll 4
+                for (int c = 0; c < nc; c++) __builtin_prefetch(kr + 16 * (size_t)stride + 16 * c);
+            v16f qa, ka;
+            ld(&qa, q);
+            ld(&ka, kr);
+            v16f s = qa * ka;
+#pragma GCC unroll 4
+            for (int c = 1; c < nc; c++) {
+                ld(&qa, q + 16 * c);
+                ld(&ka, kr + 16 * c);
+                s += qa * ka;
+            }
+            acc[k] = s;
+        } else {
+            acc[k] = (v16f){0};
+        }
+    }
+    v16f d;
+    reduce16(acc, &d);
+    d *= scale;
+    memcpy(dst, &d, (size_t)nk * sizeof(float));
+}
+
+/* out[q][i0 .. i0 + 16 * NV) for NQ queries: probabilities p[q][j - ulo], keys ulo..uhi */
+AT_INLINE void pv_chunk(const float *V, size_t stride, int i0, const float *const *p,
+                        float *const *out, const int NQ, const int NV, int ulo, int uhi) {
+    v16f o[4][4];
+#pragma GCC unroll 4
+    for (int q = 0; q < NQ; q++)
+#pragma GCC unroll 4
+        for (int v = 0; v < NV; v++) o[q][v] = (v16f){0};
+    for (int j = ulo; j <= uhi; j++) {
+        const float *vr = V + (size_t)j * stride + i0;
+#pragma GCC unroll 4
+        for (int v = 0; v < NV; v++) /* rows are strided: the next ones are misses otherwise */
+            __builtin_prefetch(vr + (size_t)ATTN_PREFETCH * stride + 16 * v);
+        v16f vv[4];
+#pragma GCC unroll 4
+        for (int v = 0; v < NV; v++) ld(&vv[v], vr + 16 * v);
+#pragma GCC unroll 4
+        for (int q = 0; q < NQ; q++) {
+            const float w = p[q][j - ulo];
+#pragma GCC unroll 4
+            for (int v = 0; v < NV; v++) o[q][v] += w * vv[v];
+        }
+    }
+#pragma GCC unroll 4
+    for (int q = 0; q < NQ; q++)
+#pragma GCC unroll 4
+        for (int v = 0; v < NV; v++) memcpy(out[q] + i0 + 16 * v, &o[q][v], sizeof o[q][v]);
+}
+
+/* NQ queries at a time (<= 4), NV vectors of 16 outputs per pass (<= 4): register blocking only,
+ * the per-element order is the same for any choice */
+AT_INLINE void pv_queries(const attn_kv *kv, const float *const *p, float *const *out, int nq,
+                          const int NQ, const int NV, int ulo, int uhi) {
+    const int hd = kv->hd;
+    int qi = 0;
+    for (; qi + NQ <= nq; qi += NQ) {
+        int i0 = 0;
+        for (; i0 + 16 * NV <= hd; i0 += 16 * NV)
+            pv_chunk(kv->V, kv->stride, i0, p + qi, out + qi, NQ, NV, ulo, uhi);
+        for (; i0 < hd; i0 += 16) pv_chunk(kv->V, kv->stride, i0, p + qi, out + qi, NQ, 1, ulo, uhi);
+    }
+    if (NQ > 2 && qi + 2 <= nq) {
+        int i0 = 0;
+        for (; i0 + 16 * NV <= hd; i0 += 16 * NV)
+            pv_chunk(kv->V, kv->stride, i0, p + qi, out + qi, 2, NV, ulo, uhi);
+        for (; i0 < hd; i0 += 16) pv_chunk(kv->V, kv->stride, i0, p + qi, out + qi, 2, 1, ulo, uhi);
+        qi += 2;
+    }
+    for (; qi < nq; qi++) {
+        int i0 = 0;
+        for (; i0 + 16 * NV <= hd; i0 += 16 * NV)
+            pv_chunk(kv->V, kv->stride, i0, p + qi, out + qi, 1, NV, ulo, uhi);
+        for (; i0 < hd; i0 += 16) pv_chunk(kv->V, kv->stride, i0, p + qi, out + qi, 1, 1, ulo, uhi);
+    }
+}
+
+/* Scores of every query over the union of their key ranges (blocks of 16 keys, each block read
+ * once from cache into L1 and reused by all queries), softmax over each query's own range with
+ * zeros elsewhere, then the weighted V sum over the union: the zero weights add +-0 to sums that
+ * are never -0, so a query's bits do not depend on its neighbours. */
+AT_INLINE void run_vec(const attn_kv *kv, const attn_query *qs, int n_q, float *scratch,
+                       const int NQ, const int NV) {
+    const int hd = kv->hd, nc = hd / 16;
+    int lo[ATTN_MAX_Q], hi[ATTN_MAX_Q], ulo = INT_MAX, uhi = -1;
+    for (int qi = 0; qi < n_q; qi++) {
+        key_range(kv, qs[qi].pos, &lo[qi], &hi[qi]);
+        if (lo[qi] < ulo) ulo = lo[qi];
+        if (hi[qi] > uhi) uhi = hi[qi];
+    }
+    const int n = uhi - ulo + 1;
+    const size_t rs = ((size_t)n + 15) & ~(size_t)15;
+    float *rows[ATTN_MAX_Q]; /* rows[qi][j - ulo] */
+    for (int qi = 0; qi < n_q; qi++) rows[qi] = scratch + (size_t)qi * rs;
+    for (int j0 = ulo; j0 <= uhi; j0 += 16) {
+        const int nk = uhi + 1 - j0 < 16 ? uhi + 1 - j0 : 16;
+        for (int qi = 0; qi < n_q; qi++) {
+            if (j0 > hi[qi] || j0 + nk - 1 < lo[qi]) continue; /* none of its keys */
+            float *dst = rows[qi] + (j0 - ulo);
+            /* the first query prefetches the next block (the rest read this one from L1) */
+            const int pf = qi == 0 && j0 + 32 <= uhi + 1;
+            if (nk == 16 && nc == 4)
+                qk_block(qs[qi].q, 4, kv->K, kv->stride, j0, 16, kv->scale, pf, dst);
+            else if (nk == 16)
+                qk_block(qs[qi].q, nc, kv->K, kv->stride, j0, 16, kv->scale, pf, dst);
+            else
+                qk_block(qs[qi].q, nc, kv->K, kv->stride, j0, nk, kv->scale, 0, dst);
+        }
+    }
+    const float *p[ATTN_MAX_Q];
+    float *out[ATTN_MAX_Q];
+    for (int qi = 0; qi < n_q; qi++) {
+        float *r = rows[qi];
+        softmax_row(r + (lo[qi] - ulo), hi[qi] - lo[qi] + 1);
+        for (int j = ulo; j < lo[qi]; j++) r[j - ulo] = 0;
+        for (int j = hi[qi] + 1; j <= uhi; j++) r[j - ulo] = 0;
+        p[qi] = r;
+        out[qi] = qs[qi].out;
+    }
+    pv_queries(kv, p, out, n_q, NQ, NV, ulo, uhi);
+}
+
+static void run_base(const attn_kv *kv, const attn_query *qs, int n_q, float *scratch) {
+    run_vec(kv, qs, n_q, scratch, 2, 1); /* 16 xmm: 2 x 4 accumulators + 4 of V */
+}
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#define ATTN_X86 1
+__attribute__((target("avx2"))) static void run_avx2(const attn_kv *kv, const attn_query *qs,
+                                                     int n_q, float *scratch) {
+    run_vec(kv, qs, n_q, scratch, 2, 2); /* 16 ymm: 2 x 4 accumulators + 4 of V */
+}
+
+__attribute__((target("avx512f"))) static void run_avx512(const attn_kv *kv, const attn_query *qs,
+                                                          int n_q, float *scratch) {
+    run_vec(kv, qs, n_q, scratch, 4, 4); /* 32 zmm: 4 x 4 accumulators + 4 of V */
+}
+#else
+#define ATTN_X86 0
+#endif
+
+void attn_run(const attn_kv *kv, const attn_query *qs, int n_q, float *scratch, attn_isa isa) {
+    assert(n_q >= 1 && n_q <= ATTN_MAX_Q && kv->hd >= 1);
+    if (isa == ATTN_ISA_SCALAR || kv->hd % 16) {
+        run_scalar(kv, qs, n_q, scratch);
+        return;
+    }
+#if ATTN_X86
+    if ((isa == ATTN_ISA_AUTO || isa == ATTN_ISA_AVX512) && __builtin_cpu_supports("avx512f")) {
+        run_avx512(kv, qs, n_q, scratch);
+        return;
+    }
+    if ((isa == ATTN_ISA_AUTO || isa == ATTN_ISA_AVX512 || isa == ATTN_ISA_AVX2) &&
+        __builtin_cpu_supports("avx2")) {
+        run_avx2(kv, qs, n_q, scratch);
+        return;
+    }
+#endif
+    run_base(kv, qs, n_q, scratch);
+}

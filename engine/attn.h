@@ -1,0 +1,40 @@
+/* attn.h: causal attention of a few query heads over one KV head of an f32 cache, exact and deterministic. */
+#ifndef LFM2_ENGINE_ATTN_H
+#define LFM2_ENGINE_ATTN_H
+
+#include <stddef.h>
+
+#define ATTN_MAX_Q 8 /* queries per attn_run call */
+
+/* Which code runs: AUTO picks the widest the CPU has. Every choice returns the same bits (the
+ * order of operations below is fixed, lane-wise float ops, no contraction). */
+typedef enum { ATTN_ISA_AUTO, ATTN_ISA_SCALAR, ATTN_ISA_BASE, ATTN_ISA_AVX2, ATTN_ISA_AVX512 } attn_isa;
+
+/* One KV head of a cache: position j's key at K + j * stride, its value at V + j * stride. */
+typedef struct attn_kv {
+    const float *K, *V;
+    size_t stride; /* floats between consecutive positions */
+    int hd;        /* head dim, >= 1 */
+    int n_swa;     /* > 0: a query at position p sees keys [p - n_swa + 1, p]; else [0, p] */
+    float scale;   /* multiplies q.k (1/sqrt(hd)) */
+} attn_kv;
+
+typedef struct attn_query {
+    const float *q; /* [hd] */
+    float *out;     /* [hd] softmax(scale * q.K) @ V over the keys the query sees */
+    int pos;        /* >= 0; keys up to pos must be stored */
+} attn_query;
+
+/* Floats of scratch attn_run needs when the largest query position is < n_keys. */
+size_t attn_scratch_floats(int n_keys);
+
+/* Computes n_q (1..ATTN_MAX_Q) queries over kv. A query's result depends only on it and the
+ * cache: not on the other queries in the call, their number, or isa. The order, per query:
+ * s_j = scale * dot(q, k_j), dot = 16 lane sums (lane l adds q[i]*k[i] for i = l mod 16, in i
+ * order, starting from the first product) reduced by halving (l + 8, then + 4, + 2, + 1);
+ * w_j = expf(s_j - max s); sum = the w_j added in j order in double; p_j = w_j * (float)(1/sum);
+ * out[i] = 0 + p_j * v_j[i] added in j order. ISA_AVX2/AVX512 fall back to BASE on CPUs
+ * without them; head dims not a multiple of 16 always take the scalar path. */
+void attn_run(const attn_kv *kv, const attn_query *qs, int n_q, float *scratch, attn_isa isa);
+
+#endif
