@@ -1,15 +1,22 @@
 /* attn.c: attention over an f32 KV cache: one order of operations, a scalar twin and a vector body per ISA. */
 #include "engine/attn.h"
 
+#ifdef __clang__ /* clang contracts a * b + c into FMA by default; GCC does not under -std=c11 */
+#pragma STDC FP_CONTRACT OFF
+#endif
+
 #include <assert.h>
 #include <limits.h>
 #include <math.h>
+#include <stdint.h>
 #include <string.h>
 
 /* GCC vector extension: lane-wise ops lower to SSE, AVX2 or AVX-512 with the same per-lane
  * results; -std=c11 keeps fp-contract off, so no FMA changes a rounding (tests/test_attn.c
  * compares every path bit for bit). */
 typedef float v16f __attribute__((vector_size(64)));
+typedef uint32_t v16u __attribute__((vector_size(64)));
+typedef double v8d __attribute__((vector_size(64)));
 
 #define AT_INLINE static inline __attribute__((always_inline))
 #define ATTN_PREFETCH 8 /* V rows ahead */
@@ -23,21 +30,6 @@ static void key_range(const attn_kv *kv, int pos, int *lo, int *hi) {
     *hi = pos;
 }
 
-/* scores s[0..n) of one query (its own keys) into probabilities, in the documented order */
-static void softmax_row(float *s, int n) {
-    float mx = -INFINITY;
-    for (int j = 0; j < n; j++)
-        if (s[j] > mx) mx = s[j];
-    double sum = 0;
-    for (int j = 0; j < n; j++) {
-        float w = expf(s[j] - mx);
-        s[j] = w;
-        sum += w;
-    }
-    float inv = (float)(1.0 / sum);
-    for (int j = 0; j < n; j++) s[j] *= inv;
-}
-
 /* ---- the scalar twin: the definition of the order, any head dim ---- */
 
 static float dot_scalar(const float *q, const float *k, int hd) {
@@ -49,6 +41,58 @@ static float dot_scalar(const float *q, const float *k, int hd) {
     return x[0] + x[1];
 }
 
+/* e^x for x <= 0 (the scores minus their max): Cephes' expf in plain float ops (no FMA), 0 below
+ * EXP_LO. Round n = x log2(e) by the 1.5 * 2^23 trick, r = x - n ln2 in two parts, e^r by a
+ * degree-7 polynomial, times 2^n built from n's bits. Within 2 ulp of e^x. */
+#define EXP_LO -87.0f
+#define EXP_MAGIC 12582912.0f /* 1.5 * 2^23: adding it rounds to an integer */
+#define EXP_MAGIC_BITS 0x4B400000
+#define EXP_LN2_HI 0.693359375f
+#define EXP_LN2_LO -2.12194440e-4f
+#define EXP_P0 1.9875691500e-4f
+#define EXP_P1 1.3981999507e-3f
+#define EXP_P2 8.3334519073e-3f
+#define EXP_P3 4.1665795894e-2f
+#define EXP_P4 1.6666665459e-1f
+#define EXP_P5 5.0000001201e-1f
+
+static float exp_scalar(float x) {
+    float m = x * 1.44269504088896341f + EXP_MAGIC;
+    float n = m - EXP_MAGIC;
+    float r = x - n * EXP_LN2_HI;
+    r = r - n * EXP_LN2_LO;
+    float p = EXP_P0;
+    p = p * r + EXP_P1;
+    p = p * r + EXP_P2;
+    p = p * r + EXP_P3;
+    p = p * r + EXP_P4;
+    p = p * r + EXP_P5;
+    float y = (p * (r * r) + r) + 1.0f;
+    uint32_t mb, sb;
+    memcpy(&mb, &m, sizeof mb);
+    sb = (mb - EXP_MAGIC_BITS + 127u) << 23; /* 2^n: n in [-126, 0] here */
+    float sc;
+    memcpy(&sc, &sb, sizeof sc);
+    return x < EXP_LO ? 0.0f : y * sc;
+}
+
+/* scores s[0..n) of one query (its own keys) into probabilities: w_j = exp(s_j - max); sum of the
+ * w_j in double in 8 lanes (lane j mod 8, j order) reduced by halving; s_j = w_j * (1 / sum) */
+static void softmax_scalar(float *s, int n) {
+    float mx = -INFINITY;
+    for (int j = 0; j < n; j++)
+        if (s[j] > mx) mx = s[j];
+    double l8[8] = {0};
+    for (int j = 0; j < n; j++) {
+        s[j] = exp_scalar(s[j] - mx);
+        l8[j & 7] += s[j];
+    }
+    for (int l = 0; l < 4; l++) l8[l] = l8[l] + l8[l + 4];
+    for (int l = 0; l < 2; l++) l8[l] = l8[l] + l8[l + 2];
+    float inv = (float)(1.0 / (l8[0] + l8[1]));
+    for (int j = 0; j < n; j++) s[j] *= inv;
+}
+
 static void run_scalar(const attn_kv *kv, const attn_query *qs, int n_q, float *scratch) {
     const int hd = kv->hd;
     for (int qi = 0; qi < n_q; qi++) {
@@ -57,7 +101,7 @@ static void run_scalar(const attn_kv *kv, const attn_query *qs, int n_q, float *
         float *p = scratch; /* p[j - lo] */
         for (int j = lo; j <= hi; j++)
             p[j - lo] = dot_scalar(qs[qi].q, kv->K + (size_t)j * kv->stride, hd) * kv->scale;
-        softmax_row(p, hi - lo + 1);
+        softmax_scalar(p, hi - lo + 1);
         for (int i = 0; i < hd; i++) {
             float o = 0;
             for (int j = lo; j <= hi; j++) o += p[j - lo] * kv->V[(size_t)j * kv->stride + i];
@@ -92,6 +136,78 @@ AT_INLINE void reduce16(const v16f *a, v16f *out) {
                                    28, 30) +
            __builtin_shufflevector(w[0], w[1], 1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27,
                                    29, 31);
+}
+
+/* exp_scalar on 16 lanes, the same operations lane by lane */
+AT_INLINE void exp16(v16f *v) {
+    const v16f x = *v;
+    v16f m = x * 1.44269504088896341f + EXP_MAGIC;
+    v16f n = m - EXP_MAGIC;
+    v16f r = x - n * EXP_LN2_HI;
+    r = r - n * EXP_LN2_LO;
+    v16f p = r * EXP_P0 + EXP_P1;
+    p = p * r + EXP_P2;
+    p = p * r + EXP_P3;
+    p = p * r + EXP_P4;
+    p = p * r + EXP_P5;
+    v16f y = (p * (r * r) + r) + 1.0f;
+    v16u sb = ((v16u)m - EXP_MAGIC_BITS + 127u) << 23;
+    y = y * (v16f)sb;
+    *v = (v16f)((v16u)y & ~(v16u)(x < EXP_LO));
+}
+
+/* softmax_scalar, 16 scores at a time (rows need no alignment) */
+AT_INLINE void softmax_vec(float *s, int n) {
+    float mx = -INFINITY;
+    int j = 0;
+    if (n >= 16) {
+        v16f m;
+        ld(&m, s);
+        for (j = 16; j + 16 <= n; j += 16) {
+            v16f v;
+            ld(&v, s + j);
+            const v16u gt = (v16u)(v > m);
+            m = (v16f)(((v16u)v & gt) | ((v16u)m & ~gt));
+        }
+        for (int l = 0; l < 16; l++)
+            if (m[l] > mx) mx = m[l];
+    }
+    for (; j < n; j++)
+        if (s[j] > mx) mx = s[j];
+    v8d acc = {0};
+    for (j = 0; j + 16 <= n; j += 16) {
+        v16f v;
+        ld(&v, s + j);
+        v -= mx;
+        exp16(&v);
+        memcpy(s + j, &v, sizeof v);
+        acc += __builtin_convertvector(__builtin_shufflevector(v, v, 0, 1, 2, 3, 4, 5, 6, 7), v8d);
+        acc += __builtin_convertvector(__builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15),
+                                       v8d);
+    }
+    if (j < n) { /* the tail padded with -inf: weights 0, which add +0 to lanes never -0 */
+        v16f v = {0};
+        v -= INFINITY;
+        memcpy(&v, s + j, (size_t)(n - j) * sizeof(float));
+        v -= mx;
+        exp16(&v);
+        memcpy(s + j, &v, (size_t)(n - j) * sizeof(float));
+        acc += __builtin_convertvector(__builtin_shufflevector(v, v, 0, 1, 2, 3, 4, 5, 6, 7), v8d);
+        acc += __builtin_convertvector(__builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15),
+                                       v8d);
+    }
+    double l8[8];
+    memcpy(l8, &acc, sizeof l8);
+    for (int l = 0; l < 4; l++) l8[l] = l8[l] + l8[l + 4];
+    for (int l = 0; l < 2; l++) l8[l] = l8[l] + l8[l + 2];
+    const float inv = (float)(1.0 / (l8[0] + l8[1]));
+    for (j = 0; j + 16 <= n; j += 16) {
+        v16f v;
+        ld(&v, s + j);
+        v *= inv;
+        memcpy(s + j, &v, sizeof v);
+    }
+    for (; j < n; j++) s[j] *= inv;
 }
 
 /* scaled dots of q with keys j0..j0+nk-1 (nk <= 16) into dst[0..nk); nc = hd / 16 */
@@ -218,7 +334,7 @@ AT_INLINE void run_vec(const attn_kv *kv, const attn_query *qs, int n_q, float *
     float *out[ATTN_MAX_Q];
     for (int qi = 0; qi < n_q; qi++) {
         float *r = rows[qi];
-        softmax_row(r + (lo[qi] - ulo), hi[qi] - lo[qi] + 1);
+        softmax_vec(r + (lo[qi] - ulo), hi[qi] - lo[qi] + 1);
         for (int j = ulo; j < lo[qi]; j++) r[j - ulo] = 0;
         for (int j = hi[qi] + 1; j <= uhi; j++) r[j - ulo] = 0;
         p[qi] = r;

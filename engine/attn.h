@@ -32,8 +32,9 @@ size_t attn_scratch_floats(int n_keys);
  * cache: not on the other queries in the call, their number, or isa. The order, per query:
  * s_j = scale * dot(q, k_j), dot = 16 lane sums (lane l adds q[i]*k[i] for i = l mod 16, in i
  * order, starting from the first product) reduced by halving (l + 8, then + 4, + 2, + 1);
- * w_j = expf(s_j - max s); sum = the w_j added in j order in double; p_j = w_j * (float)(1/sum);
- * out[i] = 0 + p_j * v_j[i] added in j order. ISA_AVX2/AVX512 fall back to BASE on CPUs
+ * w_j = exp(s_j - max s) by attn.c's exp_scalar (Cephes' polynomial in float, 0 below -87);
+ * sum = the w_j in double in 8 lanes (j - first key mod 8, in j order) reduced by halving;
+ * p_j = w_j * (float)(1/sum); out[i] = 0 + p_j * v_j[i] added in j order. ISA_AVX2/AVX512 fall back to BASE on CPUs
  * without them; head dims not a multiple of 16 always take the scalar path. */
 void attn_run(const attn_kv *kv, const attn_query *qs, int n_q, float *scratch, attn_isa isa);
 

@@ -38,7 +38,7 @@ static const attn_isa isas[] = {ATTN_ISA_SCALAR, ATTN_ISA_BASE, ATTN_ISA_AVX2, A
 
 /* One cache shape: n_keys positions of a 2-head cache (the tested head is the second, so rows
  * are strided), hd, window n_swa. Queries at the awkward positions, grouped in every way. */
-static void check_shape(int hd, int n_keys, int n_swa, double *worst) {
+static void check_shape(int hd, int n_keys, int n_swa, double worst[2]) {
     const int stride = 2 * hd + 3; /* not a multiple of 16: unaligned rows */
     float *K = malloc((size_t)n_keys * stride * sizeof(float));
     float *V = malloc((size_t)n_keys * stride * sizeof(float));
@@ -54,13 +54,15 @@ static void check_shape(int hd, int n_keys, int n_swa, double *worst) {
     float *alone = malloc((size_t)NQ * hd * sizeof(float));
     double *ref = malloc((size_t)hd * sizeof(double));
     float *scratch = malloc(attn_scratch_floats(n_keys) * sizeof(float));
-    for (size_t c = 0; c < sizeof ctx / sizeof ctx[0]; c++) {
-        if (ctx[c] > n_keys) continue;
-        for (size_t i = 0; i < (size_t)NQ * hd; i++) q[i] = 2 * frand();
+    for (size_t c = 0; c < 2 * sizeof ctx / sizeof ctx[0]; c++) {
+        /* twice: softmax moderate, then so peaked that most weights underflow to 0 */
+        const float qscale = c % 2 ? 60.0f : 2.0f;
+        if (ctx[c / 2] > n_keys) continue;
+        for (size_t i = 0; i < (size_t)NQ * hd; i++) q[i] = qscale * frand();
         /* queries: the last position of this context and the ones before it (a prefill tile),
          * some repeated with other q vectors (heads of one GQA group) */
         int pos[NQ];
-        for (int k = 0; k < NQ; k++) pos[k] = ctx[c] - 1 - (k / 2) * (k % 3);
+        for (int k = 0; k < NQ; k++) pos[k] = ctx[c / 2] - 1 - (k / 2) * (k % 3);
         for (int k = 0; k < NQ; k++)
             if (pos[k] < 0) pos[k] = 0;
         for (int ia = 0; ia < N_ISA; ia++) {
@@ -75,12 +77,12 @@ static void check_shape(int hd, int n_keys, int n_swa, double *worst) {
             const float *o0 = out + (size_t)k * hd;
             for (int i = 0; i < hd; i++) {
                 double e = fabs(o0[i] - ref[i]);
-                if (!(e <= *worst)) *worst = e; /* NaN sticks */
+                if (!(e <= worst[c % 2])) worst[c % 2] = e; /* NaN sticks */
             }
             for (int ia = 1; ia < N_ISA; ia++)
                 if (memcmp(o0, out + ((size_t)ia * NQ + k) * hd, (size_t)hd * sizeof(float))) {
                     fprintf(stderr, "hd %d ctx %d swa %d query %d: isa %d differs from scalar\n",
-                            hd, ctx[c], n_swa, k, (int)isas[ia]);
+                            hd, ctx[c / 2], n_swa, k, (int)isas[ia]);
                     CHECK(!"same bits on every ISA");
                 }
         }
@@ -93,7 +95,7 @@ static void check_shape(int hd, int n_keys, int n_swa, double *worst) {
                 attn_run(&kv, qs, g, scratch, ATTN_ISA_AUTO);
                 if (memcmp(alone, out + (size_t)k0 * hd, (size_t)g * hd * sizeof(float))) {
                     fprintf(stderr, "hd %d ctx %d swa %d: queries %d..%d in a group of %d differ\n",
-                            hd, ctx[c], n_swa, k0, k0 + g - 1, g);
+                            hd, ctx[c / 2], n_swa, k0, k0 + g - 1, g);
                     CHECK(!"grouping changes no bits");
                 }
             }
@@ -127,8 +129,17 @@ static void check_order(void) {
         if (s[j] > mx) mx = s[j];
     }
     CHECK(seq_differs > 0); /* the check below can tell the orders apart */
-    double sum = 0;
-    for (int j = 0; j < N; j++) sum += s[j] = expf(s[j] - mx);
+    double l8[8] = {0};
+    for (int j = 0; j < N; j++) {
+        float x = s[j] - mx, m = x * 1.44269504088896341f + 12582912.0f, n = m - 12582912.0f;
+        float r = (x - n * 0.693359375f) - n * -2.12194440e-4f, p = 1.9875691500e-4f;
+        const float c[5] = {1.3981999507e-3f, 8.3334519073e-3f, 4.1665795894e-2f, 1.6666665459e-1f,
+                            5.0000001201e-1f};
+        for (int k = 0; k < 5; k++) p = p * r + c[k];
+        s[j] = x < -87.0f ? 0.0f : ((p * (r * r) + r) + 1.0f) * exp2f(n);
+        l8[j % 8] += s[j];
+    }
+    double sum = ((l8[0] + l8[4]) + (l8[2] + l8[6])) + ((l8[1] + l8[5]) + (l8[3] + l8[7]));
     float inv = (float)(1.0 / sum);
     for (int i = 0; i < HD; i++) {
         float o = 0;
@@ -142,19 +153,24 @@ int main(void) {
     check_order();
     const int hds[] = {64, 32, 48, 40, 2}; /* 40 and 2: the scalar path */
     const int swas[] = {0, 1, 5, 64};
-    double all = 0;
+    /* scores of the peaked case reach hundreds: their own float rounding (~1e-7 relative, glibc's
+     * expf gives the same error) bounds the result's, not the exp or the sums */
+    const double tol[2] = {2e-6, 2e-5};
+    double all[2] = {0, 0};
     for (size_t h = 0; h < sizeof hds / sizeof hds[0]; h++)
         for (size_t w = 0; w < sizeof swas / sizeof swas[0]; w++) {
-            double worst = 0;
-            check_shape(hds[h], 513, swas[w], &worst);
-            check_shape(hds[h], 20, swas[w], &worst);
-            if (!(worst <= 2e-6)) {
-                fprintf(stderr, "hd %d swa %d: max |attn - double reference| %.3g\n", hds[h],
-                        swas[w], worst);
-                CHECK(!"within 2e-6 of the double reference");
+            double worst[2] = {0, 0};
+            check_shape(hds[h], 513, swas[w], worst);
+            check_shape(hds[h], 20, swas[w], worst);
+            for (int k = 0; k < 2; k++) {
+                if (!(worst[k] <= tol[k])) {
+                    fprintf(stderr, "hd %d swa %d %s: max |attn - double reference| %.3g > %g\n",
+                            hds[h], swas[w], k ? "peaked" : "moderate", worst[k], tol[k]);
+                    CHECK(!"within tolerance of the double reference");
+                }
+                if (!(worst[k] <= all[k])) all[k] = worst[k];
             }
-            if (!(worst <= all)) all = worst;
         }
-    printf("attn: max |float - double reference| %.3g over all shapes\n", all);
+    printf("attn: max |float - double reference| %.3g moderate, %.3g peaked softmax\n", all[0], all[1]);
     return check_done("test_attn");
 }
