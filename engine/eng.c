@@ -22,6 +22,14 @@
 #define HALF_MAX_TOK 16        /* f16/bf16 weights: steps up to this size use kern's GEMV, else sgemm */
 #define RP_SLOTS 1024          /* open-addressing table: gguf tensor -> its repacked matrix */
 
+/* one batch item's share of a layer's attention (attn_layer) */
+struct attn_part {
+    const float *K, *V; /* [n_ctx][kw] of this layer */
+    float *scratch;     /* [threads][n_scratch]: the sequence's */
+    size_t n_scratch;
+    int pos, r0, n, u0; /* first position, first row, tokens, first unit */
+};
+
 struct eng {
     lfm2_model *m;
     tok *t;
@@ -48,6 +56,7 @@ struct eng {
     float *panel;  /* [n_threads][PANEL_FLOATS] dequantized weight rows, one panel per thread */
     float *lchunk; /* [LOGIT_CHUNK, n_vocab] */
     int *lrow_item, *lrow_off; /* [T] which item / which logits row a gathered row goes to */
+    struct attn_part *attn_parts; /* [T] per batch item: its attention job (attn_layer) */
     /* speed: weights repacked at load (quant/repack.h), decode through engine/kern.h */
     pool *pool;                       /* p.n_threads workers, used by the kernels */
     kern_act act;                     /* [T] quantized activations of one input */
@@ -257,8 +266,9 @@ int eng_new(eng **out, const char *model_path, const eng_params *pp, char *err, 
     e->lchunk = malloc((size_t)LOGIT_CHUNK * e->n_vocab * sizeof(float));
     e->lrow_item = malloc(T * sizeof(int));
     e->lrow_off = malloc(T * sizeof(int));
+    e->attn_parts = malloc(T * sizeof *e->attn_parts);
     if (!e->x || !e->xn || !e->a || !e->b || !e->o || !e->panel || !e->lchunk || !e->lrow_item ||
-        !e->lrow_off)
+        !e->lrow_off || !e->attn_parts)
         goto oom;
     int max_in = E > hp->n_ff ? E : hp->n_ff;
     if (max_in > PANEL_FLOATS) {
@@ -302,6 +312,7 @@ void eng_free(eng *e) {
     free(e->lchunk);
     free(e->lrow_item);
     free(e->lrow_off);
+    free(e->attn_parts);
     free(e);
 }
 
@@ -577,73 +588,81 @@ static void conv_item(eng *e, int l, eng_seq *s, int r0, int n) {
     }
 }
 
-/* One item's attention (engine/attn.c), split across the pool in units of (tile of tokens, KV
- * head, group of the query heads reading it): up to ATTN_MAX_Q queries that share each K/V row
- * read. Each query's bits depend only on it and the cache, never on the tiling or the batch. */
+/* A layer's attention for the whole batch (engine/attn.c) in one pool run, in units of (item,
+ * tile of tokens, KV head, group of the query heads reading it): up to ATTN_MAX_Q queries that
+ * share each K/V row read. A query's bits depend only on it and its cache, never on the tiling
+ * or on the other items (struct attn_part, one per item, is at the top). */
 typedef struct attn_job {
     const float *q_all; /* [T][qw] */
     float *out;         /* e->b: [T][qw] */
-    const float *K, *V; /* [n_ctx][kw] */
-    float *scratch;     /* [threads][n_scratch] */
-    size_t n_scratch;
-    int pos, r0, n, KV, group, hd, qw, kw, n_swa;
-    int hs, n_hsub, tt, n_units; /* heads per unit, units per KV head, tokens per unit, units */
+    const struct attn_part *parts;
+    int n_parts, n_units;
+    int KV, group, hd, qw, kw, n_swa;
+    int hs, n_hsub, tt; /* heads per unit, units per KV head, tokens per unit */
     float kq_scale;
 } attn_job;
 
 static void attn_task(void *ctx, int task, int n_tasks, int thread) {
     const attn_job *a = ctx;
-    float *scratch = a->scratch + (size_t)thread * a->n_scratch;
-    const int hd = a->hd;
+    const int hd = a->hd, per_tile = a->KV * a->n_hsub;
+    int ip = 0;
     /* strided units: every task gets early (short) and late (long) tokens alike */
     for (int u = task; u < a->n_units; u += n_tasks) {
-        const int tile = u / (a->KV * a->n_hsub), rest = u % (a->KV * a->n_hsub);
+        while (ip + 1 < a->n_parts && a->parts[ip + 1].u0 <= u) ip++;
+        const struct attn_part *pt = &a->parts[ip];
+        const int tile = (u - pt->u0) / per_tile, rest = (u - pt->u0) % per_tile;
         const int kh = rest / a->n_hsub, h0 = kh * a->group + rest % a->n_hsub * a->hs;
         const int h1 = h0 + a->hs < (kh + 1) * a->group ? h0 + a->hs : (kh + 1) * a->group;
-        const int t0 = tile * a->tt, t1 = t0 + a->tt < a->n ? t0 + a->tt : a->n;
-        attn_kv kv = {a->K + (size_t)kh * hd, a->V + (size_t)kh * hd, (size_t)a->kw, hd, a->n_swa,
-                      a->kq_scale};
+        const int t0 = tile * a->tt, t1 = t0 + a->tt < pt->n ? t0 + a->tt : pt->n;
+        attn_kv kv = {pt->K + (size_t)kh * hd, pt->V + (size_t)kh * hd, (size_t)a->kw, hd,
+                      a->n_swa, a->kq_scale};
         attn_query qs[ATTN_MAX_Q];
         int nq = 0;
         for (int t = t0; t < t1; t++)
             for (int h = h0; h < h1; h++) {
-                size_t off = (size_t)(a->r0 + t) * a->qw + (size_t)h * hd;
-                qs[nq++] = (attn_query){a->q_all + off, a->out + off, a->pos + t};
+                size_t off = (size_t)(pt->r0 + t) * a->qw + (size_t)h * hd;
+                qs[nq++] = (attn_query){a->q_all + off, a->out + off, pt->pos + t};
             }
-        attn_run(&kv, qs, nq, scratch, ATTN_ISA_AUTO);
+        attn_run(&kv, qs, nq, pt->scratch + (size_t)thread * pt->n_scratch, ATTN_ISA_AUTO);
     }
 }
 
-/* Attention for one item: q|k|v rows in e->a (q at qo, k at ko, v at vo, row strides given);
- * stores K/V at the item's positions, writes concatenated heads into e->b rows. */
-static void attn_item(eng *e, int l, eng_seq *s, int r0, int n, int T) {
+/* Attention of layer l for the batch: q|k|v rows in e->a ([T][qw], then [T][kw] twice); per-head
+ * norms and RoPE, K/V stored at each item's positions, heads concatenated into e->b rows. */
+static void attn_layer(eng *e, int l, const eng_batch *b, int T) {
     const lfm2_hparams *hp = &e->m->hp;
     const int H = hp->n_head, KV = hp->n_head_kv[l], hd = hp->head_dim;
     const int qw = H * hd, kw = KV * hd;
     float *q_all = e->a, *k_all = e->a + (size_t)T * qw, *v_all = k_all + (size_t)T * kw;
-    float *K = s->kv + (size_t)s->n_ctx * e->kv_cum[l];
-    float *V = K + (size_t)s->n_ctx * kw;
     const float theta_scale = powf(hp->rope_base, -2.0f / hd);
-    const float kq_scale = 1.0f / sqrtf((float)hd);
-    for (int t = 0; t < n; t++) {
-        int p = s->pos + t;
-        float *q = q_all + (size_t)(r0 + t) * qw;
-        float *k = k_all + (size_t)(r0 + t) * kw;
-        float *v = v_all + (size_t)(r0 + t) * kw;
-        for (int h = 0; h < H; h++) rmsnorm(q + h * hd, q + h * hd, e->q_norm[l], hd, hp->eps);
-        for (int h = 0; h < KV; h++) rmsnorm(k + h * hd, k + h * hd, e->k_norm[l], hd, hp->eps);
-        rope_neox(q, H, hd, p, theta_scale);
-        rope_neox(k, KV, hd, p, theta_scale);
-        memcpy(K + (size_t)p * kw, k, kw * sizeof(float));
-        memcpy(V + (size_t)p * kw, v, kw * sizeof(float));
-    }
     const int group = H / KV, hs = group < ATTN_MAX_Q ? group : ATTN_MAX_Q;
     const int tt = ATTN_MAX_Q / hs, n_hsub = (group + hs - 1) / hs;
-    attn_job j = {q_all, e->b, K, V, s->scores, attn_scratch_floats(s->n_ctx), s->pos, r0, n, KV,
-                  group, hd, qw, kw, hp->n_swa, hs, n_hsub, tt, 0, kq_scale};
-    j.n_units = (n + tt - 1) / tt * KV * n_hsub;
+    int n_units = 0;
+    for (int i = 0, r0 = 0; i < b->n_items; r0 += b->items[i].n_tokens, i++) {
+        eng_seq *s = b->items[i].seq;
+        const int n = b->items[i].n_tokens;
+        float *K = s->kv + (size_t)s->n_ctx * e->kv_cum[l];
+        float *V = K + (size_t)s->n_ctx * kw;
+        for (int t = 0; t < n; t++) {
+            int p = s->pos + t;
+            float *q = q_all + (size_t)(r0 + t) * qw;
+            float *k = k_all + (size_t)(r0 + t) * kw;
+            float *v = v_all + (size_t)(r0 + t) * kw;
+            for (int h = 0; h < H; h++) rmsnorm(q + h * hd, q + h * hd, e->q_norm[l], hd, hp->eps);
+            for (int h = 0; h < KV; h++) rmsnorm(k + h * hd, k + h * hd, e->k_norm[l], hd, hp->eps);
+            rope_neox(q, H, hd, p, theta_scale);
+            rope_neox(k, KV, hd, p, theta_scale);
+            memcpy(K + (size_t)p * kw, k, kw * sizeof(float));
+            memcpy(V + (size_t)p * kw, v, kw * sizeof(float));
+        }
+        e->attn_parts[i] = (struct attn_part){K, V, s->scores, attn_scratch_floats(s->n_ctx),
+                                              s->pos, r0, n, n_units};
+        n_units += (n + tt - 1) / tt * KV * n_hsub;
+    }
+    attn_job j = {q_all, e->b, e->attn_parts, b->n_items, n_units, KV, group, hd, qw, kw,
+                  hp->n_swa, hs, n_hsub, tt, 1.0f / sqrtf((float)hd)};
     int nt = pool_n_threads(e->pool);
-    pool_run(e->pool, attn_task, &j, j.n_units < 4 * nt ? j.n_units : 4 * nt);
+    pool_run(e->pool, attn_task, &j, n_units < 4 * nt ? n_units : 4 * nt);
 }
 
 /* ---- the batch step ---- */
@@ -715,8 +734,7 @@ int eng_step(eng *e, eng_batch *b, char *err, size_t errlen) {
             const gguf_tensor *qkv[3] = {ly->wq, ly->wk, ly->wv};
             float *ys[3] = {e->a, e->a + (size_t)T * qw, e->a + (size_t)T * (qw + kw)};
             matmul_n(e, 3, qkv, e->xn, T, ys);
-            for (int i = 0, r0 = 0; i < b->n_items; r0 += b->items[i].n_tokens, i++)
-                attn_item(e, l, b->items[i].seq, r0, b->items[i].n_tokens, T);
+            attn_layer(e, l, b, T);
             matmul(e, ly->wo, e->b, T, e->o);
         }
         for (size_t k = 0; k < (size_t)T * E; k++) e->x[k] += e->o[k];
