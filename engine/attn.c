@@ -1,4 +1,4 @@
-/* attn.c: attention over an f32 KV cache: one order of operations, a scalar twin and a vector body per ISA. */
+/* attn.c: attention in one order of operations: a scalar twin, a vector body per ISA. */
 #include "engine/attn.h"
 
 #ifdef __clang__ /* clang contracts a * b + c into FMA by default; GCC does not under -std=c11 */
@@ -34,10 +34,14 @@ static void key_range(const attn_kv *kv, int pos, int *lo, int *hi) {
 
 static float dot_scalar(const float *q, const float *k, int hd) {
     float x[16] = {0};
-    for (int i = 0; i < hd; i++) x[i & 15] = i < 16 ? q[i] * k[i] : x[i & 15] + q[i] * k[i];
-    for (int l = 0; l < 8; l++) x[l] = x[l] + x[l + 8];
-    for (int l = 0; l < 4; l++) x[l] = x[l] + x[l + 4];
-    for (int l = 0; l < 2; l++) x[l] = x[l] + x[l + 2];
+    for (int i = 0; i < hd; i++)
+        x[i & 15] = i < 16 ? q[i] * k[i] : x[i & 15] + q[i] * k[i];
+    for (int l = 0; l < 8; l++)
+        x[l] = x[l] + x[l + 8];
+    for (int l = 0; l < 4; l++)
+        x[l] = x[l] + x[l + 4];
+    for (int l = 0; l < 2; l++)
+        x[l] = x[l] + x[l + 2];
     return x[0] + x[1];
 }
 
@@ -87,10 +91,13 @@ static void softmax_scalar(float *s, int n) {
         s[j] = exp_scalar(s[j] - mx);
         l8[j & 7] += s[j];
     }
-    for (int l = 0; l < 4; l++) l8[l] = l8[l] + l8[l + 4];
-    for (int l = 0; l < 2; l++) l8[l] = l8[l] + l8[l + 2];
+    for (int l = 0; l < 4; l++)
+        l8[l] = l8[l] + l8[l + 4];
+    for (int l = 0; l < 2; l++)
+        l8[l] = l8[l] + l8[l + 2];
     float inv = (float)(1.0 / (l8[0] + l8[1]));
-    for (int j = 0; j < n; j++) s[j] *= inv;
+    for (int j = 0; j < n; j++)
+        s[j] *= inv;
 }
 
 static void run_scalar(const attn_kv *kv, const attn_query *qs, int n_q, float *scratch) {
@@ -104,7 +111,8 @@ static void run_scalar(const attn_kv *kv, const attn_query *qs, int n_q, float *
         softmax_scalar(p, hi - lo + 1);
         for (int i = 0; i < hd; i++) {
             float o = 0;
-            for (int j = lo; j <= hi; j++) o += p[j - lo] * kv->V[(size_t)j * kv->stride + i];
+            for (int j = lo; j <= hi; j++)
+                o += p[j - lo] * kv->V[(size_t)j * kv->stride + i];
             qs[qi].out[i] = o;
         }
     }
@@ -112,7 +120,9 @@ static void run_scalar(const attn_kv *kv, const attn_query *qs, int n_q, float *
 
 /* ---- the vector body (head dim a multiple of 16), instantiated per ISA below ---- */
 
-AT_INLINE void ld(v16f *d, const float *p) { memcpy(d, p, sizeof *d); }
+AT_INLINE void ld(v16f *d, const float *p) {
+    memcpy(d, p, sizeof *d);
+}
 
 /* a[k] holds key k's 16 lane sums; out lane k = key k's dot, by the halving tree of dot_scalar */
 AT_INLINE void reduce16(const v16f *a, v16f *out) {
@@ -120,16 +130,16 @@ AT_INLINE void reduce16(const v16f *a, v16f *out) {
     for (int m = 0; m < 8; m++)
         t[m] = __builtin_shufflevector(a[2 * m], a[2 * m + 1], 0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18,
                                        19, 20, 21, 22, 23) +
-               __builtin_shufflevector(a[2 * m], a[2 * m + 1], 8, 9, 10, 11, 12, 13, 14, 15, 24,
-                                       25, 26, 27, 28, 29, 30, 31);
+               __builtin_shufflevector(a[2 * m], a[2 * m + 1], 8, 9, 10, 11, 12, 13, 14, 15, 24, 25,
+                                       26, 27, 28, 29, 30, 31);
     for (int m = 0; m < 4; m++)
-        u[m] = __builtin_shufflevector(t[2 * m], t[2 * m + 1], 0, 1, 2, 3, 8, 9, 10, 11, 16, 17,
-                                       18, 19, 24, 25, 26, 27) +
+        u[m] = __builtin_shufflevector(t[2 * m], t[2 * m + 1], 0, 1, 2, 3, 8, 9, 10, 11, 16, 17, 18,
+                                       19, 24, 25, 26, 27) +
                __builtin_shufflevector(t[2 * m], t[2 * m + 1], 4, 5, 6, 7, 12, 13, 14, 15, 20, 21,
                                        22, 23, 28, 29, 30, 31);
     for (int m = 0; m < 2; m++)
-        w[m] = __builtin_shufflevector(u[2 * m], u[2 * m + 1], 0, 1, 4, 5, 8, 9, 12, 13, 16, 17,
-                                       20, 21, 24, 25, 28, 29) +
+        w[m] = __builtin_shufflevector(u[2 * m], u[2 * m + 1], 0, 1, 4, 5, 8, 9, 12, 13, 16, 17, 20,
+                                       21, 24, 25, 28, 29) +
                __builtin_shufflevector(u[2 * m], u[2 * m + 1], 2, 3, 6, 7, 10, 11, 14, 15, 18, 19,
                                        22, 23, 26, 27, 30, 31);
     *out = __builtin_shufflevector(w[0], w[1], 0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26,
@@ -198,8 +208,10 @@ AT_INLINE void softmax_vec(float *s, int n) {
     }
     double l8[8];
     memcpy(l8, &acc, sizeof l8);
-    for (int l = 0; l < 4; l++) l8[l] = l8[l] + l8[l + 4];
-    for (int l = 0; l < 2; l++) l8[l] = l8[l] + l8[l + 2];
+    for (int l = 0; l < 4; l++)
+        l8[l] = l8[l] + l8[l + 4];
+    for (int l = 0; l < 2; l++)
+        l8[l] = l8[l] + l8[l + 2];
     const float inv = (float)(1.0 / (l8[0] + l8[1]));
     for (j = 0; j + 16 <= n; j += 16) {
         v16f v;
@@ -207,7 +219,8 @@ AT_INLINE void softmax_vec(float *s, int n) {
         v *= inv;
         memcpy(s + j, &v, sizeof v);
     }
-    for (; j < n; j++) s[j] *= inv;
+    for (; j < n; j++)
+        s[j] *= inv;
 }
 
 /* scaled dots of q with keys j0..j0+nk-1 (nk <= 16) into dst[0..nk); nc = hd / 16 */
@@ -220,7 +233,8 @@ AT_INLINE void qk_block(const float *q, int nc, const float *K, size_t stride, i
             const float *kr = K + (size_t)(j0 + k) * stride;
             if (prefetch)
 #pragma GCC unroll 4
-                for (int c = 0; c < nc; c++) __builtin_prefetch(kr + 16 * (size_t)stride + 16 * c);
+                for (int c = 0; c < nc; c++)
+                    __builtin_prefetch(kr + 16 * (size_t)stride + 16 * c);
             v16f qa, ka;
             ld(&qa, q);
             ld(&ka, kr);
@@ -249,7 +263,8 @@ AT_INLINE void pv_chunk(const float *V, size_t stride, int i0, const float *cons
 #pragma GCC unroll 4
     for (int q = 0; q < NQ; q++)
 #pragma GCC unroll 4
-        for (int v = 0; v < NV; v++) o[q][v] = (v16f){0};
+        for (int v = 0; v < NV; v++)
+            o[q][v] = (v16f){0};
     for (int j = ulo; j <= uhi; j++) {
         const float *vr = V + (size_t)j * stride + i0;
 #pragma GCC unroll 4
@@ -257,18 +272,21 @@ AT_INLINE void pv_chunk(const float *V, size_t stride, int i0, const float *cons
             __builtin_prefetch(vr + (size_t)ATTN_PREFETCH * stride + 16 * v);
         v16f vv[4];
 #pragma GCC unroll 4
-        for (int v = 0; v < NV; v++) ld(&vv[v], vr + 16 * v);
+        for (int v = 0; v < NV; v++)
+            ld(&vv[v], vr + 16 * v);
 #pragma GCC unroll 4
         for (int q = 0; q < NQ; q++) {
             const float w = p[q][j - ulo];
 #pragma GCC unroll 4
-            for (int v = 0; v < NV; v++) o[q][v] += w * vv[v];
+            for (int v = 0; v < NV; v++)
+                o[q][v] += w * vv[v];
         }
     }
 #pragma GCC unroll 4
     for (int q = 0; q < NQ; q++)
 #pragma GCC unroll 4
-        for (int v = 0; v < NV; v++) memcpy(out[q] + i0 + 16 * v, &o[q][v], sizeof o[q][v]);
+        for (int v = 0; v < NV; v++)
+            memcpy(out[q] + i0 + 16 * v, &o[q][v], sizeof o[q][v]);
 }
 
 /* NQ queries at a time (<= 4), NV vectors of 16 outputs per pass (<= 4): register blocking only,
@@ -281,20 +299,23 @@ AT_INLINE void pv_queries(const attn_kv *kv, const float *const *p, float *const
         int i0 = 0;
         for (; i0 + 16 * NV <= hd; i0 += 16 * NV)
             pv_chunk(kv->V, kv->stride, i0, p + qi, out + qi, NQ, NV, ulo, uhi);
-        for (; i0 < hd; i0 += 16) pv_chunk(kv->V, kv->stride, i0, p + qi, out + qi, NQ, 1, ulo, uhi);
+        for (; i0 < hd; i0 += 16)
+            pv_chunk(kv->V, kv->stride, i0, p + qi, out + qi, NQ, 1, ulo, uhi);
     }
     if (NQ > 2 && qi + 2 <= nq) {
         int i0 = 0;
         for (; i0 + 16 * NV <= hd; i0 += 16 * NV)
             pv_chunk(kv->V, kv->stride, i0, p + qi, out + qi, 2, NV, ulo, uhi);
-        for (; i0 < hd; i0 += 16) pv_chunk(kv->V, kv->stride, i0, p + qi, out + qi, 2, 1, ulo, uhi);
+        for (; i0 < hd; i0 += 16)
+            pv_chunk(kv->V, kv->stride, i0, p + qi, out + qi, 2, 1, ulo, uhi);
         qi += 2;
     }
     for (; qi < nq; qi++) {
         int i0 = 0;
         for (; i0 + 16 * NV <= hd; i0 += 16 * NV)
             pv_chunk(kv->V, kv->stride, i0, p + qi, out + qi, 1, NV, ulo, uhi);
-        for (; i0 < hd; i0 += 16) pv_chunk(kv->V, kv->stride, i0, p + qi, out + qi, 1, 1, ulo, uhi);
+        for (; i0 < hd; i0 += 16)
+            pv_chunk(kv->V, kv->stride, i0, p + qi, out + qi, 1, 1, ulo, uhi);
     }
 }
 
@@ -314,7 +335,8 @@ AT_INLINE void run_vec(const attn_kv *kv, const attn_query *qs, int n_q, float *
     const int n = uhi - ulo + 1;
     const size_t rs = ((size_t)n + 15) & ~(size_t)15;
     float *rows[ATTN_MAX_Q]; /* rows[qi][j - ulo] */
-    for (int qi = 0; qi < n_q; qi++) rows[qi] = scratch + (size_t)qi * rs;
+    for (int qi = 0; qi < n_q; qi++)
+        rows[qi] = scratch + (size_t)qi * rs;
     for (int j0 = ulo; j0 <= uhi; j0 += 16) {
         const int nk = uhi + 1 - j0 < 16 ? uhi + 1 - j0 : 16;
         for (int qi = 0; qi < n_q; qi++) {
@@ -335,8 +357,10 @@ AT_INLINE void run_vec(const attn_kv *kv, const attn_query *qs, int n_q, float *
     for (int qi = 0; qi < n_q; qi++) {
         float *r = rows[qi];
         softmax_vec(r + (lo[qi] - ulo), hi[qi] - lo[qi] + 1);
-        for (int j = ulo; j < lo[qi]; j++) r[j - ulo] = 0;
-        for (int j = hi[qi] + 1; j <= uhi; j++) r[j - ulo] = 0;
+        for (int j = ulo; j < lo[qi]; j++)
+            r[j - ulo] = 0;
+        for (int j = hi[qi] + 1; j <= uhi; j++)
+            r[j - ulo] = 0;
         p[qi] = r;
         out[qi] = qs[qi].out;
     }

@@ -1,4 +1,4 @@
-/* attn.h: causal attention of a few query heads over one KV head of an f32 cache, exact and deterministic. */
+/* attn.h: causal attention over one KV head of an f32 cache: the same bits on every ISA. */
 #ifndef LFM2_ENGINE_ATTN_H
 #define LFM2_ENGINE_ATTN_H
 
@@ -8,7 +8,13 @@
 
 /* Which code runs: AUTO picks the widest the CPU has. Every choice returns the same bits (the
  * order of operations below is fixed, lane-wise float ops, no contraction). */
-typedef enum { ATTN_ISA_AUTO, ATTN_ISA_SCALAR, ATTN_ISA_BASE, ATTN_ISA_AVX2, ATTN_ISA_AVX512 } attn_isa;
+typedef enum {
+    ATTN_ISA_AUTO,
+    ATTN_ISA_SCALAR,
+    ATTN_ISA_BASE,
+    ATTN_ISA_AVX2,
+    ATTN_ISA_AVX512
+} attn_isa;
 
 /* One KV head of a cache: position j's key at K + j * stride, its value at V + j * stride. */
 typedef struct attn_kv {
@@ -34,8 +40,8 @@ size_t attn_scratch_floats(int n_keys);
  * order, starting from the first product) reduced by halving (l + 8, then + 4, + 2, + 1);
  * w_j = exp(s_j - max s) by attn.c's exp_scalar (Cephes' polynomial in float, 0 below -87);
  * sum = the w_j in double in 8 lanes (j - first key mod 8, in j order) reduced by halving;
- * p_j = w_j * (float)(1/sum); out[i] = 0 + p_j * v_j[i] added in j order. ISA_AVX2/AVX512 fall back to BASE on CPUs
- * without them; head dims not a multiple of 16 always take the scalar path. */
+ * p_j = w_j * (float)(1/sum); out[i] = 0 + p_j * v_j[i] added in j order. ISA_AVX2/AVX512 fall back
+ * to BASE on CPUs without them; head dims not a multiple of 16 always take the scalar path. */
 void attn_run(const attn_kv *kv, const attn_query *qs, int n_q, float *scratch, attn_isa isa);
 
 #endif

@@ -1,4 +1,4 @@
-/* test_attn.c: engine/attn.c against a double-precision reference; every ISA and every query grouping gives the same bits. */
+/* test_attn.c: engine/attn.c vs a double reference; same bits on every ISA and grouping. */
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -19,14 +19,17 @@ static void ref_attn(const attn_kv *kv, const float *q, int pos, double *out) {
     double *s = malloc((size_t)(pos + 1) * sizeof *s), mx = -INFINITY, sum = 0;
     for (int j = lo; j <= pos; j++) {
         double d = 0;
-        for (int i = 0; i < kv->hd; i++) d += (double)q[i] * kv->K[(size_t)j * kv->stride + i];
+        for (int i = 0; i < kv->hd; i++)
+            d += (double)q[i] * kv->K[(size_t)j * kv->stride + i];
         s[j] = d * kv->scale;
         if (s[j] > mx) mx = s[j];
     }
-    for (int j = lo; j <= pos; j++) sum += s[j] = exp(s[j] - mx);
+    for (int j = lo; j <= pos; j++)
+        sum += s[j] = exp(s[j] - mx);
     for (int i = 0; i < kv->hd; i++) {
         double o = 0;
-        for (int j = lo; j <= pos; j++) o += s[j] / sum * kv->V[(size_t)j * kv->stride + i];
+        for (int j = lo; j <= pos; j++)
+            o += s[j] / sum * kv->V[(size_t)j * kv->stride + i];
         out[i] = o;
     }
     free(s);
@@ -42,10 +45,12 @@ static void check_shape(int hd, int n_keys, int n_swa, double worst[2]) {
     const int stride = 2 * hd + 3; /* not a multiple of 16: unaligned rows */
     float *K = malloc((size_t)n_keys * stride * sizeof(float));
     float *V = malloc((size_t)n_keys * stride * sizeof(float));
-    for (size_t i = 0; i < (size_t)n_keys * stride; i++) K[i] = frand(), V[i] = frand();
+    for (size_t i = 0; i < (size_t)n_keys * stride; i++)
+        K[i] = frand(), V[i] = frand();
     /* a few large keys so that softmax is peaked somewhere, as in trained models */
     for (int j = 0; j < n_keys; j += 7)
-        for (int i = 0; i < hd; i++) K[(size_t)j * stride + hd + i] *= 4;
+        for (int i = 0; i < hd; i++)
+            K[(size_t)j * stride + hd + i] *= 4;
     attn_kv kv = {K + hd, V + hd, (size_t)stride, hd, n_swa, 1.0f / sqrtf((float)hd)};
     const int ctx[] = {1, 3, 17, 100, 513};
     enum { NQ = ATTN_MAX_Q };
@@ -58,11 +63,13 @@ static void check_shape(int hd, int n_keys, int n_swa, double worst[2]) {
         /* twice: softmax moderate, then so peaked that most weights underflow to 0 */
         const float qscale = c % 2 ? 60.0f : 2.0f;
         if (ctx[c / 2] > n_keys) continue;
-        for (size_t i = 0; i < (size_t)NQ * hd; i++) q[i] = qscale * frand();
+        for (size_t i = 0; i < (size_t)NQ * hd; i++)
+            q[i] = qscale * frand();
         /* queries: the last position of this context and the ones before it (a prefill tile),
          * some repeated with other q vectors (heads of one GQA group) */
         int pos[NQ];
-        for (int k = 0; k < NQ; k++) pos[k] = ctx[c / 2] - 1 - (k / 2) * (k % 3);
+        for (int k = 0; k < NQ; k++)
+            pos[k] = ctx[c / 2] - 1 - (k / 2) * (k % 3);
         for (int k = 0; k < NQ; k++)
             if (pos[k] < 0) pos[k] = 0;
         for (int ia = 0; ia < N_ISA; ia++) {
@@ -91,7 +98,8 @@ static void check_shape(int hd, int n_keys, int n_swa, double worst[2]) {
             for (int k0 = 0; k0 + g <= NQ; k0 += g) {
                 attn_query qs[3];
                 for (int k = 0; k < g; k++)
-                    qs[k] = (attn_query){q + (size_t)(k0 + k) * hd, alone + (size_t)k * hd, pos[k0 + k]};
+                    qs[k] = (attn_query){q + (size_t)(k0 + k) * hd, alone + (size_t)k * hd,
+                                         pos[k0 + k]};
                 attn_run(&kv, qs, g, scratch, ATTN_ISA_AUTO);
                 if (memcmp(alone, out + (size_t)k0 * hd, (size_t)g * hd * sizeof(float))) {
                     fprintf(stderr, "hd %d ctx %d swa %d: queries %d..%d in a group of %d differ\n",
@@ -108,8 +116,10 @@ static void check_shape(int hd, int n_keys, int n_swa, double worst[2]) {
 static void check_order(void) {
     enum { HD = 64, N = 40 };
     float K[N * HD], V[N * HD], q[HD], out[HD], scratch[ATTN_MAX_Q * (N + 16)];
-    for (int i = 0; i < N * HD; i++) K[i] = frand() * 3, V[i] = frand();
-    for (int i = 0; i < HD; i++) q[i] = frand() * 3;
+    for (int i = 0; i < N * HD; i++)
+        K[i] = frand() * 3, V[i] = frand();
+    for (int i = 0; i < HD; i++)
+        q[i] = frand() * 3;
     attn_kv kv = {K, V, HD, HD, 0, 0.125f};
     attn_query qq = {q, out, N - 1};
     CHECK(attn_scratch_floats(N) <= sizeof scratch / sizeof scratch[0]);
@@ -118,12 +128,18 @@ static void check_order(void) {
     int seq_differs = 0;
     for (int j = 0; j < N; j++) {
         float x[16], seq = 0;
-        for (int l = 0; l < 16; l++) x[l] = q[l] * K[j * HD + l];
-        for (int i = 16; i < HD; i++) x[i % 16] += q[i] * K[j * HD + i];
-        for (int l = 0; l < 8; l++) x[l] += x[l + 8];
-        for (int l = 0; l < 4; l++) x[l] += x[l + 4];
-        for (int l = 0; l < 2; l++) x[l] += x[l + 2];
-        for (int i = 0; i < HD; i++) seq += q[i] * K[j * HD + i];
+        for (int l = 0; l < 16; l++)
+            x[l] = q[l] * K[j * HD + l];
+        for (int i = 16; i < HD; i++)
+            x[i % 16] += q[i] * K[j * HD + i];
+        for (int l = 0; l < 8; l++)
+            x[l] += x[l + 8];
+        for (int l = 0; l < 4; l++)
+            x[l] += x[l + 4];
+        for (int l = 0; l < 2; l++)
+            x[l] += x[l + 2];
+        for (int i = 0; i < HD; i++)
+            seq += q[i] * K[j * HD + i];
         s[j] = (x[0] + x[1]) * 0.125f;
         seq_differs += seq * 0.125f != s[j];
         if (s[j] > mx) mx = s[j];
@@ -135,7 +151,8 @@ static void check_order(void) {
         float r = (x - n * 0.693359375f) - n * -2.12194440e-4f, p = 1.9875691500e-4f;
         const float c[5] = {1.3981999507e-3f, 8.3334519073e-3f, 4.1665795894e-2f, 1.6666665459e-1f,
                             5.0000001201e-1f};
-        for (int k = 0; k < 5; k++) p = p * r + c[k];
+        for (int k = 0; k < 5; k++)
+            p = p * r + c[k];
         s[j] = x < -87.0f ? 0.0f : ((p * (r * r) + r) + 1.0f) * exp2f(n);
         l8[j % 8] += s[j];
     }
@@ -143,7 +160,8 @@ static void check_order(void) {
     float inv = (float)(1.0 / sum);
     for (int i = 0; i < HD; i++) {
         float o = 0;
-        for (int j = 0; j < N; j++) o += (s[j] * inv) * V[j * HD + i];
+        for (int j = 0; j < N; j++)
+            o += (s[j] * inv) * V[j * HD + i];
         expect[i] = o;
     }
     CHECK(memcmp(expect, out, sizeof out) == 0);
@@ -171,6 +189,7 @@ int main(void) {
                 if (!(worst[k] <= all[k])) all[k] = worst[k];
             }
         }
-    printf("attn: max |float - double reference| %.3g moderate, %.3g peaked softmax\n", all[0], all[1]);
+    printf("attn: max |float - double reference| %.3g moderate, %.3g peaked softmax\n", all[0],
+           all[1]);
     return check_done("test_attn");
 }
