@@ -40,8 +40,9 @@ size_t attn_scratch_floats(int n_keys);
  * order, starting from the first product) reduced by halving (l + 8, then + 4, + 2, + 1);
  * w_j = exp(s_j - max s) by attn.c's exp_scalar (Cephes' polynomial in float, 0 below -87);
  * sum = the w_j in double in 8 lanes (j - first key mod 8, in j order) reduced by halving;
- * p_j = w_j * (float)(1/sum); out[i] = 0 + p_j * v_j[i] added in j order. ISA_AVX2/AVX512 fall back
- * to BASE on CPUs without them; head dims not a multiple of 16 always take the scalar path. */
+ * p_j = w_j * (float)(1/sum); out[i] = 0 + p_j * v_j[i] added in j order. A CPU without the
+ * ISA asked for runs the widest path it has; head dims not a multiple of 16 always run the
+ * scalar path. out must not overlap q, K, V or scratch. */
 void attn_run(const attn_kv *kv, const attn_query *qs, int n_q, float *scratch, attn_isa isa);
 
 #endif
