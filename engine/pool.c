@@ -15,8 +15,13 @@
 #define cpu_relax() ((void)0)
 #endif
 
-/* The job word packs generation (24 bits), task count (20) and next task index (20), so a worker
- * can only ever claim a task of the job it saw start: a stale claim fails its compare-exchange. */
+/* The job word packs generation (24 bits) and task count (20 bits); it announces a job. The tasks
+ * are cut into one contiguous region per thread, each with its own word: generation, end (20) and
+ * next task index (20), so a worker can only ever claim a task of the job it saw start (a stale
+ * claim fails its compare-exchange). A thread runs its own region front to back, then helps with
+ * the others' (from their fronts): a decode step's matrices are then read as one sequential
+ * stream per thread (what the hardware prefetchers and our prefetch distance want), and a thread
+ * that runs slower than the others (memory, another process) still gets help at the end. */
 #define IDX_BITS 20
 #define IDX_MASK ((1u << IDX_BITS) - 1)
 #define MAX_TASKS ((int)IDX_MASK)
@@ -29,7 +34,10 @@ struct pool {
     pthread_t *th; /* [n - 1] */
     pthread_mutex_t mu;
     pthread_cond_t cv;
-    _Atomic uint64_t word; /* gen | n_tasks | next */
+    _Atomic uint64_t word; /* gen | n_tasks | 0 */
+    struct region {
+        _Alignas(64) _Atomic uint64_t word; /* gen | end | next, one cache line each */
+    } * rg;                                 /* [n] */
     _Atomic int done;      /* tasks finished in the current job */
     _Atomic int sleepers;  /* workers blocked (or about to block) on cv */
     _Atomic int stop;
@@ -48,14 +56,18 @@ static long now_ns(void) {
     return (long)ts.tv_sec * 1000000000L + ts.tv_nsec;
 }
 
-/* Claims and runs tasks of generation gen until none is left. */
-static void work(pool *p, uint32_t gen, int thread) {
-    for (;;) {
-        uint64_t w = atomic_load(&p->word);
-        if (W_GEN(w) != (gen & 0xffffff) || W_IDX(w) >= W_NT(w)) return;
-        if (!atomic_compare_exchange_weak(&p->word, &w, w + 1)) continue;
-        p->fn(p->ctx, (int)W_IDX(w), (int)W_NT(w), thread);
-        atomic_fetch_add(&p->done, 1);
+/* Claims and runs tasks of generation gen (n_tasks of them) until none is left: its own region
+ * first, then the next threads' regions in turn. */
+static void work(pool *p, uint32_t gen, int n_tasks, int thread) {
+    for (int k = 0; k < p->n; k++) {
+        _Atomic uint64_t *rw = &p->rg[(thread + k) % p->n].word;
+        for (;;) {
+            uint64_t w = atomic_load(rw);
+            if (W_GEN(w) != (gen & 0xffffff) || W_IDX(w) >= W_NT(w)) break;
+            if (!atomic_compare_exchange_weak(rw, &w, w + 1)) continue;
+            p->fn(p->ctx, (int)W_IDX(w), n_tasks, thread);
+            atomic_fetch_add(&p->done, 1);
+        }
     }
 }
 
@@ -67,7 +79,8 @@ static void *worker_main(void *arg) {
         long t0 = 0;
         unsigned spins = 0;
         uint32_t g;
-        while ((g = W_GEN(atomic_load(&p->word))) == seen && !atomic_load(&p->stop)) {
+        uint64_t jw;
+        while ((g = W_GEN(jw = atomic_load(&p->word))) == seen && !atomic_load(&p->stop)) {
             cpu_relax();
             if ((++spins & 255) == 0) {
                 long t = now_ns();
@@ -86,7 +99,7 @@ static void *worker_main(void *arg) {
         }
         if (atomic_load(&p->stop)) return NULL;
         seen = g;
-        work(p, g, wk->id);
+        work(p, g, (int)W_NT(jw), wk->id);
     }
 }
 
@@ -104,6 +117,10 @@ pool *pool_new(int n_threads, char *err, size_t errlen) {
     p->spin_ns = 200000; /* 200 us: covers the gaps between the ops of a decode step */
     const char *s = getenv("LFM2_POOL_SPIN_US");
     if (s && *s) p->spin_ns = atol(s) * 1000L;
+    p->rg = aligned_alloc(64, sizeof *p->rg * (size_t)n_threads);
+    if (!p->rg) goto nomem;
+    for (int i = 0; i < n_threads; i++)
+        atomic_init(&p->rg[i].word, 0);
     if (n_threads > 1) {
         p->th = calloc((size_t)n_threads - 1, sizeof *p->th);
         p->w = calloc((size_t)n_threads - 1, sizeof *p->w);
@@ -139,6 +156,7 @@ void pool_free(pool *p) {
     pthread_cond_destroy(&p->cv);
     free(p->th);
     free(p->w);
+    free(p->rg);
     free(p);
 }
 
@@ -158,13 +176,19 @@ void pool_run(pool *p, pool_fn fn, void *ctx, int n_tasks) {
     atomic_store(&p->done, 0);
     uint64_t old = atomic_load(&p->word);
     uint32_t gen = (W_GEN(old) + 1) & 0xffffff;
+    for (int t = 0; t < p->n; t++) { /* regions first: a worker reads them after the job word */
+        int64_t lo, hi;
+        pool_split(n_tasks, p->n, t, &lo, &hi);
+        atomic_store(&p->rg[t].word,
+                     (uint64_t)gen << (2 * IDX_BITS) | (uint64_t)hi << IDX_BITS | (uint64_t)lo);
+    }
     atomic_store(&p->word, (uint64_t)gen << (2 * IDX_BITS) | (uint64_t)n_tasks << IDX_BITS);
     if (atomic_load(&p->sleepers) > 0) {
         pthread_mutex_lock(&p->mu);
         pthread_cond_broadcast(&p->cv);
         pthread_mutex_unlock(&p->mu);
     }
-    work(p, gen, 0);
+    work(p, gen, n_tasks, 0);
     /* stragglers: spin, then yield now and then (a descheduled worker may need this core) */
     for (unsigned spins = 0; atomic_load(&p->done) < n_tasks; spins++) {
         cpu_relax();

@@ -18,10 +18,12 @@ pool *pool_new(int n_threads, char *err, size_t errlen);
 void pool_free(pool *p);
 int pool_n_threads(const pool *p); /* 1 for p == NULL */
 
-/* Runs fn(ctx, i, n_tasks, thread) for every i in [0, n_tasks) across the threads (tasks are
- * claimed dynamically) and returns when all are done: one barrier. p == NULL, n_tasks == 1 or
- * n_tasks >= 2^20
- * run inline. Not re-entrant: one caller at a time, and fn must not call pool_run. */
+/* Runs fn(ctx, i, n_tasks, thread) for every i in [0, n_tasks) across the threads and returns
+ * when all are done: one barrier. The tasks are cut into one contiguous run per thread; a thread
+ * runs its own in order, then claims what is left of the others' (so neighbouring tasks read
+ * neighbouring memory on one thread, and no thread waits while work remains). p == NULL,
+ * n_tasks == 1 or n_tasks >= 2^20 run inline. Not re-entrant: one caller at a time, and fn must
+ * not call pool_run. */
 void pool_run(pool *p, pool_fn fn, void *ctx, int n_tasks);
 
 /* Splits [0, n) into n_parts near-equal contiguous ranges: part i is [*lo, *hi). */

@@ -90,7 +90,41 @@ static void run_pool(int n_threads, int runs) {
     CHECK_EQ_INT(n_os_threads(), before);
 }
 
+/* Regions: each thread starts on its own contiguous run of tasks (thread t: the t-th of
+ * pool_split(n, threads)), so the caller runs task 0 first and the worker task n/2 first. Tasks
+ * sleep 1 ms so a worker woken late still finds its run untouched; retried against a slow host. */
+typedef struct order_job {
+    _Atomic int seq;
+    int thread_of[8], seq_of[8];
+} order_job;
+
+static void order_task(void *ctx, int task, int n_tasks, int thread) {
+    (void)n_tasks;
+    order_job *j = ctx;
+    j->seq_of[task] = atomic_fetch_add(&j->seq, 1);
+    j->thread_of[task] = thread;
+    usleep(1000);
+}
+
+static void test_regions(void) {
+    char err[256];
+    pool *p = pool_new(2, err, sizeof err);
+    CHECK(p != NULL);
+    int ok = 0;
+    for (int attempt = 0; attempt < 5 && !ok; attempt++) {
+        order_job j = {0};
+        pool_run(p, order_task, &j, 8);
+        /* region 0 = tasks 0..3 (caller), region 1 = 4..7 (worker) */
+        ok = j.thread_of[0] == 0 && j.thread_of[4] == 1 && j.seq_of[0] < 2 && j.seq_of[4] < 2;
+        for (int t = 1; t < 4; t++) /* each run's tasks start in order */
+            ok = ok && j.seq_of[t] > j.seq_of[t - 1] && j.seq_of[4 + t] > j.seq_of[3 + t];
+    }
+    CHECK(ok);
+    pool_free(p);
+}
+
 int main(void) {
+    test_regions();
     int64_t lo, hi, total = 0, prev = 0;
     for (int i = 0; i < 7; i++) {
         pool_split(100, 7, i, &lo, &hi);
