@@ -7,7 +7,7 @@
  * decode a D-token prompt untimed and time N more single tokens after it (llama-bench -d D: the
  * depth lfm2 bench decodes at, after its own prompt).
  * Built by tests/bench/vs-llama.sh against the libllama inside node-llama-cpp (never part of the
- * product). Output: one JSON line, the shape tests/bench/llama_bench.mjs prints:
+ * product). Output: one JSON line:
  * {"pp_tok_s":..,"tg_tok_s":..,"pp_runs":[..],"tg_runs":[..],"tgd_tok_s":..,"tgd_runs":[..],"depth":D,
  *  "peak_rss_mib":..,"threads":..,"engine":".."}   (tg: depth 0; tgd: depth D, when D > 0)
  * usage: llama_cbench BINDIR MODEL [-p 512] [-n 128] [-d 0] [-t 2] [-r 3] */
