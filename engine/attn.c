@@ -1,4 +1,5 @@
-/* attn.c: attention in one order of operations: a scalar twin, a vector body per ISA. */
+/* attn.c: attention over an f16 cache in one order of operations: a scalar twin, a vector body per
+ * ISA. */
 #include "engine/attn.h"
 
 #ifdef __clang__ /* clang contracts a * b + c into FMA by default; GCC does not under -std=c11 */
@@ -11,15 +12,76 @@
 #include <stdint.h>
 #include <string.h>
 
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#endif
+
+#include "quant/quant.h"
+
 /* GCC vector extension: lane-wise ops lower to SSE, AVX2 or AVX-512 with the same per-lane
  * results; -std=c11 keeps fp-contract off, so no FMA changes a rounding (tests/test_attn.c
  * compares every path bit for bit). */
 typedef float v16f __attribute__((vector_size(64)));
 typedef uint32_t v16u __attribute__((vector_size(64)));
 typedef double v8d __attribute__((vector_size(64)));
+typedef uint16_t v16h __attribute__((vector_size(32)));
 
 #define AT_INLINE static inline __attribute__((always_inline))
 #define ATTN_PREFETCH 8 /* V rows ahead */
+
+/* ---- storing: floats to halves, round to nearest even, nan -> sign | 0x7e00 (quant.h's) ---- */
+
+#if defined(__x86_64__) && defined(__GNUC__)
+/* 16 floats with nans made sign | 0x7fc00000 (which F16C rounds to sign | 0x7e00, the twin's) */
+AT_INLINE void canon_nan(v16f *d, const float *src) {
+    v16u x;
+    memcpy(&x, src, sizeof x);
+    const v16u nan = (v16u)((x & 0x7fffffffu) > 0x7f800000u);
+    *d = (v16f)((x & ~nan) | (((x & 0x80000000u) | 0x7fc00000u) & nan));
+}
+
+__attribute__((target("avx512f"))) static int store_512(uint16_t *dst, const float *src, int n) {
+    int i = 0;
+    for (; i + 16 <= n; i += 16) {
+        v16f x;
+        canon_nan(&x, src + i);
+        __m512 v;
+        memcpy(&v, &x, sizeof v);
+        _mm256_storeu_si256((__m256i *)(void *)(dst + i),
+                            _mm512_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+    }
+    return i;
+}
+
+__attribute__((target("avx2,f16c"))) static int store_f16c(uint16_t *dst, const float *src, int n) {
+    int i = 0;
+    for (; i + 16 <= n; i += 16) {
+        v16f x;
+        canon_nan(&x, src + i);
+        __m256 a, b;
+        memcpy(&a, &x, sizeof a);
+        memcpy(&b, (const char *)&x + sizeof a, sizeof b);
+        _mm_storeu_si128((__m128i *)(void *)(dst + i),
+                         _mm256_cvtps_ph(a, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+        _mm_storeu_si128((__m128i *)(void *)(dst + i + 8),
+                         _mm256_cvtps_ph(b, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+    }
+    return i;
+}
+#endif
+
+void attn_store(uint16_t *dst, const float *src, int n, attn_isa isa) {
+    int i = 0;
+#if defined(__x86_64__) && defined(__GNUC__)
+    if ((isa == ATTN_ISA_AUTO || isa == ATTN_ISA_AVX512) && __builtin_cpu_supports("avx512f"))
+        i = store_512(dst, src, n);
+    else if (isa != ATTN_ISA_SCALAR && isa != ATTN_ISA_BASE && __builtin_cpu_supports("avx2") &&
+             __builtin_cpu_supports("f16c"))
+        i = store_f16c(dst, src, n);
+#endif
+    for (; i < n; i++) /* the scalar twin, and the tail */
+        dst[i] = quant_f32_to_f16(src[i]);
+}
 
 size_t attn_scratch_floats(int n_keys) {
     return (size_t)ATTN_MAX_Q * ((size_t)(n_keys > 0 ? n_keys : 1) + 16);
@@ -32,10 +94,12 @@ static void key_range(const attn_kv *kv, int pos, int *lo, int *hi) {
 
 /* ---- the scalar twin: the definition of the order, any head dim ---- */
 
-static float dot_scalar(const float *q, const float *k, int hd) {
+static float dot_scalar(const float *q, const uint16_t *kh, int hd) {
     float x[16] = {0};
-    for (int i = 0; i < hd; i++)
-        x[i & 15] = i < 16 ? q[i] * k[i] : x[i & 15] + q[i] * k[i];
+    for (int i = 0; i < hd; i++) {
+        const float k = quant_f16_to_f32(kh[i]);
+        x[i & 15] = i < 16 ? q[i] * k : x[i & 15] + q[i] * k;
+    }
     for (int l = 0; l < 8; l++)
         x[l] = x[l] + x[l + 8];
     for (int l = 0; l < 4; l++)
@@ -112,7 +176,7 @@ static void run_scalar(const attn_kv *kv, const attn_query *qs, int n_q, float *
         for (int i = 0; i < hd; i++) {
             float o = 0;
             for (int j = lo; j <= hi; j++)
-                o += p[j - lo] * kv->V[(size_t)j * kv->stride + i];
+                o += p[j - lo] * quant_f16_to_f32(kv->V[(size_t)j * kv->stride + i]);
             qs[qi].out[i] = o;
         }
     }
@@ -122,6 +186,55 @@ static void run_scalar(const attn_kv *kv, const attn_query *qs, int n_q, float *
 
 AT_INLINE void ld(v16f *d, const float *p) {
     memcpy(d, p, sizeof *d);
+}
+
+/* How 16 halves become floats (all exact, so all give the same bits): integer steps, F16C on
+ * 8 lanes twice, AVX-512F on 16 */
+enum { CVT_SOFT, CVT_F16C, CVT_512 };
+
+#if defined(__x86_64__) && defined(__GNUC__)
+/* not always_inline: run_avx2/run_avx512 (flatten, same targets) inline them, nothing else can */
+__attribute__((target("avx2,f16c"))) static inline void cvt_f16c(v16f *d, const uint16_t *p) {
+    __m256 a = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)p));
+    __m256 b = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)(p + 8)));
+    memcpy(d, &a, sizeof a);
+    memcpy((char *)d + sizeof a, &b, sizeof b);
+}
+
+__attribute__((target("avx512f"))) static inline void cvt_512(v16f *d, const uint16_t *p) {
+    __m512 a = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(const void *)p));
+    memcpy(d, &a, sizeof a);
+}
+#endif
+
+/* quant_f16_to_f32 lane by lane: rebias the exponent; subnormals m * 2^-24 as
+ * (1 + m/1024) * 2^-14 - 2^-14 (exact); inf and nan (made quiet) get the all-ones exponent.
+ * Not inlined: only CPUs without F16C (before 2013) run it, and inlined it is ~700 KiB of code. */
+__attribute__((noinline)) static void cvt_soft(v16f *d, const uint16_t *p) {
+    v16h hh;
+    memcpy(&hh, p, sizeof hh);
+    const v16u h = __builtin_convertvector(hh, v16u);
+    const v16u em = (h & 0x7fff) << 13, e = em & 0x0f800000;
+    const v16u is_sub = (v16u)(e == 0), is_inf = (v16u)(e == 0x0f800000);
+    v16u o = em + (112u << 23);
+    const v16f sub = (v16f)(em + (113u << 23)) - 0x1p-14f;
+    const v16u nan_q = (v16u)((em & 0x7fffff) != 0) & 0x400000u;
+    o = (o & ~(is_sub | is_inf)) | ((v16u)sub & is_sub) | ((em | 0x7f800000u | nan_q) & is_inf);
+    *d = (v16f)(o | (h & 0x8000) << 16);
+}
+
+AT_INLINE void ldh(v16f *d, const uint16_t *p, const int CV) {
+#if defined(__x86_64__) && defined(__GNUC__)
+    if (CV == CVT_512) {
+        cvt_512(d, p);
+        return;
+    }
+    if (CV == CVT_F16C) {
+        cvt_f16c(d, p);
+        return;
+    }
+#endif
+    cvt_soft(d, p);
 }
 
 /* a[k] holds key k's 16 lane sums; out lane k = key k's dot, by the halving tree of dot_scalar */
@@ -224,25 +337,25 @@ AT_INLINE void softmax_vec(float *s, int n) {
 }
 
 /* scaled dots of q with keys j0..j0+nk-1 (nk <= 16) into dst[0..nk); nc = hd / 16 */
-AT_INLINE void qk_block(const float *q, int nc, const float *K, size_t stride, int j0, int nk,
-                        float scale, int prefetch, float *dst) {
+AT_INLINE void qk_block(const float *q, int nc, const uint16_t *K, size_t stride, int j0, int nk,
+                        float scale, int prefetch, float *dst, const int CV) {
     v16f acc[16];
 #pragma GCC unroll 16
     for (int k = 0; k < 16; k++) {
         if (k < nk) {
-            const float *kr = K + (size_t)(j0 + k) * stride;
-            if (prefetch)
+            const uint16_t *kr = K + (size_t)(j0 + k) * stride;
+            if (prefetch) /* 32 halves a line */
 #pragma GCC unroll 4
-                for (int c = 0; c < nc; c++)
+                for (int c = 0; c < nc; c += 2)
                     __builtin_prefetch(kr + 16 * (size_t)stride + 16 * c);
             v16f qa, ka;
             ld(&qa, q);
-            ld(&ka, kr);
+            ldh(&ka, kr, CV);
             v16f s = qa * ka;
 #pragma GCC unroll 4
             for (int c = 1; c < nc; c++) {
                 ld(&qa, q + 16 * c);
-                ld(&ka, kr + 16 * c);
+                ldh(&ka, kr + 16 * c, CV);
                 s += qa * ka;
             }
             acc[k] = s;
@@ -257,8 +370,9 @@ AT_INLINE void qk_block(const float *q, int nc, const float *K, size_t stride, i
 }
 
 /* out[q][i0 .. i0 + 16 * NV) for NQ queries: probabilities p[q][j - ulo], keys ulo..uhi */
-AT_INLINE void pv_chunk(const float *V, size_t stride, int i0, const float *const *p,
-                        float *const *out, const int NQ, const int NV, int ulo, int uhi) {
+AT_INLINE void pv_chunk(const uint16_t *V, size_t stride, int i0, const float *const *p,
+                        float *const *out, const int NQ, const int NV, int ulo, int uhi,
+                        const int CV) {
     v16f o[4][4];
 #pragma GCC unroll 4
     for (int q = 0; q < NQ; q++)
@@ -266,14 +380,14 @@ AT_INLINE void pv_chunk(const float *V, size_t stride, int i0, const float *cons
         for (int v = 0; v < NV; v++)
             o[q][v] = (v16f){0};
     for (int j = ulo; j <= uhi; j++) {
-        const float *vr = V + (size_t)j * stride + i0;
+        const uint16_t *vr = V + (size_t)j * stride + i0;
 #pragma GCC unroll 4
-        for (int v = 0; v < NV; v++) /* rows are strided: the next ones are misses otherwise */
+        for (int v = 0; v < NV; v += 2) /* rows are strided: the next ones are misses otherwise */
             __builtin_prefetch(vr + (size_t)ATTN_PREFETCH * stride + 16 * v);
         v16f vv[4];
 #pragma GCC unroll 4
         for (int v = 0; v < NV; v++)
-            ld(&vv[v], vr + 16 * v);
+            ldh(&vv[v], vr + 16 * v, CV);
 #pragma GCC unroll 4
         for (int q = 0; q < NQ; q++) {
             const float w = p[q][j - ulo];
@@ -292,30 +406,30 @@ AT_INLINE void pv_chunk(const float *V, size_t stride, int i0, const float *cons
 /* NQ queries at a time (<= 4), NV vectors of 16 outputs per pass (<= 4): register blocking only,
  * the per-element order is the same for any choice */
 AT_INLINE void pv_queries(const attn_kv *kv, const float *const *p, float *const *out, int nq,
-                          const int NQ, const int NV, int ulo, int uhi) {
+                          const int NQ, const int NV, int ulo, int uhi, const int CV) {
     const int hd = kv->hd;
     int qi = 0;
     for (; qi + NQ <= nq; qi += NQ) {
         int i0 = 0;
         for (; i0 + 16 * NV <= hd; i0 += 16 * NV)
-            pv_chunk(kv->V, kv->stride, i0, p + qi, out + qi, NQ, NV, ulo, uhi);
+            pv_chunk(kv->V, kv->stride, i0, p + qi, out + qi, NQ, NV, ulo, uhi, CV);
         for (; i0 < hd; i0 += 16)
-            pv_chunk(kv->V, kv->stride, i0, p + qi, out + qi, NQ, 1, ulo, uhi);
+            pv_chunk(kv->V, kv->stride, i0, p + qi, out + qi, NQ, 1, ulo, uhi, CV);
     }
     if (NQ > 2 && qi + 2 <= nq) {
         int i0 = 0;
         for (; i0 + 16 * NV <= hd; i0 += 16 * NV)
-            pv_chunk(kv->V, kv->stride, i0, p + qi, out + qi, 2, NV, ulo, uhi);
+            pv_chunk(kv->V, kv->stride, i0, p + qi, out + qi, 2, NV, ulo, uhi, CV);
         for (; i0 < hd; i0 += 16)
-            pv_chunk(kv->V, kv->stride, i0, p + qi, out + qi, 2, 1, ulo, uhi);
+            pv_chunk(kv->V, kv->stride, i0, p + qi, out + qi, 2, 1, ulo, uhi, CV);
         qi += 2;
     }
     for (; qi < nq; qi++) {
         int i0 = 0;
         for (; i0 + 16 * NV <= hd; i0 += 16 * NV)
-            pv_chunk(kv->V, kv->stride, i0, p + qi, out + qi, 1, NV, ulo, uhi);
+            pv_chunk(kv->V, kv->stride, i0, p + qi, out + qi, 1, NV, ulo, uhi, CV);
         for (; i0 < hd; i0 += 16)
-            pv_chunk(kv->V, kv->stride, i0, p + qi, out + qi, 1, 1, ulo, uhi);
+            pv_chunk(kv->V, kv->stride, i0, p + qi, out + qi, 1, 1, ulo, uhi, CV);
     }
 }
 
@@ -324,7 +438,7 @@ AT_INLINE void pv_queries(const attn_kv *kv, const float *const *p, float *const
  * zeros elsewhere, then the weighted V sum over the union: the zero weights add +-0 to sums that
  * are never -0, so a query's bits do not depend on its neighbours. */
 AT_INLINE void run_vec(const attn_kv *kv, const attn_query *qs, int n_q, float *scratch,
-                       const int NQ, const int NV) {
+                       const int NQ, const int NV, const int CV) {
     const int hd = kv->hd, nc = hd / 16;
     int lo[ATTN_MAX_Q], hi[ATTN_MAX_Q], ulo = INT_MAX, uhi = -1;
     for (int qi = 0; qi < n_q; qi++) {
@@ -345,11 +459,11 @@ AT_INLINE void run_vec(const attn_kv *kv, const attn_query *qs, int n_q, float *
             /* the first query prefetches the next block (the rest read this one from L1) */
             const int pf = qi == 0 && j0 + 32 <= uhi + 1;
             if (nk == 16 && nc == 4)
-                qk_block(qs[qi].q, 4, kv->K, kv->stride, j0, 16, kv->scale, pf, dst);
+                qk_block(qs[qi].q, 4, kv->K, kv->stride, j0, 16, kv->scale, pf, dst, CV);
             else if (nk == 16)
-                qk_block(qs[qi].q, nc, kv->K, kv->stride, j0, 16, kv->scale, pf, dst);
+                qk_block(qs[qi].q, nc, kv->K, kv->stride, j0, 16, kv->scale, pf, dst, CV);
             else
-                qk_block(qs[qi].q, nc, kv->K, kv->stride, j0, nk, kv->scale, 0, dst);
+                qk_block(qs[qi].q, nc, kv->K, kv->stride, j0, nk, kv->scale, 0, dst, CV);
         }
     }
     const float *p[ATTN_MAX_Q];
@@ -364,23 +478,23 @@ AT_INLINE void run_vec(const attn_kv *kv, const attn_query *qs, int n_q, float *
         p[qi] = r;
         out[qi] = qs[qi].out;
     }
-    pv_queries(kv, p, out, n_q, NQ, NV, ulo, uhi);
+    pv_queries(kv, p, out, n_q, NQ, NV, ulo, uhi, CV);
 }
 
 static void run_base(const attn_kv *kv, const attn_query *qs, int n_q, float *scratch) {
-    run_vec(kv, qs, n_q, scratch, 2, 1); /* 16 xmm: 2 x 4 accumulators + 4 of V */
+    run_vec(kv, qs, n_q, scratch, 2, 1, CVT_SOFT); /* 16 xmm: 2 x 4 accumulators + 4 of V */
 }
 
 #if defined(__x86_64__) && defined(__GNUC__)
 #define ATTN_X86 1
-__attribute__((target("avx2"))) static void run_avx2(const attn_kv *kv, const attn_query *qs,
-                                                     int n_q, float *scratch) {
-    run_vec(kv, qs, n_q, scratch, 2, 2); /* 16 ymm: 2 x 4 accumulators + 4 of V */
+__attribute__((target("avx2,f16c"), flatten)) static void
+run_avx2(const attn_kv *kv, const attn_query *qs, int n_q, float *scratch) {
+    run_vec(kv, qs, n_q, scratch, 2, 2, CVT_F16C); /* 16 ymm: 2 x 4 accumulators + 4 of V */
 }
 
-__attribute__((target("avx512f"))) static void run_avx512(const attn_kv *kv, const attn_query *qs,
-                                                          int n_q, float *scratch) {
-    run_vec(kv, qs, n_q, scratch, 4, 4); /* 32 zmm: 4 x 4 accumulators + 4 of V */
+__attribute__((target("avx512f"), flatten)) static void
+run_avx512(const attn_kv *kv, const attn_query *qs, int n_q, float *scratch) {
+    run_vec(kv, qs, n_q, scratch, 4, 4, CVT_512); /* 32 zmm: 4 x 4 accumulators + 4 of V */
 }
 #else
 #define ATTN_X86 0
@@ -398,7 +512,7 @@ void attn_run(const attn_kv *kv, const attn_query *qs, int n_q, float *scratch, 
         return;
     }
     if ((isa == ATTN_ISA_AUTO || isa == ATTN_ISA_AVX512 || isa == ATTN_ISA_AVX2) &&
-        __builtin_cpu_supports("avx2")) {
+        __builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c")) {
         run_avx2(kv, qs, n_q, scratch);
         return;
     }

@@ -24,8 +24,8 @@
 
 /* one batch item's share of a layer's attention (attn_layer) */
 struct attn_part {
-    const float *K, *V; /* [n_ctx][kw] of this layer */
-    float *scratch;     /* [threads][n_scratch]: the sequence's */
+    const uint16_t *K, *V; /* [n_ctx][kw] halves (f16) of this layer */
+    float *scratch;        /* [threads][n_scratch]: the sequence's */
     size_t n_scratch;
     int pos, r0, n, u0; /* first position, first row, tokens, first unit */
 };
@@ -38,8 +38,8 @@ struct eng {
     int n_live;                       /* live sequences */
     int n_conv;                       /* conv layers */
     int conv_idx[LFM2_MAX_LAYERS];    /* layer -> conv index, -1 for attention layers */
-    int kv_cum[LFM2_MAX_LAYERS];      /* attention layer -> floats per position before it (K+V) */
-    int kv_per_pos;                   /* floats of K+V per position over all attention layers */
+    int kv_cum[LFM2_MAX_LAYERS];      /* attention layer -> halves per position before it (K+V) */
+    int kv_per_pos;                   /* halves of K+V per position over all attention layers */
     int ring;                         /* conv ring length R = n_restore + L - 1 */
     /* small f32 copies of the 1-D weights (norms, conv kernels), converted at load */
     float *attn_norm[LFM2_MAX_LAYERS], *ffn_norm[LFM2_MAX_LAYERS]; /* [n_embd] */
@@ -70,7 +70,7 @@ struct eng_seq {
     int ring_lo;  /* lowest position whose bx column is still in the ring */
     bool in_step; /* duplicate detection inside eng_step */
     float *ring;  /* [n_conv][R][n_embd]: bx columns, slot = position % R */
-    float *kv;    /* per attention layer: K [n_ctx][nkv*hd] then V [n_ctx][nkv*hd] */
+    uint16_t *kv; /* f16, per attention layer: K [n_ctx][nkv*hd] then V [n_ctx][nkv*hd] */
     float *scores; /* [pool threads][attn_scratch_floats(n_ctx)]: attention scratch per thread */
     size_t bytes;
 };
@@ -336,7 +336,7 @@ int eng_seq_new(eng *e, int n_ctx, eng_seq **out, char *err, size_t errlen) {
     s->n_ctx = n_ctx;
     size_t nr = ring_floats(e), nkv = (size_t)n_ctx * e->kv_per_pos;
     s->ring = calloc(nr ? nr : 1, sizeof(float));
-    s->kv = malloc((nkv ? nkv : 1) * sizeof(float));
+    s->kv = malloc((nkv ? nkv : 1) * sizeof(uint16_t));
     size_t nsc = attn_scratch_floats(n_ctx) * pool_n_threads(e->pool);
     s->scores = malloc(nsc * sizeof(float));
     if (!s->ring || !s->kv || !s->scores) {
@@ -346,9 +346,9 @@ int eng_seq_new(eng *e, int n_ctx, eng_seq **out, char *err, size_t errlen) {
         free(s);
         return util_fail(err, errlen, ENG_ENOMEM,
                     "out of memory allocating a sequence of n_ctx %d (%zu bytes of KV)", n_ctx,
-                    nkv * sizeof(float));
+                    nkv * sizeof(uint16_t));
     }
-    s->bytes = sizeof *s + (nr + nkv + nsc) * sizeof(float);
+    s->bytes = sizeof *s + (nr + nsc) * sizeof(float) + nkv * sizeof(uint16_t);
     e->n_live++;
     *out = s;
     return 0;
@@ -412,10 +412,10 @@ int eng_seq_fork(const eng_seq *src, int pos, int n_ctx, eng_seq **out, char *er
         int nkv = hp->n_head_kv[l];
         if (!nkv) continue;
         size_t w = (size_t)nkv * hp->head_dim;
-        const float *sk = src->kv + (size_t)src->n_ctx * e->kv_cum[l];
-        float *dk = s->kv + (size_t)s->n_ctx * e->kv_cum[l];
-        memcpy(dk, sk, (size_t)pos * w * sizeof(float));                                 /* K */
-        memcpy(dk + (size_t)s->n_ctx * w, sk + (size_t)src->n_ctx * w, (size_t)pos * w * sizeof(float)); /* V */
+        const uint16_t *sk = src->kv + (size_t)src->n_ctx * e->kv_cum[l];
+        uint16_t *dk = s->kv + (size_t)s->n_ctx * e->kv_cum[l];
+        memcpy(dk, sk, (size_t)pos * w * sizeof *dk); /* K */
+        memcpy(dk + (size_t)s->n_ctx * w, sk + (size_t)src->n_ctx * w, (size_t)pos * w * sizeof *dk); /* V */
     }
     *out = s;
     return 0;
@@ -641,8 +641,8 @@ static void attn_layer(eng *e, int l, const eng_batch *b, int T) {
     for (int i = 0, r0 = 0; i < b->n_items; r0 += b->items[i].n_tokens, i++) {
         eng_seq *s = b->items[i].seq;
         const int n = b->items[i].n_tokens;
-        float *K = s->kv + (size_t)s->n_ctx * e->kv_cum[l];
-        float *V = K + (size_t)s->n_ctx * kw;
+        uint16_t *K = s->kv + (size_t)s->n_ctx * e->kv_cum[l];
+        uint16_t *V = K + (size_t)s->n_ctx * kw;
         for (int t = 0; t < n; t++) {
             int p = s->pos + t;
             float *q = q_all + (size_t)(r0 + t) * qw;
@@ -652,8 +652,8 @@ static void attn_layer(eng *e, int l, const eng_batch *b, int T) {
             for (int h = 0; h < KV; h++) rmsnorm(k + h * hd, k + h * hd, e->k_norm[l], hd, hp->eps);
             rope_neox(q, H, hd, p, theta_scale);
             rope_neox(k, KV, hd, p, theta_scale);
-            memcpy(K + (size_t)p * kw, k, kw * sizeof(float));
-            memcpy(V + (size_t)p * kw, v, kw * sizeof(float));
+            attn_store(K + (size_t)p * kw, k, kw, ATTN_ISA_AUTO); /* f16, as llama.cpp's */
+            attn_store(V + (size_t)p * kw, v, kw, ATTN_ISA_AUTO);
         }
         e->attn_parts[i] = (struct attn_part){K, V, s->scores, attn_scratch_floats(s->n_ctx),
                                               s->pos, r0, n, n_units};

@@ -1,10 +1,12 @@
-/* test_attn.c: engine/attn.c vs a double reference; same bits on every ISA and grouping. */
+/* test_attn.c: engine/attn.c (f16 cache) vs a double reference; same bits on every ISA and
+ * grouping. */
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "engine/attn.h"
+#include "quant/quant.h"
 #include "tests/check.h"
 
 static uint64_t rng = 0x9e3779b97f4a7c15ull;
@@ -13,14 +15,14 @@ static float frand(void) { /* uniform in [-1, 1) */
     return (float)((double)(rng >> 11) / 9007199254740992.0 * 2 - 1);
 }
 
-/* softmax(scale * q.K) @ V in double over the keys a query at pos sees */
+/* softmax(scale * q.K) @ V in double over the keys a query at pos sees (the stored halves) */
 static void ref_attn(const attn_kv *kv, const float *q, int pos, double *out) {
     int lo = kv->n_swa > 0 && pos - kv->n_swa + 1 > 0 ? pos - kv->n_swa + 1 : 0;
     double *s = malloc((size_t)(pos + 1) * sizeof *s), mx = -INFINITY, sum = 0;
     for (int j = lo; j <= pos; j++) {
         double d = 0;
         for (int i = 0; i < kv->hd; i++)
-            d += (double)q[i] * kv->K[(size_t)j * kv->stride + i];
+            d += (double)q[i] * quant_f16_to_f32(kv->K[(size_t)j * kv->stride + i]);
         s[j] = d * kv->scale;
         if (s[j] > mx) mx = s[j];
     }
@@ -29,7 +31,7 @@ static void ref_attn(const attn_kv *kv, const float *q, int pos, double *out) {
     for (int i = 0; i < kv->hd; i++) {
         double o = 0;
         for (int j = lo; j <= pos; j++)
-            o += s[j] / sum * kv->V[(size_t)j * kv->stride + i];
+            o += s[j] / sum * quant_f16_to_f32(kv->V[(size_t)j * kv->stride + i]);
         out[i] = o;
     }
     free(s);
@@ -43,14 +45,27 @@ static const attn_isa isas[] = {ATTN_ISA_SCALAR, ATTN_ISA_BASE, ATTN_ISA_AVX2, A
  * are strided), hd, window n_swa. Queries at the awkward positions, grouped in every way. */
 static void check_shape(int hd, int n_keys, int n_swa, double worst[2]) {
     const int stride = 2 * hd + 3; /* not a multiple of 16: unaligned rows */
-    float *K = malloc((size_t)n_keys * stride * sizeof(float));
-    float *V = malloc((size_t)n_keys * stride * sizeof(float));
-    for (size_t i = 0; i < (size_t)n_keys * stride; i++)
-        K[i] = frand(), V[i] = frand();
-    /* a few large keys so that softmax is peaked somewhere, as in trained models */
+    const size_t n = (size_t)n_keys * stride;
+    float *Kf = malloc(n * sizeof(float)), *Vf = malloc(n * sizeof(float));
+    uint16_t *K = malloc(n * sizeof *K), *V = malloc(n * sizeof *V);
+    for (size_t i = 0; i < n; i++)
+        Kf[i] = frand(), Vf[i] = frand();
+    /* a few large keys so that softmax is peaked somewhere, as in trained models; a few tiny
+     * values (f16 subnormals) and zeros of both signs */
     for (int j = 0; j < n_keys; j += 7)
         for (int i = 0; i < hd; i++)
-            K[(size_t)j * stride + hd + i] *= 4;
+            Kf[(size_t)j * stride + hd + i] *= 4;
+    for (size_t i = 0; i < n; i += 5)
+        Vf[i] *= 1e-5f, Kf[i + 1 < n ? i + 1 : i] *= 1e-6f;
+    for (size_t i = 0; i < n; i += 37)
+        Vf[i] = i % 2 ? -0.0f : 0.0f;
+    attn_store(K, Kf, (int)n, ATTN_ISA_AUTO);
+    attn_store(V, Vf, (int)n, ATTN_ISA_AUTO);
+    for (size_t i = 0; i < n; i++) /* attn_store rounds as quant_f32_to_f16 */
+        if (K[i] != quant_f32_to_f16(Kf[i]) || V[i] != quant_f32_to_f16(Vf[i])) {
+            CHECK(!"attn_store rounds to nearest even");
+            break;
+        }
     attn_kv kv = {K + hd, V + hd, (size_t)stride, hd, n_swa, 1.0f / sqrtf((float)hd)};
     const int ctx[] = {1, 3, 17, 100, 513};
     enum { NQ = ATTN_MAX_Q };
@@ -108,7 +123,7 @@ static void check_shape(int hd, int n_keys, int n_swa, double worst[2]) {
                 }
             }
     }
-    free(K), free(V), free(q), free(out), free(alone), free(ref), free(scratch);
+    free(Kf), free(Vf), free(K), free(V), free(q), free(out), free(alone), free(ref), free(scratch);
 }
 
 /* The order of operations is the documented one: a plain scalar transcription of it in this
@@ -116,11 +131,14 @@ static void check_shape(int hd, int n_keys, int n_swa, double worst[2]) {
 static void check_order(void) {
     enum { HD = 64, N = 40 };
     float K[N * HD], V[N * HD], q[HD], out[HD], scratch[ATTN_MAX_Q * (N + 16)];
-    for (int i = 0; i < N * HD; i++)
-        K[i] = frand() * 3, V[i] = frand();
+    uint16_t Kh[N * HD], Vh[N * HD];
+    for (int i = 0; i < N * HD; i++) { /* the floats the halves stand for */
+        Kh[i] = quant_f32_to_f16(frand() * 3), Vh[i] = quant_f32_to_f16(frand());
+        K[i] = quant_f16_to_f32(Kh[i]), V[i] = quant_f16_to_f32(Vh[i]);
+    }
     for (int i = 0; i < HD; i++)
         q[i] = frand() * 3;
-    attn_kv kv = {K, V, HD, HD, 0, 0.125f};
+    attn_kv kv = {Kh, Vh, HD, HD, 0, 0.125f};
     attn_query qq = {q, out, N - 1};
     CHECK(attn_scratch_floats(N) <= sizeof scratch / sizeof scratch[0]);
     attn_run(&kv, &qq, 1, scratch, ATTN_ISA_AUTO);
@@ -167,8 +185,77 @@ static void check_order(void) {
     CHECK(memcmp(expect, out, sizeof out) == 0);
 }
 
+/* Every half read back exactly by every path: one key (its weight is exactly 1) whose value
+ * row holds all 65536 halves gives out[i] = 0 + v[i], which is v[i] but for -0 -> +0. */
+static void check_convert(void) {
+    enum { HD = 65536 };
+    uint16_t *K = calloc(HD, sizeof *K), *V = malloc(HD * sizeof *V);
+    float *q = calloc(HD, sizeof *q), *out = malloc((size_t)N_ISA * HD * sizeof *out);
+    float scratch[ATTN_MAX_Q * 17];
+    for (int i = 0; i < HD; i++)
+        V[i] = (uint16_t)i;
+    attn_kv kv = {K, V, HD, HD, 0, 1.0f};
+    int bad = 0, nan_bits = 0;
+    for (int ia = 0; ia < N_ISA; ia++) {
+        attn_query qq = {q, out + (size_t)ia * HD, 0};
+        attn_run(&kv, &qq, 1, scratch, isas[ia]);
+        for (int i = 0; i < HD; i++) {
+            const float got = out[(size_t)ia * HD + i], want = quant_f16_to_f32((uint16_t)i);
+            if (isnan(want) ? !isnan(got) : got != want || signbit(got) != signbit(want + 0.0f))
+                bad++;
+        }
+        if (memcmp(out, out + (size_t)ia * HD, HD * sizeof *out)) nan_bits++;
+    }
+    if (bad) fprintf(stderr, "f16 -> f32: %d halves read wrong\n", bad);
+    CHECK(bad == 0);
+    CHECK(nan_bits == 0); /* every path, nans included, gives the scalar twin's bits */
+    free(K), free(V), free(q), free(out);
+}
+
+/* attn_store gives quant_f32_to_f16's bits on every ISA: random magnitudes from f32 denormals to
+ * overflow, ties, the edges of the half range, infinities and nans with payloads; n not a
+ * multiple of 16 (the tail) */
+static void check_store(void) {
+    enum { N = 4099 };
+    float *x = malloc(N * sizeof *x);
+    uint16_t *h = malloc(N * sizeof *h);
+    const uint32_t special[] = {0x00000000, 0x80000000, 0x7f800000, 0xff800000, 0x7fc00000,
+                                0xffc00001, 0x7f800001, 0xff812345, 0x7fffffff, 0x477fe000,
+                                0x477fefff, 0x477ff000, 0x38800000, 0x387fffff, 0x33000000,
+                                0x33000001, 0x33800000, 0x00000001, 0x807fffff, 0x3f801000,
+                                0x3f803000, 0x3f800fff, 0x35000000, 0x35400000, 0x35c00000};
+    const int ns = (int)(sizeof special / sizeof special[0]);
+    for (int i = 0; i < N; i++) {
+        uint32_t b;
+        if (i < ns) {
+            b = special[i];
+        } else { /* sign, exponent 90..160 (2^-37 .. 2^33), mantissa: random or a tie */
+            rng ^= rng << 13, rng ^= rng >> 7, rng ^= rng << 17;
+            b = (uint32_t)(rng >> 32);
+            b = (b & 0x807fffff) | (uint32_t)(90 + (rng >> 8) % 71) << 23;
+            if (i % 3 == 0) b = (b & ~0x1fffu) | 0x1000; /* halfway between two halves */
+        }
+        memcpy(&x[i], &b, sizeof b);
+    }
+    for (int ia = 0; ia < N_ISA; ia++) {
+        memset(h, 0xa5, N * sizeof *h);
+        attn_store(h, x, N, isas[ia]);
+        int bad = 0;
+        for (int i = 0; i < N; i++)
+            if (h[i] != quant_f32_to_f16(x[i])) {
+                if (!bad++)
+                    fprintf(stderr, "attn_store isa %d: %a -> %04x, want %04x\n", (int)isas[ia],
+                            (double)x[i], h[i], quant_f32_to_f16(x[i]));
+            }
+        CHECK(bad == 0);
+    }
+    free(x), free(h);
+}
+
 int main(void) {
     check_order();
+    check_store();
+    check_convert();
     const int hds[] = {64, 32, 48, 40, 2}; /* 40 and 2: the scalar path */
     const int swas[] = {0, 1, 5, 64};
     /* scores of the peaked case reach hundreds: their own float rounding (~1e-7 relative, glibc's

@@ -466,8 +466,9 @@ static void test_state(const char *file) {
     CHECK(eng_seq_new(e, 300, &s2, err, sizeof err) == 0);
     size_t per_pos = 0;
     for (int l = 0; l < hp->n_layer; l++) per_pos += 2 * (size_t)hp->n_head_kv[l] * hp->head_dim;
-    /* + attention scratch: ATTN_MAX_Q scores per position per thread (engine/attn.h) */
-    per_pos = per_pos * sizeof(float) + (size_t)ATTN_MAX_Q * ep.n_threads * sizeof(float);
+    /* K and V as halves (f16, as llama.cpp's cache), + attention scratch: ATTN_MAX_Q scores per
+     * position per thread (engine/attn.h) */
+    per_pos = per_pos * sizeof(uint16_t) + (size_t)ATTN_MAX_Q * ep.n_threads * sizeof(float);
     CHECK_EQ_INT(eng_seq_bytes(s2) - eng_seq_bytes(s1), 200 * per_pos);
     CHECK(eng_seq_bytes(s1) < 100 * per_pos + 64 * 1024 + (size_t)hp->n_layer * hp->n_embd * 16 * 4);
     eng_seq_free(s1);
