@@ -13,7 +13,20 @@
 #include <string.h>
 
 #if defined(__x86_64__) && defined(__GNUC__)
+#include <cpuid.h>
 #include <immintrin.h>
+
+/* by cpuid (clang 14's __builtin_cpu_supports does not know "f16c"), once: cpuid traps in VMs */
+static int has_f16c(void) {
+    static int known = -1;
+    int v = __atomic_load_n(&known, __ATOMIC_RELAXED);
+    if (v < 0) {
+        unsigned a, b, c, d;
+        v = __get_cpuid(1, &a, &b, &c, &d) && (c & bit_F16C);
+        __atomic_store_n(&known, v, __ATOMIC_RELAXED);
+    }
+    return v;
+}
 #endif
 
 #include "quant/quant.h"
@@ -76,7 +89,7 @@ void attn_store(uint16_t *dst, const float *src, int n, attn_isa isa) {
     if ((isa == ATTN_ISA_AUTO || isa == ATTN_ISA_AVX512) && __builtin_cpu_supports("avx512f"))
         i = store_512(dst, src, n);
     else if (isa != ATTN_ISA_SCALAR && isa != ATTN_ISA_BASE && __builtin_cpu_supports("avx2") &&
-             __builtin_cpu_supports("f16c"))
+             has_f16c())
         i = store_f16c(dst, src, n);
 #endif
     for (; i < n; i++) /* the scalar twin, and the tail */
@@ -512,7 +525,7 @@ void attn_run(const attn_kv *kv, const attn_query *qs, int n_q, float *scratch, 
         return;
     }
     if ((isa == ATTN_ISA_AUTO || isa == ATTN_ISA_AVX512 || isa == ATTN_ISA_AVX2) &&
-        __builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c")) {
+        __builtin_cpu_supports("avx2") && has_f16c()) {
         run_avx2(kv, qs, n_q, scratch);
         return;
     }
