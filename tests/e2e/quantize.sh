@@ -42,8 +42,12 @@ diff <(types "$out/q4_k_m.gguf") <(types $M/mini-Q4_K_M.gguf) >"$out/types.diff"
 grep -q "q6_K" "$out/q4_k_m.info" || die "q4_k_m output has no q6_K tensor"
 
 # 4. llama.cpp loads and evaluates every output; distributions close to the source's (the mini
-#    model's random weights are very sensitive to quantization, so the bounds follow the bits)
-lim() { case $1 in f32|f16) echo 1:0.001;; bf16) echo 0.9:0.06;; q8_0) echo 0.7:0.15;; q6_k) echo 0.6:0.3;;
+#    model's random weights are very sensitive to quantization, so the bounds follow the bits).
+#    f16 is the source's own type (identical weights, identical arithmetic: TV 0). f32 has the
+#    same weights exactly (part 2 checks the bytes), but llama.cpp multiplies F32 weights with
+#    F32 activations and F16 weights with activations rounded to F16, so its two runs differ by
+#    that rounding: mean TV under 0.001 on an Intel Xeon, 0.0018 on AMD Zen 5 (other CPU kernels).
+lim() { case $1 in f16) echo 1:0.001;; f32) echo 1:0.005;; bf16) echo 0.9:0.06;; q8_0) echo 0.7:0.15;; q6_k) echo 0.6:0.3;;
         q5_*) echo 0.35:0.5;; *) echo 0.15:0.75;; esac; }
 specs=()
 for t in $TYPES; do [ -f "$out/$t.gguf" ] && specs+=("$out/$t.gguf:$(lim "$t")"); done
