@@ -245,11 +245,19 @@ typedef struct mm_job {
     kern_tiles_fn fn;
 } mm_job;
 
+/* pool_split over pairs of tiles (the AVX-512 path's unit for batches): [lo, hi) of n tiles. */
+static void split_pairs(int64_t n, int n_tasks, int task, int64_t *lo, int64_t *hi) {
+    pool_split((n + 1) / 2, n_tasks, task, lo, hi);
+    *lo *= 2;
+    *hi = *hi * 2 < n ? *hi * 2 : n;
+    if (*lo > n) *lo = n;
+}
+
 static void mm_task(void *ctx, int task, int n_tasks, int thread) {
     (void)thread;
     mm_job *j = ctx;
     int64_t lo, hi;
-    pool_split(j->first[j->n], n_tasks, task, &lo, &hi);
+    split_pairs(j->first[j->n], n_tasks, task, &lo, &hi);
     for (int i = 0; i < j->n && lo < hi; i++) {
         int64_t a0 = j->first[i], a1 = j->first[i + 1];
         if (hi <= a0 || lo >= a1) continue;
@@ -293,20 +301,23 @@ void kern_matmul(pool *p, const rp_matrix *m, const kern_act *a, float *y, int64
 void kern_swiglu_with(int path, const rp_matrix *gate, const rp_matrix *up, const kern_act *a,
                       float *y, int64_t ldy, int64_t t0, int64_t t1) {
     kern_tiles_fn fn = tiles_fn(path);
-    enum { TB = 16 };
-    float gb[TB * RP_ROWS], ub[TB * RP_ROWS];
-    for (int64_t tile = t0; tile < t1; tile++) {
-        int64_t left = gate->rows - tile * RP_ROWS;
-        int nr = left < RP_ROWS ? (int)left : RP_ROWS;
+    /* two tiles per call: the AVX-512 path runs a pair as one 16-row pass (zmm lanes); the
+     * others go through them one after the other */
+    enum { TB = 16, PR = 2 * RP_ROWS };
+    float gb[TB * PR], ub[TB * PR];
+    for (int64_t tile = t0; tile < t1; tile += 2) {
+        int64_t te = tile + 2 < t1 ? tile + 2 : t1;
+        int64_t left = gate->rows - tile * RP_ROWS, span = (te - tile) * RP_ROWS;
+        int nr = (int)(left < span ? left : span);
         for (int tb = 0; tb < a->n; tb += TB) {
             int nt = a->n - tb < TB ? a->n - tb : TB;
-            fn(gate, a, tb, nt, gb, RP_ROWS, tile, tile + 1);
-            fn(up, a, tb, nt, ub, RP_ROWS, tile, tile + 1);
+            fn(gate, a, tb, nt, gb, PR, tile, te);
+            fn(up, a, tb, nt, ub, PR, tile, te);
             for (int t = 0; t < nt; t++)
                 for (int r = 0; r < nr; r++) {
-                    float g = gb[t * RP_ROWS + r];
+                    float g = gb[t * PR + r];
                     y[(size_t)(tb + t) * ldy + (tile - t0) * RP_ROWS + r] =
-                        g / (1.0f + expf(-g)) * ub[t * RP_ROWS + r];
+                        g / (1.0f + expf(-g)) * ub[t * PR + r];
                 }
         }
     }
@@ -324,7 +335,7 @@ static void sw_task(void *ctx, int task, int n_tasks, int thread) {
     (void)thread;
     sw_job *j = ctx;
     int64_t lo, hi;
-    pool_split(j->gate->n_tiles, n_tasks, task, &lo, &hi);
+    split_pairs(j->gate->n_tiles, n_tasks, task, &lo, &hi);
     if (lo < hi)
         kern_swiglu_with(j->path, j->gate, j->up, j->a, j->y + lo * RP_ROWS, j->ldy, lo, hi);
 }

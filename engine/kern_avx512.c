@@ -47,6 +47,7 @@ static inline __attribute__((always_inline)) void z_tile2(const rp_matrix *m, co
     const int HAS_MIN = KIND == RP_I4M || KIND == RP_I8M || KC;
     const int Z = KIND == RP_I4 ? 8 : KIND == RP_I8 ? 128 : 0; /* (I6: 32 per half, below) */
     const size_t cb = I5 ? 160 : I4 ? 128 : 256, gb = m->group_bytes, tb = m->tile_bytes;
+    const size_t pfd = KX_PFD / gb * gb; /* prefetch distance in whole groups */
     const int64_t cols = m->cols, ng = m->n_groups;
     const __m512i m4 = _mm512_set1_epi8(15);
     __m512 acc[8];
@@ -55,17 +56,17 @@ static inline __attribute__((always_inline)) void z_tile2(const rp_matrix *m, co
         acc[t] = _mm512_setzero_ps();
     for (int64_t g = 0; g < ng; g++) {
         const uint8_t *gp = tp + (size_t)g * gb, *gq = gp + tb;
-        _mm_prefetch((const char *)gp + 4 * gb, _MM_HINT_T0);
-        _mm_prefetch((const char *)gp + 4 * gb + 64, _MM_HINT_T0);
-        _mm_prefetch((const char *)gp + 4 * gb + 128, _MM_HINT_T0);
-        _mm_prefetch((const char *)gq + 4 * gb, _MM_HINT_T0);
-        _mm_prefetch((const char *)gq + 4 * gb + 64, _MM_HINT_T0);
-        _mm_prefetch((const char *)gq + 4 * gb + 128, _MM_HINT_T0);
+        _mm_prefetch((const char *)gp + pfd, _MM_HINT_T0);
+        _mm_prefetch((const char *)gp + pfd + 64, _MM_HINT_T0);
+        _mm_prefetch((const char *)gp + pfd + 128, _MM_HINT_T0);
+        _mm_prefetch((const char *)gq + pfd, _MM_HINT_T0);
+        _mm_prefetch((const char *)gq + pfd + 64, _MM_HINT_T0);
+        _mm_prefetch((const char *)gq + pfd + 128, _MM_HINT_T0);
         if (!I4) {
-            _mm_prefetch((const char *)gp + 4 * gb + 192, _MM_HINT_T0);
-            _mm_prefetch((const char *)gp + 4 * gb + 256, _MM_HINT_T0);
-            _mm_prefetch((const char *)gq + 4 * gb + 192, _MM_HINT_T0);
-            _mm_prefetch((const char *)gq + 4 * gb + 256, _MM_HINT_T0);
+            _mm_prefetch((const char *)gp + pfd + 192, _MM_HINT_T0);
+            _mm_prefetch((const char *)gp + pfd + 256, _MM_HINT_T0);
+            _mm_prefetch((const char *)gq + pfd + 192, _MM_HINT_T0);
+            _mm_prefetch((const char *)gq + pfd + 256, _MM_HINT_T0);
         }
         __m512i w[8];
         if (I4) {
