@@ -167,6 +167,42 @@ static double logsumexp(const float *x, int n) {
     return mx + log(sum);
 }
 
+typedef float v16f __attribute__((vector_size(64)));
+typedef int32_t v16i __attribute__((vector_size(64)));
+
+int32_t sample_argmax(const float *x, int n) {
+    if (n <= 0) return 0;
+    /* pass 1: the largest value. Lanes start at x[0]; `v > m` is false for NaN on either side,
+     * so NaNs are skipped, and a NaN x[0] stays the lanes' value (then nothing equals it below
+     * and the answer is 0, as the scalar loop gives) */
+    v16f m;
+    for (int j = 0; j < 16; j++) m[j] = x[0];
+    int i = 0;
+    for (; i + 16 <= n; i += 16) {
+        v16f v;
+        memcpy(&v, x + i, sizeof v);
+        v16i gt = v > m;
+        m = (v16f)(((v16i)v & gt) | ((v16i)m & ~gt));
+    }
+    float mx = x[0];
+    for (int j = 0; j < 16; j++) mx = m[j] > mx ? m[j] : mx;
+    for (; i < n; i++) mx = x[i] > mx ? x[i] : mx;
+    /* pass 2: its first index (-0.0 == 0.0: the first of either, like the scalar loop) */
+    v16f mv = m;
+    for (int j = 0; j < 16; j++) mv[j] = mx;
+    for (i = 0; i + 16 <= n; i += 16) {
+        v16f v;
+        memcpy(&v, x + i, sizeof v);
+        v16i eq = v == mv;
+        int any = 0;
+        for (int j = 0; j < 16; j++) any |= eq[j];
+        if (any) break;
+    }
+    for (; i < n; i++)
+        if (x[i] == mx) return i;
+    return 0;
+}
+
 float sample_logprob(const float *logits, int n_vocab, int32_t id) {
     return (float)(logits[id] - logsumexp(logits, n_vocab));
 }
@@ -229,15 +265,13 @@ int32_t sampler_sample(sampler *s, const float *logits, sample_result *res) {
 
     int32_t chosen = 0;
     if (p->temperature <= 0) {
-        for (int i = 1; i < V; i++)
-            if (s->work[i] > s->work[chosen]) chosen = i;
+        chosen = sample_argmax(s->work, V);
     } else {
         int n = 0;
         for (int i = 0; i < V; i++)
             if (s->work[i] > -INFINITY) s->cands[n++] = (cand){i, s->work[i]};
         if (n == 0) { /* everything banned: fall back to the raw argmax */
-            for (int i = 1; i < V; i++)
-                if (logits[i] > logits[chosen]) chosen = i;
+            chosen = sample_argmax(logits, V);
             goto done;
         }
         bool sorted = false;

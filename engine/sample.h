@@ -55,6 +55,10 @@ int32_t sampler_sample(sampler *s, const float *logits, sample_result *res);
 /* Log-softmax of logits at id, and the n best (id, log-prob) pairs (best first): helpers for
  * callers that score without sampling. */
 void sample_top_logprobs(const float *logits, int n_vocab, int n, int32_t *ids, float *lp);
+/* Greedy choice: the first index of the largest of x[0..n), as `if (x[i] > x[best]) best = i`
+ * gives it (NaNs never win; 0 when n <= 0 or x[0] is NaN and nothing beats it), vectorized:
+ * a 65536-entry vocabulary per token per sequence was ~6% of an 8-sequence decode step. */
+int32_t sample_argmax(const float *x, int n);
 float sample_logprob(const float *logits, int n_vocab, int32_t id);
 
 #endif

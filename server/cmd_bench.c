@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "engine/eng.h"
+#include "engine/sample.h"
 #include "engine/kern.h"
 #include "server/cli.h"
 
@@ -61,10 +62,7 @@ static stat3 stats(double *v, int n) {
 }
 
 static int argmax(const float *x, int n) {
-    int best = 0;
-    for (int i = 1; i < n; i++)
-        if (x[i] > x[best]) best = i;
-    return best;
+    return sample_argmax(x, n);
 }
 
 static double peak_rss_mib(void) {

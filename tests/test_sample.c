@@ -278,7 +278,50 @@ static void test_validation(void) {
     sampler_free(NULL);
 }
 
+/* sample_argmax is the scalar loop's answer on every length (block remainders), with ties,
+ * NaNs (never chosen; a NaN first entry wins by default), -0.0 against 0.0 and infinities. */
+static int argmax_ref(const float *x, int n) {
+    int best = 0;
+    for (int i = 1; i < n; i++)
+        if (x[i] > x[best]) best = i;
+    return best;
+}
+
+static void test_argmax(void) {
+    enum { N = 300 };
+    float x[N];
+    uint64_t r = 12345;
+    int bad = 0;
+    for (int trial = 0; trial < 4000; trial++) {
+        int n = 1 + trial % N;
+        for (int i = 0; i < n; i++) {
+            r = r * 6364136223846793005ull + 1442695040888963407ull;
+            int k = (int)(r >> 33) % 16; /* few distinct values: many ties */
+            x[i] = (float)(k - 8);
+            if (trial % 5 == 1 && k == 3) x[i] = NAN;
+            if (trial % 7 == 2 && k == 8) x[i] = -0.0f;
+            if (trial % 7 == 3 && k < 2) x[i] = -INFINITY;
+            if (trial % 11 == 4 && k == 15) x[i] = INFINITY;
+        }
+        if (trial % 13 == 5) x[0] = NAN;
+        if (trial % 17 == 6)
+            for (int i = 0; i < n; i++) x[i] = i % 2 ? 0.0f : -0.0f;
+        if (trial % 19 == 7) x[n - 1] = 100.0f; /* the max in the scalar tail */
+        if (sample_argmax(x, n) != argmax_ref(x, n)) {
+            if (!bad++)
+                fprintf(stderr, "argmax: n %d got %d want %d\n", n, sample_argmax(x, n),
+                        argmax_ref(x, n));
+        }
+    }
+    CHECK_EQ_INT(bad, 0);
+    CHECK_EQ_INT(sample_argmax(x, 0), 0);
+    float big[65536];
+    for (int i = 0; i < 65536; i++) big[i] = (float)((i * 7919) % 65521) * 1e-3f;
+    CHECK_EQ_INT(sample_argmax(big, 65536), argmax_ref(big, 65536));
+}
+
 int main(void) {
+    test_argmax();
     test_greedy_and_bias();
     test_penalties();
     test_filters();
