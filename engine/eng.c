@@ -24,10 +24,13 @@
 
 /* one batch item's share of a layer's attention (attn_layer) */
 struct attn_part {
-    const uint16_t *K, *V; /* [n_ctx][kw] halves (f16) of this layer */
+    const uint16_t *K, *V; /* [n_kv_head][n_ctx][head_dim] halves (f16) of this layer: each
+                              head's rows contiguous, so attention streams them (a [n_ctx][kw]
+                              layout strided them 1 KiB apart: a TLB miss every 4 rows) */
     float *scratch;        /* [threads][n_scratch]: the sequence's */
     size_t n_scratch;
     int pos, r0, n, u0; /* first position, first row, tokens, first unit */
+    int n_ctx;          /* rows per head */
 };
 
 struct eng {
@@ -408,14 +411,16 @@ int eng_seq_fork(const eng_seq *src, int pos, int n_ctx, eng_seq **out, char *er
     s->ring_lo = pos == 0 ? 0 : src->ring_lo;
     s->pos = pos;
     const lfm2_hparams *hp = &e->m->hp;
+    const size_t hd = (size_t)hp->head_dim;
     for (int l = 0; l < hp->n_layer; l++) {
         int nkv = hp->n_head_kv[l];
         if (!nkv) continue;
-        size_t w = (size_t)nkv * hp->head_dim;
         const uint16_t *sk = src->kv + (size_t)src->n_ctx * e->kv_cum[l];
         uint16_t *dk = s->kv + (size_t)s->n_ctx * e->kv_cum[l];
-        memcpy(dk, sk, (size_t)pos * w * sizeof *dk); /* K */
-        memcpy(dk + (size_t)s->n_ctx * w, sk + (size_t)src->n_ctx * w, (size_t)pos * w * sizeof *dk); /* V */
+        /* K then V, each [n_kv_head][n_ctx][head_dim]: the first pos rows of every head */
+        for (int h = 0; h < 2 * nkv; h++)
+            memcpy(dk + (size_t)h * s->n_ctx * hd, sk + (size_t)h * src->n_ctx * hd,
+                   (size_t)pos * hd * sizeof *dk);
     }
     *out = s;
     return 0;
@@ -614,8 +619,8 @@ static void attn_task(void *ctx, int task, int n_tasks, int thread) {
         const int kh = rest / a->n_hsub, h0 = kh * a->group + rest % a->n_hsub * a->hs;
         const int h1 = h0 + a->hs < (kh + 1) * a->group ? h0 + a->hs : (kh + 1) * a->group;
         const int t0 = tile * a->tt, t1 = t0 + a->tt < pt->n ? t0 + a->tt : pt->n;
-        attn_kv kv = {pt->K + (size_t)kh * hd, pt->V + (size_t)kh * hd, (size_t)a->kw, hd,
-                      a->n_swa, a->kq_scale};
+        const size_t head = (size_t)kh * pt->n_ctx * hd; /* [n_kv_head][n_ctx][hd] */
+        attn_kv kv = {pt->K + head, pt->V + head, (size_t)hd, hd, a->n_swa, a->kq_scale};
         attn_query qs[ATTN_MAX_Q];
         int nq = 0;
         for (int t = t0; t < t1; t++)
@@ -652,11 +657,14 @@ static void attn_layer(eng *e, int l, const eng_batch *b, int T) {
             for (int h = 0; h < KV; h++) rmsnorm(k + h * hd, k + h * hd, e->k_norm[l], hd, hp->eps);
             rope_neox(q, H, hd, p, theta_scale);
             rope_neox(k, KV, hd, p, theta_scale);
-            attn_store(K + (size_t)p * kw, k, kw, ATTN_ISA_AUTO); /* f16, as llama.cpp's */
-            attn_store(V + (size_t)p * kw, v, kw, ATTN_ISA_AUTO);
+            for (int h = 0; h < KV; h++) { /* f16, as llama.cpp's */
+                size_t at = ((size_t)h * s->n_ctx + p) * hd;
+                attn_store(K + at, k + (size_t)h * hd, hd, ATTN_ISA_AUTO);
+                attn_store(V + at, v + (size_t)h * hd, hd, ATTN_ISA_AUTO);
+            }
         }
         e->attn_parts[i] = (struct attn_part){K, V, s->scores, attn_scratch_floats(s->n_ctx),
-                                              s->pos, r0, n, n_units};
+                                              s->pos, r0, n, n_units, s->n_ctx};
         n_units += (n + tt - 1) / tt * KV * n_hsub;
     }
     attn_job j = {q_all, e->b, e->attn_parts, b->n_items, n_units, KV, group, hd, qw, kw,
