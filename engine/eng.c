@@ -527,10 +527,7 @@ static void ffn_swiglu(eng *e, const gguf_tensor *gate, const gguf_tensor *up, c
     }
     matmul(e, gate, x, n_tok, a);
     matmul(e, up, x, n_tok, b);
-    for (size_t k = 0; k < (size_t)n_tok * n_ff; k++) {
-        float g = a[k];
-        a[k] = g / (1.0f + expf(-g)) * b[k];
-    }
+    kern_silu_mul(a, a, b, (int64_t)n_tok * n_ff);
 }
 
 /* ggml's rms_norm then mul: sum of squares in double, scale in float. */

@@ -96,13 +96,10 @@ static void cfg_make(amx_cfg *c, int nt, int half) {
         c->colsb[i] = 64, c->rows[i] = half ? 4 : 8;
 }
 
-/* kern_swiglu's combination, the same expression (outside the target region: no contraction). */
+/* kern_swiglu's combination: kern_silu_mul, row by row. */
 static void silu_mul(float *y, int64_t ldy, const float *u, int nt, int nr) {
     for (int t = 0; t < nt; t++)
-        for (int r = 0; r < nr; r++) {
-            float g = y[(size_t)t * ldy + r];
-            y[(size_t)t * ldy + r] = g / (1.0f + expf(-g)) * u[t * 16 + r];
-        }
+        kern_silu_mul(y + (size_t)t * ldy, y + (size_t)t * ldy, u + t * 16, nr);
 }
 
 #pragma GCC push_options

@@ -65,6 +65,16 @@ void kern_swiglu(pool *p, const rp_matrix *gate, const rp_matrix *up, const kern
 void kern_swiglu_with(int path, const rp_matrix *gate, const rp_matrix *up, const kern_act *a,
                       float *y, int64_t ldy, int64_t t0, int64_t t1);
 
+/* y[i] = silu(g[i]) * u[i] for i < n (y may be g or u): the SwiGLU combination of every path
+ * (fused kernels, the AMX GEMM, the unfused f16/f32 path), one definition so they all give the
+ * same bits. silu(g) = g * s, s = 1 / (1 + e) for g >= 0 and e / (1 + e) below, e = e^-|g| by a
+ * Cephes polynomial in float (within 2 ulp; 0 below -87), lane-wise float ops without
+ * contraction, so its SSE, AVX-512 and scalar forms agree. */
+void kern_silu_mul(float *y, const float *g, const float *u, int64_t n);
+/* The same on a given path's instructions (AVX-512 for KERN_AVX512 when available, else the
+ * baseline vector form): every path gives the same bits (tests/test_kern.c). */
+void kern_silu_mul_with(int path, float *y, const float *g, const float *u, int64_t n);
+
 /* Half-precision weights kept as they are in the file (f16 and bf16 are not repacked: an int8
  * copy would lose precision): y[t*ldy + r] = dot(w row r, x_t) in f32 for rows [r0, r1) and
  * ntok tokens (x_t = x + t*ldx). w: rows of cols u16 (f16, or bf16 when bf16 is true). */

@@ -170,37 +170,52 @@ static double logsumexp(const float *x, int n) {
 typedef float v16f __attribute__((vector_size(64)));
 typedef int32_t v16i __attribute__((vector_size(64)));
 
-int32_t sample_argmax(const float *x, int n) {
-    if (n <= 0) return 0;
-    /* pass 1: the largest value. Lanes start at x[0]; `v > m` is false for NaN on either side,
-     * so NaNs are skipped, and a NaN x[0] stays the lanes' value (then nothing equals it below
-     * and the answer is 0, as the scalar loop gives) */
+/* One pass: each lane keeps its largest value and where it first saw it (strict >, lanes start
+ * at x[0], index 0: `v > m` is false for NaN on either side, so NaNs are skipped, and a NaN x[0]
+ * stays every lane's value, nothing equals it and the answer is 0, as the scalar loop gives);
+ * then the first index among the lanes holding the maximum (-0.0 == 0.0: the earlier of
+ * either, like the scalar loop), then the tail. */
+static inline __attribute__((always_inline)) int32_t argmax_body(const float *x, int n) {
     v16f m;
-    for (int j = 0; j < 16; j++) m[j] = x[0];
+    v16i at, cur;
+    for (int j = 0; j < 16; j++) m[j] = x[0], at[j] = 0, cur[j] = j;
     int i = 0;
-    for (; i + 16 <= n; i += 16) {
+    for (; i + 16 <= n; i += 16, cur += 16) {
         v16f v;
         memcpy(&v, x + i, sizeof v);
         v16i gt = v > m;
         m = (v16f)(((v16i)v & gt) | ((v16i)m & ~gt));
+        at = (cur & gt) | (at & ~gt);
     }
     float mx = x[0];
     for (int j = 0; j < 16; j++) mx = m[j] > mx ? m[j] : mx;
-    for (; i < n; i++) mx = x[i] > mx ? x[i] : mx;
-    /* pass 2: its first index (-0.0 == 0.0: the first of either, like the scalar loop) */
-    v16f mv = m;
-    for (int j = 0; j < 16; j++) mv[j] = mx;
-    for (i = 0; i + 16 <= n; i += 16) {
-        v16f v;
-        memcpy(&v, x + i, sizeof v);
-        v16i eq = v == mv;
-        int any = 0;
-        for (int j = 0; j < 16; j++) any |= eq[j];
-        if (any) break;
+    int32_t best = 0;
+    if (mx == mx) {
+        best = INT32_MAX;
+        for (int j = 0; j < 16; j++)
+            if (m[j] == mx && at[j] < best) best = at[j];
     }
     for (; i < n; i++)
-        if (x[i] == mx) return i;
-    return 0;
+        if (x[i] > mx) mx = x[i], best = i;
+    return best;
+}
+
+static int32_t argmax_base(const float *x, int n) {
+    return argmax_body(x, n);
+}
+
+#if defined(__x86_64__) && defined(__GNUC__)
+__attribute__((target("avx512f"))) static int32_t argmax_512(const float *x, int n) {
+    return argmax_body(x, n);
+}
+#endif
+
+int32_t sample_argmax(const float *x, int n) {
+    if (n <= 0) return 0;
+#if defined(__x86_64__) && defined(__GNUC__)
+    if (__builtin_cpu_supports("avx512f")) return argmax_512(x, n);
+#endif
+    return argmax_base(x, n);
 }
 
 float sample_logprob(const float *logits, int n_vocab, int32_t id) {

@@ -212,10 +212,10 @@ static void test_drivers(pool *pl, uint32_t type) {
     /* SwiGLU: silu(f) * g, every path and the threaded driver identical */
     float *sw = malloc((size_t)n * rows * sizeof(float));
     kern_swiglu(pl, f.m, g.m, &f.a, sw, rows);
-    for (int64_t i = 0; i < n * rows; i++) {
-        float e = ref[i] / (1.0f + expf(-ref[i])) * refg[i];
-        CHECK_NEAR(sw[i], e, 0);
-    }
+    float *want = malloc((size_t)n * rows * sizeof(float));
+    kern_silu_mul_with(KERN_SCALAR, want, ref, refg, n * rows);
+    CHECK(!memcmp(sw, want, (size_t)n * rows * sizeof(float)));
+    free(want);
     for (int p = 0; p < KERN_NPATHS; p++) {
         if (!kern_path_available(p)) continue;
         kern_swiglu_with(p, f.m, g.m, &f.a, y, rows, 0, f.m->n_tiles);
@@ -304,6 +304,48 @@ static void test_half(pool *pl) {
         }
 }
 
+/* kern_silu_mul: the same bits on every path (awkward lengths: 16-lane blocks and padded
+ * tails, y aliasing g), close to silu(g) * u computed in double, and the edge values. */
+static void test_silu(void) {
+    enum { N = 1000 };
+    static float g[N], u[N], y0[N], y1[N], y2[N];
+    uint64_t r = 99;
+    for (int i = 0; i < N; i++) {
+        r = r * 6364136223846793005ull + 1442695040888963407ull;
+        float v = (float)((int64_t)(r >> 33) % 200001 - 100000) * 1e-3f; /* [-100, 100] */
+        if (i % 7 == 0) v *= 0.01f;
+        g[i] = v;
+        u[i] = 0.5f + (float)(i % 13) * 0.25f;
+    }
+    g[1] = 0.0f, g[2] = -0.0f, g[3] = 88.0f, g[4] = -88.0f, g[5] = INFINITY, g[6] = 1e-30f;
+    int bad_bits = 0, bad_val = 0;
+    for (int n = 1; n <= N; n += n < 40 ? 1 : 97) {
+        kern_silu_mul_with(KERN_SCALAR, y0, g, u, n);
+        for (int p = 0; p < KERN_NPATHS; p++) {
+            kern_silu_mul_with(p, y1, g, u, n);
+            memcpy(y2, g, (size_t)n * sizeof *y2);
+            kern_silu_mul_with(p, y2, y2, u, n); /* in place */
+            if (memcmp(y0, y1, (size_t)n * sizeof *y0) || memcmp(y0, y2, (size_t)n * sizeof *y0))
+                bad_bits++;
+        }
+    }
+    kern_silu_mul(y1, g, u, N);
+    for (int i = 0; i < N; i++) {
+        if (i == 5) continue;
+        double want = (double)g[i] / (1.0 + exp(-(double)g[i])) * u[i];
+        double tol = 4e-7 * fabs(want) + 1e-35; /* (e^-|g| is 0 below -87) */
+        if (!(fabs(y1[i] - want) <= tol)) {
+            if (bad_val++ < 5)
+                fprintf(stderr, "silu: g %g u %g: got %.9g want %.9g\n", g[i], u[i], y1[i], want);
+        }
+    }
+    CHECK_EQ_INT(bad_bits, 0);
+    CHECK_EQ_INT(bad_val, 0);
+    CHECK(y1[5] == INFINITY);
+    CHECK(y1[1] == 0.0f && y1[2] == 0.0f);
+    CHECK(y1[4] <= 0.0f && y1[4] > -1e-30f);
+}
+
 int main(int argc, char **argv) {
     if (argc > 1 && !strcmp(argv[1], "--print-kernel")) {
         printf("%s\n", kern_name());
@@ -348,5 +390,6 @@ int main(int argc, char **argv) {
         pool_free(pl);
     }
     test_rmsnorm();
+    test_silu();
     return check_done("test_kern");
 }
