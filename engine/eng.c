@@ -566,8 +566,9 @@ static void rope_neox(float *v, int n_heads, int hd, int pos, float theta_scale)
     }
 }
 
-/* Short conv for one item: rows r0..r0+n-1 of e->a hold B|C|X; writes C*y into e->b rows. */
-static void conv_item(eng *e, int l, eng_seq *s, int r0, int n) {
+/* Short conv for one item, channels [c0, c1): rows r0..r0+n-1 of e->a hold B|C|X; writes C*y
+ * into e->b rows. */
+static void conv_item(eng *e, int l, eng_seq *s, int r0, int n, int c0, int c1) {
     const lfm2_hparams *hp = &e->m->hp;
     const int E = hp->n_embd, L = hp->l_cache, R = e->ring;
     const float *cw = e->conv_w[l];
@@ -577,17 +578,124 @@ static void conv_item(eng *e, int l, eng_seq *s, int r0, int n) {
         const float *bcx = e->a + (size_t)(r0 + t) * 3 * E;
         const float *B = bcx, *C = bcx + E, *X = bcx + 2 * E;
         float *bx = ring + (size_t)(p % R) * E;
-        for (int c = 0; c < E; c++) bx[c] = B[c] * X[c];
+        for (int c = c0; c < c1; c++) bx[c] = B[c] * X[c];
         float *y = e->b + (size_t)(r0 + t) * E;
-        for (int c = 0; c < E; c++) y[c] = 0;
+        for (int c = c0; c < c1; c++) y[c] = 0;
         for (int k = 0; k < L; k++) {
             int q = p - (L - 1) + k;
             if (q < 0) continue;
             const float *col = ring + (size_t)(q % R) * E;
-            for (int c = 0; c < E; c++) y[c] += cw[(size_t)c * L + k] * col[c];
+            for (int c = c0; c < c1; c++) y[c] += cw[(size_t)c * L + k] * col[c];
         }
-        for (int c = 0; c < E; c++) y[c] *= C[c];
+        for (int c = c0; c < c1; c++) y[c] *= C[c];
     }
+}
+
+/* ---- per-row work of a batch, split across the pool when there are several rows ---- */
+
+typedef void (*rows_fn)(void *ctx, int r0, int r1);
+typedef struct rows_job {
+    rows_fn fn;
+    void *ctx;
+    int n;
+} rows_job;
+
+static void rows_task(void *ctx, int task, int n_tasks, int thread) {
+    (void)thread;
+    rows_job *j = ctx;
+    int64_t lo, hi;
+    pool_split(j->n, n_tasks, task, &lo, &hi);
+    if (lo < hi) j->fn(j->ctx, (int)lo, (int)hi);
+}
+
+/* fn(ctx, r0, r1) over [0, n) in contiguous parts: inline for one row (a decode step of one
+ * sequence: a parallel region would cost more than the work), else one part per thread. */
+static void rows_run(eng *e, rows_fn fn, void *ctx, int n) {
+    int nt = pool_n_threads(e->pool);
+    if (n <= 1 || nt <= 1) {
+        if (n > 0) fn(ctx, 0, n);
+        return;
+    }
+    rows_job j = {fn, ctx, n};
+    pool_run(e->pool, rows_task, &j, n < nt ? n : nt);
+}
+
+/* The batch row r's item and token within it. */
+static void row_item(const eng_batch *b, int r, int *item, int *tok) {
+    int i = 0;
+    while (r >= b->items[i].n_tokens) r -= b->items[i++].n_tokens;
+    *item = i, *tok = r;
+}
+
+/* attention's per-row preparation: q/k head norms, RoPE, K/V stored at the row's position */
+typedef struct prep_job {
+    eng *e;
+    int l;
+    const eng_batch *b;
+    int T;
+    float theta_scale;
+} prep_job;
+
+static void prep_task(void *ctx, int r0, int r1) {
+    const prep_job *j = ctx;
+    eng *e = j->e;
+    const lfm2_hparams *hp = &e->m->hp;
+    const int l = j->l, H = hp->n_head, KV = hp->n_head_kv[l], hd = hp->head_dim;
+    const int qw = H * hd, kw = KV * hd;
+    float *q_all = e->a, *k_all = e->a + (size_t)j->T * qw, *v_all = k_all + (size_t)j->T * kw;
+    for (int r = r0; r < r1; r++) {
+        int i, t;
+        row_item(j->b, r, &i, &t);
+        eng_seq *s = j->b->items[i].seq;
+        uint16_t *K = s->kv + (size_t)s->n_ctx * e->kv_cum[l];
+        uint16_t *V = K + (size_t)s->n_ctx * kw;
+        int p = s->pos + t;
+        float *q = q_all + (size_t)r * qw;
+        float *k = k_all + (size_t)r * kw;
+        float *v = v_all + (size_t)r * kw;
+        for (int h = 0; h < H; h++) rmsnorm(q + h * hd, q + h * hd, e->q_norm[l], hd, hp->eps);
+        for (int h = 0; h < KV; h++) rmsnorm(k + h * hd, k + h * hd, e->k_norm[l], hd, hp->eps);
+        rope_neox(q, H, hd, p, j->theta_scale);
+        rope_neox(k, KV, hd, p, j->theta_scale);
+        for (int h = 0; h < KV; h++) { /* f16, as llama.cpp's */
+            size_t at = ((size_t)h * s->n_ctx + p) * hd;
+            attn_store(K + at, k + (size_t)h * hd, hd, ATTN_ISA_AUTO);
+            attn_store(V + at, v + (size_t)h * hd, hd, ATTN_ISA_AUTO);
+        }
+    }
+}
+
+/* RMSNorm of rows [r0, r1): out = norm(x) * w */
+typedef struct norm_job {
+    float *out;
+    const float *x, *w;
+    int E;
+    float eps;
+} norm_job;
+
+static void norm_task(void *ctx, int r0, int r1) {
+    const norm_job *j = ctx;
+    for (int r = r0; r < r1; r++)
+        rmsnorm(j->out + (size_t)r * j->E, j->x + (size_t)r * j->E, j->w, j->E, j->eps);
+}
+
+/* the short convolution of every item, channels [c0, c1) (channels are independent: a part
+ * runs every token of every item on its channels, in token order) */
+typedef struct conv_job {
+    eng *e;
+    int l;
+    const eng_batch *b;
+} conv_job;
+
+static void conv_task(void *ctx, int c0, int c1) {
+    const conv_job *j = ctx;
+    for (int i = 0, r0 = 0; i < j->b->n_items; r0 += j->b->items[i].n_tokens, i++)
+        conv_item(j->e, j->l, j->b->items[i].seq, r0, j->b->items[i].n_tokens, c0, c1);
+}
+
+static void conv_split_task(void *ctx, int g0, int g1) { /* in groups of 16 channels */
+    const int E = ((const conv_job *)ctx)->e->m->hp.n_embd;
+    conv_task(ctx, 16 * g0, 16 * g1 < E ? 16 * g1 : E);
 }
 
 /* A layer's attention for the whole batch (engine/attn.c) in one pool run, in units of (item,
@@ -635,31 +743,18 @@ static void attn_layer(eng *e, int l, const eng_batch *b, int T) {
     const lfm2_hparams *hp = &e->m->hp;
     const int H = hp->n_head, KV = hp->n_head_kv[l], hd = hp->head_dim;
     const int qw = H * hd, kw = KV * hd;
-    float *q_all = e->a, *k_all = e->a + (size_t)T * qw, *v_all = k_all + (size_t)T * kw;
+    float *q_all = e->a;
     const float theta_scale = powf(hp->rope_base, -2.0f / hd);
     const int group = H / KV, hs = group < ATTN_MAX_Q ? group : ATTN_MAX_Q;
     const int tt = ATTN_MAX_Q / hs, n_hsub = (group + hs - 1) / hs;
     int n_units = 0;
+    prep_job pj = {e, l, b, T, theta_scale};
+    rows_run(e, prep_task, &pj, T);
     for (int i = 0, r0 = 0; i < b->n_items; r0 += b->items[i].n_tokens, i++) {
         eng_seq *s = b->items[i].seq;
         const int n = b->items[i].n_tokens;
         uint16_t *K = s->kv + (size_t)s->n_ctx * e->kv_cum[l];
         uint16_t *V = K + (size_t)s->n_ctx * kw;
-        for (int t = 0; t < n; t++) {
-            int p = s->pos + t;
-            float *q = q_all + (size_t)(r0 + t) * qw;
-            float *k = k_all + (size_t)(r0 + t) * kw;
-            float *v = v_all + (size_t)(r0 + t) * kw;
-            for (int h = 0; h < H; h++) rmsnorm(q + h * hd, q + h * hd, e->q_norm[l], hd, hp->eps);
-            for (int h = 0; h < KV; h++) rmsnorm(k + h * hd, k + h * hd, e->k_norm[l], hd, hp->eps);
-            rope_neox(q, H, hd, p, theta_scale);
-            rope_neox(k, KV, hd, p, theta_scale);
-            for (int h = 0; h < KV; h++) { /* f16, as llama.cpp's */
-                size_t at = ((size_t)h * s->n_ctx + p) * hd;
-                attn_store(K + at, k + (size_t)h * hd, hd, ATTN_ISA_AUTO);
-                attn_store(V + at, v + (size_t)h * hd, hd, ATTN_ISA_AUTO);
-            }
-        }
         e->attn_parts[i] = (struct attn_part){K, V, s->scores, attn_scratch_floats(s->n_ctx),
                                               s->pos, r0, n, n_units, s->n_ctx};
         n_units += (n + tt - 1) / tt * KV * n_hsub;
@@ -727,12 +822,15 @@ int eng_step(eng *e, eng_batch *b, char *err, size_t errlen) {
 
     for (int l = 0; l < hp->n_layer; l++) {
         const lfm2_layer *ly = &e->m->layers[l];
-        for (int r = 0; r < T; r++)
-            rmsnorm(e->xn + (size_t)r * E, e->x + (size_t)r * E, e->attn_norm[l], E, hp->eps);
+        norm_job nj = {e->xn, e->x, e->attn_norm[l], E, hp->eps};
+        rows_run(e, norm_task, &nj, T);
         if (hp->n_head_kv[l] == 0) {
             matmul(e, ly->in_proj, e->xn, T, e->a);
-            for (int i = 0, r0 = 0; i < b->n_items; r0 += b->items[i].n_tokens, i++)
-                conv_item(e, l, b->items[i].seq, r0, b->items[i].n_tokens);
+            conv_job cj = {e, l, b};
+            if (T > 1) /* channel parts of 16 */
+                rows_run(e, conv_split_task, &cj, (E + 15) / 16);
+            else
+                conv_task(&cj, 0, E);
             matmul(e, ly->out_proj, e->b, T, e->o);
         } else {
             const int qw = hp->n_head * hd, kw = hp->n_head_kv[l] * hd;
@@ -743,8 +841,8 @@ int eng_step(eng *e, eng_batch *b, char *err, size_t errlen) {
             matmul(e, ly->wo, e->b, T, e->o);
         }
         for (size_t k = 0; k < (size_t)T * E; k++) e->x[k] += e->o[k];
-        for (int r = 0; r < T; r++)
-            rmsnorm(e->xn + (size_t)r * E, e->x + (size_t)r * E, e->ffn_norm[l], E, hp->eps);
+        nj.w = e->ffn_norm[l];
+        rows_run(e, norm_task, &nj, T);
         ffn_swiglu(e, ly->ffn_gate, ly->ffn_up, e->xn, T, e->a, e->b);
         matmul(e, ly->ffn_down, e->a, T, e->o);
         for (size_t k = 0; k < (size_t)T * E; k++) e->x[k] += e->o[k];
