@@ -864,12 +864,20 @@ int eng_step(eng *e, eng_batch *b, char *err, size_t errlen) {
     }
     for (int c0 = 0; c0 < n_rows; c0 += LOGIT_CHUNK) {
         int nc = n_rows - c0 < LOGIT_CHUNK ? n_rows - c0 : LOGIT_CHUNK;
-        matmul(e, e->m->output, e->o + (size_t)c0 * E, nc, e->lchunk);
+        /* straight into the callers' buffers when the chunk's rows lie there one after the
+         * other (the scheduler's and lfm2 bench's layout): no copy of n_vocab floats a row */
+        float *dst[LOGIT_CHUNK];
+        bool direct = true;
         for (int r = 0; r < nc; r++) {
-            eng_batch_item *it = &b->items[e->lrow_item[c0 + r]];
-            memcpy(it->logits + (size_t)e->lrow_off[c0 + r] * e->n_vocab,
-                   e->lchunk + (size_t)r * e->n_vocab, (size_t)e->n_vocab * sizeof(float));
+            const eng_batch_item *it = &b->items[e->lrow_item[c0 + r]];
+            dst[r] = it->logits + (size_t)e->lrow_off[c0 + r] * e->n_vocab;
+            direct = direct && dst[r] == dst[0] + (size_t)r * e->n_vocab;
         }
+        matmul(e, e->m->output, e->o + (size_t)c0 * E, nc, direct ? dst[0] : e->lchunk);
+        if (!direct)
+            for (int r = 0; r < nc; r++)
+                memcpy(dst[r], e->lchunk + (size_t)r * e->n_vocab,
+                       (size_t)e->n_vocab * sizeof(float));
     }
 
     /* advance the sequences */
