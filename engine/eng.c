@@ -46,7 +46,7 @@ struct eng {
     int ring;                         /* conv ring length R = n_restore + L - 1 */
     /* small f32 copies of the 1-D weights (norms, conv kernels), converted at load */
     float *attn_norm[LFM2_MAX_LAYERS], *ffn_norm[LFM2_MAX_LAYERS]; /* [n_embd] */
-    float *conv_w[LFM2_MAX_LAYERS];                                 /* [n_embd, L] */
+    float *conv_w[LFM2_MAX_LAYERS];                                 /* [L][n_embd] */
     float *q_norm[LFM2_MAX_LAYERS], *k_norm[LFM2_MAX_LAYERS];       /* [hd] */
     float *out_norm;                                                /* [n_embd] */
     float *small;                     /* one allocation behind the pointers above */
@@ -224,6 +224,13 @@ int eng_new(eng **out, const char *model_path, const eng_params *pp, char *err, 
         e->ffn_norm[l] = s, s += E;
         if (hp->n_head_kv[l] == 0) {
             if ((rc = to_f32(ly->conv, s, (int64_t)E * L, err, errlen)) < 0) goto fail;
+            /* transposed to [L][n_embd]: the conv reads each tap's weights contiguously */
+            float *tmp = malloc((size_t)E * L * sizeof *tmp);
+            if (!tmp) goto oom;
+            memcpy(tmp, s, (size_t)E * L * sizeof *tmp);
+            for (int c = 0; c < E; c++)
+                for (int k = 0; k < L; k++) s[(size_t)k * E + c] = tmp[(size_t)c * L + k];
+            free(tmp);
             e->conv_w[l] = s, s += (size_t)E * L;
         } else {
             if ((rc = to_f32(ly->q_norm, s, hd, err, errlen)) < 0) goto fail;
@@ -566,28 +573,49 @@ static void rope_neox(float *v, int n_heads, int hd, int pos, float theta_scale)
     }
 }
 
+typedef float ev16f __attribute__((vector_size(64)));
+
+/* y[c] = a[c] * b[c] (op 0), y[c] = y[c] + a[c] * b[c] (op 1) for c in [c0, c1): 16 lanes at a
+ * time, then one by one; the same float operations either way (no contraction in C11 mode). */
+static void vec_op(float *y, const float *a, const float *b, int c0, int c1, int op) {
+    int c = c0;
+    for (; c + 16 <= c1; c += 16) {
+        ev16f va, vb, vy;
+        memcpy(&va, a + c, sizeof va);
+        memcpy(&vb, b + c, sizeof vb);
+        if (op) {
+            memcpy(&vy, y + c, sizeof vy);
+            vy = vy + va * vb;
+        } else {
+            vy = va * vb;
+        }
+        memcpy(y + c, &vy, sizeof vy);
+    }
+    for (; c < c1; c++) y[c] = op ? y[c] + a[c] * b[c] : a[c] * b[c];
+}
+
 /* Short conv for one item, channels [c0, c1): rows r0..r0+n-1 of e->a hold B|C|X; writes C*y
- * into e->b rows. */
+ * into e->b rows. Per channel: bx = B * X into the ring; y = 0 + w_k * bx(p - L + 1 + k) for
+ * k = 0..L-1 (taps before position 0 skipped); y * C. */
 static void conv_item(eng *e, int l, eng_seq *s, int r0, int n, int c0, int c1) {
     const lfm2_hparams *hp = &e->m->hp;
     const int E = hp->n_embd, L = hp->l_cache, R = e->ring;
-    const float *cw = e->conv_w[l];
+    const float *cw = e->conv_w[l]; /* [L][E] */
     float *ring = s->ring + (size_t)e->conv_idx[l] * R * E;
     for (int t = 0; t < n; t++) {
         int p = s->pos + t;
         const float *bcx = e->a + (size_t)(r0 + t) * 3 * E;
         const float *B = bcx, *C = bcx + E, *X = bcx + 2 * E;
         float *bx = ring + (size_t)(p % R) * E;
-        for (int c = c0; c < c1; c++) bx[c] = B[c] * X[c];
+        vec_op(bx, B, X, c0, c1, 0);
         float *y = e->b + (size_t)(r0 + t) * E;
         for (int c = c0; c < c1; c++) y[c] = 0;
         for (int k = 0; k < L; k++) {
             int q = p - (L - 1) + k;
             if (q < 0) continue;
-            const float *col = ring + (size_t)(q % R) * E;
-            for (int c = c0; c < c1; c++) y[c] += cw[(size_t)c * L + k] * col[c];
+            vec_op(y, cw + (size_t)k * E, ring + (size_t)(q % R) * E, c0, c1, 1);
         }
-        for (int c = c0; c < c1; c++) y[c] *= C[c];
+        vec_op(y, y, C, c0, c1, 0);
     }
 }
 
