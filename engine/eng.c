@@ -539,10 +539,7 @@ static void ffn_swiglu(eng *e, const gguf_tensor *gate, const gguf_tensor *up, c
 
 /* ggml's rms_norm then mul: sum of squares in double, scale in float. */
 static void rmsnorm(float *out, const float *x, const float *w, int n, float eps) {
-    double ss = 0;
-    for (int i = 0; i < n; i++) ss += (double)x[i] * x[i];
-    float scale = 1.0f / sqrtf((float)(ss / n) + eps);
-    for (int i = 0; i < n; i++) out[i] = (x[i] * scale) * w[i];
+    kern_rmsnorm(out, x, w, n, eps); /* its sum of squares in double lanes with AVX2 */
 }
 
 static void embed(const eng *e, int32_t id, float *dst) {
