@@ -76,10 +76,16 @@ for (let r = 0; r < 5; r++) idle.push((await stream(r, 1)).ttft);
 const runs = await Promise.all(Array.from({ length: C }, (_, k) => stream(k + 1, N)));
 const start = Math.min(...runs.map(r => r.t0)), end = Math.max(...runs.map(r => r.end));
 const total = runs.reduce((a, r) => a + r.n, 0);
-// steady state: the window in which every client is decoding
-const w0 = Math.max(...runs.map(r => r.first)), w1 = Math.min(...runs.map(r => r.end));
-const inWin = runs.reduce((a, r) => a + r.times.filter(t => t > w0 && t <= w1).length, 0);
-const steady = w1 > w0 ? inWin / ((w1 - w0) / 1000) : NaN;
+// steady state: the window in which every client is decoding (from the last first token to the
+// earliest last token); the rate of each stream in it counts intervals between its tokens, not tokens
+// (a window of k steps holds k + 1 or k token arrivals, which biased short runs by a step)
+const w0 = Math.max(...runs.map(r => r.first)), w1 = Math.min(...runs.map(r => r.times[r.times.length - 1]));
+let steady = 0;
+for (const r of runs) {
+  const tw = r.times.filter(t => t >= w0 && t <= w1);
+  if (tw.length < 2 || tw[tw.length - 1] <= tw[0]) { steady = NaN; break; }
+  steady += (tw.length - 1) / ((tw[tw.length - 1] - tw[0]) / 1000);
+}
 const b = JSON.parse((await import("node:fs")).readFileSync(BENCH, "utf8"));
 const engB = b.batched_tok_s[String(C)], pp = b.pp_tok_s, tg = b.tg_tok_s;
 const ttftIdeal = 1000 * (P / pp + 1 / tg);
