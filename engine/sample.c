@@ -271,9 +271,51 @@ static void apply_penalties(sampler *s) {
     }
 }
 
+/* Whether the penalties would change any logit (apply_penalties' own early outs). */
+static bool penalties_active(const sampler *s) {
+    const sample_params *p = &s->p;
+    return p->penalty_last_n > 0 && s->n_recent > 0 &&
+           (p->repeat_penalty != 1.0f || p->presence_penalty != 0.0f ||
+            p->frequency_penalty != 0.0f);
+}
+
+/* Greedy without penalties: the argmax of logits + bias without copying n_vocab floats. The raw
+ * argmax m is the answer unless a biased id beats it (or ties it from a lower index); when m
+ * itself is biased, or logits[0] is NaN (the scalar loop's corner), -1: take the full path. */
+static int32_t greedy_sparse(const sampler *s, const float *logits) {
+    const int32_t m = sample_argmax(logits, s->n_vocab);
+    if (logits[0] != logits[0]) return -1;
+    int32_t best = m;
+    float bv = logits[m];
+    for (int i = 0; i < s->p.n_bias; i++)
+        if (s->p.bias[i].id == m) return -1;
+    for (int i = 0; i < s->p.n_bias; i++) {
+        int32_t id = s->p.bias[i].id;
+        /* the same id may appear twice: its value is the sum of its biases */
+        float v = logits[id];
+        for (int k = 0; k < s->p.n_bias; k++)
+            if (s->p.bias[k].id == id) v += s->p.bias[k].bias;
+        if (v > bv || (v == bv && id < best)) best = id, bv = v;
+    }
+    return best;
+}
+
 int32_t sampler_sample(sampler *s, const float *logits, sample_result *res) {
     const sample_params *p = &s->p;
     const int V = s->n_vocab;
+    if (p->temperature <= 0 && !penalties_active(s)) {
+        int32_t g = greedy_sparse(s, logits);
+        if (g >= 0) {
+            if (res) {
+                res->id = g;
+                res->logprob = sample_logprob(logits, V, g);
+                res->n_top = p->n_top < V ? p->n_top : V;
+                if (res->n_top)
+                    sample_top_logprobs(logits, V, res->n_top, res->top_id, res->top_logprob);
+            }
+            return g;
+        }
+    }
     memcpy(s->work, logits, (size_t)V * sizeof(float));
     for (int i = 0; i < p->n_bias; i++) s->work[p->bias[i].id] += p->bias[i].bias;
     apply_penalties(s);

@@ -320,8 +320,45 @@ static void test_argmax(void) {
     CHECK_EQ_INT(sample_argmax(big, 65536), argmax_ref(big, 65536));
 }
 
+/* Greedy with logit biases (the server's usual request: temperature 0, a few biased ids) equals
+ * the argmax of the biased logits, whether or not a bias hits the raw maximum, with duplicate
+ * ids (biases add up in order), bans and ties. */
+static void test_greedy_bias_sparse(void) {
+    enum { V = 500 };
+    float l[V], w[V];
+    uint64_t r = 777;
+    int bad = 0;
+    for (int trial = 0; trial < 3000; trial++) {
+        for (int i = 0; i < V; i++) {
+            r = r * 6364136223846793005ull + 1442695040888963407ull;
+            l[i] = (float)((int)(r >> 33) % 64) * 0.25f; /* many ties */
+        }
+        sample_bias b[6];
+        int nb = trial % 7;
+        int top = argmax_ref(l, V);
+        for (int k = 0; k < nb && k < 6; k++) {
+            r = r * 6364136223846793005ull + 1442695040888963407ull;
+            int id = (int)(r >> 33) % V;
+            if (k == 0 && trial % 3 == 0) id = top;              /* bias the raw maximum */
+            if (k == 1 && trial % 5 == 0) id = b[0].id;          /* a duplicate id */
+            float bias = (float)((int)(r >> 40) % 9 - 4) * 0.25f; /* -1 .. +1: ties happen */
+            if (k == 2 && trial % 4 == 0) bias = -INFINITY;       /* a ban */
+            b[k] = (sample_bias){id, bias};
+        }
+        memcpy(w, l, sizeof w);
+        for (int k = 0; k < nb && k < 6; k++) w[b[k].id] += b[k].bias;
+        sample_params p = greedy();
+        p.bias = b;
+        p.n_bias = nb < 6 ? nb : 6;
+        int got = pick(&p, l, V, NULL, 0), want = argmax_ref(w, V);
+        if (got != want && bad++ < 3) fprintf(stderr, "greedy bias: trial %d got %d want %d\n", trial, got, want);
+    }
+    CHECK_EQ_INT(bad, 0);
+}
+
 int main(void) {
     test_argmax();
+    test_greedy_bias_sparse();
     test_greedy_and_bias();
     test_penalties();
     test_filters();
