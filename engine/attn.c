@@ -29,6 +29,7 @@ static int has_f16c(void) {
 }
 #endif
 
+#include "engine/vexp.h"
 #include "quant/quant.h"
 
 /* GCC vector extension: lane-wise ops lower to SSE, AVX2 or AVX-512 with the same per-lane
@@ -127,39 +128,25 @@ static float dot_scalar(const float *q, const uint16_t *kh, int hd) {
     return x[0] + x[1];
 }
 
-/* e^x for x <= 0 (the scores minus their max): Cephes' expf in plain float ops (no FMA), 0 below
- * EXP_LO. Round n = x log2(e) by the 1.5 * 2^23 trick, r = x - n ln2 in two parts, e^r by a
- * degree-7 polynomial, times 2^n built from n's bits. Within 2 ulp of e^x. */
-#define EXP_LO -87.0f
-#define EXP_MAGIC 12582912.0f /* 1.5 * 2^23: adding it rounds to an integer */
-#define EXP_MAGIC_BITS 0x4B400000
-#define EXP_LN2_HI 0.693359375f
-#define EXP_LN2_LO -2.12194440e-4f
-#define EXP_P0 1.9875691500e-4f
-#define EXP_P1 1.3981999507e-3f
-#define EXP_P2 8.3334519073e-3f
-#define EXP_P3 4.1665795894e-2f
-#define EXP_P4 1.6666665459e-1f
-#define EXP_P5 5.0000001201e-1f
-
+/* e^x for x <= 0 (the scores minus their max): engine/vexp.h's Cephes form, one lane. */
 static float exp_scalar(float x) {
-    float m = x * 1.44269504088896341f + EXP_MAGIC;
-    float n = m - EXP_MAGIC;
-    float r = x - n * EXP_LN2_HI;
-    r = r - n * EXP_LN2_LO;
-    float p = EXP_P0;
-    p = p * r + EXP_P1;
-    p = p * r + EXP_P2;
-    p = p * r + EXP_P3;
-    p = p * r + EXP_P4;
-    p = p * r + EXP_P5;
+    float m = x * VEXP_LOG2E + VEXP_MAGIC;
+    float n = m - VEXP_MAGIC;
+    float r = x - n * VEXP_LN2_HI;
+    r = r - n * VEXP_LN2_LO;
+    float p = VEXP_P0;
+    p = p * r + VEXP_P1;
+    p = p * r + VEXP_P2;
+    p = p * r + VEXP_P3;
+    p = p * r + VEXP_P4;
+    p = p * r + VEXP_P5;
     float y = (p * (r * r) + r) + 1.0f;
     uint32_t mb, sb;
     memcpy(&mb, &m, sizeof mb);
-    sb = (mb - EXP_MAGIC_BITS + 127u) << 23; /* 2^n: n in [-126, 0] here */
+    sb = (mb - VEXP_MAGIC_BITS + 127u) << 23; /* 2^n: n in [-126, 0] here */
     float sc;
     memcpy(&sc, &sb, sizeof sc);
-    return x < EXP_LO ? 0.0f : y * sc;
+    return x < VEXP_LO ? 0.0f : y * sc;
 }
 
 /* scores s[0..n) of one query (its own keys) into probabilities: w_j = exp(s_j - max); sum of the
@@ -279,24 +266,6 @@ AT_INLINE void reduce16(const v16f *a, v16f *out) {
                                    29, 31);
 }
 
-/* exp_scalar on 16 lanes, the same operations lane by lane */
-AT_INLINE void exp16(v16f *v) {
-    const v16f x = *v;
-    v16f m = x * 1.44269504088896341f + EXP_MAGIC;
-    v16f n = m - EXP_MAGIC;
-    v16f r = x - n * EXP_LN2_HI;
-    r = r - n * EXP_LN2_LO;
-    v16f p = r * EXP_P0 + EXP_P1;
-    p = p * r + EXP_P2;
-    p = p * r + EXP_P3;
-    p = p * r + EXP_P4;
-    p = p * r + EXP_P5;
-    v16f y = (p * (r * r) + r) + 1.0f;
-    v16u sb = ((v16u)m - EXP_MAGIC_BITS + 127u) << 23;
-    y = y * (v16f)sb;
-    *v = (v16f)((v16u)y & ~(v16u)(x < EXP_LO));
-}
-
 /* softmax_scalar, 16 scores at a time (rows need no alignment) */
 AT_INLINE void softmax_vec(float *s, int n) {
     float mx = -INFINITY;
@@ -320,7 +289,7 @@ AT_INLINE void softmax_vec(float *s, int n) {
         v16f v;
         ld(&v, s + j);
         v -= mx;
-        exp16(&v);
+        vexp16(&v); /* exp_scalar, lane by lane */
         memcpy(s + j, &v, sizeof v);
         acc += __builtin_convertvector(__builtin_shufflevector(v, v, 0, 1, 2, 3, 4, 5, 6, 7), v8d);
         acc += __builtin_convertvector(__builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15),
@@ -331,7 +300,7 @@ AT_INLINE void softmax_vec(float *s, int n) {
         v -= INFINITY;
         memcpy(&v, s + j, (size_t)(n - j) * sizeof(float));
         v -= mx;
-        exp16(&v);
+        vexp16(&v); /* exp_scalar, lane by lane */
         memcpy(s + j, &v, (size_t)(n - j) * sizeof(float));
         acc += __builtin_convertvector(__builtin_shufflevector(v, v, 0, 1, 2, 3, 4, 5, 6, 7), v8d);
         acc += __builtin_convertvector(__builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15),

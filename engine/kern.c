@@ -4,6 +4,7 @@
 #ifdef __clang__ /* clang contracts a * b + c into FMA by default; GCC does not under -std=c11 */
 #pragma STDC FP_CONTRACT OFF
 #endif
+#include "engine/vexp.h" /* after the pragma: its lanes must not contract either */
 #include <math.h>
 #include <pthread.h>
 #include <stdlib.h>
@@ -308,28 +309,15 @@ void kern_matmul(pool *p, const rp_matrix *m, const kern_act *a, float *y, int64
  * kinds at 1024 columns) stays in L2 for the prefill's next block. */
 #define SW_TILES 16
 
-typedef float kv16f __attribute__((vector_size(64)));
-typedef uint32_t kv16u __attribute__((vector_size(64)));
+typedef vexp_f16 kv16f;
+typedef vexp_u16 kv16u;
 
-/* g * u * sigmoid(g) on 16 lanes: e = e^x, x = -|g| <= 0, as engine/attn.c's exp (round
- * n = x log2 e by the 1.5 * 2^23 trick, r = x - n ln2 in two parts, degree-7 polynomial, times
- * 2^n from n's bits, 0 below -87) */
+/* g * u * sigmoid(g) on 16 lanes, e = e^-|g| by engine/vexp.h */
 static inline __attribute__((always_inline)) void silu16(kv16f *out, const kv16f *gp,
                                                         const kv16f *up) {
     const kv16f g = *gp, u = *up;
-    const kv16f x = (kv16f)((kv16u)g | 0x80000000u); /* -|g| */
-    kv16f m = x * 1.44269504088896341f + 12582912.0f;
-    kv16f nn = m - 12582912.0f;
-    kv16f r = x - nn * 0.693359375f;
-    r = r - nn * -2.12194440e-4f;
-    kv16f p = r * 1.9875691500e-4f + 1.3981999507e-3f;
-    p = p * r + 8.3334519073e-3f;
-    p = p * r + 4.1665795894e-2f;
-    p = p * r + 1.6666665459e-1f;
-    p = p * r + 5.0000001201e-1f;
-    kv16f e = (p * (r * r) + r) + 1.0f;
-    e = e * (kv16f)(((kv16u)m - 0x4B400000u + 127u) << 23);
-    e = (kv16f)((kv16u)e & ~(kv16u)(x < -87.0f));
+    kv16f e = (kv16f)((kv16u)g | 0x80000000u); /* -|g| */
+    vexp16(&e);
     const kv16u pos = (kv16u)(g >= 0.0f);
     const kv16f num = (kv16f)(((kv16u)(kv16f){1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1} & pos) |
                               ((kv16u)e & ~pos));
@@ -395,11 +383,9 @@ void kern_swiglu_with(int path, const rp_matrix *gate, const rp_matrix *up, cons
             int nt = a->n - tb < TB ? a->n - tb : TB;
             fn(gate, a, tb, nt, gb, PR, tile, te);
             fn(up, a, tb, nt, ub, PR, tile, te);
-            for (int t = 0; t < nt; t++) {
-                kern_silu_mul(gb + t * PR, gb + t * PR, ub + t * PR, nr);
-                memcpy(y + (size_t)(tb + t) * ldy + (tile - t0) * RP_ROWS, gb + t * PR,
-                       (size_t)nr * sizeof(float));
-            }
+            for (int t = 0; t < nt; t++)
+                kern_silu_mul_with(path, y + (size_t)(tb + t) * ldy + (tile - t0) * RP_ROWS,
+                                   gb + t * PR, ub + t * PR, nr);
         }
     }
 }
