@@ -401,6 +401,11 @@ int eng_seq_truncate(eng_seq *s, int pos, char *err, size_t errlen) {
     return 0;
 }
 
+/* Layer l's K cache of sequence s: [n_kv_head][n_ctx][head_dim] halves, its V right after. */
+static uint16_t *seq_k(const eng *e, const eng_seq *s, int l) {
+    return s->kv + (size_t)s->n_ctx * e->kv_cum[l];
+}
+
 int eng_seq_fork(const eng_seq *src, int pos, int n_ctx, eng_seq **out, char *err, size_t errlen) {
     *out = NULL;
     if (pos < 0) pos = src->pos;
@@ -422,8 +427,8 @@ int eng_seq_fork(const eng_seq *src, int pos, int n_ctx, eng_seq **out, char *er
     for (int l = 0; l < hp->n_layer; l++) {
         int nkv = hp->n_head_kv[l];
         if (!nkv) continue;
-        const uint16_t *sk = src->kv + (size_t)src->n_ctx * e->kv_cum[l];
-        uint16_t *dk = s->kv + (size_t)s->n_ctx * e->kv_cum[l];
+        const uint16_t *sk = seq_k(e, src, l);
+        uint16_t *dk = seq_k(e, s, l);
         /* K then V, each [n_kv_head][n_ctx][head_dim]: the first pos rows of every head */
         for (int h = 0; h < 2 * nkv; h++)
             memcpy(dk + (size_t)h * s->n_ctx * hd, sk + (size_t)h * src->n_ctx * hd,
@@ -672,7 +677,7 @@ static void prep_task(void *ctx, int r0, int r1) {
         int i, t;
         row_item(j->b, r, &i, &t);
         eng_seq *s = j->b->items[i].seq;
-        uint16_t *K = s->kv + (size_t)s->n_ctx * e->kv_cum[l];
+        uint16_t *K = seq_k(e, s, l);
         uint16_t *V = K + (size_t)s->n_ctx * kw;
         int p = s->pos + t;
         float *q = q_all + (size_t)r * qw;
@@ -778,7 +783,7 @@ static void attn_layer(eng *e, int l, const eng_batch *b, int T) {
     for (int i = 0, r0 = 0; i < b->n_items; r0 += b->items[i].n_tokens, i++) {
         eng_seq *s = b->items[i].seq;
         const int n = b->items[i].n_tokens;
-        uint16_t *K = s->kv + (size_t)s->n_ctx * e->kv_cum[l];
+        uint16_t *K = seq_k(e, s, l);
         uint16_t *V = K + (size_t)s->n_ctx * kw;
         e->attn_parts[i] = (struct attn_part){K, V, s->scores, attn_scratch_floats(s->n_ctx),
                                               s->pos, r0, n, n_units, s->n_ctx};

@@ -283,8 +283,8 @@ static bool penalties_active(const sampler *s) {
  * argmax m is the answer unless a biased id beats it (or ties it from a lower index); when m
  * itself is biased, or logits[0] is NaN (the scalar loop's corner), -1: take the full path. */
 static int32_t greedy_sparse(const sampler *s, const float *logits) {
-    const int32_t m = sample_argmax(logits, s->n_vocab);
     if (logits[0] != logits[0]) return -1;
+    const int32_t m = sample_argmax(logits, s->n_vocab);
     int32_t best = m;
     float bv = logits[m];
     for (int i = 0; i < s->p.n_bias; i++)
@@ -303,24 +303,14 @@ static int32_t greedy_sparse(const sampler *s, const float *logits) {
 int32_t sampler_sample(sampler *s, const float *logits, sample_result *res) {
     const sample_params *p = &s->p;
     const int V = s->n_vocab;
-    if (p->temperature <= 0 && !penalties_active(s)) {
-        int32_t g = greedy_sparse(s, logits);
-        if (g >= 0) {
-            if (res) {
-                res->id = g;
-                res->logprob = sample_logprob(logits, V, g);
-                res->n_top = p->n_top < V ? p->n_top : V;
-                if (res->n_top)
-                    sample_top_logprobs(logits, V, res->n_top, res->top_id, res->top_logprob);
-            }
-            return g;
-        }
-    }
+    int32_t chosen = 0;
+    if (p->temperature <= 0 && !penalties_active(s) && (chosen = greedy_sparse(s, logits)) >= 0)
+        goto done;
+    chosen = 0;
     memcpy(s->work, logits, (size_t)V * sizeof(float));
     for (int i = 0; i < p->n_bias; i++) s->work[p->bias[i].id] += p->bias[i].bias;
     apply_penalties(s);
 
-    int32_t chosen = 0;
     if (p->temperature <= 0) {
         chosen = sample_argmax(s->work, V);
     } else {

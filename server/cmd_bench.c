@@ -61,10 +61,6 @@ static stat3 stats(double *v, int n) {
     return s;
 }
 
-static int argmax(const float *x, int n) {
-    return sample_argmax(x, n);
-}
-
 static double peak_rss_mib(void) {
     FILE *f = fopen("/proc/self/status", "r");
     if (f) {
@@ -104,7 +100,7 @@ static eng_seq *run_prefill(bench *B, int n_ctx, double *secs, int *next) {
         }
     }
     *secs = now_s() - t0;
-    *next = B->p ? argmax(B->logits, B->n_vocab) : B->prompt[0];
+    *next = B->p ? sample_argmax(B->logits, B->n_vocab) : B->prompt[0];
     return s;
 }
 
@@ -118,7 +114,8 @@ static int run_decode(bench *B, eng_seq **seqs, int nb, int32_t *toks, double *s
                                         B->logits + (size_t)i * B->n_vocab};
         eng_batch b = {items, nb};
         if (eng_step(B->e, &b, B->err, sizeof B->err)) return -1;
-        for (int i = 0; i < nb; i++) toks[i] = argmax(B->logits + (size_t)i * B->n_vocab, B->n_vocab);
+        for (int i = 0; i < nb; i++)
+            toks[i] = sample_argmax(B->logits + (size_t)i * B->n_vocab, B->n_vocab);
     }
     *secs = now_s() - t0;
     return 0;
