@@ -645,6 +645,7 @@ static void quantize_avx512(kern_act *a, const float *x, int64_t cols, int64_t l
             a->s16[((size_t)t * nb + b) * 2 + 1] = s1;
         }
     }
+    kern_act_pack(a, t0, t1);
 }
 #pragma GCC pop_options
 #endif
@@ -661,13 +662,7 @@ static void q_task(void *ctx, int task, int n_tasks, int thread) {
         return;
     }
 #endif
-    const int64_t nb = j->cols / 32; /* kern_quantize on a view of tokens [lo, hi) */
-    kern_act v = *j->a;
-    v.q += lo * j->cols;
-    v.d += lo * nb;
-    v.s += lo * nb;
-    v.s16 += lo * nb * 2;
-    kern_quantize(&v, j->x + lo * j->ldx, j->cols, j->ldx, (int)(hi - lo));
+    kern_quantize_range(j->a, j->x, j->ldx, (int)lo, (int)hi);
 }
 
 void gemm_quantize(pool *p, kern_act *a, const float *x, int64_t cols, int64_t ldx, int n) {

@@ -91,7 +91,11 @@ int kern_act_init(kern_act *a, int64_t cols, int cap) {
     a->d = malloc((size_t)cap * nb * sizeof *a->d);
     a->s = malloc((size_t)cap * nb * sizeof *a->s);
     a->s16 = malloc((size_t)cap * nb * 2 * sizeof *a->s16);
-    if (!a->q || !a->d || !a->s || !a->s16) {
+    const size_t nr = (size_t)(cap + 7) / 8 * 8 * (size_t)nb; /* runs of 8 x blocks */
+    a->gq = aligned_alloc(64, nr * 32);
+    a->gr = malloc(nr * 2 * sizeof *a->gr);
+    a->g6 = malloc(nr * 2 * sizeof *a->g6);
+    if (!a->q || !a->d || !a->s || !a->s16 || !a->gq || !a->gr || !a->g6) {
         kern_act_release(a);
         return -1;
     }
@@ -103,13 +107,21 @@ void kern_act_release(kern_act *a) {
     free(a->d);
     free(a->s);
     free(a->s16);
+    free(a->gq);
+    free(a->gr);
+    free(a->g6);
     memset(a, 0, sizeof *a);
 }
 
 void kern_quantize(kern_act *a, const float *x, int64_t cols, int64_t ldx, int n) {
     a->cols = cols;
-    int64_t nb = cols / 32;
-    for (int t = 0; t < n; t++) {
+    kern_quantize_range(a, x, ldx, 0, n);
+    a->n = n;
+}
+
+void kern_quantize_range(kern_act *a, const float *x, int64_t ldx, int t0, int t1) {
+    const int64_t nb = a->cols / 32;
+    for (int t = t0; t < t1; t++) {
         const float *xt = x + (size_t)t * ldx;
         int8_t *q = a->q + (size_t)t * a->cols;
         for (int64_t b = 0; b < nb; b++) {
@@ -136,7 +148,20 @@ void kern_quantize(kern_act *a, const float *x, int64_t cols, int64_t ldx, int n
             a->s16[((size_t)t * nb + b) * 2 + 1] = s - s_lo;
         }
     }
-    a->n = n;
+    kern_act_pack(a, t0, t1);
+}
+
+void kern_act_pack(kern_act *a, int t0, int t1) {
+    const int64_t nb = a->cols / 32;
+    for (int64_t b = 0; b < nb; b++)
+        for (int t = t0; t < t1; t++) {
+            const size_t i = (size_t)t * nb + b, k = kern_act_at(a, b, t);
+            memcpy(a->gq + k * 32, a->q + (size_t)t * a->cols + b * 32, 32);
+            memcpy(&a->gr[2 * k], &a->d[i], sizeof a->gr[0]);
+            a->gr[2 * k + 1] = -8 * a->s[i];
+            a->g6[2 * k] = -32 * a->s16[2 * i];
+            a->g6[2 * k + 1] = -32 * a->s16[2 * i + 1];
+        }
 }
 
 /* ---- the scalar reference: same operations, in the same order, as kern_x86.h's lanes ---- */

@@ -34,7 +34,17 @@ typedef struct kern_act {
     float *d;         /* [cap][cols/32] */
     int32_t *s;       /* [cap][cols/32] sum of the block's q */
     int32_t *s16;     /* [cap][cols/16] sums of each half block (for RP_I6's per-16 zero point) */
+    /* The same for the AVX-512 batch kernel, in runs of 8 tokens ([cap/8][cols/32][8], index
+     * kern_act_at) so a run's tokens sit at fixed offsets, contiguous over the blocks, with the
+     * zero-point terms that start its integer sums: */
+    int8_t *gq;  /* [..][32] the codes */
+    int32_t *gr; /* [..][2] d's bits, -8 s */
+    int32_t *g6; /* [..][2] -32 s16[0], -32 s16[1] */
 } kern_act;
+/* Index of block b of token t in gq, gr, g6 (units of 32 codes, 2 int32) */
+static inline size_t kern_act_at(const kern_act *a, int64_t b, int t) {
+    return ((size_t)(t >> 3) * (size_t)(a->cols / 32) + (size_t)b) * 8 + (size_t)(t & 7);
+}
 
 /* Allocates buffers for cap tokens of up to max_cols values (a positive multiple of 32); the
  * width starts at max_cols. 0 or -1. */
@@ -44,6 +54,12 @@ void kern_act_release(kern_act *a); /* frees the buffers; the struct may be re-i
  * x[t*ldx .. t*ldx + cols). Round-half-even codes, d = amax/127 (0 for an all-zero block).
  * Sets a->cols = cols and a->n = n. */
 void kern_quantize(kern_act *a, const float *x, int64_t cols, int64_t ldx, int n);
+/* kern_quantize's work for tokens [t0, t1) only (x + t*ldx is token t), at a->cols; a->n is
+ * left alone. Threads may quantize disjoint ranges at once. */
+void kern_quantize_range(kern_act *a, const float *x, int64_t ldx, int t0, int t1);
+/* Copies tokens [t0, t1), already quantized at a->cols, into gq/gr/g6 (a quantizer of its own
+ * calls it for its tokens). */
+void kern_act_pack(kern_act *a, int t0, int t1);
 
 /* y[t*ldy + (r - 8*t0)] = dot(row r of m, token t of a) for every token t < a->n and every valid
  * row r of tiles [t0, t1): y points at the output of row 8*t0. a->cols must equal m->cols.
