@@ -65,6 +65,16 @@ struct eng {
     kern_act act;                     /* [T] quantized activations of one input */
     const gguf_tensor *rp_key[RP_SLOTS];
     rp_matrix *rp_val[RP_SLOTS];      /* NULL key: empty slot */
+    /* buffers of freed sequences, kept for the next sequence of the same n_ctx: their pages are
+     * mapped already (a fresh KV cache takes a page fault, and the kernel zeroes a page, every
+     * 32 positions of each head and layer: ~10% of an 8-sequence step's attention time, and again
+     * for every request). At most max_seqs, so memory stays within what live sequences held. */
+    struct eng_spare {
+        int n_ctx;
+        uint16_t *kv;
+        float *ring, *scores;
+    } *spare;          /* [p.max_seqs] */
+    int n_spare;
 };
 
 struct eng_seq {
@@ -277,8 +287,9 @@ int eng_new(eng **out, const char *model_path, const eng_params *pp, char *err, 
     e->lrow_item = malloc(T * sizeof(int));
     e->lrow_off = malloc(T * sizeof(int));
     e->attn_parts = malloc(T * sizeof *e->attn_parts);
+    e->spare = malloc((size_t)p.max_seqs * sizeof *e->spare);
     if (!e->x || !e->xn || !e->a || !e->b || !e->o || !e->panel || !e->lchunk || !e->lrow_item ||
-        !e->lrow_off || !e->attn_parts)
+        !e->lrow_off || !e->attn_parts || !e->spare)
         goto oom;
     int max_in = E > hp->n_ff ? E : hp->n_ff;
     if (max_in > PANEL_FLOATS) {
@@ -310,6 +321,12 @@ void eng_free(eng *e) {
     tok_free(e->t);
     pool_free(e->pool);
     kern_act_release(&e->act);
+    for (int i = 0; i < e->n_spare; i++) {
+        free(e->spare[i].kv);
+        free(e->spare[i].ring);
+        free(e->spare[i].scores);
+    }
+    free(e->spare);
     for (int i = 0; i < RP_SLOTS; i++) rp_free(e->rp_val[i]);
     lfm2_model_close(e->m);
     free(e->small);
@@ -345,10 +362,18 @@ int eng_seq_new(eng *e, int n_ctx, eng_seq **out, char *err, size_t errlen) {
     s->e = e;
     s->n_ctx = n_ctx;
     size_t nr = ring_floats(e), nkv = (size_t)n_ctx * e->kv_per_pos;
-    s->ring = calloc(nr ? nr : 1, sizeof(float));
-    s->kv = malloc((nkv ? nkv : 1) * sizeof(uint16_t));
     size_t nsc = attn_scratch_floats(n_ctx) * pool_n_threads(e->pool);
-    s->scores = malloc(nsc * sizeof(float));
+    for (int i = e->n_spare - 1; i >= 0; i--)
+        if (e->spare[i].n_ctx == n_ctx) { /* the same sizes; contents are never read unwritten */
+            s->kv = e->spare[i].kv, s->ring = e->spare[i].ring, s->scores = e->spare[i].scores;
+            e->spare[i] = e->spare[--e->n_spare];
+            break;
+        }
+    if (!s->kv) {
+        s->ring = calloc(nr ? nr : 1, sizeof(float));
+        s->kv = malloc((nkv ? nkv : 1) * sizeof(uint16_t));
+        s->scores = malloc(nsc * sizeof(float));
+    }
     if (!s->ring || !s->kv || !s->scores) {
         free(s->ring);
         free(s->kv);
@@ -366,7 +391,13 @@ int eng_seq_new(eng *e, int n_ctx, eng_seq **out, char *err, size_t errlen) {
 
 void eng_seq_free(eng_seq *s) {
     if (!s) return;
-    s->e->n_live--;
+    eng *e = s->e;
+    e->n_live--;
+    if (e->spare && e->n_spare < e->p.max_seqs) {
+        e->spare[e->n_spare++] = (struct eng_spare){s->n_ctx, s->kv, s->ring, s->scores};
+        free(s);
+        return;
+    }
     free(s->ring);
     free(s->kv);
     free(s->scores);

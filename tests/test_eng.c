@@ -343,6 +343,17 @@ static void test_state(const char *file) {
     printf("prefill vs token-by-token: max top-5 log-prob gap %.2e\n", worst);
     CHECK(worst <= 1e-3);
 
+    /* a new sequence takes a freed one's buffers (kept for reuse): it computes as a fresh one,
+     * bit for bit, whatever the old one held */
+    int32_t rev[20];
+    for (int i = 0; i < 20; i++) rev[i] = ids[N - 1 - i];
+    CHECK(step1(e, b2, rev, 20, ENG_LOGITS_NONE, NULL) == 0);
+    eng_seq_free(b2);
+    CHECK(eng_seq_new(e, 64, &b2, err, sizeof err) == 0);
+    CHECK_EQ_INT(eng_seq_pos(b2), 0);
+    CHECK(step1(e, b2, ids, N, ENG_LOGITS_ALL, one) == 0);
+    CHECK(max_abs_diff(one, all, (size_t)N * V) == 0);
+
     /* truncate back and re-feed == original */
     CHECK_EQ_INT(eng_seq_min_restorable(a), N - 6);
     CHECK(eng_seq_truncate(a, N - 4, err, sizeof err) == 0);
