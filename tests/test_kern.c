@@ -374,6 +374,15 @@ int main(int argc, char **argv) {
         for (size_t ri = 0; ri < 5; ri++)
             for (size_t bi = 0; bi < 7; bi++)
                 test_gemv(ktypes[ti], rows_list[ri], bi % 2 ? 256 : 512, batch[bi]);
+    /* wide rows (ffn_down's shape class): batches whose activations outgrow L1, where the
+     * AVX-512 batch kernel shortens its weight prefetch */
+    static const uint32_t wtypes[] = {QT_Q4_0, QT_Q4_1, QT_Q8_0};
+    static const int wbatch[] = {2, 5, 8, 16};
+    for (size_t ti = 0; ti < 3; ti++)
+        for (size_t bi = 0; bi < 4; bi++)
+            test_gemv(wtypes[ti], bi % 2 ? 13 : 33, 1600, wbatch[bi]);
+    for (size_t ti = 0; ti < 3; ti++)
+        test_gemv(ktypes[ti], 13, 5120, ti == 1 ? 8 : 2);
     char err[256];
     for (int nt = 1; nt <= 3; nt++) {
         pool *pl = pool_new(nt, err, sizeof err);
