@@ -627,6 +627,20 @@ static void vec_op(float *y, const float *a, const float *b, int c0, int c1, int
     for (; c < c1; c++) y[c] = op ? y[c] + a[c] * b[c] : a[c] * b[c];
 }
 
+/* x[i] += o[i] for i < n (the residual adds), 16 lanes at a time: the plain loop reloaded e->x and
+ * e->o for every float (the stores might alias them) and took 13 us per add at 8 x 1024 */
+static void vec_add(float *x, const float *o, size_t n) {
+    size_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        ev16f vx, vo;
+        memcpy(&vx, x + i, sizeof vx);
+        memcpy(&vo, o + i, sizeof vo);
+        vx = vx + vo;
+        memcpy(x + i, &vx, sizeof vx);
+    }
+    for (; i < n; i++) x[i] += o[i];
+}
+
 /* Short conv for one item, channels [c0, c1): rows r0..r0+n-1 of e->a hold B|C|X; writes C*y
  * into e->b rows. Per channel: bx = B * X into the ring; y = 0 + w_k * bx(p - L + 1 + k) for
  * k = 0..L-1 (taps before position 0 skipped); y * C. */
@@ -901,12 +915,12 @@ int eng_step(eng *e, eng_batch *b, char *err, size_t errlen) {
             attn_layer(e, l, b, T);
             matmul(e, ly->wo, e->b, T, e->o);
         }
-        for (size_t k = 0; k < (size_t)T * E; k++) e->x[k] += e->o[k];
+        vec_add(e->x, e->o, (size_t)T * E);
         nj.w = e->ffn_norm[l];
         rows_run(e, norm_task, &nj, T);
         ffn_swiglu(e, ly->ffn_gate, ly->ffn_up, e->xn, T, e->a, e->b);
         matmul(e, ly->ffn_down, e->a, T, e->o);
-        for (size_t k = 0; k < (size_t)T * E; k++) e->x[k] += e->o[k];
+        vec_add(e->x, e->o, (size_t)T * E);
     }
 
     /* gather the rows that want logits, final norm, output head in chunks */
