@@ -584,9 +584,11 @@ static void embed(const eng *e, int32_t id, float *dst) {
     quant_traits(t->type)->to_float((const char *)t->data + (size_t)id * rs, dst, t->ne[0]);
 }
 
-/* NEOX RoPE as ggml computes it, on n_heads heads of one position: theta_i = p * theta_scale^i
- * by repeated f32 multiplication; cos/sin computed once per position for all heads. */
-static void rope_neox(float *v, int n_heads, int hd, int pos, float theta_scale) {
+/* NEOX RoPE as ggml computes it, on the n_heads heads of each of n vectors at one position:
+ * theta_i = p * theta_scale^i by repeated f32 multiplication; cos/sin computed once per position
+ * for all heads (q's and k's). */
+static void rope_neox(float *const *vs, const int *n_heads, int n, int hd, int pos,
+                      float theta_scale) {
     const int half = hd / 2;
     float theta = (float)pos, c[64], sn[64];
     for (int i0 = 0; i0 < half; i0 += 64) {
@@ -595,14 +597,15 @@ static void rope_neox(float *v, int n_heads, int hd, int pos, float theta_scale)
             c[i] = cosf(theta), sn[i] = sinf(theta);
             theta *= theta_scale;
         }
-        for (int h = 0; h < n_heads; h++) {
-            float *x = v + (size_t)h * hd + i0;
-            for (int i = 0; i < m; i++) {
-                float x0 = x[i], x1 = x[i + half];
-                x[i] = x0 * c[i] - x1 * sn[i];
-                x[i + half] = x0 * sn[i] + x1 * c[i];
+        for (int k = 0; k < n; k++)
+            for (int h = 0; h < n_heads[k]; h++) {
+                float *x = vs[k] + (size_t)h * hd + i0;
+                for (int i = 0; i < m; i++) {
+                    float x0 = x[i], x1 = x[i + half];
+                    x[i] = x0 * c[i] - x1 * sn[i];
+                    x[i + half] = x0 * sn[i] + x1 * c[i];
+                }
             }
-        }
     }
 }
 
@@ -730,8 +733,9 @@ static void prep_task(void *ctx, int r0, int r1) {
         float *v = v_all + (size_t)r * kw;
         for (int h = 0; h < H; h++) rmsnorm(q + h * hd, q + h * hd, e->q_norm[l], hd, hp->eps);
         for (int h = 0; h < KV; h++) rmsnorm(k + h * hd, k + h * hd, e->k_norm[l], hd, hp->eps);
-        rope_neox(q, H, hd, p, j->theta_scale);
-        rope_neox(k, KV, hd, p, j->theta_scale);
+        float *const qk[2] = {q, k};
+        const int nh[2] = {H, KV};
+        rope_neox(qk, nh, 2, hd, p, j->theta_scale);
         for (int h = 0; h < KV; h++) { /* f16, as llama.cpp's */
             size_t at = ((size_t)h * s->n_ctx + p) * hd;
             attn_store(K + at, k + (size_t)h * hd, hd, ATTN_ISA_AUTO);
