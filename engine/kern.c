@@ -116,6 +116,7 @@ void kern_act_release(kern_act *a) {
 void kern_quantize(kern_act *a, const float *x, int64_t cols, int64_t ldx, int n) {
     a->cols = cols;
     kern_quantize_range(a, x, ldx, 0, n);
+    kern_act_pack(a, 0, n);
     a->n = n;
 }
 
@@ -148,7 +149,6 @@ void kern_quantize_range(kern_act *a, const float *x, int64_t ldx, int t0, int t
             a->s16[((size_t)t * nb + b) * 2 + 1] = s - s_lo;
         }
     }
-    kern_act_pack(a, t0, t1);
 }
 
 void kern_act_pack(kern_act *a, int t0, int t1) {

@@ -54,11 +54,12 @@ void kern_act_release(kern_act *a); /* frees the buffers; the struct may be re-i
  * x[t*ldx .. t*ldx + cols). Round-half-even codes, d = amax/127 (0 for an all-zero block).
  * Sets a->cols = cols and a->n = n. */
 void kern_quantize(kern_act *a, const float *x, int64_t cols, int64_t ldx, int n);
-/* kern_quantize's work for tokens [t0, t1) only (x + t*ldx is token t), at a->cols; a->n is
- * left alone. Threads may quantize disjoint ranges at once. */
+/* kern_quantize's work for tokens [t0, t1) only (x + t*ldx is token t), at a->cols, without the
+ * copy in runs (kern_act_pack) and leaving a->n alone. Threads may quantize disjoint ranges at
+ * once. */
 void kern_quantize_range(kern_act *a, const float *x, int64_t ldx, int t0, int t1);
 /* Copies tokens [t0, t1), already quantized at a->cols, into gq/gr/g6 (a quantizer of its own
- * calls it for its tokens). */
+ * calls it, or writes the same, for its tokens: only batches of 2 or more tokens read them). */
 void kern_act_pack(kern_act *a, int t0, int t1);
 
 /* y[t*ldy + (r - 8*t0)] = dot(row r of m, token t of a) for every token t < a->n and every valid
