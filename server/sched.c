@@ -19,6 +19,7 @@ typedef struct sched_choice {
     stop_matcher sm;     /* holds back text that may begin a stop string */
     sched_tokinfo *ptok; /* logprob records not yet sent */
     int n_ptok, cap_ptok;
+    size_t fed, shown; /* bytes of text given to the stop matcher, and released by it */
     double t_last; /* time of the last token (seconds, monotonic) */
 } sched_choice;
 
@@ -134,10 +135,15 @@ static void emit_done(sched *s, sjob *j) {
     push_event(s, &ev);
 }
 
-/* Sends text (copied) for choice ci with the logprob records collected so far. */
-static void emit_text(sched *s, sjob *j, int ci, const char *text, size_t n) {
+/* Sends text (copied) for choice ci with the logprob records of the tokens whose text has begun
+ * to show (all of them when all is set): a token whose text the stop matcher still holds waits,
+ * and one that starts inside a matched stop string is never sent, as its text is not. */
+static void emit_text(sched *s, sjob *j, int ci, const char *text, size_t n, bool all) {
     sched_choice *c = &j->ch[ci];
-    if (n == 0 && c->n_ptok == 0) return;
+    int k = c->n_ptok; /* records go in text order */
+    if (!all)
+        while (k > 0 && c->ptok[k - 1].off >= c->shown) k--;
+    if (n == 0 && k == 0) return;
     sched_event ev = {0};
     ev.job = j->id;
     ev.kind = SCHED_EV_TEXT;
@@ -150,11 +156,19 @@ static void emit_text(sched *s, sjob *j, int ci, const char *text, size_t n) {
             ev.len = n;
         }
     }
-    if (c->n_ptok) {
+    if (k == c->n_ptok && k) { /* all of them: hand the array over */
         ev.toks = c->ptok;
-        ev.n_toks = c->n_ptok;
+        ev.n_toks = k;
         c->ptok = NULL;
         c->n_ptok = c->cap_ptok = 0;
+    } else if (k) {
+        ev.toks = malloc((size_t)k * sizeof *ev.toks);
+        if (ev.toks) {
+            memcpy(ev.toks, c->ptok, (size_t)k * sizeof *ev.toks);
+            ev.n_toks = k;
+        }
+        memmove(c->ptok, c->ptok + k, (size_t)(c->n_ptok - k) * sizeof *c->ptok);
+        c->n_ptok -= k;
     }
     push_event(s, &ev);
 }
@@ -176,13 +190,16 @@ static void choice_finish(sched *s, sjob *j, int ci, int finish, bool flush) {
         const char *out = NULL;
         size_t n = tok_stream_flush(&c->ts, tail, sizeof tail);
         long m = n ? stop_feed(&c->sm, tail, n, &out) : 0;
-        if (m > 0) emit_text(s, j, ci, out, (size_t)m);
+        c->fed += n;
+        if (m > 0) c->shown += (size_t)m;
+        if (m > 0) emit_text(s, j, ci, out, (size_t)m, false);
         if (c->sm.done)
             finish = SCHED_FINISH_STOP;
         else if ((m = stop_flush(&c->sm, &out)) > 0)
-            emit_text(s, j, ci, out, (size_t)m);
+            c->shown += (size_t)m, emit_text(s, j, ci, out, (size_t)m, false);
     }
-    emit_text(s, j, ci, NULL, 0); /* logprob records of the final token, if any */
+    /* the last records: all of them, unless a stop string matched (those are in it) */
+    emit_text(s, j, ci, NULL, 0, !c->sm.done);
     sched_event ev = {0};
     ev.job = j->id;
     ev.kind = SCHED_EV_FINISH;
@@ -234,6 +251,7 @@ static void choice_take(sched *s, sjob *j, int ci, const sample_result *r) {
         }
         if (c->n_ptok < c->cap_ptok) {
             sched_tokinfo *ti = &c->ptok[c->n_ptok++];
+            ti->off = c->fed;
             ti->id = r->id;
             ti->logprob = r->logprob;
             ti->n_top = r->n_top;
@@ -241,7 +259,8 @@ static void choice_take(sched *s, sjob *j, int ci, const sample_result *r) {
             memcpy(ti->top_logprob, r->top_logprob, sizeof ti->top_logprob);
         }
     }
-    if (r->id == s->eos) {
+    if (r->id == s->eos) { /* not part of the text: no logprob record either */
+        if (c->n_ptok > 0 && c->ptok[c->n_ptok - 1].id == r->id) c->n_ptok--;
         choice_finish(s, j, ci, SCHED_FINISH_STOP, true);
         return;
     }
@@ -253,7 +272,9 @@ static void choice_take(sched *s, sjob *j, int ci, const sample_result *r) {
     size_t n =
         buf ? tok_stream_push(&c->ts, r->id, buf, buf == piece ? sizeof piece : plen + 8) : 0;
     long m = n ? stop_feed(&c->sm, buf, n, &out) : 0;
-    if (m > 0) emit_text(s, j, ci, out, (size_t)m);
+    c->fed += n;
+    if (m > 0) c->shown += (size_t)m;
+    if (m > 0) emit_text(s, j, ci, out, (size_t)m, false);
     if (buf != piece) free(buf);
     if (c->sm.done) {
         choice_finish(s, j, ci, SCHED_FINISH_STOP, false);

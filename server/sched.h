@@ -54,6 +54,7 @@ typedef struct sched_tokinfo { /* one generated token, for logprobs */
     int n_top;
     int32_t top_id[SAMPLE_MAX_TOP];
     float top_logprob[SAMPLE_MAX_TOP];
+    size_t off; /* bytes of the choice's text before this token's (internal: stop strings) */
 } sched_tokinfo;
 
 typedef struct sched_event {

@@ -84,6 +84,18 @@ if (stop) {
     for (const c of ch.choices) { stext += c.text; if (c.finish_reason) sfin = c.finish_reason; }
   eq(stext, st.choices[0].text, "streamed text before the stop string");
   eq(sfin, "stop", "streamed finish_reason stop");
+  // logprobs stop with the text: the tokens that start inside the stop string are not listed
+  const req = { model: "tiny", prompt: "The weather today", max_tokens: 40, temperature: 0, logit_bias: noEos, logprobs: 1 };
+  const fl = await client.completions.create(req), sl = await client.completions.create({ ...req, stop });
+  const cut = Buffer.byteLength(full.slice(0, full.indexOf(stop)), "utf8"); /* text_offset counts bytes */
+  const want = fl.choices[0].logprobs.text_offset.filter(o => o < cut).length;
+  check(want < fl.choices[0].logprobs.tokens.length, "the stop string starts a token or lies inside one");
+  eq(sl.choices[0].logprobs.tokens.length, want, "logprobs end with the text before the stop string");
+  eq(sl.choices[0].logprobs.tokens.join(""), fl.choices[0].logprobs.tokens.slice(0, want).join(""), "the same tokens as without the stop");
+  let slp = 0;
+  for await (const ch of await client.completions.create({ ...req, stop, stream: true }))
+    for (const c of ch.choices) slp += c.logprobs ? c.logprobs.tokens.length : 0;
+  eq(slp, want, "streamed logprobs end with the text before the stop string");
 }
 console.log("ok: stop (" + JSON.stringify(stop) + ")");
 
@@ -107,6 +119,9 @@ console.log("ok: seed determinism");
 // logprobs
 const lp = await client.chat.completions.create({ model: "tiny", messages: msgs, max_tokens: 6, temperature: 0, logprobs: true, top_logprobs: 3, logit_bias: noEos });
 eq(lp.choices[0].logprobs.content.length, 6, "one logprob entry per token");
+// EOS ends the text and is not listed: pushed to be the first token, it leaves no entry at all
+const eosq = await client.completions.create({ model: "tiny", prompt: "The weather today", max_tokens: 20, temperature: 0, logprobs: 1, logit_bias: { [eos]: 100 } });
+eq([eosq.choices[0].finish_reason, eosq.usage.completion_tokens, eosq.choices[0].logprobs.tokens.length], ["stop", 1, 0], "EOS has no logprob entry");
 check(lp.choices[0].logprobs.content.every(t => t.top_logprobs.length === 3 && t.logprob <= 0), "top_logprobs");
 check(lp.choices[0].logprobs.content.every(t => Math.abs(t.top_logprobs[0].logprob - t.logprob) < 1e-4), "greedy token is the top one");
 console.log("ok: logprobs");
