@@ -615,7 +615,7 @@ typedef struct q_job {
  * r = (x * id + 1.5 * 2^23) - 1.5 * 2^23 without contraction, clamped to +-127, NaN -> 0,
  * d = amax / 127: operation for operation kern_quantize. */
 static void quantize_avx512(kern_act *a, const float *x, int64_t cols, int64_t ldx, int t0,
-                            int t1, int runs) {
+                            int t1) {
     const int64_t nb = cols / 32;
     const __m512 magic = _mm512_set1_ps(12582912.0f), lo = _mm512_set1_ps(-127.0f),
                  hi = _mm512_set1_ps(127.0f);
@@ -636,24 +636,13 @@ static void quantize_avx512(kern_act *a, const float *x, int64_t cols, int64_t l
             __mmask16 k1 = _mm512_cmp_ps_mask(r1, r1, _CMP_ORD_Q);
             __m512i v0 = _mm512_maskz_cvtps_epi32(k0, _mm512_min_ps(_mm512_max_ps(r0, lo), hi));
             __m512i v1 = _mm512_maskz_cvtps_epi32(k1, _mm512_min_ps(_mm512_max_ps(r1, lo), hi));
-            const __m128i c0 = _mm512_cvtepi32_epi8(v0), c1 = _mm512_cvtepi32_epi8(v1);
-            _mm_storeu_si128((__m128i *)(q + b * 32), c0);
-            _mm_storeu_si128((__m128i *)(q + b * 32 + 16), c1);
+            _mm_storeu_si128((__m128i *)(q + b * 32), _mm512_cvtepi32_epi8(v0));
+            _mm_storeu_si128((__m128i *)(q + b * 32 + 16), _mm512_cvtepi32_epi8(v1));
             int32_t s0 = _mm512_reduce_add_epi32(v0), s1 = _mm512_reduce_add_epi32(v1);
-            const float d = amax / 127.0f;
-            a->d[(size_t)t * nb + b] = d;
+            a->d[(size_t)t * nb + b] = amax / 127.0f;
             a->s[(size_t)t * nb + b] = s0 + s1;
             a->s16[((size_t)t * nb + b) * 2] = s0;
             a->s16[((size_t)t * nb + b) * 2 + 1] = s1;
-            if (runs) { /* kern_act_pack's copy, written here */
-                const size_t k = kern_act_at(a, b, t);
-                _mm_storeu_si128((__m128i *)(a->gq + k * 32), c0);
-                _mm_storeu_si128((__m128i *)(a->gq + k * 32 + 16), c1);
-                memcpy(&a->gr[2 * k], &d, sizeof d);
-                a->gr[2 * k + 1] = -8 * (s0 + s1);
-                a->g6[2 * k] = -32 * s0;
-                a->g6[2 * k + 1] = -32 * s1;
-            }
         }
     }
 }
@@ -667,13 +656,12 @@ static void q_task(void *ctx, int task, int n_tasks, int thread) {
     pool_split(j->n, n_tasks, task, &lo, &hi);
     if (lo >= hi) return;
 #ifdef GEMM_X86
-    if (j->avx512) {
-        quantize_avx512(j->a, j->x, j->cols, j->ldx, (int)lo, (int)hi, j->n >= 2);
-        return;
-    }
+    if (j->avx512)
+        quantize_avx512(j->a, j->x, j->cols, j->ldx, (int)lo, (int)hi);
+    else
 #endif
-    kern_quantize_range(j->a, j->x, j->ldx, (int)lo, (int)hi);
-    kern_act_pack(j->a, (int)lo, (int)hi);
+        kern_quantize_range(j->a, j->x, j->ldx, (int)lo, (int)hi);
+    if (j->n >= 2) kern_act_pack(j->a, (int)lo, (int)hi); /* its tokens are still in cache */
 }
 
 void gemm_quantize(pool *p, kern_act *a, const float *x, int64_t cols, int64_t ldx, int n) {

@@ -116,7 +116,7 @@ void kern_act_release(kern_act *a) {
 void kern_quantize(kern_act *a, const float *x, int64_t cols, int64_t ldx, int n) {
     a->cols = cols;
     kern_quantize_range(a, x, ldx, 0, n);
-    kern_act_pack(a, 0, n);
+    if (n >= 2) kern_act_pack(a, 0, n);
     a->n = n;
 }
 

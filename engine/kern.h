@@ -58,8 +58,8 @@ void kern_quantize(kern_act *a, const float *x, int64_t cols, int64_t ldx, int n
  * copy in runs (kern_act_pack) and leaving a->n alone. Threads may quantize disjoint ranges at
  * once. */
 void kern_quantize_range(kern_act *a, const float *x, int64_t ldx, int t0, int t1);
-/* Copies tokens [t0, t1), already quantized at a->cols, into gq/gr/g6 (a quantizer of its own
- * calls it, or writes the same, for its tokens: only batches of 2 or more tokens read them). */
+/* Copies tokens [t0, t1), already quantized at a->cols, into gq/gr/g6. Only batches of 2 or
+ * more tokens read them: kern_quantize and gemm_quantize copy then, and skip it for one token. */
 void kern_act_pack(kern_act *a, int t0, int t1);
 
 /* y[t*ldy + (r - 8*t0)] = dot(row r of m, token t of a) for every token t < a->n and every valid

@@ -136,8 +136,9 @@ static inline __attribute__((always_inline)) void z_tile2(const rp_matrix *m, co
             sf = z_h2(gp + cb, gq + cb);
             if (HAS_MIN) bf = z_h2(gp + cb + 16, gq + cb + 16);
         }
-        /* the tokens' lines of this block (kern_act.g): codes, d, s and the zero-point terms,
-         * which start the integer sums (the same integers as subtracting them after) */
+        /* the tokens' run of this block (kern_act gq/gr/g6): codes, d and the zero-point terms,
+         * which start the integer sums (the same integers as subtracting them after); s for the
+         * min kinds is -(-8 s) / 8 */
         const size_t at = kern_act_at(a, g, tok); /* tok % 8 == 0: one run */
         const int8_t *ga = a->gq + at * 32;
         const int32_t *gr = a->gr + at * 2, *g6 = a->g6 + at * 2;
@@ -193,7 +194,7 @@ void kern_tiles_avx512(const rp_matrix *m, const kern_act *a, int tok0, int ntok
                        int64_t ldy, int64_t t0, int64_t t1) {
     int64_t tile = t0;
     /* one token: memory-bound, the 256-bit kernel streams as fast and splits finer; batches
-     * from a token that does not start a run of 8 in kern_act.g (no caller has them) too */
+     * from a token that does not start a run of 8 in kern_act gq (no caller has them) too */
     if (ntok >= 2 && tok0 % 8 == 0)
         for (; tile + 1 < t1; tile += 2) {
             const uint8_t *tp = m->data + (size_t)tile * m->tile_bytes;

@@ -180,6 +180,22 @@ static void choice_release(sched_choice *c) {
     c->smp = NULL;
 }
 
+/* Text for choice ci that the stop matcher released (m bytes at out; none when m <= 0). */
+static void show_text(sched *s, sjob *j, int ci, const char *out, long m) {
+    if (m <= 0) return;
+    j->ch[ci].shown += (size_t)m;
+    emit_text(s, j, ci, out, (size_t)m, false);
+}
+
+/* Gives n bytes of choice ci's text to the stop matcher and sends what it releases. */
+static void feed_text(sched *s, sjob *j, int ci, const char *text, size_t n) {
+    sched_choice *c = &j->ch[ci];
+    const char *out = NULL;
+    long m = n ? stop_feed(&c->sm, text, n, &out) : 0;
+    c->fed += n;
+    show_text(s, j, ci, out, m);
+}
+
 /* Ends choice ci. flush: the text still held (incomplete UTF-8, a possible stop prefix) is
  * sent first; after a stop string matched there is nothing to flush. */
 static void choice_finish(sched *s, sjob *j, int ci, int finish, bool flush) {
@@ -188,15 +204,11 @@ static void choice_finish(sched *s, sjob *j, int ci, int finish, bool flush) {
     if (flush && !c->sm.done) {
         char tail[16];
         const char *out = NULL;
-        size_t n = tok_stream_flush(&c->ts, tail, sizeof tail);
-        long m = n ? stop_feed(&c->sm, tail, n, &out) : 0;
-        c->fed += n;
-        if (m > 0) c->shown += (size_t)m;
-        if (m > 0) emit_text(s, j, ci, out, (size_t)m, false);
+        feed_text(s, j, ci, tail, tok_stream_flush(&c->ts, tail, sizeof tail));
         if (c->sm.done)
             finish = SCHED_FINISH_STOP;
-        else if ((m = stop_flush(&c->sm, &out)) > 0)
-            c->shown += (size_t)m, emit_text(s, j, ci, out, (size_t)m, false);
+        else
+            show_text(s, j, ci, out, stop_flush(&c->sm, &out));
     }
     /* the last records: all of them, unless a stop string matched (those are in it) */
     emit_text(s, j, ci, NULL, 0, !c->sm.done);
@@ -240,7 +252,7 @@ static void choice_take(sched *s, sjob *j, int ci, const sample_result *r) {
     c->t_last = t;
     c->n_gen++;
     sampler_accept(c->smp, r->id);
-    if (jb->want_logprobs) {
+    if (jb->want_logprobs && r->id != s->eos) { /* EOS is not part of the text: no record */
         if (c->n_ptok == c->cap_ptok) {
             int cap = c->cap_ptok ? c->cap_ptok * 2 : 8;
             sched_tokinfo *p = realloc(c->ptok, (size_t)cap * sizeof *p);
@@ -259,22 +271,17 @@ static void choice_take(sched *s, sjob *j, int ci, const sample_result *r) {
             memcpy(ti->top_logprob, r->top_logprob, sizeof ti->top_logprob);
         }
     }
-    if (r->id == s->eos) { /* not part of the text: no logprob record either */
-        if (c->n_ptok > 0 && c->ptok[c->n_ptok - 1].id == r->id) c->n_ptok--;
+    if (r->id == s->eos) {
         choice_finish(s, j, ci, SCHED_FINISH_STOP, true);
         return;
     }
     char piece[512];
-    const char *out = NULL;
     size_t plen = 0;
     tok_piece(s->tk, r->id, &plen);
     char *buf = plen + 8 <= sizeof piece ? piece : malloc(plen + 8);
     size_t n =
         buf ? tok_stream_push(&c->ts, r->id, buf, buf == piece ? sizeof piece : plen + 8) : 0;
-    long m = n ? stop_feed(&c->sm, buf, n, &out) : 0;
-    c->fed += n;
-    if (m > 0) c->shown += (size_t)m;
-    if (m > 0) emit_text(s, j, ci, out, (size_t)m, false);
+    feed_text(s, j, ci, buf, n);
     if (buf != piece) free(buf);
     if (c->sm.done) {
         choice_finish(s, j, ci, SCHED_FINISH_STOP, false);
