@@ -1,4 +1,5 @@
 /* eng.c: the LFM2 forward pass over a batch of sequences, their hybrid state, and its lifecycle. */
+#include "engine/hugemem.h"
 #include "engine/util.h"
 #include "engine/eng.h"
 
@@ -65,14 +66,13 @@ struct eng {
     kern_act act;                     /* [T] quantized activations of one input */
     const gguf_tensor *rp_key[RP_SLOTS];
     rp_matrix *rp_val[RP_SLOTS];      /* NULL key: empty slot */
-    /* buffers of freed sequences, kept for the next sequence of the same n_ctx: their pages are
-     * mapped already (a fresh KV cache takes a page fault, and the kernel zeroes a page, every
-     * 32 positions of each head and layer: ~10% of an 8-sequence step's attention time, and again
-     * for every request). At most max_seqs, so memory stays within what live sequences held. */
+    /* state blocks of freed sequences, kept for the next sequence of the same n_ctx: their pages
+     * are mapped already (a fresh block faults its huge pages in on first touch, mostly at
+     * prefill). At most max_seqs, so memory stays within what live sequences held. */
     struct eng_spare {
         int n_ctx;
-        uint16_t *kv;
-        float *ring, *scores;
+        void *mem;
+        size_t mapped;
     } *spare;          /* [p.max_seqs] */
     int n_spare;
 };
@@ -85,7 +85,8 @@ struct eng_seq {
     float *ring;  /* [n_conv][R][n_embd]: bx columns, slot = position % R */
     uint16_t *kv; /* f16, per attention layer: K [n_ctx][nkv*hd] then V [n_ctx][nkv*hd] */
     float *scores; /* [pool threads][attn_scratch_floats(n_ctx)]: attention scratch per thread */
-    size_t bytes;
+    void *mem;     /* one block holds kv, ring and scores (engine/hugemem.h) */
+    size_t mapped, bytes;
 };
 
 void eng_params_default(eng_params *p) {
@@ -321,11 +322,8 @@ void eng_free(eng *e) {
     tok_free(e->t);
     pool_free(e->pool);
     kern_act_release(&e->act);
-    for (int i = 0; i < e->n_spare; i++) {
-        free(e->spare[i].kv);
-        free(e->spare[i].ring);
-        free(e->spare[i].scores);
-    }
+    for (int i = 0; i < e->n_spare; i++)
+        huge_free(e->spare[i].mem, e->spare[i].mapped);
     free(e->spare);
     for (int i = 0; i < RP_SLOTS; i++) rp_free(e->rp_val[i]);
     lfm2_model_close(e->m);
@@ -345,6 +343,13 @@ void eng_free(eng *e) {
 
 /* ---- sequences ---- */
 
+#if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/asan_interface.h>
+#define SEQ_GAP 64 /* poisoned bytes between a sequence's kv, ring and scores: overruns still trap */
+#else
+#define SEQ_GAP 0
+#endif
+
 static size_t ring_floats(const eng *e) {
     return (size_t)e->n_conv * e->ring * e->m->hp.n_embd;
 }
@@ -363,26 +368,29 @@ int eng_seq_new(eng *e, int n_ctx, eng_seq **out, char *err, size_t errlen) {
     s->n_ctx = n_ctx;
     size_t nr = ring_floats(e), nkv = (size_t)n_ctx * e->kv_per_pos;
     size_t nsc = attn_scratch_floats(n_ctx) * pool_n_threads(e->pool);
+    /* kv first (64-byte multiples keep every part aligned), then ring and scores */
+    size_t kv_bytes = (nkv * sizeof(uint16_t) + 63) / 64 * 64 + SEQ_GAP;
+    size_t ring_bytes = (nr * sizeof(float) + 63) / 64 * 64 + SEQ_GAP;
     for (int i = e->n_spare - 1; i >= 0; i--)
         if (e->spare[i].n_ctx == n_ctx) { /* the same sizes; contents are never read unwritten */
-            s->kv = e->spare[i].kv, s->ring = e->spare[i].ring, s->scores = e->spare[i].scores;
+            s->mem = e->spare[i].mem, s->mapped = e->spare[i].mapped;
             e->spare[i] = e->spare[--e->n_spare];
             break;
         }
-    if (!s->kv) {
-        s->ring = calloc(nr ? nr : 1, sizeof(float));
-        s->kv = malloc((nkv ? nkv : 1) * sizeof(uint16_t));
-        s->scores = malloc(nsc * sizeof(float));
-    }
-    if (!s->ring || !s->kv || !s->scores) {
-        free(s->ring);
-        free(s->kv);
-        free(s->scores);
+    if (!s->mem) s->mem = huge_alloc(kv_bytes + ring_bytes + nsc * sizeof(float), &s->mapped);
+    if (!s->mem) {
         free(s);
         return util_fail(err, errlen, ENG_ENOMEM,
                     "out of memory allocating a sequence of n_ctx %d (%zu bytes of KV)", n_ctx,
                     nkv * sizeof(uint16_t));
     }
+    s->kv = s->mem;
+    s->ring = (float *)((char *)s->mem + kv_bytes);
+    s->scores = (float *)((char *)s->mem + kv_bytes + ring_bytes);
+#if SEQ_GAP
+    ASAN_POISON_MEMORY_REGION((char *)s->ring - SEQ_GAP, SEQ_GAP);
+    ASAN_POISON_MEMORY_REGION((char *)s->scores - SEQ_GAP, SEQ_GAP);
+#endif
     s->bytes = sizeof *s + (nr + nsc) * sizeof(float) + nkv * sizeof(uint16_t);
     e->n_live++;
     *out = s;
@@ -394,13 +402,11 @@ void eng_seq_free(eng_seq *s) {
     eng *e = s->e;
     e->n_live--;
     if (e->spare && e->n_spare < e->p.max_seqs) {
-        e->spare[e->n_spare++] = (struct eng_spare){s->n_ctx, s->kv, s->ring, s->scores};
+        e->spare[e->n_spare++] = (struct eng_spare){s->n_ctx, s->mem, s->mapped};
         free(s);
         return;
     }
-    free(s->ring);
-    free(s->kv);
-    free(s->scores);
+    huge_free(s->mem, s->mapped);
     free(s);
 }
 

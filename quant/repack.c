@@ -8,6 +8,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <unistd.h>
+#include "engine/hugemem.h"
 #include "quant/quant.h"
 
 size_t rp_group_bytes(int kind) {
@@ -282,17 +283,16 @@ static uint8_t *k_hdr(const rp_matrix *m, int64_t tile, int64_t sb) {
  * when the kernel allows (madvise mode is the common default): with 4 KiB pages the hardware
  * prefetchers stop at every page and the TLB misses ~50 times per MiB; a one-process A/B on the
  * 350M shape's ffn matrices streamed 19-24 GB/s from huge pages vs 17-18 from malloc's pages.
- * Matrices of 64 KiB and more are bump-allocated in 2 MiB-aligned chunks mapped with
- * MADV_HUGEPAGE (CHUNK bytes, or one chunk of their own when bigger); a chunk is unmapped when its
- * last matrix is freed. The untouched tail of a chunk is never faulted in, so RSS stays the
+ * Matrices of 64 KiB and more are bump-allocated in 2 MiB-aligned chunks from engine/hugemem.h
+ * (CHUNK bytes, or one chunk of their own when bigger); a chunk is unmapped when its last matrix
+ * is freed. The untouched tail of a chunk is never faulted in, so RSS stays the
  * data's size (rounded up to a huge page per chunk). Smaller ones use aligned_alloc. */
-#define HUGE_PAGE ((size_t)2 << 20)
 #define CHUNK ((size_t)64 << 20)
 #define BIG_MIN ((size_t)64 << 10)
 
 typedef struct chunk {
     uint8_t *base; /* 2 MiB aligned */
-    size_t size, used;
+    size_t size, mapped, used;
     int refs;
     struct chunk *next;
 } chunk;
@@ -301,23 +301,16 @@ static pthread_mutex_t chunk_mu = PTHREAD_MUTEX_INITIALIZER;
 static chunk *chunks; /* newest first; only the newest takes new data */
 
 static chunk *chunk_map(size_t size) {
-    size = (size + HUGE_PAGE - 1) / HUGE_PAGE * HUGE_PAGE;
-    uint8_t *raw = mmap(NULL, size + HUGE_PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
-                        -1, 0);
-    if (raw == MAP_FAILED) return NULL;
-    uint8_t *base = (uint8_t *)(((uintptr_t)raw + HUGE_PAGE - 1) & ~(uintptr_t)(HUGE_PAGE - 1));
-    if (base > raw) munmap(raw, (size_t)(base - raw)); /* trim to the aligned range */
-    if (base + size < raw + size + HUGE_PAGE)
-        munmap(base + size, (size_t)(raw + size + HUGE_PAGE - (base + size)));
-#ifdef MADV_HUGEPAGE
-    madvise(base, size, MADV_HUGEPAGE); /* a hint: fine if refused */
-#endif
+    size_t mapped;
+    uint8_t *base = huge_alloc(size, &mapped);
+    if (!base) return NULL;
+    if (mapped) size = mapped; /* the whole rounded-up mapping is usable */
     chunk *c = malloc(sizeof *c);
     if (!c) {
-        munmap(base, size);
+        huge_free(base, mapped);
         return NULL;
     }
-    *c = (chunk){base, size, 0, 0, NULL};
+    *c = (chunk){base, size, mapped, 0, 0, NULL};
     return c;
 }
 
@@ -360,7 +353,7 @@ static void data_free(uint8_t *p, void *owner) {
                 *pp = c->next;
                 break;
             }
-        munmap(c->base, c->size);
+        huge_free(c->base, c->mapped);
         free(c);
     }
     pthread_mutex_unlock(&chunk_mu);

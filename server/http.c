@@ -1173,6 +1173,9 @@ static void load_work(uv_work_t *w) {
     p.n_ctx = sv->o.n_ctx;
     p.max_seqs = sv->o.parallel;
     p.max_batch_tokens = sv->o.batch;
+    /* the scheduler never rewinds a sequence (n > 1 forks at the current position): a conv ring
+     * of the last L - 1 columns, not 64 more, which each decode step would walk through cold */
+    p.n_restore = 1;
     if (eng_new(&sv->e, sv->o.model_path, &p, sv->err, sizeof sv->err) < 0) sv->e = NULL;
 }
 
