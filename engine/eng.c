@@ -616,25 +616,7 @@ static void rope_neox(float *const *vs, const int *n_heads, int n, int hd, int p
 }
 
 typedef float ev16f __attribute__((vector_size(64)));
-
-/* y[c] = a[c] * b[c] (op 0), y[c] = y[c] + a[c] * b[c] (op 1) for c in [c0, c1): 16 lanes at a
- * time, then one by one; the same float operations either way (no contraction in C11 mode). */
-static void vec_op(float *y, const float *a, const float *b, int c0, int c1, int op) {
-    int c = c0;
-    for (; c + 16 <= c1; c += 16) {
-        ev16f va, vb, vy;
-        memcpy(&va, a + c, sizeof va);
-        memcpy(&vb, b + c, sizeof vb);
-        if (op) {
-            memcpy(&vy, y + c, sizeof vy);
-            vy = vy + va * vb;
-        } else {
-            vy = va * vb;
-        }
-        memcpy(y + c, &vy, sizeof vy);
-    }
-    for (; c < c1; c++) y[c] = op ? y[c] + a[c] * b[c] : a[c] * b[c];
-}
+typedef float ev4f __attribute__((vector_size(16)));
 
 /* x[i] += o[i] for i < n (the residual adds), 16 lanes at a time: the plain loop reloaded e->x and
  * e->o for every float (the stores might alias them) and took 13 us per add at 8 x 1024 */
@@ -651,27 +633,65 @@ static void vec_add(float *x, const float *o, size_t n) {
 }
 
 /* Short conv for one item, channels [c0, c1): rows r0..r0+n-1 of e->a hold B|C|X; writes C*y
- * into e->b rows. Per channel: bx = B * X into the ring; y = 0 + w_k * bx(p - L + 1 + k) for
- * k = 0..L-1 (taps before position 0 skipped); y * C. */
+ * into e->b rows. Per channel: bx = B * X; y = 0 + w_k * bx(p - L + 1 + k) for k = 0..L-1 (taps
+ * before position 0 skipped); y * C. One pass per token, 4 channels at a time: the bx of the
+ * item's own tokens is computed again from their rows (in cache), earlier ones come from the
+ * ring, which is only written (the last R tokens' bx: what it keeps). Storing bx and reading it
+ * back in five passes took twice the time in a decode step (the ring's rows are cold). The same
+ * float operations in the same order as before. */
 static void conv_item(eng *e, int l, eng_seq *s, int r0, int n, int c0, int c1) {
     const lfm2_hparams *hp = &e->m->hp;
     const int E = hp->n_embd, L = hp->l_cache, R = e->ring;
     const float *cw = e->conv_w[l]; /* [L][E] */
     float *ring = s->ring + (size_t)e->conv_idx[l] * R * E;
     for (int t = 0; t < n; t++) {
-        int p = s->pos + t;
-        const float *bcx = e->a + (size_t)(r0 + t) * 3 * E;
-        const float *B = bcx, *C = bcx + E, *X = bcx + 2 * E;
-        float *bx = ring + (size_t)(p % R) * E;
-        vec_op(bx, B, X, c0, c1, 0);
+        const int p = s->pos + t;
+        const float *C = e->a + (size_t)(r0 + t) * 3 * E + E;
         float *y = e->b + (size_t)(r0 + t) * E;
-        for (int c = c0; c < c1; c++) y[c] = 0;
+        float *keep = p >= s->pos + n - R ? ring + (size_t)(p % R) * E : NULL;
+        /* tap k reads bx(q) as u[k] * v[k] (a batch row's B and X) or as u[k] alone (the ring) */
+        const float *u[LFM2_MAX_L_CACHE], *v[LFM2_MAX_L_CACHE], *w[LFM2_MAX_L_CACHE];
+        int nk = 0;
         for (int k = 0; k < L; k++) {
-            int q = p - (L - 1) + k;
+            const int q = p - (L - 1) + k;
             if (q < 0) continue;
-            vec_op(y, cw + (size_t)k * E, ring + (size_t)(q % R) * E, c0, c1, 1);
+            w[nk] = cw + (size_t)k * E;
+            if (q >= s->pos) {
+                u[nk] = e->a + (size_t)(r0 + q - s->pos) * 3 * E;
+                v[nk] = u[nk] + 2 * E;
+            } else {
+                u[nk] = ring + (size_t)(q % R) * E;
+                v[nk] = NULL;
+            }
+            nk++;
         }
-        vec_op(y, y, C, c0, c1, 0);
+        int c = c0;
+        for (; c + 4 <= c1; c += 4) { /* 4 lanes: SSE2 registers, no spills to the stack */
+            ev4f acc = {0}, bx = {0}, a, b, wk;
+            for (int k = 0; k < nk; k++) {
+                memcpy(&a, u[k] + c, sizeof a);
+                if (v[k]) {
+                    memcpy(&b, v[k] + c, sizeof b);
+                    a = a * b;
+                }
+                memcpy(&wk, w[k] + c, sizeof wk);
+                acc = acc + wk * a;
+                bx = a; /* the last tap is position p itself */
+            }
+            if (keep) memcpy(keep + c, &bx, sizeof bx);
+            memcpy(&b, C + c, sizeof b);
+            acc = acc * b;
+            memcpy(y + c, &acc, sizeof acc);
+        }
+        for (; c < c1; c++) {
+            float acc = 0, bx = 0;
+            for (int k = 0; k < nk; k++) {
+                bx = v[k] ? u[k][c] * v[k][c] : u[k][c];
+                acc = acc + w[k][c] * bx;
+            }
+            if (keep) keep[c] = bx;
+            y[c] = acc * C[c];
+        }
     }
 }
 

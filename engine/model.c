@@ -11,7 +11,6 @@
 #include "engine/util.h"
 #include "quant/quant.h"
 
-#define LFM2_MAX_L_CACHE 64
 #define LFM2_MAX_DIM (1 << 24) /* any hidden/ffn/vocab size beyond this is a corrupt file */
 
 static const char *type_name(const gguf *g, const char *key) {

@@ -4,6 +4,7 @@
 #include "engine/gguf.h"
 
 #define LFM2_MAX_LAYERS 256
+#define LFM2_MAX_L_CACHE 64 /* conv length accepted */
 
 typedef struct lfm2_hparams {
     int n_embd;                     /* hidden size */
