@@ -615,15 +615,16 @@ static void rope_neox(float *const *vs, const int *n_heads, int n, int hd, int p
     }
 }
 
-typedef float ev16f __attribute__((vector_size(64)));
+/* 4 lanes: this file's baseline flags have SSE2 registers only, and GCC lowers wider vectors
+ * through the stack */
 typedef float ev4f __attribute__((vector_size(16)));
 
-/* x[i] += o[i] for i < n (the residual adds), 16 lanes at a time: the plain loop reloaded e->x and
+/* x[i] += o[i] for i < n (the residual adds), 4 lanes at a time: the plain loop reloaded e->x and
  * e->o for every float (the stores might alias them) and took 13 us per add at 8 x 1024 */
 static void vec_add(float *x, const float *o, size_t n) {
     size_t i = 0;
-    for (; i + 16 <= n; i += 16) {
-        ev16f vx, vo;
+    for (; i + 4 <= n; i += 4) {
+        ev4f vx, vo;
         memcpy(&vx, x + i, sizeof vx);
         memcpy(&vo, o + i, sizeof vo);
         vx = vx + vo;
@@ -666,7 +667,7 @@ static void conv_item(eng *e, int l, eng_seq *s, int r0, int n, int c0, int c1) 
             nk++;
         }
         int c = c0;
-        for (; c + 4 <= c1; c += 4) { /* 4 lanes: SSE2 registers, no spills to the stack */
+        for (; c + 4 <= c1; c += 4) {
             ev4f acc = {0}, bx = {0}, a, b, wk;
             for (int k = 0; k < nk; k++) {
                 memcpy(&a, u[k] + c, sizeof a);
