@@ -49,31 +49,45 @@ for (let i = 0; (await (await post("/tokenize", { content: text })).json()).toke
   text += ["The ", "quick ", "brown ", "fox ", "jumps ", "over ", "lazy ", "dogs. "][i % 8] + i + " ";
 const ids = (await (await post("/tokenize", { content: text, add_special: true })).json()).tokens;
 const eos = (await (await post("/tokenize", { content: "<|im_end|>" })).json()).tokens[0];
-// one stream; k varies the prompt so no two clients share a prefix
-async function stream(k, maxTokens) {
+// one stream; k varies the prompt so no two clients share a prefix. node:http with the SSE events
+// cut at blank lines and one JSON.parse each: fetch (undici web streams) took ~3x the client CPU,
+// and on loopback every cycle the client burns is taken from the server under test
+const http = await import("node:http");
+function stream(k, maxTokens) {
   const prompt = ids.slice(0, P); prompt[P - 1] = ids[(P + k) % ids.length];
-  const t0 = performance.now();
-  const res = await post("/v1/completions", { prompt, max_tokens: maxTokens, temperature: 0, stream: true,
+  const body = JSON.stringify({ prompt, max_tokens: maxTokens, temperature: 0, stream: true,
     logit_bias: { [eos]: -100 }, stream_options: { include_usage: true } });
-  const dec = new TextDecoder(); let buf = "", first = null, n = 0; const times = [];
-  for await (const part of res.body) {
-    buf += dec.decode(part, { stream: true });
-    let i;
-    while ((i = buf.indexOf("\n\n")) >= 0) {
-      const ev = buf.slice(0, i); buf = buf.slice(i + 2);
-      if (!ev.startsWith("data: {")) continue;
-      const d = JSON.parse(ev.slice(6));
-      if (d.choices?.[0]?.text) { const t = performance.now(); if (first === null) first = t; times.push(t); }
-      if (d.usage) n = d.usage.completion_tokens;
-    }
-  }
-  return { t0, ttft: first - t0, first, end: performance.now(), n, times };
+  const t0 = performance.now();
+  return new Promise((resolve, reject) => {
+    const req = http.request(BASE + "/v1/completions", { method: "POST", agent: false,
+      headers: { "Content-Type": "application/json", "Content-Length": Buffer.byteLength(body) } }, res => {
+      res.setEncoding("utf8");
+      let buf = "", first = null, n = 0; const times = [];
+      res.on("data", part => {
+        buf += part;
+        let i;
+        while ((i = buf.indexOf("\n\n")) >= 0) {
+          const ev = buf.slice(0, i); buf = buf.slice(i + 2);
+          if (!ev.startsWith("data: {")) continue;
+          const d = JSON.parse(ev.slice(6));
+          if (d.choices?.[0]?.text) { const t = performance.now(); if (first === null) first = t; times.push(t); }
+          if (d.usage) n = d.usage.completion_tokens;
+        }
+      });
+      res.on("end", () => resolve({ t0, ttft: first - t0, first, end: performance.now(), n, times }));
+      res.on("error", reject);
+    });
+    req.on("error", reject);
+    req.end(body);
+  });
 }
 const median = a => { const s = [...a].sort((x, y) => x - y); return s[s.length >> 1]; };
 await stream(0, 2); // warm-up
 const idle = [];
 for (let r = 0; r < 5; r++) idle.push((await stream(r, 1)).ttft);
+const cpu0 = process.cpuUsage();
 const runs = await Promise.all(Array.from({ length: C }, (_, k) => stream(k + 1, N)));
+const cpu = process.cpuUsage(cpu0);
 const start = Math.min(...runs.map(r => r.t0)), end = Math.max(...runs.map(r => r.end));
 const total = runs.reduce((a, r) => a + r.n, 0);
 // steady state: the window in which every client is decoding (from the last first token to the
@@ -93,11 +107,13 @@ const out = { clients: C, tokens: N, prompt_tokens: P, aggregate_tok_s: +(total 
   steady_tok_s: +steady.toFixed(2), engine_batched_tok_s: engB, steady_vs_engine: +(steady / engB).toFixed(3),
   ttft_idle_ms: +median(idle).toFixed(1), ttft_ideal_ms: +ttftIdeal.toFixed(1), ttft_vs_ideal: +(median(idle) / ttftIdeal).toFixed(3),
   ttft_loaded_median_ms: +median(runs.map(r => r.ttft)).toFixed(1), ttft_loaded_max_ms: +Math.max(...runs.map(r => r.ttft)).toFixed(1),
-  engine_prefill_tok_s: pp, engine_decode_tok_s: tg };
+  engine_prefill_tok_s: pp, engine_decode_tok_s: tg,
+  client_cpu_ms_per_token: +((cpu.user + cpu.system) / 1000 / total).toFixed(4) };
 console.log(JSON.stringify(out));
 console.error(`${C} clients x ${N} tokens, ${P}-token prompts:
   aggregate ${out.aggregate_tok_s} tok/s (with prefill); steady decode ${out.steady_tok_s} tok/s = ${(100 * out.steady_vs_engine).toFixed(1)}% of lfm2 bench -b ${C} (${engB} tok/s; target >= 85%)
   TTFT idle ${out.ttft_idle_ms} ms vs prefill + one decode step ${out.ttft_ideal_ms} ms = ${(100 * out.ttft_vs_ideal).toFixed(1)}% (target <= 120%)
-  TTFT under load: median ${out.ttft_loaded_median_ms} ms, max ${out.ttft_loaded_max_ms} ms`);
+  TTFT under load: median ${out.ttft_loaded_median_ms} ms, max ${out.ttft_loaded_max_ms} ms
+  client CPU ${(1000 * out.client_cpu_ms_per_token).toFixed(1)} us per token (on loopback, taken from the cores the server runs on)`);
 ' 2>&1 || { echo "load client failed" >&2; exit 1; }
 kill -TERM $SRV; wait $SRV; SRV=""
