@@ -115,17 +115,18 @@ void kern_act_release(kern_act *a) {
 
 void kern_quantize(kern_act *a, const float *x, int64_t cols, int64_t ldx, int n) {
     a->cols = cols;
-    kern_quantize_range(a, x, ldx, 0, n);
-    if (n >= 2) kern_act_pack(a, 0, n);
+    kern_quantize_range(a, x, ldx, 0, n, 0, cols / 32);
+    if (n >= 2) kern_act_pack(a, 0, n, 0, cols / 32);
     a->n = n;
 }
 
-void kern_quantize_range(kern_act *a, const float *x, int64_t ldx, int t0, int t1) {
+void kern_quantize_range(kern_act *a, const float *x, int64_t ldx, int t0, int t1, int64_t b0,
+                         int64_t b1) {
     const int64_t nb = a->cols / 32;
     for (int t = t0; t < t1; t++) {
         const float *xt = x + (size_t)t * ldx;
         int8_t *q = a->q + (size_t)t * a->cols;
-        for (int64_t b = 0; b < nb; b++) {
+        for (int64_t b = b0; b < b1; b++) {
             const float *xb = xt + b * 32;
             float amax = 0;
             for (int j = 0; j < 32; j++) {
@@ -151,9 +152,9 @@ void kern_quantize_range(kern_act *a, const float *x, int64_t ldx, int t0, int t
     }
 }
 
-void kern_act_pack(kern_act *a, int t0, int t1) {
+void kern_act_pack(kern_act *a, int t0, int t1, int64_t b0, int64_t b1) {
     const int64_t nb = a->cols / 32;
-    for (int64_t b = 0; b < nb; b++)
+    for (int64_t b = b0; b < b1; b++)
         for (int t = t0; t < t1; t++) {
             const size_t i = (size_t)t * nb + b, k = kern_act_at(a, b, t);
             memcpy(a->gq + k * 32, a->q + (size_t)t * a->cols + b * 32, 32);

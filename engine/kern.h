@@ -54,13 +54,15 @@ void kern_act_release(kern_act *a); /* frees the buffers; the struct may be re-i
  * x[t*ldx .. t*ldx + cols). Round-half-even codes, d = amax/127 (0 for an all-zero block).
  * Sets a->cols = cols and a->n = n. */
 void kern_quantize(kern_act *a, const float *x, int64_t cols, int64_t ldx, int n);
-/* kern_quantize's work for tokens [t0, t1) only (x + t*ldx is token t), at a->cols, without the
- * copy in runs (kern_act_pack) and leaving a->n alone. Threads may quantize disjoint ranges at
- * once. */
-void kern_quantize_range(kern_act *a, const float *x, int64_t ldx, int t0, int t1);
-/* Copies tokens [t0, t1), already quantized at a->cols, into gq/gr/g6. Only batches of 2 or
- * more tokens read them: kern_quantize and gemm_quantize copy then, and skip it for one token. */
-void kern_act_pack(kern_act *a, int t0, int t1);
+/* kern_quantize's work for tokens [t0, t1) and blocks of 32 columns [b0, b1) only (x + t*ldx is
+ * token t), at a->cols, without the copy in runs (kern_act_pack) and leaving a->n alone. Threads
+ * may quantize disjoint ranges at once. */
+void kern_quantize_range(kern_act *a, const float *x, int64_t ldx, int t0, int t1, int64_t b0,
+                         int64_t b1);
+/* Copies tokens [t0, t1) x blocks [b0, b1), already quantized at a->cols, into gq/gr/g6. Only
+ * batches of 2 or more tokens read them: kern_quantize and gemm_quantize copy then, and skip it
+ * for one token. */
+void kern_act_pack(kern_act *a, int t0, int t1, int64_t b0, int64_t b1);
 
 /* y[t*ldy + (r - 8*t0)] = dot(row r of m, token t of a) for every token t < a->n and every valid
  * row r of tiles [t0, t1): y points at the output of row 8*t0. a->cols must equal m->cols.

@@ -162,7 +162,7 @@ static void run_n(pool *pl, uint32_t type, uint32_t odd_type, int64_t cols, int 
 
 /* gemm_quantize equals kern_quantize byte for byte: codes, scales, sums, half sums, including
  * zero blocks, huge and tiny values, ties at .5 steps, infinities and NaNs; with and without
- * a pool, a row stride wider than cols. */
+ * a pool, a row stride wider than cols; and the runs-of-8 copy, split by tokens or by columns. */
 static void run_quantize(pool *pl, int64_t cols, int n) {
     const int64_t ldx = cols + 32, nb = cols / 32;
     float *x = malloc((size_t)n * ldx * sizeof *x);
@@ -214,6 +214,15 @@ static void run_quantize(pool *pl, int64_t cols, int n) {
         CHECK(!memcmp(r.d, g.d, (size_t)n * nb * sizeof *r.d));
         CHECK(!memcmp(r.s, g.s, (size_t)n * nb * sizeof *r.s));
         CHECK(!memcmp(r.s16, g.s16, (size_t)n * nb * 2 * sizeof *r.s16));
+        size_t bad = 0; /* the runs-of-8 copy that batches read */
+        for (int t = 0; t < n && n >= 2; t++)
+            for (int64_t b = 0; b < nb; b++) {
+                size_t k = kern_act_at(&r, b, t);
+                bad += memcmp(r.gq + k * 32, g.gq + k * 32, 32) != 0;
+                bad += memcmp(r.gr + 2 * k, g.gr + 2 * k, 2 * sizeof *r.gr) != 0;
+                bad += memcmp(r.g6 + 2 * k, g.g6 + 2 * k, 2 * sizeof *r.g6) != 0;
+            }
+        CHECK_EQ_INT(bad, 0);
     }
     kern_act_release(&r);
     kern_act_release(&g);
@@ -265,6 +274,9 @@ int main(int argc, char **argv) {
     run_quantize(pl, 32, 1);
     run_quantize(pl, 1024, 37);
     run_quantize(pl, 4608, 130);
+    run_quantize(pl, 4608, 8); /* a decode batch's wide input: quantized in column parts */
+    run_quantize(pl, 1024, 16);
+    run_quantize(pl, 2080, 3);
     run_n(pl, QT_Q4_0, QT_Q4_0, 1024, 45);
     run_n(pl, QT_Q4_0, QT_Q4_0, 2080, 16); /* more groups than one panel: swiglu falls back */
     run_n(pl, QT_Q8_0, QT_Q5_0, 96, 3);
