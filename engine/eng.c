@@ -83,7 +83,7 @@ struct eng_seq {
     int ring_lo;  /* lowest position whose bx column is still in the ring */
     bool in_step; /* duplicate detection inside eng_step */
     float *ring;  /* [n_conv][R][n_embd]: bx columns, slot = position % R */
-    uint16_t *kv; /* f16, per attention layer: K [n_ctx][nkv*hd] then V [n_ctx][nkv*hd] */
+    uint16_t *kv; /* f16, per attention layer: K [nkv][n_ctx][hd] then V [nkv][n_ctx][hd] */
     float *scores; /* [pool threads][attn_scratch_floats(n_ctx)]: attention scratch per thread */
     void *mem;     /* one block holds kv, ring and scores (engine/hugemem.h) */
     size_t mapped, bytes;
