@@ -50,7 +50,7 @@ for (let i = 0; (await (await post("/tokenize", { content: text })).json()).toke
 const ids = (await (await post("/tokenize", { content: text, add_special: true })).json()).tokens;
 const eos = (await (await post("/tokenize", { content: "<|im_end|>" })).json()).tokens[0];
 // one stream; k varies the prompt so no two clients share a prefix. node:http with the SSE events
-// cut at blank lines and one JSON.parse each: fetch (undici web streams) took ~3x the client CPU,
+// cut at blank lines and one JSON.parse each: fetch (undici web streams) took ~1.8x the CPU,
 // and on loopback every cycle the client burns is taken from the server under test
 const http = await import("node:http");
 function stream(k, maxTokens) {
