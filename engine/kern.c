@@ -153,6 +153,7 @@ void kern_quantize_range(kern_act *a, const float *x, int64_t ldx, int t0, int t
 }
 
 void kern_act_pack(kern_act *a, int t0, int t1, int64_t b0, int64_t b1) {
+    if (!kern_path_available(KERN_AVX512)) return; /* its batch kernel is the only reader */
     const int64_t nb = a->cols / 32;
     for (int64_t b = b0; b < b1; b++)
         for (int t = t0; t < t1; t++) {

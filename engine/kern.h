@@ -60,8 +60,8 @@ void kern_quantize(kern_act *a, const float *x, int64_t cols, int64_t ldx, int n
 void kern_quantize_range(kern_act *a, const float *x, int64_t ldx, int t0, int t1, int64_t b0,
                          int64_t b1);
 /* Copies tokens [t0, t1) x blocks [b0, b1), already quantized at a->cols, into gq/gr/g6. Only
- * batches of 2 or more tokens read them: kern_quantize and gemm_quantize copy then, and skip it
- * for one token. */
+ * the AVX-512 kernel's batches of 2 or more tokens read them: nothing is copied on a CPU without
+ * that path, and kern_quantize and gemm_quantize skip it for one token. */
 void kern_act_pack(kern_act *a, int t0, int t1, int64_t b0, int64_t b1);
 
 /* y[t*ldy + (r - 8*t0)] = dot(row r of m, token t of a) for every token t < a->n and every valid
