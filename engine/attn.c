@@ -242,14 +242,17 @@ AT_INLINE void ldh(v16f *d, const uint16_t *p, const int CV) {
     cvt_soft(d, p);
 }
 
-/* a[k] holds key k's 16 lane sums; out lane k = key k's dot, by the halving tree of dot_scalar */
-AT_INLINE void reduce16(const v16f *a, v16f *out) {
-    v16f t[8], u[4], w[2];
-    for (int m = 0; m < 8; m++)
-        t[m] = __builtin_shufflevector(a[2 * m], a[2 * m + 1], 0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18,
-                                       19, 20, 21, 22, 23) +
-               __builtin_shufflevector(a[2 * m], a[2 * m + 1], 8, 9, 10, 11, 12, 13, 14, 15, 24, 25,
-                                       26, 27, 28, 29, 30, 31);
+/* dot_scalar's halving tree for 16 keys, first step: keys 2m and 2m + 1's 16 lane sums (a0, a1)
+ * -> t lanes 0-7 key 2m's l + (l + 8), lanes 8-15 key 2m + 1's */
+AT_INLINE void reduce_pair(const v16f *a0, const v16f *a1, v16f *t) {
+    *t = __builtin_shufflevector(*a0, *a1, 0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23) +
+         __builtin_shufflevector(*a0, *a1, 8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29,
+                                 30, 31);
+}
+
+/* the rest of the tree from t[m] = reduce_pair(key 2m, key 2m + 1): out lane k = key k's dot */
+AT_INLINE void reduce_rest(const v16f *t, v16f *out) {
+    v16f u[4], w[2];
     for (int m = 0; m < 4; m++)
         u[m] = __builtin_shufflevector(t[2 * m], t[2 * m + 1], 0, 1, 2, 3, 8, 9, 10, 11, 16, 17, 18,
                                        19, 24, 25, 26, 27) +
@@ -323,37 +326,57 @@ AT_INLINE void softmax_vec(float *s, int n) {
         s[j] *= inv;
 }
 
-/* scaled dots of q with keys j0..j0+nk-1 (nk <= 16) into dst[0..nk); nc = hd / 16 */
-AT_INLINE void qk_block(const float *q, int nc, const uint16_t *K, size_t stride, int j0, int nk,
-                        float scale, int prefetch, float *dst, const int CV) {
-    v16f acc[16];
-#pragma GCC unroll 16
-    for (int k = 0; k < 16; k++) {
-        if (k < nk) {
+/* scaled dots of NQ (1 or 2) queries with keys j0..j0+nk-1 (nk <= 16) into d[q][0..nk);
+ * nc = hd / 16. Each key's halves become floats once for both queries (conversions bound this
+ * loop: one 16-lane vcvtph2ps a cycle on Zen 5), a pair of keys at a time into the first step of
+ * the tree, so 2 x 8 partial sums stay in registers. */
+AT_INLINE void qk_block(const float *const *q, const int NQ, int nc, const uint16_t *K,
+                        size_t stride, int j0, int nk, float scale, int prefetch, float *const *d,
+                        const int CV) {
+    v16f t[2][8];
+#pragma GCC unroll 8
+    for (int m = 0; m < 8; m++) {
+        v16f a[2][2];
+#pragma GCC unroll 2
+        for (int h = 0; h < 2; h++) {
+            const int k = 2 * m + h;
+#pragma GCC unroll 2
+            for (int qi = 0; qi < NQ; qi++)
+                a[qi][h] = (v16f){0};
+            if (k >= nk) continue;
             const uint16_t *kr = K + (size_t)(j0 + k) * stride;
             if (prefetch) /* 32 halves a line */
 #pragma GCC unroll 4
                 for (int c = 0; c < nc; c += 2)
                     __builtin_prefetch(kr + ATTN_KPF * (size_t)stride + 16 * c);
-            v16f qa, ka;
-            ld(&qa, q);
+            v16f ka, qa;
             ldh(&ka, kr, CV);
-            v16f s = qa * ka;
+#pragma GCC unroll 2
+            for (int qi = 0; qi < NQ; qi++) {
+                ld(&qa, q[qi]);
+                a[qi][h] = qa * ka;
+            }
 #pragma GCC unroll 4
             for (int c = 1; c < nc; c++) {
-                ld(&qa, q + 16 * c);
                 ldh(&ka, kr + 16 * c, CV);
-                s += qa * ka;
+#pragma GCC unroll 2
+                for (int qi = 0; qi < NQ; qi++) {
+                    ld(&qa, q[qi] + 16 * c);
+                    a[qi][h] += qa * ka;
+                }
             }
-            acc[k] = s;
-        } else {
-            acc[k] = (v16f){0};
         }
+#pragma GCC unroll 2
+        for (int qi = 0; qi < NQ; qi++)
+            reduce_pair(&a[qi][0], &a[qi][1], &t[qi][m]);
     }
-    v16f d;
-    reduce16(acc, &d);
-    d *= scale;
-    memcpy(dst, &d, (size_t)nk * sizeof(float));
+#pragma GCC unroll 2
+    for (int qi = 0; qi < NQ; qi++) {
+        v16f o;
+        reduce_rest(t[qi], &o);
+        o *= scale;
+        memcpy(d[qi], &o, (size_t)nk * sizeof(float));
+    }
 }
 
 /* out[q][i0 .. i0 + 16 * NV) for NQ queries: probabilities p[q][j - ulo], keys ulo..uhi */
@@ -440,17 +463,27 @@ AT_INLINE void run_vec(const attn_kv *kv, const attn_query *qs, int n_q, float *
         rows[qi] = scratch + (size_t)qi * rs;
     for (int j0 = ulo; j0 <= uhi; j0 += 16) {
         const int nk = uhi + 1 - j0 < 16 ? uhi + 1 - j0 : 16;
-        for (int qi = 0; qi < n_q; qi++) {
-            if (j0 > hi[qi] || j0 + nk - 1 < lo[qi]) continue; /* none of its keys */
-            float *dst = rows[qi] + (j0 - ulo);
-            /* the first query prefetches the next block (the rest read this one from L1) */
-            const int pf = qi == 0 && j0 + 16 + ATTN_KPF <= uhi + 1;
-            if (nk == 16 && nc == 4)
-                qk_block(qs[qi].q, 4, kv->K, kv->stride, j0, 16, kv->scale, pf, dst, CV);
-            else if (nk == 16)
-                qk_block(qs[qi].q, nc, kv->K, kv->stride, j0, 16, kv->scale, pf, dst, CV);
-            else
-                qk_block(qs[qi].q, nc, kv->K, kv->stride, j0, nk, kv->scale, 0, dst, CV);
+        /* the queries with keys in this block, in pairs; the first pair prefetches the next
+         * block (the rest read this one from L1) */
+        int sel[ATTN_MAX_Q], ns = 0;
+        for (int qi = 0; qi < n_q; qi++)
+            if (!(j0 > hi[qi] || j0 + nk - 1 < lo[qi])) sel[ns++] = qi;
+        for (int i = 0; i < ns; i += 2) {
+            const int a = sel[i], b = sel[i + 1 < ns ? i + 1 : i];
+            const float *qq[2] = {qs[a].q, qs[b].q};
+            float *dd[2] = {rows[a] + (j0 - ulo), rows[b] + (j0 - ulo)};
+            const int pf = i == 0 && j0 + 16 + ATTN_KPF <= uhi + 1;
+            if (i + 1 < ns) {
+                if (nk == 16 && nc == 4)
+                    qk_block(qq, 2, 4, kv->K, kv->stride, j0, 16, kv->scale, pf, dd, CV);
+                else
+                    qk_block(qq, 2, nc, kv->K, kv->stride, j0, nk, kv->scale, pf, dd, CV);
+            } else {
+                if (nk == 16 && nc == 4)
+                    qk_block(qq, 1, 4, kv->K, kv->stride, j0, 16, kv->scale, pf, dd, CV);
+                else
+                    qk_block(qq, 1, nc, kv->K, kv->stride, j0, nk, kv->scale, pf, dd, CV);
+            }
         }
     }
     const float *p[ATTN_MAX_Q];
