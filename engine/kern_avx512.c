@@ -35,6 +35,12 @@ static inline __m512i z_bc(const int8_t *p) {
     return _mm512_set1_epi32(v);
 }
 
+/* Distance for small activations: twice KX_PFD (one token's). The output head (65536 x 1024
+ * Q6_K, 8 tokens) streamed at 378-392 GMAC/s with 8 KiB, 448-456 with 16 KiB (its rate from
+ * cache: 452), 409 with 32 KiB; 4608 x 1024 Q4_0 the same with 8 or 16 (Zen 5, 2 threads). */
+#ifndef Z_PFD
+#define Z_PFD 16384
+#endif
 #ifndef Z_PFD_BIG
 #define Z_PFD_BIG 2048
 #endif
@@ -50,11 +56,11 @@ static inline __attribute__((always_inline)) void z_tile2(const rp_matrix *m, co
     const int HAS_MIN = KIND == RP_I4M || KIND == RP_I8M || KC;
     const int Z = KIND == RP_I4 ? 8 : KIND == RP_I8 ? 128 : 0; /* (I6: 32 per half, below) */
     const size_t cb = I5 ? 160 : I4 ? 128 : 256, gb = m->group_bytes, tb = m->tile_bytes;
-    /* prefetch distance in whole groups: KX_PFD, shorter when the tokens' activations fill
+    /* prefetch distance in whole groups: Z_PFD, shorter when the tokens' activations fill
      * much of L1 (ffn_down's 4608 columns x 8 tokens = 36 KiB of 48: 8 KiB ahead on two tiles
      * then evicts them; 1024 x 4608 Q4_0 at 8 tokens ran ~10% faster with 2 KiB, Zen 5) */
     const size_t act = (size_t)NT * (size_t)m->cols;
-    const size_t pfd = (act > 16384 ? Z_PFD_BIG : act > 8192 ? KX_PFD / 2 : KX_PFD) / gb * gb;
+    const size_t pfd = (act > 16384 ? Z_PFD_BIG : act > 8192 ? KX_PFD / 2 : Z_PFD) / gb * gb;
     const int64_t ng = m->n_groups;
     const __m512i m4 = _mm512_set1_epi8(15);
     __m512 acc[8];
