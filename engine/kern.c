@@ -493,13 +493,18 @@ void kern_matmul_half(pool *p, const uint16_t *w, bool bf16, int64_t rows, int64
 
 void kern_rmsnorm_with(int path, float *y, const float *x, const float *w, int64_t n, float eps) {
     double ss = 0;
-    if (path != KERN_SCALAR && kern_path_available(KERN_AVX2)) {
+    const bool avx2 = path != KERN_SCALAR && kern_path_available(KERN_AVX2);
+    if (avx2) {
         ss = kern_sumsq_avx2(x, n);
     } else {
         for (int64_t i = 0; i < n; i++)
             ss += (double)x[i] * x[i];
     }
     float scale = 1.0f / sqrtf((float)(ss / (double)n) + eps); /* as ggml: rms_norm then mul */
+    if (avx2) {
+        kern_scale_mul_avx2(y, x, scale, w, n);
+        return;
+    }
     for (int64_t i = 0; i < n; i++)
         y[i] = (x[i] * scale) * w[i];
 }

@@ -123,6 +123,7 @@ void kern_tiles_avxvnni(const rp_matrix *m, const kern_act *a, int tok0, int nto
 void kern_tiles_avx512(const rp_matrix *m, const kern_act *a, int tok0, int ntok, float *y,
                        int64_t ldy, int64_t t0, int64_t t1);
 double kern_sumsq_avx2(const float *x, int64_t n);
+void kern_scale_mul_avx2(float *y, const float *x, float scale, const float *w, int64_t n);
 void kern_gemv_half_avx2(const uint16_t *w, bool bf16, int64_t cols, int64_t r0, int64_t r1,
                          const float *x, int64_t ldx, int ntok, float *y, int64_t ldy);
 
