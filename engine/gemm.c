@@ -656,6 +656,28 @@ static inline q16i q_max(q16i a, q16i b) {
                                          25, 27, 29, 31));                                         \
     } while (0)
 
+/* A block's 32 values (x0, x1): lane-wise max of |x| with NaN as 0 */
+static inline __m512 q_absmax(__m512 x0, __m512 x1) {
+    __m512 a0 = _mm512_abs_ps(x0), a1 = _mm512_abs_ps(x1);
+    a0 = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(a0, a0, _CMP_ORD_Q), a0);
+    a1 = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(a1, a1, _CMP_ORD_Q), a1);
+    return _mm512_max_ps(a0, a1);
+}
+
+/* Its codes at scale iv (id in every lane) stored at q[0..32); the two halves' codes as int32 */
+static inline void q_codes(__m512 x0, __m512 x1, __m512 iv, int8_t *q, __m512i *v0, __m512i *v1) {
+    const __m512 magic = _mm512_set1_ps(12582912.0f), lo = _mm512_set1_ps(-127.0f),
+                 hi = _mm512_set1_ps(127.0f);
+    __m512 r0 = _mm512_sub_ps(_mm512_add_ps(_mm512_mul_ps(x0, iv), magic), magic);
+    __m512 r1 = _mm512_sub_ps(_mm512_add_ps(_mm512_mul_ps(x1, iv), magic), magic);
+    __mmask16 k0 = _mm512_cmp_ps_mask(r0, r0, _CMP_ORD_Q);
+    __mmask16 k1 = _mm512_cmp_ps_mask(r1, r1, _CMP_ORD_Q);
+    *v0 = _mm512_maskz_cvtps_epi32(k0, _mm512_min_ps(_mm512_max_ps(r0, lo), hi));
+    *v1 = _mm512_maskz_cvtps_epi32(k1, _mm512_min_ps(_mm512_max_ps(r1, lo), hi));
+    _mm_storeu_si128((__m128i *)q, _mm512_cvtepi32_epi8(*v0));
+    _mm_storeu_si128((__m128i *)(q + 16), _mm512_cvtepi32_epi8(*v1));
+}
+
 /* Blocks [b, b + 8) of one token: the same operations as the per-block loop below, with the
  * block maxima and the half-block sums reduced 16 vectors at a time and the two divisions done
  * for 8 blocks at once (the per-block horizontal reductions and scalar divisions were most of
@@ -663,16 +685,12 @@ static inline q16i q_max(q16i a, q16i b) {
  * compare as their bits; integer sums are exact in any order: the same bits. */
 static void quantize8_avx512(kern_act *a, const float *xt, int8_t *q, int64_t nb, int t,
                              int64_t b) {
-    const __m512 magic = _mm512_set1_ps(12582912.0f), lo = _mm512_set1_ps(-127.0f),
-                 hi = _mm512_set1_ps(127.0f), c127 = _mm512_set1_ps(127.0f);
+    const __m512 c127 = _mm512_set1_ps(127.0f);
     q16i v[16];
 #pragma GCC unroll 8
     for (int i = 0; i < 8; i++) {
-        __m512 x0 = _mm512_loadu_ps(xt + (b + i) * 32), x1 = _mm512_loadu_ps(xt + (b + i) * 32 + 16);
-        __m512 a0 = _mm512_abs_ps(x0), a1 = _mm512_abs_ps(x1);
-        a0 = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(a0, a0, _CMP_ORD_Q), a0);
-        a1 = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(a1, a1, _CMP_ORD_Q), a1);
-        __m512 m = _mm512_max_ps(a0, a1);
+        __m512 m = q_absmax(_mm512_loadu_ps(xt + (b + i) * 32),
+                            _mm512_loadu_ps(xt + (b + i) * 32 + 16));
         memcpy(&v[i], &m, sizeof m);
         v[i + 8] = v[i];
     }
@@ -686,15 +704,9 @@ static void quantize8_avx512(kern_act *a, const float *xt, int8_t *q, int64_t nb
 #pragma GCC unroll 8
     for (int i = 0; i < 8; i++) {
         __m512 x0 = _mm512_loadu_ps(xt + (b + i) * 32), x1 = _mm512_loadu_ps(xt + (b + i) * 32 + 16);
-        __m512 iv = _mm512_permutexvar_ps(_mm512_set1_epi32(i), id);
-        __m512 r0 = _mm512_sub_ps(_mm512_add_ps(_mm512_mul_ps(x0, iv), magic), magic);
-        __m512 r1 = _mm512_sub_ps(_mm512_add_ps(_mm512_mul_ps(x1, iv), magic), magic);
-        __mmask16 k0 = _mm512_cmp_ps_mask(r0, r0, _CMP_ORD_Q);
-        __mmask16 k1 = _mm512_cmp_ps_mask(r1, r1, _CMP_ORD_Q);
-        __m512i v0 = _mm512_maskz_cvtps_epi32(k0, _mm512_min_ps(_mm512_max_ps(r0, lo), hi));
-        __m512i v1 = _mm512_maskz_cvtps_epi32(k1, _mm512_min_ps(_mm512_max_ps(r1, lo), hi));
-        _mm_storeu_si128((__m128i *)(q + (b + i) * 32), _mm512_cvtepi32_epi8(v0));
-        _mm_storeu_si128((__m128i *)(q + (b + i) * 32 + 16), _mm512_cvtepi32_epi8(v1));
+        __m512i v0, v1;
+        q_codes(x0, x1, _mm512_permutexvar_ps(_mm512_set1_epi32(i), id), q + (b + i) * 32, &v0,
+                &v1);
         memcpy(&v[2 * i], &v0, sizeof v0);
         memcpy(&v[2 * i + 1], &v1, sizeof v1);
     }
@@ -713,8 +725,6 @@ static void quantize8_avx512(kern_act *a, const float *xt, int8_t *q, int64_t nb
 static void quantize_avx512(kern_act *a, const float *x, int64_t cols, int64_t ldx, int t0,
                             int t1, int64_t b0, int64_t b1) {
     const int64_t nb = cols / 32;
-    const __m512 magic = _mm512_set1_ps(12582912.0f), lo = _mm512_set1_ps(-127.0f),
-                 hi = _mm512_set1_ps(127.0f);
     for (int t = t0; t < t1; t++) {
         const float *xt = x + (size_t)t * ldx;
         int8_t *q = a->q + (size_t)t * cols;
@@ -723,20 +733,10 @@ static void quantize_avx512(kern_act *a, const float *x, int64_t cols, int64_t l
             quantize8_avx512(a, xt, q, nb, t, b);
         for (; b < b1; b++) {
             __m512 x0 = _mm512_loadu_ps(xt + b * 32), x1 = _mm512_loadu_ps(xt + b * 32 + 16);
-            __m512 a0 = _mm512_abs_ps(x0), a1 = _mm512_abs_ps(x1);
-            a0 = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(a0, a0, _CMP_ORD_Q), a0);
-            a1 = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(a1, a1, _CMP_ORD_Q), a1);
-            float amax = _mm512_reduce_max_ps(_mm512_max_ps(a0, a1));
+            float amax = _mm512_reduce_max_ps(q_absmax(x0, x1));
             float id = amax > 0 ? 127.0f / amax : 0.0f;
-            __m512 iv = _mm512_set1_ps(id);
-            __m512 r0 = _mm512_sub_ps(_mm512_add_ps(_mm512_mul_ps(x0, iv), magic), magic);
-            __m512 r1 = _mm512_sub_ps(_mm512_add_ps(_mm512_mul_ps(x1, iv), magic), magic);
-            __mmask16 k0 = _mm512_cmp_ps_mask(r0, r0, _CMP_ORD_Q);
-            __mmask16 k1 = _mm512_cmp_ps_mask(r1, r1, _CMP_ORD_Q);
-            __m512i v0 = _mm512_maskz_cvtps_epi32(k0, _mm512_min_ps(_mm512_max_ps(r0, lo), hi));
-            __m512i v1 = _mm512_maskz_cvtps_epi32(k1, _mm512_min_ps(_mm512_max_ps(r1, lo), hi));
-            _mm_storeu_si128((__m128i *)(q + b * 32), _mm512_cvtepi32_epi8(v0));
-            _mm_storeu_si128((__m128i *)(q + b * 32 + 16), _mm512_cvtepi32_epi8(v1));
+            __m512i v0, v1;
+            q_codes(x0, x1, _mm512_set1_ps(id), q + b * 32, &v0, &v1);
             int32_t s0 = _mm512_reduce_add_epi32(v0), s1 = _mm512_reduce_add_epi32(v1);
             a->d[(size_t)t * nb + b] = amax / 127.0f;
             a->s[(size_t)t * nb + b] = s0 + s1;
