@@ -107,6 +107,17 @@ static int prescan(const char *body, size_t len, int max_depth, api_error *e) {
                 continue;
             }
             if (c == '"') in_str = false;
+            if (c < 0x20) /* RFC 8259: escaped in strings (cJSON would take them raw) */
+                return api_error_set(e, 400, NULL, "invalid_json",
+                                     "request body has a raw control character 0x%02X in a string at "
+                                     "offset %zu; JSON strings must escape it (\\n, \\t, \\u%04X)",
+                                     c, i, c);
+        } else if (c < 0x20 && c != '\t' && c != '\n' && c != '\r') {
+            /* not JSON whitespace (cJSON would skip it as if it were) */
+            return api_error_set(e, 400, NULL, "invalid_json",
+                                 "request body has a control character 0x%02X at offset %zu; only "
+                                 "space, tab, CR and LF may separate JSON tokens",
+                                 c, i);
         } else if (c == '"') {
             in_str = true;
         } else if (c == '[' || c == '{') {

@@ -42,6 +42,12 @@ static const bad_case bad[] = {
     {API_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"\\ud800\"}]}", "",
      "not valid JSON"},
     {API_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"a\\u0000b\"}]}", "", "NUL"},
+    {API_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"a\nb\"}]}", "",
+     "raw control character 0x0A in a string at offset 40"},
+    {API_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"\x1f\"}]}", "",
+     "raw control character 0x1F"},
+    {API_CHAT, "{\"messages\":[" U "]\x01}", "", "control character 0x01 at offset"},
+    {API_CHAT, "{\x0c\"messages\":[" U "]}", "", "only space, tab, CR and LF"},
     {API_CHAT,
      "{\"temperature\":NaN,"
      "\"messages\":[" U "]}",
