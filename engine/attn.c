@@ -30,6 +30,7 @@ static int has_f16c(void) {
 #endif
 
 #include "engine/vexp.h"
+#include "engine/vtree.h"
 #include "quant/quant.h"
 
 /* GCC vector extension: lane-wise ops lower to SSE, AVX2 or AVX-512 with the same per-lane
@@ -242,33 +243,6 @@ AT_INLINE void ldh(v16f *d, const uint16_t *p, const int CV) {
     cvt_soft(d, p);
 }
 
-/* dot_scalar's halving tree for 16 keys, first step: keys 2m and 2m + 1's 16 lane sums (a0, a1)
- * -> t lanes 0-7 key 2m's l + (l + 8), lanes 8-15 key 2m + 1's */
-AT_INLINE void reduce_pair(const v16f *a0, const v16f *a1, v16f *t) {
-    *t = __builtin_shufflevector(*a0, *a1, 0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23) +
-         __builtin_shufflevector(*a0, *a1, 8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29,
-                                 30, 31);
-}
-
-/* the rest of the tree from t[m] = reduce_pair(key 2m, key 2m + 1): out lane k = key k's dot */
-AT_INLINE void reduce_rest(const v16f *t, v16f *out) {
-    v16f u[4], w[2];
-    for (int m = 0; m < 4; m++)
-        u[m] = __builtin_shufflevector(t[2 * m], t[2 * m + 1], 0, 1, 2, 3, 8, 9, 10, 11, 16, 17, 18,
-                                       19, 24, 25, 26, 27) +
-               __builtin_shufflevector(t[2 * m], t[2 * m + 1], 4, 5, 6, 7, 12, 13, 14, 15, 20, 21,
-                                       22, 23, 28, 29, 30, 31);
-    for (int m = 0; m < 2; m++)
-        w[m] = __builtin_shufflevector(u[2 * m], u[2 * m + 1], 0, 1, 4, 5, 8, 9, 12, 13, 16, 17, 20,
-                                       21, 24, 25, 28, 29) +
-               __builtin_shufflevector(u[2 * m], u[2 * m + 1], 2, 3, 6, 7, 10, 11, 14, 15, 18, 19,
-                                       22, 23, 26, 27, 30, 31);
-    *out = __builtin_shufflevector(w[0], w[1], 0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26,
-                                   28, 30) +
-           __builtin_shufflevector(w[0], w[1], 1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27,
-                                   29, 31);
-}
-
 /* softmax_scalar, 16 scores at a time (rows need no alignment) */
 AT_INLINE void softmax_vec(float *s, int n) {
     float mx = -INFINITY;
@@ -368,12 +342,12 @@ AT_INLINE void qk_block(const float *const *q, const int NQ, int nc, const uint1
         }
 #pragma GCC unroll 2
         for (int qi = 0; qi < NQ; qi++)
-            reduce_pair(&a[qi][0], &a[qi][1], &t[qi][m]);
+            t[qi][m] = VTREE_PAIR(a[qi][0], a[qi][1], VTREE_ADD); /* dot_scalar's tree */
     }
 #pragma GCC unroll 2
     for (int qi = 0; qi < NQ; qi++) {
         v16f o;
-        reduce_rest(t[qi], &o);
+        VTREE_REST(v16f, t[qi], o, VTREE_ADD);
         o *= scale;
         memcpy(d[qi], &o, (size_t)nk * sizeof(float));
     }

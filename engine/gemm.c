@@ -1,6 +1,7 @@
 /* gemm.c: prefill GEMM over repacked weights: AMX-int8 tiles + AVX-512 scaling, kern_matmul
  * fallback. */
 #include "engine/gemm.h"
+#include "engine/vtree.h"
 #include <math.h>
 #include <pthread.h>
 #include <stdlib.h>
@@ -617,10 +618,6 @@ typedef struct q_job {
  * d = amax / 127: operation for operation kern_quantize. */
 typedef int32_t q16i __attribute__((vector_size(64)));
 
-static inline q16i q_add(q16i a, q16i b) {
-    return a + b;
-}
-
 static inline q16i q_max(q16i a, q16i b) {
     __m512i x, y;
     memcpy(&x, &a, sizeof x);
@@ -630,30 +627,14 @@ static inline q16i q_max(q16i a, q16i b) {
     return a;
 }
 
-/* out lane k = OP over the 16 lanes of v[k]: a halving tree over all 16 vectors at once (8 + 4 +
- * 2 + 1 shuffle pairs), instead of a horizontal reduction per vector */
+/* out lane k = OP over the 16 lanes of v[k] (engine/vtree.h's tree over all 16 vectors at once),
+ * instead of a horizontal reduction per vector */
 #define Q_TREE16(v, out, OP)                                                                       \
     do {                                                                                           \
-        q16i t_[8], u_[4], w_[2];                                                                  \
-        _Pragma("GCC unroll 8") for (int m_ = 0; m_ < 8; m_++)                                                             \
-            t_[m_] = OP(__builtin_shufflevector(v[2 * m_], v[2 * m_ + 1], 0, 1, 2, 3, 4, 5, 6, 7,  \
-                                                16, 17, 18, 19, 20, 21, 22, 23),                   \
-                        __builtin_shufflevector(v[2 * m_], v[2 * m_ + 1], 8, 9, 10, 11, 12, 13,    \
-                                                14, 15, 24, 25, 26, 27, 28, 29, 30, 31));          \
-        _Pragma("GCC unroll 4") for (int m_ = 0; m_ < 4; m_++)                                     \
-            u_[m_] = OP(__builtin_shufflevector(t_[2 * m_], t_[2 * m_ + 1], 0, 1, 2, 3, 8, 9, 10,  \
-                                                11, 16, 17, 18, 19, 24, 25, 26, 27),               \
-                        __builtin_shufflevector(t_[2 * m_], t_[2 * m_ + 1], 4, 5, 6, 7, 12, 13,    \
-                                                14, 15, 20, 21, 22, 23, 28, 29, 30, 31));          \
-        _Pragma("GCC unroll 2") for (int m_ = 0; m_ < 2; m_++)                                     \
-            w_[m_] = OP(__builtin_shufflevector(u_[2 * m_], u_[2 * m_ + 1], 0, 1, 4, 5, 8, 9, 12,  \
-                                                13, 16, 17, 20, 21, 24, 25, 28, 29),               \
-                        __builtin_shufflevector(u_[2 * m_], u_[2 * m_ + 1], 2, 3, 6, 7, 10, 11,    \
-                                                14, 15, 18, 19, 22, 23, 26, 27, 30, 31));          \
-        out = OP(__builtin_shufflevector(w_[0], w_[1], 0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22,  \
-                                         24, 26, 28, 30),                                          \
-                 __builtin_shufflevector(w_[0], w_[1], 1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23,  \
-                                         25, 27, 29, 31));                                         \
+        q16i t_[8];                                                                                \
+        _Pragma("GCC unroll 8") for (int m_ = 0; m_ < 8; m_++)                                     \
+            t_[m_] = VTREE_PAIR(v[2 * m_], v[2 * m_ + 1], OP);                                     \
+        VTREE_REST(q16i, t_, out, OP);                                                             \
     } while (0)
 
 /* A block's 32 values (x0, x1): lane-wise max of |x| with NaN as 0 */
@@ -711,7 +692,7 @@ static void quantize8_avx512(kern_act *a, const float *xt, int8_t *q, int64_t nb
         memcpy(&v[2 * i + 1], &v1, sizeof v1);
     }
     q16i hs; /* lanes 2i, 2i + 1: block b + i's half sums, s16's order */
-    Q_TREE16(v, hs, q_add);
+    Q_TREE16(v, hs, VTREE_ADD);
     memcpy(a->s16 + ((size_t)t * nb + b) * 2, &hs, sizeof hs);
     const q16i bs = hs + __builtin_shufflevector(hs, hs, 1, 0, 3, 2, 5, 4, 7, 6, 9, 8, 11, 10, 13,
                                                  12, 15, 14);
