@@ -64,12 +64,14 @@ static int make_room(stop_matcher *sm, size_t add) {
 }
 
 long stop_feed(stop_matcher *sm, const char *text, size_t len, const char **out) {
-    *out = sm->buf;
+    *out = NULL;
     if (sm->done) {
         sm->len = sm->skip = 0;
         return 0;
     }
     if (make_room(sm, len)) return -1;
+    /* taken only now: make_room may move the buffer */
+    *out = sm->buf;
     if (len) memcpy(sm->buf + sm->len, text, len); /* text may be NULL when len is 0 */
     sm->len += len;
     /* the stop string that is complete first (smallest end; on a tie the longest), so the
@@ -107,12 +109,13 @@ long stop_feed(stop_matcher *sm, const char *text, size_t len, const char **out)
 }
 
 long stop_flush(stop_matcher *sm, const char **out) {
-    *out = sm->buf;
+    *out = NULL;
     if (sm->done) {
         sm->len = sm->skip = 0;
         return 0;
     }
     if (make_room(sm, 0)) return -1;
+    *out = sm->buf; /* taken after make_room, which may move the buffer */
     sm->skip = sm->len;
     return (long)sm->len;
 }

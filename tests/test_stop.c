@@ -197,9 +197,100 @@ static void test_edges(void) {
     stop_free(&sm);
 }
 
+/* One long piece fed to a fresh matcher, after `before` bytes of short text: the piece is
+ * longer than the matcher's first buffer (2 * longest stop + 64), so the buffer moves while
+ * the call runs. The text returned must be the piece (read from the live buffer, not the
+ * block realloc released) and *out must point into the buffer the matcher owns now. */
+static void long_piece(const char *const *stops, int ns, size_t before, size_t plen, char fill) {
+    stop_matcher sm;
+    CHECK_EQ_INT(stop_init(&sm, stops, ns), 0);
+    /* a live block right after the buffer, so realloc cannot grow it in place */
+    void *blocker = malloc(sm.cap);
+    char *piece = malloc(plen), shown[8192];
+    CHECK(piece != NULL && blocker != NULL && before + plen <= sizeof shown);
+    memset(piece, fill, plen);
+    size_t n = 0;
+    const char *o = NULL;
+    for (size_t i = 0; i < before; i++) {
+        long k = stop_feed(&sm, "a", 1, &o);
+        CHECK_EQ_INT(k, 1);
+        if (k > 0) shown[n++] = o[0];
+    }
+    long k = stop_feed(&sm, piece, plen, &o);
+    CHECK_EQ_INT(k, (long)plen);
+    CHECK(o >= sm.buf && o + (k > 0 ? k : 0) <= sm.buf + sm.cap);
+    if (k > 0 && o >= sm.buf && o + k <= sm.buf + sm.cap) {
+        memcpy(shown + n, o, (size_t)k);
+        n += (size_t)k;
+    }
+    CHECK_EQ_INT(n, before + plen);
+    for (size_t i = 0; i < n; i++)
+        if (shown[i] != (i < before ? 'a' : fill)) {
+            fprintf(stderr, "  byte %zu of %zu is 0x%02x\n", i, n, (unsigned char)shown[i]);
+            CHECK(0);
+            break;
+        }
+    /* a stop string after the long piece still matches; the text before it comes out whole */
+    if (ns > 0) {
+        size_t l = strlen(stops[0]);
+        memcpy(piece, stops[0], l);
+        k = stop_feed(&sm, piece, plen, &o);
+        CHECK(sm.done);
+        CHECK_EQ_INT(k, 0);
+    } else {
+        k = stop_flush(&sm, &o);
+        CHECK_EQ_INT(k, 0);
+    }
+    free(piece);
+    free(blocker);
+    stop_free(&sm);
+}
+
+/* A piece that ends held back (a stop prefix) after a long run: what is shown and what is
+ * flushed at the end both come from the live buffer. */
+static void long_piece_held(void) {
+    const char *s[] = {"<END>"};
+    stop_matcher sm;
+    CHECK_EQ_INT(stop_init(&sm, s, 1), 0);
+    void *blocker = malloc(sm.cap);
+    char piece[300];
+    memset(piece, '-', sizeof piece);
+    memcpy(piece + sizeof piece - 3, "<EN", 3);
+    const char *o = NULL;
+    long k = stop_feed(&sm, piece, sizeof piece, &o);
+    CHECK_EQ_INT(k, (long)sizeof piece - 3);
+    CHECK(k > 0 && o >= sm.buf && o + k <= sm.buf + sm.cap);
+    for (long i = 0; k > 0 && i < k && o >= sm.buf && o + k <= sm.buf + sm.cap; i++)
+        if (o[i] != '-') {
+            CHECK(0);
+            break;
+        }
+    k = stop_flush(&sm, &o);
+    CHECK_EQ_INT(k, 3);
+    CHECK(k == 3 && o >= sm.buf && !memcmp(o, "<EN", 3));
+    free(blocker);
+    stop_free(&sm);
+}
+
+/* Pieces longer than the matcher's first buffer (tokens of 72 spaces exist in real vocabs). */
+static void test_long_pieces(void) {
+    const char *one[] = {"STOP"};
+    const char *two[] = {"\n\nUser:", "x"};
+    size_t sizes[] = {65, 72, 144, 200, 1000, 4096};
+    for (size_t i = 0; i < sizeof sizes / sizeof *sizes; i++) {
+        long_piece(NULL, 0, 0, sizes[i], ' '); /* no stops, at the start */
+        long_piece(NULL, 0, 5, sizes[i], '-'); /* no stops, in the middle */
+        long_piece(one, 1, 0, sizes[i], ' ');  /* with a stop, at the start */
+        long_piece(one, 1, 30, sizes[i], ' '); /* with a stop, in the middle */
+        long_piece(two, 2, 7, sizes[i], '=');
+    }
+    long_piece_held();
+}
+
 int main(void) {
     test_fixed();
     test_random();
     test_edges();
+    test_long_pieces();
     return check_done("test_stop");
 }

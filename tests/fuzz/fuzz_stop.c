@@ -84,6 +84,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     while (fed < tlen || (next(&seed) & 7) == 0) {
         size_t k = next(&seed) % 8;
         if ((next(&seed) & 15) == 0) k = next(&seed) % 64;
+        /* pieces longer than the matcher's first buffer (2 * longest stop + 64), as a real
+         * vocab's long tokens are: the buffer moves while stop_feed runs */
+        if ((next(&seed) & 31) == 0) k = 64 + next(&seed) % 256;
         if (k > tlen - fed) k = tlen - fed;
         const char *out = NULL;
         long got = stop_feed(&sm, text + fed, k, &out);
