@@ -205,10 +205,13 @@ static void choice_finish(sched *s, sjob *j, int ci, int finish, bool flush) {
         char tail[16];
         const char *out = NULL;
         feed_text(s, j, ci, tail, tok_stream_flush(&c->ts, tail, sizeof tail));
-        if (c->sm.done)
+        if (c->sm.done) {
             finish = SCHED_FINISH_STOP;
-        else
-            show_text(s, j, ci, out, stop_flush(&c->sm, &out));
+        } else {
+            /* out is read only after stop_flush set it: arguments have no evaluation order */
+            long m = stop_flush(&c->sm, &out);
+            show_text(s, j, ci, out, m);
+        }
     }
     /* the last records: all of them, unless a stop string matched (those are in it) */
     emit_text(s, j, ci, NULL, 0, !c->sm.done);
