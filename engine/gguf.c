@@ -452,9 +452,14 @@ static int cmp_by_offset(const void *a, const void *b) {
 
 static int parse(gguf *g, char *err, size_t errlen) {
     cursor c = {g->base, g->size, 0, err, errlen};
-    if (g->size < 4 || memcmp(g->base, "GGUF", 4)) {
+    if (g->size >= 4 && memcmp(g->base, "GGUF", 4)) {
         util_seterr(err, errlen,
                     "bad magic: not a GGUF file (expected \"GGUF\" in the first 4 bytes)");
+        return -1;
+    }
+    if (g->size < GGUF_HEADER_BYTES) {
+        util_seterr(err, errlen, "file size %zu is too small for a GGUF header (%d bytes)", g->size,
+                    GGUF_HEADER_BYTES);
         return -1;
     }
     c.pos = 4;
@@ -614,9 +619,9 @@ int gguf_open(gguf **out, const char *path, char *err, size_t errlen) {
         close(fd);
         return -1;
     }
-    if (st.st_size < 4) {
-        util_seterr(err, errlen, "%s: file size %lld is too small for a GGUF header (24 bytes)",
-                    path, (long long)st.st_size);
+    if (st.st_size == 0) { /* nothing to map; parse() checks every other size */
+        util_seterr(err, errlen, "%s: file size 0 is too small for a GGUF header (%d bytes)", path,
+                    GGUF_HEADER_BYTES);
         close(fd);
         return -1;
     }

@@ -24,6 +24,7 @@ enum gguf_vtype {
 
 #define GGUF_MAX_DIMS 4
 #define GGUF_DEFAULT_ALIGNMENT 32
+#define GGUF_HEADER_BYTES 24 /* magic, version, tensor count, key count */
 
 typedef struct gguf_tensor {
     const char *name;          /* NUL-terminated, owned by the gguf */
