@@ -23,10 +23,24 @@ for t in "$BUILD"/tests/test_*; do
   [ -x "$t" ] || continue
   run_one "$(basename "$t")" env TMPDIR="$scratch" "$t"
 done
+# An e2e script passes only if no server or tool it started left a sanitizer report in its logs
+# (under `make asan` every binary is built with ASan+UBSan; a report in a server that kept
+# answering must still fail the test).
+e2e_one() {
+  local s=$1 d=$2
+  env TMPDIR="$d" bash "$s" || return 1
+  if grep -rl -e "ERROR: AddressSanitizer" -e "ERROR: LeakSanitizer" -e "runtime error:" "$d" \
+      >"$d/.sanitizer" 2>/dev/null; then
+    echo "sanitizer report in: $(tr '\n' ' ' <"$d/.sanitizer")"
+    grep -rh -A12 -e "ERROR: AddressSanitizer" -e "ERROR: LeakSanitizer" -e "runtime error:" \
+      $(cat "$d/.sanitizer") | head -n 40
+    return 1
+  fi
+}
 for s in tests/e2e/*.sh; do
   [ -f "$s" ] || continue
   d=$(mktemp -d -p "$scratch")
-  run_one "e2e/$(basename "$s")" env TMPDIR="$d" bash "$s"
+  run_one "e2e/$(basename "$s")" e2e_one "$s" "$d"
 done
 [ ${#failed[@]} -eq 0 ] || echo "failed: ${failed[*]}"
 echo "$pass passed, $fail failed"
