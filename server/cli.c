@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <stdlib.h>
+#include <string.h>
 
 int cli_parse_long(const char *opt, const char *s, long lo, long hi, long *out) {
     char *end = NULL;
@@ -33,4 +34,11 @@ char *cli_read_all(FILE *f, size_t *len) {
     }
     if (buf) *len = n;
     return buf;
+}
+
+void cli_file_error(const char *path, const char *err) {
+    if (!strncmp(err, path, strlen(path)))
+        fprintf(stderr, "error: %s\n", err);
+    else
+        fprintf(stderr, "error: %s: %s\n", path, err);
 }

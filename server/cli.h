@@ -18,4 +18,7 @@ int cli_parse_long(const char *opt, const char *s, long lo, long hi, long *out);
 /* Reads f to its end (f stays open) into a malloc'd buffer the caller frees; NULL on a read
  * error or out of memory. The bytes are not NUL-terminated: *len says how many. */
 char *cli_read_all(FILE *f, size_t *len);
+/* Prints "error: PATH: ERR" for a file that could not be used; an err that already starts with
+ * the path (the open and mmap failures of gguf_open) is printed once, as "error: ERR". */
+void cli_file_error(const char *path, const char *err);
 #endif

@@ -80,11 +80,7 @@ int cmd_info(int argc, char **argv) {
     char err[512] = "";
     lfm2_model *m = NULL;
     if (lfm2_model_open(&m, path, err, sizeof err)) {
-        /* messages about the file itself (open, mmap) already start with its path */
-        if (!strncmp(err, path, strlen(path)))
-            fprintf(stderr, "error: %s\n", err);
-        else
-            fprintf(stderr, "error: %s: %s\n", path, err);
+        cli_file_error(path, err);
         return 1;
     }
     tok *tk = NULL;

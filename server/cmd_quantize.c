@@ -1,4 +1,5 @@
-/* cmd_quantize.c: `lfm2 quantize IN OUT TYPE`: rewrites a GGUF with llama-quantize's type mix, streaming. */
+/* cmd_quantize.c: `lfm2 quantize IN OUT TYPE`: rewrites a GGUF with llama-quantize's type mix,
+ * streaming. */
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -20,13 +21,13 @@
 
 typedef struct qz_state {
     pool *pool;
-    float **scratch;           /* [n_threads][scratch_floats] */
-    int64_t scratch_floats;    /* per thread */
-    uint64_t total_bytes;      /* source tensor bytes, for the progress bar */
-    _Atomic uint64_t done;     /* source bytes converted or copied so far */
-    int tty;                   /* stderr is a terminal: draw the bar */
-    double t0, last_draw;      /* seconds (monotonic) */
-    const char *cur_name;      /* tensor being converted, for the bar */
+    float **scratch;        /* [n_threads][scratch_floats] */
+    int64_t scratch_floats; /* per thread */
+    uint64_t total_bytes;   /* source tensor bytes, for the progress bar */
+    _Atomic uint64_t done;  /* source bytes converted or copied so far */
+    int tty;                /* stderr is a terminal: draw the bar */
+    double t0, last_draw;   /* seconds (monotonic) */
+    const char *cur_name;   /* tensor being converted, for the bar */
 } qz_state;
 
 typedef struct qz_job {
@@ -60,10 +61,12 @@ static void qz_draw(qz_state *st, int force) {
     enum { W = 30 };
     char bar[W + 1];
     int fill = (int)(frac * W + 0.5);
-    for (int i = 0; i < W; i++) bar[i] = i < fill ? '#' : '.';
+    for (int i = 0; i < W; i++)
+        bar[i] = i < fill ? '#' : '.';
     bar[W] = 0;
-    fprintf(stderr, "\r\033[K[%s] %3d%%  %.1f/%.1f MiB  %5.1fs  %.40s", bar, (int)(frac * 100 + 0.5),
-            mib(done), mib(st->total_bytes), t - st->t0, st->cur_name ? st->cur_name : "");
+    fprintf(stderr, "\r\033[K[%s] %3d%%  %.1f/%.1f MiB  %5.1fs  %.40s", bar,
+            (int)(frac * 100 + 0.5), mib(done), mib(st->total_bytes), t - st->t0,
+            st->cur_name ? st->cur_name : "");
     fflush(stderr);
 }
 
@@ -100,7 +103,8 @@ static int qz_fill(void *ctx, void *dst, size_t nbytes) {
     qz_job *j = ctx;
     qz_state *st = j->st;
     st->cur_name = j->src->name;
-    if (j->dst_type == j->src->type) { /* like llama-quantize: same type, bytes copied as they are */
+    if (j->dst_type ==
+        j->src->type) { /* like llama-quantize: same type, bytes copied as they are */
         if (nbytes != j->src->nbytes) return -1;
         memcpy(dst, j->src->data, nbytes);
         qz_release_source(j->src);
@@ -129,9 +133,11 @@ static void qz_usage(FILE *f) {
         for (const char *p = quant_mix_at(i)->name; *p; p++)
             fputc(*p >= 'A' && *p <= 'Z' ? *p - 'A' + 'a' : *p, f);
     }
-    fprintf(f, "\n  -t N   threads (default: number of cores)\n"
-               "  A progress bar is drawn on stderr when it is a terminal; a summary line follows.\n"
-               "  Exit status: 0 done, 1 the input could not be read or the output written, 2 bad usage.\n");
+    fprintf(f,
+            "\n  -t N   threads (default: number of cores)\n"
+            "  A progress bar is drawn on stderr when it is a terminal; a summary line follows.\n"
+            "  Exit status: 0 done, 1 the input could not be read or the output written, 2 bad "
+            "usage.\n");
 }
 
 static void print_types(FILE *f) {
@@ -170,8 +176,10 @@ int cmd_quantize(int argc, char **argv) {
         }
     }
     if (n_pos < 3) {
-        fprintf(stderr, "error: missing %s\n", n_pos == 0 ? "IN, OUT and TYPE" :
-                                               n_pos == 1 ? "OUT and TYPE" : "TYPE");
+        fprintf(stderr, "error: missing %s\n",
+                n_pos == 0   ? "IN, OUT and TYPE"
+                : n_pos == 1 ? "OUT and TYPE"
+                             : "TYPE");
         qz_usage(stderr);
         return 2;
     }
@@ -203,8 +211,7 @@ int cmd_quantize(int argc, char **argv) {
     char err[512] = "";
     gguf *g = NULL;
     if (gguf_open(&g, in, err, sizeof err) < 0) {
-        if (!strncmp(err, in, strlen(in))) fprintf(stderr, "error: %s\n", err);
-        else fprintf(stderr, "error: %s: %s\n", in, err);
+        cli_file_error(in, err);
         return 1;
     }
     int rc = 1;
@@ -318,7 +325,8 @@ int cmd_quantize(int argc, char **argv) {
     rc = 0;
 done:
     if (st.scratch)
-        for (long i = 0; i < n_threads; i++) free(st.scratch[i]);
+        for (long i = 0; i < n_threads; i++)
+            free(st.scratch[i]);
     free(st.scratch);
     pool_free(st.pool);
     gguf_writer_free(w);

@@ -53,7 +53,7 @@ static int tokenize_batch(const char *path) {
     gguf *g = NULL;
     tok *t = NULL;
     if (gguf_open(&g, path, err, sizeof err) < 0 || tok_new(&t, g, err, sizeof err) < 0) {
-        fprintf(stderr, "error: %s: %s\n", path, err);
+        cli_file_error(path, err);
         gguf_close(g);
         return 1;
     }
@@ -176,7 +176,7 @@ int cmd_tokenize(int argc, char **argv) {
     int32_t *ids = NULL;
     int status = 1;
     if (gguf_open(&g, path, err, sizeof err) < 0 || tok_new(&t, g, err, sizeof err) < 0) {
-        fprintf(stderr, "error: %s: %s\n", path, err);
+        cli_file_error(path, err);
         goto done;
     }
     bool add_bos = bos && tok_add_bos(t);

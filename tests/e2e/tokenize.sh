@@ -66,6 +66,10 @@ expect_error 2 "either TEXT or -f" -m "$M" -f "$TMPDIR/x" text
 expect_error 2 "--batch reads its texts from stdin" -m "$M" --batch text
 expect_error 1 "cannot read" -m "$M" -f "$TMPDIR/does-not-exist"
 expect_error 1 "error: $TMPDIR/none.gguf" -m "$TMPDIR/none.gguf" "text"
+# the path is said once, whether the file is missing or not a GGUF
+expect_error 1 "^error: $TMPDIR/none.gguf: No such file or directory$" -m "$TMPDIR/none.gguf" "text"
+printf 'not a gguf' >"$TMPDIR/junk.gguf"
+expect_error 1 "^error: $TMPDIR/junk.gguf: bad magic" -m "$TMPDIR/junk.gguf" "text"
 head -c 100000 "$M" >"$TMPDIR/cut.gguf"
 expect_error 1 "error:" -m "$TMPDIR/cut.gguf" "text"
 "$LFM2" tokenize --help | grep -q "no-special" || die "--help"
