@@ -1,5 +1,6 @@
 /* sample.c: bias, penalties, top-k/top-p/min-p, temperature and a seeded draw, as llama.cpp does. */
 #include "engine/util.h"
+#include "engine/cpu.h"
 #include "engine/sample.h"
 
 #include <math.h>
@@ -204,6 +205,14 @@ static int32_t argmax_base(const float *x, int n) {
     return argmax_body(x, n);
 }
 
+/* The scalar twin, the definition of the answer. */
+static int32_t argmax_scalar(const float *x, int n) {
+    int32_t best = 0;
+    for (int i = 1; i < n; i++)
+        if (x[i] > x[best]) best = i;
+    return best;
+}
+
 #if defined(__x86_64__) && defined(__GNUC__)
 __attribute__((target("avx512f"))) static int32_t argmax_512(const float *x, int n) {
     return argmax_body(x, n);
@@ -212,9 +221,18 @@ __attribute__((target("avx512f"))) static int32_t argmax_512(const float *x, int
 
 int32_t sample_argmax(const float *x, int n) {
     if (n <= 0) return 0;
+    const cpu_level lvl = cpu_level_best();
 #if defined(__x86_64__) && defined(__GNUC__)
-    if (__builtin_cpu_supports("avx512f")) return argmax_512(x, n);
+    if (lvl == CPU_AVX512) {
+        cpu_ran(CPU_SITE_ARGMAX, CPU_AVX512);
+        return argmax_512(x, n);
+    }
 #endif
+    if (lvl == CPU_SCALAR) {
+        cpu_ran(CPU_SITE_ARGMAX, CPU_SCALAR);
+        return argmax_scalar(x, n);
+    }
+    cpu_ran(CPU_SITE_ARGMAX, CPU_BASE);
     return argmax_base(x, n);
 }
 
