@@ -23,6 +23,7 @@
 #include "api/chat.h"
 #include "api/request.h"
 #include "api/response.h"
+#include "engine/clock.h"
 #include "engine/eng.h"
 #include "engine/sample.h"
 #include "server/metrics.h"
@@ -109,10 +110,8 @@ struct server {
     uint64_t rng;
 };
 
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+static double now_s(void) { /* engine/clock.h's monotonic clock */
+    return clock_now_s();
 }
 
 static uint64_t rng_next(uint64_t *x) { /* splitmix64 */
