@@ -25,6 +25,7 @@
 #include "api/response.h"
 #include "engine/clock.h"
 #include "engine/eng.h"
+#include "engine/rng.h"
 #include "engine/sample.h"
 #include "server/metrics.h"
 #include "server/sched.h"
@@ -114,11 +115,8 @@ static double now_s(void) { /* engine/clock.h's monotonic clock */
     return clock_now_s();
 }
 
-static uint64_t rng_next(uint64_t *x) { /* splitmix64 */
-    uint64_t z = (*x += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
+static uint64_t rng_next(uint64_t *x) { /* engine/rng.h's splitmix64 */
+    return rng_splitmix64(x);
 }
 
 static void logf_(server *sv, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
