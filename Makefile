@@ -94,7 +94,7 @@ FUZZ_PKGS    := clang libclang-rt-14-dev
 FUZZ_CFLAGS  := -std=c11 -D_GNU_SOURCE -I. -pthread -O1 -g -fno-omit-frame-pointer \
                 -fsanitize=address,undefined -fno-sanitize-recover=undefined
 FUZZ_SRCS    := engine/gguf.c engine/model.c engine/tok.c quant/quant.c $(wildcard api/*.c) \
-                config/config.c engine/sample.c
+                config/config.c engine/sample.c engine/cpu.c
 FUZZ_OBJS    := $(FUZZ_SRCS:%.c=$(FUZZ_DIR)/%.o)
 .PHONY: fuzz fuzz-deps
 

@@ -13,22 +13,10 @@
 #include <string.h>
 
 #if defined(__x86_64__) && defined(__GNUC__)
-#include <cpuid.h>
 #include <immintrin.h>
-
-/* by cpuid (clang 14's __builtin_cpu_supports does not know "f16c"), once: cpuid traps in VMs */
-static int has_f16c(void) {
-    static int known = -1;
-    int v = __atomic_load_n(&known, __ATOMIC_RELAXED);
-    if (v < 0) {
-        unsigned a, b, c, d;
-        v = __get_cpuid(1, &a, &b, &c, &d) && (c & bit_F16C);
-        __atomic_store_n(&known, v, __ATOMIC_RELAXED);
-    }
-    return v;
-}
 #endif
 
+#include "engine/cpu.h"
 #include "engine/vexp.h"
 #include "engine/vtree.h"
 #include "quant/quant.h"
@@ -90,15 +78,33 @@ __attribute__((target("avx2,f16c"))) static int store_f16c(uint16_t *dst, const 
 }
 #endif
 
+/* The level an isa asks for: AUTO is engine/cpu.h's choice; an explicit one is capped by what
+ * this CPU supports. */
+static cpu_level level_for(attn_isa isa) {
+    static const cpu_level asked[] = {[ATTN_ISA_SCALAR] = CPU_SCALAR,
+                                      [ATTN_ISA_BASE] = CPU_BASE,
+                                      [ATTN_ISA_AVX2] = CPU_AVX2,
+                                      [ATTN_ISA_AVX512] = CPU_AVX512};
+    if (isa == ATTN_ISA_AUTO || isa < 0 || isa > ATTN_ISA_AVX512) return cpu_level_best();
+    int l = asked[isa];
+    while (l > CPU_SCALAR && !cpu_level_supported(l))
+        l--;
+    return (cpu_level)l;
+}
+
 void attn_store(uint16_t *dst, const float *src, int n, attn_isa isa) {
     int i = 0;
+    const cpu_level lvl = level_for(isa);
 #if defined(__x86_64__) && defined(__GNUC__)
-    if ((isa == ATTN_ISA_AUTO || isa == ATTN_ISA_AVX512) && __builtin_cpu_supports("avx512f"))
+    if (lvl == CPU_AVX512) {
+        cpu_ran(CPU_SITE_STORE, CPU_AVX512);
         i = store_512(dst, src, n);
-    else if (isa != ATTN_ISA_SCALAR && isa != ATTN_ISA_BASE && __builtin_cpu_supports("avx2") &&
-             has_f16c())
+    } else if (lvl >= CPU_AVX2) {
+        cpu_ran(CPU_SITE_STORE, CPU_AVX2);
         i = store_f16c(dst, src, n);
+    } else
 #endif
+        cpu_ran(CPU_SITE_STORE, CPU_SCALAR);
     for (; i < n; i++) /* the scalar twin, and the tail */
         dst[i] = quant_f32_to_f16(src[i]);
 }
@@ -129,27 +135,6 @@ static float dot_scalar(const float *q, const uint16_t *kh, int hd) {
     return x[0] + x[1];
 }
 
-/* e^x for x <= 0 (the scores minus their max): engine/vexp.h's Cephes form, one lane. */
-static float exp_scalar(float x) {
-    float m = x * VEXP_LOG2E + VEXP_MAGIC;
-    float n = m - VEXP_MAGIC;
-    float r = x - n * VEXP_LN2_HI;
-    r = r - n * VEXP_LN2_LO;
-    float p = VEXP_P0;
-    p = p * r + VEXP_P1;
-    p = p * r + VEXP_P2;
-    p = p * r + VEXP_P3;
-    p = p * r + VEXP_P4;
-    p = p * r + VEXP_P5;
-    float y = (p * (r * r) + r) + 1.0f;
-    uint32_t mb, sb;
-    memcpy(&mb, &m, sizeof mb);
-    sb = (mb - VEXP_MAGIC_BITS + 127u) << 23; /* 2^n: n in [-126, 0] here */
-    float sc;
-    memcpy(&sc, &sb, sizeof sc);
-    return x < VEXP_LO ? 0.0f : y * sc;
-}
-
 /* scores s[0..n) of one query (its own keys) into probabilities: w_j = exp(s_j - max); sum of the
  * w_j in double in 8 lanes (lane j mod 8, j order) reduced by halving; s_j = w_j * (1 / sum) */
 static void softmax_scalar(float *s, int n) {
@@ -158,7 +143,7 @@ static void softmax_scalar(float *s, int n) {
         if (s[j] > mx) mx = s[j];
     double l8[8] = {0};
     for (int j = 0; j < n; j++) {
-        s[j] = exp_scalar(s[j] - mx);
+        s[j] = vexp_scalar(s[j] - mx);
         l8[j & 7] += s[j];
     }
     for (int l = 0; l < 4; l++)
@@ -266,7 +251,7 @@ AT_INLINE void softmax_vec(float *s, int n) {
         v16f v;
         ld(&v, s + j);
         v -= mx;
-        vexp16(&v); /* exp_scalar, lane by lane */
+        vexp16(&v); /* vexp_scalar, lane by lane */
         memcpy(s + j, &v, sizeof v);
         acc += __builtin_convertvector(__builtin_shufflevector(v, v, 0, 1, 2, 3, 4, 5, 6, 7), v8d);
         acc += __builtin_convertvector(__builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15),
@@ -277,7 +262,7 @@ AT_INLINE void softmax_vec(float *s, int n) {
         v -= INFINITY;
         memcpy(&v, s + j, (size_t)(n - j) * sizeof(float));
         v -= mx;
-        vexp16(&v); /* exp_scalar, lane by lane */
+        vexp16(&v); /* vexp_scalar, lane by lane */
         memcpy(s + j, &v, (size_t)(n - j) * sizeof(float));
         acc += __builtin_convertvector(__builtin_shufflevector(v, v, 0, 1, 2, 3, 4, 5, 6, 7), v8d);
         acc += __builtin_convertvector(__builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15),
@@ -496,20 +481,24 @@ run_avx512(const attn_kv *kv, const attn_query *qs, int n_q, float *scratch) {
 
 void attn_run(const attn_kv *kv, const attn_query *qs, int n_q, float *scratch, attn_isa isa) {
     assert(n_q >= 1 && n_q <= ATTN_MAX_Q && kv->hd >= 1);
-    if (isa == ATTN_ISA_SCALAR || kv->hd % 16) {
+    const cpu_level lvl = level_for(isa);
+    if (lvl == CPU_SCALAR || kv->hd % 16) {
+        cpu_ran(CPU_SITE_ATTN, CPU_SCALAR);
         run_scalar(kv, qs, n_q, scratch);
         return;
     }
 #if ATTN_X86
-    if ((isa == ATTN_ISA_AUTO || isa == ATTN_ISA_AVX512) && __builtin_cpu_supports("avx512f")) {
+    if (lvl == CPU_AVX512) {
+        cpu_ran(CPU_SITE_ATTN, CPU_AVX512);
         run_avx512(kv, qs, n_q, scratch);
         return;
     }
-    if ((isa == ATTN_ISA_AUTO || isa == ATTN_ISA_AVX512 || isa == ATTN_ISA_AVX2) &&
-        __builtin_cpu_supports("avx2") && has_f16c()) {
+    if (lvl >= CPU_AVX2) {
+        cpu_ran(CPU_SITE_ATTN, CPU_AVX2);
         run_avx2(kv, qs, n_q, scratch);
         return;
     }
 #endif
+    cpu_ran(CPU_SITE_ATTN, CPU_BASE);
     run_base(kv, qs, n_q, scratch);
 }

@@ -7,8 +7,9 @@
 
 #define ATTN_MAX_Q 8 /* queries per attn_run call */
 
-/* Which code runs: AUTO picks the widest the CPU has. Every choice returns the same bits (the
- * order of operations below is fixed, lane-wise float ops, no contraction). */
+/* Which code runs: AUTO is engine/cpu.h's level (LFM2_KERNEL=scalar runs the scalar twin); an
+ * explicit choice the CPU lacks runs the widest one below it. Every choice returns the same bits
+ * (the order of operations below is fixed, lane-wise float ops, no contraction). */
 typedef enum {
     ATTN_ISA_AUTO,
     ATTN_ISA_SCALAR,
@@ -47,9 +48,8 @@ size_t attn_scratch_floats(int n_keys);
  * reduced by halving (l + 8, then + 4, + 2, + 1);
  * w_j = exp(s_j - max s) by attn.c's exp_scalar (Cephes' polynomial in float, 0 below -87);
  * sum = the w_j in double in 8 lanes (j - first key mod 8, in j order) reduced by halving;
- * p_j = w_j * (float)(1/sum); out[i] = 0 + p_j * v_j[i] added in j order. A CPU without the
- * ISA asked for runs the widest path it has; head dims not a multiple of 16 always run the
- * scalar path. out must not overlap q, K, V or scratch. */
+ * p_j = w_j * (float)(1/sum); out[i] = 0 + p_j * v_j[i] added in j order. Head dims not a
+ * multiple of 16 always run the scalar path. out must not overlap q, K, V or scratch. */
 void attn_run(const attn_kv *kv, const attn_query *qs, int n_q, float *scratch, attn_isa isa);
 
 #endif

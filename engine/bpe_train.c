@@ -326,13 +326,13 @@ static bool piece_add(piece_set *ps, const char *p, size_t n) {
     return true;
 }
 
-/* Splits text with the LFM2 pattern into distinct pieces with counts (t->w). Valid UTF-8 runs
+/* Splits text with the tokenizer's pattern (engine/tok.h) into distinct pieces with counts (t->w). Valid UTF-8 runs
  * are matched one at a time (PCRE2_NO_UTF_CHECK: linear time); each run of invalid bytes is a
  * piece of its own. */
 static int pretokenize(trainer *t, const char *text, size_t len, char *err, size_t errlen) {
     int ec;
     PCRE2_SIZE eo;
-    pcre2_code *re = pcre2_compile((PCRE2_SPTR)BPE_LFM2_PATTERN, PCRE2_ZERO_TERMINATED,
+    pcre2_code *re = pcre2_compile((PCRE2_SPTR)tok_split_pattern, PCRE2_ZERO_TERMINATED,
                                    PCRE2_UTF | PCRE2_UCP, &ec, &eo, NULL);
     if (!re) {
         util_seterr(err, errlen,

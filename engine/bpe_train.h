@@ -8,11 +8,6 @@
 #define BPE_N_BASE (BPE_N_SPECIAL + 256) /* then the 256 byte tokens, GPT-2 order */
 #define BPE_MAX_VOCAB (1 << 24)
 
-/* The LFM2 pre-tokenizer split pattern (Llama-3 pattern), PCRE2 syntax. */
-#define BPE_LFM2_PATTERN                                                                           \
-    "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| "                     \
-    "?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+"
-
 typedef struct bpe_vocab {
     int n_tokens;   /* vocab size, exactly what was asked */
     char **tokens;  /* [n_tokens] as stored in GGUF: GPT-2 byte-to-unicode text, NUL-ended */

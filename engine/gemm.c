@@ -1,6 +1,7 @@
 /* gemm.c: prefill GEMM over repacked weights: AMX-int8 tiles + AVX-512 scaling, kern_matmul
  * fallback. */
 #include "engine/gemm.h"
+#include "engine/cpu.h"
 #include "engine/vtree.h"
 #include <math.h>
 #include <pthread.h>
@@ -14,30 +15,12 @@ static pthread_once_t best_once = PTHREAD_ONCE_INIT;
 
 #if defined(__x86_64__) && defined(__GNUC__)
 #define GEMM_X86 1
-#include <cpuid.h>
 #include <immintrin.h>
-#include <sys/syscall.h>
-#include <unistd.h>
-
-/* CPUID says AMX-TILE and AMX-INT8, the OS enabled the tile state in XCR0, and it grants this
- * process the right to use it (Linux >= 5.16: ARCH_REQ_XCOMP_PERM for XTILEDATA). */
-static bool amx_detect(void) {
-    unsigned a, b, c, d;
-    if (!__get_cpuid(1, &a, &b, &c, &d) || !(c & (1u << 27))) return false; /* OSXSAVE */
-    if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return false;
-    if (!(d & (1u << 24)) || !(d & (1u << 25))) return false;
-    unsigned lo, hi;
-    __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
-    if ((lo & (3u << 17)) != (3u << 17)) return false;
-    return syscall(SYS_arch_prctl, 0x1023 /* ARCH_REQ_XCOMP_PERM */, 18 /* XTILEDATA */) == 0;
-}
 #endif
 
 static void pick_best(void) {
     avail[GEMM_KERN] = true;
-#ifdef GEMM_X86
-    avail[GEMM_AMX] = kern_best() == KERN_AVX512 && amx_detect();
-#endif
+    avail[GEMM_AMX] = cpu_amx(); /* engine/cpu.h: only at CPU_AVX512 */
     best_path = avail[GEMM_AMX] ? GEMM_AMX : GEMM_KERN;
     const char *env = getenv("LFM2_GEMM");
     if (env && !strcmp(env, "kern")) best_path = GEMM_KERN;
@@ -529,6 +512,7 @@ static void amx_task(void *ctx, int task, int n_tasks, int thread) {
 #pragma GCC pop_options
 
 static void amx_run(pool *p, amx_job *j) {
+    cpu_ran(CPU_SITE_AMX, CPU_AVX512);
     j->first[0] = 0;
     for (int i = 0; i < j->n; i++)
         j->first[i + 1] = j->first[i] + (j->ms[i]->n_tiles + 1) / 2;
@@ -752,7 +736,11 @@ static void q_task(void *ctx, int task, int n_tasks, int thread) {
 
 void gemm_quantize(pool *p, kern_act *a, const float *x, int64_t cols, int64_t ldx, int n) {
     a->cols = cols;
-    q_job j = {a, x, cols, ldx, n, kern_best() == KERN_AVX512, 0};
+    q_job j = {a, x, cols, ldx, n, cpu_level_best() == CPU_AVX512, 0};
+#ifndef GEMM_X86
+    j.avx512 = 0;
+#endif
+    cpu_ran(CPU_SITE_QUANT, j.avx512 ? CPU_AVX512 : CPU_SCALAR);
     int nt = pool_n_threads(p), tasks = n < 8 * nt ? (n + 7) / 8 : nt;
     /* A decode batch's wide input (ffn_down's, 8 x 4608) in column parts, one per thread: the
      * SwiGLU before it wrote each thread's part of the columns, so each reads lines from its own

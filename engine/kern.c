@@ -6,65 +6,36 @@
 #endif
 #include "engine/vexp.h" /* after the pragma: its lanes must not contract either */
 #include <math.h>
-#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include "engine/cpu.h"
 #include "quant/quant.h"
 
-/* ---- dispatch (settings read once) ---- */
+/* ---- dispatch: engine/cpu.h decides, each function here runs its best code at or below ---- */
 
 static const char *const path_names[KERN_NPATHS] = {"scalar", "avx2", "avx-vnni", "avx512-vnni"};
 static const kern_tiles_fn path_fns[KERN_NPATHS] = {kern_tiles_scalar, kern_tiles_avx2,
                                                     kern_tiles_avxvnni, kern_tiles_avx512};
-static int best_path = KERN_SCALAR;
-static pthread_once_t best_once = PTHREAD_ONCE_INIT;
+/* the level each path needs, and the tile path each level runs */
+static const cpu_level path_level[KERN_NPATHS] = {CPU_SCALAR, CPU_AVX2, CPU_AVXVNNI, CPU_AVX512};
+static const int level_path[CPU_NLEVELS] = {KERN_SCALAR, KERN_SCALAR, KERN_AVX2, KERN_AVXVNNI,
+                                            KERN_AVX512};
 
-static bool avail[KERN_NPATHS];
-
-static bool detect(int path) {
-#if defined(__x86_64__) && defined(__GNUC__)
-    __builtin_cpu_init();
-    bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-                __builtin_cpu_supports("f16c");
-    switch (path) {
-    case KERN_SCALAR:
-        return true;
-    case KERN_AVX2:
-        return avx2;
-    case KERN_AVXVNNI:
-        return avx2 && __builtin_cpu_supports("avxvnni");
-    case KERN_AVX512:
-        return avx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
-               __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vnni");
-    default:
-        return false;
-    }
-#else
-    return path == KERN_SCALAR;
-#endif
-}
-
-static void pick_best(void) {
-    int b = KERN_SCALAR;
-    for (int p = 0; p < KERN_NPATHS; p++)
-        if ((avail[p] = detect(p))) b = p;
-    const char *env = getenv("LFM2_KERNEL");
-    if (env && *env) {
-        static const char *const short_names[KERN_NPATHS] = {"scalar", "avx2", "avxvnni", "avx512"};
-        for (int p = 0; p < KERN_NPATHS; p++)
-            if ((!strcmp(env, short_names[p]) || !strcmp(env, path_names[p])) && avail[p]) b = p;
-    }
-    best_path = b;
+/* The highest level this CPU supports at or below path's (a path the CPU lacks runs the best
+ * code below it). */
+static cpu_level cap(int path) {
+    int l = path >= 0 && path < KERN_NPATHS ? path_level[path] : CPU_SCALAR;
+    while (l > CPU_SCALAR && !cpu_level_supported(l))
+        l--;
+    return (cpu_level)l;
 }
 
 int kern_best(void) {
-    pthread_once(&best_once, pick_best);
-    return best_path;
+    return level_path[cpu_level_best()];
 }
 
 bool kern_path_available(int path) {
-    kern_best();
-    return path >= 0 && path < KERN_NPATHS && avail[path];
+    return path >= 0 && path < KERN_NPATHS && cpu_level_supported(path_level[path]);
 }
 
 const char *kern_path_name(int path) {
@@ -74,9 +45,11 @@ const char *kern_name(void) {
     return kern_path_name(kern_best());
 }
 
-static kern_tiles_fn tiles_fn(int path) {
-    return path >= 0 && path < KERN_NPATHS && kern_path_available(path) ? path_fns[path]
-                                                                        : kern_tiles_scalar;
+/* The tile kernel level lvl runs, counted as having run on the calling thread. */
+static kern_tiles_fn tiles_fn(cpu_level lvl) {
+    const int path = level_path[lvl];
+    cpu_ran(CPU_SITE_TILES, path_level[path]);
+    return path_fns[path];
 }
 
 /* ---- activations ---- */
@@ -114,6 +87,7 @@ void kern_act_release(kern_act *a) {
 }
 
 void kern_quantize(kern_act *a, const float *x, int64_t cols, int64_t ldx, int n) {
+    cpu_ran(CPU_SITE_QUANT, CPU_SCALAR);
     a->cols = cols;
     kern_quantize_range(a, x, ldx, 0, n, 0, cols / 32);
     if (n >= 2) kern_act_pack(a, 0, n, 0, cols / 32);
@@ -255,12 +229,12 @@ void kern_tiles_scalar(const rp_matrix *m, const kern_act *a, int tok0, int ntok
 
 void kern_gemv_tiles_with(int path, const rp_matrix *m, const kern_act *a, float *y, int64_t ldy,
                           int64_t t0, int64_t t1) {
-    tiles_fn(path)(m, a, 0, a->n, y, ldy, t0, t1);
+    tiles_fn(cap(path))(m, a, 0, a->n, y, ldy, t0, t1);
 }
 
 void kern_gemv_tiles(const rp_matrix *m, const kern_act *a, float *y, int64_t ldy, int64_t t0,
                      int64_t t1) {
-    kern_gemv_tiles_with(kern_best(), m, a, y, ldy, t0, t1);
+    tiles_fn(cpu_level_best())(m, a, 0, a->n, y, ldy, t0, t1);
 }
 
 /* ---- parallel drivers ---- */
@@ -316,7 +290,7 @@ void kern_matmul_n(pool *p, int n, const rp_matrix *const *ms, const kern_act *a
                     .a = a,
                     .ys = ys + base,
                     .ldys = ldys + base,
-                    .fn = tiles_fn(kern_best())};
+                    .fn = tiles_fn(cpu_level_best())};
         j.first[0] = 0;
         for (int i = 0; i < j.n; i++)
             j.first[i + 1] = j.first[i] + j.ms[i]->n_tiles;
@@ -374,6 +348,15 @@ static void silu_mul_base(float *y, const float *g, const float *u, int64_t n) {
     silu_mul_body(y, g, u, n);
 }
 
+/* The scalar twin: silu16's operations on one lane at a time (vexp_scalar is vexp16's lane). */
+static void silu_mul_scalar(float *y, const float *g, const float *u, int64_t n) {
+    for (int64_t i = 0; i < n; i++) {
+        const float gi = g[i], ui = u[i];
+        const float e = vexp_scalar(-fabsf(gi));
+        y[i] = gi * ((gi >= 0.0f ? 1.0f : e) / (1.0f + e)) * ui;
+    }
+}
+
 #if defined(__x86_64__) && defined(__GNUC__)
 __attribute__((target("avx512f"))) static void silu_mul_512(float *y, const float *g,
                                                             const float *u, int64_t n) {
@@ -381,23 +364,41 @@ __attribute__((target("avx512f"))) static void silu_mul_512(float *y, const floa
 }
 #endif
 
-void kern_silu_mul(float *y, const float *g, const float *u, int64_t n) {
-    kern_silu_mul_with(kern_best(), y, g, u, n);
-}
-
-void kern_silu_mul_with(int path, float *y, const float *g, const float *u, int64_t n) {
+/* kern_silu_mul at level lvl (supported), not counted */
+static void silu_run(cpu_level lvl, float *y, const float *g, const float *u, int64_t n) {
 #if defined(__x86_64__) && defined(__GNUC__)
-    if (path == KERN_AVX512 && kern_path_available(KERN_AVX512)) {
+    if (lvl == CPU_AVX512) {
         silu_mul_512(y, g, u, n);
         return;
     }
 #endif
-    silu_mul_base(y, g, u, n);
+    if (lvl == CPU_SCALAR)
+        silu_mul_scalar(y, g, u, n);
+    else
+        silu_mul_base(y, g, u, n);
 }
 
-void kern_swiglu_with(int path, const rp_matrix *gate, const rp_matrix *up, const kern_act *a,
-                      float *y, int64_t ldy, int64_t t0, int64_t t1) {
-    kern_tiles_fn fn = tiles_fn(path);
+static cpu_level silu_level(cpu_level lvl) {
+    return lvl == CPU_SCALAR || lvl == CPU_AVX512 ? lvl : CPU_BASE;
+}
+
+void kern_silu_mul(float *y, const float *g, const float *u, int64_t n) {
+    const cpu_level lvl = silu_level(cpu_level_best());
+    cpu_ran(CPU_SITE_SILU, lvl);
+    silu_run(lvl, y, g, u, n);
+}
+
+void kern_silu_mul_with(int path, float *y, const float *g, const float *u, int64_t n) {
+    const cpu_level lvl = silu_level(cap(path));
+    cpu_ran(CPU_SITE_SILU, lvl);
+    silu_run(lvl, y, g, u, n);
+}
+
+/* kern_swiglu_with's work at level lvl (supported), tiles [t0, t1); counted by the caller */
+static void swiglu_run(cpu_level lvl, const rp_matrix *gate, const rp_matrix *up, const kern_act *a,
+                       float *y, int64_t ldy, int64_t t0, int64_t t1) {
+    const kern_tiles_fn fn = path_fns[level_path[lvl]];
+    const cpu_level sl = silu_level(lvl);
     /* SW_TILES tiles (an even number: the AVX-512 path runs pairs as 16-row passes) of gate,
      * then the same of up, then the combination (16 tokens at a time) */
     enum { TB = 16, PR = SW_TILES * RP_ROWS };
@@ -411,10 +412,18 @@ void kern_swiglu_with(int path, const rp_matrix *gate, const rp_matrix *up, cons
             fn(gate, a, tb, nt, gb, PR, tile, te);
             fn(up, a, tb, nt, ub, PR, tile, te);
             for (int t = 0; t < nt; t++)
-                kern_silu_mul_with(path, y + (size_t)(tb + t) * ldy + (tile - t0) * RP_ROWS,
-                                   gb + t * PR, ub + t * PR, nr);
+                silu_run(sl, y + (size_t)(tb + t) * ldy + (tile - t0) * RP_ROWS, gb + t * PR,
+                         ub + t * PR, nr);
         }
     }
+}
+
+void kern_swiglu_with(int path, const rp_matrix *gate, const rp_matrix *up, const kern_act *a,
+                      float *y, int64_t ldy, int64_t t0, int64_t t1) {
+    const cpu_level lvl = cap(path);
+    tiles_fn(lvl);
+    cpu_ran(CPU_SITE_SILU, silu_level(lvl));
+    swiglu_run(lvl, gate, up, a, y, ldy, t0, t1);
 }
 
 typedef struct sw_job {
@@ -422,7 +431,7 @@ typedef struct sw_job {
     const kern_act *a;
     float *y;
     int64_t ldy;
-    int path;
+    cpu_level lvl;
 } sw_job;
 
 static void sw_task(void *ctx, int task, int n_tasks, int thread) {
@@ -430,21 +439,23 @@ static void sw_task(void *ctx, int task, int n_tasks, int thread) {
     sw_job *j = ctx;
     int64_t lo, hi;
     split_pairs(j->gate->n_tiles, n_tasks, task, &lo, &hi);
-    if (lo < hi)
-        kern_swiglu_with(j->path, j->gate, j->up, j->a, j->y + lo * RP_ROWS, j->ldy, lo, hi);
+    if (lo < hi) swiglu_run(j->lvl, j->gate, j->up, j->a, j->y + lo * RP_ROWS, j->ldy, lo, hi);
 }
 
 void kern_swiglu(pool *p, const rp_matrix *gate, const rp_matrix *up, const kern_act *a, float *y,
                  int64_t ldy) {
-    sw_job j = {gate, up, a, y, ldy, kern_best()};
+    sw_job j = {gate, up, a, y, ldy, cpu_level_best()};
+    tiles_fn(j.lvl);
+    cpu_ran(CPU_SITE_SILU, silu_level(j.lvl));
     pool_run(p, sw_task, &j, n_tasks_for(p, gate->n_tiles));
 }
 
 /* ---- f16 / bf16 weights ---- */
 
-void kern_gemv_half_with(int path, const uint16_t *w, bool bf16, int64_t cols, int64_t r0,
-                         int64_t r1, const float *x, int64_t ldx, int ntok, float *y, int64_t ldy) {
-    if (path != KERN_SCALAR && kern_path_available(KERN_AVX2)) {
+/* kern_gemv_half at level lvl (supported): AVX2 code from CPU_AVX2 up, else plain C; not counted */
+static void half_run(cpu_level lvl, const uint16_t *w, bool bf16, int64_t cols, int64_t r0,
+                     int64_t r1, const float *x, int64_t ldx, int ntok, float *y, int64_t ldy) {
+    if (lvl >= CPU_AVX2) {
         kern_gemv_half_avx2(w, bf16, cols, r0, r1, x, ldx, ntok, y, ldy);
         return;
     }
@@ -460,9 +471,22 @@ void kern_gemv_half_with(int path, const uint16_t *w, bool bf16, int64_t cols, i
     }
 }
 
+static cpu_level half_level(cpu_level lvl) {
+    return lvl >= CPU_AVX2 ? CPU_AVX2 : CPU_SCALAR;
+}
+
+void kern_gemv_half_with(int path, const uint16_t *w, bool bf16, int64_t cols, int64_t r0,
+                         int64_t r1, const float *x, int64_t ldx, int ntok, float *y, int64_t ldy) {
+    const cpu_level lvl = half_level(cap(path));
+    cpu_ran(CPU_SITE_HALF, lvl);
+    half_run(lvl, w, bf16, cols, r0, r1, x, ldx, ntok, y, ldy);
+}
+
 void kern_gemv_half(const uint16_t *w, bool bf16, int64_t cols, int64_t r0, int64_t r1,
                     const float *x, int64_t ldx, int ntok, float *y, int64_t ldy) {
-    kern_gemv_half_with(kern_best(), w, bf16, cols, r0, r1, x, ldx, ntok, y, ldy);
+    const cpu_level lvl = half_level(cpu_level_best());
+    cpu_ran(CPU_SITE_HALF, lvl);
+    half_run(lvl, w, bf16, cols, r0, r1, x, ldx, ntok, y, ldy);
 }
 
 typedef struct half_job {
@@ -472,6 +496,7 @@ typedef struct half_job {
     const float *x;
     int ntok;
     float *y;
+    cpu_level lvl;
 } half_job;
 
 static void half_task(void *ctx, int task, int n_tasks, int thread) {
@@ -480,20 +505,24 @@ static void half_task(void *ctx, int task, int n_tasks, int thread) {
     int64_t lo, hi;
     pool_split(j->rows, n_tasks, task, &lo, &hi);
     if (lo < hi)
-        kern_gemv_half(j->w, j->bf16, j->cols, lo, hi, j->x, j->ldx, j->ntok, j->y, j->ldy);
+        half_run(j->lvl, j->w, j->bf16, j->cols, lo, hi, j->x, j->ldx, j->ntok, j->y, j->ldy);
 }
 
 void kern_matmul_half(pool *p, const uint16_t *w, bool bf16, int64_t rows, int64_t cols,
                       const float *x, int64_t ldx, int ntok, float *y, int64_t ldy) {
-    half_job j = {w, bf16, rows, cols, ldx, ldy, x, ntok, y};
+    half_job j = {w, bf16, rows, cols, ldx, ldy, x, ntok, y, half_level(cpu_level_best())};
+    cpu_ran(CPU_SITE_HALF, j.lvl);
     pool_run(p, half_task, &j, n_tasks_for(p, (rows + 7) / 8));
 }
 
 /* ---- RMSNorm ---- */
 
-void kern_rmsnorm_with(int path, float *y, const float *x, const float *w, int64_t n, float eps) {
+/* kern_rmsnorm at level lvl (supported): AVX2 code from CPU_AVX2 up, else plain C */
+static void rmsnorm_run(cpu_level lvl, float *y, const float *x, const float *w, int64_t n,
+                        float eps) {
     double ss = 0;
-    const bool avx2 = path != KERN_SCALAR && kern_path_available(KERN_AVX2);
+    const bool avx2 = lvl >= CPU_AVX2;
+    cpu_ran(CPU_SITE_RMSNORM, avx2 ? CPU_AVX2 : CPU_SCALAR);
     if (avx2) {
         ss = kern_sumsq_avx2(x, n);
     } else {
@@ -509,6 +538,10 @@ void kern_rmsnorm_with(int path, float *y, const float *x, const float *w, int64
         y[i] = (x[i] * scale) * w[i];
 }
 
+void kern_rmsnorm_with(int path, float *y, const float *x, const float *w, int64_t n, float eps) {
+    rmsnorm_run(cap(path), y, x, w, n, eps);
+}
+
 void kern_rmsnorm(float *y, const float *x, const float *w, int64_t n, float eps) {
-    kern_rmsnorm_with(kern_best(), y, x, w, n, eps);
+    rmsnorm_run(cpu_level_best(), y, x, w, n, eps);
 }

@@ -8,8 +8,10 @@
 #include "engine/pool.h"
 #include "quant/repack.h"
 
-/* Kernel paths. The best one the CPU (and OS) supports is chosen once at first use from CPUID;
- * env LFM2_KERNEL=scalar|avx2|avxvnni|avx512 forces one (ignored when unavailable). */
+/* Kernel paths. The one in use follows engine/cpu.h's level (the best the CPU and OS support,
+ * capped by env LFM2_KERNEL=scalar|avx2|avxvnni|avx512); every function below without a path
+ * argument runs at that level, and its _with twin at the given path's level, capped by the CPU
+ * (a path the CPU lacks runs the best code below it). */
 enum kern_path {
     KERN_SCALAR = 0,  /* plain C, the reference every other path is tested against */
     KERN_AVX2 = 1,    /* AVX2+FMA+F16C, maddubs-based integer dots */
@@ -18,7 +20,7 @@ enum kern_path {
         3, /* AVX-512 VL/VNNI (EVEX vpdpbusd on 256-bit vectors: faster than 512 for GEMV) */
     KERN_NPATHS
 };
-int kern_best(void);                  /* the path in use */
+int kern_best(void);                  /* the tile path in use (CPU_BASE runs KERN_SCALAR's) */
 bool kern_path_available(int path);   /* compiled in and supported by this CPU */
 const char *kern_path_name(int path); /* "scalar", "avx2", "avx-vnni", "avx512-vnni" */
 const char *kern_name(void);          /* kern_path_name(kern_best()) */
@@ -90,8 +92,9 @@ void kern_swiglu_with(int path, const rp_matrix *gate, const rp_matrix *up, cons
  * Cephes polynomial in float (within 2 ulp; 0 below -87), lane-wise float ops without
  * contraction, so its SSE, AVX-512 and scalar forms agree. */
 void kern_silu_mul(float *y, const float *g, const float *u, int64_t n);
-/* The same on a given path's instructions (AVX-512 for KERN_AVX512 when available, else the
- * baseline vector form): every path gives the same bits (tests/test_kern.c). */
+/* The same on a given path's instructions (a plain C loop for KERN_SCALAR, AVX-512 for
+ * KERN_AVX512 when available, else the baseline vector form): every path gives the same bits
+ * (tests/test_kern.c). */
 void kern_silu_mul_with(int path, float *y, const float *g, const float *u, int64_t n);
 
 /* Half-precision weights kept as they are in the file (f16 and bf16 are not repacked: an int8

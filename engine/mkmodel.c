@@ -7,6 +7,7 @@
 #include <string.h>
 #include "engine/bpe_train.h"
 #include "engine/gguf.h"
+#include "engine/rng.h"
 #include "engine/util.h"
 #include "quant/quant.h"
 
@@ -147,17 +148,10 @@ static const char *mix_name(int ftype) {
 
 /* ---- seeded weights ---- */
 
-static uint64_t splitmix64(uint64_t *s) {
-    uint64_t z = (*s += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
-
 /* Approximately N(0, 1): the sum of four 16-bit uniforms, centred and scaled. Integer and
  * plain double arithmetic only, so every machine draws the same numbers. */
 static float gauss(uint64_t *s) {
-    uint64_t u = splitmix64(s);
+    uint64_t u = rng_splitmix64(s);
     double sum = (double)(u & 0xFFFF) + (double)((u >> 16) & 0xFFFF) +
                  (double)((u >> 32) & 0xFFFF) + (double)(u >> 48);
     return (float)((sum - 131070.0) / 37837.23);
@@ -233,7 +227,7 @@ static int fill_tensor(void *ctx, void *dst, size_t nbytes) {
 
 static uint64_t name_seed(uint64_t seed, const char *name) {
     uint64_t s = seed ^ util_fnv1a(name, strlen(name));
-    return splitmix64(&s);
+    return rng_splitmix64(&s);
 }
 
 static int by_name(const void *a, const void *b) {

@@ -1,5 +1,6 @@
 /* pool.c: persistent thread pool: lock-free task claiming, spin-then-sleep workers. */
 #include "engine/pool.h"
+#include "engine/clock.h"
 #include <pthread.h>
 #include <sched.h>
 #include <stdatomic.h>
@@ -50,12 +51,6 @@ struct pool {
     } * w;
 };
 
-static long now_ns(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long)ts.tv_sec * 1000000000L + ts.tv_nsec;
-}
-
 /* Claims and runs tasks of generation gen (n_tasks of them) until none is left: its own region
  * first, then the next threads' regions in turn. */
 static void work(pool *p, uint32_t gen, int n_tasks, int thread) {
@@ -83,7 +78,7 @@ static void *worker_main(void *arg) {
         while ((g = W_GEN(jw = atomic_load(&p->word))) == seen && !atomic_load(&p->stop)) {
             cpu_relax();
             if ((++spins & 255) == 0) {
-                long t = now_ns();
+                long t = (long)clock_now_ns();
                 if (!t0)
                     t0 = t;
                 else if (t - t0 > p->spin_ns) {

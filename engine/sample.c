@@ -1,5 +1,7 @@
 /* sample.c: bias, penalties, top-k/top-p/min-p, temperature and a seeded draw, as llama.cpp does. */
 #include "engine/util.h"
+#include "engine/cpu.h"
+#include "engine/rng.h"
 #include "engine/sample.h"
 
 #include <math.h>
@@ -35,32 +37,9 @@ void sample_params_default(sample_params *p) {
     p->seed = 0;
 }
 
-static uint64_t splitmix64(uint64_t *x) {
-    uint64_t z = (*x += 0x9e3779b97f4a7c15ULL);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-    return z ^ (z >> 31);
-}
-
-static uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
-
-static uint64_t rng_next(uint64_t *s) {
-    uint64_t r = rotl(s[1] * 5, 7) * 9, t = s[1] << 17;
-    s[2] ^= s[0];
-    s[3] ^= s[1];
-    s[1] ^= s[2];
-    s[0] ^= s[3];
-    s[2] ^= t;
-    s[3] = rotl(s[3], 45);
-    return r;
-}
-
-static double rng_uniform(uint64_t *s) { return (double)(rng_next(s) >> 11) * 0x1.0p-53; }
-
 void sampler_reset(sampler *s) {
     s->n_recent = s->recent_head = 0;
-    uint64_t x = s->p.seed;
-    for (int i = 0; i < 4; i++) s->rng[i] = splitmix64(&x);
+    rng_xoshiro_seed(s->rng, s->p.seed);
 }
 
 int sampler_new(sampler **out, int n_vocab, const sample_params *p, char *err, size_t errlen) {
@@ -204,6 +183,14 @@ static int32_t argmax_base(const float *x, int n) {
     return argmax_body(x, n);
 }
 
+/* The scalar twin, the definition of the answer. */
+static int32_t argmax_scalar(const float *x, int n) {
+    int32_t best = 0;
+    for (int i = 1; i < n; i++)
+        if (x[i] > x[best]) best = i;
+    return best;
+}
+
 #if defined(__x86_64__) && defined(__GNUC__)
 __attribute__((target("avx512f"))) static int32_t argmax_512(const float *x, int n) {
     return argmax_body(x, n);
@@ -212,9 +199,18 @@ __attribute__((target("avx512f"))) static int32_t argmax_512(const float *x, int
 
 int32_t sample_argmax(const float *x, int n) {
     if (n <= 0) return 0;
+    const cpu_level lvl = cpu_level_best();
 #if defined(__x86_64__) && defined(__GNUC__)
-    if (__builtin_cpu_supports("avx512f")) return argmax_512(x, n);
+    if (lvl == CPU_AVX512) {
+        cpu_ran(CPU_SITE_ARGMAX, CPU_AVX512);
+        return argmax_512(x, n);
+    }
 #endif
+    if (lvl == CPU_SCALAR) {
+        cpu_ran(CPU_SITE_ARGMAX, CPU_SCALAR);
+        return argmax_scalar(x, n);
+    }
+    cpu_ran(CPU_SITE_ARGMAX, CPU_BASE);
     return argmax_base(x, n);
 }
 
@@ -362,7 +358,7 @@ int32_t sampler_sample(sampler *s, const float *logits, sample_result *res) {
         if (!sorted) qsort(s->cands, (size_t)n, sizeof *s->cands, cand_cmp);
         double mx = s->cands[0].logit / p->temperature, sum = 0;
         for (int i = 0; i < n; i++) sum += exp(s->cands[i].logit / p->temperature - mx);
-        double u = rng_uniform(s->rng) * sum, cum = 0;
+        double u = rng_xoshiro_uniform(s->rng) * sum, cum = 0;
         chosen = s->cands[n - 1].id;
         for (int i = 0; i < n; i++) {
             cum += exp(s->cands[i].logit / p->temperature - mx);

@@ -56,8 +56,9 @@ int32_t sampler_sample(sampler *s, const float *logits, sample_result *res);
  * callers that score without sampling. */
 void sample_top_logprobs(const float *logits, int n_vocab, int n, int32_t *ids, float *lp);
 /* Greedy choice: the first index of the largest of x[0..n), as `if (x[i] > x[best]) best = i`
- * gives it (NaNs never win; 0 when n <= 0 or x[0] is NaN and nothing beats it), vectorized:
- * a 65536-entry vocabulary per token per sequence was ~6% of an 8-sequence decode step. */
+ * gives it (NaNs never win; 0 when n <= 0 or x[0] is NaN and nothing beats it), vectorized
+ * at engine/cpu.h's level (a 65536-entry vocabulary per token per sequence is a visible share of
+ * a decode step), that loop itself at CPU_SCALAR. */
 int32_t sample_argmax(const float *x, int n);
 float sample_logprob(const float *logits, int n_vocab, int32_t id);
 

@@ -205,8 +205,7 @@ static const char *const forced_control[] = {
 #define WS                                                                                         \
     "\\t\\n\\x0B\\f\\r "                                                                           \
     "\\x{85}\\x{A0}\\x{1680}\\x{2000}-\\x{200A}\\x{2028}\\x{2029}\\x{202F}\\x{205F}\\x{3000}"
-/* The Llama-3 split pattern with ASCII-only contractions, as llama.cpp runs it for "lfm2". */
-static const char split_pattern[] = "(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])"
+const char tok_split_pattern[] = "(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])"
                                     "|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+"
                                     "|\\p{N}{1,3}"
                                     "| ?[^" WS "\\p{L}\\p{N}]+[\\r\\n]*"
@@ -590,7 +589,7 @@ int tok_new(tok **out, const gguf *g, char *err, size_t errlen) {
     /* the split pattern */
     int ecode;
     PCRE2_SIZE eoff;
-    t->re = pcre2_compile((PCRE2_SPTR)split_pattern, PCRE2_ZERO_TERMINATED, PCRE2_UTF | PCRE2_UCP,
+    t->re = pcre2_compile((PCRE2_SPTR)tok_split_pattern, PCRE2_ZERO_TERMINATED, PCRE2_UTF | PCRE2_UCP,
                           &ecode, &eoff, NULL);
     if (!t->re) {
         PCRE2_UCHAR msg[128];

@@ -1,8 +1,9 @@
 /* vexp.h: e^x for x <= 0 in plain float ops, one definition for attention's softmax (engine/attn.c)
- * and the SwiGLU combination (engine/kern.c). */
+ * and the SwiGLU combination (engine/kern.c), as one lane and as 16. */
 #ifndef LFM2_VEXP_H
 #define LFM2_VEXP_H
 #include <stdint.h>
+#include <string.h>
 
 /* Cephes' expf without FMA, 0 below VEXP_LO: round n = x log2(e) by the 1.5 * 2^23 trick,
  * r = x - n ln2 in two parts, e^r by a degree-7 polynomial, times 2^n built from n's bits
@@ -20,10 +21,31 @@
 #define VEXP_P4 1.6666665459e-1f
 #define VEXP_P5 5.0000001201e-1f
 
+/* One lane (callers compile it without FP contraction): e^x for x <= 0, NaN for NaN. */
+static inline float vexp_scalar(float x) {
+    float m = x * VEXP_LOG2E + VEXP_MAGIC;
+    float n = m - VEXP_MAGIC;
+    float r = x - n * VEXP_LN2_HI;
+    r = r - n * VEXP_LN2_LO;
+    float p = VEXP_P0;
+    p = p * r + VEXP_P1;
+    p = p * r + VEXP_P2;
+    p = p * r + VEXP_P3;
+    p = p * r + VEXP_P4;
+    p = p * r + VEXP_P5;
+    float y = (p * (r * r) + r) + 1.0f;
+    uint32_t mb, sb;
+    memcpy(&mb, &m, sizeof mb);
+    sb = (mb - VEXP_MAGIC_BITS + 127u) << 23; /* 2^n: n in [-126, 0] here */
+    float sc;
+    memcpy(&sc, &sb, sizeof sc);
+    return x < VEXP_LO ? 0.0f : y * sc;
+}
+
 typedef float vexp_f16 __attribute__((vector_size(64)));
 typedef uint32_t vexp_u16 __attribute__((vector_size(64)));
 
-/* The scalar form above on 16 lanes, the same operations lane by lane (callers compile it
+/* vexp_scalar on 16 lanes, the same operations lane by lane (callers compile it
  * without FP contraction, so every ISA gives the same bits): *v = e^*v, each lane <= 0. */
 static inline __attribute__((always_inline)) void vexp16(vexp_f16 *v) {
     const vexp_f16 x = *v;

@@ -9,6 +9,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "engine/clock.h"
 #include "engine/eng.h"
 #include "engine/sample.h"
 #include "engine/kern.h"
@@ -34,12 +35,6 @@ static void bench_usage(FILE *f) {
             "  --json    one JSON object on stdout instead of the table\n"
             "  Exit status: 0 done, 1 the model could not be loaded or run, 2 bad usage.\n",
             BENCH_MAX_B);
-}
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
 static int cmp_double(const void *a, const void *b) {
@@ -88,7 +83,7 @@ typedef struct bench {
 static eng_seq *run_prefill(bench *B, int n_ctx, double *secs, int *next) {
     eng_seq *s = NULL;
     if (eng_seq_new(B->e, n_ctx, &s, B->err, sizeof B->err)) return NULL;
-    double t0 = now_s();
+    double t0 = clock_now_s();
     for (int i = 0; i < B->p; i += B->max_bt) {
         int k = B->p - i < B->max_bt ? B->p - i : B->max_bt;
         eng_batch_item it = {s, B->prompt + i, k, i + k == B->p ? ENG_LOGITS_LAST : ENG_LOGITS_NONE,
@@ -99,7 +94,7 @@ static eng_seq *run_prefill(bench *B, int n_ctx, double *secs, int *next) {
             return NULL;
         }
     }
-    *secs = now_s() - t0;
+    *secs = clock_now_s() - t0;
     *next = B->p ? sample_argmax(B->logits, B->n_vocab) : B->prompt[0];
     return s;
 }
@@ -107,7 +102,7 @@ static eng_seq *run_prefill(bench *B, int n_ctx, double *secs, int *next) {
 /* n decode steps of nb sequences (one token each, logits for each, greedy). Seconds taken. */
 static int run_decode(bench *B, eng_seq **seqs, int nb, int32_t *toks, double *secs) {
     eng_batch_item items[BENCH_MAX_B];
-    double t0 = now_s();
+    double t0 = clock_now_s();
     for (int step = 0; step < B->n; step++) {
         for (int i = 0; i < nb; i++)
             items[i] = (eng_batch_item){seqs[i], &toks[i], 1, ENG_LOGITS_LAST,
@@ -117,7 +112,7 @@ static int run_decode(bench *B, eng_seq **seqs, int nb, int32_t *toks, double *s
         for (int i = 0; i < nb; i++)
             toks[i] = sample_argmax(B->logits + (size_t)i * B->n_vocab, B->n_vocab);
     }
-    *secs = now_s() - t0;
+    *secs = clock_now_s() - t0;
     return 0;
 }
 
@@ -194,9 +189,9 @@ int cmd_bench(int argc, char **argv) {
     int n_ctx = (int)(p + n + 16);
     ep.n_ctx = n_ctx;
     ep.n_restore = 1;
-    double t_load = now_s();
+    double t_load = clock_now_s();
     int rc = eng_new(&B.e, path, &ep, B.err, sizeof B.err);
-    t_load = now_s() - t_load;
+    t_load = clock_now_s() - t_load;
     if (rc) {
         if (!strncmp(B.err, path, strlen(path))) fprintf(stderr, "error: %s\n", B.err);
         else fprintf(stderr, "error: %s: %s\n", path, B.err);

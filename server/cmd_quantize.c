@@ -10,6 +10,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "engine/clock.h"
 #include "engine/gguf.h"
 #include "engine/pool.h"
 #include "quant/quant.h"
@@ -40,19 +41,13 @@ typedef struct qz_job {
     _Atomic int failed;
 } qz_job;
 
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
 static double mib(uint64_t b) {
     return (double)b / (1024.0 * 1024.0);
 }
 
 static void qz_draw(qz_state *st, int force) {
     if (!st->tty) return;
-    double t = now_s();
+    double t = clock_now_s();
     if (!force && t - st->last_draw < 0.1) return;
     st->last_draw = t;
     uint64_t done = atomic_load(&st->done);
@@ -207,7 +202,7 @@ int cmd_quantize(int argc, char **argv) {
         return 1;
     }
 
-    double t0 = now_s();
+    double t0 = clock_now_s();
     char err[512] = "";
     gguf *g = NULL;
     if (gguf_open(&g, in, err, sizeof err) < 0) {
@@ -301,7 +296,7 @@ int cmd_quantize(int argc, char **argv) {
         goto done;
     }
     st.tty = isatty(STDERR_FILENO);
-    st.t0 = st.last_draw = now_s();
+    st.t0 = st.last_draw = clock_now_s();
     qz_draw(&st, 1);
     int wrc = gguf_writer_write(w, out, err, sizeof err);
     if (st.tty && !wrc) { /* leave the finished bar (100%) on its line */
@@ -314,7 +309,7 @@ int cmd_quantize(int argc, char **argv) {
         fprintf(stderr, "error: cannot write '%s': %s\n", out, err);
         goto done;
     }
-    double dt = now_s() - t0;
+    double dt = clock_now_s() - t0;
     uint64_t out_size = stat(out, &sout) == 0 ? (uint64_t)sout.st_size : 0;
     fprintf(stderr,
             "quantize: %s (%.2f MiB) -> %s %s (%.2f MiB, %.1f%%): %lld tensors, %lld converted, "

@@ -23,7 +23,9 @@
 #include "api/chat.h"
 #include "api/request.h"
 #include "api/response.h"
+#include "engine/clock.h"
 #include "engine/eng.h"
+#include "engine/rng.h"
 #include "engine/sample.h"
 #include "server/metrics.h"
 #include "server/sched.h"
@@ -109,17 +111,12 @@ struct server {
     uint64_t rng;
 };
 
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+static double now_s(void) { /* engine/clock.h's monotonic clock */
+    return clock_now_s();
 }
 
-static uint64_t rng_next(uint64_t *x) { /* splitmix64 */
-    uint64_t z = (*x += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
+static uint64_t rng_next(uint64_t *x) { /* engine/rng.h's splitmix64 */
+    return rng_splitmix64(x);
 }
 
 static void logf_(server *sv, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

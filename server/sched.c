@@ -2,6 +2,7 @@
  * in chunks beside running decodes, samples, matches stop strings and reports events. */
 #include "server/sched.h"
 #include "api/stop.h"
+#include "engine/clock.h"
 #include <errno.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -65,10 +66,8 @@ struct sched {
     int *item_choice;      /* parallel: choice index, -1 for a prefill chunk */
 };
 
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+static double now_s(void) { /* engine/clock.h's monotonic clock */
+    return clock_now_s();
 }
 
 void sched_job_free(sched_job *j) {

@@ -37,6 +37,14 @@ e2e_one() {
     return 1
   fi
 }
+# The tests of the dispatched fast paths again with the level forced down (engine/cpu.h): the
+# scalar twins and the AVX2 code run, and assert they ran, whatever the CPU's best.
+for k in scalar avx2; do
+  for t in test_cpu test_kern test_attn test_sample; do
+    [ -x "$BUILD/tests/$t" ] || continue
+    run_one "$t LFM2_KERNEL=$k" env TMPDIR="$scratch" LFM2_KERNEL=$k "$BUILD/tests/$t"
+  done
+done
 for s in tests/e2e/*.sh; do
   [ -f "$s" ] || continue
   d=$(mktemp -d -p "$scratch")

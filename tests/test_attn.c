@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "engine/attn.h"
+#include "engine/cpu.h"
 #include "quant/quant.h"
 #include "tests/check.h"
 
@@ -252,7 +253,78 @@ static void check_store(void) {
     free(x), free(h);
 }
 
+/* The level LFM2_KERNEL and this CPU should give (engine/cpu.h's rule, worked out here): the
+ * highest supported level at or below the one named, all of them when unset. */
+static int want_level(void) {
+    static const char *const names[CPU_NLEVELS][2] = {{"scalar", "scalar"},
+                                                      {"base", "base"},
+                                                      {"avx2", "avx2"},
+                                                      {"avxvnni", "avx-vnni"},
+                                                      {"avx512", "avx512-vnni"}};
+    const char *env = getenv("LFM2_KERNEL");
+    int l = CPU_NLEVELS - 1;
+    for (int i = 0; env && i < CPU_NLEVELS; i++)
+        if (!strcmp(env, names[i][0]) || !strcmp(env, names[i][1])) l = i;
+    return l;
+}
+
+/* The supported level at or below l */
+static int capped(int l) {
+    while (l > CPU_SCALAR && !cpu_level_supported(l))
+        l--;
+    return l;
+}
+
+/* Since *before (counts by level), site ran code of level lvl only; *before becomes now. */
+static void check_ran(uint64_t *before, cpu_site site, int lvl, const char *what, int hd) {
+    for (int l = 0; l < CPU_NLEVELS; l++) {
+        const uint64_t now = cpu_runs(site, l), d = now - before[l];
+        if (l == lvl ? d != 1 : d != 0) {
+            fprintf(stderr, "%s hd %d: %s ran %llu times at %s; want once at %s\n", what, hd,
+                    cpu_site_name(site), (unsigned long long)d, cpu_level_name(l),
+                    cpu_level_name(lvl));
+            CHECK(!"the chosen path runs, and only it");
+        }
+        before[l] = now;
+    }
+}
+
+/* AUTO runs the code of engine/cpu.h's level (LFM2_KERNEL=scalar: the scalar twin), an explicit
+ * isa its own or the widest below it the CPU has; head dims not a multiple of 16 the scalar
+ * twin. attn_store's code: plain C below AVX2, F16C, AVX-512. */
+static void check_dispatch(void) {
+    const int lvl = capped(want_level());
+    CHECK_EQ_INT(cpu_level_best(), lvl);
+    static const int asked[] = {CPU_SCALAR, CPU_BASE, CPU_AVX2, CPU_AVX512, -1};
+    enum { HD = 64, N = 4 };
+    static uint16_t K[N * HD], V[N * HD];
+    static float q[HD], out[HD], scratch[ATTN_MAX_Q * (N + 16)];
+    for (int i = 0; i < HD; i++)
+        q[i] = frand();
+    uint64_t runs[CPU_NLEVELS], stores[CPU_NLEVELS];
+    for (int l = 0; l < CPU_NLEVELS; l++)
+        runs[l] = cpu_runs(CPU_SITE_ATTN, l), stores[l] = cpu_runs(CPU_SITE_STORE, l);
+    printf("attn: level in use %s; code run per isa (hd 64):", cpu_level_name(lvl));
+    for (int ia = 0; ia < N_ISA; ia++) {
+        const int l = asked[ia] < 0 ? lvl : capped(asked[ia]);
+        const int run = l == CPU_AVXVNNI ? CPU_AVX2 : l;
+        const int store = l >= CPU_AVX2 ? (l == CPU_AVX512 ? CPU_AVX512 : CPU_AVX2) : CPU_SCALAR;
+        for (int hd = 16; hd <= HD; hd += 24) { /* 16, 40 (scalar), 64 */
+            attn_kv kv = {K, V, HD, hd, 0, 0.125f};
+            attn_query qq = {q, out, N - 1};
+            attn_run(&kv, &qq, 1, scratch, isas[ia]);
+            check_ran(runs, CPU_SITE_ATTN, hd % 16 ? CPU_SCALAR : run, "attn_run", hd);
+        }
+        attn_store(K, q, HD, isas[ia]);
+        check_ran(stores, CPU_SITE_STORE, store, "attn_store", HD);
+        printf(" %s->%s", ia == N_ISA - 1 ? "auto" : cpu_level_name(asked[ia]),
+               cpu_level_name(run));
+    }
+    printf("\n");
+}
+
 int main(void) {
+    check_dispatch();
     check_order();
     check_store();
     check_convert();

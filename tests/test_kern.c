@@ -4,6 +4,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <unistd.h>
+#include "engine/cpu.h"
 #include "engine/kern.h"
 #include "engine/pool.h"
 #include "quant/quant.h"
@@ -249,7 +250,8 @@ static void test_rmsnorm(void) {
         CHECK_NEAR(y0[i], y1[i], 1e-6 * fabs(y1[i]) + 1e-7);
 }
 
-/* LFM2_KERNEL forces a path (when available), read once at first use: checked in a child. */
+/* LFM2_KERNEL caps the path (the best available at or below the one named), read once at first
+ * use: checked in a child. */
 static void test_env_override(void) {
     static const char *const names[] = {"scalar", "avx2", "avxvnni", "avx512"};
     for (int p = 0; p < KERN_NPATHS; p++) {
@@ -262,11 +264,136 @@ static void test_env_override(void) {
         if (!fgets(out, sizeof out, f)) out[0] = 0;
         pclose(f);
         out[strcspn(out, "\n")] = 0;
-        int top = KERN_SCALAR; /* what the child picks for an unavailable path */
-        for (int q = 0; q < KERN_NPATHS; q++)
-            if (kern_path_available(q)) top = q;
-        CHECK_STR(out, kern_path_name(kern_path_available(p) ? p : top));
+        int want = KERN_SCALAR; /* the best available at or below p */
+        for (int q = 0; q <= p; q++)
+            if (kern_path_available(q)) want = q;
+        CHECK_STR(out, kern_path_name(want));
     }
+}
+
+/* ---- which code ran: engine/cpu.h's per-thread counts ---- */
+
+/* The level LFM2_KERNEL and this CPU should give, worked out here from the documented rule: the
+ * highest supported level at or below the one named (all of them when unset). */
+static int want_level(void) {
+    static const char *const names[CPU_NLEVELS][2] = {{"scalar", "scalar"},
+                                                      {"base", "base"},
+                                                      {"avx2", "avx2"},
+                                                      {"avxvnni", "avx-vnni"},
+                                                      {"avx512", "avx512-vnni"}};
+    const char *env = getenv("LFM2_KERNEL");
+    int l = CPU_NLEVELS - 1;
+    for (int i = 0; env && i < CPU_NLEVELS; i++)
+        if (!strcmp(env, names[i][0]) || !strcmp(env, names[i][1])) l = i;
+    while (l > CPU_SCALAR && !cpu_level_supported(l))
+        l--;
+    return l;
+}
+
+typedef struct ran {
+    uint64_t n[CPU_NSITES][CPU_NLEVELS];
+} ran;
+
+static ran ran_now(void) {
+    ran r;
+    for (int s = 0; s < CPU_NSITES; s++)
+        for (int l = 0; l < CPU_NLEVELS; l++)
+            r.n[s][l] = cpu_runs((cpu_site)s, l);
+    return r;
+}
+
+/* Since before, site ran code of level lvl and of no other level. */
+static void check_ran(const ran *before, cpu_site site, int lvl, const char *what) {
+    for (int l = 0; l < CPU_NLEVELS; l++) {
+        unsigned long long d = cpu_runs(site, l) - before->n[site][l];
+        if (l == lvl ? d == 0 : d != 0) {
+            fprintf(stderr, "%s: %s code ran %llu times at level %s; want it only at %s\n", what,
+                    cpu_site_name(site), d, cpu_level_name(l), cpu_level_name(lvl));
+            CHECK(!"the chosen path runs, and only it");
+        }
+    }
+}
+
+static const int path_level[KERN_NPATHS] = {CPU_SCALAR, CPU_AVX2, CPU_AVXVNNI, CPU_AVX512};
+static int silu_at(int lvl) { /* kern_silu_mul has scalar, baseline-vector and AVX-512 code */
+    return lvl == CPU_SCALAR || lvl == CPU_AVX512 ? lvl : CPU_BASE;
+}
+static int avx2_at(int lvl) { /* RMSNorm and the f16 GEMV: plain C or AVX2 */
+    return lvl >= CPU_AVX2 ? CPU_AVX2 : CPU_SCALAR;
+}
+
+/* Every entry point without a path argument runs the code of the level LFM2_KERNEL and the CPU
+ * give (LFM2_KERNEL=scalar: the plain C twins, nothing else), and each _with(path) that path's. */
+static void test_dispatch(pool *pl) {
+    const int lvl = want_level();
+    CHECK_EQ_INT(cpu_level_best(), lvl);
+    const int tiles = lvl == CPU_BASE ? CPU_SCALAR : lvl;
+    enum { R = 40, C = 64, N = 3 };
+    fixture f = {0}, g = {0};
+    if (fixture_make(&f, QT_Q4_0, R, C, N) || fixture_make(&g, QT_Q8_0, R, C, N)) return;
+    static float y[N * R], u[N * R], w[C];
+    static uint16_t h[R * C];
+    for (int i = 0; i < C; i++)
+        w[i] = 1;
+    for (int i = 0; i < R * C; i++)
+        h[i] = quant_f32_to_f16(frand());
+    ran r = ran_now();
+    kern_gemv_tiles(f.m, &f.a, y, R, 0, f.m->n_tiles);
+    check_ran(&r, CPU_SITE_TILES, tiles, "kern_gemv_tiles");
+    r = ran_now();
+    kern_matmul(pl, f.m, &f.a, y, R);
+    check_ran(&r, CPU_SITE_TILES, tiles, "kern_matmul");
+    r = ran_now();
+    kern_swiglu(pl, f.m, g.m, &f.a, y, R);
+    check_ran(&r, CPU_SITE_TILES, tiles, "kern_swiglu");
+    check_ran(&r, CPU_SITE_SILU, silu_at(lvl), "kern_swiglu");
+    r = ran_now();
+    kern_silu_mul(u, y, y, N * R);
+    check_ran(&r, CPU_SITE_SILU, silu_at(lvl), "kern_silu_mul");
+    r = ran_now();
+    kern_rmsnorm(y, f.x, w, C, 1e-5f);
+    check_ran(&r, CPU_SITE_RMSNORM, avx2_at(lvl), "kern_rmsnorm");
+    r = ran_now();
+    kern_gemv_half(h, false, C, 0, R, f.x, C, N, y, R);
+    kern_matmul_half(pl, h, true, R, C, f.x, C, N, y, R);
+    check_ran(&r, CPU_SITE_HALF, avx2_at(lvl), "kern_gemv_half");
+    r = ran_now();
+    kern_quantize(&f.a, f.x, C, C, N);
+    check_ran(&r, CPU_SITE_QUANT, CPU_SCALAR, "kern_quantize");
+    for (int p = 0; p < KERN_NPATHS; p++) {
+        if (!kern_path_available(p)) continue;
+        const int pl_ = path_level[p];
+        r = ran_now();
+        kern_gemv_tiles_with(p, f.m, &f.a, y, R, 0, f.m->n_tiles);
+        kern_swiglu_with(p, f.m, g.m, &f.a, y, R, 0, f.m->n_tiles);
+        check_ran(&r, CPU_SITE_TILES, pl_, kern_path_name(p));
+        r = ran_now();
+        kern_silu_mul_with(p, u, y, y, N * R);
+        check_ran(&r, CPU_SITE_SILU, silu_at(pl_), kern_path_name(p));
+        r = ran_now();
+        kern_rmsnorm_with(p, y, f.x, w, C, 1e-5f);
+        check_ran(&r, CPU_SITE_RMSNORM, avx2_at(pl_), kern_path_name(p));
+        r = ran_now();
+        kern_gemv_half_with(p, h, false, C, 0, R, f.x, C, N, y, R);
+        check_ran(&r, CPU_SITE_HALF, avx2_at(pl_), kern_path_name(p));
+    }
+    fixture_free(&f);
+    fixture_free(&g);
+}
+
+/* What ran on this thread over the whole test, per site and level. */
+static void print_ran(void) {
+    static const cpu_site sites[] = {CPU_SITE_TILES, CPU_SITE_SILU, CPU_SITE_RMSNORM, CPU_SITE_HALF,
+                                     CPU_SITE_QUANT};
+    printf("paths run (calls on the main thread):");
+    for (size_t i = 0; i < sizeof sites / sizeof sites[0]; i++) {
+        printf(" %s", cpu_site_name(sites[i]));
+        for (int l = 0; l < CPU_NLEVELS; l++)
+            if (cpu_runs(sites[i], l))
+                printf(" %s=%llu", cpu_level_name(l), (unsigned long long)cpu_runs(sites[i], l));
+        printf(";");
+    }
+    printf("\n");
 }
 
 /* f16/bf16 GEMV: every path within float rounding of a double-precision dot. */
@@ -352,7 +479,9 @@ int main(int argc, char **argv) {
         return 0;
     }
     test_env_override();
-    printf("kernel in use: %s; tested paths:", kern_name());
+    printf("level in use: %s (LFM2_KERNEL=%s); kernel: %s; tested paths:",
+           cpu_level_name(cpu_level_best()), getenv("LFM2_KERNEL") ? getenv("LFM2_KERNEL") : "",
+           kern_name());
     for (int p = 0; p < KERN_NPATHS; p++)
         if (kern_path_available(p)) printf(" %s", kern_path_name(p));
     printf("\n");
@@ -400,5 +529,11 @@ int main(int argc, char **argv) {
     }
     test_rmsnorm();
     test_silu();
+    {
+        pool *pl = pool_new(2, err, sizeof err);
+        test_dispatch(pl);
+        pool_free(pl);
+    }
+    print_ran();
     return check_done("test_kern");
 }
