@@ -49,7 +49,9 @@ $(BUILD)/tests/%: tests/%.c $(LIBOBJS)
 $(DEMO): $(BUILD)/lfm2
 	$(BUILD)/lfm2 mkmodel --preset tiny --seed 1 -o $@
 
-# The oracle (node-llama-cpp) is only needed to regenerate goldens and for benchmarks.
+# The oracle (node-llama-cpp): regenerates goldens, runs beside lfm2 in the benchmarks, and is
+# run by the e2e tests that compare with llama.cpp live (broken_gguf_oracle, mkmodel_oracle,
+# quantize).
 oracle:
 	@cd tests/oracle && [ -d node_modules/node-llama-cpp ] || \
 	  npm install --no-audit --no-fund --omit=optional --no-save node-llama-cpp@3.22.1 @node-llama-cpp/linux-x64@3.22.1

@@ -37,7 +37,9 @@ static const setting settings[] = {
     {"parallel", "-np", INT(parallel), 1, 256, "4", "sequences decoded at once"},
     {"ctx", "-c", INT(ctx), 16, 1048576, "4096", "context size per sequence, in tokens"},
     {"threads", "-t", INT(threads), 0, 1024, "0", "compute threads (0: all cores)"},
-    {"batch", "-b", INT(batch), 1, 65536, "512", "most tokens per engine step (prefill chunk)"},
+    {"batch", "-b", INT(batch), 1, 65536, "512",
+     "most tokens per engine step, all sequences together (a prompt enters in chunks of up to "
+     "256)"},
     {"api_key", NULL, STR(api_key), 0, 0, "",
      "require 'Authorization: Bearer KEY' (empty: no key)"},
     {"queue", NULL, INT(queue), 0, 100000, "64", "requests waiting for a free sequence"},
@@ -393,7 +395,11 @@ size_t config_usage(char *buf, size_t cap) {
             snprintf(both, sizeof both, "%s, %s", s->short_flag, fl);
         else
             snprintf(both, sizeof both, "%s", fl);
-        APPEND("  %-26s %-22s %s (default: %s)\n", both, env, s->help, s->def[0] ? s->def : "none");
+        if (strstr(s->help, "(default:")) /* the help says the default in words */
+            APPEND("  %-26s %-22s %s\n", both, env, s->help);
+        else
+            APPEND("  %-26s %-22s %s (default: %s)\n", both, env, s->help,
+                   s->def[0] ? s->def : "none");
     }
     return n;
 }

@@ -6,7 +6,6 @@
 #pragma STDC FP_CONTRACT OFF
 #endif
 
-#include <assert.h>
 #include <limits.h>
 #include <math.h>
 #include <stdint.h>
@@ -17,6 +16,7 @@
 #endif
 
 #include "engine/cpu.h"
+#include "engine/invariant.h"
 #include "engine/vexp.h"
 #include "engine/vtree.h"
 #include "quant/quant.h"
@@ -480,7 +480,7 @@ run_avx512(const attn_kv *kv, const attn_query *qs, int n_q, float *scratch) {
 #endif
 
 void attn_run(const attn_kv *kv, const attn_query *qs, int n_q, float *scratch, attn_isa isa) {
-    assert(n_q >= 1 && n_q <= ATTN_MAX_Q && kv->hd >= 1);
+    INVARIANT(n_q >= 1 && n_q <= ATTN_MAX_Q && kv->hd >= 1);
     const cpu_level lvl = level_for(isa);
     if (lvl == CPU_SCALAR || kv->hd % 16) {
         cpu_ran(CPU_SITE_ATTN, CPU_SCALAR);

@@ -42,9 +42,10 @@
 
 enum rp_kind {
     RP_I4 = 1,  /* 4-bit codes, z = 8, no min (Q4_0) */
-    RP_I4M = 2, /* 4-bit codes, z = 0, f16 min (Q4_1, Q4_K) */
-    RP_I8 = 3,  /* 8-bit codes stored as q + 128, z = 128, no min (Q8_0, Q5_0, requantized) */
-    RP_I8M = 4, /* 8-bit codes, z = 0, f16 min (Q5_1, Q5_K) */
+    RP_I4M = 2, /* 4-bit codes, z = 0, f16 min (Q4_1) */
+    RP_I8 = 3,  /* 8-bit codes stored as q + 128, z = 128, no min (Q8_0, Q5_0; Q2_K, Q3_K and
+                   float weights requantized, lossy) */
+    RP_I8M = 4, /* 8-bit codes, z = 0, f16 min (Q5_1) */
     RP_I4K = 5, /* 4-bit codes, z = 0, Q4_K's own 6-bit scale and min codes: exact, 4.625 bits */
     RP_I6 = 6,  /* 6-bit codes (int4 nibbles + a 2-bit plane), z = 32, Q6_K's int8 scale per 16
                    weights and f16 d per 256: exact, 6.5625 bits like Q6_K itself */
@@ -96,7 +97,8 @@ void rp_free(rp_matrix *m); /* NULL is a no-op */
 
 /* Dequantizes row r of m into dst[cols]: w = s * (u - z) + b, in float. */
 void rp_row_to_float(const rp_matrix *m, int64_t r, float *dst);
-/* Same for rows [r0, r1) into dst (row-major, cols floats per row): the prefill's f32 panels. */
+/* Same for rows [r0, r1) into dst (row-major, cols floats per row): the float reference the
+ * kernels' tests and benchmarks compare with. */
 void rp_rows_to_float(const rp_matrix *m, int64_t r0, int64_t r1, float *dst);
 /* Gives back to the kernel the whole pages inside [src, src + n) of a read-only file mapping
  * (madvise DONTNEED) once a tensor is repacked: they are re-read from the page cache if touched

@@ -28,7 +28,8 @@ for s in --config LFM2_CONFIG --port LFM2_PORT --parallel LFM2_PARALLEL --ctx --
          --alias --body-limit LFM2_DRAIN_TIMEOUT LFM2_IDLE_TIMEOUT LFM2_CORS LFM2_LOG_LEVEL; do
   grep -qF -- "$s" <<<"$out" || fail "serve --help lacks $s"
 done
-ok "--help lists the settings"
+twice=$(grep -E "\(default[: ].*\(default" <<<"$out") && fail "a setting states its default twice: $twice"
+ok "--help lists the settings, each default once"
 
 expect_exit2 "port out of range" "--port: 70000 is out of range; accepted 0..65535" -- \
   "$LFM2" serve -m "$MODEL" --port 70000
