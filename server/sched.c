@@ -20,7 +20,7 @@ typedef struct sched_choice {
     sched_tokinfo *ptok; /* logprob records not yet sent */
     int n_ptok, cap_ptok;
     size_t fed, shown; /* bytes of text given to the stop matcher, and released by it */
-    double t_last; /* time of the last token (seconds, monotonic) */
+    double t_last;     /* time of the last token (seconds, monotonic) */
 } sched_choice;
 
 typedef struct sjob {
@@ -59,6 +59,7 @@ struct sched {
     /* scheduler thread only */
     sjob *running; /* admitted, in admission order */
     int used_slots;
+    int max_tok;           /* most tokens one eng_step takes */
     float *logits;         /* parallel * n_vocab */
     eng_batch_item *items; /* parallel */
     sjob **item_job;       /* parallel: owner of each item */
@@ -142,7 +143,8 @@ static void emit_text(sched *s, sjob *j, int ci, const char *text, size_t n, boo
     sched_choice *c = &j->ch[ci];
     int k = c->n_ptok; /* records go in text order */
     if (!all)
-        while (k > 0 && c->ptok[k - 1].off >= c->shown) k--;
+        while (k > 0 && c->ptok[k - 1].off >= c->shown)
+            k--;
     if (n == 0 && k == 0) return;
     sched_event ev = {0};
     ev.job = j->id;
@@ -402,157 +404,197 @@ static void publish_count(sched *s) {
     }
 }
 
-static void *sched_main(void *arg) {
-    sched *s = arg;
-    char err[256];
-    int max_tok = eng_max_batch_tokens(s->e);
-    for (;;) {
-        pthread_mutex_lock(&s->mu);
-        while (!s->quit && !s->running && !s->queue && !s->n_cancels && !s->abort_all)
-            pthread_cond_wait(&s->cv, &s->mu);
-        if (s->quit) {
-            pthread_mutex_unlock(&s->mu);
-            break;
-        }
-        /* cancellations: running jobs are marked, queued ones removed here */
-        for (int i = 0; i < s->n_cancels; i++) {
-            uint64_t id = s->cancels[i];
-            for (sjob *j = s->running; j; j = j->next)
-                if (j->id == id) j->cancelled = true;
-            for (sjob **pp = &s->queue, *prev = NULL; *pp; prev = *pp, pp = &(*pp)->next)
-                if ((*pp)->id == id) {
-                    sjob *j = *pp;
-                    *pp = j->next;
-                    if (s->queue_tail == j) s->queue_tail = prev;
-                    s->n_queue--;
-                    sjob_free(s, j);
-                    break;
-                }
-        }
-        s->n_cancels = 0;
-        sjob *aborted = NULL;
-        char abort_msg[256];
-        bool abort_running = s->abort_all;
-        if (s->abort_all) {
-            s->abort_all = false;
-            snprintf(abort_msg, sizeof abort_msg, "%s", s->abort_msg);
-            aborted = s->queue;
-            s->queue = s->queue_tail = NULL;
-            s->n_queue = 0;
-        }
-        /* admission, FIFO: the head waits until its choices all fit */
-        sjob *admitted = NULL, **atail = &admitted;
-        while (s->queue && s->used_slots + s->queue->job->n_choices <= s->o.parallel) {
-            sjob *j = s->queue;
-            s->queue = j->next;
-            if (!s->queue) s->queue_tail = NULL;
-            s->n_queue--;
-            j->next = NULL;
-            *atail = j;
-            atail = &j->next;
-            s->used_slots += j->job->n_choices;
-        }
-        for (sjob *j = admitted; j; j = j->next)
-            s->n_running_pub++;
-        pthread_mutex_unlock(&s->mu);
+/* Sleeps until there is work: a running or queued job, a cancellation or an abort. Returns false
+ * when the scheduler is told to quit. */
+static bool wait_for_work(sched *s) {
+    pthread_mutex_lock(&s->mu);
+    while (!s->quit && !s->running && !s->queue && !s->n_cancels && !s->abort_all)
+        pthread_cond_wait(&s->cv, &s->mu);
+    bool quit = s->quit;
+    pthread_mutex_unlock(&s->mu);
+    return !quit;
+}
 
-        if (abort_running) /* events take the lock: only now that it is released */
-            for (sjob *j = s->running; j; j = j->next)
-                if (!j->cancelled && !j->failed) {
-                    emit_error(s, j, abort_msg);
-                    j->failed = true;
-                }
-        while (aborted) {
-            sjob *j = aborted;
-            aborted = j->next;
-            emit_error(s, j, abort_msg);
-            emit_done(s, j);
-            sjob_free(s, j);
-        }
-        sjob **rt = &s->running;
-        while (*rt)
-            rt = &(*rt)->next;
-        *rt = admitted;
-        for (sjob *j = admitted; j; j = j->next)
-            admit(s, j);
-        reap(s);
-
-        /* the batch: every running choice decodes one token, then prompt chunks in FIFO order */
-        int n_items = 0, budget = max_tok;
-        for (sjob *j = s->running; j; j = j->next) {
-            if (!j->prefilled) continue;
-            for (int i = 0; i < j->job->n_choices && budget > 0; i++) {
-                sched_choice *c = &j->ch[i];
-                if (c->done) continue;
-                eng_batch_item *it = &s->items[n_items];
-                it->seq = c->seq;
-                it->tokens = &c->last;
-                it->n_tokens = 1;
-                it->logits_mode = ENG_LOGITS_LAST;
-                it->logits = s->logits + (size_t)n_items * s->n_vocab;
-                s->item_job[n_items] = j;
-                s->item_choice[n_items] = i;
-                n_items++;
-                budget--;
+/* Cancellations: running jobs are marked (reap frees them), queued ones leave the queue. */
+static void take_cancels(sched *s) {
+    sjob *dropped = NULL;
+    pthread_mutex_lock(&s->mu);
+    for (int i = 0; i < s->n_cancels; i++) {
+        uint64_t id = s->cancels[i];
+        for (sjob *j = s->running; j; j = j->next)
+            if (j->id == id) j->cancelled = true;
+        for (sjob **pp = &s->queue, *prev = NULL; *pp; prev = *pp, pp = &(*pp)->next)
+            if ((*pp)->id == id) {
+                sjob *j = *pp;
+                *pp = j->next;
+                if (s->queue_tail == j) s->queue_tail = prev;
+                s->n_queue--;
+                j->next = dropped;
+                dropped = j;
+                break;
             }
+    }
+    s->n_cancels = 0;
+    pthread_mutex_unlock(&s->mu);
+    while (dropped) {
+        sjob *j = dropped;
+        dropped = j->next;
+        sjob_free(s, j);
+    }
+}
+
+/* sched_abort_all: every running job gets ERROR (reap sends DONE), every queued one ERROR + DONE.
+ */
+static void take_abort(sched *s) {
+    char msg[256];
+    pthread_mutex_lock(&s->mu);
+    bool aborting = s->abort_all;
+    sjob *queued = NULL;
+    if (aborting) {
+        s->abort_all = false;
+        snprintf(msg, sizeof msg, "%s", s->abort_msg);
+        queued = s->queue;
+        s->queue = s->queue_tail = NULL;
+        s->n_queue = 0;
+    }
+    pthread_mutex_unlock(&s->mu); /* events take the lock */
+    if (!aborting) return;
+    for (sjob *j = s->running; j; j = j->next)
+        if (!j->cancelled && !j->failed) {
+            emit_error(s, j, msg);
+            j->failed = true;
         }
-        for (sjob *j = s->running; j && budget > 0; j = j->next) {
-            if (j->prefilled) continue;
-            int left = j->job->n_prompt - j->n_fed;
-            int chunk = left < s->o.prefill_chunk ? left : s->o.prefill_chunk;
-            if (chunk > budget) chunk = budget;
+    while (queued) {
+        sjob *j = queued;
+        queued = j->next;
+        emit_error(s, j, msg);
+        emit_done(s, j);
+        sjob_free(s, j);
+    }
+}
+
+/* Admission, FIFO: queued jobs join the running list while their choices fit; the head waits
+ * until all of its choices do. */
+static void admit_jobs(sched *s) {
+    sjob *admitted = NULL, **atail = &admitted;
+    pthread_mutex_lock(&s->mu);
+    while (s->queue && s->used_slots + s->queue->job->n_choices <= s->o.parallel) {
+        sjob *j = s->queue;
+        s->queue = j->next;
+        if (!s->queue) s->queue_tail = NULL;
+        s->n_queue--;
+        j->next = NULL;
+        *atail = j;
+        atail = &j->next;
+        s->used_slots += j->job->n_choices;
+        s->n_running_pub++;
+    }
+    pthread_mutex_unlock(&s->mu);
+    sjob **rt = &s->running;
+    while (*rt)
+        rt = &(*rt)->next;
+    *rt = admitted;
+    for (sjob *j = admitted; j; j = j->next)
+        admit(s, j);
+}
+
+/* Building the batch: every running choice decodes one token, then prompt chunks go in FIFO
+ * order while the step's token budget lasts. Returns the number of items. */
+static int build_batch(sched *s) {
+    int n_items = 0, budget = s->max_tok;
+    for (sjob *j = s->running; j; j = j->next) {
+        if (!j->prefilled) continue;
+        for (int i = 0; i < j->job->n_choices && budget > 0; i++) {
+            sched_choice *c = &j->ch[i];
+            if (c->done) continue;
             eng_batch_item *it = &s->items[n_items];
-            it->seq = j->ch[0].seq;
-            it->tokens = j->job->prompt + j->n_fed;
-            it->n_tokens = chunk;
-            it->logits_mode = chunk == left ? ENG_LOGITS_LAST : ENG_LOGITS_NONE;
+            it->seq = c->seq;
+            it->tokens = &c->last;
+            it->n_tokens = 1;
+            it->logits_mode = ENG_LOGITS_LAST;
             it->logits = s->logits + (size_t)n_items * s->n_vocab;
             s->item_job[n_items] = j;
-            s->item_choice[n_items] = -1;
+            s->item_choice[n_items] = i;
             n_items++;
-            budget -= chunk;
+            budget--;
         }
-        publish_count(s);
-        if (n_items == 0) {
-            if (s->notify) s->notify(s->ud);
+    }
+    for (sjob *j = s->running; j && budget > 0; j = j->next) {
+        if (j->prefilled) continue;
+        int left = j->job->n_prompt - j->n_fed;
+        int chunk = left < s->o.prefill_chunk ? left : s->o.prefill_chunk;
+        if (chunk > budget) chunk = budget;
+        eng_batch_item *it = &s->items[n_items];
+        it->seq = j->ch[0].seq;
+        it->tokens = j->job->prompt + j->n_fed;
+        it->n_tokens = chunk;
+        it->logits_mode = chunk == left ? ENG_LOGITS_LAST : ENG_LOGITS_NONE;
+        it->logits = s->logits + (size_t)n_items * s->n_vocab;
+        s->item_job[n_items] = j;
+        s->item_choice[n_items] = -1;
+        n_items++;
+        budget -= chunk;
+    }
+    return n_items;
+}
+
+/* The step: one eng_step over the batch. On failure every job in it ends with the error. */
+static bool step(sched *s, int n_items) {
+    char err[256];
+    eng_batch b = {s->items, n_items};
+    if (eng_step(s->e, &b, err, sizeof err) == 0) return true;
+    for (int k = 0; k < n_items; k++) {
+        sjob *j = s->item_job[k];
+        if (!j->failed) {
+            emit_error(s, j, err);
+            j->failed = true;
+        }
+    }
+    return false;
+}
+
+/* Taking results: a decode item samples its choice's next token; a prompt's last chunk starts
+ * the job's choices, each sampling its first token from the prompt's logits. */
+static void take_results(sched *s, int n_items) {
+    for (int k = 0; k < n_items; k++) {
+        sjob *j = s->item_job[k];
+        if (j->cancelled || j->failed) continue;
+        const float *lg = s->items[k].logits;
+        if (s->item_choice[k] >= 0) {
+            sample_result r;
+            draw(j, s->item_choice[k], lg, &r);
+            choice_take(s, j, s->item_choice[k], &r);
             continue;
         }
-        eng_batch b = {s->items, n_items};
-        if (eng_step(s->e, &b, err, sizeof err) < 0) {
-            for (int k = 0; k < n_items; k++) {
-                sjob *j = s->item_job[k];
-                if (!j->failed) {
-                    emit_error(s, j, err);
-                    j->failed = true;
-                }
-            }
-        } else {
-            for (int k = 0; k < n_items; k++) {
-                sjob *j = s->item_job[k];
-                if (j->cancelled || j->failed) continue;
-                const float *lg = s->items[k].logits;
-                if (s->item_choice[k] >= 0) {
-                    sample_result r;
-                    draw(j, s->item_choice[k], lg, &r);
-                    choice_take(s, j, s->item_choice[k], &r);
-                    continue;
-                }
-                j->n_fed += s->items[k].n_tokens;
-                if (j->n_fed < j->job->n_prompt) continue;
-                start_choices(s, j);
-                for (int i = 0; i < j->job->n_choices && !j->failed; i++) {
-                    sample_result r;
-                    draw(j, i, lg, &r);
-                    choice_take(s, j, i, &r);
-                }
-            }
+        j->n_fed += s->items[k].n_tokens;
+        if (j->n_fed < j->job->n_prompt) continue;
+        start_choices(s, j);
+        for (int i = 0; i < j->job->n_choices && !j->failed; i++) {
+            sample_result r;
+            draw(j, i, lg, &r);
+            choice_take(s, j, i, &r);
         }
+    }
+}
+
+/* The scheduler thread: one turn of the loop per engine step. */
+static void *sched_main(void *arg) {
+    sched *s = arg;
+    while (wait_for_work(s)) {
+        take_cancels(s);
+        take_abort(s);
+        admit_jobs(s);
         reap(s);
+        int n_items = build_batch(s);
         publish_count(s);
+        if (n_items > 0) {
+            if (step(s, n_items)) take_results(s, n_items);
+            reap(s);
+            publish_count(s);
+        }
         if (s->notify) s->notify(s->ud);
     }
-    /* quitting: end everything */
-    while (s->running) {
+    while (s->running) { /* quitting: end everything */
         sjob *j = s->running;
         s->running = j->next;
         sjob_free(s, j);
@@ -563,7 +605,12 @@ static void *sched_main(void *arg) {
 int sched_new(sched **out, eng *e, const sched_opts *o, metrics *m, sched_notify_fn notify,
               void *ud, char *err, size_t errlen) {
     sched *s = calloc(1, sizeof *s);
-    if (!s) goto oom;
+    if (!s) {
+        snprintf(err, errlen, "sched: out of memory");
+        return SCHED_ENOMEM;
+    }
+    pthread_mutex_init(&s->mu, NULL);
+    pthread_cond_init(&s->cv, NULL);
     s->e = e;
     s->tk = eng_tok(e);
     s->m = m;
@@ -576,37 +623,31 @@ int sched_new(sched **out, eng *e, const sched_opts *o, metrics *m, sched_notify
     s->n_ctx = s->o.n_ctx > 0 ? s->o.n_ctx : eng_default_ctx(e);
     s->n_vocab = eng_n_vocab(e);
     s->eos = eng_eos(e);
+    s->max_tok = eng_max_batch_tokens(e);
     s->next_id = 1;
     s->logits = malloc((size_t)s->o.parallel * (size_t)s->n_vocab * sizeof(float));
     s->items = calloc((size_t)s->o.parallel, sizeof *s->items);
     s->item_job = calloc((size_t)s->o.parallel, sizeof *s->item_job);
     s->item_choice = calloc((size_t)s->o.parallel, sizeof *s->item_choice);
-    if (!s->logits || !s->items || !s->item_job || !s->item_choice) goto oom;
-    pthread_mutex_init(&s->mu, NULL);
-    pthread_cond_init(&s->cv, NULL);
+    if (!s->logits || !s->items || !s->item_job || !s->item_choice) {
+        snprintf(err, errlen, "sched: out of memory for %d sequences", s->o.parallel);
+        goto fail;
+    }
     int rc = pthread_create(&s->thread, NULL, sched_main, s);
     if (rc) {
         snprintf(err, errlen, "sched: cannot start the scheduler thread: %s", strerror(rc));
-        pthread_mutex_destroy(&s->mu);
-        pthread_cond_destroy(&s->cv);
-        free(s->logits);
-        free(s->items);
-        free(s->item_job);
-        free(s->item_choice);
-        free(s);
-        return SCHED_ENOMEM;
+        goto fail;
     }
     *out = s;
     return 0;
-oom:
-    if (s) {
-        free(s->logits);
-        free(s->items);
-        free(s->item_job);
-        free(s->item_choice);
-        free(s);
-    }
-    snprintf(err, errlen, "sched: out of memory for %d sequences", o ? o->parallel : 4);
+fail:
+    free(s->logits);
+    free(s->items);
+    free(s->item_job);
+    free(s->item_choice);
+    pthread_mutex_destroy(&s->mu);
+    pthread_cond_destroy(&s->cv);
+    free(s);
     return SCHED_ENOMEM;
 }
 
