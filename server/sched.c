@@ -30,9 +30,15 @@ typedef struct sjob {
     sched_choice *ch; /* job->n_choices */
     int n_fed;        /* prompt tokens fed so far */
     bool prefilled, cancelled, failed;
-    int n_live; /* choices not yet finished */
+    int n_live;  /* choices not yet finished */
+    int ev_left; /* control-event slots it still holds in the event queue (under mu) */
     double t_submit;
 } sjob;
+
+/* Control events a job can send: START, one FINISH per choice, one ERROR, DONE. sched_submit
+ * reserves room for all of them in the event queue, so they never allocate and cannot be lost;
+ * only TEXT events grow the queue, and a job whose text finds no room ends with an ERROR. */
+#define SJOB_CONTROL_EVENTS(n_choices) ((n_choices) + 3)
 
 struct sched {
     eng *e;
@@ -42,6 +48,7 @@ struct sched {
     int n_vocab, n_ctx, eos;
     sched_notify_fn notify;
     void *ud;
+    void *(*alloc)(void *p, size_t n); /* o.realloc_fn or realloc */
     pthread_t thread;
     pthread_mutex_t mu;
     pthread_cond_t cv;
@@ -52,8 +59,9 @@ struct sched {
     int n_cancels, cap_cancels;
     bool quit, draining, abort_all;
     char abort_msg[256];
-    sched_event *evs; /* pending events */
+    sched_event *evs; /* pending events; cap_evs >= n_evs + n_reserved */
     int n_evs, cap_evs;
+    int n_reserved; /* slots held for the control events of submitted jobs (sjob.ev_left) */
     uint64_t next_id;
     int n_running_pub; /* copy of the running count for sched_n_jobs */
     /* scheduler thread only */
@@ -87,43 +95,70 @@ void sched_event_clear(sched_event *ev) {
     memset(ev, 0, sizeof *ev);
 }
 
-/* Appends an event (takes ownership of text/toks). Caller holds no lock. */
-static void push_event(sched *s, sched_event *ev) {
-    pthread_mutex_lock(&s->mu);
-    if (s->n_evs == s->cap_evs) {
-        int cap = s->cap_evs ? s->cap_evs * 2 : 64;
-        sched_event *p = realloc(s->evs, (size_t)cap * sizeof *p);
-        if (!p) { /* out of memory: drop text but keep the control event */
-            pthread_mutex_unlock(&s->mu);
-            if (ev->kind == SCHED_EV_TEXT) {
-                sched_event_clear(ev);
-                return;
-            }
-            /* spin until memory frees up is not an option: drop it as well */
-            sched_event_clear(ev);
-            return;
-        }
-        s->evs = p;
-        s->cap_evs = cap;
-    }
-    s->evs[s->n_evs++] = *ev;
-    pthread_mutex_unlock(&s->mu);
+/* A broken invariant: prints where and aborts, in every build. */
+#define SCHED_ASSERT(cond)                                                                         \
+    do {                                                                                           \
+        if (!(cond)) {                                                                             \
+            fprintf(stderr, "%s:%d: sched invariant broken: %s\n", __FILE__, __LINE__, #cond);     \
+            abort();                                                                               \
+        }                                                                                          \
+    } while (0)
+
+/* Makes room (under mu) for need more events beside the pending and the reserved ones. */
+static bool evs_room(sched *s, int need) {
+    int want = s->n_evs + s->n_reserved + need;
+    if (want <= s->cap_evs) return true;
+    int cap = s->cap_evs ? s->cap_evs : 64;
+    while (cap < want)
+        cap *= 2;
+    sched_event *p = s->alloc(s->evs, (size_t)cap * sizeof *p);
+    if (!p) return false;
+    s->evs = p;
+    s->cap_evs = cap;
+    return true;
 }
 
-static void emit_simple(sched *s, uint64_t id, int kind, int index) {
+/* Appends an event of job j, taking ownership of its text/toks. A control event fills one of
+ * j's reserved slots and always succeeds; a TEXT event returns false (and is freed) when the
+ * queue cannot grow. A failed job sends only its DONE: later events are freed unsent. Caller
+ * holds no lock. */
+static bool push_event(sched *s, sjob *j, sched_event *ev) {
+    if (j->failed && ev->kind != SCHED_EV_DONE) {
+        sched_event_clear(ev);
+        return true;
+    }
+    bool ok = true;
+    pthread_mutex_lock(&s->mu);
+    if (ev->kind == SCHED_EV_TEXT) {
+        ok = evs_room(s, 1);
+    } else {
+        SCHED_ASSERT(j->ev_left > 0 && s->n_evs < s->cap_evs);
+        j->ev_left--;
+        s->n_reserved--;
+    }
+    if (ok) s->evs[s->n_evs++] = *ev;
+    pthread_mutex_unlock(&s->mu);
+    if (!ok) sched_event_clear(ev);
+    return ok;
+}
+
+static void emit_simple(sched *s, sjob *j, int kind, int index) {
     sched_event ev = {0};
-    ev.job = id;
+    ev.job = j->id;
     ev.kind = kind;
     ev.index = index;
-    push_event(s, &ev);
+    push_event(s, j, &ev);
 }
 
-static void emit_error(sched *s, sjob *j, const char *msg) {
+/* Ends job j with an ERROR carrying msg (only its first error is sent); reap sends its DONE. */
+static void job_fail(sched *s, sjob *j, const char *msg) {
+    if (j->failed) return;
     sched_event ev = {0};
     ev.job = j->id;
     ev.kind = SCHED_EV_ERROR;
     snprintf(ev.message, sizeof ev.message, "%s", msg);
-    push_event(s, &ev);
+    push_event(s, j, &ev);
+    j->failed = true;
 }
 
 static void emit_done(sched *s, sjob *j) {
@@ -133,12 +168,13 @@ static void emit_done(sched *s, sjob *j) {
     ev.n_prompt = j->job->n_prompt;
     for (int i = 0; i < j->job->n_choices; i++)
         ev.n_completion += j->ch ? j->ch[i].n_gen : 0;
-    push_event(s, &ev);
+    push_event(s, j, &ev);
 }
 
 /* Sends text (copied) for choice ci with the logprob records of the tokens whose text has begun
  * to show (all of them when all is set): a token whose text the stop matcher still holds waits,
- * and one that starts inside a matched stop string is never sent, as its text is not. */
+ * and one that starts inside a matched stop string is never sent, as its text is not. Out of
+ * memory the job fails rather than send a choice with a gap in it. */
 static void emit_text(sched *s, sjob *j, int ci, const char *text, size_t n, bool all) {
     sched_choice *c = &j->ch[ci];
     int k = c->n_ptok; /* records go in text order */
@@ -151,12 +187,14 @@ static void emit_text(sched *s, sjob *j, int ci, const char *text, size_t n, boo
     ev.kind = SCHED_EV_TEXT;
     ev.index = ci;
     if (n) {
-        ev.text = malloc(n + 1);
-        if (ev.text) {
-            memcpy(ev.text, text, n);
-            ev.text[n] = 0;
-            ev.len = n;
+        ev.text = s->alloc(NULL, n + 1);
+        if (!ev.text) {
+            job_fail(s, j, "out of memory");
+            return;
         }
+        memcpy(ev.text, text, n);
+        ev.text[n] = 0;
+        ev.len = n;
     }
     if (k == c->n_ptok && k) { /* all of them: hand the array over */
         ev.toks = c->ptok;
@@ -164,15 +202,18 @@ static void emit_text(sched *s, sjob *j, int ci, const char *text, size_t n, boo
         c->ptok = NULL;
         c->n_ptok = c->cap_ptok = 0;
     } else if (k) {
-        ev.toks = malloc((size_t)k * sizeof *ev.toks);
-        if (ev.toks) {
-            memcpy(ev.toks, c->ptok, (size_t)k * sizeof *ev.toks);
-            ev.n_toks = k;
+        ev.toks = s->alloc(NULL, (size_t)k * sizeof *ev.toks);
+        if (!ev.toks) {
+            sched_event_clear(&ev);
+            job_fail(s, j, "out of memory");
+            return;
         }
+        memcpy(ev.toks, c->ptok, (size_t)k * sizeof *ev.toks);
+        ev.n_toks = k;
         memmove(c->ptok, c->ptok + k, (size_t)(c->n_ptok - k) * sizeof *c->ptok);
         c->n_ptok -= k;
     }
-    push_event(s, &ev);
+    if (!push_event(s, j, &ev)) job_fail(s, j, "out of memory");
 }
 
 static void choice_release(sched_choice *c) {
@@ -219,7 +260,7 @@ static void choice_finish(sched *s, sjob *j, int ci, int finish, bool flush) {
     ev.kind = SCHED_EV_FINISH;
     ev.index = ci;
     ev.finish = finish;
-    push_event(s, &ev);
+    push_event(s, j, &ev);
     c->done = true;
     j->n_live--;
     choice_release(c);
@@ -235,7 +276,11 @@ static void sjob_free(sched *s, sjob *j) {
         }
         free(j->ch);
     }
-    (void)s;
+    if (j->ev_left) { /* give back the control-event slots it did not use */
+        pthread_mutex_lock(&s->mu);
+        s->n_reserved -= j->ev_left;
+        pthread_mutex_unlock(&s->mu);
+    }
     sched_job_free(j->job);
     free(j);
 }
@@ -257,21 +302,21 @@ static void choice_take(sched *s, sjob *j, int ci, const sample_result *r) {
     if (jb->want_logprobs && r->id != s->eos) { /* EOS is not part of the text: no record */
         if (c->n_ptok == c->cap_ptok) {
             int cap = c->cap_ptok ? c->cap_ptok * 2 : 8;
-            sched_tokinfo *p = realloc(c->ptok, (size_t)cap * sizeof *p);
-            if (p) {
-                c->ptok = p;
-                c->cap_ptok = cap;
+            sched_tokinfo *p = s->alloc(c->ptok, (size_t)cap * sizeof *p);
+            if (!p) {
+                job_fail(s, j, "out of memory");
+                return;
             }
+            c->ptok = p;
+            c->cap_ptok = cap;
         }
-        if (c->n_ptok < c->cap_ptok) {
-            sched_tokinfo *ti = &c->ptok[c->n_ptok++];
-            ti->off = c->fed;
-            ti->id = r->id;
-            ti->logprob = r->logprob;
-            ti->n_top = r->n_top;
-            memcpy(ti->top_id, r->top_id, sizeof ti->top_id);
-            memcpy(ti->top_logprob, r->top_logprob, sizeof ti->top_logprob);
-        }
+        sched_tokinfo *ti = &c->ptok[c->n_ptok++];
+        ti->off = c->fed;
+        ti->id = r->id;
+        ti->logprob = r->logprob;
+        ti->n_top = r->n_top;
+        memcpy(ti->top_id, r->top_id, sizeof ti->top_id);
+        memcpy(ti->top_logprob, r->top_logprob, sizeof ti->top_logprob);
     }
     if (r->id == s->eos) {
         choice_finish(s, j, ci, SCHED_FINISH_STOP, true);
@@ -280,11 +325,15 @@ static void choice_take(sched *s, sjob *j, int ci, const sample_result *r) {
     char piece[512];
     size_t plen = 0;
     tok_piece(s->tk, r->id, &plen);
-    char *buf = plen + 8 <= sizeof piece ? piece : malloc(plen + 8);
-    size_t n =
-        buf ? tok_stream_push(&c->ts, r->id, buf, buf == piece ? sizeof piece : plen + 8) : 0;
+    char *buf = plen + 8 <= sizeof piece ? piece : s->alloc(NULL, plen + 8);
+    if (!buf) {
+        job_fail(s, j, "out of memory");
+        return;
+    }
+    size_t n = tok_stream_push(&c->ts, r->id, buf, buf == piece ? sizeof piece : plen + 8);
     feed_text(s, j, ci, buf, n);
     if (buf != piece) free(buf);
+    if (j->failed) return;
     if (c->sm.done) {
         choice_finish(s, j, ci, SCHED_FINISH_STOP, false);
         return;
@@ -324,17 +373,15 @@ static void admit(sched *s, sjob *j) {
     char err[256];
     j->ch = calloc((size_t)j->job->n_choices, sizeof *j->ch);
     if (!j->ch) {
-        emit_error(s, j, "out of memory");
-        j->failed = true;
+        job_fail(s, j, "out of memory");
         return;
     }
     j->n_live = j->job->n_choices;
     if (eng_seq_new(s->e, s->n_ctx, &j->ch[0].seq, err, sizeof err) < 0) {
-        emit_error(s, j, err);
-        j->failed = true;
+        job_fail(s, j, err);
         return;
     }
-    emit_simple(s, j->id, SCHED_EV_START, 0);
+    emit_simple(s, j, SCHED_EV_START, 0);
 }
 
 /* After the prompt's last chunk: fork the choices and create their samplers. */
@@ -344,15 +391,13 @@ static void start_choices(sched *s, sjob *j) {
     for (int i = 0; i < jb->n_choices; i++) {
         sched_choice *c = &j->ch[i];
         if (i > 0 && eng_seq_fork(j->ch[0].seq, -1, 0, &c->seq, err, sizeof err) < 0) {
-            emit_error(s, j, err);
-            j->failed = true;
+            job_fail(s, j, err);
             return;
         }
         sample_params sp = jb->samp;
         sp.seed = jb->samp.seed + (uint64_t)i;
         if (sampler_new(&c->smp, s->n_vocab, &sp, err, sizeof err) < 0) {
-            emit_error(s, j, err);
-            j->failed = true;
+            job_fail(s, j, err);
             return;
         }
         int from = sp.penalty_last_n > 0 && jb->n_prompt > sp.penalty_last_n
@@ -362,8 +407,7 @@ static void start_choices(sched *s, sjob *j) {
             sampler_accept(c->smp, jb->prompt[k]);
         tok_stream_init(&c->ts, s->tk, false);
         if (stop_init(&c->sm, (const char *const *)jb->stop, jb->n_stop) < 0) {
-            emit_error(s, j, "out of memory");
-            j->failed = true;
+            job_fail(s, j, "out of memory");
             return;
         }
     }
@@ -460,14 +504,11 @@ static void take_abort(sched *s) {
     pthread_mutex_unlock(&s->mu); /* events take the lock */
     if (!aborting) return;
     for (sjob *j = s->running; j; j = j->next)
-        if (!j->cancelled && !j->failed) {
-            emit_error(s, j, msg);
-            j->failed = true;
-        }
+        if (!j->cancelled) job_fail(s, j, msg);
     while (queued) {
         sjob *j = queued;
         queued = j->next;
-        emit_error(s, j, msg);
+        job_fail(s, j, msg);
         emit_done(s, j);
         sjob_free(s, j);
     }
@@ -543,13 +584,8 @@ static bool step(sched *s, int n_items) {
     char err[256];
     eng_batch b = {s->items, n_items};
     if (eng_step(s->e, &b, err, sizeof err) == 0) return true;
-    for (int k = 0; k < n_items; k++) {
-        sjob *j = s->item_job[k];
-        if (!j->failed) {
-            emit_error(s, j, err);
-            j->failed = true;
-        }
-    }
+    for (int k = 0; k < n_items; k++)
+        job_fail(s, s->item_job[k], err);
     return false;
 }
 
@@ -624,6 +660,7 @@ int sched_new(sched **out, eng *e, const sched_opts *o, metrics *m, sched_notify
     s->n_vocab = eng_n_vocab(e);
     s->eos = eng_eos(e);
     s->max_tok = eng_max_batch_tokens(e);
+    s->alloc = s->o.realloc_fn ? s->o.realloc_fn : realloc;
     s->next_id = 1;
     s->logits = malloc((size_t)s->o.parallel * (size_t)s->n_vocab * sizeof(float));
     s->items = calloc((size_t)s->o.parallel, sizeof *s->items);
@@ -712,7 +749,12 @@ int sched_submit(sched *s, sched_job *job, uint64_t *id, char *err, size_t errle
     } else if (s->n_queue >= s->o.queue_max) {
         snprintf(err, errlen, "the request queue is full (%d waiting); retry later", s->n_queue);
         rc = SCHED_EFULL;
+    } else if (!evs_room(s, SJOB_CONTROL_EVENTS(job->n_choices))) {
+        snprintf(err, errlen, "sched: out of memory for the job's events");
+        rc = SCHED_ENOMEM;
     } else {
+        j->ev_left = SJOB_CONTROL_EVENTS(job->n_choices);
+        s->n_reserved += j->ev_left;
         j->id = s->next_id++;
         if (s->queue_tail)
             s->queue_tail->next = j;
