@@ -244,6 +244,8 @@ int main(void) {
         while (at + sl < flen && ((unsigned char)full[at + sl] & 0xC0) == 0x80)
             sl++;
     }
+    CHECK(flen >= 2); /* 40 tokens of text: the stop string must come from inside it */
+    CHECK(sl > 0);
     if (sl) {
         char stop[32];
         memcpy(stop, full + at, sl);
@@ -257,6 +259,7 @@ int main(void) {
         CHECK_EQ_INT(sched_submit(s, j, &ids[0], err, sizeof err), 0);
         collect(s, ids, r, 1);
         CHECK_EQ_INT(r[0].finish[0], SCHED_FINISH_STOP);
+        CHECK(r[0].n_completion < 40); /* the match ended generation early */
         CHECK_EQ_INT(r[0].len[0], first);
         CHECK(!memcmp(r[0].text[0], full, first));
     }
