@@ -346,7 +346,7 @@ static void choice_take(sched *s, sjob *j, int ci, const sample_result *r) {
     c->last = r->id;
 }
 
-/* Removes finished / cancelled jobs from the running list. */
+/* Removes finished, failed and cancelled jobs from the running list (DONE unless cancelled). */
 static void reap(sched *s) {
     sjob **pp = &s->running;
     while (*pp) {
@@ -448,8 +448,7 @@ static void publish_count(sched *s) {
     }
 }
 
-/* Sleeps until there is work: a running or queued job, a cancellation or an abort. Returns false
- * when the scheduler is told to quit. */
+/* Sleeps until there is a job, a cancellation or an abort; false when told to quit. */
 static bool wait_for_work(sched *s) {
     pthread_mutex_lock(&s->mu);
     while (!s->quit && !s->running && !s->queue && !s->n_cancels && !s->abort_all)
@@ -487,8 +486,7 @@ static void take_cancels(sched *s) {
     }
 }
 
-/* sched_abort_all: every running job gets ERROR (reap sends DONE), every queued one ERROR + DONE.
- */
+/* The abort: running jobs get ERROR (reap sends DONE), queued ones ERROR + DONE. */
 static void take_abort(sched *s) {
     char msg[256];
     pthread_mutex_lock(&s->mu);
@@ -514,8 +512,7 @@ static void take_abort(sched *s) {
     }
 }
 
-/* Admission, FIFO: queued jobs join the running list while their choices fit; the head waits
- * until all of its choices do. */
+/* Admission, FIFO: queued jobs start while their choices fit; the head waits for room. */
 static void admit_jobs(sched *s) {
     sjob *admitted = NULL, **atail = &admitted;
     pthread_mutex_lock(&s->mu);
@@ -539,8 +536,7 @@ static void admit_jobs(sched *s) {
         admit(s, j);
 }
 
-/* Building the batch: every running choice decodes one token, then prompt chunks go in FIFO
- * order while the step's token budget lasts. Returns the number of items. */
+/* Building the batch: a token per running choice, then prompt chunks; returns the item count. */
 static int build_batch(sched *s) {
     int n_items = 0, budget = s->max_tok;
     for (sjob *j = s->running; j; j = j->next) {
@@ -589,8 +585,7 @@ static bool step(sched *s, int n_items) {
     return false;
 }
 
-/* Taking results: a decode item samples its choice's next token; a prompt's last chunk starts
- * the job's choices, each sampling its first token from the prompt's logits. */
+/* Taking results: each decode samples a token; a prompt's last chunk starts its choices. */
 static void take_results(sched *s, int n_items) {
     for (int k = 0; k < n_items; k++) {
         sjob *j = s->item_job[k];
