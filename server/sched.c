@@ -21,7 +21,7 @@ typedef struct sched_choice {
     sched_tokinfo *ptok; /* logprob records not yet sent */
     int n_ptok, cap_ptok;
     size_t fed, shown; /* bytes of text given to the stop matcher, and released by it */
-    double t_last; /* time of the last token (seconds, monotonic) */
+    double t_last;     /* time of the last token (seconds, monotonic) */
 } sched_choice;
 
 typedef struct sjob {
@@ -31,9 +31,15 @@ typedef struct sjob {
     sched_choice *ch; /* job->n_choices */
     int n_fed;        /* prompt tokens fed so far */
     bool prefilled, cancelled, failed;
-    int n_live; /* choices not yet finished */
+    int n_live;  /* choices not yet finished */
+    int ev_left; /* control-event slots it still holds in the event queue (under mu) */
     double t_submit;
 } sjob;
+
+/* Control events a job can send: START, one FINISH per choice, one ERROR, DONE. sched_submit
+ * reserves room for all of them in the event queue, so they never allocate and cannot be lost;
+ * only TEXT events grow the queue, and a job whose text finds no room ends with an ERROR. */
+#define SJOB_CONTROL_EVENTS(n_choices) ((n_choices) + 3)
 
 struct sched {
     eng *e;
@@ -43,6 +49,7 @@ struct sched {
     int n_vocab, n_ctx, eos;
     sched_notify_fn notify;
     void *ud;
+    void *(*alloc)(void *p, size_t n); /* o.realloc_fn or realloc */
     pthread_t thread;
     pthread_mutex_t mu;
     pthread_cond_t cv;
@@ -53,13 +60,15 @@ struct sched {
     int n_cancels, cap_cancels;
     bool quit, draining, abort_all;
     char abort_msg[256];
-    sched_event *evs; /* pending events */
+    sched_event *evs; /* pending events; cap_evs >= n_evs + n_reserved */
     int n_evs, cap_evs;
+    int n_reserved; /* slots held for the control events of submitted jobs (sjob.ev_left) */
     uint64_t next_id;
     int n_running_pub; /* copy of the running count for sched_n_jobs */
     /* scheduler thread only */
     sjob *running; /* admitted, in admission order */
     int used_slots;
+    int max_tok;           /* most tokens one eng_step takes */
     float *logits;         /* parallel * n_vocab */
     eng_batch_item *items; /* parallel */
     sjob **item_job;       /* parallel: owner of each item */
@@ -85,43 +94,70 @@ void sched_event_clear(sched_event *ev) {
     memset(ev, 0, sizeof *ev);
 }
 
-/* Appends an event (takes ownership of text/toks). Caller holds no lock. */
-static void push_event(sched *s, sched_event *ev) {
-    pthread_mutex_lock(&s->mu);
-    if (s->n_evs == s->cap_evs) {
-        int cap = s->cap_evs ? s->cap_evs * 2 : 64;
-        sched_event *p = realloc(s->evs, (size_t)cap * sizeof *p);
-        if (!p) { /* out of memory: drop text but keep the control event */
-            pthread_mutex_unlock(&s->mu);
-            if (ev->kind == SCHED_EV_TEXT) {
-                sched_event_clear(ev);
-                return;
-            }
-            /* spin until memory frees up is not an option: drop it as well */
-            sched_event_clear(ev);
-            return;
-        }
-        s->evs = p;
-        s->cap_evs = cap;
-    }
-    s->evs[s->n_evs++] = *ev;
-    pthread_mutex_unlock(&s->mu);
+/* A broken invariant: prints where and aborts, in every build. */
+#define SCHED_ASSERT(cond)                                                                         \
+    do {                                                                                           \
+        if (!(cond)) {                                                                             \
+            fprintf(stderr, "%s:%d: sched invariant broken: %s\n", __FILE__, __LINE__, #cond);     \
+            abort();                                                                               \
+        }                                                                                          \
+    } while (0)
+
+/* Makes room (under mu) for need more events beside the pending and the reserved ones. */
+static bool evs_room(sched *s, int need) {
+    int want = s->n_evs + s->n_reserved + need;
+    if (want <= s->cap_evs) return true;
+    int cap = s->cap_evs ? s->cap_evs : 64;
+    while (cap < want)
+        cap *= 2;
+    sched_event *p = s->alloc(s->evs, (size_t)cap * sizeof *p);
+    if (!p) return false;
+    s->evs = p;
+    s->cap_evs = cap;
+    return true;
 }
 
-static void emit_simple(sched *s, uint64_t id, int kind, int index) {
+/* Appends an event of job j, taking ownership of its text/toks. A control event fills one of
+ * j's reserved slots and always succeeds; a TEXT event returns false (and is freed) when the
+ * queue cannot grow. A failed job sends only its DONE: later events are freed unsent. Caller
+ * holds no lock. */
+static bool push_event(sched *s, sjob *j, sched_event *ev) {
+    if (j->failed && ev->kind != SCHED_EV_DONE) {
+        sched_event_clear(ev);
+        return true;
+    }
+    bool ok = true;
+    pthread_mutex_lock(&s->mu);
+    if (ev->kind == SCHED_EV_TEXT) {
+        ok = evs_room(s, 1);
+    } else {
+        SCHED_ASSERT(j->ev_left > 0 && s->n_evs < s->cap_evs);
+        j->ev_left--;
+        s->n_reserved--;
+    }
+    if (ok) s->evs[s->n_evs++] = *ev;
+    pthread_mutex_unlock(&s->mu);
+    if (!ok) sched_event_clear(ev);
+    return ok;
+}
+
+static void emit_simple(sched *s, sjob *j, int kind, int index) {
     sched_event ev = {0};
-    ev.job = id;
+    ev.job = j->id;
     ev.kind = kind;
     ev.index = index;
-    push_event(s, &ev);
+    push_event(s, j, &ev);
 }
 
-static void emit_error(sched *s, sjob *j, const char *msg) {
+/* Ends job j with an ERROR carrying msg (only its first error is sent); reap sends its DONE. */
+static void job_fail(sched *s, sjob *j, const char *msg) {
+    if (j->failed) return;
     sched_event ev = {0};
     ev.job = j->id;
     ev.kind = SCHED_EV_ERROR;
     snprintf(ev.message, sizeof ev.message, "%s", msg);
-    push_event(s, &ev);
+    push_event(s, j, &ev);
+    j->failed = true;
 }
 
 static void emit_done(sched *s, sjob *j) {
@@ -131,29 +167,33 @@ static void emit_done(sched *s, sjob *j) {
     ev.n_prompt = j->job->n_prompt;
     for (int i = 0; i < j->job->n_choices; i++)
         ev.n_completion += j->ch ? j->ch[i].n_gen : 0;
-    push_event(s, &ev);
+    push_event(s, j, &ev);
 }
 
 /* Sends text (copied) for choice ci with the logprob records of the tokens whose text has begun
  * to show (all of them when all is set): a token whose text the stop matcher still holds waits,
- * and one that starts inside a matched stop string is never sent, as its text is not. */
+ * and one that starts inside a matched stop string is never sent, as its text is not. Out of
+ * memory the job fails rather than send a choice with a gap in it. */
 static void emit_text(sched *s, sjob *j, int ci, const char *text, size_t n, bool all) {
     sched_choice *c = &j->ch[ci];
     int k = c->n_ptok; /* records go in text order */
     if (!all)
-        while (k > 0 && c->ptok[k - 1].off >= c->shown) k--;
+        while (k > 0 && c->ptok[k - 1].off >= c->shown)
+            k--;
     if (n == 0 && k == 0) return;
     sched_event ev = {0};
     ev.job = j->id;
     ev.kind = SCHED_EV_TEXT;
     ev.index = ci;
     if (n) {
-        ev.text = malloc(n + 1);
-        if (ev.text) {
-            memcpy(ev.text, text, n);
-            ev.text[n] = 0;
-            ev.len = n;
+        ev.text = s->alloc(NULL, n + 1);
+        if (!ev.text) {
+            job_fail(s, j, "out of memory");
+            return;
         }
+        memcpy(ev.text, text, n);
+        ev.text[n] = 0;
+        ev.len = n;
     }
     if (k == c->n_ptok && k) { /* all of them: hand the array over */
         ev.toks = c->ptok;
@@ -161,15 +201,18 @@ static void emit_text(sched *s, sjob *j, int ci, const char *text, size_t n, boo
         c->ptok = NULL;
         c->n_ptok = c->cap_ptok = 0;
     } else if (k) {
-        ev.toks = malloc((size_t)k * sizeof *ev.toks);
-        if (ev.toks) {
-            memcpy(ev.toks, c->ptok, (size_t)k * sizeof *ev.toks);
-            ev.n_toks = k;
+        ev.toks = s->alloc(NULL, (size_t)k * sizeof *ev.toks);
+        if (!ev.toks) {
+            sched_event_clear(&ev);
+            job_fail(s, j, "out of memory");
+            return;
         }
+        memcpy(ev.toks, c->ptok, (size_t)k * sizeof *ev.toks);
+        ev.n_toks = k;
         memmove(c->ptok, c->ptok + k, (size_t)(c->n_ptok - k) * sizeof *c->ptok);
         c->n_ptok -= k;
     }
-    push_event(s, &ev);
+    if (!push_event(s, j, &ev)) job_fail(s, j, "out of memory");
 }
 
 static void choice_release(sched_choice *c) {
@@ -219,7 +262,7 @@ static void choice_finish(sched *s, sjob *j, int ci, int finish, bool flush) {
     ev.kind = SCHED_EV_FINISH;
     ev.index = ci;
     ev.finish = finish;
-    push_event(s, &ev);
+    push_event(s, j, &ev);
     c->done = true;
     j->n_live--;
     choice_release(c);
@@ -235,7 +278,11 @@ static void sjob_free(sched *s, sjob *j) {
         }
         free(j->ch);
     }
-    (void)s;
+    if (j->ev_left) { /* give back the control-event slots it did not use */
+        pthread_mutex_lock(&s->mu);
+        s->n_reserved -= j->ev_left;
+        pthread_mutex_unlock(&s->mu);
+    }
     sched_job_free(j->job);
     free(j);
 }
@@ -257,21 +304,21 @@ static void choice_take(sched *s, sjob *j, int ci, const sample_result *r) {
     if (jb->want_logprobs && r->id != s->eos) { /* EOS is not part of the text: no record */
         if (c->n_ptok == c->cap_ptok) {
             int cap = c->cap_ptok ? c->cap_ptok * 2 : 8;
-            sched_tokinfo *p = realloc(c->ptok, (size_t)cap * sizeof *p);
-            if (p) {
-                c->ptok = p;
-                c->cap_ptok = cap;
+            sched_tokinfo *p = s->alloc(c->ptok, (size_t)cap * sizeof *p);
+            if (!p) {
+                job_fail(s, j, "out of memory");
+                return;
             }
+            c->ptok = p;
+            c->cap_ptok = cap;
         }
-        if (c->n_ptok < c->cap_ptok) {
-            sched_tokinfo *ti = &c->ptok[c->n_ptok++];
-            ti->off = c->fed;
-            ti->id = r->id;
-            ti->logprob = r->logprob;
-            ti->n_top = r->n_top;
-            memcpy(ti->top_id, r->top_id, sizeof ti->top_id);
-            memcpy(ti->top_logprob, r->top_logprob, sizeof ti->top_logprob);
-        }
+        sched_tokinfo *ti = &c->ptok[c->n_ptok++];
+        ti->off = c->fed;
+        ti->id = r->id;
+        ti->logprob = r->logprob;
+        ti->n_top = r->n_top;
+        memcpy(ti->top_id, r->top_id, sizeof ti->top_id);
+        memcpy(ti->top_logprob, r->top_logprob, sizeof ti->top_logprob);
     }
     if (r->id == s->eos) {
         choice_finish(s, j, ci, SCHED_FINISH_STOP, true);
@@ -280,11 +327,15 @@ static void choice_take(sched *s, sjob *j, int ci, const sample_result *r) {
     char piece[512];
     size_t plen = 0;
     tok_piece(s->tk, r->id, &plen);
-    char *buf = plen + 8 <= sizeof piece ? piece : malloc(plen + 8);
-    size_t n =
-        buf ? tok_stream_push(&c->ts, r->id, buf, buf == piece ? sizeof piece : plen + 8) : 0;
+    char *buf = plen + 8 <= sizeof piece ? piece : s->alloc(NULL, plen + 8);
+    if (!buf) {
+        job_fail(s, j, "out of memory");
+        return;
+    }
+    size_t n = tok_stream_push(&c->ts, r->id, buf, buf == piece ? sizeof piece : plen + 8);
     feed_text(s, j, ci, buf, n);
     if (buf != piece) free(buf);
+    if (j->failed) return;
     if (c->sm.done) {
         choice_finish(s, j, ci, SCHED_FINISH_STOP, false);
         return;
@@ -297,7 +348,7 @@ static void choice_take(sched *s, sjob *j, int ci, const sample_result *r) {
     c->last = r->id;
 }
 
-/* Removes finished / cancelled jobs from the running list. */
+/* Removes finished, failed and cancelled jobs from the running list (DONE unless cancelled). */
 static void reap(sched *s) {
     sjob **pp = &s->running;
     while (*pp) {
@@ -324,17 +375,15 @@ static void admit(sched *s, sjob *j) {
     char err[256];
     j->ch = calloc((size_t)j->job->n_choices, sizeof *j->ch);
     if (!j->ch) {
-        emit_error(s, j, "out of memory");
-        j->failed = true;
+        job_fail(s, j, "out of memory");
         return;
     }
     j->n_live = j->job->n_choices;
     if (eng_seq_new(s->e, s->n_ctx, &j->ch[0].seq, err, sizeof err) < 0) {
-        emit_error(s, j, err);
-        j->failed = true;
+        job_fail(s, j, err);
         return;
     }
-    emit_simple(s, j->id, SCHED_EV_START, 0);
+    emit_simple(s, j, SCHED_EV_START, 0);
 }
 
 /* After the prompt's last chunk: fork the choices and create their samplers. */
@@ -344,15 +393,13 @@ static void start_choices(sched *s, sjob *j) {
     for (int i = 0; i < jb->n_choices; i++) {
         sched_choice *c = &j->ch[i];
         if (i > 0 && eng_seq_fork(j->ch[0].seq, -1, 0, &c->seq, err, sizeof err) < 0) {
-            emit_error(s, j, err);
-            j->failed = true;
+            job_fail(s, j, err);
             return;
         }
         sample_params sp = jb->samp;
         sp.seed = jb->samp.seed + (uint64_t)i;
         if (sampler_new(&c->smp, s->n_vocab, &sp, err, sizeof err) < 0) {
-            emit_error(s, j, err);
-            j->failed = true;
+            job_fail(s, j, err);
             return;
         }
         int from = sp.penalty_last_n > 0 && jb->n_prompt > sp.penalty_last_n
@@ -362,8 +409,7 @@ static void start_choices(sched *s, sjob *j) {
             sampler_accept(c->smp, jb->prompt[k]);
         tok_stream_init(&c->ts, s->tk, false);
         if (stop_init(&c->sm, (const char *const *)jb->stop, jb->n_stop) < 0) {
-            emit_error(s, j, "out of memory");
-            j->failed = true;
+            job_fail(s, j, "out of memory");
             return;
         }
     }
@@ -404,157 +450,184 @@ static void publish_count(sched *s) {
     }
 }
 
-static void *sched_main(void *arg) {
-    sched *s = arg;
-    char err[256];
-    int max_tok = eng_max_batch_tokens(s->e);
-    for (;;) {
-        pthread_mutex_lock(&s->mu);
-        while (!s->quit && !s->running && !s->queue && !s->n_cancels && !s->abort_all)
-            pthread_cond_wait(&s->cv, &s->mu);
-        if (s->quit) {
-            pthread_mutex_unlock(&s->mu);
-            break;
-        }
-        /* cancellations: running jobs are marked, queued ones removed here */
-        for (int i = 0; i < s->n_cancels; i++) {
-            uint64_t id = s->cancels[i];
-            for (sjob *j = s->running; j; j = j->next)
-                if (j->id == id) j->cancelled = true;
-            for (sjob **pp = &s->queue, *prev = NULL; *pp; prev = *pp, pp = &(*pp)->next)
-                if ((*pp)->id == id) {
-                    sjob *j = *pp;
-                    *pp = j->next;
-                    if (s->queue_tail == j) s->queue_tail = prev;
-                    s->n_queue--;
-                    sjob_free(s, j);
-                    break;
-                }
-        }
-        s->n_cancels = 0;
-        sjob *aborted = NULL;
-        char abort_msg[256];
-        bool abort_running = s->abort_all;
-        if (s->abort_all) {
-            s->abort_all = false;
-            snprintf(abort_msg, sizeof abort_msg, "%s", s->abort_msg);
-            aborted = s->queue;
-            s->queue = s->queue_tail = NULL;
-            s->n_queue = 0;
-        }
-        /* admission, FIFO: the head waits until its choices all fit */
-        sjob *admitted = NULL, **atail = &admitted;
-        while (s->queue && s->used_slots + s->queue->job->n_choices <= s->o.parallel) {
-            sjob *j = s->queue;
-            s->queue = j->next;
-            if (!s->queue) s->queue_tail = NULL;
-            s->n_queue--;
-            j->next = NULL;
-            *atail = j;
-            atail = &j->next;
-            s->used_slots += j->job->n_choices;
-        }
-        for (sjob *j = admitted; j; j = j->next)
-            s->n_running_pub++;
-        pthread_mutex_unlock(&s->mu);
+/* Sleeps until there is a job, a cancellation or an abort; false when told to quit. */
+static bool wait_for_work(sched *s) {
+    pthread_mutex_lock(&s->mu);
+    while (!s->quit && !s->running && !s->queue && !s->n_cancels && !s->abort_all)
+        pthread_cond_wait(&s->cv, &s->mu);
+    bool quit = s->quit;
+    pthread_mutex_unlock(&s->mu);
+    return !quit;
+}
 
-        if (abort_running) /* events take the lock: only now that it is released */
-            for (sjob *j = s->running; j; j = j->next)
-                if (!j->cancelled && !j->failed) {
-                    emit_error(s, j, abort_msg);
-                    j->failed = true;
-                }
-        while (aborted) {
-            sjob *j = aborted;
-            aborted = j->next;
-            emit_error(s, j, abort_msg);
-            emit_done(s, j);
-            sjob_free(s, j);
-        }
-        sjob **rt = &s->running;
-        while (*rt)
-            rt = &(*rt)->next;
-        *rt = admitted;
-        for (sjob *j = admitted; j; j = j->next)
-            admit(s, j);
-        reap(s);
-
-        /* the batch: every running choice decodes one token, then prompt chunks in FIFO order */
-        int n_items = 0, budget = max_tok;
-        for (sjob *j = s->running; j; j = j->next) {
-            if (!j->prefilled) continue;
-            for (int i = 0; i < j->job->n_choices && budget > 0; i++) {
-                sched_choice *c = &j->ch[i];
-                if (c->done) continue;
-                eng_batch_item *it = &s->items[n_items];
-                it->seq = c->seq;
-                it->tokens = &c->last;
-                it->n_tokens = 1;
-                it->logits_mode = ENG_LOGITS_LAST;
-                it->logits = s->logits + (size_t)n_items * s->n_vocab;
-                s->item_job[n_items] = j;
-                s->item_choice[n_items] = i;
-                n_items++;
-                budget--;
+/* Cancellations: running jobs are marked (reap frees them), queued ones leave the queue. */
+static void take_cancels(sched *s) {
+    sjob *dropped = NULL;
+    pthread_mutex_lock(&s->mu);
+    for (int i = 0; i < s->n_cancels; i++) {
+        uint64_t id = s->cancels[i];
+        for (sjob *j = s->running; j; j = j->next)
+            if (j->id == id) j->cancelled = true;
+        for (sjob **pp = &s->queue, *prev = NULL; *pp; prev = *pp, pp = &(*pp)->next)
+            if ((*pp)->id == id) {
+                sjob *j = *pp;
+                *pp = j->next;
+                if (s->queue_tail == j) s->queue_tail = prev;
+                s->n_queue--;
+                j->next = dropped;
+                dropped = j;
+                break;
             }
-        }
-        for (sjob *j = s->running; j && budget > 0; j = j->next) {
-            if (j->prefilled) continue;
-            int left = j->job->n_prompt - j->n_fed;
-            int chunk = left < s->o.prefill_chunk ? left : s->o.prefill_chunk;
-            if (chunk > budget) chunk = budget;
+    }
+    s->n_cancels = 0;
+    pthread_mutex_unlock(&s->mu);
+    while (dropped) {
+        sjob *j = dropped;
+        dropped = j->next;
+        sjob_free(s, j);
+    }
+}
+
+/* The abort: running jobs get ERROR (reap sends DONE), queued ones ERROR + DONE. */
+static void take_abort(sched *s) {
+    char msg[256];
+    pthread_mutex_lock(&s->mu);
+    bool aborting = s->abort_all;
+    sjob *queued = NULL;
+    if (aborting) {
+        s->abort_all = false;
+        snprintf(msg, sizeof msg, "%s", s->abort_msg);
+        queued = s->queue;
+        s->queue = s->queue_tail = NULL;
+        s->n_queue = 0;
+    }
+    pthread_mutex_unlock(&s->mu); /* events take the lock */
+    if (!aborting) return;
+    for (sjob *j = s->running; j; j = j->next)
+        if (!j->cancelled) job_fail(s, j, msg);
+    while (queued) {
+        sjob *j = queued;
+        queued = j->next;
+        job_fail(s, j, msg);
+        emit_done(s, j);
+        sjob_free(s, j);
+    }
+}
+
+/* Admission, FIFO: queued jobs start while their choices fit; the head waits for room. */
+static void admit_jobs(sched *s) {
+    sjob *admitted = NULL, **atail = &admitted;
+    pthread_mutex_lock(&s->mu);
+    while (s->queue && s->used_slots + s->queue->job->n_choices <= s->o.parallel) {
+        sjob *j = s->queue;
+        s->queue = j->next;
+        if (!s->queue) s->queue_tail = NULL;
+        s->n_queue--;
+        j->next = NULL;
+        *atail = j;
+        atail = &j->next;
+        s->used_slots += j->job->n_choices;
+        s->n_running_pub++;
+    }
+    pthread_mutex_unlock(&s->mu);
+    sjob **rt = &s->running;
+    while (*rt)
+        rt = &(*rt)->next;
+    *rt = admitted;
+    for (sjob *j = admitted; j; j = j->next)
+        admit(s, j);
+}
+
+/* Building the batch: a token per running choice, then prompt chunks; returns the item count. */
+static int build_batch(sched *s) {
+    int n_items = 0, budget = s->max_tok;
+    for (sjob *j = s->running; j; j = j->next) {
+        if (!j->prefilled) continue;
+        for (int i = 0; i < j->job->n_choices && budget > 0; i++) {
+            sched_choice *c = &j->ch[i];
+            if (c->done) continue;
             eng_batch_item *it = &s->items[n_items];
-            it->seq = j->ch[0].seq;
-            it->tokens = j->job->prompt + j->n_fed;
-            it->n_tokens = chunk;
-            it->logits_mode = chunk == left ? ENG_LOGITS_LAST : ENG_LOGITS_NONE;
+            it->seq = c->seq;
+            it->tokens = &c->last;
+            it->n_tokens = 1;
+            it->logits_mode = ENG_LOGITS_LAST;
             it->logits = s->logits + (size_t)n_items * s->n_vocab;
             s->item_job[n_items] = j;
-            s->item_choice[n_items] = -1;
+            s->item_choice[n_items] = i;
             n_items++;
-            budget -= chunk;
+            budget--;
         }
-        publish_count(s);
-        if (n_items == 0) {
-            if (s->notify) s->notify(s->ud);
+    }
+    for (sjob *j = s->running; j && budget > 0; j = j->next) {
+        if (j->prefilled) continue;
+        int left = j->job->n_prompt - j->n_fed;
+        int chunk = left < s->o.prefill_chunk ? left : s->o.prefill_chunk;
+        if (chunk > budget) chunk = budget;
+        eng_batch_item *it = &s->items[n_items];
+        it->seq = j->ch[0].seq;
+        it->tokens = j->job->prompt + j->n_fed;
+        it->n_tokens = chunk;
+        it->logits_mode = chunk == left ? ENG_LOGITS_LAST : ENG_LOGITS_NONE;
+        it->logits = s->logits + (size_t)n_items * s->n_vocab;
+        s->item_job[n_items] = j;
+        s->item_choice[n_items] = -1;
+        n_items++;
+        budget -= chunk;
+    }
+    return n_items;
+}
+
+/* The step: one eng_step over the batch. On failure every job in it ends with the error. */
+static bool step(sched *s, int n_items) {
+    char err[256];
+    eng_batch b = {s->items, n_items};
+    if (eng_step(s->e, &b, err, sizeof err) == 0) return true;
+    for (int k = 0; k < n_items; k++)
+        job_fail(s, s->item_job[k], err);
+    return false;
+}
+
+/* Taking results: each decode samples a token; a prompt's last chunk starts its choices. */
+static void take_results(sched *s, int n_items) {
+    for (int k = 0; k < n_items; k++) {
+        sjob *j = s->item_job[k];
+        if (j->cancelled || j->failed) continue;
+        const float *lg = s->items[k].logits;
+        if (s->item_choice[k] >= 0) {
+            sample_result r;
+            draw(j, s->item_choice[k], lg, &r);
+            choice_take(s, j, s->item_choice[k], &r);
             continue;
         }
-        eng_batch b = {s->items, n_items};
-        if (eng_step(s->e, &b, err, sizeof err) < 0) {
-            for (int k = 0; k < n_items; k++) {
-                sjob *j = s->item_job[k];
-                if (!j->failed) {
-                    emit_error(s, j, err);
-                    j->failed = true;
-                }
-            }
-        } else {
-            for (int k = 0; k < n_items; k++) {
-                sjob *j = s->item_job[k];
-                if (j->cancelled || j->failed) continue;
-                const float *lg = s->items[k].logits;
-                if (s->item_choice[k] >= 0) {
-                    sample_result r;
-                    draw(j, s->item_choice[k], lg, &r);
-                    choice_take(s, j, s->item_choice[k], &r);
-                    continue;
-                }
-                j->n_fed += s->items[k].n_tokens;
-                if (j->n_fed < j->job->n_prompt) continue;
-                start_choices(s, j);
-                for (int i = 0; i < j->job->n_choices && !j->failed; i++) {
-                    sample_result r;
-                    draw(j, i, lg, &r);
-                    choice_take(s, j, i, &r);
-                }
-            }
+        j->n_fed += s->items[k].n_tokens;
+        if (j->n_fed < j->job->n_prompt) continue;
+        start_choices(s, j);
+        for (int i = 0; i < j->job->n_choices && !j->failed; i++) {
+            sample_result r;
+            draw(j, i, lg, &r);
+            choice_take(s, j, i, &r);
         }
+    }
+}
+
+/* The scheduler thread: one turn of the loop per engine step. */
+static void *sched_main(void *arg) {
+    sched *s = arg;
+    while (wait_for_work(s)) {
+        take_cancels(s);
+        take_abort(s);
+        admit_jobs(s);
         reap(s);
+        int n_items = build_batch(s);
         publish_count(s);
+        if (n_items > 0) {
+            if (step(s, n_items)) take_results(s, n_items);
+            reap(s);
+            publish_count(s);
+        }
         if (s->notify) s->notify(s->ud);
     }
-    /* quitting: end everything */
-    while (s->running) {
+    while (s->running) { /* quitting: end everything */
         sjob *j = s->running;
         s->running = j->next;
         sjob_free(s, j);
@@ -565,7 +638,12 @@ static void *sched_main(void *arg) {
 int sched_new(sched **out, eng *e, const sched_opts *o, metrics *m, sched_notify_fn notify,
               void *ud, char *err, size_t errlen) {
     sched *s = calloc(1, sizeof *s);
-    if (!s) goto oom;
+    if (!s) {
+        snprintf(err, errlen, "sched: out of memory");
+        return SCHED_ENOMEM;
+    }
+    pthread_mutex_init(&s->mu, NULL);
+    pthread_cond_init(&s->cv, NULL);
     s->e = e;
     s->tk = eng_tok(e);
     s->m = m;
@@ -578,37 +656,32 @@ int sched_new(sched **out, eng *e, const sched_opts *o, metrics *m, sched_notify
     s->n_ctx = s->o.n_ctx > 0 ? s->o.n_ctx : eng_default_ctx(e);
     s->n_vocab = eng_n_vocab(e);
     s->eos = eng_eos(e);
+    s->max_tok = eng_max_batch_tokens(e);
+    s->alloc = s->o.realloc_fn ? s->o.realloc_fn : realloc;
     s->next_id = 1;
     s->logits = malloc((size_t)s->o.parallel * (size_t)s->n_vocab * sizeof(float));
     s->items = calloc((size_t)s->o.parallel, sizeof *s->items);
     s->item_job = calloc((size_t)s->o.parallel, sizeof *s->item_job);
     s->item_choice = calloc((size_t)s->o.parallel, sizeof *s->item_choice);
-    if (!s->logits || !s->items || !s->item_job || !s->item_choice) goto oom;
-    pthread_mutex_init(&s->mu, NULL);
-    pthread_cond_init(&s->cv, NULL);
+    if (!s->logits || !s->items || !s->item_job || !s->item_choice) {
+        snprintf(err, errlen, "sched: out of memory for %d sequences", s->o.parallel);
+        goto fail;
+    }
     int rc = pthread_create(&s->thread, NULL, sched_main, s);
     if (rc) {
         snprintf(err, errlen, "sched: cannot start the scheduler thread: %s", strerror(rc));
-        pthread_mutex_destroy(&s->mu);
-        pthread_cond_destroy(&s->cv);
-        free(s->logits);
-        free(s->items);
-        free(s->item_job);
-        free(s->item_choice);
-        free(s);
-        return SCHED_ENOMEM;
+        goto fail;
     }
     *out = s;
     return 0;
-oom:
-    if (s) {
-        free(s->logits);
-        free(s->items);
-        free(s->item_job);
-        free(s->item_choice);
-        free(s);
-    }
-    snprintf(err, errlen, "sched: out of memory for %d sequences", o ? o->parallel : 4);
+fail:
+    free(s->logits);
+    free(s->items);
+    free(s->item_job);
+    free(s->item_choice);
+    pthread_mutex_destroy(&s->mu);
+    pthread_cond_destroy(&s->cv);
+    free(s);
     return SCHED_ENOMEM;
 }
 
@@ -673,7 +746,12 @@ int sched_submit(sched *s, sched_job *job, uint64_t *id, char *err, size_t errle
     } else if (s->n_queue >= s->o.queue_max) {
         snprintf(err, errlen, "the request queue is full (%d waiting); retry later", s->n_queue);
         rc = SCHED_EFULL;
+    } else if (!evs_room(s, SJOB_CONTROL_EVENTS(job->n_choices))) {
+        snprintf(err, errlen, "sched: out of memory for the job's events");
+        rc = SCHED_ENOMEM;
     } else {
+        j->ev_left = SJOB_CONTROL_EVENTS(job->n_choices);
+        s->n_reserved += j->ev_left;
         j->id = s->next_id++;
         if (s->queue_tail)
             s->queue_tail->next = j;

@@ -22,6 +22,10 @@ typedef struct sched_opts {
     int n_ctx;         /* context per sequence; 0 = the engine default */
     int queue_max;     /* jobs waiting beyond the running ones; default 64 */
     int prefill_chunk; /* most prompt tokens one job feeds per step; default 256 */
+    /* realloc for the scheduler's own buffers (the event queue, the events' text and logprob
+     * records); NULL = realloc. What it returns is released with free(). Tests pass one that
+     * fails, to show that running out of memory loses no START, FINISH, ERROR or DONE event. */
+    void *(*realloc_fn)(void *p, size_t n);
 } sched_opts;
 
 /* One request's work. The scheduler takes ownership of the heap-allocated job in sched_submit
@@ -44,7 +48,8 @@ enum sched_ev_kind {
     SCHED_EV_TEXT,      /* text for one choice (UTF-8 complete, stop strings withheld) */
     SCHED_EV_FINISH,    /* one choice finished: finish is SCHED_FINISH_* */
     SCHED_EV_DONE,      /* the whole job is over: usage counts are final; last event of a job */
-    SCHED_EV_ERROR,     /* the job failed or was ended (drain timeout): message; then DONE */
+    SCHED_EV_ERROR,     /* the job failed (e.g. no memory for its text) or was ended (drain
+                           timeout): message; then only DONE */
 };
 enum sched_finish { SCHED_FINISH_STOP = 1, SCHED_FINISH_LENGTH = 2 };
 
@@ -85,7 +90,8 @@ void sched_free(sched *s);
 
 /* Queues job (ownership passes to the scheduler, also on error); *id receives its id (> 0).
  * SCHED_EFULL when the queue is at its bound, SCHED_ECTX when the prompt cannot fit,
- * SCHED_ESTOP while draining. Thread-safe. */
+ * SCHED_ESTOP while draining, SCHED_ENOMEM without room for the job's START, FINISH, ERROR
+ * and DONE events (reserved here, so that they are never lost later). Thread-safe. */
 int sched_submit(sched *s, sched_job *job, uint64_t *id, char *err, size_t errlen);
 /* Ends a job early (client gone): its sequences are freed before the next step. No events
  * follow for it except possibly ones already queued. Unknown ids are ignored. Thread-safe. */

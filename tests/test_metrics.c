@@ -69,11 +69,24 @@ int main(void) {
     CHECK(t[len - 1] == '\n');
     free(t);
 
-    /* many distinct statuses: the table is bounded, nothing breaks */
+    /* many distinct statuses: the table keeps the first 32 it saw (200, 404, 499, then 100..128)
+     * and drops the others, while the statuses already in it go on counting */
     for (int s = 100; s < 200; s++)
         metrics_count_request(m, s);
+    metrics_count_request(m, 200);
+    metrics_count_request(m, 128);
     t = metrics_render(m, NULL);
     CHECK(t != NULL);
+    if (!t) return check_done("test_metrics");
+    int n_lines = 0;
+    for (const char *p = t; (p = strstr(p, "\nlfm2_requests_total{")) != NULL; p++)
+        n_lines++;
+    CHECK_EQ_INT(n_lines, 32);
+    CHECK_NEAR(value_of(t, "lfm2_requests_total{status=\"200\"}"), 3, 0);
+    CHECK_NEAR(value_of(t, "lfm2_requests_total{status=\"100\"}"), 1, 0);
+    CHECK_NEAR(value_of(t, "lfm2_requests_total{status=\"128\"}"), 2, 0);
+    CHECK_NEAR(value_of(t, "lfm2_requests_total{status=\"129\"}"), -1, 0);
+    CHECK_NEAR(value_of(t, "lfm2_requests_total{status=\"199\"}"), -1, 0);
     free(t);
     metrics_free(m);
     metrics_free(NULL);

@@ -1,7 +1,9 @@
 /* test_sched.c: the scheduler on a real tiny model: batching does not change greedy output, forks
- * (n > 1) match solo runs with the same seeds, stop strings, lengths, limits, cancel, abort. */
+ * (n > 1) match solo runs with the same seeds, stop strings, lengths, limits, cancel, abort, out of
+ * memory. */
 #include <math.h>
 #include <pthread.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -125,6 +127,13 @@ static bool wait_start(sched *s, uint64_t id) {
     return false;
 }
 
+/* The scheduler's allocator in the out-of-memory cases: requests above alloc_limit bytes fail.
+ * Set only while no scheduler runs. */
+static size_t alloc_limit = SIZE_MAX;
+static void *limited_realloc(void *p, size_t n) {
+    return n > alloc_limit ? NULL : realloc(p, n);
+}
+
 static sched *mk_sched(int parallel, int queue_max, int chunk, int n_ctx) {
     sched_opts o = {
         .parallel = parallel, .queue_max = queue_max, .prefill_chunk = chunk, .n_ctx = n_ctx};
@@ -235,6 +244,8 @@ int main(void) {
         while (at + sl < flen && ((unsigned char)full[at + sl] & 0xC0) == 0x80)
             sl++;
     }
+    CHECK(flen >= 2); /* 40 tokens of text: the stop string must come from inside it */
+    CHECK(sl > 0);
     if (sl) {
         char stop[32];
         memcpy(stop, full + at, sl);
@@ -248,6 +259,7 @@ int main(void) {
         CHECK_EQ_INT(sched_submit(s, j, &ids[0], err, sizeof err), 0);
         collect(s, ids, r, 1);
         CHECK_EQ_INT(r[0].finish[0], SCHED_FINISH_STOP);
+        CHECK(r[0].n_completion < 40); /* the match ended generation early */
         CHECK_EQ_INT(r[0].len[0], first);
         CHECK(!memcmp(r[0].text[0], full, first));
     }
@@ -325,6 +337,44 @@ int main(void) {
                  SCHED_ESTOP);
     sched_free(s);
     sched_free(NULL);
+
+    /* 8. out of memory. No room for a job's events: sched_submit refuses it. */
+    sched_opts lo = {.parallel = 4, .queue_max = 8, .n_ctx = 512, .realloc_fn = limited_realloc};
+    alloc_limit = 0;
+    CHECK_EQ_INT(sched_new(&s, E, &lo, NULL, notify, NULL, err, sizeof err), 0);
+    CHECK_EQ_INT(sched_submit(s, job_new(prompts[0], 1, 4, 0, 1, false), &ids[0], err, sizeof err),
+                 SCHED_ENOMEM);
+    sched_free(s);
+    /* The event queue cannot grow past 64 events and nothing polls until three jobs (four
+     * choices) have ended. A job whose text finds no room ends with ERROR; every job still gets
+     * its FINISH events and DONE, and the short one finishes normally. */
+    alloc_limit = 64 * sizeof(sched_event);
+    CHECK_EQ_INT(sched_new(&s, E, &lo, NULL, notify, NULL, err, sizeof err), 0);
+    const int nch[3] = {1, 2, 1}, max[3] = {2, 40, 40};
+    for (int i = 0; i < 3; i++)
+        CHECK_EQ_INT(sched_submit(s, job_new(prompts[i], nch[i], max[i], 0, 1, true), &ids[i], err,
+                                  sizeof err),
+                     0);
+    for (int i = 0; i < 10000 && sched_n_jobs(s) != 0; i++)
+        usleep(1000);
+    CHECK_EQ_INT(sched_n_jobs(s), 0);
+    memset(r, 0, sizeof r);
+    collect(s, ids, r, 3);
+    int n_oom = 0;
+    for (int i = 0; i < 3; i++) {
+        CHECK(r[i].done);
+        if (r[i].error) {
+            CHECK_STR(r[i].message, "out of memory");
+            n_oom++;
+            continue;
+        }
+        for (int c = 0; c < nch[i]; c++)
+            CHECK_EQ_INT(r[i].finish[c], SCHED_FINISH_LENGTH);
+    }
+    CHECK(!r[0].error && r[0].len[0] > 0);
+    CHECK(n_oom > 0); /* the queue did run out of room */
+    sched_free(s);
+    alloc_limit = SIZE_MAX;
     eng_free(E);
     unlink(path);
     return check_done("test_sched");
