@@ -3,6 +3,7 @@
 #include "server/sched.h"
 #include "api/stop.h"
 #include "engine/clock.h"
+#include "engine/invariant.h"
 #include <errno.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -94,15 +95,6 @@ void sched_event_clear(sched_event *ev) {
     memset(ev, 0, sizeof *ev);
 }
 
-/* A broken invariant: prints where and aborts, in every build. */
-#define SCHED_ASSERT(cond)                                                                         \
-    do {                                                                                           \
-        if (!(cond)) {                                                                             \
-            fprintf(stderr, "%s:%d: sched invariant broken: %s\n", __FILE__, __LINE__, #cond);     \
-            abort();                                                                               \
-        }                                                                                          \
-    } while (0)
-
 /* Makes room (under mu) for need more events beside the pending and the reserved ones. */
 static bool evs_room(sched *s, int need) {
     int want = s->n_evs + s->n_reserved + need;
@@ -131,7 +123,8 @@ static bool push_event(sched *s, sjob *j, sched_event *ev) {
     if (ev->kind == SCHED_EV_TEXT) {
         ok = evs_room(s, 1);
     } else {
-        SCHED_ASSERT(j->ev_left > 0 && s->n_evs < s->cap_evs);
+        INVARIANT_CMP(j->ev_left, >, 0);
+        INVARIANT_CMP(s->n_evs, <, s->cap_evs);
         j->ev_left--;
         s->n_reserved--;
     }
