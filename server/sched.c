@@ -227,6 +227,10 @@ static void feed_text(sched *s, sjob *j, int ci, const char *text, size_t n) {
     sched_choice *c = &j->ch[ci];
     const char *out = NULL;
     long m = n ? stop_feed(&c->sm, text, n, &out) : 0;
+    if (m < 0) { /* the matcher could not take the text: the job ends rather than skip it */
+        job_fail(s, j, "out of memory");
+        return;
+    }
     c->fed += n;
     show_text(s, j, ci, out, m);
 }
