@@ -12,7 +12,7 @@ DEB_PKGS := build-essential pkg-config libpcre2-dev libmicrohttpd-dev libcjson-d
             libopenblas-dev libuv1-dev curl
 # Node.js and npm (tests only) count as present when the commands exist, whichever package
 # provides them (nodesource's nodejs bundles npm and conflicts with Debian's npm package).
-MODULES  := engine quant api config server
+MODULES  := engine quant synth api config server server/cmd
 SRCS     := $(foreach m,$(MODULES),$(wildcard $(m)/*.c))
 OBJS     := $(SRCS:%.c=$(BUILD)/%.o)
 LIBOBJS  := $(filter-out $(BUILD)/server/main.o,$(OBJS))

@@ -1,5 +1,5 @@
 /* eng.c: the LFM2 forward pass over a batch of sequences, their hybrid state, and its lifecycle. */
-#include "engine/hugemem.h"
+#include "quant/hugemem.h"
 #include "engine/util.h"
 #include "engine/eng.h"
 
@@ -85,7 +85,7 @@ struct eng_seq {
     float *ring;  /* [n_conv][R][n_embd]: bx columns, slot = position % R */
     uint16_t *kv; /* f16, per attention layer: K [nkv][n_ctx][hd] then V [nkv][n_ctx][hd] */
     float *scores; /* [pool threads][attn_scratch_floats(n_ctx)]: attention scratch per thread */
-    void *mem;     /* one block holds kv, ring and scores (engine/hugemem.h) */
+    void *mem;     /* one block holds kv, ring and scores (quant/hugemem.h) */
     size_t mapped, bytes;
 };
 

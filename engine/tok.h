@@ -79,7 +79,7 @@ uint32_t tok_byte_cpt(unsigned char b);
  * Bytes of an incomplete character are held until the next id (or tok_stream_flush). */
 /* The pre-tokenizer's split pattern (PCRE2, compiled with UTF and UCP): the Llama-3 pattern
  * with ASCII-only contractions and llama.cpp's whitespace set, as llama.cpp runs it for "lfm2".
- * The tokenizer splits text with it, and the BPE trainer (engine/bpe_train.c) the corpus. */
+ * The tokenizer splits text with it, and the BPE trainer (synth/bpe_train.c) the corpus. */
 extern const char tok_split_pattern[];
 
 typedef struct tok_stream {

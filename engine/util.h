@@ -1,4 +1,4 @@
-/* util.h: PRIVATE to engine/: error text into a caller's buffer, and byte hashing. */
+/* util.h: PRIVATE to engine/ and synth/ (the generator): error text into a buffer, hashing. */
 #ifndef LFM2_ENGINE_UTIL_H
 #define LFM2_ENGINE_UTIL_H
 #include <stdarg.h>

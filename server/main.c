@@ -1,7 +1,7 @@
 /* main.c: the lfm2 binary: dispatches to its subcommands (see cli.h). */
 #include <stdio.h>
 #include <string.h>
-#include "server/cli.h"
+#include "server/cmd/cli.h"
 
 static const struct {
     const char *name;

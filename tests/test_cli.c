@@ -1,5 +1,5 @@
-/* test_cli.c: the helpers the subcommands share (server/cli.c): integer flags, whole-file reads. */
-#include "server/cli.h"
+/* test_cli.c: the helpers the subcommands share (server/cmd/cli.c): integer flags, whole-file reads. */
+#include "server/cmd/cli.h"
 #include "tests/check.h"
 
 #include <limits.h>

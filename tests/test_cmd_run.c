@@ -4,7 +4,7 @@
 #include <string.h>
 #include <unistd.h>
 #include "engine/gguf.h"
-#include "server/cli.h"
+#include "server/cmd/cli.h"
 #include "tests/check.h"
 
 #define LONG_PIECE 5000 /* longer than any fixed token buffer of a few KiB */

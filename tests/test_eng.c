@@ -7,7 +7,7 @@
 #include "engine/eng.h"
 #include "engine/gguf.h"
 #include "engine/sample.h"
-#include "server/cli.h"
+#include "server/cmd/cli.h"
 #include "tests/check.h"
 
 #define GOLD_DIR "tests/data/fidelity"

@@ -3,7 +3,7 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
-#include "engine/hugemem.h"
+#include "quant/hugemem.h"
 #include "tests/check.h"
 
 #define HUGE ((size_t)2 << 20)

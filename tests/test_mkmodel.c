@@ -5,9 +5,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "engine/bpe_train.h"
+#include "synth/bpe_train.h"
 #include "engine/gguf.h"
-#include "engine/mkmodel.h"
+#include "synth/mkmodel.h"
 #include "engine/model.h"
 #include "engine/tok.h"
 #include "quant/quant.h"

@@ -9,7 +9,7 @@
 
 #include "engine/gguf.h"
 #include "quant/quant.h"
-#include "server/cli.h"
+#include "server/cmd/cli.h"
 #include "tests/check.h"
 
 #define MODELS "tests/data/models/"

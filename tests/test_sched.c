@@ -9,7 +9,7 @@
 #include <string.h>
 #include <unistd.h>
 #include "engine/eng.h"
-#include "engine/mkmodel.h"
+#include "synth/mkmodel.h"
 #include "server/sched.h"
 #include "tests/check.h"
 

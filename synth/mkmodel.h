@@ -57,7 +57,7 @@ int mkmodel_check_shape(const mkmodel_shape *s, char *err, size_t errlen);
  * stays small for any size. Negative + err on error. */
 int mkmodel_write(const mkmodel_opts *o, const char *path, char *err, size_t errlen);
 
-/* The built-in training text (engine/corpus.c), as one malloc'd NUL-terminated string the
+/* The built-in training text (synth/corpus.c), as one malloc'd NUL-terminated string the
  * caller frees; *len gets its length. NULL on allocation failure. */
 char *mkmodel_corpus(size_t *len);
 

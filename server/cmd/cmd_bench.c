@@ -13,7 +13,7 @@
 #include "engine/eng.h"
 #include "engine/sample.h"
 #include "engine/kern.h"
-#include "server/cli.h"
+#include "server/cmd/cli.h"
 
 #define BENCH_MAX_B 64 /* batch sizes in -b */
 

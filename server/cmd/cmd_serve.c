@@ -8,7 +8,7 @@
 #include <time.h>
 #include <unistd.h>
 #include "config/config.h"
-#include "server/cli.h"
+#include "server/cmd/cli.h"
 #include "server/http.h"
 
 static void serve_log(void *ud, const char *line) {

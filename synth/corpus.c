@@ -1,5 +1,5 @@
 /* corpus.c: mkmodel's built-in BPE training text: prose, dialogue, code, numbers, scripts. */
-#include "engine/mkmodel.h"
+#include "synth/mkmodel.h"
 #include <stdlib.h>
 #include <string.h>
 

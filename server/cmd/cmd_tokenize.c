@@ -5,7 +5,7 @@
 
 #include "engine/gguf.h"
 #include "engine/tok.h"
-#include "server/cli.h"
+#include "server/cmd/cli.h"
 
 static void tokenize_usage(FILE *f) {
     fprintf(

@@ -2,7 +2,7 @@
  * pages the prefetchers stop at each page and the TLB misses ~50 times per MiB), and a sequence's
  * KV cache in 4 KiB pages took a page fault every 32 positions of each head and layer (~25 per
  * 8-sequence step, ~24 us each in a VM: a third of the step's attention time). */
-#include "engine/hugemem.h"
+#include "quant/hugemem.h"
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>

@@ -1,11 +1,11 @@
 /* mkmodel.c: synthetic LFM2 models: preset shapes, llama.cpp's type mix, seeded weights, vocab. */
-#include "engine/mkmodel.h"
+#include "synth/mkmodel.h"
 #include <ctype.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include "engine/bpe_train.h"
+#include "synth/bpe_train.h"
 #include "engine/gguf.h"
 #include "engine/rng.h"
 #include "engine/util.h"

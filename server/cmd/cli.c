@@ -1,5 +1,5 @@
 /* cli.c: helpers the lfm2 subcommands share: integer flags and whole-file reads. */
-#include "server/cli.h"
+#include "server/cmd/cli.h"
 
 #include <errno.h>
 #include <stdlib.h>

@@ -1,6 +1,6 @@
 /* bpe_train.c: byte-level BPE training with incremental pair counts and a lazy max-heap. */
 #define PCRE2_CODE_UNIT_WIDTH 8
-#include "engine/bpe_train.h"
+#include "synth/bpe_train.h"
 #include "engine/tok.h"
 #include "engine/util.h"
 #include <pcre2.h>

@@ -7,7 +7,7 @@
 #include "engine/model.h"
 #include "engine/tok.h"
 #include "quant/quant.h"
-#include "server/cli.h"
+#include "server/cmd/cli.h"
 
 static void info_usage(FILE *f) {
     fprintf(f,

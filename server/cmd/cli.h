@@ -3,15 +3,15 @@
 #define LFM2_CLI_H
 #include <stdio.h>
 
-int cmd_info(int argc, char **argv);     /* server/cmd_info.c */
-int cmd_tokenize(int argc, char **argv); /* server/cmd_tokenize.c */
-int cmd_mkmodel(int argc, char **argv);  /* server/cmd_mkmodel.c */
-int cmd_run(int argc, char **argv);      /* server/cmd_run.c */
-int cmd_serve(int argc, char **argv);    /* server/cmd_serve.c */
-int cmd_quantize(int argc, char **argv); /* server/cmd_quantize.c */
-int cmd_bench(int argc, char **argv);    /* server/cmd_bench.c */
+int cmd_info(int argc, char **argv);     /* server/cmd/cmd_info.c */
+int cmd_tokenize(int argc, char **argv); /* server/cmd/cmd_tokenize.c */
+int cmd_mkmodel(int argc, char **argv);  /* server/cmd/cmd_mkmodel.c */
+int cmd_run(int argc, char **argv);      /* server/cmd/cmd_run.c */
+int cmd_serve(int argc, char **argv);    /* server/cmd/cmd_serve.c */
+int cmd_quantize(int argc, char **argv); /* server/cmd/cmd_quantize.c */
+int cmd_bench(int argc, char **argv);    /* server/cmd/cmd_bench.c */
 
-/* Shared by the subcommands (server/cli.c); these print their errors, as CLI code may. */
+/* Shared by the subcommands (server/cmd/cli.c); these print their errors, as CLI code may. */
 /* Parses the decimal integer s (the value of flag opt) into [lo, hi]; on failure prints
  * "error: OPT 'S': expected an integer in [LO, HI]" to stderr and returns -1. */
 int cli_parse_long(const char *opt, const char *s, long lo, long hi, long *out);

@@ -4,9 +4,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "engine/bpe_train.h"
-#include "engine/mkmodel.h"
-#include "server/cli.h"
+#include "synth/bpe_train.h"
+#include "synth/mkmodel.h"
+#include "server/cmd/cli.h"
 
 static void mk_usage(FILE *f) {
     fprintf(f,

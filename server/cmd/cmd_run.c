@@ -9,7 +9,7 @@
 #include "engine/eng.h"
 #include "engine/invariant.h"
 #include "engine/sample.h"
-#include "server/cli.h"
+#include "server/cmd/cli.h"
 
 #define RUN_TOP 5
 

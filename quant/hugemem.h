@@ -1,6 +1,6 @@
 /* hugemem.h: large zeroed buffers in 2 MiB transparent huge pages when the kernel allows. */
-#ifndef LFM2_ENGINE_HUGEMEM_H
-#define LFM2_ENGINE_HUGEMEM_H
+#ifndef LFM2_QUANT_HUGEMEM_H
+#define LFM2_QUANT_HUGEMEM_H
 #include <stddef.h>
 
 /* size zeroed bytes, 2 MiB aligned, the mapping marked MADV_HUGEPAGE (a hint: madvise mode is

@@ -14,7 +14,7 @@
 #include "engine/gguf.h"
 #include "engine/pool.h"
 #include "quant/quant.h"
-#include "server/cli.h"
+#include "server/cmd/cli.h"
 
 /* Weights converted per task: big enough to amortize the pool's barrier, small enough that the
  * per-thread f32 scratch stays tiny (256 KiB) and the progress bar moves. */
