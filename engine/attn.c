@@ -31,9 +31,8 @@ typedef uint16_t v16h __attribute__((vector_size(32)));
 
 #define AT_INLINE static inline __attribute__((always_inline))
 /* Rows ahead prefetched in the V pass and the K pass. A KV head's rows are contiguous in the
- * engine's cache ([head][pos][hd]), so this is a sequential stream: 64 rows (8 KiB at hd 64)
- * ahead took a cold (head, 2 queries, 512 keys) unit from 6.5 to 5.1 us against 8/16 (Zen 5,
- * one thread, 48 MiB of caches). */
+ * engine's cache ([head][pos][hd]), so this is a sequential stream; 64 rows (8 KiB at hd 64)
+ * beat shorter and longer distances on a cold unit (docs/benchmarks.md, "What we tried"). */
 #define ATTN_PREFETCH 64
 #define ATTN_KPF 64
 
@@ -287,8 +286,8 @@ AT_INLINE void softmax_vec(float *s, int n) {
 
 /* scaled dots of NQ (1 or 2) queries with keys j0..j0+nk-1 (nk <= 16) into d[q][0..nk);
  * nc = hd / 16. Each key's halves become floats once for both queries (conversions bound this
- * loop: one 16-lane vcvtph2ps a cycle on Zen 5), a pair of keys at a time into the first step of
- * the tree, so 2 x 8 partial sums stay in registers. */
+ * loop: a core converts one 16-lane vector a cycle), a pair of keys at a time into the first step
+ * of the tree, so 2 x 8 partial sums stay in registers. */
 AT_INLINE void qk_block(const float *const *q, const int NQ, int nc, const uint16_t *K,
                         size_t stride, int j0, int nk, float scale, int prefetch, float *const *d,
                         const int CV) {

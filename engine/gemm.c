@@ -616,8 +616,8 @@ static inline q16i q_max(q16i a, q16i b) {
 #define Q_TREE16(v, out, OP)                                                                       \
     do {                                                                                           \
         q16i t_[8];                                                                                \
-        _Pragma("GCC unroll 8") for (int m_ = 0; m_ < 8; m_++)                                     \
-            t_[m_] = VTREE_PAIR(v[2 * m_], v[2 * m_ + 1], OP);                                     \
+        _Pragma("GCC unroll 8") for (int m_ = 0; m_ < 8; m_++) t_[m_] =                            \
+            VTREE_PAIR(v[2 * m_], v[2 * m_ + 1], OP);                                              \
         VTREE_REST(q16i, t_, out, OP);                                                             \
     } while (0)
 
@@ -645,8 +645,8 @@ static inline void q_codes(__m512 x0, __m512 x1, __m512 iv, int8_t *q, __m512i *
 
 /* Blocks [b, b + 8) of one token: the same operations as the per-block loop below, with the
  * block maxima and the half-block sums reduced 16 vectors at a time and the two divisions done
- * for 8 blocks at once (the per-block horizontal reductions and scalar divisions were most of
- * its time: 18 us per 8 x 4608 input on 2 threads). Maxima of values >= 0 (NaN masked to 0)
+ * for 8 blocks at once (per-block horizontal reductions and scalar divisions would be most of
+ * its time). Maxima of values >= 0 (NaN masked to 0)
  * compare as their bits; integer sums are exact in any order: the same bits. */
 static void quantize8_avx512(kern_act *a, const float *xt, int8_t *q, int64_t nb, int t,
                              int64_t b) {
@@ -654,8 +654,8 @@ static void quantize8_avx512(kern_act *a, const float *xt, int8_t *q, int64_t nb
     q16i v[16];
 #pragma GCC unroll 8
     for (int i = 0; i < 8; i++) {
-        __m512 m = q_absmax(_mm512_loadu_ps(xt + (b + i) * 32),
-                            _mm512_loadu_ps(xt + (b + i) * 32 + 16));
+        __m512 m =
+            q_absmax(_mm512_loadu_ps(xt + (b + i) * 32), _mm512_loadu_ps(xt + (b + i) * 32 + 16));
         memcpy(&v[i], &m, sizeof m);
         v[i + 8] = v[i];
     }
@@ -668,7 +668,8 @@ static void quantize8_avx512(kern_act *a, const float *xt, int8_t *q, int64_t nb
     _mm512_mask_storeu_ps(a->d + (size_t)t * nb + b, 0xff, d);
 #pragma GCC unroll 8
     for (int i = 0; i < 8; i++) {
-        __m512 x0 = _mm512_loadu_ps(xt + (b + i) * 32), x1 = _mm512_loadu_ps(xt + (b + i) * 32 + 16);
+        __m512 x0 = _mm512_loadu_ps(xt + (b + i) * 32),
+               x1 = _mm512_loadu_ps(xt + (b + i) * 32 + 16);
         __m512i v0, v1;
         q_codes(x0, x1, _mm512_permutexvar_ps(_mm512_set1_epi32(i), id), q + (b + i) * 32, &v0,
                 &v1);
@@ -678,17 +679,17 @@ static void quantize8_avx512(kern_act *a, const float *xt, int8_t *q, int64_t nb
     q16i hs; /* lanes 2i, 2i + 1: block b + i's half sums, s16's order */
     Q_TREE16(v, hs, VTREE_ADD);
     memcpy(a->s16 + ((size_t)t * nb + b) * 2, &hs, sizeof hs);
-    const q16i bs = hs + __builtin_shufflevector(hs, hs, 1, 0, 3, 2, 5, 4, 7, 6, 9, 8, 11, 10, 13,
-                                                 12, 15, 14);
-    const q16i s8 = __builtin_shufflevector(bs, bs, 0, 2, 4, 6, 8, 10, 12, 14, 0, 2, 4, 6, 8, 10,
-                                            12, 14);
+    const q16i bs =
+        hs + __builtin_shufflevector(hs, hs, 1, 0, 3, 2, 5, 4, 7, 6, 9, 8, 11, 10, 13, 12, 15, 14);
+    const q16i s8 =
+        __builtin_shufflevector(bs, bs, 0, 2, 4, 6, 8, 10, 12, 14, 0, 2, 4, 6, 8, 10, 12, 14);
     __m512i sv;
     memcpy(&sv, &s8, sizeof sv);
     _mm512_mask_storeu_epi32(a->s + (size_t)t * nb + b, 0xff, sv);
 }
 
-static void quantize_avx512(kern_act *a, const float *x, int64_t cols, int64_t ldx, int t0,
-                            int t1, int64_t b0, int64_t b1) {
+static void quantize_avx512(kern_act *a, const float *x, int64_t cols, int64_t ldx, int t0, int t1,
+                            int64_t b0, int64_t b1) {
     const int64_t nb = cols / 32;
     for (int t = t0; t < t1; t++) {
         const float *xt = x + (size_t)t * ldx;
@@ -744,9 +745,8 @@ void gemm_quantize(pool *p, kern_act *a, const float *x, int64_t cols, int64_t l
     int nt = pool_n_threads(p), tasks = n < 8 * nt ? (n + 7) / 8 : nt;
     /* A decode batch's wide input (ffn_down's, 8 x 4608) in column parts, one per thread: the
      * SwiGLU before it wrote each thread's part of the columns, so each reads lines from its own
-     * cache (in token parts, half of every token comes from the other core's; one task or two,
-     * 0.17 ms a step over 16 layers, in column parts 0.13). Narrow ones (n_embd, ~3 us) stay in
-     * one task. */
+     * cache (in token parts, half of every token would come from the other core's). Narrow
+     * ones (n_embd) are too small to split and stay in one task. */
     if (n >= 2 && n < 8 * nt && (int64_t)n * cols >= 16384 && cols / 32 >= nt) {
         j.by_blocks = 1;
         tasks = nt;

@@ -304,10 +304,10 @@ void kern_matmul(pool *p, const rp_matrix *m, const kern_act *a, float *y, int64
 
 /* ---- SwiGLU ---- */
 
-/* Tiles of gate, then of up, per pass: long runs of each weight stream. 16 (a 128-row chunk)
- * against 2: SwiGLU of 8 tokens over 4608 x 1024 Q4_0 ~100 -> ~80 us per matrix, 1 token
- * 44 -> 38 (2 threads, Zen 5); a 16-token block of the chunk's weights (< 300 KiB for 8-bit
- * kinds at 1024 columns) stays in L2 for the prefill's next block. */
+/* Tiles of gate, then of up, per pass: long runs of each weight stream (16 tiles, a 128-row
+ * chunk, streams faster than alternating every 2; docs/benchmarks.md); a 16-token block of the
+ * chunk's weights (< 300 KiB for 8-bit kinds at 1024 columns) stays in L2 for the prefill's
+ * next block. */
 #define SW_TILES 16
 
 typedef vexp_f16 kv16f;
@@ -315,18 +315,19 @@ typedef vexp_u16 kv16u;
 
 /* g * u * sigmoid(g) on 16 lanes, e = e^-|g| by engine/vexp.h */
 static inline __attribute__((always_inline)) void silu16(kv16f *out, const kv16f *gp,
-                                                        const kv16f *up) {
+                                                         const kv16f *up) {
     const kv16f g = *gp, u = *up;
     kv16f e = (kv16f)((kv16u)g | 0x80000000u); /* -|g| */
     vexp16(&e);
     const kv16u pos = (kv16u)(g >= 0.0f);
-    const kv16f num = (kv16f)(((kv16u)(kv16f){1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1} & pos) |
-                              ((kv16u)e & ~pos));
+    const kv16f num =
+        (kv16f)(((kv16u)(kv16f){1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1} & pos) |
+                ((kv16u)e & ~pos));
     *out = g * (num / (1.0f + e)) * u;
 }
 
 static inline __attribute__((always_inline)) void silu_mul_body(float *y, const float *g,
-                                                                 const float *u, int64_t n) {
+                                                                const float *u, int64_t n) {
     int64_t i = 0;
     for (; i + 16 <= n; i += 16) {
         kv16f gv, uv;

@@ -61,7 +61,7 @@ void kern_gemv_half_avx2(const uint16_t *w, bool bf16, int64_t cols, int64_t r0,
 }
 
 double kern_sumsq_avx2(const float *x, int64_t n) {
-    /* four pairs of chains: one pair waited on the FMA's latency (0.7 us a 1024-row norm) */
+    /* four pairs of chains: one pair would wait on the FMA's latency */
     __m256d a[8];
     for (int k = 0; k < 8; k++)
         a[k] = _mm256_setzero_pd();

@@ -35,18 +35,18 @@ static inline __m512i z_bc(const int8_t *p) {
     return _mm512_set1_epi32(v);
 }
 
-/* Distance for small activations: twice KX_PFD (one token's). The output head (65536 x 1024
- * Q6_K, 8 tokens) streamed at 378-392 GMAC/s with 8 KiB, 448-456 with 16 KiB (its rate from
- * cache: 452), 409 with 32 KiB; 4608 x 1024 Q4_0 the same with 8 or 16 (Zen 5, 2 threads). */
+/* Distance for small activations: twice KX_PFD (one token's): several tokens per weight group
+ * consume the stream slower, so the lines must be asked for earlier (with it the output head
+ * streams from memory as fast as from cache; docs/benchmarks.md). */
 #ifndef Z_PFD
 #define Z_PFD 16384
 #endif
 #ifndef Z_PFD_BIG
 #define Z_PFD_BIG 2048
 #endif
-/* With large activations, also 32 KiB ahead into L2 (prefetcht1): 1024 x 4608 Q4_0 at 8 tokens
- * streamed at 421-477 GMAC/s with the L1 prefetch alone, 468-516 with this (8 and 16 KiB: between);
- * with small activations it cost 1-3%, so there is none. */
+/* With large activations, also 32 KiB ahead into L2 (prefetcht1): the short L1 distance alone
+ * leaves the stream waiting on memory; with small activations the extra hint costs more than it
+ * gives, so there is none (docs/benchmarks.md). */
 #ifndef Z_PFD_L2
 #define Z_PFD_L2 32768
 #endif
@@ -64,7 +64,7 @@ static inline __attribute__((always_inline)) void z_tile2(const rp_matrix *m, co
     const size_t cb = I5 ? 160 : I4 ? 128 : 256, gb = m->group_bytes, tb = m->tile_bytes;
     /* prefetch distance in whole groups: Z_PFD, shorter when the tokens' activations fill
      * much of L1 (ffn_down's 4608 columns x 8 tokens = 36 KiB of 48: 8 KiB ahead on two tiles
-     * then evicts them; 1024 x 4608 Q4_0 at 8 tokens ran ~10% faster with 2 KiB, Zen 5) */
+     * would evict them) */
     const size_t act = (size_t)NT * (size_t)m->cols;
     const size_t pfd = (act > 16384 ? Z_PFD_BIG : act > 8192 ? KX_PFD / 2 : Z_PFD) / gb * gb;
     const int64_t ng = m->n_groups;

@@ -9,10 +9,9 @@
  * mirror kern_tiles_scalar operation for operation, so every path gives bit-identical results. */
 
 /* Software prefetch distance (bytes, rounded down to whole groups) for the weight stream. The
- * stream is sequential, but hardware prefetch alone left ~30% on the table on an Intel Xeon;
- * there ~2 KiB ahead beat 4 groups (576 bytes) by 5-10%. On AMD Zen 5, 8 KiB ahead streamed one
- * thread's int4 GEMV at ~41 GB/s against ~34 with 2 KiB, and the 8-token batch kernel ran
- * 1.25x faster than with 576 bytes (single-thread runs over a 36 MB int4 matrix). */
+ * stream is sequential, but the hardware prefetchers alone do not keep one thread's GEMV fed
+ * from memory; 8 KiB ahead is the best distance measured on Intel and AMD machines
+ * (docs/benchmarks.md, "What we tried"). */
 #ifndef KX_PFD
 #define KX_PFD 8192
 #endif
@@ -184,8 +183,8 @@ static inline __attribute__((always_inline)) void KX(tile)(const rp_matrix *m, c
         break;
 #define KX_CASES(K)                                                                                \
     KX_CASE(K, 1)                                                                                  \
-    KX_CASE(K, 2) KX_CASE(K, 3) KX_CASE(K, 4) KX_CASE(K, 5) KX_CASE(K, 6) KX_CASE(K, 7)            \
-        KX_CASE(K, 8)
+    KX_CASE(K, 2)                                                                                  \
+    KX_CASE(K, 3) KX_CASE(K, 4) KX_CASE(K, 5) KX_CASE(K, 6) KX_CASE(K, 7) KX_CASE(K, 8)
 
 void KX_ENTRY(const rp_matrix *m, const kern_act *a, int tok0, int ntok, float *y, int64_t ldy,
               int64_t t0, int64_t t1) {

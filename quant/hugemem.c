@@ -1,7 +1,6 @@
 /* hugemem.c: see hugemem.h. Why huge pages: decode streams the weights every token (with 4 KiB
  * pages the prefetchers stop at each page and the TLB misses ~50 times per MiB), and a sequence's
- * KV cache in 4 KiB pages took a page fault every 32 positions of each head and layer (~25 per
- * 8-sequence step, ~24 us each in a VM: a third of the step's attention time). */
+ * KV cache in 4 KiB pages takes a page fault every 32 positions of each head and layer. */
 #include "quant/hugemem.h"
 #include <stdint.h>
 #include <stdlib.h>
@@ -20,8 +19,8 @@ void *huge_alloc(size_t size, size_t *mapped) {
 #else
     size = (size + HUGE_PAGE - 1) / HUGE_PAGE * HUGE_PAGE;
     if (!size) size = HUGE_PAGE;
-    uint8_t *raw = mmap(NULL, size + HUGE_PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
-                        -1, 0);
+    uint8_t *raw =
+        mmap(NULL, size + HUGE_PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (raw == MAP_FAILED) return NULL;
     uint8_t *base = (uint8_t *)(((uintptr_t)raw + HUGE_PAGE - 1) & ~(uintptr_t)(HUGE_PAGE - 1));
     if (base > raw) munmap(raw, (size_t)(base - raw)); /* trim to the aligned range */

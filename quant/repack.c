@@ -281,8 +281,7 @@ static uint8_t *k_hdr(const rp_matrix *m, int64_t tile, int64_t sb) {
 /* ---- where repacked data lives ----
  * Decode streams every weight once per token, so the data sits in 2 MiB transparent huge pages
  * when the kernel allows (madvise mode is the common default): with 4 KiB pages the hardware
- * prefetchers stop at every page and the TLB misses ~50 times per MiB; a one-process A/B on the
- * 350M shape's ffn matrices streamed 19-24 GB/s from huge pages vs 17-18 from malloc's pages.
+ * prefetchers stop at every page and the TLB misses ~50 times per MiB.
  * Matrices of 64 KiB and more are bump-allocated in 2 MiB-aligned chunks from quant/hugemem.h
  * (CHUNK bytes, or one chunk of their own when bigger); a chunk is unmapped when its last matrix
  * is freed. The untouched tail of a chunk is never faulted in, so RSS stays the
