@@ -21,7 +21,34 @@
 #define PANEL_FLOATS (1 << 18) /* dequantized weight panel: 1 MiB of f32 */
 #define LOGIT_CHUNK 16         /* rows of logits computed per pass over the output head */
 #define HALF_MAX_TOK 16        /* f16/bf16 weights: steps up to this size use kern's GEMV, else sgemm */
-#define RP_SLOTS 1024          /* open-addressing table: gguf tensor -> its repacked matrix */
+#define LAYER_MATS 9           /* matrices per layer in the list of mat_at */
+
+/* How a weight matrix is multiplied: chosen once at load from its type (weights_resolve), read
+ * by matmul, matmul_n and ffn_swiglu. */
+enum w_path {
+    W_REPACKED, /* int8 activations x the repacked matrix (quant/repack.h, engine/gemm.h) */
+    W_HALF,     /* f16/bf16 from the file: kern's GEMV up to HALF_MAX_TOK tokens, else as W_PANEL */
+    W_F32,      /* f32 in the mapping: OpenBLAS reads it in place */
+    W_PANEL,    /* any other type: dequantized to f32 panel by panel, then OpenBLAS */
+};
+
+/* One weight matrix W, [n_out][n_in] row-major: y = x W^T. */
+typedef struct eng_weight {
+    const gguf_tensor *t; /* the tensor in the mapping; NULL: the layer has no such matrix */
+    rp_matrix *rp;        /* owned: its repacked copy when path is W_REPACKED, else NULL */
+    enum w_path path;
+    int n_in, n_out; /* t->ne[0], t->ne[1] */
+} eng_weight;
+
+/* The matrices of one layer: conv layers have in_proj and out_proj, attention layers wq..wo. */
+typedef struct eng_layer {
+    eng_weight ffn_gate, ffn_up; /* [n_ff][n_embd] */
+    eng_weight ffn_down;         /* [n_embd][n_ff] */
+    eng_weight in_proj;          /* [3*n_embd][n_embd] -> B, C, X */
+    eng_weight out_proj;         /* [n_embd][n_embd] */
+    eng_weight wq, wk, wv;       /* [n_head*hd | kv*hd][n_embd] */
+    eng_weight wo;               /* [n_embd][n_head*hd] */
+} eng_layer;
 
 /* one batch item's share of a layer's attention (attn_layer) */
 struct attn_part {
@@ -61,11 +88,11 @@ struct eng {
     float *lchunk; /* [LOGIT_CHUNK, n_vocab] */
     int *lrow_item, *lrow_off; /* [T] which item / which logits row a gathered row goes to */
     struct attn_part *attn_parts; /* [T] per batch item: its attention job (attn_layer) */
-    /* speed: weights repacked at load (quant/repack.h), decode through engine/kern.h */
-    pool *pool;                       /* p.n_threads workers, used by the kernels */
-    kern_act act;                     /* [T] quantized activations of one input */
-    const gguf_tensor *rp_key[RP_SLOTS];
-    rp_matrix *rp_val[RP_SLOTS];      /* NULL key: empty slot */
+    /* every matrix with its kernel path, resolved at load (weights_resolve) */
+    eng_layer layers[LFM2_MAX_LAYERS];
+    eng_weight output; /* the output head [n_vocab][n_embd]: output.weight, or tok_embd when tied */
+    pool *pool;        /* p.n_threads workers, used by the kernels */
+    kern_act act;      /* [T] quantized activations of one input */
     /* state blocks of freed sequences, kept for the next sequence of the same n_ctx: their pages
      * are mapped already (a fresh block faults its huge pages in on first touch, mostly at
      * prefill). At most max_seqs, so memory stays within what live sequences held. */
@@ -118,51 +145,73 @@ static int to_f32(const gguf_tensor *t, float *dst, int64_t n, char *err, size_t
     return 0;
 }
 
-static size_t rp_slot(const gguf_tensor *t) {
-    return (size_t)(((uintptr_t)t >> 4) * 2654435761u) % RP_SLOTS;
+/* A matrix of the model: its tensor and the engine's description of it. */
+typedef struct mat_ref {
+    const gguf_tensor *t; /* NULL: the layer's kind has no such matrix */
+    eng_weight *w;
+} mat_ref;
+
+/* The model's matrices as one list: LAYER_MATS per layer, then the output head (n_mats in all).
+ * Loading, repacking and eng_free walk it. */
+static int n_mats(const eng *e) {
+    return e->m->hp.n_layer * LAYER_MATS + 1;
 }
 
-/* The repacked matrix of weight tensor t, or NULL when t stays on the f32 (sgemm) path. */
-static const rp_matrix *rp_of(const eng *e, const gguf_tensor *t) {
-    for (size_t i = rp_slot(t);; i = (i + 1) % RP_SLOTS) {
-        if (e->rp_key[i] == t) return e->rp_val[i];
-        if (!e->rp_key[i]) return NULL;
-    }
+static mat_ref mat_at(eng *e, int i) {
+    const int l = i / LAYER_MATS;
+    if (l == e->m->hp.n_layer) return (mat_ref){e->m->output, &e->output};
+    const lfm2_layer *m = &e->m->layers[l];
+    eng_layer *ly = &e->layers[l];
+    const mat_ref r[LAYER_MATS] = {
+        {m->ffn_gate, &ly->ffn_gate},
+        {m->ffn_up, &ly->ffn_up},
+        {m->ffn_down, &ly->ffn_down},
+        {m->in_proj, &ly->in_proj},
+        {m->out_proj, &ly->out_proj},
+        {m->wq, &ly->wq},
+        {m->wk, &ly->wk},
+        {m->wv, &ly->wv},
+        {m->wo, &ly->wo},
+    };
+    return r[i % LAYER_MATS];
 }
 
-/* Repacks one matrix (quantized sources only: f16/bf16/f32 keep the exact sgemm path, see
- * quant/repack.h) and gives its source pages back, so peak RSS stays near the repacked size. */
-static int repack_one(eng *e, const gguf_tensor *t, char *err, size_t errlen) {
-    if (!t || rp_of(e, t)) return 0;
-    if (t->type == QT_F32 || t->type == QT_F16 || t->type == QT_BF16 || !rp_kind_for(t->type, NULL) ||
-        t->ne[0] % RP_GROUP)
+/* Fills w for tensor t: quantized sources are repacked (f16/bf16/f32 keep the exact sgemm path,
+ * see quant/repack.h) and give their source pages back, so peak RSS stays near the repacked
+ * size; the path follows from the type and whether the repacking took. */
+static int weight_resolve(eng_weight *w, const gguf_tensor *t, char *err, size_t errlen) {
+    *w = (eng_weight){t, NULL, W_PANEL, (int)t->ne[0], (int)t->ne[1]};
+    if (t->type == QT_F32) {
+        w->path = W_F32;
         return 0;
+    }
+    if (t->type == QT_F16 || t->type == QT_BF16) {
+        w->path = W_HALF;
+        return 0;
+    }
+    if (!rp_kind_for(t->type, NULL) || t->ne[0] % RP_GROUP) return 0;
     rp_matrix *m;
     char rerr[256];
     int rc = rp_new(&m, t->type, t->data, t->ne[1], t->ne[0], RP_ALLOW_LOSSY | RP_DROP_SOURCE, rerr,
                     sizeof rerr);
     if (rc == RP_ENOMEM) return util_fail(err, errlen, ENG_ENOMEM, "tensor '%s': %s", t->name, rerr);
     if (rc < 0) return 0; /* not repackable: stays on the sgemm path */
-    size_t i = rp_slot(t);
-    while (e->rp_key[i]) i = (i + 1) % RP_SLOTS;
-    e->rp_key[i] = t;
-    e->rp_val[i] = m;
+    w->rp = m;
+    w->path = W_REPACKED;
     return 0;
 }
 
-static int repack_all(eng *e, char *err, size_t errlen) {
+static int weights_resolve(eng *e, char *err, size_t errlen) {
     int rc;
-    for (int l = 0; l < e->m->hp.n_layer; l++) {
-        const lfm2_layer *ly = &e->m->layers[l];
-        const gguf_tensor *ws[] = {ly->ffn_gate, ly->ffn_up, ly->ffn_down, ly->in_proj,
-                                   ly->out_proj, ly->wq, ly->wk, ly->wv, ly->wo};
-        for (size_t i = 0; i < sizeof ws / sizeof ws[0]; i++)
-            if ((rc = repack_one(e, ws[i], err, errlen)) < 0) return rc;
+    for (int i = 0; i < n_mats(e); i++) {
+        mat_ref r = mat_at(e, i);
+        if (r.t && (rc = weight_resolve(r.w, r.t, err, errlen)) < 0) return rc;
     }
-    if ((rc = repack_one(e, e->m->output, err, errlen)) < 0) return rc;
     /* repacking a tensor maps a few pages of its neighbours back in: give them back again */
-    for (int i = 0; i < RP_SLOTS; i++)
-        if (e->rp_key[i]) rp_drop_source(e->rp_key[i]->data, e->rp_key[i]->nbytes);
+    for (int i = 0; i < n_mats(e); i++) {
+        const eng_weight *w = mat_at(e, i).w;
+        if (w->rp) rp_drop_source(w->t->data, w->t->nbytes);
+    }
     return 0;
 }
 
@@ -250,28 +299,17 @@ int eng_new(eng **out, const char *model_path, const eng_params *pp, char *err, 
             e->k_norm[l] = s, s += hd;
         }
     }
-    /* every matrix must be dequantizable row by row */
-    for (int l = 0; l < hp->n_layer; l++) {
-        const lfm2_layer *ly = &e->m->layers[l];
-        const gguf_tensor *ws[] = {ly->ffn_gate, ly->ffn_up, ly->ffn_down, ly->in_proj,
-                                   ly->out_proj, ly->wq, ly->wk, ly->wv, ly->wo};
-        for (size_t i = 0; i < sizeof ws / sizeof ws[0]; i++) {
-            if (!ws[i]) continue;
-            if (!quant_traits(ws[i]->type) || !quant_row_size(ws[i]->type, ws[i]->ne[0])) {
-                rc = util_fail(err, errlen, ENG_EMODEL, "tensor '%s': type %u unsupported for rows of %lld",
-                          ws[i]->name, ws[i]->type, (long long)ws[i]->ne[0]);
-                goto fail;
-            }
-        }
-    }
-    const gguf_tensor *heads[] = {e->m->tok_embd, e->m->output};
-    for (int i = 0; i < 2; i++)
-        if (!quant_traits(heads[i]->type) || !quant_row_size(heads[i]->type, heads[i]->ne[0])) {
-            rc = util_fail(err, errlen, ENG_EMODEL, "tensor '%s': type %u unsupported", heads[i]->name,
-                      heads[i]->type);
+    /* every matrix, and the embeddings, must be dequantizable row by row */
+    for (int i = 0; i <= n_mats(e); i++) {
+        const gguf_tensor *t = i < n_mats(e) ? mat_at(e, i).t : e->m->tok_embd;
+        if (t && (!quant_traits(t->type) || !quant_row_size(t->type, t->ne[0]))) {
+            rc = util_fail(err, errlen, ENG_EMODEL,
+                           "tensor '%s': type %u unsupported for rows of %lld", t->name, t->type,
+                           (long long)t->ne[0]);
             goto fail;
         }
-    if ((rc = repack_all(e, err, errlen)) < 0) goto fail;
+    }
+    if ((rc = weights_resolve(e, err, errlen)) < 0) goto fail;
     size_t T = (size_t)p.max_batch_tokens;
     size_t a_w = 3 * (size_t)E, b_w = (size_t)E;
     size_t qkv = (size_t)(hp->n_head + 2 * max_kv) * hd;
@@ -325,7 +363,8 @@ void eng_free(eng *e) {
     for (int i = 0; i < e->n_spare; i++)
         huge_free(e->spare[i].mem, e->spare[i].mapped);
     free(e->spare);
-    for (int i = 0; i < RP_SLOTS; i++) rp_free(e->rp_val[i]);
+    for (int i = 0; i < n_mats(e); i++)
+        rp_free(mat_at(e, i).w->rp);
     lfm2_model_close(e->m);
     free(e->small);
     free(e->x);
@@ -481,7 +520,7 @@ int eng_seq_fork(const eng_seq *src, int pos, int n_ctx, eng_seq **out, char *er
  * thread's own panel (never the whole matrix), or read in place when W is f32. */
 typedef struct blas_job {
     eng *e;
-    const gguf_tensor *w;
+    const eng_weight *w;
     const float *x;
     int n_tok;
     float *y;
@@ -489,12 +528,13 @@ typedef struct blas_job {
 
 static void blas_task(void *ctx, int task, int n_tasks, int thread) {
     blas_job *j = ctx;
-    const int n_in = (int)j->w->ne[0], n_out = (int)j->w->ne[1], n_tok = j->n_tok;
+    const gguf_tensor *t = j->w->t;
+    const int n_in = j->w->n_in, n_out = j->w->n_out, n_tok = j->n_tok;
     int64_t lo, hi;
     pool_split(n_out, n_tasks, task, &lo, &hi);
     if (lo >= hi) return;
-    if (j->w->type == QT_F32) { /* already f32 in the mapping: no panel copy */
-        const float *w = (const float *)j->w->data + (size_t)lo * n_in;
+    if (j->w->path == W_F32) { /* already f32 in the mapping: no panel copy */
+        const float *w = (const float *)t->data + (size_t)lo * n_in;
         if (n_tok == 1)
             cblas_sgemv(CblasRowMajor, CblasNoTrans, (int)(hi - lo), n_in, 1.0f, w, n_in, j->x, 1,
                         0.0f, j->y + lo, 1);
@@ -503,13 +543,13 @@ static void blas_task(void *ctx, int task, int n_tasks, int thread) {
                         j->x, n_in, w, n_in, 0.0f, j->y + lo, n_out);
         return;
     }
-    const qtype_traits *tr = quant_traits(j->w->type);
-    const size_t rs = quant_row_size(j->w->type, n_in);
+    const qtype_traits *tr = quant_traits(t->type);
+    const size_t rs = quant_row_size(t->type, n_in);
     float *panel = j->e->panel + (size_t)thread * PANEL_FLOATS;
     int rows = PANEL_FLOATS / n_in;
     for (int64_t r0 = lo; r0 < hi; r0 += rows) {
         int nr = hi - r0 < rows ? (int)(hi - r0) : rows;
-        tr->to_float((const char *)j->w->data + (size_t)r0 * rs, panel, (int64_t)nr * n_in);
+        tr->to_float((const char *)t->data + (size_t)r0 * rs, panel, (int64_t)nr * n_in);
         if (n_tok == 1)
             cblas_sgemv(CblasRowMajor, CblasNoTrans, nr, n_in, 1.0f, panel, n_in, j->x, 1, 0.0f,
                         j->y + r0, 1);
@@ -519,59 +559,61 @@ static void blas_task(void *ctx, int task, int n_tasks, int thread) {
     }
 }
 
-/* y[n_tok, n_out] = x[n_tok, n_in] @ W^T, W = w ([n_out, n_in] row-major, any supported type).
- * Repacked weights go through the int8 kernels (engine/kern.h); the others through OpenBLAS,
+/* y[n_tok, n_out] = x[n_tok, n_in] @ W^T, by w's path. The f32 paths run OpenBLAS
  * single-threaded inside each of our pool's threads on its share of the rows (measured on this
  * 2-core box: 2x faster prefill than OpenBLAS's own threads next to our idle pool). */
-static void matmul(eng *e, const gguf_tensor *w, const float *x, int n_tok, float *y) {
-    const int n_in = (int)w->ne[0], n_out = (int)w->ne[1];
-    const rp_matrix *rp = rp_of(e, w);
-    if (rp) { /* int8 activations x repacked weights, for every step size: prefill and decode
-               * must compute alike (and the kernels beat sgemm on f32 panels here, 1.7x less CPU
-               * per prefill token in tests/bench/eng_bench.c) */
-        gemm_quantize(e->pool, &e->act, x, n_in, n_in, n_tok);
-        gemm_matmul(e->pool, rp, &e->act, y, n_out);
+static void matmul(eng *e, const eng_weight *w, const float *x, int n_tok, float *y) {
+    switch (w->path) {
+    case W_REPACKED: /* int8 activations x repacked weights, for every step size: prefill and
+                      * decode must compute alike (and the kernels beat sgemm on f32 panels here,
+                      * 1.7x less CPU per prefill token in tests/bench/eng_bench.c) */
+        gemm_quantize(e->pool, &e->act, x, w->n_in, w->n_in, n_tok);
+        gemm_matmul(e->pool, w->rp, &e->act, y, w->n_out);
         return;
-    }
-    if ((w->type == QT_F16 || w->type == QT_BF16) && n_tok <= HALF_MAX_TOK) {
-        /* decode on half-precision weights: straight from the file, no f32 panel */
-        kern_matmul_half(e->pool, w->data, w->type == QT_BF16, n_out, n_in, x, n_in, n_tok, y,
-                         n_out);
-        return;
+    case W_HALF:
+        if (n_tok <= HALF_MAX_TOK) { /* decode: straight from the file, no f32 panel */
+            kern_matmul_half(e->pool, w->t->data, w->t->type == QT_BF16, w->n_out, w->n_in, x,
+                             w->n_in, n_tok, y, w->n_out);
+            return;
+        }
+        break; /* longer steps: sgemm on f32 panels */
+    case W_F32:
+    case W_PANEL:
+        break;
     }
     blas_job j = {e, w, x, n_tok, y};
     int nt = pool_n_threads(e->pool);
-    pool_run(e->pool, blas_task, &j, n_out < 64 * nt ? 1 : nt);
+    pool_run(e->pool, blas_task, &j, w->n_out < 64 * nt ? 1 : nt);
 }
 
 /* Matrices reading the same input x (q/k/v): one quantization and one parallel region when they
  * are all repacked; else one matmul each. */
-static void matmul_n(eng *e, int n, const gguf_tensor *const *ws, const float *x, int n_tok,
+static void matmul_n(eng *e, int n, const eng_weight *const *ws, const float *x, int n_tok,
                      float *const *ys) {
     const rp_matrix *ms[4];
     int64_t ld[4];
     bool all = n <= 4;
     for (int i = 0; i < n && all; i++) {
-        ms[i] = rp_of(e, ws[i]);
-        ld[i] = ws[i]->ne[1];
-        all = ms[i] && ws[i]->ne[0] == ws[0]->ne[0];
+        ms[i] = ws[i]->rp;
+        ld[i] = ws[i]->n_out;
+        all = ws[i]->path == W_REPACKED && ws[i]->n_in == ws[0]->n_in;
     }
     if (!all) {
         for (int i = 0; i < n; i++) matmul(e, ws[i], x, n_tok, ys[i]);
         return;
     }
-    gemm_quantize(e->pool, &e->act, x, ws[0]->ne[0], ws[0]->ne[0], n_tok);
+    gemm_quantize(e->pool, &e->act, x, ws[0]->n_in, ws[0]->n_in, n_tok);
     gemm_matmul_n(e->pool, n, ms, &e->act, ys, ld);
 }
 
 /* a = silu(gate x) * (up x), [n_tok, n_ff]; b is scratch for the unfused path. */
-static void ffn_swiglu(eng *e, const gguf_tensor *gate, const gguf_tensor *up, const float *x,
+static void ffn_swiglu(eng *e, const eng_weight *gate, const eng_weight *up, const float *x,
                        int n_tok, float *a, float *b) {
-    const rp_matrix *rg = rp_of(e, gate), *ru = rp_of(e, up);
-    const int64_t n_ff = gate->ne[1];
-    if (rg && ru && rg->cols == ru->cols && rg->rows == ru->rows) {
-        gemm_quantize(e->pool, &e->act, x, gate->ne[0], gate->ne[0], n_tok);
-        gemm_swiglu(e->pool, rg, ru, &e->act, a, n_ff);
+    const int64_t n_ff = gate->n_out;
+    if (gate->path == W_REPACKED && up->path == W_REPACKED && gate->n_in == up->n_in &&
+        gate->n_out == up->n_out) {
+        gemm_quantize(e->pool, &e->act, x, gate->n_in, gate->n_in, n_tok);
+        gemm_swiglu(e->pool, gate->rp, up->rp, &e->act, a, n_ff);
         return;
     }
     matmul(e, gate, x, n_tok, a);
@@ -938,30 +980,30 @@ int eng_step(eng *e, eng_batch *b, char *err, size_t errlen) {
             embed(e, b->items[i].tokens[j], e->x + (size_t)r * E);
 
     for (int l = 0; l < hp->n_layer; l++) {
-        const lfm2_layer *ly = &e->m->layers[l];
+        const eng_layer *ly = &e->layers[l];
         norm_job nj = {e->xn, e->x, e->attn_norm[l], E, hp->eps};
         norm_rows(e, &nj, T);
         if (hp->n_head_kv[l] == 0) {
-            matmul(e, ly->in_proj, e->xn, T, e->a);
+            matmul(e, &ly->in_proj, e->xn, T, e->a);
             conv_job cj = {e, l, b};
             if (T > 1) /* channel parts of 16 */
                 rows_run(e, conv_split_task, &cj, (E + 15) / 16);
             else
                 conv_task(&cj, 0, E);
-            matmul(e, ly->out_proj, e->b, T, e->o);
+            matmul(e, &ly->out_proj, e->b, T, e->o);
         } else {
             const int qw = hp->n_head * hd, kw = hp->n_head_kv[l] * hd;
-            const gguf_tensor *qkv[3] = {ly->wq, ly->wk, ly->wv};
+            const eng_weight *qkv[3] = {&ly->wq, &ly->wk, &ly->wv};
             float *ys[3] = {e->a, e->a + (size_t)T * qw, e->a + (size_t)T * (qw + kw)};
             matmul_n(e, 3, qkv, e->xn, T, ys);
             attn_layer(e, l, b, T);
-            matmul(e, ly->wo, e->b, T, e->o);
+            matmul(e, &ly->wo, e->b, T, e->o);
         }
         vec_add(e->x, e->o, (size_t)T * E);
         nj.w = e->ffn_norm[l];
         norm_rows(e, &nj, T);
-        ffn_swiglu(e, ly->ffn_gate, ly->ffn_up, e->xn, T, e->a, e->b);
-        matmul(e, ly->ffn_down, e->a, T, e->o);
+        ffn_swiglu(e, &ly->ffn_gate, &ly->ffn_up, e->xn, T, e->a, e->b);
+        matmul(e, &ly->ffn_down, e->a, T, e->o);
         vec_add(e->x, e->o, (size_t)T * E);
     }
 
@@ -990,7 +1032,7 @@ int eng_step(eng *e, eng_batch *b, char *err, size_t errlen) {
             dst[r] = it->logits + (size_t)e->lrow_off[c0 + r] * e->n_vocab;
             direct = direct && dst[r] == dst[0] + (size_t)r * e->n_vocab;
         }
-        matmul(e, e->m->output, e->o + (size_t)c0 * E, nc, direct ? dst[0] : e->lchunk);
+        matmul(e, &e->output, e->o + (size_t)c0 * E, nc, direct ? dst[0] : e->lchunk);
         if (!direct)
             for (int r = 0; r < nc; r++)
                 memcpy(dst[r], e->lchunk + (size_t)r * e->n_vocab,
