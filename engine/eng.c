@@ -53,8 +53,8 @@ typedef struct eng_layer {
 /* one batch item's share of a layer's attention (attn_layer) */
 struct attn_part {
     const uint16_t *K, *V; /* [n_kv_head][n_ctx][head_dim] halves (f16) of this layer: each
-                              head's rows contiguous, so attention streams them (a [n_ctx][kw]
-                              layout strided them 1 KiB apart: a TLB miss every 4 rows) */
+                              head's rows contiguous, so attention streams them instead of
+                              striding across positions */
     float *scratch;        /* [threads][n_scratch]: the sequence's */
     size_t n_scratch;
     int pos, r0, n, u0; /* first position, first row, tokens, first unit */
@@ -514,7 +514,7 @@ int eng_seq_fork(const eng_seq *src, int pos, int n_ctx, eng_seq **out, char *er
     return 0;
 }
 
-/* ---- kernels (plain C reference; the speed work swaps matmul) ---- */
+/* ---- matrix products, norms, RoPE and residual adds of the forward pass ---- */
 
 /* One thread's share of the f32 path: rows [lo, hi) of W, dequantized panel by panel into that
  * thread's own panel (never the whole matrix), or read in place when W is f32. */
@@ -560,13 +560,13 @@ static void blas_task(void *ctx, int task, int n_tasks, int thread) {
 }
 
 /* y[n_tok, n_out] = x[n_tok, n_in] @ W^T, by w's path. The f32 paths run OpenBLAS
- * single-threaded inside each of our pool's threads on its share of the rows (measured on this
- * 2-core box: 2x faster prefill than OpenBLAS's own threads next to our idle pool). */
+ * single-threaded inside each of our pool's threads on its share of the rows: OpenBLAS's own
+ * threads would compete with the pool's for the same cores. */
 static void matmul(eng *e, const eng_weight *w, const float *x, int n_tok, float *y) {
     switch (w->path) {
     case W_REPACKED: /* int8 activations x repacked weights, for every step size: prefill and
-                      * decode must compute alike (and the kernels beat sgemm on f32 panels here,
-                      * 1.7x less CPU per prefill token in tests/bench/eng_bench.c) */
+                      * decode compute alike, and the kernels take less CPU than sgemm on
+                      * dequantized f32 panels */
         gemm_quantize(e->pool, &e->act, x, w->n_in, w->n_in, n_tok);
         gemm_matmul(e->pool, w->rp, &e->act, y, w->n_out);
         return;
@@ -661,8 +661,8 @@ static void rope_neox(float *const *vs, const int *n_heads, int n, int hd, int p
  * through the stack */
 typedef float ev4f __attribute__((vector_size(16)));
 
-/* x[i] += o[i] for i < n (the residual adds), 4 lanes at a time: the plain loop reloaded e->x and
- * e->o for every float (the stores might alias them) and took 13 us per add at 8 x 1024 */
+/* x[i] += o[i] for i < n (the residual adds), 4 lanes at a time: a plain loop reloads x and o
+ * for every float, since its stores might alias them */
 static void vec_add(float *x, const float *o, size_t n) {
     size_t i = 0;
     for (; i + 4 <= n; i += 4) {
@@ -828,8 +828,8 @@ static void norm_task(void *ctx, int r0, int r1) {
 }
 
 /* A decode step's norms (up to NORM_INLINE floats) run on the calling thread: its vec_add just
- * wrote x and its quantizer reads the result next, so a pool region only moved those lines
- * between cores (8 x 1024: 5.8 us a region for ~2 us of arithmetic). */
+ * wrote x and its quantizer reads the result next, so a pool region would only move those lines
+ * between cores, at a cost larger than the arithmetic. */
 #define NORM_INLINE 16384
 static void norm_rows(eng *e, norm_job *j, int T) {
     if ((int64_t)T * j->E <= NORM_INLINE)
