@@ -632,6 +632,26 @@ static void *sched_main(void *arg) {
     return NULL;
 }
 
+/* Frees s and everything it holds once its thread has ended (or never started). */
+static void release(sched *s) {
+    while (s->queue) {
+        sjob *j = s->queue;
+        s->queue = j->next;
+        sjob_free(s, j);
+    }
+    for (int i = 0; i < s->n_evs; i++)
+        sched_event_clear(&s->evs[i]);
+    free(s->evs);
+    free(s->cancels);
+    free(s->logits);
+    free(s->items);
+    free(s->item_job);
+    free(s->item_choice);
+    pthread_mutex_destroy(&s->mu);
+    pthread_cond_destroy(&s->cv);
+    free(s);
+}
+
 int sched_new(sched **out, eng *e, const sched_opts *o, metrics *m, sched_notify_fn notify,
               void *ud, char *err, size_t errlen) {
     sched *s = calloc(1, sizeof *s);
@@ -672,13 +692,7 @@ int sched_new(sched **out, eng *e, const sched_opts *o, metrics *m, sched_notify
     *out = s;
     return 0;
 fail:
-    free(s->logits);
-    free(s->items);
-    free(s->item_job);
-    free(s->item_choice);
-    pthread_mutex_destroy(&s->mu);
-    pthread_cond_destroy(&s->cv);
-    free(s);
+    release(s);
     return SCHED_ENOMEM;
 }
 
@@ -689,22 +703,7 @@ void sched_free(sched *s) {
     pthread_cond_signal(&s->cv);
     pthread_mutex_unlock(&s->mu);
     pthread_join(s->thread, NULL);
-    while (s->queue) {
-        sjob *j = s->queue;
-        s->queue = j->next;
-        sjob_free(s, j);
-    }
-    for (int i = 0; i < s->n_evs; i++)
-        sched_event_clear(&s->evs[i]);
-    free(s->evs);
-    free(s->cancels);
-    free(s->logits);
-    free(s->items);
-    free(s->item_job);
-    free(s->item_choice);
-    pthread_mutex_destroy(&s->mu);
-    pthread_cond_destroy(&s->cv);
-    free(s);
+    release(s);
 }
 
 int sched_submit(sched *s, sched_job *job, uint64_t *id, char *err, size_t errlen) {

@@ -9,6 +9,7 @@
 #include "engine/cpu.h"
 #include "quant/quant.h"
 #include "tests/check.h"
+#include "tests/cpu_want.h"
 
 static uint64_t rng = 0x9e3779b97f4a7c15ull;
 static float frand(void) { /* uniform in [-1, 1) */
@@ -253,28 +254,6 @@ static void check_store(void) {
     free(x), free(h);
 }
 
-/* The level LFM2_KERNEL and this CPU should give (engine/cpu.h's rule, worked out here): the
- * highest supported level at or below the one named, all of them when unset. */
-static int want_level(void) {
-    static const char *const names[CPU_NLEVELS][2] = {{"scalar", "scalar"},
-                                                      {"base", "base"},
-                                                      {"avx2", "avx2"},
-                                                      {"avxvnni", "avx-vnni"},
-                                                      {"avx512", "avx512-vnni"}};
-    const char *env = getenv("LFM2_KERNEL");
-    int l = CPU_NLEVELS - 1;
-    for (int i = 0; env && i < CPU_NLEVELS; i++)
-        if (!strcmp(env, names[i][0]) || !strcmp(env, names[i][1])) l = i;
-    return l;
-}
-
-/* The supported level at or below l */
-static int capped(int l) {
-    while (l > CPU_SCALAR && !cpu_level_supported(l))
-        l--;
-    return l;
-}
-
 /* Since *before (counts by level), site ran code of level lvl only; *before becomes now. */
 static void check_ran(uint64_t *before, cpu_site site, int lvl, const char *what, int hd) {
     for (int l = 0; l < CPU_NLEVELS; l++) {
@@ -293,7 +272,7 @@ static void check_ran(uint64_t *before, cpu_site site, int lvl, const char *what
  * isa its own or the widest below it the CPU has; head dims not a multiple of 16 the scalar
  * twin. attn_store's code: plain C below AVX2, F16C, AVX-512. */
 static void check_dispatch(void) {
-    const int lvl = capped(want_level());
+    const int lvl = cpu_want_level();
     CHECK_EQ_INT(cpu_level_best(), lvl);
     static const int asked[] = {CPU_SCALAR, CPU_BASE, CPU_AVX2, CPU_AVX512, -1};
     enum { HD = 64, N = 4 };
@@ -306,7 +285,7 @@ static void check_dispatch(void) {
         runs[l] = cpu_runs(CPU_SITE_ATTN, l), stores[l] = cpu_runs(CPU_SITE_STORE, l);
     printf("attn: level in use %s; code run per isa (hd 64):", cpu_level_name(lvl));
     for (int ia = 0; ia < N_ISA; ia++) {
-        const int l = asked[ia] < 0 ? lvl : capped(asked[ia]);
+        const int l = asked[ia] < 0 ? lvl : cpu_want_capped(asked[ia]);
         const int run = l == CPU_AVXVNNI ? CPU_AVX2 : l;
         const int store = l >= CPU_AVX2 ? (l == CPU_AVX512 ? CPU_AVX512 : CPU_AVX2) : CPU_SCALAR;
         for (int hd = 16; hd <= HD; hd += 24) { /* 16, 40 (scalar), 64 */

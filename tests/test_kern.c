@@ -10,6 +10,7 @@
 #include "quant/quant.h"
 #include "quant/repack.h"
 #include "tests/check.h"
+#include "tests/cpu_want.h"
 
 static uint64_t rng = 0x2545f4914f6cdd1dull;
 static float frand(void) { /* uniform in [-1, 1) */
@@ -273,23 +274,6 @@ static void test_env_override(void) {
 
 /* ---- which code ran: engine/cpu.h's per-thread counts ---- */
 
-/* The level LFM2_KERNEL and this CPU should give, worked out here from the documented rule: the
- * highest supported level at or below the one named (all of them when unset). */
-static int want_level(void) {
-    static const char *const names[CPU_NLEVELS][2] = {{"scalar", "scalar"},
-                                                      {"base", "base"},
-                                                      {"avx2", "avx2"},
-                                                      {"avxvnni", "avx-vnni"},
-                                                      {"avx512", "avx512-vnni"}};
-    const char *env = getenv("LFM2_KERNEL");
-    int l = CPU_NLEVELS - 1;
-    for (int i = 0; env && i < CPU_NLEVELS; i++)
-        if (!strcmp(env, names[i][0]) || !strcmp(env, names[i][1])) l = i;
-    while (l > CPU_SCALAR && !cpu_level_supported(l))
-        l--;
-    return l;
-}
-
 typedef struct ran {
     uint64_t n[CPU_NSITES][CPU_NLEVELS];
 } ran;
@@ -325,7 +309,7 @@ static int avx2_at(int lvl) { /* RMSNorm and the f16 GEMV: plain C or AVX2 */
 /* Every entry point without a path argument runs the code of the level LFM2_KERNEL and the CPU
  * give (LFM2_KERNEL=scalar: the plain C twins, nothing else), and each _with(path) that path's. */
 static void test_dispatch(pool *pl) {
-    const int lvl = want_level();
+    const int lvl = cpu_want_level();
     CHECK_EQ_INT(cpu_level_best(), lvl);
     const int tiles = lvl == CPU_BASE ? CPU_SCALAR : lvl;
     enum { R = 40, C = 64, N = 3 };
