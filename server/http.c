@@ -7,7 +7,6 @@
  * 200 ms tick peeks at those sockets and cancels the job of a peer that is gone. */
 #include "server/http.h"
 #include <errno.h>
-#include <math.h>
 #include <microhttpd.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -24,7 +23,7 @@
 #include "api/request.h"
 #include "api/response.h"
 #include "engine/eng.h"
-#include "engine/sample.h"
+#include "server/job.h"
 #include "server/metrics.h"
 #include "server/sched.h"
 
@@ -104,7 +103,7 @@ struct server {
     hreq *reqs;
     api_limits lim;
     char model_id[256];
-    enum chat_format chat_format; /* from tokenizer.chat_template, detected at load */
+    job_ctx jc; /* tokenizer, chat format (from tokenizer.chat_template), n_vocab: set at load */
     long long created;
     uint64_t rng;
 };
@@ -546,111 +545,7 @@ static void sched_notify(void *ud) {
     uv_async_send((uv_async_t *)ud);
 }
 
-/* ---------- building a job from a request ---------- */
-
-/* Appends ids to a growing token array. */
-typedef struct tokbuf {
-    int32_t *ids;
-    int n, cap;
-    bool oom;
-} tokbuf;
-
-static void tb_push(tokbuf *b, int32_t id) {
-    if (b->oom) return;
-    if (b->n == b->cap) {
-        int cap = b->cap ? b->cap * 2 : 256;
-        int32_t *p = realloc(b->ids, (size_t)cap * sizeof *p);
-        if (!p) {
-            b->oom = true;
-            return;
-        }
-        b->ids = p;
-        b->cap = cap;
-    }
-    b->ids[b->n++] = id;
-}
-
-/* Tokenizes plain text (no special-token parsing) onto b. */
-static void tb_text(tokbuf *b, const tok *tk, const char *s, size_t len, bool parse_special) {
-    if (b->oom || !len) return;
-    int32_t small[256];
-    int n = tok_encode(tk, s, len, false, parse_special, small, 256);
-    if (n < 0) {
-        b->oom = true;
-        return;
-    }
-    if (n <= 256) {
-        for (int i = 0; i < n; i++)
-            tb_push(b, small[i]);
-        return;
-    }
-    int32_t *big = malloc((size_t)n * sizeof *big);
-    if (!big) {
-        b->oom = true;
-        return;
-    }
-    int m = tok_encode(tk, s, len, false, parse_special, big, n);
-    for (int i = 0; i < m && i < n; i++)
-        tb_push(b, big[i]);
-    free(big);
-}
-
-/* The prompt's token ids for a parsed request: the chat template, a text prompt (special tokens
- * parsed, BOS added as the model says), or the given ids. 0 or -1 with e filled. */
-static int build_prompt(server *sv, const api_request *q, tokbuf *b, api_error *e) {
-    const tok *tk = sv->tk;
-    if (q->kind == API_CHAT) {
-        chat_opts co = {0};
-        co.format = sv->chat_format;
-        co.add_generation_prompt = true;
-        int bos = tok_bos(tk);
-        size_t bl = 0;
-        const char *bos_text = bos >= 0 && tok_add_bos(tk) ? tok_piece(tk, bos, &bl) : NULL;
-        char bosbuf[64] = "";
-        if (bos_text && bl < sizeof bosbuf) {
-            memcpy(bosbuf, bos_text, bl);
-            bosbuf[bl] = 0;
-            co.bos = bosbuf;
-        }
-        chat_prompt p;
-        char err[256];
-        if (chat_render(&p, &co, q->messages, q->n_messages, err, sizeof err) < 0) {
-            chat_prompt_free(&p);
-            api_error_set(e, 500, NULL, NULL, "%s", err);
-            return -1;
-        }
-        for (int i = 0; i < p.n_segs; i++) {
-            const chat_seg *sg = &p.segs[i];
-            if (sg->special) {
-                int id = tok_find(tk, sg->text, sg->len);
-                if (id >= 0)
-                    tb_push(b, id);
-                else
-                    tb_text(b, tk, sg->text, sg->len, false);
-            } else {
-                tb_text(b, tk, sg->text, sg->len, false);
-            }
-        }
-        chat_prompt_free(&p);
-    } else if (q->prompt_tokens) {
-        for (int i = 0; i < q->n_prompt_tokens; i++)
-            tb_push(b, q->prompt_tokens[i]);
-    } else {
-        if (tok_add_bos(tk) && tok_bos(tk) >= 0) tb_push(b, tok_bos(tk));
-        tb_text(b, tk, q->prompt ? q->prompt : "", q->prompt_len, true);
-    }
-    if (b->oom) {
-        api_error_set(e, 500, NULL, NULL, "out of memory while tokenizing the prompt");
-        e->status = 500;
-        return -1;
-    }
-    if (b->n == 0) {
-        api_error_set(e, 400, q->kind == API_CHAT ? "messages" : "prompt", "invalid_value",
-                      "the prompt is empty: give at least one token of text");
-        return -1;
-    }
-    return 0;
-}
+/* ---------- handlers ---------- */
 
 static enum MHD_Result handle_completion(hreq *r) {
     server *sv = r->srv;
@@ -661,58 +556,10 @@ static enum MHD_Result handle_completion(hreq *r) {
         api_request_free(&q);
         return send_api_error(r, &e, NULL, NULL);
     }
-    tokbuf b = {0};
-    if (build_prompt(sv, &q, &b, &e) < 0) {
-        free(b.ids);
+    sched_job *j;
+    if (job_build(&sv->jc, &q, rng_next(&sv->rng), &j, &e) < 0) {
         api_request_free(&q);
         return send_api_error(r, &e, NULL, NULL);
-    }
-    sched_job *j = calloc(1, sizeof *j);
-    if (!j) {
-        free(b.ids);
-        api_request_free(&q);
-        return send_json(r, 500, NULL);
-    }
-    j->prompt = b.ids;
-    j->n_prompt = b.n;
-    j->n_choices = q.n;
-    j->max_tokens = q.max_tokens > 0 ? q.max_tokens : 0;
-    sample_params_default(&j->samp);
-    j->samp.temperature = q.temperature;
-    j->samp.top_k = q.top_k;
-    j->samp.top_p = q.top_p;
-    j->samp.min_p = q.min_p;
-    j->samp.repeat_penalty = q.repetition_penalty;
-    j->samp.presence_penalty = q.presence_penalty;
-    j->samp.frequency_penalty = q.frequency_penalty;
-    j->samp.seed = q.has_seed ? q.seed : rng_next(&sv->rng);
-    j->samp.n_top = q.logprobs ? q.top_logprobs : 0;
-    if (q.n_logit_bias) {
-        j->bias = calloc((size_t)q.n_logit_bias, sizeof *j->bias);
-        if (j->bias) {
-            for (int i = 0; i < q.n_logit_bias; i++) {
-                j->bias[i].id = q.logit_bias[i].id;
-                j->bias[i].bias = q.logit_bias[i].bias <= -100 ? -INFINITY : q.logit_bias[i].bias;
-            }
-            j->samp.bias = j->bias;
-            j->samp.n_bias = q.n_logit_bias;
-        }
-    }
-    for (int i = 0; i < q.n_stop && i < 4; i++) {
-        j->stop[j->n_stop] = strdup(q.stop[i]);
-        if (j->stop[j->n_stop]) j->n_stop++;
-    }
-    j->want_logprobs = q.logprobs;
-    /* the sampler's own parameter checks, so a bad value is a 400 now, not an error event */
-    {
-        sampler *tmp;
-        char err[256];
-        if (sampler_new(&tmp, eng_n_vocab(sv->e), &j->samp, err, sizeof err) < 0) {
-            sched_job_free(j);
-            api_request_free(&q);
-            return send_error(r, 400, "invalid_request_error", NULL, "invalid_value", "%s", err);
-        }
-        sampler_free(tmp);
     }
     r->kind = kind;
     r->stream = q.stream;
@@ -751,28 +598,29 @@ static enum MHD_Result handle_tokenize(hreq *r) {
         api_tokenize_free(&q);
         return send_api_error(r, &e, NULL, NULL);
     }
-    tokbuf b = {0};
-    if (q.add_special && tok_add_bos(sv->tk) && tok_bos(sv->tk) >= 0) tb_push(&b, tok_bos(sv->tk));
-    tb_text(&b, sv->tk, q.content ? q.content : "", q.len, q.parse_special);
+    int32_t *ids;
+    int n;
+    int rc = job_tokenize(sv->tk, q.content, q.len, q.add_special && tok_add_bos(sv->tk),
+                          q.parse_special, &ids, &n);
     char *json = NULL;
-    if (!b.oom) {
+    if (rc == 0) {
         if (q.with_pieces) {
-            const char **pieces = calloc((size_t)b.n + 1, sizeof *pieces);
-            size_t *lens = calloc((size_t)b.n + 1, sizeof *lens);
+            const char **pieces = calloc((size_t)n + 1, sizeof *pieces);
+            size_t *lens = calloc((size_t)n + 1, sizeof *lens);
             if (pieces && lens) {
-                for (int i = 0; i < b.n; i++) {
-                    pieces[i] = tok_piece(sv->tk, b.ids[i], &lens[i]);
+                for (int i = 0; i < n; i++) {
+                    pieces[i] = tok_piece(sv->tk, ids[i], &lens[i]);
                     if (!pieces[i]) pieces[i] = "", lens[i] = 0;
                 }
-                json = api_tokenize_json(b.ids, b.n, pieces, lens);
+                json = api_tokenize_json(ids, n, pieces, lens);
             }
             free(pieces);
             free(lens);
         } else {
-            json = api_tokenize_json(b.ids, b.n, NULL, NULL);
+            json = api_tokenize_json(ids, n, NULL, NULL);
         }
     }
-    free(b.ids);
+    free(ids);
     api_tokenize_free(&q);
     return send_json(r, 200, json);
 }
@@ -1206,8 +1054,10 @@ static void load_done(uv_work_t *w, int status) {
     sv->lim.n_vocab = eng_n_vocab(sv->e);
     bool known = false;
     const char *tmpl = gguf_get_str(eng_model(sv->e)->g, "tokenizer.chat_template", NULL, NULL);
-    sv->chat_format = chat_detect(tmpl, &known);
-    logf_(sv, "chat template: %s%s", chat_format_name(sv->chat_format),
+    sv->jc.tk = sv->tk;
+    sv->jc.n_vocab = eng_n_vocab(sv->e);
+    sv->jc.chat_format = chat_detect(tmpl, &known);
+    logf_(sv, "chat template: %s%s", chat_format_name(sv->jc.chat_format),
           known ? "" : " (tokenizer.chat_template not recognized or absent: using lfm2)");
     sv->ready = true;
     metrics_set_ready(sv->m, 1);

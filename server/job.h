@@ -1,0 +1,39 @@
+/* job.h: a parsed OpenAI request turned into a scheduler job (prompt ids, sampling, stops). */
+#ifndef LFM2_JOB_H
+#define LFM2_JOB_H
+#include <stddef.h>
+#include <stdint.h>
+#include <stdbool.h>
+#include "api/chat.h"
+#include "api/request.h"
+#include "engine/tok.h"
+#include "server/sched.h"
+
+/* Error codes (negative); every error also fills an api_error (status 400 or 500). */
+enum { JOB_EINVAL = -1, JOB_ENOMEM = -2 };
+
+/* What the builder needs from the loaded model; filled once at load, read-only afterwards. */
+typedef struct job_ctx {
+    const tok *tk;
+    enum chat_format chat_format; /* the template chat requests are rendered with */
+    int n_vocab;                  /* sampling parameters (logit_bias ids) are checked against it */
+    /* Allocates the job, its logit_bias and stop strings (memory sched_job_free frees with
+     * free()); NULL = malloc. Tests set it to inject allocation failures. */
+    void *(*alloc)(size_t size);
+} job_ctx;
+
+/* Turns q into a job: the chat template rendered and tokenized (chat), the text prompt tokenized
+ * with special tokens parsed and BOS added as the model says, or the given ids (completions);
+ * sampling parameters copied (logit_bias -100 becomes a ban) and checked as the sampler will
+ * check them, without building one; seed used when q has none. On success returns 0 and *out
+ * is the caller's (sched_submit takes it). Otherwise *out is NULL and the return is JOB_EINVAL
+ * (e: 400, an empty prompt or a parameter the sampler refuses, naming it) or JOB_ENOMEM (e: 500).
+ */
+int job_build(const job_ctx *c, const api_request *q, uint64_t seed, sched_job **out, api_error *e);
+
+/* The ids of text (BOS first when add_bos and the model has one) in a malloc'd array *ids (the
+ * caller frees; NULL when *n is 0). 0, or JOB_ENOMEM with *ids NULL and *n 0. */
+int job_tokenize(const tok *tk, const char *text, size_t len, bool add_bos, bool parse_special,
+                 int32_t **ids, int *n);
+
+#endif
