@@ -165,19 +165,19 @@ int job_build(const job_ctx *c, const api_request *q, uint64_t seed, sched_job *
     j->samp.n_top = q->logprobs ? q->top_logprobs : 0;
     if (q->n_logit_bias) {
         j->bias = job_alloc(c, (size_t)q->n_logit_bias * sizeof *j->bias);
-        if (j->bias) {
-            for (int i = 0; i < q->n_logit_bias; i++) {
-                j->bias[i].id = q->logit_bias[i].id;
-                j->bias[i].bias = q->logit_bias[i].bias <= -100 ? -INFINITY : q->logit_bias[i].bias;
-            }
-            j->samp.bias = j->bias;
-            j->samp.n_bias = q->n_logit_bias;
+        if (!j->bias) goto oom;
+        for (int i = 0; i < q->n_logit_bias; i++) {
+            j->bias[i].id = q->logit_bias[i].id;
+            j->bias[i].bias = q->logit_bias[i].bias <= -100 ? -INFINITY : q->logit_bias[i].bias;
         }
+        j->samp.bias = j->bias;
+        j->samp.n_bias = q->n_logit_bias;
     }
     for (int i = 0; i < q->n_stop && i < (int)(sizeof j->stop / sizeof j->stop[0]); i++) {
         size_t n = strlen(q->stop[i]) + 1;
-        j->stop[j->n_stop] = job_alloc(c, n);
-        if (j->stop[j->n_stop]) memcpy(j->stop[j->n_stop++], q->stop[i], n);
+        if (!(j->stop[i] = job_alloc(c, n))) goto oom;
+        memcpy(j->stop[i], q->stop[i], n);
+        j->n_stop = i + 1;
     }
     j->want_logprobs = q->logprobs;
     /* the sampler's own checks, so a bad value is a 400 now rather than an error event later */
@@ -189,4 +189,8 @@ int job_build(const job_ctx *c, const api_request *q, uint64_t seed, sched_job *
     }
     *out = j;
     return 0;
+oom: /* a job without the bias or stop strings asked for would run, just wrongly */
+    sched_job_free(j);
+    api_error_set(e, 500, NULL, NULL, "out of memory while building the request");
+    return JOB_ENOMEM;
 }

@@ -27,8 +27,8 @@ typedef struct job_ctx {
  * sampling parameters copied (logit_bias -100 becomes a ban) and checked as the sampler will
  * check them, without building one; seed used when q has none. On success returns 0 and *out
  * is the caller's (sched_submit takes it). Otherwise *out is NULL and the return is JOB_EINVAL
- * (e: 400, an empty prompt or a parameter the sampler refuses, naming it) or JOB_ENOMEM (e: 500).
- */
+ * (e: 400, an empty prompt or a parameter the sampler refuses, naming it) or JOB_ENOMEM (e: 500;
+ * an allocation failed, so no job rather than one without the logit_bias or stops asked for). */
 int job_build(const job_ctx *c, const api_request *q, uint64_t seed, sched_job **out, api_error *e);
 
 /* The ids of text (BOS first when add_bos and the model has one) in a malloc'd array *ids (the

@@ -1,5 +1,5 @@
-/* test_job.c: requests become the expected jobs (ids, sampling, stops); values the sampler
- * refuses become the expected errors. */
+/* test_job.c: requests become the expected jobs (ids, sampling, stops); bad values and allocation
+ * failures become the expected errors. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -225,6 +225,49 @@ static void test_refused(void) {
     check_refused(&empty, &jc, "prompt", "the prompt is empty");
 }
 
+/* Allocation failure anywhere while building (the job, a logit_bias, a stop string) is a 500 and
+ * no job, never a job that silently lost what the request asked for. */
+static int alloc_left; /* allocations that succeed before the next one fails; < 0: all do */
+static int alloc_calls;
+static void *failing_alloc(size_t size) {
+    alloc_calls++;
+    if (alloc_left == 0) return NULL;
+    if (alloc_left > 0) alloc_left--;
+    return malloc(size);
+}
+
+static void test_oom(void) {
+    api_request q;
+    job_ctx jc = ctx_for(CHAT_LFM2);
+    jc.alloc = failing_alloc;
+    if (parse(&q, API_COMPLETION,
+              "{\"prompt\":[5,6,7],\"stop\":[\"a\",\"bb\",\"ccc\"],\"logit_bias\":{\"9\":1}}"))
+        return;
+    alloc_left = -1;
+    alloc_calls = 0;
+    sched_job *j = NULL;
+    api_error e;
+    CHECK_EQ_INT(job_build(&jc, &q, 7, &j, &e), 0);
+    int total = alloc_calls;
+    CHECK_EQ_INT(total, 5); /* the job, the bias array, three stop strings */
+    sched_job_free(j);
+    for (int k = 0; k < total; k++) {
+        alloc_left = k;
+        j = (sched_job *)&q;
+        memset(&e, 0, sizeof e);
+        int rc = job_build(&jc, &q, 7, &j, &e);
+        int fails = check_failures;
+        CHECK_EQ_INT(rc, JOB_ENOMEM);
+        CHECK(j == NULL);
+        CHECK_EQ_INT(e.status, 500);
+        CHECK_STR(e.type, "server_error");
+        CHECK(strstr(e.message, "out of memory") != NULL);
+        if (rc == 0) sched_job_free(j);
+        if (check_failures != fails) fprintf(stderr, "  when allocation %d fails\n", k);
+    }
+    api_request_free(&q);
+}
+
 int main(void) {
     gguf *g = NULL;
     tok *t = NULL;
@@ -239,6 +282,7 @@ int main(void) {
     test_chat_params();
     test_completion();
     test_refused();
+    test_oom();
     tok_free(t);
     gguf_close(g);
     return check_done("test_job");
