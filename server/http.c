@@ -719,12 +719,79 @@ static enum MHD_Result handle_get(hreq *r) {
     return send_json(r, 200, api_models_json(sv->model_id, sv->created, "lfm2"));
 }
 
+/* Headers checked against RFC 9110 5.1 and 5.5: a name is a token, a value holds visible
+ * characters, obs-text (bytes >= 0x80), spaces and tabs; no other control byte (NUL, a bare CR,
+ * DEL...). libmicrohttpd 0.9.75 passes them through, and a NUL cuts a value short for every
+ * lookup ("Host: localhost\0.evil" reads as "localhost"). It parses the header block in place,
+ * turning each line end (CR LF or LF) into NULs, so a line cut by a NUL shows as a line that goes
+ * on: anything but one or two NULs between the end of the request line or a value and the next
+ * header's name, or, after the last value, anything but the NULs of its line end and the empty
+ * line. */
+typedef struct header_scan {
+    const char *bad; /* what is wrong, NULL while all is well */
+    const char *end; /* one past the request line or the previous value */
+    size_t span;     /* the connection's memory limit: pointers farther apart are not one block */
+    int n;           /* headers seen */
+    bool crlf;       /* the last line end seen was CR LF */
+} header_scan;
+
+static enum MHD_Result header_check(void *cls, enum MHD_ValueKind kind, const char *key,
+                                    size_t key_size, const char *value, size_t value_size) {
+    (void)kind;
+    header_scan *hs = cls;
+    static const char seps[] = "\"(),/:;<=>?@[\\]{}";
+    if (key > hs->end && (size_t)(key - hs->end) <= hs->span) {
+        size_t gap = (size_t)(key - hs->end);
+        if (gap > 2 || hs->end[0] || hs->end[gap - 1]) {
+            hs->bad = "a header line holds a NUL byte";
+            return MHD_NO;
+        }
+        hs->crlf = gap == 2;
+    }
+    for (size_t i = 0; i < key_size; i++) {
+        unsigned char c = (unsigned char)key[i];
+        if (c <= 0x20 || c >= 0x7f || strchr(seps, c)) {
+            hs->bad = "a header name holds a byte other than letters, digits and !#$%&'*+-.^_`|~";
+            return MHD_NO;
+        }
+    }
+    for (size_t i = 0; i < value_size; i++) {
+        unsigned char c = (unsigned char)value[i];
+        if ((c < 0x20 && c != '\t') || c == 0x7f) {
+            hs->bad = c == 0      ? "a header value holds a NUL byte"
+                      : c == '\r' ? "a header value holds a bare CR"
+                                  : "a header value holds a control character";
+            return MHD_NO;
+        }
+    }
+    hs->end = value + value_size;
+    hs->n++;
+    return MHD_YES;
+}
+
+/* NULL, or what makes the request's header block one RFC 9110 forbids. version is the one MHD
+ * gives the access handler (it points into the parsed block). */
+static const char *headers_bad(struct MHD_Connection *c, const char *version, size_t span) {
+    header_scan hs = {.end = version + strlen(version), .span = span};
+    MHD_get_connection_values_n(c, MHD_HEADER_KIND, header_check, &hs);
+    /* the last value: its line end and the empty line, NULs both (4 bytes when framed by CR LF) */
+    if (!hs.bad && hs.n && (hs.end[0] || hs.end[1] || (hs.crlf && hs.end[2])))
+        hs.bad = "a header line holds a NUL byte";
+    return hs.bad;
+}
+
 /* The first call for a request: everything decidable from the request line and headers. Returns
  * true when a response has been queued. */
 static bool first_checks(hreq *r, const char *url, const char *method, const char *version,
                          enum MHD_Result *res) {
     server *sv = r->srv;
     struct MHD_Connection *c = r->conn;
+    const char *bad = headers_bad(c, version, sv->o.max_header);
+    if (bad) {
+        *res = send_error(r, 400, "invalid_request_error", NULL, "invalid_header",
+                          "%s (RFC 9110 allows visible characters, spaces and tabs)", bad);
+        return true;
+    }
     if (!strcmp(version, MHD_HTTP_VERSION_1_1) &&
         !MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Host")) {
         *res = send_error(r, 400, "invalid_request_error", NULL, "missing_host",
