@@ -38,16 +38,6 @@ enum route {
     R_DETOKENIZE,
 };
 
-typedef struct hchoice {
-    char *text; /* non-streamed: text so far */
-    size_t len, cap;
-    const char *finish;    /* "stop" / "length" / NULL */
-    api_token_logprob *lp; /* non-streamed logprobs, pieces point into the tokenizer */
-    api_top_logprob *top;  /* n_lp * n_top entries */
-    int n_lp, cap_lp;
-    size_t text_offset; /* completions: bytes of text already sent (stream) */
-} hchoice;
-
 typedef struct server server;
 
 typedef struct hreq {
@@ -66,15 +56,7 @@ typedef struct hreq {
     int status;
     /* job state */
     uint64_t job;
-    bool started, done, failed;
-    char errmsg[256];
-    int kind; /* enum api_kind */
-    bool stream, include_usage, want_logprobs;
-    int n_top;
-    int n;
-    hchoice *ch;
-    api_usage usage;
-    char id[64];
+    job_answer ans;
     /* streamed bytes waiting for MHD */
     char *out;
     size_t out_len, out_off, out_cap;
@@ -236,12 +218,7 @@ static enum MHD_Result send_error(hreq *r, int status, const char *type, const c
 
 static void hreq_free(hreq *r) {
     if (!r) return;
-    for (int i = 0; r->ch && i < r->n; i++) {
-        free(r->ch[i].text);
-        free(r->ch[i].lp);
-        free(r->ch[i].top);
-    }
-    free(r->ch);
+    job_answer_free(&r->ans);
     free(r->body);
     free(r->out);
     free(r);
@@ -279,13 +256,12 @@ static int out_append(hreq *r, const char *s, size_t n) {
     return 0;
 }
 
-/* Appends "data: <json>\n\n" and frees json. */
-static void out_event(hreq *r, char *json) {
-    if (!json) return;
+/* job_emit_fn: appends one SSE event, "data: <data>\n\n". */
+static void out_event(void *ud, const char *data, size_t len) {
+    hreq *r = ud;
     out_append(r, "data: ", 6);
-    out_append(r, json, strlen(json));
+    out_append(r, data, len);
     out_append(r, "\n\n", 2);
-    free(json);
 }
 
 static ssize_t sse_reader(void *cls, uint64_t pos, char *buf, size_t max) {
@@ -323,194 +299,18 @@ static enum MHD_Result start_stream(hreq *r) {
 
 /* ---------- completions: events from the scheduler ---------- */
 
-static api_resp_meta meta_of(hreq *r) {
-    api_resp_meta m = {r->id, r->srv->created, r->srv->model_id};
-    return m;
-}
-
-/* Logprob records of one text event as api structs (pieces point into the tokenizer). */
-static int build_logprobs(hreq *r, const sched_event *ev, api_token_logprob **lp_out,
-                          api_top_logprob **top_out) {
-    const tok *tk = r->srv->tk;
-    int nt = r->n_top;
-    api_token_logprob *lp = calloc((size_t)ev->n_toks + 1, sizeof *lp);
-    api_top_logprob *top = calloc((size_t)ev->n_toks * (size_t)nt + 1, sizeof *top);
-    if (!lp || !top) {
-        free(lp);
-        free(top);
-        return -1;
-    }
-    for (int k = 0; k < ev->n_toks; k++) {
-        const sched_tokinfo *ti = &ev->toks[k];
-        lp[k].token = tok_piece(tk, ti->id, &lp[k].len);
-        if (!lp[k].token) lp[k].token = "", lp[k].len = 0;
-        lp[k].logprob = ti->logprob;
-        int n = ti->n_top < nt ? ti->n_top : nt;
-        for (int t = 0; t < n; t++) {
-            api_top_logprob *tp = &top[(size_t)k * nt + t];
-            tp->token = tok_piece(tk, ti->top_id[t], &tp->len);
-            if (!tp->token) tp->token = "", tp->len = 0;
-            tp->logprob = ti->top_logprob[t];
-        }
-        lp[k].top = &top[(size_t)k * nt];
-        lp[k].n_top = n;
-    }
-    *lp_out = lp;
-    *top_out = top;
-    return 0;
-}
-
-static int choice_append_text(hchoice *c, const char *s, size_t n) {
-    if (c->len + n + 1 > c->cap) {
-        size_t cap = (c->len + n + 1) * 2;
-        char *p = realloc(c->text, cap);
-        if (!p) return -1;
-        c->text = p;
-        c->cap = cap;
-    }
-    memcpy(c->text + c->len, s, n);
-    c->len += n;
-    c->text[c->len] = 0;
-    return 0;
-}
-
-/* Keeps logprob records for the non-streamed answer (top entries copied out of the event). */
-static void choice_keep_logprobs(hreq *r, hchoice *c, const sched_event *ev) {
-    api_token_logprob *lp;
-    api_top_logprob *top;
-    if (!ev->n_toks || build_logprobs(r, ev, &lp, &top) < 0) return;
-    int nt = r->n_top;
-    if (c->n_lp + ev->n_toks > c->cap_lp) {
-        int cap = (c->n_lp + ev->n_toks) * 2;
-        api_token_logprob *p = realloc(c->lp, (size_t)cap * sizeof *p);
-        api_top_logprob *q =
-            p ? realloc(c->top, (size_t)cap * (size_t)(nt ? nt : 1) * sizeof *q) : NULL;
-        if (p) c->lp = p;
-        if (q) c->top = q;
-        if (!p || !q) {
-            free(lp);
-            free(top);
-            return;
-        }
-        c->cap_lp = cap;
-    }
-    for (int k = 0; k < ev->n_toks; k++) {
-        c->lp[c->n_lp + k] = lp[k];
-        memcpy(&c->top[(size_t)(c->n_lp + k) * (nt ? nt : 1)], &top[(size_t)k * nt],
-               (size_t)nt * sizeof *top);
-    }
-    c->n_lp += ev->n_toks;
-    free(lp);
-    free(top);
-}
-
-static const char *finish_name(int f) {
-    return f == SCHED_FINISH_LENGTH ? "length" : "stop";
-}
-
 static void on_event(hreq *r, sched_event *ev) {
-    api_resp_meta m = meta_of(r);
-    switch (ev->kind) {
-    case SCHED_EV_START:
-        r->started = true;
-        if (r->stream) {
-            if (r->kind == API_CHAT)
-                for (int i = 0; i < r->n; i++) {
-                    api_choice c = {.index = i};
-                    out_event(r, api_chat_chunk_json(&m, &c, true, r->include_usage));
-                }
-        }
-        break;
-    case SCHED_EV_TEXT: {
-        if (ev->index < 0 || ev->index >= r->n) break;
-        hchoice *hc = &r->ch[ev->index];
-        if (!r->stream) {
-            if (ev->len) choice_append_text(hc, ev->text, ev->len);
-            if (r->want_logprobs) choice_keep_logprobs(r, hc, ev);
-            break;
-        }
-        api_choice c = {.index = ev->index, .text = ev->text ? ev->text : "", .len = ev->len};
-        api_token_logprob *lp = NULL;
-        api_top_logprob *top = NULL;
-        if (r->want_logprobs && ev->n_toks && build_logprobs(r, ev, &lp, &top) == 0) {
-            c.logprobs = lp;
-            c.n_logprobs = ev->n_toks;
-        }
-        c.text_offset = hc->text_offset;
-        hc->text_offset += ev->len;
-        if (ev->len || c.logprobs)
-            out_event(r, r->kind == API_CHAT ? api_chat_chunk_json(&m, &c, false, r->include_usage)
-                                             : api_text_chunk_json(&m, &c, r->include_usage));
-        free(lp);
-        free(top);
-        break;
-    }
-    case SCHED_EV_FINISH:
-        if (ev->index < 0 || ev->index >= r->n) break;
-        r->ch[ev->index].finish = finish_name(ev->finish);
-        if (r->stream) {
-            api_choice c = {.index = ev->index, .finish_reason = r->ch[ev->index].finish};
-            if (r->kind == API_COMPLETION) c.text = "", c.len = 0;
-            c.text_offset = r->ch[ev->index].text_offset;
-            out_event(r, r->kind == API_CHAT ? api_chat_chunk_json(&m, &c, false, r->include_usage)
-                                             : api_text_chunk_json(&m, &c, r->include_usage));
-        }
-        break;
-    case SCHED_EV_ERROR:
-        r->failed = true;
-        snprintf(r->errmsg, sizeof r->errmsg, "%s", ev->message);
-        if (r->stream && r->started) {
-            api_error e = {.status = 500};
-            snprintf(e.message, sizeof e.message, "%s", ev->message);
-            snprintf(e.type, sizeof e.type, "server_error");
-            out_event(r, api_error_json(&e));
-        }
-        break;
-    case SCHED_EV_DONE:
-        r->done = true;
-        r->usage.prompt_tokens = ev->n_prompt;
-        r->usage.completion_tokens = ev->n_completion;
-        if (r->stream && r->started) {
-            if (r->include_usage && !r->failed)
-                out_event(r, api_usage_chunk_json(&m, (enum api_kind)r->kind, &r->usage));
-            if (!r->failed) out_append(r, "data: [DONE]\n\n", 14);
-            r->out_end = true;
-        }
-        break;
-    }
+    job_answer_event(&r->ans, ev, out_event, r);
+    if (ev->kind == SCHED_EV_DONE && r->ans.stream && r->ans.started) r->out_end = true;
 }
 
 /* The non-streamed answer (or an error that came before any byte was sent). */
 static enum MHD_Result send_final(hreq *r) {
-    if (r->failed) {
+    if (r->ans.failed) {
         bool shutting = r->srv->draining;
-        return send_error(r, shutting ? 503 : 500, "server_error", NULL, NULL, "%s", r->errmsg);
+        return send_error(r, shutting ? 503 : 500, "server_error", NULL, NULL, "%s", r->ans.errmsg);
     }
-    api_resp_meta m = meta_of(r);
-    api_choice *c = calloc((size_t)r->n, sizeof *c);
-    if (!c) return send_json(r, 500, NULL);
-    for (int i = 0; i < r->n; i++) {
-        c[i].index = i;
-        c[i].text = r->ch[i].text ? r->ch[i].text : "";
-        c[i].len = r->ch[i].len;
-        c[i].finish_reason = r->ch[i].finish ? r->ch[i].finish : "stop";
-        if (r->want_logprobs) {
-            int nt = r->n_top ? r->n_top : 1; /* re-point: the top array may have moved */
-            for (int k = 0; k < r->ch[i].n_lp; k++)
-                r->ch[i].lp[k].top = &r->ch[i].top[(size_t)k * nt];
-            c[i].logprobs = r->ch[i].lp;
-            c[i].n_logprobs = r->ch[i].n_lp;
-            if (!c[i].logprobs) {
-                static const api_token_logprob none[1];
-                c[i].logprobs = none;
-                c[i].n_logprobs = 0;
-            }
-        }
-    }
-    char *json = r->kind == API_CHAT ? api_chat_completion_json(&m, c, r->n, &r->usage)
-                                     : api_text_completion_json(&m, c, r->n, &r->usage);
-    free(c);
-    return send_json(r, 200, json);
+    return send_json(r, 200, job_answer_json(&r->ans));
 }
 
 static hreq *find_job(server *sv, uint64_t id) {
@@ -529,10 +329,10 @@ static void on_wake(uv_async_t *h) {
             hreq *r = find_job(sv, evs[i].job);
             if (r) {
                 on_event(r, &evs[i]);
-                if (r->stream
-                        ? (r->started && (r->out_len > r->out_off || r->out_end || !r->queued)) ||
-                              r->done
-                        : r->done)
+                if (r->ans.stream ? (r->ans.started &&
+                                     (r->out_len > r->out_off || r->out_end || !r->queued)) ||
+                                        r->ans.done
+                                  : r->ans.done)
                     resume(r);
             }
             sched_event_clear(&evs[i]);
@@ -561,17 +361,12 @@ static enum MHD_Result handle_completion(hreq *r) {
         api_request_free(&q);
         return send_api_error(r, &e, NULL, NULL);
     }
-    r->kind = kind;
-    r->stream = q.stream;
-    r->include_usage = q.stream && q.include_usage;
-    r->want_logprobs = q.logprobs;
-    r->n_top = q.logprobs ? q.top_logprobs : 0;
-    r->n = q.n;
-    api_make_id(r->id, sizeof r->id, kind == API_CHAT ? "chatcmpl-" : "cmpl-", rng_next(&sv->rng),
+    char id[64];
+    api_make_id(id, sizeof id, kind == API_CHAT ? "chatcmpl-" : "cmpl-", rng_next(&sv->rng),
                 rng_next(&sv->rng));
+    int arc = job_answer_init(&r->ans, &q, sv->tk, id, sv->created, sv->model_id);
     api_request_free(&q);
-    r->ch = calloc((size_t)r->n, sizeof *r->ch);
-    if (!r->ch) {
+    if (arc < 0) {
         sched_job_free(j);
         return send_json(r, 500, NULL);
     }
@@ -899,8 +694,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         if (r->gone) return MHD_NO;
         if (r->queued) return MHD_YES;
         /* resumed: a job is waiting for us */
-        if (r->stream && r->started) return start_stream(r);
-        if (r->done) return send_final(r);
+        if (r->ans.stream && r->ans.started) return start_stream(r);
+        if (r->ans.done) return send_final(r);
         suspend(r);
         return MHD_YES;
     }
@@ -949,9 +744,9 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
     hreq *r = *con_cls;
     if (!r) return;
     *con_cls = NULL;
-    if (r->job && !r->done && sv->s) sched_cancel(sv->s, r->job);
+    if (r->job && !r->ans.done && sv->s) sched_cancel(sv->s, r->job);
     int status = r->queued ? r->status : 499; /* 499: the client went away before an answer */
-    if (r->queued && toe != MHD_REQUEST_TERMINATED_COMPLETED_OK && r->stream) status = 499;
+    if (r->queued && toe != MHD_REQUEST_TERMINATED_COMPLETED_OK && r->ans.stream) status = 499;
     metrics_count_request(sv->m, status);
     if (r->prev)
         r->prev->next = r->next;
@@ -1002,7 +797,7 @@ static void on_tick(uv_timer_t *t) {
     double now = now_s();
     bool kick = false;
     for (hreq *r = sv->reqs; r; r = r->next) {
-        if (!r->job || r->done) continue;
+        if (!r->job || r->ans.done) continue;
         if (r->suspended && !r->gone && peer_gone(r->fd)) {
             r->gone = true;
             if (sv->s) sched_cancel(sv->s, r->job);
@@ -1010,8 +805,8 @@ static void on_tick(uv_timer_t *t) {
             kick = true;
             continue;
         }
-        if (r->stream && r->queued && !r->gone && now - r->last_write > sv->o.keepalive_ms / 1e3 &&
-            r->out_off == r->out_len) {
+        if (r->ans.stream && r->queued && !r->gone &&
+            now - r->last_write > sv->o.keepalive_ms / 1e3 && r->out_off == r->out_len) {
             out_append(r, ": keep-alive\n\n", 14);
             r->last_write = now;
             resume(r);

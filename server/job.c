@@ -1,6 +1,7 @@
 /* job.c: a parsed request becomes a sched_job: chat template, tokenizing, sampling checks. */
 #include "server/job.h"
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include "engine/sample.h"
@@ -193,4 +194,228 @@ oom: /* a job without the bias or stop strings asked for would run, just wrongly
     sched_job_free(j);
     api_error_set(e, 500, NULL, NULL, "out of memory while building the request");
     return JOB_ENOMEM;
+}
+
+/* ---------- the answer ---------- */
+
+struct job_choice {
+    char *text; /* non-streamed: text so far */
+    size_t len, cap;
+    const char *finish;    /* "stop" / "length" / NULL */
+    api_token_logprob *lp; /* non-streamed logprobs, pieces point into the tokenizer */
+    api_top_logprob *top;  /* n_lp * n_top entries */
+    int n_lp, cap_lp;
+    size_t text_offset; /* completions: bytes of text already sent (stream) */
+};
+
+int job_answer_init(job_answer *a, const api_request *q, const tok *tk, const char *id,
+                    long long created, const char *model) {
+    memset(a, 0, sizeof *a);
+    a->kind = q->kind;
+    a->stream = q->stream;
+    a->include_usage = q->stream && q->include_usage;
+    a->want_logprobs = q->logprobs;
+    a->n_top = q->logprobs ? q->top_logprobs : 0;
+    a->n = q->n;
+    a->tk = tk;
+    snprintf(a->id, sizeof a->id, "%s", id);
+    a->meta.id = a->id;
+    a->meta.created = created;
+    a->meta.model = model;
+    a->ch = calloc((size_t)a->n, sizeof *a->ch);
+    return a->ch ? 0 : JOB_ENOMEM;
+}
+
+void job_answer_free(job_answer *a) {
+    for (int i = 0; a->ch && i < a->n; i++) {
+        free(a->ch[i].text);
+        free(a->ch[i].lp);
+        free(a->ch[i].top);
+    }
+    free(a->ch);
+    memset(a, 0, sizeof *a);
+}
+
+/* Logprob records of one text event as api structs (pieces point into the tokenizer). */
+static int build_logprobs(const job_answer *a, const sched_event *ev, api_token_logprob **lp_out,
+                          api_top_logprob **top_out) {
+    const tok *tk = a->tk;
+    int nt = a->n_top;
+    api_token_logprob *lp = calloc((size_t)ev->n_toks + 1, sizeof *lp);
+    api_top_logprob *top = calloc((size_t)ev->n_toks * (size_t)nt + 1, sizeof *top);
+    if (!lp || !top) {
+        free(lp);
+        free(top);
+        return -1;
+    }
+    for (int k = 0; k < ev->n_toks; k++) {
+        const sched_tokinfo *ti = &ev->toks[k];
+        lp[k].token = tok_piece(tk, ti->id, &lp[k].len);
+        if (!lp[k].token) lp[k].token = "", lp[k].len = 0;
+        lp[k].logprob = ti->logprob;
+        int n = ti->n_top < nt ? ti->n_top : nt;
+        for (int t = 0; t < n; t++) {
+            api_top_logprob *tp = &top[(size_t)k * nt + t];
+            tp->token = tok_piece(tk, ti->top_id[t], &tp->len);
+            if (!tp->token) tp->token = "", tp->len = 0;
+            tp->logprob = ti->top_logprob[t];
+        }
+        lp[k].top = &top[(size_t)k * nt];
+        lp[k].n_top = n;
+    }
+    *lp_out = lp;
+    *top_out = top;
+    return 0;
+}
+
+static int choice_append_text(job_choice *c, const char *s, size_t n) {
+    if (c->len + n + 1 > c->cap) {
+        size_t cap = (c->len + n + 1) * 2;
+        char *p = realloc(c->text, cap);
+        if (!p) return -1;
+        c->text = p;
+        c->cap = cap;
+    }
+    memcpy(c->text + c->len, s, n);
+    c->len += n;
+    c->text[c->len] = 0;
+    return 0;
+}
+
+/* Keeps logprob records for the non-streamed answer (top entries copied out of the event). */
+static void choice_keep_logprobs(const job_answer *a, job_choice *c, const sched_event *ev) {
+    api_token_logprob *lp;
+    api_top_logprob *top;
+    if (!ev->n_toks || build_logprobs(a, ev, &lp, &top) < 0) return;
+    int nt = a->n_top;
+    if (c->n_lp + ev->n_toks > c->cap_lp) {
+        int cap = (c->n_lp + ev->n_toks) * 2;
+        api_token_logprob *p = realloc(c->lp, (size_t)cap * sizeof *p);
+        api_top_logprob *q =
+            p ? realloc(c->top, (size_t)cap * (size_t)(nt ? nt : 1) * sizeof *q) : NULL;
+        if (p) c->lp = p;
+        if (q) c->top = q;
+        if (!p || !q) {
+            free(lp);
+            free(top);
+            return;
+        }
+        c->cap_lp = cap;
+    }
+    for (int k = 0; k < ev->n_toks; k++) {
+        c->lp[c->n_lp + k] = lp[k];
+        memcpy(&c->top[(size_t)(c->n_lp + k) * (nt ? nt : 1)], &top[(size_t)k * nt],
+               (size_t)nt * sizeof *top);
+    }
+    c->n_lp += ev->n_toks;
+    free(lp);
+    free(top);
+}
+
+static const char *finish_name(int f) {
+    return f == SCHED_FINISH_LENGTH ? "length" : "stop";
+}
+
+/* Hands a chunk to emit and frees it (NULL: out of memory building it; nothing to send). */
+static void emit_json(job_emit_fn emit, void *ud, char *json) {
+    if (!json) return;
+    emit(ud, json, strlen(json));
+    free(json);
+}
+
+static char *chunk_json(const job_answer *a, const api_choice *c) {
+    return a->kind == API_CHAT ? api_chat_chunk_json(&a->meta, c, false, a->include_usage)
+                               : api_text_chunk_json(&a->meta, c, a->include_usage);
+}
+
+void job_answer_event(job_answer *a, const sched_event *ev, job_emit_fn emit, void *ud) {
+    switch (ev->kind) {
+    case SCHED_EV_START:
+        a->started = true;
+        if (a->stream && a->kind == API_CHAT)
+            for (int i = 0; i < a->n; i++) {
+                api_choice c = {.index = i};
+                emit_json(emit, ud, api_chat_chunk_json(&a->meta, &c, true, a->include_usage));
+            }
+        break;
+    case SCHED_EV_TEXT: {
+        if (ev->index < 0 || ev->index >= a->n) break;
+        job_choice *hc = &a->ch[ev->index];
+        if (!a->stream) {
+            if (ev->len) choice_append_text(hc, ev->text, ev->len);
+            if (a->want_logprobs) choice_keep_logprobs(a, hc, ev);
+            break;
+        }
+        api_choice c = {.index = ev->index, .text = ev->text ? ev->text : "", .len = ev->len};
+        api_token_logprob *lp = NULL;
+        api_top_logprob *top = NULL;
+        if (a->want_logprobs && ev->n_toks && build_logprobs(a, ev, &lp, &top) == 0) {
+            c.logprobs = lp;
+            c.n_logprobs = ev->n_toks;
+        }
+        c.text_offset = hc->text_offset;
+        hc->text_offset += ev->len;
+        if (ev->len || c.logprobs) emit_json(emit, ud, chunk_json(a, &c));
+        free(lp);
+        free(top);
+        break;
+    }
+    case SCHED_EV_FINISH:
+        if (ev->index < 0 || ev->index >= a->n) break;
+        a->ch[ev->index].finish = finish_name(ev->finish);
+        if (a->stream) {
+            api_choice c = {.index = ev->index, .finish_reason = a->ch[ev->index].finish};
+            if (a->kind == API_COMPLETION) c.text = "", c.len = 0;
+            c.text_offset = a->ch[ev->index].text_offset;
+            emit_json(emit, ud, chunk_json(a, &c));
+        }
+        break;
+    case SCHED_EV_ERROR:
+        a->failed = true;
+        snprintf(a->errmsg, sizeof a->errmsg, "%s", ev->message);
+        if (a->stream && a->started) {
+            api_error e = {.status = 500};
+            snprintf(e.message, sizeof e.message, "%s", ev->message);
+            snprintf(e.type, sizeof e.type, "server_error");
+            emit_json(emit, ud, api_error_json(&e));
+        }
+        break;
+    case SCHED_EV_DONE:
+        a->done = true;
+        a->usage.prompt_tokens = ev->n_prompt;
+        a->usage.completion_tokens = ev->n_completion;
+        if (a->stream && a->started && !a->failed) {
+            if (a->include_usage)
+                emit_json(emit, ud, api_usage_chunk_json(&a->meta, a->kind, &a->usage));
+            emit(ud, "[DONE]", 6);
+        }
+        break;
+    }
+}
+
+char *job_answer_json(job_answer *a) {
+    api_choice *c = calloc((size_t)a->n, sizeof *c);
+    if (!c) return NULL;
+    for (int i = 0; i < a->n; i++) {
+        c[i].index = i;
+        c[i].text = a->ch[i].text ? a->ch[i].text : "";
+        c[i].len = a->ch[i].len;
+        c[i].finish_reason = a->ch[i].finish ? a->ch[i].finish : "stop";
+        if (a->want_logprobs) {
+            int nt = a->n_top ? a->n_top : 1; /* re-point: the top array may have moved */
+            for (int k = 0; k < a->ch[i].n_lp; k++)
+                a->ch[i].lp[k].top = &a->ch[i].top[(size_t)k * nt];
+            c[i].logprobs = a->ch[i].lp;
+            c[i].n_logprobs = a->ch[i].n_lp;
+            if (!c[i].logprobs) {
+                static const api_token_logprob none[1];
+                c[i].logprobs = none;
+                c[i].n_logprobs = 0;
+            }
+        }
+    }
+    char *json = a->kind == API_CHAT ? api_chat_completion_json(&a->meta, c, a->n, &a->usage)
+                                     : api_text_completion_json(&a->meta, c, a->n, &a->usage);
+    free(c);
+    return json;
 }

@@ -1,4 +1,4 @@
-/* job.h: a parsed OpenAI request turned into a scheduler job (prompt ids, sampling, stops). */
+/* job.h: an OpenAI request as a scheduler job (prompt ids, sampling, stops) and its answer. */
 #ifndef LFM2_JOB_H
 #define LFM2_JOB_H
 #include <stddef.h>
@@ -6,6 +6,7 @@
 #include <stdbool.h>
 #include "api/chat.h"
 #include "api/request.h"
+#include "api/response.h"
 #include "engine/tok.h"
 #include "server/sched.h"
 
@@ -35,5 +36,40 @@ int job_build(const job_ctx *c, const api_request *q, uint64_t seed, sched_job *
  * caller frees; NULL when *n is 0). 0, or JOB_ENOMEM with *ids NULL and *n 0. */
 int job_tokenize(const tok *tk, const char *text, size_t len, bool add_bos, bool parse_special,
                  int32_t **ids, int *n);
+
+/* The answer to one job, assembled from its scheduler events: the chunks of a stream as they
+ * come, or the whole body at the end. */
+typedef struct job_choice job_choice; /* one choice's text, finish reason and logprobs */
+typedef struct job_answer {
+    enum api_kind kind;
+    bool stream, include_usage, want_logprobs;
+    int n_top; /* top logprobs per token */
+    int n;     /* choices */
+    const tok *tk;
+    char id[64];
+    api_resp_meta meta; /* id, created, model of every chunk and body */
+    job_choice *ch;     /* n */
+    api_usage usage;    /* final once done */
+    bool started;       /* START seen: a stream may send its headers */
+    bool done;          /* DONE seen: the last event of the job */
+    bool failed;        /* ERROR seen: errmsg says why */
+    char errmsg[256];
+} job_answer;
+
+/* Prepares a for the job built from q; id, created and model are what the responses report
+ * (model is borrowed and must outlive a). 0, or JOB_ENOMEM (a is still safe to free). */
+int job_answer_init(job_answer *a, const api_request *q, const tok *tk, const char *id,
+                    long long created, const char *model);
+void job_answer_free(job_answer *a); /* zeroes a; a zeroed answer is a no-op */
+
+/* Receives one piece of a stream: a JSON chunk, or "[DONE]" after the last one (len bytes, not
+ * NUL-terminated for the caller's purposes; valid during the call only). */
+typedef void (*job_emit_fn)(void *ud, const char *data, size_t len);
+/* Applies one event of the job. A streamed answer passes what the client is to get next to emit
+ * (nothing before START, nothing after an ERROR but the error); a chunk that cannot be built for
+ * lack of memory is skipped. */
+void job_answer_event(job_answer *a, const sched_event *ev, job_emit_fn emit, void *ud);
+/* The non-streamed response body (malloc'd, the caller frees), NULL when out of memory. */
+char *job_answer_json(job_answer *a);
 
 #endif

@@ -1,5 +1,5 @@
 /* test_job.c: requests become the expected jobs (ids, sampling, stops); bad values and allocation
- * failures become the expected errors. */
+ * failures become the expected errors; scheduler events become the expected chunks and bodies. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -268,6 +268,169 @@ static void test_oom(void) {
     api_request_free(&q);
 }
 
+/* ---------- the answer ---------- */
+
+typedef struct sink {
+    char *piece[32];
+    int n;
+} sink;
+
+static void sink_emit(void *ud, const char *data, size_t len) {
+    sink *k = ud;
+    if (k->n < 32) k->piece[k->n++] = strndup(data, len);
+}
+
+static void sink_free(sink *k) {
+    for (int i = 0; i < k->n; i++)
+        free(k->piece[i]);
+    k->n = 0;
+}
+
+static sched_event ev_of(int kind, int index, const char *text) {
+    sched_event ev = {.job = 1, .kind = kind, .index = index};
+    if (text) ev.text = (char *)text, ev.len = strlen(text);
+    return ev;
+}
+
+/* The string at choices[0].<a>.<b> of a chunk (b NULL: choices[0].<a>), or NULL. */
+static const char *choice_str(const cJSON *root, const char *a, const char *b) {
+    const cJSON *c = cJSON_GetArrayItem(cJSON_GetObjectItem(root, "choices"), 0);
+    const cJSON *v = cJSON_GetObjectItem(c, a);
+    if (b) v = cJSON_GetObjectItem(v, b);
+    return cJSON_IsString(v) ? v->valuestring : NULL;
+}
+
+static int choice_index(const cJSON *root) {
+    const cJSON *c = cJSON_GetArrayItem(cJSON_GetObjectItem(root, "choices"), 0);
+    const cJSON *v = cJSON_GetObjectItem(c, "index");
+    return cJSON_IsNumber(v) ? v->valueint : -1;
+}
+
+/* A streamed chat with two choices: role chunks at START, text and finish chunks per choice, the
+ * usage chunk, then [DONE]; every chunk carries the id and model given. */
+static void test_answer_stream(void) {
+    api_request q;
+    if (parse(&q, API_CHAT,
+              "{\"messages\":[{\"role\":\"user\",\"content\":\"Hi\"}],\"n\":2,"
+              "\"stream\":true,\"stream_options\":{\"include_usage\":true}}"))
+        return;
+    job_answer a;
+    CHECK_EQ_INT(job_answer_init(&a, &q, TK, "chatcmpl-x1", 1700000000, "m1"), 0);
+    api_request_free(&q);
+    sink k = {0};
+    sched_event evs[] = {ev_of(SCHED_EV_START, 0, NULL),  ev_of(SCHED_EV_TEXT, 0, "Hel"),
+                         ev_of(SCHED_EV_TEXT, 1, "Yo"),   ev_of(SCHED_EV_TEXT, 7, "bad index"),
+                         ev_of(SCHED_EV_FINISH, 0, NULL), ev_of(SCHED_EV_FINISH, 1, NULL),
+                         ev_of(SCHED_EV_DONE, 0, NULL)};
+    evs[4].finish = SCHED_FINISH_LENGTH;
+    evs[5].finish = SCHED_FINISH_STOP;
+    evs[6].n_prompt = 5, evs[6].n_completion = 3;
+    for (size_t i = 0; i < sizeof evs / sizeof evs[0]; i++)
+        job_answer_event(&a, &evs[i], sink_emit, &k);
+    CHECK(a.started && a.done && !a.failed);
+    /* 2 roles, 2 texts (the bad index is dropped), 2 finishes, usage, [DONE] */
+    CHECK_EQ_INT(k.n, 8);
+    if (k.n == 8) {
+        cJSON *c[7];
+        for (int i = 0; i < 7; i++) {
+            c[i] = cJSON_Parse(k.piece[i]);
+            CHECK(c[i] != NULL);
+            CHECK_STR(cJSON_GetObjectItem(c[i], "id")->valuestring, "chatcmpl-x1");
+            CHECK_STR(cJSON_GetObjectItem(c[i], "model")->valuestring, "m1");
+        }
+        CHECK_STR(choice_str(c[0], "delta", "role"), "assistant");
+        CHECK_EQ_INT(choice_index(c[1]), 1);
+        CHECK_STR(choice_str(c[2], "delta", "content"), "Hel");
+        CHECK_STR(choice_str(c[3], "delta", "content"), "Yo");
+        CHECK_EQ_INT(choice_index(c[3]), 1);
+        CHECK_STR(choice_str(c[4], "finish_reason", NULL), "length");
+        CHECK_STR(choice_str(c[5], "finish_reason", NULL), "stop");
+        const cJSON *u = cJSON_GetObjectItem(c[6], "usage");
+        CHECK(cJSON_GetObjectItem(u, "prompt_tokens")->valueint == 5 &&
+              cJSON_GetObjectItem(u, "completion_tokens")->valueint == 3);
+        CHECK_STR(k.piece[7], "[DONE]");
+        for (int i = 0; i < 7; i++)
+            cJSON_Delete(c[i]);
+    }
+    sink_free(&k);
+    job_answer_free(&a);
+    job_answer_free(&a); /* zeroed: no-op */
+}
+
+/* An error after START: the error object, then no usage and no [DONE]. */
+static void test_answer_stream_error(void) {
+    api_request q;
+    if (parse(&q, API_COMPLETION, "{\"prompt\":\"x\",\"stream\":true}")) return;
+    job_answer a;
+    CHECK_EQ_INT(job_answer_init(&a, &q, TK, "cmpl-2", 1, "m"), 0);
+    api_request_free(&q);
+    sink k = {0};
+    sched_event start = ev_of(SCHED_EV_START, 0, NULL), err = ev_of(SCHED_EV_ERROR, 0, NULL),
+                done = ev_of(SCHED_EV_DONE, 0, NULL);
+    snprintf(err.message, sizeof err.message, "the server is shutting down");
+    job_answer_event(&a, &start, sink_emit, &k);
+    CHECK_EQ_INT(k.n, 0); /* completions have no role chunk */
+    job_answer_event(&a, &err, sink_emit, &k);
+    job_answer_event(&a, &done, sink_emit, &k);
+    CHECK(a.failed && a.done);
+    CHECK_STR(a.errmsg, "the server is shutting down");
+    CHECK_EQ_INT(k.n, 1);
+    if (k.n == 1) {
+        cJSON *e = cJSON_Parse(k.piece[0]);
+        const cJSON *m = cJSON_GetObjectItem(cJSON_GetObjectItem(e, "error"), "message");
+        CHECK(cJSON_IsString(m) && !strcmp(m->valuestring, "the server is shutting down"));
+        cJSON_Delete(e);
+    }
+    sink_free(&k);
+    job_answer_free(&a);
+}
+
+/* A non-streamed completion with logprobs: nothing emitted, the body holds the joined text, the
+ * finish reason, the tokens and their log-probs, and the usage. */
+static void test_answer_body(void) {
+    api_request q;
+    if (parse(&q, API_COMPLETION, "{\"prompt\":\"x\",\"logprobs\":2}")) return;
+    job_answer a;
+    CHECK_EQ_INT(job_answer_init(&a, &q, TK, "cmpl-3", 1, "m"), 0);
+    api_request_free(&q);
+    sink k = {0};
+    sched_tokinfo ti[2] = {
+        {.id = 6, .logprob = -0.5f, .n_top = 2, .top_id = {6, 7}, .top_logprob = {-0.5f, -1.5f}},
+        {.id = 7, .logprob = -0.25f, .n_top = 2, .top_id = {7, 6}, .top_logprob = {-0.25f, -2.0f}}};
+    sched_event evs[] = {ev_of(SCHED_EV_START, 0, NULL), ev_of(SCHED_EV_TEXT, 0, "ab"),
+                         ev_of(SCHED_EV_TEXT, 0, "c"), ev_of(SCHED_EV_FINISH, 0, NULL),
+                         ev_of(SCHED_EV_DONE, 0, NULL)};
+    evs[1].toks = &ti[0], evs[1].n_toks = 1;
+    evs[2].toks = &ti[1], evs[2].n_toks = 1;
+    evs[3].finish = SCHED_FINISH_LENGTH;
+    evs[4].n_prompt = 2, evs[4].n_completion = 2;
+    for (size_t i = 0; i < sizeof evs / sizeof evs[0]; i++)
+        job_answer_event(&a, &evs[i], sink_emit, &k);
+    CHECK_EQ_INT(k.n, 0);
+    char *json = job_answer_json(&a);
+    cJSON *root = json ? cJSON_Parse(json) : NULL;
+    CHECK(root != NULL);
+    CHECK_STR(choice_str(root, "text", NULL), "abc");
+    CHECK_STR(choice_str(root, "finish_reason", NULL), "length");
+    const cJSON *c = cJSON_GetArrayItem(cJSON_GetObjectItem(root, "choices"), 0);
+    const cJSON *lp = cJSON_GetObjectItem(c, "logprobs");
+    const cJSON *toks = cJSON_GetObjectItem(lp, "tokens");
+    CHECK_EQ_INT(cJSON_GetArraySize(toks), 2);
+    size_t len = 0;
+    const char *p7 = tok_piece(TK, 7, &len);
+    CHECK(cJSON_IsString(cJSON_GetArrayItem(toks, 1)) && p7 &&
+          !strncmp(cJSON_GetArrayItem(toks, 1)->valuestring, p7, len));
+    CHECK_NEAR(cJSON_GetArrayItem(cJSON_GetObjectItem(lp, "token_logprobs"), 0)->valuedouble, -0.5,
+               1e-6);
+    CHECK_EQ_INT(cJSON_GetArraySize(cJSON_GetArrayItem(cJSON_GetObjectItem(lp, "top_logprobs"), 1)),
+                 2);
+    const cJSON *u = cJSON_GetObjectItem(root, "usage");
+    CHECK_EQ_INT(cJSON_GetObjectItem(u, "total_tokens")->valueint, 4);
+    cJSON_Delete(root);
+    free(json);
+    job_answer_free(&a);
+}
+
 int main(void) {
     gguf *g = NULL;
     tok *t = NULL;
@@ -283,6 +446,9 @@ int main(void) {
     test_completion();
     test_refused();
     test_oom();
+    test_answer_stream();
+    test_answer_stream_error();
+    test_answer_body();
     tok_free(t);
     gguf_close(g);
     return check_done("test_job");
