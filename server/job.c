@@ -1,4 +1,4 @@
-/* job.c: a parsed request becomes a sched_job: chat template, tokenizing, sampling checks. */
+/* job.c: parsed requests into scheduler jobs, and their events into OpenAI answers. */
 #include "server/job.h"
 #include <math.h>
 #include <stdio.h>

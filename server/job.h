@@ -62,12 +62,13 @@ int job_answer_init(job_answer *a, const api_request *q, const tok *tk, const ch
                     long long created, const char *model);
 void job_answer_free(job_answer *a); /* zeroes a; a zeroed answer is a no-op */
 
-/* Receives one piece of a stream: a JSON chunk, or "[DONE]" after the last one (len bytes, not
- * NUL-terminated for the caller's purposes; valid during the call only). */
+/* Receives one piece of a stream: a JSON chunk, or "[DONE]" after the last one (data is len
+ * bytes and NUL-terminated, valid during the call only). */
 typedef void (*job_emit_fn)(void *ud, const char *data, size_t len);
-/* Applies one event of the job. A streamed answer passes what the client is to get next to emit
- * (nothing before START, nothing after an ERROR but the error); a chunk that cannot be built for
- * lack of memory is skipped. */
+/* Applies one event of the job. A streamed answer passes what the client is to get next to emit:
+ * the role chunks at START (chat), a chunk per text and per finish, then the usage chunk (if asked
+ * for) and [DONE]; after an ERROR only the error object. A chunk that cannot be built for lack of
+ * memory is skipped. */
 void job_answer_event(job_answer *a, const sched_event *ev, job_emit_fn emit, void *ud);
 /* The non-streamed response body (malloc'd, the caller frees), NULL when out of memory. */
 char *job_answer_json(job_answer *a);
