@@ -10,6 +10,7 @@
 #include <microhttpd.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -535,8 +536,9 @@ static enum MHD_Result header_check(void *cls, enum MHD_ValueKind kind, const ch
     (void)kind;
     header_scan *hs = cls;
     static const char seps[] = "\"(),/:;<=>?@[\\]{}";
-    if (key > hs->end && (size_t)(key - hs->end) <= hs->span) {
-        size_t gap = (size_t)(key - hs->end);
+    uintptr_t k = (uintptr_t)key, end = (uintptr_t)hs->end; /* may be unrelated pointers */
+    if (k > end && k - end <= hs->span) {
+        size_t gap = (size_t)(k - end);
         if (gap > 2 || hs->end[0] || hs->end[gap - 1]) {
             hs->bad = "a header line holds a NUL byte";
             return MHD_NO;
