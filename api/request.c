@@ -182,8 +182,21 @@ static const cJSON *field(const cJSON *obj, const char *name) {
     return v && !cJSON_IsNull(v) ? v : NULL;
 }
 
+/* d printed with the fewest digits (up to 17) that read back as d, so a value just outside a
+ * limit never prints as the limit itself ("top_p is 1; it must be <= 1"). */
+static const char *exact_g(char *buf, size_t cap, double d) {
+    for (int prec = 6; prec < 17; prec++) {
+        snprintf(buf, cap, "%.*g", prec, d);
+        if (strtod(buf, NULL) == d) return buf;
+    }
+    snprintf(buf, cap, "%.17g", d);
+    return buf;
+}
+
+/* A number field within [lo, hi] (lo excluded when lo_open), stored in *out as the float the
+ * request keeps: the range holds for that float too (1e-50 is > 0 as a double, 0 as a float). */
 static int read_number(const cJSON *obj, const char *name, double lo, double hi, bool lo_open,
-                       double *out, api_error *e) {
+                       float *out, api_error *e) {
     const cJSON *v = field(obj, name);
     if (!v) return 0;
     if (!cJSON_IsNumber(v))
@@ -192,10 +205,13 @@ static int read_number(const cJSON *obj, const char *name, double lo, double hi,
     double d = v->valuedouble;
     if (!isfinite(d))
         return api_error_set(e, 400, name, "invalid_value", "%s must be a finite number", name);
-    if (d < lo || d > hi || (lo_open && d == lo))
-        return api_error_set(e, 400, name, "invalid_value", "%s is %g; it must be %s %g and <= %g",
-                             name, d, lo_open ? ">" : ">=", lo, hi);
-    *out = d;
+    float f = (float)d;
+    if (d < lo || d > hi || f < lo || f > hi || (lo_open && f == lo)) {
+        char shown[32];
+        return api_error_set(e, 400, name, "invalid_value", "%s is %s; it must be %s %g and <= %g",
+                             name, exact_g(shown, sizeof shown, d), lo_open ? ">" : ">=", lo, hi);
+    }
+    *out = f;
     return 1;
 }
 
@@ -513,9 +529,11 @@ static int parse_logit_bias(api_request *r, const cJSON *root, const api_limits 
                                  "logit_bias[\"%s\"] must be a number between -100 and 100, got %s",
                                  k, type_name(c));
         double b = c->valuedouble;
+        char shown[32];
         if (b < -100 || b > 100)
             return api_error_set(e, 400, "logit_bias", "invalid_value",
-                                 "logit_bias[\"%s\"] is %g; it must be between -100 and 100", k, b);
+                                 "logit_bias[\"%s\"] is %s; it must be between -100 and 100", k,
+                                 exact_g(shown, sizeof shown, b));
         r->logit_bias[r->n_logit_bias].id = (int32_t)id;
         r->logit_bias[r->n_logit_bias].bias = (float)b;
         r->n_logit_bias++;
@@ -569,7 +587,6 @@ static int check_unsupported(const cJSON *root, enum api_kind kind, api_error *e
 static int parse_fields(api_request *r, const cJSON *root, enum api_kind kind,
                         const api_limits *lim, api_error *e) {
     int rc;
-    double d;
     long long v;
     if ((rc = check_unsupported(root, kind, e))) return rc;
     if ((rc = read_string(root, "model", &r->model, e)) < 0) return rc;
@@ -588,20 +605,17 @@ static int parse_fields(api_request *r, const cJSON *root, enum api_kind kind,
         field(root, "max_completion_tokens") ? "max_completion_tokens" : "max_tokens";
     if ((rc = read_int(root, mt_name, 1, lim->max_tokens, &v, e)) < 0) return rc;
     if (rc) r->max_tokens = (int)v;
-    if ((rc = read_number(root, "temperature", 0, 2, false, &d, e)) < 0) return rc;
-    if (rc) r->temperature = (float)d;
-    if ((rc = read_number(root, "top_p", 0, 1, true, &d, e)) < 0) return rc;
-    if (rc) r->top_p = (float)d;
+    if ((rc = read_number(root, "temperature", 0, 2, false, &r->temperature, e)) < 0) return rc;
+    if ((rc = read_number(root, "top_p", 0, 1, true, &r->top_p, e)) < 0) return rc;
     if ((rc = read_int(root, "top_k", 0, 1000000, &v, e)) < 0) return rc;
     if (rc) r->top_k = (int)v;
-    if ((rc = read_number(root, "min_p", 0, 1, false, &d, e)) < 0) return rc;
-    if (rc) r->min_p = (float)d;
-    if ((rc = read_number(root, "presence_penalty", -2, 2, false, &d, e)) < 0) return rc;
-    if (rc) r->presence_penalty = (float)d;
-    if ((rc = read_number(root, "frequency_penalty", -2, 2, false, &d, e)) < 0) return rc;
-    if (rc) r->frequency_penalty = (float)d;
-    if ((rc = read_number(root, "repetition_penalty", 0, 10, true, &d, e)) < 0) return rc;
-    if (rc) r->repetition_penalty = (float)d;
+    if ((rc = read_number(root, "min_p", 0, 1, false, &r->min_p, e)) < 0) return rc;
+    if ((rc = read_number(root, "presence_penalty", -2, 2, false, &r->presence_penalty, e)) < 0)
+        return rc;
+    if ((rc = read_number(root, "frequency_penalty", -2, 2, false, &r->frequency_penalty, e)) < 0)
+        return rc;
+    if ((rc = read_number(root, "repetition_penalty", 0, 10, true, &r->repetition_penalty, e)) < 0)
+        return rc;
     if ((rc = read_int(root, "seed", -1, 9007199254740991LL, &v, e)) < 0) return rc;
     if (rc && v >= 0) {
         r->has_seed = true;

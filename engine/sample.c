@@ -42,12 +42,11 @@ void sampler_reset(sampler *s) {
     rng_xoshiro_seed(s->rng, s->p.seed);
 }
 
-int sampler_new(sampler **out, int n_vocab, const sample_params *p, char *err, size_t errlen) {
-    *out = NULL;
+int sample_params_check(const sample_params *p, int n_vocab, char *err, size_t errlen) {
     if (n_vocab < 1) return util_fail(err, errlen, -1, "n_vocab %d, need >= 1", n_vocab);
-    if (!(p->temperature == p->temperature) || p->temperature > 1e4f)
-        return util_fail(err, errlen, -1, "temperature %g outside [0, 10000]", (double)p->temperature);
-    if (!(p->top_p >= 0) || p->top_p > 1e9f)
+    if (!(p->temperature <= 1e4f)) /* <= 0 is greedy */
+        return util_fail(err, errlen, -1, "temperature %g is not a number <= 10000", (double)p->temperature);
+    if (!(p->top_p >= 0) || p->top_p > 1)
         return util_fail(err, errlen, -1, "top_p %g outside [0, 1]", (double)p->top_p);
     if (!(p->min_p >= 0) || p->min_p > 1)
         return util_fail(err, errlen, -1, "min_p %g outside [0, 1]", (double)p->min_p);
@@ -68,6 +67,12 @@ int sampler_new(sampler **out, int n_vocab, const sample_params *p, char *err, s
         if (p->bias[i].bias != p->bias[i].bias)
             return util_fail(err, errlen, -1, "logit_bias[%d]: bias is NaN", i);
     }
+    return 0;
+}
+
+int sampler_new(sampler **out, int n_vocab, const sample_params *p, char *err, size_t errlen) {
+    *out = NULL;
+    if (sample_params_check(p, n_vocab, err, errlen) < 0) return -1;
     sampler *s = calloc(1, sizeof *s);
     if (!s) return util_fail(err, errlen, -1, "out of memory");
     s->p = *p;

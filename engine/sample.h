@@ -41,7 +41,10 @@ typedef struct sampler sampler; /* one per sequence: params, recent tokens, RNG,
 
 void sample_params_default(sample_params *p);
 
-/* Validates p against n_vocab (bias ids, ranges) and allocates the scratch (never again later).
+/* Checks p against n_vocab (bias ids, ranges) without allocating: 0, or negative with err naming
+ * the field and its range. sampler_new accepts exactly the parameters this accepts. */
+int sample_params_check(const sample_params *p, int n_vocab, char *err, size_t errlen);
+/* Validates p (sample_params_check) and allocates the scratch (never again later).
  * Negative + err naming the field on bad parameters. */
 int sampler_new(sampler **out, int n_vocab, const sample_params *p, char *err, size_t errlen);
 void sampler_free(sampler *s); /* NULL is a no-op */

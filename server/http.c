@@ -7,10 +7,10 @@
  * 200 ms tick peeks at those sockets and cancels the job of a peer that is gone. */
 #include "server/http.h"
 #include <errno.h>
-#include <math.h>
 #include <microhttpd.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,7 +26,7 @@
 #include "engine/clock.h"
 #include "engine/eng.h"
 #include "engine/rng.h"
-#include "engine/sample.h"
+#include "server/job.h"
 #include "server/metrics.h"
 #include "server/sched.h"
 
@@ -40,16 +40,6 @@ enum route {
     R_TOKENIZE,
     R_DETOKENIZE,
 };
-
-typedef struct hchoice {
-    char *text; /* non-streamed: text so far */
-    size_t len, cap;
-    const char *finish;    /* "stop" / "length" / NULL */
-    api_token_logprob *lp; /* non-streamed logprobs, pieces point into the tokenizer */
-    api_top_logprob *top;  /* n_lp * n_top entries */
-    int n_lp, cap_lp;
-    size_t text_offset; /* completions: bytes of text already sent (stream) */
-} hchoice;
 
 typedef struct server server;
 
@@ -69,15 +59,7 @@ typedef struct hreq {
     int status;
     /* job state */
     uint64_t job;
-    bool started, done, failed;
-    char errmsg[256];
-    int kind; /* enum api_kind */
-    bool stream, include_usage, want_logprobs;
-    int n_top;
-    int n;
-    hchoice *ch;
-    api_usage usage;
-    char id[64];
+    job_answer ans;
     /* streamed bytes waiting for MHD */
     char *out;
     size_t out_len, out_off, out_cap;
@@ -106,18 +88,10 @@ struct server {
     hreq *reqs;
     api_limits lim;
     char model_id[256];
-    enum chat_format chat_format; /* from tokenizer.chat_template, detected at load */
+    job_ctx jc; /* tokenizer, chat format (from tokenizer.chat_template), n_vocab: set at load */
     long long created;
     uint64_t rng;
 };
-
-static double now_s(void) { /* engine/clock.h's monotonic clock */
-    return clock_now_s();
-}
-
-static uint64_t rng_next(uint64_t *x) { /* engine/rng.h's splitmix64 */
-    return rng_splitmix64(x);
-}
 
 static void logf_(server *sv, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void logf_(server *sv, const char *fmt, ...) {
@@ -234,12 +208,7 @@ static enum MHD_Result send_error(hreq *r, int status, const char *type, const c
 
 static void hreq_free(hreq *r) {
     if (!r) return;
-    for (int i = 0; r->ch && i < r->n; i++) {
-        free(r->ch[i].text);
-        free(r->ch[i].lp);
-        free(r->ch[i].top);
-    }
-    free(r->ch);
+    job_answer_free(&r->ans);
     free(r->body);
     free(r->out);
     free(r);
@@ -277,13 +246,12 @@ static int out_append(hreq *r, const char *s, size_t n) {
     return 0;
 }
 
-/* Appends "data: <json>\n\n" and frees json. */
-static void out_event(hreq *r, char *json) {
-    if (!json) return;
+/* job_emit_fn: appends one SSE event, "data: <data>\n\n". */
+static void out_event(void *ud, const char *data, size_t len) {
+    hreq *r = ud;
     out_append(r, "data: ", 6);
-    out_append(r, json, strlen(json));
+    out_append(r, data, len);
     out_append(r, "\n\n", 2);
-    free(json);
 }
 
 static ssize_t sse_reader(void *cls, uint64_t pos, char *buf, size_t max) {
@@ -295,7 +263,7 @@ static ssize_t sse_reader(void *cls, uint64_t pos, char *buf, size_t max) {
         if (n > max) n = max;
         memcpy(buf, r->out + r->out_off, n);
         r->out_off += n;
-        r->last_write = now_s();
+        r->last_write = clock_now_s();
         return (ssize_t)n;
     }
     if (r->out_end) return MHD_CONTENT_READER_END_OF_STREAM;
@@ -315,200 +283,24 @@ static enum MHD_Result start_stream(hreq *r) {
     MHD_destroy_response(resp);
     r->queued = true;
     r->status = 200;
-    r->last_write = now_s();
+    r->last_write = clock_now_s();
     return rc;
 }
 
 /* ---------- completions: events from the scheduler ---------- */
 
-static api_resp_meta meta_of(hreq *r) {
-    api_resp_meta m = {r->id, r->srv->created, r->srv->model_id};
-    return m;
-}
-
-/* Logprob records of one text event as api structs (pieces point into the tokenizer). */
-static int build_logprobs(hreq *r, const sched_event *ev, api_token_logprob **lp_out,
-                          api_top_logprob **top_out) {
-    const tok *tk = r->srv->tk;
-    int nt = r->n_top;
-    api_token_logprob *lp = calloc((size_t)ev->n_toks + 1, sizeof *lp);
-    api_top_logprob *top = calloc((size_t)ev->n_toks * (size_t)nt + 1, sizeof *top);
-    if (!lp || !top) {
-        free(lp);
-        free(top);
-        return -1;
-    }
-    for (int k = 0; k < ev->n_toks; k++) {
-        const sched_tokinfo *ti = &ev->toks[k];
-        lp[k].token = tok_piece(tk, ti->id, &lp[k].len);
-        if (!lp[k].token) lp[k].token = "", lp[k].len = 0;
-        lp[k].logprob = ti->logprob;
-        int n = ti->n_top < nt ? ti->n_top : nt;
-        for (int t = 0; t < n; t++) {
-            api_top_logprob *tp = &top[(size_t)k * nt + t];
-            tp->token = tok_piece(tk, ti->top_id[t], &tp->len);
-            if (!tp->token) tp->token = "", tp->len = 0;
-            tp->logprob = ti->top_logprob[t];
-        }
-        lp[k].top = &top[(size_t)k * nt];
-        lp[k].n_top = n;
-    }
-    *lp_out = lp;
-    *top_out = top;
-    return 0;
-}
-
-static int choice_append_text(hchoice *c, const char *s, size_t n) {
-    if (c->len + n + 1 > c->cap) {
-        size_t cap = (c->len + n + 1) * 2;
-        char *p = realloc(c->text, cap);
-        if (!p) return -1;
-        c->text = p;
-        c->cap = cap;
-    }
-    memcpy(c->text + c->len, s, n);
-    c->len += n;
-    c->text[c->len] = 0;
-    return 0;
-}
-
-/* Keeps logprob records for the non-streamed answer (top entries copied out of the event). */
-static void choice_keep_logprobs(hreq *r, hchoice *c, const sched_event *ev) {
-    api_token_logprob *lp;
-    api_top_logprob *top;
-    if (!ev->n_toks || build_logprobs(r, ev, &lp, &top) < 0) return;
-    int nt = r->n_top;
-    if (c->n_lp + ev->n_toks > c->cap_lp) {
-        int cap = (c->n_lp + ev->n_toks) * 2;
-        api_token_logprob *p = realloc(c->lp, (size_t)cap * sizeof *p);
-        api_top_logprob *q =
-            p ? realloc(c->top, (size_t)cap * (size_t)(nt ? nt : 1) * sizeof *q) : NULL;
-        if (p) c->lp = p;
-        if (q) c->top = q;
-        if (!p || !q) {
-            free(lp);
-            free(top);
-            return;
-        }
-        c->cap_lp = cap;
-    }
-    for (int k = 0; k < ev->n_toks; k++) {
-        c->lp[c->n_lp + k] = lp[k];
-        memcpy(&c->top[(size_t)(c->n_lp + k) * (nt ? nt : 1)], &top[(size_t)k * nt],
-               (size_t)nt * sizeof *top);
-    }
-    c->n_lp += ev->n_toks;
-    free(lp);
-    free(top);
-}
-
-static const char *finish_name(int f) {
-    return f == SCHED_FINISH_LENGTH ? "length" : "stop";
-}
-
 static void on_event(hreq *r, sched_event *ev) {
-    api_resp_meta m = meta_of(r);
-    switch (ev->kind) {
-    case SCHED_EV_START:
-        r->started = true;
-        if (r->stream) {
-            if (r->kind == API_CHAT)
-                for (int i = 0; i < r->n; i++) {
-                    api_choice c = {.index = i};
-                    out_event(r, api_chat_chunk_json(&m, &c, true, r->include_usage));
-                }
-        }
-        break;
-    case SCHED_EV_TEXT: {
-        if (ev->index < 0 || ev->index >= r->n) break;
-        hchoice *hc = &r->ch[ev->index];
-        if (!r->stream) {
-            if (ev->len) choice_append_text(hc, ev->text, ev->len);
-            if (r->want_logprobs) choice_keep_logprobs(r, hc, ev);
-            break;
-        }
-        api_choice c = {.index = ev->index, .text = ev->text ? ev->text : "", .len = ev->len};
-        api_token_logprob *lp = NULL;
-        api_top_logprob *top = NULL;
-        if (r->want_logprobs && ev->n_toks && build_logprobs(r, ev, &lp, &top) == 0) {
-            c.logprobs = lp;
-            c.n_logprobs = ev->n_toks;
-        }
-        c.text_offset = hc->text_offset;
-        hc->text_offset += ev->len;
-        if (ev->len || c.logprobs)
-            out_event(r, r->kind == API_CHAT ? api_chat_chunk_json(&m, &c, false, r->include_usage)
-                                             : api_text_chunk_json(&m, &c, r->include_usage));
-        free(lp);
-        free(top);
-        break;
-    }
-    case SCHED_EV_FINISH:
-        if (ev->index < 0 || ev->index >= r->n) break;
-        r->ch[ev->index].finish = finish_name(ev->finish);
-        if (r->stream) {
-            api_choice c = {.index = ev->index, .finish_reason = r->ch[ev->index].finish};
-            if (r->kind == API_COMPLETION) c.text = "", c.len = 0;
-            c.text_offset = r->ch[ev->index].text_offset;
-            out_event(r, r->kind == API_CHAT ? api_chat_chunk_json(&m, &c, false, r->include_usage)
-                                             : api_text_chunk_json(&m, &c, r->include_usage));
-        }
-        break;
-    case SCHED_EV_ERROR:
-        r->failed = true;
-        snprintf(r->errmsg, sizeof r->errmsg, "%s", ev->message);
-        if (r->stream && r->started) {
-            api_error e = {.status = 500};
-            snprintf(e.message, sizeof e.message, "%s", ev->message);
-            snprintf(e.type, sizeof e.type, "server_error");
-            out_event(r, api_error_json(&e));
-        }
-        break;
-    case SCHED_EV_DONE:
-        r->done = true;
-        r->usage.prompt_tokens = ev->n_prompt;
-        r->usage.completion_tokens = ev->n_completion;
-        if (r->stream && r->started) {
-            if (r->include_usage && !r->failed)
-                out_event(r, api_usage_chunk_json(&m, (enum api_kind)r->kind, &r->usage));
-            if (!r->failed) out_append(r, "data: [DONE]\n\n", 14);
-            r->out_end = true;
-        }
-        break;
-    }
+    job_answer_event(&r->ans, ev, out_event, r);
+    if (ev->kind == SCHED_EV_DONE && r->ans.stream && r->ans.started) r->out_end = true;
 }
 
 /* The non-streamed answer (or an error that came before any byte was sent). */
 static enum MHD_Result send_final(hreq *r) {
-    if (r->failed) {
+    if (r->ans.failed) {
         bool shutting = r->srv->draining;
-        return send_error(r, shutting ? 503 : 500, "server_error", NULL, NULL, "%s", r->errmsg);
+        return send_error(r, shutting ? 503 : 500, "server_error", NULL, NULL, "%s", r->ans.errmsg);
     }
-    api_resp_meta m = meta_of(r);
-    api_choice *c = calloc((size_t)r->n, sizeof *c);
-    if (!c) return send_json(r, 500, NULL);
-    for (int i = 0; i < r->n; i++) {
-        c[i].index = i;
-        c[i].text = r->ch[i].text ? r->ch[i].text : "";
-        c[i].len = r->ch[i].len;
-        c[i].finish_reason = r->ch[i].finish ? r->ch[i].finish : "stop";
-        if (r->want_logprobs) {
-            int nt = r->n_top ? r->n_top : 1; /* re-point: the top array may have moved */
-            for (int k = 0; k < r->ch[i].n_lp; k++)
-                r->ch[i].lp[k].top = &r->ch[i].top[(size_t)k * nt];
-            c[i].logprobs = r->ch[i].lp;
-            c[i].n_logprobs = r->ch[i].n_lp;
-            if (!c[i].logprobs) {
-                static const api_token_logprob none[1];
-                c[i].logprobs = none;
-                c[i].n_logprobs = 0;
-            }
-        }
-    }
-    char *json = r->kind == API_CHAT ? api_chat_completion_json(&m, c, r->n, &r->usage)
-                                     : api_text_completion_json(&m, c, r->n, &r->usage);
-    free(c);
-    return send_json(r, 200, json);
+    return send_json(r, 200, job_answer_json(&r->ans));
 }
 
 static hreq *find_job(server *sv, uint64_t id) {
@@ -527,10 +319,10 @@ static void on_wake(uv_async_t *h) {
             hreq *r = find_job(sv, evs[i].job);
             if (r) {
                 on_event(r, &evs[i]);
-                if (r->stream
-                        ? (r->started && (r->out_len > r->out_off || r->out_end || !r->queued)) ||
-                              r->done
-                        : r->done)
+                if (r->ans.stream ? (r->ans.started &&
+                                     (r->out_len > r->out_off || r->out_end || !r->queued)) ||
+                                        r->ans.done
+                                  : r->ans.done)
                     resume(r);
             }
             sched_event_clear(&evs[i]);
@@ -543,111 +335,7 @@ static void sched_notify(void *ud) {
     uv_async_send((uv_async_t *)ud);
 }
 
-/* ---------- building a job from a request ---------- */
-
-/* Appends ids to a growing token array. */
-typedef struct tokbuf {
-    int32_t *ids;
-    int n, cap;
-    bool oom;
-} tokbuf;
-
-static void tb_push(tokbuf *b, int32_t id) {
-    if (b->oom) return;
-    if (b->n == b->cap) {
-        int cap = b->cap ? b->cap * 2 : 256;
-        int32_t *p = realloc(b->ids, (size_t)cap * sizeof *p);
-        if (!p) {
-            b->oom = true;
-            return;
-        }
-        b->ids = p;
-        b->cap = cap;
-    }
-    b->ids[b->n++] = id;
-}
-
-/* Tokenizes plain text (no special-token parsing) onto b. */
-static void tb_text(tokbuf *b, const tok *tk, const char *s, size_t len, bool parse_special) {
-    if (b->oom || !len) return;
-    int32_t small[256];
-    int n = tok_encode(tk, s, len, false, parse_special, small, 256);
-    if (n < 0) {
-        b->oom = true;
-        return;
-    }
-    if (n <= 256) {
-        for (int i = 0; i < n; i++)
-            tb_push(b, small[i]);
-        return;
-    }
-    int32_t *big = malloc((size_t)n * sizeof *big);
-    if (!big) {
-        b->oom = true;
-        return;
-    }
-    int m = tok_encode(tk, s, len, false, parse_special, big, n);
-    for (int i = 0; i < m && i < n; i++)
-        tb_push(b, big[i]);
-    free(big);
-}
-
-/* The prompt's token ids for a parsed request: the chat template, a text prompt (special tokens
- * parsed, BOS added as the model says), or the given ids. 0 or -1 with e filled. */
-static int build_prompt(server *sv, const api_request *q, tokbuf *b, api_error *e) {
-    const tok *tk = sv->tk;
-    if (q->kind == API_CHAT) {
-        chat_opts co = {0};
-        co.format = sv->chat_format;
-        co.add_generation_prompt = true;
-        int bos = tok_bos(tk);
-        size_t bl = 0;
-        const char *bos_text = bos >= 0 && tok_add_bos(tk) ? tok_piece(tk, bos, &bl) : NULL;
-        char bosbuf[64] = "";
-        if (bos_text && bl < sizeof bosbuf) {
-            memcpy(bosbuf, bos_text, bl);
-            bosbuf[bl] = 0;
-            co.bos = bosbuf;
-        }
-        chat_prompt p;
-        char err[256];
-        if (chat_render(&p, &co, q->messages, q->n_messages, err, sizeof err) < 0) {
-            chat_prompt_free(&p);
-            api_error_set(e, 500, NULL, NULL, "%s", err);
-            return -1;
-        }
-        for (int i = 0; i < p.n_segs; i++) {
-            const chat_seg *sg = &p.segs[i];
-            if (sg->special) {
-                int id = tok_find(tk, sg->text, sg->len);
-                if (id >= 0)
-                    tb_push(b, id);
-                else
-                    tb_text(b, tk, sg->text, sg->len, false);
-            } else {
-                tb_text(b, tk, sg->text, sg->len, false);
-            }
-        }
-        chat_prompt_free(&p);
-    } else if (q->prompt_tokens) {
-        for (int i = 0; i < q->n_prompt_tokens; i++)
-            tb_push(b, q->prompt_tokens[i]);
-    } else {
-        if (tok_add_bos(tk) && tok_bos(tk) >= 0) tb_push(b, tok_bos(tk));
-        tb_text(b, tk, q->prompt ? q->prompt : "", q->prompt_len, true);
-    }
-    if (b->oom) {
-        api_error_set(e, 500, NULL, NULL, "out of memory while tokenizing the prompt");
-        e->status = 500;
-        return -1;
-    }
-    if (b->n == 0) {
-        api_error_set(e, 400, q->kind == API_CHAT ? "messages" : "prompt", "invalid_value",
-                      "the prompt is empty: give at least one token of text");
-        return -1;
-    }
-    return 0;
-}
+/* ---------- handlers ---------- */
 
 static enum MHD_Result handle_completion(hreq *r) {
     server *sv = r->srv;
@@ -658,70 +346,17 @@ static enum MHD_Result handle_completion(hreq *r) {
         api_request_free(&q);
         return send_api_error(r, &e, NULL, NULL);
     }
-    tokbuf b = {0};
-    if (build_prompt(sv, &q, &b, &e) < 0) {
-        free(b.ids);
+    sched_job *j;
+    if (job_build(&sv->jc, &q, rng_splitmix64(&sv->rng), &j, &e) < 0) {
         api_request_free(&q);
         return send_api_error(r, &e, NULL, NULL);
     }
-    sched_job *j = calloc(1, sizeof *j);
-    if (!j) {
-        free(b.ids);
-        api_request_free(&q);
-        return send_json(r, 500, NULL);
-    }
-    j->prompt = b.ids;
-    j->n_prompt = b.n;
-    j->n_choices = q.n;
-    j->max_tokens = q.max_tokens > 0 ? q.max_tokens : 0;
-    sample_params_default(&j->samp);
-    j->samp.temperature = q.temperature;
-    j->samp.top_k = q.top_k;
-    j->samp.top_p = q.top_p;
-    j->samp.min_p = q.min_p;
-    j->samp.repeat_penalty = q.repetition_penalty;
-    j->samp.presence_penalty = q.presence_penalty;
-    j->samp.frequency_penalty = q.frequency_penalty;
-    j->samp.seed = q.has_seed ? q.seed : rng_next(&sv->rng);
-    j->samp.n_top = q.logprobs ? q.top_logprobs : 0;
-    if (q.n_logit_bias) {
-        j->bias = calloc((size_t)q.n_logit_bias, sizeof *j->bias);
-        if (j->bias) {
-            for (int i = 0; i < q.n_logit_bias; i++) {
-                j->bias[i].id = q.logit_bias[i].id;
-                j->bias[i].bias = q.logit_bias[i].bias <= -100 ? -INFINITY : q.logit_bias[i].bias;
-            }
-            j->samp.bias = j->bias;
-            j->samp.n_bias = q.n_logit_bias;
-        }
-    }
-    for (int i = 0; i < q.n_stop && i < 4; i++) {
-        j->stop[j->n_stop] = strdup(q.stop[i]);
-        if (j->stop[j->n_stop]) j->n_stop++;
-    }
-    j->want_logprobs = q.logprobs;
-    /* the sampler's own parameter checks, so a bad value is a 400 now, not an error event */
-    {
-        sampler *tmp;
-        char err[256];
-        if (sampler_new(&tmp, eng_n_vocab(sv->e), &j->samp, err, sizeof err) < 0) {
-            sched_job_free(j);
-            api_request_free(&q);
-            return send_error(r, 400, "invalid_request_error", NULL, "invalid_value", "%s", err);
-        }
-        sampler_free(tmp);
-    }
-    r->kind = kind;
-    r->stream = q.stream;
-    r->include_usage = q.stream && q.include_usage;
-    r->want_logprobs = q.logprobs;
-    r->n_top = q.logprobs ? q.top_logprobs : 0;
-    r->n = q.n;
-    api_make_id(r->id, sizeof r->id, kind == API_CHAT ? "chatcmpl-" : "cmpl-", rng_next(&sv->rng),
-                rng_next(&sv->rng));
+    char id[64];
+    api_make_id(id, sizeof id, kind == API_CHAT ? "chatcmpl-" : "cmpl-", rng_splitmix64(&sv->rng),
+                rng_splitmix64(&sv->rng));
+    int arc = job_answer_init(&r->ans, &q, sv->tk, id, sv->created, sv->model_id);
     api_request_free(&q);
-    r->ch = calloc((size_t)r->n, sizeof *r->ch);
-    if (!r->ch) {
+    if (arc < 0) {
         sched_job_free(j);
         return send_json(r, 500, NULL);
     }
@@ -748,28 +383,29 @@ static enum MHD_Result handle_tokenize(hreq *r) {
         api_tokenize_free(&q);
         return send_api_error(r, &e, NULL, NULL);
     }
-    tokbuf b = {0};
-    if (q.add_special && tok_add_bos(sv->tk) && tok_bos(sv->tk) >= 0) tb_push(&b, tok_bos(sv->tk));
-    tb_text(&b, sv->tk, q.content ? q.content : "", q.len, q.parse_special);
+    int32_t *ids;
+    int n;
+    int rc = job_tokenize(sv->tk, q.content, q.len, q.add_special && tok_add_bos(sv->tk),
+                          q.parse_special, &ids, &n);
     char *json = NULL;
-    if (!b.oom) {
+    if (rc == 0) {
         if (q.with_pieces) {
-            const char **pieces = calloc((size_t)b.n + 1, sizeof *pieces);
-            size_t *lens = calloc((size_t)b.n + 1, sizeof *lens);
+            const char **pieces = calloc((size_t)n + 1, sizeof *pieces);
+            size_t *lens = calloc((size_t)n + 1, sizeof *lens);
             if (pieces && lens) {
-                for (int i = 0; i < b.n; i++) {
-                    pieces[i] = tok_piece(sv->tk, b.ids[i], &lens[i]);
+                for (int i = 0; i < n; i++) {
+                    pieces[i] = tok_piece(sv->tk, ids[i], &lens[i]);
                     if (!pieces[i]) pieces[i] = "", lens[i] = 0;
                 }
-                json = api_tokenize_json(b.ids, b.n, pieces, lens);
+                json = api_tokenize_json(ids, n, pieces, lens);
             }
             free(pieces);
             free(lens);
         } else {
-            json = api_tokenize_json(b.ids, b.n, NULL, NULL);
+            json = api_tokenize_json(ids, n, NULL, NULL);
         }
     }
-    free(b.ids);
+    free(ids);
     api_tokenize_free(&q);
     return send_json(r, 200, json);
 }
@@ -868,12 +504,80 @@ static enum MHD_Result handle_get(hreq *r) {
     return send_json(r, 200, api_models_json(sv->model_id, sv->created, "lfm2"));
 }
 
+/* Headers checked against RFC 9110 5.1 and 5.5: a name is a token, a value holds visible
+ * characters, obs-text (bytes >= 0x80), spaces and tabs; no other control byte (NUL, a bare CR,
+ * DEL...). libmicrohttpd 0.9.75 passes them through, and a NUL cuts a value short for every
+ * lookup ("Host: localhost\0.evil" reads as "localhost"). It parses the header block in place,
+ * turning each line end (CR LF or LF) into NULs, so a line cut by a NUL shows as a line that goes
+ * on: anything but one or two NULs between the end of the request line or a value and the next
+ * header's name, or, after the last value, anything but the NULs of its line end and the empty
+ * line. */
+typedef struct header_scan {
+    const char *bad; /* what is wrong, NULL while all is well */
+    const char *end; /* one past the request line or the previous value */
+    size_t span;     /* the connection's memory limit: pointers farther apart are not one block */
+    int n;           /* headers seen */
+    bool crlf;       /* the last line end seen was CR LF */
+} header_scan;
+
+static enum MHD_Result header_check(void *cls, enum MHD_ValueKind kind, const char *key,
+                                    size_t key_size, const char *value, size_t value_size) {
+    (void)kind;
+    header_scan *hs = cls;
+    static const char seps[] = "\"(),/:;<=>?@[\\]{}";
+    uintptr_t k = (uintptr_t)key, end = (uintptr_t)hs->end; /* may be unrelated pointers */
+    if (k > end && k - end <= hs->span) {
+        size_t gap = (size_t)(k - end);
+        if (gap > 2 || hs->end[0] || hs->end[gap - 1]) {
+            hs->bad = "a header line holds a NUL byte";
+            return MHD_NO;
+        }
+        hs->crlf = gap == 2;
+    }
+    for (size_t i = 0; i < key_size; i++) {
+        unsigned char c = (unsigned char)key[i];
+        if (c <= 0x20 || c >= 0x7f || strchr(seps, c)) {
+            hs->bad = "a header name holds a byte other than letters, digits and !#$%&'*+-.^_`|~";
+            return MHD_NO;
+        }
+    }
+    for (size_t i = 0; i < value_size; i++) {
+        unsigned char c = (unsigned char)value[i];
+        if ((c < 0x20 && c != '\t') || c == 0x7f) {
+            hs->bad = c == 0      ? "a header value holds a NUL byte"
+                      : c == '\r' ? "a header value holds a bare CR"
+                                  : "a header value holds a control character";
+            return MHD_NO;
+        }
+    }
+    hs->end = value + value_size;
+    hs->n++;
+    return MHD_YES;
+}
+
+/* NULL, or what makes the request's header block one RFC 9110 forbids. version is the one MHD
+ * gives the access handler (it points into the parsed block). */
+static const char *headers_bad(struct MHD_Connection *c, const char *version, size_t span) {
+    header_scan hs = {.end = version + strlen(version), .span = span};
+    MHD_get_connection_values_n(c, MHD_HEADER_KIND, header_check, &hs);
+    /* the last value: its line end and the empty line, NULs both (4 bytes when framed by CR LF) */
+    if (!hs.bad && hs.n && (hs.end[0] || hs.end[1] || (hs.crlf && hs.end[2])))
+        hs.bad = "a header line holds a NUL byte";
+    return hs.bad;
+}
+
 /* The first call for a request: everything decidable from the request line and headers. Returns
  * true when a response has been queued. */
 static bool first_checks(hreq *r, const char *url, const char *method, const char *version,
                          enum MHD_Result *res) {
     server *sv = r->srv;
     struct MHD_Connection *c = r->conn;
+    const char *bad = headers_bad(c, version, sv->o.max_header);
+    if (bad) {
+        *res = send_error(r, 400, "invalid_request_error", NULL, "invalid_header",
+                          "%s (RFC 9110 allows visible characters, spaces and tabs)", bad);
+        return true;
+    }
     if (!strcmp(version, MHD_HTTP_VERSION_1_1) &&
         !MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Host")) {
         *res = send_error(r, 400, "invalid_request_error", NULL, "missing_host",
@@ -961,7 +665,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         if (!r) return MHD_NO;
         r->srv = sv;
         r->conn = c;
-        r->t_start = now_s();
+        r->t_start = clock_now_s();
         const union MHD_ConnectionInfo *ci =
             MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
         r->fd = ci ? ci->connect_fd : -1;
@@ -981,8 +685,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         if (r->gone) return MHD_NO;
         if (r->queued) return MHD_YES;
         /* resumed: a job is waiting for us */
-        if (r->stream && r->started) return start_stream(r);
-        if (r->done) return send_final(r);
+        if (r->ans.stream && r->ans.started) return start_stream(r);
+        if (r->ans.done) return send_final(r);
         suspend(r);
         return MHD_YES;
     }
@@ -1031,9 +735,9 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
     hreq *r = *con_cls;
     if (!r) return;
     *con_cls = NULL;
-    if (r->job && !r->done && sv->s) sched_cancel(sv->s, r->job);
+    if (r->job && !r->ans.done && sv->s) sched_cancel(sv->s, r->job);
     int status = r->queued ? r->status : 499; /* 499: the client went away before an answer */
-    if (r->queued && toe != MHD_REQUEST_TERMINATED_COMPLETED_OK && r->stream) status = 499;
+    if (r->queued && toe != MHD_REQUEST_TERMINATED_COMPLETED_OK && r->ans.stream) status = 499;
     metrics_count_request(sv->m, status);
     if (r->prev)
         r->prev->next = r->next;
@@ -1081,10 +785,10 @@ static void stop_everything(server *sv);
 
 static void on_tick(uv_timer_t *t) {
     server *sv = t->data;
-    double now = now_s();
+    double now = clock_now_s();
     bool kick = false;
     for (hreq *r = sv->reqs; r; r = r->next) {
-        if (!r->job || r->done) continue;
+        if (!r->job || r->ans.done) continue;
         if (r->suspended && !r->gone && peer_gone(r->fd)) {
             r->gone = true;
             if (sv->s) sched_cancel(sv->s, r->job);
@@ -1092,8 +796,8 @@ static void on_tick(uv_timer_t *t) {
             kick = true;
             continue;
         }
-        if (r->stream && r->queued && !r->gone && now - r->last_write > sv->o.keepalive_ms / 1e3 &&
-            r->out_off == r->out_len) {
+        if (r->ans.stream && r->queued && !r->gone &&
+            now - r->last_write > sv->o.keepalive_ms / 1e3 && r->out_off == r->out_len) {
             out_append(r, ": keep-alive\n\n", 14);
             r->last_write = now;
             resume(r);
@@ -1152,7 +856,7 @@ static void on_signal(uv_signal_t *h, int signum) {
         _exit(128 + signum);
     }
     sv->draining = true;
-    sv->drain_deadline = now_s() + sv->o.drain_ms / 1e3;
+    sv->drain_deadline = clock_now_s() + sv->o.drain_ms / 1e3;
     logf_(sv, "%s: no new connections; draining running requests (up to %d ms)",
           signum == SIGINT ? "SIGINT" : "SIGTERM", sv->o.drain_ms);
     if (sv->d) {
@@ -1203,8 +907,10 @@ static void load_done(uv_work_t *w, int status) {
     sv->lim.n_vocab = eng_n_vocab(sv->e);
     bool known = false;
     const char *tmpl = gguf_get_str(eng_model(sv->e)->g, "tokenizer.chat_template", NULL, NULL);
-    sv->chat_format = chat_detect(tmpl, &known);
-    logf_(sv, "chat template: %s%s", chat_format_name(sv->chat_format),
+    sv->jc.tk = sv->tk;
+    sv->jc.n_vocab = eng_n_vocab(sv->e);
+    sv->jc.chat_format = chat_detect(tmpl, &known);
+    logf_(sv, "chat template: %s%s", chat_format_name(sv->jc.chat_format),
           known ? "" : " (tokenizer.chat_template not recognized or absent: using lfm2)");
     sv->ready = true;
     metrics_set_ready(sv->m, 1);

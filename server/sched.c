@@ -76,10 +76,6 @@ struct sched {
     int *item_choice;      /* parallel: choice index, -1 for a prefill chunk */
 };
 
-static double now_s(void) { /* engine/clock.h's monotonic clock */
-    return clock_now_s();
-}
-
 void sched_job_free(sched_job *j) {
     if (!j) return;
     free(j->prompt);
@@ -288,7 +284,7 @@ static void sjob_free(sched *s, sjob *j) {
 static void choice_take(sched *s, sjob *j, int ci, const sample_result *r) {
     sched_choice *c = &j->ch[ci];
     sched_job *jb = j->job;
-    double t = now_s();
+    double t = clock_now_s();
     if (s->m) {
         if (c->n_gen == 0)
             metrics_observe_ttft(s->m, t - j->t_submit);
@@ -733,7 +729,7 @@ int sched_submit(sched *s, sched_job *job, uint64_t *id, char *err, size_t errle
         return SCHED_ENOMEM;
     }
     j->job = job;
-    j->t_submit = now_s();
+    j->t_submit = clock_now_s();
     pthread_mutex_lock(&s->mu);
     int rc = 0;
     if (s->draining || s->quit) {

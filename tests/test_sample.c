@@ -275,6 +275,18 @@ static void test_validation(void) {
     p.min_p = 1.5f;
     CHECK(sampler_new(&s, 10, &p, err, sizeof err) < 0);
     CHECK(strstr(err, "min_p") != NULL);
+    /* every message states the range its check enforces */
+    sample_params_default(&p);
+    p.top_p = 1e9f;
+    CHECK(sampler_new(&s, 10, &p, err, sizeof err) < 0);
+    CHECK(strstr(err, "top_p") && strstr(err, "[0, 1]"));
+    p.top_p = 1;
+    CHECK_EQ_INT(sample_params_check(&p, 10, err, sizeof err), 0);
+    p.temperature = -5; /* greedy */
+    CHECK_EQ_INT(sample_params_check(&p, 10, err, sizeof err), 0);
+    p.temperature = 2e4f;
+    CHECK(sampler_new(&s, 10, &p, err, sizeof err) < 0);
+    CHECK(strstr(err, "temperature") && strstr(err, "<= 10000"));
     sampler_free(NULL);
 }
 

@@ -1,0 +1,455 @@
+/* test_job.c: requests become the expected jobs (ids, sampling, stops); bad values and allocation
+ * failures become the expected errors; scheduler events become the expected chunks and bodies. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <cjson/cJSON.h>
+#include "api/request.h"
+#include "engine/gguf.h"
+#include "engine/tok.h"
+#include "server/job.h"
+#include "tests/check.h"
+
+static const tok *TK;
+
+static job_ctx ctx_for(enum chat_format f) {
+    job_ctx c = {.tk = TK, .chat_format = f, .n_vocab = tok_n_vocab(TK)};
+    return c;
+}
+
+static int parse(api_request *q, enum api_kind kind, const char *body) {
+    api_error e;
+    int rc = api_request_parse(q, kind, body, strlen(body), NULL, &e);
+    if (rc < 0) fprintf(stderr, "parse: %s in %.200s\n", e.message, body);
+    CHECK_EQ_INT(rc, 0);
+    return rc;
+}
+
+/* Each conversation of tests/data/chat/mini.golden.json (tools aside: requests refuse them)
+ * as a request body gives a job whose prompt is llama.cpp's ids for the rendered template. */
+static void test_chat_golden(void) {
+    size_t n = 0;
+    char *buf = (char *)check_slurp("tests/data/chat/mini.golden.json", &n);
+    CHECK(buf != NULL);
+    if (!buf) return;
+    cJSON *root = cJSON_ParseWithLength(buf, n);
+    free(buf);
+    CHECK(cJSON_IsArray(root));
+    int n_cases = 0;
+    for (cJSON *c = root ? root->child : NULL; c; c = c->next) {
+        if (cJSON_GetArraySize(cJSON_GetObjectItem(c, "tools")) > 0) continue;
+        const char *name = cJSON_GetObjectItem(c, "name")->valuestring;
+        cJSON *body = cJSON_CreateObject();
+        cJSON_AddItemToObject(body, "messages",
+                              cJSON_Duplicate(cJSON_GetObjectItem(c, "messages"), true));
+        char *text = cJSON_PrintUnformatted(body);
+        cJSON_Delete(body);
+        bool v25 = !strcmp(cJSON_GetObjectItem(c, "format")->valuestring, "lfm2.5");
+        api_request q;
+        sched_job *j = NULL;
+        api_error e;
+        job_ctx jc = ctx_for(v25 ? CHAT_LFM25 : CHAT_LFM2);
+        int fails = check_failures;
+        if (parse(&q, API_CHAT, text) == 0) {
+            CHECK_EQ_INT(job_build(&jc, &q, 7, &j, &e), 0);
+            cJSON *want = cJSON_GetObjectItem(c, "ids");
+            CHECK(j != NULL);
+            if (j) {
+                CHECK_EQ_INT(j->n_prompt, cJSON_GetArraySize(want));
+                int k = 0;
+                for (cJSON *x = want->child; x && k < j->n_prompt; x = x->next, k++)
+                    CHECK_EQ_INT(j->prompt[k], x->valueint);
+            }
+            n_cases++;
+        }
+        if (check_failures != fails) fprintf(stderr, "  in golden case %s\n", name);
+        sched_job_free(j);
+        api_request_free(&q);
+        free(text);
+    }
+    cJSON_Delete(root);
+    CHECK(n_cases >= 6);
+}
+
+/* Every sampling field of a request arrives in the job; defaults and the given seed. */
+static void test_chat_params(void) {
+    api_request q;
+    sched_job *j = NULL;
+    api_error e;
+    job_ctx jc = ctx_for(CHAT_LFM2);
+    if (parse(&q, API_CHAT,
+              "{\"messages\":[{\"role\":\"user\",\"content\":\"Hello world\"}],\"max_tokens\":9,"
+              "\"temperature\":0.25,\"top_p\":0.5,\"top_k\":7,\"min_p\":0.125,"
+              "\"presence_penalty\":0.5,\"frequency_penalty\":-0.5,\"repetition_penalty\":1.5,"
+              "\"seed\":42,\"stop\":[\"x\",\"yy\"],\"logit_bias\":{\"5\":-100,\"6\":2.5},"
+              "\"logprobs\":true,\"top_logprobs\":3,\"n\":2}"))
+        return;
+    CHECK_EQ_INT(job_build(&jc, &q, 7, &j, &e), 0);
+    CHECK(j != NULL);
+    if (j) {
+        CHECK_EQ_INT(j->n_prompt, 14); /* user_only of the golden file */
+        CHECK_EQ_INT(j->n_choices, 2);
+        CHECK_EQ_INT(j->max_tokens, 9);
+        CHECK_NEAR(j->samp.temperature, 0.25, 0);
+        CHECK_NEAR(j->samp.top_p, 0.5, 0);
+        CHECK_EQ_INT(j->samp.top_k, 7);
+        CHECK_NEAR(j->samp.min_p, 0.125, 0);
+        CHECK_NEAR(j->samp.presence_penalty, 0.5, 0);
+        CHECK_NEAR(j->samp.frequency_penalty, -0.5, 0);
+        CHECK_NEAR(j->samp.repeat_penalty, 1.5, 0);
+        CHECK_EQ_INT(j->samp.penalty_last_n, 64);
+        CHECK_EQ_INT(j->samp.seed, 42);
+        CHECK_EQ_INT(j->samp.n_top, 3);
+        CHECK(j->want_logprobs);
+        CHECK_EQ_INT(j->n_stop, 2);
+        if (j->n_stop == 2) {
+            CHECK_STR(j->stop[0], "x");
+            CHECK_STR(j->stop[1], "yy");
+        }
+        CHECK_EQ_INT(j->samp.n_bias, 2);
+        CHECK(j->samp.bias == j->bias);
+        if (j->samp.n_bias == 2) {
+            CHECK_EQ_INT(j->bias[0].id, 5);
+            CHECK(isinf(j->bias[0].bias) && j->bias[0].bias < 0); /* -100 bans */
+            CHECK_EQ_INT(j->bias[1].id, 6);
+            CHECK_NEAR(j->bias[1].bias, 2.5, 0);
+        }
+    }
+    sched_job_free(j);
+    api_request_free(&q);
+
+    /* no seed: the one given to job_build; no max_tokens: 0 (until the context is full) */
+    if (parse(&q, API_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"Hi\"}]}")) return;
+    CHECK_EQ_INT(job_build(&jc, &q, 0x1234567890ull, &j, &e), 0);
+    if (j) {
+        CHECK_EQ_INT(j->samp.seed, 0x1234567890ull);
+        CHECK_EQ_INT(j->max_tokens, 0);
+        CHECK_NEAR(j->samp.temperature, 0.8, 1e-7);
+        CHECK_EQ_INT(j->samp.n_bias, 0);
+        CHECK_EQ_INT(j->n_stop, 0);
+        CHECK(!j->want_logprobs);
+    }
+    sched_job_free(j);
+    api_request_free(&q);
+}
+
+/* Completions: a text prompt with special tokens parsed and BOS as the model says; token ids
+ * as they are. */
+static void test_completion(void) {
+    api_request q;
+    sched_job *j = NULL;
+    api_error e;
+    job_ctx jc = ctx_for(CHAT_LFM2);
+    CHECK(tok_add_bos(TK) && tok_bos(TK) == 1);
+    /* "<|im_start|>user\nHello world" is the start of golden user_only after its BOS */
+    if (parse(&q, API_COMPLETION, "{\"prompt\":\"<|im_start|>user\\nHello world\"}")) return;
+    CHECK_EQ_INT(job_build(&jc, &q, 7, &j, &e), 0);
+    static const int32_t want[] = {1, 6, 1878, 214};
+    if (j) {
+        CHECK(j->n_prompt > 4);
+        for (int i = 0; i < 4 && i < j->n_prompt; i++)
+            CHECK_EQ_INT(j->prompt[i], want[i]);
+        CHECK_EQ_INT(j->n_choices, 1);
+    }
+    sched_job_free(j);
+    api_request_free(&q);
+    if (parse(&q, API_COMPLETION, "{\"prompt\":[5,6,7],\"max_tokens\":3}")) return;
+    CHECK_EQ_INT(job_build(&jc, &q, 7, &j, &e), 0);
+    if (j) {
+        CHECK_EQ_INT(j->n_prompt, 3);
+        for (int i = 0; i < 3 && i < j->n_prompt; i++)
+            CHECK_EQ_INT(j->prompt[i], 5 + i);
+        CHECK_EQ_INT(j->max_tokens, 3);
+    }
+    sched_job_free(j);
+    api_request_free(&q);
+
+    int32_t *ids = NULL;
+    int n = -1;
+    CHECK_EQ_INT(job_tokenize(TK, "<|im_start|>", 12, true, true, &ids, &n), 0);
+    CHECK_EQ_INT(n, 2);
+    if (n == 2) CHECK(ids[0] == 1 && ids[1] == 6);
+    free(ids);
+    CHECK_EQ_INT(job_tokenize(TK, "", 0, false, true, &ids, &n), 0);
+    CHECK(n == 0 && ids == NULL);
+}
+
+/* Values the sampler refuses (requests that did not come through api_request_parse's limits),
+ * and an empty prompt: 400 naming the field and its limit, no job. */
+static void check_refused(const api_request *q, const job_ctx *jc, const char *param,
+                          const char *msg) {
+    sched_job *j = (sched_job *)q; /* must be reset to NULL */
+    api_error e;
+    int fails = check_failures;
+    CHECK_EQ_INT(job_build(jc, q, 7, &j, &e), JOB_EINVAL);
+    CHECK(j == NULL);
+    CHECK_EQ_INT(e.status, 400);
+    CHECK_STR(e.type, "invalid_request_error");
+    CHECK_STR(e.param, param);
+    CHECK(strstr(e.message, msg) != NULL);
+    if (check_failures != fails) fprintf(stderr, "  want '%s', got '%s'\n", msg, e.message);
+}
+
+static void test_refused(void) {
+    api_request q;
+    job_ctx jc = ctx_for(CHAT_LFM2);
+    if (parse(&q, API_COMPLETION, "{\"prompt\":[5,6,7]}")) return;
+    q.top_p = 1.5f;
+    check_refused(&q, &jc, "", "top_p 1.5 outside [0, 1]");
+    q.top_p = 0.5f;
+    q.repetition_penalty = 0;
+    check_refused(&q, &jc, "", "repeat_penalty 0 outside (0, 10000]");
+    q.repetition_penalty = 1;
+    q.logprobs = true;
+    q.top_logprobs = 21;
+    check_refused(&q, &jc, "", "n_top 21 outside [0, 20]");
+    q.logprobs = false;
+    api_logit_bias lb[2] = {{3, 1}, {70000, 1}};
+    q.logit_bias = lb;
+    q.n_logit_bias = 2;
+    char want[96];
+    snprintf(want, sizeof want, "logit_bias[1]: token id 70000 outside [0, %d)", jc.n_vocab);
+    check_refused(&q, &jc, "", want);
+    q.logit_bias = NULL;
+    q.n_logit_bias = 0;
+    api_request_free(&q);
+
+    /* no ids at all (api_request_parse refuses an empty array; the builder does not rely on it) */
+    int32_t none = 0;
+    api_request empty = {.kind = API_COMPLETION,
+                         .prompt_tokens = &none,
+                         .n = 1,
+                         .top_p = 1,
+                         .repetition_penalty = 1};
+    check_refused(&empty, &jc, "prompt", "the prompt is empty");
+}
+
+/* Allocation failure anywhere while building (the job, a logit_bias, a stop string) is a 500 and
+ * no job, never a job that silently lost what the request asked for. */
+static int alloc_left; /* allocations that succeed before the next one fails; < 0: all do */
+static int alloc_calls;
+static void *failing_alloc(size_t size) {
+    alloc_calls++;
+    if (alloc_left == 0) return NULL;
+    if (alloc_left > 0) alloc_left--;
+    return malloc(size);
+}
+
+static void test_oom(void) {
+    api_request q;
+    job_ctx jc = ctx_for(CHAT_LFM2);
+    jc.alloc = failing_alloc;
+    if (parse(&q, API_COMPLETION,
+              "{\"prompt\":[5,6,7],\"stop\":[\"a\",\"bb\",\"ccc\"],\"logit_bias\":{\"9\":1}}"))
+        return;
+    alloc_left = -1;
+    alloc_calls = 0;
+    sched_job *j = NULL;
+    api_error e;
+    CHECK_EQ_INT(job_build(&jc, &q, 7, &j, &e), 0);
+    int total = alloc_calls;
+    CHECK_EQ_INT(total, 5); /* the job, the bias array, three stop strings */
+    sched_job_free(j);
+    for (int k = 0; k < total; k++) {
+        alloc_left = k;
+        j = (sched_job *)&q;
+        memset(&e, 0, sizeof e);
+        int rc = job_build(&jc, &q, 7, &j, &e);
+        int fails = check_failures;
+        CHECK_EQ_INT(rc, JOB_ENOMEM);
+        CHECK(j == NULL);
+        CHECK_EQ_INT(e.status, 500);
+        CHECK_STR(e.type, "server_error");
+        CHECK(strstr(e.message, "out of memory") != NULL);
+        if (rc == 0) sched_job_free(j);
+        if (check_failures != fails) fprintf(stderr, "  when allocation %d fails\n", k);
+    }
+    api_request_free(&q);
+}
+
+/* ---------- the answer ---------- */
+
+typedef struct sink {
+    char *piece[32];
+    int n;
+} sink;
+
+static void sink_emit(void *ud, const char *data, size_t len) {
+    sink *k = ud;
+    if (k->n < 32) k->piece[k->n++] = strndup(data, len);
+}
+
+static void sink_free(sink *k) {
+    for (int i = 0; i < k->n; i++)
+        free(k->piece[i]);
+    k->n = 0;
+}
+
+static sched_event ev_of(int kind, int index, const char *text) {
+    sched_event ev = {.job = 1, .kind = kind, .index = index};
+    if (text) ev.text = (char *)text, ev.len = strlen(text);
+    return ev;
+}
+
+/* The string at choices[0].<a>.<b> of a chunk (b NULL: choices[0].<a>), or NULL. */
+static const char *choice_str(const cJSON *root, const char *a, const char *b) {
+    const cJSON *c = cJSON_GetArrayItem(cJSON_GetObjectItem(root, "choices"), 0);
+    const cJSON *v = cJSON_GetObjectItem(c, a);
+    if (b) v = cJSON_GetObjectItem(v, b);
+    return cJSON_IsString(v) ? v->valuestring : NULL;
+}
+
+static int choice_index(const cJSON *root) {
+    const cJSON *c = cJSON_GetArrayItem(cJSON_GetObjectItem(root, "choices"), 0);
+    const cJSON *v = cJSON_GetObjectItem(c, "index");
+    return cJSON_IsNumber(v) ? v->valueint : -1;
+}
+
+/* A streamed chat with two choices: role chunks at START, text and finish chunks per choice, the
+ * usage chunk, then [DONE]; every chunk carries the id and model given. */
+static void test_answer_stream(void) {
+    api_request q;
+    if (parse(&q, API_CHAT,
+              "{\"messages\":[{\"role\":\"user\",\"content\":\"Hi\"}],\"n\":2,"
+              "\"stream\":true,\"stream_options\":{\"include_usage\":true}}"))
+        return;
+    job_answer a;
+    CHECK_EQ_INT(job_answer_init(&a, &q, TK, "chatcmpl-x1", 1700000000, "m1"), 0);
+    api_request_free(&q);
+    sink k = {0};
+    sched_event evs[] = {ev_of(SCHED_EV_START, 0, NULL),  ev_of(SCHED_EV_TEXT, 0, "Hel"),
+                         ev_of(SCHED_EV_TEXT, 1, "Yo"),   ev_of(SCHED_EV_TEXT, 7, "bad index"),
+                         ev_of(SCHED_EV_FINISH, 0, NULL), ev_of(SCHED_EV_FINISH, 1, NULL),
+                         ev_of(SCHED_EV_DONE, 0, NULL)};
+    evs[4].finish = SCHED_FINISH_LENGTH;
+    evs[5].finish = SCHED_FINISH_STOP;
+    evs[6].n_prompt = 5, evs[6].n_completion = 3;
+    for (size_t i = 0; i < sizeof evs / sizeof evs[0]; i++)
+        job_answer_event(&a, &evs[i], sink_emit, &k);
+    CHECK(a.started && a.done && !a.failed);
+    /* 2 roles, 2 texts (the bad index is dropped), 2 finishes, usage, [DONE] */
+    CHECK_EQ_INT(k.n, 8);
+    if (k.n == 8) {
+        cJSON *c[7];
+        for (int i = 0; i < 7; i++) {
+            c[i] = cJSON_Parse(k.piece[i]);
+            CHECK(c[i] != NULL);
+            CHECK_STR(cJSON_GetObjectItem(c[i], "id")->valuestring, "chatcmpl-x1");
+            CHECK_STR(cJSON_GetObjectItem(c[i], "model")->valuestring, "m1");
+        }
+        CHECK_STR(choice_str(c[0], "delta", "role"), "assistant");
+        CHECK_EQ_INT(choice_index(c[1]), 1);
+        CHECK_STR(choice_str(c[2], "delta", "content"), "Hel");
+        CHECK_STR(choice_str(c[3], "delta", "content"), "Yo");
+        CHECK_EQ_INT(choice_index(c[3]), 1);
+        CHECK_STR(choice_str(c[4], "finish_reason", NULL), "length");
+        CHECK_STR(choice_str(c[5], "finish_reason", NULL), "stop");
+        const cJSON *u = cJSON_GetObjectItem(c[6], "usage");
+        CHECK(cJSON_GetObjectItem(u, "prompt_tokens")->valueint == 5 &&
+              cJSON_GetObjectItem(u, "completion_tokens")->valueint == 3);
+        CHECK_STR(k.piece[7], "[DONE]");
+        for (int i = 0; i < 7; i++)
+            cJSON_Delete(c[i]);
+    }
+    sink_free(&k);
+    job_answer_free(&a);
+    job_answer_free(&a); /* zeroed: no-op */
+}
+
+/* An error after START: the error object, then no usage and no [DONE]. */
+static void test_answer_stream_error(void) {
+    api_request q;
+    if (parse(&q, API_COMPLETION, "{\"prompt\":\"x\",\"stream\":true}")) return;
+    job_answer a;
+    CHECK_EQ_INT(job_answer_init(&a, &q, TK, "cmpl-2", 1, "m"), 0);
+    api_request_free(&q);
+    sink k = {0};
+    sched_event start = ev_of(SCHED_EV_START, 0, NULL), err = ev_of(SCHED_EV_ERROR, 0, NULL),
+                done = ev_of(SCHED_EV_DONE, 0, NULL);
+    snprintf(err.message, sizeof err.message, "the server is shutting down");
+    job_answer_event(&a, &start, sink_emit, &k);
+    CHECK_EQ_INT(k.n, 0); /* completions have no role chunk */
+    job_answer_event(&a, &err, sink_emit, &k);
+    job_answer_event(&a, &done, sink_emit, &k);
+    CHECK(a.failed && a.done);
+    CHECK_STR(a.errmsg, "the server is shutting down");
+    CHECK_EQ_INT(k.n, 1);
+    if (k.n == 1) {
+        cJSON *e = cJSON_Parse(k.piece[0]);
+        const cJSON *m = cJSON_GetObjectItem(cJSON_GetObjectItem(e, "error"), "message");
+        CHECK(cJSON_IsString(m) && !strcmp(m->valuestring, "the server is shutting down"));
+        cJSON_Delete(e);
+    }
+    sink_free(&k);
+    job_answer_free(&a);
+}
+
+/* A non-streamed completion with logprobs: nothing emitted, the body holds the joined text, the
+ * finish reason, the tokens and their log-probs, and the usage. */
+static void test_answer_body(void) {
+    api_request q;
+    if (parse(&q, API_COMPLETION, "{\"prompt\":\"x\",\"logprobs\":2}")) return;
+    job_answer a;
+    CHECK_EQ_INT(job_answer_init(&a, &q, TK, "cmpl-3", 1, "m"), 0);
+    api_request_free(&q);
+    sink k = {0};
+    sched_tokinfo ti[2] = {
+        {.id = 6, .logprob = -0.5f, .n_top = 2, .top_id = {6, 7}, .top_logprob = {-0.5f, -1.5f}},
+        {.id = 7, .logprob = -0.25f, .n_top = 2, .top_id = {7, 6}, .top_logprob = {-0.25f, -2.0f}}};
+    sched_event evs[] = {ev_of(SCHED_EV_START, 0, NULL), ev_of(SCHED_EV_TEXT, 0, "ab"),
+                         ev_of(SCHED_EV_TEXT, 0, "c"), ev_of(SCHED_EV_FINISH, 0, NULL),
+                         ev_of(SCHED_EV_DONE, 0, NULL)};
+    evs[1].toks = &ti[0], evs[1].n_toks = 1;
+    evs[2].toks = &ti[1], evs[2].n_toks = 1;
+    evs[3].finish = SCHED_FINISH_LENGTH;
+    evs[4].n_prompt = 2, evs[4].n_completion = 2;
+    for (size_t i = 0; i < sizeof evs / sizeof evs[0]; i++)
+        job_answer_event(&a, &evs[i], sink_emit, &k);
+    CHECK_EQ_INT(k.n, 0);
+    char *json = job_answer_json(&a);
+    cJSON *root = json ? cJSON_Parse(json) : NULL;
+    CHECK(root != NULL);
+    CHECK_STR(choice_str(root, "text", NULL), "abc");
+    CHECK_STR(choice_str(root, "finish_reason", NULL), "length");
+    const cJSON *c = cJSON_GetArrayItem(cJSON_GetObjectItem(root, "choices"), 0);
+    const cJSON *lp = cJSON_GetObjectItem(c, "logprobs");
+    const cJSON *toks = cJSON_GetObjectItem(lp, "tokens");
+    CHECK_EQ_INT(cJSON_GetArraySize(toks), 2);
+    size_t len = 0;
+    const char *p7 = tok_piece(TK, 7, &len);
+    CHECK(cJSON_IsString(cJSON_GetArrayItem(toks, 1)) && p7 &&
+          !strncmp(cJSON_GetArrayItem(toks, 1)->valuestring, p7, len));
+    CHECK_NEAR(cJSON_GetArrayItem(cJSON_GetObjectItem(lp, "token_logprobs"), 0)->valuedouble, -0.5,
+               1e-6);
+    CHECK_EQ_INT(cJSON_GetArraySize(cJSON_GetArrayItem(cJSON_GetObjectItem(lp, "top_logprobs"), 1)),
+                 2);
+    const cJSON *u = cJSON_GetObjectItem(root, "usage");
+    CHECK_EQ_INT(cJSON_GetObjectItem(u, "total_tokens")->valueint, 4);
+    cJSON_Delete(root);
+    free(json);
+    job_answer_free(&a);
+}
+
+int main(void) {
+    gguf *g = NULL;
+    tok *t = NULL;
+    char err[256];
+    if (gguf_open(&g, "tests/data/models/mini-F16.gguf", err, sizeof err) < 0 ||
+        tok_new(&t, g, err, sizeof err) < 0) {
+        fprintf(stderr, "mini-F16 tokenizer: %s\n", err);
+        return 1;
+    }
+    TK = t;
+    test_chat_golden();
+    test_chat_params();
+    test_completion();
+    test_refused();
+    test_oom();
+    test_answer_stream();
+    test_answer_stream_error();
+    test_answer_body();
+    tok_free(t);
+    gguf_close(g);
+    return check_done("test_job");
+}
