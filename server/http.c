@@ -63,7 +63,8 @@ typedef struct hreq {
     /* streamed bytes waiting for MHD */
     char *out;
     size_t out_len, out_off, out_cap;
-    bool out_end; /* nothing follows what is in out */
+    bool out_end;    /* nothing follows what is in out */
+    bool out_broken; /* an event could not be queued: end with an error once out is sent */
     double last_write;
 } hreq;
 
@@ -232,8 +233,18 @@ static void run_mhd(server *sv);
 
 /* ---------- streaming ---------- */
 
-static int out_append(hreq *r, const char *s, size_t n) {
-    if (r->out_off && r->out_off == r->out_len) r->out_off = r->out_len = 0;
+/* Appends the n bytes at each of parts[0..k) to the stream's unsent bytes, all or none: -1 when
+ * out of memory. Bytes already sent are dropped first, so a slow reader's buffer holds only what
+ * it has not read yet. */
+static int out_append_parts(hreq *r, const char *const *parts, const size_t *lens, int k) {
+    size_t n = 0;
+    for (int i = 0; i < k; i++)
+        n += lens[i];
+    if (r->out_off) {
+        memmove(r->out, r->out + r->out_off, r->out_len - r->out_off);
+        r->out_len -= r->out_off;
+        r->out_off = 0;
+    }
     if (r->out_len + n > r->out_cap) {
         size_t cap = (r->out_len + n) * 2 + 256;
         char *p = realloc(r->out, cap);
@@ -241,23 +252,32 @@ static int out_append(hreq *r, const char *s, size_t n) {
         r->out = p;
         r->out_cap = cap;
     }
-    memcpy(r->out + r->out_len, s, n);
-    r->out_len += n;
+    for (int i = 0; i < k; i++) {
+        memcpy(r->out + r->out_len, parts[i], lens[i]);
+        r->out_len += lens[i];
+    }
     return 0;
 }
 
-/* job_emit_fn: appends one SSE event, "data: <data>\n\n". */
+static int out_append(hreq *r, const char *s, size_t n) {
+    return out_append_parts(r, &s, &n, 1);
+}
+
+/* job_emit_fn: appends one SSE event, "data: <data>\n\n", whole or not at all; an event that
+ * cannot be queued ends the stream with an error (the client sees a cut stream, never a
+ * malformed or silently shortened one). */
 static void out_event(void *ud, const char *data, size_t len) {
     hreq *r = ud;
-    out_append(r, "data: ", 6);
-    out_append(r, data, len);
-    out_append(r, "\n\n", 2);
+    const char *parts[3] = {"data: ", data, "\n\n"};
+    const size_t lens[3] = {6, len, 2};
+    if (out_append_parts(r, parts, lens, 3) < 0) r->out_broken = true;
 }
 
 static ssize_t sse_reader(void *cls, uint64_t pos, char *buf, size_t max) {
     (void)pos;
     hreq *r = cls;
     if (r->gone) return MHD_CONTENT_READER_END_WITH_ERROR;
+    if (r->out_broken && r->out_off == r->out_len) return MHD_CONTENT_READER_END_WITH_ERROR;
     if (r->out_off < r->out_len) {
         size_t n = r->out_len - r->out_off;
         if (n > max) n = max;
@@ -319,8 +339,8 @@ static void on_wake(uv_async_t *h) {
             hreq *r = find_job(sv, evs[i].job);
             if (r) {
                 on_event(r, &evs[i]);
-                if (r->ans.stream ? (r->ans.started &&
-                                     (r->out_len > r->out_off || r->out_end || !r->queued)) ||
+                if (r->ans.stream ? (r->ans.started && (r->out_len > r->out_off || r->out_end ||
+                                                        r->out_broken || !r->queued)) ||
                                         r->ans.done
                                   : r->ans.done)
                     resume(r);

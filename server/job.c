@@ -236,13 +236,20 @@ void job_answer_free(job_answer *a) {
     memset(a, 0, sizeof *a);
 }
 
+static void *answer_realloc(const job_answer *a, void *p, size_t size) {
+    return a->realloc_fn ? a->realloc_fn(p, size) : realloc(p, size);
+}
+
 /* Logprob records of one text event as api structs (pieces point into the tokenizer). */
 static int build_logprobs(const job_answer *a, const sched_event *ev, api_token_logprob **lp_out,
                           api_top_logprob **top_out) {
     const tok *tk = a->tk;
     int nt = a->n_top;
-    api_token_logprob *lp = calloc((size_t)ev->n_toks + 1, sizeof *lp);
-    api_top_logprob *top = calloc((size_t)ev->n_toks * (size_t)nt + 1, sizeof *top);
+    size_t n_lp = (size_t)ev->n_toks + 1, n_top = (size_t)ev->n_toks * (size_t)nt + 1;
+    api_token_logprob *lp = answer_realloc(a, NULL, n_lp * sizeof *lp);
+    api_top_logprob *top = lp ? answer_realloc(a, NULL, n_top * sizeof *top) : NULL;
+    if (lp) memset(lp, 0, n_lp * sizeof *lp);
+    if (top) memset(top, 0, n_top * sizeof *top);
     if (!lp || !top) {
         free(lp);
         free(top);
@@ -268,10 +275,10 @@ static int build_logprobs(const job_answer *a, const sched_event *ev, api_token_
     return 0;
 }
 
-static int choice_append_text(job_choice *c, const char *s, size_t n) {
+static int choice_append_text(const job_answer *a, job_choice *c, const char *s, size_t n) {
     if (c->len + n + 1 > c->cap) {
         size_t cap = (c->len + n + 1) * 2;
-        char *p = realloc(c->text, cap);
+        char *p = answer_realloc(a, c->text, cap);
         if (!p) return -1;
         c->text = p;
         c->cap = cap;
@@ -282,23 +289,25 @@ static int choice_append_text(job_choice *c, const char *s, size_t n) {
     return 0;
 }
 
-/* Keeps logprob records for the non-streamed answer (top entries copied out of the event). */
-static void choice_keep_logprobs(const job_answer *a, job_choice *c, const sched_event *ev) {
+/* Keeps logprob records for the non-streamed answer (top entries copied out of the event); -1
+ * when out of memory. */
+static int choice_keep_logprobs(const job_answer *a, job_choice *c, const sched_event *ev) {
     api_token_logprob *lp;
     api_top_logprob *top;
-    if (!ev->n_toks || build_logprobs(a, ev, &lp, &top) < 0) return;
+    if (!ev->n_toks) return 0;
+    if (build_logprobs(a, ev, &lp, &top) < 0) return -1;
     int nt = a->n_top;
     if (c->n_lp + ev->n_toks > c->cap_lp) {
         int cap = (c->n_lp + ev->n_toks) * 2;
-        api_token_logprob *p = realloc(c->lp, (size_t)cap * sizeof *p);
+        api_token_logprob *p = answer_realloc(a, c->lp, (size_t)cap * sizeof *p);
         api_top_logprob *q =
-            p ? realloc(c->top, (size_t)cap * (size_t)(nt ? nt : 1) * sizeof *q) : NULL;
+            p ? answer_realloc(a, c->top, (size_t)cap * (size_t)(nt ? nt : 1) * sizeof *q) : NULL;
         if (p) c->lp = p;
         if (q) c->top = q;
         if (!p || !q) {
             free(lp);
             free(top);
-            return;
+            return -1;
         }
         c->cap_lp = cap;
     }
@@ -310,15 +319,34 @@ static void choice_keep_logprobs(const job_answer *a, job_choice *c, const sched
     c->n_lp += ev->n_toks;
     free(lp);
     free(top);
+    return 0;
 }
 
 static const char *finish_name(int f) {
     return f == SCHED_FINISH_LENGTH ? "length" : "stop";
 }
 
-/* Hands a chunk to emit and frees it (NULL: out of memory building it; nothing to send). */
-static void emit_json(job_emit_fn emit, void *ud, char *json) {
-    if (!json) return;
+/* Ends the answer as an ERROR would: errmsg, and in a stream that started the error object. */
+static void answer_fail(job_answer *a, const char *msg, job_emit_fn emit, void *ud) {
+    if (a->failed) return;
+    a->failed = true;
+    snprintf(a->errmsg, sizeof a->errmsg, "%s", msg);
+    if (a->stream && a->started) {
+        api_error e = {.status = 500};
+        snprintf(e.message, sizeof e.message, "%s", msg);
+        snprintf(e.type, sizeof e.type, "server_error");
+        char *json = api_error_json(&e);
+        if (json) emit(ud, json, strlen(json));
+        free(json);
+    }
+}
+
+/* Hands a chunk to emit and frees it; NULL (out of memory building it) fails the answer. */
+static void emit_json(job_answer *a, job_emit_fn emit, void *ud, char *json) {
+    if (!json) {
+        answer_fail(a, "out of memory", emit, ud);
+        return;
+    }
     emit(ud, json, strlen(json));
     free(json);
 }
@@ -335,27 +363,33 @@ void job_answer_event(job_answer *a, const sched_event *ev, job_emit_fn emit, vo
         if (a->stream && a->kind == API_CHAT)
             for (int i = 0; i < a->n; i++) {
                 api_choice c = {.index = i};
-                emit_json(emit, ud, api_chat_chunk_json(&a->meta, &c, true, a->include_usage));
+                emit_json(a, emit, ud, api_chat_chunk_json(&a->meta, &c, true, a->include_usage));
             }
         break;
     case SCHED_EV_TEXT: {
         if (ev->index < 0 || ev->index >= a->n) break;
         job_choice *hc = &a->ch[ev->index];
+        if (a->failed) break; /* after an error the client gets nothing more */
         if (!a->stream) {
-            if (ev->len) choice_append_text(hc, ev->text, ev->len);
-            if (a->want_logprobs) choice_keep_logprobs(a, hc, ev);
+            if ((ev->len && choice_append_text(a, hc, ev->text, ev->len) < 0) ||
+                (a->want_logprobs && choice_keep_logprobs(a, hc, ev) < 0))
+                answer_fail(a, "out of memory", emit, ud);
             break;
         }
         api_choice c = {.index = ev->index, .text = ev->text ? ev->text : "", .len = ev->len};
         api_token_logprob *lp = NULL;
         api_top_logprob *top = NULL;
-        if (a->want_logprobs && ev->n_toks && build_logprobs(a, ev, &lp, &top) == 0) {
+        if (a->want_logprobs && ev->n_toks) {
+            if (build_logprobs(a, ev, &lp, &top) < 0) {
+                answer_fail(a, "out of memory", emit, ud);
+                break;
+            }
             c.logprobs = lp;
             c.n_logprobs = ev->n_toks;
         }
         c.text_offset = hc->text_offset;
         hc->text_offset += ev->len;
-        if (ev->len || c.logprobs) emit_json(emit, ud, chunk_json(a, &c));
+        if (ev->len || c.logprobs) emit_json(a, emit, ud, chunk_json(a, &c));
         free(lp);
         free(top);
         break;
@@ -363,22 +397,15 @@ void job_answer_event(job_answer *a, const sched_event *ev, job_emit_fn emit, vo
     case SCHED_EV_FINISH:
         if (ev->index < 0 || ev->index >= a->n) break;
         a->ch[ev->index].finish = finish_name(ev->finish);
-        if (a->stream) {
+        if (a->stream && !a->failed) {
             api_choice c = {.index = ev->index, .finish_reason = a->ch[ev->index].finish};
             if (a->kind == API_COMPLETION) c.text = "", c.len = 0;
             c.text_offset = a->ch[ev->index].text_offset;
-            emit_json(emit, ud, chunk_json(a, &c));
+            emit_json(a, emit, ud, chunk_json(a, &c));
         }
         break;
     case SCHED_EV_ERROR:
-        a->failed = true;
-        snprintf(a->errmsg, sizeof a->errmsg, "%s", ev->message);
-        if (a->stream && a->started) {
-            api_error e = {.status = 500};
-            snprintf(e.message, sizeof e.message, "%s", ev->message);
-            snprintf(e.type, sizeof e.type, "server_error");
-            emit_json(emit, ud, api_error_json(&e));
-        }
+        answer_fail(a, ev->message, emit, ud);
         break;
     case SCHED_EV_DONE:
         a->done = true;
@@ -386,7 +413,7 @@ void job_answer_event(job_answer *a, const sched_event *ev, job_emit_fn emit, vo
         a->usage.completion_tokens = ev->n_completion;
         if (a->stream && a->started && !a->failed) {
             if (a->include_usage)
-                emit_json(emit, ud, api_usage_chunk_json(&a->meta, a->kind, &a->usage));
+                emit_json(a, emit, ud, api_usage_chunk_json(&a->meta, a->kind, &a->usage));
             emit(ud, "[DONE]", 6);
         }
         break;

@@ -52,8 +52,11 @@ typedef struct job_answer {
     api_usage usage;    /* final once done */
     bool started;       /* START seen: a stream may send its headers */
     bool done;          /* DONE seen: the last event of the job */
-    bool failed;        /* ERROR seen: errmsg says why */
+    bool failed;        /* ERROR seen, or the answer could not be built: errmsg says why */
     char errmsg[256];
+    /* realloc for the answer's own buffers (text, logprob records); NULL = realloc. Tests set it
+     * to inject allocation failures. */
+    void *(*realloc_fn)(void *p, size_t size);
 } job_answer;
 
 /* Prepares a for the job built from q; id, created and model are what the responses report
@@ -67,8 +70,9 @@ void job_answer_free(job_answer *a); /* zeroes a; a zeroed answer is a no-op */
 typedef void (*job_emit_fn)(void *ud, const char *data, size_t len);
 /* Applies one event of the job. A streamed answer passes what the client is to get next to emit:
  * the role chunks at START (chat), a chunk per text and per finish, then the usage chunk (if asked
- * for) and [DONE]; after an ERROR only the error object. A chunk that cannot be built for lack of
- * memory is skipped. */
+ * for) and [DONE]; after an ERROR only the error object. When memory runs out for a piece of the
+ * answer (text, logprobs, a chunk) the answer fails as after an ERROR ("out of memory"): the
+ * client gets an error, never an answer with a piece missing. */
 void job_answer_event(job_answer *a, const sched_event *ev, job_emit_fn emit, void *ud);
 /* The non-streamed response body (malloc'd, the caller frees), NULL when out of memory. */
 char *job_answer_json(job_answer *a);

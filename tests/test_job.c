@@ -431,6 +431,73 @@ static void test_answer_body(void) {
     job_answer_free(&a);
 }
 
+static int realloc_left; /* reallocs that succeed before the next one fails; < 0: all do */
+static int realloc_calls;
+static void *failing_realloc(void *p, size_t size) {
+    realloc_calls++;
+    if (realloc_left == 0) return NULL;
+    if (realloc_left > 0) realloc_left--;
+    return realloc(p, size);
+}
+
+/* One answer of two text events with logprobs, streamed or not, while allocation k of the answer
+ * fails (k < 0: none does). Returns the pieces emitted in *k_out and whether it failed. */
+static bool answer_with_failure(bool stream, int k, sink *out, job_answer *a) {
+    api_request q;
+    char body[160];
+    snprintf(body, sizeof body, "{\"prompt\":\"x\",\"logprobs\":2,\"stream\":%s}",
+             stream ? "true" : "false");
+    if (parse(&q, API_COMPLETION, body)) return false;
+    CHECK_EQ_INT(job_answer_init(a, &q, TK, "cmpl-oom", 1, "m"), 0);
+    api_request_free(&q);
+    a->realloc_fn = failing_realloc;
+    realloc_left = k;
+    sched_tokinfo ti[2] = {{.id = 6, .logprob = -0.5f, .n_top = 1, .top_id = {6}},
+                           {.id = 7, .logprob = -0.25f, .n_top = 1, .top_id = {7}}};
+    sched_event evs[] = {ev_of(SCHED_EV_START, 0, NULL), ev_of(SCHED_EV_TEXT, 0, "ab"),
+                         ev_of(SCHED_EV_TEXT, 0, "c"), ev_of(SCHED_EV_FINISH, 0, NULL),
+                         ev_of(SCHED_EV_DONE, 0, NULL)};
+    evs[1].toks = &ti[0], evs[1].n_toks = 1;
+    evs[2].toks = &ti[1], evs[2].n_toks = 1;
+    for (size_t i = 0; i < sizeof evs / sizeof evs[0]; i++)
+        job_answer_event(a, &evs[i], sink_emit, out);
+    return a->failed;
+}
+
+/* Every allocation of the answer failing in turn: the answer fails with "out of memory" (a 500
+ * for a body; the error object and nothing after it in a stream), never an answer that lacks a
+ * piece of text or a logprob record. */
+static void test_answer_oom(void) {
+    for (int stream = 0; stream < 2; stream++) {
+        job_answer a;
+        sink k = {0};
+        realloc_calls = 0;
+        CHECK(!answer_with_failure(stream, -1, &k, &a));
+        int total = realloc_calls;
+        CHECK(total >= 2); /* the test reaches the answer's allocations */
+        CHECK_EQ_INT(k.n, stream ? 4 : 0);
+        sink_free(&k);
+        job_answer_free(&a);
+        for (int f = 0; f < total; f++) {
+            int fails = check_failures;
+            CHECK(answer_with_failure(stream, f, &k, &a));
+            CHECK_STR(a.errmsg, "out of memory");
+            if (stream) {
+                /* what came before the failure, then one error object, no [DONE] */
+                CHECK(k.n >= 1 && strstr(k.piece[k.n - 1], "\"error\"") != NULL);
+                for (int i = 0; i + 1 < k.n; i++)
+                    CHECK(strstr(k.piece[i], "\"error\"") == NULL && strcmp(k.piece[i], "[DONE]"));
+            } else {
+                CHECK_EQ_INT(k.n, 0);
+            }
+            if (check_failures != fails)
+                fprintf(stderr, "  when allocation %d of %d fails (stream %d)\n", f, total, stream);
+            sink_free(&k);
+            job_answer_free(&a);
+        }
+    }
+}
+
 int main(void) {
     gguf *g = NULL;
     tok *t = NULL;
@@ -449,6 +516,7 @@ int main(void) {
     test_answer_stream();
     test_answer_stream_error();
     test_answer_body();
+    test_answer_oom();
     tok_free(t);
     gguf_close(g);
     return check_done("test_job");
