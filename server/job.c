@@ -75,6 +75,7 @@ static int chat_tokens(const job_ctx *c, const api_request *q, tokbuf *b, api_er
     chat_opts co = {0};
     co.format = c->chat_format;
     co.add_generation_prompt = true;
+    co.keep_past_thinking = q->keep_past_thinking;
     int bos = tok_bos(tk);
     size_t bl = 0;
     const char *bos_text = bos >= 0 && tok_add_bos(tk) ? tok_piece(tk, bos, &bl) : NULL;

@@ -498,6 +498,36 @@ static void test_answer_oom(void) {
     }
 }
 
+/* chat_template_kwargs.keep_past_thinking reaches the LFM2.5 renderer: the <think> text of an
+ * assistant turn before the last stays in the prompt only when it is asked for. */
+static int think_prompt_tokens(bool keep) {
+    api_request q;
+    sched_job *j = NULL;
+    api_error e;
+    job_ctx jc = ctx_for(CHAT_LFM25);
+    char body[512];
+    snprintf(body, sizeof body,
+             "{\"messages\":[{\"role\":\"user\",\"content\":\"Hi\"},{\"role\":\"assistant\","
+             "\"content\":\"<think>a long line of private reasoning</think>Hello\"},"
+             "{\"role\":\"user\",\"content\":\"Again\"},"
+             "{\"role\":\"assistant\",\"content\":\"Hello again\"},"
+             "{\"role\":\"user\",\"content\":\"Bye\"}],"
+             "\"chat_template_kwargs\":{\"keep_past_thinking\":%s}}",
+             keep ? "true" : "false");
+    if (parse(&q, API_CHAT, body)) return -1;
+    CHECK_EQ_INT(job_build(&jc, &q, 1, &j, &e), 0);
+    int n = j ? j->n_prompt : -1;
+    sched_job_free(j);
+    api_request_free(&q);
+    return n;
+}
+
+static void test_keep_past_thinking(void) {
+    int dropped = think_prompt_tokens(false), kept = think_prompt_tokens(true);
+    CHECK(dropped > 0);
+    CHECK(kept > dropped + 4); /* "<think>a long line of private reasoning</think>" */
+}
+
 int main(void) {
     gguf *g = NULL;
     tok *t = NULL;
@@ -517,6 +547,7 @@ int main(void) {
     test_answer_stream_error();
     test_answer_body();
     test_answer_oom();
+    test_keep_past_thinking();
     tok_free(t);
     gguf_close(g);
     return check_done("test_job");
