@@ -540,11 +540,25 @@ typedef struct header_scan {
     bool crlf;       /* the last line end seen was CR LF */
 } header_scan;
 
+/* Is value where the parse leaves it, right after its name, the colon and optional whitespace?
+ * libmicrohttpd copies the value of a line continued on the next one (obs-fold) elsewhere. */
+static bool value_in_place(const char *key, size_t key_size, const char *value) {
+    uintptr_t a = (uintptr_t)(key + key_size), v = (uintptr_t)value;
+    if (v <= a || v - a > 256) return false;
+    for (const char *p = key + key_size; p < value; p++)
+        if (*p && *p != ':' && *p != ' ' && *p != '\t') return false;
+    return true;
+}
+
 static enum MHD_Result header_check(void *cls, enum MHD_ValueKind kind, const char *key,
                                     size_t key_size, const char *value, size_t value_size) {
     (void)kind;
     header_scan *hs = cls;
     static const char seps[] = "\"(),/:;<=>?@[\\]{}";
+    if (!value_in_place(key, key_size, value)) { /* RFC 9112 5.2 lets a server refuse it */
+        hs->bad = "a header line continues on the next line (obs-fold)";
+        return MHD_NO;
+    }
     uintptr_t k = (uintptr_t)key, end = (uintptr_t)hs->end; /* may be unrelated pointers */
     if (k > end && k - end <= hs->span) {
         size_t gap = (size_t)(k - end);
@@ -580,9 +594,13 @@ static enum MHD_Result header_check(void *cls, enum MHD_ValueKind kind, const ch
 static const char *headers_bad(struct MHD_Connection *c, const char *version, size_t span) {
     header_scan hs = {.end = version + strlen(version), .span = span};
     MHD_get_connection_values_n(c, MHD_HEADER_KIND, header_check, &hs);
-    /* the last value: its line end and the empty line, NULs both (4 bytes when framed by CR LF) */
-    if (!hs.bad && hs.n && (hs.end[0] || hs.end[1] || (hs.crlf && hs.end[2])))
+    /* the last value: its line end and the empty line, NULs both (4 bytes when framed by CR LF).
+     * Two NULs and then text after a CR LF framed line look the same whether a NUL cut the last
+     * value or the block switched to bare LF for its last lines: both are refused, saying so. */
+    if (!hs.bad && hs.n && (hs.end[0] || hs.end[1]))
         hs.bad = "a header line holds a NUL byte";
+    else if (!hs.bad && hs.n && hs.crlf && hs.end[2])
+        hs.bad = "a header line holds a NUL byte, or the header block mixes CR LF and bare LF";
     return hs.bad;
 }
 

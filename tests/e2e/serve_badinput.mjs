@@ -134,11 +134,19 @@ await expectRaw4xx("SOH in a header value", hdr([`Host: ${host}`, "X-A: a\x01b"]
 await expectRaw4xx("ESC in a header value", hdr([`Host: ${host}`, "X-A: a\x1bb"]));
 await expectRaw4xx("DEL in a header value", hdr([`Host: ${host}`, "X-A: a\x7fb"]));
 await expectRaw4xx("CR in a header name", hdr([`Host: ${host}`, "X-\rA: b"]));
+// RFC 9112 5.2: a server may refuse a line continued on the next (obs-fold); we do, saying so
+await expectRaw4xx("obs-fold, last header", hdr([`Host: ${host}`, "X-A: a", " b"]));
+// CR LF lines then a bare LF end look like a NUL-cut last value ("a\0\0evil"): refused as either
+await expectRaw4xx("CR LF then bare LF line ends",
+  `POST /tokenize HTTP/1.1\r\nHost: ${host}\r\nContent-Length: 16\n\n{"content":"hi"}`);
+await expectRaw4xx("obs-fold, middle header", hdr([`Host: ${host}`, "X-A: a", "\tb", "X-B: c"]));
 // ...while tabs, trailing spaces, obs-text, empty values and LF line ends are served
 for (const [what, bytes] of [
   ["tab, spaces and obs-text", hdr([`Host: ${host}`, "X-A: a\tb  ", "X-B: caf\xe9", "X-C:"])],
   ["LF line ends", hdr([`Host: ${host}`, "X-A: b"], "\n")],
   ["Host only", hdr([`Host: ${host}`])],
+  ["LF everywhere with a body", `POST /tokenize HTTP/1.1\nHost: ${host}\nContent-Length: 16\n\n{"content":"hi"}`],
+  ["spaces after the colon", hdr([`Host:    ${host}`, "X-A:\t\t b"])],
 ]) {
   count++;
   const st = await raw(Buffer.from(bytes, "latin1"));
