@@ -46,7 +46,7 @@ size_t attn_scratch_floats(int n_keys);
  * with k_j, v_j the stored halves as floats: s_j = scale * dot(q, k_j), dot = 16 lane sums
  * (lane l adds q[i]*k[i] for i = l mod 16, in i order, starting from the first product)
  * reduced by halving (l + 8, then + 4, + 2, + 1);
- * w_j = exp(s_j - max s) by attn.c's exp_scalar (Cephes' polynomial in float, 0 below -87);
+ * w_j = exp(s_j - max s) by vexp_scalar (engine/vexp.h) (Cephes' polynomial in float, 0 below -87);
  * sum = the w_j in double in 8 lanes (j - first key mod 8, in j order) reduced by halving;
  * p_j = w_j * (float)(1/sum); out[i] = 0 + p_j * v_j[i] added in j order. Head dims not a
  * multiple of 16 always run the scalar path. out must not overlap q, K, V or scratch. */

@@ -154,7 +154,7 @@ typedef struct mat_ref {
 /* The model's matrices as one list: LAYER_MATS per layer, then the output head (n_mats in all).
  * Loading, repacking and eng_free walk it. */
 static int n_mats(const eng *e) {
-    return e->m->hp.n_layer * LAYER_MATS + 1;
+    return e->m ? e->m->hp.n_layer * LAYER_MATS + 1 : 0;
 }
 
 static mat_ref mat_at(eng *e, int i) {

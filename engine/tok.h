@@ -75,12 +75,13 @@ int tok_utf8_len(const char *s, size_t n);
  * (b itself for printable Latin-1, U+0100 + rank among the other 68 bytes). */
 uint32_t tok_byte_cpt(unsigned char b);
 
-/* Incremental detokenizer: feed ids one at a time, get back only complete UTF-8 characters.
- * Bytes of an incomplete character are held until the next id (or tok_stream_flush). */
 /* The pre-tokenizer's split pattern (PCRE2, compiled with UTF and UCP): the Llama-3 pattern
  * with ASCII-only contractions and llama.cpp's whitespace set, as llama.cpp runs it for "lfm2".
  * The tokenizer splits text with it, and the BPE trainer (synth/bpe_train.c) the corpus. */
 extern const char tok_split_pattern[];
+
+/* Incremental detokenizer: feed ids one at a time, get back only complete UTF-8 characters.
+ * Bytes of an incomplete character are held until the next id (or tok_stream_flush). */
 
 typedef struct tok_stream {
     const tok *t;

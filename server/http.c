@@ -268,6 +268,7 @@ static int out_append(hreq *r, const char *s, size_t n) {
  * malformed or silently shortened one). */
 static void out_event(void *ud, const char *data, size_t len) {
     hreq *r = ud;
+    if (r->out_broken) return; /* nothing may follow a lost event */
     const char *parts[3] = {"data: ", data, "\n\n"};
     const size_t lens[3] = {6, len, 2};
     if (out_append_parts(r, parts, lens, 3) < 0) r->out_broken = true;
@@ -312,6 +313,14 @@ static enum MHD_Result start_stream(hreq *r) {
 static void on_event(hreq *r, sched_event *ev) {
     job_answer_event(&r->ans, ev, out_event, r);
     if (ev->kind == SCHED_EV_DONE && r->ans.stream && r->ans.started) r->out_end = true;
+    /* An answer that failed here (out of memory building it, an event that could not be queued)
+     * needs nothing more from its job: cancel it and end the answer now. A scheduler ERROR is
+     * followed by its DONE instead. */
+    if ((r->ans.failed || r->out_broken) && !r->ans.done && ev->kind != SCHED_EV_ERROR) {
+        sched_cancel(r->srv->s, r->job);
+        r->ans.done = true; /* the answer is final: the completion callback cancels no more */
+        if (r->ans.stream && r->ans.started) r->out_end = true;
+    }
 }
 
 /* The non-streamed answer (or an error that came before any byte was sent). */

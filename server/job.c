@@ -48,7 +48,12 @@ static void tb_text(tokbuf *b, const tok *tk, const char *s, size_t len, bool pa
         return;
     }
     int m = tok_encode(tk, s, len, false, parse_special, big, n);
-    for (int i = 0; i < m && i < n; i++)
+    if (m != n) { /* out of memory inside the tokenizer: no prompt with a piece missing */
+        b->oom = true;
+        free(big);
+        return;
+    }
+    for (int i = 0; i < n; i++)
         tb_push(b, big[i]);
     free(big);
 }

@@ -346,8 +346,8 @@ int main(void) {
                  SCHED_ENOMEM);
     sched_free(s);
     /* The event queue cannot grow past 64 events and nothing polls until three jobs (four
-     * choices) have ended. A job whose text finds no room ends with ERROR; every job still gets
-     * its FINISH events and DONE, and the short one finishes normally. */
+     * choices) have ended. A job whose text finds no room ends with ERROR and then only its DONE;
+     * every job gets its DONE, and the short one finishes normally with its FINISH. */
     alloc_limit = 64 * sizeof(sched_event);
     CHECK_EQ_INT(sched_new(&s, E, &lo, NULL, notify, NULL, err, sizeof err), 0);
     const int nch[3] = {1, 2, 1}, max[3] = {2, 40, 40};

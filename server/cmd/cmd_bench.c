@@ -193,8 +193,7 @@ int cmd_bench(int argc, char **argv) {
     int rc = eng_new(&B.e, path, &ep, B.err, sizeof B.err);
     t_load = clock_now_s() - t_load;
     if (rc) {
-        if (!strncmp(B.err, path, strlen(path))) fprintf(stderr, "error: %s\n", B.err);
-        else fprintf(stderr, "error: %s: %s\n", path, B.err);
+        cli_file_error(path, B.err);
         return 1;
     }
     double rss_load = peak_rss_mib();

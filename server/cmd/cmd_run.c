@@ -166,7 +166,7 @@ int cmd_run(int argc, char **argv) {
     float *logits = NULL;
     int status = 1;
     if (eng_new(&e, model, &ep, err, sizeof err) < 0) {
-        fprintf(stderr, "error: %s: %s\n", model, err);
+        cli_file_error(model, err);
         return 1;
     }
     const tok *t = eng_tok(e);

@@ -47,6 +47,8 @@ expect_err() { # expect_err PATTERN ARGS...: non-zero exit and PATTERN on stderr
   grep -q -- "$pat" "$TMPDIR/e" || die "run $*: stderr lacks '$pat': $(cat "$TMPDIR/e")"
 }
 expect_err "nope.gguf" -m "$TMPDIR/nope.gguf" -p hi
+grep -qx "error: $TMPDIR/nope.gguf: No such file or directory" "$TMPDIR/e" ||
+  die "missing file: the path should be named once: $(cat "$TMPDIR/e")"
 printf 'not a gguf at all' >"$TMPDIR/junk.gguf"
 expect_err "error" -m "$TMPDIR/junk.gguf" -p hi
 expect_err "context size 4" -m "$M" -p "one two three four five six seven" --ctx 4
