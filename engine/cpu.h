@@ -41,9 +41,12 @@ typedef enum cpu_site {
     CPU_SITE_ARGMAX,  /* sample_argmax */
     CPU_NSITES
 } cpu_site;
-extern _Thread_local uint64_t cpu_runs_[CPU_NSITES][CPU_NLEVELS]; /* use cpu_ran / cpu_runs */
+/* Calls per site and level, per thread: the one mutable state outside settings, kept so tests
+ * can assert which code a dispatch ran (one increment per call, outside the inner loops; per
+ * thread, so no two threads share a line). Use cpu_ran / cpu_runs. */
+extern _Thread_local uint64_t cpu_runs_[CPU_NSITES][CPU_NLEVELS];
 static inline void cpu_ran(cpu_site site, int lvl) {
-    cpu_runs_[site][lvl]++;
+    if ((unsigned)site < CPU_NSITES && (unsigned)lvl < CPU_NLEVELS) cpu_runs_[site][lvl]++;
 }
 uint64_t cpu_runs(cpu_site site, int lvl); /* calls counted on this thread so far */
 const char *cpu_site_name(cpu_site site);

@@ -23,7 +23,8 @@ typedef struct sched_opts {
     int queue_max;     /* jobs waiting beyond the running ones; default 64 */
     int prefill_chunk; /* most prompt tokens one job feeds per step; default 256 */
     /* realloc for the scheduler's own buffers (the event queue, the events' text and logprob
-     * records); NULL = realloc. What it returns is released with free(). Tests pass one that
+     * records); NULL = realloc. What it returns is released with free(). It is called from the
+     * submitting thread and the scheduler thread, so it must be thread-safe. Tests pass one that
      * fails, to show that running out of memory loses no START, FINISH, ERROR or DONE event. */
     void *(*realloc_fn)(void *p, size_t n);
 } sched_opts;
