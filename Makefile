@@ -20,7 +20,7 @@ TESTS    := $(patsubst tests/%.c,$(BUILD)/tests/%,$(wildcard tests/test_*.c))
 DEMO     := $(BUILD)/demo.gguf
 MODEL    ?= $(DEMO)
 
-.PHONY: all deps test asan run clean format bench oracle e2e-deps
+.PHONY: all deps test asan run clean format bench oracle e2e-deps image
 all: $(BUILD)/lfm2
 
 # Installs only what is missing; silent and fast when everything is present.
@@ -74,6 +74,12 @@ run: deps
 bench: deps oracle
 	$(MAKE) --no-print-directory $(BUILD)/lfm2
 	tests/bench/vs-llama.sh
+
+# docker/Dockerfile into lfm2:latest with podman (installed when missing); when
+# debian:bookworm-slim cannot be pulled, a stand-in is debootstrapped from apt's mirror
+# (docker/build-image.sh). IMAGE=name:tag picks another tag.
+image:
+	docker/build-image.sh $(if $(IMAGE),--tag $(IMAGE))
 
 format:
 	clang-format -i $(SRCS) $(wildcard */*.h) $(wildcard tests/*.c)
