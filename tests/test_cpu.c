@@ -9,20 +9,15 @@
 #include "engine/gemm.h"
 #include "engine/sample.h"
 #include "tests/check.h"
+#include "tests/cpu_want.h"
 
 /* One level per name, in order: the child picks the best supported at or below it. */
 static void check_env(void) {
     static const char *const names[] = {"scalar", "base", "avx2", "avxvnni", "avx512", "bogus"};
     for (int i = 0; i < 6; i++) {
-        char cmd[512], out[64] = "";
-        snprintf(cmd, sizeof cmd, "LFM2_KERNEL=%s /proc/%d/exe --print-level", names[i],
-                 (int)getpid());
-        FILE *f = popen(cmd, "r");
-        CHECK(f != NULL);
-        if (!f) return;
-        if (!fgets(out, sizeof out, f)) out[0] = 0;
-        pclose(f);
-        out[strcspn(out, "\n")] = 0;
+        char out[64];
+        cpu_want_child(names[i], "--print-level", out, sizeof out);
+        CHECK(out[0] != 0);
         int l = i < CPU_NLEVELS ? i : CPU_NLEVELS - 1; /* an unknown name is ignored */
         while (l > CPU_SCALAR && !cpu_level_supported(l))
             l--;

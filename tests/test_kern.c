@@ -256,15 +256,9 @@ static void test_rmsnorm(void) {
 static void test_env_override(void) {
     static const char *const names[] = {"scalar", "avx2", "avxvnni", "avx512"};
     for (int p = 0; p < KERN_NPATHS; p++) {
-        char cmd[512], out[64] = "";
-        snprintf(cmd, sizeof cmd, "LFM2_KERNEL=%s /proc/%d/exe --print-kernel", names[p],
-                 (int)getpid());
-        FILE *f = popen(cmd, "r");
-        CHECK(f != NULL);
-        if (!f) return;
-        if (!fgets(out, sizeof out, f)) out[0] = 0;
-        pclose(f);
-        out[strcspn(out, "\n")] = 0;
+        char out[64];
+        cpu_want_child(names[p], "--print-kernel", out, sizeof out);
+        CHECK(out[0] != 0);
         int want = KERN_SCALAR; /* the best available at or below p */
         for (int q = 0; q <= p; q++)
             if (kern_path_available(q)) want = q;
