@@ -234,13 +234,14 @@ static void run_mhd(server *sv);
 /* ---------- streaming ---------- */
 
 /* Appends the n bytes at each of parts[0..k) to the stream's unsent bytes, all or none: -1 when
- * out of memory. Bytes already sent are dropped first, so a slow reader's buffer holds only what
- * it has not read yet. */
+ * out of memory. Before the buffer grows, the bytes already sent are dropped, so a slow reader's
+ * buffer holds only what it has not read yet; an append that fits moves nothing. */
 static int out_append_parts(hreq *r, const char *const *parts, const size_t *lens, int k) {
     size_t n = 0;
     for (int i = 0; i < k; i++)
         n += lens[i];
-    if (r->out_off) {
+    if (r->out_off == r->out_len) r->out_off = r->out_len = 0;
+    if (r->out_len + n > r->out_cap && r->out_off) {
         memmove(r->out, r->out + r->out_off, r->out_len - r->out_off);
         r->out_len -= r->out_off;
         r->out_off = 0;
@@ -348,8 +349,8 @@ static void on_wake(uv_async_t *h) {
             hreq *r = find_job(sv, evs[i].job);
             if (r) {
                 on_event(r, &evs[i]);
-                if (r->ans.stream ? (r->ans.started && (r->out_len > r->out_off || r->out_end ||
-                                                        r->out_broken || !r->queued)) ||
+                if (r->ans.stream ? (r->ans.started &&
+                                     (r->out_len > r->out_off || r->out_end || !r->queued)) ||
                                         r->ans.done
                                   : r->ans.done)
                     resume(r);
