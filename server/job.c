@@ -136,7 +136,7 @@ static int prompt_tokens(const job_ctx *c, const api_request *q, tokbuf *b, api_
 }
 
 static void *job_alloc(const job_ctx *c, size_t size) {
-    return c->alloc ? c->alloc(size) : malloc(size);
+    return c->realloc_fn ? c->realloc_fn(NULL, size) : malloc(size);
 }
 
 int job_build(const job_ctx *c, const api_request *q, uint64_t seed, sched_job **out,

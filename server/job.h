@@ -18,9 +18,10 @@ typedef struct job_ctx {
     const tok *tk;
     enum chat_format chat_format; /* the template chat requests are rendered with */
     int n_vocab;                  /* sampling parameters (logit_bias ids) are checked against it */
-    /* Allocates the job, its logit_bias and stop strings (memory sched_job_free frees with
-     * free()); NULL = malloc. Tests set it to inject allocation failures. */
-    void *(*alloc)(size_t size);
+    /* realloc for the job, its logit_bias and stop strings (called with NULL: memory
+     * sched_job_free frees with free()); NULL = realloc. Tests set it to inject allocation
+     * failures, as sched_opts.realloc_fn and job_answer.realloc_fn. */
+    void *(*realloc_fn)(void *p, size_t size);
 } job_ctx;
 
 /* Turns q into a job: the chat template rendered and tokenized (chat), the text prompt tokenized

@@ -227,32 +227,32 @@ static void test_refused(void) {
 
 /* Allocation failure anywhere while building (the job, a logit_bias, a stop string) is a 500 and
  * no job, never a job that silently lost what the request asked for. */
-static int alloc_left; /* allocations that succeed before the next one fails; < 0: all do */
-static int alloc_calls;
-static void *failing_alloc(size_t size) {
-    alloc_calls++;
-    if (alloc_left == 0) return NULL;
-    if (alloc_left > 0) alloc_left--;
-    return malloc(size);
+static int realloc_left; /* reallocs that succeed before the next one fails; < 0: all do */
+static int realloc_calls;
+static void *failing_realloc(void *p, size_t size) {
+    realloc_calls++;
+    if (realloc_left == 0) return NULL;
+    if (realloc_left > 0) realloc_left--;
+    return realloc(p, size);
 }
 
 static void test_oom(void) {
     api_request q;
     job_ctx jc = ctx_for(CHAT_LFM2);
-    jc.alloc = failing_alloc;
+    jc.realloc_fn = failing_realloc;
     if (parse(&q, API_COMPLETION,
               "{\"prompt\":[5,6,7],\"stop\":[\"a\",\"bb\",\"ccc\"],\"logit_bias\":{\"9\":1}}"))
         return;
-    alloc_left = -1;
-    alloc_calls = 0;
+    realloc_left = -1;
+    realloc_calls = 0;
     sched_job *j = NULL;
     api_error e;
     CHECK_EQ_INT(job_build(&jc, &q, 7, &j, &e), 0);
-    int total = alloc_calls;
+    int total = realloc_calls;
     CHECK_EQ_INT(total, 5); /* the job, the bias array, three stop strings */
     sched_job_free(j);
     for (int k = 0; k < total; k++) {
-        alloc_left = k;
+        realloc_left = k;
         j = (sched_job *)&q;
         memset(&e, 0, sizeof e);
         int rc = job_build(&jc, &q, 7, &j, &e);
@@ -429,15 +429,6 @@ static void test_answer_body(void) {
     cJSON_Delete(root);
     free(json);
     job_answer_free(&a);
-}
-
-static int realloc_left; /* reallocs that succeed before the next one fails; < 0: all do */
-static int realloc_calls;
-static void *failing_realloc(void *p, size_t size) {
-    realloc_calls++;
-    if (realloc_left == 0) return NULL;
-    if (realloc_left > 0) realloc_left--;
-    return realloc(p, size);
 }
 
 /* One answer of two text events with logprobs, streamed or not, while allocation k of the answer
