@@ -85,10 +85,7 @@ static cpu_level level_for(attn_isa isa) {
                                       [ATTN_ISA_AVX2] = CPU_AVX2,
                                       [ATTN_ISA_AVX512] = CPU_AVX512};
     if (isa == ATTN_ISA_AUTO || isa < 0 || isa > ATTN_ISA_AVX512) return cpu_level_best();
-    int l = asked[isa];
-    while (l > CPU_SCALAR && !cpu_level_supported(l))
-        l--;
-    return (cpu_level)l;
+    return cpu_level_at_most(asked[isa]);
 }
 
 void attn_store(uint16_t *dst, const float *src, int n, attn_isa isa) {

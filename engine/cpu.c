@@ -54,6 +54,13 @@ static void detect_x86(void) {
 }
 #endif
 
+static cpu_level at_most(int lvl) {
+    int l = lvl < CPU_SCALAR ? CPU_SCALAR : lvl >= CPU_NLEVELS ? CPU_NLEVELS - 1 : lvl;
+    while (l > CPU_SCALAR && !supported[l])
+        l--;
+    return (cpu_level)l;
+}
+
 static void decide(void) {
     supported[CPU_SCALAR] = supported[CPU_BASE] = true;
 #ifdef CPU_X86
@@ -67,16 +74,18 @@ static void decide(void) {
         for (int l = 0; l < CPU_NLEVELS; l++)
             if (!strcmp(env, level_names[l]) || !strcmp(env, aliases[l])) cap = l;
     }
-    int b = CPU_SCALAR;
-    for (int l = 0; l <= cap; l++)
-        if (supported[l]) b = l;
-    best = (cpu_level)b;
+    best = at_most(cap);
     amx_ok = amx_ok && best == CPU_AVX512;
 }
 
 cpu_level cpu_level_best(void) {
     pthread_once(&once, decide);
     return best;
+}
+
+cpu_level cpu_level_at_most(int lvl) {
+    pthread_once(&once, decide);
+    return at_most(lvl);
 }
 
 bool cpu_level_supported(int lvl) {

@@ -19,8 +19,11 @@ typedef enum cpu_level {
     CPU_NLEVELS
 } cpu_level;
 
-cpu_level cpu_level_best(void);      /* the level in use */
-bool cpu_level_supported(int lvl);   /* this CPU and OS run it (LFM2_KERNEL aside) */
+cpu_level cpu_level_best(void);    /* the level in use */
+bool cpu_level_supported(int lvl); /* this CPU and OS run it (LFM2_KERNEL aside) */
+/* The highest level this CPU and OS run at or below lvl (LFM2_KERNEL aside): what code asked for a
+ * level it cannot have runs. */
+cpu_level cpu_level_at_most(int lvl);
 const char *cpu_level_name(int lvl); /* "scalar", "base", "avx2", "avxvnni", "avx512" */
 /* AMX-TILE and AMX-INT8 present, the tile state enabled by the OS and granted to this process
  * (Linux arch_prctl), and the level in use is CPU_AVX512 (the AMX GEMM scales with AVX-512). */

@@ -24,10 +24,7 @@ static const int level_path[CPU_NLEVELS] = {KERN_SCALAR, KERN_SCALAR, KERN_AVX2,
 /* The highest level this CPU supports at or below path's (a path the CPU lacks runs the best
  * code below it). */
 static cpu_level cap(int path) {
-    int l = path >= 0 && path < KERN_NPATHS ? path_level[path] : CPU_SCALAR;
-    while (l > CPU_SCALAR && !cpu_level_supported(l))
-        l--;
-    return (cpu_level)l;
+    return cpu_level_at_most(path >= 0 && path < KERN_NPATHS ? path_level[path] : CPU_SCALAR);
 }
 
 int kern_best(void) {
