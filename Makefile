@@ -152,3 +152,8 @@ fidelity-350m: deps
 # By-hand prefill matmul benchmark (tests/bench/gemm_bench.c): kern_matmul vs sgemm vs gemm_matmul.
 $(BUILD)/gemm_bench: tests/bench/gemm_bench.c $(LIBOBJS)
 	$(CC) $(CFLAGS) -o $@ $< $(LIBOBJS) $(LDLIBS)
+
+# By-hand constrained-decoding benchmark (tests/bench/gram_bench.c): a decode step with and without
+# a json_schema constraint, single and batched, and a 100-property schema's compile time.
+$(BUILD)/gram_bench: tests/bench/gram_bench.c $(LIBOBJS)
+	$(CC) $(CFLAGS) -o $@ $< $(LIBOBJS) $(LDLIBS)

@@ -1,5 +1,6 @@
 /* request.c: OpenAI request parsing with cJSON; every error names the field and the limit. */
 #include "api/request.h"
+#include "api/schema.h"
 #include "engine/tok.h"
 #include <cjson/cJSON.h>
 #include <errno.h>
@@ -556,18 +557,6 @@ static int check_unsupported(const cJSON *root, enum api_kind kind, api_error *e
                (!strcmp(t->valuestring, "none") || !strcmp(t->valuestring, "auto"))))
         return api_error_set(e, 400, "tool_choice", "not_supported",
                              "tool_choice other than \"none\" or \"auto\" is not supported yet");
-    t = field(root, "response_format");
-    if (t) {
-        const cJSON *ty = cJSON_IsObject(t) ? cJSON_GetObjectItemCaseSensitive(t, "type") : NULL;
-        if (!cJSON_IsObject(t) || !cJSON_IsString(ty))
-            return api_error_set(e, 400, "response_format", "invalid_type",
-                                 "response_format must be an object like {\"type\":\"text\"}");
-        if (strcmp(ty->valuestring, "text") != 0)
-            return api_error_set(
-                e, 400, "response_format", "not_supported",
-                "response_format type '%.32s' is not supported yet; only \"text\" is",
-                ty->valuestring);
-    }
     if (kind == API_COMPLETION) {
         t = field(root, "echo");
         if (t && !cJSON_IsBool(t))
@@ -589,6 +578,7 @@ static int parse_fields(api_request *r, const cJSON *root, enum api_kind kind,
     int rc;
     long long v;
     if ((rc = check_unsupported(root, kind, e))) return rc;
+    if ((rc = schema_response_format(field(root, "response_format"), &r->grammar, e))) return rc;
     if ((rc = read_string(root, "model", &r->model, e)) < 0) return rc;
     if (!r->model && !(r->model = strdup(""))) return oom(e);
     if ((rc = read_string(root, "user", &r->user, e)) < 0) return rc;
@@ -729,6 +719,7 @@ void api_request_free(api_request *r) {
         free(r->stop[i]);
     free(r->logit_bias);
     free(r->user);
+    gram_free(r->grammar);
     memset(r, 0, sizeof *r);
 }
 

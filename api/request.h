@@ -87,13 +87,16 @@ typedef struct api_request {
     bool include_usage;      /* stream_options.include_usage */
     char *user;              /* "" when absent */
     bool keep_past_thinking; /* chat_template_kwargs.keep_past_thinking (for chat_opts) */
+    struct gram *grammar;    /* response_format json_object/json_schema compiled (api/schema.h);
+                                NULL = unconstrained; owned (gram_free) */
 } api_request;
 
 /* Parses and validates body (len bytes, need not be NUL-terminated) as a request of the given
  * kind. On success returns 0 and req owns its strings (api_request_free). On error returns
  * API_EINVAL (status 400) or API_ENOMEM (500), fills e, and leaves req empty (freeing it is
  * still fine). Unknown fields are ignored; tools (non-empty), tool_choice other than "none",
- * response_format other than {"type":"text"} and echo/best_of/suffix get 400 not_supported. */
+ * and echo/best_of/suffix get 400 not_supported; response_format is compiled into req->grammar
+ * (schema_response_format: a 400 naming the unsupported keyword). */
 int api_request_parse(api_request *req, enum api_kind kind, const char *body, size_t len,
                       const api_limits *lim, api_error *e);
 void api_request_free(api_request *req); /* zeroes req; a zeroed req is a no-op */

@@ -1,6 +1,7 @@
 /* gram.c: the value graph, its byte tries, the pushdown matcher (a small set of persistent frame
  * stacks, one per live parse) and vocabulary masks by a pruned walk of the token trie. */
 #include "engine/gram.h"
+#include "engine/sample.h"
 #include "engine/util.h"
 
 #include <limits.h>
@@ -872,6 +873,7 @@ struct gram_matcher {
     int car2;
     gst cur;
     bool oom;
+    long n_kept, n_masked; /* gram_sample's two paths */
 };
 
 static int fr_push(gram_matcher *m, const gfr *f) {
@@ -1648,9 +1650,9 @@ bool gram_matcher_finished(const gram_matcher *m) {
     return m->cur.n > 0;
 }
 
-static int mask_walk(gram_matcher *m, int32_t tn, const gst *s, uint8_t *allowed) {
+/* Appends to ids every token below trie node tn whose bytes continue state s. */
+static int walk_allowed(gram_matcher *m, int32_t tn, const gst *s, int32_t *ids, int n) {
     const trie *t = &m->v->t;
-    int count = 0;
     const tnode nd = t->n[tn];
     for (int32_t e = nd.e0; e < nd.e0 + nd.ne; e++) {
         int mark = m->nar;
@@ -1658,33 +1660,63 @@ static int mask_walk(gram_matcher *m, int32_t tn, const gst *s, uint8_t *allowed
         step(m, s, t->e[e].c, &s2);
         if (s2.n) {
             const tnode *ch = &t->n[t->e[e].to];
-            for (int32_t p = ch->p0; p < ch->p0 + ch->np; p++) {
-                allowed[t->p[p]] = 1;
-                count++;
-            }
-            if (ch->ne) count += mask_walk(m, t->e[e].to, &s2, allowed);
+            for (int32_t p = ch->p0; p < ch->p0 + ch->np; p++)
+                ids[n++] = t->p[p];
+            if (ch->ne) n = walk_allowed(m, t->e[e].to, &s2, ids, n);
         }
         m->nar = mark;
     }
-    return count;
+    return n;
+}
+
+int gram_matcher_allowed(gram_matcher *m, int32_t *ids) {
+    const gram_vocab *v = m->v;
+    int mark = m->nar;
+    int n = walk_allowed(m, v->root, &m->cur, ids, 0);
+    m->nar = mark;
+    bool cs = false, ce = false;
+    for (int i = 0; i < m->cur.n; i++) {
+        const gfr *f = &m->ar[m->cur.t[i]];
+        cs |= f->kind == GRAM_CALLS && f->st == K_START;
+        ce |= f->kind == GRAM_CALLS && f->st == K_CLOSE;
+    }
+    if (cs) ids[n++] = v->call_start;
+    if (ce) ids[n++] = v->call_end;
+    if (v->eos >= 0 && state_complete(m, &m->cur)) ids[n++] = v->eos;
+    return n;
 }
 
 int gram_matcher_mask(gram_matcher *m, uint8_t *allowed) {
     const gram_vocab *v = m->v;
+    int32_t *ids = malloc((size_t)v->n_vocab * sizeof *ids);
     memset(allowed, 0, (size_t)v->n_vocab);
-    int mark = m->nar;
-    int count = mask_walk(m, v->root, &m->cur, allowed);
-    m->nar = mark;
-    for (int i = 0; i < m->cur.n; i++) {
-        const gfr *f = &m->ar[m->cur.t[i]];
-        if (f->kind == GRAM_CALLS && f->st == K_START && !allowed[v->call_start])
-            allowed[v->call_start] = 1, count++;
-        if (f->kind == GRAM_CALLS && f->st == K_CLOSE && !allowed[v->call_end])
-            allowed[v->call_end] = 1, count++;
+    if (!ids) return 0;
+    int n = gram_matcher_allowed(m, ids);
+    for (int i = 0; i < n; i++)
+        allowed[ids[i]] = 1;
+    free(ids);
+    return n;
+}
+
+int32_t gram_sample(gram_matcher *m, sampler *smp, const float *logits, int32_t *ids,
+                    sample_result *res) {
+    int32_t id = sampler_sample(smp, logits, res);
+    if (gram_matcher_allows(m, id)) {
+        m->n_kept++;
+        return id;
     }
-    if (v->eos >= 0 && state_complete(m, &m->cur)) {
-        allowed[v->eos] = 1;
-        count++;
+    m->n_masked++;
+    int n = gram_matcher_allowed(m, ids);
+    if (n <= 0) return -1;
+    id = sampler_sample_among(smp, logits, ids, n, NULL);
+    if (res) {
+        res->id = id;
+        res->logprob = sample_logprob(logits, m->v->n_vocab, id);
     }
-    return count;
+    return id;
+}
+
+void gram_matcher_stats(const gram_matcher *m, long *n_kept, long *n_masked) {
+    *n_kept = m->n_kept;
+    *n_masked = m->n_masked;
 }

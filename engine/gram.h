@@ -124,9 +124,28 @@ bool gram_matcher_feed(gram_matcher *m, const char *s, size_t n);
 bool gram_matcher_complete(const gram_matcher *m);
 /* Nothing but EOS can follow. */
 bool gram_matcher_finished(const gram_matcher *m);
-/* allowed[id] = 1 for every token that may come next, 0 otherwise (n_vocab bytes). Returns how
- * many are allowed (never 0: some continuation always exists). Walks the vocabulary trie,
- * pruning every branch whose first bytes are refused. */
+/* The tokens that may come next, into ids (n_vocab entries), each once; returns how many (never
+ * 0: some continuation always exists). Walks the vocabulary trie, pruning every branch at its
+ * first refused byte. */
+int gram_matcher_allowed(gram_matcher *m, int32_t *ids);
+/* The same as a map: allowed[id] = 1 or 0 (n_vocab bytes); returns the count (allocates). */
 int gram_matcher_mask(gram_matcher *m, uint8_t *allowed);
+
+/* Samples the next token under the constraint, lazily: the sampler's unconstrained choice is kept
+ * when m allows it (that one token is checked); otherwise the allowed tokens are listed (into
+ * ids, n_vocab entries of scratch) and the sampler draws again among them
+ * (sampler_sample_among). For a plain draw this is exact sampling from the masked, renormalized
+ * distribution: P(t) = p(t) + P(refused) p(t) / P(allowed) = p(t) / P(allowed) (top-k/top-p/min-p
+ * then apply to the allowed tokens, as llama.cpp's grammar resampling does). When logit_bias bans
+ * every allowed token, the allowed token of highest logit. res (may be NULL) carries log-probs of
+ * the model's own unconstrained distribution (logits) for the chosen token and the top
+ * alternatives. Does not accept the token. Returns it, or -1 when nothing is allowed (cannot happen
+ * for a finished gram unless memory ran out). */
+struct sampler;
+struct sample_result;
+int32_t gram_sample(gram_matcher *m, struct sampler *smp, const float *logits, int32_t *ids,
+                    struct sample_result *res);
+/* Draws so far that kept the unconstrained choice, and that needed the full mask. */
+void gram_matcher_stats(const gram_matcher *m, long *n_kept, long *n_masked);
 
 #endif

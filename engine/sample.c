@@ -301,6 +301,62 @@ static int32_t greedy_sparse(const sampler *s, const float *logits) {
     return best;
 }
 
+/* top-k, top-p, min-p, temperature and the draw over the n candidates in s->cands (n >= 1). */
+static int32_t pick(sampler *s, int n) {
+    const sample_params *p = &s->p;
+    bool sorted = false;
+    if (p->top_k > 0 && p->top_k < n) {
+        select_top(s->cands, n, p->top_k);
+        n = p->top_k;
+    }
+    if (p->top_p < 1.0f) {
+        /* the nucleus is usually small: sort only the best k, growing k until it holds p */
+        float mx = -INFINITY;
+        for (int i = 0; i < n; i++)
+            if (s->cands[i].logit > mx) mx = s->cands[i].logit;
+        double sum = 0;
+        for (int i = 0; i < n; i++) sum += exp((double)s->cands[i].logit - mx);
+        int keep = n;
+        for (int k = 64;; k *= 4) {
+            if (k >= n) k = n;
+            else select_top(s->cands, n, k);
+            qsort(s->cands, (size_t)k, sizeof *s->cands, cand_cmp);
+            double cum = 0;
+            int found = 0;
+            for (int i = 0; i < k && !found; i++) {
+                cum += exp((double)s->cands[i].logit - mx) / sum;
+                if (cum >= p->top_p) keep = i + 1, found = 1;
+            }
+            if (found || k == n) break;
+        }
+        n = keep;
+        sorted = true;
+    }
+    if (p->min_p > 0.0f && n > 1) {
+        float mx = -INFINITY;
+        for (int i = 0; i < n; i++)
+            if (s->cands[i].logit > mx) mx = s->cands[i].logit;
+        float thr = mx + logf(p->min_p);
+        int m = 0;
+        for (int i = 0; i < n; i++)
+            if (s->cands[i].logit >= thr) s->cands[m++] = s->cands[i];
+        n = m > 0 ? m : 1;
+    }
+    if (!sorted) qsort(s->cands, (size_t)n, sizeof *s->cands, cand_cmp);
+    double mx = s->cands[0].logit / p->temperature, sum = 0;
+    for (int i = 0; i < n; i++) sum += exp(s->cands[i].logit / p->temperature - mx);
+    double u = rng_xoshiro_uniform(s->rng) * sum, cum = 0;
+    int32_t chosen = s->cands[n - 1].id;
+    for (int i = 0; i < n; i++) {
+        cum += exp(s->cands[i].logit / p->temperature - mx);
+        if (u < cum) {
+            chosen = s->cands[i].id;
+            break;
+        }
+    }
+    return chosen;
+}
+
 int32_t sampler_sample(sampler *s, const float *logits, sample_result *res) {
     const sample_params *p = &s->p;
     const int V = s->n_vocab;
@@ -322,59 +378,57 @@ int32_t sampler_sample(sampler *s, const float *logits, sample_result *res) {
             chosen = sample_argmax(logits, V);
             goto done;
         }
-        bool sorted = false;
-        if (p->top_k > 0 && p->top_k < n) {
-            select_top(s->cands, n, p->top_k);
-            n = p->top_k;
-        }
-        if (p->top_p < 1.0f) {
-            /* the nucleus is usually small: sort only the best k, growing k until it holds p */
-            float mx = -INFINITY;
-            for (int i = 0; i < n; i++)
-                if (s->cands[i].logit > mx) mx = s->cands[i].logit;
-            double sum = 0;
-            for (int i = 0; i < n; i++) sum += exp((double)s->cands[i].logit - mx);
-            int keep = n;
-            for (int k = 64;; k *= 4) {
-                if (k >= n) k = n;
-                else select_top(s->cands, n, k);
-                qsort(s->cands, (size_t)k, sizeof *s->cands, cand_cmp);
-                double cum = 0;
-                int found = 0;
-                for (int i = 0; i < k && !found; i++) {
-                    cum += exp((double)s->cands[i].logit - mx) / sum;
-                    if (cum >= p->top_p) keep = i + 1, found = 1;
-                }
-                if (found || k == n) break;
-            }
-            n = keep;
-            sorted = true;
-        }
-        if (p->min_p > 0.0f && n > 1) {
-            float mx = -INFINITY;
-            for (int i = 0; i < n; i++)
-                if (s->cands[i].logit > mx) mx = s->cands[i].logit;
-            float thr = mx + logf(p->min_p);
-            int m = 0;
-            for (int i = 0; i < n; i++)
-                if (s->cands[i].logit >= thr) s->cands[m++] = s->cands[i];
-            n = m > 0 ? m : 1;
-        }
-        if (!sorted) qsort(s->cands, (size_t)n, sizeof *s->cands, cand_cmp);
-        double mx = s->cands[0].logit / p->temperature, sum = 0;
-        for (int i = 0; i < n; i++) sum += exp(s->cands[i].logit / p->temperature - mx);
-        double u = rng_xoshiro_uniform(s->rng) * sum, cum = 0;
-        chosen = s->cands[n - 1].id;
-        for (int i = 0; i < n; i++) {
-            cum += exp(s->cands[i].logit / p->temperature - mx);
-            if (u < cum) {
-                chosen = s->cands[i].id;
-                break;
-            }
-        }
+        chosen = pick(s, n);
     }
 done:
     if (res) {
+        res->id = chosen;
+        res->logprob = sample_logprob(logits, V, chosen);
+        res->n_top = p->n_top < V ? p->n_top : V;
+        if (res->n_top) sample_top_logprobs(logits, V, res->n_top, res->top_id, res->top_logprob);
+    }
+    return chosen;
+}
+
+int32_t sampler_sample_among(sampler *s, const float *logits, const int32_t *ids, int n_ids,
+                             sample_result *res) {
+    const sample_params *p = &s->p;
+    /* work holds the raw logit of every token the steps below read or write: ids, the biased
+     * ones and the penalty window (entries outside ids are written but never read) */
+    for (int i = 0; i < n_ids; i++)
+        s->work[ids[i]] = logits[ids[i]];
+    bool pen = penalties_active(s);
+    if (pen) {
+        int nr = s->n_recent, cap = p->penalty_last_n;
+        for (int i = 0; i < nr; i++) {
+            int32_t id = s->recent[(s->recent_head - nr + i + cap) % cap];
+            if (id >= 0 && id < s->n_vocab) s->work[id] = logits[id];
+        }
+    }
+    for (int i = 0; i < p->n_bias; i++)
+        s->work[p->bias[i].id] = logits[p->bias[i].id];
+    for (int i = 0; i < p->n_bias; i++)
+        s->work[p->bias[i].id] += p->bias[i].bias;
+    if (pen) apply_penalties(s);
+    int n = 0;
+    for (int i = 0; i < n_ids; i++)
+        if (s->work[ids[i]] > -INFINITY) s->cands[n++] = (cand){ids[i], s->work[ids[i]]};
+    int32_t chosen;
+    if (n == 0) { /* everything banned: the best of ids by raw logit */
+        chosen = n_ids > 0 ? ids[0] : 0;
+        for (int i = 1; i < n_ids; i++)
+            if (logits[ids[i]] > logits[chosen] || (logits[ids[i]] == logits[chosen] && ids[i] < chosen))
+                chosen = ids[i];
+    } else if (p->temperature <= 0) {
+        int b = 0;
+        for (int i = 1; i < n; i++)
+            if (better(&s->cands[i], &s->cands[b])) b = i;
+        chosen = s->cands[b].id;
+    } else {
+        chosen = pick(s, n);
+    }
+    if (res) {
+        const int V = s->n_vocab;
         res->id = chosen;
         res->logprob = sample_logprob(logits, V, chosen);
         res->n_top = p->n_top < V ? p->n_top : V;

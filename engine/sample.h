@@ -55,6 +55,13 @@ void sampler_reset(sampler *s); /* forgets recent tokens, re-seeds the RNG from 
  * sampler_accept with res->id. Returns res->id. */
 int32_t sampler_sample(sampler *s, const float *logits, sample_result *res);
 
+/* sampler_sample restricted to the n_ids distinct tokens ids (the others as if banned): the same
+ * bias, penalties, top-k, top-p, min-p, temperature and draw over the allowed ones, in O(n_ids +
+ * n_bias + penalty window) instead of O(n_vocab). When bias bans all of them, the one of highest
+ * raw logit. res (may be NULL) as sampler_sample: log-probs of the raw logits. */
+int32_t sampler_sample_among(sampler *s, const float *logits, const int32_t *ids, int n_ids,
+                             sample_result *res);
+
 /* Log-softmax of logits at id, and the n best (id, log-prob) pairs (best first): helpers for
  * callers that score without sampling. */
 void sample_top_logprobs(const float *logits, int n_vocab, int n, int32_t *ids, float *lp);

@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include "engine/gram.h"
 #include "engine/sample.h"
 
 /* A growing token array; oom latches the first allocation failure. */
@@ -187,6 +188,7 @@ int job_build(const job_ctx *c, const api_request *q, uint64_t seed, sched_job *
         j->n_stop = i + 1;
     }
     j->want_logprobs = q->logprobs;
+    j->gram = q->grammar ? gram_ref(q->grammar) : NULL;
     /* the sampler's own checks, so a bad value is a 400 now rather than an error event later */
     char err[256];
     if (sample_params_check(&j->samp, c->n_vocab, err, sizeof err) < 0) {

@@ -3,8 +3,10 @@
 #include "server/sched.h"
 #include "api/stop.h"
 #include "engine/clock.h"
+#include "engine/gram.h"
 #include "engine/invariant.h"
 #include <errno.h>
+#include <math.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,6 +25,8 @@ typedef struct sched_choice {
     int n_ptok, cap_ptok;
     size_t fed, shown; /* bytes of text given to the stop matcher, and released by it */
     double t_last;     /* time of the last token (seconds, monotonic) */
+    gram_matcher *gm;  /* the job's constraint, or NULL */
+    bool gm_wait;      /* reasoning: the constraint starts after the </think> token */
 } sched_choice;
 
 typedef struct sjob {
@@ -36,6 +40,13 @@ typedef struct sjob {
     int ev_left; /* control-event slots it still holds in the event queue (under mu) */
     double t_submit;
 } sjob;
+
+/* What constrained decoding needs besides each choice's matcher (scheduler thread only). */
+typedef struct sched_gram {
+    gram_vocab *v;  /* the vocabulary's byte trie */
+    int32_t *ids;   /* [n_vocab] scratch: the allowed tokens */
+    int think, think_end; /* <think> and </think> ids, or -1 */
+} sched_gram;
 
 /* Control events a job can send: START, one FINISH per choice, one ERROR, DONE. sched_submit
  * reserves room for all of them in the event queue, so they never allocate and cannot be lost;
@@ -74,10 +85,12 @@ struct sched {
     eng_batch_item *items; /* parallel */
     sjob **item_job;       /* parallel: owner of each item */
     int *item_choice;      /* parallel: choice index, -1 for a prefill chunk */
+    sched_gram gr;         /* constrained decoding: made at the first constrained job */
 };
 
 void sched_job_free(sched_job *j) {
     if (!j) return;
+    gram_free(j->gram);
     free(j->prompt);
     free(j->bias);
     for (int i = 0; i < j->n_stop; i++)
@@ -209,6 +222,8 @@ static void choice_release(sched_choice *c) {
     c->seq = NULL;
     sampler_free(c->smp);
     c->smp = NULL;
+    gram_matcher_free(c->gm);
+    c->gm = NULL;
 }
 
 /* Text for choice ci that the stop matcher released (m bytes at out; none when m <= 0). */
@@ -294,6 +309,12 @@ static void choice_take(sched *s, sjob *j, int ci, const sample_result *r) {
     c->t_last = t;
     c->n_gen++;
     sampler_accept(c->smp, r->id);
+    if (c->gm && c->gm_wait) {
+        if (r->id == s->gr.think_end) c->gm_wait = false;
+    } else if (c->gm && !gram_matcher_accept(c->gm, r->id)) { /* draw_constrained chose it */
+        job_fail(s, j, "constrained decoding: the chosen token does not fit the schema");
+        return;
+    }
     if (jb->want_logprobs && r->id != s->eos) { /* EOS is not part of the text: no record */
         if (c->n_ptok == c->cap_ptok) {
             int cap = c->cap_ptok ? c->cap_ptok * 2 : 8;
@@ -331,6 +352,10 @@ static void choice_take(sched *s, sjob *j, int ci, const sample_result *r) {
     if (j->failed) return;
     if (c->sm.done) {
         choice_finish(s, j, ci, SCHED_FINISH_STOP, false);
+        return;
+    }
+    if (c->gm && !c->gm_wait && gram_matcher_finished(c->gm)) { /* only EOS could follow */
+        choice_finish(s, j, ci, SCHED_FINISH_STOP, true);
         return;
     }
     bool full = eng_seq_pos(c->seq) + 1 > eng_seq_n_ctx(c->seq);
@@ -379,6 +404,33 @@ static void admit(sched *s, sjob *j) {
     emit_simple(s, j, SCHED_EV_START, 0);
 }
 
+/* The vocabulary trie and scratch for constrained decoding, made once. */
+static int gram_ready(sched *s, char *err, size_t errlen) {
+    if (s->gr.v) return 0;
+    s->gr.ids = malloc((size_t)s->n_vocab * sizeof *s->gr.ids);
+    if (!s->gr.ids) {
+        snprintf(err, errlen, "out of memory for constrained decoding");
+        return -1;
+    }
+    s->gr.think = tok_find(s->tk, "<think>", 7);
+    s->gr.think_end = tok_find(s->tk, "</think>", 8);
+    return gram_vocab_new(&s->gr.v, s->tk, err, errlen) < 0 ? -1 : 0;
+}
+
+/* Gives choice c a matcher for its job's constraint; it waits for </think> when the prompt ends
+ * inside a reasoning block. */
+static int choice_constrain(sched *s, sjob *j, sched_choice *c, char *err, size_t errlen) {
+    if (gram_ready(s, err, errlen) < 0) return -1;
+    if (gram_matcher_new(&c->gm, j->job->gram, s->gr.v, err, errlen) < 0) return -1;
+    int open = -1, close = -1;
+    for (int k = 0; k < j->job->n_prompt; k++) {
+        if (j->job->prompt[k] == s->gr.think) open = k;
+        if (j->job->prompt[k] == s->gr.think_end) close = k;
+    }
+    c->gm_wait = s->gr.think >= 0 && s->gr.think_end >= 0 && open > close;
+    return 0;
+}
+
 /* After the prompt's last chunk: fork the choices and create their samplers. */
 static void start_choices(sched *s, sjob *j) {
     char err[256];
@@ -405,6 +457,10 @@ static void start_choices(sched *s, sjob *j) {
             job_fail(s, j, "out of memory");
             return;
         }
+        if (jb->gram && choice_constrain(s, j, c, err, sizeof err) < 0) {
+            job_fail(s, j, err);
+            return;
+        }
     }
     j->prefilled = true;
 }
@@ -418,6 +474,27 @@ static void draw(sjob *j, int ci, const float *logits, sample_result *r) {
     r->id = sampler_sample(j->ch[ci].smp, logits, NULL);
     r->logprob = 0;
     r->n_top = 0;
+}
+
+/* draw, or draw_constrained for a choice whose constraint is active; false: the job failed. */
+static bool draw_any(sched *s, sjob *j, int ci, const float *logits, sample_result *r) {
+    sched_choice *c = &j->ch[ci];
+    if (!c->gm || c->gm_wait) {
+        draw(j, ci, logits, r);
+        return true;
+    }
+    bool lp = j->job->want_logprobs;
+    int32_t id = gram_sample(c->gm, c->smp, logits, s->gr.ids, lp ? r : NULL);
+    if (id >= 0) {
+        if (!lp) {
+            r->id = id;
+            r->logprob = 0;
+            r->n_top = 0;
+        }
+        return true;
+    }
+    job_fail(s, j, "constrained decoding: no token can continue the value");
+    return false;
 }
 
 /* Publishes the running-job count for sched_n_jobs, and the gauges (scheduler thread). */
@@ -588,8 +665,8 @@ static void take_results(sched *s, int n_items) {
         const float *lg = s->items[k].logits;
         if (s->item_choice[k] >= 0) {
             sample_result r;
-            draw(j, s->item_choice[k], lg, &r);
-            choice_take(s, j, s->item_choice[k], &r);
+            if (draw_any(s, j, s->item_choice[k], lg, &r))
+                choice_take(s, j, s->item_choice[k], &r);
             continue;
         }
         j->n_fed += s->items[k].n_tokens;
@@ -597,8 +674,7 @@ static void take_results(sched *s, int n_items) {
         start_choices(s, j);
         for (int i = 0; i < j->job->n_choices && !j->failed; i++) {
             sample_result r;
-            draw(j, i, lg, &r);
-            choice_take(s, j, i, &r);
+            if (draw_any(s, j, i, lg, &r)) choice_take(s, j, i, &r);
         }
     }
 }
@@ -643,6 +719,8 @@ static void release(sched *s) {
     free(s->items);
     free(s->item_job);
     free(s->item_choice);
+    gram_vocab_free(s->gr.v);
+    free(s->gr.ids);
     pthread_mutex_destroy(&s->mu);
     pthread_cond_destroy(&s->cv);
     free(s);

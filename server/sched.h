@@ -41,6 +41,11 @@ typedef struct sched_job {
     char *stop[4];      /* malloc'd stop strings, never shown in the output */
     int n_stop;
     bool want_logprobs; /* emit sched_tokinfo with every text event */
+    /* Constrained decoding (engine/gram.h): every choice's text is a value of this graph, then
+     * EOS. A reference the job owns (gram_free), NULL = unconstrained. When the prompt ends
+     * inside <think> (an open <think> token after the last </think>), the constraint starts after
+     * the model's </think> token. */
+    struct gram *gram;
 } sched_job;
 void sched_job_free(sched_job *j); /* NULL is a no-op */
 

@@ -99,10 +99,21 @@ static const bad_case bad[] = {
      "not supported yet"},
     {API_CHAT, CHAT(",\"functions\":[{\"name\":\"f\"}]"), "functions", "not supported yet"},
     {API_CHAT, CHAT(",\"tool_choice\":\"required\""), "tool_choice", "not supported yet"},
-    {API_CHAT, CHAT(",\"response_format\":{\"type\":\"json_object\"}"), "response_format",
-     "not supported yet"},
-    {API_CHAT, CHAT(",\"response_format\":{\"type\":\"json_schema\",\"json_schema\":{}}"),
-     "response_format", "'json_schema' is not supported yet"},
+    {API_CHAT, CHAT(",\"response_format\":{\"type\":\"xml\"}"), "response_format.type",
+     "'xml' is not one of"},
+    {API_CHAT,
+     CHAT(",\"response_format\":{\"type\":\"json_schema\",\"json_schema\":{\"name\":\"x\","
+          "\"schema\":{\"type\":\"string\",\"pattern\":\"a\"}}}"),
+     "response_format", "keyword \"pattern\" at response_format.json_schema.schema is not supported"},
+    {API_CHAT,
+     CHAT(",\"response_format\":{\"type\":\"json_schema\",\"json_schema\":{\"name\":\"x\","
+          "\"schema\":{\"type\":\"object\",\"properties\":{\"a\":{\"$ref\":\"#/$defs/b\"}}}}}"),
+     "response_format", "at response_format.json_schema.schema/properties/a does not point inside"},
+    {API_CHAT, CHAT(",\"response_format\":{\"type\":\"json_schema\",\"json_schema\":5}"),
+     "response_format.json_schema", "must be an object"},
+    {API_CHAT,
+     CHAT(",\"response_format\":{\"type\":\"json_schema\",\"json_schema\":{\"name\":1}}"),
+     "response_format.json_schema.name", "must be a string"},
     {API_CHAT, CHAT(",\"response_format\":\"text\""), "response_format", "must be an object"},
     /* strings */
     {API_CHAT, "{\"model\":7,\"messages\":[" U "]}", "model", "model must be a string"},
@@ -330,6 +341,37 @@ static void parse_ok(api_request *r, int kind, const char *body) {
     int rc = api_request_parse(r, (enum api_kind)kind, body, strlen(body), &lim, &e);
     CHECK_EQ_INT(rc, 0);
     if (rc) fprintf(stderr, "  unexpected error: %s (param %s) for %s\n", e.message, e.param, body);
+}
+
+/* response_format: text is unconstrained; json_object and json_schema compile to a grammar. */
+static void test_response_format(void) {
+    static const struct {
+        const char *rf;
+        bool constrained;
+    } cases[] = {
+        {"{\"type\":\"text\"}", false},
+        {"null", false},
+        {"{\"type\":\"json_object\"}", true},
+        {"{\"type\":\"json_object\",\"schema\":{\"type\":\"integer\"}}", true},
+        {"{\"type\":\"json_schema\",\"json_schema\":{\"name\":\"p\",\"strict\":true,"
+         "\"schema\":{\"type\":\"object\",\"properties\":{\"a\":{\"type\":\"string\","
+         "\"description\":\"d\"}},\"required\":[\"a\"],\"additionalProperties\":false}}}", true},
+        {"{\"type\":\"json_schema\",\"json_schema\":{\"name\":\"any\"}}", true},
+        {"{\"type\":\"json_schema\",\"schema\":{\"enum\":[1,2]}}", true},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char body[1024];
+        snprintf(body, sizeof body,
+                 "{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],\"response_format\":%s}",
+                 cases[i].rf);
+        api_request r;
+        parse_ok(&r, API_CHAT, body);
+        CHECK_EQ_INT(r.grammar != NULL, cases[i].constrained);
+        api_request_free(&r);
+        parse_ok(&r, API_COMPLETION, "{\"prompt\":\"x\",\"response_format\":{\"type\":\"json_object\"}}");
+        CHECK(r.grammar != NULL);
+        api_request_free(&r);
+    }
 }
 
 static void test_chat_ok(void) {
@@ -842,6 +884,7 @@ int main(void) {
     lim.max_logit_bias = 2;
     test_bad_requests();
     test_chat_ok();
+    test_response_format();
     test_completion_ok();
     test_tokenize_ok();
     test_responses();

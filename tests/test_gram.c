@@ -2,6 +2,7 @@
  * corpus, completion), token masks against a token-by-token brute force over the whole vocab, and
  * random constrained walks that always end in JSON the schema accepts. */
 #include <cjson/cJSON.h>
+#include <math.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -11,6 +12,7 @@
 #include "engine/gguf.h"
 #include "engine/gram.h"
 #include "engine/rng.h"
+#include "engine/sample.h"
 #include "engine/tok.h"
 #include "tests/check.h"
 
@@ -341,6 +343,67 @@ static void check_walk(int w, const char *text) {
     cJSON_Delete(j);
 }
 
+/* sampler_sample_among(ids) == sampler_sample on logits with every other token at -inf, for
+ * greedy and random draws, with logit_bias and penalties, over many seeds. */
+static void test_sample_among(void) {
+    const int V = 3000;
+    float *lg = malloc(V * sizeof *lg), *masked = malloc(V * sizeof *masked);
+    int32_t *ids = malloc(V * sizeof *ids);
+    uint64_t rng[4];
+    rng_xoshiro_seed(rng, 99);
+    char err[256];
+    int diffs = 0;
+    for (int trial = 0; trial < 400; trial++) {
+        for (int i = 0; i < V; i++)
+            lg[i] = (float)(rng_xoshiro_uniform(rng) * 8 - 4);
+        int n = 1 + (int)(rng_xoshiro_uniform(rng) * (trial % 3 == 0 ? 5 : 300));
+        for (int i = 0; i < n; i++)
+            ids[i] = (int32_t)((i * 7919 + trial * 31) % V);
+        /* distinct ids: the stride is prime to V... make sure */
+        for (int i = 0; i < V; i++)
+            masked[i] = -INFINITY;
+        int m = 0;
+        for (int i = 0; i < n; i++)
+            if (masked[ids[i]] == -INFINITY) {
+                masked[ids[i]] = lg[ids[i]];
+                ids[m++] = ids[i];
+            }
+        sample_params p;
+        sample_params_default(&p);
+        p.temperature = trial % 4 == 0 ? 0 : 0.3f + (float)(trial % 5) * 0.4f;
+        p.top_k = trial % 7 == 0 ? 0 : 5 + trial % 40;
+        p.top_p = trial % 6 == 0 ? 1.0f : 0.9f;
+        p.repeat_penalty = trial % 2 ? 1.3f : 1.0f;
+        p.presence_penalty = trial % 3 == 1 ? 0.5f : 0;
+        p.seed = (uint64_t)trial;
+        sample_bias bias[3] = {{ids[0], 2.0f}, {ids[m - 1], -1.5f}, {5, 3.0f}};
+        p.bias = bias;
+        p.n_bias = trial % 2 ? 3 : 0;
+        p.n_top = 3;
+        sampler *a = NULL, *b = NULL;
+        CHECK_EQ_INT(sampler_new(&a, V, &p, err, sizeof err), 0);
+        CHECK_EQ_INT(sampler_new(&b, V, &p, err, sizeof err), 0);
+        for (int k = 0; k < 20; k++) {
+            sampler_accept(a, ids[k % m]);
+            sampler_accept(b, ids[k % m]);
+        }
+        for (int k = 0; k < 5; k++) {
+            sample_result ra, rb;
+            int32_t x = sampler_sample(a, masked, &ra);
+            int32_t y = sampler_sample_among(b, lg, ids, m, &rb);
+            if (x != y) diffs++;
+            CHECK_NEAR(rb.logprob, sample_logprob(lg, V, y), 1e-5);
+            CHECK_EQ_INT(rb.n_top, 3);
+        }
+        sampler_free(a);
+        sampler_free(b);
+    }
+    CHECK_EQ_INT(diffs, 0);
+    free(lg);
+    free(masked);
+    free(ids);
+}
+
 static double now_s(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -359,6 +422,8 @@ int main(void) {
     TK = t;
     n_vocab = tok_n_vocab(t);
     CHECK_EQ_INT(gram_vocab_new(&V, t, err, sizeof err), 0);
+
+    test_sample_among();
 
     /* 1. accept/reject corpus */
     for (size_t i = 0; i < sizeof corpus / sizeof corpus[0]; i++) {
