@@ -92,7 +92,7 @@ clean:
 # tests/fuzz/corpus/X plus seeded mutations, so `make test` and `make asan` replay them.
 # `make fuzz` builds them with clang's libFuzzer + ASan/UBSan (only the modules they reach:
 # engine/kern.c needs gcc) and runs each for FUZZ_SECONDS; FUZZERS=tok picks some.
-FUZZERS      := gguf request tok stop config sample
+FUZZERS      := gguf request tok stop config sample schema
 FUZZ_REPLAYS := $(FUZZERS:%=$(BUILD)/tests/test_fuzz_%)
 TESTS        += $(FUZZ_REPLAYS)
 FUZZ_SECONDS ?= 60
@@ -102,7 +102,7 @@ FUZZ_PKGS    := clang libclang-rt-14-dev
 FUZZ_CFLAGS  := -std=c11 -D_GNU_SOURCE -I. -pthread -O1 -g -fno-omit-frame-pointer \
                 -fsanitize=address,undefined -fno-sanitize-recover=undefined
 FUZZ_SRCS    := engine/gguf.c engine/model.c engine/tok.c quant/quant.c $(wildcard api/*.c) \
-                config/config.c engine/sample.c engine/cpu.c
+                config/config.c engine/sample.c engine/cpu.c engine/gram.c
 FUZZ_OBJS    := $(FUZZ_SRCS:%.c=$(FUZZ_DIR)/%.o)
 .PHONY: fuzz fuzz-deps
 

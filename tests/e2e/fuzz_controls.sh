@@ -57,6 +57,11 @@ control sample_greedy sample engine/sample.c \
 control tok_flush tok engine/tok.c \
   's/    size_t n = (size_t)s->n_pending;/    size_t n = s->n_pending > 1 ? 1 : (size_t)s->n_pending;/'
 
+# constrained decoding: 'x' taken as whitespace, ';' as a key's colon (invalid JSON out)
+control gram_ws schema engine/gram.c \
+  "s/return c == ' ' || c == '\\\\t' || c == '\\\\n' || c == '\\\\r';/return c == ' ' || c == '\\\\t' || c == '\\\\n' || c == '\\\\r' || c == 'x';/"
+control gram_colon schema engine/gram.c "s/        if (c == ':') {/        if (c == ':' || c == ';') {/"
+
 echo "$ran controls ran, $fail failed"
 [ "$api_ran" -ge 4 ] || { echo "FAIL: the api/config controls must run"; exit 1; }
 [ "$fail" -eq 0 ]

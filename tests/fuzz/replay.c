@@ -225,6 +225,7 @@ int main(int argc, char **argv) {
     long iters = !strcmp(FUZZ_NAME, "gguf")      ? 30000
                  : !strcmp(FUZZ_NAME, "request") ? 4000
                  : !strcmp(FUZZ_NAME, "sample")  ? 3000
+                 : !strcmp(FUZZ_NAME, "schema")  ? 3000
                                                  : 10000;
     long maxlen = 1 << 20;
     uint64_t seed = 1;
