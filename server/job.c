@@ -139,6 +139,24 @@ static void *job_alloc(const job_ctx *c, size_t size) {
     return c->realloc_fn ? c->realloc_fn(NULL, size) : malloc(size);
 }
 
+/* HOOK for constrained decoding (branch wt-grammar fills it): tool_choice "required" (a call of
+ * one of q->tools whose arguments satisfy its parameters schema) and a named function
+ * (q->tools[q->tool_choice_index] only) constrain the output; parse the tools' schemas from
+ * api_tool.parameters and attach the constraint to j here. Until then such requests get 400
+ * not_supported, never a silent "auto". Returns 0 or JOB_EINVAL / JOB_ENOMEM with e filled. */
+static int job_tool_constraint(const job_ctx *c, const api_request *q, sched_job *j,
+                               api_error *e) {
+    (void)c;
+    (void)j;
+    if (q->tool_choice != API_TOOL_CHOICE_REQUIRED && q->tool_choice != API_TOOL_CHOICE_FUNCTION)
+        return 0;
+    api_error_set(e, 400, "tool_choice", "not_supported",
+                  "tool_choice %s is not supported yet (it needs constrained decoding); use "
+                  "\"auto\" or \"none\"",
+                  q->tool_choice == API_TOOL_CHOICE_REQUIRED ? "\"required\"" : "naming a function");
+    return JOB_EINVAL;
+}
+
 int job_build(const job_ctx *c, const api_request *q, uint64_t seed, sched_job **out,
               api_error *e) {
     *out = NULL;
@@ -187,6 +205,10 @@ int job_build(const job_ctx *c, const api_request *q, uint64_t seed, sched_job *
         j->n_stop = i + 1;
     }
     j->want_logprobs = q->logprobs;
+    if ((rc = job_tool_constraint(c, q, j, e)) < 0) {
+        sched_job_free(j);
+        return rc;
+    }
     /* the sampler's own checks, so a bad value is a 400 now rather than an error event later */
     char err[256];
     if (sample_params_check(&j->samp, c->n_vocab, err, sizeof err) < 0) {
