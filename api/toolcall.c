@@ -573,6 +573,10 @@ int toolcall_stream_n_calls(const toolcall_stream *s) {
     return s->n_calls;
 }
 
+const toolcall *toolcall_stream_calls(const toolcall_stream *s) {
+    return s->calls;
+}
+
 static void out(toolcall_stream *s, bytes *b, const char *t, size_t n) {
     if (n && !bput(b, t, n)) s->oom = true;
 }

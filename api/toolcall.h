@@ -67,7 +67,9 @@ void toolcall_stream_free(toolcall_stream *s);                  /* NULL is a no-
 int toolcall_stream_push(toolcall_stream *s, const char *text, size_t len, toolcall_delta *d);
 /* The end of the text: releases or decides everything held. 0, or -1 when out of memory. */
 int toolcall_stream_finish(toolcall_stream *s, toolcall_delta *d);
-/* Calls decided so far (all of them after the finish). */
+/* Calls decided so far (all of them after the finish), and the array of them (valid until the
+ * next push, finish or free). */
 int toolcall_stream_n_calls(const toolcall_stream *s);
+const toolcall *toolcall_stream_calls(const toolcall_stream *s);
 
 #endif

@@ -27,7 +27,7 @@ static const char *lfm25_template =
     "{{- \"<|im_start|>\" + message[\"role\"] + \"\\n\" -}}\n";
 
 static api_message M(enum api_role r, const char *s) {
-    api_message m = {r, (char *)s, strlen(s)};
+    api_message m = {.role = r, .content = (char *)s, .len = strlen(s)};
     return m;
 }
 
