@@ -165,8 +165,9 @@ static bool add_text_logprobs(cJSON *choice, const api_choice *c) {
     return true;
 }
 
-/* "tool_calls": [...] of c (message form: every call complete; chunk form: see api_call_out). */
-static bool add_calls(cJSON *obj, const api_choice *c) {
+/* "tool_calls": [...] of c: in a message every call complete and without "index"; in a chunk
+ * with "index" (see api_call_out). */
+static bool add_calls(cJSON *obj, const api_choice *c, bool chunk) {
     if (c->n_calls <= 0) return true;
     cJSON *arr = cJSON_AddArrayToObject(obj, "tool_calls");
     if (!arr) return false;
@@ -175,7 +176,7 @@ static bool add_calls(cJSON *obj, const api_choice *c) {
         cJSON *o = cJSON_CreateObject();
         if (!o) return false;
         cJSON_AddItemToArray(arr, o);
-        if (!cJSON_AddNumberToObject(o, "index", t->index)) return false;
+        if (chunk && !cJSON_AddNumberToObject(o, "index", t->index)) return false;
         if (t->id && (!add_text(o, "id", t->id, strlen(t->id)) ||
                       !cJSON_AddStringToObject(o, "type", "function")))
             return false;
@@ -209,7 +210,7 @@ char *api_chat_completion_json(const api_resp_meta *m, const api_choice *c, int 
                                 : add_text(msg, "content", c[i].text, c[i].len) != NULL) &&
              (!c[i].reasoning ||
               add_text(msg, "reasoning_content", c[i].reasoning, c[i].reasoning_len)) &&
-             add_calls(msg, &c[i]) && add_chat_logprobs(ch, &c[i]) &&
+             add_calls(msg, &c[i], false) && add_chat_logprobs(ch, &c[i]) &&
              add_finish(ch, c[i].finish_reason);
     }
     ok = ok && add_usage(root, u);
@@ -253,7 +254,7 @@ char *api_chat_chunk_json(const api_resp_meta *m, const api_choice *c, bool role
     if (ok && c->text) ok = add_text(delta, "content", c->text, c->len) != NULL;
     if (ok && c->reasoning)
         ok = add_text(delta, "reasoning_content", c->reasoning, c->reasoning_len) != NULL;
-    ok = ok && add_calls(delta, c) && add_chat_logprobs(ch, c) && add_finish(ch, c->finish_reason);
+    ok = ok && add_calls(delta, c, true) && add_chat_logprobs(ch, c) && add_finish(ch, c->finish_reason);
     if (ok && usage_null) ok = cJSON_AddNullToObject(root, "usage") != NULL;
     return finish(root, ok);
 }

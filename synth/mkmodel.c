@@ -254,7 +254,8 @@ static tspec *make_specs(const mkmodel_opts *o, const mkmodel_shape *s, int *cou
         t->scale = (sc);                                                                           \
         t->seed = name_seed(o->seed, t->name);                                                     \
     } while (0)
-    double logit_std = LOGIT_STD * sqrt(2.0 * log((double)s->n_vocab));
+    double logit_std = LOGIT_STD * sqrt(2.0 * log((double)s->n_vocab)) *
+                       (o->logit_scale > 0 ? o->logit_scale : 1.0);
     ADD(-1, "token_embd.weight", W_EMBD, (float)(1.0 / sqrt((double)s->n_embd)), s->n_embd,
         s->n_vocab, 2);
     ADD(-1, "token_embd_norm.weight", W_OUT_NORM, (float)logit_std, s->n_embd, 1, 1);
