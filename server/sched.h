@@ -41,6 +41,9 @@ typedef struct sched_job {
     char *stop[4];      /* malloc'd stop strings, never shown in the output */
     int n_stop;
     bool want_logprobs; /* emit sched_tokinfo with every text event */
+    int32_t show_special[4]; /* control tokens whose text is part of the output (chat: <think>,
+                              * </think>, <|tool_call_start|>, <|tool_call_end|>) */
+    int n_show_special;
     /* Constrained decoding (engine/gram.h): every choice's text is a value of this graph, then
      * EOS. A reference the job owns (gram_free), NULL = unconstrained. When the prompt ends
      * inside <think> (an open <think> token after the last </think>), the constraint starts after
