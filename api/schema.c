@@ -647,3 +647,53 @@ int schema_response_format(const cJSON *rf, gram **out, api_error *e) {
     }
     return gram_from(s, where, out, e);
 }
+
+int schema_tools(const api_tool *tools, int n_tools, int only, int max_calls, gram **out,
+                 api_error *e) {
+    *out = NULL;
+    char err[400];
+    gram *g = gram_new(true);
+    if (!g) return api_error_set(e, 500, NULL, NULL, "out of memory while compiling the tools");
+    int calls = gram_node(g, GRAM_CALLS, err, sizeof err);
+    int rc = calls;
+    char where[96] = "tools";
+    for (int i = 0; i < n_tools && rc >= 0; i++) {
+        if (only >= 0 && i != only) continue;
+        snprintf(where, sizeof where, "tools[%d].function.parameters", i);
+        int params;
+        cJSON *j = tools[i].parameters ? cJSON_Parse(tools[i].parameters) : NULL;
+        if (tools[i].parameters && !j) {
+            rc = GRAM_ENOMEM;
+            break;
+        }
+        if (!j || (cJSON_IsObject(j) && !j->child)) { /* absent or {}: no arguments */
+            params = gram_node(g, GRAM_OBJ, err, sizeof err);
+        } else {
+            params = schema_compile(g, j, where, err, sizeof err);
+            if (params >= 0 && gram_node_kind(g, params) != GRAM_OBJ) {
+                snprintf(err, sizeof err,
+                         "%s must be an object schema ({\"type\":\"object\",...}) to be written "
+                         "as keyword arguments",
+                         where);
+                params = GRAM_EINVAL;
+            }
+        }
+        cJSON_Delete(j);
+        if (params < 0) {
+            rc = params;
+            break;
+        }
+        rc = gram_calls_add(g, calls, tools[i].name, strlen(tools[i].name), params, err,
+                            sizeof err);
+    }
+    if (rc >= 0 && max_calls > 0) gram_calls_set_max(g, calls, max_calls);
+    if (rc >= 0) rc = gram_finish(g, calls, err, sizeof err);
+    if (rc < 0) {
+        gram_free(g);
+        if (rc == GRAM_ENOMEM)
+            return api_error_set(e, 500, NULL, NULL, "out of memory while compiling the tools");
+        return api_error_set(e, 400, "tools", "invalid_schema", "%s", err);
+    }
+    *out = g;
+    return 0;
+}

@@ -26,4 +26,13 @@ int schema_compile(gram *g, const cJSON *schema, const char *root, char *err, si
  * error a 400 in e naming the field (API_EINVAL) or 500 (API_ENOMEM). */
 int schema_response_format(const cJSON *rf, gram **out, api_error *e);
 
+/* The output of tool_choice "required" (only < 0) or a named function (only = its index in
+ * tools): <|tool_call_start|>[name(key=value, ...), ...]<|tool_call_end|> in LFM2's Python style
+ * (keyword arguments in the parameters' declared order, values as JSON with True/False/None),
+ * each call's arguments valid against that tool's parameters (an object schema; absent = no
+ * arguments), at most max_calls calls (< 0: any number, at least one). On success *out is a
+ * finished gram; on error a 400 naming tools[i].function.parameters and the keyword. */
+int schema_tools(const api_tool *tools, int n_tools, int only, int max_calls, gram **out,
+                 api_error *e);
+
 #endif

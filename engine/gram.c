@@ -226,6 +226,7 @@ typedef struct gprop {
     int32_t key_off, key_len; /* raw name in g->bytes */
     int32_t value;
     bool required;
+    bool ident; /* the name is an identifier: writable as a keyword argument */
 } gprop;
 
 typedef struct gnode {
@@ -307,6 +308,10 @@ gram *gram_ref(gram *g) {
 
 bool gram_py(const gram *g) {
     return g->py;
+}
+
+int gram_node_kind(const gram *g, int node) {
+    return node >= 0 && node < g->nn ? g->nodes[node].kind : -1;
 }
 
 int gram_n_nodes(const gram *g) {
@@ -454,7 +459,7 @@ static int add_prop(gram *g, int obj, const char *key, size_t key_len, int value
     n = &g->nodes[obj];
     if (!grow((void **)&n->props, &n->cprops, n->nprops + 1, sizeof *n->props))
         return oom(err, errlen);
-    n->props[n->nprops++] = (gprop){off, (int32_t)key_len, value, required};
+    n->props[n->nprops++] = (gprop){off, (int32_t)key_len, value, required, false};
     return 0;
 }
 
@@ -687,7 +692,8 @@ static int build_tries(gram *g, char *err, size_t errlen) {
                 buf[o + l] = '"';
                 ss[i] = (tstr){(const uint8_t *)buf + o, l + 1, i};
                 o += l + 1;
-                if (is_ident(k, kl)) {
+                n->props[i].ident = is_ident(k, kl);
+                if (n->props[i].ident) {
                     memcpy(kbuf + ko, k, kl);
                     kbuf[ko + kl] = n->kind == GRAM_CALLS ? '(' : '=';
                     kw[nkw++] = (tstr){(const uint8_t *)kbuf + ko, kl + 1, i};
@@ -749,6 +755,19 @@ int gram_finish(gram *g, int root, char *err, size_t errlen) {
                                      "function name \"%.*s\" cannot be written as a Python call",
                                      n->props[k].key_len > 64 ? 64 : n->props[k].key_len,
                                      g->bytes + n->props[k].key_off);
+        for (int k = 0; n->kind == GRAM_CALLS && k < n->nprops; k++) { /* keyword arguments */
+            const gnode *pn = &g->nodes[n->props[k].value];
+            for (int q = 0; q < pn->nprops; q++)
+                if (pn->props[q].required &&
+                    !is_ident(g->bytes + pn->props[q].key_off, (size_t)pn->props[q].key_len))
+                    return util_fail(err, errlen, GRAM_EINVAL,
+                                     "required parameter \"%.*s\" of %.*s cannot be written as a "
+                                     "Python keyword argument",
+                                     pn->props[q].key_len > 64 ? 64 : pn->props[q].key_len,
+                                     g->bytes + pn->props[q].key_off,
+                                     n->props[k].key_len > 64 ? 64 : n->props[k].key_len,
+                                     g->bytes + n->props[k].key_off);
+        }
     }
     int rc = build_tries(g, err, errlen);
     if (rc < 0) return rc;
@@ -925,6 +944,17 @@ static bool take_ws(gram_matcher *m, const gfr *f, unsigned c, gst *o) {
     return true;
 }
 
+/* The Python call syntax's separators (", " between calls and keyword arguments): one space. */
+static bool take_space(gram_matcher *m, const gfr *f, unsigned c, gst *o) {
+    if (!is_ws(c)) return false;
+    if (c == ' ' && f->ws == 0) {
+        gfr n = *f;
+        n.ws = 1;
+        out_add(m, o, fr_push(m, &n));
+    }
+    return true;
+}
+
 /* numbers: can some value written from this prefix fall in [lo, hi]? */
 static bool span_ok(const gnode *n, bool neg, i128 a, i128 b) {
     if (neg) {
@@ -1050,7 +1080,8 @@ static int32_t obj_limit(const gnode *n, int32_t cursor) {
 }
 
 static bool obj_selectable(const gram *g, const gfr *f, const gnode *n, int32_t k) {
-    return k >= f->a && k <= obj_limit(n, f->a) && fits(g, f->depth, n->props[k].value);
+    return k >= f->a && k <= obj_limit(n, f->a) && fits(g, f->depth, n->props[k].value) &&
+           (!(f->flags & FL_KW) || n->props[k].ident);
 }
 
 static bool obj_extra_ok(const gram *g, const gfr *f, const gnode *n) {
@@ -1073,7 +1104,7 @@ static bool obj_any_key(const gram *g, const gfr *f, const gnode *n) {
     if (obj_extra_ok(g, f, n)) return true;
     int32_t lim = obj_limit(n, f->a);
     for (int32_t k = f->a; k <= lim; k++)
-        if (fits(g, f->depth, n->props[k].value)) return true;
+        if (obj_selectable(g, f, n, k)) return true;
     return false;
 }
 
@@ -1136,7 +1167,7 @@ static void feed_obj(gram_matcher *m, int32_t fi, unsigned c, gst *o) {
     case O_OPEN:
     case O_COMMA:
         if (!kw && take_ws(m, &f, c, o)) return;
-        if (kw && f.st == O_COMMA && take_ws(m, &f, c, o)) return;
+        if (kw && f.st == O_COMMA && take_space(m, &f, c, o)) return;
         if (f.st == O_OPEN && c == close) {
             if (obj_can_close(n, &f)) out_add(m, o, f.parent);
             return;
@@ -1426,7 +1457,7 @@ static void feed_calls(gram_matcher *m, int32_t fi, unsigned c, gst *o) {
         }
         return;
     case K_SEP: {
-        if (take_ws(m, &f, c, o)) return;
+        if (take_space(m, &f, c, o)) return;
         gfr x = f;
         x.b = n->troot_kw;
         calls_name_byte(m, &x, c, o);

@@ -8,7 +8,8 @@
  * The text a matcher accepts (the whitespace and number policies, documented in docs/api.md):
  * - whitespace: up to GRAM_MAX_WS bytes of [ \t\n\r] before the value, after `{ [ , :` and
  *   after a value inside an object or array; none inside literals or numbers, none after the
- *   complete top-level value;
+ *   complete top-level value; in the Python call syntax one space after a comma between calls
+ *   or keyword arguments and none elsewhere (values inside arguments follow the JSON rule);
  * - numbers: -?(0|[1-9][0-9]*)(\.[0-9]+)? without exponent, at most GRAM_MAX_INT_DIGITS integer
  *   and GRAM_MAX_FRAC_DIGITS fraction digits (integers: no fraction); bounds are exact;
  * - strings: UTF-8 checked strictly, escapes \" \\ \/ \b \f \n \r \t \uXXXX (no surrogate
@@ -92,6 +93,7 @@ int gram_finish(gram *g, int root, char *err, size_t errlen);
 /* Names node for error messages ("#/properties/a"); copied. Optional. */
 void gram_label(gram *g, int node, const char *label);
 int gram_n_nodes(const gram *g);
+int gram_node_kind(const gram *g, int node); /* enum gram_kind, or -1 for a bad id */
 bool gram_py(const gram *g); /* built with py (Python literals) */
 bool gram_uses_calls(const gram *g); /* the root is a CALLS node: needs the call tokens */
 

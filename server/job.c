@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include "api/schema.h"
 #include "engine/gram.h"
 #include "engine/sample.h"
 
@@ -192,22 +193,29 @@ static int job_tools(const job_ctx *c, const api_request *q, sched_job *j) {
     return 0;
 }
 
-/* HOOK for constrained decoding (branch wt-grammar fills it): tool_choice "required" (a call of
- * one of q->tools whose arguments satisfy its parameters schema) and a named function
- * (q->tools[q->tool_choice_index] only) constrain the output; parse the tools' schemas from
- * api_tool.parameters and attach the constraint to j here. Until then such requests get 400
- * not_supported, never a silent "auto". Returns 0 or JOB_EINVAL / JOB_ENOMEM with e filled. */
+/* tool_choice "required" (a call of one of q->tools whose arguments satisfy its parameters
+ * schema) and a named function (q->tools[q->tool_choice_index] only) constrain the output to
+ * <|tool_call_start|>[name(key=value, ...)]<|tool_call_end|> (api/schema.h schema_tools), at
+ * most one call without parallel_tool_calls; this replaces a response_format constraint (the
+ * answer is the call). Returns 0 or JOB_EINVAL / JOB_ENOMEM with e filled. */
 static int job_tool_constraint(const job_ctx *c, const api_request *q, sched_job *j,
                                api_error *e) {
-    (void)c;
-    (void)j;
     if (q->tool_choice != API_TOOL_CHOICE_REQUIRED && q->tool_choice != API_TOOL_CHOICE_FUNCTION)
         return 0;
-    api_error_set(e, 400, "tool_choice", "not_supported",
-                  "tool_choice %s is not supported yet (it needs constrained decoding); use "
-                  "\"auto\" or \"none\"",
-                  q->tool_choice == API_TOOL_CHOICE_REQUIRED ? "\"required\"" : "naming a function");
-    return JOB_EINVAL;
+    if (find_special(c->tk, TOOLCALL_START) < 0 || find_special(c->tk, TOOLCALL_END) < 0)
+        return api_error_set(e, 400, "tool_choice", "not_supported",
+                             "this model's vocabulary has no %s/%s tokens, so tool_choice %s "
+                             "cannot be enforced",
+                             TOOLCALL_START, TOOLCALL_END,
+                             q->tool_choice == API_TOOL_CHOICE_REQUIRED ? "\"required\""
+                                                                         : "naming a function");
+    gram *g = NULL;
+    int only = q->tool_choice == API_TOOL_CHOICE_FUNCTION ? q->tool_choice_index : -1;
+    int rc = schema_tools(q->tools, q->n_tools, only, q->parallel_tool_calls ? -1 : 1, &g, e);
+    if (rc < 0) return rc == API_ENOMEM ? JOB_ENOMEM : JOB_EINVAL;
+    gram_free(j->gram);
+    j->gram = g;
+    return 0;
 }
 
 int job_build(const job_ctx *c, const api_request *q, uint64_t seed, sched_job **out,

@@ -83,7 +83,7 @@ const cases = [
   ["logit_bias id beyond vocab", C, m({ logit_bias: { 99999999: 1 } })], ["logprobs string", C, m({ logprobs: "yes" })],
   ["top_logprobs 50", C, m({ logprobs: true, top_logprobs: 50 })], ["stream string", C, m({ stream: "yes" })],
   ["stream_options number", C, m({ stream: true, stream_options: 5 })],
-  ["tools", C, m({ tools: [{ type: "function", function: { name: "f", parameters: {} } }] })],
+  ["tool_choice naming an undeclared tool", C, m({ tools: [{ type: "function", function: { name: "f", parameters: {} } }], tool_choice: { type: "function", function: { name: "g" } } })],
   ["response_format xml", C, m({ response_format: { type: "xml" } })],
   ["response_format unsupported keyword", C, m({ response_format: { type: "json_schema", json_schema: { name: "x", schema: { type: "string", format: "email" } } } })],
   ["deep nesting", C, m({}).replace("{", '{"x":' + "[".repeat(5000) + "]".repeat(5000) + ",")],
