@@ -169,7 +169,14 @@ for (const [tc, code] of [[{ type: "function", function: { name: "nope" } }, "in
       tool_calls: [{ id: "call_1", type: "function", function: { name: "get_weather", arguments: JSON.stringify(args) } }] },
     { role: "tool", tool_call_id: "call_1", content: "{\"temp\": 18}" },
   ];
-  const r = await client.chat.completions.create({ model: "m", messages: history, tools, max_tokens: 1, temperature: 0 });
+  // tools whose JSON has what tojson must write as Python does: non-ASCII, quotes, backslashes,
+  // control characters, nested arrays, floats, booleans and null
+  const rich = [...tools, { type: "function", function: { name: "Calendar.create_event",
+    description: "Crée un «événement» \"quoted\" C:\\path\ttab\u0001 😀",
+    parameters: { type: "object", properties: { when: { type: ["string", "null"], enum: ["a", null] },
+      weight: { type: "number", minimum: 0.5, maximum: 2.75 }, ok: { type: "boolean", default: false } },
+      required: [], additionalProperties: true } } }];
+  const r = await client.chat.completions.create({ model: "m", messages: history, tools: rich, max_tokens: 1, temperature: 0 });
   const dated = FAMILY === "lfm2.5-dated";
   const jinjaMsgs = history.map((m) => {
     if (m.role !== "assistant") return m;
@@ -180,7 +187,7 @@ for (const [tc, code] of [[{ type: "function", function: { name: "nope" } }, "in
     const think = FAMILY === "lfm2.5" ? `<think>${m.reasoning_content}</think>` : "";
     return { role: "assistant", content: `${think}<|tool_call_start|>${CALL1}<|tool_call_end|>` };
   });
-  const text = tmpl.render({ messages: jinjaMsgs, tools, bos_token: "<|startoftext|>", add_generation_prompt: true });
+  const text = tmpl.render({ messages: jinjaMsgs, tools: rich, bos_token: "<|startoftext|>", add_generation_prompt: true });
   eq(r.usage.prompt_tokens, (await tokenize(text)).length, "round trip: prompt tokens = the template's text");
 }
 
