@@ -433,8 +433,8 @@ static int parse_message_extras(const cJSON *m, int i, const api_limits *lim, ap
                                  param, type_name(tc));
         int n = cJSON_GetArraySize(tc);
         if (n > lim->max_tools)
-            return api_error_set(e, 400, param, "invalid_value",
-                                 "%s has %d calls; the limit is %d", param, n, lim->max_tools);
+            return api_error_set(e, 400, param, "invalid_value", "%s has %d calls; the limit is %d",
+                                 param, n, lim->max_tools);
         if (n > 0) {
             am->tool_calls = calloc((size_t)n, sizeof *am->tool_calls);
             if (!am->tool_calls) return oom(e);
@@ -672,10 +672,11 @@ static int parse_tool(const cJSON *t, int k, api_tool *tl, api_error *e) {
     char param[48], pp[80];
     snprintf(param, sizeof param, "tools[%d]", k);
     if (!cJSON_IsObject(t))
-        return api_error_set(e, 400, param, "invalid_type",
-                             "%s must be an object like {\"type\":\"function\",\"function\":{...}}, "
-                             "got %s",
-                             param, type_name(t));
+        return api_error_set(
+            e, 400, param, "invalid_type",
+            "%s must be an object like {\"type\":\"function\",\"function\":{...}}, "
+            "got %s",
+            param, type_name(t));
     const cJSON *ty = field(t, "type");
     snprintf(pp, sizeof pp, "%s.type", param);
     if (!cJSON_IsString(ty))
@@ -707,8 +708,8 @@ static int parse_tool(const cJSON *t, int k, api_tool *tl, api_error *e) {
     const cJSON *pa = field(fn, "parameters");
     snprintf(pp, sizeof pp, "%s.function.parameters", param);
     if (pa && !cJSON_IsObject(pa))
-        return api_error_set(e, 400, pp, "invalid_type",
-                             "%s must be a JSON Schema object, got %s", pp, type_name(pa));
+        return api_error_set(e, 400, pp, "invalid_type", "%s must be a JSON Schema object, got %s",
+                             pp, type_name(pa));
     if (pa && !(tl->parameters = cJSON_PrintUnformatted(pa))) return oom(e);
     const cJSON *st = field(fn, "strict");
     snprintf(pp, sizeof pp, "%s.function.strict", param);
@@ -781,8 +782,7 @@ static int parse_tools(api_request *r, const cJSON *root, const api_limits *lim,
                                      name->valuestring);
         } else {
             return api_error_set(e, 400, "tool_choice", "invalid_type",
-                                 "tool_choice must be a string or an object, got %s",
-                                 type_name(c));
+                                 "tool_choice must be a string or an object, got %s", type_name(c));
         }
         if (r->tool_choice == API_TOOL_CHOICE_REQUIRED && !r->n_tools)
             return api_error_set(e, 400, "tool_choice", "invalid_value",

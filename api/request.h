@@ -134,7 +134,7 @@ typedef struct api_request {
     api_tool *tools; /* n_tools entries, NULL when none (an empty array is none) */
     int n_tools;
     enum api_tool_choice tool_choice; /* NONE without tools, AUTO with them unless given */
-    int tool_choice_index;   /* FUNCTION: the index in tools of the named function, else -1 */
+    int tool_choice_index;    /* FUNCTION: the index in tools of the named function, else -1 */
     bool parallel_tool_calls; /* default true; false: at most one call is returned */
     enum api_reasoning_format reasoning_format;
     struct gram *grammar;    /* response_format json_object/json_schema compiled (api/schema.h);

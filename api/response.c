@@ -254,7 +254,8 @@ char *api_chat_chunk_json(const api_resp_meta *m, const api_choice *c, bool role
     if (ok && c->text) ok = add_text(delta, "content", c->text, c->len) != NULL;
     if (ok && c->reasoning)
         ok = add_text(delta, "reasoning_content", c->reasoning, c->reasoning_len) != NULL;
-    ok = ok && add_calls(delta, c, true) && add_chat_logprobs(ch, c) && add_finish(ch, c->finish_reason);
+    ok = ok && add_calls(delta, c, true) && add_chat_logprobs(ch, c) &&
+         add_finish(ch, c->finish_reason);
     if (ok && usage_null) ok = cJSON_AddNullToObject(root, "usage") != NULL;
     return finish(root, ok);
 }

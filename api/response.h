@@ -53,10 +53,10 @@ typedef struct api_choice {
     int n_logprobs;
     size_t text_offset; /* completions logprobs: offset of this text's first byte */
     /* chat only */
-    bool content_null;           /* message "content": null (text ignored) */
-    const char *reasoning;       /* "reasoning_content" (reasoning_len bytes); NULL: absent */
+    bool content_null;     /* message "content": null (text ignored) */
+    const char *reasoning; /* "reasoning_content" (reasoning_len bytes); NULL: absent */
     size_t reasoning_len;
-    const api_call_out *calls;   /* "tool_calls" (n_calls entries); 0: absent */
+    const api_call_out *calls; /* "tool_calls" (n_calls entries); 0: absent */
     int n_calls;
 } api_choice;
 

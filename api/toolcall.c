@@ -150,18 +150,42 @@ static char *string_lit(parser *p) {
         const char *lit = NULL;
         long cp = -2;
         switch (e) {
-        case '\\': lit = "\\"; break;
-        case '\'': lit = "'"; break;
-        case '"': lit = "\""; break;
-        case '/': lit = "/"; break;
-        case 'n': lit = "\n"; break;
-        case 't': lit = "\t"; break;
-        case 'r': lit = "\r"; break;
-        case 'b': lit = "\b"; break;
-        case 'f': lit = "\f"; break;
-        case 'v': lit = "\v"; break;
-        case 'a': lit = "\a"; break;
-        case '\n': lit = ""; break; /* line continuation */
+        case '\\':
+            lit = "\\";
+            break;
+        case '\'':
+            lit = "'";
+            break;
+        case '"':
+            lit = "\"";
+            break;
+        case '/':
+            lit = "/";
+            break;
+        case 'n':
+            lit = "\n";
+            break;
+        case 't':
+            lit = "\t";
+            break;
+        case 'r':
+            lit = "\r";
+            break;
+        case 'b':
+            lit = "\b";
+            break;
+        case 'f':
+            lit = "\f";
+            break;
+        case 'v':
+            lit = "\v";
+            break;
+        case 'a':
+            lit = "\a";
+            break;
+        case '\n':
+            lit = "";
+            break; /* line continuation */
         case 'x':
             cp = hexn(p, p->i, 2);
             if (cp >= 0) p->i += 2;
@@ -299,8 +323,8 @@ static cJSON *dict_lit(parser *p) {
         if (!key && !p->oom) {
             cJSON *k = value(p);
             if (k && (cJSON_IsRaw(k) || cJSON_IsBool(k) || cJSON_IsNull(k))) {
-                key = cJSON_IsRaw(k)    ? strdup(k->valuestring)
-                      : cJSON_IsTrue(k) ? strdup("true")
+                key = cJSON_IsRaw(k)     ? strdup(k->valuestring)
+                      : cJSON_IsTrue(k)  ? strdup("true")
                       : cJSON_IsFalse(k) ? strdup("false")
                                          : strdup("null");
                 if (!key) p->oom = true;
@@ -376,8 +400,10 @@ static cJSON *value(parser *p) {
             v = cJSON_CreateNull();
         else
             goto out;
-        if (!v) p->oom = true;
-        else p->i += wl;
+        if (!v)
+            p->oom = true;
+        else
+            p->i += wl;
     }
 out:
     p->depth--;
@@ -708,7 +734,9 @@ static void run(toolcall_stream *s, bool final) {
                 s->reason_started = true;
             }
             const char *e = find(h, len, TOOLCALL_THINK_END);
-            size_t t = e ? (size_t)(e - h) : final ? len : len - tail_prefix(h, len, TOOLCALL_THINK_END);
+            size_t t = e       ? (size_t)(e - h)
+                       : final ? len
+                               : len - tail_prefix(h, len, TOOLCALL_THINK_END);
             size_t emit = t;
             while (emit > 0 && is_space(h[emit - 1]))
                 emit--;
@@ -757,7 +785,8 @@ static void run(toolcall_stream *s, bool final) {
             return;
         }
         case ST_CALL: {
-            size_t from = s->call.len >= strlen(TOOLCALL_END) ? s->call.len - strlen(TOOLCALL_END) : 0;
+            size_t from =
+                s->call.len >= strlen(TOOLCALL_END) ? s->call.len - strlen(TOOLCALL_END) : 0;
             if (len && !bput(&s->call, h, len)) {
                 s->oom = true;
                 return;

@@ -62,7 +62,7 @@ typedef struct toolcall_delta {
  *   opts.max_calls are dropped. */
 typedef struct toolcall_stream toolcall_stream;
 toolcall_stream *toolcall_stream_new(const toolcall_opts *o); /* NULL when out of memory */
-void toolcall_stream_free(toolcall_stream *s);                  /* NULL is a no-op */
+void toolcall_stream_free(toolcall_stream *s);                /* NULL is a no-op */
 /* Feeds len bytes; 0 and *d filled, or -1 when out of memory. */
 int toolcall_stream_push(toolcall_stream *s, const char *text, size_t len, toolcall_delta *d);
 /* The end of the text: releases or decides everything held. 0, or -1 when out of memory. */

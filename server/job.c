@@ -172,9 +172,9 @@ static int job_tools(const job_ctx *c, const api_request *q, sched_job *j) {
     }
     int32_t start = find_special(c->tk, TOOLCALL_START);
     if (q->n_tools > 0 && q->tool_choice == API_TOOL_CHOICE_NONE && start >= 0) {
-        sample_bias *nb = c->realloc_fn ? c->realloc_fn(j->bias, (size_t)(j->samp.n_bias + 1) *
-                                                                     sizeof *nb)
-                                        : realloc(j->bias, (size_t)(j->samp.n_bias + 1) * sizeof *nb);
+        sample_bias *nb = c->realloc_fn
+                              ? c->realloc_fn(j->bias, (size_t)(j->samp.n_bias + 1) * sizeof *nb)
+                              : realloc(j->bias, (size_t)(j->samp.n_bias + 1) * sizeof *nb);
         if (!nb) return JOB_ENOMEM;
         j->bias = nb;
         j->bias[j->samp.n_bias].id = start;
@@ -296,7 +296,7 @@ struct job_choice {
     api_token_logprob *lp; /* non-streamed logprobs, pieces point into the tokenizer */
     api_top_logprob *top;  /* n_lp * n_top entries */
     int n_lp, cap_lp;
-    size_t text_offset; /* completions: bytes of text already sent (stream) */
+    size_t text_offset;     /* completions: bytes of text already sent (stream) */
     toolcall_stream *split; /* chat: content / reasoning / calls (created at the first text) */
     char *reasoning;        /* non-streamed: reasoning_content so far */
     size_t rlen, rcap;
@@ -535,8 +535,8 @@ static void emit_calls(job_answer *a, int ci, const toolcall_delta *d, job_emit_
 
 /* Applies what the splitter decided for choice ci: kept (non-streamed) or sent (streamed, with
  * the logprobs of the event's tokens, lp/n_lp, on the content chunk). */
-static void apply_delta(job_answer *a, int ci, const toolcall_delta *d,
-                        const api_token_logprob *lp, int n_lp, job_emit_fn emit, void *ud) {
+static void apply_delta(job_answer *a, int ci, const toolcall_delta *d, const api_token_logprob *lp,
+                        int n_lp, job_emit_fn emit, void *ud) {
     job_choice *hc = &a->ch[ci];
     if (!a->stream) {
         if (choice_append_text(a, hc, d->content, d->content_len) < 0 ||
@@ -549,7 +549,10 @@ static void apply_delta(job_answer *a, int ci, const toolcall_delta *d,
         emit_json(a, emit, ud, api_chat_chunk_json(&a->meta, &c, false, a->include_usage));
     }
     if (d->content_len || lp) {
-        api_choice c = {.index = ci, .text = d->content, .len = d->content_len, .logprobs = lp,
+        api_choice c = {.index = ci,
+                        .text = d->content,
+                        .len = d->content_len,
+                        .logprobs = lp,
                         .n_logprobs = n_lp};
         emit_json(a, emit, ud, api_chat_chunk_json(&a->meta, &c, false, a->include_usage));
     }
@@ -568,7 +571,8 @@ static void chat_text(job_answer *a, const sched_event *ev, job_emit_fn emit, vo
     api_token_logprob *lp = NULL;
     api_top_logprob *top = NULL;
     if (a->want_logprobs && ev->n_toks) {
-        if (a->stream ? build_logprobs(a, ev, &lp, &top) < 0 : choice_keep_logprobs(a, hc, ev) < 0) {
+        if (a->stream ? build_logprobs(a, ev, &lp, &top) < 0
+                      : choice_keep_logprobs(a, hc, ev) < 0) {
             answer_fail(a, "out of memory", emit, ud);
             return;
         }
@@ -705,8 +709,8 @@ char *job_answer_json(job_answer *a) {
         const toolcall *tc = toolcall_stream_calls(a->ch[i].split);
         for (int k = 0; k < nc; k++) {
             call_id(a, i, k, ids[at + k], sizeof ids[at + k]);
-            co[at + k] = (api_call_out){.index = k, .id = ids[at + k], .name = tc[k].name,
-                                        .arguments = tc[k].arguments};
+            co[at + k] = (api_call_out){
+                .index = k, .id = ids[at + k], .name = tc[k].name, .arguments = tc[k].arguments};
         }
         c[i].calls = co + at;
         c[i].n_calls = nc;

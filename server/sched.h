@@ -40,7 +40,7 @@ typedef struct sched_job {
     sample_bias *bias;  /* malloc'd, samp.n_bias entries */
     char *stop[4];      /* malloc'd stop strings, never shown in the output */
     int n_stop;
-    bool want_logprobs; /* emit sched_tokinfo with every text event */
+    bool want_logprobs;      /* emit sched_tokinfo with every text event */
     int32_t show_special[4]; /* control tokens whose text is part of the output (chat: <think>,
                               * </think>, <|tool_call_start|>, <|tool_call_end|>) */
     int n_show_special;

@@ -38,7 +38,7 @@ typedef struct mkmodel_opts {
     const char *preset;     /* only used for the default name */
     const char *train_text; /* BPE training text; NULL: the built-in corpus */
     size_t train_len;
-    const char *vocab_from; /* GGUF whose tokenizer.* keys are copied; overrides training */
+    const char *vocab_from;    /* GGUF whose tokenizer.* keys are copied; overrides training */
     double logit_scale;        /* gain on the output norm, so on the logits' spread; 0 = 1. Tests
                                 * that force text with logit_bias use a small one (flat logits) */
     const char *chat_template; /* tokenizer.chat_template family (mkmodel_chat_template_named);

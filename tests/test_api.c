@@ -133,8 +133,9 @@ static const bad_case bad[] = {
      CHAT(",\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"f\",\"description\":1}}]"),
      "tools[0].function.description", "must be a string"},
     {API_CHAT,
-     CHAT(",\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"f\"}},{\"type\":\"function\","
-          "\"function\":{\"name\":\"f\"}}]"),
+     CHAT(
+         ",\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"f\"}},{\"type\":\"function\","
+         "\"function\":{\"name\":\"f\"}}]"),
      "tools[1].function.name", "declared twice"},
     {API_CHAT, CHAT(",\"tool_choice\":\"required\""), "tool_choice", "needs a non-empty tools"},
     {API_CHAT, CHAT(",\"tool_choice\":\"any\""), "tool_choice", "is not one of"},
@@ -547,20 +548,21 @@ static void test_chat_ok(void) {
 /* tools, tool_choice, history with tool calls and reasoning */
 static void test_tools_ok(void) {
     api_request r;
-    parse_ok(&r, API_CHAT,
-             "{\"messages\":["
-             "{\"role\":\"user\",\"content\":\"weather?\"},"
-             "{\"role\":\"assistant\",\"content\":null,\"reasoning_content\":\"think \\u00e9\","
-             "\"tool_calls\":[{\"id\":\"call_1\",\"type\":\"function\",\"function\":{\"name\":"
-             "\"Weather.get\",\"arguments\":\"{\\\"city\\\": \\\"Paris\\\", \\\"n\\\": [1, 2.5]}\"}},"
-             "{\"id\":\"call_2\",\"function\":{\"name\":\"g\",\"arguments\":{\"b\":true}}}]},"
-             "{\"role\":\"tool\",\"content\":\"18C\",\"tool_call_id\":\"call_1\"}],"
-             "\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"Weather.get\","
-             "\"description\":\"Gets \\\"weather\\\" \\u00e9\",\"parameters\":{\"type\":\"object\","
-             "\"properties\":{\"city\":{\"type\":\"string\"}},\"required\":[\"city\"]}}},"
-             "{\"function\":{\"strict\":true,\"name\":\"g\"},\"type\":\"function\"}],"
-             "\"tool_choice\":{\"type\":\"function\",\"function\":{\"name\":\"g\"}},"
-             "\"parallel_tool_calls\":false,\"reasoning_format\":\"none\"}");
+    parse_ok(
+        &r, API_CHAT,
+        "{\"messages\":["
+        "{\"role\":\"user\",\"content\":\"weather?\"},"
+        "{\"role\":\"assistant\",\"content\":null,\"reasoning_content\":\"think \\u00e9\","
+        "\"tool_calls\":[{\"id\":\"call_1\",\"type\":\"function\",\"function\":{\"name\":"
+        "\"Weather.get\",\"arguments\":\"{\\\"city\\\": \\\"Paris\\\", \\\"n\\\": [1, 2.5]}\"}},"
+        "{\"id\":\"call_2\",\"function\":{\"name\":\"g\",\"arguments\":{\"b\":true}}}]},"
+        "{\"role\":\"tool\",\"content\":\"18C\",\"tool_call_id\":\"call_1\"}],"
+        "\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"Weather.get\","
+        "\"description\":\"Gets \\\"weather\\\" \\u00e9\",\"parameters\":{\"type\":\"object\","
+        "\"properties\":{\"city\":{\"type\":\"string\"}},\"required\":[\"city\"]}}},"
+        "{\"function\":{\"strict\":true,\"name\":\"g\"},\"type\":\"function\"}],"
+        "\"tool_choice\":{\"type\":\"function\",\"function\":{\"name\":\"g\"}},"
+        "\"parallel_tool_calls\":false,\"reasoning_format\":\"none\"}");
     CHECK_EQ_INT(r.n_tools, 2);
     if (r.n_tools == 2) {
         CHECK_STR(r.tools[0].name, "Weather.get");
@@ -609,7 +611,8 @@ static void test_tools_ok(void) {
     CHECK(r.parallel_tool_calls);
     CHECK_EQ_INT(r.reasoning_format, API_REASONING_AUTO);
     api_request_free(&r);
-    parse_ok(&r, API_CHAT, CHAT(",\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"f\"}}]"));
+    parse_ok(&r, API_CHAT,
+             CHAT(",\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"f\"}}]"));
     CHECK_EQ_INT(r.tool_choice, API_TOOL_CHOICE_AUTO);
     api_request_free(&r);
     parse_ok(&r, API_CHAT, CHAT(",\"tool_choice\":\"auto\",\"reasoning_format\":\"deepseek\""));

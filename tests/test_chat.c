@@ -256,7 +256,8 @@ static void test_lfm25(void) {
 /* Tool calls, reasoning and tool results in the history, per family. */
 static void test_tool_history(void) {
     api_tool_call calls[] = {
-        {.id = "call_1", .name = "get_weather",
+        {.id = "call_1",
+         .name = "get_weather",
          .arguments = "{\"city\":\"Paris\",\"days\":3,\"metric\":true,\"tags\":[\"a\",1,null],"
                       "\"opt\":{\"k\":\"v\"},\"none\":null,\"x\":2.5}"},
         {.id = "call_2", .name = "ns.f", .arguments = "{}"}};
@@ -325,8 +326,11 @@ static void test_tool_history(void) {
 static void test_lfm25_dated(void) {
     const char *tools[] = {"{\"type\": \"function\", \"function\": {\"name\": \"f\"}}",
                            "{\"type\": \"function\", \"function\": {\"name\": \"g\"}}"};
-    chat_opts o = {.format = CHAT_LFM25_DATED, .bos = "<|startoftext|>",
-                   .add_generation_prompt = true, .tools = tools, .n_tools = 2,
+    chat_opts o = {.format = CHAT_LFM25_DATED,
+                   .bos = "<|startoftext|>",
+                   .add_generation_prompt = true,
+                   .tools = tools,
+                   .n_tools = 2,
                    .date = "2026-12-06"};
     api_message a[] = {M(API_ROLE_SYSTEM, "Be kind."), M(API_ROLE_USER, "Hi")};
     EXPECT(&o, a,
@@ -359,8 +363,7 @@ static void test_lfm25_dated(void) {
     /* a generation prompt that opens <think> */
     o.think_open = true;
     o.n_tools = 0;
-    EXPECT(&o, b,
-           "<|startoftext|><|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n<think>",
+    EXPECT(&o, b, "<|startoftext|><|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n<think>",
            "[S:<|startoftext|>][S:<|im_start|>][T:user\nHi][S:<|im_end|>][T:\n][S:<|im_start|>]"
            "[T:assistant\n][S:<think>]");
 }

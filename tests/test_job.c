@@ -523,8 +523,8 @@ static void test_keep_past_thinking(void) {
 
 /* ---------- tools and reasoning ---------- */
 
-#define TOOLS                                                                                  \
-    "\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"f\"}},{\"type\":\"function\","    \
+#define TOOLS                                                                                      \
+    "\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"f\"}},{\"type\":\"function\","     \
     "\"function\":{\"name\":\"g\"}}]"
 
 /* tool_choice none bans the call-start token; parallel_tool_calls false stops at the end token;
@@ -532,18 +532,21 @@ static void test_keep_past_thinking(void) {
  * constrained decoding (400 naming tool_choice). */
 static void test_tool_jobs(void) {
     job_ctx jc = ctx_for(CHAT_LFM2);
-    int32_t start = tok_find(TK, "<|tool_call_start|>", 19), end = tok_find(TK, "<|tool_call_end|>", 17);
+    int32_t start = tok_find(TK, "<|tool_call_start|>", 19),
+            end = tok_find(TK, "<|tool_call_end|>", 17);
     int32_t think = tok_find(TK, "<think>", 7);
     CHECK(start >= 0 && end >= 0 && think >= 0);
     api_request q;
     sched_job *j = NULL;
     api_error e;
-    if (parse(&q, API_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]," TOOLS
-                            ",\"tool_choice\":\"none\",\"logit_bias\":{\"5\":1}}") == 0) {
+    if (parse(&q, API_CHAT,
+              "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]," TOOLS
+              ",\"tool_choice\":\"none\",\"logit_bias\":{\"5\":1}}") == 0) {
         CHECK_EQ_INT(job_build(&jc, &q, 1, &j, &e), 0);
         bool banned = false;
         for (int i = 0; j && i < j->samp.n_bias; i++)
-            if (j->samp.bias[i].id == start && isinf(j->samp.bias[i].bias) && j->samp.bias[i].bias < 0)
+            if (j->samp.bias[i].id == start && isinf(j->samp.bias[i].bias) &&
+                j->samp.bias[i].bias < 0)
                 banned = true;
         CHECK(banned);
         CHECK(j && j->samp.n_bias == 2 && j->samp.bias[0].id == 5);
@@ -556,8 +559,9 @@ static void test_tool_jobs(void) {
         sched_job_free(j);
         api_request_free(&q);
     }
-    if (parse(&q, API_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]," TOOLS
-                            ",\"parallel_tool_calls\":false,\"stop\":[\"zz\"]}") == 0) {
+    if (parse(&q, API_CHAT,
+              "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]," TOOLS
+              ",\"parallel_tool_calls\":false,\"stop\":[\"zz\"]}") == 0) {
         CHECK_EQ_INT(job_build(&jc, &q, 1, &j, &e), 0);
         CHECK(j && j->n_stop == 2 && !strcmp(j->stop[1], "<|tool_call_end|>"));
         CHECK(j && j->samp.n_bias == 0); /* auto: nothing banned */
@@ -574,7 +578,8 @@ static void test_tool_jobs(void) {
     for (int i = 0; i < 2; i++) {
         char body[512];
         snprintf(body, sizeof body,
-                 "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]," TOOLS ",\"tool_choice\":%s}",
+                 "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]," TOOLS
+                 ",\"tool_choice\":%s}",
                  wait[i]);
         if (parse(&q, API_CHAT, body)) continue;
         /* constrained to a call list of the declared tools (the named one only) */
@@ -683,7 +688,8 @@ static cJSON *run_answer(const char *body, const char *text, int finish, bool st
         free(js);
         cJSON *c0 = cJSON_GetArrayItem(cJSON_GetObjectItem(root, "choices"), 0);
         out = cJSON_CreateObject();
-        cJSON_AddItemToObject(out, "message", cJSON_Duplicate(cJSON_GetObjectItem(c0, "message"), 1));
+        cJSON_AddItemToObject(out, "message",
+                              cJSON_Duplicate(cJSON_GetObjectItem(c0, "message"), 1));
         cJSON_AddItemToObject(out, "finish_reason",
                               cJSON_Duplicate(cJSON_GetObjectItem(c0, "finish_reason"), 1));
         cJSON_Delete(root);
@@ -721,9 +727,11 @@ static cJSON *run_answer(const char *body, const char *text, int finish, bool st
                     CHECK_EQ_INT(idx, cJSON_GetArraySize(calls));
                     cJSON *nc = cJSON_CreateObject();
                     cJSON_AddStringToObject(nc, "id", cJSON_GetObjectItem(t, "id")->valuestring);
-                    cJSON_AddStringToObject(nc, "type", cJSON_GetObjectItem(t, "type")->valuestring);
+                    cJSON_AddStringToObject(nc, "type",
+                                            cJSON_GetObjectItem(t, "type")->valuestring);
                     cJSON *nf = cJSON_AddObjectToObject(nc, "function");
-                    cJSON_AddStringToObject(nf, "name", cJSON_GetObjectItem(fn, "name")->valuestring);
+                    cJSON_AddStringToObject(nf, "name",
+                                            cJSON_GetObjectItem(fn, "name")->valuestring);
                     cJSON_AddStringToObject(nf, "arguments", args);
                     cJSON_AddItemToArray(calls, nc);
                 } else {
@@ -748,7 +756,8 @@ static cJSON *run_answer(const char *body, const char *text, int finish, bool st
         if (calls) cJSON_AddItemToObject(msg, "tool_calls", calls);
         out = cJSON_CreateObject();
         cJSON_AddItemToObject(out, "message", msg);
-        cJSON_AddItemToObject(out, "finish_reason", finish_reason ? finish_reason : cJSON_CreateNull());
+        cJSON_AddItemToObject(out, "finish_reason",
+                              finish_reason ? finish_reason : cJSON_CreateNull());
     }
     bigsink_free(&k);
     job_answer_free(&a);
@@ -778,8 +787,10 @@ static void test_answer_tools(void) {
     cJSON *probe = run_answer(body, "<|tool_call_start|>[f(), g()]<|tool_call_end|>",
                               SCHED_FINISH_STOP, false, false);
     cJSON *tc = cJSON_GetObjectItem(cJSON_GetObjectItem(probe, "message"), "tool_calls");
-    snprintf(id0, sizeof id0, "%s", cJSON_GetObjectItem(cJSON_GetArrayItem(tc, 0), "id")->valuestring);
-    snprintf(id1, sizeof id1, "%s", cJSON_GetObjectItem(cJSON_GetArrayItem(tc, 1), "id")->valuestring);
+    snprintf(id0, sizeof id0, "%s",
+             cJSON_GetObjectItem(cJSON_GetArrayItem(tc, 0), "id")->valuestring);
+    snprintf(id1, sizeof id1, "%s",
+             cJSON_GetObjectItem(cJSON_GetArrayItem(tc, 1), "id")->valuestring);
     cJSON_Delete(probe);
     CHECK(strlen(id0) == 29 && !strncmp(id0, "call_", 5) && strcmp(id0, id1));
     char want[2048];
@@ -788,7 +799,8 @@ static void test_answer_tools(void) {
              "\"reasoning_content\":\"plan\",\"tool_calls\":[{\"id\":\"%s\",\"type\":\"function\","
              "\"function\":{\"name\":\"f\",\"arguments\":\"{\\\"a\\\":\\\"x y \\u00e9\\\"}\"}},"
              "{\"id\":\"%s\",\"type\":\"function\",\"function\":{\"name\":\"g\",\"arguments\":"
-             "\"{\\\"b\\\":[1,{\\\"k\\\":true}],\\\"long\\\":\\\"0123456789012345678901234567890123456789\\\"}\"}}]},"
+             "\"{\\\"b\\\":[1,{\\\"k\\\":true}],\\\"long\\\":"
+             "\\\"0123456789012345678901234567890123456789\\\"}\"}}]},"
              "\"finish_reason\":\"tool_calls\"}",
              id0, id1);
     /* cJSON prints the é raw; build the expectation the same way */

@@ -37,12 +37,13 @@ static const parse_case parse_cases[] = {
     /* escapes and code with backslashes */
     {"[run(code=\"print(\\\"a\\\\nb\\\")\\nx = 1\")]",
      "run {\"code\":\"print(\\\"a\\\\nb\\\")\\nx = 1\"}"},
-    {"[grep(pattern='\\d+\\.\\w*')]", "grep {\"pattern\":\"\\\\d+\\\\.\\\\w*\"}"}, /* kept as Python */
+    {"[grep(pattern='\\d+\\.\\w*')]",
+     "grep {\"pattern\":\"\\\\d+\\\\.\\\\w*\"}"}, /* kept as Python */
     {"[path(p=\"C:\\\\Users\\\\me\")]", "path {\"p\":\"C:\\\\Users\\\\me\"}"},
     {"[t(s=\"tab\\there\\r\\n\\x41\\u00e9\\U0001F600\")]",
      "t {\"s\":\"tab\\there\\r\\nA\xc3\xa9\xf0\x9f\x98\x80\"}"},
     {"[t(s=\"\\ud83d\\ude00\")]", "t {\"s\":\"\xf0\x9f\x98\x80\"}"}, /* JSON surrogate pair */
-    {"[t(s=\"raw\nnewline\")]", "t {\"s\":\"raw\\nnewline\"}"},   /* lenient */
+    {"[t(s=\"raw\nnewline\")]", "t {\"s\":\"raw\\nnewline\"}"},      /* lenient */
     /* unicode */
     {"[traduire(texte=\"caf\xc3\xa9 \xe6\x97\xa5\xe6\x9c\xac \xf0\x9f\x98\x80\")]",
      "traduire {\"texte\":\"caf\xc3\xa9 \xe6\x97\xa5\xe6\x9c\xac \xf0\x9f\x98\x80\"}"},
@@ -153,8 +154,8 @@ static const split_case split_cases[] = {
     {"  Hello  ", R, "  Hello  ", "", ""},
     {"<think>no reasoning wanted</think>x", 0, "<think>no reasoning wanted</think>x", "", ""},
     /* reasoning */
-    {"<think>\nLet me think.\n</think>\n\nThe answer is 4.", R, "The answer is 4.",
-     "Let me think.", ""},
+    {"<think>\nLet me think.\n</think>\n\nThe answer is 4.", R, "The answer is 4.", "Let me think.",
+     ""},
     {"  <think>a</think>b", R, "b", "a", ""},
     {"<think>unfinished thought  ", R, "", "unfinished thought", ""},
     {"<thin", R, "<thin", "", ""},
@@ -278,8 +279,10 @@ static void test_split(void) {
             char *calls = calls_text(a.calls, a.n);
             if (strcmp(a.content, sc->content) || strcmp(a.reasoning, sc->reasoning) ||
                 strcmp(calls, sc->calls))
-                fprintf(stderr, "split case %zu, pieces %d:\n  content [%s]\n  reasoning [%s]\n"
-                                "  calls [%s]\n", i, piece, a.content, a.reasoning, calls);
+                fprintf(stderr,
+                        "split case %zu, pieces %d:\n  content [%s]\n  reasoning [%s]\n"
+                        "  calls [%s]\n",
+                        i, piece, a.content, a.reasoning, calls);
             CHECK_STR(a.content, sc->content);
             CHECK_STR(a.reasoning, sc->reasoning);
             CHECK_STR(calls, sc->calls);
@@ -291,9 +294,21 @@ static void test_split(void) {
 
 /* Random texts built from markup fragments: any split gives what the whole text gives. */
 static void test_split_random(void) {
-    static const char *const frag[] = {"<think>", "</think>", "<|tool_call_start|>",
-                                       "<|tool_call_end|>", "[f(x=1)]", "[g(y='a b')]", " ",
-                                       "\n", "text", "<|tool", "</thi", "[f(", ")]", "\"", "x=2"};
+    static const char *const frag[] = {"<think>",
+                                       "</think>",
+                                       "<|tool_call_start|>",
+                                       "<|tool_call_end|>",
+                                       "[f(x=1)]",
+                                       "[g(y='a b')]",
+                                       " ",
+                                       "\n",
+                                       "text",
+                                       "<|tool",
+                                       "</thi",
+                                       "[f(",
+                                       ")]",
+                                       "\"",
+                                       "x=2"};
     for (int it = 0; it < 3000; it++) {
         char text[512] = "";
         int nf = 1 + (int)(rnd() % 12);

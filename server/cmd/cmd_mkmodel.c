@@ -95,13 +95,12 @@ int cmd_mkmodel(int argc, char **argv) {
             }
         } else if (!strcmp(a, "--chat-template")) {
             if (!mkmodel_chat_template_named(val)) {
-                fprintf(stderr, "error: --chat-template '%s' unknown (lfm2, lfm2.5, lfm2.5-dated)\n",
-                        val);
+                fprintf(stderr,
+                        "error: --chat-template '%s' unknown (lfm2, lfm2.5, lfm2.5-dated)\n", val);
                 return 2;
             }
             o.chat_template = val;
-        }
-        else if (!strcmp(a, "--hidden"))
+        } else if (!strcmp(a, "--hidden"))
             r = cli_parse_long(a, val, 2, 1L << 16, &hidden);
         else if (!strcmp(a, "--layers"))
             r = cli_parse_long(a, val, 1, LFM2_MAX_LAYERS, &layers);

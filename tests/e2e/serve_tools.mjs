@@ -140,16 +140,25 @@ async function both(params, what) {
 }
 
 // 5. tool_choice naming an undeclared function: 400 naming tool_choice; "required" and a named
-// function need constrained decoding: 400 not_supported, never a silent "auto"
-for (const [tc, code] of [[{ type: "function", function: { name: "nope" } }, "invalid_value"],
-                          ["required", "not_supported"],
-                          [{ type: "function", function: { name: "get_time" } }, "not_supported"]]) {
+// function are enforced by constrained decoding (serve_tool_choice.sh tests them in depth): a
+// call of a declared tool (of the named one), never a silent "auto"
+{
   let err = null;
+  const tc = { type: "function", function: { name: "nope" } };
   try { await client.chat.completions.create({ model: "m", messages: [user], tools, tool_choice: tc, max_tokens: 2 }); }
   catch (e) { err = e; }
   eq(err?.status, 400, `tool_choice ${JSON.stringify(tc)}: status`);
   eq(err?.error?.param ?? err?.param, "tool_choice", `tool_choice ${JSON.stringify(tc)}: param`);
-  eq(err?.code, code, `tool_choice ${JSON.stringify(tc)}: code`);
+  eq(err?.code, "invalid_value", `tool_choice ${JSON.stringify(tc)}: code`);
+  for (const [choice, only] of [["required", null], [{ type: "function", function: { name: "get_time" } }, "get_time"]]) {
+    const r = await client.chat.completions.create({ model: "m", messages: [user], tools, tool_choice: choice,
+      parallel_tool_calls: false, max_tokens: 300, seed: 1 });
+    const calls = r.choices[0].message.tool_calls ?? [];
+    eq(r.choices[0].finish_reason, "tool_calls", `tool_choice ${JSON.stringify(choice)}: finish_reason`);
+    eq(calls.length, 1, `tool_choice ${JSON.stringify(choice)}: one call`);
+    check(calls.every((c) => tools.some((t) => t.function.name === c.function.name) && (!only || c.function.name === only)),
+      `tool_choice ${JSON.stringify(choice)}: calls ${JSON.stringify(calls)}`);
+  }
 }
 
 // 6. the round trip: the call and its result sent back are rendered as the family's template
@@ -169,7 +178,14 @@ for (const [tc, code] of [[{ type: "function", function: { name: "nope" } }, "in
       tool_calls: [{ id: "call_1", type: "function", function: { name: "get_weather", arguments: JSON.stringify(args) } }] },
     { role: "tool", tool_call_id: "call_1", content: "{\"temp\": 18}" },
   ];
-  const r = await client.chat.completions.create({ model: "m", messages: history, tools, max_tokens: 1, temperature: 0 });
+  // tools whose JSON has what tojson must write as Python does: non-ASCII, quotes, backslashes,
+  // control characters, nested arrays, floats, booleans and null
+  const rich = [...tools, { type: "function", function: { name: "Calendar.create_event",
+    description: "Crée un «événement» \"quoted\" C:\\path\ttab\u0001 😀",
+    parameters: { type: "object", properties: { when: { type: ["string", "null"], enum: ["a", null] },
+      weight: { type: "number", minimum: 0.5, maximum: 2.75 }, ok: { type: "boolean", default: false } },
+      required: [], additionalProperties: true } } }];
+  const r = await client.chat.completions.create({ model: "m", messages: history, tools: rich, max_tokens: 1, temperature: 0 });
   const dated = FAMILY === "lfm2.5-dated";
   const jinjaMsgs = history.map((m) => {
     if (m.role !== "assistant") return m;
@@ -180,7 +196,7 @@ for (const [tc, code] of [[{ type: "function", function: { name: "nope" } }, "in
     const think = FAMILY === "lfm2.5" ? `<think>${m.reasoning_content}</think>` : "";
     return { role: "assistant", content: `${think}<|tool_call_start|>${CALL1}<|tool_call_end|>` };
   });
-  const text = tmpl.render({ messages: jinjaMsgs, tools, bos_token: "<|startoftext|>", add_generation_prompt: true });
+  const text = tmpl.render({ messages: jinjaMsgs, tools: rich, bos_token: "<|startoftext|>", add_generation_prompt: true });
   eq(r.usage.prompt_tokens, (await tokenize(text)).length, "round trip: prompt tokens = the template's text");
 }
 

@@ -71,7 +71,9 @@ static void render(const api_request *r) {
     for (int i = 0; i < nt; i++)
         tools[i] = r->tools[i].json;
     for (int f = 0; f < 3; f++) {
-        chat_opts o = {.format = f == 2 ? CHAT_LFM25_DATED : f ? CHAT_LFM25 : CHAT_LFM2,
+        chat_opts o = {.format = f == 2 ? CHAT_LFM25_DATED
+                                 : f    ? CHAT_LFM25
+                                        : CHAT_LFM2,
                        .bos = "<|startoftext|>",
                        .add_generation_prompt = true,
                        .keep_past_thinking = r->keep_past_thinking,
