@@ -64,7 +64,7 @@ static bool bput(bytes *x, const char *s, size_t n) {
         x->b = q;
         x->cap = cap;
     }
-    memcpy(x->b + x->len, s, n);
+    if (n) memcpy(x->b + x->len, s, n);
     x->len += n;
     x->b[x->len] = 0;
     return true;
@@ -580,6 +580,13 @@ toolcall_stream *toolcall_stream_new(const toolcall_opts *o) {
     if (!s) return NULL;
     s->o = *o;
     s->st = ST_START;
+    /* every buffer exists from the start, so no pointer below is ever NULL */
+    bytes *all[] = {&s->hold, &s->call, &s->pre_ws, &s->echo, &s->out_content, &s->out_reason};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
+        if (!bput(all[i], "", 0)) {
+            toolcall_stream_free(s);
+            return NULL;
+        }
     return s;
 }
 
@@ -609,6 +616,7 @@ static void out(toolcall_stream *s, bytes *b, const char *t, size_t n) {
 
 /* Drops the first n bytes of the held text. */
 static void consume(toolcall_stream *s, size_t n) {
+    if (!n) return;
     memmove(s->hold.b, s->hold.b + n, s->hold.len - n);
     s->hold.len -= n;
     if (s->hold.b) s->hold.b[s->hold.len] = 0;
