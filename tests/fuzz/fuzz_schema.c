@@ -2,7 +2,9 @@
  * arbitrary bytes and driven by random allowed tokens to a finish on the mini vocab.
  *
  * Input: [flags][schema JSON][NUL][text]. flags bit 0: Python literals; bit 1: the schema as the
- * parameters of a callable in a tool-call list; the next bits seed the token walk.
+ * parameters of a callable in a tool-call list; bit 2: at most one call; bit 6: after the text,
+ * every token of the vocab checked one by one against the allowed list; the bits from 3 seed
+ * the token walk.
  * Properties: compile either succeeds or fails with a message; every state reached has an allowed
  * token (no dead end), the allowed list equals a token-by-token check of the whole vocab, holds
  * each token once, includes EOS exactly when the value is complete; a complete JSON value (not
@@ -104,24 +106,36 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     for (size_t i = 0; i < tlen && olen < 4096; i++) {
         if (!gram_matcher_feed(m, text + i, 1)) continue; /* refused: skipped, state unchanged */
         out[olen++] = text[i];
-        if (i % 8 == 0) check_allowed(m, ids, seen, false);
+        if (i % 64 == 0) check_allowed(m, ids, seen, false);
     }
-    check_allowed(m, ids, seen, true);
+    check_allowed(m, ids, seen, (flags & 0x40) != 0); /* the whole vocab, token by token */
     /* then random allowed tokens, preferring closers after a while, until EOS or the bound */
     uint32_t s = 0x9e3779b9u ^ (uint32_t)(flags >> 3) ^ (uint32_t)size;
     bool ended = false;
     for (int step = 0; step < 300 && olen < 60000; step++) {
-        int n = check_allowed(m, ids, seen, false);
-        int32_t pick = ids[next(&s) % (uint32_t)n];
-        if (step > 40) { /* closers, EOS: the value ends soon */
-            int best = -1;
-            for (int i = 0; i < n && best < 0; i++) {
-                size_t pl;
-                const char *p = tok_piece(T, ids[i], &pl);
-                if (ids[i] == gram_vocab_eos(V) || ids[i] == ce || (pl == 1 && strchr("\"]})0", p[0])))
-                    best = ids[i];
+        int32_t pick = -1;
+        if (step % 16 == 0 || step > 40) { /* the whole allowed list, checked */
+            int n = check_allowed(m, ids, seen, false);
+            pick = ids[next(&s) % (uint32_t)n];
+            if (step > 40) /* closers, EOS: the value ends soon */
+                for (int i = 0; i < n; i++) {
+                    size_t pl;
+                    const char *p = tok_piece(T, ids[i], &pl);
+                    if (ids[i] == gram_vocab_eos(V) || ids[i] == ce ||
+                        (pl == 1 && strchr("\"]})0", p[0]))) {
+                        pick = ids[i];
+                        break;
+                    }
+                }
+        } else { /* a random token the matcher allows (cheap), else the list */
+            for (int tries = 0; tries < 64 && pick < 0; tries++) {
+                int32_t id = (int32_t)(next(&s) % (uint32_t)n_vocab);
+                if (gram_matcher_allows(m, id)) pick = id;
             }
-            if (best >= 0) pick = best;
+            if (pick < 0) {
+                int n = check_allowed(m, ids, seen, false);
+                pick = ids[next(&s) % (uint32_t)n];
+            }
         }
         if (pick == gram_vocab_eos(V)) {
             FUZZ_CHECK(gram_matcher_complete(m));
