@@ -94,14 +94,32 @@ static void label(ctx *c, int node) {
     gram_label(c->g, node, c->path);
 }
 
-static const char *const annotations[] = {
-    "title", "description", "$schema", "$id", "$comment", "examples", "default", "deprecated",
-    "readOnly", "writeOnly", "$anchor", NULL};
-static const char *const keywords[] = {
-    "type", "properties", "required", "additionalProperties", "enum", "const", "items",
-    "prefixItems", "minItems", "maxItems", "anyOf", "oneOf", "allOf", "minLength", "maxLength",
-    "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "$ref", "$defs", "definitions",
-    NULL};
+static const char *const annotations[] = {"title",    "description", "$schema", "$id",
+                                          "$comment", "examples",    "default", "deprecated",
+                                          "readOnly", "writeOnly",   "$anchor", NULL};
+static const char *const keywords[] = {"type",
+                                       "properties",
+                                       "required",
+                                       "additionalProperties",
+                                       "enum",
+                                       "const",
+                                       "items",
+                                       "prefixItems",
+                                       "minItems",
+                                       "maxItems",
+                                       "anyOf",
+                                       "oneOf",
+                                       "allOf",
+                                       "minLength",
+                                       "maxLength",
+                                       "minimum",
+                                       "maximum",
+                                       "exclusiveMinimum",
+                                       "exclusiveMaximum",
+                                       "$ref",
+                                       "$defs",
+                                       "definitions",
+                                       NULL};
 
 static bool in_list(const char *const *l, const char *s) {
     for (; *l; l++)
@@ -175,8 +193,12 @@ static void sb_str(sbuf *b, const char *s) {
             e[0] = '\\', e[1] = (char)*p;
             sb_put(b, e, 2);
         } else if (*p < 0x20) {
-            const char *x = *p == '\n' ? "\\n" : *p == '\t' ? "\\t" : *p == '\r' ? "\\r"
-                            : *p == '\b' ? "\\b" : *p == '\f' ? "\\f" : NULL;
+            const char *x = *p == '\n'   ? "\\n"
+                            : *p == '\t' ? "\\t"
+                            : *p == '\r' ? "\\r"
+                            : *p == '\b' ? "\\b"
+                            : *p == '\f' ? "\\f"
+                                         : NULL;
             if (x) {
                 sb_put(b, x, 2);
             } else {
@@ -193,13 +215,18 @@ static void sb_str(sbuf *b, const char *s) {
 /* v written compactly, as the model must write it (Python spellings in py mode). */
 static void sb_value(sbuf *b, const cJSON *v, bool py) {
     char num[40];
-    if (cJSON_IsNull(v)) sb_put(b, py ? "None" : "null", 4);
-    else if (cJSON_IsTrue(v)) sb_put(b, py ? "True" : "true", 4);
-    else if (cJSON_IsFalse(v)) sb_put(b, py ? "False" : "false", 5);
-    else if (cJSON_IsString(v)) sb_str(b, v->valuestring);
+    if (cJSON_IsNull(v))
+        sb_put(b, py ? "None" : "null", 4);
+    else if (cJSON_IsTrue(v))
+        sb_put(b, py ? "True" : "true", 4);
+    else if (cJSON_IsFalse(v))
+        sb_put(b, py ? "False" : "false", 5);
+    else if (cJSON_IsString(v))
+        sb_str(b, v->valuestring);
     else if (cJSON_IsNumber(v)) {
         double d = v->valuedouble;
-        if (d == floor(d) && fabs(d) < 1e15) snprintf(num, sizeof num, "%.0f", d);
+        if (d == floor(d) && fabs(d) < 1e15)
+            snprintf(num, sizeof num, "%.0f", d);
         else {
             for (int prec = 1; prec <= 17; prec++) {
                 snprintf(num, sizeof num, "%.*g", prec, d);
@@ -239,8 +266,10 @@ static int lit_of(ctx *c, const cJSON *vals, bool single) {
     for (const cJSON *v = single ? vals : vals->child; v && rc >= 0; v = single ? NULL : v->next) {
         b.n = 0;
         sb_value(&b, v, py_mode(c));
-        if (b.oom) rc = fail(c, "out of memory");
-        else rc = gram_lit_add(c->g, id, b.p ? b.p : "", b.n, c->err, c->errlen);
+        if (b.oom)
+            rc = fail(c, "out of memory");
+        else
+            rc = gram_lit_add(c->g, id, b.p ? b.p : "", b.n, c->err, c->errlen);
     }
     free(b.p);
     return rc < 0 ? rc : id;
@@ -298,8 +327,8 @@ static int obj_node(ctx *c, const cJSON *s, int id) {
             if (!strcmp(r->valuestring, p->string)) required = true;
         int v = compile_at(c, p, p->string);
         if (v < 0) return v;
-        int rc = gram_obj_prop(c->g, id, p->string, strlen(p->string), v, required, c->err,
-                               c->errlen);
+        int rc =
+            gram_obj_prop(c->g, id, p->string, strlen(p->string), v, required, c->err, c->errlen);
         if (rc < 0) return rc;
     }
     c->path[n0] = 0;
@@ -335,9 +364,12 @@ static int arr_node(ctx *c, const cJSON *s, int id) {
         if (rc < 0) return rc;
     }
     int it;
-    if (!items) it = any_node(c);
-    else if (cJSON_IsFalse(items)) it = -1;
-    else it = compile_at(c, items, "items");
+    if (!items)
+        it = any_node(c);
+    else if (cJSON_IsFalse(items))
+        it = -1;
+    else
+        it = compile_at(c, items, "items");
     if (items && !cJSON_IsFalse(items) && it < 0) return it;
     if (!items && it < 0) return it;
     long mn, mx;
@@ -348,13 +380,20 @@ static int arr_node(ctx *c, const cJSON *s, int id) {
 
 static int new_typed_node(ctx *c, const cJSON *s, const char *type, enum gram_kind *kind) {
     (void)s;
-    if (!strcmp(type, "object")) *kind = GRAM_OBJ;
-    else if (!strcmp(type, "array")) *kind = GRAM_ARR;
-    else if (!strcmp(type, "string")) *kind = GRAM_STR;
-    else if (!strcmp(type, "integer")) *kind = GRAM_INT;
-    else if (!strcmp(type, "number")) *kind = GRAM_NUM;
-    else if (!strcmp(type, "boolean") || !strcmp(type, "null")) *kind = GRAM_LIT;
-    else return fail(c, "type \"%.32s\" at %s is not a JSON Schema type", type, c->path);
+    if (!strcmp(type, "object"))
+        *kind = GRAM_OBJ;
+    else if (!strcmp(type, "array"))
+        *kind = GRAM_ARR;
+    else if (!strcmp(type, "string"))
+        *kind = GRAM_STR;
+    else if (!strcmp(type, "integer"))
+        *kind = GRAM_INT;
+    else if (!strcmp(type, "number"))
+        *kind = GRAM_NUM;
+    else if (!strcmp(type, "boolean") || !strcmp(type, "null"))
+        *kind = GRAM_LIT;
+    else
+        return fail(c, "type \"%.32s\" at %s is not a JSON Schema type", type, c->path);
     int id = gram_node(c->g, *kind, c->err, c->errlen);
     if (id >= 0) label(c, id);
     return id;
@@ -369,8 +408,12 @@ static int typed_node(ctx *c, const cJSON *s, const char *type, const cJSON *mem
     if (memo_s && !memo_put(&c->mm, memo_s, id)) return fail(c, "out of memory");
     int rc = 0;
     switch (kind) {
-    case GRAM_OBJ: rc = obj_node(c, s, id); break;
-    case GRAM_ARR: rc = arr_node(c, s, id); break;
+    case GRAM_OBJ:
+        rc = obj_node(c, s, id);
+        break;
+    case GRAM_ARR:
+        rc = arr_node(c, s, id);
+        break;
     case GRAM_STR: {
         long mn, mx;
         if ((rc = read_count(c, s, "minLength", 0, &mn)) < 0) break;
@@ -397,7 +440,8 @@ static int typed_node(ctx *c, const cJSON *s, const char *type, const cJSON *mem
         }
         break;
     }
-    default: break;
+    default:
+        break;
     }
     return rc < 0 ? rc : id;
 }
@@ -417,9 +461,12 @@ static const cJSON *resolve(const ctx *c, const char *ref) {
         char seg[256];
         size_t n = 0;
         while (*p && *p != '/' && n + 1 < sizeof seg) {
-            if (p[0] == '~' && p[1] == '0') seg[n++] = '~', p += 2;
-            else if (p[0] == '~' && p[1] == '1') seg[n++] = '/', p += 2;
-            else seg[n++] = *p++;
+            if (p[0] == '~' && p[1] == '0')
+                seg[n++] = '~', p += 2;
+            else if (p[0] == '~' && p[1] == '1')
+                seg[n++] = '/', p += 2;
+            else
+                seg[n++] = *p++;
         }
         seg[n] = 0;
         if (*p && *p != '/') return NULL;
@@ -472,7 +519,10 @@ static int compile_obj(ctx *c, const cJSON *s) {
         if (k < 0) return k;
         return gram_alt_add(c->g, id, k, c->err, c->errlen) < 0 ? GRAM_ENOMEM : id;
     }
-    const char *comb = kw(s, "anyOf") ? "anyOf" : kw(s, "oneOf") ? "oneOf" : kw(s, "allOf") ? "allOf" : NULL;
+    const char *comb = kw(s, "anyOf")   ? "anyOf"
+                       : kw(s, "oneOf") ? "oneOf"
+                       : kw(s, "allOf") ? "allOf"
+                                        : NULL;
     if (comb) {
         const cJSON *l = kw(s, comb);
         if (!cJSON_IsArray(l) || !l->child)
@@ -544,12 +594,15 @@ static int compile(ctx *c, const cJSON *s) {
         c->nest--;
         return fail(c, "the schema nests deeper than %d levels at %s", SCHEMA_MAX_NEST, c->path);
     }
-    if (cJSON_IsTrue(s)) id = any_node(c);
+    if (cJSON_IsTrue(s))
+        id = any_node(c);
     else if (cJSON_IsFalse(s)) {
         id = gram_node(c->g, GRAM_LIT, c->err, c->errlen); /* no literal: nothing matches */
         if (id >= 0) label(c, id);
-    } else if (cJSON_IsObject(s)) id = compile_obj(c, s);
-    else id = fail(c, "the schema at %s must be an object or a boolean", c->path);
+    } else if (cJSON_IsObject(s))
+        id = compile_obj(c, s);
+    else
+        id = fail(c, "the schema at %s must be an object or a boolean", c->path);
     c->nest--;
     return id;
 }
@@ -683,8 +736,8 @@ int schema_tools(const api_tool *tools, int n_tools, int only, int max_calls, gr
             rc = params;
             break;
         }
-        rc = gram_calls_add(g, calls, tools[i].name, strlen(tools[i].name), params, err,
-                            sizeof err);
+        rc =
+            gram_calls_add(g, calls, tools[i].name, strlen(tools[i].name), params, err, sizeof err);
     }
     if (rc >= 0 && max_calls > 0) gram_calls_set_max(g, calls, max_calls);
     if (rc >= 0) rc = gram_finish(g, calls, err, sizeof err);

@@ -65,8 +65,10 @@ static int32_t trie_edge(const trie *t, int32_t node, unsigned c) {
     while (lo <= hi) {
         int mid = (lo + hi) / 2;
         if (t->e[mid].c == c) return t->e[mid].to;
-        if (t->e[mid].c < c) lo = mid + 1;
-        else hi = mid - 1;
+        if (t->e[mid].c < c)
+            lo = mid + 1;
+        else
+            hi = mid - 1;
     }
     return -1;
 }
@@ -126,8 +128,10 @@ static int32_t trie_add(trie *t, tstr *ss, int n, bool below) {
             int32_t id = nb++;
             b[id] = (bnode){-1, -1, -1, sorted[i].s[k], 0};
             bnode *par = &b[path[k]];
-            if (par->last >= 0) b[par->last].next = id;
-            else par->first = id;
+            if (par->last >= 0)
+                b[par->last].next = id;
+            else
+                par->first = id;
             par->last = id;
             path[k + 1] = id;
         }
@@ -194,8 +198,10 @@ static int32_t trie_add(trie *t, tstr *ss, int n, bool below) {
                 int32_t nd = root;
                 for (size_t k = 0;; k++) {
                     tnode *tn = &t->n[nd];
-                    if (pass == 0) tn->nk++;
-                    else t->k[tn->k0 + tn->nk++] = ss[i].payload;
+                    if (pass == 0)
+                        tn->nk++;
+                    else
+                        t->k[tn->k0 + tn->nk++] = ss[i].payload;
                     if (k == ss[i].n) break;
                     nd = trie_edge(t, nd, ss[i].s[k]);
                 }
@@ -232,19 +238,19 @@ typedef struct gprop {
 typedef struct gnode {
     uint8_t kind;
     bool set;
-    int32_t h;                /* least frames to finish (H_INF: never) */
-    int32_t *kids;            /* ALT: alternatives; ARR: prefix items; CALLS: params nodes */
+    int32_t h;     /* least frames to finish (H_INF: never) */
+    int32_t *kids; /* ALT: alternatives; ARR: prefix items; CALLS: params nodes */
     int nkids, ckids;
-    gprop *props;             /* OBJ; CALLS: names (value = params) */
+    gprop *props; /* OBJ; CALLS: names (value = params) */
     int nprops, cprops;
-    int32_t *next_req;        /* OBJ: [nprops + 1] first required index >= i, or nprops */
-    int32_t extra;            /* OBJ: extra-key value node or -1 */
-    int32_t items;            /* ARR: node beyond the prefix or -1 */
-    long min_n, max_n;        /* STR: code points; ARR: items; CALLS: max calls (-1: none) */
-    i128 lo, hi;              /* INT/NUM in units (1 or 10^-GRAM_MAX_FRAC_DIGITS) */
+    int32_t *next_req;          /* OBJ: [nprops + 1] first required index >= i, or nprops */
+    int32_t extra;              /* OBJ: extra-key value node or -1 */
+    int32_t items;              /* ARR: node beyond the prefix or -1 */
+    long min_n, max_n;          /* STR: code points; ARR: items; CALLS: max calls (-1: none) */
+    i128 lo, hi;                /* INT/NUM in units (1 or 10^-GRAM_MAX_FRAC_DIGITS) */
     int32_t *lit_off, *lit_len; /* LIT strings in g->bytes */
     int nlit, clit;
-    int32_t troot, troot_kw;  /* LIT: literal trie; OBJ: key tries (JSON, keyword); CALLS: names */
+    int32_t troot, troot_kw; /* LIT: literal trie; OBJ: key tries (JSON, keyword); CALLS: names */
     char *label;
 } gnode;
 
@@ -369,8 +375,8 @@ int gram_node(gram *g, enum gram_kind kind, char *err, size_t errlen) {
 
 static int add_bytes(gram *g, const char *s, size_t n, char *err, size_t errlen) {
     if (n > GRAM_MAX_LIT_BYTES || g->nbytes + (long)n > GRAM_MAX_LIT_BYTES)
-        return util_fail(err, errlen, GRAM_EINVAL,
-                         "the schema's literals and keys exceed %d bytes", GRAM_MAX_LIT_BYTES);
+        return util_fail(err, errlen, GRAM_EINVAL, "the schema's literals and keys exceed %d bytes",
+                         GRAM_MAX_LIT_BYTES);
     if (!grow((void **)&g->bytes, &g->cbytes, g->nbytes + (int)n + 1, 1)) return oom(err, errlen);
     if (n) memcpy(g->bytes + g->nbytes, s, n);
     int off = g->nbytes;
@@ -553,8 +559,12 @@ static size_t json_escape(const char *s, size_t n, char *out) {
             out[o++] = '\\';
             out[o++] = (char)c;
         } else if (c < 0x20) {
-            const char *e = c == '\n' ? "\\n" : c == '\t' ? "\\t" : c == '\r' ? "\\r"
-                            : c == '\b' ? "\\b" : c == '\f' ? "\\f" : NULL;
+            const char *e = c == '\n'   ? "\\n"
+                            : c == '\t' ? "\\t"
+                            : c == '\r' ? "\\r"
+                            : c == '\b' ? "\\b"
+                            : c == '\f' ? "\\f"
+                                        : NULL;
             if (e) {
                 memcpy(out + o, e, 2);
                 o += 2;
@@ -640,7 +650,8 @@ static int blame(const gram *g, int id, uint8_t *seen) {
         return id;
     case GRAM_ARR:
         for (long i = 0; i < n->min_n && i < n->nkids; i++)
-            if (h_of(g, n->kids[i]) >= H_INF && !seen[n->kids[i]]) return blame(g, n->kids[i], seen);
+            if (h_of(g, n->kids[i]) >= H_INF && !seen[n->kids[i]])
+                return blame(g, n->kids[i], seen);
         if (n->min_n > n->nkids && n->items >= 0 && h_of(g, n->items) >= H_INF && !seen[n->items])
             return blame(g, n->items, seen);
         return id;
@@ -815,8 +826,7 @@ int gram_vocab_new(gram_vocab **out, const tok *t, char *err, size_t errlen) {
         int ty = tok_type_of(t, i);
         v->p_off[i] = -1;
         v->p_len[i] = 0;
-        if (!p || !l || i == v->eos ||
-            !(ty == TOK_NORMAL || ty == TOK_BYTE || ty == TOK_USER))
+        if (!p || !l || i == v->eos || !(ty == TOK_NORMAL || ty == TOK_BYTE || ty == TOK_USER))
             continue;
         memcpy(v->pieces + o, p, l);
         v->p_off[i] = (int32_t)o;
@@ -1002,14 +1012,22 @@ static bool utf8_step(uint32_t *st, unsigned c, bool *starts_char) {
     }
     *starts_char = true;
     if (c < 0x80) return c >= 0x20;
-    if (c >= 0xc2 && c <= 0xdf) *st = (1u << 16) | (0x80u << 8) | 0xbf;
-    else if (c == 0xe0) *st = (2u << 16) | (0xa0u << 8) | 0xbf;
-    else if (c == 0xed) *st = (2u << 16) | (0x80u << 8) | 0x9f;
-    else if (c >= 0xe1 && c <= 0xef) *st = (2u << 16) | (0x80u << 8) | 0xbf;
-    else if (c == 0xf0) *st = (3u << 16) | (0x90u << 8) | 0xbf;
-    else if (c >= 0xf1 && c <= 0xf3) *st = (3u << 16) | (0x80u << 8) | 0xbf;
-    else if (c == 0xf4) *st = (3u << 16) | (0x80u << 8) | 0x8f;
-    else return false;
+    if (c >= 0xc2 && c <= 0xdf)
+        *st = (1u << 16) | (0x80u << 8) | 0xbf;
+    else if (c == 0xe0)
+        *st = (2u << 16) | (0xa0u << 8) | 0xbf;
+    else if (c == 0xed)
+        *st = (2u << 16) | (0x80u << 8) | 0x9f;
+    else if (c >= 0xe1 && c <= 0xef)
+        *st = (2u << 16) | (0x80u << 8) | 0xbf;
+    else if (c == 0xf0)
+        *st = (3u << 16) | (0x90u << 8) | 0xbf;
+    else if (c >= 0xf1 && c <= 0xf3)
+        *st = (3u << 16) | (0x80u << 8) | 0xbf;
+    else if (c == 0xf4)
+        *st = (3u << 16) | (0x80u << 8) | 0x8f;
+    else
+        return false;
     return true;
 }
 
@@ -1318,8 +1336,10 @@ static void feed_str(gram_matcher *m, int32_t fi, unsigned c, gst *o) {
         break;
     case S_U:
         if (!is_hex(c)) return;
-        if (f.y == 0 && (c == 'd' || c == 'D')) x.flags |= FL_SURR;
-        else if (f.y == 1 && (f.flags & FL_SURR) && !(c >= '0' && c <= '7')) return;
+        if (f.y == 0 && (c == 'd' || c == 'D'))
+            x.flags |= FL_SURR;
+        else if (f.y == 1 && (f.flags & FL_SURR) && !(c >= '0' && c <= '7'))
+            return;
         x.y++;
         if (x.y == 4) {
             x.st = S_IN;
@@ -1482,13 +1502,25 @@ static void feed(gram_matcher *m, int32_t fi, unsigned c, gst *o) {
         if (pi >= 0) start_value(m, pi, m->g->root, c, o);
         return;
     }
-    case GRAM_OBJ: feed_obj(m, fi, c, o); return;
-    case GRAM_ARR: feed_arr(m, fi, c, o); return;
-    case GRAM_STR: feed_str(m, fi, c, o); return;
+    case GRAM_OBJ:
+        feed_obj(m, fi, c, o);
+        return;
+    case GRAM_ARR:
+        feed_arr(m, fi, c, o);
+        return;
+    case GRAM_STR:
+        feed_str(m, fi, c, o);
+        return;
     case GRAM_INT:
-    case GRAM_NUM: feed_num(m, fi, c, o); return;
-    case GRAM_LIT: feed_lit(m, fi, c, o); return;
-    case GRAM_CALLS: feed_calls(m, fi, c, o); return;
+    case GRAM_NUM:
+        feed_num(m, fi, c, o);
+        return;
+    case GRAM_LIT:
+        feed_lit(m, fi, c, o);
+        return;
+    case GRAM_CALLS:
+        feed_calls(m, fi, c, o);
+        return;
     }
 }
 
@@ -1507,7 +1539,8 @@ static bool thread_complete(const gram_matcher *m, int32_t fi) {
             fi = f->parent;
             continue;
         }
-        if ((f->kind == GRAM_INT || f->kind == GRAM_NUM) && num_complete(&m->g->nodes[f->node], f)) {
+        if ((f->kind == GRAM_INT || f->kind == GRAM_NUM) &&
+            num_complete(&m->g->nodes[f->node], f)) {
             fi = f->parent;
             continue;
         }

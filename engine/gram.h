@@ -26,12 +26,12 @@
 #include <stdbool.h>
 #include "engine/tok.h"
 
-#define GRAM_MAX_WS 20          /* whitespace bytes in one place */
-#define GRAM_MAX_INT_DIGITS 15  /* integer-part digits of a number */
-#define GRAM_MAX_FRAC_DIGITS 9  /* fraction digits of a non-integer number */
-#define GRAM_MAX_DEPTH 48       /* nesting of arrays/objects/strings... (frames) */
-#define GRAM_MAX_THREADS 16     /* alternative parses kept at once (anyOf ambiguity) */
-#define GRAM_MAX_NODES 20000    /* nodes in one graph */
+#define GRAM_MAX_WS 20               /* whitespace bytes in one place */
+#define GRAM_MAX_INT_DIGITS 15       /* integer-part digits of a number */
+#define GRAM_MAX_FRAC_DIGITS 9       /* fraction digits of a non-integer number */
+#define GRAM_MAX_DEPTH 48            /* nesting of arrays/objects/strings... (frames) */
+#define GRAM_MAX_THREADS 16          /* alternative parses kept at once (anyOf ambiguity) */
+#define GRAM_MAX_NODES 20000         /* nodes in one graph */
 #define GRAM_MAX_LIT_BYTES (1 << 22) /* bytes of all enum/const literals and keys of one graph */
 
 enum gram_kind {
@@ -60,7 +60,7 @@ gram *gram_ref(gram *g);
 /* Builder: every call returns a node id (>= 0) or a negative code with err naming the limit.
  * Node ids may be referenced before their contents are set (recursive schemas). */
 int gram_node(gram *g, enum gram_kind kind, char *err, size_t errlen);
-/* The shared node for any JSON value (objects with any keys, arrays, strings, numbers, literals). */
+/* The shared node for any JSON value (objects, arrays, strings, numbers, literals). */
 int gram_any(gram *g, char *err, size_t errlen);
 int gram_alt_add(gram *g, int alt, int node, char *err, size_t errlen);
 /* Adds the exact bytes s[0..n) as one choice of a LIT node. */
@@ -94,8 +94,8 @@ int gram_finish(gram *g, int root, char *err, size_t errlen);
 void gram_label(gram *g, int node, const char *label);
 int gram_n_nodes(const gram *g);
 int gram_node_kind(const gram *g, int node); /* enum gram_kind, or -1 for a bad id */
-bool gram_py(const gram *g); /* built with py (Python literals) */
-bool gram_uses_calls(const gram *g); /* the root is a CALLS node: needs the call tokens */
+bool gram_py(const gram *g);                 /* built with py (Python literals) */
+bool gram_uses_calls(const gram *g);         /* the root is a CALLS node: needs the call tokens */
 
 /* ---- the vocabulary ---- */
 

@@ -74,9 +74,9 @@ static const acase corpus[] = {
     {"{\"type\":\"string\"}", "\"a\\\"b\\\\c\\n\\u00e9\"", 1},
     {"{\"type\":\"string\"}", "\"caf\xc3\xa9 \xf0\x9f\x98\x80\"", 1},
     {"{\"type\":\"string\"}", "\"bad \xc3\"", 0},
-    {"{\"type\":\"string\"}", "\"\xed\xa0\x80\"", 0},  /* a surrogate in UTF-8 */
-    {"{\"type\":\"string\"}", "\"\\ud800\"", 0},       /* a surrogate escape */
-    {"{\"type\":\"string\"}", "\"a\nb\"", 0},          /* raw control character */
+    {"{\"type\":\"string\"}", "\"\xed\xa0\x80\"", 0}, /* a surrogate in UTF-8 */
+    {"{\"type\":\"string\"}", "\"\\ud800\"", 0},      /* a surrogate escape */
+    {"{\"type\":\"string\"}", "\"a\nb\"", 0},         /* raw control character */
     {"{\"type\":\"string\"}", "\"abc", 0},
     {"{\"type\":\"string\"}", "abc", 0},
     {"{\"type\":\"integer\"}", "0", 1},
@@ -90,7 +90,7 @@ static const acase corpus[] = {
     {"{\"type\":\"number\"}", "123456789012345", 1},
     {"{\"type\":\"number\"}", "1234567890123456", 0}, /* beyond 15 integer digits */
     {"{\"type\":\"number\"}", "0.123456789", 1},
-    {"{\"type\":\"number\"}", "0.1234567891", 0},     /* beyond 9 fraction digits */
+    {"{\"type\":\"number\"}", "0.1234567891", 0}, /* beyond 9 fraction digits */
     {"{\"type\":\"boolean\"}", "true", 1},
     {"{\"type\":\"boolean\"}", "false", 1},
     {"{\"type\":\"boolean\"}", "True", 0},
@@ -101,10 +101,10 @@ static const acase corpus[] = {
     {"{}", "{\"a\":[1,2,{\"b\":null}],\"c\":\"d\"}", 1},
     {"true", "[true,false,null,-1.5,\"s\"]", 1},
     /* whitespace policy */
-    {"{}", " {\"a\" : 1}", 0},                       /* no space before ':' */
+    {"{}", " {\"a\" : 1}", 0}, /* no space before ':' */
     {"{}", "{ \"a\": 1 , \"b\":\n  [ 1 ,2 ] }", 1},
-    {"{}", "{\"a\": 1}\n", 0},                        /* nothing after the value */
-    {"{}", "\n\n{\"a\": 1}", 1},                      /* before it, some */
+    {"{}", "{\"a\": 1}\n", 0},                               /* nothing after the value */
+    {"{}", "\n\n{\"a\": 1}", 1},                             /* before it, some */
     {"{\"type\":\"array\"}", "[                     1]", 0}, /* 21 spaces */
     {"{\"type\":\"array\"}", "[                    1]", 1},  /* 20 */
     /* string lengths (code points) */
@@ -130,25 +130,37 @@ static const acase corpus[] = {
     {"{\"type\":\"number\",\"exclusiveMaximum\":0}", "0", 0},
     {"{\"type\":\"integer\",\"minimum\":-1e300}", "-999999999999999", 1},
     /* objects */
-    {"{\"type\":\"object\",\"properties\":{\"a\":{\"type\":\"integer\"},\"b\":{\"type\":\"string\"}},"
-     "\"required\":[\"b\"]}", "{\"b\":\"x\"}", 1},
-    {"{\"type\":\"object\",\"properties\":{\"a\":{\"type\":\"integer\"},\"b\":{\"type\":\"string\"}},"
-     "\"required\":[\"b\"]}", "{\"a\":1,\"b\":\"x\"}", 1},
-    {"{\"type\":\"object\",\"properties\":{\"a\":{\"type\":\"integer\"},\"b\":{\"type\":\"string\"}},"
-     "\"required\":[\"b\"]}", "{\"a\":1}", 0},                      /* b missing */
-    {"{\"type\":\"object\",\"properties\":{\"a\":{\"type\":\"integer\"},\"b\":{\"type\":\"string\"}},"
-     "\"required\":[\"b\"]}", "{\"b\":\"x\",\"a\":1}", 0},          /* declared order */
+    {"{\"type\":\"object\",\"properties\":{\"a\":{\"type\":\"integer\"},\"b\":{\"type\":\"string\"}"
+     "},"
+     "\"required\":[\"b\"]}",
+     "{\"b\":\"x\"}", 1},
+    {"{\"type\":\"object\",\"properties\":{\"a\":{\"type\":\"integer\"},\"b\":{\"type\":\"string\"}"
+     "},"
+     "\"required\":[\"b\"]}",
+     "{\"a\":1,\"b\":\"x\"}", 1},
+    {"{\"type\":\"object\",\"properties\":{\"a\":{\"type\":\"integer\"},\"b\":{\"type\":\"string\"}"
+     "},"
+     "\"required\":[\"b\"]}",
+     "{\"a\":1}", 0}, /* b missing */
+    {"{\"type\":\"object\",\"properties\":{\"a\":{\"type\":\"integer\"},\"b\":{\"type\":\"string\"}"
+     "},"
+     "\"required\":[\"b\"]}",
+     "{\"b\":\"x\",\"a\":1}", 0}, /* declared order */
     {"{\"type\":\"object\",\"properties\":{\"a\":{\"type\":\"integer\"}}}", "{\"a\":1,\"a\":2}", 0},
     {"{\"type\":\"object\",\"properties\":{\"a\":{\"type\":\"integer\"}}}", "{\"c\":1}", 0},
     {"{\"type\":\"object\",\"properties\":{\"a\":{\"type\":\"integer\"}}}", "{}", 1},
     {"{\"type\":\"object\",\"properties\":{\"a\":{\"type\":\"integer\"}},"
-     "\"additionalProperties\":true}", "{\"c\":[1],\"a\":1,\"ab\":2}", 1},
+     "\"additionalProperties\":true}",
+     "{\"c\":[1],\"a\":1,\"ab\":2}", 1},
     {"{\"type\":\"object\",\"properties\":{\"a\":{\"type\":\"integer\"}},"
-     "\"additionalProperties\":true}", "{\"a\":1,\"a\":2}", 0},     /* declared key twice */
+     "\"additionalProperties\":true}",
+     "{\"a\":1,\"a\":2}", 0}, /* declared key twice */
     {"{\"type\":\"object\",\"properties\":{\"a\":{\"type\":\"integer\"}},"
-     "\"additionalProperties\":{\"type\":\"boolean\"}}", "{\"x\":true,\"a\":3}", 1},
+     "\"additionalProperties\":{\"type\":\"boolean\"}}",
+     "{\"x\":true,\"a\":3}", 1},
     {"{\"type\":\"object\",\"properties\":{\"a\":{\"type\":\"integer\"}},"
-     "\"additionalProperties\":{\"type\":\"boolean\"}}", "{\"x\":1}", 0},
+     "\"additionalProperties\":{\"type\":\"boolean\"}}",
+     "{\"x\":1}", 0},
     {"{\"properties\":{\"q\\\"k\":{\"const\":1}},\"required\":[\"q\\\"k\"]}", "{\"q\\\"k\":1}", 1},
     /* enum, const */
     {"{\"enum\":[\"red\",\"green\",1,null,{\"a\":[true]}]}", "\"green\"", 1},
@@ -159,20 +171,27 @@ static const acase corpus[] = {
     {"{\"enum\":[1,12]}", "123", 0},
     {"{\"const\":\"x\\ny\"}", "\"x\\ny\"", 1},
     /* arrays */
-    {"{\"type\":\"array\",\"items\":{\"type\":\"integer\"},\"minItems\":1,\"maxItems\":2}", "[]", 0},
-    {"{\"type\":\"array\",\"items\":{\"type\":\"integer\"},\"minItems\":1,\"maxItems\":2}", "[1]", 1},
-    {"{\"type\":\"array\",\"items\":{\"type\":\"integer\"},\"minItems\":1,\"maxItems\":2}", "[1,2]", 1},
-    {"{\"type\":\"array\",\"items\":{\"type\":\"integer\"},\"minItems\":1,\"maxItems\":2}", "[1,2,3]", 0},
+    {"{\"type\":\"array\",\"items\":{\"type\":\"integer\"},\"minItems\":1,\"maxItems\":2}", "[]",
+     0},
+    {"{\"type\":\"array\",\"items\":{\"type\":\"integer\"},\"minItems\":1,\"maxItems\":2}", "[1]",
+     1},
+    {"{\"type\":\"array\",\"items\":{\"type\":\"integer\"},\"minItems\":1,\"maxItems\":2}", "[1,2]",
+     1},
+    {"{\"type\":\"array\",\"items\":{\"type\":\"integer\"},\"minItems\":1,\"maxItems\":2}",
+     "[1,2,3]", 0},
     {"{\"type\":\"array\",\"items\":{\"type\":\"integer\"}}", "[1,\"a\"]", 0},
     {"{\"type\":\"array\",\"prefixItems\":[{\"type\":\"string\"},{\"type\":\"integer\"}],"
-     "\"items\":false}", "[\"a\",1]", 1},
+     "\"items\":false}",
+     "[\"a\",1]", 1},
     {"{\"type\":\"array\",\"prefixItems\":[{\"type\":\"string\"},{\"type\":\"integer\"}],"
-     "\"items\":false}", "[\"a\",1,2]", 0},
+     "\"items\":false}",
+     "[\"a\",1,2]", 0},
     {"{\"type\":\"array\",\"prefixItems\":[{\"type\":\"string\"}],\"items\":{\"type\":\"null\"}}",
      "[\"a\",null,null]", 1},
     {"{\"type\":\"array\",\"prefixItems\":[{\"type\":\"string\"}]}", "[\"a\",{},1]", 1},
     /* anyOf, oneOf, allOf */
-    {"{\"anyOf\":[{\"type\":\"object\",\"properties\":{\"a\":{\"type\":\"integer\"}},\"required\":[\"a\"]},"
+    {"{\"anyOf\":[{\"type\":\"object\",\"properties\":{\"a\":{\"type\":\"integer\"}},\"required\":["
+     "\"a\"]},"
      "{\"type\":\"object\",\"properties\":{\"b\":{\"type\":\"integer\"}},\"required\":[\"b\"]}]}",
      "{\"b\":2}", 1},
     {"{\"oneOf\":[{\"type\":\"integer\"},{\"type\":\"string\"}]}", "\"s\"", 1},
@@ -180,9 +199,11 @@ static const acase corpus[] = {
     {"{\"allOf\":[{\"type\":\"integer\"}]}", "3", 1},
     /* $ref, $defs, recursion */
     {"{\"$defs\":{\"n\":{\"type\":\"integer\",\"minimum\":0}},\"type\":\"array\","
-     "\"items\":{\"$ref\":\"#/$defs/n\"}}", "[0,5]", 1},
+     "\"items\":{\"$ref\":\"#/$defs/n\"}}",
+     "[0,5]", 1},
     {"{\"$defs\":{\"n\":{\"type\":\"integer\",\"minimum\":0}},\"type\":\"array\","
-     "\"items\":{\"$ref\":\"#/$defs/n\"}}", "[-1]", 0},
+     "\"items\":{\"$ref\":\"#/$defs/n\"}}",
+     "[-1]", 0},
     {"{\"type\":\"object\",\"properties\":{\"v\":{\"type\":\"integer\"},\"next\":{\"anyOf\":["
      "{\"$ref\":\"#\"},{\"type\":\"null\"}]}},\"required\":[\"v\",\"next\"]}",
      "{\"v\":1,\"next\":{\"v\":2,\"next\":null}}", 1},
@@ -191,7 +212,8 @@ static const acase corpus[] = {
      "{\"kids\":[{\"kids\":[]},{}]}", 1},
     /* annotations are ignored */
     {"{\"title\":\"T\",\"description\":\"d\",\"$schema\":\"x\",\"examples\":[1],\"default\":2,"
-     "\"type\":\"integer\"}", "2", 1},
+     "\"type\":\"integer\"}",
+     "2", 1},
 };
 
 typedef struct ecase {
@@ -246,7 +268,8 @@ static void check_mask_brute(gram_matcher *m) {
         bool a = gram_matcher_allows(m, id);
         cnt += a;
         if (a != (mask[id] != 0) && bad++ < 3)
-            fprintf(stderr, "mask mismatch at token %d: mask %d, token check %d\n", id, mask[id], a);
+            fprintf(stderr, "mask mismatch at token %d: mask %d, token check %d\n", id, mask[id],
+                    a);
     }
     CHECK_EQ_INT(bad, 0);
     CHECK_EQ_INT(cnt, n);
@@ -312,7 +335,8 @@ static const char *walk_schemas[] = {
     "{\"type\":\"object\",\"properties\":{\"v\":{\"type\":\"integer\"},\"next\":{\"anyOf\":["
     "{\"$ref\":\"#\"},{\"type\":\"null\"}]}},\"required\":[\"v\",\"next\"]}",
     "{\"type\":\"array\",\"prefixItems\":[{\"const\":\"x\"},{\"type\":\"integer\",\"minimum\":100,"
-    "\"maximum\":105}],\"items\":{\"type\":\"string\",\"maxLength\":3},\"minItems\":3,\"maxItems\":4}",
+    "\"maximum\":105}],\"items\":{\"type\":\"string\",\"maxLength\":3},\"minItems\":3,\"maxItems\":"
+    "4}",
     "{\"type\":\"object\",\"additionalProperties\":{\"type\":\"integer\",\"minimum\":-5,"
     "\"maximum\":-3}}",
 };
@@ -449,7 +473,8 @@ int main(void) {
     /* 3. a complete value: EOS allowed exactly then; after a closed object only EOS */
     {
         gram *g = compile("{\"type\":\"object\",\"properties\":{\"a\":{\"type\":\"integer\"}},"
-                          "\"required\":[\"a\"]}", err, sizeof err);
+                          "\"required\":[\"a\"]}",
+                          err, sizeof err);
         CHECK(g != NULL);
         gram_matcher *m = NULL;
         CHECK_EQ_INT(gram_matcher_new(&m, g, V, err, sizeof err), 0);
@@ -487,10 +512,11 @@ int main(void) {
         if (!g) continue;
         for (int r = 0; r < 12; r++) {
             int steps = 0;
-            char *text = walk(g, 1000 * (uint64_t)w + (uint64_t)r, 10 + 10 * r, r < 2 ? 7 : 0,
-                              &steps);
+            char *text =
+                walk(g, 1000 * (uint64_t)w + (uint64_t)r, 10 + 10 * r, r < 2 ? 7 : 0, &steps);
             CHECK(steps < 4000);
-            if (getenv("TEST_VERBOSE")) fprintf(stderr, "walk %d/%d (%d tokens): %s\n", w, r, steps, text);
+            if (getenv("TEST_VERBOSE"))
+                fprintf(stderr, "walk %d/%d (%d tokens): %s\n", w, r, steps, text);
             check_walk(w, text);
             free(text);
         }
@@ -502,9 +528,10 @@ int main(void) {
     for (int max = -1; max <= 1 && gram_vocab_has_calls(V); max += 2) {
         gram *g = gram_new(true);
         int calls = gram_node(g, GRAM_CALLS, err, sizeof err);
-        cJSON *p1 = cJSON_Parse("{\"type\":\"object\",\"properties\":{\"city\":{\"type\":\"string\"},"
-                                "\"days\":{\"type\":\"integer\",\"minimum\":1},\"metric\":{\"type\":"
-                                "\"boolean\"}},\"required\":[\"city\"]}");
+        cJSON *p1 =
+            cJSON_Parse("{\"type\":\"object\",\"properties\":{\"city\":{\"type\":\"string\"},"
+                        "\"days\":{\"type\":\"integer\",\"minimum\":1},\"metric\":{\"type\":"
+                        "\"boolean\"}},\"required\":[\"city\"]}");
         int o1 = schema_compile(g, p1, "tools[0]", err, sizeof err);
         CHECK(o1 >= 0);
         CHECK_EQ_INT(gram_calls_add(g, calls, "get_weather", 11, o1, err, sizeof err), 0);
@@ -535,7 +562,8 @@ int main(void) {
             int steps = 0;
             char *text = walk(g, 77 + (uint64_t)r, 20, r == 0 ? 5 : 0, &steps);
             CHECK(steps < 4000);
-            if (getenv("TEST_VERBOSE")) fprintf(stderr, "calls walk (%d tokens): %s\n", steps, text);
+            if (getenv("TEST_VERBOSE"))
+                fprintf(stderr, "calls walk (%d tokens): %s\n", steps, text);
             free(text);
         }
         cJSON_Delete(p1);
@@ -570,7 +598,9 @@ int main(void) {
         n += (size_t)snprintf(s + n, cap - n, "{\"type\":\"object\",\"properties\":{");
         for (int i = 0; i < 100; i++)
             n += (size_t)snprintf(s + n, cap - n, "%s\"p%d\":{\"type\":\"%s\"}", i ? "," : "", i,
-                                  i % 3 == 0 ? "string" : i % 3 == 1 ? "integer" : "boolean");
+                                  i % 3 == 0   ? "string"
+                                  : i % 3 == 1 ? "integer"
+                                               : "boolean");
         n += (size_t)snprintf(s + n, cap - n, "},\"required\":[");
         for (int i = 0; i < 100; i += 2)
             n += (size_t)snprintf(s + n, cap - n, "%s\"p%d\"", i ? "," : "", i);

@@ -63,8 +63,8 @@ static sched_job *job_new(const char *prompt, bool prompt_special, int n, float 
     sched_job *j = calloc(1, sizeof *j);
     const tok *tk = eng_tok(E);
     j->prompt = malloc(4096 * sizeof(int32_t));
-    j->n_prompt = tok_encode(tk, prompt, strlen(prompt), tok_add_bos(tk), prompt_special, j->prompt,
-                             4096);
+    j->n_prompt =
+        tok_encode(tk, prompt, strlen(prompt), tok_add_bos(tk), prompt_special, j->prompt, 4096);
     j->n_choices = n;
     j->max_tokens = 700;
     sample_params_default(&j->samp);
@@ -90,7 +90,9 @@ static void collect(sched *s, const uint64_t *ids, result *res, int n) {
                         o->len[ev[i].index] += ev[i].len;
                     }
                     break;
-                case SCHED_EV_FINISH: o->finish[ev[i].index] = ev[i].finish; break;
+                case SCHED_EV_FINISH:
+                    o->finish[ev[i].index] = ev[i].finish;
+                    break;
                 case SCHED_EV_ERROR:
                     o->error = true;
                     snprintf(o->message, sizeof o->message, "%s", ev[i].message);
@@ -179,14 +181,15 @@ int main(void) {
     sched_opts o = {.parallel = 8, .queue_max = 16, .prefill_chunk = 256, .n_ctx = 2048};
     sched *s = NULL;
     CHECK_EQ_INT(sched_new(&s, E, &o, NULL, notify, NULL, err, sizeof err), 0);
-    static const char *prompts[MAXJ] = {"Give a person.", "List things.", "Once upon a time",
-                                        "def f(x):",      "JSON please",  "2+2=",
-                                        "Hello",          "Roses are red,"};
+    static const char *prompts[MAXJ] = {
+        "Give a person.", "List things.", "Once upon a time", "def f(x):", "JSON please",
+        "2+2=",           "Hello",        "Roses are red,"};
 
     /* 1. alone, each constrained job: valid JSON, "stop"; n = 2 with different seeds */
     static result solo[MAXJ], together[MAXJ];
     for (int i = 0; i < 4; i++) {
-        sched_job *jb = job_new(prompts[i], false, 2, i % 2 ? 0.f : 0.9f, 10 + (uint64_t)i, g[i % 2]);
+        sched_job *jb =
+            job_new(prompts[i], false, 2, i % 2 ? 0.f : 0.9f, 10 + (uint64_t)i, g[i % 2]);
         run(s, &jb, &solo[i], 1);
         CHECK(solo[i].done && !solo[i].error);
         for (int c = 0; c < 2; c++) {

@@ -79,8 +79,7 @@ typedef struct run {
 
 /* One run: B fresh sequences prefilled with prompt, `steps` decode steps; constrained or not. */
 static int one_run(eng *e, const gram *g, const gram_vocab *gv, int B, int steps,
-                   const int32_t *prompt, int n_prompt, float *logits, int32_t *ids,
-                   run *out) {
+                   const int32_t *prompt, int n_prompt, float *logits, int32_t *ids, run *out) {
     char err[256];
     int V = eng_n_vocab(e);
     eng_seq *seq[MAXB] = {0};
@@ -100,8 +99,8 @@ static int one_run(eng *e, const gram *g, const gram_vocab *gv, int B, int steps
             fprintf(stderr, "setup: %s\n", err);
             goto done;
         }
-        items[b] = (eng_batch_item){seq[b], prompt, n_prompt, ENG_LOGITS_LAST,
-                                    logits + (size_t)b * V};
+        items[b] =
+            (eng_batch_item){seq[b], prompt, n_prompt, ENG_LOGITS_LAST, logits + (size_t)b * V};
         eng_batch pb = {&items[b], 1};
         if (eng_step(e, &pb, err, sizeof err) < 0) {
             fprintf(stderr, "prefill: %s\n", err);
@@ -112,8 +111,8 @@ static int one_run(eng *e, const gram *g, const gram_vocab *gv, int B, int steps
         double t0 = now();
         if (s > 0) {
             for (int b = 0; b < B; b++)
-                items[b] = (eng_batch_item){seq[b], &last[b], 1, ENG_LOGITS_LAST,
-                                            logits + (size_t)b * V};
+                items[b] =
+                    (eng_batch_item){seq[b], &last[b], 1, ENG_LOGITS_LAST, logits + (size_t)b * V};
             eng_batch bt = {items, B};
             if (eng_step(e, &bt, err, sizeof err) < 0) {
                 fprintf(stderr, "step: %s\n", err);
@@ -170,18 +169,25 @@ done:
 
 int main(int argc, char **argv) {
     if (argc < 2) {
-        fprintf(stderr, "usage: %s MODEL.gguf [-t threads] [-b 1,8] [-n steps] [-r rounds] "
-                        "[-s schema.json]\n", argv[0]);
+        fprintf(stderr,
+                "usage: %s MODEL.gguf [-t threads] [-b 1,8] [-n steps] [-r rounds] "
+                "[-s schema.json]\n",
+                argv[0]);
         return 2;
     }
     const char *model = argv[1], *batches = "1,8", *schema_file = NULL;
     int threads = 0, steps = 64, rounds = 3;
     for (int i = 2; i + 1 < argc; i += 2) {
-        if (!strcmp(argv[i], "-t")) threads = atoi(argv[i + 1]);
-        else if (!strcmp(argv[i], "-b")) batches = argv[i + 1];
-        else if (!strcmp(argv[i], "-n")) steps = atoi(argv[i + 1]);
-        else if (!strcmp(argv[i], "-r")) rounds = atoi(argv[i + 1]);
-        else if (!strcmp(argv[i], "-s")) schema_file = argv[i + 1];
+        if (!strcmp(argv[i], "-t"))
+            threads = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "-b"))
+            batches = argv[i + 1];
+        else if (!strcmp(argv[i], "-n"))
+            steps = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "-r"))
+            rounds = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "-s"))
+            schema_file = argv[i + 1];
     }
     if (steps < 4) steps = 4;
     char err[512];
@@ -206,10 +212,14 @@ int main(int argc, char **argv) {
         size_t n = 0;
         n += (size_t)snprintf(s + n, 65536 - n, "{\"type\":\"object\",\"properties\":{");
         for (int i = 0; i < 100; i++)
-            n += (size_t)snprintf(s + n, 65536 - n,
-                                  "%s\"property_%d\":{\"type\":\"%s\",\"description\":\"field %d\"}",
-                                  i ? "," : "", i,
-                                  i % 4 == 0 ? "string" : i % 4 == 1 ? "integer" : i % 4 == 2 ? "boolean" : "number", i);
+            n += (size_t)snprintf(
+                s + n, 65536 - n,
+                "%s\"property_%d\":{\"type\":\"%s\",\"description\":\"field %d\"}", i ? "," : "", i,
+                i % 4 == 0   ? "string"
+                : i % 4 == 1 ? "integer"
+                : i % 4 == 2 ? "boolean"
+                             : "number",
+                i);
         n += (size_t)snprintf(s + n, 65536 - n, "},\"required\":[");
         for (int i = 0; i < 100; i += 2)
             n += (size_t)snprintf(s + n, 65536 - n, "%s\"property_%d\"", i ? "," : "", i);
@@ -230,7 +240,8 @@ int main(int argc, char **argv) {
         }
         qsort(t, 51, sizeof *t, dbl_cmp);
         printf("compile (JSON parse + schema compile + finish), 100 properties: median %.3f ms, "
-               "max %.3f ms\n", t[25] * 1e3, t[50] * 1e3);
+               "max %.3f ms\n",
+               t[25] * 1e3, t[50] * 1e3);
         free(s);
     }
 
@@ -255,9 +266,10 @@ int main(int argc, char **argv) {
     }
     tv = now() - tv;
     int V = eng_n_vocab(e);
-    printf("model %s, vocab %d (trie built in %.1f ms), threads %d, %d steps, %d rounds\n", model, V,
-           tv * 1e3, threads, steps, rounds);
-    const char *ptext = "<|im_start|>user\nDescribe a person as JSON.<|im_end|>\n<|im_start|>assistant\n";
+    printf("model %s, vocab %d (trie built in %.1f ms), threads %d, %d steps, %d rounds\n", model,
+           V, tv * 1e3, threads, steps, rounds);
+    const char *ptext =
+        "<|im_start|>user\nDescribe a person as JSON.<|im_end|>\n<|im_start|>assistant\n";
     int32_t prompt[256];
     int n_prompt = tok_encode(eng_tok(e), ptext, strlen(ptext), true, true, prompt, 256);
     float *logits = malloc((size_t)MAXB * V * sizeof *logits);
@@ -286,12 +298,12 @@ int main(int argc, char **argv) {
         qsort(off, (size_t)R, sizeof *off, dbl_cmp);
         qsort(on, (size_t)R, sizeof *on, dbl_cmp);
         printf("batch %d: decode step %.3f ms unconstrained, %.3f ms with json_schema: x%.3f "
-               "(%+.1f%%); sampling (thread CPU time) %.3f ms vs %.3f ms a step: the constraint adds %.3f ms = "
+               "(%+.1f%%); sampling (thread CPU time) %.3f ms vs %.3f ms a step: the constraint "
+               "adds %.3f ms = "
                "%.1f%% of the unconstrained step; model's own token kept %ld times, full mask "
                "%ld times\n",
-               B, off[R / 2], on[R / 2], on[R / 2] / off[R / 2],
-               (on[R / 2] / off[R / 2] - 1) * 100, soff, son, son - soff,
-               (son - soff) / off[R / 2] * 100, kept, masked);
+               B, off[R / 2], on[R / 2], on[R / 2] / off[R / 2], (on[R / 2] / off[R / 2] - 1) * 100,
+               soff, son, son - soff, (son - soff) / off[R / 2] * 100, kept, masked);
         p = strchr(p, ',');
         if (!p) break;
         p++;

@@ -81,8 +81,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (root >= 0 && calls) {
         int c = gram_node(g, GRAM_CALLS, err, sizeof err);
         FUZZ_CHECK(c >= 0);
-        if (gram_calls_add(g, c, "f", 1, root, err, sizeof err) < 0) root = -1; /* not an object */
-        else root = c;
+        if (gram_calls_add(g, c, "f", 1, root, err, sizeof err) < 0)
+            root = -1; /* not an object */
+        else
+            root = c;
         if (flags & 4) gram_calls_set_max(g, c, 1);
     }
     int rc = root < 0 ? root : gram_finish(g, root, err, sizeof err);
