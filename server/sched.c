@@ -23,6 +23,9 @@ typedef struct sched_choice {
     int n_ptok, cap_ptok;
     size_t fed, shown; /* bytes of text given to the stop matcher, and released by it */
     double t_last;     /* time of the last token (seconds, monotonic) */
+    int32_t *gen;      /* every sampled id, in order (the prompt cache's entry) */
+    int cap_gen;
+    pcache_snaps gs;   /* conv snapshots taken during generation */
 } sched_choice;
 
 typedef struct sjob {
@@ -30,7 +33,9 @@ typedef struct sjob {
     uint64_t id;
     sched_job *job;
     sched_choice *ch; /* job->n_choices */
-    int n_fed;        /* prompt tokens fed so far */
+    int n_fed;        /* prompt tokens fed so far (restored from the cache included) */
+    int n_cached;     /* prompt tokens restored from the prompt cache */
+    pcache_snaps ps;  /* conv snapshots of the prompt (carried from the cache and taken) */
     bool prefilled, cancelled, failed;
     int n_live;  /* choices not yet finished */
     int ev_left; /* control-event slots it still holds in the event queue (under mu) */
@@ -74,12 +79,17 @@ struct sched {
     eng_batch_item *items; /* parallel */
     sjob **item_job;       /* parallel: owner of each item */
     int *item_choice;      /* parallel: choice index, -1 for a prefill chunk */
+    pcache *pc;            /* NULL: the prompt cache is off */
+    size_t snap_floats;    /* floats per conv snapshot */
+    eng_snap_req *snapreq; /* parallel: the snapshots each item takes */
+    pcache_stats pc_pub;   /* under mu: pc's counters for sched_cache_stats */
 };
 
 void sched_job_free(sched_job *j) {
     if (!j) return;
     free(j->prompt);
     free(j->bias);
+    free(j->bounds);
     for (int i = 0; i < j->n_stop; i++)
         free(j->stop[i]);
     free(j);
@@ -154,6 +164,7 @@ static void emit_done(sched *s, sjob *j) {
     ev.job = j->id;
     ev.kind = SCHED_EV_DONE;
     ev.n_prompt = j->job->n_prompt;
+    ev.n_cached = j->n_cached;
     for (int i = 0; i < j->job->n_choices; i++)
         ev.n_completion += j->ch ? j->ch[i].n_gen : 0;
     push_event(s, j, &ev);
@@ -258,6 +269,8 @@ static void choice_finish(sched *s, sjob *j, int ci, int finish, bool flush) {
     push_event(s, j, &ev);
     c->done = true;
     j->n_live--;
+    if (s->pc && !j->job->no_cache && !j->failed && c->seq)
+        pcache_insert(s->pc, j->job->prompt, j->job->n_prompt, c->gen, c->seq, &j->ps, &c->gs);
     choice_release(c);
 }
 
@@ -268,6 +281,8 @@ static void sjob_free(sched *s, sjob *j) {
             choice_release(&j->ch[i]);
             stop_free(&j->ch[i].sm);
             free(j->ch[i].ptok);
+            free(j->ch[i].gen);
+            pcache_snaps_free(&j->ch[i].gs);
         }
         free(j->ch);
     }
@@ -276,6 +291,7 @@ static void sjob_free(sched *s, sjob *j) {
         s->n_reserved -= j->ev_left;
         pthread_mutex_unlock(&s->mu);
     }
+    pcache_snaps_free(&j->ps);
     sched_job_free(j->job);
     free(j);
 }
@@ -292,6 +308,17 @@ static void choice_take(sched *s, sjob *j, int ci, const sample_result *r) {
             metrics_observe_token(s->m, t - c->t_last);
     }
     c->t_last = t;
+    if (s->pc && !jb->no_cache && c->n_gen == c->cap_gen) {
+        int cap = c->cap_gen ? c->cap_gen * 2 : 64;
+        int32_t *p = realloc(c->gen, (size_t)cap * sizeof *p);
+        if (!p) {
+            job_fail(s, j, "out of memory");
+            return;
+        }
+        c->gen = p;
+        c->cap_gen = cap;
+    }
+    if (c->gen) c->gen[c->n_gen] = r->id;
     c->n_gen++;
     sampler_accept(c->smp, r->id);
     if (jb->want_logprobs && r->id != s->eos) { /* EOS is not part of the text: no record */
@@ -376,6 +403,14 @@ static void admit(sched *s, sjob *j) {
         job_fail(s, j, err);
         return;
     }
+    if (s->pc && j->job->no_cache) {
+        pcache_count_disabled(s->pc);
+    } else if (s->pc) { /* at least one prompt token is left to compute the first logits */
+        int reason;
+        j->n_cached = pcache_resume(s->pc, j->job->prompt, j->job->n_prompt, j->job->n_prompt - 1,
+                                    j->ch[0].seq, &j->ps, &reason);
+        j->n_fed = j->n_cached;
+    }
     emit_simple(s, j, SCHED_EV_START, 0);
 }
 
@@ -432,11 +467,22 @@ static void publish_count(sched *s) {
                 bytes += eng_seq_bytes(j->ch[i].seq);
             }
     }
+    pcache_stats st = {0};
+    if (s->pc) pcache_stats_get(s->pc, &st);
     pthread_mutex_lock(&s->mu);
     s->n_running_pub = n;
     int n_queue = s->n_queue;
+    s->pc_pub = st;
     pthread_mutex_unlock(&s->mu);
     if (s->m) {
+        if (s->pc) {
+            metrics_cache mc = {st.lookups[PCACHE_HIT],      st.lookups[PCACHE_MISS_NO_ENTRY],
+                                st.lookups[PCACHE_MISS_EVICTED], st.lookups[PCACHE_MISS_DISABLED],
+                                st.rewrites,                 st.tokens_reused,
+                                st.evictions,                st.bytes,
+                                st.entries};
+            metrics_set_cache(s->m, &mc);
+        }
         metrics_set_queue_depth(s->m, n_queue);
         metrics_set_active(s->m, active);
         metrics_set_kv_bytes(s->m, bytes);
@@ -531,6 +577,30 @@ static void admit_jobs(sched *s) {
         admit(s, j);
 }
 
+/* The snapshots a prefill chunk of job j takes (positions in (n_fed, n_fed + chunk]): where a
+ * message of the prompt ends, at the prompt's end and every snap_every tokens, written after
+ * the ones j holds (take_results counts them in once the step has run). None without the cache,
+ * or without memory for them (reuse is then shallower, answers the same). */
+static eng_snap_req prefill_snaps(sched *s, sjob *j, int chunk) {
+    eng_snap_req r = {0};
+    const sched_job *jb = j->job;
+    if (!s->pc || jb->no_cache) return r;
+    const int lo = j->n_fed, hi = j->n_fed + chunk, every = s->o.snap_every;
+    int most = jb->n_bounds + 1 + chunk / every + 1;
+    if (pcache_snaps_reserve(&j->ps, s->snap_floats, most) < 0) return r;
+    int *at = j->ps.pos + j->ps.n, n = 0, b = 0;
+    for (int p = lo + 1; p <= hi; p++) { /* ascending, each position once */
+        while (b < jb->n_bounds && jb->bounds[b] < p)
+            b++;
+        bool want = p == jb->n_prompt || p % every == 0 || (b < jb->n_bounds && jb->bounds[b] == p);
+        if (want && n < most) at[n++] = p;
+    }
+    r.at = at;
+    r.n = n;
+    r.dst = j->ps.data + (size_t)j->ps.n * s->snap_floats;
+    return r;
+}
+
 /* Building the batch: a token per running choice, then prompt chunks; returns the item count. */
 static int build_batch(sched *s) {
     int n_items = 0, budget = s->max_tok;
@@ -540,6 +610,7 @@ static int build_batch(sched *s) {
             sched_choice *c = &j->ch[i];
             if (c->done) continue;
             eng_batch_item *it = &s->items[n_items];
+            s->snapreq[n_items] = (eng_snap_req){0};
             it->seq = c->seq;
             it->tokens = &c->last;
             it->n_tokens = 1;
@@ -557,6 +628,7 @@ static int build_batch(sched *s) {
         int chunk = left < s->o.prefill_chunk ? left : s->o.prefill_chunk;
         if (chunk > budget) chunk = budget;
         eng_batch_item *it = &s->items[n_items];
+        s->snapreq[n_items] = prefill_snaps(s, j, chunk);
         it->seq = j->ch[0].seq;
         it->tokens = j->job->prompt + j->n_fed;
         it->n_tokens = chunk;
@@ -574,10 +646,19 @@ static int build_batch(sched *s) {
 static bool step(sched *s, int n_items) {
     char err[256];
     eng_batch b = {s->items, n_items};
-    if (eng_step(s->e, &b, err, sizeof err) == 0) return true;
+    if (eng_step_snap(s->e, &b, s->pc ? s->snapreq : NULL, err, sizeof err) == 0) return true;
     for (int k = 0; k < n_items; k++)
         job_fail(s, s->item_job[k], err);
     return false;
+}
+
+/* A generating choice's conv snapshot every snap_every positions (after its step). */
+static void gen_snap(sched *s, sjob *j, int ci) {
+    sched_choice *c = &j->ch[ci];
+    if (!s->pc || j->job->no_cache || eng_seq_pos(c->seq) % s->o.snap_every) return;
+    if (pcache_snaps_reserve(&c->gs, s->snap_floats, 1) < 0) return;
+    eng_seq_snap(c->seq, c->gs.data + (size_t)c->gs.n * s->snap_floats);
+    c->gs.pos[c->gs.n++] = eng_seq_pos(c->seq);
 }
 
 /* Taking results: each decode samples a token; a prompt's last chunk starts its choices. */
@@ -588,10 +669,12 @@ static void take_results(sched *s, int n_items) {
         const float *lg = s->items[k].logits;
         if (s->item_choice[k] >= 0) {
             sample_result r;
+            gen_snap(s, j, s->item_choice[k]);
             draw(j, s->item_choice[k], lg, &r);
             choice_take(s, j, s->item_choice[k], &r);
             continue;
         }
+        if (s->pc) j->ps.n += s->snapreq[k].n;
         j->n_fed += s->items[k].n_tokens;
         if (j->n_fed < j->job->n_prompt) continue;
         start_choices(s, j);
@@ -643,6 +726,8 @@ static void release(sched *s) {
     free(s->items);
     free(s->item_job);
     free(s->item_choice);
+    free(s->snapreq);
+    pcache_free(s->pc);
     pthread_mutex_destroy(&s->mu);
     pthread_cond_destroy(&s->cv);
     free(s);
@@ -676,7 +761,15 @@ int sched_new(sched **out, eng *e, const sched_opts *o, metrics *m, sched_notify
     s->items = calloc((size_t)s->o.parallel, sizeof *s->items);
     s->item_job = calloc((size_t)s->o.parallel, sizeof *s->item_job);
     s->item_choice = calloc((size_t)s->o.parallel, sizeof *s->item_choice);
-    if (!s->logits || !s->items || !s->item_job || !s->item_choice) {
+    s->snapreq = calloc((size_t)s->o.parallel, sizeof *s->snapreq);
+    if (s->o.snap_every <= 0) s->o.snap_every = 256;
+    s->snap_floats = eng_snap_floats(e);
+    if (s->o.cache_bytes &&
+        pcache_new(&s->pc, e, s->o.cache_bytes, tok_find(s->tk, "<think>", 7)) < 0) {
+        snprintf(err, errlen, "sched: out of memory for the prompt cache");
+        goto fail;
+    }
+    if (!s->logits || !s->items || !s->item_job || !s->item_choice || !s->snapreq) {
         snprintf(err, errlen, "sched: out of memory for %d sequences", s->o.parallel);
         goto fail;
     }
@@ -805,6 +898,12 @@ int sched_n_jobs(sched *s) {
     int n = s->n_queue + s->n_running_pub;
     pthread_mutex_unlock(&s->mu);
     return n;
+}
+
+void sched_cache_stats(sched *s, pcache_stats *st) {
+    pthread_mutex_lock(&s->mu);
+    *st = s->pc_pub;
+    pthread_mutex_unlock(&s->mu);
 }
 
 int sched_n_ctx(const sched *s) {
