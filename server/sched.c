@@ -586,13 +586,15 @@ static eng_snap_req prefill_snaps(sched *s, sjob *j, int chunk) {
     const sched_job *jb = j->job;
     if (!s->pc || jb->no_cache) return r;
     const int lo = j->n_fed, hi = j->n_fed + chunk, every = s->o.snap_every;
-    int most = jb->n_bounds + 1 + chunk / every + 1;
+    int most = jb->n_bounds + 2 + chunk / every + 1;
     if (pcache_snaps_reserve(&j->ps, s->snap_floats, most) < 0) return r;
     int *at = j->ps.pos + j->ps.n, n = 0, b = 0;
     for (int p = lo + 1; p <= hi; p++) { /* ascending, each position once */
         while (b < jb->n_bounds && jb->bounds[b] < p)
             b++;
-        bool want = p == jb->n_prompt || p % every == 0 || (b < jb->n_bounds && jb->bounds[b] == p);
+        /* n_prompt - 1: the same prompt again (a regenerated answer) reuses all but one token */
+        bool want = p >= jb->n_prompt - 1 || p % every == 0 ||
+                    (b < jb->n_bounds && jb->bounds[b] == p);
         if (want && n < most) at[n++] = p;
     }
     r.at = at;
