@@ -166,21 +166,19 @@ static bool memo_covers(const pcache *c, const int32_t *ids, int limit) {
     return hit;
 }
 
-int pcache_resume(pcache *c, const int32_t *ids, int n, int limit, eng_seq *s, pcache_snaps *carry,
-                  int *reason) {
-    if (!c->budget) {
-        c->st.lookups[*reason = PCACHE_MISS_DISABLED]++;
-        return 0;
-    }
-    if (limit > n) limit = n;
+/* The best entry for ids[0, n): the deepest snapshot *u <= limit inside a common prefix (*k its
+ * index; NULL when none), and the entry sharing the longest prefix (*longest, *longest_m). */
+static pc_entry *best_entry(const pcache *c, const int32_t *ids, int n, int limit, int *u_out,
+                            int *k_out, pc_entry **longest_out, int *longest_m) {
     pc_entry *best = NULL, *longest = NULL;
-    int best_u = 0, best_k = -1, longest_m = 0;
+    int best_u = 0, best_k = -1, lm = 0;
+    if (limit > n) limit = n;
     for (int i = 0; i < c->n; i++) {
         pc_entry *x = c->v[i];
         int m = 0, top = n < x->n ? n : x->n;
         while (m < top && ids[m] == x->ids[m])
             m++;
-        if (m > longest_m) longest = x, longest_m = m;
+        if (m > lm) longest = x, lm = m;
         int lim = m < limit ? m : limit, k = x->sn.n - 1;
         while (k >= 0 && x->sn.pos[k] > lim)
             k--;
@@ -189,6 +187,27 @@ int pcache_resume(pcache *c, const int32_t *ids, int n, int limit, eng_seq *s, p
         if (u > best_u || (u == best_u && best && x->last_use > best->last_use))
             best = x, best_u = u, best_k = k;
     }
+    *u_out = best_u;
+    *k_out = best_k;
+    if (longest_out) *longest_out = longest, *longest_m = lm;
+    return best;
+}
+
+int pcache_peek(const pcache *c, const int32_t *ids, int n, int limit) {
+    int u, k;
+    return c->budget && best_entry(c, ids, n, limit, &u, &k, NULL, NULL) ? u : 0;
+}
+
+int pcache_resume(pcache *c, const int32_t *ids, int n, int limit, eng_seq *s, pcache_snaps *carry,
+                  int *reason) {
+    if (!c->budget) {
+        c->st.lookups[*reason = PCACHE_MISS_DISABLED]++;
+        return 0;
+    }
+    if (limit > n) limit = n;
+    pc_entry *longest;
+    int best_u, best_k, longest_m;
+    pc_entry *best = best_entry(c, ids, n, limit, &best_u, &best_k, &longest, &longest_m);
     if (longest && longest_m < longest->n && longest_m < n && c->think >= 0 &&
         longest->ids[longest_m] == c->think)
         c->st.rewrites++;

@@ -58,6 +58,8 @@ void pcache_free(pcache *c); /* NULL is a no-op */
  * Out of memory for carry reuses nothing. */
 int pcache_resume(pcache *c, const int32_t *ids, int n, int limit, eng_seq *s, pcache_snaps *carry,
                   int *reason);
+/* The position pcache_resume would restore, without restoring or counting anything. */
+int pcache_peek(const pcache *c, const int32_t *ids, int n, int limit);
 /* Counts a lookup that was not made (cache_prompt false). */
 void pcache_count_disabled(pcache *c);
 

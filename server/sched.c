@@ -36,6 +36,9 @@ typedef struct sjob {
     int n_fed;        /* prompt tokens fed so far (restored from the cache included) */
     int n_cached;     /* prompt tokens restored from the prompt cache */
     pcache_snaps ps;  /* conv snapshots of the prompt (carried from the cache and taken) */
+    uint64_t wait_for; /* a job prefilling a prefix of this one's prompt: wait for it, then
+                          resume from its state (0: not waiting) */
+    int wait_pos;      /* ... until its prefill has passed this position */
     bool prefilled, cancelled, failed;
     int n_live;  /* choices not yet finished */
     int ev_left; /* control-event slots it still holds in the event queue (under mu) */
@@ -390,6 +393,9 @@ static void reap(sched *s) {
     }
 }
 
+static bool share_wait(sched *s, sjob *j);
+static void resume(sched *s, sjob *j);
+
 /* Sets up an admitted job: its first sequence (the others are forked after prefill). */
 static void admit(sched *s, sjob *j) {
     char err[256];
@@ -403,15 +409,77 @@ static void admit(sched *s, sjob *j) {
         job_fail(s, j, err);
         return;
     }
-    if (s->pc && j->job->no_cache) {
+    if (s->pc && j->job->no_cache)
         pcache_count_disabled(s->pc);
-    } else if (s->pc) { /* at least one prompt token is left to compute the first logits */
-        int reason;
-        j->n_cached = pcache_resume(s->pc, j->job->prompt, j->job->n_prompt, j->job->n_prompt - 1,
-                                    j->ch[0].seq, &j->ps, &reason);
-        j->n_fed = j->n_cached;
-    }
+    else if (s->pc && !share_wait(s, j))
+        resume(s, j);
     emit_simple(s, j, SCHED_EV_START, 0);
+}
+
+/* Starts job j from the prompt cache's deepest usable state for its prompt. At least one prompt
+ * token is left to prefill, so the first logits come from a step as they would without it. */
+static void resume(sched *s, sjob *j) {
+    int reason;
+    j->n_cached = pcache_resume(s->pc, j->job->prompt, j->job->n_prompt, j->job->n_prompt - 1,
+                                j->ch[0].seq, &j->ps, &reason);
+    j->n_fed = j->n_cached;
+}
+
+/* The deepest position at or below m where job a's prefill takes a snapshot (prefill_snaps). */
+static int planned_snap(const sched *s, const sched_job *a, int m) {
+    int d = m / s->o.snap_every * s->o.snap_every;
+    for (int i = 0; i < a->n_bounds && a->bounds[i] <= m; i++)
+        if (a->bounds[i] > d) d = a->bounds[i];
+    if (a->n_prompt - 1 <= m && a->n_prompt - 1 > d) d = a->n_prompt - 1;
+    if (a->n_prompt <= m) d = a->n_prompt;
+    return d;
+}
+
+#define SHARE_MIN 16 /* fewer tokens gained than this: not worth waiting for another job */
+
+/* Requests that arrive together and share a prefix (a system prompt) share its prefill: j waits
+ * for a running job that is prefilling that prefix until it has passed its deepest snapshot
+ * inside it (share_release then publishes that job's state to the cache and resumes j from it).
+ * False when no running job would give j SHARE_MIN tokens more than the cache has now. */
+static bool share_wait(sched *s, sjob *j) {
+    const sched_job *jb = j->job;
+    const int limit = jb->n_prompt - 1;
+    int best_d = pcache_peek(s->pc, jb->prompt, jb->n_prompt, limit) + SHARE_MIN;
+    const sjob *best = NULL;
+    for (const sjob *a = s->running; a; a = a->next) {
+        if (a == j || a->prefilled || a->failed || a->cancelled || a->job->no_cache || !a->ch ||
+            !a->ch[0].seq || a->wait_for)
+            continue;
+        const int top = a->job->n_prompt < limit ? a->job->n_prompt : limit;
+        int m = 0;
+        while (m < top && a->job->prompt[m] == jb->prompt[m])
+            m++;
+        int d = planned_snap(s, a->job, m);
+        if (d > best_d) best = a, best_d = d;
+    }
+    if (!best) return false;
+    j->wait_for = best->id;
+    j->wait_pos = best_d;
+    return true;
+}
+
+/* Waiting jobs whose job has passed the position they wait for (or is gone) resume: from the
+ * state that job publishes to the cache now, or from what the cache has. */
+static void share_release(sched *s) {
+    for (sjob *j = s->running; j; j = j->next) {
+        if (!j->wait_for || !j->ch || !j->ch[0].seq) continue;
+        sjob *a = s->running;
+        while (a && a->id != j->wait_for)
+            a = a->next;
+        bool alive = a && !a->failed && !a->cancelled && a->ch && a->ch[0].seq;
+        if (alive && !a->prefilled && a->n_fed < j->wait_pos && !j->failed && !j->cancelled)
+            continue;
+        if (alive)
+            pcache_insert(s->pc, a->job->prompt, a->job->n_prompt, a->ch[0].gen, a->ch[0].seq,
+                          &a->ps, &a->ch[0].gs);
+        j->wait_for = 0;
+        if (!j->failed && !j->cancelled) resume(s, j);
+    }
 }
 
 /* After the prompt's last chunk: fork the choices and create their samplers. */
@@ -625,7 +693,7 @@ static int build_batch(sched *s) {
         }
     }
     for (sjob *j = s->running; j && budget > 0; j = j->next) {
-        if (j->prefilled) continue;
+        if (j->prefilled || j->wait_for) continue;
         int left = j->job->n_prompt - j->n_fed;
         int chunk = left < s->o.prefill_chunk ? left : s->o.prefill_chunk;
         if (chunk > budget) chunk = budget;
@@ -696,6 +764,7 @@ static void *sched_main(void *arg) {
         take_abort(s);
         admit_jobs(s);
         reap(s);
+        if (s->pc) share_release(s);
         int n_items = build_batch(s);
         publish_count(s);
         if (n_items > 0) {

@@ -130,6 +130,17 @@ if (MODE === "main") {
     }
   }
 
+  // two requests that arrive together with the same new system prompt share its prefill, and
+  // answer as they do alone without the cache
+  const S2 = sys("Another assistant. " + words(300));
+  const two = [[S2, user(words(20))], [S2, user(words(30))]];
+  const together = await Promise.all(two.map((m) => post({ messages: m, ...greedy })));
+  for (let k = 0; k < 2; k++)
+    same(`arriving together ${k + 1}`, together[k],
+      await post({ messages: two[k], ...greedy, cache_prompt: false }));
+  expect(Math.max(cached(together[0]), cached(together[1])) > 300,
+    `arriving together: ${cached(together[0])} and ${cached(together[1])} cached`);
+
   // the streamed usage chunk carries the count too
   const r = await fetch(BASE + "/v1/chat/completions", {
     method: "POST",
