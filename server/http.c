@@ -950,7 +950,8 @@ static void load_done(uv_work_t *w, int status) {
                      .queue_max = sv->o.queue_max,
                      .prefill_chunk = sv->o.prefill_chunk,
                      .cache_bytes = sv->o.cache_bytes,
-                     .snap_every = sv->o.snap_every};
+                     .snap_every = sv->o.snap_every,
+                     .cache_dir = sv->o.cache_dir};
     if (sched_new(&sv->s, sv->e, &so, sv->m, sched_notify, &sv->wake, sv->err, sizeof sv->err) <
         0) {
         sv->rc = -1;
@@ -972,6 +973,7 @@ static void load_done(uv_work_t *w, int status) {
     if (sv->o.cache_bytes)
         logf_(sv, "prompt cache: up to %zu MiB of finished conversations (--cache-ram)",
               sv->o.cache_bytes >> 20);
+    if (*sched_cache_note(sv->s)) logf_(sv, "%s", sched_cache_note(sv->s));
     else
         logf_(sv, "prompt cache: off (--cache-ram 0)");
     logf_(sv,
@@ -1099,6 +1101,11 @@ int http_serve(const http_opts *o, char *err, size_t errlen) {
     run_mhd(sv);
     uv_run(&sv->loop, UV_RUN_DEFAULT);
     if (sv->d) MHD_stop_daemon(sv->d);
+    if (sv->s && sv->o.cache_dir && *sv->o.cache_dir) { /* drained: keep the cache */
+        char msg[4800];
+        sched_cache_save(sv->s, msg, sizeof msg);
+        logf_(sv, "%s", msg);
+    }
     sched_free(sv->s);
     eng_free(sv->e);
     uv_loop_close(&sv->loop);

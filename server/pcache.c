@@ -1,8 +1,12 @@
 /* pcache.c: the prompt cache: entries of token ids, K/V rows and conv snapshots; longest-prefix
  * lookup, merging of entries a longer one extends, eviction under the byte budget. */
 #include "server/pcache.h"
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #define EVICT_MEMO 4096 /* prefixes of evicted entries remembered, to name the "evicted" misses */
 
@@ -227,6 +231,8 @@ int pcache_resume(pcache *c, const int32_t *ids, int n, int limit, eng_seq *s, p
     return 0;
 }
 
+static int entry_add(pcache *c, pc_entry *x);
+
 static size_t entry_bytes(const pcache *c, const pc_entry *x) {
     return sizeof *x + (size_t)x->n * (sizeof(int32_t) + c->kh * sizeof(uint16_t)) +
            (size_t)x->sn.n * (sizeof(int) + c->sf * sizeof(float));
@@ -262,6 +268,15 @@ int pcache_insert(pcache *c, const int32_t *a, int na, const int32_t *b, const e
             i++;
         }
     }
+    return entry_add(c, x);
+fail:
+    entry_free(x);
+    return -1;
+}
+
+/* Adds x (ownership passes, also on failure): evicts until it fits; one larger than the whole
+ * budget is dropped. 0, or -1 when x was not kept. */
+static int entry_add(pcache *c, pc_entry *x) {
     x->bytes = entry_bytes(c, x);
     if (x->bytes > c->budget) {
         c->st.evictions++;
@@ -292,4 +307,223 @@ int pcache_insert(pcache *c, const int32_t *a, int na, const int32_t *b, const e
 fail:
     entry_free(x);
     return -1;
+}
+
+/* ---- the cache in a file (--cache-dir) ----
+ * Little-endian as the machine writes it (the file never leaves the machine that wrote it):
+ *   "LFM2PCH\0", u32 version, u32 0, u64 model key, u64 kv_halves, u64 snap_floats, u64 entries
+ *   per entry: u32 n, u32 n_snap, i32 ids[n], u16 kv[n * kv_halves], i32 pos[n_snap],
+ *              f32 snap[n_snap * snap_floats], u64 hash of the entry's bytes before it
+ * Entries go oldest first, so reading them back in order keeps their recency. */
+#define FILE_MAGIC "LFM2PCH"
+#define FILE_VERSION 1u
+#define FILE_MAX_TOKENS (1 << 24)
+
+static uint64_t hash_bytes(uint64_t h, const void *p, size_t n) {
+    const uint8_t *b = p;
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) { /* a word at a time: files are hundreds of MiB */
+        uint64_t w;
+        memcpy(&w, b + i, 8);
+        h = (h ^ w) * 0x100000001b3ULL;
+        h ^= h >> 29;
+    }
+    for (; i < n; i++)
+        h = (h ^ b[i]) * 0x100000001b3ULL;
+    return h;
+}
+
+uint64_t pcache_model_key(const eng *e) {
+    const gguf *g = eng_model(e)->g;
+    size_t hl, fs = gguf_file_size(g);
+    const void *hb = gguf_header_bytes(g, &hl);
+    uint64_t h = hash_bytes(HASH_INIT, &fs, sizeof fs);
+    h = hash_bytes(h, hb, hl);
+    /* and the first bytes of every tensor: two files with one layout and other weights differ */
+    for (int64_t i = 0; i < gguf_n_tensors(g); i++) {
+        const gguf_tensor *t = gguf_tensor_at(g, i);
+        h = hash_bytes(h, t->data, t->nbytes < 64 ? t->nbytes : 64);
+    }
+    return h;
+}
+
+static int file_fail(char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static int file_fail(char *err, size_t errlen, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
+    return -1;
+}
+
+/* fwrite of n bytes that also hashes them */
+static bool put(FILE *f, uint64_t *h, const void *p, size_t n) {
+    *h = hash_bytes(*h, p, n);
+    return fwrite(p, 1, n, f) == n;
+}
+
+int pcache_save(const pcache *c, const char *path, uint64_t key, char *err, size_t errlen) {
+    char tmp[4200];
+    if (snprintf(tmp, sizeof tmp, "%s.tmp", path) >= (int)sizeof tmp)
+        return file_fail(err, errlen, "%s: path too long", path);
+    FILE *f = fopen(tmp, "wb");
+    if (!f) return file_fail(err, errlen, "%s: %s", tmp, strerror(errno));
+    uint64_t h = 0;
+    char magic[8] = FILE_MAGIC;
+    uint32_t ver[2] = {FILE_VERSION, 0};
+    uint64_t hdr[4] = {key, c->kh, c->sf, (uint64_t)c->n};
+    bool ok = put(f, &h, magic, 8) && put(f, &h, ver, sizeof ver) && put(f, &h, hdr, sizeof hdr);
+    /* oldest first */
+    pc_entry **order = malloc(((size_t)c->n + 1) * sizeof *order);
+    if (!order) ok = false;
+    for (int i = 0; ok && i < c->n; i++) {
+        int k = i;
+        order[i] = c->v[i];
+        while (k > 0 && order[k - 1]->last_use > order[k]->last_use) {
+            pc_entry *t = order[k];
+            order[k] = order[k - 1];
+            order[k - 1] = t;
+            k--;
+        }
+    }
+    for (int i = 0; ok && i < c->n; i++) {
+        const pc_entry *x = order[i];
+        h = HASH_INIT;
+        uint32_t nn[2] = {(uint32_t)x->n, (uint32_t)x->sn.n};
+        ok = put(f, &h, nn, sizeof nn) && put(f, &h, x->ids, (size_t)x->n * sizeof *x->ids) &&
+             put(f, &h, x->kv, (size_t)x->n * c->kh * sizeof *x->kv) &&
+             put(f, &h, x->sn.pos, (size_t)x->sn.n * sizeof *x->sn.pos) &&
+             put(f, &h, x->sn.data, (size_t)x->sn.n * c->sf * sizeof *x->sn.data);
+        uint64_t sum = h;
+        ok = ok && fwrite(&sum, 1, sizeof sum, f) == sizeof sum;
+    }
+    free(order);
+    ok = fflush(f) == 0 && ok;
+    ok = fsync(fileno(f)) == 0 && ok;
+    if (fclose(f) != 0) ok = false;
+    if (!ok || rename(tmp, path) != 0) {
+        int e = errno;
+        unlink(tmp);
+        return file_fail(err, errlen, "%s: cannot write: %s", path, strerror(e ? e : EIO));
+    }
+    return 0;
+}
+
+/* fread of n bytes that also hashes them */
+static bool get(FILE *f, uint64_t *h, void *p, size_t n) {
+    if (fread(p, 1, n, f) != n) return false;
+    *h = hash_bytes(*h, p, n);
+    return true;
+}
+
+int pcache_load(pcache *c, const char *path, uint64_t key, char *err, size_t errlen) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return file_fail(err, errlen, "%s: %s", path, strerror(errno));
+    pc_entry **got = NULL;
+    uint64_t n_got = 0, h = 0;
+    int rc = -1;
+    char magic[8];
+    uint32_t ver[2];
+    uint64_t hdr[4];
+    if (!get(f, &h, magic, 8) || !get(f, &h, ver, sizeof ver) || !get(f, &h, hdr, sizeof hdr)) {
+        file_fail(err, errlen, "%s: truncated header", path);
+        goto done;
+    }
+    if (memcmp(magic, FILE_MAGIC, 8)) {
+        file_fail(err, errlen, "%s: not a prompt cache file (bad magic)", path);
+        goto done;
+    }
+    if (ver[0] != FILE_VERSION) {
+        file_fail(err, errlen, "%s: version %u, this build reads %u", path, ver[0], FILE_VERSION);
+        goto done;
+    }
+    if (hdr[0] != key || hdr[1] != c->kh || hdr[2] != c->sf) {
+        file_fail(err, errlen, "%s: written for another model file", path);
+        goto done;
+    }
+    if (hdr[3] > (1u << 20)) {
+        file_fail(err, errlen, "%s: %llu entries, more than %u", path, (unsigned long long)hdr[3],
+                  1u << 20);
+        goto done;
+    }
+    got = calloc(hdr[3] + 1, sizeof *got);
+    if (!got) {
+        file_fail(err, errlen, "%s: out of memory", path);
+        goto done;
+    }
+    const int32_t n_vocab = eng_n_vocab(c->e);
+    for (; n_got < hdr[3]; n_got++) {
+        uint32_t nn[2];
+        h = HASH_INIT;
+        if (!get(f, &h, nn, sizeof nn)) {
+            file_fail(err, errlen, "%s: truncated at entry %llu", path, (unsigned long long)n_got);
+            goto done;
+        }
+        if (nn[0] < 1 || nn[0] > FILE_MAX_TOKENS || nn[1] < 1 || nn[1] > nn[0] + 1) {
+            file_fail(err, errlen, "%s: entry %llu: %u tokens, %u snapshots (limits 1..%d, "
+                      "1..tokens + 1)", path, (unsigned long long)n_got, nn[0], nn[1],
+                      FILE_MAX_TOKENS);
+            goto done;
+        }
+        pc_entry *x = calloc(1, sizeof *x);
+        if (!x) {
+            file_fail(err, errlen, "%s: out of memory", path);
+            goto done;
+        }
+        got[n_got] = x;
+        x->n = (int)nn[0];
+        x->ids = malloc((size_t)x->n * sizeof *x->ids);
+        x->kv = malloc((size_t)x->n * c->kh * sizeof *x->kv + 1);
+        if (!x->ids || !x->kv || pcache_snaps_reserve(&x->sn, c->sf, (int)nn[1]) < 0) {
+            file_fail(err, errlen, "%s: out of memory for entry %llu (%u tokens)", path,
+                      (unsigned long long)n_got, nn[0]);
+            goto done;
+        }
+        x->sn.n = (int)nn[1];
+        uint64_t sum;
+        if (!get(f, &h, x->ids, (size_t)x->n * sizeof *x->ids) ||
+            !get(f, &h, x->kv, (size_t)x->n * c->kh * sizeof *x->kv) ||
+            !get(f, &h, x->sn.pos, (size_t)x->sn.n * sizeof *x->sn.pos) ||
+            !get(f, &h, x->sn.data, (size_t)x->sn.n * c->sf * sizeof *x->sn.data) ||
+            fread(&sum, 1, sizeof sum, f) != sizeof sum) {
+            file_fail(err, errlen, "%s: truncated in entry %llu", path, (unsigned long long)n_got);
+            goto done;
+        }
+        if (sum != h) {
+            file_fail(err, errlen, "%s: entry %llu is corrupt (checksum)", path,
+                      (unsigned long long)n_got);
+            goto done;
+        }
+        for (int i = 0; i < x->n; i++)
+            if (x->ids[i] < 0 || x->ids[i] >= n_vocab) {
+                file_fail(err, errlen, "%s: entry %llu: token %d outside the vocabulary", path,
+                          (unsigned long long)n_got, x->ids[i]);
+                goto done;
+            }
+        for (int k = 0; k < x->sn.n; k++)
+            if (x->sn.pos[k] < 1 || x->sn.pos[k] > x->n || (k && x->sn.pos[k] <= x->sn.pos[k - 1])) {
+                file_fail(err, errlen, "%s: entry %llu: snapshot positions out of order", path,
+                          (unsigned long long)n_got);
+                goto done;
+            }
+    }
+    if (fgetc(f) != EOF) {
+        file_fail(err, errlen, "%s: bytes after the last entry", path);
+        goto done;
+    }
+    /* every entry read and checked: they join the cache, oldest first */
+    const uint64_t before = c->st.entries;
+    for (uint64_t i = 0; i < n_got; i++) {
+        pc_entry *x = got[i];
+        got[i] = NULL;
+        entry_add(c, x);
+    }
+    rc = c->st.entries > before ? (int)(c->st.entries - before) : 0;
+done:
+    for (uint64_t i = 0; got && i <= n_got && i <= hdr[3]; i++)
+        entry_free(got[i]);
+    free(got);
+    fclose(f);
+    return rc;
 }

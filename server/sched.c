@@ -10,6 +10,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 typedef struct sched_choice {
     eng_seq *seq;
@@ -86,6 +88,10 @@ struct sched {
     size_t snap_floats;    /* floats per conv snapshot */
     eng_snap_req *snapreq; /* parallel: the snapshots each item takes */
     pcache_stats pc_pub;   /* under mu: pc's counters for sched_cache_stats */
+    char cache_path[4200]; /* "": no cache file */
+    uint64_t model_key;    /* pcache_model_key, for the file */
+    char cache_note[4800]; /* what sched_new did with the file */
+    bool joined;           /* the thread has been joined (sched_cache_save) */
 };
 
 void sched_job_free(sched_job *j) {
@@ -840,6 +846,26 @@ int sched_new(sched **out, eng *e, const sched_opts *o, metrics *m, sched_notify
         snprintf(err, errlen, "sched: out of memory for the prompt cache");
         goto fail;
     }
+    if (s->pc && s->o.cache_dir && *s->o.cache_dir) {
+        char lerr[512];
+        snprintf(s->cache_path, sizeof s->cache_path, "%.4096s/lfm2-prompt-cache.bin",
+                 s->o.cache_dir);
+        s->model_key = pcache_model_key(e);
+        int n = access(s->cache_path, F_OK) != 0
+                    ? -2
+                    : pcache_load(s->pc, s->cache_path, s->model_key, lerr, sizeof lerr);
+        pcache_stats st;
+        pcache_stats_get(s->pc, &st);
+        s->pc_pub = st;
+        if (n == -2)
+            snprintf(s->cache_note, sizeof s->cache_note, "prompt cache: no %s yet", s->cache_path);
+        else if (n < 0)
+            snprintf(s->cache_note, sizeof s->cache_note, "prompt cache: skipped: %s", lerr);
+        else
+            snprintf(s->cache_note, sizeof s->cache_note,
+                     "prompt cache: read %d entries (%llu MiB) from %s", n,
+                     (unsigned long long)(st.bytes >> 20), s->cache_path);
+    }
     if (!s->logits || !s->items || !s->item_job || !s->item_choice || !s->snapreq) {
         snprintf(err, errlen, "sched: out of memory for %d sequences", s->o.parallel);
         goto fail;
@@ -856,14 +882,39 @@ fail:
     return SCHED_ENOMEM;
 }
 
-void sched_free(sched *s) {
-    if (!s) return;
+static void stop_thread(sched *s) {
+    if (s->joined) return;
     pthread_mutex_lock(&s->mu);
     s->quit = true;
     pthread_cond_signal(&s->cv);
     pthread_mutex_unlock(&s->mu);
     pthread_join(s->thread, NULL);
+    s->joined = true;
+}
+
+void sched_free(sched *s) {
+    if (!s) return;
+    stop_thread(s);
     release(s);
+}
+
+const char *sched_cache_note(const sched *s) { return s->cache_note; }
+
+int sched_cache_save(sched *s, char *msg, size_t msglen) {
+    stop_thread(s);
+    snprintf(msg, msglen, "prompt cache: no --cache-dir, nothing written");
+    if (!s->pc || !s->cache_path[0]) return 0;
+    char err[512];
+    mkdir(s->o.cache_dir, 0700); /* one level; an existing folder is fine */
+    if (pcache_save(s->pc, s->cache_path, s->model_key, err, sizeof err) < 0) {
+        snprintf(msg, msglen, "prompt cache: not written: %s", err);
+        return -1;
+    }
+    pcache_stats st;
+    pcache_stats_get(s->pc, &st);
+    snprintf(msg, msglen, "prompt cache: wrote %llu entries (%llu MiB) to %s",
+             (unsigned long long)st.entries, (unsigned long long)(st.bytes >> 20), s->cache_path);
+    return 0;
 }
 
 int sched_submit(sched *s, sched_job *job, uint64_t *id, char *err, size_t errlen) {

@@ -32,6 +32,8 @@ typedef struct sched_opts {
      * that share a prefix with them; 0 = off. */
     size_t cache_bytes;
     int snap_every; /* conv snapshot every this many tokens of prefill or generation; 0 = 256 */
+    const char *cache_dir; /* NULL/"": none; else sched_new reads the cache from
+                              DIR/lfm2-prompt-cache.bin and sched_cache_save writes it there */
 } sched_opts;
 
 /* One request's work. The scheduler takes ownership of the heap-allocated job in sched_submit
@@ -117,6 +119,12 @@ int sched_poll(sched *s, sched_event *out, int cap);
 int sched_n_jobs(sched *s);
 /* The prompt cache's counters as of the last scheduler iteration (all zero when it is off). */
 void sched_cache_stats(sched *s, pcache_stats *st);
+/* What sched_new did with cache_dir's file, for the log ("" without cache_dir). */
+const char *sched_cache_note(const sched *s);
+/* Stops the scheduler thread (running jobs end without events: call it after a drain) and
+ * writes the prompt cache to cache_dir. 0 (nothing to do counts) or -1; msg says what happened.
+ * sched_free is still needed afterwards. */
+int sched_cache_save(sched *s, char *msg, size_t msglen);
 /* The per-sequence context the scheduler uses. */
 int sched_n_ctx(const sched *s);
 

@@ -72,7 +72,6 @@ int main(void) {
         fprintf(stderr, "eng_new: %s\n", err);
         return 1;
     }
-    unlink(path);
     V = eng_n_vocab(E);
     SF = eng_snap_floats(E);
     const int32_t think = tok_find(eng_tok(E), "<think>", 7);
@@ -217,8 +216,101 @@ int main(void) {
     pcache_free(pc);
     CHECK_EQ_INT(strcmp(pcache_reason_name(PCACHE_MISS_EVICTED), "evicted"), 0);
 
+    /* the cache in a file: two entries written, read back into a new cache, resumed with the
+     * same bits; a missing, stale, truncated, corrupt or padded file adds nothing */
+    {
+        char file[1200], bad[1200];
+        snprintf(file, sizeof file, "%s.cache", path);
+        snprintf(bad, sizeof bad, "%s.bad", path);
+        const uint64_t key = pcache_model_key(E);
+        CHECK(pcache_new(&pc, E, 64 << 20, think) == 0);
+        for (int k = 0; k < 2; k++) {
+            s = feed(src[k], 30, at30, 3, &sn, NULL);
+            CHECK_EQ_INT(pcache_insert(pc, src[k], 30, NULL, s, &sn, NULL), 0);
+            eng_seq_free(s);
+            pcache_snaps_free(&sn);
+        }
+        CHECK_EQ_INT(pcache_save(pc, file, key, err, sizeof err), 0);
+        pcache_stats_get(pc, &st);
+        const uint64_t held = st.bytes;
+        pcache_free(pc);
+        CHECK(pcache_new(&pc, E, 64 << 20, think) == 0);
+        CHECK_EQ_INT(pcache_load(pc, file, key, err, sizeof err), 2);
+        pcache_stats_get(pc, &st);
+        CHECK(st.entries == 2 && st.bytes == held);
+        memcpy(p, b, sizeof p);
+        p[25] = a[25];
+        eng_seq_free(feed(p, 40, NULL, 0, &sn, want));
+        CHECK(eng_seq_new(E, 256, &r, err, sizeof err) == 0);
+        CHECK_EQ_INT(pcache_resume(pc, p, 40, 39, r, &carry, &reason), 20);
+        finish(r, p, 20, 40, got);
+        CHECK(memcmp(want, got, (size_t)V * sizeof(float)) == 0);
+        eng_seq_free(r);
+        pcache_snaps_free(&carry);
+        pcache_free(pc);
+        /* the file's bytes, for broken copies */
+        FILE *f = fopen(file, "rb");
+        CHECK(f != NULL);
+        static unsigned char buf[4 << 20];
+        size_t len = f ? fread(buf, 1, sizeof buf, f) : 0;
+        if (f) fclose(f);
+        CHECK(len > 64 && len < sizeof buf);
+        struct {
+            const char *what, *want;
+            size_t len;
+            long flip; /* byte to change, -1: none */
+        } cases[] = {
+            {"missing", "No such file", 0, -2},
+            {"empty", "truncated header", 0, -1},
+            {"header only", "truncated at entry 0", 48, -1},
+            {"half", "truncated in entry", len / 2, -1},
+            {"all but one byte", "truncated in entry 1", len - 1, -1},
+            {"flipped magic", "bad magic", len, 0},
+            {"flipped version", "version", len, 8},
+            {"flipped key", "another model", len, 16},
+            {"flipped count", "entries", len, 40 + 7},
+            {"flipped token count", "tokens", len, 48 + 3},
+            {"flipped K/V byte", "corrupt", len, (long)len / 3},
+            {"flipped last checksum", "corrupt", len, (long)len - 2},
+            {"padded", "after the last entry", len + 1, -1},
+        };
+        for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+            unlink(bad);
+            if (cases[k].flip != -2) {
+                f = fopen(bad, "wb");
+                buf[len] = 0;
+                if (cases[k].flip >= 0) buf[cases[k].flip] ^= 0x5a;
+                fwrite(buf, 1, cases[k].len, f);
+                fclose(f);
+                if (cases[k].flip >= 0) buf[cases[k].flip] ^= 0x5a;
+            }
+            CHECK(pcache_new(&pc, E, 64 << 20, think) == 0);
+            err[0] = 0;
+            CHECK_EQ_INT(pcache_load(pc, bad, key, err, sizeof err), -1);
+            if (!strstr(err, cases[k].want))
+                fprintf(stderr, "%s: message '%s' lacks '%s'\n", cases[k].what, err, cases[k].want);
+            CHECK(strstr(err, cases[k].want) != NULL);
+            pcache_stats_get(pc, &st);
+            CHECK(st.entries == 0 && st.bytes == 0);
+            pcache_free(pc);
+        }
+        /* a small budget keeps the newest entries of the file */
+        CHECK(pcache_new(&pc, E, held / 2 + 1024, think) == 0);
+        CHECK_EQ_INT(pcache_load(pc, file, key, err, sizeof err), 1);
+        pcache_stats_get(pc, &st);
+        CHECK(st.entries == 1 && st.bytes <= held / 2 + 1024);
+        CHECK(eng_seq_new(E, 256, &r, err, sizeof err) == 0);
+        CHECK_EQ_INT(pcache_resume(pc, b, 40, 39, r, &carry, &reason), 30);
+        eng_seq_free(r);
+        pcache_snaps_free(&carry);
+        pcache_free(pc);
+        unlink(file);
+        unlink(bad);
+    }
+
     free(want);
     free(got);
     eng_free(E);
+    unlink(path);
     return check_done("test_pcache");
 }

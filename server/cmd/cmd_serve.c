@@ -85,6 +85,7 @@ int cmd_serve(int argc, char **argv) {
     o.cors = c.cors;
     o.cache_bytes = cache_budget(c.cache_ram);
     o.snap_every = c.cache_snap_every;
+    o.cache_dir = c.cache_dir[0] ? c.cache_dir : NULL;
     o.log = c.log_level >= CONFIG_LOG_INFO ? serve_log : NULL; /* errors still reach stderr */
     if (http_serve(&o, err, sizeof err) < 0) {
         fprintf(stderr, "error: %s\n", err);
