@@ -141,6 +141,21 @@ if (MODE === "main") {
   expect(Math.max(cached(together[0]), cached(together[1])) > 300,
     `arriving together: ${cached(together[0])} and ${cached(together[1])} cached`);
 
+  // /v1/completions: a longer prompt resumes inside the earlier one (every 32 tokens)
+  const cpost = async (body) => {
+    const r = await fetch(BASE + "/v1/completions", { method: "POST",
+      headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) });
+    if (r.status !== 200) fail(`completions status ${r.status}`);
+    return r.json();
+  };
+  const P = "Once upon a time " + words(200);
+  const c1 = await cpost({ prompt: P, max_tokens: 4, temperature: 0 });
+  const cb = { prompt: P + " and then " + words(30), max_tokens: 8, temperature: 0, logprobs: 2 };
+  const c2 = await cpost(cb), c2off = await cpost({ ...cb, cache_prompt: false });
+  same("completions, longer prompt", c2, c2off);
+  expect(cached(c2) >= c1.usage.prompt_tokens - 32,
+    `completions: ${cached(c2)} cached, the first prompt had ${c1.usage.prompt_tokens}`);
+
   // the streamed usage chunk carries the count too
   const r = await fetch(BASE + "/v1/chat/completions", {
     method: "POST",
