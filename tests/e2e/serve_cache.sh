@@ -28,6 +28,13 @@ expect_eq "after a cancelled answer: cached tokens" "$ca" $(( $(jget $TMPDIR/aga
 ok "a cancelled answer's state is kept ($ca tokens reused)"
 stop_server "$PID" || fail "exit status $? after SIGTERM"
 
+# the same on a file written by llama.cpp's quantizer (Q4_0 weights, Q6_K embedding and output)
+MODEL=$E2E_DIR/../data/models/mini-Q4_0.gguf
+start_server quick --parallel 4 --ctx 2048
+BASE=$BASE MODE=quick node "$E2E_DIR/serve_cache.mjs" || fail "serve_cache.mjs on mini-Q4_0"
+stop_server "$PID" || fail "exit status $? after SIGTERM"
+MODEL=$TMPDIR/q.gguf
+
 start_server tiny_budget --parallel 2 --ctx 2048 --cache-ram 1
 BASE=$BASE MODE=tiny_budget node "$E2E_DIR/serve_cache.mjs" || fail "serve_cache.mjs tiny budget"
 stop_server "$PID" || fail "exit status $? after SIGTERM"
