@@ -139,6 +139,8 @@ typedef struct api_request {
     enum api_reasoning_format reasoning_format;
     struct gram *grammar;    /* response_format json_object/json_schema compiled (api/schema.h);
                                 NULL = unconstrained; owned (gram_free) */
+    bool cache_prompt;       /* llama-server's cache_prompt: reuse/keep state in the prompt
+                                cache; default true */
 } api_request;
 
 /* Parses and validates body (len bytes, need not be NUL-terminated) as a request of the given
