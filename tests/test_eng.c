@@ -772,7 +772,8 @@ int main(int argc, char **argv) {
         /* 350m: F32, 1.4 GB written to TMPDIR, ~18 s here (tests/fidelity_350m.sh runs it alone) */
         const char *names[] = {"tiny", "mini", "tiny-swa", "350m", "mk-mini-q8_0", "mk-mini-q4_0",
                                "ref-F16", "ref-BF16", "ref-Q8_0", "ref-Q4_0", "ref-Q4_K_M",
-                               "ref-Q5_K_M", "ref-Q6_K"};
+                               "ref-Q5_K_M", "ref-Q6_K", "tiny-moe", "mini-moe",
+                               "mk-mini-moe-q4_0", "mk-mini-moe-q4_k_m"};
         for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) fidelity(names[i]);
     }
     char cmd[700];

@@ -41,6 +41,11 @@ const MODELS = [
     {name: "350m", mk: ["--preset", "350m", "--type", "f32", "--seed", "13"], f32: true},
     {name: "mk-mini-q8_0", mk: ["--preset", "mini", "--type", "q8_0", "--seed", "15"], f32: false},
     {name: "mk-mini-q4_0", mk: ["--preset", "mini", "--type", "q4_0", "--seed", "16"], f32: false},
+    // lfm2moe: F32 (router choices checked too, see routerGolden) and two quantized mixes
+    {name: "tiny-moe", mk: ["--preset", "tiny-moe", "--type", "f32", "--seed", "21"], f32: true},
+    {name: "mini-moe", mk: ["--preset", "mini-moe", "--type", "f32", "--seed", "22"], f32: true},
+    {name: "mk-mini-moe-q4_0", mk: ["--preset", "mini-moe", "--type", "q4_0", "--seed", "23"], f32: false},
+    {name: "mk-mini-moe-q4_k_m", mk: ["--preset", "mini-moe", "--type", "q4_k_m", "--seed", "24"], f32: false},
     ...["F16", "BF16", "Q8_0", "Q4_0", "Q4_K_M", "Q5_K_M", "Q6_K"].map(t => (
         {name: `ref-${t}`, file: `tests/data/models/mini-${t}.gguf`, f32: false})),
 ];
