@@ -294,7 +294,8 @@ int lfm2_model_from_gguf(lfm2_model **out, gguf *g, char *err, size_t errlen) {
             shown[n] = arch[n] >= 0x20 && arch[n] < 0x7f ? arch[n] : '?';
         shown[n] = 0;
         util_seterr(err, errlen,
-                    "unsupported architecture '%s' (general.architecture; supported: lfm2, lfm2moe)",
+                    "unsupported architecture '%s' (general.architecture; supported: lfm2, "
+                    "lfm2moe)",
                     shown);
         return -1;
     }
@@ -312,8 +313,8 @@ int lfm2_model_from_gguf(lfm2_model **out, gguf *g, char *err, size_t errlen) {
     int64_t X = hp->n_expert, FX = hp->n_ff_exp;
     if (gguf_find_tensor(g, "dense_2.weight")) {
         util_seterr(err, errlen,
-                    "tensor 'dense_2.weight' is present: embedding/retrieval checkpoints (an output "
-                    "projection instead of logits) are not supported");
+                    "tensor 'dense_2.weight' is present: embedding/retrieval checkpoints (an "
+                    "output projection instead of logits) are not supported");
         goto fail;
     }
     m->tok_embd = want(g, used, "token_embd.weight", E, V, 1, false, false, &rc, err, errlen);

@@ -342,7 +342,8 @@ static int router_check(const char *name, eng *e, const golden *g) {
             cur_path = k;
         }
         int want[RT_MAX_K];
-        for (char *q = strtok(sel, ","); q && n < RT_MAX_K; q = strtok(NULL, ",")) want[n++] = atoi(q);
+        for (char *q = strtok(sel, ","); q && n < RT_MAX_K; q = strtok(NULL, ","))
+            want[n++] = atoi(q);
         CHECK_EQ_INT(n, rl->k);
         for (int a = 1; a < n; a++)
             for (int b2 = a; b2 > 0 && want[b2 - 1] > want[b2]; b2--) {
@@ -357,7 +358,8 @@ static int router_check(const char *name, eng *e, const golden *g) {
         compared++;
         if (memcmp(want, rl->sel[L][pos], (size_t)n * sizeof(int))) {
             miss++;
-            fprintf(stderr, "%s: layer %d path %d pos %d: oracle chose %s (margin %.2e), lfm2 differs\n",
+            fprintf(stderr,
+                    "%s: layer %d path %d pos %d: oracle chose %s (margin %.2e), lfm2 differs\n",
                     name, L, k, pos, sel, margin);
         }
     }

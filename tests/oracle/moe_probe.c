@@ -54,7 +54,8 @@ int main(int argc, char **argv) {
     const int64_t X = ti->ne[1], E = ti->ne[0];
     printf("%lld %lld %lld\n", (long long)gguf_get_int(g, "lfm2moe.expert_used_count", 0, NULL),
            (long long)X, (long long)E);
-    for (int64_t x = 0; x < X; x++) printf("%.9g%c", ((const float *)tb->data)[x], x + 1 < X ? ' ' : '\n');
+    for (int64_t x = 0; x < X; x++)
+        printf("%.9g%c", ((const float *)tb->data)[x], x + 1 < X ? ' ' : '\n');
     for (int64_t i = 0; i < X * E; i++)
         printf("%.9g%c", ((const float *)ti->data)[i], (i + 1) % E ? ' ' : '\n');
     gguf_writer *w = gguf_writer_new();
@@ -65,8 +66,9 @@ int main(int argc, char **argv) {
         const gguf_tensor *t = gguf_tensor_at(g, i);
         int l = -1;
         const bool later = sscanf(t->name, "blk.%d.", &l) == 1 && l > L;
-        const bool out = strstr(t->name, "out_proj.weight") || strstr(t->name, "attn_output.weight") ||
-                         strstr(t->name, "ffn_down.weight") || strstr(t->name, "ffn_down_exps.weight");
+        const bool out =
+            strstr(t->name, "out_proj.weight") || strstr(t->name, "attn_output.weight") ||
+            strstr(t->name, "ffn_down.weight") || strstr(t->name, "ffn_down_exps.weight");
         if (!strcmp(t->name, down) || (later && out))
             rc |= gguf_writer_add_tensor_fill(w, t->name, t->type, t->n_dims, t->ne, zero, NULL);
         else if (!strcmp(t->name, "token_embd_norm.weight"))
