@@ -55,11 +55,11 @@ typedef struct eng_layer {
  * 2-D slice of the file's 3-D tensor with its own gguf_tensor, so it takes the same weight paths
  * (repacked, f16/bf16, f32, panels) as a dense matrix and a step reads only the chosen ones. */
 typedef struct eng_moe {
-    float *router;           /* [n_expert][n_embd]: ffn_gate_inp */
-    float *bias;             /* [n_expert]: exp_probs_b, added for the choice only */
-    gguf_tensor *slices;     /* [3][n_expert]: gate, up, down slices of the mapping */
-    eng_weight *gate, *up;   /* [n_expert], each [n_ff_exp][n_embd] */
-    eng_weight *down;        /* [n_expert], each [n_embd][n_ff_exp] */
+    float *router;         /* [n_expert][n_embd]: ffn_gate_inp */
+    float *bias;           /* [n_expert]: exp_probs_b, added for the choice only */
+    gguf_tensor *slices;   /* [3][n_expert]: gate, up, down slices of the mapping */
+    eng_weight *gate, *up; /* [n_expert], each [n_ff_exp][n_embd] */
+    eng_weight *down;      /* [n_expert], each [n_embd][n_ff_exp] */
 } eng_moe;
 
 /* one batch item's share of a layer's attention (attn_layer) */
@@ -101,15 +101,15 @@ struct eng {
     int *lrow_item, *lrow_off; /* [T] which item / which logits row a gathered row goes to */
     struct attn_part *attn_parts; /* [T] per batch item: its attention job (attn_layer) */
     /* MoE scratch (NULL for dense models), k = n_expert_used, X = n_expert */
-    float *moe_p;       /* [T][X] router probabilities (sigmoid) */
-    int *moe_sel;       /* [T][k] chosen experts, best first */
-    float *moe_w;       /* [T][k] their weights */
-    int *moe_at;        /* [T][k] row of moe_y holding that choice's output */
-    int *moe_tok;       /* [T*k] the token of each row, grouped by expert */
-    int *moe_off;       /* [X + 1] first row of each expert's group */
-    float *moe_x;       /* [T][n_embd] one expert's gathered input rows */
-    float *moe_h, *moe_h2; /* [T][n_ff_exp] its SwiGLU activations (h2: unfused scratch) */
-    float *moe_y;       /* [T*k][n_embd] every chosen expert's output, grouped by expert */
+    float *moe_p;              /* [T][X] router probabilities (sigmoid) */
+    int *moe_sel;              /* [T][k] chosen experts, best first */
+    float *moe_w;              /* [T][k] their weights */
+    int *moe_at;               /* [T][k] row of moe_y holding that choice's output */
+    int *moe_tok;              /* [T*k] the token of each row, grouped by expert */
+    int *moe_off;              /* [X + 1] first row of each expert's group */
+    float *moe_x;              /* [T][n_embd] one expert's gathered input rows */
+    float *moe_h, *moe_h2;     /* [T][n_ff_exp] its SwiGLU activations (h2: unfused scratch) */
+    float *moe_y;              /* [T*k][n_embd] every chosen expert's output, grouped by expert */
     eng_router_fn router_hook; /* optional observer of the choices (tests) */
     void *router_ctx;
     /* every matrix with its kernel path, resolved at load (weights_resolve) */
@@ -297,7 +297,8 @@ static void moe_free(eng *e) {
     for (int l = 0; e->m && l < e->m->hp.n_layer; l++) {
         eng_moe *mo = e->layers[l].moe;
         if (!mo) continue;
-        for (int i = 0; mo->gate && i < 3 * e->m->hp.n_expert; i++) rp_free(mo->gate[i].rp);
+        for (int i = 0; mo->gate && i < 3 * e->m->hp.n_expert; i++)
+            rp_free(mo->gate[i].rp);
         free(mo->gate);
         free(mo->slices);
         free(mo->router);
@@ -1057,22 +1058,26 @@ static void attn_layer(eng *e, int l, const eng_batch *b, int T) {
  * p / max(sum of the chosen p, 2^-14). sel and w get k entries, best first. */
 static void moe_route(const float *logits, const float *bias, int X, int k, float *p, int *sel,
                       float *w) {
-    for (int x = 0; x < X; x++) p[x] = 1.0f / (1.0f + expf(-logits[x]));
+    for (int x = 0; x < X; x++)
+        p[x] = 1.0f / (1.0f + expf(-logits[x]));
     for (int j = 0; j < k; j++) {
         int best = -1;
         float bs = 0;
         for (int x = 0; x < X; x++) {
             bool taken = false;
-            for (int i = 0; i < j && !taken; i++) taken = sel[i] == x;
+            for (int i = 0; i < j && !taken; i++)
+                taken = sel[i] == x;
             float sc = p[x] + bias[x];
             if (!taken && (best < 0 || sc > bs)) best = x, bs = sc;
         }
         sel[j] = best;
     }
     float sum = 0;
-    for (int j = 0; j < k; j++) sum += w[j] = p[sel[j]];
+    for (int j = 0; j < k; j++)
+        sum += w[j] = p[sel[j]];
     if (sum < 6.103515625e-5f) sum = 6.103515625e-5f;
-    for (int j = 0; j < k; j++) w[j] /= sum;
+    for (int j = 0; j < k; j++)
+        w[j] /= sum;
 }
 
 /* dot(a, b) over n floats in 16 lanes with a fixed reduction: the router's logits, the same
@@ -1090,7 +1095,8 @@ static float dot_f32(const float *a, const float *b, int n) {
         }
     ev4f v = (acc[0] + acc[1]) + (acc[2] + acc[3]);
     float sum = (v[0] + v[1]) + (v[2] + v[3]);
-    for (; i < n; i++) sum += a[i] * b[i];
+    for (; i < n; i++)
+        sum += a[i] * b[i];
     return sum;
 }
 
@@ -1132,14 +1138,17 @@ static void moe_ffn(eng *e, int l, const float *x, int T, float *o) {
     /* group the T*K choices by expert, rows in token order within a group */
     int *off = e->moe_off;
     memset(off, 0, (size_t)(X + 1) * sizeof *off);
-    for (int i = 0; i < T * K; i++) off[e->moe_sel[i] + 1]++;
-    for (int x = 0; x < X; x++) off[x + 1] += off[x];
+    for (int i = 0; i < T * K; i++)
+        off[e->moe_sel[i] + 1]++;
+    for (int x = 0; x < X; x++)
+        off[x + 1] += off[x];
     for (int i = 0; i < T * K; i++) {
         int at = off[e->moe_sel[i]]++;
         e->moe_at[i] = at;
         e->moe_tok[at] = i / K;
     }
-    for (int x = X; x > 0; x--) off[x] = off[x - 1]; /* back to the groups' first rows */
+    for (int x = X; x > 0; x--)
+        off[x] = off[x - 1]; /* back to the groups' first rows */
     off[0] = 0;
     for (int xe = 0; xe < X; xe++) {
         const int n = off[xe + 1] - off[xe];
@@ -1156,9 +1165,11 @@ static void moe_ffn(eng *e, int l, const float *x, int T, float *o) {
             const float *y = e->moe_y + (size_t)e->moe_at[r * K + j] * E;
             const float w = e->moe_w[r * K + j];
             if (j == 0)
-                for (int c = 0; c < E; c++) dst[c] = y[c] * w;
+                for (int c = 0; c < E; c++)
+                    dst[c] = y[c] * w;
             else
-                for (int c = 0; c < E; c++) dst[c] += y[c] * w;
+                for (int c = 0; c < E; c++)
+                    dst[c] += y[c] * w;
         }
     }
 }

@@ -89,8 +89,8 @@ static int read_moe_hparams(const gguf *g, const char *a, lfm2_hparams *hp, char
                     &hp->n_expert_used, err, errlen) ||
         get_int_key(g, akey(k[2], 96, a, "expert_feed_forward_length"), true, 0, 1, LFM2_MAX_DIM,
                     &hp->n_ff_exp, err, errlen) ||
-        get_int_key(g, akey(k[3], 96, a, "leading_dense_block_count"), false, 0, 0,
-                    LFM2_MAX_LAYERS, &hp->n_dense_lead, err, errlen) ||
+        get_int_key(g, akey(k[3], 96, a, "leading_dense_block_count"), false, 0, 0, LFM2_MAX_LAYERS,
+                    &hp->n_dense_lead, err, errlen) ||
         get_int_key(g, akey(k[4], 96, a, "expert_gating_func"), true, 0, 0, INT_MAX,
                     &hp->gating_func, err, errlen))
         return -1;
@@ -113,27 +113,26 @@ static int read_moe_hparams(const gguf *g, const char *a, lfm2_hparams *hp, char
     return 0;
 }
 
-static int read_hparams(const gguf *g, const char *a, lfm2_hparams *hp, char *err,
-                        size_t errlen) {
+static int read_hparams(const gguf *g, const char *a, lfm2_hparams *hp, char *err, size_t errlen) {
     char k[10][96];
-    if (get_int_key(g, akey(k[0], 96, a, "embedding_length"), true, 0, 1, LFM2_MAX_DIM,
-                    &hp->n_embd, err, errlen) ||
-        get_int_key(g, akey(k[1], 96, a, "block_count"), true, 0, 1, LFM2_MAX_LAYERS,
-                    &hp->n_layer, err, errlen) ||
+    if (get_int_key(g, akey(k[0], 96, a, "embedding_length"), true, 0, 1, LFM2_MAX_DIM, &hp->n_embd,
+                    err, errlen) ||
+        get_int_key(g, akey(k[1], 96, a, "block_count"), true, 0, 1, LFM2_MAX_LAYERS, &hp->n_layer,
+                    err, errlen) ||
         get_int_key(g, akey(k[2], 96, a, "feed_forward_length"), true, 0, 1, LFM2_MAX_DIM,
                     &hp->n_ff, err, errlen) ||
-        get_int_key(g, akey(k[3], 96, a, "context_length"), true, 0, 1, INT_MAX,
-                    &hp->n_ctx_train, err, errlen) ||
+        get_int_key(g, akey(k[3], 96, a, "context_length"), true, 0, 1, INT_MAX, &hp->n_ctx_train,
+                    err, errlen) ||
         get_int_key(g, akey(k[4], 96, a, "attention.head_count"), true, 0, 1, LFM2_MAX_DIM,
                     &hp->n_head, err, errlen) ||
         get_int_key(g, akey(k[5], 96, a, "shortconv.l_cache"), true, 0, 1, LFM2_MAX_L_CACHE,
                     &hp->l_cache, err, errlen) ||
         get_int_key(g, akey(k[6], 96, a, "attention.sliding_window"), false, 0, 0, INT_MAX,
                     &hp->n_swa, err, errlen) ||
-        get_float_key(g, akey(k[7], 96, a, "attention.layer_norm_rms_epsilon"), true, 0,
-                      &hp->eps, err, errlen) ||
-        get_float_key(g, akey(k[8], 96, a, "rope.freq_base"), false, 10000.0, &hp->rope_base,
-                      err, errlen))
+        get_float_key(g, akey(k[7], 96, a, "attention.layer_norm_rms_epsilon"), true, 0, &hp->eps,
+                      err, errlen) ||
+        get_float_key(g, akey(k[8], 96, a, "rope.freq_base"), false, 10000.0, &hp->rope_base, err,
+                      errlen))
         return -1;
     /* retrieval checkpoints (LFM2-ColBERT) project the final hidden state to another width
      * through dense_2: not a language model's logits, so refused by name */
@@ -147,8 +146,8 @@ static int read_hparams(const gguf *g, const char *a, lfm2_hparams *hp, char *er
     hp->moe = !strcmp(a, "lfm2moe");
     if (hp->moe && read_moe_hparams(g, a, hp, err, errlen)) return -1;
     if (hp->n_embd % hp->n_head) {
-        util_seterr(err, errlen,
-                    "%s %d is not a multiple of %s %d", k[0], hp->n_embd, k[4], hp->n_head);
+        util_seterr(err, errlen, "%s %d is not a multiple of %s %d", k[0], hp->n_embd, k[4],
+                    hp->n_head);
         return -1;
     }
     hp->head_dim = hp->n_embd / hp->n_head;
@@ -200,8 +199,7 @@ static int read_hparams(const gguf *g, const char *a, lfm2_hparams *hp, char *er
     char vkey[96];
     akey(vkey, sizeof vkey, a, "vocab_size");
     if (gguf_find_key(g, vkey) >= 0) {
-        if (get_int_key(g, vkey, true, 0, 1, LFM2_MAX_DIM, &hp->n_vocab, err, errlen))
-            return -1;
+        if (get_int_key(g, vkey, true, 0, 1, LFM2_MAX_DIM, &hp->n_vocab, err, errlen)) return -1;
     } else {
         int64_t ti = gguf_find_key(g, "tokenizer.ggml.tokens");
         if (ti < 0 || gguf_arr_type(g, ti) != GGUF_STR) {
@@ -221,8 +219,7 @@ static int read_hparams(const gguf *g, const char *a, lfm2_hparams *hp, char *er
     }
     int64_t ti = gguf_find_key(g, "tokenizer.ggml.tokens");
     if (ti >= 0 && gguf_arr_len(g, ti) != (uint64_t)hp->n_vocab) {
-        util_seterr(err, errlen,
-                    "tokenizer.ggml.tokens has %" PRIu64 " entries, but %s is %d",
+        util_seterr(err, errlen, "tokenizer.ggml.tokens has %" PRIu64 " entries, but %s is %d",
                     gguf_arr_len(g, ti), vkey, hp->n_vocab);
         return -1;
     }

@@ -455,8 +455,7 @@ int mkmodel_write(const mkmodel_opts *o, const char *path, char *err, size_t err
         snprintf(name, sizeof name, "%s", o->name);
     else
         snprintf(name, sizeof name, "synthetic-%s-%s-seed%llu", s.n_expert ? "lfm2moe" : "lfm2",
-                 o->preset ? o->preset : "custom",
-                 (unsigned long long)o->seed);
+                 o->preset ? o->preset : "custom", (unsigned long long)o->seed);
     int32_t kv_arr[LFM2_MAX_LAYERS];
     for (int i = 0; i < s.n_layer; i++)
         kv_arr[i] = s.attn[i] ? s.n_head_kv : 0;

@@ -302,7 +302,8 @@ static void route_hook(void *ctx, int layer, int row, const int *experts, const 
     (void)w;
     if (layer >= RT_MAX_LAYERS || row >= MAX_STEPS + 128 || k > RT_MAX_K) return;
     r->k = k;
-    for (int j = 0; j < k; j++) r->sel[layer][row][j] = experts[j];
+    for (int j = 0; j < k; j++)
+        r->sel[layer][row][j] = experts[j];
     for (int a = 1; a < k; a++) /* as a set: sorted */
         for (int b = a; b > 0 && r->sel[layer][row][b - 1] > r->sel[layer][row][b]; b--) {
             int t = r->sel[layer][row][b];
@@ -788,7 +789,8 @@ static void test_big_vocab(void) {
     CHECK(eng_seq_new(e, 16, &s, err, sizeof err) == 0);
     CHECK(step1(e, s, ids, 3, ENG_LOGITS_LAST, x) == 0);
     int finite = 0;
-    for (int i = 0; i < V; i++) finite += isfinite(x[i]) != 0;
+    for (int i = 0; i < V; i++)
+        finite += isfinite(x[i]) != 0;
     CHECK_EQ_INT(finite, V);
     CHECK(x[69999] != x[0]);
     eng_seq_free(s);
@@ -896,10 +898,23 @@ int main(int argc, char **argv) {
         test_deep();
         test_big_vocab();
         /* 350m: F32, 1.4 GB written to TMPDIR, ~18 s here (tests/fidelity_350m.sh runs it alone) */
-        const char *names[] = {"tiny", "mini", "tiny-swa", "350m", "mk-mini-q8_0", "mk-mini-q4_0",
-                               "ref-F16", "ref-BF16", "ref-Q8_0", "ref-Q4_0", "ref-Q4_K_M",
-                               "ref-Q5_K_M", "ref-Q6_K", "tiny-moe", "mini-moe",
-                               "mk-mini-moe-q4_0", "mk-mini-moe-q4_k_m"};
+        const char *names[] = {"tiny",
+                               "mini",
+                               "tiny-swa",
+                               "350m",
+                               "mk-mini-q8_0",
+                               "mk-mini-q4_0",
+                               "ref-F16",
+                               "ref-BF16",
+                               "ref-Q8_0",
+                               "ref-Q4_0",
+                               "ref-Q4_K_M",
+                               "ref-Q5_K_M",
+                               "ref-Q6_K",
+                               "tiny-moe",
+                               "mini-moe",
+                               "mk-mini-moe-q4_0",
+                               "mk-mini-moe-q4_k_m"};
         for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) fidelity(names[i]);
     }
     char cmd[700];

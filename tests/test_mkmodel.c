@@ -521,8 +521,10 @@ static void test_swa_shapes_vocab_from(void) {
           s.n_ff == 7168 && s.n_vocab == 65536 && s.n_expert == 32 && s.n_expert_used == 4 &&
           s.n_ff_exp == 1792 && s.n_dense_lead == 2);
     na = 0;
-    for (int i = 0; i < s.n_layer; i++) na += s.attn[i];
-    CHECK(na == 6 && s.attn[2] && s.attn[6] && s.attn[10] && s.attn[14] && s.attn[18] && s.attn[21]);
+    for (int i = 0; i < s.n_layer; i++)
+        na += s.attn[i];
+    CHECK(na == 6 && s.attn[2] && s.attn[6] && s.attn[10] && s.attn[14] && s.attn[18] &&
+          s.attn[21]);
     CHECK_EQ_INT(mkmodel_check_shape(&s, err, sizeof err), 0);
     CHECK_EQ_INT(mkmodel_preset("24b-a2b", &s, err, sizeof err), 0);
     CHECK(s.n_layer == 40 && s.n_expert == 64 && s.n_expert_used == 4 && s.n_dense_lead == 2);

@@ -124,7 +124,8 @@ static void check_vs_llama_at(const gline *gl, int ng, const char *in, const cha
     unlink(out);
 }
 
-static void check_vs_llama(const gline *gl, int ng, const char *in, const char *mix, const char *threads) {
+static void check_vs_llama(const gline *gl, int ng, const char *in, const char *mix,
+                           const char *threads) {
     char src[256];
     snprintf(src, sizeof src, MODELS "%s.gguf", in);
     check_vs_llama_at(gl, ng, in, src, mix, threads);
@@ -139,7 +140,8 @@ static void check_moe(void) {
     mkmodel_opts o = {.seed = 31, .ftype = MK_F16, .preset = "mini-moe"};
     CHECK_EQ_INT(mkmodel_preset("mini-moe", &o.shape, err, sizeof err), 0);
     o.shape.n_layer = 3;
-    for (int i = 3; i < LFM2_MAX_LAYERS; i++) o.shape.attn[i] = false;
+    for (int i = 3; i < LFM2_MAX_LAYERS; i++)
+        o.shape.attn[i] = false;
     if (mkmodel_write(&o, src, err, sizeof err) < 0) {
         fprintf(stderr, "mini-moe: %s\n", err);
         CHECK(!"mkmodel mini-moe");

@@ -61,7 +61,8 @@ int main(int argc, char **argv) {
     gguf_writer *w = gguf_writer_new();
     gguf_writer_set_alignment(w, gguf_alignment(g));
     int rc = 0;
-    for (int64_t i = 0; i < gguf_n_kv(g); i++) rc |= gguf_writer_copy_kv(w, g, i);
+    for (int64_t i = 0; i < gguf_n_kv(g); i++)
+        rc |= gguf_writer_copy_kv(w, g, i);
     for (int64_t i = 0; i < gguf_n_tensors(g); i++) {
         const gguf_tensor *t = gguf_tensor_at(g, i);
         int l = -1;
