@@ -343,6 +343,8 @@ static int router_check(const char *name, eng *e, const golden *g) {
             cur_path = k;
         }
         int want[RT_MAX_K];
+        char shown[128]; /* strtok cuts sel */
+        snprintf(shown, sizeof shown, "%s", sel);
         for (char *q = strtok(sel, ","); q && n < RT_MAX_K; q = strtok(NULL, ","))
             want[n++] = atoi(q);
         CHECK_EQ_INT(n, rl->k);
@@ -361,7 +363,7 @@ static int router_check(const char *name, eng *e, const golden *g) {
             miss++;
             fprintf(stderr,
                     "%s: layer %d path %d pos %d: oracle chose %s (margin %.2e), lfm2 differs\n",
-                    name, L, k, pos, sel, margin);
+                    name, L, k, pos, shown, margin);
         }
     }
     fclose(f);
