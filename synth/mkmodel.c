@@ -92,8 +92,9 @@ int mkmodel_preset(const char *name, mkmodel_shape *s, char *err, size_t errlen)
         s->n_expert = 32, s->n_expert_used = 4, s->n_ff_exp = 1792, s->n_dense_lead = 2;
         set_attn(s, a8, 6);
     } else if (!strcmp(name, "24b-a2b")) {
-        /* LFM2-24B-A2B's size class (llama.cpp: 40 layers): 64 experts of 1536, top 4; the
-         * attention layers every fourth from 2 */
+        /* LFM2-24B-A2B as published: 40 layers (30 conv + 10 attention), 64 experts of 1536,
+         * top 4, the first 2 layers dense; the attention layers' positions (every fourth from
+         * 2) and the dense layers' width are guesses */
         static const int a24[] = {2, 6, 10, 14, 18, 22, 26, 30, 34, 38};
         s->n_embd = 2048, s->n_layer = 40, s->n_head = 32, s->n_head_kv = 8, s->n_ff = 11776;
         s->n_expert = 64, s->n_expert_used = 4, s->n_ff_exp = 1536, s->n_dense_lead = 2;
