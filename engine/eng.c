@@ -48,7 +48,19 @@ typedef struct eng_layer {
     eng_weight out_proj;         /* [n_embd][n_embd] */
     eng_weight wq, wk, wv;       /* [n_head*hd | kv*hd][n_embd] */
     eng_weight wo;               /* [n_embd][n_head*hd] */
+    struct eng_moe *moe;         /* MoE layers: router and experts, else NULL */
 } eng_layer;
+
+/* One MoE layer: the router in f32 and every expert's three matrices. Each expert matrix is a
+ * 2-D slice of the file's 3-D tensor with its own gguf_tensor, so it takes the same weight paths
+ * (repacked, f16/bf16, f32, panels) as a dense matrix and a step reads only the chosen ones. */
+typedef struct eng_moe {
+    float *router;         /* [n_expert][n_embd]: ffn_gate_inp */
+    float *bias;           /* [n_expert]: exp_probs_b, added for the choice only */
+    gguf_tensor *slices;   /* [3][n_expert]: gate, up, down slices of the mapping */
+    eng_weight *gate, *up; /* [n_expert], each [n_ff_exp][n_embd] */
+    eng_weight *down;      /* [n_expert], each [n_embd][n_ff_exp] */
+} eng_moe;
 
 /* one batch item's share of a layer's attention (attn_layer) */
 struct attn_part {
@@ -88,6 +100,18 @@ struct eng {
     float *lchunk; /* [LOGIT_CHUNK, n_vocab] */
     int *lrow_item, *lrow_off; /* [T] which item / which logits row a gathered row goes to */
     struct attn_part *attn_parts; /* [T] per batch item: its attention job (attn_layer) */
+    /* MoE scratch (NULL for dense models), k = n_expert_used, X = n_expert */
+    float *moe_p;              /* [T][X] router probabilities (sigmoid) */
+    int *moe_sel;              /* [T][k] chosen experts, best first */
+    float *moe_w;              /* [T][k] their weights */
+    int *moe_at;               /* [T][k] row of moe_y holding that choice's output */
+    int *moe_tok;              /* [T*k] the token of each row, grouped by expert */
+    int *moe_off;              /* [X + 1] first row of each expert's group */
+    float *moe_x;              /* [T][n_embd] one expert's gathered input rows */
+    float *moe_h, *moe_h2;     /* [T][n_ff_exp] its SwiGLU activations (h2: unfused scratch) */
+    float *moe_y;              /* [T*k][n_embd] every chosen expert's output, grouped by expert */
+    eng_router_fn router_hook; /* optional observer of the choices (tests) */
+    void *router_ctx;
     /* every matrix with its kernel path, resolved at load (weights_resolve) */
     eng_layer layers[LFM2_MAX_LAYERS];
     eng_weight output; /* the output head [n_vocab][n_embd]: output.weight, or tok_embd when tied */
@@ -215,6 +239,89 @@ static int weights_resolve(eng *e, char *err, size_t errlen) {
     return 0;
 }
 
+/* The experts of every MoE layer: the router and selection bias in f32, each expert's gate, up
+ * and down matrices as slices of the 3-D tensors, resolved like the dense matrices (repacked
+ * quantized experts give their source pages back as they go). */
+static int moe_load(eng *e, char *err, size_t errlen) {
+    const lfm2_hparams *hp = &e->m->hp;
+    const int E = hp->n_embd, X = hp->n_expert;
+    int rc;
+    for (int l = 0; l < hp->n_layer; l++) {
+        if (!lfm2_layer_is_moe(hp, l)) continue;
+        const lfm2_layer *ml = &e->m->layers[l];
+        eng_moe *mo = calloc(1, sizeof *mo);
+        if (!mo) return util_fail(err, errlen, ENG_ENOMEM, "out of memory");
+        e->layers[l].moe = mo;
+        mo->router = malloc(((size_t)X * E + X) * sizeof(float));
+        mo->slices = calloc(3 * (size_t)X, sizeof *mo->slices);
+        mo->gate = calloc(3 * (size_t)X, sizeof *mo->gate);
+        if (!mo->router || !mo->slices || !mo->gate)
+            return util_fail(err, errlen, ENG_ENOMEM, "out of memory");
+        mo->bias = mo->router + (size_t)X * E;
+        mo->up = mo->gate + X;
+        mo->down = mo->gate + 2 * X;
+        if ((rc = to_f32(ml->ffn_gate_inp, mo->router, (int64_t)X * E, err, errlen)) < 0 ||
+            (rc = to_f32(ml->exp_probs_b, mo->bias, X, err, errlen)) < 0)
+            return rc;
+        const gguf_tensor *src[3] = {ml->ffn_gate_exps, ml->ffn_up_exps, ml->ffn_down_exps};
+        eng_weight *dst[3] = {mo->gate, mo->up, mo->down};
+        for (int m = 0; m < 3; m++) {
+            const gguf_tensor *t = src[m];
+            if (!quant_traits(t->type) || !quant_row_size(t->type, t->ne[0]))
+                return util_fail(err, errlen, ENG_EMODEL,
+                                 "tensor '%s': type %u unsupported for rows of %lld", t->name,
+                                 t->type, (long long)t->ne[0]);
+            const size_t nb = t->nbytes / (size_t)X; /* one expert's [ne1][ne0] block */
+            for (int x = 0; x < X; x++) {
+                gguf_tensor *sl = &mo->slices[(size_t)m * X + x];
+                *sl = *t;
+                sl->n_dims = 2;
+                sl->ne[2] = 1;
+                sl->nbytes = nb;
+                sl->offset = t->offset + (uint64_t)x * nb;
+                sl->data = (const char *)t->data + (size_t)x * nb;
+                if ((rc = weight_resolve(&dst[m][x], sl, err, errlen)) < 0) return rc;
+            }
+        }
+    }
+    /* as weights_resolve: repacking maps a few neighbouring pages back in */
+    for (int l = 0; l < hp->n_layer; l++) {
+        const eng_moe *mo = e->layers[l].moe;
+        for (int i = 0; mo && i < 3 * X; i++)
+            if (mo->gate[i].rp) rp_drop_source(mo->gate[i].t->data, mo->gate[i].t->nbytes);
+    }
+    return 0;
+}
+
+static void moe_free(eng *e) {
+    for (int l = 0; e->m && l < e->m->hp.n_layer; l++) {
+        eng_moe *mo = e->layers[l].moe;
+        if (!mo) continue;
+        for (int i = 0; mo->gate && i < 3 * e->m->hp.n_expert; i++)
+            rp_free(mo->gate[i].rp);
+        free(mo->gate);
+        free(mo->slices);
+        free(mo->router);
+        free(mo);
+        e->layers[l].moe = NULL;
+    }
+    free(e->moe_p);
+    free(e->moe_sel);
+    free(e->moe_w);
+    free(e->moe_at);
+    free(e->moe_tok);
+    free(e->moe_off);
+    free(e->moe_x);
+    free(e->moe_h);
+    free(e->moe_h2);
+    free(e->moe_y);
+}
+
+void eng_set_router_hook(eng *e, eng_router_fn fn, void *ctx) {
+    e->router_hook = fn;
+    e->router_ctx = fn ? ctx : NULL;
+}
+
 int eng_new(eng **out, const char *model_path, const eng_params *pp, char *err, size_t errlen) {
     *out = NULL;
     eng_params p;
@@ -310,6 +417,7 @@ int eng_new(eng **out, const char *model_path, const eng_params *pp, char *err, 
         }
     }
     if ((rc = weights_resolve(e, err, errlen)) < 0) goto fail;
+    if (hp->moe && (rc = moe_load(e, err, errlen)) < 0) goto fail;
     size_t T = (size_t)p.max_batch_tokens;
     size_t a_w = 3 * (size_t)E, b_w = (size_t)E;
     size_t qkv = (size_t)(hp->n_head + 2 * max_kv) * hd;
@@ -330,7 +438,24 @@ int eng_new(eng **out, const char *model_path, const eng_params *pp, char *err, 
     if (!e->x || !e->xn || !e->a || !e->b || !e->o || !e->panel || !e->lchunk || !e->lrow_item ||
         !e->lrow_off || !e->attn_parts || !e->spare)
         goto oom;
+    if (hp->moe) {
+        const size_t X = (size_t)hp->n_expert, K = (size_t)hp->n_expert_used;
+        e->moe_p = malloc(T * X * sizeof(float));
+        e->moe_sel = malloc(T * K * sizeof(int));
+        e->moe_w = malloc(T * K * sizeof(float));
+        e->moe_at = malloc(T * K * sizeof(int));
+        e->moe_tok = malloc(T * K * sizeof(int));
+        e->moe_off = malloc((X + 1) * sizeof(int));
+        e->moe_x = malloc(T * E * sizeof(float));
+        e->moe_h = malloc(T * hp->n_ff_exp * sizeof(float));
+        e->moe_h2 = malloc(T * hp->n_ff_exp * sizeof(float));
+        e->moe_y = malloc(T * K * E * sizeof(float));
+        if (!e->moe_p || !e->moe_sel || !e->moe_w || !e->moe_at || !e->moe_tok || !e->moe_off ||
+            !e->moe_x || !e->moe_h || !e->moe_h2 || !e->moe_y)
+            goto oom;
+    }
     int max_in = E > hp->n_ff ? E : hp->n_ff;
+    if (hp->moe && hp->n_ff_exp > max_in) max_in = hp->n_ff_exp;
     if (max_in > PANEL_FLOATS) {
         rc = util_fail(err, errlen, ENG_EMODEL, "row length %d exceeds engine limit %d", max_in,
                   PANEL_FLOATS);
@@ -343,6 +468,7 @@ int eng_new(eng **out, const char *model_path, const eng_params *pp, char *err, 
     }
     int max_cols = E > hp->n_ff ? E : hp->n_ff;
     if (hp->n_head * hd > max_cols) max_cols = hp->n_head * hd;
+    if (hp->moe && hp->n_ff_exp > max_cols) max_cols = hp->n_ff_exp;
     if (kern_act_init(&e->act, (max_cols + 31) / 32 * 32, p.max_batch_tokens) < 0) goto oom;
     openblas_set_num_threads(1); /* our pool splits the rows (see matmul) */
     *out = e;
@@ -365,6 +491,7 @@ void eng_free(eng *e) {
     free(e->spare);
     for (int i = 0; i < n_mats(e); i++)
         rp_free(mat_at(e, i).w->rp);
+    moe_free(e);
     lfm2_model_close(e->m);
     free(e->small);
     free(e->x);
@@ -1024,6 +1151,129 @@ static void attn_layer(eng *e, int l, const eng_batch *b, int T) {
     pool_run(e->pool, attn_task, &j, n_units < 4 * nt ? n_units : 4 * nt);
 }
 
+/* ---- the expert FFN of lfm2moe layers ---- */
+
+/* Routing of one token as llama.cpp's build_moe_ffn with sigmoid gating: p = sigmoid(logits),
+ * the k experts with the largest p + bias (earlier expert first on equal scores), weights
+ * p / max(sum of the chosen p, 2^-14). sel and w get k entries, best first. */
+static void moe_route(const float *logits, const float *bias, int X, int k, float *p, int *sel,
+                      float *w) {
+    for (int x = 0; x < X; x++)
+        p[x] = 1.0f / (1.0f + expf(-logits[x]));
+    for (int j = 0; j < k; j++) {
+        int best = -1;
+        float bs = 0;
+        for (int x = 0; x < X; x++) {
+            bool taken = false;
+            for (int i = 0; i < j && !taken; i++)
+                taken = sel[i] == x;
+            float sc = p[x] + bias[x];
+            if (!taken && (best < 0 || sc > bs)) best = x, bs = sc;
+        }
+        sel[j] = best;
+    }
+    float sum = 0;
+    for (int j = 0; j < k; j++)
+        sum += w[j] = p[sel[j]];
+    if (sum < 6.103515625e-5f) sum = 6.103515625e-5f;
+    for (int j = 0; j < k; j++)
+        w[j] /= sum;
+}
+
+/* dot(a, b) over n floats in 16 lanes with a fixed reduction: the router's logits, the same
+ * bits for a token whatever the batch (an sgemv/sgemm pair may round differently, and a flipped
+ * near-tie would send the token to another expert). */
+static float dot_f32(const float *a, const float *b, int n) {
+    ev4f acc[4] = {{0}, {0}, {0}, {0}};
+    int i = 0;
+    for (; i + 16 <= n; i += 16)
+        for (int k = 0; k < 4; k++) {
+            ev4f va, vb;
+            memcpy(&va, a + i + 4 * k, sizeof va);
+            memcpy(&vb, b + i + 4 * k, sizeof vb);
+            acc[k] = acc[k] + va * vb;
+        }
+    ev4f v = (acc[0] + acc[1]) + (acc[2] + acc[3]);
+    float sum = (v[0] + v[1]) + (v[2] + v[3]);
+    for (; i < n; i++)
+        sum += a[i] * b[i];
+    return sum;
+}
+
+/* One router job: rows [r0, r1) of the batch: logits, then routing */
+typedef struct route_job {
+    eng *e;
+    const eng_moe *mo;
+    const float *x; /* [T][n_embd] */
+} route_job;
+
+static void route_task(void *ctx, int r0, int r1) {
+    const route_job *j = ctx;
+    eng *e = j->e;
+    const lfm2_hparams *hp = &e->m->hp;
+    const int E = hp->n_embd, X = hp->n_expert, K = hp->n_expert_used;
+    for (int r = r0; r < r1; r++) {
+        float *p = e->moe_p + (size_t)r * X;
+        for (int xe = 0; xe < X; xe++)
+            p[xe] = dot_f32(j->mo->router + (size_t)xe * E, j->x + (size_t)r * E, E);
+        moe_route(p, j->mo->bias, X, K, p, e->moe_sel + (size_t)r * K, e->moe_w + (size_t)r * K);
+    }
+}
+
+/* The expert FFN of layer l for the T rows of x (normed), into o: every row routed, the rows
+ * grouped by expert so each chosen expert's matrices are read once per step (a decode step
+ * reads only its k experts), each expert's output kept per (row, choice) and combined per row
+ * in choice order as llama.cpp does (y0 w0 + y1 w1 + ...): a row's bits do not depend on the
+ * other rows of the batch. */
+static void moe_ffn(eng *e, int l, const float *x, int T, float *o) {
+    const lfm2_hparams *hp = &e->m->hp;
+    const eng_moe *mo = e->layers[l].moe;
+    const int E = hp->n_embd, X = hp->n_expert, K = hp->n_expert_used;
+    route_job rj = {e, mo, x};
+    rows_run(e, route_task, &rj, T);
+    if (e->router_hook)
+        for (int r = 0; r < T; r++)
+            e->router_hook(e->router_ctx, l, r, e->moe_sel + (size_t)r * K,
+                           e->moe_w + (size_t)r * K, K);
+    /* group the T*K choices by expert, rows in token order within a group */
+    int *off = e->moe_off;
+    memset(off, 0, (size_t)(X + 1) * sizeof *off);
+    for (int i = 0; i < T * K; i++)
+        off[e->moe_sel[i] + 1]++;
+    for (int x = 0; x < X; x++)
+        off[x + 1] += off[x];
+    for (int i = 0; i < T * K; i++) {
+        int at = off[e->moe_sel[i]]++;
+        e->moe_at[i] = at;
+        e->moe_tok[at] = i / K;
+    }
+    for (int x = X; x > 0; x--)
+        off[x] = off[x - 1]; /* back to the groups' first rows */
+    off[0] = 0;
+    for (int xe = 0; xe < X; xe++) {
+        const int n = off[xe + 1] - off[xe];
+        if (!n) continue;
+        for (int i = 0; i < n; i++)
+            memcpy(e->moe_x + (size_t)i * E, x + (size_t)e->moe_tok[off[xe] + i] * E,
+                   (size_t)E * sizeof(float));
+        ffn_swiglu(e, &mo->gate[xe], &mo->up[xe], e->moe_x, n, e->moe_h, e->moe_h2);
+        matmul(e, &mo->down[xe], e->moe_h, n, e->moe_y + (size_t)off[xe] * E);
+    }
+    for (int r = 0; r < T; r++) {
+        float *dst = o + (size_t)r * E;
+        for (int j = 0; j < K; j++) {
+            const float *y = e->moe_y + (size_t)e->moe_at[r * K + j] * E;
+            const float w = e->moe_w[r * K + j];
+            if (j == 0)
+                for (int c = 0; c < E; c++)
+                    dst[c] = y[c] * w;
+            else
+                for (int c = 0; c < E; c++)
+                    dst[c] += y[c] * w;
+        }
+    }
+}
+
 /* ---- the batch step ---- */
 
 int eng_step(eng *e, eng_batch *b, char *err, size_t errlen) {
@@ -1116,8 +1366,12 @@ int eng_step_snap(eng *e, eng_batch *b, const eng_snap_req *snaps, char *err, si
         vec_add(e->x, e->o, (size_t)T * E);
         nj.w = e->ffn_norm[l];
         norm_rows(e, &nj, T);
-        ffn_swiglu(e, &ly->ffn_gate, &ly->ffn_up, e->xn, T, e->a, e->b);
-        matmul(e, &ly->ffn_down, e->a, T, e->o);
+        if (ly->moe) {
+            moe_ffn(e, l, e->xn, T, e->o);
+        } else {
+            ffn_swiglu(e, &ly->ffn_gate, &ly->ffn_up, e->xn, T, e->a, e->b);
+            matmul(e, &ly->ffn_down, e->a, T, e->o);
+        }
         vec_add(e->x, e->o, (size_t)T * E);
     }
 

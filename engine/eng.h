@@ -32,8 +32,9 @@ typedef struct eng_seq eng_seq; /* one sequence: position, conv ring, KV for att
 /* Fills p with the defaults above (all zero = defaults, so this is optional). */
 void eng_params_default(eng_params *p);
 
-/* Opens an LFM2 GGUF (any supported weight type), builds the tokenizer and allocates scratch for
- * p->max_batch_tokens (p may be NULL: defaults). Rejects lfm2moe and other architectures.
+/* Opens an LFM2 GGUF (lfm2 or lfm2moe, any supported weight type), builds the tokenizer and
+ * allocates scratch for p->max_batch_tokens (p may be NULL: defaults). Rejects other
+ * architectures.
  * Returns 0 or a negative ENG_* code with a message in err. */
 int eng_new(eng **out, const char *model_path, const eng_params *p, char *err, size_t errlen);
 void eng_free(eng *e); /* NULL is a no-op; all sequences must have been freed first */
@@ -103,6 +104,14 @@ typedef struct eng_batch {
     eng_batch_item *items;
     int n_items;
 } eng_batch;
+
+/* An observer of the MoE router (tests, debugging): called from eng_step on the calling thread,
+ * for every MoE layer and every batch row r (rows in item order, an item's tokens in order), with
+ * the k chosen experts (best first by probability + bias) and their normalized weights. */
+typedef void (*eng_router_fn)(void *ctx, int layer, int row, const int *experts,
+                              const float *weights, int k);
+/* Sets (fn != NULL) or clears the router observer. */
+void eng_set_router_hook(eng *e, eng_router_fn fn, void *ctx);
 
 /* One forward step over every item (prefill chunks and single decode tokens mixed): appends the
  * tokens to their sequences and writes raw logits where asked. The whole batch is validated

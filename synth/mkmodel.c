@@ -58,8 +58,52 @@ int mkmodel_preset(const char *name, mkmodel_shape *s, char *err, size_t errlen)
     } else if (!strcmp(name, "2.6b")) {
         s->n_embd = 2048, s->n_layer = 30, s->n_head = 32, s->n_head_kv = 8, s->n_ff = 10752;
         set_attn(s, big, 8);
+    } else if (!strcmp(name, "tiny-moe")) {
+        /* 6 experts: llama-quantize has extra rules for exactly 8, which lfm2 does not copy */
+        *s = (mkmodel_shape){.n_embd = 128,
+                             .n_layer = 4,
+                             .n_head = 4,
+                             .n_head_kv = 2,
+                             .n_ff = 256,
+                             .n_vocab = 1024,
+                             .n_ctx = 32768,
+                             .n_expert = 6,
+                             .n_expert_used = 2,
+                             .n_ff_exp = 64,
+                             .n_dense_lead = 1};
+        set_attn(s, tiny, 2);
+    } else if (!strcmp(name, "mini-moe")) {
+        *s = (mkmodel_shape){.n_embd = 256,
+                             .n_layer = 6,
+                             .n_head = 4,
+                             .n_head_kv = 2,
+                             .n_ff = 512,
+                             .n_vocab = 4096,
+                             .n_ctx = 32768,
+                             .n_expert = 12,
+                             .n_expert_used = 3,
+                             .n_ff_exp = 256,
+                             .n_dense_lead = 1};
+        set_attn(s, mini, 2);
+    } else if (!strcmp(name, "8b-a1b")) {
+        /* LFM2-8B-A1B: attention at 2, 6, 10, 14, 18, 21; 32 experts of 1792, top 4 */
+        static const int a8[] = {2, 6, 10, 14, 18, 21};
+        s->n_embd = 2048, s->n_layer = 24, s->n_head = 32, s->n_head_kv = 8, s->n_ff = 7168;
+        s->n_expert = 32, s->n_expert_used = 4, s->n_ff_exp = 1792, s->n_dense_lead = 2;
+        set_attn(s, a8, 6);
+    } else if (!strcmp(name, "24b-a2b")) {
+        /* LFM2-24B-A2B as published: 40 layers (30 conv + 10 attention), 64 experts of 1536,
+         * top 4, the first 2 layers dense; the attention layers' positions (every fourth from
+         * 2) and the dense layers' width are guesses */
+        static const int a24[] = {2, 6, 10, 14, 18, 22, 26, 30, 34, 38};
+        s->n_embd = 2048, s->n_layer = 40, s->n_head = 32, s->n_head_kv = 8, s->n_ff = 11776;
+        s->n_expert = 64, s->n_expert_used = 4, s->n_ff_exp = 1536, s->n_dense_lead = 2;
+        set_attn(s, a24, 10);
     } else {
-        util_seterr(err, errlen, "preset '%s' unknown (tiny, mini, 350m, 700m, 1.2b, 2.6b)", name);
+        util_seterr(err, errlen,
+                    "preset '%s' unknown (tiny, mini, 350m, 700m, 1.2b, 2.6b, tiny-moe, mini-moe, "
+                    "8b-a1b, 24b-a2b)",
+                    name);
         return -1;
     }
     return 0;
@@ -99,6 +143,12 @@ int mkmodel_check_shape(const mkmodel_shape *s, char *err, size_t errlen) {
     RANGE(n_vocab, BPE_N_BASE, BPE_MAX_VOCAB);
     RANGE(n_ctx, 1, 1 << 30);
     RANGE(n_swa, 0, 1 << 30);
+    RANGE(n_expert, 0, LFM2_MAX_EXPERTS);
+    if (s->n_expert) {
+        RANGE(n_expert_used, 1, s->n_expert);
+        RANGE(n_ff_exp, 1, 1 << 18);
+        RANGE(n_dense_lead, 0, s->n_layer);
+    }
 #undef RANGE
     if (s->n_embd % s->n_head || (s->n_embd / s->n_head) % 2) {
         util_seterr(err, errlen, "n_embd = %d / n_head = %d must give a whole, even head_dim",
@@ -162,7 +212,7 @@ enum wkind { W_EMBD, W_PROJ, W_NORM, W_OUT_NORM, W_CONV };
 typedef struct tspec {
     char name[64];
     uint32_t type;
-    int64_t ne[2];
+    int64_t ne[3]; /* ne[2]: experts of a 3-D expert tensor, else 1 */
     int n_dims;
     enum wkind kind;
     float scale; /* std (EMBD, PROJ, CONV) or gain (OUT_NORM) */
@@ -183,7 +233,8 @@ static int fill_tensor(void *ctx, void *dst, size_t nbytes) {
     tspec *t = ctx;
     const qtype_traits *tr = quant_traits(t->type);
     size_t row_bytes = quant_row_size(t->type, t->ne[0]);
-    if (!tr || !row_bytes || row_bytes * (size_t)t->ne[1] != nbytes ||
+    const int64_t n_rows = t->ne[1] * t->ne[2];
+    if (!tr || !row_bytes || row_bytes * (size_t)n_rows != nbytes ||
         (t->type != QT_F32 && !tr->from_float)) {
         util_seterr(t->err, t->errlen, "tensor '%s': cannot write type %u (row of %lld)", t->name,
                     t->type, (long long)t->ne[0]);
@@ -191,15 +242,15 @@ static int fill_tensor(void *ctx, void *dst, size_t nbytes) {
     }
     int64_t rows_per = (1 << 20) / t->ne[0];
     if (rows_per < 1) rows_per = 1;
-    if (rows_per > t->ne[1]) rows_per = t->ne[1];
+    if (rows_per > n_rows) rows_per = n_rows;
     float *buf = malloc((size_t)(rows_per * t->ne[0]) * sizeof *buf);
     if (!buf) {
         util_seterr(t->err, t->errlen, "tensor '%s': out of memory", t->name);
         return -1;
     }
     uint64_t s = t->seed;
-    for (int64_t r0 = 0; r0 < t->ne[1]; r0 += rows_per) {
-        int64_t nr = t->ne[1] - r0 < rows_per ? t->ne[1] - r0 : rows_per;
+    for (int64_t r0 = 0; r0 < n_rows; r0 += rows_per) {
+        int64_t nr = n_rows - r0 < rows_per ? n_rows - r0 : rows_per;
         int64_t n = nr * t->ne[0];
         for (int64_t i = 0; i < n; i++) {
             float g = gauss(&s);
@@ -237,10 +288,11 @@ static int by_name(const void *a, const void *b) {
 /* Builds the tensor list in the order llama.cpp's tools write it. */
 static tspec *make_specs(const mkmodel_opts *o, const mkmodel_shape *s, int *count) {
     int hd = s->n_embd / s->n_head;
-    tspec *v = calloc((size_t)(2 + 11 * s->n_layer), sizeof *v);
+    tspec *v = calloc((size_t)(2 + 13 * s->n_layer), sizeof *v);
     if (!v) return NULL;
     int n = 0;
-#define ADD(layer, nm, kind_, sc, ne0, ne1, nd)                                                    \
+#define ADD(layer, nm, kind_, sc, ne0, ne1, nd) ADD3(layer, nm, kind_, sc, ne0, ne1, 1, nd)
+#define ADD3(layer, nm, kind_, sc, ne0, ne1, ne2, nd)                                              \
     do {                                                                                           \
         tspec *t = &v[n++];                                                                        \
         if ((layer) >= 0)                                                                          \
@@ -249,6 +301,7 @@ static tspec *make_specs(const mkmodel_opts *o, const mkmodel_shape *s, int *cou
             snprintf(t->name, sizeof t->name, "%s", (nm));                                         \
         t->ne[0] = (ne0);                                                                          \
         t->ne[1] = (ne1);                                                                          \
+        t->ne[2] = (ne2);                                                                          \
         t->n_dims = (nd);                                                                          \
         t->kind = (kind_);                                                                         \
         t->scale = (sc);                                                                           \
@@ -265,9 +318,20 @@ static tspec *make_specs(const mkmodel_opts *o, const mkmodel_shape *s, int *cou
               pf = (float)(1.0 / sqrt((double)s->n_ff));
         ADD(l, "attn_norm.weight", W_NORM, 0, s->n_embd, 1, 1);
         ADD(l, "ffn_norm.weight", W_NORM, 0, s->n_embd, 1, 1);
-        ADD(l, "ffn_gate.weight", W_PROJ, pe, s->n_embd, s->n_ff, 2);
-        ADD(l, "ffn_up.weight", W_PROJ, pe, s->n_embd, s->n_ff, 2);
-        ADD(l, "ffn_down.weight", W_PROJ, pf, s->n_ff, s->n_embd, 2);
+        if (s->n_expert && l >= s->n_dense_lead) {
+            /* router logits of std ~2 (decisive choices), a small selection bias */
+            const int X = s->n_expert, FX = s->n_ff_exp;
+            const float px = (float)(1.0 / sqrt((double)FX));
+            ADD(l, "ffn_gate_inp.weight", W_PROJ, 2 * pe, s->n_embd, X, 2);
+            ADD(l, "exp_probs_b.bias", W_PROJ, 0.1f, X, 1, 1);
+            ADD3(l, "ffn_gate_exps.weight", W_PROJ, pe, s->n_embd, FX, X, 3);
+            ADD3(l, "ffn_up_exps.weight", W_PROJ, pe, s->n_embd, FX, X, 3);
+            ADD3(l, "ffn_down_exps.weight", W_PROJ, px, FX, s->n_embd, X, 3);
+        } else {
+            ADD(l, "ffn_gate.weight", W_PROJ, pe, s->n_embd, s->n_ff, 2);
+            ADD(l, "ffn_up.weight", W_PROJ, pe, s->n_embd, s->n_ff, 2);
+            ADD(l, "ffn_down.weight", W_PROJ, pf, s->n_ff, s->n_embd, 2);
+        }
         if (s->attn[l]) {
             int q = s->n_head * hd, kv = s->n_head_kv * hd;
             ADD(l, "attn_q.weight", W_PROJ, pe, s->n_embd, q, 2);
@@ -284,6 +348,7 @@ static tspec *make_specs(const mkmodel_opts *o, const mkmodel_shape *s, int *cou
         qsort(v + first, (size_t)(n - first), sizeof *v, by_name);
     }
 #undef ADD
+#undef ADD3
     /* types: llama-quantize's choice for an F32 file of this layout (norms, conv kernel stay F32)
      */
     quant_tensor_desc *d = calloc((size_t)n, sizeof *d);
@@ -391,27 +456,38 @@ int mkmodel_write(const mkmodel_opts *o, const char *path, char *err, size_t err
     if (o->name)
         snprintf(name, sizeof name, "%s", o->name);
     else
-        snprintf(name, sizeof name, "synthetic-lfm2-%s-seed%llu", o->preset ? o->preset : "custom",
-                 (unsigned long long)o->seed);
+        snprintf(name, sizeof name, "synthetic-%s-%s-seed%llu", s.n_expert ? "lfm2moe" : "lfm2",
+                 o->preset ? o->preset : "custom", (unsigned long long)o->seed);
     int32_t kv_arr[LFM2_MAX_LAYERS];
     for (int i = 0; i < s.n_layer; i++)
         kv_arr[i] = s.attn[i] ? s.n_head_kv : 0;
     int e = 0;
-    e |= gguf_writer_set_str(w, "general.architecture", "lfm2");
+    const char *arch = s.n_expert ? "lfm2moe" : "lfm2";
+    char key[96];
+#define AKEY(suffix) (snprintf(key, sizeof key, "%s.%s", arch, suffix), key)
+    e |= gguf_writer_set_str(w, "general.architecture", arch);
     e |= gguf_writer_set_str(w, "general.name", name);
-    e |= gguf_writer_set_int(w, "lfm2.context_length", GGUF_U32, s.n_ctx);
-    e |= gguf_writer_set_int(w, "lfm2.embedding_length", GGUF_U32, s.n_embd);
-    e |= gguf_writer_set_int(w, "lfm2.feed_forward_length", GGUF_U32, s.n_ff);
-    e |= gguf_writer_set_int(w, "lfm2.block_count", GGUF_U32, s.n_layer);
-    e |= gguf_writer_set_int(w, "lfm2.attention.head_count", GGUF_U32, s.n_head);
-    e |= gguf_writer_set_arr(w, "lfm2.attention.head_count_kv", GGUF_I32, kv_arr,
+    e |= gguf_writer_set_int(w, AKEY("context_length"), GGUF_U32, s.n_ctx);
+    e |= gguf_writer_set_int(w, AKEY("embedding_length"), GGUF_U32, s.n_embd);
+    e |= gguf_writer_set_int(w, AKEY("feed_forward_length"), GGUF_U32, s.n_ff);
+    e |= gguf_writer_set_int(w, AKEY("block_count"), GGUF_U32, s.n_layer);
+    e |= gguf_writer_set_int(w, AKEY("attention.head_count"), GGUF_U32, s.n_head);
+    e |= gguf_writer_set_arr(w, AKEY("attention.head_count_kv"), GGUF_I32, kv_arr,
                              (uint64_t)s.n_layer);
-    e |= gguf_writer_set_float(w, "lfm2.rope.freq_base", GGUF_F32, 1e6);
-    e |= gguf_writer_set_float(w, "lfm2.attention.layer_norm_rms_epsilon", GGUF_F32, 1e-5);
-    e |= gguf_writer_set_int(w, "lfm2.vocab_size", GGUF_U32, s.n_vocab);
-    e |= gguf_writer_set_int(w, "lfm2.shortconv.l_cache", GGUF_U32, 3);
+    e |= gguf_writer_set_float(w, AKEY("rope.freq_base"), GGUF_F32, 1e6);
+    e |= gguf_writer_set_float(w, AKEY("attention.layer_norm_rms_epsilon"), GGUF_F32, 1e-5);
+    e |= gguf_writer_set_int(w, AKEY("vocab_size"), GGUF_U32, s.n_vocab);
+    e |= gguf_writer_set_int(w, AKEY("shortconv.l_cache"), GGUF_U32, 3);
     if (s.n_swa > 0)
-        e |= gguf_writer_set_int(w, "lfm2.attention.sliding_window", GGUF_U32, s.n_swa);
+        e |= gguf_writer_set_int(w, AKEY("attention.sliding_window"), GGUF_U32, s.n_swa);
+    if (s.n_expert) {
+        e |= gguf_writer_set_int(w, AKEY("expert_count"), GGUF_U32, s.n_expert);
+        e |= gguf_writer_set_int(w, AKEY("expert_used_count"), GGUF_U32, s.n_expert_used);
+        e |= gguf_writer_set_int(w, AKEY("expert_feed_forward_length"), GGUF_U32, s.n_ff_exp);
+        e |= gguf_writer_set_int(w, AKEY("leading_dense_block_count"), GGUF_U32, s.n_dense_lead);
+        e |= gguf_writer_set_int(w, AKEY("expert_gating_func"), GGUF_U32, LFM2_GATING_SIGMOID);
+    }
+#undef AKEY
     const char *tmpl = mkmodel_chat_template_named(o->chat_template);
     if (!tmpl) {
         util_seterr(err, errlen, "chat template '%s' unknown (lfm2, lfm2.5, lfm2.5-dated)",

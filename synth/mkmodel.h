@@ -28,6 +28,11 @@ typedef struct mkmodel_shape {
     int n_ctx;                  /* lfm2.context_length */
     int n_swa;                  /* lfm2.attention.sliding_window, 0 = key absent */
     bool attn[LFM2_MAX_LAYERS]; /* per layer: attention (true) or short conv */
+    /* mixture of experts: n_expert > 0 writes an lfm2moe file */
+    int n_expert;      /* experts per MoE layer */
+    int n_expert_used; /* experts chosen per token (k) */
+    int n_ff_exp;      /* each expert's SwiGLU width */
+    int n_dense_lead;  /* layers [0, n) keep the dense FFN of width n_ff */
 } mkmodel_shape;
 
 typedef struct mkmodel_opts {
@@ -46,7 +51,10 @@ typedef struct mkmodel_opts {
 } mkmodel_opts;
 
 /* Fills s with a preset's shape: "tiny" (hidden 128, 4 layers, attention at 1 and 3, vocab
- * 1024), "mini" (tests/data/models), "350m", "700m", "1.2b", "2.6b". Negative + err if unknown. */
+ * 1024), "mini" (tests/data/models), "350m", "700m", "1.2b", "2.6b"; the lfm2moe shapes
+ * "tiny-moe" (tiny with 6 experts of width 64, top 2, layer 0 dense), "mini-moe" (mini's
+ * layout, 12 experts of 256, top 3, layer 0 dense), "8b-a1b" and "24b-a2b". Negative + err if
+ * unknown. */
 int mkmodel_preset(const char *name, mkmodel_shape *s, char *err, size_t errlen);
 /* "f32", "f16", "bf16", "q8_0", "q4_0", "q4_k_m", "q5_k_m", "q6_k" (any case): the ftype or -1. */
 int mkmodel_ftype_from_name(const char *name);

@@ -175,6 +175,7 @@ static double lse(const float *x, int n) {
 }
 
 static double lp_gap(const float *a, const float *b, int V);
+static int router_check(const char *name, eng *e, const golden *g);
 
 static void fidelity(const char *name) {
     golden *g = golden_load(name);
@@ -278,10 +279,100 @@ static void fidelity(const char *name) {
         CHECK(ours_mean <= fmax(1.5 * orc_mean, 0.003));
         CHECK(ours_dep <= 1.5 * orc_dep + 1);
     }
+    if (strstr(name, "moe") && g->f32) CHECK(router_check(name, e, g) >= 60);
     free(logits);
     eng_free(e);
 out:
     golden_free(g);
+}
+
+/* ---- MoE router choices against the oracle's (tests/data/fidelity/<name>.router.txt) ---- */
+
+#define RT_MAX_LAYERS 8
+#define RT_MAX_K 8
+/* what the engine chose for each batch row of a step, per MoE layer (sorted expert ids) */
+typedef struct route_log {
+    int n_rows;
+    int sel[RT_MAX_LAYERS][MAX_STEPS + 128][RT_MAX_K];
+    int k;
+} route_log;
+
+static void route_hook(void *ctx, int layer, int row, const int *experts, const float *w, int k) {
+    route_log *r = ctx;
+    (void)w;
+    if (layer >= RT_MAX_LAYERS || row >= MAX_STEPS + 128 || k > RT_MAX_K) return;
+    r->k = k;
+    for (int j = 0; j < k; j++)
+        r->sel[layer][row][j] = experts[j];
+    for (int a = 1; a < k; a++) /* as a set: sorted */
+        for (int b = a; b > 0 && r->sel[layer][row][b - 1] > r->sel[layer][row][b]; b--) {
+            int t = r->sel[layer][row][b];
+            r->sel[layer][row][b] = r->sel[layer][row][b - 1];
+            r->sel[layer][row][b - 1] = t;
+        }
+}
+
+#define NEAR_TIE 1e-4 /* score margin (p + bias) below which a choice may go either way */
+
+/* Runs each golden path's tokens in one step with the router observed and compares the chosen
+ * sets with the oracle's where the margin between the k-th and (k+1)-th score is not a near tie.
+ * Returns the number of choices compared (mismatches are checks). */
+static int router_check(const char *name, eng *e, const golden *g) {
+    char fn[600], line[512], err[512];
+    snprintf(fn, sizeof fn, GOLD_DIR "/%s.router.txt", name);
+    FILE *f = fopen(fn, "r");
+    if (!f) return -1;
+    route_log *rl = calloc(1, sizeof *rl);
+    eng_set_router_hook(e, route_hook, rl);
+    int cur_path = -1, compared = 0, ties = 0, miss = 0;
+    while (fgets(line, sizeof line, f)) {
+        int L, k, pos, n = 0;
+        char sel[128];
+        double margin;
+        if (line[0] != 'r' || sscanf(line, "r %d %d %d %127s %lf", &L, &k, &pos, sel, &margin) != 5)
+            continue;
+        CHECK(k < g->n_paths && L < RT_MAX_LAYERS && pos < g->p[k].n);
+        if (k >= g->n_paths || L >= RT_MAX_LAYERS || pos >= g->p[k].n) break;
+        if (k != cur_path) { /* run path k: rows = positions */
+            eng_seq *s;
+            CHECK(eng_seq_new(e, g->p[k].n + 8, &s, err, sizeof err) == 0);
+            eng_batch_item it = {s, g->p[k].ids, g->p[k].n - 1, ENG_LOGITS_NONE, NULL};
+            eng_batch b = {&it, 1};
+            CHECK(eng_step(e, &b, err, sizeof err) == 0);
+            eng_seq_free(s);
+            cur_path = k;
+        }
+        int want[RT_MAX_K];
+        char shown[128]; /* strtok cuts sel */
+        snprintf(shown, sizeof shown, "%s", sel);
+        for (char *q = strtok(sel, ","); q && n < RT_MAX_K; q = strtok(NULL, ","))
+            want[n++] = atoi(q);
+        CHECK_EQ_INT(n, rl->k);
+        for (int a = 1; a < n; a++)
+            for (int b2 = a; b2 > 0 && want[b2 - 1] > want[b2]; b2--) {
+                int t = want[b2];
+                want[b2] = want[b2 - 1];
+                want[b2 - 1] = t;
+            }
+        if (margin < NEAR_TIE) {
+            ties++;
+            continue;
+        }
+        compared++;
+        if (memcmp(want, rl->sel[L][pos], (size_t)n * sizeof(int))) {
+            miss++;
+            fprintf(stderr,
+                    "%s: layer %d path %d pos %d: oracle chose %s (margin %.2e), lfm2 differs\n",
+                    name, L, k, pos, shown, margin);
+        }
+    }
+    fclose(f);
+    eng_set_router_hook(e, NULL, NULL);
+    free(rl);
+    printf("router %-14s %d choices equal to the oracle's, %d mismatches, %d near ties skipped\n",
+           name, compared - miss, miss, ties);
+    CHECK_EQ_INT(miss, 0);
+    return compared;
 }
 
 /* ---- state and batch tests on the tiny model ---- */
@@ -742,6 +833,37 @@ static int write_f32_twin(const char *src, const char *dst) {
     return rc < 0 ? -1 : n_quant;
 }
 
+/* A vocab larger than 65536 (LFM2 ships 65536; other checkpoints of the family may not): the
+ * file loads, a step gives finite logits over every id, ids past 65535 can be fed back. */
+static void test_big_vocab(void) {
+    const char *f = make_model("bigvocab", "--preset tiny --vocab-size 70000 --hidden 64 --heads 2 "
+                                           "--kv-heads 1 --ffn 64 --type q8_0 --seed 3");
+    CHECK(f != NULL);
+    if (!f) return;
+    char err[512];
+    eng *e;
+    if (eng_new(&e, f, NULL, err, sizeof err) < 0) {
+        fprintf(stderr, "bigvocab: %s\n", err);
+        CHECK(!"eng_new bigvocab");
+        return;
+    }
+    const int V = eng_n_vocab(e);
+    CHECK_EQ_INT(V, 70000);
+    float *x = malloc((size_t)V * sizeof(float));
+    int32_t ids[3] = {1, 66000, 69999};
+    eng_seq *s;
+    CHECK(eng_seq_new(e, 16, &s, err, sizeof err) == 0);
+    CHECK(step1(e, s, ids, 3, ENG_LOGITS_LAST, x) == 0);
+    int finite = 0;
+    for (int i = 0; i < V; i++)
+        finite += isfinite(x[i]) != 0;
+    CHECK_EQ_INT(finite, V);
+    CHECK(x[69999] != x[0]);
+    eng_seq_free(s);
+    free(x);
+    eng_free(e);
+}
+
 /* Pearson correlation of two rows of logits. */
 static double corr(const float *a, const float *b, int n) {
     double ma = 0, mb = 0, ab = 0, aa = 0, bb = 0;
@@ -833,11 +955,33 @@ int main(int argc, char **argv) {
         CHECK(tq != NULL);
         if (tq) test_batch_bits(tq);
         if (tq) test_snapshots(tq);
+        /* lfm2moe: a row's expert choices and outputs do not depend on its batch neighbours */
+        const char *mq = make_model("tiny-moe-q4_0", "--preset tiny-moe --type q4_0 --seed 12");
+        CHECK(mq != NULL);
+        if (mq) test_batch_bits(mq);
+        mq = make_model("mini-moe-q4_k_m", "--preset mini-moe --type q4_k_m --seed 12");
+        CHECK(mq != NULL);
+        if (mq) test_batch_bits(mq);
         test_deep();
+        test_big_vocab();
         /* 350m: F32, 1.4 GB written to TMPDIR, ~18 s here (tests/fidelity_350m.sh runs it alone) */
-        const char *names[] = {"tiny", "mini", "tiny-swa", "350m", "mk-mini-q8_0", "mk-mini-q4_0",
-                               "ref-F16", "ref-BF16", "ref-Q8_0", "ref-Q4_0", "ref-Q4_K_M",
-                               "ref-Q5_K_M", "ref-Q6_K"};
+        const char *names[] = {"tiny",
+                               "mini",
+                               "tiny-swa",
+                               "350m",
+                               "mk-mini-q8_0",
+                               "mk-mini-q4_0",
+                               "ref-F16",
+                               "ref-BF16",
+                               "ref-Q8_0",
+                               "ref-Q4_0",
+                               "ref-Q4_K_M",
+                               "ref-Q5_K_M",
+                               "ref-Q6_K",
+                               "tiny-moe",
+                               "mini-moe",
+                               "mk-mini-moe-q4_0",
+                               "mk-mini-moe-q4_k_m"};
         for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) fidelity(names[i]);
     }
     char cmd[700];

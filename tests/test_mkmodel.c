@@ -514,6 +514,24 @@ static void test_swa_shapes_vocab_from(void) {
         na += s.attn[i];
     CHECK(s.n_layer == 30 && s.n_ff == 10752 && na == 8);
     CHECK_EQ_INT(mkmodel_check_shape(&s, err, sizeof err), 0);
+    CHECK_EQ_INT(s.n_expert, 0); /* dense presets write lfm2 files */
+    /* lfm2moe presets: LFM2-8B-A1B's shape (issue 15) and the 24B-A2B size class */
+    CHECK_EQ_INT(mkmodel_preset("8b-a1b", &s, err, sizeof err), 0);
+    CHECK(s.n_embd == 2048 && s.n_layer == 24 && s.n_head == 32 && s.n_head_kv == 8 &&
+          s.n_ff == 7168 && s.n_vocab == 65536 && s.n_expert == 32 && s.n_expert_used == 4 &&
+          s.n_ff_exp == 1792 && s.n_dense_lead == 2);
+    na = 0;
+    for (int i = 0; i < s.n_layer; i++)
+        na += s.attn[i];
+    CHECK(na == 6 && s.attn[2] && s.attn[6] && s.attn[10] && s.attn[14] && s.attn[18] &&
+          s.attn[21]);
+    CHECK_EQ_INT(mkmodel_check_shape(&s, err, sizeof err), 0);
+    CHECK_EQ_INT(mkmodel_preset("24b-a2b", &s, err, sizeof err), 0);
+    CHECK(s.n_layer == 40 && s.n_expert == 64 && s.n_expert_used == 4 && s.n_dense_lead == 2);
+    CHECK_EQ_INT(mkmodel_check_shape(&s, err, sizeof err), 0);
+    CHECK_EQ_INT(mkmodel_preset("tiny-moe", &s, err, sizeof err), 0);
+    s.n_expert_used = 7; /* more than its 6 experts */
+    CHECK(mkmodel_check_shape(&s, err, sizeof err) < 0 && strstr(err, "n_expert_used") != NULL);
     CHECK(mkmodel_preset("3b", &s, err, sizeof err) < 0);
     CHECK(strstr(err, "3b") != NULL);
 

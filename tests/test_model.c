@@ -11,6 +11,7 @@
 #include "engine/model.h"
 #include "engine/tok.h"
 #include "quant/quant.h"
+#include "synth/mkmodel.h"
 #include "tests/check.h"
 
 #define SRC "tests/data/models/mini-Q4_0.gguf"
@@ -44,8 +45,8 @@ typedef struct variant {
 #define KV "lfm2.attention.head_count_kv"
 
 static const variant variants[] = {
-    {"arch lfm2moe",
-     "'lfm2moe' (LFM2 mixture of experts) is not supported yet",
+    {"arch lfm2moe on a dense file",
+     "missing key 'lfm2moe.embedding_length'",
      {{ARCH, K_STR, 0, 0, 0, "lfm2moe", 0, {0}}},
      NULL,
      T_NONE,
@@ -497,6 +498,22 @@ static const variant variants[] = {
      0,
      0,
      0},
+    {"embedding_length_out (retrieval checkpoint)",
+     "'lfm2.embedding_length_out' is present: embedding/retrieval checkpoints",
+     {{"lfm2.embedding_length_out", K_INT, GGUF_U32, 128, 0, 0, 0, {0}}},
+     NULL,
+     T_NONE,
+     0,
+     0,
+     0},
+    {"dense_2.weight (retrieval checkpoint)",
+     "tensor 'dense_2.weight' is present",
+     {{0}},
+     "dense_2.weight",
+     T_ADD,
+     256,
+     128,
+     QT_F32},
     /* variants that must load */
     {"vocab from the token list",
      NULL,
@@ -558,8 +575,8 @@ static int apply_edit(gguf_writer *w, const kedit *k) {
     }
 }
 
-/* Writes src with v's edits applied to path. */
-static int write_variant(const gguf *g, const variant *v, const char *path) {
+/* Writes src with v's edits applied to path; ne2 > 0 makes a T_SHAPE/T_ADD tensor 3-D. */
+static int write_variant(const gguf *g, const variant *v, int64_t ne2, const char *path) {
     gguf_writer *w = gguf_writer_new();
     int rc = 0;
     for (int64_t i = 0; i < gguf_n_kv(g); i++) {
@@ -574,17 +591,23 @@ static int write_variant(const gguf *g, const variant *v, const char *path) {
         bool hit = v->tensor && !strcmp(v->tensor, t->name);
         if (hit && v->tk == T_DROP) continue;
         if (hit && (v->tk == T_SHAPE || v->tk == T_TYPE)) {
-            int64_t ne[2] = {v->ne0, v->ne1};
-            rc |= gguf_writer_add_tensor_fill(w, t->name, v->type, v->ne1 > 1 ? 2 : 1, ne,
-                                              fill_zero, NULL);
+            int64_t ne[3] = {v->ne0, v->ne1, ne2 ? ne2 : 1};
+            rc |= gguf_writer_add_tensor_fill(w, t->name, v->type,
+                                              ne2 > 1      ? 3
+                                              : v->ne1 > 1 ? 2
+                                                           : 1,
+                                              ne, fill_zero, NULL);
             continue;
         }
         rc |= gguf_writer_add_tensor(w, t->name, t->type, t->n_dims, t->ne, t->data, t->nbytes);
     }
     if (v->tk == T_ADD) {
-        int64_t ne[2] = {v->ne0, v->ne1};
-        rc |= gguf_writer_add_tensor_fill(w, v->tensor, v->type, v->ne1 > 1 ? 2 : 1, ne, fill_zero,
-                                          NULL);
+        int64_t ne[3] = {v->ne0, v->ne1, ne2 ? ne2 : 1};
+        rc |= gguf_writer_add_tensor_fill(w, v->tensor, v->type,
+                                          ne2 > 1      ? 3
+                                          : v->ne1 > 1 ? 2
+                                                       : 1,
+                                          ne, fill_zero, NULL);
     }
     char err[512] = "";
     if (!rc) rc = gguf_writer_write(w, path, err, sizeof err);
@@ -737,6 +760,266 @@ static void tmp_path(char *out, size_t n, const char *dir, const char *name) {
     snprintf(out, n, "%s/%s", d && *d ? d : "/tmp", name);
 }
 
+/* lfm2moe: a tiny-moe file (E 128, 6 experts of 64, top 2, layer 0 dense, conv 0 2, attn 1 3)
+ * loads with every expert tensor resolved, and each inconsistency is refused by name. */
+#define MK "lfm2moe."
+/* a variant and, for the expert tensors it writes, their third dimension */
+typedef struct moe_variant {
+    variant v;
+    int64_t ne2;
+} moe_variant;
+
+static const moe_variant moe_variants[] = {
+    {{"expert_used_count 0",
+      "'lfm2moe.expert_used_count' = 0 outside 1..lfm2moe.expert_count = 6",
+      {{MK "expert_used_count", K_INT, GGUF_U32, 0, 0, 0, 0, {0}}},
+      NULL,
+      T_NONE,
+      0,
+      0,
+      0},
+     0},
+    {{"expert_used_count above expert_count",
+      "'lfm2moe.expert_used_count' = 7 outside 1..lfm2moe.expert_count = 6",
+      {{MK "expert_used_count", K_INT, GGUF_U32, 7, 0, 0, 0, {0}}},
+      NULL,
+      T_NONE,
+      0,
+      0,
+      0},
+     0},
+    {{"expert_count missing",
+      "missing key 'lfm2moe.expert_count'",
+      {{MK "expert_count", K_DROP, 0, 0, 0, 0, 0, {0}}},
+      NULL,
+      T_NONE,
+      0,
+      0,
+      0},
+     0},
+    {{"expert_feed_forward_length missing",
+      "missing key 'lfm2moe.expert_feed_forward_length'",
+      {{MK "expert_feed_forward_length", K_DROP, 0, 0, 0, 0, 0, {0}}},
+      NULL,
+      T_NONE,
+      0,
+      0,
+      0},
+     0},
+    {{"softmax gating",
+      "'lfm2moe.expert_gating_func' = 1 is not supported",
+      {{MK "expert_gating_func", K_INT, GGUF_U32, 1, 0, 0, 0, {0}}},
+      NULL,
+      T_NONE,
+      0,
+      0,
+      0},
+     0},
+    {{"leading dense beyond the layers",
+      "'lfm2moe.leading_dense_block_count' = 5 exceeds lfm2moe.block_count = 4",
+      {{MK "leading_dense_block_count", K_INT, GGUF_U32, 5, 0, 0, 0, {0}}},
+      NULL,
+      T_NONE,
+      0,
+      0,
+      0},
+     0},
+    {{"leading dense covers a MoE layer",
+      "missing tensor 'blk.1.ffn_gate.weight'",
+      {{MK "leading_dense_block_count", K_INT, GGUF_U32, 2, 0, 0, 0, {0}}},
+      NULL,
+      T_NONE,
+      0,
+      0,
+      0},
+     0},
+    {{"missing bias",
+      "missing tensor 'blk.2.exp_probs_b.bias'",
+      {{0}},
+      "blk.2.exp_probs_b.bias",
+      T_DROP,
+      0,
+      0,
+      0},
+     0},
+    {{"bias of the wrong length",
+      "tensor 'blk.2.exp_probs_b.bias': shape [5] does not match the hyper-parameters: expected "
+      "[6]",
+      {{0}},
+      "blk.2.exp_probs_b.bias",
+      T_SHAPE,
+      5,
+      1,
+      QT_F32},
+     0},
+    {{"bias in f16",
+      "tensor 'blk.3.exp_probs_b.bias': type f16, expected f32",
+      {{0}},
+      "blk.3.exp_probs_b.bias",
+      T_TYPE,
+      6,
+      1,
+      QT_F16},
+     0},
+    {{"router of the wrong width",
+      "tensor 'blk.1.ffn_gate_inp.weight': shape [128, 5] does not match",
+      {{0}},
+      "blk.1.ffn_gate_inp.weight",
+      T_SHAPE,
+      128,
+      5,
+      QT_F32},
+     0},
+    {{"gate experts: one expert short",
+      "tensor 'blk.1.ffn_gate_exps.weight': shape [128, 64, 5] does not match the "
+      "hyper-parameters: expected [128, 64, 6]",
+      {{0}},
+      "blk.1.ffn_gate_exps.weight",
+      T_SHAPE,
+      128,
+      64,
+      QT_F32},
+     5},
+    {{"up experts: wrong width",
+      "tensor 'blk.2.ffn_up_exps.weight': shape [128, 32, 6] does not match",
+      {{0}},
+      "blk.2.ffn_up_exps.weight",
+      T_SHAPE,
+      128,
+      32,
+      QT_F32},
+     6},
+    {{"down experts transposed",
+      "tensor 'blk.3.ffn_down_exps.weight': shape [128, 64, 6] does not match the "
+      "hyper-parameters: expected [64, 128, 6]",
+      {{0}},
+      "blk.3.ffn_down_exps.weight",
+      T_SHAPE,
+      128,
+      64,
+      QT_F32},
+     6},
+    {{"down experts as a 2-D matrix",
+      "tensor 'blk.3.ffn_down_exps.weight': shape [64, 768] does not match",
+      {{0}},
+      "blk.3.ffn_down_exps.weight",
+      T_SHAPE,
+      64,
+      768,
+      QT_F32},
+     0},
+    {{"dense FFN in a MoE layer",
+      "unexpected tensor 'blk.2.ffn_gate.weight': layer 2 is a conv layer (head_count_kv[2] = 0) "
+      "with an expert FFN",
+      {{0}},
+      "blk.2.ffn_gate.weight",
+      T_ADD,
+      128,
+      256,
+      QT_F32},
+     0},
+    {{"experts in the dense layer",
+      "unexpected tensor 'blk.0.ffn_gate_exps.weight': layer 0 is a conv layer (head_count_kv[0] "
+      "= 0) with a dense FFN",
+      {{0}},
+      "blk.0.ffn_gate_exps.weight",
+      T_ADD,
+      128,
+      64,
+      QT_F32},
+     6},
+    {{"retrieval head",
+      "'lfm2moe.embedding_length_out' is present",
+      {{MK "embedding_length_out", K_INT, GGUF_U32, 64, 0, 0, 0, {0}}},
+      NULL,
+      T_NONE,
+      0,
+      0,
+      0},
+     0},
+    {{"no leading_dense_block_count (0: layer 0 is a MoE layer too)",
+      "missing tensor 'blk.0.ffn_gate_inp.weight'",
+      {{MK "leading_dense_block_count", K_DROP, 0, 0, 0, 0, 0, {0}}},
+      NULL,
+      T_NONE,
+      0,
+      0,
+      0},
+     0},
+};
+
+static void test_moe(const char *dir) {
+    char path[512], err[512];
+    tmp_path(path, sizeof path, dir, "tiny-moe.gguf");
+    mkmodel_opts o = {.seed = 5, .ftype = MK_F32, .preset = "tiny-moe"};
+    CHECK_EQ_INT(mkmodel_preset("tiny-moe", &o.shape, err, sizeof err), 0);
+    if (mkmodel_write(&o, path, err, sizeof err) < 0) {
+        fprintf(stderr, "tiny-moe: %s\n", err);
+        CHECK(!"mkmodel tiny-moe");
+        return;
+    }
+    lfm2_model *m = NULL;
+    err[0] = 0;
+    CHECK_EQ_INT(lfm2_model_open(&m, path, err, sizeof err), 0);
+    if (!m) {
+        fprintf(stderr, "tiny-moe: %s\n", err);
+        return;
+    }
+    const lfm2_hparams *hp = &m->hp;
+    CHECK(hp->moe);
+    CHECK_EQ_INT(hp->n_expert, 6);
+    CHECK_EQ_INT(hp->n_expert_used, 2);
+    CHECK_EQ_INT(hp->n_ff_exp, 64);
+    CHECK_EQ_INT(hp->n_dense_lead, 1);
+    CHECK_EQ_INT(hp->gating_func, LFM2_GATING_SIGMOID);
+    CHECK_EQ_INT(hp->n_ff, 256);
+    CHECK(!lfm2_layer_is_moe(hp, 0) && lfm2_layer_is_moe(hp, 1) && lfm2_layer_is_moe(hp, 3));
+    const lfm2_layer *d = &m->layers[0];
+    CHECK(d->ffn_gate && d->ffn_up && d->ffn_down && !d->ffn_gate_inp && !d->ffn_gate_exps);
+    for (int l = 1; l < 4; l++) {
+        const lfm2_layer *L = &m->layers[l];
+        CHECK(!L->ffn_gate && !L->ffn_up && !L->ffn_down);
+        CHECK(L->ffn_gate_inp && L->exp_probs_b && L->ffn_gate_exps && L->ffn_up_exps &&
+              L->ffn_down_exps);
+        if (L->ffn_down_exps)
+            CHECK(L->ffn_down_exps->ne[0] == 64 && L->ffn_down_exps->ne[1] == 128 &&
+                  L->ffn_down_exps->ne[2] == 6);
+    }
+    CHECK(m->output == m->tok_embd && m->out_norm);
+    gguf *src = m->g;
+    int n_bad = 0;
+    for (size_t k = 0; k < sizeof moe_variants / sizeof moe_variants[0]; k++) {
+        const variant *v = &moe_variants[k].v;
+        char vp[512];
+        tmp_path(vp, sizeof vp, dir, "moe-variant.gguf");
+        if (write_variant(src, v, moe_variants[k].ne2, vp)) {
+            CHECK(!"write_variant");
+            continue;
+        }
+        lfm2_model *mv = NULL;
+        err[0] = 0;
+        int rc = lfm2_model_open(&mv, vp, err, sizeof err);
+        if (v->expect) {
+            n_bad++;
+            if (rc == 0) fprintf(stderr, "moe variant '%s' loaded but should fail\n", v->name);
+            CHECK(rc < 0 && !mv);
+            if (!strstr(err, v->expect))
+                fprintf(stderr, "moe variant '%s': message \"%s\" lacks \"%s\"\n", v->name, err,
+                        v->expect);
+            CHECK(strstr(err, v->expect) != NULL);
+        } else {
+            if (rc) fprintf(stderr, "moe variant '%s' should load: %s\n", v->name, err);
+            CHECK_EQ_INT(rc, 0);
+        }
+        lfm2_model_close(mv);
+        unlink(vp);
+    }
+    CHECK(n_bad >= 18);
+    lfm2_model_close(m);
+    unlink(path);
+}
+#undef MK
+
 int main(int argc, char **argv) {
     /* --write-broken DIR: only write the broken variants there (for e2e), named model-SLUG.gguf;
      * --write-valid DIR: also write the variants that must load, named valid-SLUG.gguf */
@@ -768,6 +1051,7 @@ int main(int argc, char **argv) {
         CHECK(lfm2_model_open(&m, "/nonexistent.gguf", err, sizeof err) < 0 && m == NULL);
         lfm2_model_close(NULL);
     }
+    if (!write_dir) test_moe(NULL);
     if (!write_dir) {
         const char *it = getenv("LFM2_FUZZ_ITERS"); /* longer runs on demand */
         fuzz_real_header("tests/data/models/mini-Q8_0.gguf", it ? atoi(it) : 3000);
@@ -791,7 +1075,7 @@ int main(int argc, char **argv) {
                  : valid_dir ? valid_dir
                              : write_dir,
                  name);
-        if (write_variant(src, v, path)) {
+        if (write_variant(src, v, 0, path)) {
             CHECK(!"write_variant");
             continue;
         }

@@ -10,10 +10,12 @@
 #include "engine/gguf.h"
 #include "quant/quant.h"
 #include "server/cmd/cli.h"
+#include "synth/mkmodel.h"
 #include "tests/check.h"
 
 #define MODELS "tests/data/models/"
 #define GOLDEN "tests/data/quantize/tensors.txt"
+#define MOE_GOLDEN "tests/data/quantize/moe-tensors.txt"
 
 static char tmpdir[512];
 
@@ -51,10 +53,10 @@ typedef struct gline {
     uint64_t hash;
 } gline;
 
-static gline *load_golden(int *n_out) {
-    FILE *f = fopen(GOLDEN, "r");
+static gline *load_golden(const char *file, int *n_out) {
+    FILE *f = fopen(file, "r");
     if (!f) {
-        fprintf(stderr, "cannot open %s\n", GOLDEN);
+        fprintf(stderr, "cannot open %s\n", file);
         check_failures++;
         *n_out = 0;
         return NULL;
@@ -84,9 +86,9 @@ static gline *load_golden(int *n_out) {
 
 /* Our output of IN converted to MIX equals llama-quantize's tensor for tensor (type and bytes),
  * and general.file_type matches. Runs with the given thread count. */
-static void check_vs_llama(const gline *gl, int ng, const char *in, const char *mix, const char *threads) {
-    char src[256], out[768];
-    snprintf(src, sizeof src, MODELS "%s.gguf", in);
+static void check_vs_llama_at(const gline *gl, int ng, const char *in, const char *src,
+                              const char *mix, const char *threads) {
+    char out[768];
     snprintf(out, sizeof out, "%s/%s.%s.t%s.gguf", tmpdir, in, mix, threads);
     int rc = run_quantize(src, out, mix, "-t", threads);
     CHECK_EQ_INT(rc, 0);
@@ -120,6 +122,41 @@ static void check_vs_llama(const gline *gl, int ng, const char *in, const char *
     CHECK_EQ_INT(bad, 0);
     gguf_close(g);
     unlink(out);
+}
+
+static void check_vs_llama(const gline *gl, int ng, const char *in, const char *mix,
+                           const char *threads) {
+    char src[256];
+    snprintf(src, sizeof src, MODELS "%s.gguf", in);
+    check_vs_llama_at(gl, ng, in, src, mix, threads);
+}
+
+/* lfm2moe: `lfm2 mkmodel --preset mini-moe --layers 3 --type f16 --seed 31` (as
+ * tests/oracle/quantize_golden.sh writes it) quantized with its 3-D expert tensors equals
+ * llama-quantize's output for every mix of tests/data/quantize/moe-tensors.txt. */
+static void check_moe(void) {
+    char src[768], err[512];
+    snprintf(src, sizeof src, "%s/mini-moe-F16.gguf", tmpdir);
+    mkmodel_opts o = {.seed = 31, .ftype = MK_F16, .preset = "mini-moe"};
+    CHECK_EQ_INT(mkmodel_preset("mini-moe", &o.shape, err, sizeof err), 0);
+    o.shape.n_layer = 3;
+    for (int i = 3; i < LFM2_MAX_LAYERS; i++)
+        o.shape.attn[i] = false;
+    if (mkmodel_write(&o, src, err, sizeof err) < 0) {
+        fprintf(stderr, "mini-moe: %s\n", err);
+        CHECK(!"mkmodel mini-moe");
+        return;
+    }
+    int ng = 0, mixes = 0;
+    gline *gl = load_golden(MOE_GOLDEN, &ng);
+    for (int i = 0; i < ng; i++) {
+        if (strcmp(gl[i].name, "file_type")) continue;
+        check_vs_llama_at(gl, ng, gl[i].in, src, gl[i].mix, "2");
+        mixes++;
+    }
+    CHECK(mixes >= 4);
+    free(gl);
+    unlink(src);
 }
 
 /* IN -> f32: every tensor that was not f32 is now f32 holding exactly (bit for bit) the
@@ -233,7 +270,7 @@ int main(void) {
     const char *t = getenv("TMPDIR");
     snprintf(tmpdir, sizeof tmpdir, "%s", t && *t ? t : "/tmp");
     int ng = 0;
-    gline *gl = load_golden(&ng);
+    gline *gl = load_golden(GOLDEN, &ng);
     CHECK(ng > 1000);
     /* every (input, mix) pair of the golden, once with 1 thread and once with 3 (a different
      * split of the rows must give the same bytes) */
@@ -246,6 +283,7 @@ int main(void) {
     const char *refs[] = {"mini-F16", "mini-BF16", "mini-Q8_0", "mini-Q4_0", "mini-Q4_K_M",
                           "mini-Q5_K_M", "mini-Q6_K"};
     for (size_t i = 0; i < sizeof refs / sizeof *refs; i++) check_f32_exact(refs[i]);
+    check_moe();
     check_errors();
     return check_done("test_quantize");
 }

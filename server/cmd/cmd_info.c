@@ -97,7 +97,7 @@ int cmd_info(int argc, char **argv) {
            " keys, %" PRId64 " tensors\n",
            gguf_version(g), fsize, fsize / 1048576.0, gguf_alignment(g), gguf_n_kv(g),
            gguf_n_tensors(g));
-    printf("architecture: lfm2");
+    printf("architecture: %s", hp->moe ? "lfm2moe" : "lfm2");
     const char *name = gguf_get_str(g, "general.name", NULL, NULL);
     if (name) {
         printf(" (name: ");
@@ -116,6 +116,19 @@ int cmd_info(int argc, char **argv) {
         else
             printf(" %d conv", l);
         printf(l + 1 < hp->n_layer ? "," : "\n");
+    }
+    if (hp->moe) {
+        printf("experts: %d per MoE layer, %d used per token, expert ffn %d; ", hp->n_expert,
+               hp->n_expert_used, hp->n_ff_exp);
+        if (hp->n_dense_lead)
+            printf("layers 0..%d dense (ffn %d), ", hp->n_dense_lead - 1, hp->n_ff);
+        if (hp->n_dense_lead < hp->n_layer)
+            printf("layers %d..%d MoE\n", hp->n_dense_lead, hp->n_layer - 1);
+        else
+            printf("no MoE layer\n");
+        printf("routing: sigmoid gate (expert_gating_func %d), top-%d by probability + "
+               "exp_probs_b, weights p / max(sum, 6.1035e-05)\n",
+               hp->gating_func, hp->n_expert_used);
     }
     printf("output: %s\n",
            m->output == m->tok_embd ? "tied to token_embd.weight" : "output.weight");

@@ -1,14 +1,18 @@
 #!/usr/bin/env bash
 # vs-llama.sh: lfm2 bench against llama.cpp (the oracle's libllama) on the same files and cores, with issue 4's targets.
-# usage: tests/bench/vs-llama.sh [-t THREADS] [-p 512] [-n 128] [-r 3] [-k 2] [-b 1,4,8,16] [--json FILE] [MODEL...]
+# usage: tests/bench/vs-llama.sh [-t THREADS] [-p 512] [-n 128] [-r 3] [-k 2] [-b 1,4,8,16] [-s SHAPES]
+#                               [--json FILE] [MODEL...]
 # llama.cpp runs through tests/bench/llama_cbench.c: its C API with llama-bench's procedure
 # (persistent thread pool, one llama_decode per generated token), built here against the libllama
 # that node-llama-cpp ships and the headers of the source bundle it ships beside it. Decode is
 # compared at two depths: 0 (llama-bench's tg) and P (after a P-token prompt, lfm2 bench's decode).
 # The two engines alternate K rounds; each figure is the best of the rounds' medians (the host's
 # memory bandwidth drifts by minutes: alternating keeps both engines on the same machine state).
-# Default models (made once, cached in build/bench/): the 350M-shape synthetic LFM2 from
-# `lfm2 mkmodel --preset 350m --seed 1` in Q4_0 and in Q4_K_M. Both engines run with
+# Default models (made once, cached in build/bench/): for each mkmodel preset of -s (default
+# 350m; e.g. -s 350m,1.2b,2.6b,8b-a1b) the synthetic file of `lfm2 mkmodel --preset SHAPE
+# --seed 1` in Q4_0 and in Q4_K_M (8b-a1b: 4.7 and 5.0 GB; delete build/bench/ after). The
+# targets printed follow the shape: issue 4's for 350m, issue 15's for 1.2b/2.6b and the MoE
+# shapes (decode, prefill, batched decode of 8 vs own decode). Both engines run with
 # OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE unset (full-speed OpenBLAS), one after the other, never
 # at the same time. llama.cpp's 2-thread speed collapses when other processes keep the cores
 # busy (spin barriers), so the load average before and after each run is printed: compare
@@ -17,7 +21,7 @@
 set -u
 cd "$(dirname "$0")/../.."
 LFM2=${LFM2:-build/lfm2}
-T=$(nproc) P=512 N=128 R=3 K=2 B=1,4,8,16 JSON_OUT=""
+T=$(nproc) P=512 N=128 R=3 K=2 B=1,4,8,16 JSON_OUT="" SHAPES=350m
 models=()
 while [ $# -gt 0 ]; do
   case $1 in
@@ -27,8 +31,9 @@ while [ $# -gt 0 ]; do
     -r) R=$2; shift 2;;
     -k) K=$2; shift 2;;
     -b) B=$2; shift 2;;
+    -s) SHAPES=$2; shift 2;;
     --json) JSON_OUT=$2; shift 2;;
-    -h|--help) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 0;;
+    -h|--help) sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; exit 0;;
     -*) echo "vs-llama.sh: unknown option $1" >&2; exit 2;;
     *) models+=("$1"); shift;;
   esac
@@ -52,13 +57,15 @@ fi
 
 if [ ${#models[@]} -eq 0 ]; then
   mkdir -p build/bench
-  for t in q4_0 q4_k_m; do
-    f=build/bench/lfm2-350m-$t.gguf
-    if [ ! -s "$f" ]; then
-      echo "making $f (lfm2 mkmodel --preset 350m --type $t --seed 1)..." >&2
-      "$LFM2" mkmodel --preset 350m --type $t --seed 1 -o "$f" >&2 || exit 1
-    fi
-    models+=("$f")
+  for shape in ${SHAPES//,/ }; do
+    for t in q4_0 q4_k_m; do
+      f=build/bench/lfm2-$shape-$t.gguf
+      if [ ! -s "$f" ]; then
+        echo "making $f (lfm2 mkmodel --preset $shape --type $t --seed 1)..." >&2
+        "$LFM2" mkmodel --preset "$shape" --type $t --seed 1 -o "$f" >&2 || exit 1
+      fi
+      models+=("$f")
+    done
   done
 fi
 
@@ -129,7 +136,16 @@ for (const r of rs) {
     const bs = Object.keys(O.batched_tok_s).map(b => `x${b} ${f(O.batched_tok_s[b])}`).join(", ");
     console.log(["".padEnd(28), "".padEnd(7), `lfm2 batched decode @${P} (aggregate tok/s): ${bs}; file ${f(O.file_mib)} MiB, RSS after load ${f(O.rss_after_load_mib)} MiB; load ${r.load.join(" -> ")}`].join(" "));
     const q40 = /q4_0 x/.test(r.types) && !/q4_K/.test(r.types), q4km = /q4_K x/.test(r.types);
-    if (q40) {
+    const big = /-(1\.2b|2\.6b|8b-a1b|24b-a2b)-/.exec(name);
+    if (big) { /* issue 15 targets: the large dense shapes and the MoE shapes */
+        const moe = /a[12]b/.test(big[1]), tag = `${big[1]} ${q40 ? "Q4_0" : "Q4_K_M"}`;
+        targets.push([`${tag} decode @${P} vs llama.cpp`, rtg, moe ? 1.5 : 1.7]);
+        targets.push([`${tag} prefill ${P} vs llama.cpp`, rpp, moe ? 1.5 : 2.0]);
+        if (moe) {
+            targets.push([`${tag} batched-8 @${P} vs own decode`, rb8, 2.0]);
+            targets.push([`${tag} peak RSS vs file size`, O.file_mib / O.peak_rss_mib, 1 / 1.1]);
+        }
+    } else if (q40) {
         targets.push(["Q4_0 decode @0 vs llama.cpp", rtg0, 1.4]);
         targets.push([`Q4_0 decode @${P} vs llama.cpp`, rtg, 1.4]);
         targets.push([`Q4_0 prefill ${P} vs llama.cpp`, rpp, 1.5]);
@@ -142,7 +158,7 @@ for (const r of rs) {
 }
 if (targets.length) {
     const th = rs[0].lfm2.threads;
-    console.log(`\nissue 4 targets (defined for the 350M-shape files at 2 threads; measured here with ${th} threads on the files above):`);
+    console.log(`\ntargets (issue 4: the 350M shape, issue 15: 1.2b/2.6b/MoE shapes; defined at 2 threads, measured here with ${th} threads; RSS: file / peak, target >= 0.91 = peak <= 1.1x file):`);
     for (const [what, got, want] of targets)
         console.log(`  ${(got >= want ? "PASS" : "FAIL").padEnd(5)} ${what.padEnd(40)} ${f(got, 2)}x (target >= ${want}x)`);
 }

@@ -77,7 +77,7 @@ for f in "$dir"/*.gguf "$dir/missing.gguf"; do
 done
 # messages name the field and the limit, from each layer: gguf, model, tokenizer
 for want in "unsupported GGUF version 1" "kv count 18446744073709551615 too large" \
-    "'lfm2moe' (LFM2 mixture of experts) is not supported yet" \
+    "missing key 'lfm2moe.embedding_length'" "'lfm2.embedding_length_out' is present" \
     "missing tensor 'blk.3.ffn_up.weight'" "'lfm2.shortconv.l_cache' = 0 outside 1..64" \
     "tokenizer: tokenizer.ggml.bos_token_id = 5000: outside the vocab" \
     "not two tokens separated by a space" "data ends at" "not a regular file" \

@@ -48,8 +48,16 @@ printf 'Some text of our own to train on: the cat sat on the mat, twice. 12345\n
 "$LFM2" mkmodel --preset mini --type f16 --seed 26 -o "$T/mini-f16.gguf"
 "$LFM2" mkmodel --preset mini --type q4_k_m --seed 27 -o "$T/mini-q4_k_m.gguf"
 "$LFM2" mkmodel --preset 350m --type q4_0 --seed 28 -o "$T/350m-q4_0.gguf"
+# lfm2moe presets (the 8b-a1b and 24b-a2b shapes are too big for a test: made by tests/bench)
+"$LFM2" mkmodel --preset tiny-moe --type q8_0 --seed 29 -o "$T/tiny-moe-q8_0.gguf"
+"$LFM2" mkmodel --preset tiny-moe --swa 8 --seed 30 -o "$T/tiny-moe-swa.gguf"
+"$LFM2" mkmodel --preset mini-moe --type q4_k_m --seed 31 -o "$T/mini-moe-q4_k_m.gguf"
+"$LFM2" info -m "$T/mini-moe-q4_k_m.gguf" >"$T/moe.info"
+grep -q "^experts: 12 per MoE layer, 3 used per token" "$T/moe.info" ||
+  fail "lfm2 info on mini-moe does not show its experts"
 files+=("$T/tiny-swa.gguf" "$T/custom.gguf" "$T/trained.gguf" "$T/vfrom.gguf" \
-        "$T/mini-f16.gguf" "$T/mini-q4_k_m.gguf" "$T/350m-q4_0.gguf")
+        "$T/mini-f16.gguf" "$T/mini-q4_k_m.gguf" "$T/350m-q4_0.gguf" \
+        "$T/tiny-moe-q8_0.gguf" "$T/tiny-moe-swa.gguf" "$T/mini-moe-q4_k_m.gguf")
 
 node tests/oracle/mkmodel_check.mjs "${files[@]}"
 # and the checks can fail: a copy with a 1000x output gain (one-hot distributions) must not pass

@@ -60,6 +60,25 @@ else
   die "the oracle is not installed (make oracle)"
 fi
 
+# 4b. lfm2moe: the 3-D expert tensors through every quantized mix llama.cpp's golden has
+#     (tests/data/quantize/moe-tensors.txt, checked byte for byte by test_quantize); llama.cpp
+#     loads and evaluates each output, and so does lfm2
+"$LFM2" mkmodel --preset mini-moe --layers 3 --type f16 --seed 31 -o "$out/moe-f16.gguf" ||
+  die "mkmodel mini-moe"
+mspecs=()
+for t in q8_0 q4_0 q4_k_m q5_k_m; do
+  "$LFM2" quantize "$out/moe-f16.gguf" "$out/moe-$t.gguf" "$t" 2>/dev/null || { die "quantize mini-moe to $t"; continue; }
+  "$LFM2" run -m "$out/moe-$t.gguf" -p "Once upon a time" -n 8 --temp 0 >/dev/null 2>"$out/moe-$t.run" ||
+    die "lfm2 run on the mini-moe $t output: $(tail -2 "$out/moe-$t.run")"
+  mspecs+=("$out/moe-$t.gguf:$(lim "$t")")
+done
+if [ -d tests/oracle/node_modules/node-llama-cpp ]; then
+  (cd tests/oracle && node quantize_check.mjs "$out/moe-f16.gguf" "${mspecs[@]}") >"$out/moe-oracle.log" 2>&1 ||
+    die "oracle check of the MoE outputs: $(grep -v '^ok' "$out/moe-oracle.log" | head -10)"
+  cat "$out/moe-oracle.log"
+  [ "$(grep -c '^ok ' "$out/moe-oracle.log")" = 4 ] || die "oracle did not check every MoE output"
+fi
+
 # 5. progress bar only on a terminal (script(1) gives the command a pty)
 if command -v script >/dev/null; then
   script -qec "$LFM2 quantize $M/mini-F16.gguf $out/tty.gguf q8_0" /dev/null >"$out/tty.log" 2>&1 ||

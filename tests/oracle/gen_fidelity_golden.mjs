@@ -41,6 +41,13 @@ const MODELS = [
     {name: "350m", mk: ["--preset", "350m", "--type", "f32", "--seed", "13"], f32: true},
     {name: "mk-mini-q8_0", mk: ["--preset", "mini", "--type", "q8_0", "--seed", "15"], f32: false},
     {name: "mk-mini-q4_0", mk: ["--preset", "mini", "--type", "q4_0", "--seed", "16"], f32: false},
+    // lfm2moe: F32 (router choices checked too, see routerGolden) and two quantized mixes
+    {name: "tiny-moe", mk: ["--preset", "tiny-moe", "--type", "f32", "--seed", "21"], f32: true,
+        moeLayers: [1, 2, 3]},
+    {name: "mini-moe", mk: ["--preset", "mini-moe", "--type", "f32", "--seed", "22"], f32: true,
+        moeLayers: [1, 2, 3, 4, 5]},
+    {name: "mk-mini-moe-q4_0", mk: ["--preset", "mini-moe", "--type", "q4_0", "--seed", "23"], f32: false},
+    {name: "mk-mini-moe-q4_k_m", mk: ["--preset", "mini-moe", "--type", "q4_k_m", "--seed", "24"], f32: false},
     ...["F16", "BF16", "Q8_0", "Q4_0", "Q4_K_M", "Q5_K_M", "Q6_K"].map(t => (
         {name: `ref-${t}`, file: `tests/data/models/mini-${t}.gguf`, f32: false})),
 ];
@@ -53,6 +60,10 @@ fs.chmodSync(LFM2, 0o755);
 const f32copy = path.join(tmp, "f32copy");
 execFileSync("cc", ["-std=c11", "-O2", "-D_GNU_SOURCE", "-I", root, path.join(here, "f32copy.c"),
     path.join(root, "engine/gguf.c"), path.join(root, "quant/quant.c"), "-lm", "-o", f32copy]);
+
+const moeProbe = path.join(tmp, "moe_probe");
+execFileSync("cc", ["-std=c11", "-O2", "-D_GNU_SOURCE", "-I", root, path.join(here, "moe_probe.c"),
+    path.join(root, "engine/gguf.c"), path.join(root, "quant/quant.c"), "-lm", "-o", moeProbe]);
 
 const llama = await getLlama({gpu: false, build: "never", logLevel: "error"});
 
@@ -76,6 +87,47 @@ async function evaluate(file, paths) {
 }
 
 const lp = p => (p > 0 ? Math.log(p) : -1e30);
+
+// Router choices of an F32 lfm2moe model as llama.cpp computes its inputs: for each MoE layer a
+// probe model (tests/oracle/moe_probe.c) whose embedding output is that layer's router input,
+// evaluated on every ROUTER_STRIDE-th prefix of the first path (an evaluation takes 0.4 s on a quiet
+// machine, seconds on a busy one); the routing itself (sigmoid, top-k of
+// p + bias) in double here. Written to <name>.router.txt as "r LAYER PATH POS e1,e2,.. MARGIN",
+// MARGIN = k-th best score - (k+1)-th: the test skips near ties.
+const ROUTER_PATHS = 1, ROUTER_STRIDE = 3;
+async function routerGolden(m, file, paths) {
+    const lines = [`# router golden ${m.name}: llama.cpp's router inputs (probe models, embeddings) ` +
+        `along lfm2's greedy paths, routed in double; regenerate with node tests/oracle/gen_fidelity_golden.mjs ${m.name}`];
+    for (const L of m.moeLayers) {
+        const probe = path.join(tmp, `${m.name}-probe${L}.gguf`);
+        const txt = execFileSync(moeProbe, [file, probe, String(L)], {maxBuffer: 1 << 28}).toString()
+            .trim().split("\n");
+        const [K, X, E] = txt[0].split(" ").map(Number);
+        const bias = txt[1].split(" ").map(Number);
+        const W = txt.slice(2, 2 + X).map(r => r.split(" ").map(Number));
+        const model = await llama.loadModel({modelPath: probe});
+        const ctx = await model.createEmbeddingContext({contextSize: 512, batchSize: 512});
+        for (let k = 0; k < Math.min(ROUTER_PATHS, paths.length); k++) {
+            const ids = paths[k].ids;
+            for (let pos = 0; pos < ids.length - 1; pos += ROUTER_STRIDE) {
+                const x = (await ctx.getEmbeddingFor(ids.slice(0, pos + 1))).vector;
+                if (x.length !== E) throw new Error(`${m.name}: probe ${L} gave ${x.length} values, expected ${E}`);
+                const sc = W.map((row, e) => {
+                    let d = 0;
+                    for (let i = 0; i < E; i++) d += row[i] * x[i];
+                    return 1 / (1 + Math.exp(-d)) + bias[e];
+                });
+                const order = sc.map((s, e) => [s, e]).sort((a, b) => b[0] - a[0] || a[1] - b[1]);
+                const margin = K < X ? order[K - 1][0] - order[K][0] : 1;
+                lines.push(`r ${L} ${k} ${pos} ${order.slice(0, K).map(o => o[1]).join(",")} ${margin.toExponential(3)}`);
+            }
+        }
+        await ctx.dispose();
+        await model.dispose();
+        fs.unlinkSync(probe);
+    }
+    fs.writeFileSync(path.join(outDir, `${m.name}.router.txt`), lines.join("\n") + "\n");
+}
 
 async function golden(m) {
     const file = m.file ? path.join(root, m.file) : path.join(tmp, `${m.name}.gguf`);
@@ -114,6 +166,7 @@ async function golden(m) {
     });
     fs.mkdirSync(outDir, {recursive: true});
     fs.writeFileSync(path.join(outDir, `${m.name}.txt`), lines.join("\n") + "\n");
+    if (m.moeLayers) await routerGolden(m, exactFile, paths);
     for (const f of [file, exactFile]) if (f.startsWith(tmp) && fs.existsSync(f)) fs.unlinkSync(f);
     console.log(`${m.name}: ${paths.length} paths written`);
 }

@@ -37,4 +37,19 @@ for c in "${CASES[@]}"; do
     (cd "$tmp" && sha256sum "$in.$mix.gguf") >>"$files"
   done
 done
+# lfm2moe: a mini-moe file written by lfm2 mkmodel (the same arguments as tests/test_quantize.c and
+# tests/e2e/quantize.sh), with its 3-D expert tensors, through llama.cpp's quantizer
+MOE_MK=(--preset mini-moe --layers 3 --type f16 --seed 31)
+[ -x build/lfm2 ] || { echo "missing build/lfm2: run make first" >&2; exit 1; }
+build/lfm2 mkmodel "${MOE_MK[@]}" -o "$tmp/mini-moe-F16.gguf"
+moe=tests/data/quantize/moe-tensors.txt
+{
+  echo "# llama.cpp (node-llama-cpp 3.22.1, llama.cpp v0.5.0) llama_model_quantize outputs of"
+  echo "# lfm2 mkmodel ${MOE_MK[*]}: INPUT MIX name type fnv1a64(data)"
+} >"$moe"
+for mix in Q8_0 Q4_0 Q4_K_M Q5_K_M; do
+  build/oracle/quantize_golden "$LIBDIR" "$tmp/mini-moe-F16.gguf" "$tmp/moe.$mix.gguf" "${FT[$mix]}" "$mix" |
+    sed "s/^/mini-moe-F16 /" >>"$moe"
+done
+echo "wrote $moe ($(wc -l <"$moe") lines)"
 echo "wrote $tensors ($(wc -l <"$tensors") lines) and $files ($(wc -l <"$files") files)"
