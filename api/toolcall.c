@@ -846,7 +846,7 @@ static int take(toolcall_stream *s, toolcall_delta *d, int first) {
     d->reasoning_len = s->out_reason.len;
     d->first_call = first;
     d->n_calls = s->n_calls - first;
-    d->calls = s->calls + first;
+    d->calls = s->calls ? s->calls + first : NULL;
     return 0;
 }
 
