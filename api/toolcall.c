@@ -319,8 +319,10 @@ static cJSON *dict_lit(parser *p) {
         return NULL;
     }
     while (!eat(p, '}')) {
+        /* a quoted key that string_lit refuses is malformed: never read again from inside it */
+        bool quoted = p->i < p->n && (p->s[p->i] == '"' || p->s[p->i] == '\'');
         char *key = string_lit(p);
-        if (!key && !p->oom) {
+        if (!key && !p->oom && !quoted) {
             cJSON *k = value(p);
             if (k && (cJSON_IsRaw(k) || cJSON_IsBool(k) || cJSON_IsNull(k))) {
                 key = cJSON_IsRaw(k)     ? strdup(k->valuestring)
@@ -491,7 +493,8 @@ static bool json_call(parser *p, toolcall *c) {
     bool ok = false;
     if (!cJSON_IsString(name) || !name->valuestring[0]) goto done;
     if (cJSON_IsString(args)) {
-        parsed = cJSON_Parse(args->valuestring);
+        /* a string that is not JSON text of an object is malformed, not an empty call */
+        if (!(parsed = cJSON_Parse(args->valuestring))) goto done;
         args = parsed;
     }
     if (args && !cJSON_IsObject(args)) goto done;

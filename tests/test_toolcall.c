@@ -81,6 +81,12 @@ static const parse_case parse_cases[] = {
     {"[1 + 2]", NULL},
     {"[{\"arguments\": {}}]", NULL},
     {"[{\"name\": \"a\", \"arguments\": [1]}]", NULL},
+    /* arguments as a string that is not JSON text of an object */
+    {"[{\"name\": \"a\", \"arguments\": \"not json\"}]", NULL},
+    {"[{\"name\": \"a\", \"arguments\": \"[1]\"}]", NULL},
+    /* a dict key whose string is refused is not read again from inside the string */
+    {"[f(d={'\\x001: 2})]", NULL},
+    {"[f(d={\"\\x 1: 2})]", NULL},
     {"[.f(x=1)]", NULL},
     {"I will call f(x=1) now", NULL},
 };
