@@ -567,6 +567,16 @@ static void test_tool_jobs(void) {
         sched_job_free(j);
         api_request_free(&q);
     }
+    /* the request's four stop strings leave room for the end token's */
+    if (parse(&q, API_CHAT,
+              "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]," TOOLS
+              ",\"parallel_tool_calls\":false,\"stop\":[\"a\",\"b\",\"c\",\"d\"]}") == 0) {
+        CHECK_EQ_INT(job_build(&jc, &q, 1, &j, &e), 0);
+        CHECK(j && j->n_stop == 5 && !strcmp(j->stop[3], "d") &&
+              !strcmp(j->stop[4], "<|tool_call_end|>"));
+        sched_job_free(j);
+        api_request_free(&q);
+    }
     if (parse(&q, API_COMPLETION, "{\"prompt\":\"x\"}") == 0) {
         CHECK_EQ_INT(job_build(&jc, &q, 1, &j, &e), 0);
         CHECK_EQ_INT(j ? j->n_show_special : -1, 0);
