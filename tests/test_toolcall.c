@@ -115,6 +115,7 @@ static void test_parse(void) {
             if (n != -1) fprintf(stderr, "case %zu should be malformed: %s\n", i, pc->in);
             CHECK_EQ_INT(n, -1);
             CHECK(c == NULL);
+            if (n > 0) toolcall_free_all(c, n);
             continue;
         }
         if (n < 1) {
