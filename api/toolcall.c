@@ -319,8 +319,10 @@ static cJSON *dict_lit(parser *p) {
         return NULL;
     }
     while (!eat(p, '}')) {
+        /* a quoted key that string_lit refuses is malformed: never read again from inside it */
+        bool quoted = p->i < p->n && (p->s[p->i] == '"' || p->s[p->i] == '\'');
         char *key = string_lit(p);
-        if (!key && !p->oom) {
+        if (!key && !p->oom && !quoted) {
             cJSON *k = value(p);
             if (k && (cJSON_IsRaw(k) || cJSON_IsBool(k) || cJSON_IsNull(k))) {
                 key = cJSON_IsRaw(k)     ? strdup(k->valuestring)
@@ -491,7 +493,8 @@ static bool json_call(parser *p, toolcall *c) {
     bool ok = false;
     if (!cJSON_IsString(name) || !name->valuestring[0]) goto done;
     if (cJSON_IsString(args)) {
-        parsed = cJSON_Parse(args->valuestring);
+        /* a string that is not JSON text of an object is malformed, not an empty call */
+        if (!(parsed = cJSON_Parse(args->valuestring))) goto done;
         args = parsed;
     }
     if (args && !cJSON_IsObject(args)) goto done;
@@ -569,6 +572,10 @@ struct toolcall_stream {
     bytes call;        /* the text of the open call block */
     bytes pre_ws;      /* whitespace dropped before the open block (given back if it fails) */
     bytes echo;        /* the last parsed block's list text, trimmed: an echo of it is dropped */
+    bytes gap;         /* whitespace of parsed blocks owed to the content, written only when
+                        * more content follows (so text on both sides of a call stays apart) */
+    bool gap_after;    /* the block had no whitespace before it: take the whitespace after it */
+    bool any_content;  /* some content has been written */
     bytes out_content; /* decided in the current push */
     bytes out_reason;
     toolcall *calls; /* every call so far */
@@ -581,7 +588,8 @@ toolcall_stream *toolcall_stream_new(const toolcall_opts *o) {
     s->o = *o;
     s->st = ST_START;
     /* every buffer exists from the start, so no pointer below is ever NULL */
-    bytes *all[] = {&s->hold, &s->call, &s->pre_ws, &s->echo, &s->out_content, &s->out_reason};
+    bytes *all[] = {&s->hold,        &s->call,       &s->pre_ws, &s->echo,
+                    &s->out_content, &s->out_reason, &s->gap};
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
         if (!bput(all[i], "", 0)) {
             toolcall_stream_free(s);
@@ -596,6 +604,7 @@ void toolcall_stream_free(toolcall_stream *s) {
     free(s->call.b);
     free(s->pre_ws.b);
     free(s->echo.b);
+    free(s->gap.b);
     free(s->out_content.b);
     free(s->out_reason.b);
     toolcall_free_all(s->calls, s->n_calls);
@@ -612,6 +621,16 @@ const toolcall *toolcall_stream_calls(const toolcall_stream *s) {
 
 static void out(toolcall_stream *s, bytes *b, const char *t, size_t n) {
     if (n && !bput(b, t, n)) s->oom = true;
+}
+
+/* Content bytes, after the whitespace owed by the blocks before them. */
+static void content(toolcall_stream *s, const char *t, size_t n) {
+    if (!n) return;
+    out(s, &s->out_content, s->gap.b, s->gap.len);
+    s->gap.len = 0;
+    s->gap_after = false;
+    out(s, &s->out_content, t, n);
+    s->any_content = true;
 }
 
 /* Drops the first n bytes of the held text. */
@@ -664,10 +683,10 @@ static void decide_block(toolcall_stream *s, bool ended) {
         ok = declared(s, calls[i].name);
     if (!ok) {
         toolcall_free_all(calls, n > 0 ? n : 0);
-        out(s, &s->out_content, s->pre_ws.b, s->pre_ws.len);
-        out(s, &s->out_content, TOOLCALL_START, strlen(TOOLCALL_START));
-        out(s, &s->out_content, s->call.b, s->call.len);
-        if (ended) out(s, &s->out_content, TOOLCALL_END, strlen(TOOLCALL_END));
+        content(s, s->pre_ws.b, s->pre_ws.len);
+        content(s, TOOLCALL_START, strlen(TOOLCALL_START));
+        content(s, s->call.b, s->call.len);
+        if (ended) content(s, TOOLCALL_END, strlen(TOOLCALL_END));
         s->call.len = 0;
         s->st = ST_CONTENT;
         return;
@@ -694,6 +713,13 @@ static void decide_block(toolcall_stream *s, bool ended) {
         }
     }
     free(calls);
+    /* between content before and after the block: its whitespace before, else after */
+    if (s->any_content && !s->gap.len) {
+        if (!bput(&s->gap, s->pre_ws.b, s->pre_ws.len)) s->oom = true;
+        s->gap_after = !s->pre_ws.len;
+    } else {
+        s->gap_after = false;
+    }
     /* the list text, trimmed, for the echo check */
     size_t a = lead_ws(s->call.b, s->call.len), z = s->call.len;
     while (z > a && is_space(s->call.b[z - 1]))
@@ -767,7 +793,7 @@ static void run(toolcall_stream *s, bool final) {
         }
         case ST_CONTENT: {
             if (!s->o.tools) {
-                out(s, &s->out_content, h, len);
+                content(s, h, len);
                 consume(s, len);
                 return;
             }
@@ -776,7 +802,7 @@ static void run(toolcall_stream *s, bool final) {
                 size_t t = (size_t)(b - h), emit = t;
                 while (emit > 0 && is_space(h[emit - 1]))
                     emit--;
-                out(s, &s->out_content, h, emit);
+                content(s, h, emit);
                 s->pre_ws.len = 0;
                 if (!bput(&s->pre_ws, h + emit, t - emit)) s->oom = true;
                 consume(s, t + strlen(TOOLCALL_START));
@@ -788,7 +814,7 @@ static void run(toolcall_stream *s, bool final) {
             if (!final)
                 while (emit > 0 && is_space(h[emit - 1]))
                     emit--;
-            out(s, &s->out_content, h, emit);
+            content(s, h, emit);
             consume(s, emit);
             return;
         }
@@ -819,7 +845,9 @@ static void run(toolcall_stream *s, bool final) {
             break;
         }
         case ST_ECHO: {
-            consume(s, lead_ws(h, len));
+            size_t w = lead_ws(h, len);
+            if (s->gap_after && w && !bput(&s->gap, h, w)) s->oom = true;
+            consume(s, w);
             h = s->hold.b ? s->hold.b : "";
             len = s->hold.len;
             if (!len) return;
@@ -846,7 +874,7 @@ static int take(toolcall_stream *s, toolcall_delta *d, int first) {
     d->reasoning_len = s->out_reason.len;
     d->first_call = first;
     d->n_calls = s->n_calls - first;
-    d->calls = s->calls + first;
+    d->calls = s->calls ? s->calls + first : NULL;
     return 0;
 }
 

@@ -58,8 +58,9 @@ typedef struct toolcall_delta {
  * - Calls (opts.tools): a block <|tool_call_start|>LIST<|tool_call_end|> (or LIST to the end of
  *   the text when the end token never comes) whose LIST parses (toolcall_parse) and names only
  *   declared functions becomes calls, else it stays as content, tags included. Whitespace around
- *   a parsed block is dropped, and so is an echo of LIST right after it. Calls beyond
- *   opts.max_calls are dropped. */
+ *   a parsed block is dropped, and so is an echo of LIST right after it, except that content on
+ *   both sides of parsed blocks stays apart by the whitespace before the first of them (or, when
+ *   there is none, the whitespace after it). Calls beyond opts.max_calls are dropped. */
 typedef struct toolcall_stream toolcall_stream;
 toolcall_stream *toolcall_stream_new(const toolcall_opts *o); /* NULL when out of memory */
 void toolcall_stream_free(toolcall_stream *s);                /* NULL is a no-op */

@@ -45,7 +45,8 @@ typedef struct sched_job {
     int max_tokens;     /* per choice; <= 0: until the context is full */
     sample_params samp; /* samp.bias points at bias below; seed + choice index per choice */
     sample_bias *bias;  /* malloc'd, samp.n_bias entries */
-    char *stop[4];      /* malloc'd stop strings, never shown in the output */
+    char *stop[5];      /* malloc'd stop strings, never shown in the output: the request's (up to 4)
+                         * and <|tool_call_end|> for chat jobs that end at their first call */
     int n_stop;
     bool want_logprobs;      /* emit sched_tokinfo with every text event */
     int32_t show_special[4]; /* control tokens whose text is part of the output (chat: <think>,

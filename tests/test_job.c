@@ -568,6 +568,16 @@ static void test_tool_jobs(void) {
         sched_job_free(j);
         api_request_free(&q);
     }
+    /* the request's four stop strings leave room for the end token's */
+    if (parse(&q, API_CHAT,
+              "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]," TOOLS
+              ",\"parallel_tool_calls\":false,\"stop\":[\"a\",\"b\",\"c\",\"d\"]}") == 0) {
+        CHECK_EQ_INT(job_build(&jc, &q, 1, &j, &e), 0);
+        CHECK(j && j->n_stop == 5 && !strcmp(j->stop[3], "d") &&
+              !strcmp(j->stop[4], "<|tool_call_end|>"));
+        sched_job_free(j);
+        api_request_free(&q);
+    }
     if (parse(&q, API_COMPLETION, "{\"prompt\":\"x\"}") == 0) {
         CHECK_EQ_INT(job_build(&jc, &q, 1, &j, &e), 0);
         CHECK_EQ_INT(j ? j->n_show_special : -1, 0);
@@ -859,6 +869,127 @@ static void test_answer_tools(void) {
                   __LINE__);
 }
 
+/* Two choices streamed (and whole) with events interleaved: each choice has its own reasoning,
+ * content, calls indexed from 0 with ids of their own, and finish_reason; logprobs cover every
+ * generated token of the choice, in order, whether its text went to content, reasoning_content
+ * or tool_calls, the same whole and streamed. */
+static void test_answer_tools_n2(void) {
+    const char *texts[2][3] = {
+        {"<think>p</think>", "A", "<|tool_call_start|>[f()]<|tool_call_end|>"},
+        {"B ", "<|tool_call_start|>[g(x=1)]", "<|tool_call_end|>"}};
+    const int32_t ids[2][3] = {{6, 7, 8}, {9, 10, 11}};
+    char *call_ids[2][2] = {{NULL, NULL}, {NULL, NULL}};
+    for (int stream = 0; stream < 2; stream++) {
+        api_request q;
+        char body[512];
+        snprintf(body, sizeof body,
+                 "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]," TOOLS
+                 ",\"n\":2,\"logprobs\":true,\"stream\":%s}",
+                 stream ? "true" : "false");
+        if (parse(&q, API_CHAT, body)) return;
+        job_answer a;
+        CHECK_EQ_INT(job_answer_init(&a, &q, TK, "chatcmpl-n2", 1, "m"), 0);
+        api_request_free(&q);
+        bigsink k = {0};
+        sched_event ev = ev_of(SCHED_EV_START, 0, NULL);
+        job_answer_event(&a, &ev, bigsink_emit, &k);
+        sched_tokinfo ti[2][3];
+        for (int step = 0; step < 3; step++)
+            for (int ci = 0; ci < 2; ci++) {
+                ti[ci][step] = (sched_tokinfo){.id = ids[ci][step], .logprob = -0.5f};
+                ev = ev_of(SCHED_EV_TEXT, ci, texts[ci][step]);
+                ev.toks = &ti[ci][step], ev.n_toks = 1;
+                job_answer_event(&a, &ev, bigsink_emit, &k);
+            }
+        for (int ci = 0; ci < 2; ci++) {
+            ev = ev_of(SCHED_EV_FINISH, ci, NULL);
+            ev.finish = SCHED_FINISH_STOP;
+            job_answer_event(&a, &ev, bigsink_emit, &k);
+        }
+        ev = ev_of(SCHED_EV_DONE, 0, NULL);
+        job_answer_event(&a, &ev, bigsink_emit, &k);
+        CHECK(!a.failed);
+        /* per choice: content, reasoning, "name args id" of each call, logprob ids, finish */
+        char content[2][64] = {"", ""}, reasoning[2][64] = {"", ""}, calls[2][256] = {"", ""};
+        char lps[2][64] = {"", ""}, finish[2][16] = {"", ""};
+        cJSON *roots[40];
+        int n_roots = 0;
+        if (!stream) {
+            char *js = job_answer_json(&a);
+            roots[n_roots++] = cJSON_Parse(js);
+            free(js);
+        } else {
+            for (int i = 0; i < k.n && n_roots < 40; i++)
+                if (strcmp(k.piece[i], "[DONE]")) roots[n_roots++] = cJSON_Parse(k.piece[i]);
+        }
+        for (int r = 0; r < n_roots; r++) {
+            CHECK(roots[r] != NULL);
+            const cJSON *chs = cJSON_GetObjectItem(roots[r], "choices");
+            for (const cJSON *c = chs ? chs->child : NULL; c; c = c->next) {
+                int ci = cJSON_GetObjectItem(c, "index")->valueint;
+                CHECK(ci == 0 || ci == 1);
+                if (ci != 0 && ci != 1) continue;
+                const cJSON *m = cJSON_GetObjectItem(c, stream ? "delta" : "message");
+                const cJSON *x = cJSON_GetObjectItem(m, "content");
+                if (cJSON_IsString(x)) strcat(content[ci], x->valuestring);
+                x = cJSON_GetObjectItem(m, "reasoning_content");
+                if (cJSON_IsString(x)) strcat(reasoning[ci], x->valuestring);
+                const cJSON *tcs = cJSON_GetObjectItem(m, "tool_calls");
+                for (const cJSON *t = tcs ? tcs->child : NULL; t; t = t->next) {
+                    const cJSON *fn = cJSON_GetObjectItem(t, "function");
+                    const cJSON *id = cJSON_GetObjectItem(t, "id");
+                    const cJSON *idx = cJSON_GetObjectItem(t, "index");
+                    CHECK(stream ? cJSON_IsNumber(idx) : idx == NULL);
+                    if (stream) CHECK_EQ_INT(idx->valueint, 0);
+                    if (cJSON_IsString(id)) {
+                        CHECK(call_ids[ci][stream] == NULL); /* one call per choice */
+                        call_ids[ci][stream] = strdup(id->valuestring);
+                        strcat(calls[ci], cJSON_GetObjectItem(fn, "name")->valuestring);
+                        strcat(calls[ci], " ");
+                    }
+                    strcat(calls[ci], cJSON_GetObjectItem(fn, "arguments")->valuestring);
+                }
+                const cJSON *lp =
+                    cJSON_GetObjectItem(cJSON_GetObjectItem(c, "logprobs"), "content");
+                for (const cJSON *t = lp ? lp->child : NULL; t; t = t->next) {
+                    const char *tk = cJSON_GetObjectItem(t, "token")->valuestring;
+                    for (int s = 0; s < 3; s++) {
+                        size_t pl = 0;
+                        const char *piece = tok_piece(TK, ids[ci][s], &pl);
+                        if (strlen(tk) == pl && !strncmp(tk, piece, pl)) {
+                            char d[4] = {(char)('0' + s), 0};
+                            strcat(lps[ci], d);
+                        }
+                    }
+                }
+                const cJSON *fr = cJSON_GetObjectItem(c, "finish_reason");
+                if (cJSON_IsString(fr))
+                    snprintf(finish[ci], sizeof finish[ci], "%s", fr->valuestring);
+            }
+            cJSON_Delete(roots[r]);
+        }
+        CHECK_STR(content[0], "A");
+        CHECK_STR(reasoning[0], "p");
+        CHECK_STR(calls[0], "f {}");
+        CHECK_STR(content[1], "B");
+        CHECK_STR(reasoning[1], "");
+        CHECK_STR(calls[1], "g {\"x\":1}");
+        for (int ci = 0; ci < 2; ci++) {
+            CHECK_STR(lps[ci], "012");
+            CHECK_STR(finish[ci], "tool_calls");
+        }
+        CHECK(call_ids[0][stream] && call_ids[1][stream] &&
+              strcmp(call_ids[0][stream], call_ids[1][stream]));
+        bigsink_free(&k);
+        job_answer_free(&a);
+    }
+    for (int ci = 0; ci < 2; ci++) {
+        CHECK(call_ids[ci][0] && call_ids[ci][1] && !strcmp(call_ids[ci][0], call_ids[ci][1]));
+        free(call_ids[ci][0]);
+        free(call_ids[ci][1]);
+    }
+}
+
 int main(void) {
     gguf *g = NULL;
     tok *t = NULL;
@@ -881,6 +1012,7 @@ int main(void) {
     test_keep_past_thinking();
     test_tool_jobs();
     test_answer_tools();
+    test_answer_tools_n2();
     tok_free(t);
     gguf_close(g);
     return check_done("test_job");

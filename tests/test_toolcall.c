@@ -81,6 +81,12 @@ static const parse_case parse_cases[] = {
     {"[1 + 2]", NULL},
     {"[{\"arguments\": {}}]", NULL},
     {"[{\"name\": \"a\", \"arguments\": [1]}]", NULL},
+    /* arguments as a string that is not JSON text of an object */
+    {"[{\"name\": \"a\", \"arguments\": \"not json\"}]", NULL},
+    {"[{\"name\": \"a\", \"arguments\": \"[1]\"}]", NULL},
+    /* a dict key whose string is refused is not read again from inside the string */
+    {"[f(d={'\\x001: 2})]", NULL},
+    {"[f(d={\"\\x 1: 2})]", NULL},
     {"[.f(x=1)]", NULL},
     {"I will call f(x=1) now", NULL},
 };
@@ -109,6 +115,7 @@ static void test_parse(void) {
             if (n != -1) fprintf(stderr, "case %zu should be malformed: %s\n", i, pc->in);
             CHECK_EQ_INT(n, -1);
             CHECK(c == NULL);
+            if (n > 0) toolcall_free_all(c, n);
             continue;
         }
         if (n < 1) {
@@ -176,6 +183,19 @@ static const split_case split_cases[] = {
     {"<|tool_call_start|>[f(x=1)]<|tool_call_end|>\n[f(x=1)]\nDone.", T, "Done.", "",
      "f {\"x\":1}"},
     {"<|tool_call_start|>[f(x=1)]<|tool_call_end|>[f(x=2)]", T, "[f(x=2)]", "", "f {\"x\":1}"},
+    /* content on both sides of a block: the whitespace before it (else after it) joins them */
+    {"I'll check.\n<|tool_call_start|>[f(x=1)]<|tool_call_end|>\nDone.", T, "I'll check.\nDone.",
+     "", "f {\"x\":1}"},
+    {"I'll check.<|tool_call_start|>[f(x=1)]<|tool_call_end|>  Done.", T, "I'll check.  Done.", "",
+     "f {\"x\":1}"},
+    {"A <|tool_call_start|>[a()]<|tool_call_end|>\n<|tool_call_start|>[b()]<|tool_call_end|>\nC", T,
+     "A C", "", "a {}|b {}"},
+    {"A <|tool_call_start|>[f(x=1)]<|tool_call_end|> [f(x=1)] Done.", T, "A Done.", "",
+     "f {\"x\":1}"},
+    {"A<|tool_call_start|>[a()]<|tool_call_end|>C", T, "AC", "", "a {}"},
+    {"A <|tool_call_start|>[a()]<|tool_call_end|> <|tool_call_start|>[f(x=]<|tool_call_end|>", T,
+     "A <|tool_call_start|>[f(x=]<|tool_call_end|>", "", "a {}"},
+    {"<think>r</think> <|tool_call_start|>[a()]<|tool_call_end|> C", R | T, "C", "r", "a {}"},
     /* malformed: content, tags included, whitespace kept */
     {"Sure.\n<|tool_call_start|>[f(x=]<|tool_call_end|> ok", T,
      "Sure.\n<|tool_call_start|>[f(x=]<|tool_call_end|> ok", "", ""},
