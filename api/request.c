@@ -653,6 +653,7 @@ static int parse_fields(api_request *r, const cJSON *root, enum api_kind kind,
                              "n * max_tokens is %ld; the limit is %ld", (long)r->n * r->max_tokens,
                              lim->max_total_tokens);
     if ((rc = read_bool(root, "stream", &r->stream, e)) < 0) return rc;
+    if ((rc = read_bool(root, "cache_prompt", &r->cache_prompt, e)) < 0) return rc;
     const cJSON *so = field(root, "stream_options");
     if (so) {
         if (!cJSON_IsObject(so))
@@ -694,6 +695,7 @@ static void request_defaults(api_request *r, enum api_kind kind) {
     r->min_p = 0.05f;
     r->repetition_penalty = 1.0f;
     r->n = 1;
+    r->cache_prompt = true;
 }
 
 int api_request_parse(api_request *req, enum api_kind kind, const char *body, size_t len,

@@ -87,6 +87,8 @@ typedef struct api_request {
     bool include_usage;      /* stream_options.include_usage */
     char *user;              /* "" when absent */
     bool keep_past_thinking; /* chat_template_kwargs.keep_past_thinking (for chat_opts) */
+    bool cache_prompt;       /* llama-server's cache_prompt: reuse/keep state in the prompt
+                                cache; default true */
 } api_request;
 
 /* Parses and validates body (len bytes, need not be NUL-terminated) as a request of the given

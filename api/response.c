@@ -75,11 +75,13 @@ static bool add_meta(cJSON *root, const api_resp_meta *m, const char *object) {
 }
 
 static bool add_usage(cJSON *root, const api_usage *u) {
-    cJSON *us = cJSON_AddObjectToObject(root, "usage");
+    cJSON *us = cJSON_AddObjectToObject(root, "usage"), *ptd;
     return us && cJSON_AddNumberToObject(us, "prompt_tokens", u->prompt_tokens) &&
            cJSON_AddNumberToObject(us, "completion_tokens", u->completion_tokens) &&
            cJSON_AddNumberToObject(us, "total_tokens",
-                                   (double)u->prompt_tokens + u->completion_tokens);
+                                   (double)u->prompt_tokens + u->completion_tokens) &&
+           (ptd = cJSON_AddObjectToObject(us, "prompt_tokens_details")) &&
+           cJSON_AddNumberToObject(ptd, "cached_tokens", u->cached_tokens);
 }
 
 static bool add_finish(cJSON *obj, const char *fr) {

@@ -19,6 +19,7 @@ typedef struct api_resp_meta {
 typedef struct api_usage {
     int prompt_tokens;
     int completion_tokens; /* total_tokens is their sum */
+    int cached_tokens;     /* prompt_tokens_details.cached_tokens: restored, not prefilled */
 } api_usage;
 
 typedef struct api_top_logprob {

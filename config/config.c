@@ -57,6 +57,13 @@ static const setting settings[] = {
      "seconds between SSE keep-alive comments on silent streams"},
     {"cors", NULL, STR(cors), 0, 0, "",
      "allowed CORS origins, comma-separated ('*': any; empty: no CORS headers)"},
+    {"cache_ram", NULL, INT(cache_ram), -1, 1 << 24, "-1",
+     "prompt cache budget in MiB (0: off; -1: an eighth of the machine's RAM, at most 8192)"},
+    {"cache_dir", NULL, STR(cache_dir), 0, 0, "",
+     "folder where a draining server writes its prompt cache and a starting one reads it "
+     "(empty: none)"},
+    {"cache_snap_every", NULL, INT(cache_snap_every), 16, 1 << 20, "256",
+     "prompt cache: conv snapshot every this many tokens of a long prompt or answer"},
     {"log_level", NULL, K_LOG, offsetof(config, log_level), sizeof(int), 0, 0, "info",
      "error, warn, info or debug"},
 };

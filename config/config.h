@@ -29,6 +29,9 @@ typedef struct config {
     int idle_timeout;    /* --idle-timeout: seconds before an idle connection closes, default 60 */
     int keepalive;   /* --keepalive: seconds between SSE comments on silent streams, default 10 */
     char cors[1024]; /* --cors: allowed Origins, comma-separated, "*" = any, "" = no CORS */
+    int cache_ram;   /* --cache-ram: prompt cache MiB, 0 = off, -1 (default) = RAM/8, <= 8192 */
+    int cache_snap_every; /* --cache-snap-every: snapshot interval in tokens, default 256 */
+    char cache_dir[4096]; /* --cache-dir: prompt cache kept across restarts there, "" = none */
     enum config_log_level log_level; /* --log-level: error|warn|info|debug, default info */
     char config_file[4096];          /* --config / LFM2_CONFIG: the file read ("" = none) */
 } config;

@@ -514,6 +514,78 @@ int eng_seq_fork(const eng_seq *src, int pos, int n_ctx, eng_seq **out, char *er
     return 0;
 }
 
+/* ---- saved state: KV rows and conv snapshots ---- */
+
+size_t eng_snap_floats(const eng *e) {
+    const int L = e->m->hp.l_cache;
+    return (size_t)e->n_conv * (size_t)(L > 1 ? L - 1 : 0) * (size_t)e->m->hp.n_embd;
+}
+
+size_t eng_kv_halves(const eng *e) { return (size_t)e->kv_per_pos; }
+
+void eng_seq_snap(const eng_seq *s, float *dst) {
+    const eng *e = s->e;
+    const int E = e->m->hp.n_embd, L = e->m->hp.l_cache, R = e->ring;
+    for (int c = 0; c < e->n_conv; c++)
+        for (int k = 0; k < L - 1; k++) {
+            const int q = s->pos - (L - 1) + k;
+            float *d = dst + ((size_t)c * (L - 1) + k) * E;
+            if (q < 0)
+                memset(d, 0, (size_t)E * sizeof *d);
+            else
+                memcpy(d, s->ring + ((size_t)c * R + q % R) * E, (size_t)E * sizeof *d);
+        }
+}
+
+/* Copies rows [0, n) of every attention layer's K and V heads between a sequence (n_ctx rows
+ * per head) and a block of rows rows per head; to_seq picks the direction. */
+static void kv_copy(const eng *e, eng_seq *s, uint16_t *blk, int rows, int n, bool to_seq) {
+    const lfm2_hparams *hp = &e->m->hp;
+    const size_t hd = (size_t)hp->head_dim;
+    uint16_t *b = blk;
+    for (int l = 0; l < hp->n_layer; l++) {
+        const int nkv = hp->n_head_kv[l];
+        if (!nkv) continue;
+        uint16_t *k = s->kv + (size_t)s->n_ctx * e->kv_cum[l];
+        for (int h = 0; h < 2 * nkv; h++, b += (size_t)rows * hd) {
+            uint16_t *sh = k + (size_t)h * s->n_ctx * hd;
+            if (to_seq)
+                memcpy(sh, b, (size_t)n * hd * sizeof *b);
+            else
+                memcpy(b, sh, (size_t)n * hd * sizeof *b);
+        }
+    }
+}
+
+int eng_seq_kv_read(const eng_seq *s, int n, uint16_t *dst, char *err, size_t errlen) {
+    if (n < 0 || n > s->pos)
+        return util_fail(err, errlen, ENG_EINVAL, "kv_read: %d rows outside [0, %d]", n, s->pos);
+    kv_copy(s->e, (eng_seq *)s, dst, n, n, false);
+    return 0;
+}
+
+int eng_seq_restore(eng_seq *s, int n, const uint16_t *kv, int kv_rows, const float *snap,
+                    char *err, size_t errlen) {
+    const eng *e = s->e;
+    const int E = e->m->hp.n_embd, L = e->m->hp.l_cache, R = e->ring;
+    if (n < 0 || kv_rows < n)
+        return util_fail(err, errlen, ENG_EINVAL, "restore: position %d outside [0, %d]", n, kv_rows);
+    if (n > s->n_ctx)
+        return util_fail(err, errlen, ENG_ECTX, "restore: position %d exceeds the sequence's n_ctx %d",
+                         n, s->n_ctx);
+    kv_copy(e, s, (uint16_t *)kv, kv_rows, n, true);
+    for (int c = 0; c < e->n_conv; c++)
+        for (int k = 0; k < L - 1; k++) {
+            const int q = n - (L - 1) + k;
+            if (q >= 0)
+                memcpy(s->ring + ((size_t)c * R + q % R) * E, snap + ((size_t)c * (L - 1) + k) * E,
+                       (size_t)E * sizeof(float));
+        }
+    s->pos = n;
+    s->ring_lo = n > L - 1 ? n - (L - 1) : 0;
+    return 0;
+}
+
 /* ---- matrix products, norms, RoPE and residual adds of the forward pass ---- */
 
 /* One thread's share of the f32 path: rows [lo, hi) of W, dequantized panel by panel into that
@@ -844,12 +916,40 @@ typedef struct conv_job {
     eng *e;
     int l;
     const eng_batch *b;
+    const eng_snap_req *snaps; /* NULL or one per item */
 } conv_job;
+
+/* The snapshots item it asked for, channels [c0, c1) of conv layer l, taken before conv_item
+ * moves the ring on: a column of the item's own tokens is B*X of its row (the product conv_item
+ * computes), an earlier one comes from the ring, one before position 0 is zero. */
+static void snap_item(eng *e, int l, const eng_batch_item *it, const eng_snap_req *sr, int r0,
+                      int c0, int c1) {
+    const int E = e->m->hp.n_embd, L = e->m->hp.l_cache, R = e->ring;
+    const eng_seq *s = it->seq;
+    const size_t per = eng_snap_floats(e);
+    const float *ring = s->ring + (size_t)e->conv_idx[l] * R * E;
+    for (int k = 0; k < sr->n; k++)
+        for (int t = 0; t < L - 1; t++) {
+            const int q = sr->at[k] - (L - 1) + t;
+            float *d = sr->dst + k * per + ((size_t)e->conv_idx[l] * (L - 1) + t) * E;
+            if (q < 0) {
+                memset(d + c0, 0, (size_t)(c1 - c0) * sizeof *d);
+            } else if (q >= s->pos) {
+                const float *u = e->a + (size_t)(r0 + q - s->pos) * 3 * E, *v = u + 2 * E;
+                for (int c = c0; c < c1; c++) d[c] = u[c] * v[c];
+            } else {
+                memcpy(d + c0, ring + (size_t)(q % R) * E + c0, (size_t)(c1 - c0) * sizeof *d);
+            }
+        }
+}
 
 static void conv_task(void *ctx, int c0, int c1) {
     const conv_job *j = ctx;
-    for (int i = 0, r0 = 0; i < j->b->n_items; r0 += j->b->items[i].n_tokens, i++)
+    for (int i = 0, r0 = 0; i < j->b->n_items; r0 += j->b->items[i].n_tokens, i++) {
+        if (j->snaps && j->snaps[i].n > 0)
+            snap_item(j->e, j->l, &j->b->items[i], &j->snaps[i], r0, c0, c1);
         conv_item(j->e, j->l, j->b->items[i].seq, r0, j->b->items[i].n_tokens, c0, c1);
+    }
 }
 
 static void conv_split_task(void *ctx, int g0, int g1) { /* in groups of 16 channels */
@@ -927,6 +1027,10 @@ static void attn_layer(eng *e, int l, const eng_batch *b, int T) {
 /* ---- the batch step ---- */
 
 int eng_step(eng *e, eng_batch *b, char *err, size_t errlen) {
+    return eng_step_snap(e, b, NULL, err, errlen);
+}
+
+int eng_step_snap(eng *e, eng_batch *b, const eng_snap_req *snaps, char *err, size_t errlen) {
     const lfm2_hparams *hp = &e->m->hp;
     const int E = hp->n_embd, hd = hp->head_dim;
     if (!b || b->n_items < 1 || !b->items)
@@ -965,6 +1069,16 @@ int eng_step(eng *e, eng_batch *b, char *err, size_t errlen) {
                       it->seq->pos, it->n_tokens, it->seq->n_ctx);
             goto unmark;
         }
+        const eng_snap_req *sr = snaps ? &snaps[i] : NULL;
+        for (int k = 0; sr && k < sr->n; k++)
+            if (!sr->dst || !sr->at || sr->at[k] <= it->seq->pos ||
+                sr->at[k] > it->seq->pos + it->n_tokens || (k && sr->at[k] <= sr->at[k - 1])) {
+                rc = util_fail(err, errlen, ENG_EINVAL,
+                               "batch item %d: snapshot %d at %d outside (%d, %d] or not ascending",
+                               i, k, sr->at ? sr->at[k] : -1, it->seq->pos,
+                               it->seq->pos + it->n_tokens);
+                goto unmark;
+            }
         for (int j = 0; j < it->n_tokens; j++)
             if (it->tokens[j] < 0 || it->tokens[j] >= e->n_vocab) {
                 rc = util_fail(err, errlen, ENG_EINVAL, "batch item %d: token %d = %d outside [0, %d)",
@@ -985,7 +1099,7 @@ int eng_step(eng *e, eng_batch *b, char *err, size_t errlen) {
         norm_rows(e, &nj, T);
         if (hp->n_head_kv[l] == 0) {
             matmul(e, &ly->in_proj, e->xn, T, e->a);
-            conv_job cj = {e, l, b};
+            conv_job cj = {e, l, b, snaps};
             if (T > 1) /* channel parts of 16 */
                 rows_run(e, conv_split_task, &cj, (E + 15) / 16);
             else

@@ -67,6 +67,27 @@ int eng_seq_truncate(eng_seq *s, int pos, char *err, size_t errlen);
  * truncate. */
 int eng_seq_fork(const eng_seq *src, int pos, int n_ctx, eng_seq **out, char *err, size_t errlen);
 
+/* ---- saving and restoring a sequence's state (the server's prompt cache) ----
+ * A sequence's state at position n is the attention layers' K/V rows [0, n) plus, per conv
+ * layer, the L-1 input columns before n (a snapshot). Restoring both gives a sequence that
+ * continues bit for bit as the original did from n. */
+
+/* Floats of one conv-state snapshot: [n_conv][L-1][n_embd] (columns of positions n-L+1..n-1;
+ * columns of positions below 0 are zero). */
+size_t eng_snap_floats(const eng *e);
+/* f16 halves of K and V per position over all attention layers. */
+size_t eng_kv_halves(const eng *e);
+/* The conv state at the sequence's current position into dst (eng_snap_floats floats). */
+void eng_seq_snap(const eng_seq *s, float *dst);
+/* K/V rows [0, n) (n <= position) into dst, laid out [attention layer][K heads then V heads]
+ * [n][head_dim]: n * eng_kv_halves halves. ENG_EINVAL if n is out of range. */
+int eng_seq_kv_read(const eng_seq *s, int n, uint16_t *dst, char *err, size_t errlen);
+/* Sets s to position n: K/V rows [0, n) from kv (eng_seq_kv_read's layout for a block of
+ * kv_rows >= n rows) and the conv state from snap (eng_snap_floats floats, the state at n).
+ * ENG_EINVAL when n or kv_rows is out of range, ENG_ECTX when n exceeds the sequence's n_ctx. */
+int eng_seq_restore(eng_seq *s, int n, const uint16_t *kv, int kv_rows, const float *snap,
+                    char *err, size_t errlen);
+
 /* Where logits are wanted for one batch item. */
 enum eng_logits { ENG_LOGITS_NONE = 0, ENG_LOGITS_LAST = 1, ENG_LOGITS_ALL = 2 };
 
@@ -88,5 +109,17 @@ typedef struct eng_batch {
  * first (token ids, context room, batch size, duplicates): on error nothing has changed.
  * Never allocates. Not thread-safe for one engine: one caller (the scheduler) drives it. */
 int eng_step(eng *e, eng_batch *b, char *err, size_t errlen);
+
+/* Conv-state snapshots one batch item wants from the step: the state at each of n positions in
+ * (pos, pos + n_tokens], ascending (position q = after q tokens), written to
+ * dst[k * eng_snap_floats(e)] exactly as eng_seq_snap would give it at that position. */
+typedef struct eng_snap_req {
+    const int *at;
+    int n;      /* 0: none */
+    float *dst; /* caller-owned: n * eng_snap_floats(e) floats */
+} eng_snap_req;
+/* eng_step, also taking the snapshots snaps[i] asks for item i (snaps may be NULL: none). They
+ * cost a copy of a few columns per conv layer inside the step, never a split of it. */
+int eng_step_snap(eng *e, eng_batch *b, const eng_snap_req *snaps, char *err, size_t errlen);
 
 #endif

@@ -669,6 +669,11 @@ uint32_t gguf_version(const gguf *g) {
 size_t gguf_alignment(const gguf *g) {
     return g->alignment;
 }
+const void *gguf_header_bytes(const gguf *g, size_t *len) {
+    *len = g->data_off;
+    return g->base;
+}
+
 size_t gguf_file_size(const gguf *g) {
     return g->size;
 }

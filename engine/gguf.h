@@ -54,6 +54,8 @@ void gguf_close(gguf *g); /* NULL is a no-op */
 uint32_t gguf_version(const gguf *g);
 size_t gguf_alignment(const gguf *g);
 size_t gguf_file_size(const gguf *g);
+/* The file's bytes before the data section: header, metadata and tensor table (*len bytes). */
+const void *gguf_header_bytes(const gguf *g, size_t *len);
 
 /* Metadata. Keys are NUL-terminated. Index-based access plus lookup by key (-1: absent). */
 int64_t gguf_n_kv(const gguf *g);

@@ -313,6 +313,9 @@ static enum MHD_Result start_stream(hreq *r) {
 
 static void on_event(hreq *r, sched_event *ev) {
     job_answer_event(&r->ans, ev, out_event, r);
+    if (ev->kind == SCHED_EV_DONE)
+        logf_(r->srv, "%s: prompt %d tokens (cached %d, new %d), generated %d", r->ans.id,
+              ev->n_prompt, ev->n_cached, ev->n_prompt - ev->n_cached, ev->n_completion);
     if (ev->kind == SCHED_EV_DONE && r->ans.stream && r->ans.started) r->out_end = true;
     /* An answer that failed here (out of memory building it, an event that could not be queued)
      * needs nothing more from its job: cancel it and end the answer now. A scheduler ERROR is
@@ -945,7 +948,10 @@ static void load_done(uv_work_t *w, int status) {
     sched_opts so = {.parallel = sv->o.parallel,
                      .n_ctx = sv->o.n_ctx,
                      .queue_max = sv->o.queue_max,
-                     .prefill_chunk = sv->o.prefill_chunk};
+                     .prefill_chunk = sv->o.prefill_chunk,
+                     .cache_bytes = sv->o.cache_bytes,
+                     .snap_every = sv->o.snap_every,
+                     .cache_dir = sv->o.cache_dir};
     if (sched_new(&sv->s, sv->e, &so, sv->m, sched_notify, &sv->wake, sv->err, sizeof sv->err) <
         0) {
         sv->rc = -1;
@@ -964,6 +970,12 @@ static void load_done(uv_work_t *w, int status) {
     metrics_set_ready(sv->m, 1);
     logf_(sv, "ready: model %s, %d sequences x %d tokens of context", sv->model_id, sv->o.parallel,
           sched_n_ctx(sv->s));
+    if (sv->o.cache_bytes)
+        logf_(sv, "prompt cache: up to %zu MiB of finished conversations (--cache-ram)",
+              sv->o.cache_bytes >> 20);
+    if (*sched_cache_note(sv->s)) logf_(sv, "%s", sched_cache_note(sv->s));
+    else
+        logf_(sv, "prompt cache: off (--cache-ram 0)");
     logf_(sv,
           "try: curl http://%s%s%s:%d/v1/chat/completions -H 'Content-Type: application/json'%s"
           " -d '{\"messages\":[{\"role\":\"user\",\"content\":\"Hello\"}],\"max_tokens\":32}'",
@@ -1089,6 +1101,11 @@ int http_serve(const http_opts *o, char *err, size_t errlen) {
     run_mhd(sv);
     uv_run(&sv->loop, UV_RUN_DEFAULT);
     if (sv->d) MHD_stop_daemon(sv->d);
+    if (sv->s && sv->o.cache_dir && *sv->o.cache_dir) { /* drained: keep the cache */
+        char msg[4800];
+        sched_cache_save(sv->s, msg, sizeof msg);
+        logf_(sv, "%s", msg);
+    }
     sched_free(sv->s);
     eng_free(sv->e);
     uv_loop_close(&sv->loop);

@@ -26,6 +26,10 @@ typedef struct http_opts {
     int max_n;           /* largest n; default 8 (and never more than parallel) */
     int batch;           /* most tokens per engine step; 0 = engine default (512) */
     const char *cors;    /* allowed Origins, comma-separated; "*" any; NULL/"" no CORS headers */
+    size_t cache_bytes;  /* prompt cache budget in bytes; 0 = off (default) */
+    int snap_every;      /* prompt cache: conv snapshot every this many tokens; 0 = 256 */
+    const char *cache_dir; /* NULL/"": none; else the prompt cache is read from there at load
+                              and written there after a drain */
     /* Log sink for the operator (startup, ready, load errors, shutdown); NULL = silent. */
     void (*log)(void *ud, const char *line);
     void *log_ud;

@@ -74,8 +74,11 @@ int job_tokenize(const tok *tk, const char *text, size_t len, bool add_bos, bool
 }
 
 /* The chat template rendered (BOS text first when the model adds one) and tokenized segment by
- * segment: special segments are single ids when the vocabulary has them. */
-static int chat_tokens(const job_ctx *c, const api_request *q, tokbuf *b, api_error *e) {
+ * segment: special segments are single ids when the vocabulary has them. bounds gets the
+ * position where each message ends (before every <|im_start|> but the first): the prompt cache
+ * snapshots the state there, so a later request that branches after any message resumes there. */
+static int chat_tokens(const job_ctx *c, const api_request *q, tokbuf *b, tokbuf *bounds,
+                       api_error *e) {
     const tok *tk = c->tk;
     chat_opts co = {0};
     co.format = c->chat_format;
@@ -92,6 +95,7 @@ static int chat_tokens(const job_ctx *c, const api_request *q, tokbuf *b, api_er
     }
     chat_prompt p;
     char err[256];
+    int n_start = 0;
     if (chat_render(&p, &co, q->messages, q->n_messages, err, sizeof err) < 0) {
         chat_prompt_free(&p);
         api_error_set(e, 500, NULL, NULL, "%s", err);
@@ -99,6 +103,9 @@ static int chat_tokens(const job_ctx *c, const api_request *q, tokbuf *b, api_er
     }
     for (int i = 0; i < p.n_segs; i++) {
         const chat_seg *sg = &p.segs[i];
+        if (sg->special && sg->len == 12 && !memcmp(sg->text, "<|im_start|>", 12) &&
+            n_start++ > 0 && (!bounds->n || bounds->ids[bounds->n - 1] < b->n))
+            tb_push(bounds, b->n);
         int id = sg->special ? tok_find(tk, sg->text, sg->len) : -1;
         if (id >= 0)
             tb_push(b, id);
@@ -111,10 +118,11 @@ static int chat_tokens(const job_ctx *c, const api_request *q, tokbuf *b, api_er
 
 /* The prompt's token ids: the chat template, a text prompt (special tokens parsed, BOS added as
  * the model says), or the given ids. */
-static int prompt_tokens(const job_ctx *c, const api_request *q, tokbuf *b, api_error *e) {
+static int prompt_tokens(const job_ctx *c, const api_request *q, tokbuf *b, tokbuf *bounds,
+                         api_error *e) {
     const tok *tk = c->tk;
     if (q->kind == API_CHAT) {
-        int rc = chat_tokens(c, q, b, e);
+        int rc = chat_tokens(c, q, b, bounds, e);
         if (rc < 0) return rc;
     } else if (q->prompt_tokens) {
         for (int i = 0; i < q->n_prompt_tokens; i++)
@@ -123,7 +131,7 @@ static int prompt_tokens(const job_ctx *c, const api_request *q, tokbuf *b, api_
         if (tok_add_bos(tk) && tok_bos(tk) >= 0) tb_push(b, tok_bos(tk));
         tb_text(b, tk, q->prompt ? q->prompt : "", q->prompt_len, true);
     }
-    if (b->oom) {
+    if (b->oom || bounds->oom) {
         api_error_set(e, 500, NULL, NULL, "out of memory while tokenizing the prompt");
         return JOB_ENOMEM;
     }
@@ -143,21 +151,26 @@ int job_build(const job_ctx *c, const api_request *q, uint64_t seed, sched_job *
               api_error *e) {
     *out = NULL;
     memset(e, 0, sizeof *e);
-    tokbuf b = {0};
-    int rc = prompt_tokens(c, q, &b, e);
+    tokbuf b = {0}, bounds = {0};
+    int rc = prompt_tokens(c, q, &b, &bounds, e);
     if (rc < 0) {
         free(b.ids);
+        free(bounds.ids);
         return rc;
     }
     sched_job *j = job_alloc(c, sizeof *j);
     if (!j) {
         free(b.ids);
+        free(bounds.ids);
         api_error_set(e, 500, NULL, NULL, "out of memory");
         return JOB_ENOMEM;
     }
     memset(j, 0, sizeof *j);
     j->prompt = b.ids;
     j->n_prompt = b.n;
+    j->bounds = bounds.ids;
+    j->n_bounds = bounds.n;
+    j->no_cache = !q->cache_prompt;
     j->n_choices = q->n;
     j->max_tokens = q->max_tokens > 0 ? q->max_tokens : 0;
     sample_params_default(&j->samp);
@@ -417,6 +430,7 @@ void job_answer_event(job_answer *a, const sched_event *ev, job_emit_fn emit, vo
         a->done = true;
         a->usage.prompt_tokens = ev->n_prompt;
         a->usage.completion_tokens = ev->n_completion;
+        a->usage.cached_tokens = ev->n_cached;
         if (a->stream && a->started && !a->failed) {
             if (a->include_usage)
                 emit_json(a, emit, ud, api_usage_chunk_json(&a->meta, a->kind, &a->usage));

@@ -29,6 +29,8 @@ struct metrics {
     uint64_t kv_bytes;
     int ready;
     metrics_hist ttft, token;
+    metrics_cache cache;
+    int has_cache; /* the prompt cache's lines are rendered once it reported */
 };
 
 int metrics_new(metrics **out) {
@@ -73,6 +75,13 @@ METRICS_SETTER(metrics_set_queue_depth, queue_depth, int)
 METRICS_SETTER(metrics_set_active, active, int)
 METRICS_SETTER(metrics_set_kv_bytes, kv_bytes, uint64_t)
 METRICS_SETTER(metrics_set_ready, ready, int)
+
+void metrics_set_cache(metrics *m, const metrics_cache *c) {
+    pthread_mutex_lock(&m->mu);
+    m->cache = *c;
+    m->has_cache = 1;
+    pthread_mutex_unlock(&m->mu);
+}
 
 static void hist_observe(metrics_hist *h, double s) {
     int b = 0;
@@ -177,6 +186,37 @@ char *metrics_render(metrics *m, size_t *len) {
               "# TYPE lfm2_model_ready gauge\nlfm2_model_ready %d\n",
               (unsigned long long)m->prompt_tokens, (unsigned long long)m->generated_tokens,
               m->queue_depth, m->active, (unsigned long long)m->kv_bytes, m->ready);
+    if (m->has_cache) {
+        const metrics_cache *c = &m->cache;
+        mb_printf(&b,
+                  "# HELP lfm2_prompt_cache_hits_total Requests that resumed from the prompt cache.\n"
+                  "# TYPE lfm2_prompt_cache_hits_total counter\nlfm2_prompt_cache_hits_total %llu\n"
+                  "# HELP lfm2_prompt_cache_misses_total Requests that reused nothing, by reason.\n"
+                  "# TYPE lfm2_prompt_cache_misses_total counter\n"
+                  "lfm2_prompt_cache_misses_total{reason=\"no_entry\"} %llu\n"
+                  "lfm2_prompt_cache_misses_total{reason=\"evicted\"} %llu\n"
+                  "lfm2_prompt_cache_misses_total{reason=\"disabled\"} %llu\n"
+                  "# HELP lfm2_prompt_cache_template_rewrites_total Requests whose reuse stopped "
+                  "at an assistant turn the chat template rewrote (earlier <think> dropped).\n"
+                  "# TYPE lfm2_prompt_cache_template_rewrites_total counter\n"
+                  "lfm2_prompt_cache_template_rewrites_total %llu\n"
+                  "# HELP lfm2_prompt_cache_tokens_reused_total Prompt tokens restored instead of "
+                  "prefilled.\n"
+                  "# TYPE lfm2_prompt_cache_tokens_reused_total counter\n"
+                  "lfm2_prompt_cache_tokens_reused_total %llu\n"
+                  "# HELP lfm2_prompt_cache_evictions_total Entries dropped to stay in budget.\n"
+                  "# TYPE lfm2_prompt_cache_evictions_total counter\n"
+                  "lfm2_prompt_cache_evictions_total %llu\n"
+                  "# HELP lfm2_prompt_cache_bytes Host memory held by the prompt cache.\n"
+                  "# TYPE lfm2_prompt_cache_bytes gauge\nlfm2_prompt_cache_bytes %llu\n"
+                  "# HELP lfm2_prompt_cache_entries Sequences held by the prompt cache.\n"
+                  "# TYPE lfm2_prompt_cache_entries gauge\nlfm2_prompt_cache_entries %llu\n",
+                  (unsigned long long)c->hits, (unsigned long long)c->miss_no_entry,
+                  (unsigned long long)c->miss_evicted, (unsigned long long)c->miss_disabled,
+                  (unsigned long long)c->rewrites, (unsigned long long)c->tokens_reused,
+                  (unsigned long long)c->evictions, (unsigned long long)c->bytes,
+                  (unsigned long long)c->entries);
+    }
     render_hist(&b, "lfm2_time_to_first_token_seconds",
                 "Time from a request joining the queue to its first generated token.", &m->ttft);
     render_hist(&b, "lfm2_token_latency_seconds", "Time between consecutive generated tokens.",

@@ -20,6 +20,17 @@ void metrics_set_ready(metrics *m, int ready);          /* 1 once the model is l
 void metrics_observe_ttft(metrics *m, double seconds);  /* submit -> first generated token */
 void metrics_observe_token(metrics *m, double seconds); /* gap between two tokens of a stream */
 
+/* The prompt cache's counters (server/pcache.h), set as a whole by the scheduler thread. */
+typedef struct metrics_cache {
+    uint64_t hits;                                  /* requests that reused a prefix */
+    uint64_t miss_no_entry, miss_evicted, miss_disabled; /* requests that reused nothing, why */
+    uint64_t rewrites;      /* reuse stopped at an assistant turn the template rewrote */
+    uint64_t tokens_reused; /* prompt tokens restored instead of prefilled */
+    uint64_t evictions;     /* entries dropped for room */
+    uint64_t bytes, entries; /* held now */
+} metrics_cache;
+void metrics_set_cache(metrics *m, const metrics_cache *c);
+
 /* Reads one gauge back (for tests and /health): "active", "queue"; -1 for an unknown name. */
 long metrics_gauge(metrics *m, const char *name);
 

@@ -10,6 +10,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 typedef struct sched_choice {
     eng_seq *seq;
@@ -23,6 +25,9 @@ typedef struct sched_choice {
     int n_ptok, cap_ptok;
     size_t fed, shown; /* bytes of text given to the stop matcher, and released by it */
     double t_last;     /* time of the last token (seconds, monotonic) */
+    int32_t *gen;      /* every sampled id, in order (the prompt cache's entry) */
+    int cap_gen;
+    pcache_snaps gs;   /* conv snapshots taken during generation */
 } sched_choice;
 
 typedef struct sjob {
@@ -30,7 +35,12 @@ typedef struct sjob {
     uint64_t id;
     sched_job *job;
     sched_choice *ch; /* job->n_choices */
-    int n_fed;        /* prompt tokens fed so far */
+    int n_fed;        /* prompt tokens fed so far (restored from the cache included) */
+    int n_cached;     /* prompt tokens restored from the prompt cache */
+    pcache_snaps ps;  /* conv snapshots of the prompt (carried from the cache and taken) */
+    uint64_t wait_for; /* a job prefilling a prefix of this one's prompt: wait for it, then
+                          resume from its state (0: not waiting) */
+    int wait_pos;      /* ... until its prefill has passed this position */
     bool prefilled, cancelled, failed;
     int n_live;  /* choices not yet finished */
     int ev_left; /* control-event slots it still holds in the event queue (under mu) */
@@ -74,12 +84,21 @@ struct sched {
     eng_batch_item *items; /* parallel */
     sjob **item_job;       /* parallel: owner of each item */
     int *item_choice;      /* parallel: choice index, -1 for a prefill chunk */
+    pcache *pc;            /* NULL: the prompt cache is off */
+    size_t snap_floats;    /* floats per conv snapshot */
+    eng_snap_req *snapreq; /* parallel: the snapshots each item takes */
+    pcache_stats pc_pub;   /* under mu: pc's counters for sched_cache_stats */
+    char cache_path[4200]; /* "": no cache file */
+    uint64_t model_key;    /* pcache_model_key, for the file */
+    char cache_note[4800]; /* what sched_new did with the file */
+    bool joined;           /* the thread has been joined (sched_cache_save) */
 };
 
 void sched_job_free(sched_job *j) {
     if (!j) return;
     free(j->prompt);
     free(j->bias);
+    free(j->bounds);
     for (int i = 0; i < j->n_stop; i++)
         free(j->stop[i]);
     free(j);
@@ -154,6 +173,7 @@ static void emit_done(sched *s, sjob *j) {
     ev.job = j->id;
     ev.kind = SCHED_EV_DONE;
     ev.n_prompt = j->job->n_prompt;
+    ev.n_cached = j->n_cached;
     for (int i = 0; i < j->job->n_choices; i++)
         ev.n_completion += j->ch ? j->ch[i].n_gen : 0;
     push_event(s, j, &ev);
@@ -258,6 +278,8 @@ static void choice_finish(sched *s, sjob *j, int ci, int finish, bool flush) {
     push_event(s, j, &ev);
     c->done = true;
     j->n_live--;
+    if (s->pc && !j->job->no_cache && !j->failed && c->seq)
+        pcache_insert(s->pc, j->job->prompt, j->job->n_prompt, c->gen, c->seq, &j->ps, &c->gs);
     choice_release(c);
 }
 
@@ -268,6 +290,8 @@ static void sjob_free(sched *s, sjob *j) {
             choice_release(&j->ch[i]);
             stop_free(&j->ch[i].sm);
             free(j->ch[i].ptok);
+            free(j->ch[i].gen);
+            pcache_snaps_free(&j->ch[i].gs);
         }
         free(j->ch);
     }
@@ -276,6 +300,7 @@ static void sjob_free(sched *s, sjob *j) {
         s->n_reserved -= j->ev_left;
         pthread_mutex_unlock(&s->mu);
     }
+    pcache_snaps_free(&j->ps);
     sched_job_free(j->job);
     free(j);
 }
@@ -292,6 +317,17 @@ static void choice_take(sched *s, sjob *j, int ci, const sample_result *r) {
             metrics_observe_token(s->m, t - c->t_last);
     }
     c->t_last = t;
+    if (s->pc && !jb->no_cache && c->n_gen == c->cap_gen) {
+        int cap = c->cap_gen ? c->cap_gen * 2 : 64;
+        int32_t *p = realloc(c->gen, (size_t)cap * sizeof *p);
+        if (!p) {
+            job_fail(s, j, "out of memory");
+            return;
+        }
+        c->gen = p;
+        c->cap_gen = cap;
+    }
+    if (c->gen) c->gen[c->n_gen] = r->id;
     c->n_gen++;
     sampler_accept(c->smp, r->id);
     if (jb->want_logprobs && r->id != s->eos) { /* EOS is not part of the text: no record */
@@ -363,6 +399,9 @@ static void reap(sched *s) {
     }
 }
 
+static bool share_wait(sched *s, sjob *j);
+static void resume(sched *s, sjob *j);
+
 /* Sets up an admitted job: its first sequence (the others are forked after prefill). */
 static void admit(sched *s, sjob *j) {
     char err[256];
@@ -376,7 +415,77 @@ static void admit(sched *s, sjob *j) {
         job_fail(s, j, err);
         return;
     }
+    if (s->pc && j->job->no_cache)
+        pcache_count_disabled(s->pc);
+    else if (s->pc && !share_wait(s, j))
+        resume(s, j);
     emit_simple(s, j, SCHED_EV_START, 0);
+}
+
+/* Starts job j from the prompt cache's deepest usable state for its prompt. At least one prompt
+ * token is left to prefill, so the first logits come from a step as they would without it. */
+static void resume(sched *s, sjob *j) {
+    int reason;
+    j->n_cached = pcache_resume(s->pc, j->job->prompt, j->job->n_prompt, j->job->n_prompt - 1,
+                                j->ch[0].seq, &j->ps, &reason);
+    j->n_fed = j->n_cached;
+}
+
+/* The deepest position at or below m where job a's prefill takes a snapshot (prefill_snaps). */
+static int planned_snap(const sched *s, const sched_job *a, int m) {
+    int d = m / s->o.snap_every * s->o.snap_every;
+    for (int i = 0; i < a->n_bounds && a->bounds[i] <= m; i++)
+        if (a->bounds[i] > d) d = a->bounds[i];
+    if (a->n_prompt - 1 <= m && a->n_prompt - 1 > d) d = a->n_prompt - 1;
+    if (a->n_prompt <= m) d = a->n_prompt;
+    return d;
+}
+
+#define SHARE_MIN 16 /* fewer tokens gained than this: not worth waiting for another job */
+
+/* Requests that arrive together and share a prefix (a system prompt) share its prefill: j waits
+ * for a running job that is prefilling that prefix until it has passed its deepest snapshot
+ * inside it (share_release then publishes that job's state to the cache and resumes j from it).
+ * False when no running job would give j SHARE_MIN tokens more than the cache has now. */
+static bool share_wait(sched *s, sjob *j) {
+    const sched_job *jb = j->job;
+    const int limit = jb->n_prompt - 1;
+    int best_d = pcache_peek(s->pc, jb->prompt, jb->n_prompt, limit) + SHARE_MIN;
+    const sjob *best = NULL;
+    for (const sjob *a = s->running; a; a = a->next) {
+        if (a == j || a->prefilled || a->failed || a->cancelled || a->job->no_cache || !a->ch ||
+            !a->ch[0].seq || a->wait_for)
+            continue;
+        const int top = a->job->n_prompt < limit ? a->job->n_prompt : limit;
+        int m = 0;
+        while (m < top && a->job->prompt[m] == jb->prompt[m])
+            m++;
+        int d = planned_snap(s, a->job, m);
+        if (d > best_d) best = a, best_d = d;
+    }
+    if (!best) return false;
+    j->wait_for = best->id;
+    j->wait_pos = best_d;
+    return true;
+}
+
+/* Waiting jobs whose job has passed the position they wait for (or is gone) resume: from the
+ * state that job publishes to the cache now, or from what the cache has. */
+static void share_release(sched *s) {
+    for (sjob *j = s->running; j; j = j->next) {
+        if (!j->wait_for || !j->ch || !j->ch[0].seq) continue;
+        sjob *a = s->running;
+        while (a && a->id != j->wait_for)
+            a = a->next;
+        bool alive = a && !a->failed && !a->cancelled && a->ch && a->ch[0].seq;
+        if (alive && !a->prefilled && a->n_fed < j->wait_pos && !j->failed && !j->cancelled)
+            continue;
+        if (alive)
+            pcache_insert(s->pc, a->job->prompt, a->job->n_prompt, a->ch[0].gen, a->ch[0].seq,
+                          &a->ps, &a->ch[0].gs);
+        j->wait_for = 0;
+        if (!j->failed && !j->cancelled) resume(s, j);
+    }
 }
 
 /* After the prompt's last chunk: fork the choices and create their samplers. */
@@ -432,11 +541,22 @@ static void publish_count(sched *s) {
                 bytes += eng_seq_bytes(j->ch[i].seq);
             }
     }
+    pcache_stats st = {0};
+    if (s->pc) pcache_stats_get(s->pc, &st);
     pthread_mutex_lock(&s->mu);
     s->n_running_pub = n;
     int n_queue = s->n_queue;
+    s->pc_pub = st;
     pthread_mutex_unlock(&s->mu);
     if (s->m) {
+        if (s->pc) {
+            metrics_cache mc = {st.lookups[PCACHE_HIT],      st.lookups[PCACHE_MISS_NO_ENTRY],
+                                st.lookups[PCACHE_MISS_EVICTED], st.lookups[PCACHE_MISS_DISABLED],
+                                st.rewrites,                 st.tokens_reused,
+                                st.evictions,                st.bytes,
+                                st.entries};
+            metrics_set_cache(s->m, &mc);
+        }
         metrics_set_queue_depth(s->m, n_queue);
         metrics_set_active(s->m, active);
         metrics_set_kv_bytes(s->m, bytes);
@@ -531,6 +651,32 @@ static void admit_jobs(sched *s) {
         admit(s, j);
 }
 
+/* The snapshots a prefill chunk of job j takes (positions in (n_fed, n_fed + chunk]): where a
+ * message of the prompt ends, at the prompt's end and every snap_every tokens, written after
+ * the ones j holds (take_results counts them in once the step has run). None without the cache,
+ * or without memory for them (reuse is then shallower, answers the same). */
+static eng_snap_req prefill_snaps(sched *s, sjob *j, int chunk) {
+    eng_snap_req r = {0};
+    const sched_job *jb = j->job;
+    if (!s->pc || jb->no_cache) return r;
+    const int lo = j->n_fed, hi = j->n_fed + chunk, every = s->o.snap_every;
+    int most = jb->n_bounds + 2 + chunk / every + 1;
+    if (pcache_snaps_reserve(&j->ps, s->snap_floats, most) < 0) return r;
+    int *at = j->ps.pos + j->ps.n, n = 0, b = 0;
+    for (int p = lo + 1; p <= hi; p++) { /* ascending, each position once */
+        while (b < jb->n_bounds && jb->bounds[b] < p)
+            b++;
+        /* n_prompt - 1: the same prompt again (a regenerated answer) reuses all but one token */
+        bool want = p >= jb->n_prompt - 1 || p % every == 0 ||
+                    (b < jb->n_bounds && jb->bounds[b] == p);
+        if (want && n < most) at[n++] = p;
+    }
+    r.at = at;
+    r.n = n;
+    r.dst = j->ps.data + (size_t)j->ps.n * s->snap_floats;
+    return r;
+}
+
 /* Building the batch: a token per running choice, then prompt chunks; returns the item count. */
 static int build_batch(sched *s) {
     int n_items = 0, budget = s->max_tok;
@@ -540,6 +686,7 @@ static int build_batch(sched *s) {
             sched_choice *c = &j->ch[i];
             if (c->done) continue;
             eng_batch_item *it = &s->items[n_items];
+            s->snapreq[n_items] = (eng_snap_req){0};
             it->seq = c->seq;
             it->tokens = &c->last;
             it->n_tokens = 1;
@@ -552,11 +699,12 @@ static int build_batch(sched *s) {
         }
     }
     for (sjob *j = s->running; j && budget > 0; j = j->next) {
-        if (j->prefilled) continue;
+        if (j->prefilled || j->wait_for) continue;
         int left = j->job->n_prompt - j->n_fed;
         int chunk = left < s->o.prefill_chunk ? left : s->o.prefill_chunk;
         if (chunk > budget) chunk = budget;
         eng_batch_item *it = &s->items[n_items];
+        s->snapreq[n_items] = prefill_snaps(s, j, chunk);
         it->seq = j->ch[0].seq;
         it->tokens = j->job->prompt + j->n_fed;
         it->n_tokens = chunk;
@@ -574,10 +722,19 @@ static int build_batch(sched *s) {
 static bool step(sched *s, int n_items) {
     char err[256];
     eng_batch b = {s->items, n_items};
-    if (eng_step(s->e, &b, err, sizeof err) == 0) return true;
+    if (eng_step_snap(s->e, &b, s->pc ? s->snapreq : NULL, err, sizeof err) == 0) return true;
     for (int k = 0; k < n_items; k++)
         job_fail(s, s->item_job[k], err);
     return false;
+}
+
+/* A generating choice's conv snapshot every snap_every positions (after its step). */
+static void gen_snap(sched *s, sjob *j, int ci) {
+    sched_choice *c = &j->ch[ci];
+    if (!s->pc || j->job->no_cache || eng_seq_pos(c->seq) % s->o.snap_every) return;
+    if (pcache_snaps_reserve(&c->gs, s->snap_floats, 1) < 0) return;
+    eng_seq_snap(c->seq, c->gs.data + (size_t)c->gs.n * s->snap_floats);
+    c->gs.pos[c->gs.n++] = eng_seq_pos(c->seq);
 }
 
 /* Taking results: each decode samples a token; a prompt's last chunk starts its choices. */
@@ -588,10 +745,12 @@ static void take_results(sched *s, int n_items) {
         const float *lg = s->items[k].logits;
         if (s->item_choice[k] >= 0) {
             sample_result r;
+            gen_snap(s, j, s->item_choice[k]);
             draw(j, s->item_choice[k], lg, &r);
             choice_take(s, j, s->item_choice[k], &r);
             continue;
         }
+        if (s->pc) j->ps.n += s->snapreq[k].n;
         j->n_fed += s->items[k].n_tokens;
         if (j->n_fed < j->job->n_prompt) continue;
         start_choices(s, j);
@@ -611,6 +770,7 @@ static void *sched_main(void *arg) {
         take_abort(s);
         admit_jobs(s);
         reap(s);
+        if (s->pc) share_release(s);
         int n_items = build_batch(s);
         publish_count(s);
         if (n_items > 0) {
@@ -643,6 +803,8 @@ static void release(sched *s) {
     free(s->items);
     free(s->item_job);
     free(s->item_choice);
+    free(s->snapreq);
+    pcache_free(s->pc);
     pthread_mutex_destroy(&s->mu);
     pthread_cond_destroy(&s->cv);
     free(s);
@@ -676,7 +838,35 @@ int sched_new(sched **out, eng *e, const sched_opts *o, metrics *m, sched_notify
     s->items = calloc((size_t)s->o.parallel, sizeof *s->items);
     s->item_job = calloc((size_t)s->o.parallel, sizeof *s->item_job);
     s->item_choice = calloc((size_t)s->o.parallel, sizeof *s->item_choice);
-    if (!s->logits || !s->items || !s->item_job || !s->item_choice) {
+    s->snapreq = calloc((size_t)s->o.parallel, sizeof *s->snapreq);
+    if (s->o.snap_every <= 0) s->o.snap_every = 256;
+    s->snap_floats = eng_snap_floats(e);
+    if (s->o.cache_bytes &&
+        pcache_new(&s->pc, e, s->o.cache_bytes, tok_find(s->tk, "<think>", 7)) < 0) {
+        snprintf(err, errlen, "sched: out of memory for the prompt cache");
+        goto fail;
+    }
+    if (s->pc && s->o.cache_dir && *s->o.cache_dir) {
+        char lerr[512];
+        snprintf(s->cache_path, sizeof s->cache_path, "%.4096s/lfm2-prompt-cache.bin",
+                 s->o.cache_dir);
+        s->model_key = pcache_model_key(e);
+        int n = access(s->cache_path, F_OK) != 0
+                    ? -2
+                    : pcache_load(s->pc, s->cache_path, s->model_key, lerr, sizeof lerr);
+        pcache_stats st;
+        pcache_stats_get(s->pc, &st);
+        s->pc_pub = st;
+        if (n == -2)
+            snprintf(s->cache_note, sizeof s->cache_note, "prompt cache: no %s yet", s->cache_path);
+        else if (n < 0)
+            snprintf(s->cache_note, sizeof s->cache_note, "prompt cache: skipped: %s", lerr);
+        else
+            snprintf(s->cache_note, sizeof s->cache_note,
+                     "prompt cache: read %d entries (%llu MiB) from %s", n,
+                     (unsigned long long)(st.bytes >> 20), s->cache_path);
+    }
+    if (!s->logits || !s->items || !s->item_job || !s->item_choice || !s->snapreq) {
         snprintf(err, errlen, "sched: out of memory for %d sequences", s->o.parallel);
         goto fail;
     }
@@ -692,14 +882,39 @@ fail:
     return SCHED_ENOMEM;
 }
 
-void sched_free(sched *s) {
-    if (!s) return;
+static void stop_thread(sched *s) {
+    if (s->joined) return;
     pthread_mutex_lock(&s->mu);
     s->quit = true;
     pthread_cond_signal(&s->cv);
     pthread_mutex_unlock(&s->mu);
     pthread_join(s->thread, NULL);
+    s->joined = true;
+}
+
+void sched_free(sched *s) {
+    if (!s) return;
+    stop_thread(s);
     release(s);
+}
+
+const char *sched_cache_note(const sched *s) { return s->cache_note; }
+
+int sched_cache_save(sched *s, char *msg, size_t msglen) {
+    stop_thread(s);
+    snprintf(msg, msglen, "prompt cache: no --cache-dir, nothing written");
+    if (!s->pc || !s->cache_path[0]) return 0;
+    char err[512];
+    mkdir(s->o.cache_dir, 0700); /* one level; an existing folder is fine */
+    if (pcache_save(s->pc, s->cache_path, s->model_key, err, sizeof err) < 0) {
+        snprintf(msg, msglen, "prompt cache: not written: %s", err);
+        return -1;
+    }
+    pcache_stats st;
+    pcache_stats_get(s->pc, &st);
+    snprintf(msg, msglen, "prompt cache: wrote %llu entries (%llu MiB) to %s",
+             (unsigned long long)st.entries, (unsigned long long)(st.bytes >> 20), s->cache_path);
+    return 0;
 }
 
 int sched_submit(sched *s, sched_job *job, uint64_t *id, char *err, size_t errlen) {
@@ -805,6 +1020,12 @@ int sched_n_jobs(sched *s) {
     int n = s->n_queue + s->n_running_pub;
     pthread_mutex_unlock(&s->mu);
     return n;
+}
+
+void sched_cache_stats(sched *s, pcache_stats *st) {
+    pthread_mutex_lock(&s->mu);
+    *st = s->pc_pub;
+    pthread_mutex_unlock(&s->mu);
 }
 
 int sched_n_ctx(const sched *s) {

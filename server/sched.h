@@ -7,6 +7,7 @@
 #include "engine/eng.h"
 #include "engine/sample.h"
 #include "server/metrics.h"
+#include "server/pcache.h"
 
 /* Error codes (negative), with a message in the caller's err buffer. */
 enum {
@@ -27,6 +28,12 @@ typedef struct sched_opts {
      * submitting thread and the scheduler thread, so it must be thread-safe. Tests pass one that
      * fails, to show that running out of memory loses no START, FINISH, ERROR or DONE event. */
     void *(*realloc_fn)(void *p, size_t n);
+    /* The prompt cache (server/pcache.h): bytes of finished sequences' state kept for requests
+     * that share a prefix with them; 0 = off. */
+    size_t cache_bytes;
+    int snap_every; /* conv snapshot every this many tokens of prefill or generation; 0 = 256 */
+    const char *cache_dir; /* NULL/"": none; else sched_new reads the cache from
+                              DIR/lfm2-prompt-cache.bin and sched_cache_save writes it there */
 } sched_opts;
 
 /* One request's work. The scheduler takes ownership of the heap-allocated job in sched_submit
@@ -41,6 +48,10 @@ typedef struct sched_job {
     char *stop[4];      /* malloc'd stop strings, never shown in the output */
     int n_stop;
     bool want_logprobs; /* emit sched_tokinfo with every text event */
+    bool no_cache;      /* neither resume from nor store into the prompt cache */
+    int32_t *bounds;    /* malloc'd, n_bounds ascending positions in [1, n_prompt] where a
+                           message of the prompt ends: the cache snapshots the state there */
+    int n_bounds;
 } sched_job;
 void sched_job_free(sched_job *j); /* NULL is a no-op */
 
@@ -73,6 +84,7 @@ typedef struct sched_event {
     int n_toks;
     int finish;        /* FINISH */
     int n_prompt;      /* DONE: prompt tokens */
+    int n_cached;      /* DONE: prompt tokens restored from the prompt cache, not prefilled */
     int n_completion;  /* DONE: generated tokens over all choices */
     char message[256]; /* ERROR */
 } sched_event;
@@ -105,6 +117,14 @@ void sched_abort_all(sched *s, const char *message);
 int sched_poll(sched *s, sched_event *out, int cap);
 /* Jobs queued + running (for drain decisions). */
 int sched_n_jobs(sched *s);
+/* The prompt cache's counters as of the last scheduler iteration (all zero when it is off). */
+void sched_cache_stats(sched *s, pcache_stats *st);
+/* What sched_new did with cache_dir's file, for the log ("" without cache_dir). */
+const char *sched_cache_note(const sched *s);
+/* Stops the scheduler thread (running jobs end without events: call it after a drain) and
+ * writes the prompt cache to cache_dir. 0 (nothing to do counts) or -1; msg says what happened.
+ * sched_free is still needed afterwards. */
+int sched_cache_save(sched *s, char *msg, size_t msglen);
 /* The per-sequence context the scheduler uses. */
 int sched_n_ctx(const sched *s);
 

@@ -172,6 +172,7 @@ static const bad_case bad[] = {
     {API_CHAT, CHAT(",\"n\":4,\"max_tokens\":1000"), "n",
      "n * max_tokens is 4000; the limit is 2000"},
     {API_CHAT, CHAT(",\"stream\":\"true\""), "stream", "must be a boolean"},
+    {API_CHAT, CHAT(",\"cache_prompt\":0"), "cache_prompt", "must be a boolean"},
     {API_CHAT, CHAT(",\"stream_options\":{\"include_usage\":true}"), "stream_options",
      "only allowed when stream is true"},
     {API_CHAT, CHAT(",\"stream\":true,\"stream_options\":[]"), "stream_options",
@@ -407,8 +408,12 @@ static void test_chat_ok(void) {
     CHECK_EQ_INT(r.n_stop, 0);
     CHECK_EQ_INT(r.n, 1);
     CHECK(!r.stream && !r.include_usage && !r.logprobs);
+    CHECK(r.cache_prompt);
     CHECK_EQ_INT(r.top_logprobs, 0);
     CHECK(r.prompt == NULL && r.prompt_tokens == NULL);
+    api_request_free(&r);
+    parse_ok(&r, API_CHAT, "{\"messages\":[" U "],\"cache_prompt\":false}");
+    CHECK(!r.cache_prompt);
     api_request_free(&r);
 
     /* nulls mean "default"; max_completion_tokens wins; seed -1 = random; stop as one string */
@@ -543,14 +548,14 @@ static void expect_json(char *got, const char *want, int line) {
 static void test_responses(void) {
     api_resp_meta chat = {"chatcmpl-abc", 1700000000, "lfm2-350m"};
     api_resp_meta cmpl = {"cmpl-xyz", 1700000001, "m"};
-    api_usage u = {5, 2};
+    api_usage u = {5, 2, 3};
     api_choice c = {.index = 0, .text = "Hello", .len = 5, .finish_reason = "stop"};
     EXPECT_JSON(
         api_chat_completion_json(&chat, &c, 1, &u),
         "{\"id\":\"chatcmpl-abc\",\"object\":\"chat.completion\",\"created\":1700000000,"
         "\"model\":\"lfm2-350m\",\"choices\":[{\"index\":0,\"message\":{\"role\":"
         "\"assistant\",\"content\":\"Hello\"},\"logprobs\":null,\"finish_reason\":\"stop\"}],"
-        "\"usage\":{\"prompt_tokens\":5,\"completion_tokens\":2,\"total_tokens\":7}}");
+        "\"usage\":{\"prompt_tokens\":5,\"completion_tokens\":2,\"total_tokens\":7,\"prompt_tokens_details\":{\"cached_tokens\":3}}}");
 
     api_top_logprob tops[2] = {{"He", 2, -0.5f}, {"Hi", 2, -1.25f}};
     api_token_logprob lps[2] = {{"He", 2, -0.5f, tops, 2}, {"llo", 3, -0.25f, NULL, 0}};
@@ -576,7 +581,7 @@ static void test_responses(void) {
         "{\"token\":\"llo\",\"logprob\":-0.25,\"bytes\":[108,108,111],\"top_logprobs\":[]}]},"
         "\"finish_reason\":\"length\"},{\"index\":1,\"message\":{\"role\":\"assistant\","
         "\"content\":\"\"},\"logprobs\":{\"content\":[]},\"finish_reason\":\"stop\"}],"
-        "\"usage\":{\"prompt_tokens\":5,\"completion_tokens\":2,\"total_tokens\":7}}");
+        "\"usage\":{\"prompt_tokens\":5,\"completion_tokens\":2,\"total_tokens\":7,\"prompt_tokens_details\":{\"cached_tokens\":3}}}");
 
     api_choice tc = {.index = 0,
                      .text = "Hello",
@@ -591,13 +596,13 @@ static void test_responses(void) {
                 "\"tokens\":[\"He\",\"llo\"],\"token_logprobs\":[-0.5,-0.25],\"top_logprobs\":"
                 "[{\"He\":-0.5,\"Hi\":-1.25},{}],\"text_offset\":[10,12]},\"finish_reason\":"
                 "\"length\"}],\"usage\":{\"prompt_tokens\":5,\"completion_tokens\":2,"
-                "\"total_tokens\":7}}");
+                "\"total_tokens\":7,\"prompt_tokens_details\":{\"cached_tokens\":3}}}");
     api_choice tc2 = {.index = 0, .text = " there", .len = 6, .finish_reason = NULL};
     EXPECT_JSON(api_text_completion_json(&cmpl, &tc2, 1, &u),
                 "{\"id\":\"cmpl-xyz\",\"object\":\"text_completion\",\"created\":1700000001,"
                 "\"model\":\"m\",\"choices\":[{\"text\":\" there\",\"index\":0,\"logprobs\":null,"
                 "\"finish_reason\":null}],\"usage\":{\"prompt_tokens\":5,\"completion_tokens\":2,"
-                "\"total_tokens\":7}}");
+                "\"total_tokens\":7,\"prompt_tokens_details\":{\"cached_tokens\":3}}}");
 
     /* stream chunks */
     api_choice first = {.index = 0};
@@ -627,7 +632,7 @@ static void test_responses(void) {
     EXPECT_JSON(api_usage_chunk_json(&chat, API_CHAT, &u),
                 "{\"id\":\"chatcmpl-abc\",\"object\":\"chat.completion.chunk\",\"created\":"
                 "1700000000,\"model\":\"lfm2-350m\",\"choices\":[],\"usage\":{\"prompt_tokens\":5,"
-                "\"completion_tokens\":2,\"total_tokens\":7}}");
+                "\"completion_tokens\":2,\"total_tokens\":7,\"prompt_tokens_details\":{\"cached_tokens\":3}}}");
     api_choice tchunk = {.index = 0, .text = "ab", .len = 2};
     EXPECT_JSON(api_text_chunk_json(&cmpl, &tchunk, false),
                 "{\"id\":\"cmpl-xyz\",\"object\":\"text_completion\",\"created\":1700000001,"
@@ -641,7 +646,7 @@ static void test_responses(void) {
     EXPECT_JSON(api_usage_chunk_json(&cmpl, API_COMPLETION, &u),
                 "{\"id\":\"cmpl-xyz\",\"object\":\"text_completion\",\"created\":1700000001,"
                 "\"model\":\"m\",\"choices\":[],\"usage\":{\"prompt_tokens\":5,"
-                "\"completion_tokens\":2,\"total_tokens\":7}}");
+                "\"completion_tokens\":2,\"total_tokens\":7,\"prompt_tokens_details\":{\"cached_tokens\":3}}}");
 
     /* errors */
     api_error e;
@@ -801,7 +806,7 @@ static void test_random_text_json(void) {
         api_token_logprob lp = {text, len, -0.5f, &top, 1};
         api_choice c = {.index = 0, .text = text, .len = len, .logprobs = &lp, .n_logprobs = 1};
         char *j[3] = {api_chat_chunk_json(&m, &c, false, false),
-                      api_text_completion_json(&m, &c, 1, &(api_usage){1, 1}),
+                      api_text_completion_json(&m, &c, 1, &(api_usage){1, 1, 0}),
                       api_tokenize_json(&(int32_t){5}, 1, (const char *const[]){text}, &len)};
         bool clean = api_utf8_valid(text, len) && !memchr(text, 0, len);
         for (int k = 0; k < 3; k++) {

@@ -544,6 +544,70 @@ static void test_batch_bits(const char *file) {
     eng_free(e);
 }
 
+/* Snapshots taken inside a step equal the state of a sequence stepped to that position, and a
+ * sequence restored from KV rows + a snapshot continues with the same bits as the original. */
+static void test_snapshots(const char *file) {
+    char err[512];
+    eng *e;
+    if (eng_new(&e, file, NULL, err, sizeof err) < 0) {
+        fprintf(stderr, "%s\n", err);
+        CHECK(!"eng_new");
+        return;
+    }
+    const int V = eng_n_vocab(e);
+    const size_t sf = eng_snap_floats(e), kh = eng_kv_halves(e);
+    CHECK(sf > 0 && kh > 0);
+    int32_t ids[40];
+    for (int i = 0; i < 40; i++) ids[i] = (int32_t)((i * 7919 + 13) % V);
+    float *x = malloc((size_t)V * sizeof(float)), *y = malloc((size_t)V * sizeof(float));
+    float *snaps = malloc(4 * sf * sizeof(float)), *ref = malloc(sf * sizeof(float));
+    uint16_t *kv = malloc(40 * kh * sizeof(uint16_t));
+    eng_seq *whole, *part, *back;
+    CHECK(eng_seq_new(e, 64, &whole, err, sizeof err) == 0);
+    CHECK(step1(e, whole, ids, 3, ENG_LOGITS_NONE, NULL) == 0);
+    /* positions 4 (a column from the ring, one from the step), 5, 13 and the step's end 24 */
+    const int at[4] = {4, 5, 13, 24};
+    eng_batch_item it = {whole, ids + 3, 21, ENG_LOGITS_NONE, NULL};
+    eng_batch b = {&it, 1};
+    eng_snap_req bad = {at, 4, NULL};
+    CHECK_EQ_INT(eng_step_snap(e, &b, &bad, err, sizeof err), ENG_EINVAL); /* no buffer */
+    const int late[1] = {25};
+    eng_snap_req out = {late, 1, snaps};
+    CHECK_EQ_INT(eng_step_snap(e, &b, &out, err, sizeof err), ENG_EINVAL); /* past the step */
+    CHECK_EQ_INT(eng_seq_pos(whole), 3);
+    eng_snap_req req = {at, 4, snaps};
+    CHECK(eng_step_snap(e, &b, &req, err, sizeof err) == 0);
+    CHECK(step1(e, whole, ids + 24, 1, ENG_LOGITS_LAST, x) == 0);
+    for (int k = 0; k < 4; k++) {
+        CHECK(eng_seq_new(e, 64, &part, err, sizeof err) == 0);
+        CHECK(step1(e, part, ids, 1, ENG_LOGITS_NONE, NULL) == 0);
+        if (at[k] > 1) CHECK(step1(e, part, ids + 1, at[k] - 1, ENG_LOGITS_NONE, NULL) == 0);
+        eng_seq_snap(part, ref);
+        CHECK(memcmp(ref, snaps + k * sf, sf * sizeof(float)) == 0);
+        /* restored at that position from part's KV and the in-step snapshot, then fed the rest */
+        CHECK(eng_seq_kv_read(part, at[k], kv, err, sizeof err) == 0);
+        CHECK_EQ_INT(eng_seq_kv_read(part, at[k] + 1, kv, err, sizeof err), ENG_EINVAL);
+        CHECK(eng_seq_new(e, 64, &back, err, sizeof err) == 0);
+        CHECK(eng_seq_restore(back, at[k], kv, at[k], snaps + k * sf, err, sizeof err) == 0);
+        CHECK_EQ_INT(eng_seq_pos(back), at[k]);
+        CHECK(step1(e, back, ids + at[k], 25 - at[k], ENG_LOGITS_LAST, y) == 0);
+        CHECK(memcmp(x, y, (size_t)V * sizeof(float)) == 0);
+        eng_seq_free(back);
+        eng_seq_free(part);
+    }
+    CHECK(eng_seq_new(e, 8, &back, err, sizeof err) == 0);
+    CHECK_EQ_INT(eng_seq_restore(back, 13, kv, 13, snaps, err, sizeof err), ENG_ECTX);
+    CHECK_EQ_INT(eng_seq_restore(back, 13, kv, 12, snaps, err, sizeof err), ENG_EINVAL);
+    eng_seq_free(back);
+    eng_seq_free(whole);
+    free(x);
+    free(y);
+    free(snaps);
+    free(ref);
+    free(kv);
+    eng_free(e);
+}
+
 static void test_bad_files(void) {
     char err[512] = "", path[700];
     eng *e = NULL;
@@ -768,6 +832,7 @@ int main(int argc, char **argv) {
         const char *tq = make_model("tiny-q4_0", "--preset tiny --type q4_0 --seed 12");
         CHECK(tq != NULL);
         if (tq) test_batch_bits(tq);
+        if (tq) test_snapshots(tq);
         test_deep();
         /* 350m: F32, 1.4 GB written to TMPDIR, ~18 s here (tests/fidelity_350m.sh runs it alone) */
         const char *names[] = {"tiny", "mini", "tiny-swa", "350m", "mk-mini-q8_0", "mk-mini-q4_0",

@@ -21,7 +21,7 @@ typedef struct result {
     size_t len[MAXC];
     int finish[MAXC];
     bool done, error;
-    int n_prompt, n_completion;
+    int n_prompt, n_completion, n_cached;
     char message[256];
 } result;
 
@@ -90,6 +90,7 @@ static void collect(sched *s, const uint64_t *ids, result *res, int n) {
                     o->done = true;
                     o->n_prompt = ev[i].n_prompt;
                     o->n_completion = ev[i].n_completion;
+                    o->n_cached = ev[i].n_cached;
                     done++;
                     break;
                 }
@@ -375,6 +376,55 @@ int main(void) {
     CHECK(n_oom > 0); /* the queue did run out of room */
     sched_free(s);
     alloc_limit = SIZE_MAX;
+
+    /* the prompt cache: two jobs submitted together that share a long prefix (a system prompt)
+     * share its prefill: the second waits for the first to pass the prefix's end and resumes
+     * from its state; a third, later, resumes from the first's finished entry */
+    {
+        sched_opts co = {.parallel = 4, .prefill_chunk = 64, .n_ctx = 2048,
+                         .cache_bytes = 64 << 20, .snap_every = 64};
+        CHECK_EQ_INT(sched_new(&s, E, &co, NULL, notify, NULL, err, sizeof err), 0);
+        static char text[3][4096 + 64];
+        int n = 0;
+        for (int w = 0; w < 120; w++)
+            n += snprintf(text[0] + n, 4096 - n, "%s ", prompts[w % 8]);
+        snprintf(text[1], sizeof text[1], "%.4096sand then a different ending", text[0]);
+        snprintf(text[2], sizeof text[2], "%.4096sthe third ending", text[0]);
+        memset(r, 0, 4 * sizeof r[0]);
+        sched_job *ja = job_new(text[0], 1, 4, 0, 1, true);
+        sched_job *jb = job_new(text[1], 1, 4, 0, 1, true);
+        const int shared = ja->n_prompt; /* a prefix of jb's prompt up to a token or two */
+        jb->bounds = malloc(sizeof(int32_t));
+        jb->bounds[0] = shared - 2; /* a message boundary there in both */
+        jb->n_bounds = 1;
+        ja->bounds = malloc(sizeof(int32_t));
+        ja->bounds[0] = shared - 2;
+        ja->n_bounds = 1;
+        CHECK(shared > 500);
+        CHECK_EQ_INT(sched_submit(s, ja, &ids[0], err, sizeof err), 0);
+        CHECK_EQ_INT(sched_submit(s, jb, &ids[1], err, sizeof err), 0);
+        collect(s, ids, r, 2);
+        CHECK(r[0].done && r[1].done && !r[0].error && !r[1].error);
+        if (r[0].error || r[1].error) fprintf(stderr, "%s | %s\n", r[0].message, r[1].message);
+        CHECK_EQ_INT(r[0].n_cached, 0);
+        CHECK(r[1].n_cached >= shared - 2);
+        CHECK(r[1].n_cached < r[1].n_prompt);
+        sched_job *jc = job_new(text[2], 1, 4, 0, 1, true);
+        CHECK_EQ_INT(sched_submit(s, jc, &ids[2], err, sizeof err), 0);
+        collect(s, ids + 2, r + 2, 1);
+        CHECK(r[2].n_cached >= shared - 2);
+        pcache_stats st;
+        sched_cache_stats(s, &st);
+        CHECK(st.lookups[PCACHE_HIT] >= 2 && st.entries >= 1 && st.bytes > 0);
+        /* no_cache: nothing read, nothing stored */
+        sched_job *jd = job_new(text[2], 1, 4, 0, 1, true);
+        jd->no_cache = true;
+        CHECK_EQ_INT(sched_submit(s, jd, &ids[3], err, sizeof err), 0);
+        collect(s, ids + 3, r + 3, 1);
+        CHECK_EQ_INT(r[3].n_cached, 0);
+        CHECK(r[3].done && !r[3].error);
+        sched_free(s);
+    }
     eng_free(E);
     unlink(path);
     return check_done("test_sched");

@@ -19,7 +19,8 @@
 
 static void bench_usage(FILE *f) {
     fprintf(f,
-            "usage: lfm2 bench -m FILE [-p 512] [-n 128] [-b 1,4,8,16] [-t N] [-r 3] [--json]\n"
+            "usage: lfm2 bench -m FILE [-p 512] [-n 128] [-b 1,4,8,16] [-t N] [-r 3] [--snap-every K]\n"
+            "                  [--json]\n"
             "  Measures the engine on FILE with a fixed pseudo-random prompt of ordinary tokens:\n"
             "  prefill    one sequence, P tokens (in steps of at most max_batch_tokens = P, <= 2048)\n"
             "  decode     N single-token steps (logits each, greedy) after that prefill\n"
@@ -32,6 +33,9 @@ static void bench_usage(FILE *f) {
             "  -b LIST   comma-separated batch sizes, each 1..%d (default 1,4,8,16; 0 = none)\n"
             "  -t N      threads (default: number of cores)\n"
             "  -r R      repetitions (default 3)\n"
+            "  --snap-every K  also run each prefill again taking conv-state snapshots (as the\n"
+            "            server's prompt cache does) every K positions and at the end, alternating\n"
+            "            with the plain one; reports that speed and its ratio to the plain one\n"
             "  --json    one JSON object on stdout instead of the table\n"
             "  Exit status: 0 done, 1 the model could not be loaded or run, 2 bad usage.\n",
             BENCH_MAX_B);
@@ -76,11 +80,14 @@ typedef struct bench {
     int n_vocab, p, n, max_bt;
     int32_t *prompt; /* [p] */
     float *logits;   /* [BENCH_MAX_B][n_vocab] */
+    int snap_every;  /* --snap-every: 0 = off */
+    int *snap_at;    /* [p / snap_every + 1] positions of one chunk's snapshots */
+    float *snaps;    /* [p / snap_every + 1][eng_snap_floats] */
     char err[512];
 } bench;
 
 /* Prefills a new sequence with the prompt; returns it (NULL on error) and the seconds taken. */
-static eng_seq *run_prefill(bench *B, int n_ctx, double *secs, int *next) {
+static eng_seq *run_prefill(bench *B, int n_ctx, bool snap, double *secs, int *next) {
     eng_seq *s = NULL;
     if (eng_seq_new(B->e, n_ctx, &s, B->err, sizeof B->err)) return NULL;
     double t0 = clock_now_s();
@@ -89,7 +96,10 @@ static eng_seq *run_prefill(bench *B, int n_ctx, double *secs, int *next) {
         eng_batch_item it = {s, B->prompt + i, k, i + k == B->p ? ENG_LOGITS_LAST : ENG_LOGITS_NONE,
                              B->logits};
         eng_batch b = {&it, 1};
-        if (eng_step(B->e, &b, B->err, sizeof B->err)) {
+        eng_snap_req sr = {B->snap_at, 0, B->snaps};
+        for (int q = i + 1; snap && q <= i + k; q++)
+            if (q % B->snap_every == 0 || q == B->p) B->snap_at[sr.n++] = q;
+        if (eng_step_snap(B->e, &b, snap ? &sr : NULL, B->err, sizeof B->err)) {
             eng_seq_free(s);
             return NULL;
         }
@@ -121,6 +131,7 @@ int cmd_bench(int argc, char **argv) {
     long p = 512, n = 128, t = 0, reps = 3;
     int json = 0, nb_list = 0, blist[BENCH_MAX_B];
     const char *bspec = "1,4,8,16";
+    int B_snap_every = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
@@ -130,14 +141,18 @@ int cmd_bench(int argc, char **argv) {
             json = 1;
         } else if (!strcmp(a, "-m") || !strcmp(a, "-p") || !strcmp(a, "-n") || !strcmp(a, "-b") ||
                    !strcmp(a, "-t") || !strcmp(a, "-r") || !strcmp(a, "--model") ||
-                   !strcmp(a, "--threads")) {
+                   !strcmp(a, "--threads") || !strcmp(a, "--snap-every")) {
             if (i + 1 >= argc) {
                 fprintf(stderr, "error: %s needs a value\n", a);
                 return 2;
             }
             const char *v = argv[++i];
             int bad = 0;
-            if (a[1] == 'm' || !strcmp(a, "--model")) path = v;
+            long se = 0;
+            if (!strcmp(a, "--snap-every")) {
+                bad = cli_parse_long(a, v, 1, 1 << 20, &se);
+                B_snap_every = (int)se;
+            } else if (a[1] == 'm' || !strcmp(a, "--model")) path = v;
             else if (a[1] == 'p') bad = cli_parse_long(a, v, 0, 1 << 20, &p);
             else if (a[1] == 'n') bad = cli_parse_long(a, v, 1, 1 << 20, &n);
             else if (a[1] == 't' || !strcmp(a, "--threads")) bad = cli_parse_long(a, v, 0, 256, &t);
@@ -180,6 +195,7 @@ int cmd_bench(int argc, char **argv) {
     bench B = {0};
     B.p = (int)p;
     B.n = (int)n;
+    B.snap_every = B_snap_every;
     B.max_bt = p > 2048 ? 2048 : p < max_b ? max_b : (int)p;
     eng_params ep;
     eng_params_default(&ep);
@@ -202,12 +218,19 @@ int cmd_bench(int argc, char **argv) {
     rc = 1;
     double *pp = calloc((size_t)reps, sizeof *pp), *tg = calloc((size_t)reps, sizeof *tg);
     double *bt = calloc((size_t)(reps * (nb_list ? nb_list : 1)), sizeof *bt);
+    double *ps = calloc((size_t)reps, sizeof *ps), *pr = calloc((size_t)reps, sizeof *pr);
+    stat3 sps = {0}, spr = {0};
+    if (B.snap_every) {
+        B.snap_at = malloc(sizeof(int) * (size_t)(p / B.snap_every + 2));
+        B.snaps = malloc(sizeof(float) * eng_snap_floats(B.e) * (size_t)(p / B.snap_every + 2) + 1);
+    }
     B.prompt = malloc(sizeof(int32_t) * (size_t)(p ? p : 1));
     B.logits = malloc(sizeof(float) * (size_t)B.n_vocab * BENCH_MAX_B);
     eng_seq *forks[BENCH_MAX_B] = {0};
     eng_seq *s = NULL;
     stat3 spp = {0}, stg = {0}, sbt[BENCH_MAX_B] = {{0}};
-    if (!pp || !tg || !bt || !B.prompt || !B.logits) {
+    if (!pp || !tg || !bt || !ps || !pr || !B.prompt || !B.logits ||
+        (B.snap_every && (!B.snap_at || !B.snaps))) {
         fprintf(stderr, "error: out of memory\n");
         goto done;
     }
@@ -226,7 +249,20 @@ int cmd_bench(int argc, char **argv) {
     for (long r = 0; r <= reps; r++) { /* r == 0 warms up (page faults, first-touch) */
         double dpp = 0, dtg = 0;
         int next;
-        s = run_prefill(&B, n_ctx, &dpp, &next);
+        if (B.snap_every && p) { /* the same prefill with snapshots, alternating which goes first */
+            double d_on = 0, d_off = 0;
+            for (int k = 0; k < 2; k++) {
+                bool on = (k == 0) == (r % 2 == 1);
+                eng_seq *x = run_prefill(&B, n_ctx, on, on ? &d_on : &d_off, &next);
+                if (!x) goto fail_step;
+                eng_seq_free(x);
+            }
+            if (r) {
+                ps[r - 1] = p / d_on;
+                pr[r - 1] = d_off / d_on;
+            }
+        }
+        s = run_prefill(&B, n_ctx, false, &dpp, &next);
         if (!s) goto fail_step;
         /* every decode runs on forks, so s stays at position p for the next fork */
         int32_t tok = next;
@@ -260,6 +296,10 @@ int cmd_bench(int argc, char **argv) {
     }
     spp = stats(pp, (int)reps);
     stg = stats(tg, (int)reps);
+    if (B.snap_every && p) {
+        sps = stats(ps, (int)reps);
+        spr = stats(pr, (int)reps);
+    }
     for (int k = 0; k < nb_list; k++) sbt[k] = stats(bt + k * reps, (int)reps);
     double rss = peak_rss_mib();
     struct stat fst;
@@ -274,6 +314,10 @@ int cmd_bench(int argc, char **argv) {
         printf("\",\"file_mib\":%.2f,\"p\":%ld,\"n\":%ld,\"reps\":%ld,", file_mib, p, n, reps);
         printf("\"pp_tok_s\":%.2f,\"pp_min\":%.2f,\"pp_max\":%.2f,", spp.med, spp.min, spp.max);
         printf("\"tg_tok_s\":%.2f,\"tg_min\":%.2f,\"tg_max\":%.2f,", stg.med, stg.min, stg.max);
+        if (B.snap_every && p)
+            printf("\"snap_every\":%d,\"pp_snap_tok_s\":%.2f,\"snap_ratio\":%.4f,"
+                   "\"snap_ratio_min\":%.4f,\"snap_ratio_max\":%.4f,",
+                   B.snap_every, sps.med, spr.med, spr.min, spr.max);
         const char *keys[3] = {"batched_tok_s", "batched_min", "batched_max"};
         for (int q = 0; q < 3; q++) {
             printf("\"%s\":{", keys[q]);
@@ -292,6 +336,13 @@ int cmd_bench(int argc, char **argv) {
                rss_load, rss);
         printf("%-24s %10s %10s %10s   (%ld reps)\n", "test", "median", "min", "max", reps);
         if (p) printf("%-24s %10.1f %10.1f %10.1f   tok/s\n", "prefill", spp.med, spp.min, spp.max);
+        if (p && B.snap_every) {
+            char sl[64];
+            snprintf(sl, sizeof sl, "prefill, snap every %d", B.snap_every);
+            printf("%-24s %10.1f %10.1f %10.1f   tok/s\n", sl, sps.med, sps.min, sps.max);
+            printf("%-24s %10.4f %10.4f %10.4f   snapshots on / off, same reps alternating\n",
+                   "  ratio", spr.med, spr.min, spr.max);
+        }
         char label[64];
         snprintf(label, sizeof label, "decode (%ld tok @ %ld)", n, p);
         printf("%-24s %10.1f %10.1f %10.1f   tok/s\n", label, stg.med, stg.min, stg.max);
@@ -312,6 +363,10 @@ done:
     free(B.logits);
     free(B.prompt);
     free(bt);
+    free(ps);
+    free(pr);
+    free(B.snap_at);
+    free(B.snaps);
     free(tg);
     free(pp);
     return rc;

@@ -22,6 +22,16 @@ static void serve_log(void *ud, const char *line) {
     fflush(stderr);
 }
 
+/* The prompt cache's budget in bytes for --cache-ram MiB: -1 is an eighth of the machine's
+ * physical memory, at most 8 GiB (the model and the live sequences need the rest). */
+static size_t cache_budget(int mib) {
+    if (mib >= 0) return (size_t)mib << 20;
+    long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
+    unsigned long long ram = pages > 0 && page > 0 ? (unsigned long long)pages * (size_t)page : 0;
+    unsigned long long b = ram / 8, cap = 8ULL << 30;
+    return (size_t)(b < cap ? b : cap);
+}
+
 int cmd_serve(int argc, char **argv) {
     config c;
     char err[1024];
@@ -73,6 +83,9 @@ int cmd_serve(int argc, char **argv) {
     o.idle_timeout_s = c.idle_timeout;
     o.keepalive_ms = c.keepalive * 1000;
     o.cors = c.cors;
+    o.cache_bytes = cache_budget(c.cache_ram);
+    o.snap_every = c.cache_snap_every;
+    o.cache_dir = c.cache_dir[0] ? c.cache_dir : NULL;
     o.log = c.log_level >= CONFIG_LOG_INFO ? serve_log : NULL; /* errors still reach stderr */
     if (http_serve(&o, err, sizeof err) < 0) {
         fprintf(stderr, "error: %s\n", err);

@@ -44,6 +44,17 @@ grep -q '"batched_tok_s":{}' "$TMPDIR/z.json" || die "-b 0 still ran batches: $(
 LFM2_KERNEL=scalar "$LFM2" bench -m $M -p 8 -n 2 -b 0 -r 1 --json 2>/dev/null | grep -q '"kernel":"scalar"' ||
   die "LFM2_KERNEL=scalar not reported as the kernel"
 
+# --snap-every: the prefill again with conv snapshots, its speed and the on/off ratio
+"$LFM2" bench -m $M -p 40 -n 2 -b 0 -r 2 --snap-every 8 --json >"$TMPDIR/s.json" 2>&1 ||
+  die "--snap-every failed: $(cat "$TMPDIR/s.json")"
+node -e '
+const j = JSON.parse(require("fs").readFileSync(process.argv[1], "utf8"));
+if (j.snap_every !== 8 || !(j.pp_snap_tok_s > 0) || !(j.snap_ratio > 0) ||
+    !(j.snap_ratio_min <= j.snap_ratio && j.snap_ratio <= j.snap_ratio_max)) process.exit(1);
+' "$TMPDIR/s.json" || die "--snap-every fields: $(cat "$TMPDIR/s.json")"
+"$LFM2" bench -m $M -p 16 -n 2 -b 0 -r 1 --snap-every 4 >"$TMPDIR/s.txt" 2>&1 &&
+  grep -q "prefill, snap every 4" "$TMPDIR/s.txt" || die "table lacks the snapshot row"
+
 # 3. bad options: non-zero exit and a message
 expect_err() { # expect_err WHAT STATUS PATTERN ARGS...  (status 1: the work failed, 2: bad usage)
   local what=$1 want=$2 pat=$3 rc; shift 3
@@ -59,6 +70,7 @@ expect_err "batch too big" 2 "each in \[1, 64\]" -m $M -b 65
 expect_err "bad -n" 2 "expected an integer" -m $M -n 0
 expect_err "bad -r" 2 "expected an integer" -m $M -r 0
 expect_err "bad -t" 2 "expected an integer" -m $M -t -1
+expect_err "bad --snap-every" 2 "expected an integer" -m $M --snap-every 0
 expect_err "unknown option" 2 "unknown option" -m $M --fast
 
 [ $fail = 0 ] && echo "bench.sh: ok"

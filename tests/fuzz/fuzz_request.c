@@ -157,7 +157,7 @@ static void build_responses(const char *text, size_t len) {
     bool exact = api_utf8_valid(text, len) && !memchr(text, 0, len);
     api_resp_meta m = {"chatcmpl-fuzz", 1700000000, "fuzz-model"};
     api_choice c = {.index = 0, .text = text, .len = len, .finish_reason = "stop"};
-    api_usage u = {3, 4};
+    api_usage u = {3, 4, 1};
     cJSON *root = parse_json(api_chat_completion_json(&m, &c, 1, &u));
     const cJSON *content = cJSON_GetObjectItemCaseSensitive(
         cJSON_GetObjectItemCaseSensitive(

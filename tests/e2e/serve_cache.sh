@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# serve_cache.sh: the prompt cache: hits give the same tokens and logprobs as cache_prompt false
+# (appended turn, edited message, mid-message divergence, identical prompt, regenerated answer,
+# n > 1, interleaved chats, streamed usage), metrics, the per-request log line, a tiny budget,
+# --cache-ram 0, and --cache-dir across a restart with good and broken files.
+. "$(dirname "$0")/serve_common.inc"
+# Q4_0 weights: the int8 path computes a token's row the same whatever the step's size, so a
+# resumed prefill gives the bits of a full one (float weights: see docs/api.md)
+MODEL=$TMPDIR/q.gguf
+"$LFM2" mkmodel --preset tiny --type q4_0 --seed 1 -o "$MODEL" >/dev/null 2>"$TMPDIR/mk.log" ||
+  { cat "$TMPDIR/mk.log" >&2; fail "mkmodel"; }
+start_server cache --parallel 4 --ctx 2048 --cache-snap-every 32
+BASE=$BASE MODE=main node "$E2E_DIR/serve_cache.mjs" || fail "serve_cache.mjs main"
+grep -q 'prompt [0-9]* tokens (cached [1-9][0-9]*, new [0-9]*), generated' "$LOG" ||
+  fail "no log line with the cached tokens"
+ok "log line per request"
+stop_server "$PID" || fail "exit status $? after SIGTERM"
+
+start_server tiny_budget --parallel 2 --ctx 2048 --cache-ram 1
+BASE=$BASE MODE=tiny_budget node "$E2E_DIR/serve_cache.mjs" || fail "serve_cache.mjs tiny budget"
+stop_server "$PID" || fail "exit status $? after SIGTERM"
+
+# --cache-ram 0: no cache, every request reports 0 cached tokens and no cache metrics
+start_server nocache --cache-ram 0
+B='{"messages":[{"role":"user","content":"Hello there"}],"max_tokens":4,"temperature":0}'
+for i in 1 2; do
+  http $TMPDIR/nc.json "$BASE/v1/chat/completions" -d "$B"
+  expect_eq "cache off: cached tokens" "$(jget $TMPDIR/nc.json d.usage.prompt_tokens_details.cached_tokens)" 0
+done
+curl -s "$BASE/metrics" | grep -q lfm2_prompt_cache && fail "cache metrics with the cache off"
+grep -q 'prompt cache: off' "$LOG" || fail "no log line saying the cache is off"
+ok "--cache-ram 0 turns the cache off"
+stop_server "$PID" || fail "exit status $? after SIGTERM"
+
+# --cache-dir: a draining server writes the cache, the next one reads it and turn 2 resumes
+D=$TMPDIR/cdir
+start_server persist1 --cache-dir "$D"
+grep -q "prompt cache: no $D/lfm2-prompt-cache.bin yet" "$LOG" || fail "no note about a missing file"
+M1='[{"role":"system","content":"You keep notes for a lighthouse keeper."},{"role":"user","content":"What did the keeper write about the storm on the first night of winter?"}]'
+G='"max_tokens":8,"temperature":0,"logprobs":true,"top_logprobs":2'
+http $TMPDIR/p1.json "$BASE/v1/chat/completions" -d "{\"messages\":$M1,$G}"
+expect_eq "turn 1 status" "$CODE" 200
+pt1=$(jget $TMPDIR/p1.json d.usage.prompt_tokens)
+A1=$(jget $TMPDIR/p1.json 'JSON.stringify(d.choices[0].message.content)')
+stop_server "$PID" || fail "exit status $? after SIGTERM"
+grep -q "prompt cache: wrote 1 entries" "$LOG" || fail "the draining server did not write its cache"
+[ -s "$D/lfm2-prompt-cache.bin" ] || fail "no cache file in $D"
+cp "$D/lfm2-prompt-cache.bin" "$TMPDIR/good.bin"
+M2="${M1%]},{\"role\":\"assistant\",\"content\":$A1},{\"role\":\"user\",\"content\":\"And the second night?\"}]"
+start_server persist2 --cache-dir "$D"
+grep -q "prompt cache: read 1 entries" "$LOG" || fail "the starting server did not read the cache"
+http $TMPDIR/p2.json "$BASE/v1/chat/completions" -d "{\"messages\":$M2,$G}"
+http $TMPDIR/p2off.json "$BASE/v1/chat/completions" -d "{\"messages\":$M2,$G,\"cache_prompt\":false}"
+c2=$(jget $TMPDIR/p2.json d.usage.prompt_tokens_details.cached_tokens)
+[ "$c2" -ge "$pt1" ] || fail "turn 2 after a restart reused $c2 tokens, turn 1 had $pt1"
+expect_eq "turn 2 after a restart: same answer" "$(jget $TMPDIR/p2.json 'JSON.stringify(d.choices)')" \
+  "$(jget $TMPDIR/p2off.json 'JSON.stringify(d.choices)')"
+ok "--cache-dir: turn 2 after a restart reuses $c2 tokens (turn 1 had $pt1), same answer"
+stop_server "$PID" || fail "exit status $? after SIGTERM"
+
+# broken files are skipped with a log line; the server serves as without a cache
+broken() { # broken NAME EXPECTED-LOG-TEXT: the file is already in place
+  start_server "broken_$1" --cache-dir "$D"
+  grep -q "prompt cache: skipped: .*$2" "$LOG" || fail "$1: no 'skipped: ...$2' in the log"
+  http $TMPDIR/b.json "$BASE/v1/chat/completions" -d "{\"messages\":$M2,$G}"
+  expect_eq "$1: status" "$CODE" 200
+  expect_eq "$1: cached tokens" "$(jget $TMPDIR/b.json d.usage.prompt_tokens_details.cached_tokens)" 0
+  kill -9 "$PID"; wait "$PID" 2>/dev/null
+  ok "--cache-dir: $1 file skipped"
+}
+head -c 100 "$TMPDIR/good.bin" >"$D/lfm2-prompt-cache.bin"; broken truncated "truncated"
+cp "$TMPDIR/good.bin" "$D/lfm2-prompt-cache.bin"
+printf '\x7f' | dd of="$D/lfm2-prompt-cache.bin" bs=1 seek=2000 conv=notrunc status=none
+broken corrupt "corrupt"
+head -c 4096 /dev/urandom >"$D/lfm2-prompt-cache.bin"; broken garbage "bad magic"
+# a cache written for another model file
+MODEL=$TMPDIR/q2.gguf
+"$LFM2" mkmodel --preset tiny --type q4_0 --seed 2 -o "$MODEL" >/dev/null 2>&1 || fail "mkmodel 2"
+D2=$TMPDIR/cdir2
+start_server other --cache-dir "$D2"
+http $TMPDIR/o.json "$BASE/v1/chat/completions" -d "{\"messages\":$M1,$G}"
+stop_server "$PID" || fail "exit status $? after SIGTERM"
+MODEL=$TMPDIR/q.gguf
+cp "$D2/lfm2-prompt-cache.bin" "$D/lfm2-prompt-cache.bin"; broken stale "another model"
