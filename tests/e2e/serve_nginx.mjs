@@ -14,6 +14,7 @@ const name = r => (r === A ? "A" : r === B ? "B" : `?${r}`);
 const clients = { njs: new OpenAI({ baseURL: NJS + "/v1", apiKey: "none", maxRetries: 0, timeout: 60000 }),
                   map: new OpenAI({ baseURL: MAP + "/v1", apiKey: "none", maxRetries: 0, timeout: 60000 }) };
 const served = { [A]: 0, [B]: 0 };  // prompt tokens each replica answered, by nginx's header
+const reused = { [A]: 0, [B]: 0 };  // and cached tokens
 
 // One request; key.header -> X-Session-Id, key.user -> the body's "user". Returns the replica,
 // the usage and the answer.
@@ -28,7 +29,7 @@ async function ask(variant, messages, key = {}, stream = false) {
   if (stream) {
     for await (const ch of data) { if (ch.usage) usage = ch.usage; for (const c of ch.choices) text += c.delta.content ?? ""; }
   } else { usage = data.usage; text = data.choices[0].message.content; }
-  if (replica in served) served[replica] += usage.prompt_tokens;
+  if (replica in served) { served[replica] += usage.prompt_tokens; reused[replica] += cached(usage) ?? 0; }
   return { replica, usage, text };
 }
 const cached = u => u?.prompt_tokens_details?.cached_tokens;
@@ -39,13 +40,18 @@ async function chat(variant, key, turns, label) {
   const before = failures;
   const messages = [{ role: "system", content: `You answer briefly. Conversation ${label}.` }];
   const seen = [];
+  let prev = 0;
   for (let t = 1; t <= turns; t++) {
     messages.push({ role: "user", content: `Turn ${t}: ${words(t, 40)}` });
     const r = await ask(variant, messages, key, t === turns);
     seen.push(`${name(r.replica)}:${r.usage.prompt_tokens}/${cached(r.usage)}`);
     check(r.replica === A || r.replica === B, `${label} turn ${t}: X-Lfm2-Replica ${r.replica} is neither replica`);
     check(typeof cached(r.usage) === "number", `${label} turn ${t}: usage.prompt_tokens_details.cached_tokens missing: ${JSON.stringify(r.usage)}`);
-    if (t > 1) check(cached(r.usage) > 0, `${label} turn ${t}: 0 cached tokens through nginx (${seen.join(" ")})`);
+    // the whole previous prompt is reused: only the replica that served it holds it (another
+    // one could at most share the system prompt's first tokens)
+    if (t > 1) check(cached(r.usage) >= prev, `${label} turn ${t}: ${cached(r.usage)} cached tokens through nginx, ` +
+                     `the previous turn's prompt was ${prev} (${seen.join(" ")})`);
+    prev = r.usage.prompt_tokens;
     messages.push({ role: "assistant", content: r.text });
   }
   const reps = new Set(seen.map(s => s.split(":")[0]));
@@ -89,8 +95,11 @@ if (mode === "routes") {
     const m = await (await fetch(base + "/metrics")).text();
     const n = +(m.match(/^lfm2_prompt_tokens_total (\d+)/m) || [])[1];
     check(n === served[r], `replica ${name(r)} counted ${n} prompt tokens, nginx's header attributes ${served[r]} to it`);
+    const c = +(m.match(/^lfm2_prompt_cache_tokens_reused_total (\d+)/m) || [])[1];
+    check(c === reused[r], `replica ${name(r)} counted ${c} reused tokens, the responses nginx attributes to it ${reused[r]}`);
   }
-  console.log(`ok: the replicas' lfm2_prompt_tokens_total match the header (A ${served[A]}, B ${served[B]})`);
+  console.log(`ok: the replicas' lfm2_prompt_tokens_total and lfm2_prompt_cache_tokens_reused_total match the header ` +
+              `(A ${served[A]}/${reused[A]}, B ${served[B]}/${reused[B]})`);
   fs.writeFileSync(STATE, JSON.stringify(where));
 } else if (mode === "failover") {
   const where = JSON.parse(fs.readFileSync(STATE, "utf8"));
