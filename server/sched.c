@@ -377,6 +377,17 @@ static void choice_take(sched *s, sjob *j, int ci, const sample_result *r) {
     c->last = r->id;
 }
 
+/* A cancelled job (a client that stopped reading, e.g. a chat app's stop button) still leaves
+ * its state in the prompt cache: the next turn usually carries the partial answer it saw. */
+static void keep_cancelled(sched *s, sjob *j) {
+    if (!s->pc || j->job->no_cache || !j->ch || j->wait_for) return;
+    for (int i = 0; i < j->job->n_choices; i++) {
+        sched_choice *c = &j->ch[i];
+        if (c->seq && eng_seq_pos(c->seq) > 0)
+            pcache_insert(s->pc, j->job->prompt, j->job->n_prompt, c->gen, c->seq, &j->ps, &c->gs);
+    }
+}
+
 /* Removes finished, failed and cancelled jobs from the running list (DONE unless cancelled). */
 static void reap(sched *s) {
     sjob **pp = &s->running;
@@ -385,6 +396,7 @@ static void reap(sched *s) {
         if (j->cancelled || j->failed || (j->prefilled && j->n_live == 0)) {
             *pp = j->next;
             if (!j->cancelled) emit_done(s, j);
+            if (j->cancelled && !j->failed) keep_cancelled(s, j);
             if (s->m) {
                 long gen = 0;
                 for (int i = 0; j->ch && i < j->job->n_choices; i++)

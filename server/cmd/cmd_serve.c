@@ -22,12 +22,19 @@ static void serve_log(void *ud, const char *line) {
     fflush(stderr);
 }
 
-/* The prompt cache's budget in bytes for --cache-ram MiB: -1 is an eighth of the machine's
- * physical memory, at most 8 GiB (the model and the live sequences need the rest). */
+/* The prompt cache's budget in bytes for --cache-ram MiB: -1 is an eighth of the memory the
+ * process may use (the machine's RAM, or a container's cgroup v2 memory.max when lower), at
+ * most 8 GiB: the model and the live sequences need the rest. */
 static size_t cache_budget(int mib) {
     if (mib >= 0) return (size_t)mib << 20;
     long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
     unsigned long long ram = pages > 0 && page > 0 ? (unsigned long long)pages * (size_t)page : 0;
+    FILE *f = fopen("/sys/fs/cgroup/memory.max", "r"); /* "max" or a number of bytes */
+    unsigned long long lim;
+    if (f) {
+        if (fscanf(f, "%llu", &lim) == 1 && lim > 0 && lim < ram) ram = lim;
+        fclose(f);
+    }
     unsigned long long b = ram / 8, cap = 8ULL << 30;
     return (size_t)(b < cap ? b : cap);
 }

@@ -1,7 +1,8 @@
 // serve_cache.mjs: the prompt cache over real HTTP: every request is sent with the cache on and
 // again with cache_prompt: false, and both must give the same tokens and logprobs; the cached
-// token counts show where each one resumed. BASE = the server; MODE = "main" or "tiny_budget"
-// (the server runs with --cache-ram 1: evictions, the budget held, "evicted" misses).
+// token counts show where each one resumed. BASE = the server; MODE = "main", "quick" (a few
+// cases on another file) or "tiny_budget" (the server runs with --cache-ram 1: evictions, the
+// budget held, "evicted" misses).
 const BASE = process.env.BASE;
 const MODE = process.env.MODE || "main";
 const fail = (m) => {
@@ -65,7 +66,18 @@ async function metric(name) {
   return Number(line.split(" ")[1]);
 }
 
-if (MODE === "main") {
+if (MODE === "quick") {
+  // another file's weight types (llama-quantize's Q4_0 mix: Q6_K embedding and output)
+  const S = sys("You are a careful assistant. " + words(60));
+  const U1 = user(words(80));
+  const t1 = await pair("quick: first turn", { messages: [S, U1], ...greedy });
+  const m2 = [S, U1, answer(t1), user(words(90))];
+  const t2 = await pair("quick: appended turn", { messages: m2, ...greedy });
+  expect(cached(t2) >= t1.usage.prompt_tokens, `quick: appended turn reused ${cached(t2)}`);
+  const t3 = await pair("quick: n = 2", { messages: m2, n: 2, temperature: 0.7, seed: 3,
+    max_tokens: 8, logprobs: true, top_logprobs: 2 });
+  expect(cached(t3) === t2.usage.prompt_tokens - 1, `quick: n = 2 reused ${cached(t3)}`);
+} else if (MODE === "main") {
   const S = sys("You are a careful assistant. " + words(120));
   const U1 = user("Tell me a story about " + words(150));
   const t1 = await pair("first turn", { messages: [S, U1], ...greedy });
@@ -103,16 +115,18 @@ if (MODE === "main") {
 
   // n > 1: the shared system prompt is reused, and a follow-up on the third choice resumes
   // after its prompt
+  const U3 = user("Write a poem about " + words(60));
   const n3 = await pair("n = 3", {
-    messages: [S, user("Write a poem about " + words(60))], n: 3, temperature: 0.8, seed: 5,
+    messages: [S, U3], n: 3, temperature: 0.8, seed: 5,
     max_tokens: 10, logprobs: true, top_logprobs: 2,
   });
   expect(cached(n3) > 100, `n = 3: only ${cached(n3)} tokens of the system prompt reused`);
   const n3b = await pair("turn after n = 3", {
-    messages: [S, user("Write a poem about " + words(0)), answer(n3, 2), user("Shorter.")],
+    messages: [S, U3, answer(n3, 2), user("Shorter.")],
     ...greedy,
   });
-  expect(cached(n3b) > 100, `turn after n = 3: ${cached(n3b)} cached`);
+  expect(cached(n3b) >= n3.usage.prompt_tokens,
+    `turn after n = 3: ${cached(n3b)} cached, its prompt had ${n3.usage.prompt_tokens}`);
 
   // three chats taking turns, each turn's three requests at once
   const chats = [0, 1, 2].map((k) => [sys(`Chat ${k}. ` + words(80)), user(words(100))]);
@@ -140,6 +154,21 @@ if (MODE === "main") {
       await post({ messages: two[k], ...greedy, cache_prompt: false }));
   expect(Math.max(cached(together[0]), cached(together[1])) > 300,
     `arriving together: ${cached(together[0])} and ${cached(together[1])} cached`);
+
+  // /v1/completions: a longer prompt resumes inside the earlier one (every 32 tokens)
+  const cpost = async (body) => {
+    const r = await fetch(BASE + "/v1/completions", { method: "POST",
+      headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) });
+    if (r.status !== 200) fail(`completions status ${r.status}`);
+    return r.json();
+  };
+  const P = "Once upon a time " + words(200);
+  const c1 = await cpost({ prompt: P, max_tokens: 4, temperature: 0 });
+  const cb = { prompt: P + " and then " + words(30), max_tokens: 8, temperature: 0, logprobs: 2 };
+  const c2 = await cpost(cb), c2off = await cpost({ ...cb, cache_prompt: false });
+  same("completions, longer prompt", c2, c2off);
+  expect(cached(c2) >= c1.usage.prompt_tokens - 32,
+    `completions: ${cached(c2)} cached, the first prompt had ${c1.usage.prompt_tokens}`);
 
   // the streamed usage chunk carries the count too
   const r = await fetch(BASE + "/v1/chat/completions", {

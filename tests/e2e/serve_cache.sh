@@ -14,7 +14,26 @@ BASE=$BASE MODE=main node "$E2E_DIR/serve_cache.mjs" || fail "serve_cache.mjs ma
 grep -q 'prompt [0-9]* tokens (cached [1-9][0-9]*, new [0-9]*), generated' "$LOG" ||
   fail "no log line with the cached tokens"
 ok "log line per request"
+# a client that stops reading mid-answer (a chat app's stop button) still leaves its state
+http $TMPDIR/eos.json "$BASE/tokenize" -d '{"content":"<|im_end|>","parse_special":true}'
+EOS=$(jget $TMPDIR/eos.json d.tokens[0])
+SP='{"messages":[{"role":"system","content":"A brand new system prompt for the stop button."},{"role":"user","content":"Go on forever."}],"temperature":0'
+curl -s -N --max-time 1 "$BASE/v1/chat/completions" \
+  -d "$SP,\"stream\":true,\"max_tokens\":1900,\"logit_bias\":{\"$EOS\":-100}}" >$TMPDIR/cut.sse
+grep -q '\[DONE\]' $TMPDIR/cut.sse && fail "the long answer finished before the client left"
+sleep 1 # the server notices the closed socket within its 200 ms tick
+http $TMPDIR/again.json "$BASE/v1/chat/completions" -d "$SP,\"max_tokens\":2}"
+ca=$(jget $TMPDIR/again.json d.usage.prompt_tokens_details.cached_tokens)
+expect_eq "after a cancelled answer: cached tokens" "$ca" $(( $(jget $TMPDIR/again.json d.usage.prompt_tokens) - 1 ))
+ok "a cancelled answer's state is kept ($ca tokens reused)"
 stop_server "$PID" || fail "exit status $? after SIGTERM"
+
+# the same on a file written by llama.cpp's quantizer (Q4_0 weights, Q6_K embedding and output)
+MODEL=$E2E_DIR/../data/models/mini-Q4_0.gguf
+start_server quick --parallel 4 --ctx 2048
+BASE=$BASE MODE=quick node "$E2E_DIR/serve_cache.mjs" || fail "serve_cache.mjs on mini-Q4_0"
+stop_server "$PID" || fail "exit status $? after SIGTERM"
+MODEL=$TMPDIR/q.gguf
 
 start_server tiny_budget --parallel 2 --ctx 2048 --cache-ram 1
 BASE=$BASE MODE=tiny_budget node "$E2E_DIR/serve_cache.mjs" || fail "serve_cache.mjs tiny budget"
