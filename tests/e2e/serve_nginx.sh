@@ -29,11 +29,15 @@ make_model
 start_server replica-a --ctx 2048 --parallel 2; PID_A=$PID; PORT_A=$PORT; BASE_A=$BASE; LOG_A=$LOG
 start_server replica-b --ctx 2048 --parallel 2; PID_B=$PID; PORT_B=$PORT; BASE_B=$BASE; LOG_B=$LOG
 
-# Free loopback ports for nginx's two servers (the kernel picks them; nginx binds them at once).
-read -r PORT_N PORT_M < <(node -e '
-  const net = require("net"); const ps = [];
-  const one = () => new Promise(r => { const s = net.createServer(); s.listen(0, "127.0.0.1", () => { ps.push(s.address().port); s.close(r); }); });
-  (async () => { await one(); await one(); console.log(ps.join(" ")); })();')
+# Free loopback ports for nginx's two servers: the kernel picks them, nginx binds them moments
+# later (start_nginx picks again if another process took one in between).
+free_ports() {
+  read -r PORT_N PORT_M < <(node -e '
+    const net = require("net"); const ps = [];
+    const one = () => new Promise(r => { const s = net.createServer(); s.listen(0, "127.0.0.1", () => { ps.push(s.address().port); s.close(r); }); });
+    (async () => { await one(); await one(); console.log(ps.join(" ")); })();')
+}
+free_ports
 
 # docker/nginx.conf with the compose names and paths replaced by loopback ones; each replacement
 # must hit, so the test fails when the shipped file changes shape.
@@ -78,15 +82,26 @@ CONF
 # Own prefix, pid and logs; the workers run as the current user (a root master would switch to
 # nobody, who cannot enter the test's private folder).
 start_nginx() {
-  "$NGINX" -p "$T/" -c "$CONF" -e "$T/nginx-error.log" \
-    -g "daemon off; pid $T/nginx.pid; user $(id -un) $(id -gn);" >>"$T/nginx-error.log" 2>&1 &
-  NGINX_PID=$!
-  SERVER_PIDS+=("$NGINX_PID")
-  for _ in $(seq 1 100); do
-    [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$PORT_N/health")" = 200 ] &&
-    [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$PORT_M/health")" = 200 ] && return 0
-    kill -0 "$NGINX_PID" 2>/dev/null || { cat "$T/nginx-error.log" >&2; fail "nginx exited while starting"; }
-    sleep 0.05
+  local try
+  for try in 1 2 3; do
+    : >"$T/nginx-error.log"
+    "$NGINX" -p "$T/" -c "$CONF" -e "$T/nginx-error.log" \
+      -g "daemon off; pid $T/nginx.pid; user $(id -un) $(id -gn);" >>"$T/nginx-error.log" 2>&1 &
+    NGINX_PID=$!
+    SERVER_PIDS+=("$NGINX_PID")
+    for _ in $(seq 1 100); do
+      [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$PORT_N/health")" = 200 ] &&
+      [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$PORT_M/health")" = 200 ] && return 0
+      kill -0 "$NGINX_PID" 2>/dev/null || break
+      sleep 0.05
+    done
+    kill -0 "$NGINX_PID" 2>/dev/null && break
+    grep -q "Address already in use" "$T/nginx-error.log" || break
+    local old_n=$PORT_N old_m=$PORT_M
+    free_ports
+    echo "port $old_n or $old_m was taken before nginx bound it: now $PORT_N and $PORT_M"
+    perl -pi -e "s/listen 127\\.0\\.0\\.1:$old_n;/listen 127.0.0.1:$PORT_N;/; s/listen 127\\.0\\.0\\.1:$old_m;/listen 127.0.0.1:$PORT_M;/" \
+      "$CONF" "$T/nginx-map.conf"
   done
   cat "$T/nginx-error.log" >&2; fail "nginx not answering /health through both servers"
 }
