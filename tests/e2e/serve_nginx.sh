@@ -79,6 +79,24 @@ server {
 }
 CONF
 
+# nginx's master stops its workers on SIGTERM; a master killed outright would leave them
+# listening, so on any exit each master gets SIGTERM first, and its children SIGKILL if it lingers.
+NGINX_PIDS=()
+nginx_down() {
+  local p
+  for p in "${NGINX_PIDS[@]}"; do kill -TERM "$p" 2>/dev/null; done
+  local alive
+  for _ in $(seq 1 60); do
+    alive=0
+    for p in "${NGINX_PIDS[@]}"; do kill -0 "$p" 2>/dev/null && alive=1; done
+    [ "$alive" = 0 ] && return 0
+    sleep 0.05
+  done
+  for p in "${NGINX_PIDS[@]}"; do pkill -KILL -P "$p" 2>/dev/null; kill -KILL "$p" 2>/dev/null; done
+  return 0
+}
+trap 'nginx_down; e2e_cleanup' EXIT
+
 # Own prefix, pid and logs; the workers run as the current user (a root master would switch to
 # nobody, who cannot enter the test's private folder).
 start_nginx() {
@@ -88,7 +106,7 @@ start_nginx() {
     "$NGINX" -p "$T/" -c "$CONF" -e "$T/nginx-error.log" \
       -g "daemon off; pid $T/nginx.pid; user $(id -un) $(id -gn);" >>"$T/nginx-error.log" 2>&1 &
     NGINX_PID=$!
-    SERVER_PIDS+=("$NGINX_PID")
+    NGINX_PIDS+=("$NGINX_PID")
     for _ in $(seq 1 100); do
       [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$PORT_N/health")" = 200 ] &&
       [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$PORT_M/health")" = 200 ] && return 0
