@@ -233,9 +233,23 @@ int pcache_resume(pcache *c, const int32_t *ids, int n, int limit, eng_seq *s, p
 
 static int entry_add(pcache *c, pc_entry *x);
 
+/* What x holds: its snapshot arrays count by capacity, as allocated. */
 static size_t entry_bytes(const pcache *c, const pc_entry *x) {
     return sizeof *x + (size_t)x->n * (sizeof(int32_t) + c->kh * sizeof(uint16_t)) +
-           (size_t)x->sn.n * (sizeof(int) + c->sf * sizeof(float));
+           (size_t)x->sn.cap * (sizeof(int) + c->sf * sizeof(float));
+}
+
+/* Gives back the snapshot room past the n held (reserve grows it by doubling); a failed shrink
+ * keeps cap, which entry_bytes then counts (an entry's snapshots never grow once it is added). */
+static void snaps_shrink(pcache_snaps *s, size_t sf) {
+    if (s->n == s->cap || s->n < 1) return;
+    int *p = realloc(s->pos, (size_t)s->n * sizeof *p);
+    if (!p) return;
+    s->pos = p;
+    float *d = realloc(s->data, (size_t)s->n * sf * sizeof *d);
+    if (!d) return; /* pos already holds exactly n: cap stays, counted */
+    s->data = d;
+    s->cap = s->n;
 }
 
 int pcache_insert(pcache *c, const int32_t *a, int na, const int32_t *b, const eng_seq *s,
@@ -277,6 +291,7 @@ fail:
 /* Adds x (ownership passes, also on failure): evicts until it fits; one larger than the whole
  * budget is dropped. 0, or -1 when x was not kept. */
 static int entry_add(pcache *c, pc_entry *x) {
+    snaps_shrink(&x->sn, c->sf);
     x->bytes = entry_bytes(c, x);
     if (x->bytes > c->budget) {
         c->st.evictions++;

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <malloc.h>
 #include "engine/eng.h"
 #include "server/pcache.h"
 #include "synth/mkmodel.h"
@@ -101,7 +102,17 @@ int main(void) {
     /* one entry of a[0, 30) with snapshots at 10, 20, 30 */
     pcache *pc;
     CHECK(pcache_new(&pc, E, 64 << 20, think) == 0);
+#ifndef __SANITIZE_ADDRESS__ /* ASan's allocator does not report through mallinfo2 */
+    /* the bytes an entry counts are the bytes it holds: heap growth from the insert is at most
+     * its count plus the cache's entry table and malloc's headers */
+    const size_t heap0 = mallinfo2().uordblks;
+#endif
     CHECK_EQ_INT(pcache_insert(pc, a, 30, NULL, s, &sn, NULL), 0);
+#ifndef __SANITIZE_ADDRESS__
+    pcache_stats_get(pc, &st);
+    const size_t heap1 = mallinfo2().uordblks;
+    CHECK(heap1 <= heap0 + st.bytes + 1024);
+#endif
     eng_seq_free(s);
     pcache_snaps_free(&sn);
     pcache_stats_get(pc, &st);
