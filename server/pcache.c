@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <sys/stat.h>
 
 #define EVICT_MEMO 4096 /* prefixes of evicted entries remembered, to name the "evicted" misses */
 
@@ -435,6 +436,9 @@ static bool get(FILE *f, uint64_t *h, void *p, size_t n) {
 int pcache_load(pcache *c, const char *path, uint64_t key, char *err, size_t errlen) {
     FILE *f = fopen(path, "rb");
     if (!f) return file_fail(err, errlen, "%s: %s", path, strerror(errno));
+    struct stat fst;
+    /* bytes of the file not read yet: an entry is allocated only when the file holds it */
+    uint64_t left = fstat(fileno(f), &fst) == 0 && fst.st_size > 0 ? (uint64_t)fst.st_size : 0;
     pc_entry **got = NULL;
     uint64_t n_got = 0, h = 0;
     int rc = -1;
@@ -445,6 +449,7 @@ int pcache_load(pcache *c, const char *path, uint64_t key, char *err, size_t err
         file_fail(err, errlen, "%s: truncated header", path);
         goto done;
     }
+    left = left > 48 ? left - 48 : 0;
     if (memcmp(magic, FILE_MAGIC, 8)) {
         file_fail(err, errlen, "%s: not a prompt cache file (bad magic)", path);
         goto done;
@@ -481,6 +486,16 @@ int pcache_load(pcache *c, const char *path, uint64_t key, char *err, size_t err
                       FILE_MAX_TOKENS);
             goto done;
         }
+        /* n <= 2^24 and the per-token sizes come from the model: no overflow in 64 bits */
+        const uint64_t need = 8 + (uint64_t)nn[0] * (sizeof(int32_t) + c->kh * sizeof(uint16_t)) +
+                              (uint64_t)nn[1] * (sizeof(int32_t) + c->sf * sizeof(float)) + 8;
+        if (need > left) {
+            file_fail(err, errlen, "%s: truncated in entry %llu (%llu bytes, %llu left)", path,
+                      (unsigned long long)n_got, (unsigned long long)need,
+                      (unsigned long long)left);
+            goto done;
+        }
+        left -= need;
         pc_entry *x = calloc(1, sizeof *x);
         if (!x) {
             file_fail(err, errlen, "%s: out of memory", path);

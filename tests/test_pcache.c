@@ -7,6 +7,7 @@
 #include <string.h>
 #include <unistd.h>
 #include <malloc.h>
+#include <sys/resource.h>
 #include "engine/eng.h"
 #include "server/pcache.h"
 #include "synth/mkmodel.h"
@@ -303,6 +304,38 @@ int main(void) {
             CHECK(strstr(err, cases[k].want) != NULL);
             pcache_stats_get(pc, &st);
             CHECK(st.entries == 0 && st.bytes == 0);
+            pcache_free(pc);
+        }
+        /* an entry claiming 1 << 24 tokens in a short file is refused as truncated before any
+         * room for it is allocated: with the address space capped 512 MiB above what the
+         * process maps now, allocating it first would fail as "out of memory" */
+        {
+            unsigned char huge[48 + 8 + 64];
+            memcpy(huge, buf, 48);
+            const uint32_t nn[2] = {1u << 24, 1};
+            memcpy(huge + 48, nn, 8);
+            memset(huge + 56, 0, 64);
+            f = fopen(bad, "wb");
+            fwrite(huge, 1, sizeof huge, f);
+            fclose(f);
+            CHECK(pcache_new(&pc, E, 64 << 20, think) == 0);
+            struct rlimit old;
+            bool capped = false;
+#ifndef __SANITIZE_ADDRESS__ /* ASan maps terabytes of shadow: no cap under it */
+            long pages = 0;
+            FILE *sm = fopen("/proc/self/statm", "r");
+            if (sm && fscanf(sm, "%ld", &pages) == 1 && getrlimit(RLIMIT_AS, &old) == 0) {
+                struct rlimit cap = old;
+                cap.rlim_cur = (rlim_t)pages * (rlim_t)sysconf(_SC_PAGESIZE) + (512u << 20);
+                capped = setrlimit(RLIMIT_AS, &cap) == 0;
+            }
+            if (sm) fclose(sm);
+#endif
+            err[0] = 0;
+            CHECK_EQ_INT(pcache_load(pc, bad, key, err, sizeof err), -1);
+            if (capped) setrlimit(RLIMIT_AS, &old);
+            if (!strstr(err, "truncated in entry 0")) fprintf(stderr, "huge entry: '%s'\n", err);
+            CHECK(strstr(err, "truncated in entry 0") != NULL);
             pcache_free(pc);
         }
         /* a small budget keeps the newest entries of the file */
