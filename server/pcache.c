@@ -172,10 +172,12 @@ static bool memo_covers(const pcache *c, const int32_t *ids, int limit) {
 }
 
 /* The best entry for ids[0, n): the deepest snapshot *u <= limit inside a common prefix (*k its
- * index; NULL when none), and the entry sharing the longest prefix (*longest, *longest_m). */
+ * index; NULL when none), and in *rewrite whether an entry sharing the longest prefix has
+ * think (<think>) where the prompt departs from it: the template rewrote that turn. */
 static pc_entry *best_entry(const pcache *c, const int32_t *ids, int n, int limit, int *u_out,
-                            int *k_out, pc_entry **longest_out, int *longest_m) {
-    pc_entry *best = NULL, *longest = NULL;
+                            int *k_out, bool *rewrite) {
+    pc_entry *best = NULL;
+    bool rw = false;
     int best_u = 0, best_k = -1, lm = 0;
     if (limit > n) limit = n;
     for (int i = 0; i < c->n; i++) {
@@ -183,7 +185,11 @@ static pc_entry *best_entry(const pcache *c, const int32_t *ids, int n, int limi
         int m = 0, top = n < x->n ? n : x->n;
         while (m < top && ids[m] == x->ids[m])
             m++;
-        if (m > lm) longest = x, lm = m;
+        /* every entry tied for the longest prefix counts: the one the template rewrote may
+         * share it with an earlier turn's entry */
+        bool think_here = m < x->n && m < n && c->think >= 0 && x->ids[m] == c->think;
+        if (m > lm) rw = think_here, lm = m;
+        else if (m == lm && m > 0) rw = rw || think_here;
         int lim = m < limit ? m : limit, k = x->sn.n - 1;
         while (k >= 0 && x->sn.pos[k] > lim)
             k--;
@@ -194,13 +200,13 @@ static pc_entry *best_entry(const pcache *c, const int32_t *ids, int n, int limi
     }
     *u_out = best_u;
     *k_out = best_k;
-    if (longest_out) *longest_out = longest, *longest_m = lm;
+    if (rewrite) *rewrite = rw;
     return best;
 }
 
 int pcache_peek(const pcache *c, const int32_t *ids, int n, int limit) {
     int u, k;
-    return c->budget && best_entry(c, ids, n, limit, &u, &k, NULL, NULL) ? u : 0;
+    return c->budget && best_entry(c, ids, n, limit, &u, &k, NULL) ? u : 0;
 }
 
 int pcache_resume(pcache *c, const int32_t *ids, int n, int limit, eng_seq *s, pcache_snaps *carry,
@@ -210,11 +216,10 @@ int pcache_resume(pcache *c, const int32_t *ids, int n, int limit, eng_seq *s, p
         return 0;
     }
     if (limit > n) limit = n;
-    pc_entry *longest;
-    int best_u, best_k, longest_m;
-    pc_entry *best = best_entry(c, ids, n, limit, &best_u, &best_k, &longest, &longest_m);
-    if (longest && longest_m < longest->n && longest_m < n && c->think >= 0 &&
-        longest->ids[longest_m] == c->think)
+    bool rewrite;
+    int best_u, best_k;
+    pc_entry *best = best_entry(c, ids, n, limit, &best_u, &best_k, &rewrite);
+    if (rewrite)
         c->st.rewrites++;
     char err[256];
     int from = carry->n;
