@@ -110,6 +110,8 @@ MODEL=$TMPDIR/q25.gguf
 "$LFM2" mkmodel --preset tiny --type q4_0 --seed 1 --chat-template lfm2.5 -o "$MODEL" >/dev/null \
   2>"$TMPDIR/mk25.log" || { cat "$TMPDIR/mk25.log" >&2; fail "mkmodel --chat-template lfm2.5"; }
 start_server lfm25 --parallel 2 --ctx 2048
+grep -q 'prompt cache: up to [0-9]* MiB' "$LOG" || fail "no log line with the cache's budget"
+grep -q 'prompt cache: off' "$LOG" && fail "the log says the cache is off with the default budget"
 http $TMPDIR/th.json "$BASE/tokenize" -d '{"content":"<think>","parse_special":true}'
 expect_eq "<think> is one token" "$(jget $TMPDIR/th.json d.tokens.length)" 1
 M1='[{"role":"system","content":"You keep notes for a lighthouse keeper."},{"role":"user","content":"What did the keeper write about the storm?"}]'
