@@ -266,9 +266,8 @@ int pcache_insert(pcache *c, const int32_t *a, int na, const int32_t *b, const e
     if (!x) return -1;
     x->n = n;
     x->ids = malloc((size_t)n * sizeof *x->ids);
-    x->kv = malloc((size_t)n * c->kh * sizeof *x->kv + 1);
     char err[256];
-    if (!x->ids || !x->kv || eng_seq_kv_read(s, n, x->kv, err, sizeof err) < 0) goto fail;
+    if (!x->ids) goto fail;
     int head = na < n ? na : n;
     memcpy(x->ids, a, (size_t)head * sizeof *x->ids);
     if (n > head) memcpy(x->ids + head, b, (size_t)(n - head) * sizeof *x->ids);
@@ -278,6 +277,20 @@ int pcache_insert(pcache *c, const int32_t *a, int na, const int32_t *b, const e
         eng_seq_snap(s, x->sn.data + (size_t)x->sn.n * c->sf);
         x->sn.pos[x->sn.n++] = n; /* the end is the last position: order holds */
     }
+    /* an entry that extends this one holds its K/V already: it takes the snapshots instead of
+     * a second copy (a one-token answer to a prompt seen before, a cancelled request) */
+    for (int i = 0; i < c->n; i++) {
+        pc_entry *y = c->v[i];
+        if (y->n < n || memcmp(y->ids, x->ids, (size_t)n * sizeof *y->ids)) continue;
+        c->st.bytes -= y->bytes; /* out while it grows, back in through entry_add */
+        c->st.entries--;
+        c->v[i] = c->v[--c->n];
+        const int rc = snaps_merge(&y->sn, &x->sn, n, c->sf);
+        entry_free(x);
+        return entry_add(c, y) < 0 || rc < 0 ? -1 : 0;
+    }
+    x->kv = malloc((size_t)n * c->kh * sizeof *x->kv + 1);
+    if (!x->kv || eng_seq_kv_read(s, n, x->kv, err, sizeof err) < 0) goto fail;
     /* entries this one extends: their snapshots join it and they go */
     for (int i = 0; i < c->n;) {
         pc_entry *y = c->v[i];

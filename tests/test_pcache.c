@@ -160,6 +160,24 @@ int main(void) {
     eng_seq_free(r);
     pcache_snaps_free(&carry);
 
+    /* a prefix a[0, 35) of the entry (a one-token answer to a prompt it extends, a cancelled
+     * request) adds its snapshot at 35 to the entry instead of a second copy of its K/V */
+    pcache_stats_get(pc, &st);
+    const uint64_t ext = st.bytes;
+    const int at35[1] = {35};
+    s = feed(a, 35, at35, 1, &sn, NULL);
+    CHECK_EQ_INT(pcache_insert(pc, a, 35, NULL, s, &sn, NULL), 0);
+    eng_seq_free(s);
+    pcache_snaps_free(&sn);
+    pcache_stats_get(pc, &st);
+    CHECK_EQ_INT(st.entries, 1);
+    CHECK(st.bytes == ext + sizeof(int) + SF * sizeof(float));
+    CHECK(eng_seq_new(E, 256, &r, err, sizeof err) == 0);
+    CHECK_EQ_INT(pcache_resume(pc, p, 50, 49, r, &carry, &reason), 35);
+    CHECK_EQ_INT(carry.n, 4);
+    eng_seq_free(r);
+    pcache_snaps_free(&carry);
+
     /* nothing in common: no_entry */
     CHECK(eng_seq_new(E, 256, &r, err, sizeof err) == 0);
     CHECK_EQ_INT(pcache_resume(pc, c, 40, 39, r, &carry, &reason), 0);
