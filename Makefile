@@ -104,7 +104,7 @@ clean:
 # tests/fuzz/corpus/X plus seeded mutations, so `make test` and `make asan` replay them.
 # `make fuzz` builds them with clang's libFuzzer + ASan/UBSan (only the modules they reach:
 # engine/kern.c needs gcc) and runs each for FUZZ_SECONDS; FUZZERS=tok picks some.
-FUZZERS      := gguf request tok stop config sample
+FUZZERS      := gguf request tok stop config sample toolcall
 FUZZ_REPLAYS := $(FUZZERS:%=$(BUILD)/tests/test_fuzz_%)
 TESTS        += $(FUZZ_REPLAYS)
 FUZZ_SECONDS ?= 60

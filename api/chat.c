@@ -1,11 +1,15 @@
 /* chat.c: the LFM2 and LFM2.5 chat templates rendered in C into segments. */
 #include "api/chat.h"
+#include "api/tojson.h"
+#include "api/toolcall.h"
+#include <cjson/cJSON.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 const char *chat_format_name(enum chat_format f) {
-    return f == CHAT_LFM25 ? "lfm2.5" : "lfm2";
+    return f == CHAT_LFM25_DATED ? "lfm2.5-dated" : f == CHAT_LFM25 ? "lfm2.5" : "lfm2";
 }
 
 enum chat_format chat_detect(const char *tmpl, bool *known) {
@@ -14,6 +18,9 @@ enum chat_format chat_detect(const char *tmpl, bool *known) {
     if (tmpl && strstr(tmpl, "<|im_start|>")) {
         if (strstr(tmpl, "<|tool_list_start|>")) {
             ok = true; /* LFM2: tools inside <|tool_list_start|>...<|tool_list_end|> */
+        } else if (strstr(tmpl, "render_tool_calls") || strstr(tmpl, "Today's date: ")) {
+            ok = true;
+            f = CHAT_LFM25_DATED;
         } else if (strstr(tmpl, "keep_past_thinking") || strstr(tmpl, "List of tools: [")) {
             ok = true;
             f = CHAT_LFM25;
@@ -21,6 +28,12 @@ enum chat_format chat_detect(const char *tmpl, bool *known) {
     }
     if (known) *known = ok;
     return f;
+}
+
+bool chat_think_open(const char *tmpl) {
+    /* the Jinja source writes the newline as the two characters \\n */
+    return tmpl && (strstr(tmpl, "<|im_start|>assistant\\n<think>") ||
+                    strstr(tmpl, "<|im_start|>assistant\n<think>"));
 }
 
 typedef struct builder {
@@ -118,11 +131,54 @@ static void past_assistant(builder *b, const char *s, size_t len) {
     assistant_text(b, start, (size_t)(end - start));
 }
 
+/* One argument value as the dated templates' format_arg_value macro writes it: a string in
+ * double quotes as it is, a mapping as tojson, anything else as Python's str(). */
+static void arg_value(builder *b, const cJSON *v) {
+    char *s = NULL;
+    if (cJSON_IsString(v)) {
+        text(b, "\"");
+        text(b, v->valuestring);
+        text(b, "\"");
+        return;
+    }
+    s = cJSON_IsObject(v) ? tojson_print(v) : tojson_pystr(v);
+    if (!s) {
+        b->oom = true;
+        return;
+    }
+    text(b, s);
+    free(s);
+}
+
+/* <|tool_call_start|>[f(a="x", b=1), g()]<|tool_call_end|> (render_tool_calls). */
+static void render_calls(builder *b, const api_message *m) {
+    special(b, TOOLCALL_START);
+    text(b, "[");
+    for (int k = 0; k < m->n_tool_calls; k++) {
+        const api_tool_call *c = &m->tool_calls[k];
+        if (k) text(b, ", ");
+        text(b, c->name ? c->name : "");
+        text(b, "(");
+        cJSON *args = c->arguments ? cJSON_Parse(c->arguments) : NULL;
+        int j = 0;
+        for (const cJSON *a = cJSON_IsObject(args) ? args->child : NULL; a; a = a->next, j++) {
+            if (j) text(b, ", ");
+            text(b, a->string ? a->string : "");
+            text(b, "=");
+            arg_value(b, a);
+        }
+        cJSON_Delete(args);
+        text(b, ")");
+    }
+    text(b, "]");
+    special(b, TOOLCALL_END);
+}
+
 int chat_render(chat_prompt *p, const chat_opts *o, const api_message *msgs, int n, char *err,
                 size_t errlen) {
     memset(p, 0, sizeof *p);
     builder b = {p, false};
-    bool v25 = o->format == CHAT_LFM25;
+    bool v25 = o->format == CHAT_LFM25 || o->format == CHAT_LFM25_DATED;
     if (o->bos && o->bos[0]) special(&b, o->bos);
 
     int first = 0;
@@ -137,7 +193,21 @@ int chat_render(chat_prompt *p, const chat_opts *o, const api_message *msgs, int
         text(&b, "system\n");
         if (sys) put(&b, sys->content, sys->len, false);
         if (o->n_tools > 0) {
-            if (sys && sys->len > 0) text(&b, "\n");
+            if (sys && sys->len > 0) text(&b, o->format == CHAT_LFM25_DATED ? "\n\n" : "\n");
+            if (o->format == CHAT_LFM25_DATED) {
+                char date[32];
+                if (o->date) {
+                    snprintf(date, sizeof date, "%s", o->date);
+                } else {
+                    time_t now = time(NULL);
+                    struct tm tm;
+                    if (!localtime_r(&now, &tm) || !strftime(date, sizeof date, "%Y-%m-%d", &tm))
+                        snprintf(date, sizeof date, "1970-01-01");
+                }
+                text(&b, "Today's date: ");
+                text(&b, date);
+                text(&b, "\n\n");
+            }
             text(&b, "List of tools: ");
             if (!v25) special(&b, "<|tool_list_start|>");
             text(&b, "[");
@@ -161,7 +231,16 @@ int chat_render(chat_prompt *p, const chat_opts *o, const api_message *msgs, int
         special(&b, "<|im_start|>");
         text(&b, api_role_name(m->role));
         text(&b, "\n");
-        if (v25 && m->role == API_ROLE_ASSISTANT && !o->keep_past_thinking && i != last_assistant) {
+        bool past = m->role == API_ROLE_ASSISTANT && !o->keep_past_thinking && i != last_assistant;
+        if (m->role == API_ROLE_ASSISTANT) {
+            if (v25 && m->reasoning && !past) {
+                special(&b, TOOLCALL_THINK);
+                put(&b, m->reasoning, strlen(m->reasoning), false);
+                special(&b, TOOLCALL_THINK_END);
+            }
+            if (m->n_tool_calls > 0) render_calls(&b, m);
+        }
+        if (v25 && past) {
             past_assistant(&b, m->content, m->len);
         } else if (!v25 && m->role == API_ROLE_TOOL) {
             special(&b, "<|tool_response_start|>");
@@ -178,6 +257,7 @@ int chat_render(chat_prompt *p, const chat_opts *o, const api_message *msgs, int
     if (o->add_generation_prompt) {
         special(&b, "<|im_start|>");
         text(&b, "assistant\n");
+        if (o->think_open) special(&b, TOOLCALL_THINK);
     }
     if (b.oom) {
         snprintf(err, errlen, "out of memory rendering the chat template (%zu bytes so far)",

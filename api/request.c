@@ -1,5 +1,6 @@
 /* request.c: OpenAI request parsing with cJSON; every error names the field and the limit. */
 #include "api/request.h"
+#include "api/tojson.h"
 #include "engine/tok.h"
 #include <cjson/cJSON.h>
 #include <errno.h>
@@ -19,6 +20,7 @@ void api_limits_default(api_limits *l) {
     l->max_prompt_tokens = 1 << 20;
     l->max_logit_bias = 1024;
     l->max_depth = 32;
+    l->max_tools = 128;
 }
 
 const char *api_role_name(enum api_role r) {
@@ -339,6 +341,133 @@ static int parse_content(const cJSON *msg, int idx, int max_parts, api_message *
     return 0;
 }
 
+/* A function name: 1..API_MAX_TOOL_NAME bytes of [A-Za-z0-9_.-] (OpenAI's set plus '.', which
+ * LFM2 writes in dotted names such as Calendar.create_event). */
+static int check_name(const char *name, const char *param, api_error *e) {
+    size_t n = strlen(name);
+    if (n == 0 || n > API_MAX_TOOL_NAME)
+        return api_error_set(e, 400, param, "invalid_value",
+                             "%s must be 1 to %d characters long, got %zu", param,
+                             API_MAX_TOOL_NAME, n);
+    for (size_t k = 0; k < n; k++) {
+        char c = name[k];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '_' || c == '-' || c == '.'))
+            return api_error_set(e, 400, param, "invalid_value",
+                                 "%s '%.64s' may only contain letters, digits, '_', '-' and '.'",
+                                 param, name);
+    }
+    return 0;
+}
+
+/* An assistant message's tool_calls[k]: {"id","type":"function","function":{"name",
+ * "arguments"}} with arguments a JSON string holding an object (or the object itself). */
+static int parse_tool_call(const cJSON *c, const char *param, api_tool_call *tc, api_error *e) {
+    char pp[112];
+    if (!cJSON_IsObject(c))
+        return api_error_set(e, 400, param, "invalid_type", "%s must be an object, got %s", param,
+                             type_name(c));
+    const cJSON *ty = field(c, "type");
+    if (ty && !(cJSON_IsString(ty) && !strcmp(ty->valuestring, "function"))) {
+        snprintf(pp, sizeof pp, "%s.type", param);
+        return api_error_set(e, 400, pp, "invalid_value", "%s must be \"function\"", pp);
+    }
+    const cJSON *id = field(c, "id");
+    if (id && !cJSON_IsString(id)) {
+        snprintf(pp, sizeof pp, "%s.id", param);
+        return api_error_set(e, 400, pp, "invalid_type", "%s must be a string, got %s", pp,
+                             type_name(id));
+    }
+    if (!(tc->id = strdup(id ? id->valuestring : ""))) return oom(e);
+    const cJSON *fn = field(c, "function");
+    snprintf(pp, sizeof pp, "%s.function", param);
+    if (!cJSON_IsObject(fn))
+        return api_error_set(e, 400, pp, fn ? "invalid_type" : "missing_field",
+                             "%s must be an object with name and arguments", pp);
+    const cJSON *name = field(fn, "name");
+    snprintf(pp, sizeof pp, "%s.function.name", param);
+    if (!cJSON_IsString(name))
+        return api_error_set(e, 400, pp, name ? "invalid_type" : "missing_field",
+                             "%s is required: a string", pp);
+    int rc = check_name(name->valuestring, pp, e);
+    if (rc) return rc;
+    if (!(tc->name = strdup(name->valuestring))) return oom(e);
+    const cJSON *args = field(fn, "arguments");
+    snprintf(pp, sizeof pp, "%s.function.arguments", param);
+    cJSON *parsed = NULL;
+    const cJSON *obj = args;
+    if (!args) {
+        if (!(tc->arguments = strdup("{}"))) return oom(e);
+        return 0;
+    }
+    if (cJSON_IsString(args)) {
+        const char *end = NULL;
+        parsed = cJSON_ParseWithOpts(args->valuestring, &end, 1);
+        obj = parsed;
+    }
+    if (!cJSON_IsObject(obj)) {
+        cJSON_Delete(parsed);
+        return api_error_set(e, 400, pp, "invalid_value",
+                             "%s must be a JSON object (as a string, e.g. \"{\\\"city\\\": "
+                             "\\\"Paris\\\"}\")",
+                             pp);
+    }
+    tc->arguments = cJSON_PrintUnformatted(obj);
+    cJSON_Delete(parsed);
+    return tc->arguments ? 0 : oom(e);
+}
+
+/* reasoning_content and tool_calls (assistant), tool_call_id (tool). */
+static int parse_message_extras(const cJSON *m, int i, const api_limits *lim, api_message *am,
+                                api_error *e) {
+    char param[64];
+    const cJSON *tc = field(m, "tool_calls");
+    if (tc) {
+        snprintf(param, sizeof param, "messages[%d].tool_calls", i);
+        if (am->role != API_ROLE_ASSISTANT)
+            return api_error_set(e, 400, param, "invalid_value",
+                                 "%s is only allowed in assistant messages", param);
+        if (!cJSON_IsArray(tc))
+            return api_error_set(e, 400, param, "invalid_type", "%s must be an array, got %s",
+                                 param, type_name(tc));
+        int n = cJSON_GetArraySize(tc);
+        if (n > lim->max_tools)
+            return api_error_set(e, 400, param, "invalid_value", "%s has %d calls; the limit is %d",
+                                 param, n, lim->max_tools);
+        if (n > 0) {
+            am->tool_calls = calloc((size_t)n, sizeof *am->tool_calls);
+            if (!am->tool_calls) return oom(e);
+        }
+        int k = 0;
+        for (const cJSON *c = tc->child; c; c = c->next, k++) {
+            char pp[80];
+            snprintf(pp, sizeof pp, "%s[%d]", param, k);
+            am->n_tool_calls = k + 1;
+            int rc = parse_tool_call(c, pp, &am->tool_calls[k], e);
+            if (rc) return rc;
+        }
+    }
+    const cJSON *rc_ = field(m, "reasoning_content");
+    if (rc_) {
+        snprintf(param, sizeof param, "messages[%d].reasoning_content", i);
+        if (!cJSON_IsString(rc_))
+            return api_error_set(e, 400, param, "invalid_type", "%s must be a string, got %s",
+                                 param, type_name(rc_));
+        if (am->role == API_ROLE_ASSISTANT && !(am->reasoning = strdup(rc_->valuestring)))
+            return oom(e);
+    }
+    const cJSON *id = field(m, "tool_call_id");
+    if (id) {
+        snprintf(param, sizeof param, "messages[%d].tool_call_id", i);
+        if (!cJSON_IsString(id))
+            return api_error_set(e, 400, param, "invalid_type", "%s must be a string, got %s",
+                                 param, type_name(id));
+        if (am->role == API_ROLE_TOOL && !(am->tool_call_id = strdup(id->valuestring)))
+            return oom(e);
+    }
+    return 0;
+}
+
 static int parse_messages(api_request *r, const cJSON *root, const api_limits *lim, api_error *e) {
     const cJSON *ms = cJSON_GetObjectItemCaseSensitive(root, "messages");
     if (!ms || cJSON_IsNull(ms))
@@ -385,15 +514,10 @@ static int parse_messages(api_request *r, const cJSON *root, const api_limits *l
             return api_error_set(e, 400, param, "invalid_value",
                                  "%s '%.64s' is not one of system, user, assistant, tool", param,
                                  rs);
-        const cJSON *tc = field(m, "tool_calls");
-        if (tc && !(cJSON_IsArray(tc) && cJSON_GetArraySize(tc) == 0)) {
-            snprintf(param, sizeof param, "messages[%d].tool_calls", i);
-            return api_error_set(e, 400, param, "not_supported",
-                                 "%s: tool calls are not supported yet", param);
-        }
         int rc = parse_content(m, i, lim->max_parts, am, e);
         if (rc) return rc;
         r->n_messages = i + 1;
+        if ((rc = parse_message_extras(m, i, lim, am, e))) return rc;
     }
     return 0;
 }
@@ -541,21 +665,160 @@ static int parse_logit_bias(api_request *r, const cJSON *root, const api_limits 
     return 0;
 }
 
+/* ---- tools, tool_choice, parallel_tool_calls, reasoning_format ---- */
+
+static int parse_tool(const cJSON *t, int k, api_tool *tl, api_error *e) {
+    char param[48], pp[80];
+    snprintf(param, sizeof param, "tools[%d]", k);
+    if (!cJSON_IsObject(t))
+        return api_error_set(
+            e, 400, param, "invalid_type",
+            "%s must be an object like {\"type\":\"function\",\"function\":{...}}, "
+            "got %s",
+            param, type_name(t));
+    const cJSON *ty = field(t, "type");
+    snprintf(pp, sizeof pp, "%s.type", param);
+    if (!cJSON_IsString(ty))
+        return api_error_set(e, 400, pp, ty ? "invalid_type" : "missing_field",
+                             "%s is required: \"function\"", pp);
+    if (strcmp(ty->valuestring, "function") != 0)
+        return api_error_set(e, 400, pp, "not_supported",
+                             "%s '%.32s' is not supported; only \"function\" tools are", pp,
+                             ty->valuestring);
+    const cJSON *fn = field(t, "function");
+    snprintf(pp, sizeof pp, "%s.function", param);
+    if (!cJSON_IsObject(fn))
+        return api_error_set(e, 400, pp, fn ? "invalid_type" : "missing_field",
+                             "%s is required: an object with name, description, parameters", pp);
+    const cJSON *name = field(fn, "name");
+    snprintf(pp, sizeof pp, "%s.function.name", param);
+    if (!cJSON_IsString(name))
+        return api_error_set(e, 400, pp, name ? "invalid_type" : "missing_field",
+                             "%s is required: a string", pp);
+    int rc = check_name(name->valuestring, pp, e);
+    if (rc) return rc;
+    if (!(tl->name = strdup(name->valuestring))) return oom(e);
+    const cJSON *d = field(fn, "description");
+    snprintf(pp, sizeof pp, "%s.function.description", param);
+    if (d && !cJSON_IsString(d))
+        return api_error_set(e, 400, pp, "invalid_type", "%s must be a string, got %s", pp,
+                             type_name(d));
+    if (d && !(tl->description = strdup(d->valuestring))) return oom(e);
+    const cJSON *pa = field(fn, "parameters");
+    snprintf(pp, sizeof pp, "%s.function.parameters", param);
+    if (pa && !cJSON_IsObject(pa))
+        return api_error_set(e, 400, pp, "invalid_type", "%s must be a JSON Schema object, got %s",
+                             pp, type_name(pa));
+    if (pa && !(tl->parameters = cJSON_PrintUnformatted(pa))) return oom(e);
+    const cJSON *st = field(fn, "strict");
+    snprintf(pp, sizeof pp, "%s.function.strict", param);
+    if (st && !cJSON_IsBool(st))
+        return api_error_set(e, 400, pp, "invalid_type", "%s must be a boolean, got %s", pp,
+                             type_name(st));
+    tl->strict = st && cJSON_IsTrue(st);
+    return (tl->json = tojson_print(t)) ? 0 : oom(e);
+}
+
+static int parse_tools(api_request *r, const cJSON *root, const api_limits *lim, api_error *e) {
+    const cJSON *t = field(root, "tools");
+    if (t) {
+        if (!cJSON_IsArray(t))
+            return api_error_set(e, 400, "tools", "invalid_type",
+                                 "tools must be an array of function tools, got %s", type_name(t));
+        int n = cJSON_GetArraySize(t);
+        if (n > lim->max_tools)
+            return api_error_set(e, 400, "tools", "invalid_value",
+                                 "tools has %d entries; the limit is %d", n, lim->max_tools);
+        if (n > 0 && !(r->tools = calloc((size_t)n, sizeof *r->tools))) return oom(e);
+        int k = 0;
+        for (const cJSON *c = t->child; c; c = c->next, k++) {
+            r->n_tools = k + 1;
+            int rc = parse_tool(c, k, &r->tools[k], e);
+            if (rc) return rc;
+            for (int j = 0; j < k; j++)
+                if (!strcmp(r->tools[j].name, r->tools[k].name)) {
+                    char pp[64];
+                    snprintf(pp, sizeof pp, "tools[%d].function.name", k);
+                    return api_error_set(e, 400, pp, "invalid_value",
+                                         "%s '%s' is declared twice (also tools[%d])", pp,
+                                         r->tools[k].name, j);
+                }
+        }
+    }
+    r->tool_choice = r->n_tools ? API_TOOL_CHOICE_AUTO : API_TOOL_CHOICE_NONE;
+    r->tool_choice_index = -1;
+    const cJSON *c = field(root, "tool_choice");
+    if (c) {
+        if (cJSON_IsString(c)) {
+            const char *v = c->valuestring;
+            if (!strcmp(v, "none"))
+                r->tool_choice = API_TOOL_CHOICE_NONE;
+            else if (!strcmp(v, "auto"))
+                r->tool_choice = r->n_tools ? API_TOOL_CHOICE_AUTO : API_TOOL_CHOICE_NONE;
+            else if (!strcmp(v, "required"))
+                r->tool_choice = API_TOOL_CHOICE_REQUIRED;
+            else
+                return api_error_set(e, 400, "tool_choice", "invalid_value",
+                                     "tool_choice '%.32s' is not one of \"none\", \"auto\", "
+                                     "\"required\" or {\"type\":\"function\",\"function\":"
+                                     "{\"name\":...}}",
+                                     v);
+        } else if (cJSON_IsObject(c)) {
+            const cJSON *ty = field(c, "type");
+            const cJSON *fn = field(c, "function");
+            const cJSON *name = cJSON_IsObject(fn) ? field(fn, "name") : NULL;
+            if (!cJSON_IsString(ty) || strcmp(ty->valuestring, "function") != 0 ||
+                !cJSON_IsString(name))
+                return api_error_set(e, 400, "tool_choice", "invalid_value",
+                                     "tool_choice as an object must be {\"type\":\"function\","
+                                     "\"function\":{\"name\":\"...\"}}");
+            r->tool_choice = API_TOOL_CHOICE_FUNCTION;
+            for (int k = 0; k < r->n_tools; k++)
+                if (!strcmp(r->tools[k].name, name->valuestring)) r->tool_choice_index = k;
+            if (r->tool_choice_index < 0)
+                return api_error_set(e, 400, "tool_choice", "invalid_value",
+                                     "tool_choice names function '%.64s', which is not in tools",
+                                     name->valuestring);
+        } else {
+            return api_error_set(e, 400, "tool_choice", "invalid_type",
+                                 "tool_choice must be a string or an object, got %s", type_name(c));
+        }
+        if (r->tool_choice == API_TOOL_CHOICE_REQUIRED && !r->n_tools)
+            return api_error_set(e, 400, "tool_choice", "invalid_value",
+                                 "tool_choice \"required\" needs a non-empty tools array");
+    }
+    r->parallel_tool_calls = true;
+    int rc = read_bool(root, "parallel_tool_calls", &r->parallel_tool_calls, e);
+    if (rc < 0) return rc;
+    const cJSON *rf = field(root, "reasoning_format");
+    if (rf) {
+        if (!cJSON_IsString(rf))
+            return api_error_set(e, 400, "reasoning_format", "invalid_type",
+                                 "reasoning_format must be a string, got %s", type_name(rf));
+        if (!strcmp(rf->valuestring, "none"))
+            r->reasoning_format = API_REASONING_NONE;
+        else if (!strcmp(rf->valuestring, "auto") || !strcmp(rf->valuestring, "deepseek"))
+            r->reasoning_format = API_REASONING_AUTO;
+        else
+            return api_error_set(e, 400, "reasoning_format", "invalid_value",
+                                 "reasoning_format '%.32s' is not supported; use \"none\", "
+                                 "\"auto\" or \"deepseek\"",
+                                 rf->valuestring);
+    }
+    return 0;
+}
+
 /* ---- unsupported features ---- */
 
 static int check_unsupported(const cJSON *root, enum api_kind kind, api_error *e) {
-    const cJSON *t = field(root, "tools");
-    if (t && !(cJSON_IsArray(t) && cJSON_GetArraySize(t) == 0))
-        return api_error_set(e, 400, "tools", "not_supported", "tools are not supported yet");
-    t = field(root, "functions");
+    const cJSON *t = field(root, "functions");
     if (t && !(cJSON_IsArray(t) && cJSON_GetArraySize(t) == 0))
         return api_error_set(e, 400, "functions", "not_supported",
                              "functions are not supported yet");
-    t = field(root, "tool_choice");
-    if (t && !(cJSON_IsString(t) &&
-               (!strcmp(t->valuestring, "none") || !strcmp(t->valuestring, "auto"))))
-        return api_error_set(e, 400, "tool_choice", "not_supported",
-                             "tool_choice other than \"none\" or \"auto\" is not supported yet");
+    t = field(root, "function_call");
+    if (t)
+        return api_error_set(e, 400, "function_call", "not_supported",
+                             "function_call is not supported; use tools and tool_choice");
     t = field(root, "response_format");
     if (t) {
         const cJSON *ty = cJSON_IsObject(t) ? cJSON_GetObjectItemCaseSensitive(t, "type") : NULL;
@@ -599,6 +862,7 @@ static int parse_fields(api_request *r, const cJSON *root, enum api_kind kind,
     else
         rc = parse_prompt(r, root, lim, e);
     if (rc) return rc;
+    if (kind == API_CHAT && (rc = parse_tools(r, root, lim, e))) return rc;
 
     /* max_completion_tokens wins over the deprecated max_tokens when both are given */
     const char *mt_name =
@@ -696,6 +960,8 @@ static void request_defaults(api_request *r, enum api_kind kind) {
     r->repetition_penalty = 1.0f;
     r->n = 1;
     r->cache_prompt = true;
+    r->tool_choice_index = -1;
+    r->parallel_tool_calls = true;
 }
 
 int api_request_parse(api_request *req, enum api_kind kind, const char *body, size_t len,
@@ -722,9 +988,26 @@ int api_request_parse(api_request *req, enum api_kind kind, const char *body, si
 void api_request_free(api_request *r) {
     if (!r) return;
     free(r->model);
-    for (int i = 0; i < r->n_messages; i++)
-        free(r->messages[i].content);
+    for (int i = 0; i < r->n_messages; i++) {
+        api_message *m = &r->messages[i];
+        free(m->content);
+        free(m->reasoning);
+        free(m->tool_call_id);
+        for (int k = 0; k < m->n_tool_calls; k++) {
+            free(m->tool_calls[k].id);
+            free(m->tool_calls[k].name);
+            free(m->tool_calls[k].arguments);
+        }
+        free(m->tool_calls);
+    }
     free(r->messages);
+    for (int i = 0; i < r->n_tools; i++) {
+        free(r->tools[i].name);
+        free(r->tools[i].description);
+        free(r->tools[i].parameters);
+        free(r->tools[i].json);
+    }
+    free(r->tools);
     free(r->prompt);
     free(r->prompt_tokens);
     for (int i = 0; i < r->n_stop; i++)

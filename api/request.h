@@ -33,6 +33,7 @@ typedef struct api_limits {
     int max_prompt_tokens; /* length of a token-id prompt array */
     int max_logit_bias;    /* entries in logit_bias */
     int max_depth;         /* JSON nesting depth of the body */
+    int max_tools;         /* entries in tools, and tool_calls per assistant message */
 } api_limits;
 void api_limits_default(api_limits *l);
 
@@ -40,12 +41,54 @@ enum api_kind { API_CHAT = 0, API_COMPLETION = 1 };
 enum api_role { API_ROLE_SYSTEM = 0, API_ROLE_USER, API_ROLE_ASSISTANT, API_ROLE_TOOL };
 const char *api_role_name(enum api_role r); /* "system", "user", "assistant", "tool" */
 
-/* One chat message; content is valid UTF-8 without NUL bytes, text parts already joined. */
+#define API_MAX_TOOL_NAME 64 /* bytes of a function name */
+
+/* One call of an assistant message's tool_calls (history sent back by the client). */
+typedef struct api_tool_call {
+    char *id;        /* tool_calls[i].id; "" when absent */
+    char *name;      /* function.name: 1..64 bytes of [A-Za-z0-9_.-] */
+    char *arguments; /* function.arguments re-serialized as compact JSON text of an object
+                      * (cJSON_PrintUnformatted, keys in the client's order); the client may send
+                      * a JSON string (OpenAI) or an object */
+} api_tool_call;
+
+/* One chat message; every string is valid UTF-8 without NUL bytes, owned by the request. */
 typedef struct api_message {
     enum api_role role; /* "developer" is accepted as system */
-    char *content;      /* NUL-terminated, owned by the request; "" for null content */
+    char *content;      /* NUL-terminated, text parts joined; "" for null content */
     size_t len;         /* bytes of content */
+    /* assistant only: */
+    char *reasoning;           /* reasoning_content; NULL when absent or null */
+    api_tool_call *tool_calls; /* n_tool_calls entries (NULL when none) */
+    int n_tool_calls;
+    /* tool only: */
+    char *tool_call_id; /* tool_call_id; NULL when absent */
 } api_message;
+
+/* One entry of tools ({"type":"function","function":{...}}). */
+typedef struct api_tool {
+    char *name;        /* function.name: 1..64 bytes of [A-Za-z0-9_.-], unique in the request */
+    char *description; /* function.description; NULL when absent */
+    char *parameters;  /* function.parameters (a JSON Schema object) as compact JSON text
+                        * (cJSON_PrintUnformatted: cJSON_Parse gives it back); NULL when absent */
+    bool strict;       /* function.strict */
+    char *json;        /* the whole tool object as Jinja's tojson writes it (", " and ": "
+                        * separators, keys in the client's order): what templates render */
+} api_tool;
+
+/* tool_choice. REQUIRED and FUNCTION need constrained decoding (see job_tool_constraint). */
+enum api_tool_choice {
+    API_TOOL_CHOICE_NONE = 0, /* "none" (the default without tools): the model may not call */
+    API_TOOL_CHOICE_AUTO,     /* "auto" (the default with tools) */
+    API_TOOL_CHOICE_REQUIRED, /* "required": at least one call of a declared tool */
+    API_TOOL_CHOICE_FUNCTION  /* {"type":"function","function":{"name"}}: tool_choice_index */
+};
+
+/* reasoning_format (llama-server's field): what happens to <think>...</think> in the output. */
+enum api_reasoning_format {
+    API_REASONING_AUTO = 0, /* "auto" / "deepseek" (default): the text goes to reasoning_content */
+    API_REASONING_NONE      /* "none": the tags and text stay in content */
+};
 
 typedef struct api_logit_bias {
     int32_t id; /* token id */
@@ -89,13 +132,21 @@ typedef struct api_request {
     bool keep_past_thinking; /* chat_template_kwargs.keep_past_thinking (for chat_opts) */
     bool cache_prompt;       /* llama-server's cache_prompt: reuse/keep state in the prompt
                                 cache; default true */
+    /* tools (chat only) */
+    api_tool *tools; /* n_tools entries, NULL when none (an empty array is none) */
+    int n_tools;
+    enum api_tool_choice tool_choice; /* NONE without tools, AUTO with them unless given */
+    int tool_choice_index;    /* FUNCTION: the index in tools of the named function, else -1 */
+    bool parallel_tool_calls; /* default true; false: at most one call is returned */
+    enum api_reasoning_format reasoning_format;
 } api_request;
 
 /* Parses and validates body (len bytes, need not be NUL-terminated) as a request of the given
  * kind. On success returns 0 and req owns its strings (api_request_free). On error returns
  * API_EINVAL (status 400) or API_ENOMEM (500), fills e, and leaves req empty (freeing it is
- * still fine). Unknown fields are ignored; tools (non-empty), tool_choice other than "none",
- * response_format other than {"type":"text"} and echo/best_of/suffix get 400 not_supported. */
+ * still fine). Unknown fields are ignored; functions/function_call (the deprecated names),
+ * response_format other than {"type":"text"} and echo/best_of/suffix get 400 not_supported.
+ * tool_choice naming a function not in tools, or "required"/a function without tools: 400. */
 int api_request_parse(api_request *req, enum api_kind kind, const char *body, size_t len,
                       const api_limits *lim, api_error *e);
 void api_request_free(api_request *req); /* zeroes req; a zeroed req is a no-op */

@@ -167,6 +167,30 @@ static bool add_text_logprobs(cJSON *choice, const api_choice *c) {
     return true;
 }
 
+/* "tool_calls": [...] of c: in a message every call complete and without "index"; in a chunk
+ * with "index" (see api_call_out). */
+static bool add_calls(cJSON *obj, const api_choice *c, bool chunk) {
+    if (c->n_calls <= 0) return true;
+    cJSON *arr = cJSON_AddArrayToObject(obj, "tool_calls");
+    if (!arr) return false;
+    for (int i = 0; i < c->n_calls; i++) {
+        const api_call_out *t = &c->calls[i];
+        cJSON *o = cJSON_CreateObject();
+        if (!o) return false;
+        cJSON_AddItemToArray(arr, o);
+        if (chunk && !cJSON_AddNumberToObject(o, "index", t->index)) return false;
+        if (t->id && (!add_text(o, "id", t->id, strlen(t->id)) ||
+                      !cJSON_AddStringToObject(o, "type", "function")))
+            return false;
+        cJSON *fn = cJSON_AddObjectToObject(o, "function");
+        if (!fn) return false;
+        if (t->id && !add_text(fn, "name", t->name, t->name ? strlen(t->name) : 0)) return false;
+        if (!add_text(fn, "arguments", t->arguments, t->arguments ? strlen(t->arguments) : 0))
+            return false;
+    }
+    return true;
+}
+
 char *api_chat_completion_json(const api_resp_meta *m, const api_choice *c, int n,
                                const api_usage *u) {
     cJSON *root = cJSON_CreateObject();
@@ -184,7 +208,11 @@ char *api_chat_completion_json(const api_resp_meta *m, const api_choice *c, int 
         ok = cJSON_AddNumberToObject(ch, "index", c[i].index) &&
              (msg = cJSON_AddObjectToObject(ch, "message")) &&
              cJSON_AddStringToObject(msg, "role", "assistant") &&
-             add_text(msg, "content", c[i].text, c[i].len) && add_chat_logprobs(ch, &c[i]) &&
+             (c[i].content_null ? cJSON_AddNullToObject(msg, "content") != NULL
+                                : add_text(msg, "content", c[i].text, c[i].len) != NULL) &&
+             (!c[i].reasoning ||
+              add_text(msg, "reasoning_content", c[i].reasoning, c[i].reasoning_len)) &&
+             add_calls(msg, &c[i], false) && add_chat_logprobs(ch, &c[i]) &&
              add_finish(ch, c[i].finish_reason);
     }
     ok = ok && add_usage(root, u);
@@ -226,7 +254,10 @@ char *api_chat_chunk_json(const api_resp_meta *m, const api_choice *c, bool role
         ok = cJSON_AddStringToObject(delta, "role", "assistant") &&
              (c->text ? true : cJSON_AddStringToObject(delta, "content", "") != NULL);
     if (ok && c->text) ok = add_text(delta, "content", c->text, c->len) != NULL;
-    ok = ok && add_chat_logprobs(ch, c) && add_finish(ch, c->finish_reason);
+    if (ok && c->reasoning)
+        ok = add_text(delta, "reasoning_content", c->reasoning, c->reasoning_len) != NULL;
+    ok = ok && add_calls(delta, c, true) && add_chat_logprobs(ch, c) &&
+         add_finish(ch, c->finish_reason);
     if (ok && usage_null) ok = cJSON_AddNullToObject(root, "usage") != NULL;
     return finish(root, ok);
 }

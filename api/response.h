@@ -36,6 +36,15 @@ typedef struct api_token_logprob {
     int n_top;
 } api_token_logprob;
 
+/* One tool call in a message or a stream chunk's delta. */
+typedef struct api_call_out {
+    int index;             /* position in the choice's tool_calls */
+    const char *id;        /* "call_..."; NULL in a stream chunk that continues a call: then only
+                            * index and function.arguments are written */
+    const char *name;      /* function.name (with id) */
+    const char *arguments; /* function.arguments: JSON text (a fragment of it in a stream) */
+} api_call_out;
+
 typedef struct api_choice {
     int index;
     const char *text; /* the (new) text; NULL = none */
@@ -44,13 +53,20 @@ typedef struct api_choice {
     const api_token_logprob *logprobs; /* NULL: "logprobs": null */
     int n_logprobs;
     size_t text_offset; /* completions logprobs: offset of this text's first byte */
+    /* chat only */
+    bool content_null;     /* message "content": null (text ignored) */
+    const char *reasoning; /* "reasoning_content" (reasoning_len bytes); NULL: absent */
+    size_t reasoning_len;
+    const api_call_out *calls; /* "tool_calls" (n_calls entries); 0: absent */
+    int n_calls;
 } api_choice;
 
 /* Writes "<prefix><24 alphanumerics>" from two random words into buf (cap >= 40). */
 void api_make_id(char *buf, size_t cap, const char *prefix, uint64_t r1, uint64_t r2);
 
 /* Non-streamed responses: {"id","object":"chat.completion","created","model","choices":[{"index",
- * "message":{"role":"assistant","content"},"logprobs","finish_reason"}],"usage":{...}} and the
+ * "message":{"role":"assistant","content","reasoning_content"?,"tool_calls"?:[{"id","type":
+ * "function","function":{"name","arguments"}}]},"logprobs","finish_reason"}],"usage":{...}} and the
  * same with "object":"text_completion" and choices [{"text","index","logprobs","finish_reason"}].
  */
 char *api_chat_completion_json(const api_resp_meta *m, const api_choice *c, int n,
@@ -60,7 +76,9 @@ char *api_text_completion_json(const api_resp_meta *m, const api_choice *c, int 
 
 /* One chat.completion.chunk for choice c. role: include "role":"assistant" in the delta (the
  * first chunk: delta {"role":"assistant","content":""} when c->text is NULL). c->text non-NULL:
- * "content" in the delta. Neither: empty delta {} (the last chunk, with c->finish_reason).
+ * "content" in the delta; c->reasoning: "reasoning_content"; c->n_calls: "tool_calls" (a call's
+ * first chunk has index, id, type and function.name + arguments, later ones index and
+ * function.arguments). None: empty delta {} (the last chunk, with c->finish_reason).
  * usage_null: add "usage": null (OpenAI does on every chunk when include_usage is on). */
 char *api_chat_chunk_json(const api_resp_meta *m, const api_choice *c, bool role, bool usage_null);
 /* One text_completion chunk: choices [{"text","index","logprobs","finish_reason"}]. */

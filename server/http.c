@@ -388,6 +388,7 @@ static enum MHD_Result handle_completion(hreq *r) {
     api_make_id(id, sizeof id, kind == API_CHAT ? "chatcmpl-" : "cmpl-", rng_splitmix64(&sv->rng),
                 rng_splitmix64(&sv->rng));
     int arc = job_answer_init(&r->ans, &q, sv->tk, id, sv->created, sv->model_id);
+    r->ans.start_reasoning = kind == API_CHAT && sv->jc.chat_think_open;
     api_request_free(&q);
     if (arc < 0) {
         sched_job_free(j);
@@ -964,18 +965,20 @@ static void load_done(uv_work_t *w, int status) {
     sv->jc.tk = sv->tk;
     sv->jc.n_vocab = eng_n_vocab(sv->e);
     sv->jc.chat_format = chat_detect(tmpl, &known);
+    sv->jc.chat_think_open = chat_think_open(tmpl);
     logf_(sv, "chat template: %s%s", chat_format_name(sv->jc.chat_format),
           known ? "" : " (tokenizer.chat_template not recognized or absent: using lfm2)");
     sv->ready = true;
     metrics_set_ready(sv->m, 1);
     logf_(sv, "ready: model %s, %d sequences x %d tokens of context", sv->model_id, sv->o.parallel,
           sched_n_ctx(sv->s));
-    if (sv->o.cache_bytes)
+    if (!sv->o.cache_bytes) {
+        logf_(sv, "prompt cache: off (--cache-ram 0)");
+    } else {
         logf_(sv, "prompt cache: up to %zu MiB of finished conversations (--cache-ram)",
               sv->o.cache_bytes >> 20);
-    if (*sched_cache_note(sv->s)) logf_(sv, "%s", sched_cache_note(sv->s));
-    else
-        logf_(sv, "prompt cache: off (--cache-ram 0)");
+        if (*sched_cache_note(sv->s)) logf_(sv, "%s", sched_cache_note(sv->s));
+    }
     logf_(sv,
           "try: curl http://%s%s%s:%d/v1/chat/completions -H 'Content-Type: application/json'%s"
           " -d '{\"messages\":[{\"role\":\"user\",\"content\":\"Hello\"}],\"max_tokens\":32}'",

@@ -84,6 +84,17 @@ static int chat_tokens(const job_ctx *c, const api_request *q, tokbuf *b, tokbuf
     co.format = c->chat_format;
     co.add_generation_prompt = true;
     co.keep_past_thinking = q->keep_past_thinking;
+    co.think_open = c->chat_think_open;
+    const char *tool_json[64];
+    const char **tools = q->n_tools <= 64 ? tool_json : malloc((size_t)q->n_tools * sizeof *tools);
+    if (!tools) {
+        api_error_set(e, 500, NULL, NULL, "out of memory rendering the chat template");
+        return JOB_ENOMEM;
+    }
+    for (int i = 0; i < q->n_tools; i++)
+        tools[i] = q->tools[i].json;
+    co.tools = tools;
+    co.n_tools = q->n_tools;
     int bos = tok_bos(tk);
     size_t bl = 0;
     const char *bos_text = bos >= 0 && tok_add_bos(tk) ? tok_piece(tk, bos, &bl) : NULL;
@@ -96,7 +107,9 @@ static int chat_tokens(const job_ctx *c, const api_request *q, tokbuf *b, tokbuf
     chat_prompt p;
     char err[256];
     int n_start = 0;
-    if (chat_render(&p, &co, q->messages, q->n_messages, err, sizeof err) < 0) {
+    int rrc = chat_render(&p, &co, q->messages, q->n_messages, err, sizeof err);
+    if (tools != tool_json) free(tools);
+    if (rrc < 0) {
         chat_prompt_free(&p);
         api_error_set(e, 500, NULL, NULL, "%s", err);
         return JOB_ENOMEM;
@@ -145,6 +158,63 @@ static int prompt_tokens(const job_ctx *c, const api_request *q, tokbuf *b, tokb
 
 static void *job_alloc(const job_ctx *c, size_t size) {
     return c->realloc_fn ? c->realloc_fn(NULL, size) : malloc(size);
+}
+
+static int32_t find_special(const tok *tk, const char *text) {
+    return tok_find(tk, text, strlen(text));
+}
+
+/* Chat jobs: the model's markup tokens are output text (the answer splits them out), tool_choice
+ * "none" with tools declared bans the call-start token, and parallel_tool_calls false ends the
+ * generation at the first call block's end (a stop string: the answer sees the block without its
+ * end token and still takes the call). */
+static int job_tools(const job_ctx *c, const api_request *q, sched_job *j) {
+    if (q->kind != API_CHAT) return 0;
+    static const char *const shown[] = {TOOLCALL_THINK, TOOLCALL_THINK_END, TOOLCALL_START,
+                                        TOOLCALL_END};
+    for (size_t k = 0; k < sizeof shown / sizeof shown[0]; k++) {
+        int32_t id = find_special(c->tk, shown[k]);
+        if (id >= 0) j->show_special[j->n_show_special++] = id;
+    }
+    int32_t start = find_special(c->tk, TOOLCALL_START);
+    if (q->n_tools > 0 && q->tool_choice == API_TOOL_CHOICE_NONE && start >= 0) {
+        sample_bias *nb = c->realloc_fn
+                              ? c->realloc_fn(j->bias, (size_t)(j->samp.n_bias + 1) * sizeof *nb)
+                              : realloc(j->bias, (size_t)(j->samp.n_bias + 1) * sizeof *nb);
+        if (!nb) return JOB_ENOMEM;
+        j->bias = nb;
+        j->bias[j->samp.n_bias].id = start;
+        j->bias[j->samp.n_bias].bias = -INFINITY;
+        j->samp.bias = j->bias;
+        j->samp.n_bias++;
+    }
+    int max_stop = (int)(sizeof j->stop / sizeof j->stop[0]);
+    if (q->n_tools > 0 && q->tool_choice != API_TOOL_CHOICE_NONE && !q->parallel_tool_calls &&
+        j->n_stop < max_stop) {
+        size_t n = strlen(TOOLCALL_END) + 1;
+        if (!(j->stop[j->n_stop] = job_alloc(c, n))) return JOB_ENOMEM;
+        memcpy(j->stop[j->n_stop], TOOLCALL_END, n);
+        j->n_stop++;
+    }
+    return 0;
+}
+
+/* HOOK for constrained decoding (branch wt-grammar fills it): tool_choice "required" (a call of
+ * one of q->tools whose arguments satisfy its parameters schema) and a named function
+ * (q->tools[q->tool_choice_index] only) constrain the output; parse the tools' schemas from
+ * api_tool.parameters and attach the constraint to j here. Until then such requests get 400
+ * not_supported, never a silent "auto". Returns 0 or JOB_EINVAL / JOB_ENOMEM with e filled. */
+static int job_tool_constraint(const job_ctx *c, const api_request *q, sched_job *j, api_error *e) {
+    (void)c;
+    (void)j;
+    if (q->tool_choice != API_TOOL_CHOICE_REQUIRED && q->tool_choice != API_TOOL_CHOICE_FUNCTION)
+        return 0;
+    api_error_set(e, 400, "tool_choice", "not_supported",
+                  "tool_choice %s is not supported yet (it needs constrained decoding); use "
+                  "\"auto\" or \"none\"",
+                  q->tool_choice == API_TOOL_CHOICE_REQUIRED ? "\"required\""
+                                                             : "naming a function");
+    return JOB_EINVAL;
 }
 
 int job_build(const job_ctx *c, const api_request *q, uint64_t seed, sched_job **out,
@@ -200,6 +270,11 @@ int job_build(const job_ctx *c, const api_request *q, uint64_t seed, sched_job *
         j->n_stop = i + 1;
     }
     j->want_logprobs = q->logprobs;
+    if (job_tools(c, q, j) < 0) goto oom;
+    if ((rc = job_tool_constraint(c, q, j, e)) < 0) {
+        sched_job_free(j);
+        return rc;
+    }
     /* the sampler's own checks, so a bad value is a 400 now rather than an error event later */
     char err[256];
     if (sample_params_check(&j->samp, c->n_vocab, err, sizeof err) < 0) {
@@ -224,7 +299,10 @@ struct job_choice {
     api_token_logprob *lp; /* non-streamed logprobs, pieces point into the tokenizer */
     api_top_logprob *top;  /* n_lp * n_top entries */
     int n_lp, cap_lp;
-    size_t text_offset; /* completions: bytes of text already sent (stream) */
+    size_t text_offset;     /* completions: bytes of text already sent (stream) */
+    toolcall_stream *split; /* chat: content / reasoning / calls (created at the first text) */
+    char *reasoning;        /* non-streamed: reasoning_content so far */
+    size_t rlen, rcap;
 };
 
 int job_answer_init(job_answer *a, const api_request *q, const tok *tk, const char *id,
@@ -242,7 +320,21 @@ int job_answer_init(job_answer *a, const api_request *q, const tok *tk, const ch
     a->meta.created = created;
     a->meta.model = model;
     a->ch = calloc((size_t)a->n, sizeof *a->ch);
-    return a->ch ? 0 : JOB_ENOMEM;
+    if (!a->ch) return JOB_ENOMEM;
+    if (q->kind == API_CHAT) {
+        a->split.reasoning = q->reasoning_format != API_REASONING_NONE;
+        a->split.tools = q->n_tools > 0 && q->tool_choice != API_TOOL_CHOICE_NONE;
+        a->split.max_calls = q->parallel_tool_calls ? 0 : 1;
+        if (a->split.tools) {
+            a->tool_names = calloc((size_t)q->n_tools, sizeof *a->tool_names);
+            if (!a->tool_names) return JOB_ENOMEM;
+            a->split.n_names = q->n_tools;
+            for (int i = 0; i < q->n_tools; i++)
+                if (!(a->tool_names[i] = strdup(q->tools[i].name))) return JOB_ENOMEM;
+            a->split.names = (const char *const *)a->tool_names;
+        }
+    }
+    return 0;
 }
 
 void job_answer_free(job_answer *a) {
@@ -250,8 +342,13 @@ void job_answer_free(job_answer *a) {
         free(a->ch[i].text);
         free(a->ch[i].lp);
         free(a->ch[i].top);
+        toolcall_stream_free(a->ch[i].split);
+        free(a->ch[i].reasoning);
     }
     free(a->ch);
+    for (int i = 0; a->tool_names && i < a->split.n_names; i++)
+        free(a->tool_names[i]);
+    free(a->tool_names);
     memset(a, 0, sizeof *a);
 }
 
@@ -375,6 +472,133 @@ static char *chunk_json(const job_answer *a, const api_choice *c) {
                                : api_text_chunk_json(&a->meta, c, a->include_usage);
 }
 
+/* ---- chat: content, reasoning and tool calls ---- */
+
+/* The id of call k of choice ci: "call_" + 24 characters derived from the answer's random id. */
+static void call_id(const job_answer *a, int ci, int k, char *buf, size_t cap) {
+    uint64_t h = 1469598103934665603ULL;
+    for (const char *p = a->id; *p; p++)
+        h = (h ^ (unsigned char)*p) * 1099511628211ULL;
+    uint64_t r1 = h ^ ((uint64_t)ci << 32) ^ (uint64_t)k, r2 = r1 * 0x9E3779B97F4A7C15ULL;
+    r1 = (r1 ^ (r1 >> 31)) * 0xBF58476D1CE4E5B9ULL;
+    r2 = (r2 ^ (r2 >> 29)) * 0x94D049BB133111EBULL;
+    api_make_id(buf, cap, "call_", r1 ^ (r1 >> 27), r2 ^ (r2 >> 31));
+}
+
+/* The splitter of choice ci, created at its first text (start_reasoning is known by then). */
+static toolcall_stream *choice_split(job_answer *a, job_choice *c) {
+    if (!c->split) {
+        toolcall_opts o = a->split;
+        o.start_reasoning = a->start_reasoning;
+        c->split = toolcall_stream_new(&o);
+    }
+    return c->split;
+}
+
+static int choice_append_reasoning(const job_answer *a, job_choice *c, const char *s, size_t n) {
+    if (!n) return 0;
+    if (c->rlen + n + 1 > c->rcap) {
+        size_t cap = (c->rlen + n + 1) * 2;
+        char *p = answer_realloc(a, c->reasoning, cap);
+        if (!p) return -1;
+        c->reasoning = p;
+        c->rcap = cap;
+    }
+    memcpy(c->reasoning + c->rlen, s, n);
+    c->rlen += n;
+    c->reasoning[c->rlen] = 0;
+    return 0;
+}
+
+/* Stream chunks for the new calls of d: the head (id, type, name, arguments "") and the arguments
+ * in fragments of up to 32 bytes, each whole UTF-8 characters. */
+static void emit_calls(job_answer *a, int ci, const toolcall_delta *d, job_emit_fn emit, void *ud) {
+    for (int k = 0; k < d->n_calls && !a->failed; k++) {
+        const toolcall *tc = &d->calls[k];
+        char id[64];
+        call_id(a, ci, d->first_call + k, id, sizeof id);
+        api_call_out co = {.index = d->first_call + k, .id = id, .name = tc->name, .arguments = ""};
+        api_choice c = {.index = ci, .calls = &co, .n_calls = 1};
+        emit_json(a, emit, ud, api_chat_chunk_json(&a->meta, &c, false, a->include_usage));
+        const char *args = tc->arguments;
+        size_t len = strlen(args);
+        for (size_t off = 0; off < len && !a->failed;) {
+            size_t n = len - off < 32 ? len - off : api_utf8_complete(args + off, 32);
+            if (!n) n = len - off < 4 ? len - off : 4; /* not UTF-8: cannot happen for cJSON text */
+            char frag[40];
+            memcpy(frag, args + off, n);
+            frag[n] = 0;
+            api_call_out fo = {.index = d->first_call + k, .arguments = frag};
+            api_choice fc = {.index = ci, .calls = &fo, .n_calls = 1};
+            emit_json(a, emit, ud, api_chat_chunk_json(&a->meta, &fc, false, a->include_usage));
+            off += n;
+        }
+    }
+}
+
+/* Applies what the splitter decided for choice ci: kept (non-streamed) or sent (streamed, with
+ * the logprobs of the event's tokens, lp/n_lp, on the content chunk). */
+static void apply_delta(job_answer *a, int ci, const toolcall_delta *d, const api_token_logprob *lp,
+                        int n_lp, job_emit_fn emit, void *ud) {
+    job_choice *hc = &a->ch[ci];
+    if (!a->stream) {
+        if (choice_append_text(a, hc, d->content, d->content_len) < 0 ||
+            choice_append_reasoning(a, hc, d->reasoning, d->reasoning_len) < 0)
+            answer_fail(a, "out of memory", emit, ud);
+        return;
+    }
+    if (d->reasoning_len) {
+        api_choice c = {.index = ci, .reasoning = d->reasoning, .reasoning_len = d->reasoning_len};
+        emit_json(a, emit, ud, api_chat_chunk_json(&a->meta, &c, false, a->include_usage));
+    }
+    if (d->content_len || lp) {
+        api_choice c = {.index = ci,
+                        .text = d->content,
+                        .len = d->content_len,
+                        .logprobs = lp,
+                        .n_logprobs = n_lp};
+        emit_json(a, emit, ud, api_chat_chunk_json(&a->meta, &c, false, a->include_usage));
+    }
+    emit_calls(a, ci, d, emit, ud);
+}
+
+/* A chat TEXT event through the choice's splitter. */
+static void chat_text(job_answer *a, const sched_event *ev, job_emit_fn emit, void *ud) {
+    job_choice *hc = &a->ch[ev->index];
+    toolcall_stream *sp = choice_split(a, hc);
+    toolcall_delta d;
+    if (!sp || toolcall_stream_push(sp, ev->text ? ev->text : "", ev->len, &d) < 0) {
+        answer_fail(a, "out of memory", emit, ud);
+        return;
+    }
+    api_token_logprob *lp = NULL;
+    api_top_logprob *top = NULL;
+    if (a->want_logprobs && ev->n_toks) {
+        if (a->stream ? build_logprobs(a, ev, &lp, &top) < 0
+                      : choice_keep_logprobs(a, hc, ev) < 0) {
+            answer_fail(a, "out of memory", emit, ud);
+            return;
+        }
+    }
+    apply_delta(a, ev->index, &d, lp, lp ? ev->n_toks : 0, emit, ud);
+    free(lp);
+    free(top);
+}
+
+/* The end of choice ci's text: what the splitter still held. */
+static void chat_finish_text(job_answer *a, int ci, job_emit_fn emit, void *ud) {
+    job_choice *hc = &a->ch[ci];
+    toolcall_stream *sp = choice_split(a, hc);
+    toolcall_delta d;
+    if (!sp || toolcall_stream_finish(sp, &d) < 0) {
+        answer_fail(a, "out of memory", emit, ud);
+        return;
+    }
+    apply_delta(a, ci, &d, NULL, 0, emit, ud);
+    if (toolcall_stream_n_calls(sp) > 0 && hc->finish && !strcmp(hc->finish, "stop"))
+        hc->finish = "tool_calls";
+}
+
 void job_answer_event(job_answer *a, const sched_event *ev, job_emit_fn emit, void *ud) {
     switch (ev->kind) {
     case SCHED_EV_START:
@@ -389,6 +613,10 @@ void job_answer_event(job_answer *a, const sched_event *ev, job_emit_fn emit, vo
         if (ev->index < 0 || ev->index >= a->n) break;
         job_choice *hc = &a->ch[ev->index];
         if (a->failed) break; /* after an error the client gets nothing more */
+        if (a->kind == API_CHAT) {
+            chat_text(a, ev, emit, ud);
+            break;
+        }
         if (!a->stream) {
             if ((ev->len && choice_append_text(a, hc, ev->text, ev->len) < 0) ||
                 (a->want_logprobs && choice_keep_logprobs(a, hc, ev) < 0))
@@ -416,6 +644,7 @@ void job_answer_event(job_answer *a, const sched_event *ev, job_emit_fn emit, vo
     case SCHED_EV_FINISH:
         if (ev->index < 0 || ev->index >= a->n) break;
         a->ch[ev->index].finish = finish_name(ev->finish);
+        if (a->kind == API_CHAT && !a->failed) chat_finish_text(a, ev->index, emit, ud);
         if (a->stream && !a->failed) {
             api_choice c = {.index = ev->index, .finish_reason = a->ch[ev->index].finish};
             if (a->kind == API_COMPLETION) c.text = "", c.len = 0;
@@ -443,11 +672,19 @@ void job_answer_event(job_answer *a, const sched_event *ev, job_emit_fn emit, vo
 char *job_answer_json(job_answer *a) {
     api_choice *c = calloc((size_t)a->n, sizeof *c);
     if (!c) return NULL;
+    int n_calls = 0;
     for (int i = 0; i < a->n; i++) {
         c[i].index = i;
         c[i].text = a->ch[i].text ? a->ch[i].text : "";
         c[i].len = a->ch[i].len;
         c[i].finish_reason = a->ch[i].finish ? a->ch[i].finish : "stop";
+        if (a->kind == API_CHAT && a->ch[i].split) {
+            int nc = toolcall_stream_n_calls(a->ch[i].split);
+            c[i].reasoning = a->ch[i].rlen ? a->ch[i].reasoning : NULL;
+            c[i].reasoning_len = a->ch[i].rlen;
+            c[i].content_null = nc > 0 && a->ch[i].len == 0;
+            n_calls += nc;
+        }
         if (a->want_logprobs) {
             int nt = a->n_top ? a->n_top : 1; /* re-point: the top array may have moved */
             for (int k = 0; k < a->ch[i].n_lp; k++)
@@ -461,8 +698,32 @@ char *job_answer_json(job_answer *a) {
             }
         }
     }
+    /* the tool calls of every choice, with their ids */
+    api_call_out *co = n_calls ? calloc((size_t)n_calls, sizeof *co) : NULL;
+    char(*ids)[64] = n_calls ? calloc((size_t)n_calls, sizeof *ids) : NULL;
+    if (n_calls && (!co || !ids)) {
+        free(co);
+        free(ids);
+        free(c);
+        return NULL;
+    }
+    for (int i = 0, at = 0; a->kind == API_CHAT && i < a->n; i++) {
+        int nc = a->ch[i].split ? toolcall_stream_n_calls(a->ch[i].split) : 0;
+        if (!nc) continue;
+        const toolcall *tc = toolcall_stream_calls(a->ch[i].split);
+        for (int k = 0; k < nc; k++) {
+            call_id(a, i, k, ids[at + k], sizeof ids[at + k]);
+            co[at + k] = (api_call_out){
+                .index = k, .id = ids[at + k], .name = tc[k].name, .arguments = tc[k].arguments};
+        }
+        c[i].calls = co + at;
+        c[i].n_calls = nc;
+        at += nc;
+    }
     char *json = a->kind == API_CHAT ? api_chat_completion_json(&a->meta, c, a->n, &a->usage)
                                      : api_text_completion_json(&a->meta, c, a->n, &a->usage);
+    free(co);
+    free(ids);
     free(c);
     return json;
 }

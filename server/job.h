@@ -7,6 +7,7 @@
 #include "api/chat.h"
 #include "api/request.h"
 #include "api/response.h"
+#include "api/toolcall.h"
 #include "engine/tok.h"
 #include "server/sched.h"
 
@@ -17,6 +18,7 @@ enum { JOB_EINVAL = -1, JOB_ENOMEM = -2 };
 typedef struct job_ctx {
     const tok *tk;
     enum chat_format chat_format; /* the template chat requests are rendered with */
+    bool chat_think_open;         /* its generation prompt opens <think> (chat_think_open) */
     int n_vocab;                  /* sampling parameters (logit_bias ids) are checked against it */
     /* realloc for the job, its logit_bias and stop strings (called with NULL: memory
      * sched_job_free frees with free()); NULL = realloc. Tests set it to inject allocation
@@ -58,10 +60,21 @@ typedef struct job_answer {
     /* realloc for the answer's own buffers (text, logprob records); NULL = realloc. Tests set it
      * to inject allocation failures. */
     void *(*realloc_fn)(void *p, size_t size);
+    /* chat: the generated text split into content, reasoning_content and tool_calls
+     * (api/toolcall.h) with these options; the tool names are copies owned by the answer */
+    toolcall_opts split;
+    char **tool_names;
+    /* the prompt ended inside <think>: the text starts as reasoning. Set after job_answer_init
+     * (from job_ctx.chat_think_open) and before the first event. */
+    bool start_reasoning;
 } job_answer;
 
 /* Prepares a for the job built from q; id, created and model are what the responses report
- * (model is borrowed and must outlive a). 0, or JOB_ENOMEM (a is still safe to free). */
+ * (model is borrowed and must outlive a). Chat answers split the text (toolcall_stream):
+ * reasoning into reasoning_content unless q->reasoning_format is "none", calls of q's tools into
+ * tool_calls unless tool_choice is "none" (at most one without parallel_tool_calls), with
+ * finish_reason "tool_calls" when a choice that stopped made calls. 0, or JOB_ENOMEM (a is still
+ * safe to free). */
 int job_answer_init(job_answer *a, const api_request *q, const tok *tk, const char *id,
                     long long created, const char *model);
 void job_answer_free(job_answer *a); /* zeroes a; a zeroed answer is a no-op */

@@ -361,6 +361,9 @@ static void choice_take(sched *s, sjob *j, int ci, const sample_result *r) {
         job_fail(s, j, "out of memory");
         return;
     }
+    c->ts.render_special = false; /* control tokens are text only when the job shows them */
+    for (int k = 0; k < jb->n_show_special; k++)
+        if (jb->show_special[k] == r->id) c->ts.render_special = true;
     size_t n = tok_stream_push(&c->ts, r->id, buf, buf == piece ? sizeof piece : plen + 8);
     feed_text(s, j, ci, buf, n);
     if (buf != piece) free(buf);

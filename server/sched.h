@@ -45,13 +45,17 @@ typedef struct sched_job {
     int max_tokens;     /* per choice; <= 0: until the context is full */
     sample_params samp; /* samp.bias points at bias below; seed + choice index per choice */
     sample_bias *bias;  /* malloc'd, samp.n_bias entries */
-    char *stop[4];      /* malloc'd stop strings, never shown in the output */
+    char *stop[5];      /* malloc'd stop strings, never shown in the output: the request's (up to 4)
+                         * and <|tool_call_end|> for chat jobs that end at their first call */
     int n_stop;
     bool want_logprobs; /* emit sched_tokinfo with every text event */
     bool no_cache;      /* neither resume from nor store into the prompt cache */
     int32_t *bounds;    /* malloc'd, n_bounds ascending positions in [1, n_prompt] where a
                            message of the prompt ends: the cache snapshots the state there */
     int n_bounds;
+    int32_t show_special[4]; /* control tokens whose text is part of the output (chat: <think>,
+                              * </think>, <|tool_call_start|>, <|tool_call_end|>) */
+    int n_show_special;
 } sched_job;
 void sched_job_free(sched_job *j); /* NULL is a no-op */
 

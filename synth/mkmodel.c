@@ -254,7 +254,8 @@ static tspec *make_specs(const mkmodel_opts *o, const mkmodel_shape *s, int *cou
         t->scale = (sc);                                                                           \
         t->seed = name_seed(o->seed, t->name);                                                     \
     } while (0)
-    double logit_std = LOGIT_STD * sqrt(2.0 * log((double)s->n_vocab));
+    double logit_std = LOGIT_STD * sqrt(2.0 * log((double)s->n_vocab)) *
+                       (o->logit_scale > 0 ? o->logit_scale : 1.0);
     ADD(-1, "token_embd.weight", W_EMBD, (float)(1.0 / sqrt((double)s->n_embd)), s->n_embd,
         s->n_vocab, 2);
     ADD(-1, "token_embd_norm.weight", W_OUT_NORM, (float)logit_std, s->n_embd, 1, 1);
@@ -411,10 +412,18 @@ int mkmodel_write(const mkmodel_opts *o, const char *path, char *err, size_t err
     e |= gguf_writer_set_int(w, "lfm2.shortconv.l_cache", GGUF_U32, 3);
     if (s.n_swa > 0)
         e |= gguf_writer_set_int(w, "lfm2.attention.sliding_window", GGUF_U32, s.n_swa);
+    const char *tmpl = mkmodel_chat_template_named(o->chat_template);
+    if (!tmpl) {
+        util_seterr(err, errlen, "chat template '%s' unknown (lfm2, lfm2.5, lfm2.5-dated)",
+                    o->chat_template);
+        goto done;
+    }
     if (src) {
         for (int64_t i = 0; i < gguf_n_kv(src); i++)
-            if (!strncmp(gguf_kv_key(src, i), "tokenizer.", 10))
+            if (!strncmp(gguf_kv_key(src, i), "tokenizer.", 10) &&
+                !(o->chat_template && !strcmp(gguf_kv_key(src, i), "tokenizer.chat_template")))
                 e |= gguf_writer_copy_kv(w, src, i);
+        if (o->chat_template) e |= gguf_writer_set_str(w, "tokenizer.chat_template", tmpl);
     } else {
         e |= gguf_writer_set_str(w, "tokenizer.ggml.model", "gpt2");
         e |= gguf_writer_set_str(w, "tokenizer.ggml.pre", "lfm2");
@@ -424,7 +433,7 @@ int mkmodel_write(const mkmodel_opts *o, const char *path, char *err, size_t err
         e |= gguf_writer_set_int(w, "tokenizer.ggml.padding_token_id", GGUF_U32, 0);
         e |= gguf_writer_set_bool(w, "tokenizer.ggml.add_bos_token", true);
         e |= gguf_writer_set_bool(w, "tokenizer.ggml.add_eos_token", false);
-        e |= gguf_writer_set_str(w, "tokenizer.chat_template", mkmodel_chat_template());
+        e |= gguf_writer_set_str(w, "tokenizer.chat_template", tmpl);
     }
     e |= gguf_writer_set_int(w, "general.quantization_version", GGUF_U32, 2);
     e |= gguf_writer_set_int(w, "general.file_type", GGUF_U32, o->ftype);
@@ -493,4 +502,168 @@ const char *mkmodel_chat_template(void) {
            "{%- if add_generation_prompt -%}\n"
            "\t{{- \"<|im_start|>assistant\\n\" -}}\n"
            "{%- endif -%}";
+}
+
+/* The plain LFM2.5 template (LFM2.5-1.2B-Instruct's): tools as "List of tools: [...]", tool
+ * results unwrapped, earlier assistant turns cut after their last </think>. */
+static const char *lfm25_template(void) {
+    return "{{- bos_token -}}\n"
+           "{%- set keep_past_thinking = keep_past_thinking | default(false) -%}\n"
+           "{%- set ns = namespace(system_prompt=\"\") -%}\n"
+           "{%- if messages[0][\"role\"] == \"system\" -%}\n"
+           "    {%- set ns.system_prompt = messages[0][\"content\"] -%}\n"
+           "    {%- set messages = messages[1:] -%}\n"
+           "{%- endif -%}\n"
+           "{%- if tools -%}\n"
+           "    {%- set ns.system_prompt = ns.system_prompt + (\"\\n\" if ns.system_prompt else "
+           "\"\") + \"List of tools: [\" -%}\n"
+           "    {%- for tool in tools -%}\n"
+           "        {%- if tool is not string -%}\n"
+           "            {%- set tool = tool | tojson -%}\n"
+           "        {%- endif -%}\n"
+           "        {%- set ns.system_prompt = ns.system_prompt + tool -%}\n"
+           "        {%- if not loop.last -%}\n"
+           "            {%- set ns.system_prompt = ns.system_prompt + \", \" -%}\n"
+           "        {%- endif -%}\n"
+           "    {%- endfor -%}\n"
+           "    {%- set ns.system_prompt = ns.system_prompt + \"]\" -%}\n"
+           "{%- endif -%}\n"
+           "{%- if ns.system_prompt -%}\n"
+           "    {{- \"<|im_start|>system\\n\" + ns.system_prompt + \"<|im_end|>\\n\" -}}\n"
+           "{%- endif -%}\n"
+           "{%- set ns.last_assistant_index = -1 -%}\n"
+           "{%- for message in messages -%}\n"
+           "    {%- if message[\"role\"] == \"assistant\" -%}\n"
+           "        {%- set ns.last_assistant_index = loop.index0 -%}\n"
+           "    {%- endif -%}\n"
+           "{%- endfor -%}\n"
+           "{%- for message in messages -%}\n"
+           "    {{- \"<|im_start|>\" + message[\"role\"] + \"\\n\" -}}\n"
+           "    {%- set content = message[\"content\"] -%}\n"
+           "    {%- if content is not string -%}\n"
+           "        {%- set content = content | tojson -%}\n"
+           "    {%- endif -%}\n"
+           "    {%- if message[\"role\"] == \"assistant\" and not keep_past_thinking and "
+           "loop.index0 != ns.last_assistant_index -%}\n"
+           "        {%- if \"</think>\" in content -%}\n"
+           "            {%- set content = content.split(\"</think>\")[-1] | trim -%}\n"
+           "        {%- endif -%}\n"
+           "    {%- endif -%}\n"
+           "    {{- content + \"<|im_end|>\\n\" -}}\n"
+           "{%- endfor -%}\n"
+           "{%- if add_generation_prompt -%}\n"
+           "    {{- \"<|im_start|>assistant\\n\" -}}\n"
+           "{%- endif -%}";
+}
+
+/* The LFM2.5 template with render_tool_calls (LFM2.5-VL's and later ones): "Today's date" and the
+ * whole tool list as tojson, message.thinking, tool calls rendered back. The published file wraps
+ * the assistant turn in {% generation %} ... {% endgeneration %} (a training-time marker that
+ * renders nothing); it is left out here so any Jinja engine renders this text. */
+static const char *lfm25_dated_template(void) {
+    return "{{- bos_token -}}\n"
+           "{%- set keep_past_thinking = keep_past_thinking | default(false) -%}\n"
+           "\n"
+           "{%- macro format_arg_value(arg_value) -%}\n"
+           "    {%- if arg_value is string -%}\n"
+           "        {{- '\"' + arg_value + '\"' -}}\n"
+           "    {%- elif arg_value is mapping -%}\n"
+           "        {{- arg_value | tojson -}}\n"
+           "    {%- else -%}\n"
+           "        {{- arg_value | string -}}\n"
+           "    {%- endif -%}\n"
+           "{%- endmacro -%}\n"
+           "\n"
+           "{%- macro parse_content(content) -%}\n"
+           "    {%- if content is string -%}\n"
+           "        {{- content -}}\n"
+           "    {%- else -%}\n"
+           "        {%- set _ns = namespace(result=\"\") -%}\n"
+           "        {%- for item in content -%}\n"
+           "            {%- if item.type == \"image\" -%}\n"
+           "                {%- set _ns.result = _ns.result + \"<image>\" -%}\n"
+           "            {%- elif item.type == \"text\" -%}\n"
+           "                {%- set _ns.result = _ns.result + item.text -%}\n"
+           "            {%- else -%}\n"
+           "                {%- set _ns.result = _ns.result + item | tojson -%}\n"
+           "            {%- endif -%}\n"
+           "        {%- endfor -%}\n"
+           "        {{- _ns.result -}}\n"
+           "    {%- endif -%}\n"
+           "{%- endmacro -%}\n"
+           "\n"
+           "{%- macro render_tool_calls(tool_calls) -%}\n"
+           "    {%- set tool_calls_ns = namespace(tool_calls=[]) -%}\n"
+           "    {%- for tool_call in tool_calls -%}\n"
+           "        {%- set func_name = tool_call.function.name -%}\n"
+           "        {%- set func_args = tool_call.function.arguments -%}\n"
+           "        {%- set args_ns = namespace(arg_strings=[]) -%}\n"
+           "        {%- for arg_name, arg_value in func_args.items() -%}\n"
+           "            {%- set args_ns.arg_strings = args_ns.arg_strings + [arg_name + \"=\" + "
+           "format_arg_value(arg_value)] -%}\n"
+           "        {%- endfor -%}\n"
+           "        {%- set tool_calls_ns.tool_calls = tool_calls_ns.tool_calls + [func_name + "
+           "\"(\" + (args_ns.arg_strings | join(\", \")) + \")\"] -%}\n"
+           "    {%- endfor -%}\n"
+           "    {{- \"<|tool_call_start|>[\" + (tool_calls_ns.tool_calls | join(\", \")) + "
+           "\"]<|tool_call_end|>\" -}}\n"
+           "{%- endmacro -%}\n"
+           "\n"
+           "{%- set ns = namespace(system_prompt=\"\", last_assistant_index=-1) -%}\n"
+           "{%- if messages[0].role == \"system\" -%}\n"
+           "    {%- if messages[0].content is defined -%}\n"
+           "        {%- set ns.system_prompt = parse_content(messages[0].content) -%}\n"
+           "    {%- endif -%}\n"
+           "    {%- set messages = messages[1:] -%}\n"
+           "{%- endif -%}\n"
+           "{%- if tools -%}\n"
+           "    {%- set ns.system_prompt = ns.system_prompt + (\"\\n\\n\" if ns.system_prompt else "
+           "\"\") + \"Today's date: \" + strftime_now(\"%Y-%m-%d\") + \"\\n\\nList of tools: \" + "
+           "(tools | tojson) -%}\n"
+           "{%- endif -%}\n"
+           "{%- if ns.system_prompt -%}\n"
+           "    {{- \"<|im_start|>system\\n\" + ns.system_prompt + \"<|im_end|>\\n\" -}}\n"
+           "{%- endif -%}\n"
+           "{%- for message in messages -%}\n"
+           "    {%- if message.role == \"assistant\" -%}\n"
+           "        {%- set ns.last_assistant_index = loop.index0 -%}\n"
+           "    {%- endif -%}\n"
+           "{%- endfor -%}\n"
+           "{%- for message in messages -%}\n"
+           "    {{- \"<|im_start|>\" + message.role + \"\\n\" -}}\n"
+           "    {%- if message.role == \"assistant\" -%}\n"
+           "        {%- if message.thinking is defined and (keep_past_thinking or loop.index0 == "
+           "ns.last_assistant_index) -%}\n"
+           "            {{- \"<think>\" + message.thinking + \"</think>\" -}}\n"
+           "        {%- endif -%}\n"
+           "        {%- if message.tool_calls is defined -%}\n"
+           "            {{- render_tool_calls(message.tool_calls) -}}\n"
+           "        {%- endif -%}\n"
+           "        {%- if message.content is defined -%}\n"
+           "            {%- set content = parse_content(message.content) -%}\n"
+           "            {%- if not keep_past_thinking and loop.index0 != ns.last_assistant_index "
+           "-%}\n"
+           "                {%- if \"</think>\" in content -%}\n"
+           "                    {%- set content = content.split(\"</think>\")[-1] | trim -%}\n"
+           "                {%- endif -%}\n"
+           "            {%- endif -%}\n"
+           "            {{- content + (\"\" if (continue_final_message and loop.last) else "
+           "\"<|im_end|>\\n\") -}}\n"
+           "        {%- endif -%}\n"
+           "    {%- else %}\n"
+           "        {%- if message.content is defined -%}\n"
+           "            {{- parse_content(message.content) + \"<|im_end|>\\n\" -}}\n"
+           "        {%- endif -%}\n"
+           "    {%- endif %}\n"
+           "{%- endfor -%}\n"
+           "{%- if add_generation_prompt -%}\n"
+           "    {{- \"<|im_start|>assistant\\n\" -}}\n"
+           "{%- endif -%}";
+}
+
+const char *mkmodel_chat_template_named(const char *family) {
+    if (!family || !strcmp(family, "lfm2")) return mkmodel_chat_template();
+    if (!strcmp(family, "lfm2.5")) return lfm25_template();
+    if (!strcmp(family, "lfm2.5-dated")) return lfm25_dated_template();
+    return NULL;
 }

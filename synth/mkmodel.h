@@ -38,7 +38,11 @@ typedef struct mkmodel_opts {
     const char *preset;     /* only used for the default name */
     const char *train_text; /* BPE training text; NULL: the built-in corpus */
     size_t train_len;
-    const char *vocab_from; /* GGUF whose tokenizer.* keys are copied; overrides training */
+    const char *vocab_from;    /* GGUF whose tokenizer.* keys are copied; overrides training */
+    double logit_scale;        /* gain on the output norm, so on the logits' spread; 0 = 1. Tests
+                                * that force text with logit_bias use a small one (flat logits) */
+    const char *chat_template; /* tokenizer.chat_template family (mkmodel_chat_template_named);
+                                * NULL: "lfm2", or the vocab_from file's own template */
 } mkmodel_opts;
 
 /* Fills s with a preset's shape: "tiny" (hidden 128, 4 layers, attention at 1 and 3, vocab
@@ -63,5 +67,8 @@ char *mkmodel_corpus(size_t *len);
 
 /* The LFM2 chat template mkmodel writes as tokenizer.chat_template (a static string). */
 const char *mkmodel_chat_template(void);
+/* A published template family's text (static): "lfm2" (= mkmodel_chat_template; also for NULL),
+ * "lfm2.5", "lfm2.5-dated"; NULL for another name. */
+const char *mkmodel_chat_template_named(const char *family);
 
 #endif

@@ -91,14 +91,67 @@ static const bad_case bad[] = {
      "\"text\",\"text\":\"a\"},{\"type\":\"text\",\"text\":\"a\"},{\"type\":\"text\",\"text\":"
      "\"a\"}]}]}",
      "messages[0].content", "the limit is 3"},
+    /* tool calls in history */
     {API_CHAT,
      "{\"messages\":[{\"role\":\"assistant\",\"content\":null,\"tool_calls\":[{\"id\":\"1\"}]}]}",
-     "messages[0].tool_calls", "not supported yet"},
+     "messages[0].tool_calls[0].function", "must be an object"},
+    {API_CHAT,
+     "{\"messages\":[{\"role\":\"assistant\",\"tool_calls\":[{\"type\":\"function\",\"function\":"
+     "{\"name\":\"f\",\"arguments\":\"{\\\"a\\\":\"}}]}]}",
+     "messages[0].tool_calls[0].function.arguments", "must be a JSON object"},
+    {API_CHAT,
+     "{\"messages\":[{\"role\":\"assistant\",\"tool_calls\":[{\"type\":\"function\",\"function\":"
+     "{\"name\":\"f\",\"arguments\":\"[1]\"}}]}]}",
+     "messages[0].tool_calls[0].function.arguments", "must be a JSON object"},
+    {API_CHAT,
+     "{\"messages\":[{\"role\":\"assistant\",\"tool_calls\":[{\"type\":\"function\",\"function\":"
+     "{\"name\":\"a b\",\"arguments\":\"{}\"}}]}]}",
+     "messages[0].tool_calls[0].function.name", "may only contain"},
+    {API_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\",\"tool_calls\":[]}]}",
+     "messages[0].tool_calls", "only allowed in assistant messages"},
+    {API_CHAT, "{\"messages\":[{\"role\":\"assistant\",\"content\":\"x\",\"tool_calls\":{}}]}",
+     "messages[0].tool_calls", "must be an array"},
+    {API_CHAT,
+     "{\"messages\":[{\"role\":\"assistant\",\"content\":\"x\",\"reasoning_content\":1}]}",
+     "messages[0].reasoning_content", "must be a string"},
+    {API_CHAT, "{\"messages\":[{\"role\":\"tool\",\"content\":\"x\",\"tool_call_id\":5}]}",
+     "messages[0].tool_call_id", "must be a string"},
+    /* tools */
+    {API_CHAT, CHAT(",\"tools\":{}"), "tools", "must be an array"},
+    {API_CHAT, CHAT(",\"tools\":[1]"), "tools[0]", "must be an object"},
+    {API_CHAT, CHAT(",\"tools\":[{\"type\":\"web_search\"}]"), "tools[0].type",
+     "only \"function\" tools are"},
+    {API_CHAT, CHAT(",\"tools\":[{\"type\":\"function\"}]"), "tools[0].function", "is required"},
+    {API_CHAT, CHAT(",\"tools\":[{\"type\":\"function\",\"function\":{}}]"),
+     "tools[0].function.name", "is required"},
+    {API_CHAT, CHAT(",\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"\"}}]"),
+     "tools[0].function.name", "1 to 64 characters"},
+    {API_CHAT,
+     CHAT(",\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"f\",\"parameters\":[]}}]"),
+     "tools[0].function.parameters", "must be a JSON Schema object"},
+    {API_CHAT,
+     CHAT(",\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"f\",\"description\":1}}]"),
+     "tools[0].function.description", "must be a string"},
+    {API_CHAT,
+     CHAT(
+         ",\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"f\"}},{\"type\":\"function\","
+         "\"function\":{\"name\":\"f\"}}]"),
+     "tools[1].function.name", "declared twice"},
+    {API_CHAT, CHAT(",\"tool_choice\":\"required\""), "tool_choice", "needs a non-empty tools"},
+    {API_CHAT, CHAT(",\"tool_choice\":\"any\""), "tool_choice", "is not one of"},
+    {API_CHAT, CHAT(",\"tool_choice\":7"), "tool_choice", "must be a string or an object"},
+    {API_CHAT,
+     CHAT(",\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"f\"}}],\"tool_choice\":"
+          "{\"type\":\"function\",\"function\":{\"name\":\"g\"}}"),
+     "tool_choice", "names function 'g', which is not in tools"},
+    {API_CHAT, CHAT(",\"tool_choice\":{\"type\":\"function\"}"), "tool_choice",
+     "must be {\"type\":\"function\""},
+    {API_CHAT, CHAT(",\"parallel_tool_calls\":1"), "parallel_tool_calls", "must be a boolean"},
+    {API_CHAT, CHAT(",\"reasoning_format\":\"hidden\""), "reasoning_format", "is not supported"},
+    {API_CHAT, CHAT(",\"reasoning_format\":false"), "reasoning_format", "must be a string"},
     /* unsupported features */
-    {API_CHAT, CHAT(",\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"f\"}}]"), "tools",
-     "not supported yet"},
     {API_CHAT, CHAT(",\"functions\":[{\"name\":\"f\"}]"), "functions", "not supported yet"},
-    {API_CHAT, CHAT(",\"tool_choice\":\"required\""), "tool_choice", "not supported yet"},
+    {API_CHAT, CHAT(",\"function_call\":\"auto\""), "function_call", "use tools and tool_choice"},
     {API_CHAT, CHAT(",\"response_format\":{\"type\":\"json_object\"}"), "response_format",
      "not supported yet"},
     {API_CHAT, CHAT(",\"response_format\":{\"type\":\"json_schema\",\"json_schema\":{}}"),
@@ -452,6 +505,90 @@ static void test_chat_ok(void) {
     parse_ok(&r, API_CHAT,
              "{\"messages\":[{\"role\":\"user\",\"content\":\"<|im_end|><|im_start|>system\"}]}");
     CHECK_STR(r.messages[0].content, "<|im_end|><|im_start|>system");
+    api_request_free(&r);
+}
+
+/* tools, tool_choice, history with tool calls and reasoning */
+static void test_tools_ok(void) {
+    api_request r;
+    parse_ok(
+        &r, API_CHAT,
+        "{\"messages\":["
+        "{\"role\":\"user\",\"content\":\"weather?\"},"
+        "{\"role\":\"assistant\",\"content\":null,\"reasoning_content\":\"think \\u00e9\","
+        "\"tool_calls\":[{\"id\":\"call_1\",\"type\":\"function\",\"function\":{\"name\":"
+        "\"Weather.get\",\"arguments\":\"{\\\"city\\\": \\\"Paris\\\", \\\"n\\\": [1, 2.5]}\"}},"
+        "{\"id\":\"call_2\",\"function\":{\"name\":\"g\",\"arguments\":{\"b\":true}}}]},"
+        "{\"role\":\"tool\",\"content\":\"18C\",\"tool_call_id\":\"call_1\"}],"
+        "\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"Weather.get\","
+        "\"description\":\"Gets \\\"weather\\\" \\u00e9\",\"parameters\":{\"type\":\"object\","
+        "\"properties\":{\"city\":{\"type\":\"string\"}},\"required\":[\"city\"]}}},"
+        "{\"function\":{\"strict\":true,\"name\":\"g\"},\"type\":\"function\"}],"
+        "\"tool_choice\":{\"type\":\"function\",\"function\":{\"name\":\"g\"}},"
+        "\"parallel_tool_calls\":false,\"reasoning_format\":\"none\"}");
+    CHECK_EQ_INT(r.n_tools, 2);
+    if (r.n_tools == 2) {
+        CHECK_STR(r.tools[0].name, "Weather.get");
+        CHECK_STR(r.tools[0].description, "Gets \"weather\" \xc3\xa9");
+        CHECK_STR(r.tools[0].parameters, "{\"type\":\"object\",\"properties\":{\"city\":{\"type\":"
+                                         "\"string\"}},\"required\":[\"city\"]}");
+        CHECK(!r.tools[0].strict);
+        /* tojson: ", " and ": ", keys in the client's order, non-ASCII as is */
+        CHECK_STR(r.tools[0].json,
+                  "{\"type\": \"function\", \"function\": {\"name\": \"Weather.get\", "
+                  "\"description\": \"Gets \\\"weather\\\" \xc3\xa9\", \"parameters\": {\"type\": "
+                  "\"object\", \"properties\": {\"city\": {\"type\": \"string\"}}, \"required\": "
+                  "[\"city\"]}}}");
+        CHECK_STR(r.tools[1].name, "g");
+        CHECK(r.tools[1].description == NULL && r.tools[1].parameters == NULL);
+        CHECK(r.tools[1].strict);
+        CHECK_STR(r.tools[1].json,
+                  "{\"function\": {\"strict\": true, \"name\": \"g\"}, \"type\": \"function\"}");
+    }
+    CHECK_EQ_INT(r.tool_choice, API_TOOL_CHOICE_FUNCTION);
+    CHECK_EQ_INT(r.tool_choice_index, 1);
+    CHECK(!r.parallel_tool_calls);
+    CHECK_EQ_INT(r.reasoning_format, API_REASONING_NONE);
+    CHECK_EQ_INT(r.n_messages, 3);
+    if (r.n_messages == 3) {
+        const api_message *a = &r.messages[1];
+        CHECK_STR(a->content, "");
+        CHECK_STR(a->reasoning, "think \xc3\xa9");
+        CHECK_EQ_INT(a->n_tool_calls, 2);
+        if (a->n_tool_calls == 2) {
+            CHECK_STR(a->tool_calls[0].id, "call_1");
+            CHECK_STR(a->tool_calls[0].name, "Weather.get");
+            CHECK_STR(a->tool_calls[0].arguments, "{\"city\":\"Paris\",\"n\":[1,2.5]}");
+            CHECK_STR(a->tool_calls[1].id, "call_2");
+            CHECK_STR(a->tool_calls[1].arguments, "{\"b\":true}");
+        }
+        CHECK_STR(r.messages[2].tool_call_id, "call_1");
+        CHECK(r.messages[0].reasoning == NULL && r.messages[0].tool_calls == NULL);
+    }
+    api_request_free(&r);
+
+    /* defaults: no tools = "none"; tools = "auto"; "auto" without tools stays "none" */
+    parse_ok(&r, API_CHAT, CHAT(""));
+    CHECK_EQ_INT(r.tool_choice, API_TOOL_CHOICE_NONE);
+    CHECK_EQ_INT(r.tool_choice_index, -1);
+    CHECK(r.parallel_tool_calls);
+    CHECK_EQ_INT(r.reasoning_format, API_REASONING_AUTO);
+    api_request_free(&r);
+    parse_ok(&r, API_CHAT,
+             CHAT(",\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"f\"}}]"));
+    CHECK_EQ_INT(r.tool_choice, API_TOOL_CHOICE_AUTO);
+    api_request_free(&r);
+    parse_ok(&r, API_CHAT, CHAT(",\"tool_choice\":\"auto\",\"reasoning_format\":\"deepseek\""));
+    CHECK_EQ_INT(r.tool_choice, API_TOOL_CHOICE_NONE);
+    api_request_free(&r);
+    parse_ok(&r, API_CHAT,
+             CHAT(",\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"f\"}}],"
+                  "\"tool_choice\":\"required\""));
+    CHECK_EQ_INT(r.tool_choice, API_TOOL_CHOICE_REQUIRED);
+    api_request_free(&r);
+    parse_ok(&r, API_COMPLETION, COMPL(""));
+    CHECK_EQ_INT(r.tool_choice_index, -1);
+    CHECK(r.parallel_tool_calls);
     api_request_free(&r);
 }
 
@@ -847,6 +984,7 @@ int main(void) {
     lim.max_logit_bias = 2;
     test_bad_requests();
     test_chat_ok();
+    test_tools_ok();
     test_completion_ok();
     test_tokenize_ok();
     test_responses();

@@ -7,6 +7,7 @@
 #include "api/chat.h"
 #include "engine/gguf.h"
 #include "engine/tok.h"
+#include "synth/mkmodel.h"
 #include "tests/check.h"
 
 /* The LFM2 template text as stored in tests/data/models/mini-F16.gguf (tokenizer.chat_template). */
@@ -27,7 +28,7 @@ static const char *lfm25_template =
     "{{- \"<|im_start|>\" + message[\"role\"] + \"\\n\" -}}\n";
 
 static api_message M(enum api_role r, const char *s) {
-    api_message m = {r, (char *)s, strlen(s)};
+    api_message m = {.role = r, .content = (char *)s, .len = strlen(s)};
     return m;
 }
 
@@ -252,6 +253,143 @@ static void test_lfm25(void) {
 }
 
 /* Special-token text typed by a user stays inside plain segments. */
+/* Tool calls, reasoning and tool results in the history, per family. */
+static void test_tool_history(void) {
+    api_tool_call calls[] = {
+        {.id = "call_1",
+         .name = "get_weather",
+         .arguments = "{\"city\":\"Paris\",\"days\":3,\"metric\":true,\"tags\":[\"a\",1,null],"
+                      "\"opt\":{\"k\":\"v\"},\"none\":null,\"x\":2.5}"},
+        {.id = "call_2", .name = "ns.f", .arguments = "{}"}};
+    api_message asst = M(API_ROLE_ASSISTANT, "");
+    asst.tool_calls = calls;
+    asst.n_tool_calls = 2;
+    asst.reasoning = "need data";
+    api_message msgs[] = {M(API_ROLE_USER, "Q"), asst, M(API_ROLE_TOOL, "{\"t\": 18}")};
+    const char *call_text =
+        "[get_weather(city=\"Paris\", days=3, metric=True, tags=['a', 1, None], "
+        "opt={\"k\": \"v\"}, none=None, x=2.5), ns.f()]";
+    char want[2048];
+
+    /* LFM2: calls as the model writes them, reasoning dropped, tool result wrapped */
+    chat_opts o = {.format = CHAT_LFM2, .bos = "<|startoftext|>", .add_generation_prompt = true};
+    snprintf(want, sizeof want,
+             "<|startoftext|><|im_start|>user\nQ<|im_end|>\n<|im_start|>assistant\n"
+             "<|tool_call_start|>%s<|tool_call_end|><|im_end|>\n<|im_start|>tool\n"
+             "<|tool_response_start|>{\"t\": 18}<|tool_response_end|><|im_end|>\n"
+             "<|im_start|>assistant\n",
+             call_text);
+    expect(&o, msgs, 3, want, NULL, __LINE__);
+    /* the call markers are control segments; the call itself is plain text */
+    expect(&o, msgs, 2,
+           "<|startoftext|><|im_start|>user\nQ<|im_end|>\n<|im_start|>assistant\n"
+           "<|tool_call_start|>[get_weather(city=\"Paris\", days=3, metric=True, tags=['a', 1, "
+           "None], opt={\"k\": \"v\"}, none=None, x=2.5), ns.f()]<|tool_call_end|><|im_end|>\n"
+           "<|im_start|>assistant\n",
+           "[S:<|startoftext|>][S:<|im_start|>][T:user\nQ][S:<|im_end|>][T:\n][S:<|im_start|>]"
+           "[T:assistant\n][S:<|tool_call_start|>][T:[get_weather(city=\"Paris\", days=3, "
+           "metric=True, tags=['a', 1, None], opt={\"k\": \"v\"}, none=None, x=2.5), ns.f()]]"
+           "[S:<|tool_call_end|>][S:<|im_end|>][T:\n][S:<|im_start|>][T:assistant\n]",
+           __LINE__);
+
+    /* LFM2.5: the last assistant turn keeps its reasoning, tool result plain */
+    o.format = CHAT_LFM25;
+    snprintf(want, sizeof want,
+             "<|startoftext|><|im_start|>user\nQ<|im_end|>\n<|im_start|>assistant\n"
+             "<think>need data</think><|tool_call_start|>%s<|tool_call_end|><|im_end|>\n"
+             "<|im_start|>tool\n{\"t\": 18}<|im_end|>\n<|im_start|>assistant\n",
+             call_text);
+    expect(&o, msgs, 3, want, NULL, __LINE__);
+    o.format = CHAT_LFM25_DATED;
+    expect(&o, msgs, 3, want, NULL, __LINE__);
+
+    /* an earlier assistant turn loses its reasoning unless keep_past_thinking */
+    api_message two[] = {M(API_ROLE_USER, "Q"), asst, M(API_ROLE_TOOL, "r"),
+                         M(API_ROLE_ASSISTANT, "done")};
+    snprintf(want, sizeof want,
+             "<|startoftext|><|im_start|>user\nQ<|im_end|>\n<|im_start|>assistant\n"
+             "<|tool_call_start|>%s<|tool_call_end|><|im_end|>\n<|im_start|>tool\nr<|im_end|>\n"
+             "<|im_start|>assistant\ndone<|im_end|>\n<|im_start|>assistant\n",
+             call_text);
+    expect(&o, two, 4, want, NULL, __LINE__);
+    o.keep_past_thinking = true;
+    snprintf(want, sizeof want,
+             "<|startoftext|><|im_start|>user\nQ<|im_end|>\n<|im_start|>assistant\n"
+             "<think>need data</think><|tool_call_start|>%s<|tool_call_end|><|im_end|>\n"
+             "<|im_start|>tool\nr<|im_end|>\n<|im_start|>assistant\ndone<|im_end|>\n"
+             "<|im_start|>assistant\n",
+             call_text);
+    expect(&o, two, 4, want, NULL, __LINE__);
+}
+
+/* The dated LFM2.5 family: "Today's date" and "\n\n" before the tool list. */
+static void test_lfm25_dated(void) {
+    const char *tools[] = {"{\"type\": \"function\", \"function\": {\"name\": \"f\"}}",
+                           "{\"type\": \"function\", \"function\": {\"name\": \"g\"}}"};
+    chat_opts o = {.format = CHAT_LFM25_DATED,
+                   .bos = "<|startoftext|>",
+                   .add_generation_prompt = true,
+                   .tools = tools,
+                   .n_tools = 2,
+                   .date = "2026-12-06"};
+    api_message a[] = {M(API_ROLE_SYSTEM, "Be kind."), M(API_ROLE_USER, "Hi")};
+    EXPECT(&o, a,
+           "<|startoftext|><|im_start|>system\nBe kind.\n\nToday's date: 2026-12-06\n\n"
+           "List of tools: [{\"type\": \"function\", \"function\": {\"name\": \"f\"}}, "
+           "{\"type\": \"function\", \"function\": {\"name\": \"g\"}}]<|im_end|>\n"
+           "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n",
+           NULL);
+    api_message b[] = {M(API_ROLE_USER, "Hi")};
+    o.n_tools = 1;
+    EXPECT(&o, b,
+           "<|startoftext|><|im_start|>system\nToday's date: 2026-12-06\n\nList of tools: "
+           "[{\"type\": \"function\", \"function\": {\"name\": \"f\"}}]<|im_end|>\n"
+           "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n",
+           NULL);
+    /* without a date: today's, as YYYY-MM-DD */
+    o.date = NULL;
+    chat_prompt p;
+    char err[64];
+    CHECK_EQ_INT(chat_render(&p, &o, b, 1, err, sizeof err), 0);
+    char *t = chat_prompt_text(&p);
+    const char *d = t ? strstr(t, "Today's date: ") : NULL;
+    CHECK(d != NULL);
+    if (d) {
+        d += strlen("Today's date: ");
+        CHECK(d[4] == '-' && d[7] == '-' && d[10] == '\n' && d[0] == '2');
+    }
+    free(t);
+    chat_prompt_free(&p);
+    /* a generation prompt that opens <think> */
+    o.think_open = true;
+    o.n_tools = 0;
+    EXPECT(&o, b, "<|startoftext|><|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n<think>",
+           "[S:<|startoftext|>][S:<|im_start|>][T:user\nHi][S:<|im_end|>][T:\n][S:<|im_start|>]"
+           "[T:assistant\n][S:<think>]");
+}
+
+/* Every template family mkmodel writes is recognized as itself. */
+static void test_detect_families(void) {
+    static const struct {
+        const char *name;
+        enum chat_format f;
+    } fam[] = {{"lfm2", CHAT_LFM2}, {"lfm2.5", CHAT_LFM25}, {"lfm2.5-dated", CHAT_LFM25_DATED}};
+    for (size_t i = 0; i < sizeof fam / sizeof fam[0]; i++) {
+        const char *t = mkmodel_chat_template_named(fam[i].name);
+        bool known = false;
+        CHECK(t != NULL);
+        CHECK_EQ_INT(chat_detect(t, &known), fam[i].f);
+        CHECK(known);
+        CHECK_STR(chat_format_name(fam[i].f), fam[i].name);
+        CHECK(!chat_think_open(t));
+    }
+    CHECK(mkmodel_chat_template_named(NULL) == mkmodel_chat_template());
+    CHECK(mkmodel_chat_template_named("chatml") == NULL);
+    CHECK(chat_think_open("{{- \"<|im_start|>assistant\\n<think>\" -}}"));
+    CHECK(chat_think_open("<|im_start|>assistant\n<think>"));
+    CHECK(!chat_think_open(NULL));
+}
+
 static void test_injection(void) {
     chat_opts o = {.format = CHAT_LFM2, .bos = "<|startoftext|>", .add_generation_prompt = true};
     api_message m[] = {M(API_ROLE_SYSTEM, "<|im_end|>"),
@@ -464,6 +602,9 @@ int main(void) {
     test_detect_from_model();
     test_lfm2();
     test_lfm25();
+    test_tool_history();
+    test_lfm25_dated();
+    test_detect_families();
     test_injection();
     test_assistant_markup();
     test_large();

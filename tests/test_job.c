@@ -26,7 +26,8 @@ static int parse(api_request *q, enum api_kind kind, const char *body) {
     return rc;
 }
 
-/* Each conversation of tests/data/chat/mini.golden.json (tools aside: requests refuse them)
+/* Each conversation of tests/data/chat/mini.golden.json (tools aside: they are given there as
+ * bare strings, which the template takes as they are and requests refuse)
  * as a request body gives a job whose prompt is llama.cpp's ids for the rendered template. */
 static void test_chat_golden(void) {
     size_t n = 0;
@@ -519,6 +520,460 @@ static void test_keep_past_thinking(void) {
     CHECK(kept > dropped + 4); /* "<think>a long line of private reasoning</think>" */
 }
 
+/* ---------- tools and reasoning ---------- */
+
+#define TOOLS                                                                                      \
+    "\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"f\"}},{\"type\":\"function\","     \
+    "\"function\":{\"name\":\"g\"}}]"
+
+/* tool_choice none bans the call-start token; parallel_tool_calls false stops at the end token;
+ * chat jobs show the markup tokens, completions do not; "required" and a named function wait for
+ * constrained decoding (400 naming tool_choice). */
+static void test_tool_jobs(void) {
+    job_ctx jc = ctx_for(CHAT_LFM2);
+    int32_t start = tok_find(TK, "<|tool_call_start|>", 19),
+            end = tok_find(TK, "<|tool_call_end|>", 17);
+    int32_t think = tok_find(TK, "<think>", 7);
+    CHECK(start >= 0 && end >= 0 && think >= 0);
+    api_request q;
+    sched_job *j = NULL;
+    api_error e;
+    if (parse(&q, API_CHAT,
+              "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]," TOOLS
+              ",\"tool_choice\":\"none\",\"logit_bias\":{\"5\":1}}") == 0) {
+        CHECK_EQ_INT(job_build(&jc, &q, 1, &j, &e), 0);
+        bool banned = false;
+        for (int i = 0; j && i < j->samp.n_bias; i++)
+            if (j->samp.bias[i].id == start && isinf(j->samp.bias[i].bias) &&
+                j->samp.bias[i].bias < 0)
+                banned = true;
+        CHECK(banned);
+        CHECK(j && j->samp.n_bias == 2 && j->samp.bias[0].id == 5);
+        CHECK(j && j->n_stop == 0);
+        CHECK_EQ_INT(j ? j->n_show_special : -1, 4);
+        bool shows_think = false;
+        for (int i = 0; j && i < j->n_show_special; i++)
+            shows_think |= j->show_special[i] == think;
+        CHECK(shows_think);
+        sched_job_free(j);
+        api_request_free(&q);
+    }
+    if (parse(&q, API_CHAT,
+              "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]," TOOLS
+              ",\"parallel_tool_calls\":false,\"stop\":[\"zz\"]}") == 0) {
+        CHECK_EQ_INT(job_build(&jc, &q, 1, &j, &e), 0);
+        CHECK(j && j->n_stop == 2 && !strcmp(j->stop[1], "<|tool_call_end|>"));
+        CHECK(j && j->samp.n_bias == 0); /* auto: nothing banned */
+        sched_job_free(j);
+        api_request_free(&q);
+    }
+    /* the request's four stop strings leave room for the end token's */
+    if (parse(&q, API_CHAT,
+              "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]," TOOLS
+              ",\"parallel_tool_calls\":false,\"stop\":[\"a\",\"b\",\"c\",\"d\"]}") == 0) {
+        CHECK_EQ_INT(job_build(&jc, &q, 1, &j, &e), 0);
+        CHECK(j && j->n_stop == 5 && !strcmp(j->stop[3], "d") &&
+              !strcmp(j->stop[4], "<|tool_call_end|>"));
+        sched_job_free(j);
+        api_request_free(&q);
+    }
+    if (parse(&q, API_COMPLETION, "{\"prompt\":\"x\"}") == 0) {
+        CHECK_EQ_INT(job_build(&jc, &q, 1, &j, &e), 0);
+        CHECK_EQ_INT(j ? j->n_show_special : -1, 0);
+        sched_job_free(j);
+        api_request_free(&q);
+    }
+    const char *wait[] = {"\"required\"", "{\"type\":\"function\",\"function\":{\"name\":\"g\"}}"};
+    for (int i = 0; i < 2; i++) {
+        char body[512];
+        snprintf(body, sizeof body,
+                 "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]," TOOLS
+                 ",\"tool_choice\":%s}",
+                 wait[i]);
+        if (parse(&q, API_CHAT, body)) continue;
+        CHECK_EQ_INT(job_build(&jc, &q, 1, &j, &e), JOB_EINVAL);
+        CHECK(j == NULL);
+        CHECK_EQ_INT(e.status, 400);
+        CHECK_STR(e.param, "tool_choice");
+        CHECK_STR(e.code, "not_supported");
+        api_request_free(&q);
+    }
+    /* the tools and a call in the history reach the prompt */
+    if (parse(&q, API_CHAT,
+              "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"},{\"role\":\"assistant\","
+              "\"content\":null,\"tool_calls\":[{\"id\":\"c\",\"type\":\"function\",\"function\":"
+              "{\"name\":\"f\",\"arguments\":\"{\\\"a\\\":1}\"}}]},{\"role\":\"tool\",\"content\":"
+              "\"ok\"}]," TOOLS "}") == 0) {
+        CHECK_EQ_INT(job_build(&jc, &q, 1, &j, &e), 0);
+        char text[4096];
+        size_t n = j ? tok_decode(TK, j->prompt, j->n_prompt, true, text, sizeof text) : 0;
+        CHECK(n > 0 && n < sizeof text);
+        if (n < sizeof text) text[n] = 0;
+        CHECK(strstr(text, "List of tools: <|tool_list_start|>[{\"type\": \"function\", "
+                           "\"function\": {\"name\": \"f\"}}, {\"type\": \"function\", "
+                           "\"function\": {\"name\": \"g\"}}]<|tool_list_end|>") != NULL);
+        CHECK(strstr(text, "<|im_start|>assistant\n<|tool_call_start|>[f(a=1)]<|tool_call_end|>"
+                           "<|im_end|>") != NULL);
+        CHECK(strstr(text, "<|tool_response_start|>ok<|tool_response_end|>") != NULL);
+        sched_job_free(j);
+        api_request_free(&q);
+    }
+}
+
+/* A growing list of emitted pieces. */
+typedef struct bigsink {
+    char **piece;
+    int n, cap;
+} bigsink;
+
+static void bigsink_emit(void *ud, const char *data, size_t len) {
+    bigsink *k = ud;
+    if (k->n == k->cap) {
+        k->cap = k->cap ? k->cap * 2 : 64;
+        k->piece = realloc(k->piece, (size_t)k->cap * sizeof *k->piece);
+    }
+    k->piece[k->n++] = strndup(data, len);
+}
+
+static void bigsink_free(bigsink *k) {
+    for (int i = 0; i < k->n; i++)
+        free(k->piece[i]);
+    free(k->piece);
+    memset(k, 0, sizeof *k);
+}
+
+/* Runs text (in pieces of 1..5 bytes) through an answer for body; returns the non-streamed body
+ * or, streamed, the message accumulated from the chunks as the openai SDK does, as JSON
+ * {"message":{...},"finish_reason":...}. */
+static cJSON *run_answer(const char *body, const char *text, int finish, bool start_reasoning,
+                         bool stream) {
+    api_request q;
+    if (parse(&q, API_CHAT, body)) return NULL;
+    q.stream = stream;
+    job_answer a;
+    CHECK_EQ_INT(job_answer_init(&a, &q, TK, "chatcmpl-tools", 1700000000, "m"), 0);
+    api_request_free(&q);
+    a.start_reasoning = start_reasoning;
+    bigsink k = {0};
+    sched_event ev = ev_of(SCHED_EV_START, 0, NULL);
+    job_answer_event(&a, &ev, bigsink_emit, &k);
+    unsigned r = 12345;
+    for (size_t i = 0, n = strlen(text); i < n;) {
+        r = r * 1103515245 + 12345;
+        size_t m = 1 + (r >> 16) % 5;
+        if (m > n - i) m = n - i;
+        char piece[8];
+        memcpy(piece, text + i, m);
+        piece[m] = 0;
+        ev = ev_of(SCHED_EV_TEXT, 0, piece);
+        job_answer_event(&a, &ev, bigsink_emit, &k);
+        i += m;
+    }
+    ev = ev_of(SCHED_EV_FINISH, 0, NULL);
+    ev.finish = finish;
+    job_answer_event(&a, &ev, bigsink_emit, &k);
+    ev = ev_of(SCHED_EV_DONE, 0, NULL);
+    job_answer_event(&a, &ev, bigsink_emit, &k);
+    CHECK(!a.failed);
+    cJSON *out = NULL;
+    if (!stream) {
+        char *js = job_answer_json(&a);
+        cJSON *root = cJSON_Parse(js);
+        free(js);
+        cJSON *c0 = cJSON_GetArrayItem(cJSON_GetObjectItem(root, "choices"), 0);
+        out = cJSON_CreateObject();
+        cJSON_AddItemToObject(out, "message",
+                              cJSON_Duplicate(cJSON_GetObjectItem(c0, "message"), 1));
+        cJSON_AddItemToObject(out, "finish_reason",
+                              cJSON_Duplicate(cJSON_GetObjectItem(c0, "finish_reason"), 1));
+        cJSON_Delete(root);
+    } else {
+        /* the SDK's accumulation: content and reasoning concatenated, calls by index */
+        cJSON *msg = cJSON_CreateObject(), *calls = NULL;
+        char content[4096] = "", reasoning[4096] = "";
+        bool any_content = false;
+        cJSON *finish_reason = NULL;
+        for (int i = 0; i < k.n; i++) {
+            if (!strcmp(k.piece[i], "[DONE]")) continue;
+            cJSON *ch = cJSON_Parse(k.piece[i]);
+            CHECK(ch != NULL);
+            cJSON *c0 = cJSON_GetArrayItem(cJSON_GetObjectItem(ch, "choices"), 0);
+            cJSON *d = cJSON_GetObjectItem(c0, "delta");
+            cJSON *fr = cJSON_GetObjectItem(c0, "finish_reason");
+            if (cJSON_IsString(fr)) {
+                cJSON_Delete(finish_reason);
+                finish_reason = cJSON_CreateString(fr->valuestring);
+            }
+            cJSON *x = cJSON_GetObjectItem(d, "content");
+            if (cJSON_IsString(x) && x->valuestring[0]) {
+                strcat(content, x->valuestring);
+                any_content = true;
+            }
+            x = cJSON_GetObjectItem(d, "reasoning_content");
+            if (cJSON_IsString(x)) strcat(reasoning, x->valuestring);
+            cJSON *tcs = cJSON_GetObjectItem(d, "tool_calls");
+            for (cJSON *t = tcs ? tcs->child : NULL; t; t = t->next) {
+                int idx = cJSON_GetObjectItem(t, "index")->valueint;
+                if (!calls) calls = cJSON_CreateArray();
+                cJSON *fn = cJSON_GetObjectItem(t, "function");
+                const char *args = cJSON_GetObjectItem(fn, "arguments")->valuestring;
+                if (cJSON_GetObjectItem(t, "id")) {
+                    CHECK_EQ_INT(idx, cJSON_GetArraySize(calls));
+                    cJSON *nc = cJSON_CreateObject();
+                    cJSON_AddStringToObject(nc, "id", cJSON_GetObjectItem(t, "id")->valuestring);
+                    cJSON_AddStringToObject(nc, "type",
+                                            cJSON_GetObjectItem(t, "type")->valuestring);
+                    cJSON *nf = cJSON_AddObjectToObject(nc, "function");
+                    cJSON_AddStringToObject(nf, "name",
+                                            cJSON_GetObjectItem(fn, "name")->valuestring);
+                    cJSON_AddStringToObject(nf, "arguments", args);
+                    cJSON_AddItemToArray(calls, nc);
+                } else {
+                    CHECK(cJSON_GetObjectItem(fn, "name") == NULL);
+                    cJSON *cur = cJSON_GetObjectItem(cJSON_GetArrayItem(calls, idx), "function");
+                    cJSON *ca = cJSON_GetObjectItem(cur, "arguments");
+                    char *joined = malloc(strlen(ca->valuestring) + strlen(args) + 1);
+                    strcpy(joined, ca->valuestring);
+                    strcat(joined, args);
+                    cJSON_SetValuestring(ca, joined);
+                    free(joined);
+                }
+            }
+            cJSON_Delete(ch);
+        }
+        cJSON_AddStringToObject(msg, "role", "assistant");
+        if (any_content)
+            cJSON_AddStringToObject(msg, "content", content);
+        else
+            cJSON_AddNullToObject(msg, "content");
+        if (reasoning[0]) cJSON_AddStringToObject(msg, "reasoning_content", reasoning);
+        if (calls) cJSON_AddItemToObject(msg, "tool_calls", calls);
+        out = cJSON_CreateObject();
+        cJSON_AddItemToObject(out, "message", msg);
+        cJSON_AddItemToObject(out, "finish_reason",
+                              finish_reason ? finish_reason : cJSON_CreateNull());
+    }
+    bigsink_free(&k);
+    job_answer_free(&a);
+    return out;
+}
+
+static void expect_answer(const char *body, const char *text, int finish, bool start_reasoning,
+                          const char *want, int line) {
+    for (int stream = 0; stream < 2; stream++) {
+        cJSON *got = run_answer(body, text, finish, start_reasoning, stream);
+        char *s = got ? cJSON_PrintUnformatted(got) : NULL;
+        if (!s || strcmp(s, want)) {
+            fprintf(stderr, "line %d (stream %d):\n got: %s\nwant: %s\n", line, stream,
+                    s ? s : "(null)", want);
+            CHECK(0);
+        }
+        free(s);
+        cJSON_Delete(got);
+    }
+}
+
+/* The same text gives the same message whole and streamed (accumulated as the SDK does). */
+static void test_answer_tools(void) {
+    const char *body = "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]," TOOLS "}";
+    char id0[64], id1[64];
+    /* call ids come from the answer id: the same in both forms */
+    cJSON *probe = run_answer(body, "<|tool_call_start|>[f(), g()]<|tool_call_end|>",
+                              SCHED_FINISH_STOP, false, false);
+    cJSON *tc = cJSON_GetObjectItem(cJSON_GetObjectItem(probe, "message"), "tool_calls");
+    snprintf(id0, sizeof id0, "%s",
+             cJSON_GetObjectItem(cJSON_GetArrayItem(tc, 0), "id")->valuestring);
+    snprintf(id1, sizeof id1, "%s",
+             cJSON_GetObjectItem(cJSON_GetArrayItem(tc, 1), "id")->valuestring);
+    cJSON_Delete(probe);
+    CHECK(strlen(id0) == 29 && !strncmp(id0, "call_", 5) && strcmp(id0, id1));
+    char want[2048];
+    snprintf(want, sizeof want,
+             "{\"message\":{\"role\":\"assistant\",\"content\":\"Hi \\\"you\\\"\","
+             "\"reasoning_content\":\"plan\",\"tool_calls\":[{\"id\":\"%s\",\"type\":\"function\","
+             "\"function\":{\"name\":\"f\",\"arguments\":\"{\\\"a\\\":\\\"x y \\u00e9\\\"}\"}},"
+             "{\"id\":\"%s\",\"type\":\"function\",\"function\":{\"name\":\"g\",\"arguments\":"
+             "\"{\\\"b\\\":[1,{\\\"k\\\":true}],\\\"long\\\":"
+             "\\\"0123456789012345678901234567890123456789\\\"}\"}}]},"
+             "\"finish_reason\":\"tool_calls\"}",
+             id0, id1);
+    /* cJSON prints the é raw; build the expectation the same way */
+    cJSON *w = cJSON_Parse(want);
+    char *ws = cJSON_PrintUnformatted(w);
+    cJSON_Delete(w);
+    expect_answer(body,
+                  "<think>plan</think>\nHi \"you\"<|tool_call_start|>[f(a=\"x y \\u00e9\"), "
+                  "g(b=[1,{'k':True}], long='0123456789012345678901234567890123456789')]"
+                  "<|tool_call_end|>",
+                  SCHED_FINISH_STOP, false, ws, __LINE__);
+    free(ws);
+    /* only a call: content null; cut by length: finish_reason stays "length" */
+    snprintf(want, sizeof want,
+             "{\"message\":{\"role\":\"assistant\",\"content\":null,\"tool_calls\":[{\"id\":\"%s\","
+             "\"type\":\"function\",\"function\":{\"name\":\"f\",\"arguments\":\"{}\"}}]},"
+             "\"finish_reason\":\"length\"}",
+             id0);
+    expect_answer(body, "<|tool_call_start|>[f()]", SCHED_FINISH_LENGTH, false, want, __LINE__);
+    /* a call of an undeclared function stays content */
+    expect_answer(body, "<|tool_call_start|>[h()]<|tool_call_end|>", SCHED_FINISH_STOP, false,
+                  "{\"message\":{\"role\":\"assistant\",\"content\":\"<|tool_call_start|>[h()]"
+                  "<|tool_call_end|>\"},\"finish_reason\":\"stop\"}",
+                  __LINE__);
+    /* parallel_tool_calls false: the first call only */
+    snprintf(want, sizeof want,
+             "{\"message\":{\"role\":\"assistant\",\"content\":null,\"tool_calls\":[{\"id\":\"%s\","
+             "\"type\":\"function\",\"function\":{\"name\":\"f\",\"arguments\":\"{}\"}}]},"
+             "\"finish_reason\":\"tool_calls\"}",
+             id0);
+    expect_answer("{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]," TOOLS
+                  ",\"parallel_tool_calls\":false}",
+                  "<|tool_call_start|>[f(), g()]", SCHED_FINISH_STOP, false, want, __LINE__);
+    /* tool_choice none: markup is content */
+    expect_answer("{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]," TOOLS
+                  ",\"tool_choice\":\"none\"}",
+                  "<|tool_call_start|>[f()]<|tool_call_end|>", SCHED_FINISH_STOP, false,
+                  "{\"message\":{\"role\":\"assistant\",\"content\":\"<|tool_call_start|>[f()]"
+                  "<|tool_call_end|>\"},\"finish_reason\":\"stop\"}",
+                  __LINE__);
+    /* reasoning without tools; a prompt that opened <think>; reasoning_format none */
+    const char *plain = "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]}";
+    expect_answer(plain, "<think>a b</think>answer", SCHED_FINISH_STOP, false,
+                  "{\"message\":{\"role\":\"assistant\",\"content\":\"answer\","
+                  "\"reasoning_content\":\"a b\"},\"finish_reason\":\"stop\"}",
+                  __LINE__);
+    expect_answer(plain, "thinking...\n</think>\n\nanswer", SCHED_FINISH_STOP, true,
+                  "{\"message\":{\"role\":\"assistant\",\"content\":\"answer\","
+                  "\"reasoning_content\":\"thinking...\"},\"finish_reason\":\"stop\"}",
+                  __LINE__);
+    expect_answer("{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"reasoning_format\":"
+                  "\"none\"}",
+                  "<think>a</think>b", SCHED_FINISH_STOP, false,
+                  "{\"message\":{\"role\":\"assistant\",\"content\":\"<think>a</think>b\"},"
+                  "\"finish_reason\":\"stop\"}",
+                  __LINE__);
+}
+
+/* Two choices streamed (and whole) with events interleaved: each choice has its own reasoning,
+ * content, calls indexed from 0 with ids of their own, and finish_reason; logprobs cover every
+ * generated token of the choice, in order, whether its text went to content, reasoning_content
+ * or tool_calls, the same whole and streamed. */
+static void test_answer_tools_n2(void) {
+    const char *texts[2][3] = {
+        {"<think>p</think>", "A", "<|tool_call_start|>[f()]<|tool_call_end|>"},
+        {"B ", "<|tool_call_start|>[g(x=1)]", "<|tool_call_end|>"}};
+    const int32_t ids[2][3] = {{6, 7, 8}, {9, 10, 11}};
+    char *call_ids[2][2] = {{NULL, NULL}, {NULL, NULL}};
+    for (int stream = 0; stream < 2; stream++) {
+        api_request q;
+        char body[512];
+        snprintf(body, sizeof body,
+                 "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]," TOOLS
+                 ",\"n\":2,\"logprobs\":true,\"stream\":%s}",
+                 stream ? "true" : "false");
+        if (parse(&q, API_CHAT, body)) return;
+        job_answer a;
+        CHECK_EQ_INT(job_answer_init(&a, &q, TK, "chatcmpl-n2", 1, "m"), 0);
+        api_request_free(&q);
+        bigsink k = {0};
+        sched_event ev = ev_of(SCHED_EV_START, 0, NULL);
+        job_answer_event(&a, &ev, bigsink_emit, &k);
+        sched_tokinfo ti[2][3];
+        for (int step = 0; step < 3; step++)
+            for (int ci = 0; ci < 2; ci++) {
+                ti[ci][step] = (sched_tokinfo){.id = ids[ci][step], .logprob = -0.5f};
+                ev = ev_of(SCHED_EV_TEXT, ci, texts[ci][step]);
+                ev.toks = &ti[ci][step], ev.n_toks = 1;
+                job_answer_event(&a, &ev, bigsink_emit, &k);
+            }
+        for (int ci = 0; ci < 2; ci++) {
+            ev = ev_of(SCHED_EV_FINISH, ci, NULL);
+            ev.finish = SCHED_FINISH_STOP;
+            job_answer_event(&a, &ev, bigsink_emit, &k);
+        }
+        ev = ev_of(SCHED_EV_DONE, 0, NULL);
+        job_answer_event(&a, &ev, bigsink_emit, &k);
+        CHECK(!a.failed);
+        /* per choice: content, reasoning, "name args id" of each call, logprob ids, finish */
+        char content[2][64] = {"", ""}, reasoning[2][64] = {"", ""}, calls[2][256] = {"", ""};
+        char lps[2][64] = {"", ""}, finish[2][16] = {"", ""};
+        cJSON *roots[40];
+        int n_roots = 0;
+        if (!stream) {
+            char *js = job_answer_json(&a);
+            roots[n_roots++] = cJSON_Parse(js);
+            free(js);
+        } else {
+            for (int i = 0; i < k.n && n_roots < 40; i++)
+                if (strcmp(k.piece[i], "[DONE]")) roots[n_roots++] = cJSON_Parse(k.piece[i]);
+        }
+        for (int r = 0; r < n_roots; r++) {
+            CHECK(roots[r] != NULL);
+            const cJSON *chs = cJSON_GetObjectItem(roots[r], "choices");
+            for (const cJSON *c = chs ? chs->child : NULL; c; c = c->next) {
+                int ci = cJSON_GetObjectItem(c, "index")->valueint;
+                CHECK(ci == 0 || ci == 1);
+                if (ci != 0 && ci != 1) continue;
+                const cJSON *m = cJSON_GetObjectItem(c, stream ? "delta" : "message");
+                const cJSON *x = cJSON_GetObjectItem(m, "content");
+                if (cJSON_IsString(x)) strcat(content[ci], x->valuestring);
+                x = cJSON_GetObjectItem(m, "reasoning_content");
+                if (cJSON_IsString(x)) strcat(reasoning[ci], x->valuestring);
+                const cJSON *tcs = cJSON_GetObjectItem(m, "tool_calls");
+                for (const cJSON *t = tcs ? tcs->child : NULL; t; t = t->next) {
+                    const cJSON *fn = cJSON_GetObjectItem(t, "function");
+                    const cJSON *id = cJSON_GetObjectItem(t, "id");
+                    const cJSON *idx = cJSON_GetObjectItem(t, "index");
+                    CHECK(stream ? cJSON_IsNumber(idx) : idx == NULL);
+                    if (stream) CHECK_EQ_INT(idx->valueint, 0);
+                    if (cJSON_IsString(id)) {
+                        CHECK(call_ids[ci][stream] == NULL); /* one call per choice */
+                        call_ids[ci][stream] = strdup(id->valuestring);
+                        strcat(calls[ci], cJSON_GetObjectItem(fn, "name")->valuestring);
+                        strcat(calls[ci], " ");
+                    }
+                    strcat(calls[ci], cJSON_GetObjectItem(fn, "arguments")->valuestring);
+                }
+                const cJSON *lp =
+                    cJSON_GetObjectItem(cJSON_GetObjectItem(c, "logprobs"), "content");
+                for (const cJSON *t = lp ? lp->child : NULL; t; t = t->next) {
+                    const char *tk = cJSON_GetObjectItem(t, "token")->valuestring;
+                    for (int s = 0; s < 3; s++) {
+                        size_t pl = 0;
+                        const char *piece = tok_piece(TK, ids[ci][s], &pl);
+                        if (strlen(tk) == pl && !strncmp(tk, piece, pl)) {
+                            char d[4] = {(char)('0' + s), 0};
+                            strcat(lps[ci], d);
+                        }
+                    }
+                }
+                const cJSON *fr = cJSON_GetObjectItem(c, "finish_reason");
+                if (cJSON_IsString(fr))
+                    snprintf(finish[ci], sizeof finish[ci], "%s", fr->valuestring);
+            }
+            cJSON_Delete(roots[r]);
+        }
+        CHECK_STR(content[0], "A");
+        CHECK_STR(reasoning[0], "p");
+        CHECK_STR(calls[0], "f {}");
+        CHECK_STR(content[1], "B");
+        CHECK_STR(reasoning[1], "");
+        CHECK_STR(calls[1], "g {\"x\":1}");
+        for (int ci = 0; ci < 2; ci++) {
+            CHECK_STR(lps[ci], "012");
+            CHECK_STR(finish[ci], "tool_calls");
+        }
+        CHECK(call_ids[0][stream] && call_ids[1][stream] &&
+              strcmp(call_ids[0][stream], call_ids[1][stream]));
+        bigsink_free(&k);
+        job_answer_free(&a);
+    }
+    for (int ci = 0; ci < 2; ci++) {
+        CHECK(call_ids[ci][0] && call_ids[ci][1] && !strcmp(call_ids[ci][0], call_ids[ci][1]));
+        free(call_ids[ci][0]);
+        free(call_ids[ci][1]);
+    }
+}
+
 int main(void) {
     gguf *g = NULL;
     tok *t = NULL;
@@ -539,6 +994,9 @@ int main(void) {
     test_answer_body();
     test_answer_oom();
     test_keep_past_thinking();
+    test_tool_jobs();
+    test_answer_tools();
+    test_answer_tools_n2();
     tok_free(t);
     gguf_close(g);
     return check_done("test_job");

@@ -560,6 +560,56 @@ static void test_swa_shapes_vocab_from(void) {
     CHECK(strstr(err, "no-such-file") != NULL);
 }
 
+/* --chat-template writes each family's text (also over a copied vocab's); --logit-scale scales
+ * the output norm and nothing else. */
+static void test_chat_template_and_logit_scale(void) {
+    char err[512];
+    static const char *const fams[] = {"lfm2", "lfm2.5", "lfm2.5-dated"};
+    for (int i = 0; i < 3; i++) {
+        mkmodel_opts o = opts_for("tiny", MK_F32, 1);
+        o.chat_template = fams[i];
+        if (i == 2) o.vocab_from = tmp_path("tpl-0.gguf"); /* written in the first round */
+        char name[32];
+        snprintf(name, sizeof name, "tpl-%d.gguf", i);
+        const char *p = tmp_path(name);
+        CHECK_EQ_INT(write_model(&o, p), 0);
+        gguf *g = NULL;
+        CHECK_EQ_INT(gguf_open(&g, p, err, sizeof err), 0);
+        if (g)
+            CHECK_STR(gguf_get_str(g, "tokenizer.chat_template", NULL, NULL),
+                      mkmodel_chat_template_named(fams[i]));
+        gguf_close(g);
+    }
+    mkmodel_opts o = opts_for("tiny", MK_F32, 1);
+    o.chat_template = "chatml";
+    CHECK(mkmodel_write(&o, tmp_path("tpl-bad.gguf"), err, sizeof err) < 0);
+    CHECK(strstr(err, "chatml") != NULL);
+
+    /* the output norm is the default's times the scale; other weights are the same */
+    o = opts_for("tiny", MK_F32, 1);
+    CHECK_EQ_INT(write_model(&o, tmp_path("ls-1.gguf")), 0);
+    o.logit_scale = 0.25;
+    CHECK_EQ_INT(write_model(&o, tmp_path("ls-q.gguf")), 0);
+    gguf *a = NULL, *b = NULL;
+    CHECK_EQ_INT(gguf_open(&a, tmp_path("ls-1.gguf"), err, sizeof err), 0);
+    CHECK_EQ_INT(gguf_open(&b, tmp_path("ls-q.gguf"), err, sizeof err), 0);
+    if (a && b) {
+        const gguf_tensor *na = gguf_find_tensor(a, "token_embd_norm.weight"),
+                          *nb = gguf_find_tensor(b, "token_embd_norm.weight");
+        CHECK(na && nb);
+        if (na && nb) {
+            const float *fa = na->data, *fb = nb->data;
+            for (int i = 0; i < 8; i++)
+                CHECK_NEAR(fb[i], fa[i] * 0.25f, 1e-6 * fabsf(fa[i]) + 1e-9);
+        }
+        const gguf_tensor *ea = gguf_find_tensor(a, "token_embd.weight"),
+                          *eb = gguf_find_tensor(b, "token_embd.weight");
+        CHECK(ea && eb && !memcmp(ea->data, eb->data, 64));
+    }
+    gguf_close(a);
+    gguf_close(b);
+}
+
 int main(void) {
     const char *t = getenv("TMPDIR");
     snprintf(tmpdir, sizeof tmpdir, "%s", t && *t ? t : "/tmp");
@@ -568,6 +618,7 @@ int main(void) {
     test_every_type_tiny();
     test_types_vs_reference();
     test_swa_shapes_vocab_from();
+    test_chat_template_and_logit_scale();
     test_roundtrip(1024);
     test_roundtrip(65536);
     return check_done("test_mkmodel");

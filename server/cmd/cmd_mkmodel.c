@@ -23,6 +23,10 @@ static void mk_usage(FILE *f) {
             "  --vocab-from FILE   copy the tokenizer.* keys of another GGUF\n"
             "  --ctx N             lfm2.context_length (default 32768)\n"
             "  --name NAME         general.name\n"
+            "  --chat-template F   tokenizer.chat_template family: lfm2 (default), lfm2.5,\n"
+            "                      lfm2.5-dated (with --vocab-from: replaces the file's)\n"
+            "  --logit-scale X     multiply the logits' spread by X (0 < X <= 100, default 1;\n"
+            "                      small: flat logits, so logit_bias alone picks the tokens)\n"
             "  shape overrides: --hidden N --layers N --heads N --kv-heads N --ffn N\n"
             "                   --attn-layers 2,5,8 (0-based; 'none' for no attention)\n"
             "  -o OUT              output path\n",
@@ -81,7 +85,22 @@ int cmd_mkmodel(int argc, char **argv) {
             r = cli_parse_long(a, val, 1, 1L << 30, &ctx);
         else if (!strcmp(a, "--name"))
             o.name = val;
-        else if (!strcmp(a, "--hidden"))
+        else if (!strcmp(a, "--logit-scale")) {
+            char *end;
+            errno = 0;
+            o.logit_scale = strtod(val, &end);
+            if (errno || end == val || *end || !(o.logit_scale > 0 && o.logit_scale <= 100)) {
+                fprintf(stderr, "error: --logit-scale '%s': expected a number in (0, 100]\n", val);
+                return 2;
+            }
+        } else if (!strcmp(a, "--chat-template")) {
+            if (!mkmodel_chat_template_named(val)) {
+                fprintf(stderr,
+                        "error: --chat-template '%s' unknown (lfm2, lfm2.5, lfm2.5-dated)\n", val);
+                return 2;
+            }
+            o.chat_template = val;
+        } else if (!strcmp(a, "--hidden"))
             r = cli_parse_long(a, val, 2, 1L << 16, &hidden);
         else if (!strcmp(a, "--layers"))
             r = cli_parse_long(a, val, 1, LFM2_MAX_LAYERS, &layers);

@@ -137,7 +137,7 @@ async function expectError(fn, cls, status, what, param) {
 }
 await expectError(() => client.chat.completions.create({ model: "tiny", messages: msgs, temperature: 5 }), OpenAI.BadRequestError, 400, "temperature 5", "temperature");
 await expectError(() => client.chat.completions.create({ model: "tiny", messages: [] }), OpenAI.BadRequestError, 400, "no messages", "messages");
-await expectError(() => client.chat.completions.create({ model: "tiny", messages: msgs, tools: [{ type: "function", function: { name: "f", parameters: {} } }] }), OpenAI.BadRequestError, 400, "tools", "tools");
+await expectError(() => client.chat.completions.create({ model: "tiny", messages: msgs, tools: [{ type: "function", function: { name: "f", parameters: {} } }], tool_choice: { type: "function", function: { name: "g" } } }), OpenAI.BadRequestError, 400, "tool_choice not in tools", "tool_choice");
 await expectError(() => client.completions.create({ model: "tiny", prompt: "word ".repeat(3000), max_tokens: 2 }), OpenAI.BadRequestError, 400, "context length");
 await expectError(() => client.chat.completions.create({ model: "tiny", messages: msgs, n: 100 }), OpenAI.BadRequestError, 400, "n=100", "n");
 const bad = new OpenAI({ baseURL: BASE + "/v1", apiKey: "wrong", maxRetries: 0 });

@@ -66,11 +66,20 @@ static bool is_control_text(const char *s, size_t len) {
 }
 
 static void render(const api_request *r) {
-    for (int f = 0; f < 2; f++) {
-        chat_opts o = {.format = f ? CHAT_LFM25 : CHAT_LFM2,
+    const char *tools[8];
+    int nt = r->n_tools < 8 ? r->n_tools : 8;
+    for (int i = 0; i < nt; i++)
+        tools[i] = r->tools[i].json;
+    for (int f = 0; f < 3; f++) {
+        chat_opts o = {.format = f == 2 ? CHAT_LFM25_DATED
+                                 : f    ? CHAT_LFM25
+                                        : CHAT_LFM2,
                        .bos = "<|startoftext|>",
                        .add_generation_prompt = true,
-                       .keep_past_thinking = r->keep_past_thinking};
+                       .keep_past_thinking = r->keep_past_thinking,
+                       .tools = tools,
+                       .n_tools = nt,
+                       .date = "2026-01-01"};
         chat_prompt p;
         char err[256];
         FUZZ_CHECK(chat_render(&p, &o, r->messages, r->n_messages, err, sizeof err) == 0);
@@ -106,9 +115,47 @@ static void check_request(const api_request *r, enum api_kind kind, const api_li
     if (kind == API_CHAT) {
         FUZZ_CHECK(r->n_messages >= 1 && r->n_messages <= l->max_messages);
         for (int i = 0; i < r->n_messages; i++) {
-            FUZZ_CHECK(r->messages[i].role <= API_ROLE_TOOL);
-            check_str(r->messages[i].content, r->messages[i].len);
+            const api_message *m = &r->messages[i];
+            FUZZ_CHECK(m->role <= API_ROLE_TOOL);
+            check_str(m->content, m->len);
+            if (m->reasoning) check_str(m->reasoning, strlen(m->reasoning));
+            if (m->tool_call_id) check_str(m->tool_call_id, strlen(m->tool_call_id));
+            FUZZ_CHECK(m->n_tool_calls >= 0 && m->n_tool_calls <= l->max_tools);
+            FUZZ_CHECK(!m->n_tool_calls || m->role == API_ROLE_ASSISTANT);
+            for (int k = 0; k < m->n_tool_calls; k++) {
+                const api_tool_call *c = &m->tool_calls[k];
+                check_str(c->id, strlen(c->id));
+                size_t nl = strlen(c->name);
+                FUZZ_CHECK(nl >= 1 && nl <= API_MAX_TOOL_NAME);
+                FUZZ_CHECK(strspn(c->name, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                                           "0123456789_-.") == nl);
+                cJSON *args = cJSON_Parse(c->arguments);
+                FUZZ_CHECK(cJSON_IsObject(args));
+                cJSON_Delete(args);
+            }
         }
+        FUZZ_CHECK(r->n_tools >= 0 && r->n_tools <= l->max_tools);
+        for (int i = 0; i < r->n_tools; i++) {
+            const api_tool *t = &r->tools[i];
+            size_t nl = strlen(t->name);
+            FUZZ_CHECK(nl >= 1 && nl <= API_MAX_TOOL_NAME);
+            for (int k = 0; k < i; k++)
+                FUZZ_CHECK(strcmp(r->tools[k].name, t->name) != 0);
+            if (t->description) check_str(t->description, strlen(t->description));
+            if (t->parameters) {
+                cJSON *p = cJSON_Parse(t->parameters);
+                FUZZ_CHECK(cJSON_IsObject(p));
+                cJSON_Delete(p);
+            }
+            cJSON *j = cJSON_Parse(t->json); /* tojson text is JSON */
+            FUZZ_CHECK(cJSON_IsObject(j));
+            cJSON_Delete(j);
+        }
+        FUZZ_CHECK(r->tool_choice <= API_TOOL_CHOICE_FUNCTION);
+        FUZZ_CHECK((r->tool_choice == API_TOOL_CHOICE_FUNCTION) ==
+                   (r->tool_choice_index >= 0 && r->tool_choice_index < r->n_tools));
+        FUZZ_CHECK(r->tool_choice != API_TOOL_CHOICE_REQUIRED || r->n_tools > 0);
+        FUZZ_CHECK(r->n_tools > 0 || r->tool_choice == API_TOOL_CHOICE_NONE);
         FUZZ_CHECK(!r->prompt && !r->prompt_tokens);
         FUZZ_CHECK(r->top_logprobs >= 0 && r->top_logprobs <= API_MAX_TOP_LOGPROBS);
         render(r);

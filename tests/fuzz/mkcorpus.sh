@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # mkcorpus.sh: regenerates the generated seeds of tests/fuzz/corpus/gguf (tiny valid models from lfm2 mkmodel, hand-made headers).
 # usage: tests/fuzz/mkcorpus.sh [path/to/lfm2]   (default build/lfm2; run from anywhere)
-# The other corpora (request, tok, stop) are small hand-written files, committed as they are;
+# The other corpora (request, tok, stop, toolcall) are small hand-written files, committed as they are;
 # files named crash-* anywhere are regression inputs found by fuzzing: never delete them.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
