@@ -56,8 +56,20 @@ oracle:
 	@cd tests/oracle && [ -d node_modules/node-llama-cpp ] || \
 	  npm install --no-audit --no-fund --omit=optional --no-save node-llama-cpp@3.22.1 @node-llama-cpp/linux-x64@3.22.1
 
-# The official OpenAI Node SDK for the end-to-end tests of `lfm2 serve` (tests/e2e/package.json).
+# The official OpenAI Node SDK for the end-to-end tests of `lfm2 serve` (tests/e2e/package.json),
+# and nginx with its njs module for the balancer test (tests/e2e/serve_nginx.sh runs its own
+# nginx on loopback ports, and skips when these cannot be installed; on a machine with systemd
+# the package also starts the system nginx).
+E2E_PKGS := nginx libnginx-mod-http-js
 e2e-deps:
+	@missing=""; for p in $(E2E_PKGS); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+	  { $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing; } || \
+	    echo "warning: cannot install$$missing: tests/e2e/serve_nginx.sh will skip"; \
+	fi
 	@cd tests/e2e && [ -d node_modules/openai ] || npm install --no-audit --no-fund --no-save
 
 test: deps oracle e2e-deps

@@ -972,12 +972,13 @@ static void load_done(uv_work_t *w, int status) {
     metrics_set_ready(sv->m, 1);
     logf_(sv, "ready: model %s, %d sequences x %d tokens of context", sv->model_id, sv->o.parallel,
           sched_n_ctx(sv->s));
-    if (sv->o.cache_bytes)
+    if (!sv->o.cache_bytes) {
+        logf_(sv, "prompt cache: off (--cache-ram 0)");
+    } else {
         logf_(sv, "prompt cache: up to %zu MiB of finished conversations (--cache-ram)",
               sv->o.cache_bytes >> 20);
-    if (*sched_cache_note(sv->s)) logf_(sv, "%s", sched_cache_note(sv->s));
-    else
-        logf_(sv, "prompt cache: off (--cache-ram 0)");
+        if (*sched_cache_note(sv->s)) logf_(sv, "%s", sched_cache_note(sv->s));
+    }
     logf_(sv,
           "try: curl http://%s%s%s:%d/v1/chat/completions -H 'Content-Type: application/json'%s"
           " -d '{\"messages\":[{\"role\":\"user\",\"content\":\"Hello\"}],\"max_tokens\":32}'",

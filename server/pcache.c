@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <sys/stat.h>
 
 #define EVICT_MEMO 4096 /* prefixes of evicted entries remembered, to name the "evicted" misses */
 
@@ -171,10 +172,12 @@ static bool memo_covers(const pcache *c, const int32_t *ids, int limit) {
 }
 
 /* The best entry for ids[0, n): the deepest snapshot *u <= limit inside a common prefix (*k its
- * index; NULL when none), and the entry sharing the longest prefix (*longest, *longest_m). */
+ * index; NULL when none), and in *rewrite whether an entry sharing the longest prefix has
+ * think (<think>) where the prompt departs from it: the template rewrote that turn. */
 static pc_entry *best_entry(const pcache *c, const int32_t *ids, int n, int limit, int *u_out,
-                            int *k_out, pc_entry **longest_out, int *longest_m) {
-    pc_entry *best = NULL, *longest = NULL;
+                            int *k_out, bool *rewrite) {
+    pc_entry *best = NULL;
+    bool rw = false;
     int best_u = 0, best_k = -1, lm = 0;
     if (limit > n) limit = n;
     for (int i = 0; i < c->n; i++) {
@@ -182,7 +185,11 @@ static pc_entry *best_entry(const pcache *c, const int32_t *ids, int n, int limi
         int m = 0, top = n < x->n ? n : x->n;
         while (m < top && ids[m] == x->ids[m])
             m++;
-        if (m > lm) longest = x, lm = m;
+        /* every entry tied for the longest prefix counts: the one the template rewrote may
+         * share it with an earlier turn's entry */
+        bool think_here = m < x->n && m < n && c->think >= 0 && x->ids[m] == c->think;
+        if (m > lm) rw = think_here, lm = m;
+        else if (m == lm && m > 0) rw = rw || think_here;
         int lim = m < limit ? m : limit, k = x->sn.n - 1;
         while (k >= 0 && x->sn.pos[k] > lim)
             k--;
@@ -193,13 +200,13 @@ static pc_entry *best_entry(const pcache *c, const int32_t *ids, int n, int limi
     }
     *u_out = best_u;
     *k_out = best_k;
-    if (longest_out) *longest_out = longest, *longest_m = lm;
+    if (rewrite) *rewrite = rw;
     return best;
 }
 
 int pcache_peek(const pcache *c, const int32_t *ids, int n, int limit) {
     int u, k;
-    return c->budget && best_entry(c, ids, n, limit, &u, &k, NULL, NULL) ? u : 0;
+    return c->budget && best_entry(c, ids, n, limit, &u, &k, NULL) ? u : 0;
 }
 
 int pcache_resume(pcache *c, const int32_t *ids, int n, int limit, eng_seq *s, pcache_snaps *carry,
@@ -209,11 +216,10 @@ int pcache_resume(pcache *c, const int32_t *ids, int n, int limit, eng_seq *s, p
         return 0;
     }
     if (limit > n) limit = n;
-    pc_entry *longest;
-    int best_u, best_k, longest_m;
-    pc_entry *best = best_entry(c, ids, n, limit, &best_u, &best_k, &longest, &longest_m);
-    if (longest && longest_m < longest->n && longest_m < n && c->think >= 0 &&
-        longest->ids[longest_m] == c->think)
+    bool rewrite;
+    int best_u, best_k;
+    pc_entry *best = best_entry(c, ids, n, limit, &best_u, &best_k, &rewrite);
+    if (rewrite)
         c->st.rewrites++;
     char err[256];
     int from = carry->n;
@@ -233,9 +239,23 @@ int pcache_resume(pcache *c, const int32_t *ids, int n, int limit, eng_seq *s, p
 
 static int entry_add(pcache *c, pc_entry *x);
 
+/* What x holds: its snapshot arrays count by capacity, as allocated. */
 static size_t entry_bytes(const pcache *c, const pc_entry *x) {
     return sizeof *x + (size_t)x->n * (sizeof(int32_t) + c->kh * sizeof(uint16_t)) +
-           (size_t)x->sn.n * (sizeof(int) + c->sf * sizeof(float));
+           (size_t)x->sn.cap * (sizeof(int) + c->sf * sizeof(float));
+}
+
+/* Gives back the snapshot room past the n held (reserve grows it by doubling); a failed shrink
+ * keeps cap, which entry_bytes then counts (an entry's snapshots never grow once it is added). */
+static void snaps_shrink(pcache_snaps *s, size_t sf) {
+    if (s->n == s->cap || s->n < 1) return;
+    int *p = realloc(s->pos, (size_t)s->n * sizeof *p);
+    if (!p) return;
+    s->pos = p;
+    float *d = realloc(s->data, (size_t)s->n * sf * sizeof *d);
+    if (!d) return; /* pos already holds exactly n: cap stays, counted */
+    s->data = d;
+    s->cap = s->n;
 }
 
 int pcache_insert(pcache *c, const int32_t *a, int na, const int32_t *b, const eng_seq *s,
@@ -246,9 +266,8 @@ int pcache_insert(pcache *c, const int32_t *a, int na, const int32_t *b, const e
     if (!x) return -1;
     x->n = n;
     x->ids = malloc((size_t)n * sizeof *x->ids);
-    x->kv = malloc((size_t)n * c->kh * sizeof *x->kv + 1);
     char err[256];
-    if (!x->ids || !x->kv || eng_seq_kv_read(s, n, x->kv, err, sizeof err) < 0) goto fail;
+    if (!x->ids) goto fail;
     int head = na < n ? na : n;
     memcpy(x->ids, a, (size_t)head * sizeof *x->ids);
     if (n > head) memcpy(x->ids + head, b, (size_t)(n - head) * sizeof *x->ids);
@@ -258,6 +277,20 @@ int pcache_insert(pcache *c, const int32_t *a, int na, const int32_t *b, const e
         eng_seq_snap(s, x->sn.data + (size_t)x->sn.n * c->sf);
         x->sn.pos[x->sn.n++] = n; /* the end is the last position: order holds */
     }
+    /* an entry that extends this one holds its K/V already: it takes the snapshots instead of
+     * a second copy (a one-token answer to a prompt seen before, a cancelled request) */
+    for (int i = 0; i < c->n; i++) {
+        pc_entry *y = c->v[i];
+        if (y->n < n || memcmp(y->ids, x->ids, (size_t)n * sizeof *y->ids)) continue;
+        c->st.bytes -= y->bytes; /* out while it grows, back in through entry_add */
+        c->st.entries--;
+        c->v[i] = c->v[--c->n];
+        const int rc = snaps_merge(&y->sn, &x->sn, n, c->sf);
+        entry_free(x);
+        return entry_add(c, y) < 0 || rc < 0 ? -1 : 0;
+    }
+    x->kv = malloc((size_t)n * c->kh * sizeof *x->kv + 1);
+    if (!x->kv || eng_seq_kv_read(s, n, x->kv, err, sizeof err) < 0) goto fail;
     /* entries this one extends: their snapshots join it and they go */
     for (int i = 0; i < c->n;) {
         pc_entry *y = c->v[i];
@@ -277,6 +310,7 @@ fail:
 /* Adds x (ownership passes, also on failure): evicts until it fits; one larger than the whole
  * budget is dropped. 0, or -1 when x was not kept. */
 static int entry_add(pcache *c, pc_entry *x) {
+    snaps_shrink(&x->sn, c->sf);
     x->bytes = entry_bytes(c, x);
     if (x->bytes > c->budget) {
         c->st.evictions++;
@@ -420,6 +454,9 @@ static bool get(FILE *f, uint64_t *h, void *p, size_t n) {
 int pcache_load(pcache *c, const char *path, uint64_t key, char *err, size_t errlen) {
     FILE *f = fopen(path, "rb");
     if (!f) return file_fail(err, errlen, "%s: %s", path, strerror(errno));
+    struct stat fst;
+    /* bytes of the file not read yet: an entry is allocated only when the file holds it */
+    uint64_t left = fstat(fileno(f), &fst) == 0 && fst.st_size > 0 ? (uint64_t)fst.st_size : 0;
     pc_entry **got = NULL;
     uint64_t n_got = 0, h = 0;
     int rc = -1;
@@ -430,6 +467,7 @@ int pcache_load(pcache *c, const char *path, uint64_t key, char *err, size_t err
         file_fail(err, errlen, "%s: truncated header", path);
         goto done;
     }
+    left = left > 48 ? left - 48 : 0;
     if (memcmp(magic, FILE_MAGIC, 8)) {
         file_fail(err, errlen, "%s: not a prompt cache file (bad magic)", path);
         goto done;
@@ -466,6 +504,16 @@ int pcache_load(pcache *c, const char *path, uint64_t key, char *err, size_t err
                       FILE_MAX_TOKENS);
             goto done;
         }
+        /* n <= 2^24 and the per-token sizes come from the model: no overflow in 64 bits */
+        const uint64_t need = 8 + (uint64_t)nn[0] * (sizeof(int32_t) + c->kh * sizeof(uint16_t)) +
+                              (uint64_t)nn[1] * (sizeof(int32_t) + c->sf * sizeof(float)) + 8;
+        if (need > left) {
+            file_fail(err, errlen, "%s: truncated in entry %llu (%llu bytes, %llu left)", path,
+                      (unsigned long long)n_got, (unsigned long long)need,
+                      (unsigned long long)left);
+            goto done;
+        }
+        left -= need;
         pc_entry *x = calloc(1, sizeof *x);
         if (!x) {
             file_fail(err, errlen, "%s: out of memory", path);

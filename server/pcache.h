@@ -65,7 +65,8 @@ void pcache_count_disabled(pcache *c);
 
 /* Stores the state of s: its eng_seq_pos(s) tokens are a[0, na) then b[0, pos - na), with the
  * snapshots of sa and sb (positions <= pos; either may be NULL) and one taken from s at pos.
- * Entries whose ids are a prefix of the new one's are merged into it (their snapshots kept).
+ * Entries whose ids are a prefix of the new one's are merged into it (their snapshots kept); when
+ * an entry already extends the new one, that entry takes its snapshots and no new entry is made.
  * Evicts by recency weighted by the prefill an entry saves until the new one fits; one larger
  * than the whole budget is not kept. 0, or -1 when it was not stored (out of memory, too large). */
 int pcache_insert(pcache *c, const int32_t *a, int na, const int32_t *b, const eng_seq *s,

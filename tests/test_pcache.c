@@ -6,6 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <malloc.h>
+#include <sys/resource.h>
 #include "engine/eng.h"
 #include "server/pcache.h"
 #include "synth/mkmodel.h"
@@ -101,7 +103,17 @@ int main(void) {
     /* one entry of a[0, 30) with snapshots at 10, 20, 30 */
     pcache *pc;
     CHECK(pcache_new(&pc, E, 64 << 20, think) == 0);
+#ifndef __SANITIZE_ADDRESS__ /* ASan's allocator does not report through mallinfo2 */
+    /* the bytes an entry counts are the bytes it holds: heap growth from the insert is at most
+     * its count plus the cache's entry table and malloc's headers */
+    const size_t heap0 = mallinfo2().uordblks;
+#endif
     CHECK_EQ_INT(pcache_insert(pc, a, 30, NULL, s, &sn, NULL), 0);
+#ifndef __SANITIZE_ADDRESS__
+    pcache_stats_get(pc, &st);
+    const size_t heap1 = mallinfo2().uordblks;
+    CHECK(heap1 <= heap0 + st.bytes + 1024);
+#endif
     eng_seq_free(s);
     pcache_snaps_free(&sn);
     pcache_stats_get(pc, &st);
@@ -145,6 +157,24 @@ int main(void) {
     p[36] = b[36];
     CHECK_EQ_INT(pcache_resume(pc, p, 50, 49, r, &carry, &reason), 30);
     CHECK_EQ_INT(carry.n, 3);
+    eng_seq_free(r);
+    pcache_snaps_free(&carry);
+
+    /* a prefix a[0, 35) of the entry (a one-token answer to a prompt it extends, a cancelled
+     * request) adds its snapshot at 35 to the entry instead of a second copy of its K/V */
+    pcache_stats_get(pc, &st);
+    const uint64_t ext = st.bytes;
+    const int at35[1] = {35};
+    s = feed(a, 35, at35, 1, &sn, NULL);
+    CHECK_EQ_INT(pcache_insert(pc, a, 35, NULL, s, &sn, NULL), 0);
+    eng_seq_free(s);
+    pcache_snaps_free(&sn);
+    pcache_stats_get(pc, &st);
+    CHECK_EQ_INT(st.entries, 1);
+    CHECK(st.bytes == ext + sizeof(int) + SF * sizeof(float));
+    CHECK(eng_seq_new(E, 256, &r, err, sizeof err) == 0);
+    CHECK_EQ_INT(pcache_resume(pc, p, 50, 49, r, &carry, &reason), 35);
+    CHECK_EQ_INT(carry.n, 4);
     eng_seq_free(r);
     pcache_snaps_free(&carry);
 
@@ -292,6 +322,38 @@ int main(void) {
             CHECK(strstr(err, cases[k].want) != NULL);
             pcache_stats_get(pc, &st);
             CHECK(st.entries == 0 && st.bytes == 0);
+            pcache_free(pc);
+        }
+        /* an entry claiming 1 << 24 tokens in a short file is refused as truncated before any
+         * room for it is allocated: with the address space capped 512 MiB above what the
+         * process maps now, allocating it first would fail as "out of memory" */
+        {
+            unsigned char huge[48 + 8 + 64];
+            memcpy(huge, buf, 48);
+            const uint32_t nn[2] = {1u << 24, 1};
+            memcpy(huge + 48, nn, 8);
+            memset(huge + 56, 0, 64);
+            f = fopen(bad, "wb");
+            fwrite(huge, 1, sizeof huge, f);
+            fclose(f);
+            CHECK(pcache_new(&pc, E, 64 << 20, think) == 0);
+            struct rlimit old;
+            bool capped = false;
+#ifndef __SANITIZE_ADDRESS__ /* ASan maps terabytes of shadow: no cap under it */
+            long pages = 0;
+            FILE *sm = fopen("/proc/self/statm", "r");
+            if (sm && fscanf(sm, "%ld", &pages) == 1 && getrlimit(RLIMIT_AS, &old) == 0) {
+                struct rlimit cap = old;
+                cap.rlim_cur = (rlim_t)pages * (rlim_t)sysconf(_SC_PAGESIZE) + (512u << 20);
+                capped = setrlimit(RLIMIT_AS, &cap) == 0;
+            }
+            if (sm) fclose(sm);
+#endif
+            err[0] = 0;
+            CHECK_EQ_INT(pcache_load(pc, bad, key, err, sizeof err), -1);
+            if (capped) setrlimit(RLIMIT_AS, &old);
+            if (!strstr(err, "truncated in entry 0")) fprintf(stderr, "huge entry: '%s'\n", err);
+            CHECK(strstr(err, "truncated in entry 0") != NULL);
             pcache_free(pc);
         }
         /* a small budget keeps the newest entries of the file */

@@ -2,7 +2,8 @@
 # serve_cache.sh: the prompt cache: hits give the same tokens and logprobs as cache_prompt false
 # (appended turn, edited message, mid-message divergence, identical prompt, regenerated answer,
 # n > 1, interleaved chats, streamed usage), metrics, the per-request log line, a tiny budget,
-# --cache-ram 0, and --cache-dir across a restart with good and broken files.
+# --cache-ram 0, --cache-dir across a restart with good and broken files, and an LFM2.5 history
+# whose earlier <think> the template drops.
 . "$(dirname "$0")/serve_common.inc"
 # Q4_0 weights: the int8 path computes a token's row the same whatever the step's size, so a
 # resumed prefill gives the bits of a full one (float weights: see docs/api.md)
@@ -101,3 +102,46 @@ http $TMPDIR/o.json "$BASE/v1/chat/completions" -d "{\"messages\":$M1,$G}"
 stop_server "$PID" || fail "exit status $? after SIGTERM"
 MODEL=$TMPDIR/q.gguf
 cp "$D2/lfm2-prompt-cache.bin" "$D/lfm2-prompt-cache.bin"; broken stale "another model"
+
+# LFM2.5: the template drops the <think>...</think> of assistant turns before the last one, so
+# turn 3's rendering of the first answer differs from turn 2's. Reuse still covers everything
+# before that assistant turn, the rewrite is counted, and the answer is cache_prompt false's.
+MODEL=$TMPDIR/q25.gguf
+"$LFM2" mkmodel --preset tiny --type q4_0 --seed 1 --chat-template lfm2.5 -o "$MODEL" >/dev/null \
+  2>"$TMPDIR/mk25.log" || { cat "$TMPDIR/mk25.log" >&2; fail "mkmodel --chat-template lfm2.5"; }
+start_server lfm25 --parallel 2 --ctx 2048
+grep -q 'prompt cache: up to [0-9]* MiB' "$LOG" || fail "no log line with the cache's budget"
+grep -q 'prompt cache: off' "$LOG" && fail "the log says the cache is off with the default budget"
+http $TMPDIR/th.json "$BASE/tokenize" -d '{"content":"<think>","parse_special":true}'
+expect_eq "<think> is one token" "$(jget $TMPDIR/th.json d.tokens.length)" 1
+M1='[{"role":"system","content":"You keep notes for a lighthouse keeper."},{"role":"user","content":"What did the keeper write about the storm?"}]'
+http $TMPDIR/t1.json "$BASE/v1/chat/completions" -d "{\"messages\":$M1,\"max_tokens\":2}"
+expect_eq "lfm2.5 turn 1 status" "$CODE" 200
+pt1=$(jget $TMPDIR/t1.json d.usage.prompt_tokens)
+A1='<think>The log says the lamp failed at midnight.</think>The lamp failed at midnight.'
+M2="${M1%]},{\"role\":\"assistant\",\"content\":\"$A1\"},{\"role\":\"user\",\"content\":\"And the second night?\"}]"
+G='"max_tokens":8,"temperature":0,"logprobs":true,"top_logprobs":2'
+# turn 2: the assistant turn with <think> is the last one, so the template keeps its reasoning
+http $TMPDIR/t2.json "$BASE/v1/chat/completions" -d "{\"messages\":$M2,$G}"
+expect_eq "lfm2.5 turn 2 status" "$CODE" 200
+A2=$(jget $TMPDIR/t2.json 'JSON.stringify(d.choices[0].message.content)')
+# turn 3: now an earlier turn, its <think>...</think> is dropped from the rendering
+M3="${M2%]},{\"role\":\"assistant\",\"content\":$A2},{\"role\":\"user\",\"content\":\"And the third?\"}]"
+rw0=$(curl -s "$BASE/metrics" | awk '/^lfm2_prompt_cache_template_rewrites_total/{print $2}')
+http $TMPDIR/t3.json "$BASE/v1/chat/completions" -d "{\"messages\":$M3,$G}"
+expect_eq "lfm2.5 turn 3 status" "$CODE" 200
+rw1=$(curl -s "$BASE/metrics" | awk '/^lfm2_prompt_cache_template_rewrites_total/{print $2}')
+http $TMPDIR/t3off.json "$BASE/v1/chat/completions" -d "{\"messages\":$M3,$G,\"cache_prompt\":false}"
+c3=$(jget $TMPDIR/t3.json d.usage.prompt_tokens_details.cached_tokens)
+# turn 1's entry ends with the snapshot at its prompt's end, through the rewritten turn's header
+[ "$c3" -ge "$pt1" ] ||
+  fail "lfm2.5 turn 3 reused $c3 tokens, turn 1's prompt before the rewritten answer held $pt1"
+expect_eq "lfm2.5 turn 3 counts a template rewrite" "$((${rw1:-0} - ${rw0:-0}))" 1
+expect_eq "lfm2.5 turn 3 off: cached tokens" \
+  "$(jget $TMPDIR/t3off.json d.usage.prompt_tokens_details.cached_tokens)" 0
+expect_eq "lfm2.5 turn 3: same answer as cache_prompt false" \
+  "$(jget $TMPDIR/t3.json 'JSON.stringify(d.choices)')" \
+  "$(jget $TMPDIR/t3off.json 'JSON.stringify(d.choices)')"
+ok "lfm2.5: a history whose <think> the template drops reuses $c3 tokens (turn 1 had $pt1), same answer"
+stop_server "$PID" || fail "exit status $? after SIGTERM"
+MODEL=$TMPDIR/q.gguf
