@@ -458,7 +458,8 @@ int pcache_load(pcache *c, const char *path, uint64_t key, char *err, size_t err
     /* bytes of the file not read yet: an entry is allocated only when the file holds it */
     uint64_t left = fstat(fileno(f), &fst) == 0 && fst.st_size > 0 ? (uint64_t)fst.st_size : 0;
     pc_entry **got = NULL;
-    uint64_t n_got = 0, h = 0;
+    uint64_t n_got = 0, h = 0, first = 0, dropped = 0; /* got[first, n_got) are held */
+    size_t held = 0;
     int rc = -1;
     char magic[8];
     uint32_t ver[2];
@@ -554,7 +555,16 @@ int pcache_load(pcache *c, const char *path, uint64_t key, char *err, size_t err
                 file_fail(err, errlen, "%s: entry %llu: snapshot positions out of order", path,
                           (unsigned long long)n_got);
                 goto done;
-            }
+            }        /* the entries read so far that fit the budget, newest kept: the file may hold far more
+         * than this cache may (written under a larger --cache-ram) */
+        snaps_shrink(&x->sn, c->sf);
+        held += entry_bytes(c, x);
+        while (held > c->budget && first <= n_got) {
+            held -= entry_bytes(c, got[first]);
+            entry_free(got[first]);
+            got[first++] = NULL;
+            dropped++;
+        }
     }
     if (fgetc(f) != EOF) {
         file_fail(err, errlen, "%s: bytes after the last entry", path);
@@ -562,7 +572,8 @@ int pcache_load(pcache *c, const char *path, uint64_t key, char *err, size_t err
     }
     /* every entry read and checked: they join the cache, oldest first */
     const uint64_t before = c->st.entries;
-    for (uint64_t i = 0; i < n_got; i++) {
+    c->st.evictions += dropped;
+    for (uint64_t i = first; i < n_got; i++) {
         pc_entry *x = got[i];
         got[i] = NULL;
         entry_add(c, x);

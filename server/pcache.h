@@ -75,8 +75,9 @@ int pcache_insert(pcache *c, const int32_t *a, int na, const int32_t *b, const e
 /* The cache in a file (--cache-dir). The key ties a file to one model file: its size, the hash
  * of its header and tensor table and of the first bytes of every tensor. pcache_save writes
  * every entry (temp file + rename): 0 or -1 with a message. pcache_load adds the entries of
- * the file, oldest first (evicting as pcache_insert does when they exceed the budget), and
- * returns by how many entries the cache grew; a missing, stale (another key, version or shape), truncated or corrupt file (a
+ * the file, oldest first (of a file larger than the budget only the newest entries that fit
+ * are kept, and only they are held while reading), and returns by how many entries the cache
+ * grew; a missing, stale (another key, version or shape), truncated or corrupt file (a
  * checksum per entry) adds nothing and returns -1 with a message naming the problem. */
 uint64_t pcache_model_key(const eng *e);
 int pcache_save(const pcache *c, const char *path, uint64_t key, char *err, size_t errlen);

@@ -366,6 +366,48 @@ int main(void) {
         eng_seq_free(r);
         pcache_snaps_free(&carry);
         pcache_free(pc);
+        /* a file far larger than the budget is read holding about the budget, not the file:
+         * with the process's data capped 24 MiB above what it maps now, 48 MiB of entries
+         * load into a 4 MiB cache, the newest ones */
+        {
+            CHECK(pcache_new(&pc, E, 256 << 20, think) == 0);
+            int32_t big[250];
+            ids_fill(big, 250, 4);
+            s = feed(big, 250, NULL, 0, &sn, NULL);
+            for (int k = 0; st.bytes < (48u << 20) && k < 4000; k++) {
+                big[0] = 32 + k % (V - 64); /* no entry a prefix of another */
+                big[1] = 32 + k / (V - 64);
+                CHECK_EQ_INT(pcache_insert(pc, big, 250, NULL, s, NULL, NULL), 0);
+                pcache_stats_get(pc, &st);
+            }
+            eng_seq_free(s);
+            CHECK(st.bytes >= (48u << 20));
+            CHECK_EQ_INT(pcache_save(pc, file, key, err, sizeof err), 0);
+            pcache_free(pc);
+            CHECK(pcache_new(&pc, E, 4 << 20, think) == 0);
+            struct rlimit old;
+            bool capped = false;
+#ifndef __SANITIZE_ADDRESS__ /* ASan's allocator keeps freed memory in quarantine */
+            long size = 0, resident = 0, shared = 0, text = 0, lib = 0, data = 0;
+            FILE *sm = fopen("/proc/self/statm", "r");
+            if (sm && fscanf(sm, "%ld %ld %ld %ld %ld %ld", &size, &resident, &shared, &text, &lib,
+                             &data) == 6 &&
+                getrlimit(RLIMIT_DATA, &old) == 0) {
+                struct rlimit cap = old;
+                cap.rlim_cur = (rlim_t)data * (rlim_t)sysconf(_SC_PAGESIZE) + (24u << 20);
+                capped = setrlimit(RLIMIT_DATA, &cap) == 0;
+            }
+            if (sm) fclose(sm);
+#endif
+            err[0] = 0;
+            const int got_n = pcache_load(pc, file, key, err, sizeof err);
+            if (capped) setrlimit(RLIMIT_DATA, &old);
+            if (got_n <= 0) fprintf(stderr, "big file: %d, '%s'\n", got_n, err);
+            CHECK(got_n > 0);
+            pcache_stats_get(pc, &st);
+            CHECK(st.bytes > 0 && st.bytes <= (4u << 20));
+            pcache_free(pc);
+        }
         unlink(file);
         unlink(bad);
     }

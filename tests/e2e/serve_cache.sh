@@ -10,7 +10,8 @@
 MODEL=$TMPDIR/q.gguf
 "$LFM2" mkmodel --preset tiny --type q4_0 --seed 1 -o "$MODEL" >/dev/null 2>"$TMPDIR/mk.log" ||
   { cat "$TMPDIR/mk.log" >&2; fail "mkmodel"; }
-start_server cache --parallel 4 --ctx 2048 --cache-snap-every 32
+# --ctx 16384: room for the stop-button answer below to run for seconds on a quiet machine
+start_server cache --parallel 4 --ctx 16384 --cache-snap-every 32
 BASE=$BASE MODE=main node "$E2E_DIR/serve_cache.mjs" || fail "serve_cache.mjs main"
 grep -q 'prompt [0-9]* tokens (cached [1-9][0-9]*, new [0-9]*), generated' "$LOG" ||
   fail "no log line with the cached tokens"
@@ -20,7 +21,7 @@ http $TMPDIR/eos.json "$BASE/tokenize" -d '{"content":"<|im_end|>","parse_specia
 EOS=$(jget $TMPDIR/eos.json d.tokens[0])
 SP='{"messages":[{"role":"system","content":"A brand new system prompt for the stop button."},{"role":"user","content":"Go on forever."}],"temperature":0'
 curl -s -N --max-time 1 "$BASE/v1/chat/completions" \
-  -d "$SP,\"stream\":true,\"max_tokens\":1900,\"logit_bias\":{\"$EOS\":-100}}" >$TMPDIR/cut.sse
+  -d "$SP,\"stream\":true,\"max_tokens\":16000,\"logit_bias\":{\"$EOS\":-100}}" >$TMPDIR/cut.sse
 grep -q '\[DONE\]' $TMPDIR/cut.sse && fail "the long answer finished before the client left"
 sleep 1 # the server notices the closed socket within its 200 ms tick
 http $TMPDIR/again.json "$BASE/v1/chat/completions" -d "$SP,\"max_tokens\":2}"
