@@ -342,9 +342,18 @@ static int parse_content(const cJSON *msg, int idx, int max_parts, api_message *
     return 0;
 }
 
-/* A function name: 1..API_MAX_TOOL_NAME bytes of [A-Za-z0-9_.-] (OpenAI's set plus '.', which
- * LFM2 writes in dotted names such as Calendar.create_event). */
-static int check_name(const char *name, const char *param, api_error *e) {
+/* fn.name, a function name: 1..API_MAX_TOOL_NAME bytes of [A-Za-z0-9_.-] (OpenAI's set plus
+ * '.', which LFM2 writes in dotted names such as Calendar.create_event), copied into *out. param
+ * names fn ("tools[0]" for tools[0].function). */
+static int take_name(const cJSON *fn, const char *param, char **out, api_error *e) {
+    char pp[128];
+    snprintf(pp, sizeof pp, "%s.function.name", param);
+    const cJSON *nm = field(fn, "name");
+    if (!cJSON_IsString(nm))
+        return api_error_set(e, 400, pp, nm ? "invalid_type" : "missing_field",
+                             "%s is required: a string", pp);
+    const char *name = nm->valuestring;
+    param = pp;
     size_t n = strlen(name);
     if (n == 0 || n > API_MAX_TOOL_NAME)
         return api_error_set(e, 400, param, "invalid_value",
@@ -358,6 +367,7 @@ static int check_name(const char *name, const char *param, api_error *e) {
                                  "%s '%.64s' may only contain letters, digits, '_', '-' and '.'",
                                  param, name);
     }
+    if (!(*out = strdup(name))) return oom(e);
     return 0;
 }
 
@@ -385,14 +395,8 @@ static int parse_tool_call(const cJSON *c, const char *param, api_tool_call *tc,
     if (!cJSON_IsObject(fn))
         return api_error_set(e, 400, pp, fn ? "invalid_type" : "missing_field",
                              "%s must be an object with name and arguments", pp);
-    const cJSON *name = field(fn, "name");
-    snprintf(pp, sizeof pp, "%s.function.name", param);
-    if (!cJSON_IsString(name))
-        return api_error_set(e, 400, pp, name ? "invalid_type" : "missing_field",
-                             "%s is required: a string", pp);
-    int rc = check_name(name->valuestring, pp, e);
+    int rc = take_name(fn, param, &tc->name, e);
     if (rc) return rc;
-    if (!(tc->name = strdup(name->valuestring))) return oom(e);
     const cJSON *args = field(fn, "arguments");
     snprintf(pp, sizeof pp, "%s.function.arguments", param);
     cJSON *parsed = NULL;
@@ -691,14 +695,8 @@ static int parse_tool(const cJSON *t, int k, api_tool *tl, api_error *e) {
     if (!cJSON_IsObject(fn))
         return api_error_set(e, 400, pp, fn ? "invalid_type" : "missing_field",
                              "%s is required: an object with name, description, parameters", pp);
-    const cJSON *name = field(fn, "name");
-    snprintf(pp, sizeof pp, "%s.function.name", param);
-    if (!cJSON_IsString(name))
-        return api_error_set(e, 400, pp, name ? "invalid_type" : "missing_field",
-                             "%s is required: a string", pp);
-    int rc = check_name(name->valuestring, pp, e);
+    int rc = take_name(fn, param, &tl->name, e);
     if (rc) return rc;
-    if (!(tl->name = strdup(name->valuestring))) return oom(e);
     const cJSON *d = field(fn, "description");
     snprintf(pp, sizeof pp, "%s.function.description", param);
     if (d && !cJSON_IsString(d))
