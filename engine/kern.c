@@ -256,6 +256,37 @@ static void split_pairs(int64_t n, int n_tasks, int task, int64_t *lo, int64_t *
     if (*lo > n) *lo = n;
 }
 
+/* Cache blocking of a prefill's tiles [t0, t1) x all tokens: runs of tiles of at most
+ * MM_CHUNK_BYTES (an even number of tiles: the AVX-512 path's pairs), each crossed by blocks of
+ * tokens whose codes take about MM_ACT_BYTES (multiples of 8 tokens: its runs), so a run's
+ * weights and a block's codes both stay in L2 instead of every tile streaming all the tokens'
+ * codes from L3. Batches of at most MM_TOK_MIN tokens (decode) run in one pass. The order of
+ * the work changes no result. */
+#ifndef MM_TOK_MIN
+#define MM_TOK_MIN 64
+#endif
+#define MM_CHUNK_BYTES (192 << 10)
+#define MM_ACT_BYTES (256 << 10)
+
+static void mm_range(kern_tiles_fn fn, const rp_matrix *m, const kern_act *a, float *y, int64_t ldy,
+                     int64_t t0, int64_t t1) {
+    const int n = a->n;
+    if (n <= MM_TOK_MIN) {
+        fn(m, a, 0, n, y, ldy, t0, t1);
+        return;
+    }
+    int64_t ch = MM_CHUNK_BYTES / (int64_t)m->tile_bytes, tb = MM_ACT_BYTES / m->cols;
+    ch = ch < 2 ? 2 : ch & ~(int64_t)1;
+    tb = tb < 16 ? 16 : tb > 128 ? 128 : tb & ~(int64_t)7;
+    for (int64_t c0 = t0; c0 < t1; c0 += ch) {
+        const int64_t c1 = c0 + ch < t1 ? c0 + ch : t1;
+        for (int k = 0; k < n; k += (int)tb) {
+            const int nt = n - k < tb ? n - k : (int)tb;
+            fn(m, a, k, nt, y + (size_t)k * ldy + (c0 - t0) * RP_ROWS, ldy, c0, c1);
+        }
+    }
+}
+
 static void mm_task(void *ctx, int task, int n_tasks, int thread) {
     (void)thread;
     mm_job *j = ctx;
@@ -265,7 +296,7 @@ static void mm_task(void *ctx, int task, int n_tasks, int thread) {
         int64_t a0 = j->first[i], a1 = j->first[i + 1];
         if (hi <= a0 || lo >= a1) continue;
         int64_t t0 = (lo > a0 ? lo : a0) - a0, t1 = (hi < a1 ? hi : a1) - a0;
-        j->fn(j->ms[i], j->a, 0, j->a->n, j->ys[i] + t0 * RP_ROWS, j->ldys[i], t0, t1);
+        mm_range(j->fn, j->ms[i], j->a, j->ys[i] + t0 * RP_ROWS, j->ldys[i], t0, t1);
     }
 }
 

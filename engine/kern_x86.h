@@ -186,7 +186,10 @@ static inline __attribute__((always_inline)) void KX(tile)(const rp_matrix *m, c
     KX_CASE(K, 2)                                                                                  \
     KX_CASE(K, 3) KX_CASE(K, 4) KX_CASE(K, 5) KX_CASE(K, 6) KX_CASE(K, 7) KX_CASE(K, 8)
 
-void KX_ENTRY(const rp_matrix *m, const kern_act *a, int tok0, int ntok, float *y, int64_t ldy,
+#ifndef KX_LINKAGE
+#define KX_LINKAGE
+#endif
+KX_LINKAGE void KX_ENTRY(const rp_matrix *m, const kern_act *a, int tok0, int ntok, float *y, int64_t ldy,
               int64_t t0, int64_t t1) {
     for (int64_t tile = t0; tile < t1; tile++) {
         const uint8_t *tp = m->data + (size_t)tile * m->tile_bytes;
@@ -212,3 +215,4 @@ void KX_ENTRY(const rp_matrix *m, const kern_act *a, int tok0, int ntok, float *
 #undef KX_CASE
 #undef KX_CASES
 #undef KX_NTMAX
+#undef KX_LINKAGE

@@ -263,6 +263,8 @@ int main(int argc, char **argv) {
         {QT_Q5_K, 21, 512, 50},   {QT_Q5_K, 16, 2304, 17}, {QT_Q6_K, 23, 256, 20},
         {QT_Q6_K, 40, 2304, 37},  {QT_Q6_K, 8, 4608, 16},  {QT_F32, 11, 256, 17},
         {QT_F16, 16, 128, 48},    {QT_BF16, 50, 192, 2},
+        /* prefills cut into runs of tiles x blocks of tokens (engine/kern.c's mm_range) */
+        {QT_Q4_0, 200, 4640, 70}, {QT_Q4_K, 130, 4608, 90}, {QT_Q6_K, 100, 2304, 131},
         /* decode batches (2..15 tokens: kern's kernels on every path) */
         {QT_Q4_0, 37, 1024, 2},   {QT_Q4_0, 40, 2048, 8},  {QT_Q4_0, 64, 4640, 4},
         {QT_Q4_1, 45, 96, 3},     {QT_Q8_0, 29, 4640, 7},  {QT_Q5_0, 19, 160, 9},
