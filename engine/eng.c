@@ -200,6 +200,29 @@ static mat_ref mat_at(eng *e, int i) {
     return r[i % LAYER_MATS];
 }
 
+static double weight_bytes(const eng_weight *w) {
+    if (!w->t) return 0;
+    return w->rp ? (double)w->rp->tile_bytes * (double)w->rp->n_tiles : (double)w->t->nbytes;
+}
+
+double eng_decode_bytes(const eng *e) {
+    const lfm2_hparams *hp = &e->m->hp;
+    double sum = 0;
+    for (int i = 0; i < n_mats(e); i++)
+        sum += weight_bytes(mat_at((eng *)e, i).w);
+    for (int l = 0; l < hp->n_layer; l++) {
+        const eng_moe *mo = e->layers[l].moe;
+        if (!mo) continue;
+        double ex = 0;
+        for (int x = 0; x < hp->n_expert; x++)
+            ex += weight_bytes(&mo->gate[x]) + weight_bytes(&mo->up[x]) +
+                  weight_bytes(&mo->down[x]);
+        sum += ex / hp->n_expert * hp->n_expert_used +
+               (double)hp->n_expert * hp->n_embd * sizeof(float);
+    }
+    return sum;
+}
+
 /* Fills w for tensor t: quantized sources are repacked (f16/bf16/f32 keep the exact sgemm path,
  * see quant/repack.h) and give their source pages back, so peak RSS stays near the repacked
  * size; the path follows from the type and whether the repacking took. */

@@ -46,6 +46,12 @@ int eng_n_vocab(const eng *e);
 int eng_eos(const eng *e);
 int eng_max_batch_tokens(const eng *e);
 int eng_default_ctx(const eng *e);
+/* Bytes of weights one single-sequence decode step reads: every matrix as stored for the
+ * kernels (repacked or as in the file) and the output head; in MoE layers the router and, per
+ * chosen expert, one expert's three matrices (the mean over the layer's experts). Norms, conv
+ * kernels and the embedding row are left out (< 0.1%). Memory bandwidth / this = the decode
+ * speed no engine reading these weights can pass. */
+double eng_decode_bytes(const eng *e);
 
 /* Creates a sequence at position 0 with room for n_ctx positions (0 = the engine default).
  * Memory is allocated here once (eng_seq_bytes) and never grows. */

@@ -864,6 +864,51 @@ static void test_big_vocab(void) {
     eng_free(e);
 }
 
+/* eng_decode_bytes of F32 files (weights read in place: their bytes are the file's) against the
+ * tensor table: every layer matrix and the output head, and in MoE layers the router and
+ * expert_used_count / expert_count of the expert tensors. */
+static void test_decode_bytes(const char *file) {
+    static const char *const mats[] = {"ffn_gate.weight", "ffn_up.weight",  "ffn_down.weight",
+                                       "in_proj.weight",  "out_proj.weight", "attn_q.weight",
+                                       "attn_k.weight",   "attn_v.weight",   "attn_output.weight",
+                                       "ffn_gate_inp.weight"};
+    static const char *const experts[] = {"ffn_gate_exps.weight", "ffn_up_exps.weight",
+                                          "ffn_down_exps.weight"};
+    char err[512];
+    gguf *g;
+    eng *e;
+    CHECK(gguf_open(&g, file, err, sizeof err) == 0);
+    CHECK(eng_new(&e, file, NULL, err, sizeof err) == 0);
+    if (!g || !e) {
+        gguf_close(g);
+        eng_free(e);
+        return;
+    }
+    const lfm2_hparams *hp = eng_hparams(e);
+    double want = 0;
+    bool has_output = gguf_find_tensor(g, "output.weight") != NULL;
+    for (int64_t i = 0; i < gguf_n_tensors(g); i++) {
+        const gguf_tensor *t = gguf_tensor_at(g, i);
+        const char *dot = strncmp(t->name, "blk.", 4) ? NULL : strchr(t->name + 4, '.');
+        if (!strcmp(t->name, has_output ? "output.weight" : "token_embd.weight"))
+            want += (double)t->nbytes;
+        for (size_t k = 0; dot && k < sizeof mats / sizeof mats[0]; k++)
+            if (!strcmp(dot + 1, mats[k]) ||
+                (!strncmp(dot + 1, "shortconv.", 10) && !strcmp(dot + 11, mats[k])))
+                want += (double)t->nbytes;
+        for (size_t k = 0; dot && k < sizeof experts / sizeof experts[0]; k++)
+            if (!strcmp(dot + 1, experts[k]))
+                want += (double)t->nbytes * hp->n_expert_used / hp->n_expert;
+    }
+    CHECK(want > 0);
+    CHECK(fabs(eng_decode_bytes(e) - want) <= 1e-9 * want);
+    if (fabs(eng_decode_bytes(e) - want) > 1e-9 * want)
+        fprintf(stderr, "decode bytes %s: %.0f, tensor table says %.0f\n", file,
+                eng_decode_bytes(e), want);
+    eng_free(e);
+    gguf_close(g);
+}
+
 /* Pearson correlation of two rows of logits. */
 static double corr(const float *a, const float *b, int n) {
     double ma = 0, mb = 0, ab = 0, aa = 0, bb = 0;
@@ -949,6 +994,7 @@ int main(int argc, char **argv) {
             snprintf(keep, sizeof keep, "%s", tiny);
             test_state(keep);
             test_untied_head(keep);
+            test_decode_bytes(keep);
         }
         test_bad_files();
         const char *tq = make_model("tiny-q4_0", "--preset tiny --type q4_0 --seed 12");
@@ -959,6 +1005,9 @@ int main(int argc, char **argv) {
         const char *mq = make_model("tiny-moe-q4_0", "--preset tiny-moe --type q4_0 --seed 12");
         CHECK(mq != NULL);
         if (mq) test_batch_bits(mq);
+        mq = make_model("tiny-moe-f32", "--preset tiny-moe --type f32 --seed 12");
+        CHECK(mq != NULL);
+        if (mq) test_decode_bytes(mq);
         mq = make_model("mini-moe-q4_k_m", "--preset mini-moe --type q4_k_m --seed 12");
         CHECK(mq != NULL);
         if (mq) test_batch_bits(mq);

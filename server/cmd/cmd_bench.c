@@ -1,6 +1,8 @@
 /* cmd_bench.c: `lfm2 bench`: prefill, decode and batched-decode speed of the engine (eng.h only). */
 #include <errno.h>
 #include <cblas.h>
+#include <pthread.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,6 +19,63 @@
 
 #define BENCH_MAX_B 64 /* batch sizes in -b */
 
+/* ---- memory read bandwidth: the ceiling of a decode that streams its weights ---- */
+
+#define BW_BYTES ((size_t)512 << 20) /* far past any L3, like a model's weights */
+#define BW_THREADS 64
+
+typedef struct bw_part {
+    const uint64_t *p;
+    size_t n; /* words */
+    uint64_t sum;
+} bw_part;
+
+static void *bw_read(void *arg) {
+    bw_part *b = arg;
+    uint64_t s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+    for (size_t i = 0; i + 4 <= b->n; i += 4) {
+        s0 += b->p[i], s1 += b->p[i + 1], s2 += b->p[i + 2], s3 += b->p[i + 3];
+    }
+    b->sum = s0 ^ s1 ^ s2 ^ s3; /* keeps the loads */
+    return NULL;
+}
+
+/* Read bandwidth of `threads` threads each streaming its share of BW_BYTES once, best of 3
+ * passes, in GB/s; 0 when the buffer or a thread cannot be had. */
+static double membw_gbs(int threads) {
+    if (threads < 1) threads = 1;
+    if (threads > BW_THREADS) threads = BW_THREADS;
+    uint64_t *buf = malloc(BW_BYTES);
+    if (!buf) return 0;
+    const size_t words = BW_BYTES / sizeof *buf, per = words / (size_t)threads;
+    for (size_t i = 0; i < words; i++)
+        buf[i] = i;
+    double best = 0;
+    for (int pass = 0; pass < 3; pass++) {
+        bw_part parts[BW_THREADS];
+        pthread_t th[BW_THREADS];
+        int started = 0;
+        double t0 = clock_now_s();
+        for (int k = 0; k < threads; k++) {
+            parts[k] = (bw_part){buf + (size_t)k * per, per, 0};
+            if (k && pthread_create(&th[k], NULL, bw_read, &parts[k])) break;
+            started++;
+        }
+        bw_read(&parts[0]);
+        for (int k = 1; k < started; k++)
+            pthread_join(th[k], NULL);
+        double dt = clock_now_s() - t0;
+        if (started < threads) {
+            best = 0;
+            break;
+        }
+        double gbs = (double)per * sizeof *buf * threads / dt / 1e9;
+        if (gbs > best) best = gbs;
+    }
+    free(buf);
+    return best;
+}
+
 static void bench_usage(FILE *f) {
     fprintf(f,
             "usage: lfm2 bench -m FILE [-p 512] [-n 128] [-b 1,4,8,16] [-t N] [-r 3] [--snap-every K]\n"
@@ -27,6 +86,8 @@ static void bench_usage(FILE *f) {
             "  batched    for each B in the list: B forks of the prefilled sequence, N steps of\n"
             "             B tokens (one per sequence) in one eng_step each: aggregate tok/s\n"
             "  Each figure is the median of R repetitions (after one warm-up), with min and max.\n"
+            "  decode ceiling: memory read bandwidth of T threads (a 512 MiB stream) over the bytes\n"
+            "             of weights one decode step reads: no engine streaming them decodes faster\n"
             "  -m FILE   model (GGUF)\n"
             "  -p P      prompt tokens (default 512; 0 skips prefill, decode starts at position 0)\n"
             "  -n N      decode steps (default 128)\n"
@@ -302,6 +363,8 @@ int cmd_bench(int argc, char **argv) {
     }
     for (int k = 0; k < nb_list; k++) sbt[k] = stats(bt + k * reps, (int)reps);
     double rss = peak_rss_mib();
+    const double wmib = eng_decode_bytes(B.e) / (1024.0 * 1024.0), bw = membw_gbs(threads);
+    const double ceil_tok_s = wmib > 0 ? bw * 1e9 / (wmib * 1024.0 * 1024.0) : 0;
     struct stat fst;
     double file_mib = stat(path, &fst) == 0 ? fst.st_size / (1024.0 * 1024.0) : 0;
     const char *core = openblas_get_corename();
@@ -326,6 +389,8 @@ int cmd_bench(int argc, char **argv) {
                        q == 0 ? sbt[k].med : q == 1 ? sbt[k].min : sbt[k].max);
             printf("},");
         }
+        printf("\"decode_weights_mib\":%.3f,\"mem_read_gbs\":%.3f,\"tg_ceiling_tok_s\":%.2f,",
+               wmib, bw, ceil_tok_s);
         printf("\"peak_rss_mib\":%.1f,\"rss_after_load_mib\":%.1f,\"load_s\":%.3f,\"threads\":%d,"
                "\"kernel\":\"%s\",\"openblas_core\":\"%s\"}\n",
                rss, rss_load, t_load, threads, kern_name(), core ? core : "?");
@@ -346,6 +411,10 @@ int cmd_bench(int argc, char **argv) {
         char label[64];
         snprintf(label, sizeof label, "decode (%ld tok @ %ld)", n, p);
         printf("%-24s %10.1f %10.1f %10.1f   tok/s\n", label, stg.med, stg.min, stg.max);
+        printf("%-24s %10.1f   tok/s: memory read %.1f GB/s (%d threads) / %.1f MiB of weights a "
+               "step; decode at %.0f%%\n",
+               "decode ceiling", ceil_tok_s, bw, threads, wmib,
+               ceil_tok_s > 0 ? 100 * stg.med / ceil_tok_s : 0);
         for (int k = 0; k < nb_list; k++) {
             snprintf(label, sizeof label, "batched decode x%d", blist[k]);
             printf("%-24s %10.1f %10.1f %10.1f   tok/s aggregate (%.2fx decode)\n", label,

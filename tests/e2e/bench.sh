@@ -16,7 +16,13 @@ node -e '
 const j = JSON.parse(require("fs").readFileSync(process.argv[1], "utf8"));
 const bad = [];
 const num = (k, v) => { if (typeof v !== "number" || !(v > 0) || !isFinite(v)) bad.push(`${k} = ${v}`); };
-for (const k of ["pp_tok_s", "pp_min", "pp_max", "tg_tok_s", "tg_min", "tg_max", "peak_rss_mib", "rss_after_load_mib", "file_mib"]) num(k, j[k]);
+for (const k of ["pp_tok_s", "pp_min", "pp_max", "tg_tok_s", "tg_min", "tg_max", "peak_rss_mib", "rss_after_load_mib", "file_mib",
+                 "decode_weights_mib", "mem_read_gbs", "tg_ceiling_tok_s"]) num(k, j[k]);
+// the ceiling is bandwidth / weights; the weights a step reads are most of the file (tied head)
+if (Math.abs(j.tg_ceiling_tok_s - j.mem_read_gbs * 1e9 / (j.decode_weights_mib * 1048576)) > 0.01 * j.tg_ceiling_tok_s)
+    bad.push(`tg_ceiling_tok_s ${j.tg_ceiling_tok_s} is not mem_read_gbs / decode_weights_mib`);
+if (!(j.decode_weights_mib > 0.5 * j.file_mib && j.decode_weights_mib < 1.2 * j.file_mib))
+    bad.push(`decode_weights_mib ${j.decode_weights_mib} vs file_mib ${j.file_mib}`);
 for (const [lo, mid, hi] of [["pp_min", "pp_tok_s", "pp_max"], ["tg_min", "tg_tok_s", "tg_max"]])
     if (!(j[lo] <= j[mid] && j[mid] <= j[hi])) bad.push(`${lo} <= ${mid} <= ${hi} fails: ${j[lo]} ${j[mid]} ${j[hi]}`);
 const keys = Object.keys(j.batched_tok_s ?? {}).join(",");
@@ -35,7 +41,7 @@ if (bad.length) { console.log(bad.join("\n")); process.exit(1); }
 
 # 2. the table; -p 0 (decode from position 0) and -b 0 (no batched runs) work
 "$LFM2" bench -m $M -p 16 -n 4 -b 2 -r 1 >"$TMPDIR/t.txt" 2>&1 || die "bench (table) failed: $(cat "$TMPDIR/t.txt")"
-for w in "kernel" "OpenBLAS core" "peak RSS" "prefill" "decode (4 tok @ 16)" "batched decode x2"; do
+for w in "kernel" "OpenBLAS core" "peak RSS" "prefill" "decode (4 tok @ 16)" "batched decode x2" "decode ceiling"; do
   grep -qF "$w" "$TMPDIR/t.txt" || die "table lacks '$w': $(cat "$TMPDIR/t.txt")"
 done
 "$LFM2" bench -m $M -p 0 -n 3 -b 0 -r 1 --json >"$TMPDIR/z.json" 2>&1 || die "-p 0 -b 0 failed: $(cat "$TMPDIR/z.json")"
