@@ -112,6 +112,108 @@ static inline __attribute__((always_inline)) void i4_tile(const rp_matrix *m, co
     }
 }
 
+/* RP_I6 (Q6_K) on maddubs, one half group (16 codes a row, its own scale) at a time: chunk c of
+ * half h is nibble h of load c with bits 4..5 from plane h. 6-bit codes (<= 63) with |a| <= 127
+ * allow two chunks of int16 pair sums before widening, so each token holds an int16 sum, the
+ * half's int32 sum and its float accumulator: 3 tokens fit 16 registers. The float steps are the
+ * generic kernel's (half 0, then half 1), so the bits are the same. */
+static inline __attribute__((always_inline)) void i6_tile(const rp_matrix *m, const kern_act *a,
+                                                          int tok, float *y, int64_t ldy,
+                                                          const uint8_t *tp, int nr, const int NT) {
+    const size_t gb = m->group_bytes, pfd = (KX_PFD / gb) * gb;
+    const int64_t cols = m->cols, ng = m->n_groups;
+    const __m256i m4 = _mm256_set1_epi8(15), m30 = _mm256_set1_epi8(0x30);
+    const __m256i one = _mm256_set1_epi16(1);
+    const int8_t *aq[3];
+    const int32_t *a16[3];
+    const float *ad[3];
+    __m256 acc[3];
+#pragma GCC unroll 3
+    for (int t = 0; t < NT; t++) {
+        aq[t] = a->q + (size_t)(tok + t) * cols;
+        a16[t] = a->s16 + (size_t)(tok + t) * ng * 2;
+        ad[t] = a->d + (size_t)(tok + t) * ng;
+        acc[t] = _mm256_setzero_ps();
+    }
+    for (int64_t g = 0; g < ng; g++) {
+        const uint8_t *gp = tp + (size_t)g * gb;
+        _mm_prefetch((const char *)gp + pfd, _MM_HINT_T0);
+        _mm_prefetch((const char *)gp + pfd + 64, _MM_HINT_T0);
+        _mm_prefetch((const char *)gp + pfd + 128, _MM_HINT_T0);
+        _mm_prefetch((const char *)gp + pfd + 192, _MM_HINT_T0);
+        const uint8_t *hp = tp + (size_t)ng * gb + (size_t)(g >> 3) * 16;
+        const __m256 dv = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)hp));
+#pragma GCC unroll 2
+        for (int h = 0; h < 2; h++) {
+            const __m256i pl = _mm256_loadu_si256((const __m256i *)(gp + 128 + 32 * h));
+            __m256i h16[3], is[3];
+#pragma GCC unroll 4
+            for (int c = 0; c < 4; c++) {
+                __m256i v = _mm256_loadu_si256((const __m256i *)(gp + 32 * c));
+                if (h) v = _mm256_srli_epi16(v, 4);
+                const __m256i hb = c == 0   ? _mm256_slli_epi16(pl, 4)
+                                   : c == 1 ? _mm256_slli_epi16(pl, 2)
+                                   : c == 2 ? pl
+                                            : _mm256_srli_epi16(pl, 2);
+                const __m256i w =
+                    _mm256_or_si256(_mm256_and_si256(v, m4), _mm256_and_si256(hb, m30));
+#pragma GCC unroll 3
+                for (int t = 0; t < NT; t++) {
+                    const __m256i p =
+                        _mm256_maddubs_epi16(w, kx_avx2_bc(aq[t] + g * 32 + 16 * h + 4 * c));
+                    h16[t] = c & 1 ? _mm256_add_epi16(h16[t], p) : p;
+                    if (c == 1) is[t] = _mm256_madd_epi16(h16[t], one);
+                    if (c == 3) is[t] = _mm256_add_epi32(is[t], _mm256_madd_epi16(h16[t], one));
+                    /* keeps the sums in chunk order: GCC otherwise computes all the products
+                     * first and spills them */
+                    __asm__("" : "+x"(h16[t]));
+                }
+            }
+            /* s = d * sc of the half: exact */
+            const __m256 sf =
+                _mm256_mul_ps(dv, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(
+                                      _mm_loadl_epi64((const __m128i *)(gp + 192 + 8 * h)))));
+#pragma GCC unroll 3
+            for (int t = 0; t < NT; t++) {
+                const __m256 da = _mm256_broadcast_ss(ad[t] + g);
+                const __m256i z =
+                    _mm256_slli_epi32(_mm256_set1_epi32(a16[t][2 * g + h]), 5); /* 32 s16 */
+                acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(is[t], z)),
+                                         _mm256_mul_ps(sf, da), acc[t]);
+            }
+        }
+    }
+#pragma GCC unroll 3
+    for (int t = 0; t < NT; t++) {
+        if (nr == 8) {
+            _mm256_storeu_ps(y + t * ldy, acc[t]);
+        } else {
+            float tmp[8];
+            _mm256_storeu_ps(tmp, acc[t]);
+            memcpy(y + t * ldy, tmp, (size_t)nr * sizeof(float));
+        }
+    }
+}
+
+static void i6_tiles(const rp_matrix *m, const kern_act *a, int tok0, int ntok, float *y,
+                     int64_t ldy, int64_t t0, int64_t t1) {
+    for (int64_t tile = t0; tile < t1; tile++) {
+        const uint8_t *tp = m->data + (size_t)tile * m->tile_bytes;
+        int64_t left = m->rows - tile * RP_ROWS;
+        int nr = left < RP_ROWS ? (int)left : RP_ROWS;
+        for (int tb = 0; tb < ntok; tb += 3) {
+            int nt = ntok - tb < 3 ? ntok - tb : 3, tok = tok0 + tb;
+            float *yt = y + (tile - t0) * RP_ROWS + tb * ldy;
+            if (nt == 3)
+                i6_tile(m, a, tok, yt, ldy, tp, nr, 3);
+            else if (nt == 2)
+                i6_tile(m, a, tok, yt, ldy, tp, nr, 2);
+            else
+                i6_tile(m, a, tok, yt, ldy, tp, nr, 1);
+        }
+    }
+}
+
 #define I4_CASE(K, N)                                                                              \
     case (K)*16 + (N):                                                                             \
         i4_tile(m, a, tok, yt, ldy, tp, nr, K, N);                                                 \
@@ -120,6 +222,10 @@ static inline __attribute__((always_inline)) void i4_tile(const rp_matrix *m, co
 
 void kern_tiles_avx2(const rp_matrix *m, const kern_act *a, int tok0, int ntok, float *y,
                      int64_t ldy, int64_t t0, int64_t t1) {
+    if (m->kind == RP_I6) {
+        i6_tiles(m, a, tok0, ntok, y, ldy, t0, t1);
+        return;
+    }
     if (m->kind != RP_I4 && m->kind != RP_I4M && m->kind != RP_I4K) {
         kx_avx2_tiles(m, a, tok0, ntok, y, ldy, t0, t1);
         return;
