@@ -391,6 +391,11 @@ __attribute__((target("avx512f"))) static void silu_mul_512(float *y, const floa
                                                             const float *u, int64_t n) {
     silu_mul_body(y, g, u, n);
 }
+/* the same lane-wise operations in ymm halves (no FMA: -std=c11 never contracts) */
+__attribute__((target("avx2"))) static void silu_mul_256(float *y, const float *g, const float *u,
+                                                         int64_t n) {
+    silu_mul_body(y, g, u, n);
+}
 #endif
 
 /* kern_silu_mul at level lvl (supported), not counted */
@@ -398,6 +403,10 @@ static void silu_run(cpu_level lvl, float *y, const float *g, const float *u, in
 #if defined(__x86_64__) && defined(__GNUC__)
     if (lvl == CPU_AVX512) {
         silu_mul_512(y, g, u, n);
+        return;
+    }
+    if (lvl == CPU_AVX2) {
+        silu_mul_256(y, g, u, n);
         return;
     }
 #endif
@@ -408,7 +417,7 @@ static void silu_run(cpu_level lvl, float *y, const float *g, const float *u, in
 }
 
 static cpu_level silu_level(cpu_level lvl) {
-    return lvl == CPU_SCALAR || lvl == CPU_AVX512 ? lvl : CPU_BASE;
+    return lvl == CPU_SCALAR || lvl == CPU_AVX512 ? lvl : lvl >= CPU_AVX2 ? CPU_AVX2 : CPU_BASE;
 }
 
 void kern_silu_mul(float *y, const float *g, const float *u, int64_t n) {

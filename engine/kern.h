@@ -90,11 +90,11 @@ void kern_swiglu_with(int path, const rp_matrix *gate, const rp_matrix *up, cons
  * (fused kernels, the AMX GEMM, the unfused f16/f32 path), one definition so they all give the
  * same bits. silu(g) = g * s, s = 1 / (1 + e) for g >= 0 and e / (1 + e) below, e = e^-|g| by a
  * Cephes polynomial in float (within 2 ulp; 0 below -87), lane-wise float ops without
- * contraction, so its SSE, AVX-512 and scalar forms agree. */
+ * contraction, so its SSE, AVX2, AVX-512 and scalar forms agree. */
 void kern_silu_mul(float *y, const float *g, const float *u, int64_t n);
 /* The same on a given path's instructions (a plain C loop for KERN_SCALAR, AVX-512 for
- * KERN_AVX512 when available, else the baseline vector form): every path gives the same bits
- * (tests/test_kern.c). */
+ * KERN_AVX512, AVX2 for KERN_AVX2 and KERN_AVXVNNI when available, else the baseline vector
+ * form): every path gives the same bits (tests/test_kern.c). */
 void kern_silu_mul_with(int path, float *y, const float *g, const float *u, int64_t n);
 
 /* Half-precision weights kept as they are in the file (f16 and bf16 are not repacked: an int8

@@ -293,8 +293,8 @@ static void check_ran(const ran *before, cpu_site site, int lvl, const char *wha
 }
 
 static const int path_level[KERN_NPATHS] = {CPU_SCALAR, CPU_AVX2, CPU_AVXVNNI, CPU_AVX512};
-static int silu_at(int lvl) { /* kern_silu_mul has scalar, baseline-vector and AVX-512 code */
-    return lvl == CPU_SCALAR || lvl == CPU_AVX512 ? lvl : CPU_BASE;
+static int silu_at(int lvl) { /* kern_silu_mul: scalar, baseline-vector, AVX2 and AVX-512 code */
+    return lvl == CPU_SCALAR || lvl == CPU_AVX512 ? lvl : lvl >= CPU_AVX2 ? CPU_AVX2 : CPU_BASE;
 }
 static int avx2_at(int lvl) { /* RMSNorm and the f16 GEMV: plain C or AVX2 */
     return lvl >= CPU_AVX2 ? CPU_AVX2 : CPU_SCALAR;
