@@ -590,7 +590,7 @@ typedef struct q_job {
     kern_act *a;
     const float *x;
     int64_t cols, ldx;
-    int n, avx512;
+    int n, code; /* the code that runs: CPU_AVX512, CPU_AVX2 or 0 (kern_quantize_range) */
     int by_blocks; /* tasks take column blocks of every token, else tokens */
 } q_job;
 
@@ -712,6 +712,57 @@ static void quantize_avx512(kern_act *a, const float *x, int64_t cols, int64_t l
     }
 }
 #pragma GCC pop_options
+
+#pragma GCC push_options
+#pragma GCC target("avx2")
+/* kern_quantize_range's operations on 8 lanes: the block's amax as `v > amax ? v : amax` (vmaxps
+ * returns its second operand, the running maximum, when v is NaN; maxima are exact in any
+ * order), the scalar id and d, r = (x * id + 1.5 * 2^23) - 1.5 * 2^23 without contraction,
+ * clamped to +-127 and NaN -> 0, integer sums exact in any order: the same bits. */
+static void quantize_avx2(kern_act *a, const float *x, int64_t cols, int64_t ldx, int t0, int t1,
+                          int64_t b0, int64_t b1) {
+    const int64_t nb = cols / 32;
+    const __m256 absm = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+    const __m256 magic = _mm256_set1_ps(12582912.0f), lo = _mm256_set1_ps(-127.0f),
+                 hi = _mm256_set1_ps(127.0f);
+    const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+    for (int t = t0; t < t1; t++) {
+        const float *xt = x + (size_t)t * ldx;
+        int8_t *q = a->q + (size_t)t * cols;
+        for (int64_t b = b0; b < b1; b++) {
+            __m256 xv[4], m = _mm256_setzero_ps();
+            for (int k = 0; k < 4; k++) {
+                xv[k] = _mm256_loadu_ps(xt + b * 32 + 8 * k);
+                m = _mm256_max_ps(_mm256_and_ps(xv[k], absm), m);
+            }
+            __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+            m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+            m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
+            const float amax = _mm_cvtss_f32(m4);
+            const __m256 iv = _mm256_set1_ps(amax > 0 ? 127.0f / amax : 0.0f);
+            __m256i v[4];
+            for (int k = 0; k < 4; k++) {
+                __m256 r = _mm256_sub_ps(_mm256_add_ps(_mm256_mul_ps(xv[k], iv), magic), magic);
+                const __m256 ord = _mm256_cmp_ps(r, r, _CMP_ORD_Q);
+                r = _mm256_min_ps(_mm256_max_ps(r, lo), hi);
+                v[k] = _mm256_and_si256(_mm256_cvtps_epi32(r), _mm256_castps_si256(ord));
+            }
+            const __m256i b8 = _mm256_packs_epi16(_mm256_packs_epi32(v[0], v[1]),
+                                                  _mm256_packs_epi32(v[2], v[3]));
+            _mm256_storeu_si256((__m256i *)(q + b * 32), _mm256_permutevar8x32_epi32(b8, order));
+            __m256i h0 = _mm256_add_epi32(v[0], v[1]), h1 = _mm256_add_epi32(v[2], v[3]);
+            __m256i hs = _mm256_hadd_epi32(h0, h1); /* lanes: h0 pairs, h1 pairs per 128 */
+            hs = _mm256_hadd_epi32(hs, hs);
+            const int32_t s0 = _mm256_extract_epi32(hs, 0) + _mm256_extract_epi32(hs, 4);
+            const int32_t s1 = _mm256_extract_epi32(hs, 1) + _mm256_extract_epi32(hs, 5);
+            a->d[(size_t)t * nb + b] = amax / 127.0f;
+            a->s[(size_t)t * nb + b] = s0 + s1;
+            a->s16[((size_t)t * nb + b) * 2] = s0;
+            a->s16[((size_t)t * nb + b) * 2 + 1] = s1;
+        }
+    }
+}
+#pragma GCC pop_options
 #endif
 
 static void q_task(void *ctx, int task, int n_tasks, int thread) {
@@ -727,8 +778,10 @@ static void q_task(void *ctx, int task, int n_tasks, int thread) {
     }
     if (lo >= hi || b0 >= b1) return;
 #ifdef GEMM_X86
-    if (j->avx512)
+    if (j->code == CPU_AVX512)
         quantize_avx512(j->a, j->x, j->cols, j->ldx, (int)lo, (int)hi, b0, b1);
+    else if (j->code == CPU_AVX2)
+        quantize_avx2(j->a, j->x, j->cols, j->ldx, (int)lo, (int)hi, b0, b1);
     else
 #endif
         kern_quantize_range(j->a, j->x, j->ldx, (int)lo, (int)hi, b0, b1);
@@ -737,11 +790,13 @@ static void q_task(void *ctx, int task, int n_tasks, int thread) {
 
 void gemm_quantize(pool *p, kern_act *a, const float *x, int64_t cols, int64_t ldx, int n) {
     a->cols = cols;
-    q_job j = {a, x, cols, ldx, n, cpu_level_best() == CPU_AVX512, 0};
+    const cpu_level best = cpu_level_best();
+    q_job j = {a, x, cols, ldx, n, best == CPU_AVX512 ? CPU_AVX512 : best >= CPU_AVX2 ? CPU_AVX2 : 0,
+               0};
 #ifndef GEMM_X86
-    j.avx512 = 0;
+    j.code = 0;
 #endif
-    cpu_ran(CPU_SITE_QUANT, j.avx512 ? CPU_AVX512 : CPU_SCALAR);
+    cpu_ran(CPU_SITE_QUANT, j.code ? (cpu_level)j.code : CPU_SCALAR);
     int nt = pool_n_threads(p), tasks = n < 8 * nt ? (n + 7) / 8 : nt;
     /* A decode batch's wide input (ffn_down's, 8 x 4608) in column parts, one per thread: the
      * SwiGLU before it wrote each thread's part of the columns, so each reads lines from its own

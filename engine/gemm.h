@@ -46,7 +46,7 @@ void gemm_swiglu_with(int path, pool *p, const rp_matrix *gate, const rp_matrix 
                       const kern_act *a, float *y, int64_t ldy);
 
 /* kern_quantize's contract and bits (codes, scales, block and half-block sums), with AVX-512
- * when the dispatch level (engine/cpu.h) is AVX-512, and tokens split across the pool (p may be
+ * or AVX2 code by the dispatch level (engine/cpu.h), and tokens split across the pool (p may be
  * NULL): the prefill quantizes 512 x 1024 activations several times per layer. */
 void gemm_quantize(pool *p, kern_act *a, const float *x, int64_t cols, int64_t ldx, int n);
 

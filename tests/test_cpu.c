@@ -54,12 +54,13 @@ static void check_paths(void) {
     for (int l = 0; l < CPU_NLEVELS; l++)
         b[l] = cpu_runs(CPU_SITE_QUANT, l);
     gemm_quantize(NULL, &a, x, 960, 0, 1);
-    check_ran(b, CPU_SITE_QUANT, lvl == CPU_AVX512 ? CPU_AVX512 : CPU_SCALAR);
+    const int quant_lvl = lvl == CPU_AVX512 ? CPU_AVX512 : lvl >= CPU_AVX2 ? CPU_AVX2 : CPU_SCALAR;
+    check_ran(b, CPU_SITE_QUANT, quant_lvl);
     kern_act_release(&a);
     CHECK(!cpu_amx() || lvl == CPU_AVX512); /* the AMX GEMM only at the AVX-512 level */
     printf("level %s (LFM2_KERNEL=%s): argmax ran %s code, the quantizer %s\n", cpu_level_name(lvl),
            getenv("LFM2_KERNEL") ? getenv("LFM2_KERNEL") : "", cpu_level_name(argmax_lvl),
-           cpu_level_name(lvl == CPU_AVX512 ? lvl : CPU_SCALAR));
+           cpu_level_name(quant_lvl));
 }
 
 int main(int argc, char **argv) {
