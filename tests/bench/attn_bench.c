@@ -1,9 +1,7 @@
 /* attn_bench.c: by-hand micro-benchmark of attention over the f16 cache (engine/attn.c), per path.
  *
  * Build and run:
- *   make build/lfm2 && gcc -std=c11 -O2 -D_GNU_SOURCE -I. -pthread -o build/attn_bench \
- *       tests/bench/attn_bench.c build/engine/attn.o build/engine/cpu.o build/quant/quant.o -lm
- *   build/attn_bench [depth] [repetitions]
+ *   make build/attn_bench && build/attn_bench [depth] [repetitions]
  * Shapes of the 350M model (head dim 64, 8 KV heads, 2 query heads each): a prefill of depth
  * tokens in the engine's units (4 tokens x 2 heads = 8 queries a call, every KV head), and decode
  * at depth (2 queries a call, each KV head, 50 steps). Prints the best of the repetitions in ms
