@@ -165,6 +165,10 @@ fidelity-350m: deps
 $(BUILD)/gemm_bench: tests/bench/gemm_bench.c $(LIBOBJS)
 	$(CC) $(CFLAGS) -o $@ $< $(LIBOBJS) $(LDLIBS)
 
+# By-hand attention benchmark (tests/bench/attn_bench.c): prefill and decode units per path.
+$(BUILD)/attn_bench: tests/bench/attn_bench.c $(LIBOBJS)
+	$(CC) $(CFLAGS) -o $@ $< $(LIBOBJS) $(LDLIBS)
+
 # By-hand constrained-decoding benchmark (tests/bench/gram_bench.c): a decode step with and without
 # a json_schema constraint, single and batched, and a 100-property schema's compile time.
 $(BUILD)/gram_bench: tests/bench/gram_bench.c $(LIBOBJS)
