@@ -60,6 +60,8 @@ typedef struct eng_moe {
     gguf_tensor *slices;   /* [3][n_expert]: gate, up, down slices of the mapping */
     eng_weight *gate, *up; /* [n_expert], each [n_ff_exp][n_embd] */
     eng_weight *down;      /* [n_expert], each [n_embd][n_ff_exp] */
+    bool repacked;         /* every expert matrix W_REPACKED (n_ff_exp a multiple of 32): the
+                              layer runs in two parallel regions (moe_ffn) */
 } eng_moe;
 
 /* one batch item's share of a layer's attention (attn_layer) */
@@ -105,11 +107,18 @@ struct eng {
     int *moe_sel;              /* [T][k] chosen experts, best first */
     float *moe_w;              /* [T][k] their weights */
     int *moe_at;               /* [T][k] row of moe_y holding that choice's output */
-    int *moe_tok;              /* [T*k] the token of each row, grouped by expert */
-    int *moe_off;              /* [X + 1] first row of each expert's group */
-    float *moe_x;              /* [T][n_embd] one expert's gathered input rows */
-    float *moe_h, *moe_h2;     /* [T][n_ff_exp] its SwiGLU activations (h2: unfused scratch) */
-    float *moe_y;              /* [T*k][n_embd] every chosen expert's output, grouped by expert */
+    int *moe_tok;              /* [P] the token of each row, grouped by expert */
+    int *moe_off;              /* [X][2] each expert's first row and rows: groups of 2 or more
+                                  rows start at a multiple of 8 (kern_act_view), so P, the rows
+                                  of a step, is at most T*k + 8*X */
+    float *moe_x;              /* [T][n_embd] one expert's gathered input rows (unfused path) */
+    float *moe_h;              /* [P][n_ff_exp] every chosen expert's SwiGLU activations */
+    float *moe_h2;             /* [T][n_ff_exp] unfused scratch */
+    float *moe_y;              /* [P][n_embd] every chosen expert's output, grouped by expert */
+    kern_act moe_xq;           /* [P][n_embd] the groups' gathered quantized inputs */
+    kern_act moe_hq;           /* [P][n_ff_exp] moe_h quantized (the downs' input) */
+    kern_act *moe_views;       /* [2X]: per expert, views of its input and of its moe_hq rows */
+    kern_set *moe_sets;        /* [2X]: the SwiGLU sets, then the downs */
     eng_router_fn router_hook; /* optional observer of the choices (tests) */
     void *router_ctx;
     /* every matrix with its kernel path, resolved at load (weights_resolve) */
@@ -306,6 +315,9 @@ static int moe_load(eng *e, char *err, size_t errlen) {
                 if ((rc = weight_resolve(&dst[m][x], sl, err, errlen)) < 0) return rc;
             }
         }
+        mo->repacked = hp->n_ff_exp % 32 == 0;
+        for (int i = 0; i < 3 * X; i++)
+            mo->repacked = mo->repacked && mo->gate[i].path == W_REPACKED;
     }
     /* as weights_resolve: repacking maps a few neighbouring pages back in */
     for (int l = 0; l < hp->n_layer; l++) {
@@ -338,6 +350,10 @@ static void moe_free(eng *e) {
     free(e->moe_h);
     free(e->moe_h2);
     free(e->moe_y);
+    kern_act_release(&e->moe_xq);
+    kern_act_release(&e->moe_hq);
+    free(e->moe_views);
+    free(e->moe_sets);
 }
 
 void eng_set_router_hook(eng *e, eng_router_fn fn, void *ctx) {
@@ -463,18 +479,23 @@ int eng_new(eng **out, const char *model_path, const eng_params *pp, char *err, 
         goto oom;
     if (hp->moe) {
         const size_t X = (size_t)hp->n_expert, K = (size_t)hp->n_expert_used;
+        const size_t P = T * K + 8 * X, F = (size_t)hp->n_ff_exp;
         e->moe_p = malloc(T * X * sizeof(float));
         e->moe_sel = malloc(T * K * sizeof(int));
         e->moe_w = malloc(T * K * sizeof(float));
         e->moe_at = malloc(T * K * sizeof(int));
-        e->moe_tok = malloc(T * K * sizeof(int));
-        e->moe_off = malloc((X + 1) * sizeof(int));
+        e->moe_tok = malloc(P * sizeof(int));
+        e->moe_off = malloc(2 * X * sizeof(int));
         e->moe_x = malloc(T * E * sizeof(float));
-        e->moe_h = malloc(T * hp->n_ff_exp * sizeof(float));
-        e->moe_h2 = malloc(T * hp->n_ff_exp * sizeof(float));
-        e->moe_y = malloc(T * K * E * sizeof(float));
+        e->moe_h = malloc(P * F * sizeof(float));
+        e->moe_h2 = malloc(T * F * sizeof(float));
+        e->moe_y = malloc(P * E * sizeof(float));
+        e->moe_views = malloc(2 * X * sizeof *e->moe_views);
+        e->moe_sets = malloc(2 * X * sizeof *e->moe_sets);
         if (!e->moe_p || !e->moe_sel || !e->moe_w || !e->moe_at || !e->moe_tok || !e->moe_off ||
-            !e->moe_x || !e->moe_h || !e->moe_h2 || !e->moe_y)
+            !e->moe_x || !e->moe_h || !e->moe_h2 || !e->moe_y || !e->moe_views || !e->moe_sets ||
+            kern_act_init(&e->moe_xq, (E + 31) / 32 * 32, (int)P) < 0 ||
+            kern_act_init(&e->moe_hq, (int64_t)(F + 31) / 32 * 32, (int)P) < 0)
             goto oom;
     }
     int max_in = E > hp->n_ff ? E : hp->n_ff;
@@ -1243,6 +1264,39 @@ static void route_task(void *ctx, int r0, int r1) {
     }
 }
 
+/* The experts' work when every expert matrix is repacked: the T rows quantized once, each
+ * chosen expert's rows gathered from them (a single row, or rows already in order, read in
+ * place), then one parallel region for the SwiGLU of every chosen expert (each task quantizing
+ * the activations it wrote, the downs' input) and one for every down: two regions per layer
+ * instead of four per expert. The same per-(row, token) products as the dense path's. */
+static void moe_experts_repacked(eng *e, const eng_moe *mo, const float *x, int T) {
+    const lfm2_hparams *hp = &e->m->hp;
+    const int E = hp->n_embd, X = hp->n_expert, F = hp->n_ff_exp;
+    gemm_quantize(e->pool, &e->act, x, E, E, T);
+    e->moe_xq.cols = E;
+    e->moe_hq.cols = F; /* before its views are made */
+    kern_set *sw = e->moe_sets, *dn = e->moe_sets + X;
+    int ns = 0;
+    for (int xe = 0; xe < X; xe++) {
+        const int s0 = e->moe_off[2 * xe], n = e->moe_off[2 * xe + 1];
+        if (!n) continue;
+        const int *tok = e->moe_tok + s0;
+        kern_act *xa = &e->moe_views[2 * ns], *ha = &e->moe_views[2 * ns + 1];
+        if (n == 1 || (tok[n - 1] - tok[0] == n - 1 && tok[0] % 8 == 0)) {
+            kern_act_view(xa, &e->act, tok[0], n);
+        } else {
+            kern_act_view(xa, &e->moe_xq, s0, n);
+            kern_act_gather(xa, &e->act, tok, n);
+        }
+        kern_act_view(ha, &e->moe_hq, s0, n);
+        sw[ns] = (kern_set){mo->gate[xe].rp, mo->up[xe].rp, xa, e->moe_h + (size_t)s0 * F, F, ha};
+        dn[ns] = (kern_set){mo->down[xe].rp, NULL, ha, e->moe_y + (size_t)s0 * E, E, NULL};
+        ns++;
+    }
+    gemm_swiglu_sets(e->pool, ns, sw);
+    gemm_matmul_sets(e->pool, ns, dn);
+}
+
 /* The expert FFN of layer l for the T rows of x (normed), into o: every row routed, the rows
  * grouped by expert so each chosen expert's matrices are read once per step (a decode step
  * reads only its k experts), each expert's output kept per (row, choice) and combined per row
@@ -1258,29 +1312,37 @@ static void moe_ffn(eng *e, int l, const float *x, int T, float *o) {
         for (int r = 0; r < T; r++)
             e->router_hook(e->router_ctx, l, r, e->moe_sel + (size_t)r * K,
                            e->moe_w + (size_t)r * K, K);
-    /* group the T*K choices by expert, rows in token order within a group */
+    /* group the T*K choices by expert, rows in token order within a group; a group of 2 or
+     * more rows starts at a multiple of 8 */
     int *off = e->moe_off;
-    memset(off, 0, (size_t)(X + 1) * sizeof *off);
+    for (int xe = 0; xe < X; xe++)
+        off[2 * xe + 1] = 0;
     for (int i = 0; i < T * K; i++)
-        off[e->moe_sel[i] + 1]++;
-    for (int x = 0; x < X; x++)
-        off[x + 1] += off[x];
-    for (int i = 0; i < T * K; i++) {
-        int at = off[e->moe_sel[i]]++;
+        off[2 * e->moe_sel[i] + 1]++;
+    for (int xe = 0, pos = 0; xe < X; xe++) {
+        if (off[2 * xe + 1] >= 2) pos = (pos + 7) / 8 * 8;
+        off[2 * xe] = pos;
+        pos += off[2 * xe + 1];
+    }
+    for (int i = 0; i < T * K; i++) { /* off[2x] counts up to the group's end, then back */
+        int at = off[2 * e->moe_sel[i]]++;
         e->moe_at[i] = at;
         e->moe_tok[at] = i / K;
     }
-    for (int x = X; x > 0; x--)
-        off[x] = off[x - 1]; /* back to the groups' first rows */
-    off[0] = 0;
-    for (int xe = 0; xe < X; xe++) {
-        const int n = off[xe + 1] - off[xe];
-        if (!n) continue;
-        for (int i = 0; i < n; i++)
-            memcpy(e->moe_x + (size_t)i * E, x + (size_t)e->moe_tok[off[xe] + i] * E,
-                   (size_t)E * sizeof(float));
-        ffn_swiglu(e, &mo->gate[xe], &mo->up[xe], e->moe_x, n, e->moe_h, e->moe_h2);
-        matmul(e, &mo->down[xe], e->moe_h, n, e->moe_y + (size_t)off[xe] * E);
+    for (int xe = 0; xe < X; xe++)
+        off[2 * xe] -= off[2 * xe + 1];
+    if (mo->repacked) {
+        moe_experts_repacked(e, mo, x, T);
+    } else {
+        for (int xe = 0; xe < X; xe++) {
+            const int s0 = off[2 * xe], n = off[2 * xe + 1];
+            if (!n) continue;
+            for (int i = 0; i < n; i++)
+                memcpy(e->moe_x + (size_t)i * E, x + (size_t)e->moe_tok[s0 + i] * E,
+                       (size_t)E * sizeof(float));
+            ffn_swiglu(e, &mo->gate[xe], &mo->up[xe], e->moe_x, n, e->moe_h, e->moe_h2);
+            matmul(e, &mo->down[xe], e->moe_h, n, e->moe_y + (size_t)s0 * E);
+        }
     }
     for (int r = 0; r < T; r++) {
         float *dst = o + (size_t)r * E;

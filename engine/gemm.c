@@ -810,3 +810,86 @@ void gemm_quantize(pool *p, kern_act *a, const float *x, int64_t cols, int64_t l
     pool_run(p, q_task, &j, tasks);
     a->n = n;
 }
+
+/* ---- several products with their own matrices and activations ---- */
+
+/* Whether the AMX path runs set s itself (the conditions of gemm_matmul_n_with and
+ * gemm_swiglu_with). */
+static bool set_on_amx(int path, const kern_set *s, bool swiglu) {
+    if (s->a->n < GEMM_MIN_TOKENS || !use_amx(path, s->m)) return false;
+#ifdef GEMM_X86
+    return !swiglu || (s->up->kind == s->m->kind && s->up->rows == s->m->rows &&
+                       s->up->cols == s->m->cols && s->m->n_groups <= GC);
+#else
+    (void)swiglu;
+    return false;
+#endif
+}
+
+/* kern_quantize_range's work with the code gemm_quantize runs (a kern_quant_fn) */
+static void quant_range(kern_act *a, const float *x, int64_t ldx, int t0, int t1, int64_t b0,
+                        int64_t b1) {
+#ifdef GEMM_X86
+    if (cpu_level_best() == CPU_AVX512) {
+        quantize_avx512(a, x, a->cols, ldx, t0, t1, b0, b1);
+        return;
+    }
+#endif
+    kern_quantize_range(a, x, ldx, t0, t1, b0, b1);
+}
+
+static void sets_with(int path, pool *p, int n, const kern_set *sets, bool swiglu) {
+    enum { CHUNK = 64 };
+    kern_set rest[CHUNK]; /* the sets kern runs, in order */
+    int nr = 0;
+    bool quant = false;
+    for (int i = 0; i < n && swiglu; i++)
+        quant = quant || (sets[i].q && !set_on_amx(path, &sets[i], swiglu));
+#ifdef GEMM_X86
+    if (quant) cpu_ran(CPU_SITE_QUANT, cpu_level_best() == CPU_AVX512 ? CPU_AVX512 : CPU_SCALAR);
+#else
+    if (quant) cpu_ran(CPU_SITE_QUANT, CPU_SCALAR);
+#endif
+    for (int i = 0; i < n; i++) {
+        const kern_set *s = &sets[i];
+        if (set_on_amx(path, s, swiglu)) {
+            if (!swiglu) {
+                gemm_matmul_with(path, p, s->m, s->a, s->y, s->ldy);
+                continue;
+            }
+            gemm_swiglu_with(path, p, s->m, s->up, s->a, s->y, s->ldy);
+            if (s->q) gemm_quantize(p, s->q, s->y, s->m->rows, s->ldy, s->a->n);
+            continue;
+        }
+        rest[nr++] = *s;
+        if (nr == CHUNK) {
+            if (swiglu)
+                kern_swiglu_sets(p, nr, rest, quant_range);
+            else
+                kern_matmul_sets(p, nr, rest);
+            nr = 0;
+        }
+    }
+    if (nr) {
+        if (swiglu)
+            kern_swiglu_sets(p, nr, rest, quant_range);
+        else
+            kern_matmul_sets(p, nr, rest);
+    }
+}
+
+void gemm_matmul_sets_with(int path, pool *p, int n, const kern_set *sets) {
+    sets_with(path, p, n, sets, false);
+}
+
+void gemm_matmul_sets(pool *p, int n, const kern_set *sets) {
+    sets_with(gemm_best(), p, n, sets, false);
+}
+
+void gemm_swiglu_sets_with(int path, pool *p, int n, const kern_set *sets) {
+    sets_with(path, p, n, sets, true);
+}
+
+void gemm_swiglu_sets(pool *p, int n, const kern_set *sets) {
+    sets_with(gemm_best(), p, n, sets, true);
+}

@@ -45,6 +45,14 @@ void gemm_swiglu(pool *p, const rp_matrix *gate, const rp_matrix *up, const kern
 void gemm_swiglu_with(int path, pool *p, const rp_matrix *gate, const rp_matrix *up,
                       const kern_act *a, float *y, int64_t ldy);
 
+/* kern_matmul_sets' and kern_swiglu_sets' contracts and bits: on the AMX path each set of
+ * GEMM_MIN_TOKENS tokens or more that it covers runs as gemm_matmul_with / gemm_swiglu_with (its
+ * output then quantized into q by gemm_quantize), the other sets together in one kern region. */
+void gemm_matmul_sets(pool *p, int n, const kern_set *sets);
+void gemm_matmul_sets_with(int path, pool *p, int n, const kern_set *sets);
+void gemm_swiglu_sets(pool *p, int n, const kern_set *sets);
+void gemm_swiglu_sets_with(int path, pool *p, int n, const kern_set *sets);
+
 /* kern_quantize's contract and bits (codes, scales, block and half-block sums), with AVX-512
  * or AVX2 code by the dispatch level (engine/cpu.h), and tokens split across the pool (p may be
  * NULL): the prefill quantizes 512 x 1024 activations several times per layer. */

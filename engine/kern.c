@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "engine/cpu.h"
+#include "engine/invariant.h"
 #include "quant/quant.h"
 
 /* ---- dispatch: engine/cpu.h decides, each function here runs its best code at or below ---- */
@@ -135,6 +136,38 @@ void kern_act_pack(kern_act *a, int t0, int t1, int64_t b0, int64_t b1) {
             a->g6[2 * k] = -32 * a->s16[2 * i];
             a->g6[2 * k + 1] = -32 * a->s16[2 * i + 1];
         }
+}
+
+void kern_act_view(kern_act *v, const kern_act *a, int t0, int n) {
+    INVARIANT(t0 >= 0 && n >= 0 && t0 + n <= a->cap && (n < 2 || t0 % 8 == 0));
+    *v = *a;
+    v->cap = a->cap - t0;
+    v->n = n;
+    v->q = a->q + (size_t)t0 * a->cols;
+    v->d = a->d + (size_t)t0 * (a->cols / 32);
+    v->s = a->s + (size_t)t0 * (a->cols / 32);
+    v->s16 = a->s16 + (size_t)t0 * (a->cols / 32) * 2;
+    /* runs of 8 tokens: a run holds 8 x nb blocks at a->cols */
+    const size_t run = (size_t)(t0 / 8) * (size_t)(a->cols / 32) * 8;
+    v->gq = a->gq + run * 32;
+    v->gr = a->gr + run * 2;
+    v->g6 = a->g6 + run * 2;
+}
+
+void kern_act_gather(kern_act *dst, const kern_act *src, const int *tok, int n) {
+    INVARIANT(n <= dst->cap && src->cols <= dst->max_cols);
+    const int64_t cols = src->cols, nb = cols / 32;
+    dst->cols = cols;
+    for (int i = 0; i < n; i++) {
+        const size_t t = (size_t)tok[i];
+        memcpy(dst->q + (size_t)i * cols, src->q + t * cols, (size_t)cols);
+        memcpy(dst->d + (size_t)i * nb, src->d + t * nb, (size_t)nb * sizeof *dst->d);
+        memcpy(dst->s + (size_t)i * nb, src->s + t * nb, (size_t)nb * sizeof *dst->s);
+        memcpy(dst->s16 + (size_t)i * nb * 2, src->s16 + t * nb * 2,
+               (size_t)nb * 2 * sizeof *dst->s16);
+    }
+    if (n >= 2) kern_act_pack(dst, 0, n, 0, nb);
+    dst->n = n;
 }
 
 /* ---- the scalar reference: same operations, in the same order, as kern_x86.h's lanes ---- */
@@ -486,6 +519,104 @@ void kern_swiglu(pool *p, const rp_matrix *gate, const rp_matrix *up, const kern
     tiles_fn(j.lvl);
     cpu_ran(CPU_SITE_SILU, silu_level(j.lvl));
     pool_run(p, sw_task, &j, n_tasks_for(p, gate->n_tiles));
+}
+
+/* ---- several products with their own matrices and activations, one region ---- */
+
+#define KERN_MAX_SETS 64 /* sets per region (more run in further regions) */
+
+typedef struct sets_job {
+    const kern_set *s;
+    int n;
+    bool swiglu;
+    cpu_level lvl;
+    kern_quant_fn quant;
+    int64_t unit[KERN_MAX_SETS];  /* tiles per task unit: 4 (whole 32-row blocks) when the set
+                                     quantizes its output, else 2 (the AVX-512 path's pairs) */
+    int64_t w[KERN_MAX_SETS];     /* cost of one unit */
+    int64_t c[KERN_MAX_SETS + 1]; /* prefix sums of the sets' costs */
+} sets_job;
+
+/* Task: the units whose cost starts in its share [lo, hi) of the total, set by set. */
+static void sets_task(void *ctx, int task, int n_tasks, int thread) {
+    (void)thread;
+    const sets_job *j = ctx;
+    int64_t lo, hi;
+    pool_split(j->c[j->n], n_tasks, task, &lo, &hi);
+    for (int i = 0; i < j->n && lo < hi; i++) {
+        const int64_t c0 = j->c[i], w = j->w[i];
+        if (hi <= c0 || lo >= j->c[i + 1]) continue;
+        const kern_set *s = &j->s[i];
+        const int64_t units = (j->c[i + 1] - c0) / w;
+        int64_t u0 = lo <= c0 ? 0 : (lo - c0 + w - 1) / w, u1 = (hi - c0 + w - 1) / w;
+        if (u1 > units) u1 = units;
+        if (u0 >= u1) continue;
+        const int64_t t0 = u0 * j->unit[i],
+                      t1 = u1 * j->unit[i] < s->m->n_tiles ? u1 * j->unit[i] : s->m->n_tiles;
+        float *y = s->y + t0 * RP_ROWS;
+        if (!j->swiglu) {
+            mm_range(path_fns[level_path[j->lvl]], s->m, s->a, y, s->ldy, t0, t1);
+            continue;
+        }
+        swiglu_run(j->lvl, s->m, s->up, s->a, y, s->ldy, t0, t1);
+        if (s->q) { /* its blocks of 32 outputs, complete and still in cache */
+            const int64_t r1 = t1 * RP_ROWS < s->m->rows ? t1 * RP_ROWS : s->m->rows;
+            j->quant(s->q, s->y, s->ldy, 0, s->a->n, t0 * RP_ROWS / 32, r1 / 32);
+            if (s->a->n >= 2) kern_act_pack(s->q, 0, s->a->n, t0 * RP_ROWS / 32, r1 / 32);
+        }
+    }
+}
+
+static void sets_run(cpu_level lvl, pool *p, int n, const kern_set *sets, bool swiglu,
+                     kern_quant_fn quant) {
+    tiles_fn(lvl);
+    if (swiglu) cpu_ran(CPU_SITE_SILU, silu_level(lvl));
+    for (int base = 0; base < n; base += KERN_MAX_SETS) {
+        sets_job j = {.s = sets + base,
+                      .n = n - base < KERN_MAX_SETS ? n - base : KERN_MAX_SETS,
+                      .swiglu = swiglu,
+                      .lvl = lvl,
+                      .quant = quant ? quant : kern_quantize_range};
+        int64_t units = 0;
+        bool quant_any = false;
+        j.c[0] = 0;
+        for (int i = 0; i < j.n; i++) {
+            const kern_set *s = &j.s[i];
+            INVARIANT_CMP(s->a->cols, ==, s->m->cols);
+            const bool q = swiglu && s->q;
+            if (swiglu) INVARIANT(s->up->rows == s->m->rows && s->up->cols == s->m->cols);
+            if (q) {
+                INVARIANT(s->m->rows % 32 == 0 && s->q->max_cols >= s->m->rows &&
+                          s->q->cap >= s->a->n);
+                s->q->cols = s->m->rows;
+                s->q->n = s->a->n;
+                quant_any = true;
+            }
+            j.unit[i] = q ? 4 : 2;
+            j.w[i] = j.unit[i] * (s->a->n + 2);
+            const int64_t u = s->a->n ? (s->m->n_tiles + j.unit[i] - 1) / j.unit[i] : 0;
+            units += u;
+            j.c[i + 1] = j.c[i] + u * j.w[i];
+        }
+        if (quant_any && !quant) cpu_ran(CPU_SITE_QUANT, CPU_SCALAR);
+        if (units) pool_run(p, sets_task, &j, n_tasks_for(p, units));
+    }
+}
+
+void kern_matmul_sets(pool *p, int n, const kern_set *sets) {
+    sets_run(cpu_level_best(), p, n, sets, false, NULL);
+}
+
+void kern_matmul_sets_with(int path, pool *p, int n, const kern_set *sets) {
+    sets_run(cap(path), p, n, sets, false, NULL);
+}
+
+void kern_swiglu_sets(pool *p, int n, const kern_set *sets, kern_quant_fn quant) {
+    sets_run(cpu_level_best(), p, n, sets, true, quant);
+}
+
+void kern_swiglu_sets_with(int path, pool *p, int n, const kern_set *sets, kern_quant_fn quant) {
+    sets_run(cap(path), p, n, sets, true, quant);
 }
 
 /* ---- f16 / bf16 weights ---- */

@@ -65,6 +65,14 @@ void kern_quantize_range(kern_act *a, const float *x, int64_t ldx, int t0, int t
  * the AVX-512 kernel's batches of 2 or more tokens read them: nothing is copied on a CPU without
  * that path, and kern_quantize and gemm_quantize skip it for one token. */
 void kern_act_pack(kern_act *a, int t0, int t1, int64_t b0, int64_t b1);
+/* v = tokens [t0, t0 + n) of a (t0 + n <= a->cap) as a kern_act of its own: pointers into a's
+ * buffers laid out at a->cols (v is used at that width only), n tokens, not to be released. t0
+ * is a multiple of 8 when n >= 2 (gq's runs of 8 then line up). Writing through v writes a's
+ * tokens. */
+void kern_act_view(kern_act *v, const kern_act *a, int t0, int n);
+/* dst's tokens [0, n) = src's tokens tok[0..n) (quantized at src->cols): codes, scales and
+ * sums copied, runs packed when n >= 2; dst->cols = src->cols, dst->n = n (n <= dst->cap). */
+void kern_act_gather(kern_act *dst, const kern_act *src, const int *tok, int n);
 
 /* y[t*ldy + (r - 8*t0)] = dot(row r of m, token t of a) for every token t < a->n and every valid
  * row r of tiles [t0, t1): y points at the output of row 8*t0. a->cols must equal m->cols.
@@ -80,6 +88,32 @@ void kern_matmul(pool *p, const rp_matrix *m, const kern_act *a, float *y, int64
  * one barrier. ys[i] gets n_rows of ms[i] per token with stride ldys[i]. */
 void kern_matmul_n(pool *p, int n, const rp_matrix *const *ms, const kern_act *a, float *const *ys,
                    const int64_t *ldys);
+/* Several products, each with its own matrix and activations (a MoE layer's experts), in one
+ * parallel region: the tasks split the sets' tiles, each set weighted by its tiles x (tokens +
+ * 2) (streaming a tile costs even for one token). A set of 0 tokens costs nothing. */
+typedef struct kern_set {
+    const rp_matrix *m;  /* the matrix; SwiGLU: gate */
+    const rp_matrix *up; /* SwiGLU: up, m's shape; else unused */
+    const kern_act *a;   /* this set's tokens (a->n, may be 0), a->cols == m->cols */
+    float *y;            /* y[t*ldy + r], r < m->rows, t < a->n */
+    int64_t ldy;
+    kern_act *q; /* SwiGLU, optional (else NULL): y quantized as kern_quantize would (the next
+                    product's input), by the task that wrote it; m->rows % 32 == 0, q's
+                    max_cols >= m->rows and cap >= a->n; sets q->cols = m->rows, q->n = a->n */
+} kern_set;
+/* A quantizer with kern_quantize_range's contract and bits: kern_quantize_range itself, or
+ * gemm's vectorized one (gemm_swiglu_sets passes it: kern does not depend on gemm). */
+typedef void (*kern_quant_fn)(kern_act *a, const float *x, int64_t ldx, int t0, int t1,
+                              int64_t b0, int64_t b1);
+/* y = m * a for every set (kern_matmul's contract per set) */
+void kern_matmul_sets(pool *p, int n, const kern_set *sets);
+void kern_matmul_sets_with(int path, pool *p, int n, const kern_set *sets);
+/* y = silu(m a) * (up a) for every set (kern_swiglu's contract and bits per set); the sets' q
+ * quantized by quant (NULL: kern_quantize_range, counted as CPU_SITE_QUANT's scalar code; the
+ * caller counts any other). */
+void kern_swiglu_sets(pool *p, int n, const kern_set *sets, kern_quant_fn quant);
+void kern_swiglu_sets_with(int path, pool *p, int n, const kern_set *sets, kern_quant_fn quant);
+
 /* SwiGLU: y[t*ldy + r] = silu(gate_r . x_t) * (up_r . x_t); gate and up have the same shape. */
 void kern_swiglu(pool *p, const rp_matrix *gate, const rp_matrix *up, const kern_act *a, float *y,
                  int64_t ldy);

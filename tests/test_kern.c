@@ -228,6 +228,111 @@ static void test_drivers(pool *pl, uint32_t type) {
     fixture_free(&g);
 }
 
+/* A MoE layer's shape in small: experts of different token counts (0, 1, several; gathered
+ * from a shared act, read in place, or views of one) run by kern_swiglu_sets (quantizing their
+ * outputs) and kern_matmul_sets on every path, bit for bit the scalar products of each expert
+ * alone on its own freshly quantized rows. */
+enum { SETS = 5, SRC_T = 12 };
+static void test_sets(pool *pl, uint32_t type) {
+    const int64_t E = 256, F = 256, D = 77; /* gate/up [F][E], down [D][F] */
+    static const int ntok[SETS] = {3, 0, 1, 9, 2};
+    static const int toks[SETS][9] = {{0, 2, 5}, {0}, {4}, {0, 1, 2, 3, 4, 5, 6, 7, 8}, {1, 3}};
+    fixture src = {0}, g[SETS] = {{0}}, u[SETS] = {{0}}, d[SETS] = {{0}};
+    if (fixture_make(&src, type, 8, E, SRC_T)) return; /* its x and act: the layer's rows */
+    for (int i = 0; i < SETS; i++)
+        if (fixture_make(&g[i], type, F, E, 1) || fixture_make(&u[i], type, F, E, 1) ||
+            fixture_make(&d[i], type, D, F, 1))
+            return;
+    /* the scalar reference, one expert at a time on its own rows */
+    const int64_t ldh = F + 3, ldo = D + 5;
+    float *href[SETS], *oref[SETS];
+    kern_act qref[SETS];
+    for (int i = 0; i < SETS; i++) {
+        const int n = ntok[i] ? ntok[i] : 1;
+        float *x = malloc((size_t)n * E * sizeof(float));
+        for (int t = 0; t < ntok[i]; t++)
+            memcpy(x + t * E, src.x + toks[i][t] * E, E * sizeof(float));
+        kern_act xa;
+        CHECK_EQ_INT(kern_act_init(&xa, E, n), 0);
+        CHECK_EQ_INT(kern_act_init(&qref[i], F, n), 0);
+        href[i] = malloc((size_t)n * ldh * sizeof(float));
+        oref[i] = malloc((size_t)n * ldo * sizeof(float));
+        kern_quantize(&xa, x, E, E, ntok[i]);
+        kern_swiglu_with(KERN_SCALAR, g[i].m, u[i].m, &xa, href[i], ldh, 0, g[i].m->n_tiles);
+        kern_quantize(&qref[i], href[i], F, ldh, ntok[i]);
+        kern_gemv_tiles_with(KERN_SCALAR, d[i].m, &qref[i], oref[i], ldo, 0, d[i].m->n_tiles);
+        kern_act_release(&xa);
+        free(x);
+    }
+    /* the layer's layout: groups of 2 or more rows at multiples of 8 */
+    int start[SETS], pos = 0;
+    for (int i = 0; i < SETS; i++) {
+        if (ntok[i] >= 2) pos = (pos + 7) / 8 * 8;
+        start[i] = pos;
+        pos += ntok[i];
+    }
+    kern_act xq, hq, xv[SETS], hv[SETS];
+    CHECK_EQ_INT(kern_act_init(&xq, E, pos), 0);
+    CHECK_EQ_INT(kern_act_init(&hq, F, pos), 0);
+    float *h = malloc((size_t)pos * ldh * sizeof(float)),
+          *o = malloc((size_t)pos * ldo * sizeof(float));
+    for (int p = 0; p < KERN_NPATHS; p++) {
+        if (!kern_path_available(p)) continue;
+        for (int64_t i = 0; i < pos * ldh; i++)
+            h[i] = -999.0f;
+        for (int64_t i = 0; i < pos * ldo; i++)
+            o[i] = -999.0f;
+        kern_set sw[SETS], dn[SETS];
+        for (int i = 0; i < SETS; i++) {
+            if (i == 3) /* tokens 0..8 in order: read in place */
+                kern_act_view(&xv[i], &src.a, 0, ntok[i]);
+            else if (ntok[i] == 1)
+                kern_act_view(&xv[i], &src.a, toks[i][0], 1);
+            else {
+                kern_act_view(&xv[i], &xq, start[i], ntok[i]);
+                kern_act_gather(&xv[i], &src.a, toks[i], ntok[i]);
+            }
+            kern_act_view(&hv[i], &hq, start[i], ntok[i]);
+            sw[i] = (kern_set){g[i].m, u[i].m, &xv[i], h + start[i] * ldh, ldh, &hv[i]};
+            dn[i] = (kern_set){d[i].m, NULL, &hv[i], o + start[i] * ldo, ldo, NULL};
+        }
+        kern_swiglu_sets_with(p, pl, SETS, sw, NULL);
+        kern_matmul_sets_with(p, pl, SETS, dn);
+        for (int i = 0; i < SETS; i++) {
+            const int n = ntok[i], nb = (int)(F / 32);
+            CHECK_EQ_INT(hv[i].n, n);
+            CHECK_EQ_INT(hv[i].cols, F);
+            bool same = true;
+            for (int t = 0; t < n; t++) {
+                same = same && !memcmp(h + (start[i] + t) * ldh, href[i] + t * ldh, F * 4);
+                same = same && !memcmp(o + (start[i] + t) * ldo, oref[i] + t * ldo, D * 4);
+                same = same && h[(start[i] + t) * ldh + F] == -999.0f &&
+                       o[(start[i] + t) * ldo + D] == -999.0f;
+            }
+            same = same && !memcmp(hv[i].q, qref[i].q, (size_t)n * F) &&
+                   !memcmp(hv[i].d, qref[i].d, (size_t)n * nb * 4) &&
+                   !memcmp(hv[i].s, qref[i].s, (size_t)n * nb * 4) &&
+                   !memcmp(hv[i].s16, qref[i].s16, (size_t)n * nb * 8);
+            if (!same)
+                fprintf(stderr, "sets %s path %s threads %d: expert %d (%d tokens) differs\n",
+                        quant_traits(type)->name, kern_path_name(p), pool_n_threads(pl), i, n);
+            CHECK(same);
+        }
+        /* rows of no expert (the padding before the groups at 8 and 24) are not written */
+        CHECK(start[3] == 8 && start[4] == 24);
+        CHECK_NEAR(h[5 * ldh], -999.0f, 0);
+        CHECK_NEAR(o[20 * ldo], -999.0f, 0);
+    }
+    for (int i = 0; i < SETS; i++) {
+        kern_act_release(&qref[i]);
+        free(href[i]), free(oref[i]);
+        fixture_free(&g[i]), fixture_free(&u[i]), fixture_free(&d[i]);
+    }
+    kern_act_release(&xq), kern_act_release(&hq);
+    free(h), free(o);
+    fixture_free(&src);
+}
+
 static void test_rmsnorm(void) {
     float x[1000], w[1000], y0[1000], y1[1000];
     for (int i = 0; i < 1000; i++)
@@ -500,6 +605,19 @@ int main(int argc, char **argv) {
         pool_free(pl);
     }
     test_drivers(NULL, QT_Q5_1);
+    /* every repacked kind: I4, I4M, I8 (q8_0, q5_0), I8M, I4K, I5K, I6 */
+    static const uint32_t stypes[] = {QT_Q4_0, QT_Q4_1, QT_Q8_0, QT_Q5_0,
+                                      QT_Q5_1, QT_Q4_K, QT_Q5_K, QT_Q6_K};
+    for (size_t ti = 0; ti < sizeof stypes / sizeof stypes[0]; ti++)
+        test_sets(NULL, stypes[ti]);
+    for (int nt = 1; nt <= 3; nt++) {
+        pool *pl = pool_new(nt, err, sizeof err);
+        CHECK(pl != NULL);
+        test_sets(pl, QT_Q4_0);
+        test_sets(pl, QT_Q4_K);
+        test_sets(pl, QT_Q6_K);
+        pool_free(pl);
+    }
     {
         pool *pl = pool_new(2, err, sizeof err);
         test_half(pl);
