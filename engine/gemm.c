@@ -826,12 +826,27 @@ static bool set_on_amx(int path, const kern_set *s, bool swiglu) {
 #endif
 }
 
-/* kern_quantize_range's work with the code gemm_quantize runs (a kern_quant_fn) */
+/* The quantizer code gemm_quantize runs: CPU_AVX512, CPU_AVX2 or 0 (kern_quantize_range) */
+static int quant_code(void) {
+#ifdef GEMM_X86
+    const cpu_level best = cpu_level_best();
+    return best == CPU_AVX512 ? CPU_AVX512 : best >= CPU_AVX2 ? CPU_AVX2 : 0;
+#else
+    return 0;
+#endif
+}
+
+/* kern_quantize_range's work with that code (a kern_quant_fn) */
 static void quant_range(kern_act *a, const float *x, int64_t ldx, int t0, int t1, int64_t b0,
                         int64_t b1) {
 #ifdef GEMM_X86
-    if (cpu_level_best() == CPU_AVX512) {
+    const int code = quant_code();
+    if (code == CPU_AVX512) {
         quantize_avx512(a, x, a->cols, ldx, t0, t1, b0, b1);
+        return;
+    }
+    if (code == CPU_AVX2) {
+        quantize_avx2(a, x, a->cols, ldx, t0, t1, b0, b1);
         return;
     }
 #endif
@@ -845,11 +860,7 @@ static void sets_with(int path, pool *p, int n, const kern_set *sets, bool swigl
     bool quant = false;
     for (int i = 0; i < n && swiglu; i++)
         quant = quant || (sets[i].q && !set_on_amx(path, &sets[i], swiglu));
-#ifdef GEMM_X86
-    if (quant) cpu_ran(CPU_SITE_QUANT, cpu_level_best() == CPU_AVX512 ? CPU_AVX512 : CPU_SCALAR);
-#else
-    if (quant) cpu_ran(CPU_SITE_QUANT, CPU_SCALAR);
-#endif
+    if (quant) cpu_ran(CPU_SITE_QUANT, quant_code() ? (cpu_level)quant_code() : CPU_SCALAR);
     for (int i = 0; i < n; i++) {
         const kern_set *s = &sets[i];
         if (set_on_amx(path, s, swiglu)) {

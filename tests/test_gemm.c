@@ -160,6 +160,79 @@ static void run_n(pool *pl, uint32_t type, uint32_t odd_type, int64_t cols, int 
     kern_act_release(&a);
 }
 
+/* A MoE layer's experts: gemm_swiglu_sets_with (quantizing each expert's output with gemm's
+ * quantizer) then gemm_matmul_sets_with on every path, with and without a pool, bit for bit the
+ * scalar products of each expert alone; token counts 0, 1, a decode batch's, an AMX tile's and
+ * a prefill's (kern's runs of tiles x blocks of tokens). */
+enum { NSETS = 5 };
+static void run_sets(pool *pl, uint32_t type, int64_t E, int64_t F, int64_t D) {
+    static const int ntok[NSETS] = {20, 0, 1, 5, 70};
+    rp_matrix *g[NSETS], *u[NSETS], *d[NSETS];
+    kern_act xa[NSETS], hq[NSETS], qref[NSETS];
+    float *href[NSETS], *oref[NSETS], *h[NSETS], *o[NSETS];
+    const int64_t ldh = F + 1, ldo = D + 2;
+    for (int i = 0; i < NSETS; i++) {
+        const int n = ntok[i], cap = n ? n : 1;
+        g[i] = make(type, F, E), u[i] = make(type, F, E), d[i] = make(type, D, F);
+        CHECK(g[i] && u[i] && d[i]);
+        if (!g[i] || !u[i] || !d[i]) return;
+        float *x = malloc((size_t)cap * E * sizeof *x);
+        for (int64_t k = 0; k < (int64_t)n * E; k++)
+            x[k] = frand() * (1 + (k / 32) % 4);
+        CHECK_EQ_INT(kern_act_init(&xa[i], E, cap), 0);
+        CHECK_EQ_INT(kern_act_init(&hq[i], F, cap), 0);
+        CHECK_EQ_INT(kern_act_init(&qref[i], F, cap), 0);
+        kern_quantize(&xa[i], x, E, E, n);
+        href[i] = malloc((size_t)cap * ldh * sizeof(float));
+        oref[i] = malloc((size_t)cap * ldo * sizeof(float));
+        h[i] = malloc((size_t)cap * ldh * sizeof(float));
+        o[i] = malloc((size_t)cap * ldo * sizeof(float));
+        for (int64_t k = 0; k < cap * ldh; k++)
+            href[i][k] = 1.5f;
+        for (int64_t k = 0; k < cap * ldo; k++)
+            oref[i][k] = 2.5f;
+        kern_swiglu_with(KERN_SCALAR, g[i], u[i], &xa[i], href[i], ldh, 0, g[i]->n_tiles);
+        kern_quantize(&qref[i], href[i], F, ldh, n);
+        kern_gemv_tiles_with(KERN_SCALAR, d[i], &qref[i], oref[i], ldo, 0, d[i]->n_tiles);
+        free(x);
+    }
+    for (int path = 0; path < GEMM_NPATHS; path++)
+        for (int pi = 0; pi < 2; pi++) {
+            kern_set sw[NSETS], dn[NSETS];
+            for (int i = 0; i < NSETS; i++) {
+                const int cap = ntok[i] ? ntok[i] : 1;
+                for (int64_t k = 0; k < cap * ldh; k++)
+                    h[i][k] = 1.5f;
+                for (int64_t k = 0; k < cap * ldo; k++)
+                    o[i][k] = 2.5f;
+                sw[i] = (kern_set){g[i], u[i], &xa[i], h[i], ldh, &hq[i]};
+                dn[i] = (kern_set){d[i], NULL, &hq[i], o[i], ldo, NULL};
+            }
+            gemm_swiglu_sets_with(path, pi ? pl : NULL, NSETS, sw);
+            gemm_matmul_sets_with(path, pi ? pl : NULL, NSETS, dn);
+            for (int i = 0; i < NSETS; i++) {
+                const int n = ntok[i];
+                const size_t nb = (size_t)(F / 32);
+                size_t w = 0;
+                bool ok = same_bits(href[i], h[i], (size_t)n * ldh, &w) &&
+                          same_bits(oref[i], o[i], (size_t)n * ldo, &w) && hq[i].n == n &&
+                          hq[i].cols == F && !memcmp(hq[i].q, qref[i].q, (size_t)n * F) &&
+                          !memcmp(hq[i].d, qref[i].d, n * nb * 4) &&
+                          !memcmp(hq[i].s, qref[i].s, n * nb * 4) &&
+                          !memcmp(hq[i].s16, qref[i].s16, n * nb * 8);
+                if (!ok)
+                    fprintf(stderr, "sets type %u path %s pool %d: expert %d (%d tokens) differs\n",
+                            type, gemm_path_name(path), pi, i, n);
+                CHECK(ok);
+            }
+        }
+    for (int i = 0; i < NSETS; i++) {
+        rp_free(g[i]), rp_free(u[i]), rp_free(d[i]);
+        kern_act_release(&xa[i]), kern_act_release(&hq[i]), kern_act_release(&qref[i]);
+        free(href[i]), free(oref[i]), free(h[i]), free(o[i]);
+    }
+}
+
 /* gemm_quantize equals kern_quantize byte for byte: codes, scales, sums, half sums, including
  * zero blocks, huge and tiny values, ties at .5 steps, infinities and NaNs; with and without
  * a pool, a row stride wider than cols; and the runs-of-8 copy, split by tokens or by columns. */
@@ -290,6 +363,10 @@ int main(int argc, char **argv) {
     run_n(pl, QT_Q6_K, QT_Q6_K, 768, 5);
     run_n(pl, QT_Q4_K, QT_Q4_K, 512, 2);
     run_n(pl, QT_Q8_0, QT_Q8_0, 2048, 13);
+    run_sets(pl, QT_Q4_0, 256, 96, 40);
+    run_sets(pl, QT_Q4_K, 512, 256, 17);
+    run_sets(pl, QT_Q6_K, 256, 256, 33);
+    run_sets(pl, QT_Q8_0, 96, 64, 8);
     pool_free(pl);
     return check_done("test_gemm");
 }
