@@ -23,6 +23,17 @@
 #undef KX
 #undef KX_ENTRY
 
+/* A tile's 8 row results for one token, of which the first nr are rows of the matrix. */
+static inline void store_rows(float *y, __m256 acc, int nr) {
+    if (nr == 8) {
+        _mm256_storeu_ps(y, acc);
+    } else {
+        float tmp[8];
+        _mm256_storeu_ps(tmp, acc);
+        memcpy(y, tmp, (size_t)nr * sizeof(float));
+    }
+}
+
 /* The 4-bit kinds without a bit plane (RP_I4, RP_I4M, RP_I4K) on maddubs, chunk by chunk: each
  * 32-byte load of codes gives the low chunk c and the high chunk 4 + c of the 8 rows; every
  * token's int16 pair sums of the 8 chunks add up before one widening (exact: codes <= 15 and
@@ -101,15 +112,8 @@ static inline __attribute__((always_inline)) void i4_tile(const rp_matrix *m, co
         }
     }
 #pragma GCC unroll 4
-    for (int t = 0; t < NT; t++) {
-        if (nr == 8) {
-            _mm256_storeu_ps(y + t * ldy, acc[t]);
-        } else {
-            float tmp[8];
-            _mm256_storeu_ps(tmp, acc[t]);
-            memcpy(y + t * ldy, tmp, (size_t)nr * sizeof(float));
-        }
-    }
+    for (int t = 0; t < NT; t++)
+        store_rows(y + t * ldy, acc[t], nr);
 }
 
 /* RP_I6 (Q6_K) on maddubs, one half group (16 codes a row, its own scale) at a time: chunk c of
@@ -184,15 +188,8 @@ static inline __attribute__((always_inline)) void i6_tile(const rp_matrix *m, co
         }
     }
 #pragma GCC unroll 3
-    for (int t = 0; t < NT; t++) {
-        if (nr == 8) {
-            _mm256_storeu_ps(y + t * ldy, acc[t]);
-        } else {
-            float tmp[8];
-            _mm256_storeu_ps(tmp, acc[t]);
-            memcpy(y + t * ldy, tmp, (size_t)nr * sizeof(float));
-        }
-    }
+    for (int t = 0; t < NT; t++)
+        store_rows(y + t * ldy, acc[t], nr);
 }
 
 static void i6_tiles(const rp_matrix *m, const kern_act *a, int tok0, int ntok, float *y,
