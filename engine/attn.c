@@ -115,6 +115,29 @@ static void key_range(const attn_kv *kv, int pos, int *lo, int *hi) {
     *hi = pos;
 }
 
+/* The vector bodies' plan: each query's key range, their union [*ulo, *uhi], and a row of
+ * scratch per query for its scores over the union (rows[qi][j - ulo], 16-aligned widths). */
+static void union_rows(const attn_kv *kv, const attn_query *qs, int n_q, float *scratch, int *lo,
+                       int *hi, int *ulo, int *uhi, float **rows) {
+    *ulo = INT_MAX, *uhi = -1;
+    for (int qi = 0; qi < n_q; qi++) {
+        key_range(kv, qs[qi].pos, &lo[qi], &hi[qi]);
+        if (lo[qi] < *ulo) *ulo = lo[qi];
+        if (hi[qi] > *uhi) *uhi = hi[qi];
+    }
+    const size_t rs = ((size_t)(*uhi - *ulo + 1) + 15) & ~(size_t)15;
+    for (int qi = 0; qi < n_q; qi++)
+        rows[qi] = scratch + (size_t)qi * rs;
+}
+
+/* Zero weights for the union's keys outside [lo, hi] in a row over [ulo, uhi]. */
+static void zero_outside(float *r, int lo, int hi, int ulo, int uhi) {
+    for (int j = ulo; j < lo; j++)
+        r[j - ulo] = 0;
+    for (int j = hi + 1; j <= uhi; j++)
+        r[j - ulo] = 0;
+}
+
 /* ---- the scalar twin: the definition of the order, any head dim ---- */
 
 static float dot_scalar(const float *q, const uint16_t *kh, int hd) {
@@ -395,17 +418,9 @@ AT_INLINE void pv_queries(const attn_kv *kv, const float *const *p, float *const
 AT_INLINE void run_vec(const attn_kv *kv, const attn_query *qs, int n_q, float *scratch,
                        const int NQ, const int NV, const int CV) {
     const int hd = kv->hd, nc = hd / 16;
-    int lo[ATTN_MAX_Q], hi[ATTN_MAX_Q], ulo = INT_MAX, uhi = -1;
-    for (int qi = 0; qi < n_q; qi++) {
-        key_range(kv, qs[qi].pos, &lo[qi], &hi[qi]);
-        if (lo[qi] < ulo) ulo = lo[qi];
-        if (hi[qi] > uhi) uhi = hi[qi];
-    }
-    const int n = uhi - ulo + 1;
-    const size_t rs = ((size_t)n + 15) & ~(size_t)15;
+    int lo[ATTN_MAX_Q], hi[ATTN_MAX_Q], ulo, uhi;
     float *rows[ATTN_MAX_Q]; /* rows[qi][j - ulo] */
-    for (int qi = 0; qi < n_q; qi++)
-        rows[qi] = scratch + (size_t)qi * rs;
+    union_rows(kv, qs, n_q, scratch, lo, hi, &ulo, &uhi, rows);
     for (int j0 = ulo; j0 <= uhi; j0 += 16) {
         const int nk = uhi + 1 - j0 < 16 ? uhi + 1 - j0 : 16;
         /* the queries with keys in this block, in pairs; the first pair prefetches the next
@@ -436,10 +451,7 @@ AT_INLINE void run_vec(const attn_kv *kv, const attn_query *qs, int n_q, float *
     for (int qi = 0; qi < n_q; qi++) {
         float *r = rows[qi];
         softmax_vec(r + (lo[qi] - ulo), hi[qi] - lo[qi] + 1);
-        for (int j = ulo; j < lo[qi]; j++)
-            r[j - ulo] = 0;
-        for (int j = hi[qi] + 1; j <= uhi; j++)
-            r[j - ulo] = 0;
+        zero_outside(r, lo[qi], hi[qi], ulo, uhi);
         p[qi] = r;
         out[qi] = qs[qi].out;
     }
@@ -692,17 +704,9 @@ A2 void a2_run(const attn_kv *kv, const attn_query *qs, int n_q, float *scratch,
                const int BUF) {
     const int hd = kv->hd, nc = hd / 16;
     const size_t st = kv->stride;
-    int lo[ATTN_MAX_Q], hi[ATTN_MAX_Q], ulo = INT_MAX, uhi = -1;
-    for (int qi = 0; qi < n_q; qi++) {
-        key_range(kv, qs[qi].pos, &lo[qi], &hi[qi]);
-        if (lo[qi] < ulo) ulo = lo[qi];
-        if (hi[qi] > uhi) uhi = hi[qi];
-    }
-    const int n = uhi - ulo + 1;
-    const size_t rs = ((size_t)n + 15) & ~(size_t)15;
+    int lo[ATTN_MAX_Q], hi[ATTN_MAX_Q], ulo, uhi;
     float *rows[ATTN_MAX_Q]; /* rows[qi][j - ulo], 8 scores stored at a time */
-    for (int qi = 0; qi < n_q; qi++)
-        rows[qi] = scratch + (size_t)qi * rs;
+    union_rows(kv, qs, n_q, scratch, lo, hi, &ulo, &uhi, rows);
     int kb = BUF ? (A2_BUF / hd) & ~7 : A2_MAX_KB;
     if (kb > A2_MAX_KB) kb = A2_MAX_KB;
     const __m256 scale = _mm256_set1_ps(kv->scale);
@@ -743,10 +747,7 @@ A2 void a2_run(const attn_kv *kv, const attn_query *qs, int n_q, float *scratch,
     for (int qi = 0; qi < n_q; qi++) {
         float *r = rows[qi];
         a2_softmax(r + (lo[qi] - ulo), hi[qi] - lo[qi] + 1);
-        for (int j = ulo; j < lo[qi]; j++)
-            r[j - ulo] = 0;
-        for (int j = hi[qi] + 1; j <= uhi; j++)
-            r[j - ulo] = 0;
+        zero_outside(r, lo[qi], hi[qi], ulo, uhi);
         out[qi] = qs[qi].out;
     }
     for (int j0 = ulo; j0 <= uhi; j0 += kb) {
