@@ -192,52 +192,38 @@ static inline __attribute__((always_inline)) void i6_tile(const rp_matrix *m, co
         store_rows(y + t * ldy, acc[t], nr);
 }
 
-static void i6_tiles(const rp_matrix *m, const kern_act *a, int tok0, int ntok, float *y,
-                     int64_t ldy, int64_t t0, int64_t t1) {
-    for (int64_t tile = t0; tile < t1; tile++) {
-        const uint8_t *tp = m->data + (size_t)tile * m->tile_bytes;
-        int64_t left = m->rows - tile * RP_ROWS;
-        int nr = left < RP_ROWS ? (int)left : RP_ROWS;
-        for (int tb = 0; tb < ntok; tb += 3) {
-            int nt = ntok - tb < 3 ? ntok - tb : 3, tok = tok0 + tb;
-            float *yt = y + (tile - t0) * RP_ROWS + tb * ldy;
-            if (nt == 3)
-                i6_tile(m, a, tok, yt, ldy, tp, nr, 3);
-            else if (nt == 2)
-                i6_tile(m, a, tok, yt, ldy, tp, nr, 2);
-            else
-                i6_tile(m, a, tok, yt, ldy, tp, nr, 1);
-        }
-    }
-}
-
 #define I4_CASE(K, N)                                                                              \
     case (K)*16 + (N):                                                                             \
         i4_tile(m, a, tok, yt, ldy, tp, nr, K, N);                                                 \
         break;
 #define I4_CASES(K) I4_CASE(K, 1) I4_CASE(K, 2) I4_CASE(K, 3) I4_CASE(K, 4)
+#define I6_CASE(N)                                                                                 \
+    case RP_I6 * 16 + (N):                                                                         \
+        i6_tile(m, a, tok, yt, ldy, tp, nr, N);                                                    \
+        break;
 
+/* The 4-bit kinds (4 tokens a pass) and RP_I6 (3) here, the other kinds the generic kernel. */
 void kern_tiles_avx2(const rp_matrix *m, const kern_act *a, int tok0, int ntok, float *y,
                      int64_t ldy, int64_t t0, int64_t t1) {
-    if (m->kind == RP_I6) {
-        i6_tiles(m, a, tok0, ntok, y, ldy, t0, t1);
-        return;
-    }
-    if (m->kind != RP_I4 && m->kind != RP_I4M && m->kind != RP_I4K) {
+    if (m->kind != RP_I4 && m->kind != RP_I4M && m->kind != RP_I4K && m->kind != RP_I6) {
         kx_avx2_tiles(m, a, tok0, ntok, y, ldy, t0, t1);
         return;
     }
+    const int pass = m->kind == RP_I6 ? 3 : 4;
     for (int64_t tile = t0; tile < t1; tile++) {
         const uint8_t *tp = m->data + (size_t)tile * m->tile_bytes;
         int64_t left = m->rows - tile * RP_ROWS;
         int nr = left < RP_ROWS ? (int)left : RP_ROWS;
-        for (int tb = 0; tb < ntok; tb += 4) {
-            int nt = ntok - tb < 4 ? ntok - tb : 4, tok = tok0 + tb;
+        for (int tb = 0; tb < ntok; tb += pass) {
+            int nt = ntok - tb < pass ? ntok - tb : pass, tok = tok0 + tb;
             float *yt = y + (tile - t0) * RP_ROWS + tb * ldy;
             switch (m->kind * 16 + nt) {
                 I4_CASES(RP_I4)
                 I4_CASES(RP_I4M)
                 I4_CASES(RP_I4K)
+                I6_CASE(1)
+                I6_CASE(2)
+                I6_CASE(3)
             default:
                 break;
             }
@@ -246,6 +232,7 @@ void kern_tiles_avx2(const rp_matrix *m, const kern_act *a, int tok0, int ntok, 
 }
 #undef I4_CASE
 #undef I4_CASES
+#undef I6_CASE
 
 static inline __m256 half8(const uint16_t *p, bool bf16) {
     __m128i h = _mm_loadu_si128((const __m128i *)p);
