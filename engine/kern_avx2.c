@@ -42,10 +42,10 @@ static inline void store_rows(float *y, __m256 acc, int nr) {
  * generic kernel's (kern_tiles_scalar's), so the bits are the same. */
 static inline __attribute__((always_inline)) void i4_tile(const rp_matrix *m, const kern_act *a,
                                                           int tok, float *y, int64_t ldy,
-                                                          const uint8_t *tp, int nr, const int KIND,
-                                                          const int NT) {
+                                                          const uint8_t *tp, int nr, size_t pfb,
+                                                          const int KIND, const int NT) {
     const int KC = KIND == RP_I4K, HAS_MIN = KIND != RP_I4; /* RP_I4: zero point 8 */
-    const size_t gb = m->group_bytes, pfd = (KX_PFD / gb) * gb;
+    const size_t gb = m->group_bytes, pfd = (pfb / gb) * gb;
     const int64_t cols = m->cols, ng = m->n_groups;
     const __m256i m4 = _mm256_set1_epi8(15), one = _mm256_set1_epi16(1);
     const int8_t *aq[4];
@@ -123,8 +123,9 @@ static inline __attribute__((always_inline)) void i4_tile(const rp_matrix *m, co
  * generic kernel's (half 0, then half 1), so the bits are the same. */
 static inline __attribute__((always_inline)) void i6_tile(const rp_matrix *m, const kern_act *a,
                                                           int tok, float *y, int64_t ldy,
-                                                          const uint8_t *tp, int nr, const int NT) {
-    const size_t gb = m->group_bytes, pfd = (KX_PFD / gb) * gb;
+                                                          const uint8_t *tp, int nr, size_t pfb,
+                                                          const int NT) {
+    const size_t gb = m->group_bytes, pfd = (pfb / gb) * gb;
     const int64_t cols = m->cols, ng = m->n_groups;
     const __m256i m4 = _mm256_set1_epi8(15), m30 = _mm256_set1_epi8(0x30);
     const __m256i one = _mm256_set1_epi16(1);
@@ -194,12 +195,12 @@ static inline __attribute__((always_inline)) void i6_tile(const rp_matrix *m, co
 
 #define I4_CASE(K, N)                                                                              \
     case (K)*16 + (N):                                                                             \
-        i4_tile(m, a, tok, yt, ldy, tp, nr, K, N);                                                 \
+        i4_tile(m, a, tok, yt, ldy, tp, nr, pfb, K, N);                                            \
         break;
 #define I4_CASES(K) I4_CASE(K, 1) I4_CASE(K, 2) I4_CASE(K, 3) I4_CASE(K, 4)
 #define I6_CASE(N)                                                                                 \
     case RP_I6 * 16 + (N):                                                                         \
-        i6_tile(m, a, tok, yt, ldy, tp, nr, N);                                                    \
+        i6_tile(m, a, tok, yt, ldy, tp, nr, pfb, N);                                               \
         break;
 
 /* The 4-bit kinds (4 tokens a pass) and RP_I6 (3) here, the other kinds the generic kernel. */
@@ -210,6 +211,7 @@ void kern_tiles_avx2(const rp_matrix *m, const kern_act *a, int tok0, int ntok, 
         return;
     }
     const int pass = m->kind == RP_I6 ? 3 : 4;
+    const size_t pfb = kx_avx2_pf_bytes(ntok, pass);
     for (int64_t tile = t0; tile < t1; tile++) {
         const uint8_t *tp = m->data + (size_t)tile * m->tile_bytes;
         int64_t left = m->rows - tile * RP_ROWS;

@@ -15,6 +15,18 @@
 #ifndef KX_PFD
 #define KX_PFD 8192
 #endif
+/* The distance when each tile gets one pass (at most a pass's tokens: decode): the stream is
+ * consumed fastest then, so lines must be asked for earlier; on an AVX2-only Zen 3 VM 16 KiB
+ * decodes 5-15% faster than 8 KiB, while prefill's revisited tiles gain nothing from it
+ * (docs/benchmarks.md). The AVX-512 kernel's Z_PFD is the same distance. */
+#ifndef KX_PFD_GEMV
+#define KX_PFD_GEMV 16384
+#endif
+
+/* The prefetch distance for a call over ntok tokens, npass tokens a pass over each tile. */
+static inline size_t KX(pf_bytes)(int ntok, int npass) {
+    return ntok <= npass ? KX_PFD_GEMV : KX_PFD;
+}
 
 static inline __m256i KX(bc)(const int8_t *p) {
     int32_t v;
@@ -26,7 +38,8 @@ static inline __m256i KX(bc)(const int8_t *p) {
 static inline __attribute__((always_inline)) void KX(tile)(const rp_matrix *m, const kern_act *a,
                                                            int tok, float *y, int64_t ldy,
                                                            const uint8_t *tp, int nr,
-                                                           const int KIND, const int NT) {
+                                                           size_t pfb, const int KIND,
+                                                           const int NT) {
     const int I6 = KIND == RP_I6, I5 = KIND == RP_I5K;
     const int I4 = KIND == RP_I4 || KIND == RP_I4M || KIND == RP_I4K || I6 || I5;
     const int KC = KIND == RP_I4K || I5; /* scale/min codes with superblock factors */
@@ -34,7 +47,7 @@ static inline __attribute__((always_inline)) void KX(tile)(const rp_matrix *m, c
     const int SIGNED = KX_SIGNED_I8 && KIND == RP_I8;
     const int Z = KIND == RP_I4 ? 8 : KIND == RP_I8 ? 128 : 0; /* (I6: 32 per half, below) */
     const size_t cb = I5 ? 160 : I4 ? 128 : 256, gb = m->group_bytes;
-    const size_t pfd = (KX_PFD / gb) * gb; /* prefetch distance: whole groups */
+    const size_t pfd = (pfb / gb) * gb; /* prefetch distance: whole groups */
     const int64_t cols = m->cols, ng = m->n_groups;
     const __m256i m4 = _mm256_set1_epi8(15), x80 = _mm256_set1_epi8((char)0x80);
     __m256 acc[KX_NTMAX];
@@ -179,7 +192,7 @@ static inline __attribute__((always_inline)) void KX(tile)(const rp_matrix *m, c
 
 #define KX_CASE(K, N)                                                                              \
     case (K)*16 + (N):                                                                             \
-        KX(tile)(m, a, tok, yt, ldy, tp, nr, K, (N) < KX_NTMAX ? (N) : KX_NTMAX);                  \
+        KX(tile)(m, a, tok, yt, ldy, tp, nr, pfb, K, (N) < KX_NTMAX ? (N) : KX_NTMAX);             \
         break;
 #define KX_CASES(K)                                                                                \
     KX_CASE(K, 1)                                                                                  \
@@ -191,6 +204,7 @@ static inline __attribute__((always_inline)) void KX(tile)(const rp_matrix *m, c
 #endif
 KX_LINKAGE void KX_ENTRY(const rp_matrix *m, const kern_act *a, int tok0, int ntok, float *y, int64_t ldy,
               int64_t t0, int64_t t1) {
+    const size_t pfb = KX(pf_bytes)(ntok, KX_NTMAX);
     for (int64_t tile = t0; tile < t1; tile++) {
         const uint8_t *tp = m->data + (size_t)tile * m->tile_bytes;
         int64_t left = m->rows - tile * RP_ROWS;
