@@ -34,86 +34,107 @@ static inline void store_rows(float *y, __m256 acc, int nr) {
     }
 }
 
-/* The 4-bit kinds without a bit plane (RP_I4, RP_I4M, RP_I4K) on maddubs, chunk by chunk: each
- * 32-byte load of codes gives the low chunk c and the high chunk 4 + c of the 8 rows; every
- * token's int16 pair sums of the 8 chunks add up before one widening (exact: codes <= 15 and
- * |a| <= 127 keep 16 products under 32768), so NT tokens need NT int16 and NT float
- * accumulators and the weights one register pair: nothing spills. The float steps are the
- * generic kernel's (kern_tiles_scalar's), so the bits are the same. */
-static inline __attribute__((always_inline)) void i4_tile(const rp_matrix *m, const kern_act *a,
-                                                          int tok, float *y, int64_t ldy,
-                                                          const uint8_t *tp, int nr, size_t pfb,
-                                                          const int KIND, const int NT) {
+/* The 4-bit kinds without a bit plane (RP_I4, RP_I4M, RP_I4K) on maddubs, chunk by chunk, for
+ * NB adjacent tiles (1 or 2) at once: each 32-byte load of codes gives the low chunk c and the
+ * high chunk 4 + c of a tile's 8 rows; every token's int16 pair sums of the 8 chunks add up
+ * before one widening (exact: codes <= 15 and |a| <= 127 keep 16 products under 32768). Two
+ * tiles share each activation broadcast (on AMD a broadcast costs a vector-pipe uop, as much as
+ * the multiply it feeds), so NB = 2 takes 3 tokens a pass (2 x 3 int16 sums, 4 code registers
+ * and 2 broadcasts fill 16 registers; the float accumulators live in L1), NB = 1 takes 4. The
+ * float steps of each tile are the generic kernel's (kern_tiles_scalar's), so the bits are the
+ * same. Tile b's rows go to y + 8 b; nr[b] of them are rows of the matrix. */
+static inline __attribute__((always_inline)) void
+i4_tile(const rp_matrix *m, const kern_act *a, int tok, float *y, int64_t ldy, const uint8_t *tp,
+        const int *nr, size_t pfb, const int KIND, const int NT, const int NB) {
     const int KC = KIND == RP_I4K, HAS_MIN = KIND != RP_I4; /* RP_I4: zero point 8 */
-    const size_t gb = m->group_bytes, pfd = (pfb / gb) * gb;
+    const size_t gb = m->group_bytes, tb = m->tile_bytes, pfd = (pfb / gb) * gb;
     const int64_t cols = m->cols, ng = m->n_groups;
     const __m256i m4 = _mm256_set1_epi8(15), one = _mm256_set1_epi16(1);
     const int8_t *aq[4];
     const int32_t *as[4];
     const float *ad[4];
-    __m256 acc[4];
+    __m256 acc[2][4];
 #pragma GCC unroll 4
     for (int t = 0; t < NT; t++) {
         aq[t] = a->q + (size_t)(tok + t) * cols;
         as[t] = a->s + (size_t)(tok + t) * ng;
         ad[t] = a->d + (size_t)(tok + t) * ng;
-        acc[t] = _mm256_setzero_ps();
+#pragma GCC unroll 2
+        for (int b = 0; b < NB; b++)
+            acc[b][t] = _mm256_setzero_ps();
     }
     for (int64_t g = 0; g < ng; g++) {
         const uint8_t *gp = tp + (size_t)g * gb;
-        _mm_prefetch((const char *)gp + pfd, _MM_HINT_T0);
-        _mm_prefetch((const char *)gp + pfd + 64, _MM_HINT_T0);
-        _mm_prefetch((const char *)gp + pfd + 128, _MM_HINT_T0);
-        __m256i h[4];
+#pragma GCC unroll 2
+        for (int b = 0; b < NB; b++) {
+            _mm_prefetch((const char *)gp + b * tb + pfd, _MM_HINT_T0);
+            _mm_prefetch((const char *)gp + b * tb + pfd + 64, _MM_HINT_T0);
+            _mm_prefetch((const char *)gp + b * tb + pfd + 128, _MM_HINT_T0);
+        }
+        __m256i h[2][4];
 #pragma GCC unroll 4
         for (int c = 0; c < 4; c++) {
-            const __m256i v = _mm256_loadu_si256((const __m256i *)(gp + 32 * c));
-            const __m256i lo = _mm256_and_si256(v, m4);
-            const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
+            __m256i lo[2], hi[2];
+#pragma GCC unroll 2
+            for (int b = 0; b < NB; b++) {
+                const __m256i v = _mm256_loadu_si256((const __m256i *)(gp + b * tb + 32 * c));
+                lo[b] = _mm256_and_si256(v, m4);
+                hi[b] = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
+            }
 #pragma GCC unroll 4
             for (int t = 0; t < NT; t++) {
                 const int8_t *q = aq[t] + g * 32;
-                const __m256i p =
-                    _mm256_add_epi16(_mm256_maddubs_epi16(lo, kx_avx2_bc(q + 4 * c)),
-                                     _mm256_maddubs_epi16(hi, kx_avx2_bc(q + 16 + 4 * c)));
-                h[t] = c ? _mm256_add_epi16(h[t], p) : p;
-                /* keeps the sums in chunk order: GCC otherwise computes all 8 x NT products
-                 * first and spills them */
-                __asm__("" : "+x"(h[t]));
+                const __m256i al = kx_avx2_bc(q + 4 * c), ah = kx_avx2_bc(q + 16 + 4 * c);
+#pragma GCC unroll 2
+                for (int b = 0; b < NB; b++) {
+                    const __m256i p = _mm256_add_epi16(_mm256_maddubs_epi16(lo[b], al),
+                                                       _mm256_maddubs_epi16(hi[b], ah));
+                    h[b][t] = c ? _mm256_add_epi16(h[b][t], p) : p;
+                    /* keeps the sums in chunk order: GCC otherwise computes all 8 x NT
+                     * products first and spills them */
+                    __asm__("" : "+x"(h[b][t]));
+                }
             }
         }
-        __m256 sf, bf = _mm256_setzero_ps();
-        if (KC) { /* s = d * sc, b = -(dmin * mc): exact */
-            const uint8_t *hp = tp + (size_t)ng * gb + (size_t)(g >> 3) * 32;
-            const __m256 dv = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)hp));
-            const __m256 mv = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(hp + 16)));
-            sf = _mm256_mul_ps(dv, _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(
-                                       _mm_loadl_epi64((const __m128i *)(gp + 128)))));
-            bf = _mm256_sub_ps(
-                _mm256_setzero_ps(),
-                _mm256_mul_ps(mv, _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(
-                                      _mm_loadl_epi64((const __m128i *)(gp + 136))))));
-        } else {
-            sf = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(gp + 128)));
-            if (HAS_MIN) bf = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(gp + 144)));
-        }
-#pragma GCC unroll 4
-        for (int t = 0; t < NT; t++) {
-            __m256i is = _mm256_madd_epi16(h[t], one);
-            const __m256 da = _mm256_broadcast_ss(ad[t] + g);
-            if (!HAS_MIN) {
-                is = _mm256_sub_epi32(is, _mm256_slli_epi32(_mm256_set1_epi32(as[t][g]), 3));
-                acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(is), _mm256_mul_ps(sf, da), acc[t]);
+#pragma GCC unroll 2
+        for (int b = 0; b < NB; b++) {
+            const uint8_t *bp = gp + b * tb;
+            __m256 sf, bf = _mm256_setzero_ps();
+            if (KC) { /* s = d * sc, b = -(dmin * mc): exact */
+                const uint8_t *hp = tp + b * tb + (size_t)ng * gb + (size_t)(g >> 3) * 32;
+                const __m256 dv = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)hp));
+                const __m256 mv = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(hp + 16)));
+                sf = _mm256_mul_ps(dv, _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(
+                                           _mm_loadl_epi64((const __m128i *)(bp + 128)))));
+                bf = _mm256_sub_ps(
+                    _mm256_setzero_ps(),
+                    _mm256_mul_ps(mv, _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(
+                                          _mm_loadl_epi64((const __m128i *)(bp + 136))))));
             } else {
-                __m256 tt = _mm256_mul_ps(_mm256_cvtepi32_ps(is), sf);
-                tt = _mm256_fmadd_ps(bf, _mm256_set1_ps((float)as[t][g]), tt);
-                acc[t] = _mm256_fmadd_ps(tt, da, acc[t]);
+                sf = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(bp + 128)));
+                if (HAS_MIN) bf = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(bp + 144)));
+            }
+#pragma GCC unroll 4
+            for (int t = 0; t < NT; t++) {
+                __m256i is = _mm256_madd_epi16(h[b][t], one);
+                const __m256 da = _mm256_broadcast_ss(ad[t] + g);
+                if (!HAS_MIN) {
+                    is = _mm256_sub_epi32(is, _mm256_slli_epi32(_mm256_set1_epi32(as[t][g]), 3));
+                    acc[b][t] =
+                        _mm256_fmadd_ps(_mm256_cvtepi32_ps(is), _mm256_mul_ps(sf, da), acc[b][t]);
+                } else {
+                    __m256 tt = _mm256_mul_ps(_mm256_cvtepi32_ps(is), sf);
+                    tt = _mm256_fmadd_ps(bf, _mm256_set1_ps((float)as[t][g]), tt);
+                    acc[b][t] = _mm256_fmadd_ps(tt, da, acc[b][t]);
+                }
             }
         }
     }
 #pragma GCC unroll 4
     for (int t = 0; t < NT; t++)
-        store_rows(y + t * ldy, acc[t], nr);
+#pragma GCC unroll 2
+        for (int b = 0; b < NB; b++)
+            store_rows(y + t * ldy + b * RP_ROWS, acc[b][t], nr[b]);
 }
 
 /* RP_I6 (Q6_K) on maddubs, one half group (16 codes a row, its own scale) at a time: chunk c of
@@ -193,33 +214,42 @@ static inline __attribute__((always_inline)) void i6_tile(const rp_matrix *m, co
         store_rows(y + t * ldy, acc[t], nr);
 }
 
-#define I4_CASE(K, N)                                                                              \
-    case (K)*16 + (N):                                                                             \
-        i4_tile(m, a, tok, yt, ldy, tp, nr, pfb, K, N);                                            \
+#define I4_CASE(K, N, B)                                                                           \
+    case ((K)*16 + (N)) * 2 + (B)-1:                                                               \
+        i4_tile(m, a, tok, yt, ldy, tp, nr, pfb, K, N, B);                                         \
         break;
-#define I4_CASES(K) I4_CASE(K, 1) I4_CASE(K, 2) I4_CASE(K, 3) I4_CASE(K, 4)
+#define I4_CASES(K)                                                                                \
+    I4_CASE(K, 1, 1)                                                                               \
+    I4_CASE(K, 2, 1)                                                                               \
+    I4_CASE(K, 3, 1)                                                                               \
+    I4_CASE(K, 4, 1) I4_CASE(K, 1, 2) I4_CASE(K, 2, 2) I4_CASE(K, 3, 2)
 #define I6_CASE(N)                                                                                 \
-    case RP_I6 * 16 + (N):                                                                         \
-        i6_tile(m, a, tok, yt, ldy, tp, nr, pfb, N);                                               \
+    case (RP_I6 * 16 + (N)) * 2:                                                                   \
+        i6_tile(m, a, tok, yt, ldy, tp, nr[0], pfb, N);                                            \
         break;
 
-/* The 4-bit kinds (4 tokens a pass) and RP_I6 (3) here, the other kinds the generic kernel. */
+/* The 4-bit kinds (two tiles at a time, 3 tokens a pass; a last odd tile alone, 4 tokens a pass)
+ * and RP_I6 (one tile, 3 tokens a pass) here, the other kinds the generic kernel. */
 void kern_tiles_avx2(const rp_matrix *m, const kern_act *a, int tok0, int ntok, float *y,
                      int64_t ldy, int64_t t0, int64_t t1) {
     if (m->kind != RP_I4 && m->kind != RP_I4M && m->kind != RP_I4K && m->kind != RP_I6) {
         kx_avx2_tiles(m, a, tok0, ntok, y, ldy, t0, t1);
         return;
     }
-    const int pass = m->kind == RP_I6 ? 3 : 4;
-    const size_t pfb = kx_avx2_pf_bytes(ntok, pass);
-    for (int64_t tile = t0; tile < t1; tile++) {
+    const int i6 = m->kind == RP_I6;
+    for (int64_t tile = t0; tile < t1;) {
+        const int nb = !i6 && tile + 1 < t1 ? 2 : 1, pass = i6 || nb == 2 ? 3 : 4;
+        const size_t pfb = kx_avx2_pf_bytes(ntok, pass);
         const uint8_t *tp = m->data + (size_t)tile * m->tile_bytes;
-        int64_t left = m->rows - tile * RP_ROWS;
-        int nr = left < RP_ROWS ? (int)left : RP_ROWS;
+        int nr[2];
+        for (int b = 0; b < nb; b++) {
+            int64_t left = m->rows - (tile + b) * RP_ROWS;
+            nr[b] = left < RP_ROWS ? (int)left : RP_ROWS;
+        }
         for (int tb = 0; tb < ntok; tb += pass) {
             int nt = ntok - tb < pass ? ntok - tb : pass, tok = tok0 + tb;
             float *yt = y + (tile - t0) * RP_ROWS + tb * ldy;
-            switch (m->kind * 16 + nt) {
+            switch ((m->kind * 16 + nt) * 2 + nb - 1) {
                 I4_CASES(RP_I4)
                 I4_CASES(RP_I4M)
                 I4_CASES(RP_I4K)
@@ -230,6 +260,7 @@ void kern_tiles_avx2(const rp_matrix *m, const kern_act *a, int tok0, int ntok, 
                 break;
             }
         }
+        tile += nb;
     }
 }
 #undef I4_CASE
