@@ -33,10 +33,10 @@ typedef struct bw_part {
 static void *bw_read(void *arg) {
     bw_part *b = arg;
     uint64_t s0 = 0, s1 = 0, s2 = 0, s3 = 0;
-    /* a 64-byte line per step, prefetched 8 KiB ahead as the decode kernels prefetch their
+    /* a 64-byte line per step, prefetched 16 KiB ahead as the decode kernels prefetch their
      * weights: the hardware prefetchers alone do not keep one thread's stream fed */
     for (size_t i = 0; i + 8 <= b->n; i += 8) {
-        __builtin_prefetch(b->p + i + 1024);
+        __builtin_prefetch(b->p + i + 2048);
         s0 += b->p[i] ^ b->p[i + 4], s1 += b->p[i + 1] ^ b->p[i + 5];
         s2 += b->p[i + 2] ^ b->p[i + 6], s3 += b->p[i + 3] ^ b->p[i + 7];
     }
@@ -90,8 +90,9 @@ static void bench_usage(FILE *f) {
             "  batched    for each B in the list: B forks of the prefilled sequence, N steps of\n"
             "             B tokens (one per sequence) in one eng_step each: aggregate tok/s\n"
             "  Each figure is the median of R repetitions (after one warm-up), with min and max.\n"
-            "  decode ceiling: memory read bandwidth of T threads (a 512 MiB stream) over the bytes\n"
-            "             of weights one decode step reads: no engine streaming them decodes faster\n"
+            "  decode ceiling: memory read bandwidth of T threads (a 512 MiB stream, best probe\n"
+            "             after each repetition's decode) over the bytes of weights one decode\n"
+            "             step reads: no engine streaming them decodes faster\n"
             "  -m FILE   model (GGUF)\n"
             "  -p P      prompt tokens (default 512; 0 skips prefill, decode starts at position 0)\n"
             "  -n N      decode steps (default 128)\n"
@@ -125,7 +126,12 @@ static stat3 stats(double *v, int n) {
     return s;
 }
 
+/* The peak before the last reset of VmHWM (see probe_bw), MiB. */
+static double hwm_before_reset;
+
+/* The process's peak RSS in MiB, not counting the bandwidth probe's buffer. */
 static double peak_rss_mib(void) {
+    double mib = -1;
     FILE *f = fopen("/proc/self/status", "r");
     if (f) {
         char line[256];
@@ -133,11 +139,34 @@ static double peak_rss_mib(void) {
         while (fgets(line, sizeof line, f))
             if (!strncmp(line, "VmHWM:", 6)) kib = strtol(line + 6, NULL, 10);
         fclose(f);
-        if (kib >= 0) return kib / 1024.0;
+        if (kib >= 0) mib = kib / 1024.0;
     }
-    struct rusage ru;
-    getrusage(RUSAGE_SELF, &ru);
-    return ru.ru_maxrss / 1024.0; /* KiB on Linux */
+    if (mib < 0) {
+        struct rusage ru;
+        getrusage(RUSAGE_SELF, &ru);
+        mib = ru.ru_maxrss / 1024.0; /* KiB on Linux */
+    }
+    return mib > hwm_before_reset ? mib : hwm_before_reset;
+}
+
+/* Resets VmHWM to the current RSS (Linux: "5" to /proc/self/clear_refs); false if refused. */
+static bool reset_hwm(void) {
+    FILE *f = fopen("/proc/self/clear_refs", "w");
+    if (!f) return false;
+    bool ok = fputs("5", f) >= 0;
+    return fclose(f) == 0 && ok;
+}
+
+/* One bandwidth probe (membw_gbs) that leaves the reported peak RSS as it was: the peak so far is
+ * kept, the probe's buffer allocated and freed, and VmHWM reset after it. When VmHWM cannot be
+ * reset it probes only if allow_after_peak (the peak has been read already), else returns 0. */
+static double probe_bw(int threads, bool allow_after_peak) {
+    double before = peak_rss_mib();
+    if (!reset_hwm() && !allow_after_peak) return 0;
+    double gbs = membw_gbs(threads);
+    if (before > hwm_before_reset) hwm_before_reset = before;
+    reset_hwm();
+    return gbs;
 }
 
 typedef struct bench {
@@ -294,6 +323,7 @@ int cmd_bench(int argc, char **argv) {
     eng_seq *forks[BENCH_MAX_B] = {0};
     eng_seq *s = NULL;
     stat3 spp = {0}, stg = {0}, sbt[BENCH_MAX_B] = {{0}};
+    double bw = 0; /* GB/s: the best bandwidth probe */
     if (!pp || !tg || !bt || !ps || !pr || !B.prompt || !B.logits ||
         (B.snap_every && (!B.snap_at || !B.snaps))) {
         fprintf(stderr, "error: out of memory\n");
@@ -338,6 +368,10 @@ int cmd_bench(int argc, char **argv) {
         if (r) {
             pp[r - 1] = p ? p / dpp : 0;
             tg[r - 1] = n / dtg;
+            /* the host's bandwidth drifts over minutes: probe it next to each decode, keep the
+             * best */
+            double gbs = probe_bw(threads, false);
+            if (gbs > bw) bw = gbs;
         }
         for (int k = 0; k < nb_list; k++) {
             int nb = blist[k];
@@ -367,7 +401,8 @@ int cmd_bench(int argc, char **argv) {
     }
     for (int k = 0; k < nb_list; k++) sbt[k] = stats(bt + k * reps, (int)reps);
     double rss = peak_rss_mib();
-    const double wmib = eng_decode_bytes(B.e) / (1024.0 * 1024.0), bw = membw_gbs(threads);
+    if (bw == 0) bw = probe_bw(threads, true); /* VmHWM could not be reset: probe after all */
+    const double wmib = eng_decode_bytes(B.e) / (1024.0 * 1024.0);
     const double ceil_tok_s = wmib > 0 ? bw * 1e9 / (wmib * 1024.0 * 1024.0) : 0;
     struct stat fst;
     double file_mib = stat(path, &fst) == 0 ? fst.st_size / (1024.0 * 1024.0) : 0;

@@ -36,6 +36,9 @@ if (j.p !== 40 || j.n !== 6 || j.reps !== 3) bad.push(`p/n/reps ${j.p}/${j.n}/${
 if (!["scalar", "avx2", "avx-vnni", "avx512-vnni"].includes(j.kernel)) bad.push(`kernel ${j.kernel}`);
 if (typeof j.openblas_core !== "string" || !j.openblas_core.length) bad.push(`openblas_core ${j.openblas_core}`);
 if (j.peak_rss_mib < j.rss_after_load_mib) bad.push("peak RSS below RSS after load");
+// the bandwidth probe runs after every repetition with a 512 MiB buffer the peak must not count
+if (j.peak_rss_mib > j.rss_after_load_mib + 256)
+    bad.push(`peak RSS ${j.peak_rss_mib} MiB counts the bandwidth probe (after load ${j.rss_after_load_mib})`);
 if (bad.length) { console.log(bad.join("\n")); process.exit(1); }
 ' "$TMPDIR/b.json" || die "bad --json object: $(cat "$TMPDIR/b.json")"
 
