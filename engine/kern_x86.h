@@ -16,9 +16,9 @@
 #define KX_PFD 8192
 #endif
 /* The distance when each tile gets one pass (at most a pass's tokens: decode): the stream is
- * consumed fastest then, so lines must be asked for earlier; on an AVX2-only Zen 3 VM 16 KiB
- * decodes 5-15% faster than 8 KiB, while prefill's revisited tiles gain nothing from it
- * (docs/benchmarks.md). The AVX-512 kernel's Z_PFD is the same distance. */
+ * consumed fastest then, so lines must be asked for earlier; prefill's revisited tiles gain
+ * nothing from it (docs/benchmarks.md, "What we tried"). The AVX-512 kernel's Z_PFD for small
+ * activations is the same distance. */
 #ifndef KX_PFD_GEMV
 #define KX_PFD_GEMV 16384
 #endif
