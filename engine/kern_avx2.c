@@ -139,9 +139,10 @@ i4_tile(const rp_matrix *m, const kern_act *a, int tok, float *y, int64_t ldy, c
 
 /* RP_I6 (Q6_K) on maddubs, one half group (16 codes a row, its own scale) at a time: chunk c of
  * half h is nibble h of load c with bits 4..5 from plane h. 6-bit codes (<= 63) with |a| <= 127
- * allow two chunks of int16 pair sums before widening, so each token holds an int16 sum, the
- * half's int32 sum and its float accumulator: 3 tokens fit 16 registers. The float steps are the
- * generic kernel's (half 0, then half 1), so the bits are the same. */
+ * allow two chunks of int16 pair sums before widening, so each token holds an int16 sum and the
+ * half's int32 sum; 4 tokens a pass share each chunk's code assembly (float accumulators then
+ * partly live in L1). The float steps are the generic kernel's (half 0, then half 1), so the
+ * bits are the same. */
 static inline __attribute__((always_inline)) void i6_tile(const rp_matrix *m, const kern_act *a,
                                                           int tok, float *y, int64_t ldy,
                                                           const uint8_t *tp, int nr, size_t pfb,
@@ -150,11 +151,11 @@ static inline __attribute__((always_inline)) void i6_tile(const rp_matrix *m, co
     const int64_t cols = m->cols, ng = m->n_groups;
     const __m256i m4 = _mm256_set1_epi8(15), m30 = _mm256_set1_epi8(0x30);
     const __m256i one = _mm256_set1_epi16(1);
-    const int8_t *aq[3];
-    const int32_t *a16[3];
-    const float *ad[3];
-    __m256 acc[3];
-#pragma GCC unroll 3
+    const int8_t *aq[4];
+    const int32_t *a16[4];
+    const float *ad[4];
+    __m256 acc[4];
+#pragma GCC unroll 4
     for (int t = 0; t < NT; t++) {
         aq[t] = a->q + (size_t)(tok + t) * cols;
         a16[t] = a->s16 + (size_t)(tok + t) * ng * 2;
@@ -172,7 +173,7 @@ static inline __attribute__((always_inline)) void i6_tile(const rp_matrix *m, co
 #pragma GCC unroll 2
         for (int h = 0; h < 2; h++) {
             const __m256i pl = _mm256_loadu_si256((const __m256i *)(gp + 128 + 32 * h));
-            __m256i h16[3], is[3];
+            __m256i h16[4], is[4];
 #pragma GCC unroll 4
             for (int c = 0; c < 4; c++) {
                 __m256i v = _mm256_loadu_si256((const __m256i *)(gp + 32 * c));
@@ -183,7 +184,7 @@ static inline __attribute__((always_inline)) void i6_tile(const rp_matrix *m, co
                                             : _mm256_srli_epi16(pl, 2);
                 const __m256i w =
                     _mm256_or_si256(_mm256_and_si256(v, m4), _mm256_and_si256(hb, m30));
-#pragma GCC unroll 3
+#pragma GCC unroll 4
                 for (int t = 0; t < NT; t++) {
                     const __m256i p =
                         _mm256_maddubs_epi16(w, kx_avx2_bc(aq[t] + g * 32 + 16 * h + 4 * c));
@@ -199,7 +200,7 @@ static inline __attribute__((always_inline)) void i6_tile(const rp_matrix *m, co
             const __m256 sf =
                 _mm256_mul_ps(dv, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(
                                       _mm_loadl_epi64((const __m128i *)(gp + 192 + 8 * h)))));
-#pragma GCC unroll 3
+#pragma GCC unroll 4
             for (int t = 0; t < NT; t++) {
                 const __m256 da = _mm256_broadcast_ss(ad[t] + g);
                 const __m256i z =
@@ -209,7 +210,7 @@ static inline __attribute__((always_inline)) void i6_tile(const rp_matrix *m, co
             }
         }
     }
-#pragma GCC unroll 3
+#pragma GCC unroll 4
     for (int t = 0; t < NT; t++)
         store_rows(y + t * ldy, acc[t], nr);
 }
@@ -229,7 +230,7 @@ static inline __attribute__((always_inline)) void i6_tile(const rp_matrix *m, co
         break;
 
 /* The 4-bit kinds (two tiles at a time, 3 tokens a pass; a last odd tile alone, 4 tokens a pass)
- * and RP_I6 (one tile, 3 tokens a pass) here, the other kinds the generic kernel. */
+ * and RP_I6 (one tile, 4 tokens a pass) here, the other kinds the generic kernel. */
 void kern_tiles_avx2(const rp_matrix *m, const kern_act *a, int tok0, int ntok, float *y,
                      int64_t ldy, int64_t t0, int64_t t1) {
     if (m->kind != RP_I4 && m->kind != RP_I4M && m->kind != RP_I4K && m->kind != RP_I6) {
@@ -238,7 +239,7 @@ void kern_tiles_avx2(const rp_matrix *m, const kern_act *a, int tok0, int ntok, 
     }
     const int i6 = m->kind == RP_I6;
     for (int64_t tile = t0; tile < t1;) {
-        const int nb = !i6 && tile + 1 < t1 ? 2 : 1, pass = i6 || nb == 2 ? 3 : 4;
+        const int nb = !i6 && tile + 1 < t1 ? 2 : 1, pass = nb == 2 ? 3 : 4;
         const size_t pfb = kx_avx2_pf_bytes(ntok, pass);
         const uint8_t *tp = m->data + (size_t)tile * m->tile_bytes;
         int nr[2];
@@ -256,6 +257,7 @@ void kern_tiles_avx2(const rp_matrix *m, const kern_act *a, int tok0, int ntok, 
                 I6_CASE(1)
                 I6_CASE(2)
                 I6_CASE(3)
+                I6_CASE(4)
             default:
                 break;
             }
