@@ -590,8 +590,9 @@ typedef struct q_job {
     kern_act *a;
     const float *x;
     int64_t cols, ldx;
-    int n, code; /* the code that runs: CPU_AVX512, CPU_AVX2 or 0 (kern_quantize_range) */
-    int by_blocks; /* tasks take column blocks of every token, else tokens */
+    int n;
+    cpu_level code; /* quant_level() */
+    int by_blocks;  /* tasks take column blocks of every token, else tokens */
 } q_job;
 
 #ifdef GEMM_X86
@@ -765,6 +766,35 @@ static void quantize_avx2(kern_act *a, const float *x, int64_t cols, int64_t ldx
 #pragma GCC pop_options
 #endif
 
+/* The quantizer code gemm_quantize runs: CPU_AVX512, CPU_AVX2 or CPU_SCALAR (kern_quantize_range,
+ * counted as the scalar code). */
+static cpu_level quant_level(void) {
+#ifdef GEMM_X86
+    const cpu_level best = cpu_level_best();
+    return best == CPU_AVX512 ? CPU_AVX512 : best >= CPU_AVX2 ? CPU_AVX2 : CPU_SCALAR;
+#else
+    return CPU_SCALAR;
+#endif
+}
+
+/* kern_quantize_range's work (at a->cols) with quantizer code `code` (quant_level) */
+static void quant_run(cpu_level code, kern_act *a, const float *x, int64_t ldx, int t0, int t1,
+                      int64_t b0, int64_t b1) {
+#ifdef GEMM_X86
+    if (code == CPU_AVX512) {
+        quantize_avx512(a, x, a->cols, ldx, t0, t1, b0, b1);
+        return;
+    }
+    if (code == CPU_AVX2) {
+        quantize_avx2(a, x, a->cols, ldx, t0, t1, b0, b1);
+        return;
+    }
+#else
+    (void)code;
+#endif
+    kern_quantize_range(a, x, ldx, t0, t1, b0, b1);
+}
+
 static void q_task(void *ctx, int task, int n_tasks, int thread) {
     (void)thread;
     q_job *j = ctx;
@@ -777,26 +807,14 @@ static void q_task(void *ctx, int task, int n_tasks, int thread) {
         pool_split(j->n, n_tasks, task, &lo, &hi);
     }
     if (lo >= hi || b0 >= b1) return;
-#ifdef GEMM_X86
-    if (j->code == CPU_AVX512)
-        quantize_avx512(j->a, j->x, j->cols, j->ldx, (int)lo, (int)hi, b0, b1);
-    else if (j->code == CPU_AVX2)
-        quantize_avx2(j->a, j->x, j->cols, j->ldx, (int)lo, (int)hi, b0, b1);
-    else
-#endif
-        kern_quantize_range(j->a, j->x, j->ldx, (int)lo, (int)hi, b0, b1);
+    quant_run(j->code, j->a, j->x, j->ldx, (int)lo, (int)hi, b0, b1);
     if (j->n >= 2) kern_act_pack(j->a, (int)lo, (int)hi, b0, b1); /* still in cache */
 }
 
 void gemm_quantize(pool *p, kern_act *a, const float *x, int64_t cols, int64_t ldx, int n) {
-    a->cols = cols;
-    const cpu_level best = cpu_level_best();
-    q_job j = {a, x, cols, ldx, n, best == CPU_AVX512 ? CPU_AVX512 : best >= CPU_AVX2 ? CPU_AVX2 : 0,
-               0};
-#ifndef GEMM_X86
-    j.code = 0;
-#endif
-    cpu_ran(CPU_SITE_QUANT, j.code ? (cpu_level)j.code : CPU_SCALAR);
+    a->cols = cols; /* quant_run quantizes at a->cols */
+    q_job j = {a, x, cols, ldx, n, quant_level(), 0};
+    cpu_ran(CPU_SITE_QUANT, j.code);
     int nt = pool_n_threads(p), tasks = n < 8 * nt ? (n + 7) / 8 : nt;
     /* A decode batch's wide input (ffn_down's, 8 x 4608) in column parts, one per thread: the
      * SwiGLU before it wrote each thread's part of the columns, so each reads lines from its own
@@ -826,31 +844,10 @@ static bool set_on_amx(int path, const kern_set *s, bool swiglu) {
 #endif
 }
 
-/* The quantizer code gemm_quantize runs: CPU_AVX512, CPU_AVX2 or 0 (kern_quantize_range) */
-static int quant_code(void) {
-#ifdef GEMM_X86
-    const cpu_level best = cpu_level_best();
-    return best == CPU_AVX512 ? CPU_AVX512 : best >= CPU_AVX2 ? CPU_AVX2 : 0;
-#else
-    return 0;
-#endif
-}
-
-/* kern_quantize_range's work with that code (a kern_quant_fn) */
+/* kern_quantize_range's work with gemm_quantize's code (a kern_quant_fn) */
 static void quant_range(kern_act *a, const float *x, int64_t ldx, int t0, int t1, int64_t b0,
                         int64_t b1) {
-#ifdef GEMM_X86
-    const int code = quant_code();
-    if (code == CPU_AVX512) {
-        quantize_avx512(a, x, a->cols, ldx, t0, t1, b0, b1);
-        return;
-    }
-    if (code == CPU_AVX2) {
-        quantize_avx2(a, x, a->cols, ldx, t0, t1, b0, b1);
-        return;
-    }
-#endif
-    kern_quantize_range(a, x, ldx, t0, t1, b0, b1);
+    quant_run(quant_level(), a, x, ldx, t0, t1, b0, b1);
 }
 
 static void sets_with(int path, pool *p, int n, const kern_set *sets, bool swiglu) {
@@ -860,7 +857,7 @@ static void sets_with(int path, pool *p, int n, const kern_set *sets, bool swigl
     bool quant = false;
     for (int i = 0; i < n && swiglu; i++)
         quant = quant || (sets[i].q && !set_on_amx(path, &sets[i], swiglu));
-    if (quant) cpu_ran(CPU_SITE_QUANT, quant_code() ? (cpu_level)quant_code() : CPU_SCALAR);
+    if (quant) cpu_ran(CPU_SITE_QUANT, quant_level());
     for (int i = 0; i < n; i++) {
         const kern_set *s = &sets[i];
         if (set_on_amx(path, s, swiglu)) {
