@@ -66,11 +66,8 @@ i4_tile(const rp_matrix *m, const kern_act *a, int tok, float *y, int64_t ldy, c
     for (int64_t g = 0; g < ng; g++) {
         const uint8_t *gp = tp + (size_t)g * gb;
 #pragma GCC unroll 2
-        for (int b = 0; b < NB; b++) {
-            _mm_prefetch((const char *)gp + b * tb + pfd, _MM_HINT_T0);
-            _mm_prefetch((const char *)gp + b * tb + pfd + 64, _MM_HINT_T0);
-            _mm_prefetch((const char *)gp + b * tb + pfd + 128, _MM_HINT_T0);
-        }
+        for (int b = 0; b < NB; b++)
+            kx_avx2_pf_lines(gp + b * tb + pfd, 3);
         __m256i h[2][4];
 #pragma GCC unroll 4
         for (int c = 0; c < 4; c++) {
@@ -164,10 +161,7 @@ static inline __attribute__((always_inline)) void i6_tile(const rp_matrix *m, co
     }
     for (int64_t g = 0; g < ng; g++) {
         const uint8_t *gp = tp + (size_t)g * gb;
-        _mm_prefetch((const char *)gp + pfd, _MM_HINT_T0);
-        _mm_prefetch((const char *)gp + pfd + 64, _MM_HINT_T0);
-        _mm_prefetch((const char *)gp + pfd + 128, _MM_HINT_T0);
-        _mm_prefetch((const char *)gp + pfd + 192, _MM_HINT_T0);
+        kx_avx2_pf_lines(gp + pfd, 4);
         const uint8_t *hp = tp + (size_t)ng * gb + (size_t)(g >> 3) * 16;
         const __m256 dv = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)hp));
 #pragma GCC unroll 2

@@ -28,6 +28,13 @@ static inline size_t KX(pf_bytes)(int ntok, int npass) {
     return ntok <= npass ? KX_PFD_GEMV : KX_PFD;
 }
 
+/* Prefetches the n 64-byte lines from p into L1 (a group's lines at the prefetch distance). */
+static inline __attribute__((always_inline)) void KX(pf_lines)(const uint8_t *p, const int n) {
+#pragma GCC unroll 8
+    for (int i = 0; i < n; i++)
+        _mm_prefetch((const char *)p + 64 * i, _MM_HINT_T0);
+}
+
 static inline __m256i KX(bc)(const int8_t *p) {
     int32_t v;
     memcpy(&v, p, 4);
@@ -56,13 +63,7 @@ static inline __attribute__((always_inline)) void KX(tile)(const rp_matrix *m, c
         acc[t] = _mm256_setzero_ps();
     for (int64_t g = 0; g < ng; g++) {
         const uint8_t *gp = tp + (size_t)g * gb;
-        _mm_prefetch((const char *)gp + pfd, _MM_HINT_T0);
-        _mm_prefetch((const char *)gp + pfd + 64, _MM_HINT_T0);
-        _mm_prefetch((const char *)gp + pfd + 128, _MM_HINT_T0);
-        if (!I4) {
-            _mm_prefetch((const char *)gp + pfd + 192, _MM_HINT_T0);
-            _mm_prefetch((const char *)gp + pfd + 256, _MM_HINT_T0);
-        }
+        KX(pf_lines)(gp + pfd, I4 ? 3 : 5);
         __m256i w[8];
         if (I4) {
 #pragma GCC unroll 4
