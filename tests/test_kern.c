@@ -602,6 +602,9 @@ int main(int argc, char **argv) {
         test_drivers(pl, QT_Q4_0);
         test_drivers(pl, QT_Q8_0);
         test_drivers(pl, QT_Q4_K);
+        test_sets(pl, QT_Q4_0);
+        test_sets(pl, QT_Q4_K);
+        test_sets(pl, QT_Q6_K);
         pool_free(pl);
     }
     test_drivers(NULL, QT_Q5_1);
@@ -610,14 +613,6 @@ int main(int argc, char **argv) {
                                       QT_Q5_1, QT_Q4_K, QT_Q5_K, QT_Q6_K};
     for (size_t ti = 0; ti < sizeof stypes / sizeof stypes[0]; ti++)
         test_sets(NULL, stypes[ti]);
-    for (int nt = 1; nt <= 3; nt++) {
-        pool *pl = pool_new(nt, err, sizeof err);
-        CHECK(pl != NULL);
-        test_sets(pl, QT_Q4_0);
-        test_sets(pl, QT_Q4_K);
-        test_sets(pl, QT_Q6_K);
-        pool_free(pl);
-    }
     {
         pool *pl = pool_new(2, err, sizeof err);
         test_half(pl);
