@@ -34,6 +34,71 @@ static inline void store_rows(float *y, __m256 acc, int nr) {
     }
 }
 
+/* Group g's float factors of the 4-bit tile at tp (group_bytes gb, ng groups): each row's
+ * scale s and, for the kinds with a min, the term b its code-sum pairs with (the generic
+ * kernel's values, so the bits are the same). */
+static inline __attribute__((always_inline)) void i4_factors(const uint8_t *tp, size_t gb,
+                                                             int64_t ng, int64_t g, const int KIND,
+                                                             __m256 *sf, __m256 *bf) {
+    const uint8_t *bp = tp + (size_t)g * gb;
+    if (KIND == RP_I4K) { /* s = d * sc, b = -(dmin * mc): exact */
+        const uint8_t *hp = tp + (size_t)ng * gb + (size_t)(g >> 3) * 32;
+        const __m256 dv = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)hp));
+        const __m256 mv = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(hp + 16)));
+        *sf = _mm256_mul_ps(dv, _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(
+                                    _mm_loadl_epi64((const __m128i *)(bp + 128)))));
+        *bf = _mm256_sub_ps(_mm256_setzero_ps(),
+                            _mm256_mul_ps(mv, _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(
+                                                  _mm_loadl_epi64((const __m128i *)(bp + 136))))));
+    } else {
+        *sf = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(bp + 128)));
+        *bf = KIND == RP_I4M ? _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(bp + 144)))
+                             : _mm256_setzero_ps();
+    }
+}
+
+/* RP_I6's factors of group g, half h: s = d * sc of the half (exact) */
+static inline __attribute__((always_inline)) __m256 i6_factor(const uint8_t *tp, size_t gb,
+                                                              int64_t ng, int64_t g, int h) {
+    const uint8_t *hp = tp + (size_t)ng * gb + (size_t)(g >> 3) * 16;
+    const __m256 dv = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)hp));
+    return _mm256_mul_ps(dv, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(
+                                 (const __m128i *)(tp + (size_t)g * gb + 192 + 8 * h)))));
+}
+
+/* A tile pass re-derives every group's factors; when several passes cover the same tiles
+ * (prefill, batched decode), they are computed once into fac instead: 16 floats a group and
+ * tile (s then b; RP_I6: half 0's s then half 1's), tiles nb of them from tp. */
+#define FAC_GROUPS 512
+static void fill_factors(const rp_matrix *m, const uint8_t *tp, int nb, float *fac) {
+    const size_t gb = m->group_bytes;
+    const int64_t ng = m->n_groups;
+    for (int b = 0; b < nb; b++) {
+        const uint8_t *bt = tp + (size_t)b * m->tile_bytes;
+        float *fb = fac + (size_t)b * (size_t)ng * 16;
+        for (int64_t g = 0; g < ng; g++) {
+            __m256 s, z;
+            switch (m->kind) {
+            case RP_I4:
+                i4_factors(bt, gb, ng, g, RP_I4, &s, &z);
+                break;
+            case RP_I4M:
+                i4_factors(bt, gb, ng, g, RP_I4M, &s, &z);
+                break;
+            case RP_I4K:
+                i4_factors(bt, gb, ng, g, RP_I4K, &s, &z);
+                break;
+            default: /* RP_I6 */
+                s = i6_factor(bt, gb, ng, g, 0);
+                z = i6_factor(bt, gb, ng, g, 1);
+                break;
+            }
+            _mm256_store_ps(fb + g * 16, s);
+            _mm256_store_ps(fb + g * 16 + 8, z);
+        }
+    }
+}
+
 /* The 4-bit kinds without a bit plane (RP_I4, RP_I4M, RP_I4K) on maddubs, chunk by chunk, for
  * NB adjacent tiles (1 or 2) at once: each 32-byte load of codes gives the low chunk c and the
  * high chunk 4 + c of a tile's 8 rows; every token's int16 pair sums of the 8 chunks add up
@@ -45,8 +110,9 @@ static inline void store_rows(float *y, __m256 acc, int nr) {
  * same. Tile b's rows go to y + 8 b; nr[b] of them are rows of the matrix. */
 static inline __attribute__((always_inline)) void
 i4_tile(const rp_matrix *m, const kern_act *a, int tok, float *y, int64_t ldy, const uint8_t *tp,
-        const int *nr, size_t pfb, const int KIND, const int NT, const int NB) {
-    const int KC = KIND == RP_I4K, HAS_MIN = KIND != RP_I4; /* RP_I4: zero point 8 */
+        const int *nr, size_t pfb, const float *fac, const int KIND, const int NT, const int NB,
+        const int SCR) {
+    const int HAS_MIN = KIND != RP_I4; /* RP_I4: zero point 8 */
     const size_t gb = m->group_bytes, tb = m->tile_bytes, pfd = (pfb / gb) * gb;
     const int64_t cols = m->cols, ng = m->n_groups;
     const __m256i m4 = _mm256_set1_epi8(15), one = _mm256_set1_epi16(1);
@@ -95,21 +161,13 @@ i4_tile(const rp_matrix *m, const kern_act *a, int tok, float *y, int64_t ldy, c
         }
 #pragma GCC unroll 2
         for (int b = 0; b < NB; b++) {
-            const uint8_t *bp = gp + b * tb;
             __m256 sf, bf = _mm256_setzero_ps();
-            if (KC) { /* s = d * sc, b = -(dmin * mc): exact */
-                const uint8_t *hp = tp + b * tb + (size_t)ng * gb + (size_t)(g >> 3) * 32;
-                const __m256 dv = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)hp));
-                const __m256 mv = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(hp + 16)));
-                sf = _mm256_mul_ps(dv, _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(
-                                           _mm_loadl_epi64((const __m128i *)(bp + 128)))));
-                bf = _mm256_sub_ps(
-                    _mm256_setzero_ps(),
-                    _mm256_mul_ps(mv, _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(
-                                          _mm_loadl_epi64((const __m128i *)(bp + 136))))));
+            if (SCR) {
+                const float *fp = fac + ((size_t)b * (size_t)ng + (size_t)g) * 16;
+                sf = _mm256_load_ps(fp);
+                if (HAS_MIN) bf = _mm256_load_ps(fp + 8);
             } else {
-                sf = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(bp + 128)));
-                if (HAS_MIN) bf = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(bp + 144)));
+                i4_factors(tp + b * tb, gb, ng, g, KIND, &sf, &bf);
             }
 #pragma GCC unroll 4
             for (int t = 0; t < NT; t++) {
@@ -121,7 +179,7 @@ i4_tile(const rp_matrix *m, const kern_act *a, int tok, float *y, int64_t ldy, c
                         _mm256_fmadd_ps(_mm256_cvtepi32_ps(is), _mm256_mul_ps(sf, da), acc[b][t]);
                 } else {
                     __m256 tt = _mm256_mul_ps(_mm256_cvtepi32_ps(is), sf);
-                    tt = _mm256_fmadd_ps(bf, _mm256_set1_ps((float)as[t][g]), tt);
+                    tt = _mm256_fmadd_ps(bf, _mm256_cvtepi32_ps(_mm256_set1_epi32(as[t][g])), tt);
                     acc[b][t] = _mm256_fmadd_ps(tt, da, acc[b][t]);
                 }
             }
@@ -140,10 +198,9 @@ i4_tile(const rp_matrix *m, const kern_act *a, int tok, float *y, int64_t ldy, c
  * half's int32 sum; 4 tokens a pass share each chunk's code assembly (float accumulators then
  * partly live in L1). The float steps are the generic kernel's (half 0, then half 1), so the
  * bits are the same. */
-static inline __attribute__((always_inline)) void i6_tile(const rp_matrix *m, const kern_act *a,
-                                                          int tok, float *y, int64_t ldy,
-                                                          const uint8_t *tp, int nr, size_t pfb,
-                                                          const int NT) {
+static inline __attribute__((always_inline)) void
+i6_tile(const rp_matrix *m, const kern_act *a, int tok, float *y, int64_t ldy, const uint8_t *tp,
+        int nr, size_t pfb, const float *fac, const int NT, const int SCR) {
     const size_t gb = m->group_bytes, pfd = (pfb / gb) * gb;
     const int64_t cols = m->cols, ng = m->n_groups;
     const __m256i m4 = _mm256_set1_epi8(15), m30 = _mm256_set1_epi8(0x30);
@@ -162,8 +219,6 @@ static inline __attribute__((always_inline)) void i6_tile(const rp_matrix *m, co
     for (int64_t g = 0; g < ng; g++) {
         const uint8_t *gp = tp + (size_t)g * gb;
         kx_avx2_pf_lines(gp + pfd, 4);
-        const uint8_t *hp = tp + (size_t)ng * gb + (size_t)(g >> 3) * 16;
-        const __m256 dv = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)hp));
 #pragma GCC unroll 2
         for (int h = 0; h < 2; h++) {
             const __m256i pl = _mm256_loadu_si256((const __m256i *)(gp + 128 + 32 * h));
@@ -190,10 +245,8 @@ static inline __attribute__((always_inline)) void i6_tile(const rp_matrix *m, co
                     __asm__("" : "+x"(h16[t]));
                 }
             }
-            /* s = d * sc of the half: exact */
             const __m256 sf =
-                _mm256_mul_ps(dv, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(
-                                      _mm_loadl_epi64((const __m128i *)(gp + 192 + 8 * h)))));
+                SCR ? _mm256_load_ps(fac + (size_t)g * 16 + 8 * h) : i6_factor(tp, gb, ng, g, h);
 #pragma GCC unroll 4
             for (int t = 0; t < NT; t++) {
                 const __m256 da = _mm256_broadcast_ss(ad[t] + g);
@@ -209,31 +262,37 @@ static inline __attribute__((always_inline)) void i6_tile(const rp_matrix *m, co
         store_rows(y + t * ldy, acc[t], nr);
 }
 
-#define I4_CASE(K, N, B)                                                                           \
-    case ((K)*16 + (N)) * 2 + (B)-1:                                                               \
-        i4_tile(m, a, tok, yt, ldy, tp, nr, pfb, K, N, B);                                         \
+#define I4_CASE(K, N, B, S)                                                                        \
+    case (((K)*16 + (N)) * 2 + (B)-1) * 2 + (S):                                                   \
+        i4_tile(m, a, tok, yt, ldy, tp, nr, pfb, fac, K, N, B, S);                                 \
         break;
-#define I4_CASES(K)                                                                                \
-    I4_CASE(K, 1, 1)                                                                               \
-    I4_CASE(K, 2, 1)                                                                               \
-    I4_CASE(K, 3, 1)                                                                               \
-    I4_CASE(K, 4, 1) I4_CASE(K, 1, 2) I4_CASE(K, 2, 2) I4_CASE(K, 3, 2)
-#define I6_CASE(N)                                                                                 \
-    case (RP_I6 * 16 + (N)) * 2:                                                                   \
-        i6_tile(m, a, tok, yt, ldy, tp, nr[0], pfb, N);                                            \
+#define I4_CASES2(K, S)                                                                            \
+    I4_CASE(K, 1, 1, S)                                                                            \
+    I4_CASE(K, 2, 1, S)                                                                            \
+    I4_CASE(K, 3, 1, S)                                                                            \
+    I4_CASE(K, 4, 1, S) I4_CASE(K, 1, 2, S) I4_CASE(K, 2, 2, S) I4_CASE(K, 3, 2, S)
+#define I4_CASES(K) I4_CASES2(K, 0) I4_CASES2(K, 1)
+#define I6_CASE(N, S)                                                                              \
+    case ((RP_I6 * 16 + (N)) * 2) * 2 + (S):                                                       \
+        i6_tile(m, a, tok, yt, ldy, tp, nr[0], pfb, fac, N, S);                                    \
         break;
+#define I6_CASES(N) I6_CASE(N, 0) I6_CASE(N, 1)
 
 /* The 4-bit kinds (two tiles at a time, 3 tokens a pass; a last odd tile alone, 4 tokens a pass)
- * and RP_I6 (one tile, 4 tokens a pass) here, the other kinds the generic kernel. */
+ * and RP_I6 (one tile, 4 tokens a pass) here, the other kinds the generic kernel. With more
+ * than one pass over the same tiles, the groups' factors are computed once (fill_factors). */
 void kern_tiles_avx2(const rp_matrix *m, const kern_act *a, int tok0, int ntok, float *y,
                      int64_t ldy, int64_t t0, int64_t t1) {
     if (m->kind != RP_I4 && m->kind != RP_I4M && m->kind != RP_I4K && m->kind != RP_I6) {
         kx_avx2_tiles(m, a, tok0, ntok, y, ldy, t0, t1);
         return;
     }
+    _Alignas(32) float fac[2 * FAC_GROUPS * 16];
     const int i6 = m->kind == RP_I6;
     for (int64_t tile = t0; tile < t1;) {
         const int nb = !i6 && tile + 1 < t1 ? 2 : 1, pass = nb == 2 ? 3 : 4;
+        const int scr =
+            ntok > pass && m->kind != RP_I4 && m->kind != RP_I4M && m->n_groups <= FAC_GROUPS;
         const size_t pfb = kx_avx2_pf_bytes(ntok, pass);
         const uint8_t *tp = m->data + (size_t)tile * m->tile_bytes;
         int nr[2];
@@ -241,17 +300,18 @@ void kern_tiles_avx2(const rp_matrix *m, const kern_act *a, int tok0, int ntok, 
             int64_t left = m->rows - (tile + b) * RP_ROWS;
             nr[b] = left < RP_ROWS ? (int)left : RP_ROWS;
         }
+        if (scr) fill_factors(m, tp, nb, fac);
         for (int tb = 0; tb < ntok; tb += pass) {
             int nt = ntok - tb < pass ? ntok - tb : pass, tok = tok0 + tb;
             float *yt = y + (tile - t0) * RP_ROWS + tb * ldy;
-            switch ((m->kind * 16 + nt) * 2 + nb - 1) {
+            switch (((m->kind * 16 + nt) * 2 + nb - 1) * 2 + scr) {
                 I4_CASES(RP_I4)
                 I4_CASES(RP_I4M)
                 I4_CASES(RP_I4K)
-                I6_CASE(1)
-                I6_CASE(2)
-                I6_CASE(3)
-                I6_CASE(4)
+                I6_CASES(1)
+                I6_CASES(2)
+                I6_CASES(3)
+                I6_CASES(4)
             default:
                 break;
             }
@@ -260,8 +320,10 @@ void kern_tiles_avx2(const rp_matrix *m, const kern_act *a, int tok0, int ntok, 
     }
 }
 #undef I4_CASE
+#undef I4_CASES2
 #undef I4_CASES
 #undef I6_CASE
+#undef I6_CASES
 
 static inline __m256 half8(const uint16_t *p, bool bf16) {
     __m128i h = _mm_loadu_si128((const __m128i *)p);

@@ -595,6 +595,10 @@ int main(int argc, char **argv) {
             test_gemv(wtypes[ti], bi % 2 ? 13 : 33, 1600, wbatch[bi]);
     for (size_t ti = 0; ti < 3; ti++)
         test_gemv(ktypes[ti], 13, 5120, ti == 1 ? 8 : 2);
+    /* rows of more groups than the AVX2 kernel's factor buffer holds (it then re-derives them
+     * in every pass) */
+    for (size_t ti = 0; ti < 3; ti += 2)
+        test_gemv(ktypes[ti], 9, 16640, 5);
     char err[256];
     for (int nt = 1; nt <= 3; nt++) {
         pool *pl = pool_new(nt, err, sizeof err);
