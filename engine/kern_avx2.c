@@ -66,37 +66,72 @@ static inline __attribute__((always_inline)) __m256 i6_factor(const uint8_t *tp,
                                  (const __m128i *)(tp + (size_t)g * gb + 192 + 8 * h)))));
 }
 
-/* A tile pass re-derives every group's factors; when several passes cover the same tiles
- * (prefill, batched decode), they are computed once into fac instead: 16 floats a group and
- * tile (s then b; RP_I6: half 0's s then half 1's), tiles nb of them from tp. */
-#define FAC_GROUPS 512
-static void fill_factors(const rp_matrix *m, const uint8_t *tp, int nb, float *fac) {
-    const size_t gb = m->group_bytes;
+/* Several passes over the same tiles (prefill, batched decode) run them in chunks of XK groups,
+ * each chunk prepared once for all its passes: every group's codes spread to one byte each (a
+ * tile group's 8 loads of 32 bytes: RP_I4*: chunk c's low then high nibbles at 2c, 2c + 1;
+ * RP_I6: half h's chunk c at 4h + c, its 6-bit codes assembled) and, for RP_I4K and RP_I6, its
+ * float factors (16 a group: s then b; RP_I6: half 0's s then half 1's). A pass then loads
+ * codes where it would unpack them, the integer sums are the same, and the float steps run in
+ * the same order, accumulators carried from chunk to chunk through y. */
+#define XK 32
+static void prepare_chunk(const rp_matrix *m, const uint8_t *tp, int nb, int64_t g0, int64_t g1,
+                          uint8_t *xc, float *fac) {
+    const size_t gb = m->group_bytes, pfd = (KX_PFD / gb) * gb;
     const int64_t ng = m->n_groups;
+    const __m256i m4 = _mm256_set1_epi8(15), m30 = _mm256_set1_epi8(0x30);
     for (int b = 0; b < nb; b++) {
         const uint8_t *bt = tp + (size_t)b * m->tile_bytes;
-        float *fb = fac + (size_t)b * (size_t)ng * 16;
-        for (int64_t g = 0; g < ng; g++) {
+        for (int64_t g = g0; g < g1; g++) {
+            const uint8_t *gp = bt + (size_t)g * gb;
+            __m256i *xo = (__m256i *)(xc + ((size_t)b * XK + (size_t)(g - g0)) * 256);
+            float *fo = fac + ((size_t)b * XK + (size_t)(g - g0)) * 16;
+            kx_avx2_pf_lines(gp + pfd, m->kind == RP_I6 ? 4 : 3);
             __m256 s, z;
             switch (m->kind) {
-            case RP_I4:
-                i4_factors(bt, gb, ng, g, RP_I4, &s, &z);
-                break;
-            case RP_I4M:
-                i4_factors(bt, gb, ng, g, RP_I4M, &s, &z);
-                break;
-            case RP_I4K:
-                i4_factors(bt, gb, ng, g, RP_I4K, &s, &z);
-                break;
-            default: /* RP_I6 */
+            case RP_I6:
+                for (int h = 0; h < 2; h++) {
+                    const __m256i pl = _mm256_loadu_si256((const __m256i *)(gp + 128 + 32 * h));
+                    for (int c = 0; c < 4; c++) {
+                        __m256i v = _mm256_loadu_si256((const __m256i *)(gp + 32 * c));
+                        if (h) v = _mm256_srli_epi16(v, 4);
+                        const __m256i hb = c == 0   ? _mm256_slli_epi16(pl, 4)
+                                           : c == 1 ? _mm256_slli_epi16(pl, 2)
+                                           : c == 2 ? pl
+                                                    : _mm256_srli_epi16(pl, 2);
+                        _mm256_store_si256(
+                            xo + 4 * h + c,
+                            _mm256_or_si256(_mm256_and_si256(v, m4), _mm256_and_si256(hb, m30)));
+                    }
+                }
                 s = i6_factor(bt, gb, ng, g, 0);
                 z = i6_factor(bt, gb, ng, g, 1);
+                _mm256_store_ps(fo, s);
+                _mm256_store_ps(fo + 8, z);
+                break;
+            default:
+                for (int c = 0; c < 4; c++) {
+                    const __m256i v = _mm256_loadu_si256((const __m256i *)(gp + 32 * c));
+                    _mm256_store_si256(xo + 2 * c, _mm256_and_si256(v, m4));
+                    _mm256_store_si256(xo + 2 * c + 1,
+                                       _mm256_and_si256(_mm256_srli_epi16(v, 4), m4));
+                }
+                if (m->kind == RP_I4K) {
+                    i4_factors(bt, gb, ng, g, RP_I4K, &s, &z);
+                    _mm256_store_ps(fo, s);
+                    _mm256_store_ps(fo + 8, z);
+                }
                 break;
             }
-            _mm256_store_ps(fb + g * 16, s);
-            _mm256_store_ps(fb + g * 16 + 8, z);
         }
     }
+}
+
+/* A tile's 8 row accumulators for one token as store_rows left them (nr rows, 0 beyond) */
+static inline __m256 load_rows(const float *y, int nr) {
+    if (nr == 8) return _mm256_loadu_ps(y);
+    float tmp[8] = {0};
+    memcpy(tmp, y, (size_t)nr * sizeof(float));
+    return _mm256_loadu_ps(tmp);
 }
 
 /* The 4-bit kinds without a bit plane (RP_I4, RP_I4M, RP_I4K) on maddubs, chunk by chunk, for
@@ -110,9 +145,10 @@ static void fill_factors(const rp_matrix *m, const uint8_t *tp, int nb, float *f
  * same. Tile b's rows go to y + 8 b; nr[b] of them are rows of the matrix. */
 static inline __attribute__((always_inline)) void
 i4_tile(const rp_matrix *m, const kern_act *a, int tok, float *y, int64_t ldy, const uint8_t *tp,
-        const int *nr, size_t pfb, const float *fac, const int KIND, const int NT, const int NB,
-        const int SCR) {
-    const int HAS_MIN = KIND != RP_I4; /* RP_I4: zero point 8 */
+        const int *nr, size_t pfb, const uint8_t *xc, const float *fac, int64_t g0, int64_t g1,
+        const int KIND, const int NT, const int NB, const int X) {
+    const int HAS_MIN = KIND != RP_I4;  /* RP_I4: zero point 8 */
+    const int XF = X && KIND == RP_I4K; /* factors prepared */
     const size_t gb = m->group_bytes, tb = m->tile_bytes, pfd = (pfb / gb) * gb;
     const int64_t cols = m->cols, ng = m->n_groups;
     const __m256i m4 = _mm256_set1_epi8(15), one = _mm256_set1_epi16(1);
@@ -127,22 +163,29 @@ i4_tile(const rp_matrix *m, const kern_act *a, int tok, float *y, int64_t ldy, c
         ad[t] = a->d + (size_t)(tok + t) * ng;
 #pragma GCC unroll 2
         for (int b = 0; b < NB; b++)
-            acc[b][t] = _mm256_setzero_ps();
+            acc[b][t] = X && g0 ? load_rows(y + t * ldy + b * RP_ROWS, nr[b]) : _mm256_setzero_ps();
     }
-    for (int64_t g = 0; g < ng; g++) {
+    for (int64_t g = g0; g < g1; g++) {
         const uint8_t *gp = tp + (size_t)g * gb;
+        const __m256i *xg = (const __m256i *)(xc + (size_t)(g - g0) * 256);
+        if (!X)
 #pragma GCC unroll 2
-        for (int b = 0; b < NB; b++)
-            kx_avx2_pf_lines(gp + b * tb + pfd, 3);
+            for (int b = 0; b < NB; b++)
+                kx_avx2_pf_lines(gp + b * tb + pfd, 3);
         __m256i h[2][4];
 #pragma GCC unroll 4
         for (int c = 0; c < 4; c++) {
             __m256i lo[2], hi[2];
 #pragma GCC unroll 2
             for (int b = 0; b < NB; b++) {
-                const __m256i v = _mm256_loadu_si256((const __m256i *)(gp + b * tb + 32 * c));
-                lo[b] = _mm256_and_si256(v, m4);
-                hi[b] = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
+                if (X) {
+                    lo[b] = _mm256_load_si256(xg + b * XK * 8 + 2 * c);
+                    hi[b] = _mm256_load_si256(xg + b * XK * 8 + 2 * c + 1);
+                } else {
+                    const __m256i v = _mm256_loadu_si256((const __m256i *)(gp + b * tb + 32 * c));
+                    lo[b] = _mm256_and_si256(v, m4);
+                    hi[b] = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
+                }
             }
 #pragma GCC unroll 4
             for (int t = 0; t < NT; t++) {
@@ -162,8 +205,8 @@ i4_tile(const rp_matrix *m, const kern_act *a, int tok, float *y, int64_t ldy, c
 #pragma GCC unroll 2
         for (int b = 0; b < NB; b++) {
             __m256 sf, bf = _mm256_setzero_ps();
-            if (SCR) {
-                const float *fp = fac + ((size_t)b * (size_t)ng + (size_t)g) * 16;
+            if (XF) {
+                const float *fp = fac + ((size_t)b * XK + (size_t)(g - g0)) * 16;
                 sf = _mm256_load_ps(fp);
                 if (HAS_MIN) bf = _mm256_load_ps(fp + 8);
             } else {
@@ -200,7 +243,8 @@ i4_tile(const rp_matrix *m, const kern_act *a, int tok, float *y, int64_t ldy, c
  * bits are the same. */
 static inline __attribute__((always_inline)) void
 i6_tile(const rp_matrix *m, const kern_act *a, int tok, float *y, int64_t ldy, const uint8_t *tp,
-        int nr, size_t pfb, const float *fac, const int NT, const int SCR) {
+        int nr, size_t pfb, const uint8_t *xc, const float *fac, int64_t g0, int64_t g1,
+        const int NT, const int X) {
     const size_t gb = m->group_bytes, pfd = (pfb / gb) * gb;
     const int64_t cols = m->cols, ng = m->n_groups;
     const __m256i m4 = _mm256_set1_epi8(15), m30 = _mm256_set1_epi8(0x30);
@@ -214,25 +258,30 @@ i6_tile(const rp_matrix *m, const kern_act *a, int tok, float *y, int64_t ldy, c
         aq[t] = a->q + (size_t)(tok + t) * cols;
         a16[t] = a->s16 + (size_t)(tok + t) * ng * 2;
         ad[t] = a->d + (size_t)(tok + t) * ng;
-        acc[t] = _mm256_setzero_ps();
+        acc[t] = X && g0 ? load_rows(y + t * ldy, nr) : _mm256_setzero_ps();
     }
-    for (int64_t g = 0; g < ng; g++) {
+    for (int64_t g = g0; g < g1; g++) {
         const uint8_t *gp = tp + (size_t)g * gb;
-        kx_avx2_pf_lines(gp + pfd, 4);
+        const __m256i *xg = (const __m256i *)(xc + (size_t)(g - g0) * 256);
+        if (!X) kx_avx2_pf_lines(gp + pfd, 4);
 #pragma GCC unroll 2
         for (int h = 0; h < 2; h++) {
-            const __m256i pl = _mm256_loadu_si256((const __m256i *)(gp + 128 + 32 * h));
+            const __m256i pl = X ? m4 : _mm256_loadu_si256((const __m256i *)(gp + 128 + 32 * h));
             __m256i h16[4], is[4];
 #pragma GCC unroll 4
             for (int c = 0; c < 4; c++) {
-                __m256i v = _mm256_loadu_si256((const __m256i *)(gp + 32 * c));
-                if (h) v = _mm256_srli_epi16(v, 4);
-                const __m256i hb = c == 0   ? _mm256_slli_epi16(pl, 4)
-                                   : c == 1 ? _mm256_slli_epi16(pl, 2)
-                                   : c == 2 ? pl
-                                            : _mm256_srli_epi16(pl, 2);
-                const __m256i w =
-                    _mm256_or_si256(_mm256_and_si256(v, m4), _mm256_and_si256(hb, m30));
+                __m256i w;
+                if (X) {
+                    w = _mm256_load_si256(xg + 4 * h + c);
+                } else {
+                    __m256i v = _mm256_loadu_si256((const __m256i *)(gp + 32 * c));
+                    if (h) v = _mm256_srli_epi16(v, 4);
+                    const __m256i hb = c == 0   ? _mm256_slli_epi16(pl, 4)
+                                       : c == 1 ? _mm256_slli_epi16(pl, 2)
+                                       : c == 2 ? pl
+                                                : _mm256_srli_epi16(pl, 2);
+                    w = _mm256_or_si256(_mm256_and_si256(v, m4), _mm256_and_si256(hb, m30));
+                }
 #pragma GCC unroll 4
                 for (int t = 0; t < NT; t++) {
                     const __m256i p =
@@ -245,8 +294,8 @@ i6_tile(const rp_matrix *m, const kern_act *a, int tok, float *y, int64_t ldy, c
                     __asm__("" : "+x"(h16[t]));
                 }
             }
-            const __m256 sf =
-                SCR ? _mm256_load_ps(fac + (size_t)g * 16 + 8 * h) : i6_factor(tp, gb, ng, g, h);
+            const __m256 sf = X ? _mm256_load_ps(fac + (size_t)(g - g0) * 16 + 8 * h)
+                                : i6_factor(tp, gb, ng, g, h);
 #pragma GCC unroll 4
             for (int t = 0; t < NT; t++) {
                 const __m256 da = _mm256_broadcast_ss(ad[t] + g);
@@ -262,37 +311,40 @@ i6_tile(const rp_matrix *m, const kern_act *a, int tok, float *y, int64_t ldy, c
         store_rows(y + t * ldy, acc[t], nr);
 }
 
-#define I4_CASE(K, N, B, S)                                                                        \
-    case (((K)*16 + (N)) * 2 + (B)-1) * 2 + (S):                                                   \
-        i4_tile(m, a, tok, yt, ldy, tp, nr, pfb, fac, K, N, B, S);                                 \
+#define I4_CASE(K, N, B, X)                                                                        \
+    case (((K)*16 + (N)) * 2 + (B)-1) * 2 + (X):                                                   \
+        i4_tile(m, a, tok, yt, ldy, tp, nr, pfb, xc, fac, g0, g1, K, N, B, X);                     \
         break;
-#define I4_CASES2(K, S)                                                                            \
-    I4_CASE(K, 1, 1, S)                                                                            \
-    I4_CASE(K, 2, 1, S)                                                                            \
-    I4_CASE(K, 3, 1, S)                                                                            \
-    I4_CASE(K, 4, 1, S) I4_CASE(K, 1, 2, S) I4_CASE(K, 2, 2, S) I4_CASE(K, 3, 2, S)
+#define I4_CASES2(K, X)                                                                            \
+    I4_CASE(K, 1, 1, X)                                                                            \
+    I4_CASE(K, 2, 1, X)                                                                            \
+    I4_CASE(K, 3, 1, X)                                                                            \
+    I4_CASE(K, 4, 1, X) I4_CASE(K, 1, 2, X) I4_CASE(K, 2, 2, X) I4_CASE(K, 3, 2, X)
 #define I4_CASES(K) I4_CASES2(K, 0) I4_CASES2(K, 1)
-#define I6_CASE(N, S)                                                                              \
-    case ((RP_I6 * 16 + (N)) * 2) * 2 + (S):                                                       \
-        i6_tile(m, a, tok, yt, ldy, tp, nr[0], pfb, fac, N, S);                                    \
+#define I6_CASE(N, X)                                                                              \
+    case ((RP_I6 * 16 + (N)) * 2) * 2 + (X):                                                       \
+        i6_tile(m, a, tok, yt, ldy, tp, nr[0], pfb, xc, fac, g0, g1, N, X);                        \
         break;
 #define I6_CASES(N) I6_CASE(N, 0) I6_CASE(N, 1)
 
 /* The 4-bit kinds (two tiles at a time, 3 tokens a pass; a last odd tile alone, 4 tokens a pass)
- * and RP_I6 (one tile, 4 tokens a pass) here, the other kinds the generic kernel. With more
- * than one pass over the same tiles, the groups' factors are computed once (fill_factors). */
+ * and RP_I6 (one tile, 4 tokens a pass) here, the other kinds the generic kernel. More than one
+ * pass over the same tiles runs chunk by chunk on prepared codes (prepare_chunk) from 16 tokens
+ * (RP_I4K, RP_I6) or 64 (RP_I4, RP_I4M, without prepared factors): below, unpacking the codes
+ * in every pass measured as fast or faster. */
 void kern_tiles_avx2(const rp_matrix *m, const kern_act *a, int tok0, int ntok, float *y,
                      int64_t ldy, int64_t t0, int64_t t1) {
     if (m->kind != RP_I4 && m->kind != RP_I4M && m->kind != RP_I4K && m->kind != RP_I6) {
         kx_avx2_tiles(m, a, tok0, ntok, y, ldy, t0, t1);
         return;
     }
-    _Alignas(32) float fac[2 * FAC_GROUPS * 16];
+    _Alignas(32) uint8_t xc[2 * XK * 256];
+    _Alignas(32) float fac[2 * XK * 16];
     const int i6 = m->kind == RP_I6;
+    const int64_t ng = m->n_groups;
     for (int64_t tile = t0; tile < t1;) {
         const int nb = !i6 && tile + 1 < t1 ? 2 : 1, pass = nb == 2 ? 3 : 4;
-        const int scr =
-            ntok > pass && m->kind != RP_I4 && m->kind != RP_I4M && m->n_groups <= FAC_GROUPS;
+        const int x = ntok >= (m->kind == RP_I4K || i6 ? 16 : 64);
         const size_t pfb = kx_avx2_pf_bytes(ntok, pass);
         const uint8_t *tp = m->data + (size_t)tile * m->tile_bytes;
         int nr[2];
@@ -300,20 +352,23 @@ void kern_tiles_avx2(const rp_matrix *m, const kern_act *a, int tok0, int ntok, 
             int64_t left = m->rows - (tile + b) * RP_ROWS;
             nr[b] = left < RP_ROWS ? (int)left : RP_ROWS;
         }
-        if (scr) fill_factors(m, tp, nb, fac);
-        for (int tb = 0; tb < ntok; tb += pass) {
-            int nt = ntok - tb < pass ? ntok - tb : pass, tok = tok0 + tb;
-            float *yt = y + (tile - t0) * RP_ROWS + tb * ldy;
-            switch (((m->kind * 16 + nt) * 2 + nb - 1) * 2 + scr) {
-                I4_CASES(RP_I4)
-                I4_CASES(RP_I4M)
-                I4_CASES(RP_I4K)
-                I6_CASES(1)
-                I6_CASES(2)
-                I6_CASES(3)
-                I6_CASES(4)
-            default:
-                break;
+        for (int64_t g0 = 0; g0 < ng; g0 += x ? XK : ng) {
+            const int64_t g1 = x && g0 + XK < ng ? g0 + XK : ng;
+            if (x) prepare_chunk(m, tp, nb, g0, g1, xc, fac);
+            for (int tb = 0; tb < ntok; tb += pass) {
+                int nt = ntok - tb < pass ? ntok - tb : pass, tok = tok0 + tb;
+                float *yt = y + (tile - t0) * RP_ROWS + tb * ldy;
+                switch (((m->kind * 16 + nt) * 2 + nb - 1) * 2 + x) {
+                    I4_CASES(RP_I4)
+                    I4_CASES(RP_I4M)
+                    I4_CASES(RP_I4K)
+                    I6_CASES(1)
+                    I6_CASES(2)
+                    I6_CASES(3)
+                    I6_CASES(4)
+                default:
+                    break;
+                }
             }
         }
         tile += nb;

@@ -595,10 +595,12 @@ int main(int argc, char **argv) {
             test_gemv(wtypes[ti], bi % 2 ? 13 : 33, 1600, wbatch[bi]);
     for (size_t ti = 0; ti < 3; ti++)
         test_gemv(ktypes[ti], 13, 5120, ti == 1 ? 8 : 2);
-    /* rows of more groups than the AVX2 kernel's factor buffer holds (it then re-derives them
-     * in every pass) */
+    /* prefill-sized batches: the AVX2 kernel prepares codes and factors in chunks of 32
+     * groups (several a row here, the last one short, partial tiles) */
+    test_gemv(QT_Q4_0, 37, 1600, 70);
+    test_gemv(QT_Q4_1, 21, 1600, 64);
     for (size_t ti = 0; ti < 3; ti += 2)
-        test_gemv(ktypes[ti], 9, 16640, 5);
+        test_gemv(ktypes[ti], 37, 4864, 17);
     char err[256];
     for (int nt = 1; nt <= 3; nt++) {
         pool *pl = pool_new(nt, err, sizeof err);
