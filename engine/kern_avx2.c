@@ -66,6 +66,20 @@ static inline __attribute__((always_inline)) __m256 i6_factor(const uint8_t *tp,
                                  (const __m128i *)(tp + (size_t)g * gb + 192 + 8 * h)))));
 }
 
+/* RP_I6 codes of chunk c, half h of the group at gp, one byte each: nibble h of load c with
+ * bits 4..5 from plane h (pl, its 32 bytes) */
+static inline __attribute__((always_inline)) __m256i i6_codes(const uint8_t *gp, __m256i pl, int h,
+                                                              int c) {
+    __m256i v = _mm256_loadu_si256((const __m256i *)(gp + 32 * c));
+    if (h) v = _mm256_srli_epi16(v, 4);
+    const __m256i hb = c == 0   ? _mm256_slli_epi16(pl, 4)
+                       : c == 1 ? _mm256_slli_epi16(pl, 2)
+                       : c == 2 ? pl
+                                : _mm256_srli_epi16(pl, 2);
+    return _mm256_or_si256(_mm256_and_si256(v, _mm256_set1_epi8(15)),
+                           _mm256_and_si256(hb, _mm256_set1_epi8(0x30)));
+}
+
 /* Several passes over the same tiles (prefill, batched decode) run them in chunks of XK groups,
  * each chunk prepared once for all its passes: every group's codes spread to one byte each (a
  * tile group's 8 loads of 32 bytes: RP_I4*: chunk c's low then high nibbles at 2c, 2c + 1;
@@ -78,7 +92,7 @@ static void prepare_chunk(const rp_matrix *m, const uint8_t *tp, int nb, int64_t
                           uint8_t *xc, float *fac) {
     const size_t gb = m->group_bytes, pfd = (KX_PFD / gb) * gb;
     const int64_t ng = m->n_groups;
-    const __m256i m4 = _mm256_set1_epi8(15), m30 = _mm256_set1_epi8(0x30);
+    const __m256i m4 = _mm256_set1_epi8(15);
     for (int b = 0; b < nb; b++) {
         const uint8_t *bt = tp + (size_t)b * m->tile_bytes;
         for (int64_t g = g0; g < g1; g++) {
@@ -91,17 +105,8 @@ static void prepare_chunk(const rp_matrix *m, const uint8_t *tp, int nb, int64_t
             case RP_I6:
                 for (int h = 0; h < 2; h++) {
                     const __m256i pl = _mm256_loadu_si256((const __m256i *)(gp + 128 + 32 * h));
-                    for (int c = 0; c < 4; c++) {
-                        __m256i v = _mm256_loadu_si256((const __m256i *)(gp + 32 * c));
-                        if (h) v = _mm256_srli_epi16(v, 4);
-                        const __m256i hb = c == 0   ? _mm256_slli_epi16(pl, 4)
-                                           : c == 1 ? _mm256_slli_epi16(pl, 2)
-                                           : c == 2 ? pl
-                                                    : _mm256_srli_epi16(pl, 2);
-                        _mm256_store_si256(
-                            xo + 4 * h + c,
-                            _mm256_or_si256(_mm256_and_si256(v, m4), _mm256_and_si256(hb, m30)));
-                    }
+                    for (int c = 0; c < 4; c++)
+                        _mm256_store_si256(xo + 4 * h + c, i6_codes(gp, pl, h, c));
                 }
                 s = i6_factor(bt, gb, ng, g, 0);
                 z = i6_factor(bt, gb, ng, g, 1);
@@ -247,7 +252,6 @@ i6_tile(const rp_matrix *m, const kern_act *a, int tok, float *y, int64_t ldy, c
         const int NT, const int X) {
     const size_t gb = m->group_bytes, pfd = (pfb / gb) * gb;
     const int64_t cols = m->cols, ng = m->n_groups;
-    const __m256i m4 = _mm256_set1_epi8(15), m30 = _mm256_set1_epi8(0x30);
     const __m256i one = _mm256_set1_epi16(1);
     const int8_t *aq[4];
     const int32_t *a16[4];
@@ -266,7 +270,8 @@ i6_tile(const rp_matrix *m, const kern_act *a, int tok, float *y, int64_t ldy, c
         if (!X) kx_avx2_pf_lines(gp + pfd, 4);
 #pragma GCC unroll 2
         for (int h = 0; h < 2; h++) {
-            const __m256i pl = X ? m4 : _mm256_loadu_si256((const __m256i *)(gp + 128 + 32 * h));
+            const __m256i pl =
+                X ? one : _mm256_loadu_si256((const __m256i *)(gp + 128 + 32 * h)); /* X: unused */
             __m256i h16[4], is[4];
 #pragma GCC unroll 4
             for (int c = 0; c < 4; c++) {
@@ -274,13 +279,7 @@ i6_tile(const rp_matrix *m, const kern_act *a, int tok, float *y, int64_t ldy, c
                 if (X) {
                     w = _mm256_load_si256(xg + 4 * h + c);
                 } else {
-                    __m256i v = _mm256_loadu_si256((const __m256i *)(gp + 32 * c));
-                    if (h) v = _mm256_srli_epi16(v, 4);
-                    const __m256i hb = c == 0   ? _mm256_slli_epi16(pl, 4)
-                                       : c == 1 ? _mm256_slli_epi16(pl, 2)
-                                       : c == 2 ? pl
-                                                : _mm256_srli_epi16(pl, 2);
-                    w = _mm256_or_si256(_mm256_and_si256(v, m4), _mm256_and_si256(hb, m30));
+                    w = i6_codes(gp, pl, h, c);
                 }
 #pragma GCC unroll 4
                 for (int t = 0; t < NT; t++) {
