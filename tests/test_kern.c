@@ -189,9 +189,7 @@ static void test_gemv(uint32_t type, int64_t rows, int64_t cols, int n) {
     fixture_free(&f);
 }
 
-static void test_drivers(pool *pl, uint32_t type) {
-    int64_t rows = 77, cols = 256;
-    int n = 3;
+static void test_drivers(pool *pl, uint32_t type, int64_t rows, int64_t cols, int n) {
     fixture f = {0}, g = {0};
     if (fixture_make(&f, type, rows, cols, n)) return;
     if (fixture_make(&g, type, rows, cols, n)) return;
@@ -605,15 +603,25 @@ int main(int argc, char **argv) {
     for (int nt = 1; nt <= 3; nt++) {
         pool *pl = pool_new(nt, err, sizeof err);
         CHECK(pl != NULL);
-        test_drivers(pl, QT_Q4_0);
-        test_drivers(pl, QT_Q8_0);
-        test_drivers(pl, QT_Q4_K);
+        test_drivers(pl, QT_Q4_0, 77, 256, 3);
+        test_drivers(pl, QT_Q8_0, 77, 256, 3);
+        test_drivers(pl, QT_Q4_K, 77, 256, 3);
         test_sets(pl, QT_Q4_0);
         test_sets(pl, QT_Q4_K);
         test_sets(pl, QT_Q6_K);
         pool_free(pl);
     }
-    test_drivers(NULL, QT_Q5_1);
+    test_drivers(NULL, QT_Q5_1, 77, 256, 3);
+    /* prefill-sized: SwiGLU's blocks of tiles and of tokens (a last short one of each), the
+     * matmul's cache blocking, the AVX2 kernel's prepared chunks (two a row) */
+    {
+        pool *pl = pool_new(2, err, sizeof err);
+        CHECK(pl != NULL);
+        static const uint32_t ptypes[] = {QT_Q4_0, QT_Q4_K, QT_Q6_K};
+        for (size_t ti = 0; ti < 3; ti++)
+            test_drivers(pl, ptypes[ti], 300, 1280, 137);
+        pool_free(pl);
+    }
     /* every repacked kind: I4, I4M, I8 (q8_0, q5_0), I8M, I4K, I5K, I6 */
     static const uint32_t stypes[] = {QT_Q4_0, QT_Q4_1, QT_Q8_0, QT_Q5_0,
                                       QT_Q5_1, QT_Q4_K, QT_Q5_K, QT_Q6_K};
