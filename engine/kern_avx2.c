@@ -241,28 +241,31 @@ i4_tile(const rp_matrix *m, const kern_act *a, int tok, float *y, int64_t ldy, c
 }
 
 /* RP_I6 (Q6_K) on maddubs, one half group (16 codes a row, its own scale) at a time: chunk c of
- * half h is nibble h of load c with bits 4..5 from plane h. 6-bit codes (<= 63) with |a| <= 127
- * allow two chunks of int16 pair sums before widening, so each token holds an int16 sum and the
- * half's int32 sum; 4 tokens a pass share each chunk's code assembly (float accumulators then
- * partly live in L1). The float steps are the generic kernel's (half 0, then half 1), so the
- * bits are the same. */
+ * half h is nibble h of load c with bits 4..5 from plane h (or, prepared, load 4h + c). 6-bit
+ * codes (<= 63) with |a| <= 127 allow two chunks of int16 pair sums before widening, so each
+ * token holds an int16 sum and the half's int32 sum per tile. On prepared codes NB = 2 adjacent
+ * tiles share each activation broadcast, 3 tokens a pass (2 x 3 x 2 sums, 2 code registers and
+ * a broadcast fit 16 registers); unpacking in the pass takes one tile and 4 tokens.
+ * The float steps are the generic kernel's (half 0, then half 1), so the bits are the same. */
 static inline __attribute__((always_inline)) void
 i6_tile(const rp_matrix *m, const kern_act *a, int tok, float *y, int64_t ldy, const uint8_t *tp,
-        int nr, size_t pfb, const uint8_t *xc, const float *fac, int64_t g0, int64_t g1,
-        const int NT, const int X) {
+        const int *nr, size_t pfb, const uint8_t *xc, const float *fac, int64_t g0, int64_t g1,
+        const int NT, const int NB, const int X) {
     const size_t gb = m->group_bytes, pfd = (pfb / gb) * gb;
     const int64_t cols = m->cols, ng = m->n_groups;
     const __m256i one = _mm256_set1_epi16(1);
     const int8_t *aq[4];
     const int32_t *a16[4];
     const float *ad[4];
-    __m256 acc[4];
+    __m256 acc[2][4];
 #pragma GCC unroll 4
     for (int t = 0; t < NT; t++) {
         aq[t] = a->q + (size_t)(tok + t) * cols;
         a16[t] = a->s16 + (size_t)(tok + t) * ng * 2;
         ad[t] = a->d + (size_t)(tok + t) * ng;
-        acc[t] = X && g0 ? load_rows(y + t * ldy, nr) : _mm256_setzero_ps();
+#pragma GCC unroll 2
+        for (int b = 0; b < NB; b++)
+            acc[b][t] = X && g0 ? load_rows(y + t * ldy + b * RP_ROWS, nr[b]) : _mm256_setzero_ps();
     }
     for (int64_t g = g0; g < g1; g++) {
         const uint8_t *gp = tp + (size_t)g * gb;
@@ -272,42 +275,51 @@ i6_tile(const rp_matrix *m, const kern_act *a, int tok, float *y, int64_t ldy, c
         for (int h = 0; h < 2; h++) {
             const __m256i pl =
                 X ? one : _mm256_loadu_si256((const __m256i *)(gp + 128 + 32 * h)); /* X: unused */
-            __m256i h16[4], is[4];
+            __m256i h16[2][4], is[2][4];
 #pragma GCC unroll 4
             for (int c = 0; c < 4; c++) {
-                __m256i w;
-                if (X) {
-                    w = _mm256_load_si256(xg + 4 * h + c);
-                } else {
-                    w = i6_codes(gp, pl, h, c);
-                }
+                __m256i w[2];
+#pragma GCC unroll 2
+                for (int b = 0; b < NB; b++)
+                    w[b] = X ? _mm256_load_si256(xg + b * XK * 8 + 4 * h + c)
+                             : i6_codes(gp, pl, h, c);
 #pragma GCC unroll 4
                 for (int t = 0; t < NT; t++) {
-                    const __m256i p =
-                        _mm256_maddubs_epi16(w, kx_avx2_bc(aq[t] + g * 32 + 16 * h + 4 * c));
-                    h16[t] = c & 1 ? _mm256_add_epi16(h16[t], p) : p;
-                    if (c == 1) is[t] = _mm256_madd_epi16(h16[t], one);
-                    if (c == 3) is[t] = _mm256_add_epi32(is[t], _mm256_madd_epi16(h16[t], one));
-                    /* keeps the sums in chunk order: GCC otherwise computes all the products
-                     * first and spills them */
-                    __asm__("" : "+x"(h16[t]));
+                    const __m256i av = kx_avx2_bc(aq[t] + g * 32 + 16 * h + 4 * c);
+#pragma GCC unroll 2
+                    for (int b = 0; b < NB; b++) {
+                        const __m256i p = _mm256_maddubs_epi16(w[b], av);
+                        h16[b][t] = c & 1 ? _mm256_add_epi16(h16[b][t], p) : p;
+                        if (c == 1) is[b][t] = _mm256_madd_epi16(h16[b][t], one);
+                        if (c == 3)
+                            is[b][t] = _mm256_add_epi32(is[b][t], _mm256_madd_epi16(h16[b][t], one));
+                        /* keeps the sums in chunk order: GCC otherwise computes all the
+                         * products first and spills them */
+                        __asm__("" : "+x"(h16[b][t]));
+                    }
                 }
             }
-            const __m256 sf = X ? _mm256_load_ps(fac + (size_t)(g - g0) * 16 + 8 * h)
-                                : i6_factor(tp, gb, ng, g, h);
 #pragma GCC unroll 4
             for (int t = 0; t < NT; t++) {
                 const __m256 da = _mm256_broadcast_ss(ad[t] + g);
                 const __m256i z =
                     _mm256_slli_epi32(_mm256_set1_epi32(a16[t][2 * g + h]), 5); /* 32 s16 */
-                acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(is[t], z)),
-                                         _mm256_mul_ps(sf, da), acc[t]);
+#pragma GCC unroll 2
+                for (int b = 0; b < NB; b++) {
+                    const __m256 sf =
+                        X ? _mm256_load_ps(fac + ((size_t)b * XK + (size_t)(g - g0)) * 16 + 8 * h)
+                          : i6_factor(tp, gb, ng, g, h);
+                    acc[b][t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(is[b][t], z)),
+                                                _mm256_mul_ps(sf, da), acc[b][t]);
+                }
             }
         }
     }
 #pragma GCC unroll 4
     for (int t = 0; t < NT; t++)
-        store_rows(y + t * ldy, acc[t], nr);
+#pragma GCC unroll 2
+        for (int b = 0; b < NB; b++)
+            store_rows(y + t * ldy + b * RP_ROWS, acc[b][t], nr[b]);
 }
 
 #define I4_CASE(K, N, B, X)                                                                        \
@@ -320,14 +332,15 @@ i6_tile(const rp_matrix *m, const kern_act *a, int tok, float *y, int64_t ldy, c
     I4_CASE(K, 3, 1, X)                                                                            \
     I4_CASE(K, 4, 1, X) I4_CASE(K, 1, 2, X) I4_CASE(K, 2, 2, X) I4_CASE(K, 3, 2, X)
 #define I4_CASES(K) I4_CASES2(K, 0) I4_CASES2(K, 1)
-#define I6_CASE(N, X)                                                                              \
-    case ((RP_I6 * 16 + (N)) * 2) * 2 + (X):                                                       \
-        i6_tile(m, a, tok, yt, ldy, tp, nr[0], pfb, xc, fac, g0, g1, N, X);                        \
+#define I6_CASE(N, B, X)                                                                           \
+    case ((RP_I6 * 16 + (N)) * 2 + (B)-1) * 2 + (X):                                               \
+        i6_tile(m, a, tok, yt, ldy, tp, nr, pfb, xc, fac, g0, g1, N, B, X);                        \
         break;
-#define I6_CASES(N) I6_CASE(N, 0) I6_CASE(N, 1)
+#define I6_CASES(N) I6_CASE(N, 1, 0) I6_CASE(N, 1, 1)
 
 /* The 4-bit kinds (two tiles at a time, 3 tokens a pass; a last odd tile alone, 4 tokens a pass)
- * and RP_I6 (one tile, 4 tokens a pass) here, the other kinds the generic kernel. More than one
+ * and RP_I6 (on prepared codes the same; else one tile, 4 tokens a pass) here, the other kinds
+ * the generic kernel. More than one
  * pass over the same tiles runs chunk by chunk on prepared codes (prepare_chunk) from 16 tokens
  * (RP_I4K, RP_I6) or 64 (RP_I4, RP_I4M, without prepared factors): below, unpacking the codes
  * in every pass measured as fast or faster. */
@@ -342,8 +355,9 @@ void kern_tiles_avx2(const rp_matrix *m, const kern_act *a, int tok0, int ntok, 
     const int i6 = m->kind == RP_I6;
     const int64_t ng = m->n_groups;
     for (int64_t tile = t0; tile < t1;) {
-        const int nb = !i6 && tile + 1 < t1 ? 2 : 1, pass = nb == 2 ? 3 : 4;
         const int x = ntok >= (m->kind == RP_I4K || i6 ? 16 : 64);
+        const int nb = tile + 1 < t1 && (!i6 || x) ? 2 : 1;
+        const int pass = nb == 2 ? 3 : 4;
         const size_t pfb = kx_avx2_pf_bytes(ntok, pass);
         const uint8_t *tp = m->data + (size_t)tile * m->tile_bytes;
         int nr[2];
@@ -365,6 +379,9 @@ void kern_tiles_avx2(const rp_matrix *m, const kern_act *a, int tok0, int ntok, 
                     I6_CASES(2)
                     I6_CASES(3)
                     I6_CASES(4)
+                    I6_CASE(1, 2, 1)
+                    I6_CASE(2, 2, 1)
+                    I6_CASE(3, 2, 1)
                 default:
                     break;
                 }
