@@ -280,9 +280,9 @@ i6_tile(const rp_matrix *m, const kern_act *a, int tok, float *y, int64_t ldy, c
             for (int c = 0; c < 4; c++) {
                 __m256i w[2];
 #pragma GCC unroll 2
-                for (int b = 0; b < NB; b++)
-                    w[b] = X ? _mm256_load_si256(xg + b * XK * 8 + 4 * h + c)
-                             : i6_codes(gp, pl, h, c);
+                for (int b = 0; b < NB; b++) /* unprepared: NB is 1 */
+                    w[b] =
+                        X ? _mm256_load_si256(xg + b * XK * 8 + 4 * h + c) : i6_codes(gp, pl, h, c);
 #pragma GCC unroll 4
                 for (int t = 0; t < NT; t++) {
                     const __m256i av = kx_avx2_bc(aq[t] + g * 32 + 16 * h + 4 * c);
@@ -292,13 +292,16 @@ i6_tile(const rp_matrix *m, const kern_act *a, int tok, float *y, int64_t ldy, c
                         h16[b][t] = c & 1 ? _mm256_add_epi16(h16[b][t], p) : p;
                         if (c == 1) is[b][t] = _mm256_madd_epi16(h16[b][t], one);
                         if (c == 3)
-                            is[b][t] = _mm256_add_epi32(is[b][t], _mm256_madd_epi16(h16[b][t], one));
+                            is[b][t] =
+                                _mm256_add_epi32(is[b][t], _mm256_madd_epi16(h16[b][t], one));
                         /* keeps the sums in chunk order: GCC otherwise computes all the
                          * products first and spills them */
                         __asm__("" : "+x"(h16[b][t]));
                     }
                 }
             }
+            /* the factors are loaded where they are used: held in registers across the
+             * tokens they push the sums of the two-tile passes out */
 #pragma GCC unroll 4
             for (int t = 0; t < NT; t++) {
                 const __m256 da = _mm256_broadcast_ss(ad[t] + g);
@@ -340,10 +343,9 @@ i6_tile(const rp_matrix *m, const kern_act *a, int tok, float *y, int64_t ldy, c
 
 /* The 4-bit kinds (two tiles at a time, 3 tokens a pass; a last odd tile alone, 4 tokens a pass)
  * and RP_I6 (on prepared codes the same; else one tile, 4 tokens a pass) here, the other kinds
- * the generic kernel. More than one
- * pass over the same tiles runs chunk by chunk on prepared codes (prepare_chunk) from 16 tokens
- * (RP_I4K, RP_I6) or 64 (RP_I4, RP_I4M, without prepared factors): below, unpacking the codes
- * in every pass measured as fast or faster. */
+ * the generic kernel. More than one pass over the same tiles runs chunk by chunk on prepared
+ * codes (prepare_chunk) from 16 tokens (RP_I4K, RP_I6) or 64 (RP_I4, RP_I4M, without prepared
+ * factors): below, unpacking the codes in every pass measured as fast or faster. */
 void kern_tiles_avx2(const rp_matrix *m, const kern_act *a, int tok0, int ntok, float *y,
                      int64_t ldy, int64_t t0, int64_t t1) {
     if (m->kind != RP_I4 && m->kind != RP_I4M && m->kind != RP_I4K && m->kind != RP_I6) {
