@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# vs-llama.sh: lfm2 bench against llama.cpp (the oracle's libllama) on the same files and cores, with issue 4's targets.
+# vs-llama.sh: lfm2 bench against llama.cpp (the oracle's libllama) on the same files and cores, with issue 4's and 15's targets.
 # usage: tests/bench/vs-llama.sh [-t THREADS] [-p 512] [-n 128] [-r 3] [-k 2] [-b 1,4,8,16] [-s SHAPES]
 #                               [--json FILE] [MODEL...]
 # llama.cpp runs through tests/bench/llama_cbench.c: its C API with llama-bench's procedure
@@ -149,13 +149,12 @@ for (const r of rs) {
             targets.push([`${tag} batched-8 @${P} vs own decode`, rb8, 2.0]);
             targets.push([`${tag} peak RSS vs file size`, O.file_mib / O.peak_rss_mib, 1 / 1.1]);
         }
-    } else if (q40) {
+    } else if (q40) { /* issue 4 targets: the 350M shape (and any other file named otherwise) */
         targets.push(["Q4_0 decode @0 vs llama.cpp", rtg0, 1.4]);
         targets.push([`Q4_0 decode @${P} vs llama.cpp`, rtg, 1.4]);
         targets.push([`Q4_0 prefill ${P} vs llama.cpp`, rpp, 1.5]);
         targets.push([`Q4_0 batched-8 @${P} vs own decode @${P}`, rb8, 3.0]);
-    }
-    if (q4km) {
+    } else if (q4km) {
         targets.push(["Q4_K_M decode @0 vs llama.cpp", rtg0, 1.4]);
         targets.push([`Q4_K_M decode @${P} vs llama.cpp`, rtg, 1.4]);
     }
