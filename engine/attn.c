@@ -580,29 +580,6 @@ A2 void a2_qk8(const float *const *q, const int NQ, int nc, const float *f, cons
         _mm256_storeu_ps(d[qi], _mm256_mul_ps(a2_step1(x2[qi][0], x2[qi][1]), scale));
 }
 
-/* vexp16's operations on 8 lanes */
-A2 __m256 a2_exp(__m256 x) {
-    const __m256 m =
-        _mm256_add_ps(_mm256_mul_ps(x, _mm256_set1_ps(VEXP_LOG2E)), _mm256_set1_ps(VEXP_MAGIC));
-    const __m256 n = _mm256_sub_ps(m, _mm256_set1_ps(VEXP_MAGIC));
-    __m256 r = _mm256_sub_ps(x, _mm256_mul_ps(n, _mm256_set1_ps(VEXP_LN2_HI)));
-    r = _mm256_sub_ps(r, _mm256_mul_ps(n, _mm256_set1_ps(VEXP_LN2_LO)));
-    __m256 p = _mm256_add_ps(_mm256_mul_ps(r, _mm256_set1_ps(VEXP_P0)), _mm256_set1_ps(VEXP_P1));
-    p = _mm256_add_ps(_mm256_mul_ps(p, r), _mm256_set1_ps(VEXP_P2));
-    p = _mm256_add_ps(_mm256_mul_ps(p, r), _mm256_set1_ps(VEXP_P3));
-    p = _mm256_add_ps(_mm256_mul_ps(p, r), _mm256_set1_ps(VEXP_P4));
-    p = _mm256_add_ps(_mm256_mul_ps(p, r), _mm256_set1_ps(VEXP_P5));
-    __m256 y = _mm256_add_ps(_mm256_add_ps(_mm256_mul_ps(p, _mm256_mul_ps(r, r)), r),
-                             _mm256_set1_ps(1.0f));
-    const __m256i e = _mm256_slli_epi32(
-        _mm256_add_epi32(
-            _mm256_sub_epi32(_mm256_castps_si256(m), _mm256_set1_epi32((int)VEXP_MAGIC_BITS)),
-            _mm256_set1_epi32(127)),
-        23);
-    y = _mm256_mul_ps(y, _mm256_castsi256_ps(e));
-    return _mm256_andnot_ps(_mm256_cmp_ps(x, _mm256_set1_ps(VEXP_LO), _CMP_LT_OQ), y);
-}
-
 /* w in lanes j mod 8 of the double sums lo (lanes 0-3) and hi (4-7) */
 A2 void a2_sum8(__m256d *lo, __m256d *hi, __m256 w) {
     *lo = _mm256_add_pd(*lo, _mm256_cvtps_pd(_mm256_castps256_ps128(w)));
@@ -626,7 +603,7 @@ A2 void a2_softmax(float *s, int n) {
     const __m256 vm = _mm256_set1_ps(mx);
     __m256d lo = _mm256_setzero_pd(), hi = _mm256_setzero_pd();
     for (j = 0; j + 8 <= n; j += 8) {
-        const __m256 w = a2_exp(_mm256_sub_ps(_mm256_loadu_ps(s + j), vm));
+        const __m256 w = vexp8_avx2(_mm256_sub_ps(_mm256_loadu_ps(s + j), vm));
         _mm256_storeu_ps(s + j, w);
         a2_sum8(&lo, &hi, w);
     }
@@ -634,7 +611,7 @@ A2 void a2_softmax(float *s, int n) {
         float t[8] = {-INFINITY, -INFINITY, -INFINITY, -INFINITY,
                       -INFINITY, -INFINITY, -INFINITY, -INFINITY};
         memcpy(t, s + j, (size_t)(n - j) * sizeof(float));
-        const __m256 w = a2_exp(_mm256_sub_ps(_mm256_loadu_ps(t), vm));
+        const __m256 w = vexp8_avx2(_mm256_sub_ps(_mm256_loadu_ps(t), vm));
         _mm256_storeu_ps(t, w);
         memcpy(s + j, t, (size_t)(n - j) * sizeof(float));
         a2_sum8(&lo, &hi, w);

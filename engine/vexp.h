@@ -63,4 +63,31 @@ static inline __attribute__((always_inline)) void vexp16(vexp_f16 *v) {
     *v = (vexp_f16)((vexp_u16)y & ~(vexp_u16)(x < VEXP_LO));
 }
 
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+/* vexp16's operations on the 8 lanes of an AVX2 register (attention's softmax, the SwiGLU
+ * combination), so each lane has vexp_scalar's bits. */
+static inline __attribute__((target("avx2"), always_inline)) __m256 vexp8_avx2(__m256 x) {
+    const __m256 m =
+        _mm256_add_ps(_mm256_mul_ps(x, _mm256_set1_ps(VEXP_LOG2E)), _mm256_set1_ps(VEXP_MAGIC));
+    const __m256 n = _mm256_sub_ps(m, _mm256_set1_ps(VEXP_MAGIC));
+    __m256 r = _mm256_sub_ps(x, _mm256_mul_ps(n, _mm256_set1_ps(VEXP_LN2_HI)));
+    r = _mm256_sub_ps(r, _mm256_mul_ps(n, _mm256_set1_ps(VEXP_LN2_LO)));
+    __m256 p = _mm256_add_ps(_mm256_mul_ps(r, _mm256_set1_ps(VEXP_P0)), _mm256_set1_ps(VEXP_P1));
+    p = _mm256_add_ps(_mm256_mul_ps(p, r), _mm256_set1_ps(VEXP_P2));
+    p = _mm256_add_ps(_mm256_mul_ps(p, r), _mm256_set1_ps(VEXP_P3));
+    p = _mm256_add_ps(_mm256_mul_ps(p, r), _mm256_set1_ps(VEXP_P4));
+    p = _mm256_add_ps(_mm256_mul_ps(p, r), _mm256_set1_ps(VEXP_P5));
+    __m256 y = _mm256_add_ps(_mm256_add_ps(_mm256_mul_ps(p, _mm256_mul_ps(r, r)), r),
+                             _mm256_set1_ps(1.0f));
+    const __m256i e = _mm256_slli_epi32(
+        _mm256_add_epi32(
+            _mm256_sub_epi32(_mm256_castps_si256(m), _mm256_set1_epi32((int)VEXP_MAGIC_BITS)),
+            _mm256_set1_epi32(127)),
+        23);
+    y = _mm256_mul_ps(y, _mm256_castsi256_ps(e));
+    return _mm256_andnot_ps(_mm256_cmp_ps(x, _mm256_set1_ps(VEXP_LO), _CMP_LT_OQ), y);
+}
+#endif
+
 #endif
