@@ -311,6 +311,8 @@ static void mm_range(kern_tiles_fn fn, const rp_matrix *m, const kern_act *a, fl
     int64_t ch = MM_CHUNK_BYTES / (int64_t)m->tile_bytes, tb = MM_ACT_BYTES / m->cols;
     ch = ch < 2 ? 2 : ch & ~(int64_t)1;
     tb = tb < 16 ? 16 : tb > 128 ? 128 : tb & ~(int64_t)7;
+    if (fn == kern_tiles_avx2 && kern_avx2_chunk_outer(m, KERN_AVX2_CO_TOKENS))
+        tb = KERN_AVX2_CO_TOKENS; /* chunk-outer there: a chunk's codes stay in L2 */
     for (int64_t c0 = t0; c0 < t1; c0 += ch) {
         const int64_t c1 = c0 + ch < t1 ? c0 + ch : t1;
         for (int k = 0; k < n; k += (int)tb) {

@@ -89,8 +89,8 @@ static inline __attribute__((always_inline)) __m256i i6_codes(const uint8_t *gp,
  * the same order, accumulators carried from chunk to chunk through y. */
 #define XK 32
 static void prepare_chunk(const rp_matrix *m, const uint8_t *tp, int nb, int64_t g0, int64_t g1,
-                          uint8_t *xc, float *fac) {
-    const size_t gb = m->group_bytes, pfd = (KX_PFD / gb) * gb;
+                          size_t pfd, uint8_t *xc, float *fac) {
+    const size_t gb = m->group_bytes;
     const int64_t ng = m->n_groups;
     const __m256i m4 = _mm256_set1_epi8(15);
     for (int b = 0; b < nb; b++) {
@@ -341,11 +341,58 @@ i6_tile(const rp_matrix *m, const kern_act *a, int tok, float *y, int64_t ldy, c
         break;
 #define I6_CASES(N) I6_CASE(N, 1, 0) I6_CASE(N, 1, 1)
 
+/* Tiles [tile, tile + nb) (nb = 1 or 2; nr[b] rows of the matrix each) over groups [g0, g1) for
+ * ntok tokens in passes: on codes prepare_chunk readies first when x (its prefetches pfd bytes
+ * ahead of each group), else unpacked in the passes. */
+static inline __attribute__((always_inline)) void
+run_tiles(const rp_matrix *m, const kern_act *a, int tok0, int ntok, float *y, int64_t ldy,
+          int64_t tile, int nb, const int *nr, int64_t g0, int64_t g1, int x, size_t pfd,
+          uint8_t *xc, float *fac) {
+    const int pass = nb == 2 ? 3 : 4;
+    const size_t pfb = kx_avx2_pf_bytes(ntok, pass);
+    const uint8_t *tp = m->data + (size_t)tile * m->tile_bytes;
+    if (x) prepare_chunk(m, tp, nb, g0, g1, pfd, xc, fac);
+    for (int tb = 0; tb < ntok; tb += pass) {
+        int nt = ntok - tb < pass ? ntok - tb : pass, tok = tok0 + tb;
+        float *yt = y + tb * ldy;
+        switch (((m->kind * 16 + nt) * 2 + nb - 1) * 2 + x) {
+            I4_CASES(RP_I4)
+            I4_CASES(RP_I4M)
+            I4_CASES(RP_I4K)
+            I6_CASES(1)
+            I6_CASES(2)
+            I6_CASES(3)
+            I6_CASES(4)
+            I6_CASE(1, 2, 1)
+            I6_CASE(2, 2, 1)
+            I6_CASE(3, 2, 1)
+        default:
+            break;
+        }
+    }
+}
+
+/* How many tiles (1 or 2) start at tile, and their rows of the matrix */
+static inline int tile_pair(const rp_matrix *m, int64_t tile, int64_t t1, int two, int *nr) {
+    const int nb = tile + 1 < t1 && two ? 2 : 1;
+    for (int b = 0; b < nb; b++) {
+        int64_t left = m->rows - (tile + b) * RP_ROWS;
+        nr[b] = left < RP_ROWS ? (int)left : RP_ROWS;
+    }
+    return nb;
+}
+
 /* The 4-bit kinds (two tiles at a time, 3 tokens a pass; a last odd tile alone, 4 tokens a pass)
  * and RP_I6 (on prepared codes the same; else one tile, 4 tokens a pass) here, the other kinds
  * the generic kernel. More than one pass over the same tiles runs chunk by chunk on prepared
  * codes (prepare_chunk) from 16 tokens (RP_I4K, RP_I6) or 64 (RP_I4, RP_I4M, without prepared
- * factors): below, unpacking the codes in every pass measured as fast or faster. */
+ * factors): below, unpacking the codes in every pass measured as fast or faster. A call on
+ * RP_I4K or RP_I6 whose tokens' codes exceed KERN_AVX2_CO_BYTES (wide matrices: mm_range gives
+ * this kernel blocks of 128 tokens there) runs chunk-outer: each chunk of columns through all
+ * the call's tiles, so only a chunk's codes (128 tokens: 128 KiB) need to stay in L2, where the
+ * tile-outer order reads all the call's codes once a tile pair, and each chunk is prepared once
+ * for 128 tokens instead of 24-32. Each pair's accumulators wait in y between chunks either
+ * way, so the bits are the same. RP_I4 and RP_I4M (no prepared factors) ran slower that way. */
 void kern_tiles_avx2(const rp_matrix *m, const kern_act *a, int tok0, int ntok, float *y,
                      int64_t ldy, int64_t t0, int64_t t1) {
     if (m->kind != RP_I4 && m->kind != RP_I4M && m->kind != RP_I4K && m->kind != RP_I6) {
@@ -356,38 +403,29 @@ void kern_tiles_avx2(const rp_matrix *m, const kern_act *a, int tok0, int ntok, 
     _Alignas(32) float fac[2 * XK * 16];
     const int i6 = m->kind == RP_I6;
     const int64_t ng = m->n_groups;
-    for (int64_t tile = t0; tile < t1;) {
-        const int x = ntok >= (m->kind == RP_I4K || i6 ? 16 : 64);
-        const int nb = tile + 1 < t1 && (!i6 || x) ? 2 : 1;
-        const int pass = nb == 2 ? 3 : 4;
-        const size_t pfb = kx_avx2_pf_bytes(ntok, pass);
-        const uint8_t *tp = m->data + (size_t)tile * m->tile_bytes;
-        int nr[2];
-        for (int b = 0; b < nb; b++) {
-            int64_t left = m->rows - (tile + b) * RP_ROWS;
-            nr[b] = left < RP_ROWS ? (int)left : RP_ROWS;
+    const int x = ntok >= (m->kind == RP_I4K || i6 ? 16 : 64), two = !i6 || x;
+    int nr[2];
+    if (x && kern_avx2_chunk_outer(m, ntok)) {
+        /* prefetch the next pair's chunk: the next lines this order reads */
+        const size_t pfd = 2 * m->tile_bytes;
+        for (int64_t g0 = 0; g0 < ng; g0 += XK) {
+            const int64_t g1 = g0 + XK < ng ? g0 + XK : ng;
+            for (int64_t tile = t0; tile < t1;) {
+                const int nb = tile_pair(m, tile, t1, two, nr);
+                run_tiles(m, a, tok0, ntok, y + (tile - t0) * RP_ROWS, ldy, tile, nb, nr, g0, g1, x,
+                          pfd, xc, fac);
+                tile += nb;
+            }
         }
+        return;
+    }
+    const size_t pfd = (KX_PFD / m->group_bytes) * m->group_bytes;
+    for (int64_t tile = t0; tile < t1;) {
+        const int nb = tile_pair(m, tile, t1, two, nr);
         for (int64_t g0 = 0; g0 < ng; g0 += x ? XK : ng) {
             const int64_t g1 = x && g0 + XK < ng ? g0 + XK : ng;
-            if (x) prepare_chunk(m, tp, nb, g0, g1, xc, fac);
-            for (int tb = 0; tb < ntok; tb += pass) {
-                int nt = ntok - tb < pass ? ntok - tb : pass, tok = tok0 + tb;
-                float *yt = y + (tile - t0) * RP_ROWS + tb * ldy;
-                switch (((m->kind * 16 + nt) * 2 + nb - 1) * 2 + x) {
-                    I4_CASES(RP_I4)
-                    I4_CASES(RP_I4M)
-                    I4_CASES(RP_I4K)
-                    I6_CASES(1)
-                    I6_CASES(2)
-                    I6_CASES(3)
-                    I6_CASES(4)
-                    I6_CASE(1, 2, 1)
-                    I6_CASE(2, 2, 1)
-                    I6_CASE(3, 2, 1)
-                default:
-                    break;
-                }
-            }
+            run_tiles(m, a, tok0, ntok, y + (tile - t0) * RP_ROWS, ldy, tile, nb, nr, g0, g1, x,
+                      pfd, xc, fac);
         }
         tile += nb;
     }

@@ -197,6 +197,8 @@ static void test_drivers(pool *pl, uint32_t type, int64_t rows, int64_t cols, in
           *y = malloc((size_t)n * rows * sizeof(float));
     float *y2 = malloc((size_t)n * rows * sizeof(float));
     kern_gemv_tiles_with(kern_best(), f.m, &f.a, ref, rows, 0, f.m->n_tiles);
+    kern_gemv_tiles_with(KERN_SCALAR, f.m, &f.a, y, rows, 0, f.m->n_tiles);
+    CHECK(!memcmp(ref, y, (size_t)n * rows * sizeof(float)));
     kern_matmul(pl, f.m, &f.a, y, rows);
     CHECK(!memcmp(ref, y, (size_t)n * rows * sizeof(float)));
     /* two matrices, one region: g.m on f's activations */
@@ -613,13 +615,17 @@ int main(int argc, char **argv) {
     }
     test_drivers(NULL, QT_Q5_1, 77, 256, 3);
     /* prefill-sized: SwiGLU's blocks of tiles and of tokens (a last short one of each), the
-     * matmul's cache blocking, the AVX2 kernel's prepared chunks (two a row) */
+     * matmul's cache blocking, the AVX2 kernel's prepared chunks (two a row); 2304 columns (72
+     * groups: chunks of 32, 32 and 8) over 37 tiles: the AVX2 kernel's chunk-outer order for
+     * a block of 128 tokens (K kinds), then the last 9 tokens tile-outer */
     {
         pool *pl = pool_new(2, err, sizeof err);
         CHECK(pl != NULL);
         static const uint32_t ptypes[] = {QT_Q4_0, QT_Q4_K, QT_Q6_K};
-        for (size_t ti = 0; ti < 3; ti++)
+        for (size_t ti = 0; ti < 3; ti++) {
             test_drivers(pl, ptypes[ti], 300, 1280, 137);
+            test_drivers(pl, ptypes[ti], 292, 2304, 137);
+        }
         pool_free(pl);
     }
     /* every repacked kind: I4, I4M, I8 (q8_0, q5_0), I8M, I4K, I5K, I6 */
