@@ -293,8 +293,10 @@ static void split_pairs(int64_t n, int n_tasks, int task, int64_t *lo, int64_t *
  * MM_CHUNK_BYTES (an even number of tiles: the AVX-512 path's pairs), each crossed by blocks of
  * tokens whose codes take about MM_ACT_BYTES (multiples of 8 tokens: its runs), so a run's
  * weights and a block's codes both stay in L2 instead of every tile streaming all the tokens'
- * codes from L3. Batches of at most MM_TOK_MIN tokens (decode) run in one pass. The order of
- * the work changes no result. */
+ * codes from L3. Batches of at most MM_TOK_MIN tokens (decode) run in one pass. The AVX2 path
+ * gets blocks of KERN_AVX2_CO_TOKENS on the matrices it runs chunk-outer (kern.h), whose codes
+ * then exceed MM_ACT_BYTES: only a chunk of them needs to stay in L2 there. The order of the
+ * work changes no result. */
 #ifndef MM_TOK_MIN
 #define MM_TOK_MIN 64
 #endif
@@ -428,29 +430,23 @@ __attribute__((target("avx512f"))) static void silu_mul_512(float *y, const floa
 }
 /* silu16's lane-wise operations on 8 lanes in AVX2 intrinsics (GCC moves the 16-lane vectors'
  * ymm halves through the stack); a short tail in zero-padded lanes */
+__attribute__((target("avx2"))) static inline __m256 silu8(__m256 g, __m256 u) {
+    const __m256 one = _mm256_set1_ps(1.0f);
+    const __m256 e = vexp8_avx2(_mm256_or_ps(g, _mm256_set1_ps(-0.0f))); /* e^-|g| */
+    const __m256 num = _mm256_blendv_ps(e, one, _mm256_cmp_ps(g, _mm256_setzero_ps(), _CMP_GE_OQ));
+    return _mm256_mul_ps(_mm256_mul_ps(g, _mm256_div_ps(num, _mm256_add_ps(one, e))), u);
+}
 __attribute__((target("avx2"))) static void silu_mul_256(float *y, const float *g, const float *u,
                                                          int64_t n) {
-    const __m256 one = _mm256_set1_ps(1.0f), neg = _mm256_set1_ps(-0.0f);
-    for (int64_t i = 0; i < n; i += 8) {
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(y + i, silu8(_mm256_loadu_ps(g + i), _mm256_loadu_ps(u + i)));
+    if (i < n) {
         float gt[8] = {0}, ut[8] = {0};
-        const bool full = i + 8 <= n;
-        if (!full) {
-            memcpy(gt, g + i, (size_t)(n - i) * sizeof(float));
-            memcpy(ut, u + i, (size_t)(n - i) * sizeof(float));
-        }
-        const __m256 gv = _mm256_loadu_ps(full ? g + i : gt),
-                     uv = _mm256_loadu_ps(full ? u + i : ut);
-        const __m256 e = vexp8_avx2(_mm256_or_ps(gv, neg)); /* e^-|g| */
-        const __m256 num =
-            _mm256_blendv_ps(e, one, _mm256_cmp_ps(gv, _mm256_setzero_ps(), _CMP_GE_OQ));
-        const __m256 out =
-            _mm256_mul_ps(_mm256_mul_ps(gv, _mm256_div_ps(num, _mm256_add_ps(one, e))), uv);
-        if (full) {
-            _mm256_storeu_ps(y + i, out);
-        } else {
-            _mm256_storeu_ps(gt, out);
-            memcpy(y + i, gt, (size_t)(n - i) * sizeof(float));
-        }
+        memcpy(gt, g + i, (size_t)(n - i) * sizeof(float));
+        memcpy(ut, u + i, (size_t)(n - i) * sizeof(float));
+        _mm256_storeu_ps(gt, silu8(_mm256_loadu_ps(gt), _mm256_loadu_ps(ut)));
+        memcpy(y + i, gt, (size_t)(n - i) * sizeof(float));
     }
 }
 #endif

@@ -157,8 +157,9 @@ void kern_tiles_avx2(const rp_matrix *m, const kern_act *a, int tok0, int ntok, 
                      int64_t ldy, int64_t t0, int64_t t1);
 /* kern_tiles_avx2 runs a call on the kinds with prepared factors (RP_I4K, RP_I6) chunk-outer
  * when its tokens' codes (ntok x cols bytes) exceed KERN_AVX2_CO_BYTES; the prefill blocking
- * (kern.c, mm_range) gives it blocks of KERN_AVX2_CO_TOKENS tokens on such matrices */
-#define KERN_AVX2_CO_BYTES (256 << 10)
+ * (kern.c, mm_range) gives it blocks of KERN_AVX2_CO_TOKENS tokens on such matrices (at 128
+ * tokens: more than 6144 columns, ffn_down of the 1.2B shape and up) */
+#define KERN_AVX2_CO_BYTES (768 << 10)
 #define KERN_AVX2_CO_TOKENS 128
 static inline int kern_avx2_chunk_outer(const rp_matrix *m, int64_t ntok) {
     return (m->kind == RP_I4K || m->kind == RP_I6) && ntok * m->cols > KERN_AVX2_CO_BYTES;

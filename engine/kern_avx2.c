@@ -406,7 +406,9 @@ void kern_tiles_avx2(const rp_matrix *m, const kern_act *a, int tok0, int ntok, 
     const int x = ntok >= (m->kind == RP_I4K || i6 ? 16 : 64), two = !i6 || x;
     int nr[2];
     if (x && kern_avx2_chunk_outer(m, ntok)) {
-        /* prefetch the next pair's chunk: the next lines this order reads */
+        /* prefetch the next pair's chunk: the next lines this order reads (the call's last pair
+         * prefetches past t1, lines a later call reads). run_tiles is inlined in both orders:
+         * one shared call site measured 4-9% slower for Q4_K. */
         const size_t pfd = 2 * m->tile_bytes;
         for (int64_t g0 = 0; g0 < ng; g0 += XK) {
             const int64_t g1 = g0 + XK < ng ? g0 + XK : ng;

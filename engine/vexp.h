@@ -1,5 +1,5 @@
 /* vexp.h: e^x for x <= 0 in plain float ops, one definition for attention's softmax (engine/attn.c)
- * and the SwiGLU combination (engine/kern.c), as one lane and as 16. */
+ * and the SwiGLU combination (engine/kern.c), as one lane, as 16 and as 8 in AVX2 intrinsics. */
 #ifndef LFM2_VEXP_H
 #define LFM2_VEXP_H
 #include <stdint.h>
@@ -66,7 +66,8 @@ static inline __attribute__((always_inline)) void vexp16(vexp_f16 *v) {
 #if defined(__x86_64__) && defined(__GNUC__)
 #include <immintrin.h>
 /* vexp16's operations on the 8 lanes of an AVX2 register (attention's softmax, the SwiGLU
- * combination), so each lane has vexp_scalar's bits. */
+ * combination), so each lane has vexp_scalar's bits: callers compile it without FP contraction
+ * (-std=c11), which an FMA target would otherwise apply to these separate multiplies and adds. */
 static inline __attribute__((target("avx2"), always_inline)) __m256 vexp8_avx2(__m256 x) {
     const __m256 m =
         _mm256_add_ps(_mm256_mul_ps(x, _mm256_set1_ps(VEXP_LOG2E)), _mm256_set1_ps(VEXP_MAGIC));
